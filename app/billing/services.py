@@ -1,0 +1,213 @@
+"""Billing runs, re-rating and receivable summaries."""
+
+import logging
+from collections import defaultdict
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.billing.models import RECEIVABLE_KINDS, BillingRun, LedgerEntry, utcnow
+from app.extensions import db
+from app.money import ZERO, format_money
+from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, Station, Unit
+from app.org.models import Company
+from app.tariffs.services import compute_charge, get_season, tariff_in_force
+
+logger = logging.getLogger(__name__)
+
+
+class BillingError(RuntimeError):
+    """A billing step that cannot be carried out as requested."""
+
+
+def get_company(code):
+    """Return the company with `code`, or raise BillingError."""
+    company = db.session.scalar(sa.select(Company).filter_by(code=code))
+    if company is None:
+        raise BillingError(f"Company {code} not found; check the company code (for example TJ).")
+    return company
+
+
+def _account_facts(company_id):
+    """Return (account, has_lift, heat_source_kind) for every account of a company."""
+    rows = db.session.execute(
+        sa.select(Account, Building.has_lift, HeatSource.kind)
+        .join(Unit, Account.unit_id == Unit.id)
+        .join(Building, Unit.building_id == Building.id)
+        .outerjoin(Station, Account.station_id == Station.id)
+        .outerjoin(HeatSource, Station.heat_source_id == HeatSource.id)
+        .where(Account.company_id == company_id)
+        .order_by(Account.id)
+    )
+    return [(account, bool(has_lift), kind or "") for account, has_lift, kind in rows]
+
+
+def account_charge_inputs(account):
+    """Return (has_lift, heat_source_kind) of one account."""
+    building = account.unit.building
+    kind = account.station.heat_source.kind if account.station and account.station.heat_source else ""
+    return building.has_lift, kind
+
+
+def run_billing(company_code, season_name, user_id=None):
+    """Post the season charge of every account of a company that has none yet.
+
+    Returns the BillingRun. Accounts already charged for the season are left alone, so a
+    re-run posts nothing twice.
+    """
+    company = get_company(company_code)
+    season = get_season(company.id, season_name)
+    tariff = tariff_in_force(season)
+    charged = set(
+        db.session.scalars(
+            sa.select(LedgerEntry.account_id).where(
+                LedgerEntry.company_id == company.id,
+                LedgerEntry.season_id == season.id,
+                LedgerEntry.kind == "charge",
+            )
+        )
+    )
+    run = BillingRun(company_id=company.id, season_id=season.id, started_by_id=user_id)
+    db.session.add(run)
+    db.session.flush()
+
+    posted = 0
+    total = ZERO
+    for account, has_lift, kind in _account_facts(company.id):
+        if account.id in charged:
+            continue
+        charge = compute_charge(tariff, account, has_lift, kind)
+        if charge is None:
+            continue
+        db.session.add(
+            LedgerEntry(
+                company_id=company.id,
+                account_id=account.id,
+                season_id=season.id,
+                kind="charge",
+                amount=charge.amount,
+                charge_area=charge.charge_area.quantize(Decimal("0.0001")) if _fits(charge.charge_area, 4) else None,
+                unit_price=charge.unit_price,
+                ratio=charge.ratio,
+                cause_type="billing_run",
+                cause_id=run.id,
+                idempotency_key=f"charge:{season.id}:{account.id}",
+                created_by_id=user_id,
+            )
+        )
+        posted += 1
+        total += charge.amount
+
+    run.accounts_billed = posted
+    run.amount_posted = total
+    run.finished_at = utcnow()
+    db.session.commit()
+    logger.info("Billing run %s for company %s season %s posted %s lines", run.id, company.code, season.name, posted)
+    return run
+
+
+def _fits(value, places):
+    return value == value.quantize(Decimal(1).scaleb(-places))
+
+
+def season_receivable(account_id, season_id):
+    """Net receivable of one account for one season."""
+    amount = db.session.scalar(
+        sa.select(sa.func.sum(LedgerEntry.amount)).where(
+            LedgerEntry.account_id == account_id,
+            LedgerEntry.season_id == season_id,
+            LedgerEntry.kind.in_(RECEIVABLE_KINDS),
+        )
+    )
+    return amount if amount is not None else ZERO
+
+
+def season_received(account_id, season_id):
+    """Payments applied to one account's season receivable."""
+    amount = db.session.scalar(
+        sa.select(sa.func.sum(LedgerEntry.amount)).where(
+            LedgerEntry.account_id == account_id,
+            LedgerEntry.season_id == season_id,
+            LedgerEntry.kind == "payment",
+        )
+    )
+    return -amount if amount is not None else ZERO
+
+
+def rerate_account(account, season, new_status, cause_type, cause_id, key, user_id=None, memo=""):
+    """Change an account's billing status and post the difference to its season receivable.
+
+    Posts one `rerate` line of (new charge − current receivable) under `key`; posting the
+    same key again does nothing. Returns the line, or None when it was already posted.
+    """
+    exists = db.session.scalar(
+        sa.select(LedgerEntry.id).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
+    )
+    if exists:
+        return None
+    tariff = tariff_in_force(season)
+    has_lift, kind = account_charge_inputs(account)
+    charge = compute_charge(tariff, account, has_lift, kind, billing_status=new_status)
+    new_amount = charge.amount if charge else ZERO
+    difference = new_amount - season_receivable(account.id, season.id)
+    account.billing_status = new_status
+    entry = LedgerEntry(
+        company_id=account.company_id,
+        account_id=account.id,
+        season_id=season.id,
+        kind="rerate",
+        amount=difference,
+        ratio=charge.ratio if charge else None,
+        unit_price=charge.unit_price if charge else None,
+        cause_type=cause_type,
+        cause_id=cause_id,
+        idempotency_key=key,
+        memo=memo,
+        created_by_id=user_id,
+    )
+    db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+def receivables_report(company_code, season_name):
+    """Receivables of a company and season in the CLI's JSON shape (amounts as strings)."""
+    company = get_company(company_code)
+    season = get_season(company.id, season_name)
+    amounts = dict(
+        db.session.execute(
+            sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount))
+            .where(
+                LedgerEntry.company_id == company.id,
+                LedgerEntry.season_id == season.id,
+                LedgerEntry.kind.in_(RECEIVABLE_KINDS),
+            )
+            .group_by(LedgerEntry.account_id)
+        ).all()
+    )
+    by_status = defaultdict(lambda: {"accounts": 0, "receivable": ZERO})
+    by_account = {}
+    total = ZERO
+    accounts = db.session.execute(
+        sa.select(Account.id, Account.legacy_no, Account.account_no, Account.billing_status)
+        .where(Account.company_id == company.id)
+        .order_by(Account.id)
+    ).all()
+    for account_id, legacy_no, account_no, status in accounts:
+        amount = amounts.get(account_id) or ZERO
+        label = BILLING_STATUSES.get(status, status)
+        by_status[label]["accounts"] += 1
+        by_status[label]["receivable"] += amount
+        by_account[legacy_no or account_no] = format_money(amount)
+        total += amount
+    return {
+        "company": company.code,
+        "season": season.name,
+        "accounts": len(accounts),
+        "receivable_total": format_money(total),
+        "by_status": {
+            label: {"accounts": v["accounts"], "receivable": format_money(v["receivable"])}
+            for label, v in sorted(by_status.items())
+        },
+        "by_account": by_account,
+    }

@@ -1,0 +1,81 @@
+"""Operator commands: `flask --app wsgi heat ...`. Their output format is a stable contract."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask.cli import AppGroup
+
+from app.billing.services import BillingError, receivables_report, run_billing
+from app.demo import install_demo
+from app.ledger.services import find_company, import_ledger
+from app.tariffs.services import TariffError
+
+heat = AppGroup("heat", help="Heatflow operator commands.")
+
+
+@heat.command("demo")
+def demo_command():
+    """Create the demo group NHG, its companies, tariffs, roles and users (idempotent)."""
+    companies = install_demo()
+    click.echo(f"Demo group NHG ready: {', '.join(c.code for c in companies)}.")
+
+
+@heat.command("import-ledger")
+@click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def import_ledger_command(company_code, path):
+    """Import an .xlsx ledger; exit 1 with the row report on stderr if any row is invalid."""
+    try:
+        company = find_company(company_code)
+    except LookupError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    if not path.exists():
+        click.echo(f"File {path} not found.", err=True)
+        sys.exit(1)
+    result = import_ledger(company, path.read_bytes(), path.name)
+    if result.ok:
+        click.echo(result.summary())
+        return
+    click.echo(result.summary(), err=True)
+    for error in result.errors:
+        click.echo(error.message(), err=True)
+    sys.exit(1)
+
+
+@heat.command("bill")
+@click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
+@click.option("--season", required=True, help="Season name, e.g. 2025-2026.")
+def bill_command(company_code, season):
+    """Post the season charge of every account that has none yet (safe to re-run)."""
+    try:
+        run = run_billing(company_code, season)
+    except (BillingError, TariffError) as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(f"{company_code} {season}: {run.accounts_billed} accounts billed, {run.amount_posted:.2f} yuan posted.")
+
+
+@heat.command("receivables")
+@click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
+@click.option("--season", required=True, help="Season name, e.g. 2025-2026.")
+@click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="text", help="Output format.")
+def receivables_command(company_code, season, output_format):
+    """Print receivables per status and per account for a company and season."""
+    try:
+        report = receivables_report(company_code, season)
+    except (BillingError, TariffError) as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    if output_format == "json":
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    click.echo(f"{report['company']} {report['season']}: {report['accounts']} accounts, receivable {report['receivable_total']}")
+    for status, figures in report["by_status"].items():
+        click.echo(f"  {status}: {figures['accounts']} accounts, {figures['receivable']}")
+
+
+def register_cli(app):
+    app.cli.add_command(heat)

@@ -1,0 +1,37 @@
+"""Ledger import jobs: the uploaded file, its progress and its row report."""
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import deferred
+
+from app.extensions import db
+from app.tenancy import CompanyOwned
+
+IMPORT_STATUSES = {"queued": "排队中", "running": "导入中", "succeeded": "已导入", "rejected": "已拒绝", "failed": "失败"}
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class LedgerImport(CompanyOwned, db.Model):
+    """One ledger file sent for import, kept with its outcome."""
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    filename = sa.Column(sa.String(255), nullable=False)
+    sha256 = sa.Column(sa.String(64), nullable=False)
+    # The file itself, so that a worker on another machine can read it.
+    content = deferred(sa.Column(sa.LargeBinary, nullable=False))
+    status = sa.Column(sa.String(16), nullable=False, default="queued")
+    data_rows = sa.Column(sa.Integer, nullable=False, default=0)
+    processed_rows = sa.Column(sa.Integer, nullable=False, default=0)
+    created_count = sa.Column(sa.Integer, nullable=False, default=0)
+    updated_count = sa.Column(sa.Integer, nullable=False, default=0)
+    unchanged_count = sa.Column(sa.Integer, nullable=False, default=0)
+    # List of {excel_row, column, value, reason}; a file-level problem has excel_row null.
+    errors = sa.Column(sa.JSON, nullable=False, default=list)
+    summary = sa.Column(sa.String(500), nullable=False, default="")
+    created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at = sa.Column(sa.DateTime(timezone=True))

@@ -1,0 +1,419 @@
+"""Read a company's Excel ledger: find the header, map columns by name, normalise and
+validate every row. Nothing here touches the database.
+
+Rows are reported by their 1-based Excel row number and by the header text as it appears
+in the file, so that the sender can find each cell.
+"""
+
+import io
+import re
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+import openpyxl
+from openpyxl.utils.exceptions import InvalidFileException
+
+# Canonical field -> header texts seen in ledgers (compared after normalise_header).
+HEADER_SYNONYMS = {
+    "legacy_no": ["原用户编号", "原户号", "户号", "用户编号", "原编号", "用户号"],
+    "customer_name": ["户主姓名", "户主", "用户名称", "用户姓名", "姓名", "户名"],
+    "phone": ["联系电话", "手机", "电话", "手机号", "手机号码"],
+    "community": ["小区名称", "小区"],
+    "building": ["楼号", "楼栋", "楼栋号", "楼"],
+    "unit": ["单元", "单元号"],
+    "room": ["房号", "房间号", "户室号", "室号", "门牌号"],
+    "building_area": ["建筑面积"],
+    "usable_area": ["使用面积"],
+    "has_lift": ["是否有电梯", "电梯", "有无电梯"],
+    "user_type": ["用户类型", "用热性质", "用户性质"],
+    "billing_status": ["供热状态", "采暖状态", "供暖状态", "状态"],
+    "billing_method": ["计费方式", "收费方式"],
+    "station": ["换热站", "热力站", "换热站名称"],
+    "heat_source": ["热源", "热源名称"],
+    "prior_arrears": ["往年欠费", "欠费金额", "上季欠费", "历史欠费", "往年欠费金额"],
+    "note": ["备注"],
+}
+REQUIRED_FIELDS = ["community", "building", "unit", "room", "building_area", "user_type", "billing_status"]
+FIELD_LABELS = {
+    "community": "小区名称",
+    "building": "楼号",
+    "unit": "单元",
+    "room": "房号",
+    "building_area": "建筑面积",
+    "user_type": "用户类型",
+    "billing_status": "供热状态",
+}
+
+# Ledger wording -> code. Keys are the group's accepted synonyms; anything else is rejected.
+STATUS_SYNONYMS = {"正常": "normal", "正常供热": "normal", "报停": "suspended", "停供": "suspended", "未入网": "not_connected"}
+USER_TYPE_SYNONYMS = {
+    "居民": "residential",
+    "住宅": "residential",
+    "低保": "low_income",
+    "非居民": "non_residential",
+    "公建": "non_residential",
+    "商业": "non_residential",
+}
+BILLING_METHOD_SYNONYMS = {"面积": "area", "计量": "metered"}
+YES_NO = {"是": True, "有": True, "否": False, "无": False}
+
+AREA_SUFFIXES = ("平方米", "平米", "m2", "m²", "㎡")
+
+
+class LedgerFileError(ValueError):
+    """The file cannot be read as a ledger at all (not xlsx, no header, no sheet)."""
+
+
+@dataclass
+class RowError:
+    """One invalid cell: Excel row number, header text as in the file, value and reason."""
+
+    excel_row: int
+    column: str
+    value: str
+    reason: str
+
+    def message(self):
+        return f"第 {self.excel_row} 行，列「{self.column}」，值「{self.value}」：{self.reason}"
+
+
+@dataclass
+class LedgerRow:
+    """One valid, normalised data row."""
+
+    excel_row: int
+    legacy_no: str | None
+    customer_name: str
+    phone: str
+    community: str
+    building: int
+    unit: int
+    room: int
+    building_area: Decimal
+    usable_area: Decimal | None
+    has_lift: bool
+    user_type: str
+    billing_status: str
+    billing_method: str
+    station: str
+    heat_source: str
+    prior_arrears: Decimal
+    note: str
+
+
+@dataclass
+class ParsedLedger:
+    """What a ledger file contains after parsing: valid rows, errors and network sheets."""
+
+    sheet: str
+    header_row: int
+    columns: dict  # field -> header text as in the file
+    rows: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    data_rows: int = 0
+    heat_sources: dict = field(default_factory=dict)  # name -> kind
+    stations: dict = field(default_factory=dict)  # name -> heat source name
+
+
+def clean_text(value):
+    """Normalise a cell to text: full-width to ASCII (NFKC), trimmed, None for blank."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = unicodedata.normalize("NFKC", str(value)).strip()
+    return text or None
+
+
+def normalise_header(value):
+    """Header text without spaces and without a unit in brackets, e.g. 建筑面积(㎡) → 建筑面积."""
+    text = clean_text(value) or ""
+    text = re.sub(r"[(\[（【].*?[)\]）】]", "", text)
+    return re.sub(r"\s+", "", text)
+
+
+_HEADER_LOOKUP = {normalise_header(name): key for key, names in HEADER_SYNONYMS.items() for name in names}
+
+
+def parse_decimal(value):
+    """Read a number cell (Excel number, or text with full-width digits and a unit suffix)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        # repr gives the shortest text that reads back as the same float: what Excel shows.
+        return Decimal(repr(value))
+    text = clean_text(value)
+    if text is None:
+        return None
+    text = text.replace(",", "")
+    for suffix in AREA_SUFFIXES:
+        if text.endswith(suffix):
+            text = text[: -len(suffix)].strip()
+            break
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not number.is_finite():
+        raise ValueError("not a number")
+    return number
+
+
+def parse_ordinal(value, suffixes, max_value):
+    """Read a building, unit or room number such as 3, '3号楼' or '1单元'."""
+    text = clean_text(value)
+    if text is None:
+        raise ValueError("blank")
+    for suffix in suffixes:
+        if text.endswith(suffix):
+            text = text[: -len(suffix)].strip()
+            break
+    if not re.fullmatch(r"\d+", text):
+        raise ValueError("not a whole number")
+    number = int(text)
+    if not 1 <= number <= max_value:
+        raise ValueError(f"outside 1..{max_value}")
+    return number
+
+
+def normalise_phone(value):
+    """Phone as digits only, without a +86 prefix."""
+    text = clean_text(value)
+    if text is None:
+        return ""
+    text = re.sub(r"[\s\-()]", "", text)
+    if text.startswith("+86"):
+        text = text[3:]
+    return text
+
+
+def open_workbook(content):
+    """Open xlsx bytes read-only, or raise LedgerFileError saying what is wrong."""
+    if not zipfile.is_zipfile(io.BytesIO(content)):
+        raise LedgerFileError("The file is not an .xlsx workbook (it is not a zip archive); save it as Excel .xlsx and upload again.")
+    try:
+        return openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except (InvalidFileException, KeyError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise LedgerFileError(f"The workbook cannot be read ({error}); save it again as Excel .xlsx and upload again.") from error
+
+
+def _find_header(rows):
+    """Return (row index, {field: column index}, {field: header text}) of the header row."""
+    for index, row in enumerate(rows[:15]):
+        mapping, texts = {}, {}
+        for column, cell in enumerate(row):
+            key = _HEADER_LOOKUP.get(normalise_header(cell))
+            if key and key not in mapping:
+                mapping[key] = column
+                texts[key] = clean_text(cell)
+        if len(mapping) >= 3:
+            return index, mapping, texts
+    return None, None, None
+
+
+def _read_network_sheets(workbook, parsed):
+    for sheet in workbook.worksheets[1:]:
+        rows = [tuple(r) for r in sheet.iter_rows(values_only=True)]
+        if not rows:
+            continue
+        header = [normalise_header(c) for c in rows[0]]
+        if "换热站名称" in header or "换热站" in header or "热力站" in header:
+            name_col = next(i for i, h in enumerate(header) if h in ("换热站名称", "换热站", "热力站"))
+            source_col = next((i for i, h in enumerate(header) if h in ("热源名称", "热源")), None)
+            for row in rows[1:]:
+                name = clean_text(row[name_col]) if name_col < len(row) else None
+                if name:
+                    source = clean_text(row[source_col]) if source_col is not None and source_col < len(row) else None
+                    parsed.stations[name] = source or ""
+        elif "热源名称" in header or "热源" in header:
+            name_col = next(i for i, h in enumerate(header) if h in ("热源名称", "热源"))
+            kind_col = next((i for i, h in enumerate(header) if h in ("热源类型", "类型")), None)
+            for row in rows[1:]:
+                name = clean_text(row[name_col]) if name_col < len(row) else None
+                if name:
+                    kind = clean_text(row[kind_col]) if kind_col is not None and kind_col < len(row) else None
+                    parsed.heat_sources[name] = kind or ""
+
+
+def parse_ledger(content, max_rows=200_000):
+    """Parse ledger bytes into a ParsedLedger; raise LedgerFileError if it is no ledger."""
+    workbook = open_workbook(content)
+    try:
+        if not workbook.worksheets:
+            raise LedgerFileError("The workbook has no sheets.")
+        sheet = workbook.worksheets[0]
+        rows = []
+        for row in sheet.iter_rows(values_only=True):
+            rows.append(row)
+            if len(rows) > max_rows + 20:
+                raise LedgerFileError(f"The sheet {sheet.title} has more than {max_rows} rows; split the ledger into smaller files.")
+        header_index, mapping, texts = _find_header(rows)
+        if header_index is None:
+            raise LedgerFileError(
+                f"No header row found in the first 15 rows of sheet {sheet.title}; "
+                "the header needs columns such as 小区名称, 建筑面积, 用户类型 and 供热状态."
+            )
+        missing = [FIELD_LABELS[f] for f in REQUIRED_FIELDS if f not in mapping]
+        if missing:
+            raise LedgerFileError(f"The header (row {header_index + 1}) has no column for: {', '.join(missing)}; add them and upload again.")
+        parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
+        _read_network_sheets(workbook, parsed)
+    finally:
+        workbook.close()
+
+    validator = _RowValidator(parsed, mapping, texts)
+    for index in range(header_index + 1, len(rows)):
+        row = rows[index]
+        if all(clean_text(c) is None for c in row):
+            continue
+        first = clean_text(row[0]) if row else None
+        if first is not None and re.sub(r"\s+", "", first) == "合计":
+            continue
+        parsed.data_rows += 1
+        validator.validate(index + 1, row)
+    return parsed
+
+
+class _RowValidator:
+    """Validate rows one by one, remembering what later rows must not repeat."""
+
+    def __init__(self, parsed, mapping, texts):
+        self.parsed = parsed
+        self.mapping = mapping
+        self.texts = texts
+        self.legacy_seen = {}
+        self.dwelling_seen = {}
+        self.lift_by_building = {}
+
+    def cell(self, row, key):
+        column = self.mapping.get(key)
+        if column is None or column >= len(row):
+            return None
+        return row[column]
+
+    def validate(self, excel_row, row):
+        errors = []
+
+        def error(key, value, reason):
+            shown = "" if value is None else str(value)
+            errors.append(RowError(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason))
+
+        legacy_no = clean_text(self.cell(row, "legacy_no"))
+        if legacy_no is not None:
+            if legacy_no in self.legacy_seen:
+                error("legacy_no", legacy_no, f"原用户编号重复，已在第 {self.legacy_seen[legacy_no]} 行出现；每个编号只能出现一次")
+            else:
+                self.legacy_seen[legacy_no] = excel_row
+
+        community = clean_text(self.cell(row, "community"))
+        if community is None:
+            error("community", None, "小区为空，请填写小区名称")
+
+        numbers = {}
+        for key, suffixes, max_value, label in (
+            ("building", ("号楼", "栋", "幢", "号"), 999, "楼号须为 1 到 999 的整数"),
+            ("unit", ("单元",), 99, "单元须为 1 到 99 的整数"),
+            ("room", ("室", "号"), 9999, "房号须为 1 到 9999 的整数"),
+        ):
+            raw = self.cell(row, key)
+            try:
+                numbers[key] = parse_ordinal(raw, suffixes, max_value)
+            except ValueError:
+                error(key, raw, label)
+
+        raw_area = self.cell(row, "building_area")
+        building_area = None
+        try:
+            building_area = parse_decimal(raw_area)
+            if building_area is None:
+                error("building_area", raw_area, "建筑面积为空，请填写大于 0 的数字")
+            elif building_area <= 0:
+                error("building_area", raw_area, "建筑面积必须大于 0")
+        except ValueError:
+            error("building_area", raw_area, "建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）")
+
+        raw_usable = self.cell(row, "usable_area")
+        usable_area = None
+        try:
+            usable_area = parse_decimal(raw_usable)
+            if usable_area is not None and usable_area <= 0:
+                error("usable_area", raw_usable, "使用面积必须大于 0，或留空")
+        except ValueError:
+            error("usable_area", raw_usable, "使用面积不是数字，请填写数字或留空")
+
+        raw_type = clean_text(self.cell(row, "user_type"))
+        user_type = USER_TYPE_SYNONYMS.get(raw_type)
+        if user_type is None:
+            error("user_type", raw_type, f"用户类型无法识别，应为：{'、'.join(USER_TYPE_SYNONYMS)}")
+
+        raw_status = clean_text(self.cell(row, "billing_status"))
+        status = STATUS_SYNONYMS.get(raw_status)
+        if status is None:
+            error("billing_status", raw_status, f"供热状态无法识别，应为：{'、'.join(STATUS_SYNONYMS)}")
+
+        raw_method = clean_text(self.cell(row, "billing_method"))
+        method = BILLING_METHOD_SYNONYMS.get(raw_method) if raw_method is not None else "area"
+        if method is None:
+            error("billing_method", raw_method, f"计费方式无法识别，应为：{'、'.join(BILLING_METHOD_SYNONYMS)}")
+
+        raw_lift = clean_text(self.cell(row, "has_lift"))
+        has_lift = YES_NO.get(raw_lift) if raw_lift is not None else False
+        if has_lift is None:
+            error("has_lift", raw_lift, "是否有电梯应填“是”或“否”")
+
+        raw_arrears = self.cell(row, "prior_arrears")
+        prior_arrears = None
+        try:
+            prior_arrears = parse_decimal(raw_arrears)
+            if prior_arrears is not None and (prior_arrears < 0 or prior_arrears != prior_arrears.quantize(Decimal("0.01"))):
+                error("prior_arrears", raw_arrears, "往年欠费须为不小于 0 的金额，最多两位小数")
+        except ValueError:
+            error("prior_arrears", raw_arrears, "往年欠费不是金额，请填写数字或留空")
+
+        station = clean_text(self.cell(row, "station")) or ""
+        if station and self.parsed.stations and station not in self.parsed.stations:
+            error("station", station, "换热站不在“换热站”工作表中，请先在该表中登记")
+
+        if community is not None and len(numbers) == 3:
+            dwelling = (community, numbers["building"], numbers["unit"], numbers["room"])
+            if dwelling in self.dwelling_seen:
+                error("room", self.cell(row, "room"), f"与第 {self.dwelling_seen[dwelling]} 行是同一房屋（小区、楼号、单元、房号都相同）")
+            else:
+                self.dwelling_seen[dwelling] = excel_row
+            if "has_lift" in self.mapping and has_lift is not None:
+                building_key = (community, numbers["building"])
+                first = self.lift_by_building.setdefault(building_key, (has_lift, excel_row))
+                if first[0] != has_lift:
+                    error("has_lift", raw_lift, f"同一楼栋在第 {first[1]} 行填写的电梯情况不同；一栋楼只能有一个值")
+
+        if errors:
+            self.parsed.errors.extend(errors)
+            return
+        self.parsed.rows.append(
+            LedgerRow(
+                excel_row=excel_row,
+                legacy_no=legacy_no,
+                customer_name=clean_text(self.cell(row, "customer_name")) or "",
+                phone=normalise_phone(self.cell(row, "phone")),
+                community=community,
+                building=numbers["building"],
+                unit=numbers["unit"],
+                room=numbers["room"],
+                building_area=building_area,
+                usable_area=usable_area,
+                has_lift=has_lift,
+                user_type=user_type,
+                billing_status=status,
+                billing_method=method,
+                station=station,
+                heat_source=clean_text(self.cell(row, "heat_source")) or "",
+                prior_arrears=prior_arrears or Decimal("0.00"),
+                note=(clean_text(self.cell(row, "note")) or "")[:255],
+            )
+        )

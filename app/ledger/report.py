@@ -1,0 +1,47 @@
+"""The error report as an .xlsx: the sender's own workbook with bad cells marked red."""
+
+import io
+
+import openpyxl
+from openpyxl.comments import Comment
+from openpyxl.styles import Font, PatternFill
+
+from app.ledger.parser import normalise_header
+
+BAD_FILL = PatternFill(start_color="FFFFC7CE", end_color="FFFFC7CE", fill_type="solid")
+
+
+def marked_workbook(content, errors):
+    """Return xlsx bytes of the uploaded file with each error's cell filled and commented.
+
+    `errors` are dicts with excel_row, column (header text), value and reason. A sheet
+    named 错误报告 lists them all, first sheet first.
+    """
+    workbook = openpyxl.load_workbook(io.BytesIO(content))
+    sheet = workbook.worksheets[0]
+    columns = {}
+    for row in sheet.iter_rows(min_row=1, max_row=15):
+        for cell in row:
+            if cell.value is not None:
+                columns.setdefault(normalise_header(cell.value), cell.column)
+    for error in errors:
+        if not error.get("excel_row"):
+            continue
+        column = columns.get(normalise_header(error["column"]))
+        if column is None:
+            continue
+        cell = sheet.cell(row=error["excel_row"], column=column)
+        cell.fill = BAD_FILL
+        note = f"{error['reason']}"
+        cell.comment = Comment(note if cell.comment is None else f"{cell.comment.text}\n{note}", "Heatflow")
+
+    report = workbook.create_sheet("错误报告", 0)
+    report.append(["Excel 行号", "列", "值", "原因"])
+    for cell in report[1]:
+        cell.font = Font(bold=True)
+    for error in errors:
+        report.append([error.get("excel_row"), error.get("column"), error.get("value"), error.get("reason")])
+    report.column_dimensions["D"].width = 70
+    output = io.BytesIO()
+    workbook.save(output)
+    return output.getvalue()

@@ -1,0 +1,253 @@
+"""Store a parsed ledger: all rows or none, and the same file twice changes nothing."""
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.extensions import db
+from app.ledger.parser import LedgerFileError, parse_ledger
+from app.network.models import Account, Building, Community, HeatSource, Station, Unit
+from app.org.models import Company
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportResult:
+    """Outcome of one import: counts on success, or the row errors that rejected it."""
+
+    filename: str
+    data_rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list = field(default_factory=list)
+    file_error: str = ""
+    warnings: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return not self.errors and not self.file_error
+
+    def summary(self):
+        if self.file_error:
+            return f"{self.filename}: rejected: {self.file_error}"
+        if self.errors:
+            rows = len({e.excel_row for e in self.errors})
+            return f"{self.filename}: rejected, {len(self.errors)} errors in {rows} rows; nothing was stored."
+        return (
+            f"{self.filename}: {self.data_rows} accounts imported "
+            f"({self.created} new, {self.updated} updated, {self.unchanged} unchanged)."
+        )
+
+
+def sha256_of(content):
+    return hashlib.sha256(content).hexdigest()
+
+
+def import_ledger(company, content, filename, user_id=None, progress=None):
+    """Parse, validate and store a ledger for `company`; commit only when every row is valid.
+
+    `progress(done, total)` is called while rows are stored. Returns an ImportResult.
+    """
+    result = ImportResult(filename=filename)
+    try:
+        parsed = parse_ledger(content)
+    except LedgerFileError as error:
+        result.file_error = str(error)
+        return result
+    result.data_rows = parsed.data_rows
+    if parsed.errors:
+        result.errors = parsed.errors
+        return result
+    if not parsed.rows:
+        result.file_error = "The ledger has a header but no data rows; nothing was imported."
+        return result
+
+    try:
+        _store(company, parsed, result, user_id, progress)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    logger.info("Ledger %s imported into company %s: %s", filename, company.code, result.summary())
+    return result
+
+
+class _NetworkCache:
+    """Find or create heat sources, stations, communities, buildings and units of one company."""
+
+    def __init__(self, company):
+        self.company = company
+        cid = company.id
+        self.sources = {s.name: s for s in db.session.scalars(sa.select(HeatSource).filter_by(company_id=cid))}
+        self.stations = {s.name: s for s in db.session.scalars(sa.select(Station).filter_by(company_id=cid))}
+        self.communities = {c.name: c for c in db.session.scalars(sa.select(Community).filter_by(company_id=cid))}
+        self.next_community = max((int(c.code) for c in self.communities.values()), default=0) + 1
+        self.buildings = {
+            (b.community_id, b.code): b for b in db.session.scalars(sa.select(Building).filter_by(company_id=cid))
+        }
+        self.units = {(u.building_id, u.code): u for u in db.session.scalars(sa.select(Unit).filter_by(company_id=cid))}
+
+    def heat_source(self, name, kind=None):
+        source = self.sources.get(name)
+        if source is None:
+            source = HeatSource(company_id=self.company.id, name=name, kind=kind or "")
+            db.session.add(source)
+            self.sources[name] = source
+        elif kind is not None and source.kind != kind:
+            source.kind = kind
+        return source
+
+    def station(self, name, source_name):
+        station = self.stations.get(name)
+        source = self.heat_source(source_name) if source_name else None
+        if station is None:
+            station = Station(company_id=self.company.id, name=name, heat_source=source)
+            db.session.add(station)
+            self.stations[name] = station
+        elif source is not None and station.heat_source is not source:
+            station.heat_source = source
+        return station
+
+    def community(self, name):
+        community = self.communities.get(name)
+        if community is None:
+            if self.next_community > 9999:
+                raise LedgerFileError("The company already has 9999 communities; no 4-digit code is left.")
+            community = Community(company_id=self.company.id, name=name, code=f"{self.next_community:04d}")
+            self.next_community += 1
+            db.session.add(community)
+            db.session.flush()
+            self.communities[name] = community
+        return community
+
+    def unit(self, community, building_no, unit_no, has_lift):
+        key = (community.id, f"{building_no:03d}")
+        building = self.buildings.get(key)
+        if building is None:
+            building = Building(company_id=self.company.id, community_id=community.id, code=key[1], has_lift=has_lift)
+            db.session.add(building)
+            db.session.flush()
+            self.buildings[key] = building
+        elif building.has_lift != has_lift:
+            building.has_lift = has_lift
+        unit_key = (building.id, f"{unit_no:02d}")
+        unit = self.units.get(unit_key)
+        if unit is None:
+            unit = Unit(company_id=self.company.id, building_id=building.id, code=unit_key[1])
+            db.session.add(unit)
+            db.session.flush()
+            self.units[unit_key] = unit
+        return unit
+
+
+ACCOUNT_FIELDS = (
+    "customer_name", "phone", "room", "building_area", "usable_area", "user_type",
+    "billing_status", "billing_method", "note", "prior_arrears",
+)
+
+
+def _store(company, parsed, result, user_id, progress):
+    cache = _NetworkCache(company)
+    for name, kind in parsed.heat_sources.items():
+        cache.heat_source(name, kind)
+    for name, source_name in parsed.stations.items():
+        cache.station(name, source_name)
+
+    existing = db.session.scalars(sa.select(Account).filter_by(company_id=company.id)).all()
+    by_legacy = {a.legacy_no: a for a in existing if a.legacy_no}
+    by_number = {a.account_no: a for a in existing}
+    arrears_keys = set(
+        db.session.scalars(
+            sa.select(LedgerEntry.idempotency_key).where(
+                LedgerEntry.company_id == company.id, LedgerEntry.kind == "prior_arrears"
+            )
+        )
+    )
+
+    total = len(parsed.rows)
+    for done, row in enumerate(parsed.rows, start=1):
+        community = cache.community(row.community)
+        unit = cache.unit(community, row.building, row.unit, row.has_lift)
+        station = cache.station(row.station, row.heat_source) if row.station else None
+        account_no = f"{company.number}{community.code}{row.building:03d}{row.unit:02d}{row.room:04d}"
+        values = {
+            "customer_name": row.customer_name,
+            "phone": row.phone,
+            "room": f"{row.room}",
+            "building_area": row.building_area,
+            "usable_area": row.usable_area,
+            "user_type": row.user_type,
+            "billing_status": row.billing_status,
+            "billing_method": row.billing_method,
+            "note": row.note,
+            "prior_arrears": row.prior_arrears,
+        }
+        account = by_legacy.get(row.legacy_no) if row.legacy_no else None
+        if account is None:
+            account = by_number.get(account_no)
+        if account is None:
+            account = Account(company_id=company.id, account_no=account_no, legacy_no=row.legacy_no, unit=unit, station=station, **values)
+            db.session.add(account)
+            by_number[account_no] = account
+            result.created += 1
+        else:
+            changed = _update_account(account, values, unit, station, row.legacy_no, account_no)
+            if changed:
+                result.updated += 1
+            else:
+                result.unchanged += 1
+        if row.prior_arrears > 0:
+            db.session.flush()
+            key = f"arrears-import:{account.id}"
+            if key not in arrears_keys:
+                db.session.add(
+                    LedgerEntry(
+                        company_id=company.id,
+                        account_id=account.id,
+                        season_id=None,
+                        kind="prior_arrears",
+                        amount=row.prior_arrears,
+                        cause_type="ledger_import",
+                        idempotency_key=key,
+                        memo=f"{result.filename} 第 {row.excel_row} 行",
+                        created_by_id=user_id,
+                    )
+                )
+                arrears_keys.add(key)
+        if progress and (done % 500 == 0 or done == total):
+            db.session.flush()
+            progress(done, total)
+
+
+def _update_account(account, values, unit, station, legacy_no, account_no):
+    changed = False
+    for name, value in values.items():
+        if getattr(account, name) != value:
+            setattr(account, name, value)
+            changed = True
+    if account.unit_id != unit.id:
+        account.unit = unit
+        changed = True
+    if station is not None and account.station_id != station.id:
+        account.station = station
+        changed = True
+    if legacy_no and account.legacy_no != legacy_no:
+        account.legacy_no = legacy_no
+        changed = True
+    if account.account_no != account_no:
+        account.account_no = account_no
+        changed = True
+    return changed
+
+
+def find_company(code):
+    """Return the company with `code`, or raise LookupError naming it."""
+    company = db.session.scalar(sa.select(Company).filter_by(code=code))
+    if company is None:
+        raise LookupError(f"Company {code} not found; run `flask heat demo` or check the code.")
+    return company

@@ -1,0 +1,94 @@
+"""Group, companies, users and roles."""
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+
+from app.extensions import db
+from app.tenancy import CompanyOwned
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class Group(db.Model):
+    """The heating group (集团) that owns the platform and sets group-wide rules."""
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    code = sa.Column(sa.String(16), nullable=False, unique=True)
+    name = sa.Column(sa.String(100), nullable=False)
+
+
+class Company(db.Model):
+    """A company of the group: a subsidiary (the tenant) or the headquarters itself."""
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    group_id = sa.Column(sa.Integer, sa.ForeignKey("group.id"), nullable=False)
+    code = sa.Column(sa.String(16), nullable=False, unique=True)
+    # Two-digit prefix of every unified account number of this company.
+    number = sa.Column(sa.String(2), nullable=False, unique=True)
+    name = sa.Column(sa.String(100), nullable=False)
+    city = sa.Column(sa.String(50), nullable=False, default="")
+    is_headquarters = sa.Column(sa.Boolean, nullable=False, default=False)
+    invoice_mode = sa.Column(sa.String(32), nullable=False, default="receipt")
+
+    group = db.relationship(Group)
+
+
+class CompanyFunction(CompanyOwned, db.Model):
+    """A function (module) the group has granted to a company."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "function"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    function = sa.Column(sa.String(32), nullable=False)
+    granted_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    granted_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class Role(CompanyOwned, db.Model):
+    """A named permission set, defined by a company for its own staff."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "code"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    code = sa.Column(sa.String(32), nullable=False)
+    name = sa.Column(sa.String(64), nullable=False)
+    permissions = sa.Column(sa.JSON, nullable=False, default=list)
+
+
+class User(UserMixin, CompanyOwned, db.Model):
+    """A staff member of one company, seen only within the tenant scope like company data.
+
+    Login names and staff numbers are unique across the group because one login page
+    serves every company; the staff number starts with the company number.
+    """
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # Unified staff number: company number + 4 digits, e.g. 110003.
+    user_no = sa.Column(sa.String(6), nullable=False, unique=True)
+    username = sa.Column(sa.String(64), nullable=False, unique=True)
+    name = sa.Column(sa.String(64), nullable=False)
+    password_hash = sa.Column(sa.String(255), nullable=False)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    company = db.relationship(Company)
+
+    @property
+    def is_active(self):
+        return self.active
+
+
+class UserRole(CompanyOwned, db.Model):
+    """Assignment of a role of one company to a user."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "user_id", "role_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    user_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
+    role_id = sa.Column(sa.Integer, sa.ForeignKey("role.id"), nullable=False)
+
+    role = db.relationship(Role)

@@ -1,0 +1,53 @@
+"""The permission catalogue and the functions (modules) the group grants to companies.
+
+A user may act only when one of their roles carries the permission and the group has
+granted the permission's function to the company the action concerns.
+"""
+
+# function code -> Chinese label
+FUNCTIONS = {
+    "accounts": "用户档案",
+    "ledger": "台账导入",
+    "billing": "计费",
+    "payments": "收费",
+    "processes": "业务审批",
+    "fieldwork": "移动作业",
+    "hq": "集团监管",
+    "admin": "系统管理",
+}
+
+# permission code -> (function code, Chinese label)
+PERMISSIONS = {
+    "account.read": ("accounts", "查看用户档案"),
+    "account.edit": ("accounts", "修改用户档案"),
+    "ledger.import": ("ledger", "导入台账"),
+    "billing.run": ("billing", "生成应收"),
+    "billing.read": ("billing", "查看应收"),
+    "payment.collect": ("payments", "柜台收费"),
+    "process.start": ("processes", "发起业务申请"),
+    "process.approve": ("processes", "分公司审批"),
+    "process.group_approve": ("processes", "集团审批"),
+    "fieldwork.do": ("fieldwork", "现场作业"),
+    "hq.view": ("hq", "集团汇总查看"),
+    "role.manage": ("admin", "管理本公司角色"),
+    "company.manage": ("admin", "管理分公司与功能授权"),
+}
+
+# Permissions that only read; a headquarters role holding nothing else is read-only.
+READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
+
+# Roles every company receives: code -> (Chinese name, permissions).
+DEFAULT_COMPANY_ROLES = {
+    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read"]),
+    "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
+    "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
+    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),
+    "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
+}
+
+# Roles of the group headquarters.
+DEFAULT_HQ_ROLES = {
+    "group_admin": ("集团管理员", ["company.manage", "role.manage", "hq.view", "account.read", "billing.read"]),
+    "group_approver": ("集团审批人", ["process.group_approve", "account.read", "billing.read", "hq.view"]),
+    "hq_auditor": ("集团稽核", ["hq.view", "account.read", "billing.read"]),
+}

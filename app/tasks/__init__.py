@@ -1,0 +1,1 @@
+"""Celery tasks, one module per feature, each named feature.verb_noun."""

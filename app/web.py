@@ -1,0 +1,95 @@
+"""Web wiring: blueprints, login, the per-request tenant scope, errors and security headers."""
+
+import logging
+
+from flask import render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from app.extensions import db, login_manager
+from app.org.models import User
+from app.tenancy import SYSTEM_SCOPE, TenantScope, scoped, set_scope
+
+logger = logging.getLogger(__name__)
+NO_COMPANIES = TenantScope(visible=frozenset(), writable=frozenset(), label="anonymous")
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    with scoped(SYSTEM_SCOPE):
+        return db.session.get(User, int(user_id))
+
+
+def _set_request_scope():
+    from app.org.services import scope_for
+
+    if current_user.is_authenticated:
+        set_scope(scope_for(current_user))
+    else:
+        set_scope(NO_COMPANIES)
+
+
+def _security_headers(response):
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def register_web(app):
+    """Register blueprints, hooks and error pages."""
+    from app.billing.routes import bp as billing_bp
+    from app.hq.routes import bp as hq_bp
+    from app.ledger.routes import bp as ledger_bp
+    from app.network.routes import bp as network_bp
+    from app.org.routes import bp as org_bp
+
+    login_manager.login_view = "org.login"
+    login_manager.login_message = "请先登录。"
+
+    for blueprint in (org_bp, network_bp, ledger_bp, billing_bp, hq_bp):
+        app.register_blueprint(blueprint)
+    for blueprint in _optional_blueprints():
+        app.register_blueprint(blueprint)
+
+    @app.context_processor
+    def _navigation():
+        return {"nav_endpoints": set(app.view_functions)}
+
+    app.before_request(_set_request_scope)
+    app.after_request(_security_headers)
+
+    @app.teardown_request
+    def _reset_scope(exc):
+        set_scope(SYSTEM_SCOPE)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        return render_template("error.html", title="表单已过期", message="表单校验失败（CSRF），请刷新页面后重试。"), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        if request.path.startswith("/api/"):
+            return {"error_code": error.name.lower().replace(" ", "_"), "message": error.description, "status": error.code}, error.code
+        return render_template("error.html", title=f"{error.code} {error.name}", message=error.description), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error):
+        db.session.rollback()
+        logger.exception("Unhandled error on %s %s", request.method, request.path)
+        message = "服务器处理请求时出错，操作未保存。请稍后重试，或联系管理员并告知时间。"
+        if request.path.startswith("/api/"):
+            return {"error_code": "internal_error", "message": message, "status": 500}, 500
+        return render_template("error.html", title="出错了", message=message), 500
+
+
+def _optional_blueprints():
+    """Blueprints of features that register themselves in app.routes_registry."""
+    from app.routes_registry import BLUEPRINTS
+
+    return BLUEPRINTS

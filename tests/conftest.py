@@ -1,0 +1,131 @@
+"""Shared fixtures: one app per database backend, a clean schema per test, demo data and
+logged-in clients.
+
+HEATFLOW_TEST_BACKENDS lists the backends (default "sqlite,postgres"). PostgreSQL runs on
+127.0.0.1:5432 as user postgres; each test session creates its own database and drops it
+at the end.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app import create_app
+from app.extensions import db
+from app.tenancy import SYSTEM_SCOPE, set_scope
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+LEDGERS = FIXTURES / "ledgers"
+BACKENDS = [b for b in os.environ.get("HEATFLOW_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+POSTGRES_ADMIN_URL = os.environ.get("HEATFLOW_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _create_postgres_database():
+    name = "heatflow_test_" + uuid.uuid4().hex[:10]
+    engine = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return name, POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_postgres_database(name):
+    engine = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def database_url_for(backend, tmp_path_factory):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'heatflow.db'}", None
+    name, url = _create_postgres_database()
+    return url, name
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def app(backend, tmp_path_factory):
+    """The app on a migrated database of `backend`, shared by the session."""
+    url, pg_name = database_url_for(backend, tmp_path_factory)
+    application = create_app({"SQLALCHEMY_DATABASE_URI": url}, config_name="testing")
+    with application.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    if pg_name:
+        _drop_postgres_database(pg_name)
+
+
+def _empty_all_tables():
+    tables = list(reversed(db.metadata.sorted_tables))
+    if db.engine.dialect.name == "postgresql":
+        names = ", ".join(f'"{t.name}"' for t in tables)
+        db.session.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    else:
+        for table in tables:
+            db.session.execute(table.delete())
+    db.session.commit()
+
+
+@pytest.fixture
+def app_ctx(app):
+    """An app context on an empty schema, under the system scope."""
+    with app.app_context():
+        set_scope(SYSTEM_SCOPE)
+        _empty_all_tables()
+        yield app
+        db.session.rollback()
+        set_scope(SYSTEM_SCOPE)
+        db.session.remove()
+
+
+@pytest.fixture
+def demo(app_ctx):
+    """The demo group installed; returns {code: Company}."""
+    from app.demo import install_demo
+
+    companies = install_demo()
+    return {c.code: c for c in companies}
+
+
+@pytest.fixture
+def import_fixture(demo):
+    """Import a fixture ledger into a company: import_fixture('TJ', 'TJ-shared.xlsx')."""
+    from app.ledger.services import import_ledger
+
+    def _import(code, filename):
+        path = LEDGERS / filename
+        return import_ledger(demo[code], path.read_bytes(), filename)
+
+    return _import
+
+
+@pytest.fixture
+def client(app_ctx):
+    return app_ctx.test_client()
+
+
+@pytest.fixture
+def login(app_ctx):
+    """Return a test client logged in as `username` (demo password)."""
+    from app.demo import DEMO_PASSWORD
+
+    def _login(username):
+        c = app_ctx.test_client()
+        response = c.post("/login", data={"username": username, "password": DEMO_PASSWORD})
+        assert response.status_code == 302, f"login of {username} failed: {response.status_code}"
+        return c
+
+    return _login
