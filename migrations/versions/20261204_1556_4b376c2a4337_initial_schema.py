@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 5b7098e07a7a
+Revision ID: 4b376c2a4337
 Revises: 
-Create Date: 2026-12-04 15:55:09.731118
+Create Date: 2026-12-04 15:56:30.892336
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '5b7098e07a7a'
+revision = '4b376c2a4337'
 down_revision = None
 branch_labels = None
 depends_on = None
