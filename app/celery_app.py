@@ -2,15 +2,26 @@
 scope unless the task sets a company scope itself."""
 
 from celery import Task
+from flask import has_app_context
 
 from app.extensions import celery
 
 
-def init_celery(app):
-    """Configure the shared Celery object from the app config."""
+class AppContextTask(Task):
+    """Run the task inside the current app context, or inside the app Celery was last bound to."""
+
+    def __call__(self, *args, **kwargs):
+        if has_app_context():
+            return super().__call__(*args, **kwargs)
+        with self.app.flask_app.app_context():
+            return super().__call__(*args, **kwargs)
+
+
+def init_celery(flask_app):
+    """Configure the shared Celery object from the app config and bind it to `flask_app`."""
     celery.conf.update(
-        broker_url=app.config["CELERY_BROKER_URL"],
-        task_always_eager=app.config.get("CELERY_TASK_ALWAYS_EAGER", False),
+        broker_url=flask_app.config["CELERY_BROKER_URL"],
+        task_always_eager=flask_app.config.get("CELERY_TASK_ALWAYS_EAGER", False),
         task_eager_propagates=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -19,15 +30,6 @@ def init_celery(app):
         broker_connection_retry_on_startup=True,
         timezone="Asia/Shanghai",
     )
-
-    class AppContextTask(Task):
-        def __call__(self, *args, **kwargs):
-            with app.app_context():
-                return super().__call__(*args, **kwargs)
-
-    celery.Task = AppContextTask
-    app.extensions["celery"] = celery
-
-    import app.tasks.ledger  # noqa: F401  registers the tasks
-
+    celery.flask_app = flask_app
+    flask_app.extensions["celery"] = celery
     return celery

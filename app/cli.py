@@ -77,5 +77,30 @@ def receivables_command(company_code, season, output_format):
         click.echo(f"  {status}: {figures['accounts']} accounts, {figures['receivable']}")
 
 
+@heat.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server listens on.")
+@click.option("--port", default=5000, show_default=True, help="Port of the web server.")
+def run_command(host, port):
+    """Serve the web app and run a Celery worker beside it until interrupted."""
+    import subprocess
+
+    from werkzeug.serving import run_simple
+
+    from app.celery_worker import flask_app
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "app.celery_worker", "worker", "--pool", "solo", "--loglevel", "INFO"],
+    )
+    try:
+        click.echo(f"Heatflow on http://{host}:{port} with a Celery worker (pid {worker.pid}); Ctrl+C stops both.")
+        run_simple(host, port, flask_app, threaded=True, use_reloader=False)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
 def register_cli(app):
     app.cli.add_command(heat)

@@ -13,6 +13,7 @@ from app.extensions import db
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole
 from app.org.permissions import DEFAULT_COMPANY_ROLES, DEFAULT_HQ_ROLES, FUNCTIONS
 from app.org.services import hash_password
+from app.processes.deployment import install_demo_processes
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice
 
 DEMO_PASSWORD = "heatflow-demo"
@@ -135,11 +136,6 @@ def install_demo():
         _install_roles_and_users(company, DEFAULT_COMPANY_ROLES, spec["code"].lower())
         _install_tariff(company, spec)
         companies.append(company)
-    for installer in DEMO_INSTALLERS:
-        installer(companies)
+    install_demo_processes(companies)
     db.session.commit()
     return companies
-
-
-# Other packages append a callable(companies) here to add their demo rows (process models, rules).
-DEMO_INSTALLERS = []

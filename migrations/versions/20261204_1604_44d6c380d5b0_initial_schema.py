@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 4b376c2a4337
+Revision ID: 44d6c380d5b0
 Revises: 
-Create Date: 2026-12-04 15:56:30.892336
+Create Date: 2026-12-04 16:04:15.577685
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '4b376c2a4337'
+revision = '44d6c380d5b0'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -52,6 +52,20 @@ def upgrade():
     with op.batch_alter_table('community', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_community_company_id'), ['company_id'], unique=False)
 
+    op.create_table('escalation_rule',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('escalate_non_residential', sa.Boolean(), nullable=False),
+    sa.Column('area_threshold', sa.BigInteger(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_escalation_rule_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_rule')),
+    sa.UniqueConstraint('company_id', 'process_type', name=op.f('uq_escalation_rule_company_id_process_type'))
+    )
+    with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_escalation_rule_company_id'), ['company_id'], unique=False)
+
     op.create_table('heat_source',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -63,6 +77,17 @@ def upgrade():
     )
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_heat_source_company_id'), ['company_id'], unique=False)
+
+    op.create_table('receipt_counter',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('next_number', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_receipt_counter_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_receipt_counter')),
+    sa.UniqueConstraint('company_id', name=op.f('uq_receipt_counter_company_id'))
+    )
+    with op.batch_alter_table('receipt_counter', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_receipt_counter_company_id'), ['company_id'], unique=False)
 
     op.create_table('role',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -176,6 +201,24 @@ def upgrade():
     )
     with op.batch_alter_table('ledger_import', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_import_company_id'), ['company_id'], unique=False)
+
+    op.create_table('process_model',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('bpmn_xml', sa.Text(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_model_company_id_company')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_process_model_created_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_model')),
+    sa.UniqueConstraint('company_id', 'process_type', 'version', name=op.f('uq_process_model_company_id_process_type_version'))
+    )
+    with op.batch_alter_table('process_model', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_model_company_id'), ['company_id'], unique=False)
 
     op.create_table('station',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -327,11 +370,130 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_ledger_entry_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_ledger_entry_company_season_kind', ['company_id', 'season_id', 'kind'], unique=False)
 
+    op.create_table('payment',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('method', sa.String(length=8), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=True),
+    sa.Column('cashier_id', sa.Integer(), nullable=False),
+    sa.Column('paid_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('receipt_no', sa.String(length=32), nullable=False),
+    sa.Column('payer_name', sa.String(length=100), nullable=False),
+    sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('request_token', sa.String(length=64), nullable=True),
+    sa.Column('receipt_prints', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_payment_account_id_account')),
+    sa.ForeignKeyConstraint(['cashier_id'], ['user.id'], name=op.f('fk_payment_cashier_id_user')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_payment_company_id_company')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_payment_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment')),
+    sa.UniqueConstraint('company_id', 'receipt_no', name=op.f('uq_payment_company_id_receipt_no')),
+    sa.UniqueConstraint('company_id', 'request_token', name=op.f('uq_payment_company_id_request_token'))
+    )
+    with op.batch_alter_table('payment', schema=None) as batch_op:
+        batch_op.create_index('ix_payment_company_account', ['company_id', 'account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payment_company_id'), ['company_id'], unique=False)
+
+    op.create_table('process_instance',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('model_id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.Text(), nullable=False),
+    sa.Column('started_by_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_process_instance_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_instance_company_id_company')),
+    sa.ForeignKeyConstraint(['model_id'], ['process_model.id'], name=op.f('fk_process_instance_model_id_process_model')),
+    sa.ForeignKeyConstraint(['started_by_id'], ['user.id'], name=op.f('fk_process_instance_started_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_instance'))
+    )
+    with op.batch_alter_table('process_instance', schema=None) as batch_op:
+        batch_op.create_index('ix_process_instance_company_account', ['company_id', 'account_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_process_instance_company_id'), ['company_id'], unique=False)
+
+    op.create_table('human_task',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('instance_id', sa.Integer(), nullable=False),
+    sa.Column('spiff_task_id', sa.String(length=36), nullable=False),
+    sa.Column('task_spec_name', sa.String(length=64), nullable=False),
+    sa.Column('title', sa.String(length=100), nullable=False),
+    sa.Column('lane_role', sa.String(length=32), nullable=False),
+    sa.Column('form', sa.String(length=32), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('claimed_by_id', sa.Integer(), nullable=True),
+    sa.Column('claimed_by_name', sa.String(length=64), nullable=False),
+    sa.Column('completed_by_id', sa.Integer(), nullable=True),
+    sa.Column('decision', sa.String(length=16), nullable=True),
+    sa.Column('comment', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['claimed_by_id'], ['user.id'], name=op.f('fk_human_task_claimed_by_id_user')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_human_task_company_id_company')),
+    sa.ForeignKeyConstraint(['completed_by_id'], ['user.id'], name=op.f('fk_human_task_completed_by_id_user')),
+    sa.ForeignKeyConstraint(['instance_id'], ['process_instance.id'], name=op.f('fk_human_task_instance_id_process_instance')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_human_task')),
+    sa.UniqueConstraint('company_id', 'instance_id', 'spiff_task_id', name=op.f('uq_human_task_company_id_instance_id_spiff_task_id'))
+    )
+    with op.batch_alter_table('human_task', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_human_task_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_human_task_company_status_lane', ['company_id', 'status', 'lane_role'], unique=False)
+
+    op.create_table('process_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('instance_id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('event_type', sa.String(length=16), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('actor_name', sa.String(length=64), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('task_name', sa.String(length=100), nullable=False),
+    sa.Column('decision', sa.String(length=16), nullable=True),
+    sa.Column('comment', sa.Text(), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_event_company_id_company')),
+    sa.ForeignKeyConstraint(['instance_id'], ['process_instance.id'], name=op.f('fk_process_event_instance_id_process_instance')),
+    sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_process_event_user_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_event')),
+    sa.UniqueConstraint('company_id', 'instance_id', 'seq', name=op.f('uq_process_event_company_id_instance_id_seq'))
+    )
+    with op.batch_alter_table('process_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_event_company_id'), ['company_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('process_event', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_event_company_id'))
+
+    op.drop_table('process_event')
+    with op.batch_alter_table('human_task', schema=None) as batch_op:
+        batch_op.drop_index('ix_human_task_company_status_lane')
+        batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
+
+    op.drop_table('human_task')
+    with op.batch_alter_table('process_instance', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_instance_company_id'))
+        batch_op.drop_index('ix_process_instance_company_account')
+
+    op.drop_table('process_instance')
+    with op.batch_alter_table('payment', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_payment_company_id'))
+        batch_op.drop_index('ix_payment_company_account')
+
+    op.drop_table('payment')
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_entry_company_season_kind')
         batch_op.drop_index(batch_op.f('ix_ledger_entry_company_id'))
@@ -368,6 +530,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_station_company_id'))
 
     op.drop_table('station')
+    with op.batch_alter_table('process_model', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_model_company_id'))
+
+    op.drop_table('process_model')
     with op.batch_alter_table('ledger_import', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ledger_import_company_id'))
 
@@ -396,10 +562,18 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_role_company_id'))
 
     op.drop_table('role')
+    with op.batch_alter_table('receipt_counter', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_receipt_counter_company_id'))
+
+    op.drop_table('receipt_counter')
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 
     op.drop_table('heat_source')
+    with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
+
+    op.drop_table('escalation_rule')
     with op.batch_alter_table('community', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_community_company_id'))
 

@@ -1,0 +1,89 @@
+"""Receipt content of a payment and receipt printing."""
+
+import logging
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.extensions import db
+from app.invoicing.receipt import render_receipt_pdf
+from app.money import CENT, amount_in_words, format_money
+from app.org.models import Company
+from app.payments.models import Payment
+from app.payments.services import charge_facts, local_time
+from app.tariffs.models import Season
+
+logger = logging.getLogger(__name__)
+
+# Invoice mode of a company -> where the receipt tells the customer to ask for an invoice.
+INVOICE_NOTES = {
+    "e_invoice": "本收据不是发票。如需电子发票，请凭收据号到营业厅申请开具。",
+    "paper_tax_invoice": "本收据不是发票。如需增值税发票，请持本收据到营业厅开具。",
+    "receipt": "本收据为收费凭证，不是发票。如需发票，请持本收据到营业厅咨询。",
+}
+
+
+def format_quantity(value):
+    """Format an area, price or percentage with two decimals, or more where it has them."""
+    if value is None:
+        return ""
+    value = value.normalize()
+    if value.as_tuple().exponent > -2:
+        value = value.quantize(CENT)
+    return f"{value:f}"
+
+
+def payment_items(payment):
+    """List the receivables a payment paid, as (label, amount) in posting order."""
+    rows = db.session.execute(
+        sa.select(LedgerEntry.amount, Season.name)
+        .outerjoin(Season, LedgerEntry.season_id == Season.id)
+        .where(LedgerEntry.cause_type == "payment", LedgerEntry.cause_id == payment.id, LedgerEntry.kind == "payment")
+        .order_by(LedgerEntry.id)
+    ).all()
+    return [(f"{name} 供暖季热费" if name else "往年欠费", -amount) for amount, name in rows]
+
+
+def receipt_context(payment, print_number=1):
+    """Collect everything the receipt template shows for one payment."""
+    account = payment.account
+    company = db.session.get(Company, payment.company_id)
+    facts = charge_facts(account, payment.season)
+    return {
+        "company_name": company.name,
+        "receipt_no": payment.receipt_no,
+        "paid_at": local_time(payment.paid_at),
+        "payer_name": payment.payer_name,
+        "account_no": account.account_no,
+        "legacy_no": account.legacy_no or "",
+        "address": account.address,
+        "season_name": payment.season.name if payment.season else "",
+        "charge_area": format_quantity(facts.charge_area),
+        "unit_price": format_quantity(facts.unit_price),
+        "ratio_percent": format_quantity(facts.ratio * 100) if facts.ratio is not None and facts.ratio != 1 else "",
+        "items": [(label, format_money(amount)) for label, amount in payment_items(payment)],
+        "amount": format_money(payment.amount),
+        "amount_in_words": amount_in_words(payment.amount),
+        "method_label": payment.method_label,
+        "channel_label": payment.channel_label,
+        "cashier_name": payment.cashier.name,
+        "note": payment.note,
+        "invoice_note": INVOICE_NOTES.get(company.invoice_mode, INVOICE_NOTES["receipt"]),
+        "print_number": print_number,
+    }
+
+
+def print_receipt(payment):
+    """Count a print of the payment's receipt and return the PDF; prints after the first say 补打."""
+    db.session.execute(
+        sa.update(Payment).where(Payment.id == payment.id).values(receipt_prints=Payment.receipt_prints + 1)
+    )
+    db.session.refresh(payment, ["receipt_prints"])
+    try:
+        pdf = render_receipt_pdf(receipt_context(payment, payment.receipt_prints))
+    except Exception:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    logger.info("Printed receipt %s of payment %s (print %s)", payment.receipt_no, payment.id, payment.receipt_prints)
+    return pdf

@@ -1,0 +1,283 @@
+"""What an account owes, counter collection and receipt numbers."""
+
+import logging
+from dataclasses import dataclass
+from datetime import timezone
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from app.billing.models import RECEIVABLE_KINDS, LedgerEntry
+from app.extensions import db
+from app.money import CENT, ZERO
+from app.network.models import Account
+from app.org.models import Company
+from app.payments.models import PAYMENT_METHODS, Payment, ReceiptCounter, utcnow
+from app.tariffs.models import Season
+
+logger = logging.getLogger(__name__)
+
+# Receipt dates and the year in receipt numbers follow the companies' local time.
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
+# Largest amount the counter accepts in one payment, in yuan; anything above is a typing error.
+MAX_COUNTER_AMOUNT = Decimal("10000000")
+PAYER_NAME_MAX = 100
+NOTE_MAX = 255
+
+
+class PaymentError(ValueError):
+    """A payment that cannot be taken as entered; the message is shown to the cashier."""
+
+
+@dataclass(frozen=True)
+class SeasonOwed:
+    """Receivable and payments of one account for one season."""
+
+    season: Season
+    receivable: Decimal
+    received: Decimal
+
+    @property
+    def outstanding(self):
+        # A season paid beyond a later-reduced receivable is a credit; it does not offset other debts.
+        return max(self.receivable - self.received, ZERO)
+
+
+@dataclass(frozen=True)
+class AmountOwed:
+    """What one account owes: prior arrears, then each season with a receivable, oldest first."""
+
+    arrears: Decimal
+    arrears_received: Decimal
+    seasons: tuple
+
+    @property
+    def arrears_outstanding(self):
+        return max(self.arrears - self.arrears_received, ZERO)
+
+    @property
+    def current(self):
+        """The latest season with a receivable, or None."""
+        return self.seasons[-1] if self.seasons else None
+
+    @property
+    def received(self):
+        return self.arrears_received + sum((s.received for s in self.seasons), ZERO)
+
+    @property
+    def total(self):
+        return self.arrears_outstanding + sum((s.outstanding for s in self.seasons), ZERO)
+
+
+@dataclass(frozen=True)
+class ChargeFacts:
+    """How a season's fee of one account was derived, as its ledger lines recorded it."""
+
+    charge_area: Decimal | None
+    unit_price: Decimal | None
+    ratio: Decimal | None
+
+
+def amount_owed(account):
+    """Compute what an account owes from its ledger lines."""
+    rows = db.session.execute(
+        sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.account_id == account.id)
+        .group_by(LedgerEntry.season_id, LedgerEntry.kind)
+    ).all()
+    arrears = arrears_received = ZERO
+    receivable, received = {}, {}
+    for season_id, kind, amount in rows:
+        if season_id is None:
+            if kind == "prior_arrears":
+                arrears += amount
+            elif kind == "payment":
+                arrears_received -= amount
+            continue
+        if kind in RECEIVABLE_KINDS:
+            receivable[season_id] = receivable.get(season_id, ZERO) + amount
+        elif kind == "payment":
+            received[season_id] = received.get(season_id, ZERO) - amount
+    season_ids = set(receivable) | set(received)
+    seasons = db.session.scalars(sa.select(Season).where(Season.id.in_(season_ids)).order_by(Season.start_on)).all()
+    owed = tuple(SeasonOwed(s, receivable.get(s.id, ZERO), received.get(s.id, ZERO)) for s in seasons)
+    return AmountOwed(arrears=arrears, arrears_received=arrears_received, seasons=owed)
+
+
+def allocate_payment(owed, amount):
+    """Split `amount` over the outstanding receivables, oldest first: [(season or None, part)]."""
+    slots = [(None, owed.arrears_outstanding)] + [(s.season, s.outstanding) for s in owed.seasons]
+    remaining = amount
+    parts = []
+    for season, outstanding in slots:
+        if remaining <= 0:
+            break
+        part = min(remaining, outstanding)
+        if part > 0:
+            parts.append((season, part))
+            remaining -= part
+    return parts
+
+
+def parse_amount(value):
+    """Convert an entered amount to Decimal yuan, or raise PaymentError naming the input."""
+    if isinstance(value, float):
+        raise PaymentError(f"收款金额 {value!r} 是浮点数；请以字符串或 Decimal 传入。")
+    text = str(value).strip().replace(",", "").replace("，", "") if value is not None else ""
+    if not text:
+        raise PaymentError("请填写收款金额。")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise PaymentError(f"收款金额「{text}」不是有效数字，请填写如 1234.50 的金额。") from None
+    if not amount.is_finite():
+        raise PaymentError(f"收款金额「{text}」不是有效数字，请填写如 1234.50 的金额。")
+    if amount <= 0:
+        raise PaymentError(f"收款金额「{text}」须大于 0，请填写实际收取的金额。")
+    if amount > MAX_COUNTER_AMOUNT:
+        raise PaymentError(f"收款金额「{text}」超过单笔上限 {MAX_COUNTER_AMOUNT} 元，请核对金额。")
+    if amount != amount.quantize(CENT):
+        raise PaymentError(f"收款金额「{text}」超过两位小数，金额只能精确到分，请改正后重试。")
+    return amount.quantize(CENT)
+
+
+def _clean_text(value, limit, label):
+    text = (value or "").strip()
+    if len(text) > limit:
+        raise PaymentError(f"{label}最长 {limit} 个字，当前 {len(text)} 个字，请删减后重试。")
+    return text
+
+
+def collect_payment(account, amount, method, cashier, payer_name=None, note="", request_token=None):
+    """Take a counter payment and post its ledger lines in one transaction.
+
+    A payment already stored under `request_token` (a resubmitted form) is returned as it
+    is, and nothing is posted again.
+    """
+    amount = parse_amount(amount)
+    if method not in PAYMENT_METHODS:
+        raise PaymentError(f"收款方式「{method}」无效，请选择：{'、'.join(PAYMENT_METHODS.values())}。")
+    payer_name = _clean_text(payer_name, PAYER_NAME_MAX, "交款人") or account.customer_name.strip()
+    note = _clean_text(note, NOTE_MAX, "备注")
+    request_token = (request_token or "").strip()[:64] or None
+    try:
+        payment, created = _post_payment(account, amount, method, cashier, payer_name, note, request_token)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        existing = _payment_for_token(account.company_id, request_token) if request_token else None
+        if existing is None or existing.account_id != account.id:
+            raise
+        logger.info("Payment form %s for account %s was submitted twice; kept payment %s", request_token, account.id, existing.id)
+        return existing
+    except Exception:
+        db.session.rollback()
+        raise
+    if created:
+        logger.info("Payment %s of %s on account %s by user %s, receipt %s", payment.id, amount, account.id, cashier.id, payment.receipt_no)
+    else:
+        logger.info("Payment form %s for account %s was submitted twice; kept payment %s", request_token, account.id, payment.id)
+    return payment
+
+
+def _post_payment(account, amount, method, cashier, payer_name, note, request_token):
+    # The account row lock makes concurrent payments of one account wait for each other,
+    # so each one checks what is owed after the previous one has been posted.
+    db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
+    if request_token:
+        existing = _payment_for_token(account.company_id, request_token)
+        if existing is not None:
+            if existing.account_id != account.id:
+                raise PaymentError("该收费表单已用于另一户，请刷新页面后重新收费。")
+            return existing, False
+    owed = amount_owed(account)
+    if owed.total <= 0:
+        raise PaymentError(f"用户 {account.account_no} 当前没有欠费，无需收款。")
+    if amount > owed.total:
+        raise PaymentError(
+            f"收款金额 {amount} 元超过该户应缴合计 {owed.total} 元。柜台暂不收预存款，请收取不超过 {owed.total} 元。"
+        )
+    company = db.session.get(Company, account.company_id)
+    paid_at = utcnow()
+    payment = Payment(
+        company_id=account.company_id, account_id=account.id, amount=amount, method=method, channel="counter",
+        season_id=owed.current.season.id if owed.current else None, cashier_id=cashier.id, paid_at=paid_at,
+        receipt_no=next_receipt_no(company, paid_at), payer_name=payer_name, note=note, request_token=request_token,
+    )
+    db.session.add(payment)
+    db.session.flush()
+    for season, part in allocate_payment(owed, amount):
+        db.session.add(
+            LedgerEntry(
+                company_id=account.company_id, account_id=account.id, season_id=season.id if season else None,
+                kind="payment", amount=-part, cause_type="payment", cause_id=payment.id,
+                idempotency_key=f"payment:{payment.id}:{season.id if season else 'arrears'}",
+                memo=f"收据 {payment.receipt_no}", created_by_id=cashier.id,
+            )
+        )
+    db.session.flush()
+    return payment, True
+
+
+def _payment_for_token(company_id, request_token):
+    return db.session.scalar(sa.select(Payment).filter_by(company_id=company_id, request_token=request_token))
+
+
+def next_receipt_no(company, paid_at):
+    """Take the company's next receipt number, e.g. TJ-2025-000001, under a row lock.
+
+    The number is taken inside the caller's transaction, so a rolled-back payment also
+    gives its number back and the sequence stays gapless. The sequence runs on across
+    years; the year part is the year of collection in local time.
+    """
+    counter = _locked_counter(company.id)
+    number = counter.next_number
+    counter.next_number = number + 1
+    year = local_time(paid_at).year
+    return f"{company.code}-{year}-{number:06d}"
+
+
+def _locked_counter(company_id):
+    select = (
+        sa.select(ReceiptCounter)
+        .where(ReceiptCounter.company_id == company_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    counter = db.session.scalar(select)
+    if counter is not None:
+        return counter
+    # First receipt of the company: create the row; a concurrent first payment may win the race.
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    db.session.execute(
+        insert(ReceiptCounter).values(company_id=company_id, next_number=1).on_conflict_do_nothing(index_elements=["company_id"])
+    )
+    return db.session.scalar(select)
+
+
+def charge_facts(account, season):
+    """Charge area, unit price and ratio behind an account's fee for a season."""
+    if season is None:
+        return ChargeFacts(None, None, None)
+    lines = db.session.scalars(
+        sa.select(LedgerEntry)
+        .where(LedgerEntry.account_id == account.id, LedgerEntry.season_id == season.id, LedgerEntry.kind.in_(("charge", "rerate")))
+        .order_by(LedgerEntry.id)
+    ).all()
+    area = next((line.charge_area for line in lines if line.kind == "charge"), None)
+    priced = [line for line in lines if line.unit_price is not None]
+    latest = priced[-1] if priced else None
+    return ChargeFacts(area, latest.unit_price if latest else None, latest.ratio if latest else None)
+
+
+def local_time(moment):
+    """Convert a stored UTC time to the companies' local time."""
+    if moment.tzinfo is None:
+        # SQLite returns timestamps without their zone; they are stored in UTC.
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(LOCAL_TIME)
+

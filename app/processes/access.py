@@ -1,0 +1,140 @@
+"""Who may see and act on process tasks, and row locking per instance.
+
+Company staff act in the lanes whose role code they hold in their own company; the lane
+group_approver resolves to headquarters users holding process.group_approve. The tenant
+scope already hides other companies' rows, so a task outside the user's companies is
+simply not found.
+"""
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.network.models import Account
+from app.org.models import Role, UserRole
+from app.org.services import AccessError, has_permission
+from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
+from app.tenancy import SYSTEM_SCOPE, scoped
+
+# Lane (role code) -> the permission a user needs to act in it.
+LANE_PERMISSIONS = {
+    "clerk": "process.start",
+    "company_approver": "process.approve",
+    "group_approver": "process.group_approve",
+    "field_staff": "fieldwork.do",
+}
+GROUP_LANES = {"group_approver"}
+
+
+class ProcessError(Exception):
+    """Base of the errors a process action reports to the user."""
+
+
+class NotFoundError(ProcessError):
+    """The account, instance or task does not exist or is outside the user's companies."""
+
+
+class ConflictError(ProcessError):
+    """The task or account changed since the user loaded it (already claimed, completed or running)."""
+
+
+class InputError(ProcessError):
+    """A submitted value is missing or invalid; the message names it and the fix."""
+
+
+def lock_row(model, row_id):
+    """Load a row under a write lock held to the end of the transaction.
+
+    PostgreSQL takes a row lock with SELECT ... FOR UPDATE. SQLite ignores FOR UPDATE, so
+    a no-op UPDATE first takes its database write lock; otherwise two transactions could
+    both read the old state before either writes.
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(
+            sa.update(model).where(model.id == row_id).values(id=model.id).execution_options(synchronize_session=False)
+        )
+    return db.session.scalar(
+        sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
+    )
+
+
+def user_lanes(user, company_id):
+    """Lanes of `company_id`'s instances in which `user` may act."""
+    if user.company.is_headquarters:
+        return {lane for lane in GROUP_LANES if has_permission(user, LANE_PERMISSIONS[lane], company_id)}
+    if user.company_id != company_id:
+        return set()
+    with scoped(SYSTEM_SCOPE):
+        codes = set(
+            db.session.scalars(
+                sa.select(Role.code)
+                .join(UserRole, UserRole.role_id == Role.id)
+                .where(UserRole.user_id == user.id, Role.company_id == company_id)
+            )
+        )
+    return {
+        lane for lane in codes & set(LANE_PERMISSIONS)
+        if lane not in GROUP_LANES and has_permission(user, LANE_PERMISSIONS[lane], company_id)
+    }
+
+
+def inbox_tasks(user):
+    """Open tasks the user may act on, oldest first, as (task, account) pairs."""
+    statement = (
+        sa.select(HumanTask, Account)
+        .join(ProcessInstance, ProcessInstance.id == HumanTask.instance_id)
+        .join(Account, Account.id == ProcessInstance.account_id)
+        .where(HumanTask.status == "open")
+        .order_by(HumanTask.created_at, HumanTask.id)
+    )
+    if user.company.is_headquarters:
+        rows = db.session.execute(statement.where(HumanTask.lane_role.in_(GROUP_LANES))).all()
+    else:
+        lanes = user_lanes(user, user.company_id)
+        rows = db.session.execute(
+            statement.where(HumanTask.company_id == user.company_id, HumanTask.lane_role.in_(lanes or {""}))
+        ).all()
+    return [(task, account) for task, account in rows if task.lane_role in user_lanes(user, task.company_id)]
+
+
+def get_task(task_id, user):
+    """The task if the user may see and act on it: NotFoundError outside their companies, AccessError outside their lanes."""
+    task = db.session.scalar(sa.select(HumanTask).where(HumanTask.id == task_id))
+    if task is None:
+        raise NotFoundError(f"任务 {task_id} 不存在，或不属于您所在的公司。")
+    if task.lane_role not in user_lanes(user, task.company_id):
+        raise AccessError(f"任务「{task.title}」由角色 {task.lane_role} 办理，您没有该角色或相应权限。")
+    return task
+
+
+def get_instance(instance_id):
+    """An instance visible to the current tenant scope, or NotFoundError."""
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.id == instance_id))
+    if instance is None:
+        raise NotFoundError(f"流程 {instance_id} 不存在，或不属于您所在的公司。")
+    return instance
+
+
+def account_history(account_id):
+    """Process instances of an account, newest first, each with its events in order."""
+    instances = db.session.scalars(
+        sa.select(ProcessInstance).where(ProcessInstance.account_id == account_id).order_by(ProcessInstance.id.desc())
+    ).all()
+    return [(instance, instance_events(instance.id)) for instance in instances]
+
+
+def instance_events(instance_id):
+    """Audit events of one instance in chain order."""
+    return db.session.scalars(
+        sa.select(ProcessEvent).where(ProcessEvent.instance_id == instance_id).order_by(ProcessEvent.seq)
+    ).all()
+
+
+def running_instance(account_id, process_type):
+    """The account's running instance of a process type, or None."""
+    return db.session.scalar(
+        sa.select(ProcessInstance).where(
+            ProcessInstance.account_id == account_id,
+            ProcessInstance.process_type == process_type,
+            ProcessInstance.status == "running",
+        )
+    )

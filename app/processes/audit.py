@@ -1,0 +1,113 @@
+"""The per-instance audit trail: appending hash-chained events and verifying the chain.
+
+Each event's hash is sha256 over the previous event's hash followed by the canonical
+JSON of the event (sorted keys, no spaces, UTF-8, timestamps as naive UTC ISO strings),
+so editing, deleting or reordering a stored event breaks every later hash. Callers append
+while holding the instance row lock, which keeps `seq` gapless.
+"""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timezone
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.processes.models import ProcessEvent, utcnow
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Outcome of verifying one instance's chain; `bad_seq` is the first broken entry."""
+
+    ok: bool
+    events: int
+    bad_seq: int | None = None
+    message: str = ""
+
+
+def _utc_text(moment):
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds")
+
+
+def canonical_json(event):
+    """The canonical JSON text of an event's content, the input of its hash."""
+    content = {
+        "company_id": event.company_id,
+        "instance_id": event.instance_id,
+        "seq": event.seq,
+        "event_type": event.event_type,
+        "user_id": event.user_id,
+        "actor_name": event.actor_name or "",
+        "at": _utc_text(event.at),
+        "task_name": event.task_name or "",
+        "decision": event.decision,
+        "comment": event.comment or "",
+        "data": event.data or {},
+    }
+    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def compute_hash(prev_hash, event):
+    """sha256 hex of the previous hash followed by the event's canonical JSON."""
+    return hashlib.sha256((prev_hash + canonical_json(event)).encode("utf-8")).hexdigest()
+
+
+def record_event(instance, event_type, user=None, task_name="", decision=None, comment="", data=None):
+    """Append one event to an instance's chain; the caller holds the instance row lock."""
+    last = db.session.execute(
+        sa.select(ProcessEvent.seq, ProcessEvent.hash)
+        .where(ProcessEvent.instance_id == instance.id)
+        .order_by(ProcessEvent.seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev_hash = (last.seq + 1, last.hash) if last else (1, GENESIS_HASH)
+    event = ProcessEvent(
+        company_id=instance.company_id,
+        instance_id=instance.id,
+        seq=seq,
+        event_type=event_type,
+        user_id=user.id if user is not None else None,
+        actor_name=user.name if user is not None else "系统",
+        at=utcnow(),
+        task_name=task_name or "",
+        decision=decision,
+        comment=comment or "",
+        data=data or {},
+        prev_hash=prev_hash,
+    )
+    event.hash = compute_hash(prev_hash, event)
+    db.session.add(event)
+    db.session.flush()
+    return event
+
+
+def verify_chain(instance_id):
+    """Recompute an instance's chain from its stored events and report the first mismatch."""
+    events = db.session.scalars(
+        sa.select(ProcessEvent).where(ProcessEvent.instance_id == instance_id).order_by(ProcessEvent.seq)
+    ).all()
+    prev_hash = GENESIS_HASH
+    for expected_seq, event in enumerate(events, start=1):
+        if event.seq != expected_seq:
+            return _broken(instance_id, len(events), event.seq, f"entry {expected_seq} is missing")
+        if event.prev_hash != prev_hash:
+            return _broken(instance_id, len(events), event.seq, "its prev_hash does not match the previous entry")
+        if compute_hash(prev_hash, event) != event.hash:
+            return _broken(instance_id, len(events), event.seq, "its content does not match its hash")
+        prev_hash = event.hash
+    return ChainReport(ok=True, events=len(events))
+
+
+def _broken(instance_id, count, seq, reason):
+    message = f"Audit chain of process instance {instance_id} is broken at entry {seq}: {reason}."
+    logger.warning("%s", message)
+    return ChainReport(ok=False, events=count, bad_seq=seq, message=message)

@@ -1,0 +1,259 @@
+"""SpiffWorkflow 3.2.0 wrapper: parsing and deploy checks, the sandboxed script engine, service calls and serialization.
+
+The library's own script engine runs BPMN expressions with Python `eval`/`exec`; here
+every expression goes through app.processes.sandbox instead. Service tasks dispatch to
+the named functions in app.processes.registry. The script engine is not part of the
+serialized state, so `load_workflow` attaches a new one on every load.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from lxml import etree
+from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
+from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.spiff.parser import VALIDATOR, SpiffBpmnParser
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.util.task import TaskState
+
+from app.processes.registry import SERVICES, ServiceError
+from app.processes.sandbox import SandboxError, evaluate_expression, execute_script, validate_expression, validate_script
+
+logger = logging.getLogger(__name__)
+
+# Lane names a diagram may use: each is a role code resolved at run time.
+KNOWN_LANES = {"clerk", "company_approver", "group_approver", "field_staff"}
+# Values of a user task's `form` property that the inbox can render and validate.
+KNOWN_FORMS = {"approval", "valve_close"}
+
+
+class ProcessRunError(RuntimeError):
+    """The engine failed while running an instance (an expression, a service call or the library)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One deploy-time problem of a diagram, tied to a BPMN element id."""
+
+    element_id: str
+    reason: str
+
+    def __str__(self):
+        return f"{self.element_id}: {self.reason}"
+
+
+class ModelValidationError(ValueError):
+    """A diagram that cannot be deployed; `findings` lists every problem found."""
+
+    def __init__(self, findings):
+        self.findings = list(findings)
+        super().__init__("The BPMN model cannot be deployed: " + "; ".join(str(f) for f in self.findings))
+
+
+@dataclass
+class RunContext:
+    """What service functions may use besides task data: the instance and the acting user."""
+
+    instance: object
+    user: object = None
+
+
+def parse_model(bpmn_xml, process_id):
+    """Parse a diagram with the spiff parser; return (spec, subprocess specs) or raise ModelValidationError."""
+    parser = SpiffBpmnParser(validator=VALIDATOR)
+    try:
+        parser.add_bpmn_str(bpmn_xml.encode("utf-8"), filename=f"{process_id}.bpmn")
+        if process_id not in parser.get_process_ids():
+            found = ", ".join(parser.get_process_ids()) or "none"
+            raise ModelValidationError([Finding(process_id, f"no executable process with this id (found: {found})")])
+        return parser.get_spec(process_id), parser.get_subprocess_specs(process_id)
+    except ValidationException as error:
+        element = getattr(error, "id", "") or getattr(error, "tag", "") or process_id
+        raise ModelValidationError([Finding(element, str(error).strip())]) from error
+    except etree.XMLSyntaxError as error:
+        raise ModelValidationError([Finding(process_id, f"the file is not well-formed XML: {error}")]) from error
+    except (KeyError, TypeError, AttributeError) as error:
+        # Some parse failures of SpiffWorkflow 3.2.0 escape as plain Python errors.
+        raise ModelValidationError([Finding(process_id, f"the parser failed: {type(error).__name__}: {error}")]) from error
+
+
+def validate_model(bpmn_xml, process_id):
+    """Parse a diagram and check it against our rules; raise ModelValidationError listing every finding."""
+    spec, subprocess_specs = parse_model(bpmn_xml, process_id)
+    findings = []
+    for task_spec in _all_task_specs(spec, subprocess_specs):
+        findings.extend(_check_task_spec(task_spec))
+    if findings:
+        raise ModelValidationError(findings)
+    return spec, subprocess_specs
+
+
+def _all_task_specs(spec, subprocess_specs):
+    yield from spec.task_specs.values()
+    for sub in subprocess_specs.values():
+        yield from sub.task_specs.values()
+
+
+def _check_task_spec(task_spec):
+    element = getattr(task_spec, "bpmn_id", None)
+    if element is None:
+        return []
+    findings = []
+    lane = getattr(task_spec, "lane", None)
+    if lane is not None and lane not in KNOWN_LANES:
+        findings.append(Finding(element, f"lane {lane!r} is not a known role; use one of {', '.join(sorted(KNOWN_LANES))}"))
+    extensions = getattr(task_spec, "extensions", None) or {}
+    operator = extensions.get("serviceTaskOperator")
+    if operator is not None:
+        findings.extend(_check_operator(element, operator))
+    if getattr(task_spec, "manual", False):
+        form = (extensions.get("properties") or {}).get("form")
+        if form not in KNOWN_FORMS:
+            findings.append(Finding(element, f"user task form {form!r} is unknown; set the property form to one of {', '.join(sorted(KNOWN_FORMS))}"))
+        if lane is None:
+            findings.append(Finding(element, "user task is outside every lane; put it in the lane of the role that does it"))
+    for condition, _target in getattr(task_spec, "cond_task_specs", []):
+        if condition is not None:
+            findings.extend(_check_source(element, condition.args[0], validate_expression, "condition"))
+    for attribute in ("script", "prescript", "postscript"):
+        source = getattr(task_spec, attribute, None)
+        if source:
+            findings.extend(_check_source(element, source, validate_script, attribute))
+    return findings
+
+
+def _check_operator(element, operator):
+    name = operator["name"]
+    service = SERVICES.get(name)
+    if service is None:
+        return [Finding(element, f"service operator {name!r} is not registered; known operators: {', '.join(sorted(SERVICES))}")]
+    findings = []
+    given = set(operator["parameters"])
+    missing = set(service.inputs) - given
+    unknown = given - set(service.inputs)
+    if missing:
+        findings.append(Finding(element, f"service {name!r} lacks parameters {', '.join(sorted(missing))}"))
+    if unknown:
+        findings.append(Finding(element, f"service {name!r} takes no parameters {', '.join(sorted(unknown))}"))
+    for parameter in operator["parameters"].values():
+        findings.extend(_check_source(element, parameter["value"], validate_expression, "parameter"))
+    return findings
+
+
+def _check_source(element, source, check, kind):
+    try:
+        check(source)
+    except SandboxError as error:
+        return [Finding(element, f"{kind} rejected: {error}")]
+    return []
+
+
+class SandboxEnvironment(BasePythonScriptEngineEnvironment):
+    """Script environment that evaluates through the sandbox and dispatches service calls to the registry."""
+
+    def __init__(self, context):
+        super().__init__({})
+        self.context = context
+
+    def evaluate(self, expression, context, external_context=None):
+        data = dict(external_context or {})
+        data.update(context)
+        return evaluate_expression(expression, data)
+
+    def execute(self, script, context, external_context=None):
+        execute_script(script, context)
+        return True
+
+    def call_service(self, context, operation_name=None, operation_params=None):
+        service = SERVICES.get(operation_name)
+        if service is None:
+            raise ServiceError(f"Service operator {operation_name!r} is not registered.")
+        arguments = {name: spec["value"] for name, spec in (operation_params or {}).items()}
+        outputs = service.function(self.context, **arguments)
+        context.update(outputs)
+        return json.dumps({"service": operation_name, "outputs": sorted(outputs)})
+
+
+class SandboxScriptEngine(PythonScriptEngine):
+    """Script engine whose errors name the BPMN element and keep the real cause.
+
+    It replaces the library's `call_service` error handler, which in 3.2.0 refers to an
+    undefined variable and turns every service failure into a NameError.
+    """
+
+    def __init__(self, context):
+        super().__init__(environment=SandboxEnvironment(context))
+
+    def evaluate(self, task, expression, external_context=None):
+        try:
+            return self.environment.evaluate(expression, task.data, external_context)
+        except SandboxError as error:
+            raise _run_error(task, "expression", error) from error
+
+    def execute(self, task, script, external_context=None):
+        try:
+            return self.environment.execute(script, task.data, external_context)
+        except SandboxError as error:
+            raise _run_error(task, "script", error) from error
+
+    def call_service(self, task, **kwargs):
+        try:
+            return self.environment.call_service(task.data, **kwargs)
+        except ProcessRunError:
+            raise
+        except Exception as error:
+            raise _run_error(task, f"service {kwargs.get('operation_name')!r}", error) from error
+
+
+def _run_error(task, what, error):
+    element = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
+    return ProcessRunError(f"{what} of element {element} failed: {error}")
+
+
+def _build_serializer():
+    registry = BpmnWorkflowSerializer.configure(SPIFF_CONFIG)
+    # Task data holds amounts as Decimal and dates as date; the default registry knows neither.
+    registry.register(Decimal, lambda value: {"value": str(value)}, lambda dct: Decimal(dct["value"]))
+    registry.register(date, lambda value: {"value": value.isoformat()}, lambda dct: date.fromisoformat(dct["value"]))
+    return BpmnWorkflowSerializer(registry)
+
+
+SERIALIZER = _build_serializer()
+
+
+def new_workflow(spec, subprocess_specs, context, start_data):
+    """Create a workflow and put `start_data` on its READY start task."""
+    workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=SandboxScriptEngine(context))
+    start = workflow.get_next_task(state=TaskState.READY)
+    start.data.update(start_data)
+    return workflow
+
+
+def run_engine(workflow):
+    """Run every READY automatic task; library failures become ProcessRunError."""
+    try:
+        workflow.do_engine_steps()
+    except SpiffWorkflowException as error:
+        raise ProcessRunError(f"The workflow engine failed: {error}") from error
+
+
+def dump_workflow(workflow):
+    """Serialize a workflow to JSON text."""
+    return SERIALIZER.serialize_json(workflow)
+
+
+def load_workflow(state, context):
+    """Restore a workflow from JSON text and attach a new sandboxed script engine."""
+    try:
+        workflow = SERIALIZER.deserialize_json(state)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ProcessRunError(f"The stored workflow state cannot be loaded: {error}") from error
+    workflow.script_engine = SandboxScriptEngine(context)
+    return workflow

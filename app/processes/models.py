@@ -1,0 +1,155 @@
+"""Process models per company, escalation rules, running instances, inbox tasks and their audit trail."""
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.money import Area
+from app.tenancy import CompanyOwned
+
+PROCESS_TYPES = {"suspension": "报停"}
+MODEL_STATUSES = {"published": "已发布", "retired": "已停用"}
+INSTANCE_STATUSES = {"running": "办理中", "completed": "已完成", "rejected": "已驳回", "error": "出错"}
+TASK_STATUSES = {"open": "待办", "completed": "已办", "cancelled": "已取消"}
+EVENT_TYPES = {
+    "started": "发起申请",
+    "task_ready": "生成待办",
+    "claimed": "签收",
+    "released": "退回待办池",
+    "completed": "办结",
+    "escalated": "升级集团审批",
+    "rebilled": "重算应收",
+    "valve_closed": "登记关栓",
+    "finished": "流程结束",
+    "error": "运行出错",
+}
+DECISIONS = {"approve": "同意", "reject": "驳回"}
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class ProcessModel(CompanyOwned, db.Model):
+    """One deployed, immutable version of a company's BPMN diagram for a process type."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "process_type", "version"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    version = sa.Column(sa.Integer, nullable=False)
+    bpmn_xml = sa.Column(sa.Text, nullable=False)
+    # sha256 of bpmn_xml as UTF-8, so a re-deploy of the same file is recognised.
+    sha256 = sa.Column(sa.String(64), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="published")
+    created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class EscalationRule(CompanyOwned, db.Model):
+    """When a company's requests of one process type also need group approval."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "process_type"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    escalate_non_residential = sa.Column(sa.Boolean, nullable=False, default=True)
+    # Escalate when the building area is strictly above this; NULL never escalates by area.
+    area_threshold = sa.Column(Area())
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class ProcessInstance(CompanyOwned, db.Model):
+    """One business request running on a pinned model version, with its serialized workflow state."""
+
+    __table_args__ = (sa.Index("ix_process_instance_company_account", "company_id", "account_id", "status"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    model_id = sa.Column(sa.Integer, sa.ForeignKey("process_model.id"), nullable=False)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="running")
+    # JSON from BpmnWorkflowSerializer; empty only between the insert and the first save.
+    state = sa.Column(sa.Text, nullable=False, default="")
+    started_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+    model = db.relationship(ProcessModel)
+
+    @property
+    def status_label(self):
+        return INSTANCE_STATUSES.get(self.status, self.status)
+
+    @property
+    def type_label(self):
+        return PROCESS_TYPES.get(self.process_type, self.process_type)
+
+
+class HumanTask(CompanyOwned, db.Model):
+    """An inbox entry for one READY user task of an instance."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "instance_id", "spiff_task_id"),
+        sa.Index("ix_human_task_company_status_lane", "company_id", "status", "lane_role"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    instance_id = sa.Column(sa.Integer, sa.ForeignKey("process_instance.id"), nullable=False)
+    # The engine's task UUID as text.
+    spiff_task_id = sa.Column(sa.String(36), nullable=False)
+    task_spec_name = sa.Column(sa.String(64), nullable=False)
+    title = sa.Column(sa.String(100), nullable=False)
+    # The BPMN lane name, which is a role code (clerk, company_approver, group_approver, field_staff).
+    lane_role = sa.Column(sa.String(32), nullable=False)
+    # Which form the task takes: approval or valve_close (the user task's `form` property).
+    form = sa.Column(sa.String(32), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="open")
+    claimed_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    claimed_by_name = sa.Column(sa.String(64), nullable=False, default="")
+    completed_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    decision = sa.Column(sa.String(16))
+    comment = sa.Column(sa.Text, nullable=False, default="")
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    completed_at = sa.Column(sa.DateTime(timezone=True))
+
+    instance = db.relationship(ProcessInstance)
+
+    @property
+    def status_label(self):
+        return TASK_STATUSES.get(self.status, self.status)
+
+
+class ProcessEvent(CompanyOwned, db.Model):
+    """One audit entry of an instance, chained to the previous entry by sha256.
+
+    `hash` = sha256(prev_hash + canonical JSON of this entry); see app.processes.audit.
+    The actor's name is stored with the entry because the tenant scope hides users of
+    other companies (a TJ clerk cannot load the HQ approver's user row).
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "instance_id", "seq"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    instance_id = sa.Column(sa.Integer, sa.ForeignKey("process_instance.id"), nullable=False)
+    # 1, 2, 3 ... within the instance.
+    seq = sa.Column(sa.Integer, nullable=False)
+    event_type = sa.Column(sa.String(16), nullable=False)
+    user_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    actor_name = sa.Column(sa.String(64), nullable=False, default="")
+    at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    task_name = sa.Column(sa.String(100), nullable=False, default="")
+    decision = sa.Column(sa.String(16))
+    comment = sa.Column(sa.Text, nullable=False, default="")
+    data = sa.Column(sa.JSON, nullable=False, default=dict)
+    prev_hash = sa.Column(sa.String(64), nullable=False)
+    hash = sa.Column(sa.String(64), nullable=False)
+
+    @property
+    def type_label(self):
+        return EVENT_TYPES.get(self.event_type, self.event_type)
+
+    @property
+    def decision_label(self):
+        return DECISIONS.get(self.decision, self.decision or "")

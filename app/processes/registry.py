@@ -1,0 +1,171 @@
+"""Service-task operators: the named Python functions a diagram may call.
+
+A BPMN service task names an operator with `spiffworkflow:serviceTaskOperator id="..."`
+and passes each parameter as a sandboxed expression over task data. The function gets
+the RunContext (instance and acting user) and the evaluated parameters, and returns a
+dict that is merged into task data. Deploying a diagram that names an operator missing
+here, or passes other parameters than `inputs`, is rejected.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.billing.services import rerate_account, season_receivable
+from app.extensions import db
+from app.money import format_money
+from app.network.models import BILLING_STATUSES, TARIFF_CATEGORY, VALVE_STATES, Account
+from app.processes.audit import record_event
+from app.processes.models import EscalationRule
+from app.tariffs.models import Season
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A service operator could not do its work; the message says why and what to fix."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """A registered operator: its function and the documented parameters and outputs."""
+
+    name: str
+    function: object
+    inputs: dict
+    outputs: dict
+
+
+SERVICES = {}
+
+
+def register_service(name, inputs, outputs):
+    """Register a function as the operator `name`; `inputs` and `outputs` map names to descriptions."""
+
+    def decorator(function):
+        SERVICES[name] = Service(name=name, function=function, inputs=inputs, outputs=outputs)
+        return function
+
+    return decorator
+
+
+def current_season(company_id, today=None):
+    """The company's season containing `today`, else its latest season; None when it has none."""
+    today = today or date.today()
+    season = db.session.scalar(
+        sa.select(Season)
+        .where(Season.company_id == company_id, Season.start_on <= today, Season.end_on >= today)
+        .order_by(Season.start_on.desc())
+        .limit(1)
+    )
+    if season is not None:
+        return season
+    return db.session.scalar(sa.select(Season).where(Season.company_id == company_id).order_by(Season.start_on.desc()).limit(1))
+
+
+def _instance_account(context, account_id):
+    """The instance's own account, locked for the update; the parameter must name it."""
+    instance = context.instance
+    if account_id != instance.account_id:
+        raise ServiceError(f"Parameter account_id={account_id!r} is not the account {instance.account_id} of process instance {instance.id}.")
+    account = db.session.scalar(sa.select(Account).where(Account.id == account_id).with_for_update())
+    if account is None:
+        raise ServiceError(f"Account {account_id} of process instance {instance.id} was not found.")
+    return account
+
+
+@register_service(
+    "evaluate_escalation",
+    inputs={"account_id": "id of the instance's account"},
+    outputs={"escalate": "bool: the request also needs group approval", "escalation_reason": "Chinese text shown to approvers"},
+)
+def evaluate_escalation(context, account_id):
+    """Decide from the company's EscalationRule whether a suspension also needs group approval."""
+    account = _instance_account(context, account_id)
+    rule = db.session.scalar(
+        sa.select(EscalationRule).where(
+            EscalationRule.company_id == account.company_id, EscalationRule.process_type == context.instance.process_type
+        )
+    )
+    reasons = []
+    if rule is not None and rule.escalate_non_residential and TARIFF_CATEGORY[account.user_type] == "non_residential":
+        reasons.append("非居民用户报停需集团审批")
+    if rule is not None and rule.area_threshold is not None and account.building_area > rule.area_threshold:
+        reasons.append(f"建筑面积 {account.building_area.normalize():f} ㎡ 超过 {rule.area_threshold.normalize():f} ㎡，需集团审批")
+    if reasons:
+        reason = "；".join(reasons) + "。"
+        record_event(context.instance, "escalated", user=None, task_name="判断是否需集团审批", comment=reason)
+        return {"escalate": True, "escalation_reason": reason}
+    if rule is None:
+        return {"escalate": False, "escalation_reason": "本公司未设置升级规则，由分公司审批。"}
+    return {"escalate": False, "escalation_reason": "未达到集团审批条件，由分公司审批。"}
+
+
+@register_service(
+    "rebill_suspension",
+    inputs={"account_id": "id of the instance's account"},
+    outputs={
+        "season": "name of the re-rated season",
+        "rerate_amount": "Decimal: the difference line posted (negative lowers the receivable)",
+        "receivable_after": "Decimal: the season receivable after the line",
+    },
+)
+def rebill_suspension(context, account_id):
+    """Set the account to 报停 and re-rate its current season at the suspension ratio, once per instance."""
+    instance = context.instance
+    account = _instance_account(context, account_id)
+    season = current_season(account.company_id)
+    if season is None:
+        raise ServiceError(f"Company {account.company_id} has no heating season; set up the season and its tariff first.")
+    key = f"suspension:{instance.id}"
+    posted = db.session.scalar(
+        sa.select(LedgerEntry).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
+    )
+    if posted is not None:
+        # A replay of this step: the line is already posted, so report it and post nothing.
+        return {"season": season.name, "rerate_amount": posted.amount, "receivable_after": season_receivable(account.id, posted.season_id)}
+    if account.billing_status != "normal":
+        label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
+        raise ServiceError(f"账户 {account.account_no} 当前状态为「{label}」，只有「正常」状态可以报停；请驳回本申请。")
+    before = season_receivable(account.id, season.id)
+    entry = rerate_account(
+        account, season, "suspended", "process_instance", instance.id, key=key,
+        user_id=context.user.id if context.user else None, memo=f"报停审批通过（流程 {instance.id}）",
+    )
+    after = season_receivable(account.id, season.id)
+    record_event(
+        instance, "rebilled", user=context.user, task_name="按报停比例重算应收",
+        data={
+            "season": season.name, "ledger_entry_id": entry.id, "amount": format_money(entry.amount),
+            "receivable_before": format_money(before), "receivable_after": format_money(after),
+        },
+    )
+    logger.info("Process instance %s re-rated account %s for season %s by %s", instance.id, account.id, season.name, entry.amount)
+    return {"season": season.name, "rerate_amount": entry.amount, "receivable_after": after}
+
+
+@register_service(
+    "mark_valve_closed",
+    inputs={
+        "account_id": "id of the instance's account",
+        "valve_state": "closed or sealed, from the field task",
+        "seal_no": "seal number recorded on site",
+    },
+    outputs={"valve_state": "the account's new valve state"},
+)
+def mark_valve_closed(context, account_id, valve_state, seal_no):
+    """Record on the account that the field staff closed (and possibly sealed) the valve."""
+    if valve_state not in ("closed", "sealed"):
+        raise ServiceError(f"valve_state={valve_state!r} is invalid; the field task must record closed or sealed.")
+    if not seal_no:
+        raise ServiceError("seal_no is empty; the field task must record the seal number.")
+    account = _instance_account(context, account_id)
+    account.valve_state = valve_state
+    record_event(
+        context.instance, "valve_closed", user=context.user, task_name="登记阀门已关",
+        data={"valve_state": valve_state, "valve_label": VALVE_STATES[valve_state], "seal_no": seal_no},
+    )
+    return {"valve_state": valve_state}

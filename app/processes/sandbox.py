@@ -1,0 +1,282 @@
+"""A small expression language for gateway conditions, service parameters and scripts.
+
+BPMN expressions are parsed with `ast` and interpreted node by node; nothing is passed to
+`eval` or `exec`. Allowed: names from task data, constants, comparisons, `and`/`or`/`not`,
+arithmetic on numbers, `x if c else y`, subscripts by a constant, tuples of values for
+`in`, and calls of the functions in FUNCTIONS. Rejected: attribute access, names that
+start with an underscore, lambdas, comprehensions, list/dict/set literals, keyword
+arguments, starred arguments and every other node type. Scripts are lines of
+`name = expression`.
+
+Numeric literals with a fraction or exponent become Decimal, and `/` divides in Decimal,
+so money never passes through float.
+"""
+
+import ast
+from decimal import Decimal, DivisionByZero, InvalidOperation
+
+# Limits that keep one evaluation small; no BPMN condition of ours comes near them.
+MAX_SOURCE_CHARS = 2000
+MAX_NODES = 300
+MAX_MAGNITUDE = Decimal(10) ** 30
+MAX_EXPONENT = 64
+MAX_STRING_CHARS = 10_000
+
+
+class SandboxError(ValueError):
+    """An expression or script that is not allowed, or that failed while it was evaluated."""
+
+
+def _decimal(value):
+    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+        raise SandboxError(f"Decimal() takes an int, a str or a Decimal, not {type(value).__name__}.")
+    try:
+        return Decimal(value)
+    except InvalidOperation as error:
+        raise SandboxError(f"Decimal({value!r}) is not a number.") from error
+
+
+def _length(value):
+    if not isinstance(value, (str, list, tuple, dict)):
+        raise SandboxError(f"len() takes a str, list or dict, not {type(value).__name__}.")
+    return len(value)
+
+
+# The only callables an expression can reach, by name.
+FUNCTIONS = {
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "len": _length,
+    "Decimal": _decimal,
+}
+
+_COMPARISONS = {
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: lambda a, b: a is b,
+    ast.IsNot: lambda a, b: a is not b,
+}
+_ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+_ALLOWED_NODES = (
+    ast.Expression, ast.Module, ast.Assign, ast.Expr, ast.BoolOp, ast.And, ast.Or,
+    ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.BinOp, ast.Compare, ast.IfExp,
+    ast.Name, ast.Load, ast.Store, ast.Constant, ast.Subscript, ast.Tuple, ast.Call,
+    *_ARITHMETIC, *_COMPARISONS,
+)
+
+
+def _parse(source, mode):
+    if not isinstance(source, str):
+        raise SandboxError(f"An expression must be text, not {type(source).__name__}.")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise SandboxError(f"The expression has {len(source)} characters; the limit is {MAX_SOURCE_CHARS}.")
+    try:
+        return ast.parse(source.strip(), mode=mode)
+    except SyntaxError as error:
+        raise SandboxError(f"Invalid syntax in {_quote(source)}: {error.msg}.") from error
+    except (RecursionError, MemoryError) as error:
+        raise SandboxError(f"The expression {_quote(source)} is nested too deeply.") from error
+
+
+def _describe(node):
+    return type(node).__name__
+
+
+def _quote(source):
+    """Quote an expression for an error message, shortened to 80 characters."""
+    text = source.strip()
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def check_tree(tree, source):
+    """Raise SandboxError unless every node of `tree` is on the whitelist."""
+    count = 0
+    for node in ast.walk(tree):
+        count += 1
+        if count > MAX_NODES:
+            raise SandboxError(f"The expression {_quote(source)} has more than {MAX_NODES} parts; split it up.")
+        if isinstance(node, ast.Attribute):
+            raise SandboxError(f"Attribute access (.{node.attr}) is not allowed in {_quote(source)}.")
+        if not isinstance(node, _ALLOWED_NODES):
+            raise SandboxError(f"{_describe(node)} is not allowed in {_quote(source)}; use only names, constants, comparisons and arithmetic.")
+        if isinstance(node, ast.Name) and node.id.startswith("_"):
+            raise SandboxError(f"The name {node.id!r} is not allowed in {_quote(source)}: names may not start with an underscore.")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
+            raise SandboxError(f"The constant {node.value!r} is not allowed in {_quote(source)}.")
+        if isinstance(node, ast.Subscript) and not isinstance(node.slice, ast.Constant):
+            raise SandboxError(f"Subscripts must be a constant key or index in {_quote(source)}.")
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute):
+                raise SandboxError(f"Method calls (.{node.func.attr}()) are not allowed in {_quote(source)}.")
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                name = node.func.id if isinstance(node.func, ast.Name) else _describe(node.func)
+                raise SandboxError(f"The function {name!r} is not allowed in {_quote(source)}; allowed: {', '.join(FUNCTIONS)}.")
+            if node.keywords or any(isinstance(arg, ast.Starred) for arg in node.args):
+                raise SandboxError(f"Calls take plain positional arguments only in {_quote(source)}.")
+        if isinstance(node, ast.Assign):
+            if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+                raise SandboxError(f"A script line must assign one plain name, in {_quote(source)}.")
+            if node.targets[0].id in FUNCTIONS:
+                raise SandboxError(f"The name {node.targets[0].id!r} is a function and cannot be assigned, in {_quote(source)}.")
+
+
+def validate_expression(source):
+    """Parse and check an expression without evaluating it; return the checked tree."""
+    tree = _parse(source, "eval")
+    check_tree(tree, source)
+    return tree
+
+
+def validate_script(source):
+    """Parse and check a script (lines of `name = expression`); return the checked tree."""
+    tree = _parse(source, "exec")
+    for statement in tree.body:
+        if not isinstance(statement, ast.Assign):
+            raise SandboxError(f"Line {statement.lineno} of the script is a {_describe(statement)}; only `name = expression` lines are allowed.")
+    check_tree(tree, source)
+    return tree
+
+
+def evaluate_expression(source, data):
+    """Evaluate a checked expression against `data` (task data) and return its value."""
+    tree = validate_expression(source)
+    return _Interpreter(source, data).run(tree.body)
+
+
+def execute_script(source, data):
+    """Run a checked script, assigning each result into `data`."""
+    tree = validate_script(source)
+    interpreter = _Interpreter(source, data)
+    for statement in tree.body:
+        data[statement.targets[0].id] = interpreter.run(statement.value)
+
+
+class _Interpreter:
+    """Walks a checked tree; every value it produces is checked for size."""
+
+    def __init__(self, source, data):
+        self.source = source
+        self.data = data
+
+    def run(self, node):
+        try:
+            return self._eval(node)
+        except SandboxError:
+            raise
+        except (TypeError, ZeroDivisionError, DivisionByZero, InvalidOperation, OverflowError, ValueError) as error:
+            raise SandboxError(f"Evaluating {_quote(self.source)} failed: {type(error).__name__}: {error}.") from error
+
+    def _eval(self, node):
+        method = getattr(self, "_eval_" + type(node).__name__, None)
+        if method is None:
+            raise SandboxError(f"{_describe(node)} is not allowed in {_quote(self.source)}.")
+        return method(node)
+
+    def _eval_Constant(self, node):
+        value = node.value
+        if isinstance(value, float):
+            literal = ast.get_source_segment(self.source.strip(), node) or repr(value)
+            return self._number(_decimal(literal.replace("_", "")))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self._number(value)
+        return value
+
+    def _eval_Name(self, node):
+        if node.id in FUNCTIONS:
+            raise SandboxError(f"The function {node.id!r} can only be called, in {_quote(self.source)}.")
+        if node.id not in self.data:
+            raise SandboxError(f"The name {node.id!r} is not in the task data; check the spelling in {_quote(self.source)}.")
+        return self.data[node.id]
+
+    def _eval_Tuple(self, node):
+        return tuple(self._eval(item) for item in node.elts)
+
+    def _eval_Subscript(self, node):
+        container = self._eval(node.value)
+        key = node.slice.value
+        if not isinstance(container, (dict, list, tuple, str)):
+            raise SandboxError(f"A {type(container).__name__} cannot be subscripted, in {_quote(self.source)}.")
+        try:
+            return container[key]
+        except (KeyError, IndexError, TypeError) as error:
+            raise SandboxError(f"The key {key!r} is not present, in {_quote(self.source)}.") from error
+
+    def _eval_BoolOp(self, node):
+        is_and = isinstance(node.op, ast.And)
+        value = None
+        for operand in node.values:
+            value = self._eval(operand)
+            if bool(value) != is_and:
+                return value
+        return value
+
+    def _eval_UnaryOp(self, node):
+        operand = self._eval(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not operand
+        self._require_number(operand, node.op)
+        return self._number(-operand if isinstance(node.op, ast.USub) else +operand)
+
+    def _eval_IfExp(self, node):
+        return self._eval(node.body) if self._eval(node.test) else self._eval(node.orelse)
+
+    def _eval_Compare(self, node):
+        left = self._eval(node.left)
+        for operator, right_node in zip(node.ops, node.comparators):
+            right = self._eval(right_node)
+            if not _COMPARISONS[type(operator)](left, right):
+                return False
+            left = right
+        return True
+
+    def _eval_BinOp(self, node):
+        left = self._eval(node.left)
+        right = self._eval(node.right)
+        if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+            if len(left) + len(right) > MAX_STRING_CHARS:
+                raise SandboxError(f"The text built by {_quote(self.source)} would exceed {MAX_STRING_CHARS} characters.")
+            return left + right
+        self._require_number(left, node.op)
+        self._require_number(right, node.op)
+        if isinstance(node.op, ast.Pow):
+            if isinstance(right, bool) or not isinstance(right, int) or abs(right) > MAX_EXPONENT:
+                raise SandboxError(f"Exponents must be whole numbers up to {MAX_EXPONENT}, in {_quote(self.source)}.")
+            result = Decimal(left) ** right if isinstance(left, Decimal) or right < 0 else left**right
+        elif isinstance(node.op, ast.Div):
+            result = Decimal(left) / Decimal(right)
+        elif isinstance(node.op, ast.FloorDiv):
+            result = left // right
+        elif isinstance(node.op, ast.Mod):
+            result = left % right
+        elif isinstance(node.op, ast.Mult):
+            result = left * right
+        elif isinstance(node.op, ast.Sub):
+            result = left - right
+        else:
+            result = left + right
+        return self._number(result)
+
+    def _eval_Call(self, node):
+        args = [self._eval(arg) for arg in node.args]
+        result = FUNCTIONS[node.func.id](*args)
+        if isinstance(result, (int, Decimal)) and not isinstance(result, bool):
+            return self._number(result)
+        return result
+
+    def _require_number(self, value, operator):
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise SandboxError(
+                f"The operator {type(operator).__name__} applies to numbers only, not {type(value).__name__}, in {_quote(self.source)}."
+            )
+
+    def _number(self, value):
+        if abs(value) > MAX_MAGNITUDE:
+            raise SandboxError(f"A value in {_quote(self.source)} exceeds the limit of 10**30.")
+        return value

@@ -1,0 +1,65 @@
+"""Background tasks through real brokers: RabbitMQ on 127.0.0.1 and the embedded SQLite transport."""
+
+import subprocess
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from celery.contrib.testing.worker import start_worker
+
+from app.extensions import celery, db
+from app.ledger.models import LedgerImport
+from app.ledger.services import sha256_of
+from app.network.models import Account
+from tests.conftest import LEDGERS
+
+
+def _rabbitmqctl(*args):
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def _switch_broker(**settings):
+    """Point Celery at another broker, dropping pooled connections to the previous one."""
+    celery.close()
+    celery.amqp._producer_pool = None
+    celery.conf.update(**settings)
+
+
+@pytest.fixture
+def broker_url(request, tmp_path):
+    if request.param == "sqla":
+        yield f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+        return
+    vhost = "heatflow_test_" + uuid.uuid4().hex[:8]
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.mark.parametrize("broker_url", ["amqp", "sqla"], indirect=True)
+def test_ledger_import_runs_on_worker(demo, broker_url):
+    from app.tasks.ledger import import_ledger_task
+
+    content = (LEDGERS / "SJZ-shared.xlsx").read_bytes()
+    job = LedgerImport(company_id=demo["SJZ"].id, filename="SJZ-shared.xlsx", sha256=sha256_of(content), content=content)
+    db.session.add(job)
+    db.session.commit()
+    job_id = job.id
+    previous = dict(celery.conf)
+    _switch_broker(broker_url=broker_url, task_always_eager=False)
+    try:
+        with start_worker(celery, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            import_ledger_task.delay(job_id, demo["SJZ"].id)
+            deadline = time.monotonic() + 120
+            status = "queued"
+            while time.monotonic() < deadline and status in ("queued", "running"):
+                time.sleep(0.5)
+                db.session.expire_all()
+                status = db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id))
+    finally:
+        _switch_broker(broker_url=previous["broker_url"], task_always_eager=previous["task_always_eager"])
+
+    assert status == "succeeded"
+    assert db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(company_id=demo["SJZ"].id)) == 1460

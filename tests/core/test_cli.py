@@ -1,0 +1,60 @@
+"""The operator CLI contract: exit codes and output shapes."""
+
+import json
+
+from tests.conftest import LEDGERS
+
+
+def test_cli_import_bill_receivables(app_ctx):
+    runner = app_ctx.test_cli_runner()
+
+    assert runner.invoke(args=["heat", "demo"]).exit_code == 0
+    again = runner.invoke(args=["heat", "demo"])
+    imported = runner.invoke(args=["heat", "import-ledger", "--company", "BJ", str(LEDGERS / "BJ-shared.xlsx")])
+    billed = runner.invoke(args=["heat", "bill", "--company", "BJ", "--season", "2025-2026"])
+    report = runner.invoke(args=["heat", "receivables", "--company", "BJ", "--season", "2025-2026", "--format", "json"])
+
+    assert again.exit_code == 0
+    assert imported.exit_code == 0, imported.output
+    assert len(imported.output.strip().splitlines()) == 1
+    assert billed.exit_code == 0
+    data = json.loads(report.output)
+    assert set(data) == {"company", "season", "accounts", "receivable_total", "by_status", "by_account"}
+    assert data["receivable_total"] == "14982560.50"
+    assert data["by_account"]["JX002306"] == "38970.45"
+
+
+def test_cli_rejects_dirty_ledger(app_ctx):
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+
+    result = runner.invoke(args=["heat", "import-ledger", "--company", "TJ", str(LEDGERS / "TJ-dirty-shared.xlsx")])
+
+    assert result.exit_code == 1
+    rows = [int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("第 ")]
+    assert rows == [4, 8, 12, 15, 19, 22, 26, 29]
+
+
+def test_cli_unknown_company_and_season(app_ctx):
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+
+    unknown = runner.invoke(args=["heat", "bill", "--company", "XX", "--season", "2025-2026"])
+    no_season = runner.invoke(args=["heat", "bill", "--company", "TJ", "--season", "1999-2000"])
+
+    assert unknown.exit_code == 1
+    assert "XX" in unknown.stderr
+    assert no_season.exit_code == 1
+    assert "1999-2000" in no_season.stderr
+
+
+def test_demo_twice_changes_nothing(app_ctx):
+    from app.extensions import db
+
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+    counts_before = {t.name: db.session.execute(t.select()).all() for t in db.metadata.sorted_tables}
+    runner.invoke(args=["heat", "demo"])
+    counts_after = {t.name: db.session.execute(t.select()).all() for t in db.metadata.sorted_tables}
+
+    assert counts_after == counts_before

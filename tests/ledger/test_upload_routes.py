@@ -1,0 +1,108 @@
+"""Ledger upload pages on bad input: each case ends on a page with a Chinese message, never a 500."""
+
+import io
+import re
+import zipfile
+
+import openpyxl
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.ledger.models import LedgerImport
+from app.network.models import Account
+
+FILE_REJECTED = "台账文件未通过检查，未保存任何数据。"
+
+
+def _zip_without_workbook():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "这是一个普通的 zip 压缩包，不是 Excel 工作簿。")
+    return buffer.getvalue()
+
+
+def _workbook_without_header():
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["姓名", "金额"])
+    workbook.active.append(["张三", 100])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+# Files named .xlsx that are no workbook: the upload is accepted, the import rejects it.
+NOT_A_WORKBOOK = {
+    "empty": b"",
+    "text": "小区名称,楼号,单元,房号\n柳林里,15,4,604\n".encode("utf-8"),
+    "zip": _zip_without_workbook(),
+}
+# Every file the import rejects as a whole, before looking at single rows.
+UNREADABLE_LEDGERS = {**NOT_A_WORKBOOK, "no-header": _workbook_without_header()}
+
+
+def _upload(client, content, filename):
+    data = {"file": (io.BytesIO(content), filename)}
+    return client.post("/ledger/", data=data, content_type="multipart/form-data", follow_redirects=True)
+
+
+def _account_count(company):
+    return db.session.scalar(sa.select(sa.func.count(Account.id)).where(Account.company_id == company.id))
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_LEDGERS))
+def test_upload_unreadable_ledger(case, demo, login):
+    client = login("tj_clerk")
+
+    response = _upload(client, UNREADABLE_LEDGERS[case], f"{case}.xlsx")
+    body = response.get_data(as_text=True)
+
+    assert response.status_code == 200
+    assert 'id="status-label">已拒绝<' in body
+    assert FILE_REJECTED in body
+    assert 'id="error-table"' in body
+    assert 'id="error-report"' not in body, "a file rejected as a whole has no marked cells to download"
+    assert _account_count(demo["TJ"]) == 0
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_WORKBOOK))
+def test_report_of_unreadable_file(case, demo, login):
+    client = login("tj_clerk")
+    _upload(client, NOT_A_WORKBOOK[case], f"{case}.xlsx")
+    job = db.session.scalar(sa.select(LedgerImport).order_by(LedgerImport.id.desc()))
+
+    response = client.get(f"/ledger/{job.id}/report.xlsx")
+
+    assert response.status_code != 500
+    assert response.status_code == 404
+    assert "错误报告" in response.get_data(as_text=True)
+
+
+def test_upload_without_file(demo, login):
+    client = login("tj_clerk")
+
+    response = client.post("/ledger/", data={}, content_type="multipart/form-data")
+
+    assert response.status_code == 200
+    assert '<p class="field-error">请选择台账文件。</p>' in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count(LedgerImport.id))) == 0
+
+
+@pytest.mark.parametrize("filename", ["ledger.xls", "ledger.csv", "ledger.txt", "ledger"])
+def test_upload_wrong_extension(filename, demo, login):
+    client = login("tj_clerk")
+
+    response = _upload(client, b"anything", filename)
+
+    assert response.status_code == 200
+    assert '<p class="field-error">只接受 Excel .xlsx 文件。</p>' in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count(LedgerImport.id))) == 0
+
+
+def test_upload_page_lists_rejected_import(demo, login):
+    client = login("tj_clerk")
+    _upload(client, NOT_A_WORKBOOK["text"], "text.xlsx")
+
+    body = client.get("/ledger/").get_data(as_text=True)
+
+    assert re.search(r"<td>text\.xlsx</td>\s*<td>已拒绝</td>\s*<td>文件未通过检查，未保存</td>", body)
