@@ -47,19 +47,26 @@ def register_web(app):
     from app.hq.routes import bp as hq_bp
     from app.ledger.routes import bp as ledger_bp
     from app.network.routes import bp as network_bp
+    from app.org.admin_routes import bp as admin_bp
     from app.org.routes import bp as org_bp
+    from app.tariffs.routes import bp as tariffs_bp
 
     login_manager.login_view = "org.login"
     login_manager.login_message = "请先登录。"
 
-    for blueprint in (org_bp, network_bp, ledger_bp, billing_bp, hq_bp):
+    for blueprint in (org_bp, admin_bp, network_bp, ledger_bp, tariffs_bp, billing_bp, hq_bp):
         app.register_blueprint(blueprint)
     for blueprint in _optional_blueprints():
         app.register_blueprint(blueprint)
 
     @app.context_processor
     def _navigation():
-        return {"nav_endpoints": set(app.view_functions)}
+        from app.org.services import has_permission
+
+        def can(permission):
+            return current_user.is_authenticated and has_permission(current_user, permission)
+
+        return {"nav_endpoints": set(app.view_functions), "can": can}
 
     app.before_request(_set_request_scope)
     app.after_request(_security_headers)

@@ -23,6 +23,7 @@ PERMISSIONS = {
     "ledger.import": ("ledger", "导入台账"),
     "billing.run": ("billing", "生成应收"),
     "billing.read": ("billing", "查看应收"),
+    "tariff.edit": ("billing", "维护收费标准"),
     "payment.collect": ("payments", "柜台收费"),
     "process.start": ("processes", "发起业务申请"),
     "process.approve": ("processes", "分公司审批"),
@@ -38,7 +39,7 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read"]),
+    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit"]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),

@@ -1,0 +1,121 @@
+"""Administration services: function grants per company and roles per company."""
+
+import logging
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.org.models import Company, CompanyFunction, Role, User, UserRole
+from app.org.permissions import FUNCTIONS, PERMISSIONS
+from app.org.services import AccessError, granted_functions, require_permission, user_permissions
+
+logger = logging.getLogger(__name__)
+
+# Permissions only the group may hold; no company role can carry them.
+GROUP_ONLY_PERMISSIONS = {"company.manage", "hq.view", "process.group_approve"}
+
+
+class RoleError(ValueError):
+    """A role definition that cannot be saved as requested."""
+
+
+def set_company_functions(admin, company, functions):
+    """Replace the functions granted to a subsidiary (group administrators only)."""
+    require_permission(admin, "company.manage")
+    unknown = set(functions) - set(FUNCTIONS)
+    if unknown:
+        raise RoleError(f"Unknown functions: {', '.join(sorted(unknown))}.")
+    if company.is_headquarters:
+        raise RoleError("Headquarters functions are fixed; grant functions to subsidiaries only.")
+    current = {g.function: g for g in db.session.scalars(sa.select(CompanyFunction).filter_by(company_id=company.id))}
+    for function in set(functions) - set(current):
+        db.session.add(CompanyFunction(company_id=company.id, function=function, granted_by_id=admin.id))
+    for function in set(current) - set(functions):
+        db.session.delete(current[function])
+    db.session.commit()
+    logger.info("User %s set functions of company %s to %s", admin.id, company.code, sorted(functions))
+
+
+def grantable_permissions(admin):
+    """Permissions an administrator may put into roles of their own company.
+
+    Only permissions the administrator holds themselves, whose function is granted to the
+    company, and which are not reserved to headquarters (unless the company is HQ).
+    """
+    company = admin.company
+    own = user_permissions(admin)
+    if company.is_headquarters:
+        return {p for p in PERMISSIONS if p in own}
+    functions = granted_functions(company.id)
+    return {
+        p for p, (function, _label) in PERMISSIONS.items()
+        if function in functions and p not in GROUP_ONLY_PERMISSIONS and (p in own or function != "admin")
+    }
+
+
+def save_role(admin, code, name, permissions, role=None):
+    """Create or update a role of the administrator's company."""
+    require_permission(admin, "role.manage")
+    code = (code or "").strip()
+    name = (name or "").strip()
+    if not code or not code.replace("_", "").isalnum() or not code.isascii():
+        raise RoleError(f"Role code {code!r} is invalid; use letters, digits and underscores, e.g. senior_cashier.")
+    if not name:
+        raise RoleError("The role name is missing.")
+    allowed = grantable_permissions(admin)
+    beyond = set(permissions) - allowed
+    if beyond:
+        raise AccessError(f"You cannot grant these permissions: {', '.join(sorted(beyond))}.")
+    if role is None:
+        clash = db.session.scalar(sa.select(Role.id).filter_by(company_id=admin.company_id, code=code))
+        if clash:
+            raise RoleError(f"A role with code {code} already exists in your company; choose another code.")
+        role = Role(company_id=admin.company_id, code=code, name=name, permissions=sorted(permissions))
+        db.session.add(role)
+    else:
+        if role.company_id != admin.company_id:
+            raise AccessError("Roles of another company cannot be changed.")
+        role.name = name
+        role.permissions = sorted(permissions)
+    db.session.commit()
+    logger.info("User %s saved role %s of company %s with %s", admin.id, role.code, admin.company_id, role.permissions)
+    return role
+
+
+def set_user_roles(admin, user, role_ids):
+    """Replace the roles of a user of the administrator's own company."""
+    require_permission(admin, "role.manage")
+    if user.company_id != admin.company_id:
+        raise AccessError("Users of another company cannot be changed.")
+    roles = db.session.scalars(sa.select(Role).where(Role.company_id == admin.company_id, Role.id.in_(role_ids))).all()
+    if len(roles) != len(set(role_ids)):
+        raise RoleError("Some selected roles do not exist in your company.")
+    allowed = grantable_permissions(admin)
+    for role in roles:
+        if set(role.permissions) - allowed:
+            raise AccessError(f"Role {role.name} carries permissions you do not hold, so you cannot assign it.")
+    current = {ur.role_id: ur for ur in db.session.scalars(sa.select(UserRole).filter_by(user_id=user.id))}
+    for role in roles:
+        if role.id not in current:
+            db.session.add(UserRole(company_id=admin.company_id, user_id=user.id, role_id=role.id))
+    for role_id, link in current.items():
+        if role_id not in {r.id for r in roles}:
+            db.session.delete(link)
+    db.session.commit()
+    logger.info("User %s set roles of user %s to %s", admin.id, user.id, sorted(r.code for r in roles))
+
+
+def companies_with_functions():
+    """Subsidiaries with the set of functions granted to each."""
+    companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.number)).all()
+    return [(company, granted_functions(company.id)) for company in companies]
+
+
+def company_users(company_id):
+    """Users of a company with their role ids."""
+    users = db.session.scalars(sa.select(User).filter_by(company_id=company_id).order_by(User.user_no)).all()
+    links = db.session.execute(sa.select(UserRole.user_id, UserRole.role_id).filter_by(company_id=company_id)).all()
+    roles_by_user = {}
+    for user_id, role_id in links:
+        roles_by_user.setdefault(user_id, set()).add(role_id)
+    return [(user, roles_by_user.get(user.id, set())) for user in users]

@@ -1,0 +1,89 @@
+"""Administration pages: function grants (group) and roles and role assignments (company)."""
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from app.extensions import db
+from app.org.admin import (
+    RoleError,
+    companies_with_functions,
+    company_users,
+    grantable_permissions,
+    save_role,
+    set_company_functions,
+    set_user_roles,
+)
+from app.org.models import Company, Role, User
+from app.org.permissions import FUNCTIONS, PERMISSIONS
+from app.org.services import AccessError, has_permission
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.route("/companies", methods=["GET", "POST"])
+@login_required
+def companies():
+    """Group administrators grant functions to each subsidiary."""
+    if not has_permission(current_user, "company.manage"):
+        abort(403, "只有集团管理员可以分配分公司功能。")
+    if request.method == "POST":
+        company = db.session.scalar(sa.select(Company).filter_by(id=request.form.get("company_id", type=int)))
+        if company is None:
+            abort(404, "未找到该公司。")
+        try:
+            set_company_functions(current_user, company, request.form.getlist("functions"))
+        except (RoleError, AccessError) as error:
+            flash(str(error), "error")
+        else:
+            flash(f"已更新 {company.name} 的功能授权。", "success")
+        return redirect(url_for("admin.companies"))
+    return render_template("admin/companies.html", rows=companies_with_functions(), functions=FUNCTIONS)
+
+
+@bp.route("/roles", methods=["GET", "POST"])
+@login_required
+def roles():
+    """Company administrators define roles and assign them to their staff."""
+    if not has_permission(current_user, "role.manage"):
+        abort(403, "您没有管理角色的权限。")
+    if request.method == "POST":
+        role = None
+        role_id = request.form.get("role_id", type=int)
+        if role_id:
+            role = db.session.scalar(sa.select(Role).filter_by(id=role_id, company_id=current_user.company_id))
+            if role is None:
+                abort(404, "未找到该角色。")
+        try:
+            save_role(current_user, request.form.get("code"), request.form.get("name"), request.form.getlist("permissions"), role)
+        except (RoleError, AccessError) as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            flash("角色已保存。", "success")
+        return redirect(url_for("admin.roles"))
+    company_roles = db.session.scalars(sa.select(Role).filter_by(company_id=current_user.company_id).order_by(Role.id)).all()
+    return render_template(
+        "admin/roles.html", roles=company_roles, users=company_users(current_user.company_id),
+        permissions=PERMISSIONS, grantable=grantable_permissions(current_user),
+    )
+
+
+@bp.route("/users/<int:user_id>/roles", methods=["POST"])
+@login_required
+def user_roles(user_id):
+    """Replace the roles of one user of the administrator's company."""
+    if not has_permission(current_user, "role.manage"):
+        abort(403, "您没有管理角色的权限。")
+    user = db.session.scalar(sa.select(User).filter_by(id=user_id, company_id=current_user.company_id))
+    if user is None:
+        abort(404, "未找到该用户，或该用户不属于您的公司。")
+    role_ids = [int(v) for v in request.form.getlist("role_ids") if v.isdigit()]
+    try:
+        set_user_roles(current_user, user, role_ids)
+    except (RoleError, AccessError) as error:
+        db.session.rollback()
+        flash(str(error), "error")
+    else:
+        flash(f"已更新 {user.name} 的角色。", "success")
+    return redirect(url_for("admin.roles"))

@@ -1,0 +1,118 @@
+"""Editing tariffs: a tariff already used for charges is never changed in place."""
+
+import logging
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.extensions import db
+from app.tariffs.models import ChargeAreaRule, Tariff, TariffPrice
+
+logger = logging.getLogger(__name__)
+
+CATEGORIES = {"residential": "居民", "non_residential": "非居民"}
+BASES = {"building_area": "建筑面积", "usable_area": "使用面积"}
+
+
+class TariffEditError(ValueError):
+    """A tariff form value that cannot be saved."""
+
+
+def _decimal(form, name, label, required=True, minimum=Decimal(0)):
+    raw = (form.get(name) or "").strip()
+    if not raw:
+        if required:
+            raise TariffEditError(f"{label} is missing; enter a number.")
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise TariffEditError(f"{label} {raw!r} is not a number.") from None
+    if not value.is_finite() or value < minimum or value != value.quantize(Decimal("0.000001")):
+        raise TariffEditError(f"{label} {raw!r} must be a number ≥ {minimum} with at most 6 decimal places.")
+    return value
+
+
+def tariff_is_used(tariff):
+    """True when charges of the tariff's season were posted while it was in force."""
+    return bool(
+        db.session.scalar(
+            sa.select(LedgerEntry.id).where(
+                LedgerEntry.company_id == tariff.company_id,
+                LedgerEntry.season_id == tariff.season_id,
+                LedgerEntry.kind == "charge",
+            ).limit(1)
+        )
+    )
+
+
+def save_tariff(tariff, form, user_id):
+    """Apply the edit form to `tariff`, or to a new tariff from a later effective date.
+
+    Returns the tariff that was written. A tariff whose season is already billed can only
+    be followed by a new one with a later effective date inside the season.
+    """
+    season = tariff.season
+    effective_text = (form.get("effective_from") or "").strip()
+    try:
+        effective_from = date.fromisoformat(effective_text) if effective_text else tariff.effective_from
+    except ValueError:
+        raise TariffEditError(f"Effective date {effective_text!r} is not a date like 2026-01-10.") from None
+    if not season.start_on <= effective_from <= season.end_on:
+        raise TariffEditError(f"Effective date {effective_from} is outside season {season.name} ({season.start_on} to {season.end_on}).")
+
+    target = tariff
+    if effective_from != tariff.effective_from:
+        clash = db.session.scalar(sa.select(Tariff.id).filter_by(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from))
+        if clash:
+            raise TariffEditError(f"A tariff effective from {effective_from} already exists; edit that one.")
+        target = Tariff(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from, suspension_ratio=0)
+        db.session.add(target)
+    elif tariff_is_used(tariff):
+        raise TariffEditError("Charges were already posted under this tariff; enter a later effective date to add a new version.")
+
+    target.suspension_ratio = _decimal(form, "suspension_ratio", "Suspension ratio")
+    if target.suspension_ratio > 1:
+        raise TariffEditError("Suspension ratio must be between 0 and 1.")
+    target.late_fee_rate_per_day = _decimal(form, "late_fee_rate_per_day", "Late fee rate", required=False)
+    late_start = (form.get("late_fee_starts_after") or "").strip()
+    target.late_fee_starts_after = date.fromisoformat(late_start) if late_start else None
+    target.metered_base_per_m2 = _decimal(form, "metered_base_per_m2", "Metered base price", required=False)
+    target.metered_per_gj = _decimal(form, "metered_per_gj", "Price per GJ", required=False)
+
+    prices = []
+    for category in CATEGORIES:
+        prices.append((category, "", _decimal(form, f"price_{category}", f"Price of {CATEGORIES[category]}")))
+    kind = (form.get("override_kind") or "").strip()
+    override = _decimal(form, "override_price", "Heat-source price", required=False)
+    if kind and override is not None:
+        prices.append(("residential", kind, override))
+    rules = []
+    for category in CATEGORIES:
+        basis = form.get(f"basis_{category}", "building_area")
+        if basis not in BASES:
+            raise TariffEditError(f"Area basis {basis!r} is unknown.")
+        rules.append((
+            category, basis,
+            _decimal(form, f"factor_{category}", "Area factor"),
+            _decimal(form, f"lift_factor_{category}", "Lift factor", required=False),
+            _decimal(form, f"fallback_factor_{category}", "Fallback factor", required=False),
+        ))
+
+    db.session.flush()
+    for price in list(target.prices):
+        db.session.delete(price)
+    for rule in list(target.area_rules):
+        db.session.delete(rule)
+    db.session.flush()
+    for category, heat_source_kind, value in prices:
+        db.session.add(TariffPrice(company_id=target.company_id, tariff_id=target.id, category=category,
+                                   heat_source_kind=heat_source_kind, unit_price=value))
+    for category, basis, factor, lift, fallback in rules:
+        db.session.add(ChargeAreaRule(company_id=target.company_id, tariff_id=target.id, category=category, basis=basis,
+                                      factor=factor, lift_factor=lift, fallback_factor=fallback))
+    db.session.commit()
+    logger.info("User %s saved tariff %s of company %s from %s", user_id, target.id, target.company_id, target.effective_from)
+    return target
