@@ -24,7 +24,7 @@ def get_company(code):
     """Return the company with `code`, or raise BillingError."""
     company = db.session.scalar(sa.select(Company).filter_by(code=code))
     if company is None:
-        raise BillingError(f"Company {code} not found; check the company code (for example TJ).")
+        raise BillingError(f"未找到公司 {code}；请检查公司代码（如 TJ）。")
     return company
 
 

@@ -196,11 +196,11 @@ def normalise_phone(value):
 def open_workbook(content):
     """Open xlsx bytes read-only, or raise LedgerFileError saying what is wrong."""
     if not zipfile.is_zipfile(io.BytesIO(content)):
-        raise LedgerFileError("The file is not an .xlsx workbook (it is not a zip archive); save it as Excel .xlsx and upload again.")
+        raise LedgerFileError("文件不是 Excel .xlsx 工作簿（不是 zip 格式）；请在 Excel 中另存为 .xlsx 后重新上传。")
     try:
         return openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except (InvalidFileException, KeyError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise LedgerFileError(f"The workbook cannot be read ({error}); save it again as Excel .xlsx and upload again.") from error
+        raise LedgerFileError(f"无法读取该工作簿（{error}）；请在 Excel 中重新另存为 .xlsx 后上传。") from error
 
 
 def _find_header(rows):
@@ -246,22 +246,22 @@ def parse_ledger(content, max_rows=200_000):
     workbook = open_workbook(content)
     try:
         if not workbook.worksheets:
-            raise LedgerFileError("The workbook has no sheets.")
+            raise LedgerFileError("工作簿中没有工作表。")
         sheet = workbook.worksheets[0]
         rows = []
         for row in sheet.iter_rows(values_only=True):
             rows.append(row)
             if len(rows) > max_rows + 20:
-                raise LedgerFileError(f"The sheet {sheet.title} has more than {max_rows} rows; split the ledger into smaller files.")
+                raise LedgerFileError(f"工作表「{sheet.title}」超过 {max_rows} 行；请拆分成多个文件后分别导入。")
         header_index, mapping, texts = _find_header(rows)
         if header_index is None:
             raise LedgerFileError(
-                f"No header row found in the first 15 rows of sheet {sheet.title}; "
-                "the header needs columns such as 小区名称, 建筑面积, 用户类型 and 供热状态."
+                f"工作表「{sheet.title}」前 15 行中没有找到表头；"
+                "表头应包含小区名称、建筑面积、用户类型、供热状态等列。"
             )
         missing = [FIELD_LABELS[f] for f in REQUIRED_FIELDS if f not in mapping]
         if missing:
-            raise LedgerFileError(f"The header (row {header_index + 1}) has no column for: {', '.join(missing)}; add them and upload again.")
+            raise LedgerFileError(f"表头（第 {header_index + 1} 行）缺少这些列：{'、'.join(missing)}；请补上后重新上传。")
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
         _read_network_sheets(workbook, parsed)
     finally:

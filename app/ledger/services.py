@@ -64,7 +64,7 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
         result.errors = parsed.errors
         return result
     if not parsed.rows:
-        result.file_error = "The ledger has a header but no data rows; nothing was imported."
+        result.file_error = "台账只有表头，没有数据行；未导入任何数据。"
         return result
 
     try:
@@ -117,7 +117,7 @@ class _NetworkCache:
         community = self.communities.get(name)
         if community is None:
             if self.next_community > 9999:
-                raise LedgerFileError("The company already has 9999 communities; no 4-digit code is left.")
+                raise LedgerFileError("本公司小区已达 9999 个，4 位小区编码已用完。")
             community = Community(company_id=self.company.id, name=name, code=f"{self.next_community:04d}")
             self.next_community += 1
             db.session.add(community)
@@ -249,5 +249,5 @@ def find_company(code):
     """Return the company with `code`, or raise LookupError naming it."""
     company = db.session.scalar(sa.select(Company).filter_by(code=code))
     if company is None:
-        raise LookupError(f"Company {code} not found; run `flask heat demo` or check the code.")
+        raise LookupError(f"未找到公司 {code}；请检查公司代码（如 TJ），或先运行 flask heat demo。")
     return company

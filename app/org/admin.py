@@ -24,9 +24,9 @@ def set_company_functions(admin, company, functions):
     require_permission(admin, "company.manage")
     unknown = set(functions) - set(FUNCTIONS)
     if unknown:
-        raise RoleError(f"Unknown functions: {', '.join(sorted(unknown))}.")
+        raise RoleError(f"未知的功能：{'、'.join(sorted(unknown))}。")
     if company.is_headquarters:
-        raise RoleError("Headquarters functions are fixed; grant functions to subsidiaries only.")
+        raise RoleError("集团总部的功能是固定的；只能给分公司授权。")
     current = {g.function: g for g in db.session.scalars(sa.select(CompanyFunction).filter_by(company_id=company.id))}
     for function in set(functions) - set(current):
         db.session.add(CompanyFunction(company_id=company.id, function=function, granted_by_id=admin.id))
@@ -59,22 +59,22 @@ def save_role(admin, code, name, permissions, role=None):
     code = (code or "").strip()
     name = (name or "").strip()
     if not code or not code.replace("_", "").isalnum() or not code.isascii():
-        raise RoleError(f"Role code {code!r} is invalid; use letters, digits and underscores, e.g. senior_cashier.")
+        raise RoleError(f"角色代码「{code}」无效；只能用英文字母、数字和下划线，如 senior_cashier。")
     if not name:
-        raise RoleError("The role name is missing.")
+        raise RoleError("请填写角色名称。")
     allowed = grantable_permissions(admin)
     beyond = set(permissions) - allowed
     if beyond:
-        raise AccessError(f"You cannot grant these permissions: {', '.join(sorted(beyond))}.")
+        raise AccessError(f"您不能授予这些权限：{'、'.join(sorted(beyond))}。")
     if role is None:
         clash = db.session.scalar(sa.select(Role.id).filter_by(company_id=admin.company_id, code=code))
         if clash:
-            raise RoleError(f"A role with code {code} already exists in your company; choose another code.")
+            raise RoleError(f"本公司已有代码为 {code} 的角色；请换一个代码。")
         role = Role(company_id=admin.company_id, code=code, name=name, permissions=sorted(permissions))
         db.session.add(role)
     else:
         if role.company_id != admin.company_id:
-            raise AccessError("Roles of another company cannot be changed.")
+            raise AccessError("不能修改其他公司的角色。")
         role.name = name
         role.permissions = sorted(permissions)
     db.session.commit()
@@ -86,14 +86,14 @@ def set_user_roles(admin, user, role_ids):
     """Replace the roles of a user of the administrator's own company."""
     require_permission(admin, "role.manage")
     if user.company_id != admin.company_id:
-        raise AccessError("Users of another company cannot be changed.")
+        raise AccessError("不能修改其他公司的人员。")
     roles = db.session.scalars(sa.select(Role).where(Role.company_id == admin.company_id, Role.id.in_(role_ids))).all()
     if len(roles) != len(set(role_ids)):
-        raise RoleError("Some selected roles do not exist in your company.")
+        raise RoleError("所选角色中有不属于本公司的角色。")
     allowed = grantable_permissions(admin)
     for role in roles:
         if set(role.permissions) - allowed:
-            raise AccessError(f"Role {role.name} carries permissions you do not hold, so you cannot assign it.")
+            raise AccessError(f"角色「{role.name}」包含您没有的权限，您不能分配它。")
     current = {ur.role_id: ur for ur in db.session.scalars(sa.select(UserRole).filter_by(user_id=user.id))}
     for role in roles:
         if role.id not in current:

@@ -109,7 +109,7 @@ def require_permission(user, permission, company_id=None):
     """Raise AccessError unless `has_permission`."""
     if not has_permission(user, permission, company_id):
         label = PERMISSIONS[permission][1]
-        raise AccessError(f"You lack the permission “{label}” ({permission}) for this company.")
+        raise AccessError(f"您没有该公司的“{label}”（{permission}）权限。")
 
 
 def users_with_permission(company_id, permission):

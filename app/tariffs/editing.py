@@ -24,14 +24,14 @@ def _decimal(form, name, label, required=True, minimum=Decimal(0)):
     raw = (form.get(name) or "").strip()
     if not raw:
         if required:
-            raise TariffEditError(f"{label} is missing; enter a number.")
+            raise TariffEditError(f"{label}未填写，请填写数字。")
         return None
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise TariffEditError(f"{label} {raw!r} is not a number.") from None
+        raise TariffEditError(f"{label}「{raw}」不是数字。") from None
     if not value.is_finite() or value < minimum or value != value.quantize(Decimal("0.000001")):
-        raise TariffEditError(f"{label} {raw!r} must be a number ≥ {minimum} with at most 6 decimal places.")
+        raise TariffEditError(f"{label}「{raw}」必须是不小于 {minimum} 的数字，最多 6 位小数。")
     return value
 
 
@@ -59,46 +59,46 @@ def save_tariff(tariff, form, user_id):
     try:
         effective_from = date.fromisoformat(effective_text) if effective_text else tariff.effective_from
     except ValueError:
-        raise TariffEditError(f"Effective date {effective_text!r} is not a date like 2026-01-10.") from None
+        raise TariffEditError(f"生效日期「{effective_text}」不是有效日期，格式如 2026-01-10。") from None
     if not season.start_on <= effective_from <= season.end_on:
-        raise TariffEditError(f"Effective date {effective_from} is outside season {season.name} ({season.start_on} to {season.end_on}).")
+        raise TariffEditError(f"生效日期 {effective_from} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）内。")
 
     target = tariff
     if effective_from != tariff.effective_from:
         clash = db.session.scalar(sa.select(Tariff.id).filter_by(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from))
         if clash:
-            raise TariffEditError(f"A tariff effective from {effective_from} already exists; edit that one.")
+            raise TariffEditError(f"已有自 {effective_from} 起生效的收费标准；请修改那一版。")
         target = Tariff(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from, suspension_ratio=0)
         db.session.add(target)
     elif tariff_is_used(tariff):
-        raise TariffEditError("Charges were already posted under this tariff; enter a later effective date to add a new version.")
+        raise TariffEditError("本标准已用于生成应收，不能原地修改；请填写新的生效日期保存为新版本。")
 
-    target.suspension_ratio = _decimal(form, "suspension_ratio", "Suspension ratio")
+    target.suspension_ratio = _decimal(form, "suspension_ratio", "报停比例")
     if target.suspension_ratio > 1:
-        raise TariffEditError("Suspension ratio must be between 0 and 1.")
-    target.late_fee_rate_per_day = _decimal(form, "late_fee_rate_per_day", "Late fee rate", required=False)
+        raise TariffEditError("报停比例必须在 0 到 1 之间。")
+    target.late_fee_rate_per_day = _decimal(form, "late_fee_rate_per_day", "滞纳金日费率", required=False)
     late_start = (form.get("late_fee_starts_after") or "").strip()
     target.late_fee_starts_after = date.fromisoformat(late_start) if late_start else None
-    target.metered_base_per_m2 = _decimal(form, "metered_base_per_m2", "Metered base price", required=False)
-    target.metered_per_gj = _decimal(form, "metered_per_gj", "Price per GJ", required=False)
+    target.metered_base_per_m2 = _decimal(form, "metered_base_per_m2", "两部制基本热价", required=False)
+    target.metered_per_gj = _decimal(form, "metered_per_gj", "计量热价", required=False)
 
     prices = []
     for category in CATEGORIES:
-        prices.append((category, "", _decimal(form, f"price_{category}", f"Price of {CATEGORIES[category]}")))
+        prices.append((category, "", _decimal(form, f"price_{category}", f"{CATEGORIES[category]}单价")))
     kind = (form.get("override_kind") or "").strip()
-    override = _decimal(form, "override_price", "Heat-source price", required=False)
+    override = _decimal(form, "override_price", "热源类型单价", required=False)
     if kind and override is not None:
         prices.append(("residential", kind, override))
     rules = []
     for category in CATEGORIES:
         basis = form.get(f"basis_{category}", "building_area")
         if basis not in BASES:
-            raise TariffEditError(f"Area basis {basis!r} is unknown.")
+            raise TariffEditError(f"计费面积依据「{basis}」无法识别。")
         rules.append((
             category, basis,
-            _decimal(form, f"factor_{category}", "Area factor"),
-            _decimal(form, f"lift_factor_{category}", "Lift factor", required=False),
-            _decimal(form, f"fallback_factor_{category}", "Fallback factor", required=False),
+            _decimal(form, f"factor_{category}", "面积系数"),
+            _decimal(form, f"lift_factor_{category}", "电梯系数", required=False),
+            _decimal(form, f"fallback_factor_{category}", "使用面积缺省系数", required=False),
         ))
 
     db.session.flush()

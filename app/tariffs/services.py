@@ -31,7 +31,7 @@ def get_season(company_id, name):
     """Return the company's season called `name`, or raise TariffError."""
     season = db.session.scalar(sa.select(Season).filter_by(company_id=company_id, name=name))
     if season is None:
-        raise TariffError(f"Season {name} is not set up for this company; create it with its tariff first.")
+        raise TariffError(f"本公司没有供暖季 {name}；请先建立该供暖季及其收费标准。")
     return season
 
 
@@ -45,7 +45,7 @@ def tariff_in_force(season, on_date=None):
         .limit(1)
     )
     if tariff is None:
-        raise TariffError(f"No tariff of season {season.name} is in force on {on_date}; add one in the tariff settings.")
+        raise TariffError(f"供暖季 {season.name} 在 {on_date} 没有生效的收费标准；请在收费标准中添加。")
     return tariff
 
 
@@ -75,7 +75,7 @@ def unit_price(tariff, account, heat_source_kind):
         if not price.heat_source_kind:
             default = price.unit_price
     if default is None:
-        raise TariffError(f"The tariff has no price for category {category}; add one in the tariff settings.")
+        raise TariffError(f"收费标准缺少「{category}」类用户的单价；请在收费标准中补充。")
     return default
 
 
