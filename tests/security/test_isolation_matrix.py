@@ -1,0 +1,133 @@
+"""Tenant isolation across every route: TJ staff never see or change a QD row.
+
+The route list comes from the app's URL map, so a new route is covered without editing
+this file; a route with a parameter this file cannot fill fails the test until a finder
+for that parameter is added to OBJECT_FINDERS.
+"""
+
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.ledger.models import LedgerImport
+from app.network.models import Account
+from app.org.models import Role, User
+from app.tariffs.models import Tariff
+
+TJ_USERS = ["tj_admin", "tj_clerk", "tj_approver", "tj_cashier", "tj_field"]
+
+
+def _first(model, company_id):
+    return db.session.scalar(sa.select(model.id).filter_by(company_id=company_id).order_by(model.id).limit(1))
+
+
+def _model(path):
+    module, name = path.rsplit(".", 1)
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+# URL parameter name -> model whose QD row the parameter should point at.
+OBJECT_FINDERS = {
+    "account_id": Account,
+    "import_id": LedgerImport,
+    "tariff_id": Tariff,
+    "user_id": User,
+    "role_id": Role,
+    "payment_id": "app.payments.models.Payment",
+    "task_id": "app.processes.models.HumanTask",
+    "instance_id": "app.processes.models.ProcessInstance",
+}
+
+
+@pytest.fixture
+def qd_world(import_fixture, demo):
+    """Both companies with accounts, a QD import, a QD payment and a QD suspension request."""
+    from app.billing.services import run_billing
+    from app.payments.services import collect_payment
+    from app.processes.services import start_suspension
+
+    import_fixture("TJ", "TJ-shared.xlsx")
+    import_fixture("QD", "QD-shared.xlsx")
+    run_billing("QD", "2025-2026")
+    qd = demo["QD"]
+    db.session.add(LedgerImport(company_id=qd.id, filename="qd.xlsx", sha256="0" * 64, content=b"x", status="rejected",
+                                errors=[{"excel_row": 3, "column": "小区", "value": "胶州湾秘密", "reason": "x"}]))
+    db.session.commit()
+    account = db.session.scalar(
+        sa.select(Account).filter_by(company_id=qd.id, billing_status="normal", user_type="non_residential").limit(1)
+    )
+    cashier = db.session.scalar(sa.select(User).filter_by(username="qd_cashier"))
+    clerk = db.session.scalar(sa.select(User).filter_by(username="qd_clerk"))
+    collect_payment(account, "100.00", "cash", cashier)
+    start_suspension(account.id, clerk, "出租空置")
+    db.session.commit()
+    return qd
+
+
+def _snapshot(company_id):
+    """Every company-owned row of a company, as plain tuples."""
+    from app.tenancy import CompanyOwned
+
+    rows = {}
+    for mapper in db.Model.registry.mappers:
+        cls = mapper.class_
+        if issubclass(cls, CompanyOwned) and hasattr(cls, "__table__"):
+            table = cls.__table__
+            rows[table.name] = db.session.execute(sa.select(table).where(table.c.company_id == company_id)).all()
+    return rows
+
+
+def _qd_markers(qd):
+    """Strings that must never appear in a TJ user's response."""
+    names = db.session.scalars(sa.select(Account.customer_name).filter_by(company_id=qd.id).limit(50)).all()
+    numbers = db.session.scalars(sa.select(Account.account_no).filter_by(company_id=qd.id).limit(50)).all()
+    return [qd.name, "胶州湾秘密", *[n for n in names if len(n) >= 2], *numbers]
+
+
+def _urls(app, qd_id):
+    for rule in app.url_map.iter_rules():
+        # Logging out would end the session the loop keeps using; it touches no company rows.
+        if rule.endpoint in ("static", "org.logout"):
+            continue
+        values = {}
+        for argument in rule.arguments:
+            finder = OBJECT_FINDERS.get(argument)
+            assert finder is not None, f"Route {rule.rule} has parameter {argument}; add it to OBJECT_FINDERS."
+            model = _model(finder) if isinstance(finder, str) else finder
+            object_id = _first(model, qd_id)
+            assert object_id is not None, f"No QD {model.__name__} exists to test {rule.rule}."
+            values[argument] = object_id
+        url = rule.rule
+        for argument, value in values.items():
+            url = re.sub(rf"<(?:[a-z]+:)?{argument}>", str(value), url)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule, url, method, bool(values)
+
+
+def test_tj_staff_never_reach_qd_rows(app_ctx, qd_world, login):
+    qd = qd_world
+    before = _snapshot(qd.id)
+    markers = _qd_markers(qd)
+    clients = {username: login(username) for username in TJ_USERS}
+    qd_account_no = db.session.scalar(sa.select(Account.account_no).filter_by(company_id=qd.id).limit(1))
+    query = {"company": "QD", "q": qd_account_no, "season": "2025-2026"}
+    checked = 0
+
+    for rule, url, method, targets_object in _urls(app_ctx, qd.id):
+        for username, client in clients.items():
+            response = client.open(
+                url, method=method, query_string=query, data={"company_id": qd.id, "decision": "approve", "amount": "1"}
+            )
+            body = response.get_data(as_text=True) if not response.mimetype.startswith("application/pdf") else ""
+            assert response.status_code < 500, f"{username} {method} {url}: {response.status_code}"
+            if targets_object:
+                assert response.status_code in (302, 400, 403, 404, 405), f"{username} {method} {url}: {response.status_code}"
+            leaked = [m for m in markers if m and m in body]
+            assert not leaked, f"{username} {method} {url} shows QD data: {leaked[:3]}"
+            checked += 1
+
+    db.session.expire_all()
+    assert _snapshot(qd.id) == before
+    assert checked > 100
