@@ -105,7 +105,7 @@ class LedgerRow:
 
 @dataclass
 class ParsedLedger:
-    """What a ledger file contains after parsing: valid rows, errors and network sheets."""
+    """A parsed ledger file: valid rows, row errors and the heat-source and station sheets."""
 
     sheet: str
     header_row: int

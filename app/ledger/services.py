@@ -26,7 +26,6 @@ class ImportResult:
     unchanged: int = 0
     errors: list = field(default_factory=list)
     file_error: str = ""
-    warnings: list = field(default_factory=list)
 
     @property
     def ok(self):
@@ -143,12 +142,6 @@ class _NetworkCache:
             db.session.flush()
             self.units[unit_key] = unit
         return unit
-
-
-ACCOUNT_FIELDS = (
-    "customer_name", "phone", "room", "building_area", "usable_area", "user_type",
-    "billing_status", "billing_method", "note", "prior_arrears",
-)
 
 
 def _store(company, parsed, result, user_id, progress):
