@@ -15,6 +15,7 @@ def create_app(overrides=None, config_name=None):
         app.config.update(overrides)
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from app.extensions import csrf, db, login_manager, migrate
 

@@ -77,6 +77,30 @@ def receivables_command(company_code, season, output_format):
         click.echo(f"  {status}: {figures['accounts']} accounts, {figures['receivable']}")
 
 
+@heat.command("bpmn-check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def bpmn_check_command(path):
+    """Accept a BPMN file, or list each element Heatflow cannot run (exit 1)."""
+    from app.processes.bpmn_check import check_bpmn
+
+    if not path.exists():
+        click.echo(f"File {path} not found.", err=True)
+        sys.exit(1)
+    report = check_bpmn(path.read_bytes())
+    if report.file_error:
+        click.echo(f"{path.name}: rejected: {report.file_error}", err=True)
+        sys.exit(1)
+    if report.findings:
+        click.echo(f"{path.name}: rejected, {len(report.findings)} unsupported elements:", err=True)
+        for finding in report.findings:
+            click.echo(f"  {finding.line()}", err=True)
+        sys.exit(1)
+    if report.executable_processes:
+        click.echo(f"{path.name}: accepted; executable processes: {', '.join(report.executable_processes)}.")
+    else:
+        click.echo(f"{path.name}: accepted as documentation only; it has no executable process.")
+
+
 @heat.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server listens on.")
 @click.option("--port", default=5000, show_default=True, help="Port of the web server.")

@@ -12,6 +12,7 @@ from app.org.models import User
 from app.tenancy import SYSTEM_SCOPE, TenantScope, scoped, set_scope
 
 logger = logging.getLogger(__name__)
+ERROR_TITLES = {400: "请求无效", 401: "未登录", 403: "无权访问", 404: "未找到", 405: "不支持的操作", 413: "文件过大"}
 NO_COMPANIES = TenantScope(visible=frozenset(), writable=frozenset(), label="anonymous")
 
 
@@ -83,7 +84,8 @@ def register_web(app):
     def http_error(error):
         if request.path.startswith("/api/"):
             return {"error_code": error.name.lower().replace(" ", "_"), "message": error.description, "status": error.code}, error.code
-        return render_template("error.html", title=f"{error.code} {error.name}", message=error.description), error.code
+        title = f"{error.code} {ERROR_TITLES.get(error.code, error.name)}"
+        return render_template("error.html", title=title, message=error.description), error.code
 
     @app.errorhandler(Exception)
     def unexpected_error(error):

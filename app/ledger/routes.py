@@ -81,8 +81,9 @@ def progress(import_id):
 def report(import_id):
     """The uploaded workbook with every invalid cell marked and a sheet listing the errors."""
     job = _get_job(import_id)
-    if not job.errors:
-        abort(404, "该导入没有错误报告。")
+    # A file rejected as a whole (excel_row None) may not be a workbook at all, so there is nothing to mark.
+    if not job.errors or any(error.get("excel_row") is None for error in job.errors):
+        abort(404, "该导入没有可下载的错误报告：文件整体无法读取，没有可标注的单元格。")
     data = marked_workbook(job.content, job.errors)
     name = job.filename.rsplit(".", 1)[0] + "-错误报告.xlsx"
     return send_file(io.BytesIO(data), as_attachment=True, download_name=name,

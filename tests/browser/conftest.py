@@ -1,7 +1,7 @@
 """Browser fixtures: the session app served over HTTP on 127.0.0.1 and one headless Chromium.
 
-Browser tests carry the `browser` marker and run once, on the SQLite backend. Their copies
-for other backends are skipped at collection.
+Browser tests carry the `browser` marker and run once, on the SQLite backend. Their
+parametrizations for other backends are skipped at collection.
 
 The live server serves the session `app` fixture itself, so each browser test starts, like
 every other test, from the schema that `app_ctx` empties and `demo` fills. Celery runs
@@ -19,8 +19,11 @@ from app.demo import DEMO_PASSWORD
 
 CHROMIUM = os.environ.get("HEATFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-# Playwright timeouts, in milliseconds. An eager import of a 1743-row ledger takes a few seconds.
+# Screenshots go to test-artifacts/ (ignored by git); HEATFLOW_SCREENSHOTS=docs/screenshots refreshes the docs.
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / os.environ.get("HEATFLOW_SCREENSHOTS", "test-artifacts/screenshots")
+# Playwright timeouts, in milliseconds. The navigation timeout also covers an upload, because
+# the testing config imports the ledger inside the upload request.
 ACTION_TIMEOUT_MS = 15_000
 NAVIGATION_TIMEOUT_MS = 60_000
 SERVER_STOP_TIMEOUT_S = 10
@@ -54,10 +57,10 @@ def _server(app):
 
 @pytest.fixture
 def live_server(_server, demo, app):
-    """Base URL of the live server, on a fresh schema with the demo group and CSRF checks on.
+    """Yield the base URL of the live server, on a fresh schema with the demo group installed.
 
-    The testing config turns CSRF off for the Flask test client; a browser sends the token
-    like a real user, so the check is on for the length of one browser test.
+    The testing config turns CSRF checks off for the Flask test client. A browser sends the
+    token like a user does, so the checks are on while a browser test runs.
     """
     previous = app.config["WTF_CSRF_ENABLED"]
     app.config["WTF_CSRF_ENABLED"] = True
@@ -90,7 +93,7 @@ def page(_browser, live_server):
 
 @pytest.fixture
 def screenshot():
-    """Save a full-page PNG of `page` as docs/screenshots/<name>.png and return its path."""
+    """Return screenshot(page, name), which saves a full-page PNG named <name>.png in SCREENSHOTS."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def _screenshot(page, name):

@@ -34,7 +34,7 @@ TJ_RECEIVABLE_TOTAL = "13104294.50"
 MARKED_FILL = "FFFFC7CE"
 
 
-def _accounts_of(company):
+def _account_count(company):
     return db.session.scalar(sa.select(sa.func.count(Account.id)).where(Account.company_id == company.id))
 
 
@@ -98,7 +98,7 @@ def test_dirty_ledger_lists_errors(page, browser_login, screenshot, demo, tmp_pa
         assert cell.fill.fill_type == "solid", f"{column} in row {excel_row} is not filled"
         assert cell.fill.fgColor.rgb == MARKED_FILL, f"{column} in row {excel_row} has fill {cell.fill.fgColor.rgb}"
 
-    assert _accounts_of(demo["TJ"]) == 0
+    assert _account_count(demo["TJ"]) == 0
 
 
 def test_clean_ledger_then_billing(page, browser_login, screenshot, demo):
@@ -109,7 +109,7 @@ def test_clean_ledger_then_billing(page, browser_login, screenshot, demo):
     assert f"共 {TJ_ACCOUNTS} 户" in page.locator("#summary").inner_text()
     assert page.locator("#error-table").count() == 0
     screenshot(page, "import-succeeded")
-    assert _accounts_of(demo["TJ"]) == TJ_ACCOUNTS
+    assert _account_count(demo["TJ"]) == TJ_ACCOUNTS
 
     page.goto("/billing/receivables")
     with page.expect_navigation():
@@ -141,6 +141,6 @@ def test_hq_collection_by_role(page, browser_login, screenshot, import_fixture, 
     browser_login(page, "tj_clerk")
     response = page.goto("/hq/collection")
     assert response.status == 403
-    assert page.locator("main h1").inner_text() == "403 Forbidden"
+    assert page.locator("main h1").inner_text() == "403 无权访问"
     assert page.locator(".error-message").inner_text() == "集团汇总仅供集团总部查看。"
     screenshot(page, "hq-collection-forbidden")

@@ -1,0 +1,221 @@
+"""Check a foreign BPMN file before import: accept it, or list each element Heatflow cannot run.
+
+The checker never raises on bad input. It reads the XML without entities or network
+access, walks every element of every executable process, and reports one finding per
+unsupported element (id, tag, reason). Non-executable processes are documentation and
+are not checked, and a file with only those is accepted as documentation. When the static walk finds nothing, SpiffWorkflow parses the file as a
+last check, and any error it raises becomes a finding too.
+"""
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
+XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+MAX_FILE_BYTES = 5 * 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+# Elements the engine cannot run at all, with the reason shown to the designer.
+UNSUPPORTED = {
+    "complexGateway": "complex gateways are not supported by the engine; use exclusive, inclusive or parallel gateways",
+    "compensateEventDefinition": "compensation is not supported; model the undo step as an explicit task",
+    "dataStoreReference": "data stores are not registered in Heatflow; read and write data through service tasks",
+    "choreographyTask": "choreographies cannot be executed",
+    "conversation": "conversations cannot be executed",
+}
+ACTIVITIES = {
+    "task", "userTask", "manualTask", "scriptTask", "serviceTask", "sendTask", "receiveTask", "businessRuleTask",
+    "callActivity", "subProcess", "transaction", "adHocSubProcess",
+}
+ISO_DURATION = re.compile(r"^\s*(R\d*/)?P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?\s*$")
+
+
+@dataclass
+class Finding:
+    """One element that blocks deployment."""
+
+    element_id: str
+    tag: str
+    reason: str
+    name: str = ""
+
+    def line(self):
+        label = f" 「{self.name}」" if self.name else ""
+        return f"{self.element_id} <{self.tag}>{label}: {self.reason}"
+
+
+@dataclass
+class CheckReport:
+    """Outcome of checking one BPMN file."""
+
+    executable_processes: list = field(default_factory=list)
+    documentation_processes: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    file_error: str = ""
+
+    @property
+    def accepted(self):
+        return not self.file_error and not self.findings
+
+
+def _local(element):
+    return etree.QName(element).localname if isinstance(element.tag, str) else ""
+
+
+def _bpmn_children(element, localname):
+    return element.findall(f"{{{BPMN_NS}}}{localname}")
+
+
+def _text(element, localname):
+    child = element.find(f"{{{BPMN_NS}}}{localname}")
+    return (child.text or "").strip() if child is not None else ""
+
+
+def _finding(element, reason):
+    return Finding(element.get("id", "(no id)"), _local(element), reason, element.get("name", "") or "")
+
+
+def _check_expression(element, source, what, findings, validate_expression):
+    try:
+        validate_expression(source)
+    except Exception as error:  # any sandbox complaint blocks deployment; report it, never crash
+        findings.append(_finding(element, f"{what} {source!r} is not allowed: {error}"))
+
+
+def _check_process(process, findings, service_names, validate_expression):
+    ids = {e.get("id") for e in process.iter() if isinstance(e.tag, str) and e.get("id")}
+    flows = {f.get("id"): f for f in process.iter(f"{{{BPMN_NS}}}sequenceFlow")}
+    outgoing = {}
+    for flow in flows.values():
+        outgoing.setdefault(flow.get("sourceRef"), []).append(flow)
+
+    for element in process.iter():
+        if not isinstance(element.tag, str) or etree.QName(element).namespace != BPMN_NS:
+            continue
+        tag = _local(element)
+        if tag in UNSUPPORTED:
+            findings.append(_finding(element, UNSUPPORTED[tag]))
+        if element.get("isForCompensation") == "true":
+            findings.append(_finding(element, "compensation activities are not supported"))
+        if tag in ACTIVITIES and len(outgoing.get(element.get("id"), [])) > 1:
+            findings.append(_finding(element, "an activity with several outgoing flows is an implicit split; add a gateway"))
+        if tag in ("exclusiveGateway", "inclusiveGateway"):
+            _check_gateway(element, outgoing.get(element.get("id"), []), findings, validate_expression)
+        if tag == "serviceTask":
+            _check_service_task(element, findings, service_names)
+        if tag == "businessRuleTask":
+            findings.append(_finding(element, "business rule tasks need a DMN decision deployed with the model; none is registered"))
+        if tag in ("subProcess", "transaction") and not _bpmn_children(element, "startEvent"):
+            findings.append(_finding(element, "the sub-process has no start event"))
+        if tag == "multiInstanceLoopCharacteristics" and not (
+            _text(element, "loopCardinality") or _bpmn_children(element, "loopDataInputRef")
+        ):
+            findings.append(_finding(element.getparent(), "a multi-instance activity needs a cardinality or an input collection"))
+        if tag == "standardLoopCharacteristics" and not (element.get("loopMaximum") or _text(element, "loopCondition")):
+            findings.append(_finding(element.getparent(), "a loop needs a maximum or a condition, or it may never end"))
+        if tag in ("dataInputAssociation", "dataOutputAssociation"):
+            for ref in ("sourceRef", "targetRef"):
+                target = _text(element, ref)
+                if target and target not in ids:
+                    findings.append(_finding(element.getparent(), f"{tag} refers to {target}, which is not in this process"))
+        if tag in ("timeDuration", "timeDate", "timeCycle"):
+            _check_timer(element, findings, validate_expression)
+        if tag == "scriptTask":
+            script = _text(element, "script")
+            if script:
+                _check_expression(element, script, "script", findings, validate_expression)
+
+
+def _check_gateway(gateway, flows, findings, validate_expression):
+    default = gateway.get("default")
+    if len(flows) < 2:
+        return
+    for flow in flows:
+        condition = _text(flow, "conditionExpression")
+        if flow.get("id") == default:
+            continue
+        if not condition:
+            findings.append(_finding(flow, f"flow out of gateway {gateway.get('id')} has neither a condition nor is the default"))
+            continue
+        language = (flow.find(f"{{{BPMN_NS}}}conditionExpression").get("language") or "").lower()
+        if "feel" in language:
+            findings.append(_finding(flow, "FEEL conditions are not supported; write a Python expression"))
+            continue
+        _check_expression(flow, condition, "condition", findings, validate_expression)
+
+
+def _check_service_task(task, findings, service_names):
+    operator = task.find(f".//{{{SPIFF_NS}}}serviceTaskOperator")
+    if operator is None:
+        findings.append(_finding(task, "the service task names no Heatflow service (spiffworkflow:serviceTaskOperator)"))
+    elif operator.get("id") not in service_names:
+        known = ", ".join(sorted(service_names))
+        findings.append(_finding(task, f"service {operator.get('id')!r} is not registered; use one of: {known}"))
+
+
+def _check_timer(element, findings, validate_expression):
+    source = (element.text or "").strip()
+    owner = element.getparent().getparent() if element.getparent() is not None else element
+    if not source:
+        findings.append(_finding(owner, "the timer has no value"))
+    elif ISO_DURATION.match(source) or re.match(r"^\d{4}-\d{2}-\d{2}", source):
+        findings.append(_finding(owner, f"timer value {source} must be quoted, e.g. \"{source}\", because timers are expressions"))
+    else:
+        _check_expression(owner, source, "timer", findings, validate_expression)
+
+
+def _spiff_findings(content, process_ids):
+    """Parse with SpiffWorkflow; return its complaint as findings (empty when it parses)."""
+    from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+
+    parser = SpiffBpmnParser()
+    try:
+        parser.add_bpmn_str(content)
+        for process_id in process_ids:
+            parser.get_spec(process_id)
+            parser.get_subprocess_specs(process_id)
+    except Exception as error:  # the engine raises many types here, some not its own; all become findings
+        element_id = getattr(error, "id", None) or "(file)"
+        tag = getattr(error, "tag", None) or "definitions"
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return [Finding(str(element_id), str(tag).split("}")[-1], f"the engine cannot parse it: {message}")]
+    return []
+
+
+def check_bpmn(content):
+    """Check BPMN bytes; return a CheckReport. Never raises for bad input."""
+    from app.processes.registry import SERVICES
+    from app.processes.sandbox import validate_expression
+
+    report = CheckReport()
+    if len(content) > MAX_FILE_BYTES:
+        report.file_error = f"the file is larger than {MAX_FILE_BYTES // 1024 // 1024} MB"
+        return report
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+    try:
+        root = etree.fromstring(content, parser)
+    except etree.XMLSyntaxError as error:
+        report.file_error = f"not well-formed XML: {error}"
+        return report
+    if etree.QName(root).namespace != BPMN_NS or _local(root) != "definitions":
+        report.file_error = "the root element is not a BPMN 2.0 <definitions>"
+        return report
+
+    for process in _bpmn_children(root, "process"):
+        # Like the engine, a process counts as executable unless it says isExecutable="false".
+        executable = process.get("isExecutable", "true") != "false"
+        target = report.executable_processes if executable else report.documentation_processes
+        target.append(process.get("id", "(no id)"))
+        if executable:
+            _check_process(process, report.findings, set(SERVICES), validate_expression)
+    if report.executable_processes:
+        for element in root.iter(f"{{{BPMN_NS}}}dataStore"):
+            report.findings.append(_finding(element, UNSUPPORTED["dataStoreReference"]))
+    if not report.findings and report.executable_processes:
+        report.findings.extend(_spiff_findings(content, report.executable_processes))
+    return report
