@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import g
+from flask.testing import FlaskClient
 
 from app import create_app
 from app.extensions import db
@@ -46,6 +48,19 @@ def database_url_for(backend, tmp_path_factory):
     return url, name
 
 
+class UserClient(FlaskClient):
+    """A test client whose every request loads its own logged-in user.
+
+    Test requests reuse the test's app context, and flask-login caches the current user
+    on `g` there, so without this a second client in the same test would act as the
+    first client's user.
+    """
+
+    def open(self, *args, **kwargs):
+        g.pop("_login_user", None)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request):
     return request.param
@@ -56,6 +71,7 @@ def app(backend, tmp_path_factory):
     """The app on a migrated database of `backend`, shared by the session."""
     url, pg_name = database_url_for(backend, tmp_path_factory)
     application = create_app({"SQLALCHEMY_DATABASE_URI": url}, config_name="testing")
+    application.test_client_class = UserClient
     with application.app_context():
         from flask_migrate import upgrade
 

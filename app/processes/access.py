@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.network.models import Account
-from app.org.models import Role, UserRole
+from app.org.models import Company, Role, UserRole
 from app.org.services import AccessError, has_permission
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
 from app.tenancy import SYSTEM_SCOPE, scoped
@@ -45,7 +45,7 @@ def lock_row(model, row_id):
     """Load a row under a write lock held to the end of the transaction.
 
     PostgreSQL takes a row lock with SELECT ... FOR UPDATE. SQLite ignores FOR UPDATE, so
-    a no-op UPDATE first takes its database write lock; otherwise two transactions could
+    a no-op UPDATE first takes its database write lock. Without it, two transactions could
     both read the old state before either writes.
     """
     if db.session.get_bind().dialect.name == "sqlite":
@@ -78,26 +78,38 @@ def user_lanes(user, company_id):
 
 
 def inbox_tasks(user):
-    """Open tasks the user may act on, oldest first, as (task, account) pairs."""
+    """Open tasks the user may act on, oldest first, as (task, account, company) rows."""
     statement = (
-        sa.select(HumanTask, Account)
+        sa.select(HumanTask, Account, Company)
         .join(ProcessInstance, ProcessInstance.id == HumanTask.instance_id)
         .join(Account, Account.id == ProcessInstance.account_id)
+        .join(Company, Company.id == HumanTask.company_id)
         .where(HumanTask.status == "open")
         .order_by(HumanTask.created_at, HumanTask.id)
     )
     if user.company.is_headquarters:
-        rows = db.session.execute(statement.where(HumanTask.lane_role.in_(GROUP_LANES))).all()
+        statement = statement.where(HumanTask.lane_role.in_(GROUP_LANES))
     else:
         lanes = user_lanes(user, user.company_id)
-        rows = db.session.execute(
-            statement.where(HumanTask.company_id == user.company_id, HumanTask.lane_role.in_(lanes or {""}))
-        ).all()
-    return [(task, account) for task, account in rows if task.lane_role in user_lanes(user, task.company_id)]
+        if not lanes:
+            return []
+        statement = statement.where(HumanTask.company_id == user.company_id, HumanTask.lane_role.in_(lanes))
+    rows = db.session.execute(statement).all()
+    lanes_by_company = {}
+    visible = []
+    for task, account, company in rows:
+        if task.company_id not in lanes_by_company:
+            lanes_by_company[task.company_id] = user_lanes(user, task.company_id)
+        if task.lane_role in lanes_by_company[task.company_id]:
+            visible.append((task, account, company))
+    return visible
 
 
 def get_task(task_id, user):
-    """The task if the user may see and act on it: NotFoundError outside their companies, AccessError outside their lanes."""
+    """Return the task if the user may act on it.
+
+    Raises NotFoundError outside the user's companies and AccessError outside their lanes.
+    """
     task = db.session.scalar(sa.select(HumanTask).where(HumanTask.id == task_id))
     if task is None:
         raise NotFoundError(f"任务 {task_id} 不存在，或不属于您所在的公司。")
@@ -107,7 +119,7 @@ def get_task(task_id, user):
 
 
 def get_instance(instance_id):
-    """An instance visible to the current tenant scope, or NotFoundError."""
+    """Return an instance visible to the current tenant scope, or raise NotFoundError."""
     instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.id == instance_id))
     if instance is None:
         raise NotFoundError(f"流程 {instance_id} 不存在，或不属于您所在的公司。")
@@ -130,7 +142,7 @@ def instance_events(instance_id):
 
 
 def running_instance(account_id, process_type):
-    """The account's running instance of a process type, or None."""
+    """Return the account's running instance of a process type, or None."""
     return db.session.scalar(
         sa.select(ProcessInstance).where(
             ProcessInstance.account_id == account_id,

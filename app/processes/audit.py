@@ -1,9 +1,9 @@
 """The per-instance audit trail: appending hash-chained events and verifying the chain.
 
 Each event's hash is sha256 over the previous event's hash followed by the canonical
-JSON of the event (sorted keys, no spaces, UTF-8, timestamps as naive UTC ISO strings),
-so editing, deleting or reordering a stored event breaks every later hash. Callers append
-while holding the instance row lock, which keeps `seq` gapless.
+JSON of the event: sorted keys, no spaces, UTF-8, timestamps as naive UTC ISO strings.
+Editing, deleting or reordering a stored event therefore breaks the chain from that
+entry on. Callers append while holding the instance row lock, which keeps `seq` gapless.
 """
 
 import hashlib
@@ -39,7 +39,7 @@ def _utc_text(moment):
 
 
 def canonical_json(event):
-    """The canonical JSON text of an event's content, the input of its hash."""
+    """Return the canonical JSON text of an event's content, the input of its hash."""
     content = {
         "company_id": event.company_id,
         "instance_id": event.instance_id,

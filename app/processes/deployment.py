@@ -25,7 +25,7 @@ def sha256_text(text):
 
 
 def latest_model(company_id, process_type):
-    """The newest published model of a company and process type, or None."""
+    """Return the newest published model of a company and process type, or None."""
     return db.session.scalar(
         sa.select(ProcessModel)
         .where(

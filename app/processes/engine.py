@@ -59,7 +59,7 @@ class ModelValidationError(ValueError):
 
 @dataclass
 class RunContext:
-    """What service functions may use besides task data: the instance and the acting user."""
+    """Context of a service call besides task data: the instance and the acting user."""
 
     instance: object
     user: object = None
@@ -135,9 +135,9 @@ def _check_operator(element, operator):
     if service is None:
         return [Finding(element, f"service operator {name!r} is not registered; known operators: {', '.join(sorted(SERVICES))}")]
     findings = []
-    given = set(operator["parameters"])
-    missing = set(service.inputs) - given
-    unknown = given - set(service.inputs)
+    passed = set(operator["parameters"])
+    missing = set(service.inputs) - passed
+    unknown = passed - set(service.inputs)
     if missing:
         findings.append(Finding(element, f"service {name!r} lacks parameters {', '.join(sorted(missing))}"))
     if unknown:
@@ -212,14 +212,14 @@ class SandboxScriptEngine(PythonScriptEngine):
             raise _run_error(task, f"service {kwargs.get('operation_name')!r}", error) from error
 
 
-def _run_error(task, what, error):
+def _run_error(task, subject, error):
     element = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
-    return ProcessRunError(f"{what} of element {element} failed: {error}")
+    return ProcessRunError(f"{subject} of element {element} failed: {error}")
 
 
 def _build_serializer():
     registry = BpmnWorkflowSerializer.configure(SPIFF_CONFIG)
-    # Task data holds amounts as Decimal and dates as date; the default registry knows neither.
+    # Task data contains amounts as Decimal and dates as date, and the default registry converts neither.
     registry.register(Decimal, lambda value: {"value": str(value)}, lambda dct: Decimal(dct["value"]))
     registry.register(date, lambda value: {"value": value.isoformat()}, lambda dct: date.fromisoformat(dct["value"]))
     return BpmnWorkflowSerializer(registry)

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class ServiceError(RuntimeError):
-    """A service operator could not do its work; the message says why and what to fix."""
+    """A service operator could not do its work; the message states why and what to fix."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def register_service(name, inputs, outputs):
 
 
 def current_season(company_id, today=None):
-    """The company's season containing `today`, else its latest season; None when it has none."""
+    """Return the company's season containing `today`, else its latest season, or None when it has none."""
     today = today or date.today()
     season = db.session.scalar(
         sa.select(Season)
@@ -117,19 +117,22 @@ def rebill_suspension(context, account_id):
     """Set the account to 报停 and re-rate its current season at the suspension ratio, once per instance."""
     instance = context.instance
     account = _instance_account(context, account_id)
-    season = current_season(account.company_id)
-    if season is None:
-        raise ServiceError(f"Company {account.company_id} has no heating season; set up the season and its tariff first.")
     key = f"suspension:{instance.id}"
     posted = db.session.scalar(
         sa.select(LedgerEntry).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
     )
     if posted is not None:
         # A replay of this step: the line is already posted, so report it and post nothing.
-        return {"season": season.name, "rerate_amount": posted.amount, "receivable_after": season_receivable(account.id, posted.season_id)}
+        season = db.session.get(Season, posted.season_id)
+        return {"season": season.name, "rerate_amount": posted.amount, "receivable_after": season_receivable(account.id, season.id)}
+
+    season = current_season(account.company_id)
+    if season is None:
+        raise ServiceError(f"Company {account.company_id} has no heating season; set up the season and its tariff first.")
     if account.billing_status != "normal":
         label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
         raise ServiceError(f"账户 {account.account_no} 当前状态为「{label}」，只有「正常」状态可以报停；请驳回本申请。")
+
     before = season_receivable(account.id, season.id)
     entry = rerate_account(
         account, season, "suspended", "process_instance", instance.id, key=key,

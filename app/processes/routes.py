@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 
 from app.extensions import db
-from app.forms.processes import ApprovalForm, ConfirmForm, SuspensionStartForm, ValveCloseForm
+from app.forms.processes import ApprovalForm, SuspensionStartForm, ValveCloseForm
 from app.org.services import AccessError, has_permission
 from app.processes.access import (
     ConflictError, InputError, NotFoundError, account_history, get_instance, get_task, inbox_tasks,
@@ -35,16 +35,15 @@ def _fail(error):
 
 @bp.app_context_processor
 def _process_helpers():
-    return {"suspension_panel": suspension_panel}
+    return {"suspension_panel": suspension_panel, "process_history": account_history}
 
 
 def suspension_panel(account):
-    """Values the account page's 报停 box and history need."""
+    """Return the values the account page's 报停 box needs."""
     can_start = current_user.is_authenticated and has_permission(current_user, "process.start", account.company_id)
     return {
         "can_start": can_start,
         "running": running_instance(account.id, "suspension"),
-        "history": account_history(account.id),
         "form": SuspensionStartForm() if can_start else None,
     }
 
@@ -52,8 +51,8 @@ def suspension_panel(account):
 @bp.route("/inbox")
 @login_required
 def inbox():
-    """Open tasks in the lanes the user may act in."""
-    return render_template("processes/inbox.html", rows=inbox_tasks(current_user), confirm=ConfirmForm())
+    """List open tasks in the lanes the user may act in."""
+    return render_template("processes/inbox.html", rows=inbox_tasks(current_user))
 
 
 @bp.route("/suspension/start/<int:account_id>", methods=["POST"])
@@ -111,7 +110,7 @@ def _render_task(task_id, form, status):
     human_task = get_task(task_id, current_user)
     summary = task_summary(human_task)
     events = instance_events(human_task.instance_id)
-    return render_template("processes/task.html", task=human_task, form=form, summary=summary, events=events, confirm=ConfirmForm()), status
+    return render_template("processes/task.html", task=human_task, form=form, summary=summary, events=events), status
 
 
 @bp.route("/tasks/<int:task_id>/claim", methods=["POST"])
@@ -146,7 +145,7 @@ def release(task_id):
 @bp.route("/instances/<int:instance_id>")
 @login_required
 def instance(instance_id):
-    """One instance: status, open tasks and its verified audit history."""
+    """Show one instance with its status and its verified audit history."""
     if not has_permission(current_user, "account.read"):
         abort(403, "您没有查看用户档案与业务记录的权限。")
     try:

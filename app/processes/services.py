@@ -11,20 +11,26 @@ import re
 from uuid import UUID
 
 import sqlalchemy as sa
+from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
+from app.billing.services import account_charge_inputs, season_receivable
 from app.network.models import BILLING_STATUSES, Account
 from app.org.services import require_permission
-from app.processes.access import ConflictError, InputError, NotFoundError, get_task, lock_row
+from app.processes.access import ConflictError, InputError, NotFoundError, get_task, lock_row, running_instance
 from app.processes.audit import record_event
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
 from app.processes.models import DECISIONS, HumanTask, ProcessInstance, utcnow
+from app.processes.registry import current_season
+from app.tariffs.services import TariffError, compute_charge, tariff_in_force
 
 logger = logging.getLogger(__name__)
 
+# Reason codes the request form offers; a caller may also pass the reason as free text.
 SUSPENSION_REASONS = {"vacant": "房屋空置", "renovation": "装修停用", "away": "长期外出", "other": "其他"}
+MAX_REASON_CHARS = 100
 VALVE_RESULTS = {"closed": "已关栓", "sealed": "已关栓并施封"}
 # End events whose id starts with this prefix finish an instance as rejected.
 REJECTED_END_PREFIX = "end_rejected"
@@ -45,8 +51,12 @@ def start_suspension(account_id, user, reason, comment=""):
     if account is None:
         raise NotFoundError(f"用户 {account_id} 不存在，或不属于您所在的公司。")
     require_permission(user, "process.start", account.company_id)
-    if reason not in SUSPENSION_REASONS:
-        raise InputError(f"报停原因「{reason}」无效，请从 {'、'.join(SUSPENSION_REASONS.values())} 中选择。")
+    reason = (reason or "").strip()
+    if not reason:
+        raise InputError(f"请填写报停原因，可选 {'、'.join(SUSPENSION_REASONS.values())}，或直接填写原因。")
+    if len(reason) > MAX_REASON_CHARS:
+        raise InputError(f"报停原因共 {len(reason)} 字，超过 {MAX_REASON_CHARS} 字上限；详细情况请写在说明里。")
+    reason_label = SUSPENSION_REASONS.get(reason, reason)
     comment = _clean_comment(comment)
     if reason == "other" and not comment:
         raise InputError("报停原因为「其他」时必须填写说明。")
@@ -58,15 +68,9 @@ def start_suspension(account_id, user, reason, comment=""):
     if account.billing_status != "normal":
         label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
         raise ConflictError(f"该户当前供热状态为「{label}」，只有「正常」状态的用户可以申请报停。")
-    running = db.session.scalar(
-        sa.select(ProcessInstance.id).where(
-            ProcessInstance.account_id == account.id,
-            ProcessInstance.process_type == "suspension",
-            ProcessInstance.status == "running",
-        )
-    )
+    running = running_instance(account.id, "suspension")
     if running is not None:
-        raise ConflictError(f"该户已有办理中的报停申请（流程 {running}），请勿重复申请。")
+        raise ConflictError(f"该户已有办理中的报停申请（流程 {running.id}），请勿重复申请。")
 
     instance = ProcessInstance(
         company_id=account.company_id, model_id=model.id, process_type="suspension",
@@ -76,10 +80,10 @@ def start_suspension(account_id, user, reason, comment=""):
     db.session.flush()
     record_event(
         instance, "started", user=user, task_name="报停申请", comment=comment,
-        data={"reason": reason, "reason_label": SUSPENSION_REASONS[reason], "model_version": model.version},
+        data={"reason": reason, "reason_label": reason_label, "model_version": model.version},
     )
     start_data = {
-        "account_id": account.id, "account_no": account.account_no, "reason": reason,
+        "account_id": account.id, "account_no": account.account_no, "reason": reason_label,
         "comment": comment, "started_by": user.name,
     }
     spec, subprocess_specs = spec_for(model)
@@ -96,13 +100,17 @@ def start_suspension(account_id, user, reason, comment=""):
     return instance
 
 
+def _closed_state(task):
+    return "已被取消" if task.status == "cancelled" else "已办结"
+
+
 def claim_task(task_id, user):
     """Claim an open task so that only this user can complete it."""
     task = get_task(task_id, user)
     instance = lock_row(ProcessInstance, task.instance_id)
     db.session.refresh(task)
     if task.status != "open":
-        raise ConflictError(f"任务「{task.title}」已{task.status_label}，无需签收。")
+        raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，无需签收。")
     if task.claimed_by_id == user.id:
         return task
     if task.claimed_by_id is not None:
@@ -150,7 +158,7 @@ def validate_task_input(form, values):
 
 
 def _task_data(spiff_task, form, clean):
-    """Task data written by a completed user task; approvals use the task's data_prefix property."""
+    """Return the task data a completed user task writes; approvals name it by the task's data_prefix property."""
     if form == "approval":
         properties = (getattr(spiff_task.task_spec, "extensions", None) or {}).get("properties") or {}
         prefix = properties.get("data_prefix") or spiff_task.task_spec.name
@@ -166,12 +174,20 @@ def complete_task(task_id, user, values):
     instance = lock_row(ProcessInstance, task.instance_id)
     db.session.refresh(task)
     if task.status != "open":
-        raise ConflictError(f"任务「{task.title}」已{task.status_label}，不能重复提交。")
+        raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，不能重复提交。")
     if task.claimed_by_id != user.id:
         holder = f"已由 {task.claimed_by_name} 签收" if task.claimed_by_id else "尚未签收"
         raise ConflictError(f"任务「{task.title}」{holder}；请先签收再办理。")
+    if instance.status != "running":
+        raise ConflictError(f"流程 {instance.id} 当前为「{instance.status_label}」，不能继续办理，请联系管理员。")
     try:
         workflow = load_workflow(instance.state, RunContext(instance, user))
+    except ProcessRunError as error:
+        # A state that cannot be loaded will not load on a retry either.
+        db.session.rollback()
+        _record_failure(task.instance_id, user, task.title, error, status="error")
+        raise
+    try:
         spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
         if not spiff_task.has_state(TaskState.READY):
             raise ConflictError(f"任务「{task.title}」在流程中已不是待办状态，请刷新待办列表。")
@@ -187,23 +203,27 @@ def complete_task(task_id, user, values):
         record_event(instance, "completed", user=user, task_name=task.title, decision=decision, comment=comment, data=_public(data))
         run_engine(workflow)
         _sync_and_save(instance, workflow, user)
-    except ProcessRunError as error:
+    except (ProcessRunError, SpiffWorkflowException) as error:
         db.session.rollback()
         _record_failure(task.instance_id, user, task.title, error)
-        raise
+        if isinstance(error, ProcessRunError):
+            raise
+        raise ProcessRunError(f"The workflow engine failed: {error}") from error
     db.session.commit()
     return instance
 
 
 def _public(data):
-    """Task data for an audit event: JSON-native values only."""
+    """Keep the JSON-native values of task data for an audit event."""
     return {key: value for key, value in data.items() if isinstance(value, (str, int, bool, type(None)))}
 
 
-def _record_failure(instance_id, user, task_name, error):
-    """Append an `error` event in a fresh transaction after a rollback."""
+def _record_failure(instance_id, user, task_name, error, status=None):
+    """Append an `error` event in a fresh transaction after a rollback, and set `status` when given."""
     logger.error("Process instance %s failed at %s: %s", instance_id, task_name, error)
     instance = lock_row(ProcessInstance, instance_id)
+    if status is not None:
+        instance.status = status
     record_event(instance, "error", user=user, task_name=task_name, comment=str(error)[:1000])
     db.session.commit()
 
@@ -236,3 +256,32 @@ def _sync_and_save(instance, workflow, user):
         record_event(instance, "finished", task_name=instance.status_label, data={"status": instance.status})
     instance.state = dump_workflow(workflow)
     db.session.flush()
+
+
+# Task data shown to approvers, in display order.
+SUMMARY_KEYS = ("reason", "comment", "escalation_reason", "company_decision", "company_comment", "company_approval_by")
+
+
+def task_summary(task):
+    """Collect what an approver needs beside the form: the account, the season receivable now and after 报停, and the request data."""
+    instance = task.instance
+    account = db.session.scalar(sa.select(Account).where(Account.id == instance.account_id))
+    summary = {"instance": instance, "account": account, "season": None, "receivable": None, "suspended": None, "data": {}}
+    season = current_season(account.company_id)
+    if season is not None:
+        summary["season"] = season
+        summary["receivable"] = season_receivable(account.id, season.id)
+        try:
+            has_lift, kind = account_charge_inputs(account)
+            charge = compute_charge(tariff_in_force(season), account, has_lift, kind, billing_status="suspended")
+            summary["suspended"] = charge.amount if charge else None
+        except TariffError as error:
+            logger.warning("No suspended charge for account %s: %s", account.id, error)
+    if task.status == "open":
+        try:
+            workflow = load_workflow(instance.state, RunContext(instance))
+            data = workflow.get_task_from_id(UUID(task.spiff_task_id)).data
+            summary["data"] = {key: data[key] for key in SUMMARY_KEYS if key in data}
+        except (ProcessRunError, SpiffWorkflowException) as error:
+            logger.warning("Task %s data could not be read: %s", task.id, error)
+    return summary

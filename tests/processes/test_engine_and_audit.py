@@ -1,0 +1,161 @@
+"""Deployment and versions, the serializer with Decimal data, service failures and the audit hash chain."""
+
+import json
+from datetime import date
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from SpiffWorkflow.util.task import TaskState
+
+from app.billing.models import LedgerEntry
+from app.demo import install_demo
+from app.extensions import db
+from app.network.models import Account
+from app.processes.audit import verify_chain
+from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, spec_for
+from app.processes.engine import ModelValidationError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow, validate_model
+from app.processes.models import EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel
+from tests.processes.conftest import open_task, start_request, submit_task
+
+SUSPENSION_XML = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
+
+
+def _finding_for(xml, element_id):
+    with pytest.raises(ModelValidationError) as caught:
+        validate_model(xml, "suspension")
+    matches = [f for f in caught.value.findings if f.element_id == element_id]
+    assert matches, f"no finding for {element_id}: {caught.value}"
+    return matches[0].reason
+
+
+def test_shipped_diagram_validates():
+    spec, _ = validate_model(SUSPENSION_XML, "suspension")
+    lanes = {task.lane for task in spec.task_specs.values() if getattr(task, "lane", None)}
+    assert lanes == {"clerk", "company_approver", "group_approver", "field_staff"}
+
+
+def test_deploy_rejects_unknown_operator_bad_condition_and_lane():
+    unknown = SUSPENSION_XML.replace('serviceTaskOperator id="rebill_suspension"', 'serviceTaskOperator id="drop_tables"')
+    assert "'drop_tables' is not registered" in _finding_for(unknown, "rebill_suspension_task")
+    attack = SUSPENSION_XML.replace("group_decision == 'approve'", "__import__('os').system('true')")
+    assert "condition rejected" in _finding_for(attack, "group_decision_gateway")
+    lane = SUSPENSION_XML.replace('name="field_staff"', 'name="plumber"')
+    assert "lane 'plumber' is not a known role" in _finding_for(lane, "valve_close")
+    with pytest.raises(ModelValidationError, match="no executable process"):
+        validate_model(SUSPENSION_XML, "waiver")
+    with pytest.raises(ModelValidationError, match="not well-formed"):
+        validate_model("<bpmn:definitions", "suspension")
+
+
+def test_demo_deploys_version_one_idempotently(demo):
+    install_demo()
+    models = db.session.scalars(sa.select(ProcessModel)).all()
+    assert sorted(m.company_id for m in models) == sorted(c.id for c in demo.values())
+    assert {(m.version, m.status, m.process_type) for m in models} == {(1, "published", "suspension")}
+    rules = db.session.scalars(sa.select(EscalationRule)).all()
+    assert len(rules) == 4
+    assert {(r.escalate_non_residential, r.area_threshold) for r in rules} == {(True, Decimal("200.0000"))}
+
+
+def test_running_instance_keeps_its_version(demo, make_account, login):
+    tj = demo["TJ"]
+    first = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), first.id)
+    pinned = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == first.id))
+
+    second_version = deploy_model(tj.id, "suspension", SUSPENSION_XML.replace('name="关栓"', 'name="关栓施封"'))
+    db.session.commit()
+    assert second_version.version == 2
+    assert deploy_model(tj.id, "suspension", second_version.bpmn_xml).id == second_version.id
+    assert db.session.get(ProcessModel, pinned.model_id).status == "retired"
+
+    submit_task(login("tj_approver"), open_task(pinned.id, "company_approval").id, {"decision": "approve"})
+    assert open_task(pinned.id, "valve_close").title == "关栓"
+    later = make_account("TJ", "60.00")
+    start_request(login("tj_clerk"), later.id)
+    newer = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == later.id))
+    assert newer.model_id == second_version.id
+    assert db.session.get(ProcessInstance, pinned.id).model.version == 1
+
+
+def test_state_round_trips_with_decimal_and_date(demo):
+    spec, subprocess_specs = spec_for(latest_model(demo["TJ"].id, "suspension"))
+    start_data = {"account_id": 7, "amount": Decimal("2183.75"), "ratio": Decimal("0.200000"), "filed_on": date(2025, 11, 20)}
+    workflow = new_workflow(spec, subprocess_specs, RunContext(None), start_data)
+    text = dump_workflow(workflow)
+    assert '"2183.75"' in text
+    json.loads(text)
+
+    restored = load_workflow(text, RunContext(None))
+    assert isinstance(restored.script_engine, SandboxScriptEngine)
+    data = restored.get_next_task(state=TaskState.READY).data
+    assert data["amount"] == Decimal("2183.75")
+    assert isinstance(data["amount"], Decimal)
+    assert data["ratio"] == Decimal("0.200000")
+    assert data["filed_on"] == date(2025, 11, 20)
+    assert dump_workflow(restored) == text
+
+
+def test_stored_instance_state_keeps_service_outputs(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), account.id)
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
+    submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "approve"})
+    db.session.expire_all()
+    workflow = load_workflow(db.session.get(ProcessInstance, instance.id).state, RunContext(None))
+    data = workflow.get_next_task(state=TaskState.READY, manual=True).data
+    assert data["rerate_amount"] == Decimal("-1747.00")
+    assert data["receivable_after"] == Decimal("436.75")
+    assert data["escalate"] is False
+    assert data["company_decision"] == "approve"
+
+
+def test_service_failure_rolls_back_and_is_recorded(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), account.id)
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
+    db.session.get(Account, account.id).billing_status = "forced_off"
+    db.session.commit()
+
+    task = open_task(instance.id, "company_approval")
+    response = submit_task(login("tj_approver"), task.id, {"decision": "approve", "comment": "同意"})
+    assert response.status_code == 409
+    page = response.get_data(as_text=True)
+    assert "rebill_suspension_task" in page
+    assert "只有「正常」状态可以报停" in page
+
+    db.session.expire_all()
+    assert db.session.get(HumanTask, task.id).status == "open"
+    assert db.session.get(ProcessInstance, instance.id).status == "running"
+    assert db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)).where(LedgerEntry.kind == "rerate")) == 0
+    types = list(db.session.scalars(sa.select(ProcessEvent.event_type).where(ProcessEvent.instance_id == instance.id).order_by(ProcessEvent.seq)))
+    assert types == ["started", "task_ready", "claimed", "error"]
+    assert verify_chain(instance.id).ok
+
+
+def test_hash_chain_detects_tampering(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    clerk = login("tj_clerk")
+    start_request(clerk, account.id)
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
+    submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "reject", "comment": "材料不全"})
+    report = verify_chain(instance.id)
+    assert report.ok
+    assert report.events == 5
+
+    completed = db.session.scalar(sa.select(ProcessEvent).where(ProcessEvent.instance_id == instance.id, ProcessEvent.event_type == "completed"))
+    db.session.execute(sa.update(ProcessEvent.__table__).where(ProcessEvent.__table__.c.id == completed.id).values(comment="材料齐全"))
+    db.session.commit()
+    report = verify_chain(instance.id)
+    assert not report.ok
+    assert report.bad_seq == completed.seq
+    assert "does not match its hash" in report.message
+    assert "审计链校验失败" in clerk.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
+
+    db.session.execute(sa.update(ProcessEvent.__table__).where(ProcessEvent.__table__.c.id == completed.id).values(comment="材料不全"))
+    db.session.execute(sa.delete(ProcessEvent.__table__).where(ProcessEvent.__table__.c.instance_id == instance.id, ProcessEvent.__table__.c.seq == 2))
+    db.session.commit()
+    report = verify_chain(instance.id)
+    assert report.bad_seq == 3
+    assert "entry 2 is missing" in report.message
