@@ -33,7 +33,7 @@ class DefaultConfig:
     BABEL_DEFAULT_LOCALE = "zh_CN"
     # Largest ledger accepted by the importer, in data rows.
     LEDGER_MAX_ROWS = int(os.environ.get("HEATFLOW_LEDGER_MAX_ROWS", "200000"))
-    # Font file embedded in receipt PDFs; it must contain the Chinese glyphs (fonts-noto-cjk).
+    # Font file embedded in receipt PDFs. It must contain Chinese glyphs (Debian package fonts-noto-cjk).
     RECEIPT_FONT_PATH = os.environ.get("HEATFLOW_RECEIPT_FONT_PATH", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 
 

@@ -12,7 +12,7 @@ class CounterPaymentForm(FlaskForm):
 
     # Checked and converted by payments.services.parse_amount, which names the bad value.
     amount = StringField("收款金额（元）", validators=[DataRequired(message="请填写收款金额。"), Length(max=32, message="收款金额最长 32 个字符。")])
-    # The service rejects an unknown method with a Chinese message; WTForms' own is English.
+    # The service rejects an unknown method with a Chinese message, while WTForms' own message is English.
     method = SelectField(
         "收款方式",
         choices=[SelectChoice(code, label) for code, label in PAYMENT_METHODS.items()],

@@ -18,7 +18,7 @@ DEFAULT_FONT_PATH = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 
 
 class ReceiptError(RuntimeError):
-    """A receipt that cannot be drawn; the message says what to fix."""
+    """A receipt that cannot be drawn. The message names what to fix."""
 
 
 class BlockedResourceError(ValueError):
@@ -41,11 +41,11 @@ def make_url_fetcher(font_path):
 
     def fetch_resource(url, timeout=10, ssl_context=None, http_headers=None):
         if url.startswith("data:"):
-            # urllib decodes data: URLs in memory; nothing is fetched.
+            # urllib decodes data: URLs in memory, so nothing is fetched.
             return default_url_fetcher(url, timeout=timeout, ssl_context=ssl_context)
         if url == font_url:
             return {"file_obj": font_path.open("rb"), "mime_type": "font/collection", "redirected_url": url}
-        logger.warning("Receipt template requested %s; only the receipt font and data: URLs are allowed", url)
+        logger.warning("Blocked receipt resource %s because receipts load only their font and data: URLs", url)
         raise BlockedResourceError(f"Receipts load only {font_url} and data: URLs, not {url}.")
 
     return fetch_resource

@@ -15,7 +15,7 @@ from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
-# Invoice mode of a company -> where the receipt tells the customer to ask for an invoice.
+# Invoice mode of a company -> receipt line on where to ask for an invoice.
 INVOICE_NOTES = {
     "e_invoice": "本收据不是发票。如需电子发票，请凭收据号到营业厅申请开具。",
     "paper_tax_invoice": "本收据不是发票。如需增值税发票，请持本收据到营业厅开具。",
@@ -60,7 +60,7 @@ def receipt_context(payment, print_number=1):
         "season_name": payment.season.name if payment.season else "",
         "charge_area": format_quantity(facts.charge_area),
         "unit_price": format_quantity(facts.unit_price),
-        "ratio_percent": format_quantity(facts.ratio * 100) if facts.ratio is not None and facts.ratio != 1 else "",
+        "ratio_percent": f"{(facts.ratio * 100).normalize():f}" if facts.ratio is not None and facts.ratio != 1 else "",
         "items": [(label, format_money(amount)) for label, amount in payment_items(payment)],
         "amount": format_money(payment.amount),
         "amount_in_words": amount_in_words(payment.amount),
@@ -74,7 +74,7 @@ def receipt_context(payment, print_number=1):
 
 
 def print_receipt(payment):
-    """Count a print of the payment's receipt and return the PDF; prints after the first say 补打."""
+    """Count a print of the payment's receipt and return the PDF. Prints after the first are marked 补打."""
     db.session.execute(
         sa.update(Payment).where(Payment.id == payment.id).values(receipt_prints=Payment.receipt_prints + 1)
     )

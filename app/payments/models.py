@@ -10,7 +10,7 @@ from app.tenancy import CompanyOwned
 
 # Payment method code -> Chinese label.
 PAYMENT_METHODS = {"cash": "现金", "card": "银行卡"}
-# Channel code -> Chinese label; only the counter collects so far.
+# Channel code -> Chinese label. Only the counter channel exists so far.
 PAYMENT_CHANNELS = {"counter": "柜台"}
 
 
@@ -19,7 +19,7 @@ def utcnow():
 
 
 class Payment(CompanyOwned, db.Model):
-    """Money received from a customer; its ledger lines say which receivables it paid."""
+    """Money received from a customer. Its ledger lines record which receivables it paid."""
 
     __table_args__ = (
         sa.UniqueConstraint("company_id", "receipt_no"),
@@ -32,17 +32,17 @@ class Payment(CompanyOwned, db.Model):
     amount = sa.Column(Money(), nullable=False)
     method = sa.Column(sa.String(8), nullable=False)
     channel = sa.Column(sa.String(16), nullable=False, default="counter")
-    # Latest season with a receivable on the account when the payment was taken; shown on the receipt.
+    # Latest season with a receivable on the account at collection time, shown on the receipt.
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
     cashier_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
     paid_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
-    # Company code, year of collection (Beijing time) and the sequence number, e.g. TJ-2025-000001.
+    # Company code, year of collection (China Standard Time) and the sequence number, e.g. TJ-2025-000001.
     receipt_no = sa.Column(sa.String(32), nullable=False)
     payer_name = sa.Column(sa.String(100), nullable=False, default="")
     note = sa.Column(sa.String(255), nullable=False, default="")
-    # Token of the submitted pay form; a second submit of the same form returns this payment.
+    # Token of the submitted pay form. A resubmit of the same form returns this payment.
     request_token = sa.Column(sa.String(64))
-    # How many times the receipt PDF was produced; every print after the first is marked 补打.
+    # Number of times the receipt PDF was produced. Every print after the first is marked 补打.
     receipt_prints = sa.Column(sa.Integer, nullable=False, default=0)
 
     account = db.relationship("Account")

@@ -49,7 +49,7 @@ def _load_payment(payment_id):
 @bp.route("/")
 @login_required
 def counter():
-    """Search the account to collect from."""
+    """Search for the account to collect from."""
     _require_collect()
     query = request.args.get("q", "").strip()
     results = search_accounts(query, limit=SEARCH_LIMIT) if query else []
@@ -96,7 +96,7 @@ def collect(account_id):
 @bp.route("/<int:payment_id>")
 @login_required
 def payment(payment_id):
-    """One payment with what it paid and the link to its receipt."""
+    """Show one payment, what it paid and the link to its receipt."""
     payment = _load_payment(payment_id)
     return render_template(
         "payments/payment.html", payment=payment, items=payment_items(payment), paid_at=local_time(payment.paid_at),
@@ -107,7 +107,7 @@ def payment(payment_id):
 @bp.route("/<int:payment_id>/receipt.pdf")
 @login_required
 def receipt_pdf(payment_id):
-    """The receipt PDF of a payment; every print after the first is marked 补打."""
+    """Send the receipt PDF of a payment. Every print after the first is marked 补打."""
     payment = _load_payment(payment_id)
     try:
         pdf = print_receipt(payment)

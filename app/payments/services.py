@@ -1,4 +1,4 @@
-"""What an account owes, counter collection and receipt numbers."""
+"""Amounts owed, counter collection and receipt numbers."""
 
 import logging
 from dataclasses import dataclass
@@ -22,14 +22,15 @@ logger = logging.getLogger(__name__)
 
 # Receipt dates and the year in receipt numbers follow the companies' local time.
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")
-# Largest amount the counter accepts in one payment, in yuan; anything above is a typing error.
+# Largest amount the counter accepts in one payment, in yuan, as a guard against typing errors.
+# Any amount above what the account owes is rejected as well.
 MAX_COUNTER_AMOUNT = Decimal("10000000")
 PAYER_NAME_MAX = 100
 NOTE_MAX = 255
 
 
 class PaymentError(ValueError):
-    """A payment that cannot be taken as entered; the message is shown to the cashier."""
+    """A payment that cannot be taken as entered. The message is shown to the cashier."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,14 @@ class SeasonOwed:
 
     @property
     def outstanding(self):
-        # A season paid beyond a later-reduced receivable is a credit; it does not offset other debts.
+        # A season paid beyond a receivable that was reduced later is a credit, which does not
+        # offset other debts.
         return max(self.receivable - self.received, ZERO)
 
 
 @dataclass(frozen=True)
 class AmountOwed:
-    """What one account owes: prior arrears, then each season with a receivable, oldest first."""
+    """Amounts owed by one account: prior arrears, then each season with a receivable, oldest first."""
 
     arrears: Decimal
     arrears_received: Decimal
@@ -74,7 +76,7 @@ class AmountOwed:
 
 @dataclass(frozen=True)
 class ChargeFacts:
-    """How a season's fee of one account was derived, as its ledger lines recorded it."""
+    """Charge area, unit price and ratio behind a season's fee, as the account's ledger lines recorded them."""
 
     charge_area: Decimal | None
     unit_price: Decimal | None
@@ -82,7 +84,9 @@ class ChargeFacts:
 
 
 def amount_owed(account):
-    """Compute what an account owes from its ledger lines."""
+    """Sum an account's ledger lines into the amounts it owes."""
+    # NOTE: late fees are not posted to the ledger yet (no entry kind exists), so the
+    # amounts owed and the receipt leave them out even where a tariff sets a late-fee rate.
     rows = db.session.execute(
         sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
         .where(LedgerEntry.account_id == account.id)
@@ -167,25 +171,28 @@ def collect_payment(account, amount, method, cashier, payer_name=None, note="", 
         payment, created = _post_payment(account, amount, method, cashier, payer_name, note, request_token)
         db.session.commit()
     except IntegrityError:
+        # Without a row lock (SQLite), two submits of one form can both pass the token check.
+        # The unique token then keeps the first payment, and the second submit returns it.
         db.session.rollback()
-        existing = _payment_for_token(account.company_id, request_token) if request_token else None
-        if existing is None or existing.account_id != account.id:
+        payment = _payment_for_token(account.company_id, request_token) if request_token else None
+        if payment is None or payment.account_id != account.id:
             raise
-        logger.info("Payment form %s for account %s was submitted twice; kept payment %s", request_token, account.id, existing.id)
-        return existing
+        created = False
     except Exception:
         db.session.rollback()
         raise
     if created:
         logger.info("Payment %s of %s on account %s by user %s, receipt %s", payment.id, amount, account.id, cashier.id, payment.receipt_no)
     else:
-        logger.info("Payment form %s for account %s was submitted twice; kept payment %s", request_token, account.id, payment.id)
+        logger.info("Payment form %s for account %s was submitted again; kept payment %s", request_token, account.id, payment.id)
     return payment
 
 
 def _post_payment(account, amount, method, cashier, payer_name, note, request_token):
     # The account row lock makes concurrent payments of one account wait for each other,
     # so each one checks what is owed after the previous one has been posted.
+    # NOTE: SQLite ignores FOR UPDATE. Its single database write lock serializes the writes,
+    # but a concurrent payment there can fail with "database is locked" instead of waiting.
     db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
     if request_token:
         existing = _payment_for_token(account.company_id, request_token)
@@ -193,6 +200,7 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
             if existing.account_id != account.id:
                 raise PaymentError("该收费表单已用于另一户，请刷新页面后重新收费。")
             return existing, False
+
     owed = amount_owed(account)
     if owed.total <= 0:
         raise PaymentError(f"用户 {account.account_no} 当前没有欠费，无需收款。")
@@ -200,6 +208,7 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
         raise PaymentError(
             f"收款金额 {amount} 元超过该户应缴合计 {owed.total} 元。柜台暂不收预存款，请收取不超过 {owed.total} 元。"
         )
+
     company = db.session.get(Company, account.company_id)
     paid_at = utcnow()
     payment = Payment(
@@ -209,6 +218,7 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
     )
     db.session.add(payment)
     db.session.flush()
+
     for season, part in allocate_payment(owed, amount):
         db.session.add(
             LedgerEntry(
@@ -231,7 +241,7 @@ def next_receipt_no(company, paid_at):
 
     The number is taken inside the caller's transaction, so a rolled-back payment also
     gives its number back and the sequence stays gapless. The sequence runs on across
-    years; the year part is the year of collection in local time.
+    years, and the year part is the year of collection in local time.
     """
     counter = _locked_counter(company.id)
     number = counter.next_number
@@ -250,7 +260,8 @@ def _locked_counter(company_id):
     counter = db.session.scalar(select)
     if counter is not None:
         return counter
-    # First receipt of the company: create the row; a concurrent first payment may win the race.
+    # The company's first receipt creates the row. A concurrent first payment may insert it
+    # first, so a conflict is ignored and the row is read again.
     dialect = db.session.get_bind().dialect.name
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
     db.session.execute(

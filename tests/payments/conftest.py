@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from app.billing.services import run_billing
 from app.extensions import db
 from app.network.models import Account
+from app.org.models import User
 
 
 @pytest.fixture
@@ -28,8 +29,7 @@ def tj_account(tj_billed):
 
 @pytest.fixture
 def cashier(demo):
-    """Return the demo user with `username`."""
-    from app.org.models import User
+    """Look up a demo user by username."""
 
     def _user(username):
         return db.session.scalar(sa.select(User).filter_by(username=username))

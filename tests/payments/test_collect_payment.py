@@ -66,7 +66,7 @@ def test_partial_payment_pays_arrears_first(tj_account, cashier):
     user = cashier("tj_cashier")
 
     first = collect_payment(account, "2918.25", "card", user, payer_name="廖凯家属")
-    # 2918.25 − 1960.43 arrears = 957.82 towards the season fee; 3408.00 − 957.82 = 2450.18 left.
+    # 2918.25 − 1960.43 arrears = 957.82 goes to the season fee, so 3408.00 − 957.82 = 2450.18 is left.
     owed_after_first = amount_owed(account)
     second = collect_payment(account, "1000", "cash", user)
 
