@@ -17,22 +17,22 @@ from openpyxl.utils.exceptions import InvalidFileException
 
 # Canonical field -> header texts seen in ledgers (compared after normalise_header).
 HEADER_SYNONYMS = {
-    "legacy_no": ["原用户编号", "原户号", "户号", "用户编号", "原编号", "用户号"],
-    "customer_name": ["户主姓名", "户主", "用户名称", "用户姓名", "姓名", "户名"],
-    "phone": ["联系电话", "手机", "电话", "手机号", "手机号码"],
-    "community": ["小区名称", "小区"],
-    "building": ["楼号", "楼栋", "楼栋号", "楼"],
+    "legacy_no": ["原用户编号", "原户号", "户号", "用户编号", "原编号", "用户号", "用户编码", "客户编号", "原系统编号"],
+    "customer_name": ["户主姓名", "户主", "用户名称", "用户姓名", "姓名", "户名", "业主姓名", "业主", "客户名称"],
+    "phone": ["联系电话", "手机", "电话", "手机号", "手机号码", "联系方式", "电话号码"],
+    "community": ["小区名称", "小区", "小区名", "所属小区"],
+    "building": ["楼号", "楼栋", "楼栋号", "楼", "栋号"],
     "unit": ["单元", "单元号"],
-    "room": ["房号", "房间号", "户室号", "室号", "门牌号"],
+    "room": ["房号", "房间号", "户室号", "室号", "门牌号", "房间"],
     "building_area": ["建筑面积"],
     "usable_area": ["使用面积"],
     "has_lift": ["是否有电梯", "电梯", "有无电梯"],
-    "user_type": ["用户类型", "用热性质", "用户性质"],
-    "billing_status": ["供热状态", "采暖状态", "供暖状态", "状态"],
+    "user_type": ["用户类型", "用热性质", "用户性质", "用热类型"],
+    "billing_status": ["供热状态", "采暖状态", "供暖状态", "用热状态", "状态"],
     "billing_method": ["计费方式", "收费方式"],
-    "station": ["换热站", "热力站", "换热站名称"],
-    "heat_source": ["热源", "热源名称"],
-    "prior_arrears": ["往年欠费", "欠费金额", "上季欠费", "历史欠费", "往年欠费金额"],
+    "station": ["换热站", "热力站", "换热站名称", "所属换热站", "热力站名称"],
+    "heat_source": ["热源", "热源名称", "所属热源"],
+    "prior_arrears": ["往年欠费", "欠费金额", "上季欠费", "历史欠费", "往年欠费金额", "历年欠费", "陈欠"],
     "note": ["备注"],
 }
 REQUIRED_FIELDS = ["community", "building", "unit", "room", "building_area", "user_type", "billing_status"]
@@ -59,7 +59,11 @@ USER_TYPE_SYNONYMS = {
 BILLING_METHOD_SYNONYMS = {"面积": "area", "计量": "metered"}
 YES_NO = {"是": True, "有": True, "否": False, "无": False}
 
-AREA_SUFFIXES = ("平方米", "平米", "m2", "m²", "㎡")
+AREA_SUFFIXES = ("平方米", "平米", "平方", "m2", "m²", "㎡")
+# First cells that mark a total row rather than an account.
+TOTAL_LABELS = {"合计", "总计", "小计"}
+# Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
+AREA_PLACES = 4
 
 
 class LedgerFileError(ValueError):
@@ -146,8 +150,8 @@ def parse_decimal(value):
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
-        # repr gives the shortest text that reads back as the same float: what Excel shows.
-        return Decimal(repr(value))
+        # Excel keeps 15 significant digits, so 95.32000000000001 from a binary float reads as 95.32.
+        return Decimal(format(value, ".15g"))
     text = clean_text(value)
     if text is None:
         return None
@@ -217,8 +221,10 @@ def _find_header(rows):
     return None, None, None
 
 
-def _read_network_sheets(workbook, parsed):
-    for sheet in workbook.worksheets[1:]:
+def _read_network_sheets(workbook, parsed, ledger_sheet):
+    for sheet in workbook.worksheets:
+        if sheet.title == ledger_sheet.title:
+            continue
         rows = [tuple(r) for r in sheet.iter_rows(values_only=True)]
         if not rows:
             continue
@@ -241,29 +247,51 @@ def _read_network_sheets(workbook, parsed):
                     parsed.heat_sources[name] = kind or ""
 
 
+def _read_rows(sheet, max_rows):
+    rows = []
+    for row in sheet.iter_rows(values_only=True):
+        rows.append(row)
+        if len(rows) > max_rows + 20:
+            raise LedgerFileError(f"工作表「{sheet.title}」超过 {max_rows} 行；请拆分成多个文件后分别导入。")
+    return rows
+
+
+def _choose_ledger_sheet(workbook, max_rows):
+    """Return (sheet, rows, header index, mapping, texts) of the sheet that holds the accounts.
+
+    That is the first sheet whose header has the account columns; the heat-source and
+    station sheets may come before or after it.
+    """
+    first_found = None
+    for sheet in workbook.worksheets:
+        rows = _read_rows(sheet, max_rows)
+        header_index, mapping, texts = _find_header(rows)
+        if header_index is None:
+            continue
+        if "community" in mapping and "building_area" in mapping:
+            return sheet, rows, header_index, mapping, texts
+        first_found = first_found or (sheet, rows, header_index, mapping, texts)
+    if first_found:
+        return first_found
+    title = workbook.worksheets[0].title
+    raise LedgerFileError(
+        f"工作表「{title}」前 15 行中没有找到表头；"
+        "表头应包含小区名称、建筑面积、用户类型、供热状态等列。"
+    )
+
+
 def parse_ledger(content, max_rows=200_000):
     """Parse ledger bytes into a ParsedLedger; raise LedgerFileError if it is no ledger."""
     workbook = open_workbook(content)
     try:
         if not workbook.worksheets:
             raise LedgerFileError("工作簿中没有工作表。")
-        sheet = workbook.worksheets[0]
-        rows = []
-        for row in sheet.iter_rows(values_only=True):
-            rows.append(row)
-            if len(rows) > max_rows + 20:
-                raise LedgerFileError(f"工作表「{sheet.title}」超过 {max_rows} 行；请拆分成多个文件后分别导入。")
-        header_index, mapping, texts = _find_header(rows)
-        if header_index is None:
-            raise LedgerFileError(
-                f"工作表「{sheet.title}」前 15 行中没有找到表头；"
-                "表头应包含小区名称、建筑面积、用户类型、供热状态等列。"
-            )
+        sheet, rows, header_index, mapping, texts = _choose_ledger_sheet(workbook, max_rows)
         missing = [FIELD_LABELS[f] for f in REQUIRED_FIELDS if f not in mapping]
         if missing:
             raise LedgerFileError(f"表头（第 {header_index + 1} 行）缺少这些列：{'、'.join(missing)}；请补上后重新上传。")
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
-        _read_network_sheets(workbook, parsed)
+        _read_network_sheets(workbook, parsed, sheet)
     finally:
         workbook.close()
 
@@ -272,8 +300,8 @@ def parse_ledger(content, max_rows=200_000):
         row = rows[index]
         if all(clean_text(c) is None for c in row):
             continue
-        first = clean_text(row[0]) if row else None
-        if first is not None and re.sub(r"\s+", "", first) == "合计":
+        first = next((clean_text(c) for c in row if clean_text(c) is not None), None)
+        if first is not None and re.sub(r"\s+", "", first) in TOTAL_LABELS:
             continue
         parsed.data_rows += 1
         validator.validate(index + 1, row)
@@ -335,6 +363,8 @@ class _RowValidator:
                 error("building_area", raw_area, "建筑面积为空，请填写大于 0 的数字")
             elif building_area <= 0:
                 error("building_area", raw_area, "建筑面积必须大于 0")
+            elif building_area != building_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
+                error("building_area", raw_area, f"建筑面积最多 {AREA_PLACES} 位小数")
         except ValueError:
             error("building_area", raw_area, "建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）")
 
@@ -344,6 +374,8 @@ class _RowValidator:
             usable_area = parse_decimal(raw_usable)
             if usable_area is not None and usable_area <= 0:
                 error("usable_area", raw_usable, "使用面积必须大于 0，或留空")
+            elif usable_area is not None and usable_area != usable_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
+                error("usable_area", raw_usable, f"使用面积最多 {AREA_PLACES} 位小数")
         except ValueError:
             error("usable_area", raw_usable, "使用面积不是数字，请填写数字或留空")
 
@@ -377,8 +409,6 @@ class _RowValidator:
             error("prior_arrears", raw_arrears, "往年欠费不是金额，请填写数字或留空")
 
         station = clean_text(self.cell(row, "station")) or ""
-        if station and self.parsed.stations and station not in self.parsed.stations:
-            error("station", station, "换热站不在“换热站”工作表中，请先在该表中登记")
 
         if community is not None and len(numbers) == 3:
             dwelling = (community, numbers["building"], numbers["unit"], numbers["room"])

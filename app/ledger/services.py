@@ -76,6 +76,15 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
     return result
 
 
+# Heat-source kinds that a source's name may state, as in 西山燃气锅炉房.
+KNOWN_HEAT_SOURCE_KINDS = ("燃气锅炉", "燃煤锅炉", "燃油锅炉", "电锅炉", "热电联产")
+
+
+def infer_heat_source_kind(name):
+    """Kind named inside a heat source's name, for ledgers that have no 热源 sheet; else ''."""
+    return next((kind for kind in KNOWN_HEAT_SOURCE_KINDS if kind in name), "")
+
+
 class _NetworkCache:
     """Find or create heat sources, stations, communities, buildings and units of one company."""
 
@@ -94,7 +103,7 @@ class _NetworkCache:
     def heat_source(self, name, kind=None):
         source = self.sources.get(name)
         if source is None:
-            source = HeatSource(company_id=self.company.id, name=name, kind=kind or "")
+            source = HeatSource(company_id=self.company.id, name=name, kind=kind or infer_heat_source_kind(name))
             db.session.add(source)
             self.sources[name] = source
         elif kind is not None and source.kind != kind:

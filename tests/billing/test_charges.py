@@ -107,3 +107,26 @@ def test_rerate_to_suspension_posts_difference_once(make_account):
     assert again is None
     assert season_receivable(account.id, season.id) == Decimal("436.75")
     assert account.billing_status == "suspended"
+
+
+def test_gas_boiler_named_source_without_sheet(demo):
+    import io
+
+    import openpyxl
+
+    from app.ledger.services import import_ledger
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["原户号", "小区名称", "楼栋", "单元", "户室号", "建筑面积", "用户类型", "供热状态", "换热站", "热源"])
+    sheet.append(["JX9", "金顶街", 1, 1, "101", "80", "居民", "正常", "西山站", "西山燃气锅炉房"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    result = import_ledger(demo["BJ"], buffer.getvalue(), "bj.xlsx")
+    run_billing("BJ", "2025-2026")
+
+    account = db.session.scalar(sa.select(Account).filter_by(legacy_no="JX9"))
+    season = get_season(account.company_id, "2025-2026")
+    assert result.ok
+    assert season_receivable(account.id, season.id) == Decimal("2400.00")  # 80 × 30.00

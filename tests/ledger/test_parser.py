@@ -107,3 +107,46 @@ def test_missing_required_column_is_a_file_error():
 def test_non_xlsx_content_is_a_file_error(content):
     with pytest.raises(LedgerFileError):
         parse_ledger(content)
+
+
+def test_ledger_sheet_found_after_network_sheets():
+    workbook = openpyxl.Workbook()
+    sources = workbook.active
+    sources.title = "热源"
+    sources.append(["热源名称", "热源类型"])
+    sources.append(["西山燃气锅炉房", "燃气锅炉"])
+    ledger = workbook.create_sheet("台账")
+    ledger.append(HEADER + ["热源"])
+    ledger.append(["A1", "张三", "金顶街", 1, 1, "101", 80, "居民", "正常", "西山燃气锅炉房"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    parsed = parse_ledger(buffer.getvalue())
+
+    assert parsed.sheet == "台账"
+    assert len(parsed.rows) == 1
+    assert parsed.heat_sources == {"西山燃气锅炉房": "燃气锅炉"}
+
+
+def test_total_labels_and_float_noise():
+    content = _workbook(
+        [
+            HEADER,
+            ["A1", "张三", "柳林里", 3, 1, "101", 95.32000000000001, "居民", "正常"],
+            [None, "总计", None, None, None, None, 95.32],
+        ]
+    )
+
+    parsed = parse_ledger(content)
+
+    assert parsed.errors == []
+    assert parsed.data_rows == 1
+    assert parsed.rows[0].building_area == Decimal("95.32")
+
+
+def test_area_with_too_many_places_rejected():
+    content = _workbook([HEADER, ["A1", "张三", "柳林里", 3, 1, "101", "80.123456", "居民", "正常"]])
+
+    parsed = parse_ledger(content)
+
+    assert [(e.excel_row, e.column) for e in parsed.errors] == [(2, "建筑面积")]
