@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
-from app.ledger.parser import LedgerFileError, parse_ledger
+from app.ledger.parser import LedgerFileError, RowError, parse_ledger
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
 from app.org.models import Company
 
@@ -64,6 +64,10 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
         return result
     if not parsed.rows:
         result.file_error = "台账只有表头，没有数据行；未导入任何数据。"
+        return result
+    conflicts = _dwelling_conflicts(company, parsed)
+    if conflicts:
+        result.errors = conflicts
         return result
 
     try:
@@ -151,6 +155,29 @@ class _NetworkCache:
             db.session.flush()
             self.units[unit_key] = unit
         return unit
+
+
+def _dwelling_conflicts(company, parsed):
+    """Rows whose legacy number belongs to one stored account but whose address to another."""
+    communities = {c.name: c.code for c in db.session.scalars(sa.select(Community).filter_by(company_id=company.id))}
+    accounts = db.session.execute(
+        sa.select(Account.legacy_no, Account.account_no).where(Account.company_id == company.id)
+    ).all()
+    number_by_legacy = {legacy: number for legacy, number in accounts if legacy}
+    legacy_by_number = {number: legacy for legacy, number in accounts}
+    errors = []
+    for row in parsed.rows:
+        code = communities.get(row.community)
+        if code is None or not row.legacy_no or row.legacy_no not in number_by_legacy:
+            continue
+        account_no = f"{company.number}{code}{row.building:03d}{row.unit:02d}{row.room:04d}"
+        if account_no != number_by_legacy[row.legacy_no] and account_no in legacy_by_number:
+            errors.append(RowError(
+                row.excel_row, parsed.columns.get("room", "房号"), str(row.room),
+                f"该房屋已是用户 {account_no}（原编号 {legacy_by_number[account_no] or '无'}），"
+                f"而原编号 {row.legacy_no} 属于用户 {number_by_legacy[row.legacy_no]}；请核对原编号或地址",
+            ))
+    return errors
 
 
 def _store(company, parsed, result, user_id, progress):

@@ -150,3 +150,15 @@ def test_area_with_too_many_places_rejected():
     parsed = parse_ledger(content)
 
     assert [(e.excel_row, e.column) for e in parsed.errors] == [(2, "建筑面积")]
+
+
+def test_legacy_number_moved_onto_other_dwelling_rejected(demo):
+    from app.ledger.services import import_ledger
+
+    first = _workbook([HEADER, ["A1", "张三", "柳林里", 3, 1, "101", 80, "居民", "正常"], ["A2", "李四", "柳林里", 3, 1, "102", 80, "居民", "正常"]])
+    moved = _workbook([HEADER, ["A1", "张三", "柳林里", 3, 1, "102", 80, "居民", "正常"]])
+
+    assert import_ledger(demo["TJ"], first, "first.xlsx").ok
+    result = import_ledger(demo["TJ"], moved, "moved.xlsx")
+
+    assert [(e.excel_row, e.column) for e in result.errors] == [(2, "房号")]
