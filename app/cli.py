@@ -9,7 +9,7 @@ from flask.cli import AppGroup
 
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.demo import install_demo
-from app.ledger.services import find_company, import_ledger
+from app.ledger.services import find_company, import_ledger, record_import
 from app.tariffs.services import TariffError
 
 heat = AppGroup("heat", help="Heatflow operator commands.")
@@ -35,7 +35,9 @@ def import_ledger_command(company_code, path):
     if not path.exists():
         click.echo(f"File {path} not found.", err=True)
         sys.exit(1)
-    result = import_ledger(company, path.read_bytes(), path.name)
+    content = path.read_bytes()
+    result = import_ledger(company, content, path.name)
+    record_import(company, path.name, content, result)
     if result.ok:
         click.echo(result.summary())
         return

@@ -2,10 +2,11 @@
 
 import logging
 
-from flask import render_template, request
+from flask import abort, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from app.extensions import db, login_manager
 from app.org.models import User
@@ -20,6 +21,20 @@ NO_COMPANIES = TenantScope(visible=frozenset(), writable=frozenset(), label="ano
 def load_user(user_id):
     with scoped(SYSTEM_SCOPE):
         return db.session.get(User, int(user_id))
+
+
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` limited to the range of an integer primary key, so huge ids give a 404."""
+
+    def __init__(self, url_map, fixed_digits=0, min=None, max=2**31 - 1, signed=False):
+        super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+def _reject_nul_bytes():
+    """Answer 400 for a NUL character in the path, query or form: PostgreSQL text cannot hold one."""
+    values = [request.path, *request.args.values(), *request.form.values()]
+    if any("\x00" in value for value in values):
+        abort(400, "请求中含有无效字符（NUL），请检查输入后重试。")
 
 
 def _set_request_scope():
@@ -52,6 +67,7 @@ def register_web(app):
     from app.org.routes import bp as org_bp
     from app.tariffs.routes import bp as tariffs_bp
 
+    app.url_map.converters["int"] = BoundedIntConverter
     login_manager.login_view = "org.login"
     login_manager.login_message = "请先登录。"
 
@@ -69,6 +85,13 @@ def register_web(app):
 
         return {"nav_endpoints": set(app.view_functions), "can": can}
 
+    from app.clock import format_local, plain_decimal
+    from app.money import format_money
+
+    app.add_template_filter(format_local, "local")
+    app.add_template_filter(plain_decimal, "plain")
+    app.add_template_filter(format_money, "money")
+    app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)
     app.after_request(_security_headers)
 

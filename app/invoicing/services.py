@@ -10,7 +10,8 @@ from app.invoicing.receipt import render_receipt_pdf
 from app.money import CENT, amount_in_words, format_money
 from app.org.models import Company
 from app.payments.models import Payment
-from app.payments.services import charge_facts, local_time
+from app.payments.services import charge_facts
+from app.clock import local_time
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)

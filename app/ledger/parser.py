@@ -62,6 +62,13 @@ YES_NO = {"是": True, "有": True, "否": False, "无": False}
 AREA_SUFFIXES = ("平方米", "平米", "平方", "m2", "m²", "㎡")
 # First cells that mark a total row rather than an account.
 TOTAL_LABELS = {"合计", "总计", "小计"}
+# Spreadsheet XML compresses about 10 to 20 times; far more than this is a zip bomb.
+MAX_COMPRESSION_RATIO = 200
+MAX_EXPANDED_BYTES = 1024 * 1024 * 1024
+# Longest text per field, as the account columns store it; longer values are row errors.
+TEXT_LIMITS = {"legacy_no": 64, "customer_name": 100, "phone": 32, "community": 100, "station": 100, "heat_source": 100}
+# Longest cell value repeated in an error report.
+SHOWN_VALUE_CHARS = 100
 # Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
 AREA_PLACES = 4
 
@@ -197,17 +204,36 @@ def normalise_phone(value):
     return text
 
 
+def check_archive(content):
+    """Reject a zip whose members expand far beyond what a spreadsheet compresses to."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        members = archive.infolist()
+    total = sum(member.file_size for member in members)
+    if total > MAX_EXPANDED_BYTES:
+        raise LedgerFileError(f"工作簿解压后超过 {MAX_EXPANDED_BYTES // 1024 // 1024} MB；请拆分成多个文件后分别导入。")
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > 16 * 1024 * 1024 and ratio > MAX_COMPRESSION_RATIO:
+            raise LedgerFileError(
+                f"工作簿中的 {member.filename} 压缩比异常（{ratio:.0f} 倍），疑似压缩炸弹；请用 Excel 重新保存后上传。"
+            )
+
+
 def open_workbook(content):
     """Open xlsx bytes read-only, or raise LedgerFileError saying what is wrong."""
     if not zipfile.is_zipfile(io.BytesIO(content)):
         raise LedgerFileError("文件不是 Excel .xlsx 工作簿（不是 zip 格式）；请在 Excel 中另存为 .xlsx 后重新上传。")
+    try:
+        check_archive(content)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise LedgerFileError(f"无法读取该工作簿（{error}）；请在 Excel 中重新另存为 .xlsx 后上传。") from error
     try:
         return openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except (InvalidFileException, KeyError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise LedgerFileError(f"无法读取该工作簿（{error}）；请在 Excel 中重新另存为 .xlsx 后上传。") from error
 
 
-def _find_header(rows):
+def find_header(rows):
     """Return (row index, {field: column index}, {field: header text}) of the header row."""
     for index, row in enumerate(rows[:15]):
         mapping, texts = {}, {}
@@ -221,11 +247,11 @@ def _find_header(rows):
     return None, None, None
 
 
-def _read_network_sheets(workbook, parsed, ledger_sheet):
+def _read_network_sheets(workbook, parsed, ledger_sheet, max_rows):
     for sheet in workbook.worksheets:
         if sheet.title == ledger_sheet.title:
             continue
-        rows = [tuple(r) for r in sheet.iter_rows(values_only=True)]
+        rows = _read_rows(sheet, max_rows)
         if not rows:
             continue
         header = [normalise_header(c) for c in rows[0]]
@@ -265,7 +291,7 @@ def _choose_ledger_sheet(workbook, max_rows):
     first_found = None
     for sheet in workbook.worksheets:
         rows = _read_rows(sheet, max_rows)
-        header_index, mapping, texts = _find_header(rows)
+        header_index, mapping, texts = find_header(rows)
         if header_index is None:
             continue
         if "community" in mapping and "building_area" in mapping:
@@ -291,7 +317,7 @@ def parse_ledger(content, max_rows=200_000):
         if missing:
             raise LedgerFileError(f"表头（第 {header_index + 1} 行）缺少这些列：{'、'.join(missing)}；请补上后重新上传。")
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
-        _read_network_sheets(workbook, parsed, sheet)
+        _read_network_sheets(workbook, parsed, sheet, max_rows)
     finally:
         workbook.close()
 
@@ -330,6 +356,8 @@ class _RowValidator:
 
         def error(key, value, reason):
             shown = "" if value is None else str(value)
+            if len(shown) > SHOWN_VALUE_CHARS:
+                shown = shown[:SHOWN_VALUE_CHARS] + "…"
             errors.append(RowError(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason))
 
         legacy_no = clean_text(self.cell(row, "legacy_no"))
@@ -421,6 +449,11 @@ class _RowValidator:
                 first = self.lift_by_building.setdefault(building_key, (has_lift, excel_row))
                 if first[0] != has_lift:
                     error("has_lift", raw_lift, f"同一楼栋在第 {first[1]} 行填写的电梯情况不同；一栋楼只能有一个值")
+
+        for key, limit in TEXT_LIMITS.items():
+            text = clean_text(self.cell(row, key))
+            if text is not None and len(text) > limit:
+                error(key, text, f"内容过长（{len(text)} 个字），最多 {limit} 个字")
 
         if errors:
             self.parsed.errors.extend(errors)

@@ -6,9 +6,18 @@ import openpyxl
 from openpyxl.comments import Comment
 from openpyxl.styles import Font, PatternFill
 
-from app.ledger.parser import normalise_header
+from app.ledger.parser import find_header, normalise_header
 
 BAD_FILL = PatternFill(start_color="FFFFC7CE", end_color="FFFFC7CE", fill_type="solid")
+
+
+def _ledger_sheet(workbook):
+    """The sheet the importer read the accounts from: the first with an account header."""
+    for sheet in workbook.worksheets:
+        _index, mapping, _texts = find_header(list(sheet.iter_rows(max_row=15, values_only=True)))
+        if mapping and "community" in mapping and "building_area" in mapping:
+            return sheet
+    return workbook.worksheets[0]
 
 
 def marked_workbook(content, errors):
@@ -18,7 +27,7 @@ def marked_workbook(content, errors):
     named 错误报告 lists them all, first sheet first.
     """
     workbook = openpyxl.load_workbook(io.BytesIO(content))
-    sheet = workbook.worksheets[0]
+    sheet = _ledger_sheet(workbook)
     columns = {}
     for row in sheet.iter_rows(min_row=1, max_row=15):
         for cell in row:

@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
@@ -43,6 +44,30 @@ class ImportResult:
         )
 
 
+def record_import(company, filename, content, result, user_id=None):
+    """Keep a finished import (e.g. one run from the CLI) in the import history of its company."""
+    from app.ledger.models import LedgerImport, utcnow
+
+    job = LedgerImport(company_id=company.id, filename=filename, sha256=sha256_of(content), content=content,
+                       created_by_id=user_id, finished_at=utcnow())
+    apply_result(job, result)
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
+def apply_result(job, result):
+    """Copy an ImportResult onto a LedgerImport row."""
+    job.status = "succeeded" if result.ok else "rejected"
+    job.data_rows = result.data_rows
+    job.processed_rows = result.data_rows if result.ok else 0
+    job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
+    job.errors = [{"excel_row": e.excel_row, "column": e.column, "value": e.value, "reason": e.reason} for e in result.errors]
+    if result.file_error:
+        job.errors = [{"excel_row": None, "column": "", "value": "", "reason": result.file_error}]
+    job.summary = result.summary()
+
+
 def sha256_of(content):
     return hashlib.sha256(content).hexdigest()
 
@@ -54,7 +79,7 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
     """
     result = ImportResult(filename=filename)
     try:
-        parsed = parse_ledger(content)
+        parsed = parse_ledger(content, max_rows=current_app.config.get("LEDGER_MAX_ROWS", 200_000))
     except LedgerFileError as error:
         result.file_error = str(error)
         return result

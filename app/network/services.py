@@ -18,16 +18,15 @@ def search_accounts(query, limit=50):
     text = query.strip()
     if not text:
         return []
-    like = f"%{text}%"
     phone = normalise_phone(text)
     conditions = [
         Account.account_no == text,
         Account.legacy_no == text,
-        Account.customer_name.like(like),
-        Account.legacy_no.like(like),
+        Account.customer_name.contains(text, autoescape=True),
+        Account.legacy_no.contains(text, autoescape=True),
     ]
     if phone and phone.isdigit() and len(phone) >= 4:
-        conditions.append(Account.phone.like(f"%{phone}%"))
+        conditions.append(Account.phone.contains(phone, autoescape=True))
     parts = text.replace("-", " ").split()
     statement = (
         sa.select(Account)
@@ -35,7 +34,7 @@ def search_accounts(query, limit=50):
         .join(Building, Unit.building_id == Building.id)
         .join(Community, Building.community_id == Community.id)
     )
-    address = [Community.name.like(f"%{parts[0]}%")]
+    address = [Community.name.contains(parts[0], autoescape=True)]
     numbers = [p for p in parts[1:] if p.isdigit()]
     for column, value, width in zip((Building.code, Unit.code, Account.room), numbers, (3, 2, None)):
         address.append(column == (value.zfill(width) if width else str(int(value))))

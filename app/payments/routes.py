@@ -16,7 +16,8 @@ from app.network.models import Account
 from app.network.services import search_accounts
 from app.org.services import has_permission
 from app.payments.models import Payment
-from app.payments.services import PaymentError, amount_owed, charge_facts, collect_payment, local_time
+from app.clock import local_time
+from app.payments.services import PaymentError, amount_owed, charge_facts, collect_payment
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("payments", __name__, url_prefix="/payments")

@@ -1,17 +1,19 @@
 """Amounts owed, counter collection and receipt numbers."""
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal, InvalidOperation
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.billing.models import RECEIVABLE_KINDS, LedgerEntry
+from app.clock import local_time
 from app.extensions import db
+from app.locking import lock_row
 from app.money import CENT, ZERO
 from app.network.models import Account
 from app.org.models import Company
@@ -21,7 +23,6 @@ from app.tariffs.models import Season
 logger = logging.getLogger(__name__)
 
 # Receipt dates and the year in receipt numbers follow the companies' local time.
-LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 # Largest amount the counter accepts in one payment, in yuan, as a guard against typing errors.
 # Any amount above what the account owes is rejected as well.
 MAX_COUNTER_AMOUNT = Decimal("10000000")
@@ -126,13 +127,20 @@ def allocate_payment(owed, amount):
     return parts
 
 
+AMOUNT_PATTERN = re.compile(r"-?([0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?)")
+
+
 def parse_amount(value):
     """Convert an entered amount to Decimal yuan, or raise PaymentError naming the input."""
     if isinstance(value, float):
         raise PaymentError(f"收款金额 {value!r} 是浮点数；请以字符串或 Decimal 传入。")
-    text = str(value).strip().replace(",", "").replace("，", "") if value is not None else ""
+    text = str(value).strip() if value is not None else ""
     if not text:
         raise PaymentError("请填写收款金额。")
+    # Thousands separators only in groups of three, ASCII digits only: "1,50" is a typo, not 150.
+    if not AMOUNT_PATTERN.fullmatch(text):
+        raise PaymentError(f"收款金额「{text}」不是有效数字，请填写如 1234.50 或 1,234.50 的金额。")
+    text = text.replace(",", "")
     try:
         amount = Decimal(text)
     except InvalidOperation:
@@ -190,10 +198,9 @@ def collect_payment(account, amount, method, cashier, payer_name=None, note="", 
 
 def _post_payment(account, amount, method, cashier, payer_name, note, request_token):
     # The account row lock makes concurrent payments of one account wait for each other,
-    # so each one checks what is owed after the previous one has been posted.
-    # NOTE: SQLite ignores FOR UPDATE. Its single database write lock serializes the writes,
-    # but a concurrent payment there can fail with "database is locked" instead of waiting.
-    db.session.execute(sa.select(Account.id).where(Account.id == account.id).with_for_update())
+    # so each one checks what is owed after the previous one has been posted. On SQLite the
+    # lock is the database write lock, so receipt numbers are taken one payment at a time too.
+    lock_row(Account, account.id)
     if request_token:
         existing = _payment_for_token(account.company_id, request_token)
         if existing is not None:
@@ -285,10 +292,4 @@ def charge_facts(account, season):
     return ChargeFacts(area, latest.unit_price if latest else None, latest.ratio if latest else None)
 
 
-def local_time(moment):
-    """Convert a stored UTC time to the companies' local time."""
-    if moment.tzinfo is None:
-        # SQLite returns timestamps without their zone; they are stored in UTC.
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(LOCAL_TIME)
 

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from app.extensions import celery, db
 from app.ledger.models import LedgerImport, utcnow
-from app.ledger.services import import_ledger
+from app.ledger.services import apply_result, import_ledger
 from app.org.models import Company
 from app.tenancy import company_scope, scoped
 
@@ -50,15 +50,6 @@ def import_ledger_task(import_id, company_id):
             db.session.commit()
             return
         job = db.session.get(LedgerImport, import_id)
-        job.status = "succeeded" if result.ok else "rejected"
-        job.data_rows = result.data_rows
-        job.processed_rows = result.data_rows if result.ok else 0
-        job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
-        job.errors = [
-            {"excel_row": e.excel_row, "column": e.column, "value": e.value, "reason": e.reason} for e in result.errors
-        ]
-        if result.file_error:
-            job.errors = [{"excel_row": None, "column": "", "value": "", "reason": result.file_error}]
-        job.summary = result.summary()
+        apply_result(job, result)
         job.finished_at = utcnow()
         db.session.commit()
