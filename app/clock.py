@@ -25,3 +25,12 @@ def plain_decimal(value):
         return ""
     text = format(Decimal(value).normalize(), "f")
     return text
+
+
+def format_area(value):
+    """An area with at least two decimals and no trailing zeros beyond, e.g. 1141.6900 → '1141.69'."""
+    if value is None:
+        return ""
+    text = plain_decimal(value)
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"

@@ -59,6 +59,7 @@ SEASON_NAME = "2025-2026"
 # username suffix per role
 ROLE_USERNAMES = {
     "company_admin": "admin", "clerk": "clerk", "company_approver": "approver", "cashier": "cashier", "field_staff": "field",
+    "finance": "finance",
     "group_admin": "admin", "group_approver": "approver", "hq_auditor": "auditor",
 }
 

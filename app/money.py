@@ -5,6 +5,9 @@ PostgreSQL both keep them exactly and SUM() in SQL is exact on both; SQLite has 
 type and would otherwise store them as binary floats.
 """
 
+import contextlib
+import contextvars
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import sqlalchemy as sa
@@ -12,9 +15,22 @@ import sqlalchemy as sa
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 
-# The group's precision rule: amounts to 0.01 yuan, half up. One place decides it.
+# Default precision rule: amounts to 0.01 yuan, half up. A group can set a coarser quantum
+# (0.1 or 1 yuan) on its Group row, and app/billing/precision.py loads it into `use_money_rule`.
 MONEY_QUANTUM = CENT
 MONEY_ROUNDING = ROUND_HALF_UP
+
+
+@dataclass(frozen=True)
+class MoneyRule:
+    """Precision rule: the step amounts are rounded to, in yuan, and a decimal rounding constant."""
+
+    quantum: Decimal
+    rounding: str
+
+
+DEFAULT_MONEY_RULE = MoneyRule(MONEY_QUANTUM, MONEY_ROUNDING)
+_current_money_rule = contextvars.ContextVar("money_rule", default=DEFAULT_MONEY_RULE)
 
 
 class MoneyError(ValueError):
@@ -33,9 +49,30 @@ def to_decimal(value):
         raise MoneyError(f"{value!r} is not a number.") from error
 
 
+def current_money_rule():
+    """Return the precision rule of the running request, command or task."""
+    return _current_money_rule.get()
+
+
+def set_money_rule(rule):
+    """Set the precision rule for the rest of this context (a request or a task)."""
+    _current_money_rule.set(rule)
+
+
+@contextlib.contextmanager
+def use_money_rule(rule):
+    """Round by `rule` inside a block, restoring the previous rule after it."""
+    token = _current_money_rule.set(rule)
+    try:
+        yield rule
+    finally:
+        _current_money_rule.reset(token)
+
+
 def round_money(value):
-    """Round an exact Decimal result once, by the group's precision rule."""
-    return to_decimal(value).quantize(MONEY_QUANTUM, rounding=MONEY_ROUNDING)
+    """Round an exact Decimal result once, by the current group's precision rule."""
+    rule = _current_money_rule.get()
+    return to_decimal(value).quantize(rule.quantum, rounding=rule.rounding)
 
 
 def format_money(value):

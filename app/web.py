@@ -85,11 +85,12 @@ def register_web(app):
 
         return {"nav_endpoints": set(app.view_functions), "can": can}
 
-    from app.clock import format_local, plain_decimal
+    from app.clock import format_area, format_local, plain_decimal
     from app.money import format_money
 
     app.add_template_filter(format_local, "local")
     app.add_template_filter(plain_decimal, "plain")
+    app.add_template_filter(format_area, "area")
     app.add_template_filter(format_money, "money")
     app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)

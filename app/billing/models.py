@@ -16,9 +16,12 @@ ENTRY_KINDS = {
     "waiver": "减免",
     "prior_arrears": "往年欠费",
     "payment": "实收",
+    "settlement": "计量结算",
+    "late_fee": "滞纳金",
 }
-# Kinds that make up a season's receivable (应收).
-RECEIVABLE_KINDS = ("charge", "rerate", "waiver")
+# Kinds that make up a season's receivable (应收). Late fees are owed on top of it and
+# stay out of the collection rate.
+RECEIVABLE_KINDS = ("charge", "rerate", "waiver", "settlement")
 
 
 def utcnow():

@@ -4,14 +4,28 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.billing.precision import money_rule_of_company
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.extensions import db
+from app.money import DEFAULT_MONEY_RULE, set_money_rule
 from app.org.models import Company
 from app.org.services import has_permission
 from app.tariffs.models import Season
 from app.tariffs.services import TariffError
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
+
+
+@bp.before_app_request
+def _load_money_rule():
+    """Round the amounts of every request by the precision rule of the user's group."""
+    if current_user.is_authenticated:
+        set_money_rule(money_rule_of_company(current_user.company_id))
+
+
+@bp.teardown_app_request
+def _reset_money_rule(exc):
+    set_money_rule(DEFAULT_MONEY_RULE)
 
 
 @bp.route("/receivables")

@@ -7,11 +7,13 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from app.billing.models import RECEIVABLE_KINDS, BillingRun, LedgerEntry, utcnow
+from app.billing.precision import company_money_rule
+from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs, tariff_periods
 from app.extensions import db
 from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, Station, Unit
 from app.org.models import Company
-from app.tariffs.services import compute_charge, get_season, tariff_in_force
+from app.tariffs.services import get_season
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +55,23 @@ def run_billing(company_code, season_name, user_id=None):
     """Post the season charge of every account of a company that has none yet.
 
     Returns the BillingRun. Accounts already charged for the season are left alone, so a
-    re-run posts nothing twice.
+    re-run posts nothing twice. An account connected during the season, or a season with
+    several tariff versions, gets one prorated line per version.
     """
     company = get_company(company_code)
     season = get_season(company.id, season_name)
-    tariff = tariff_in_force(season)
+    with company_money_rule(company.id):
+        try:
+            return _run_billing(company, season, user_id)
+        except Exception:
+            db.session.rollback()
+            raise
+
+
+def _run_billing(company, season, user_id):
+    tariffs = season_tariffs(season)
+    # Fails before anything is written when the season start has no tariff in force.
+    tariff_periods(season, tariffs, season.start_on, season.end_on)
     charged = set(
         db.session.scalars(
             sa.select(LedgerEntry.account_id).where(
@@ -76,33 +90,37 @@ def run_billing(company_code, season_name, user_id=None):
     for account, has_lift, kind in _account_facts(company.id):
         if account.id in charged:
             continue
-        charge = compute_charge(tariff, account, has_lift, kind)
-        if charge is None:
+        lines = season_charge_lines(account, season, tariffs, has_lift, kind)
+        if not lines:
             continue
-        db.session.add(
-            LedgerEntry(
-                company_id=company.id,
-                account_id=account.id,
-                season_id=season.id,
-                kind="charge",
-                amount=charge.amount,
-                charge_area=charge.charge_area.quantize(Decimal("0.0001")) if _fits(charge.charge_area, 4) else None,
-                unit_price=charge.unit_price,
-                ratio=charge.ratio,
-                cause_type="billing_run",
-                cause_id=run.id,
-                idempotency_key=f"charge:{season.id}:{account.id}",
-                created_by_id=user_id,
+        for index, line in enumerate(lines):
+            # The first line keeps the key of a whole-season charge; later versions add their first day.
+            key = f"charge:{season.id}:{account.id}" + (f":{line.start_on.isoformat()}" if index else "")
+            db.session.add(
+                LedgerEntry(
+                    company_id=company.id,
+                    account_id=account.id,
+                    season_id=season.id,
+                    kind="charge",
+                    amount=line.amount,
+                    charge_area=line.charge_area.quantize(Decimal("0.0001")) if _fits(line.charge_area, 4) else None,
+                    unit_price=line.unit_price,
+                    ratio=line.ratio,
+                    cause_type="billing_run",
+                    cause_id=run.id,
+                    idempotency_key=key,
+                    memo=line.describe() if line.prorated else "",
+                    created_by_id=user_id,
+                )
             )
-        )
+            total += line.amount
         posted += 1
-        total += charge.amount
 
     run.accounts_billed = posted
     run.amount_posted = total
     run.finished_at = utcnow()
     db.session.commit()
-    logger.info("Billing run %s for company %s season %s posted %s lines", run.id, company.code, season.name, posted)
+    logger.info("Billing run %s for company %s season %s billed %s accounts", run.id, company.code, season.name, posted)
     return run
 
 
@@ -145,11 +163,11 @@ def rerate_account(account, season, new_status, cause_type, cause_id, key, user_
     )
     if exists:
         return None
-    tariff = tariff_in_force(season)
-    has_lift, kind = account_charge_inputs(account)
-    charge = compute_charge(tariff, account, has_lift, kind, billing_status=new_status)
-    new_amount = charge.amount if charge else ZERO
-    difference = new_amount - season_receivable(account.id, season.id)
+    with company_money_rule(account.company_id):
+        has_lift, kind = account_charge_inputs(account)
+        lines = season_charge_lines(account, season, season_tariffs(season), has_lift, kind, billing_status=new_status)
+        difference = season_charge_total(lines) - season_receivable(account.id, season.id)
+    latest = lines[-1] if lines else None
     account.billing_status = new_status
     entry = LedgerEntry(
         company_id=account.company_id,
@@ -157,8 +175,8 @@ def rerate_account(account, season, new_status, cause_type, cause_id, key, user_
         season_id=season.id,
         kind="rerate",
         amount=difference,
-        ratio=charge.ratio if charge else None,
-        unit_price=charge.unit_price if charge else None,
+        ratio=latest.ratio if latest else None,
+        unit_price=latest.unit_price if latest else None,
         cause_type=cause_type,
         cause_id=cause_id,
         idempotency_key=key,

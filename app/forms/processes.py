@@ -1,47 +1,52 @@
-"""Forms of the processes feature.
+"""WTForms classes of the processes feature, built from the field definitions in app.processes.fields.
 
-Choice fields skip WTForms' own choice check (its message is English); the services
-reject an unknown value with a Chinese message that names it.
+The classes render the fields and check the CSRF token only. Every value is validated
+by the services against the same definitions, which reject a bad value with a Chinese
+message that names it (WTForms' own messages are English).
 """
+
+import functools
 
 from flask_wtf import FlaskForm
 from wtforms import RadioField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
 
-from app.processes.models import DECISIONS
-from app.processes.services import SUSPENSION_REASONS, VALVE_RESULTS
+from app.processes.definitions import DEFINITIONS
+from app.processes.fields import task_fields
+
+# Input type of each field kind in the browser; all are parsed on the server.
+INPUT_TYPES = {"money": "text", "percent": "text", "area": "text", "date": "date"}
+
+
+def _wtforms_field(spec):
+    label = spec.label
+    if spec.kind == "radio":
+        return RadioField(label, choices=_choices(spec.choices), validate_choice=False)
+    if spec.kind == "choice":
+        return SelectField(label, choices=[SelectChoice("", "请选择"), *_choices(spec.choices)], validate_choice=False)
+    if spec.kind == "textarea":
+        return TextAreaField(label)
+    input_type = INPUT_TYPES.get(spec.kind, "text")
+    mode = {"inputmode": "decimal"} if spec.kind in ("money", "percent", "area") else {}
+    return StringField(label, render_kw={"type": input_type, **mode})
 
 
 def _choices(labels):
     return [SelectChoice(code, label) for code, label in labels.items()]
 
 
-class SuspensionStartForm(FlaskForm):
-    """A 报停 request: reason and an optional comment (required for 其他)."""
-
-    reason = SelectField(
-        "报停原因", choices=_choices(SUSPENSION_REASONS), validate_choice=False,
-        validators=[DataRequired(message="请选择报停原因。")],
-    )
-    comment = TextAreaField("说明", validators=[Optional(), Length(max=500, message="说明最多 500 字。")])
+def _form_class(name, fields):
+    attributes = {spec.name: _wtforms_field(spec) for spec in fields}
+    attributes["field_specs"] = fields
+    return type(name, (FlaskForm,), attributes)
 
 
-class ApprovalForm(FlaskForm):
-    """An approval decision; the service requires a comment on reject."""
-
-    decision = RadioField(
-        "审批意见", choices=_choices(DECISIONS), validate_choice=False,
-        validators=[DataRequired(message="请选择审批意见：同意或驳回。")],
-    )
-    comment = TextAreaField("意见", validators=[Optional(), Length(max=500, message="意见最多 500 字。")])
+@functools.cache
+def start_form_class(process_type):
+    """The start form of a process type."""
+    return _form_class(f"{process_type.title()}StartForm", DEFINITIONS[process_type].start_fields)
 
 
-class ValveCloseForm(FlaskForm):
-    """The field result of closing a valve, with the seal number."""
-
-    result = SelectField(
-        "现场结果", choices=_choices(VALVE_RESULTS), validate_choice=False,
-        validators=[DataRequired(message="请选择现场结果。")],
-    )
-    seal_no = StringField("封签号", validators=[DataRequired(message="请填写封签号。"), Length(max=32, message="封签号最多 32 位。")])
-    comment = TextAreaField("备注", validators=[Optional(), Length(max=500, message="备注最多 500 字。")])
+@functools.cache
+def task_form_class(form_code, allow_send_back=False):
+    """The form of a user task; approvals that allow it offer 退回重审."""
+    return _form_class(f"{form_code.title()}TaskForm", task_fields(form_code, allow_send_back))

@@ -24,6 +24,8 @@ class LedgerImport(CompanyOwned, db.Model):
     # The file itself, so that a worker on another machine can read it.
     content = deferred(sa.Column(sa.LargeBinary, nullable=False))
     status = sa.Column(sa.String(16), nullable=False, default="queued")
+    # What a running import is doing: validating rows, then storing them.
+    phase = sa.Column(sa.String(16), nullable=False, default="", server_default="")
     data_rows = sa.Column(sa.Integer, nullable=False, default=0)
     processed_rows = sa.Column(sa.Integer, nullable=False, default=0)
     created_count = sa.Column(sa.Integer, nullable=False, default=0)

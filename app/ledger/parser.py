@@ -306,8 +306,11 @@ def _choose_ledger_sheet(workbook, max_rows):
     )
 
 
-def parse_ledger(content, max_rows=200_000):
-    """Parse ledger bytes into a ParsedLedger; raise LedgerFileError if it is no ledger."""
+def parse_ledger(content, max_rows=200_000, progress=None):
+    """Parse ledger bytes into a ParsedLedger; raise LedgerFileError if it is no ledger.
+
+    `progress(done, total)` is called every 1,000 sheet rows while rows are validated.
+    """
     workbook = open_workbook(content)
     try:
         if not workbook.worksheets:
@@ -322,7 +325,10 @@ def parse_ledger(content, max_rows=200_000):
         workbook.close()
 
     validator = _RowValidator(parsed, mapping, texts)
+    total = len(rows) - header_index - 1
     for index in range(header_index + 1, len(rows)):
+        if progress and (index - header_index) % 1000 == 0:
+            progress(index - header_index, total)
         row = rows[index]
         if all(clean_text(c) is None for c in row):
             continue

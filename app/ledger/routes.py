@@ -16,6 +16,7 @@ from app.org.services import has_permission
 from app.tasks.ledger import import_ledger_task
 
 bp = Blueprint("ledger", __name__, url_prefix="/ledger")
+PHASE_LABELS = {"validating": "正在校验", "storing": "正在保存"}
 
 
 def _require_import():
@@ -69,7 +70,7 @@ def progress(import_id):
     job = _get_job(import_id)
     return jsonify(
         status=job.status,
-        status_label=IMPORT_STATUSES.get(job.status, job.status),
+        status_label=(job.status == "running" and PHASE_LABELS.get(job.phase)) or IMPORT_STATUSES.get(job.status, job.status),
         processed_rows=job.processed_rows,
         data_rows=job.data_rows,
         finished=job.status in ("succeeded", "rejected", "failed"),

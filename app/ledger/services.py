@@ -75,11 +75,18 @@ def sha256_of(content):
 def import_ledger(company, content, filename, user_id=None, progress=None):
     """Parse, validate and store a ledger for `company`; commit only when every row is valid.
 
-    `progress(done, total)` is called while rows are stored. Returns an ImportResult.
+    `progress(phase, done, total)` is called while rows are validated (phase "validating")
+    and while they are stored ("storing"). Returns an ImportResult.
     """
     result = ImportResult(filename=filename)
+
+    def validating(done, total):
+        progress("validating", done, total)
+
     try:
-        parsed = parse_ledger(content, max_rows=current_app.config.get("LEDGER_MAX_ROWS", 200_000))
+        parsed = parse_ledger(
+            content, max_rows=current_app.config.get("LEDGER_MAX_ROWS", 200_000), progress=validating if progress else None
+        )
     except LedgerFileError as error:
         result.file_error = str(error)
         return result
@@ -275,7 +282,7 @@ def _store(company, parsed, result, user_id, progress):
                 arrears_keys.add(key)
         if progress and (done % 500 == 0 or done == total):
             db.session.flush()
-            progress(done, total)
+            progress("storing", done, total)
 
 
 def _update_account(account, values, unit, station, legacy_no, account_no):

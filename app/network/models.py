@@ -116,6 +116,10 @@ class Account(CompanyOwned, db.Model):
     billing_method = sa.Column(sa.String(16), nullable=False, default="area")
     # Arrears carried from earlier seasons as the ledger reported them at import.
     prior_arrears = sa.Column(Money(), nullable=False, default=0)
+    # First heated day of an account connected during a season; NULL when connected before it.
+    connected_on = sa.Column(sa.Date)
+    # First day of the current 强停. Late fees do not accrue from this day on.
+    forced_off_on = sa.Column(sa.Date)
     note = sa.Column(sa.String(255), nullable=False, default="")
 
     unit = db.relationship(Unit)

@@ -1,11 +1,13 @@
 """Group, companies, users and roles."""
 
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import sqlalchemy as sa
 from flask_login import UserMixin
 
 from app.extensions import db
+from app.money import Money
 from app.tenancy import CompanyOwned
 
 
@@ -19,6 +21,10 @@ class Group(db.Model):
     id = sa.Column(sa.Integer, primary_key=True)
     code = sa.Column(sa.String(16), nullable=False, unique=True)
     name = sa.Column(sa.String(100), nullable=False)
+    # Precision rule of every amount the platform computes: the quantum in yuan (0.01, 0.1 or 1)
+    # and the rounding mode (half_up or half_even). Read through app/billing/precision.py.
+    money_quantum = sa.Column(Money(), nullable=False, default=Decimal("0.01"))
+    money_rounding = sa.Column(sa.String(16), nullable=False, default="half_up")
 
 
 class Company(db.Model):

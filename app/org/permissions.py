@@ -28,6 +28,8 @@ PERMISSIONS = {
     "process.start": ("processes", "发起业务申请"),
     "process.approve": ("processes", "分公司审批"),
     "process.group_approve": ("processes", "集团审批"),
+    "process.finance": ("processes", "财务复核"),
+    "process.configure": ("processes", "设置集团审批规则"),
     "fieldwork.do": ("fieldwork", "现场作业"),
     "hq.view": ("hq", "集团汇总查看"),
     "role.manage": ("admin", "管理本公司角色"),
@@ -39,11 +41,12 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit"]),
+    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure"]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
+    "finance": ("财务", ["account.read", "billing.read", "process.finance"]),
 }
 
 # Roles of the group headquarters.

@@ -86,8 +86,8 @@ class ChargeFacts:
 
 def amount_owed(account):
     """Sum an account's ledger lines into the amounts it owes."""
-    # NOTE: late fees are not posted to the ledger yet (no entry kind exists), so the
-    # amounts owed and the receipt leave them out even where a tariff sets a late-fee rate.
+    # NOTE: posted `late_fee` lines (app/billing/late_fees.py) are left out, so the counter
+    # and the receipt do not collect late fees yet.
     rows = db.session.execute(
         sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
         .where(LedgerEntry.account_id == account.id)

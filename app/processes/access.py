@@ -19,6 +19,7 @@ from app.tenancy import SYSTEM_SCOPE, scoped
 LANE_PERMISSIONS = {
     "clerk": "process.start",
     "company_approver": "process.approve",
+    "finance": "process.finance",
     "group_approver": "process.group_approve",
     "field_staff": "fieldwork.do",
 }
@@ -39,22 +40,6 @@ class ConflictError(ProcessError):
 
 class InputError(ProcessError):
     """A submitted value is missing or invalid; the message names it and the fix."""
-
-
-def lock_row(model, row_id):
-    """Load a row under a write lock held to the end of the transaction.
-
-    PostgreSQL takes a row lock with SELECT ... FOR UPDATE. SQLite ignores FOR UPDATE, so
-    a no-op UPDATE first takes its database write lock. Without it, two transactions could
-    both read the old state before either writes.
-    """
-    if db.session.get_bind().dialect.name == "sqlite":
-        db.session.execute(
-            sa.update(model).where(model.id == row_id).values(id=model.id).execution_options(synchronize_session=False)
-        )
-    return db.session.scalar(
-        sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
-    )
 
 
 def user_lanes(user, company_id):

@@ -3,20 +3,18 @@
 import functools
 import hashlib
 import logging
-from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.processes.engine import parse_model, validate_model
-from app.processes.models import PROCESS_TYPES, EscalationRule, ProcessModel
+from app.processes.escalation import ensure_rule
+from app.processes.models import PROCESS_TYPES, ProcessModel
 
 logger = logging.getLogger(__name__)
 
 BPMN_DIR = Path(__file__).resolve().parents[2] / "bpmn"
-# Demo escalation: non-residential accounts and areas above 200 m² go to the group.
-DEMO_AREA_THRESHOLD = Decimal("200")
 
 
 def sha256_text(text):
@@ -47,8 +45,8 @@ def deploy_model(company_id, process_type, bpmn_xml, user_id=None):
     """
     if process_type not in PROCESS_TYPES:
         raise ValueError(f"Unknown process type {process_type!r}; use one of {', '.join(PROCESS_TYPES)}.")
-    validate_model(bpmn_xml, process_type)
     digest = sha256_text(bpmn_xml)
+    validated_spec(digest, process_type, bpmn_xml)
     current = latest_model(company_id, process_type)
     if current is not None and current.sha256 == digest:
         return current
@@ -75,6 +73,16 @@ def deploy_model(company_id, process_type, bpmn_xml, user_id=None):
 
 
 @functools.lru_cache(maxsize=32)
+def validated_spec(digest, process_type, bpmn_xml):
+    """Validate a diagram once per content hash (the checks depend only on the text); returns (spec, subprocess specs).
+
+    A diagram that fails raises ModelValidationError on every call, because lru_cache
+    keeps only returned values.
+    """
+    return validate_model(bpmn_xml, process_type)
+
+
+@functools.lru_cache(maxsize=32)
 def parsed_spec(digest, process_type, bpmn_xml):
     """Parse a deployed diagram once per content hash; returns (spec, subprocess specs)."""
     return parse_model(bpmn_xml, process_type)
@@ -85,27 +93,17 @@ def spec_for(model):
     return parsed_spec(model.sha256, model.process_type, model.bpmn_xml)
 
 
-def ensure_escalation_rule(company_id, process_type, escalate_non_residential=True, area_threshold=DEMO_AREA_THRESHOLD):
-    """Create a company's escalation rule with these values unless it already has one."""
-    rule = db.session.scalar(sa.select(EscalationRule).filter_by(company_id=company_id, process_type=process_type))
-    if rule is None:
-        rule = EscalationRule(
-            company_id=company_id,
-            process_type=process_type,
-            escalate_non_residential=escalate_non_residential,
-            area_threshold=area_threshold,
-        )
-        db.session.add(rule)
-        db.session.flush()
-    return rule
-
-
 def install_demo_processes(companies):
-    """Deploy bpmn/suspension.bpmn and the default escalation rule to each subsidiary (idempotent)."""
-    bpmn_xml = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
+    """Deploy bpmn/<type>.bpmn and the default escalation rule of every process type to each subsidiary.
+
+    Idempotent: a company that already has a published model of a type keeps it, and an
+    existing rule keeps the values its administrator set.
+    """
+    diagrams = {process_type: (BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8") for process_type in PROCESS_TYPES}
     for company in companies:
         if company.is_headquarters:
             continue
-        ensure_escalation_rule(company.id, "suspension")
-        if latest_model(company.id, "suspension") is None:
-            deploy_model(company.id, "suspension", bpmn_xml)
+        for process_type, bpmn_xml in diagrams.items():
+            ensure_rule(company.id, process_type)
+            if latest_model(company.id, process_type) is None:
+                deploy_model(company.id, process_type, bpmn_xml)

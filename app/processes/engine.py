@@ -23,15 +23,16 @@ from SpiffWorkflow.spiff.parser import VALIDATOR, SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from SpiffWorkflow.util.task import TaskState
 
+from app.processes.fields import TASK_FORMS
 from app.processes.registry import SERVICES, ServiceError
 from app.processes.sandbox import SandboxError, evaluate_expression, execute_script, validate_expression, validate_script
 
 logger = logging.getLogger(__name__)
 
 # Lane names a diagram may use: each is a role code resolved at run time.
-KNOWN_LANES = {"clerk", "company_approver", "group_approver", "field_staff"}
+KNOWN_LANES = {"clerk", "company_approver", "finance", "group_approver", "field_staff"}
 # Values of a user task's `form` property that the inbox can render and validate.
-KNOWN_FORMS = {"approval", "valve_close"}
+KNOWN_FORMS = set(TASK_FORMS)
 
 
 class ProcessRunError(RuntimeError):

@@ -5,12 +5,19 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.money import Area
+from app.money import Area, Money, Rate
 from app.tenancy import CompanyOwned
 
-PROCESS_TYPES = {"suspension": "报停"}
+PROCESS_TYPES = {
+    "suspension": "报停",
+    "waiver": "减免",
+    "forced_shutoff": "强停",
+    "area_adjustment": "调整面积",
+    "reheating": "复热",
+    "connection": "入网",
+}
 MODEL_STATUSES = {"published": "已发布", "retired": "已停用"}
-INSTANCE_STATUSES = {"running": "办理中", "completed": "已完成", "rejected": "已驳回", "error": "出错"}
+INSTANCE_STATUSES = {"running": "办理中", "completed": "已完成", "rejected": "已驳回", "cancelled": "已取消", "error": "出错"}
 TASK_STATUSES = {"open": "待办", "completed": "已办", "cancelled": "已取消"}
 EVENT_TYPES = {
     "started": "发起申请",
@@ -21,10 +28,14 @@ EVENT_TYPES = {
     "escalated": "升级集团审批",
     "rebilled": "重算应收",
     "valve_closed": "登记关栓",
+    "valve_opened": "登记开栓",
+    "status_changed": "变更供热状态",
+    "area_changed": "变更面积",
+    "cancelled": "自动取消",
     "finished": "流程结束",
     "error": "运行出错",
 }
-DECISIONS = {"approve": "同意", "reject": "驳回"}
+DECISIONS = {"approve": "同意", "reject": "驳回", "send_back": "退回重审"}
 
 
 def utcnow():
@@ -48,7 +59,11 @@ class ProcessModel(CompanyOwned, db.Model):
 
 
 class EscalationRule(CompanyOwned, db.Model):
-    """When a company's requests of one process type also need group approval."""
+    """When a company's requests of one process type also need group approval.
+
+    Each process type reads only the columns that concern it (see
+    app.processes.escalation.RULE_FIELDS); a NULL threshold never escalates.
+    """
 
     __table_args__ = (sa.UniqueConstraint("company_id", "process_type"),)
 
@@ -57,7 +72,23 @@ class EscalationRule(CompanyOwned, db.Model):
     escalate_non_residential = sa.Column(sa.Boolean, nullable=False, default=True)
     # Escalate when the building area is strictly above this; NULL never escalates by area.
     area_threshold = sa.Column(Area())
+    escalate_low_income = sa.Column(sa.Boolean, nullable=False, default=False)
+    # Escalate when the amount (waiver amount, or the arrears of a forced shutoff) is strictly above this, in yuan.
+    amount_threshold = sa.Column(Money())
+    # Escalate when a waiver is strictly above this share of the season receivable, in percent (30 = 30 %).
+    percent_threshold = sa.Column(Rate())
+    # Escalate an area adjustment that lowers the building area by strictly more than this many m².
+    area_decrease_threshold = sa.Column(Area())
+    # Escalate an area adjustment that lowers the building area by strictly more than this percentage.
+    area_decrease_percent = sa.Column(Rate())
+    # Comma-separated waiver reason codes inside the company's policy; a waiver of any other reason escalates.
+    policy_categories = sa.Column(sa.String(255), nullable=False, default="")
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+    @property
+    def type_label(self):
+        return PROCESS_TYPES.get(self.process_type, self.process_type)
 
 
 class ProcessInstance(CompanyOwned, db.Model):
@@ -101,9 +132,9 @@ class HumanTask(CompanyOwned, db.Model):
     spiff_task_id = sa.Column(sa.String(36), nullable=False)
     task_spec_name = sa.Column(sa.String(64), nullable=False)
     title = sa.Column(sa.String(100), nullable=False)
-    # The BPMN lane name, which is a role code (clerk, company_approver, group_approver, field_staff).
+    # The BPMN lane name, which is a role code (clerk, company_approver, finance, group_approver, field_staff).
     lane_role = sa.Column(sa.String(32), nullable=False)
-    # Which form the task takes: approval or valve_close (the user task's `form` property).
+    # Which form the task takes: a key of app.processes.forms.TASK_FORMS (the user task's `form` property).
     form = sa.Column(sa.String(32), nullable=False)
     status = sa.Column(sa.String(16), nullable=False, default="open")
     claimed_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))

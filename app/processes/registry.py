@@ -17,9 +17,9 @@ from app.billing.models import LedgerEntry
 from app.billing.services import rerate_account, season_receivable
 from app.extensions import db
 from app.money import format_money
-from app.network.models import BILLING_STATUSES, TARIFF_CATEGORY, VALVE_STATES, Account
+from app.network.models import BILLING_STATUSES, VALVE_STATES, Account
 from app.processes.audit import record_event
-from app.processes.models import EscalationRule
+from app.processes.escalation import Facts, escalation_reasons, rule_for
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def current_season(company_id, today=None):
     return db.session.scalar(sa.select(Season).where(Season.company_id == company_id).order_by(Season.start_on.desc()).limit(1))
 
 
-def _instance_account(context, account_id):
+def instance_account(context, account_id):
     """The instance's own account, locked for the update; the parameter must name it."""
     instance = context.instance
     if account_id != instance.account_id:
@@ -83,18 +83,18 @@ def _instance_account(context, account_id):
     outputs={"escalate": "bool: the request also needs group approval", "escalation_reason": "Chinese text shown to approvers"},
 )
 def evaluate_escalation(context, account_id):
-    """Decide from the company's EscalationRule whether a suspension also needs group approval."""
-    account = _instance_account(context, account_id)
-    rule = db.session.scalar(
-        sa.select(EscalationRule).where(
-            EscalationRule.company_id == account.company_id, EscalationRule.process_type == context.instance.process_type
-        )
-    )
-    reasons = []
-    if rule is not None and rule.escalate_non_residential and TARIFF_CATEGORY[account.user_type] == "non_residential":
-        reasons.append("非居民用户报停需集团审批")
-    if rule is not None and rule.area_threshold is not None and account.building_area > rule.area_threshold:
-        reasons.append(f"建筑面积 {account.building_area.normalize():f} ㎡ 超过 {rule.area_threshold.normalize():f} ㎡，需集团审批")
+    """Decide from the company's rule whether a request also needs group approval, from the account's own facts.
+
+    Used by 报停 and 复热, whose rules compare the account's type and building area.
+    """
+    account = instance_account(context, account_id)
+    return decide_escalation(context, account, Facts(area=account.building_area))
+
+
+def decide_escalation(context, account, facts):
+    """Evaluate the company's rule for the instance's process type, record an `escalated` event when it matches, and return the task data."""
+    rule = rule_for(account.company_id, context.instance.process_type)
+    reasons = escalation_reasons(context.instance.process_type, rule, account, facts)
     if reasons:
         reason = "；".join(reasons) + "。"
         record_event(context.instance, "escalated", user=None, task_name="判断是否需集团审批", comment=reason)
@@ -116,7 +116,7 @@ def evaluate_escalation(context, account_id):
 def rebill_suspension(context, account_id):
     """Set the account to 报停 and re-rate its current season at the suspension ratio, once per instance."""
     instance = context.instance
-    account = _instance_account(context, account_id)
+    account = instance_account(context, account_id)
     key = f"suspension:{instance.id}"
     posted = db.session.scalar(
         sa.select(LedgerEntry).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
@@ -165,10 +165,15 @@ def mark_valve_closed(context, account_id, valve_state, seal_no):
         raise ServiceError(f"valve_state={valve_state!r} is invalid; the field task must record closed or sealed.")
     if not seal_no:
         raise ServiceError("seal_no is empty; the field task must record the seal number.")
-    account = _instance_account(context, account_id)
+    account = instance_account(context, account_id)
     account.valve_state = valve_state
     record_event(
         context.instance, "valve_closed", user=context.user, task_name="登记阀门已关",
         data={"valve_state": valve_state, "valve_label": VALVE_STATES[valve_state], "seal_no": seal_no},
     )
     return {"valve_state": valve_state}
+
+
+# The operators of the other processes register themselves on import; keep this import
+# last because that module uses the helpers above.
+from app.processes import operators  # noqa: E402,F401

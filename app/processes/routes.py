@@ -1,4 +1,4 @@
-"""Process inbox, task pages, 报停 requests and instance history."""
+"""Process inbox, task pages, requests of every process type, instance history and the escalation settings page."""
 
 import logging
 
@@ -6,21 +6,23 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 
 from app.extensions import db
-from app.forms.processes import ApprovalForm, SuspensionStartForm, ValveCloseForm
+from app.forms.processes import start_form_class, task_form_class
 from app.org.services import AccessError, has_permission
 from app.processes.access import (
     ConflictError, InputError, NotFoundError, account_history, get_instance, get_task, inbox_tasks,
     instance_events, running_instance, user_lanes,
 )
 from app.processes.audit import verify_chain
+from app.processes.definitions import DEFINITIONS
+from app.processes.deployment import latest_model
+from app.processes.escalation import WAIVER_CATEGORIES
 from app.processes.engine import ProcessRunError
-from app.processes.services import claim_task, complete_task, release_task, start_suspension, task_summary
+from app.processes.services import claim_task, complete_task, release_task, start_process, task_summary
+from app.processes.settings import RuleError, rule_rows, save_rule
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("processes", __name__, url_prefix="/processes")
-
-TASK_FORMS = {"approval": ApprovalForm, "valve_close": ValveCloseForm}
 
 
 def _fail(error):
@@ -35,17 +37,25 @@ def _fail(error):
 
 @bp.app_context_processor
 def _process_helpers():
-    return {"suspension_panel": suspension_panel, "process_history": account_history}
+    return {"process_panels": process_panels, "process_history": account_history}
 
 
-def suspension_panel(account):
-    """Return the values the account page's 报停 box needs."""
+def process_panels(account):
+    """Return one request box per process type for the account page: its form, or the running instance."""
     can_start = current_user.is_authenticated and has_permission(current_user, "process.start", account.company_id)
-    return {
-        "can_start": can_start,
-        "running": running_instance(account.id, "suspension"),
-        "form": SuspensionStartForm() if can_start else None,
-    }
+    panels = []
+    for code, definition in DEFINITIONS.items():
+        running = running_instance(account.id, code)
+        startable = can_start and account.billing_status in definition.start_statuses
+        if running is None and not startable:
+            continue
+        if running is None and latest_model(account.company_id, code) is None:
+            continue
+        panels.append({
+            "code": code, "label": definition.label, "running": running,
+            "form": start_form_class(code)() if startable and running is None else None,
+        })
+    return panels
 
 
 @bp.route("/inbox")
@@ -55,26 +65,40 @@ def inbox():
     return render_template("processes/inbox.html", rows=inbox_tasks(current_user))
 
 
-@bp.route("/suspension/start/<int:account_id>", methods=["POST"])
-@login_required
-def start(account_id):
-    """File a 报停 request for an account from its page."""
-    form = SuspensionStartForm()
-    if not form.validate_on_submit():
-        for messages in form.errors.values():
-            for message in messages:
-                flash(message, "error")
+def _start_view(process_type):
+    """Build the POST view that files a request of `process_type` for an account from its page."""
+
+    def view(account_id):
+        label = DEFINITIONS[process_type].label
+        form = start_form_class(process_type)()
+        if not form.validate_on_submit():
+            for messages in form.errors.values():
+                for message in messages:
+                    flash(message, "error")
+            return redirect(url_for("network.account", account_id=account_id))
+        try:
+            instance = start_process(process_type, account_id, current_user, request.form)
+        except (NotFoundError, AccessError) as error:
+            _fail(error)
+        except (InputError, ConflictError, ProcessRunError) as error:
+            db.session.rollback()
+            flash(f"{label}申请未受理：{error}", "error")
+            return redirect(url_for("network.account", account_id=account_id))
+        flash(f"{label}申请已受理（流程 {instance.id}），已转下一环节办理。", "success")
         return redirect(url_for("network.account", account_id=account_id))
-    try:
-        instance = start_suspension(account_id, current_user, form.reason.data, form.comment.data)
-    except (NotFoundError, AccessError) as error:
-        _fail(error)
-    except (InputError, ConflictError, ProcessRunError) as error:
-        db.session.rollback()
-        flash(f"报停申请未受理：{error}", "error")
-        return redirect(url_for("network.account", account_id=account_id))
-    flash(f"报停申请已受理（流程 {instance.id}），已转分公司审批。", "success")
-    return redirect(url_for("network.account", account_id=account_id))
+
+    view.__name__ = f"start_{process_type}"
+    view.__doc__ = f"File a {process_type} request for an account from its page."
+    return view
+
+
+# One fixed URL per process type (/processes/<type>/start/<account id>), so that every
+# route parameter names a row.
+for _process_type in DEFINITIONS:
+    bp.add_url_rule(
+        f"/{_process_type}/start/<int:account_id>", endpoint=f"start_{_process_type}",
+        view_func=login_required(_start_view(_process_type)), methods=["POST"],
+    )
 
 
 @bp.route("/tasks/<int:task_id>", methods=["GET", "POST"])
@@ -85,11 +109,12 @@ def task(task_id):
         human_task = get_task(task_id, current_user)
     except (NotFoundError, AccessError) as error:
         _fail(error)
-    form = TASK_FORMS[human_task.form]()
+    summary = task_summary(human_task)
+    form = task_form_class(human_task.form, summary["allow_send_back"])()
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                complete_task(task_id, current_user, form.data)
+                complete_task(task_id, current_user, request.form)
             except (NotFoundError, AccessError) as error:
                 _fail(error)
             except (InputError, ConflictError, ProcessRunError) as error:
@@ -159,3 +184,25 @@ def instance(instance_id):
         chain=verify_chain(instance_id),
         lanes=user_lanes(current_user, process_instance.company_id),
     )
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@login_required
+def settings():
+    """Show and edit the company's escalation rules, one per process type."""
+    if current_user.company.is_headquarters or not has_permission(current_user, "process.configure"):
+        abort(403, "只有分公司管理员可以设置本公司的集团审批规则。")
+    company_id = current_user.company_id
+    status = 200
+    if request.method == "POST":
+        try:
+            rule = save_rule(company_id, request.form.get("process_type", ""), request.form, current_user)
+        except RuleError as error:
+            db.session.rollback()
+            flash(f"规则未保存：{error}", "error")
+            status = 400
+        else:
+            db.session.commit()
+            flash(f"已保存「{rule.type_label}」的集团审批规则。", "success")
+            return redirect(url_for("processes.settings")), 303
+    return render_template("processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES), status

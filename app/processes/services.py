@@ -7,7 +7,8 @@ so nothing is half-stored and the task can be retried once the cause is fixed.
 """
 
 import logging
-import re
+from datetime import date
+from decimal import Decimal
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -15,76 +16,72 @@ from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
-from app.billing.services import account_charge_inputs, season_receivable
-from app.network.models import BILLING_STATUSES, Account
+from app.locking import lock_row
+from app.billing.services import season_receivable
+from app.money import ZERO, format_money
+from app.network.models import Account
 from app.org.services import require_permission
-from app.processes.access import ConflictError, InputError, NotFoundError, get_task, lock_row, running_instance
+from app.payments.services import amount_owed
+from app.processes.access import ConflictError, InputError, NotFoundError, get_task, running_instance
 from app.processes.audit import record_event
+from app.processes.definitions import definition_for, preview, status_error
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
-from app.processes.models import DECISIONS, HumanTask, ProcessInstance, utcnow
+from app.processes.fields import clean_task_values, clean_values, task_data
+from app.processes.models import PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
-from app.tariffs.services import TariffError, compute_charge, tariff_in_force
 
 logger = logging.getLogger(__name__)
 
-# Reason codes the request form offers; a caller may also pass the reason as free text.
-SUSPENSION_REASONS = {"vacant": "房屋空置", "renovation": "装修停用", "away": "长期外出", "other": "其他"}
-MAX_REASON_CHARS = 100
-VALVE_RESULTS = {"closed": "已关栓", "sealed": "已关栓并施封"}
-# End events whose id starts with this prefix finish an instance as rejected.
+# End events whose id starts with these prefixes finish an instance as rejected or cancelled.
 REJECTED_END_PREFIX = "end_rejected"
-MAX_COMMENT_CHARS = 500
-SEAL_NO_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,32}$")
-
-
-def _clean_comment(comment):
-    comment = (comment or "").strip()
-    if len(comment) > MAX_COMMENT_CHARS:
-        raise InputError(f"意见共 {len(comment)} 字，超过 {MAX_COMMENT_CHARS} 字上限，请精简后重新提交。")
-    return comment
+CANCELLED_END_PREFIX = "end_cancelled"
+# Process types that change the billing status; an account runs at most one of them at a time.
+STATUS_CHANGING_TYPES = ("suspension", "forced_shutoff", "reheating", "connection")
 
 
 def start_suspension(account_id, user, reason, comment=""):
     """File a 报停 request for an account; returns the new running instance."""
+    return start_process("suspension", account_id, user, {"reason": reason, "comment": comment})
+
+
+def start_process(process_type, account_id, user, values):
+    """File a request of any process type for an account from its start form values; returns the running instance.
+
+    Raises NotFoundError (account outside the user's companies), AccessError, InputError
+    (a form value), ConflictError (the account's state or a running request) and
+    ProcessRunError (the engine). Nothing is stored unless the instance starts.
+    """
+    definition = definition_for(process_type)
     account = db.session.scalar(sa.select(Account).where(Account.id == account_id))
     if account is None:
         raise NotFoundError(f"用户 {account_id} 不存在，或不属于您所在的公司。")
     require_permission(user, "process.start", account.company_id)
-    reason = (reason or "").strip()
-    if not reason:
-        raise InputError(f"请填写报停原因，可选 {'、'.join(SUSPENSION_REASONS.values())}，或直接填写原因。")
-    if len(reason) > MAX_REASON_CHARS:
-        raise InputError(f"报停原因共 {len(reason)} 字，超过 {MAX_REASON_CHARS} 字上限；详细情况请写在说明里。")
-    reason_label = SUSPENSION_REASONS.get(reason, reason)
-    comment = _clean_comment(comment)
-    if reason == "other" and not comment:
-        raise InputError("报停原因为「其他」时必须填写说明。")
-    model = latest_model(account.company_id, "suspension")
+    clean = clean_values(definition.start_fields, values)
+    model = latest_model(account.company_id, process_type)
     if model is None:
-        raise ConflictError("本公司尚未部署报停流程，请联系管理员部署后再受理。")
+        raise ConflictError(f"本公司尚未部署{definition.label}流程，请联系管理员部署后再受理。")
 
     account = lock_row(Account, account.id)
-    if account.billing_status != "normal":
-        label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
-        raise ConflictError(f"该户当前供热状态为「{label}」，只有「正常」状态的用户可以申请报停。")
-    running = running_instance(account.id, "suspension")
-    if running is not None:
-        raise ConflictError(f"该户已有办理中的报停申请（流程 {running.id}），请勿重复申请。")
+    problem = status_error(definition, account)
+    if problem:
+        raise ConflictError(problem)
+    _check_running(account, process_type)
+    start_data, event_data = definition.prepare(account, current_season(account.company_id), clean)
+    comment = clean.get("comment", "")
 
     instance = ProcessInstance(
-        company_id=account.company_id, model_id=model.id, process_type="suspension",
+        company_id=account.company_id, model_id=model.id, process_type=process_type,
         account_id=account.id, status="running", state="", started_by_id=user.id,
     )
     db.session.add(instance)
     db.session.flush()
     record_event(
-        instance, "started", user=user, task_name="报停申请", comment=comment,
-        data={"reason": reason, "reason_label": reason_label, "model_version": model.version},
+        instance, "started", user=user, task_name=f"{definition.label}申请", comment=comment,
+        data={**event_data, "model_version": model.version},
     )
     start_data = {
-        "account_id": account.id, "account_no": account.account_no, "reason": reason_label,
-        "comment": comment, "started_by": user.name,
+        **start_data, "account_id": account.id, "account_no": account.account_no, "comment": comment, "started_by": user.name,
     }
     spec, subprocess_specs = spec_for(model)
     try:
@@ -93,11 +90,25 @@ def start_suspension(account_id, user, reason, comment=""):
         _sync_and_save(instance, workflow, user)
     except ProcessRunError:
         db.session.rollback()
-        logger.exception("Starting a suspension for account %s failed; nothing was stored", account_id)
+        logger.exception("Starting %s for account %s failed; nothing was stored", process_type, account_id)
         raise
     db.session.commit()
-    logger.info("User %s started suspension instance %s for account %s", user.id, instance.id, account.id)
+    logger.info("User %s started %s instance %s for account %s", user.id, process_type, instance.id, account.id)
     return instance
+
+
+def _check_running(account, process_type):
+    """Raise ConflictError when the account already runs this process, or another one that changes its status."""
+    label = PROCESS_TYPES[process_type]
+    running = running_instance(account.id, process_type)
+    if running is not None:
+        raise ConflictError(f"该户已有办理中的{label}申请（流程 {running.id}），请勿重复申请。")
+    if process_type not in STATUS_CHANGING_TYPES:
+        return
+    for other in STATUS_CHANGING_TYPES:
+        running = running_instance(account.id, other) if other != process_type else None
+        if running is not None:
+            raise ConflictError(f"该户有办理中的{PROCESS_TYPES[other]}申请（流程 {running.id}），办结后才能申请{label}。")
 
 
 def _closed_state(task):
@@ -115,6 +126,8 @@ def claim_task(task_id, user):
         return task
     if task.claimed_by_id is not None:
         raise ConflictError(f"任务「{task.title}」已由 {task.claimed_by_name} 签收，请等待其办理或退回。")
+    if instance.status == "running":
+        _cancel_if_settled(instance, user, task.title)
     task.claimed_by_id = user.id
     task.claimed_by_name = user.name
     record_event(instance, "claimed", user=user, task_name=task.title)
@@ -136,41 +149,14 @@ def release_task(task_id, user):
     return task
 
 
-def validate_task_input(form, values):
-    """Check submitted values against a task form (approval or valve_close); returns the cleaned values."""
-    comment = _clean_comment(values.get("comment"))
-    if form == "approval":
-        decision = values.get("decision")
-        if decision not in DECISIONS:
-            raise InputError("请选择审批意见：同意或驳回。")
-        if decision == "reject" and not comment:
-            raise InputError("驳回时必须填写意见，说明驳回原因。")
-        return {"decision": decision, "comment": comment}
-    result = values.get("result")
-    if result not in VALVE_RESULTS:
-        raise InputError(f"请选择现场结果：{'或'.join(VALVE_RESULTS.values())}。")
-    seal_no = (values.get("seal_no") or "").strip()
-    if not seal_no:
-        raise InputError("请填写封签号。")
-    if not SEAL_NO_PATTERN.match(seal_no):
-        raise InputError(f"封签号「{seal_no[:40]}」无效：只能包含字母、数字和连字符，最多 32 位。")
-    return {"result": result, "seal_no": seal_no, "comment": comment}
-
-
-def _task_data(spiff_task, form, clean):
-    """Return the task data a completed user task writes; approvals name it by the task's data_prefix property."""
-    if form == "approval":
-        properties = (getattr(spiff_task.task_spec, "extensions", None) or {}).get("properties") or {}
-        prefix = properties.get("data_prefix") or spiff_task.task_spec.name
-        return {f"{prefix}_decision": clean["decision"], f"{prefix}_comment": clean["comment"]}
-    return {"valve_result": clean["result"], "seal_no": clean["seal_no"], "valve_comment": clean["comment"]}
+def _task_properties(spiff_task):
+    return (getattr(spiff_task.task_spec, "extensions", None) or {}).get("properties") or {}
 
 
 def complete_task(task_id, user, values):
     """Complete a claimed task with the submitted form values and run the workflow to its next wait."""
     task = get_task(task_id, user)
-    clean = validate_task_input(task.form, values)
-    decision, comment = clean.get("decision"), clean["comment"]
+    clean_task_values(task.form, values, allow_send_back=True)
     instance = lock_row(ProcessInstance, task.instance_id)
     db.session.refresh(task)
     if task.status != "open":
@@ -180,6 +166,7 @@ def complete_task(task_id, user, values):
         raise ConflictError(f"任务「{task.title}」{holder}；请先签收再办理。")
     if instance.status != "running":
         raise ConflictError(f"流程 {instance.id} 当前为「{instance.status_label}」，不能继续办理，请联系管理员。")
+    _cancel_if_settled(instance, user, task.title)
     try:
         workflow = load_workflow(instance.state, RunContext(instance, user))
     except ProcessRunError as error:
@@ -191,7 +178,10 @@ def complete_task(task_id, user, values):
         spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
         if not spiff_task.has_state(TaskState.READY):
             raise ConflictError(f"任务「{task.title}」在流程中已不是待办状态，请刷新待办列表。")
-        data = _task_data(spiff_task, task.form, clean)
+        properties = _task_properties(spiff_task)
+        clean = clean_task_values(task.form, values, allow_send_back=properties.get("send_back") == "true")
+        decision, comment = clean.get("decision"), clean["comment"]
+        data = task_data(task.form, clean, properties.get("data_prefix") or spiff_task.task_spec.name)
         spiff_task.data.update(data)
         spiff_task.data[f"{task.task_spec_name}_by"] = user.name
         spiff_task.run()
@@ -203,6 +193,9 @@ def complete_task(task_id, user, values):
         record_event(instance, "completed", user=user, task_name=task.title, decision=decision, comment=comment, data=_public(data))
         run_engine(workflow)
         _sync_and_save(instance, workflow, user)
+    except InputError:
+        db.session.rollback()
+        raise
     except (ProcessRunError, SpiffWorkflowException) as error:
         db.session.rollback()
         _record_failure(task.instance_id, user, task.title, error)
@@ -214,8 +207,45 @@ def complete_task(task_id, user, values):
 
 
 def _public(data):
-    """Keep the JSON-native values of task data for an audit event."""
-    return {key: value for key, value in data.items() if isinstance(value, (str, int, bool, type(None)))}
+    """Task data as audit-event JSON: amounts and dates become text, other non-JSON values are left out."""
+    public = {}
+    for key, value in data.items():
+        if isinstance(value, (Decimal, date)):
+            public[key] = str(value)
+        elif isinstance(value, (str, int, bool, type(None))):
+            public[key] = value
+    return public
+
+
+def _settled_reason(instance):
+    """Return why a running instance must be cancelled before its next step, or None.
+
+    A forced shutoff is only for arrears: once the account owes nothing, the request
+    is void, whichever step it is at.
+    """
+    if instance.process_type != "forced_shutoff":
+        return None
+    account = db.session.get(Account, instance.account_id)
+    if amount_owed(account).total > ZERO:
+        return None
+    return "该户欠费已结清，强停流程已自动取消，无需继续办理。"
+
+
+def _cancel_if_settled(instance, user, task_name):
+    """Cancel an instance whose request became void, commit, and raise ConflictError; the caller holds the row lock."""
+    reason = _settled_reason(instance)
+    if reason is None:
+        return
+    instance.status = "cancelled"
+    open_tasks = db.session.scalars(
+        sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open")
+    ).all()
+    for open_task in open_tasks:
+        open_task.status = "cancelled"
+    record_event(instance, "cancelled", user=None, task_name=task_name, comment=reason)
+    db.session.commit()
+    logger.info("Process instance %s was cancelled before %s: %s", instance.id, task_name, reason)
+    raise ConflictError(reason)
 
 
 def _record_failure(instance_id, user, task_name, error, status=None):
@@ -251,37 +281,46 @@ def _sync_and_save(instance, workflow, user):
         db.session.add(task)
         record_event(instance, "task_ready", task_name=task.title, data={"lane": task.lane_role})
     if workflow.is_completed():
-        ends = [t.task_spec.name for t in workflow.get_tasks(state=TaskState.COMPLETED) if t.task_spec.name.startswith(REJECTED_END_PREFIX)]
-        instance.status = "rejected" if ends else "completed"
+        ends = [t.task_spec.name for t in workflow.get_tasks(state=TaskState.COMPLETED)]
+        if any(name.startswith(REJECTED_END_PREFIX) for name in ends):
+            instance.status = "rejected"
+        elif any(name.startswith(CANCELLED_END_PREFIX) for name in ends):
+            instance.status = "cancelled"
+        else:
+            instance.status = "completed"
         record_event(instance, "finished", task_name=instance.status_label, data={"status": instance.status})
     instance.state = dump_workflow(workflow)
     db.session.flush()
 
 
-# Task data shown to approvers, in display order.
-SUMMARY_KEYS = ("reason", "comment", "escalation_reason", "company_decision", "company_comment", "company_approval_by")
-
-
 def task_summary(task):
-    """Collect what an approver needs beside the form: the account, the season receivable now and after 报停, and the request data."""
+    """Collect what an approver needs beside the form: the account, the season receivable now and after approval, and the request data."""
     instance = task.instance
+    definition = definition_for(instance.process_type)
     account = db.session.scalar(sa.select(Account).where(Account.id == instance.account_id))
-    summary = {"instance": instance, "account": account, "season": None, "receivable": None, "suspended": None, "data": {}}
+    summary = {"instance": instance, "account": account, "season": None, "receivable": None, "preview": None, "rows": [],
+               "owed": None, "allow_send_back": False}
+    data = {}
+    if task.status == "open":
+        try:
+            workflow = load_workflow(instance.state, RunContext(instance))
+            spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
+            data = spiff_task.data
+            summary["allow_send_back"] = _task_properties(spiff_task).get("send_back") == "true"
+        except (ProcessRunError, SpiffWorkflowException) as error:
+            logger.warning("Task %s data could not be read: %s", task.id, error)
+    summary["rows"] = [(label, _display(data[key])) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")]
+    if instance.process_type == "forced_shutoff":
+        summary["owed"] = amount_owed(account).total
     season = current_season(account.company_id)
     if season is not None:
         summary["season"] = season
         summary["receivable"] = season_receivable(account.id, season.id)
-        try:
-            has_lift, kind = account_charge_inputs(account)
-            charge = compute_charge(tariff_in_force(season), account, has_lift, kind, billing_status="suspended")
-            summary["suspended"] = charge.amount if charge else None
-        except TariffError as error:
-            logger.warning("No suspended charge for account %s: %s", account.id, error)
-    if task.status == "open":
-        try:
-            workflow = load_workflow(instance.state, RunContext(instance))
-            data = workflow.get_task_from_id(UUID(task.spiff_task_id)).data
-            summary["data"] = {key: data[key] for key in SUMMARY_KEYS if key in data}
-        except (ProcessRunError, SpiffWorkflowException) as error:
-            logger.warning("Task %s data could not be read: %s", task.id, error)
+        summary["preview"] = preview(definition, account, season, data)
     return summary
+
+
+def _display(value):
+    if isinstance(value, Decimal):
+        return format_money(value) if value == value.quantize(Decimal("0.01")) else f"{value.normalize():f}"
+    return value

@@ -36,6 +36,9 @@ class Tariff(CompanyOwned, db.Model):
     metered_base_per_m2 = sa.Column(Rate())
     metered_per_gj = sa.Column(Rate())
     metered_cap_residential = sa.Column(sa.Boolean, nullable=False, default=True)
+    # Settlement of metered accounts against the prepaid area fee: none, refund_only
+    # (多退少不补) or refund_and_surcharge (多退少补).
+    metered_settlement = sa.Column(sa.String(24), nullable=False, default="none")
     note = sa.Column(sa.String(255), nullable=False, default="")
 
     season = db.relationship(Season)

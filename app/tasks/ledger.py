@@ -26,16 +26,17 @@ def import_ledger_task(import_id, company_id):
         company = db.session.scalar(sa.select(Company).filter_by(id=company_id))
         content, filename, user_id = job.content, job.filename, job.created_by_id
 
-        def progress(done, total):
+        def progress(phase, done, total):
             # Progress is written on a separate connection so the page sees it before the commit.
-            # SQLite allows one writer at a time, so there the page shows only the final outcome.
-            if db.engine.dialect.name == "sqlite":
+            # SQLite allows one writer at a time: while the import holds it, only validation
+            # progress can be shown there.
+            if phase == "storing" and db.engine.dialect.name == "sqlite":
                 return
             with db.engine.begin() as connection:
                 connection.execute(
                     sa.update(LedgerImport.__table__)
                     .where(LedgerImport.__table__.c.id == import_id)
-                    .values(processed_rows=done, data_rows=total)
+                    .values(processed_rows=done, data_rows=total, phase=phase)
                 )
 
         try:

@@ -111,3 +111,18 @@ def test_same_file_into_two_companies_stays_apart(import_fixture, demo):
     )
 
     assert counts == {demo["TJ"].id: 1743, demo["BJ"].id: 1743}
+
+
+def test_import_reports_progress_by_phase(demo):
+    from app.ledger.services import import_ledger
+
+    calls = []
+    content = (LEDGERS / "TJ-shared.xlsx").read_bytes()
+
+    result = import_ledger(demo["TJ"], content, "TJ-shared.xlsx", progress=lambda *call: calls.append(call))
+
+    phases = [phase for phase, _done, _total in calls]
+    assert result.ok
+    assert phases[0] == "validating"
+    assert calls[-1] == ("storing", 1743, 1743)
+    assert phases.index("storing") > phases.index("validating")

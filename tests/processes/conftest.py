@@ -10,7 +10,7 @@ from app.billing.services import run_billing
 from app.extensions import db
 from app.network.models import Account, Building, Community, Unit
 from app.org.models import User
-from app.processes.models import HumanTask
+from app.processes.models import HumanTask, ProcessInstance
 
 SEASON = "2025-2026"
 
@@ -71,3 +71,23 @@ def submit_task(client, task_id, data):
 def start_request(client, account_id, reason="vacant", comment="房屋空置，冬季无人居住"):
     """File a 报停 request through the account page's form."""
     return client.post(f"/processes/suspension/start/{account_id}", data={"reason": reason, "comment": comment})
+
+
+def start_process_request(client, process_type, account_id, data):
+    """File a request of any process type through the account page's form."""
+    return client.post(f"/processes/{process_type}/start/{account_id}", data=data)
+
+
+def instance_of(account_id, process_type):
+    """Return the newest instance of a process type for an account."""
+    return db.session.scalar(
+        sa.select(ProcessInstance)
+        .where(ProcessInstance.account_id == account_id, ProcessInstance.process_type == process_type)
+        .order_by(ProcessInstance.id.desc())
+        .limit(1)
+    )
+
+
+def flashed(client, response):
+    """Return the page a redirect leads to, where the flashed messages show."""
+    return client.get(response.headers["Location"]).get_data(as_text=True)

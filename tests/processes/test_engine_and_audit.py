@@ -15,7 +15,7 @@ from app.network.models import Account
 from app.processes.audit import verify_chain
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, spec_for
 from app.processes.engine import ModelValidationError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow, validate_model
-from app.processes.models import EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel
+from app.processes.models import PROCESS_TYPES, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel
 from tests.processes.conftest import open_task, start_request, submit_task
 
 SUSPENSION_XML = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
@@ -51,11 +51,15 @@ def test_deploy_rejects_unknown_operator_bad_condition_and_lane():
 def test_demo_deploys_version_one_idempotently(demo):
     install_demo()
     models = db.session.scalars(sa.select(ProcessModel)).all()
-    assert sorted(m.company_id for m in models) == sorted(c.id for c in demo.values())
-    assert {(m.version, m.status, m.process_type) for m in models} == {(1, "published", "suspension")}
+    assert sorted(m.company_id for m in models) == sorted(c.id for c in demo.values() for _ in PROCESS_TYPES)
+    assert {(m.version, m.status) for m in models} == {(1, "published")}
+    assert {m.process_type for m in models} == set(PROCESS_TYPES)
     rules = db.session.scalars(sa.select(EscalationRule)).all()
-    assert len(rules) == 4
-    assert {(r.escalate_non_residential, r.area_threshold) for r in rules} == {(True, Decimal("200.0000"))}
+    assert len(rules) == 4 * len(PROCESS_TYPES)
+    suspension_rules = [r for r in rules if r.process_type == "suspension"]
+    assert {(r.escalate_non_residential, r.area_threshold) for r in suspension_rules} == {(True, Decimal("200.0000"))}
+    waiver_rules = [r for r in rules if r.process_type == "waiver"]
+    assert {(r.amount_threshold, r.percent_threshold) for r in waiver_rules} == {(Decimal("1000.00"), Decimal("30.000000"))}
 
 
 def test_running_instance_keeps_its_version(demo, make_account, login):

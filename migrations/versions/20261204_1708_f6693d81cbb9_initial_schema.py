@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 44d6c380d5b0
+Revision ID: f6693d81cbb9
 Revises: 
-Create Date: 2026-12-04 16:04:15.577685
+Create Date: 2026-12-04 17:08:08.958405
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '44d6c380d5b0'
+revision = 'f6693d81cbb9'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -22,6 +22,8 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=16), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('money_quantum', sa.BigInteger(), nullable=False),
+    sa.Column('money_rounding', sa.String(length=16), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_group')),
     sa.UniqueConstraint('code', name=op.f('uq_group_code'))
     )
@@ -51,20 +53,6 @@ def upgrade():
     )
     with op.batch_alter_table('community', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_community_company_id'), ['company_id'], unique=False)
-
-    op.create_table('escalation_rule',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('process_type', sa.String(length=32), nullable=False),
-    sa.Column('escalate_non_residential', sa.Boolean(), nullable=False),
-    sa.Column('area_threshold', sa.BigInteger(), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('company_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_escalation_rule_company_id_company')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_rule')),
-    sa.UniqueConstraint('company_id', 'process_type', name=op.f('uq_escalation_rule_company_id_process_type'))
-    )
-    with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_escalation_rule_company_id'), ['company_id'], unique=False)
 
     op.create_table('heat_source',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -178,12 +166,35 @@ def upgrade():
     with op.batch_alter_table('company_function', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_company_function_company_id'), ['company_id'], unique=False)
 
+    op.create_table('escalation_rule',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('escalate_non_residential', sa.Boolean(), nullable=False),
+    sa.Column('area_threshold', sa.BigInteger(), nullable=True),
+    sa.Column('escalate_low_income', sa.Boolean(), nullable=False),
+    sa.Column('amount_threshold', sa.BigInteger(), nullable=True),
+    sa.Column('percent_threshold', sa.BigInteger(), nullable=True),
+    sa.Column('area_decrease_threshold', sa.BigInteger(), nullable=True),
+    sa.Column('area_decrease_percent', sa.BigInteger(), nullable=True),
+    sa.Column('policy_categories', sa.String(length=255), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_escalation_rule_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_escalation_rule_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_rule')),
+    sa.UniqueConstraint('company_id', 'process_type', name=op.f('uq_escalation_rule_company_id_process_type'))
+    )
+    with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_escalation_rule_company_id'), ['company_id'], unique=False)
+
     op.create_table('ledger_import',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('filename', sa.String(length=255), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('content', sa.LargeBinary(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('phase', sa.String(length=16), server_default='', nullable=False),
     sa.Column('data_rows', sa.Integer(), nullable=False),
     sa.Column('processed_rows', sa.Integer(), nullable=False),
     sa.Column('created_count', sa.Integer(), nullable=False),
@@ -243,6 +254,7 @@ def upgrade():
     sa.Column('metered_base_per_m2', sa.BigInteger(), nullable=True),
     sa.Column('metered_per_gj', sa.BigInteger(), nullable=True),
     sa.Column('metered_cap_residential', sa.Boolean(), nullable=False),
+    sa.Column('metered_settlement', sa.String(length=24), nullable=False),
     sa.Column('note', sa.String(length=255), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_tariff_company_id_company')),
@@ -328,6 +340,8 @@ def upgrade():
     sa.Column('valve_state', sa.String(length=16), nullable=False),
     sa.Column('billing_method', sa.String(length=16), nullable=False),
     sa.Column('prior_arrears', sa.BigInteger(), nullable=False),
+    sa.Column('connected_on', sa.Date(), nullable=True),
+    sa.Column('forced_off_on', sa.Date(), nullable=True),
     sa.Column('note', sa.String(length=255), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_account_company_id_company')),
@@ -538,6 +552,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_import_company_id'))
 
     op.drop_table('ledger_import')
+    with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
+
+    op.drop_table('escalation_rule')
     with op.batch_alter_table('company_function', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_company_function_company_id'))
 
@@ -570,10 +588,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 
     op.drop_table('heat_source')
-    with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
-
-    op.drop_table('escalation_rule')
     with op.batch_alter_table('community', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_community_company_id'))
 

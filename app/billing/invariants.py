@@ -1,0 +1,195 @@
+"""The receivable identity of the ledger, checked per account, company and season.
+
+For every account and season, receivable = received + waived + written off + outstanding
+− credit. Receivable is the billed total (charge, rerate and settlement lines) before
+waivers. Outstanding is the amount the counter collects (app/payments amount_owed), and credit
+is the part paid beyond the receivable after a later reduction. Late fees are owed on
+top of the receivable and take no part in the identity.
+"""
+
+import logging
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.billing.services import receivables_report
+from app.extensions import db
+from app.money import ZERO, format_money
+from app.network.models import Account
+from app.org.models import Company
+from app.payments.models import Payment
+from app.payments.services import amount_owed
+from app.tariffs.models import Season
+
+logger = logging.getLogger(__name__)
+
+BILLED_KINDS = ("charge", "rerate", "settlement")
+# NOTE: no write-off (核销) entry kind exists yet, so written off is always 0.00 until one is added here.
+WRITE_OFF_KINDS = ()
+# Kinds whose lines must not raise what is owed. The `sign` check reports a positive one.
+NON_POSITIVE_KINDS = ("payment", "waiver")
+
+
+class InvariantError(LookupError):
+    """An invariant check asked for a company or season that does not exist."""
+
+
+@dataclass(frozen=True)
+class SeasonFigures:
+    """Receivable and how it was settled, for one account or a whole company and season."""
+
+    receivable: Decimal = ZERO
+    received: Decimal = ZERO
+    waived: Decimal = ZERO
+    written_off: Decimal = ZERO
+    outstanding: Decimal = ZERO
+    credit: Decimal = ZERO
+
+    @property
+    def gap(self):
+        """Receivable left unexplained by the other figures; 0.00 when the identity holds."""
+        return self.receivable - (self.received + self.waived + self.written_off + self.outstanding - self.credit)
+
+    def __add__(self, other):
+        return SeasonFigures(
+            self.receivable + other.receivable, self.received + other.received, self.waived + other.waived,
+            self.written_off + other.written_off, self.outstanding + other.outstanding, self.credit + other.credit,
+        )
+
+
+@dataclass(frozen=True)
+class InvariantBreak:
+    """One failed check: where it failed, which rule, and the figures involved."""
+
+    company_id: int
+    season_id: int
+    account_id: int | None
+    check: str
+    detail: str
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _ledger_sums(company_id, season_id):
+    """Return {account_id: {kind: sum}} of a company's lines for a season."""
+    sums = {}
+    rows = db.session.execute(
+        sa.select(LedgerEntry.account_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.company_id == company_id, LedgerEntry.season_id == season_id)
+        .group_by(LedgerEntry.account_id, LedgerEntry.kind)
+    )
+    for account_id, kind, amount in rows:
+        sums.setdefault(account_id, {})[kind] = amount
+    return sums
+
+
+def account_figures(account, season_id, sums=None):
+    """Return the SeasonFigures of one account and season."""
+    if sums is None:
+        sums = _ledger_sums(account.company_id, season_id).get(account.id, {})
+
+    def total(kinds):
+        return sum((sums.get(kind, ZERO) for kind in kinds), ZERO)
+
+    owed = amount_owed(account)
+    season_owed = next((s for s in owed.seasons if s.season.id == season_id), None)
+    receivable = total(BILLED_KINDS)
+    received = -sums.get("payment", ZERO)
+    waived = -sums.get("waiver", ZERO)
+    written_off = -total(WRITE_OFF_KINDS)
+    return SeasonFigures(
+        receivable=receivable,
+        received=received,
+        waived=waived,
+        written_off=written_off,
+        outstanding=season_owed.outstanding if season_owed else ZERO,
+        credit=max(received + waived + written_off - receivable, ZERO),
+    )
+
+
+def _payment_breaks(company_id, season_id, account_ids):
+    """Find accounts whose payments are not fully posted to the ledger, across all seasons."""
+    if not account_ids:
+        return []
+    paid = dict(
+        db.session.execute(
+            sa.select(Payment.account_id, sa.func.sum(Payment.amount))
+            .where(Payment.company_id == company_id, Payment.account_id.in_(account_ids))
+            .group_by(Payment.account_id)
+        ).all()
+    )
+    posted = dict(
+        db.session.execute(
+            sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount))
+            .where(LedgerEntry.company_id == company_id, LedgerEntry.kind == "payment", LedgerEntry.account_id.in_(account_ids))
+            .group_by(LedgerEntry.account_id)
+        ).all()
+    )
+    breaks = []
+    for account_id in account_ids:
+        collected = paid.get(account_id) or ZERO
+        allocated = -(posted.get(account_id) or ZERO)
+        if collected != allocated:
+            detail = f"payments {format_money(collected)} but payment lines {format_money(allocated)}"
+            breaks.append(InvariantBreak(company_id, season_id, account_id, "payment_allocation", detail))
+    return breaks
+
+
+def _sign_breaks(company_id, season_id):
+    rows = db.session.execute(
+        sa.select(LedgerEntry.id, LedgerEntry.account_id, LedgerEntry.kind, LedgerEntry.amount).where(
+            LedgerEntry.company_id == company_id,
+            LedgerEntry.season_id == season_id,
+            LedgerEntry.kind.in_(NON_POSITIVE_KINDS),
+            LedgerEntry.amount > 0,
+        )
+    )
+    return [
+        InvariantBreak(company_id, season_id, account_id, "sign", f"{kind} line {line_id} is positive: {format_money(amount)}")
+        for line_id, account_id, kind, amount in rows
+    ]
+
+
+def find_invariant_breaks(company_id, season_id):
+    """Check every account of a company with lines in a season, then the company total.
+
+    Returns a list of InvariantBreak, empty when the ledger is consistent.
+    """
+    company = db.session.get(Company, company_id)
+    season = db.session.get(Season, season_id)
+    if company is None or season is None or season.company_id != company_id:
+        raise InvariantError(f"公司 {company_id} 没有编号为 {season_id} 的供暖季；请检查公司和供暖季。")
+    sums = _ledger_sums(company_id, season_id)
+    accounts = db.session.scalars(sa.select(Account).where(Account.id.in_(sums)).order_by(Account.id)).all()
+
+    breaks = _sign_breaks(company_id, season_id)
+    total = SeasonFigures()
+    for account in accounts:
+        figures = account_figures(account, season_id, sums[account.id])
+        total += figures
+        if figures.gap != 0:
+            breaks.append(InvariantBreak(company_id, season_id, account.id, "identity", _describe(figures)))
+    breaks += _payment_breaks(company_id, season_id, [account.id for account in accounts])
+
+    # The receivables report sums the same lines by another query; it must agree with the accounts.
+    report_total = receivables_report(company.code, season.name)["receivable_total"]
+    net_receivable = format_money(total.receivable - total.waived - total.written_off)
+    if report_total != net_receivable:
+        detail = f"receivables report {report_total} but accounts sum to {net_receivable}"
+        breaks.append(InvariantBreak(company_id, season_id, None, "company_total", detail))
+    if total.gap != 0:
+        breaks.append(InvariantBreak(company_id, season_id, None, "identity", _describe(total)))
+    if breaks:
+        logger.warning("Company %s season %s has %s ledger invariant breaks", company_id, season_id, len(breaks))
+    return breaks
+
+
+def _describe(figures):
+    return (
+        f"receivable {format_money(figures.receivable)} != received {format_money(figures.received)}"
+        f" + waived {format_money(figures.waived)} + written off {format_money(figures.written_off)}"
+        f" + outstanding {format_money(figures.outstanding)} - credit {format_money(figures.credit)}"
+    )

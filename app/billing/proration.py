@@ -1,0 +1,136 @@
+"""Season charges prorated by days and split by effective-dated tariff version.
+
+A partial period owes charge area × unit price × ratio × days / statutory days, with both
+ends of the period counted and the amount rounded once. Each tariff version in force
+during the billed period gets its own line for its own days, so adjacent periods share
+no day and each line shows the price it was billed at.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.money import round_money
+from app.tariffs.models import Tariff
+from app.tariffs.services import TariffError, charge_area, status_ratio, unit_price
+
+logger = logging.getLogger(__name__)
+
+ONE_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ChargeLine:
+    """The charge of one tariff version for the days of the billed period it was in force."""
+
+    tariff: Tariff
+    start_on: date
+    end_on: date
+    days: int
+    statutory_days: int
+    charge_area: Decimal
+    unit_price: Decimal
+    ratio: Decimal
+    amount: Decimal
+    # False for a whole season under one version, which owes the full fee without a day factor.
+    prorated: bool
+
+    def describe(self):
+        """Return the period and day count in Chinese, for the memo of a prorated line."""
+        return f"{self.start_on:%Y-%m-%d}至{self.end_on:%Y-%m-%d} 共{self.days}天/法定{self.statutory_days}天"
+
+
+def days_inclusive(start_on, end_on):
+    """Count the days from `start_on` to `end_on`, both included."""
+    return (end_on - start_on).days + 1
+
+
+def prorate(full_amount, days, statutory_days):
+    """Return `full_amount` × days / statutory days, unrounded.
+
+    The single division happens last, so the result is exact to 28 digits. That is far
+    finer than any rounding boundary a day count below 1,000 could produce.
+    """
+    if statutory_days <= 0:
+        raise TariffError(f"法定供暖天数 {statutory_days} 无效；请在供暖季设置中填写大于 0 的天数。")
+    return full_amount * days / statutory_days
+
+
+def season_tariffs(season):
+    """Return every tariff version of `season`, earliest `effective_from` first."""
+    return db.session.scalars(
+        sa.select(Tariff)
+        .where(Tariff.company_id == season.company_id, Tariff.season_id == season.id)
+        .order_by(Tariff.effective_from)
+    ).all()
+
+
+def tariff_periods(season, tariffs, start_on, end_on):
+    """Split `start_on`..`end_on` into [(tariff, first day, last day)], one per version in force.
+
+    On each day the version with the latest `effective_from` on or before it applies.
+    """
+    if start_on > end_on:
+        raise TariffError(f"计费起止日期 {start_on} 至 {end_on} 无效；开始日期不能晚于结束日期。")
+    if not tariffs or tariffs[0].effective_from > start_on:
+        raise TariffError(f"供暖季 {season.name} 在 {start_on} 没有生效的收费标准；请在收费标准中添加。")
+    periods = []
+    for index, tariff in enumerate(tariffs):
+        next_from = tariffs[index + 1].effective_from if index + 1 < len(tariffs) else None
+        first = max(tariff.effective_from, start_on)
+        last = min(next_from - ONE_DAY, end_on) if next_from else end_on
+        if first <= last:
+            periods.append((tariff, first, last))
+    return periods
+
+
+def billing_period(account, season):
+    """Return (first day, last day) of the season `account` is billed for, or None when connected after it."""
+    start_on = season.start_on
+    if account.connected_on is not None and account.connected_on > start_on:
+        start_on = account.connected_on
+    if start_on > season.end_on:
+        return None
+    return start_on, season.end_on
+
+
+def season_charge_lines(account, season, tariffs, has_lift, heat_source_kind, billing_status=None):
+    """Return the charge lines of an account for a season, or None when its status owes nothing.
+
+    An account connected after the season ends gets an empty list.
+
+    A whole season under one tariff version is billed at the full fee, as before any
+    proration existed. Anything else is prorated by days, one line per version.
+    """
+    period = billing_period(account, season)
+    if period is None:
+        return []
+    status = billing_status or account.billing_status
+    periods = tariff_periods(season, tariffs, *period)
+    whole_season = len(periods) == 1 and period == (season.start_on, season.end_on)
+    lines = []
+    for tariff, first, last in periods:
+        ratio = status_ratio(tariff, status)
+        if ratio is None:
+            return None
+        area = charge_area(tariff, account, has_lift)
+        price = unit_price(tariff, account, heat_source_kind)
+        full = area * price * ratio
+        days = days_inclusive(first, last)
+        exact = full if whole_season else prorate(full, days, season.statutory_days)
+        lines.append(
+            ChargeLine(
+                tariff=tariff, start_on=first, end_on=last, days=days, statutory_days=season.statutory_days,
+                charge_area=area, unit_price=price, ratio=ratio, amount=round_money(exact), prorated=not whole_season,
+            )
+        )
+    return lines
+
+
+def season_charge_total(lines):
+    """Sum the rounded amounts of charge lines (zero for None or no lines)."""
+    return sum((line.amount for line in lines or ()), Decimal("0.00"))

@@ -1,0 +1,324 @@
+"""Per-type definitions of the six processes: start form, allowed statuses, start data and the approver's preview.
+
+`prepare` runs under the account's row lock after the start form is validated. It checks
+the account against the request and returns the start data (task data of the start
+event) and the audit data of the `started` event. It raises InputError for a bad value
+and ConflictError when the account does not allow the request.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import SimpleNamespace
+
+from app.billing.services import account_charge_inputs, season_receivable
+from app.money import ZERO, format_money, round_money
+from app.network.models import BILLING_STATUSES
+from app.payments.services import amount_owed
+from app.processes.access import ConflictError, InputError
+from app.processes.escalation import WAIVER_CATEGORIES
+from app.processes.fields import DOCUMENT_NO_PATTERN, Field, comment_field
+from app.processes.models import PROCESS_TYPES
+from app.tariffs.services import TariffError, compute_charge, tariff_in_force
+
+SUSPENSION_REASONS = {"vacant": "房屋空置", "renovation": "装修停用", "away": "长期外出", "other": "其他"}
+WAIVER_MODES = {"amount": "按金额", "percent": "按应收比例"}
+EVIDENCE_KINDS = {"certificate": "不动产证", "measurement": "测绘报告"}
+HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True)
+class ProcessDefinition:
+    """One process type as the account page and the services see it."""
+
+    code: str
+    start_fields: tuple
+    # Billing statuses an account must have to start the process.
+    start_statuses: tuple
+    # prepare(account, season, clean) -> (start data, started-event data)
+    prepare: object
+    # preview(account, season, data) -> (Chinese label, Decimal) or None: the receivable after approval.
+    preview: object = None
+    # Task data shown to approvers, in display order: (key, Chinese label).
+    summary_keys: tuple = field(default_factory=tuple)
+
+    @property
+    def label(self):
+        return PROCESS_TYPES[self.code]
+
+
+def season_charge(account, season, status=None, area=None):
+    """Season charge of an account at a status and area (default: its own), or None when the status owes nothing."""
+    has_lift, kind = account_charge_inputs(account)
+    subject = account
+    if area is not None:
+        subject = SimpleNamespace(user_type=account.user_type, building_area=area, usable_area=account.usable_area)
+    charge = compute_charge(tariff_in_force(season), subject, has_lift, kind, billing_status=status or account.billing_status)
+    return charge.amount if charge is not None else None
+
+
+def prorated_days(season, first_day):
+    """Days from `first_day` to the season's end, both included; raises InputError outside the season."""
+    if not season.start_on <= first_day <= season.end_on:
+        raise InputError(f"日期 {first_day} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）之内。")
+    return (season.end_on - first_day).days + 1
+
+
+def _require_season(season):
+    if season is None:
+        raise ConflictError("本公司尚未建立供暖季及收费标准，无法受理该申请；请先在收费标准中添加。")
+
+
+# -- 报停 suspension
+
+
+def _prepare_suspension(account, season, clean):
+    reason = clean["reason"]
+    reason_label = SUSPENSION_REASONS.get(reason, reason)
+    if reason == "other" and not clean["comment"]:
+        raise InputError("报停原因为「其他」时必须填写说明。")
+    return {"reason": reason_label}, {"reason": reason, "reason_label": reason_label}
+
+
+def _preview_suspension(account, season, data):
+    return "报停后应收", season_charge(account, season, status="suspended")
+
+
+# -- 减免 waiver
+
+
+def _prepare_waiver(account, season, clean):
+    _require_season(season)
+    receivable = season_receivable(account.id, season.id)
+    if receivable <= ZERO:
+        raise ConflictError(f"该户 {season.name} 应收为 {format_money(receivable)} 元，没有可减免的金额。")
+    if clean["mode"] == "amount":
+        if clean["amount"] is None:
+            raise InputError("按金额减免时请填写减免金额。")
+        amount = clean["amount"]
+    else:
+        if clean["percent"] is None:
+            raise InputError("按应收比例减免时请填写减免比例。")
+        # Exact product, rounded once to 0.01 yuan.
+        amount = round_money(receivable * clean["percent"] / HUNDRED)
+        if amount <= ZERO:
+            raise InputError(f"按 {clean['percent']}% 计算的减免金额不足 0.01 元，请核对比例。")
+    if amount > receivable:
+        raise InputError(f"减免金额 {format_money(amount)} 元超过该户 {season.name} 应收 {format_money(receivable)} 元，请核对。")
+    category_label = WAIVER_CATEGORIES[clean["category"]]
+    start_data = {
+        "season": season.name, "receivable_at_start": receivable, "waiver_amount": amount,
+        "waiver_category": clean["category"], "waiver_category_label": category_label,
+        "waiver_mode": WAIVER_MODES[clean["mode"]], "waiver_percent": clean["percent"], "evidence": clean["evidence"],
+    }
+    event_data = {"amount": format_money(amount), "category": clean["category"], "reason_label": category_label,
+                  "evidence": clean["evidence"]}
+    return start_data, event_data
+
+
+def _preview_waiver(account, season, data):
+    return "减免后应收", season_receivable(account.id, season.id) - data.get("waiver_amount", ZERO)
+
+
+# -- 强停 forced shutoff
+
+
+def _prepare_forced_shutoff(account, season, clean):
+    owed = amount_owed(account).total
+    if owed <= ZERO:
+        raise ConflictError("该户没有欠费，不能申请强停。")
+    return {"arrears": owed}, {"arrears": format_money(owed)}
+
+
+def _preview_forced_shutoff(account, season, data):
+    return "强停后应收（不减少）", season_receivable(account.id, season.id)
+
+
+# -- 调整面积 area adjustment
+
+
+def _prepare_area_adjustment(account, season, clean):
+    new_area = clean["new_area"]
+    if new_area == account.building_area:
+        raise InputError(f"新面积 {new_area} ㎡ 与现有建筑面积相同，无需调整。")
+    start_data = {
+        "old_area": account.building_area, "new_area": new_area, "certificate_no": clean["certificate_no"],
+        "evidence_kind": EVIDENCE_KINDS[clean["evidence_kind"]], "evidence": clean["evidence"],
+    }
+    event_data = {
+        "old_area": f"{account.building_area.normalize():f}", "new_area": f"{new_area.normalize():f}",
+        "certificate_no": clean["certificate_no"], "evidence_kind": clean["evidence_kind"],
+    }
+    return start_data, event_data
+
+
+def _preview_area_adjustment(account, season, data):
+    old_charge = season_charge(account, season)
+    if old_charge is None:
+        return None
+    new_area = data.get("new_area")
+    if new_area is None:
+        return None
+    difference = season_charge(account, season, area=new_area) - old_charge
+    return "调整后应收", season_receivable(account.id, season.id) + difference
+
+
+# -- 复热 reheating
+
+
+def reheating_amount(account, season, first_day):
+    """Difference line of a reheating from `first_day`: (full fee − fee at the current status) × remaining days / statutory days.
+
+    The fee already billed at the suspension ratio (or in full for 强停) stays for the
+    whole season, and the heated days add the difference pro rata. The product is exact
+    and rounded once. Example: TJ 87.35 m² suspended (436.75 of 2183.75) reheated from
+    2026-01-20 has 55 days left of 121: 1747.00 × 55 / 121 = 794.0909 → 794.09.
+    """
+    days = prorated_days(season, first_day)
+    full = season_charge(account, season, status="normal")
+    current = season_charge(account, season) or ZERO
+    return round_money((full - current) * days / season.statutory_days), days
+
+
+def _prepare_reheating(account, season, clean):
+    _require_season(season)
+    prorated_days(season, clean["requested_on"])
+    return {"previous_status": account.billing_status, "requested_on": clean["requested_on"]}, {
+        "previous_status": account.billing_status, "requested_on": clean["requested_on"].isoformat(),
+    }
+
+
+def _preview_reheating(account, season, data):
+    requested_on = data.get("requested_on")
+    if requested_on is None or account.billing_status not in ("suspended", "forced_off"):
+        return None
+    amount, _days = reheating_amount(account, season, requested_on)
+    return f"自 {requested_on} 复热后应收（按申请日估算）", season_receivable(account.id, season.id) + amount
+
+
+# -- 入网 connection
+
+
+def connection_amount(account, season, area, first_day):
+    """First-season charge of a connection: full fee at `area` × days from `first_day` / statutory days, rounded once.
+
+    Example: BJ 80 m² at 24.00 connected on 2026-01-10 has 65 days of 121:
+    1920.00 × 65 / 121 = 1031.4049 → 1031.40.
+    """
+    days = prorated_days(season, first_day)
+    full = season_charge(account, season, status="normal", area=area)
+    return round_money(full * days / season.statutory_days), days
+
+
+def _prepare_connection(account, season, clean):
+    return {"applied_area": clean["applied_area"], "contract_no": clean["contract_no"]}, {
+        "applied_area": f"{clean['applied_area'].normalize():f}", "contract_no": clean["contract_no"],
+    }
+
+
+def _preview_connection(account, season, data):
+    area = data.get("surveyed_area") or data.get("applied_area")
+    if area is None:
+        return None
+    return f"按 {area.normalize():f} ㎡ 计的本季全额热费（实际按接网日折算）", season_charge(account, season, status="normal", area=area)
+
+
+COMMON_SUMMARY = (
+    ("comment", "申请说明"), ("escalation_reason", "审批级别"),
+    ("company_decision", "分公司意见"), ("company_comment", "分公司审批意见"), ("company_approval_by", "分公司审批人"),
+)
+
+DEFINITIONS = {
+    "suspension": ProcessDefinition(
+        "suspension",
+        (
+            Field("reason", "报停原因", "choice", required=True, choices=SUSPENSION_REASONS, free_text=True),
+            comment_field("说明", "原因为「其他」时必填"),
+        ),
+        ("normal",), _prepare_suspension, _preview_suspension,
+        (("reason", "报停原因"), *COMMON_SUMMARY),
+    ),
+    "waiver": ProcessDefinition(
+        "waiver",
+        (
+            Field("category", "减免类别", "choice", required=True, choices=WAIVER_CATEGORIES),
+            Field("mode", "减免方式", "choice", required=True, choices=WAIVER_MODES),
+            Field("amount", "减免金额（元）", "money", hint="按金额减免时填写"),
+            Field("percent", "减免比例（%）", "percent", hint="按应收比例减免时填写"),
+            Field("evidence", "证明材料", "textarea", required=True, max_chars=200,
+                  hint="材料名称与编号", missing_message="请填写证明材料：减免必须附证明材料的名称与编号。"),
+            comment_field("说明"),
+        ),
+        ("normal", "suspended", "forced_off"), _prepare_waiver, _preview_waiver,
+        (
+            ("waiver_category_label", "减免类别"), ("waiver_mode", "减免方式"), ("waiver_percent", "减免比例（%）"),
+            ("waiver_amount", "减免金额（元）"), ("evidence", "证明材料"), *COMMON_SUMMARY,
+            ("finance_decision", "财务意见"), ("finance_comment", "财务复核意见"), ("finance_review_by", "财务复核人"),
+        ),
+    ),
+    "forced_shutoff": ProcessDefinition(
+        "forced_shutoff",
+        (comment_field("强停事由", "欠费情况与催缴经过"),),
+        ("normal",), _prepare_forced_shutoff, _preview_forced_shutoff,
+        (("arrears", "申请时欠费（元）"), ("notice_no", "催缴通知书编号"), ("served_on", "送达日期"), *COMMON_SUMMARY),
+    ),
+    "area_adjustment": ProcessDefinition(
+        "area_adjustment",
+        (
+            Field("new_area", "新建筑面积（㎡）", "area", required=True),
+            Field("evidence_kind", "证据类型", "choice", required=True, choices=EVIDENCE_KINDS),
+            Field("certificate_no", "证书或报告编号", required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
+                  pattern_hint="只能包含文字、数字、括号、斜杠和连字符，最多 64 位",
+                  missing_message="请填写不动产证或测绘报告编号：没有证据的面积变更不予受理。"),
+            Field("evidence", "证据说明", "textarea", max_chars=200, hint="如测量日期、测量单位"),
+            comment_field("说明"),
+        ),
+        ("normal", "suspended", "forced_off", "not_connected"), _prepare_area_adjustment, _preview_area_adjustment,
+        (("old_area", "原建筑面积（㎡）"), ("new_area", "新建筑面积（㎡）"), ("evidence_kind", "证据类型"),
+         ("certificate_no", "证书或报告编号"), ("evidence", "证据说明"), *COMMON_SUMMARY),
+    ),
+    "reheating": ProcessDefinition(
+        "reheating",
+        (Field("requested_on", "申请复热日期", "date", required=True), comment_field("说明")),
+        ("suspended", "forced_off"), _prepare_reheating, _preview_reheating,
+        (("requested_on", "申请复热日期"), *COMMON_SUMMARY),
+    ),
+    "connection": ProcessDefinition(
+        "connection",
+        (
+            Field("applied_area", "申请入网面积（㎡）", "area", required=True),
+            Field("contract_no", "入网合同编号", required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
+                  pattern_hint="只能包含文字、数字、括号、斜杠和连字符，最多 64 位"),
+            comment_field("说明"),
+        ),
+        ("not_connected",), _prepare_connection, _preview_connection,
+        (("applied_area", "申请入网面积（㎡）"), ("contract_no", "入网合同编号"), ("surveyed_area", "实测建筑面积（㎡）"),
+         ("survey_comment", "勘察意见"), *COMMON_SUMMARY),
+    ),
+}
+
+
+def definition_for(process_type):
+    """Return the definition of a process type, or raise InputError naming the known types."""
+    definition = DEFINITIONS.get(process_type)
+    if definition is None:
+        raise InputError(f"未知的业务类型「{process_type}」；可选：{'、'.join(PROCESS_TYPES.values())}。")
+    return definition
+
+
+def status_error(definition, account):
+    """Return the Chinese reason why the account's status does not allow the process, or None."""
+    if account.billing_status in definition.start_statuses:
+        return None
+    label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
+    allowed = "、".join(f"「{BILLING_STATUSES[s]}」" for s in definition.start_statuses)
+    return f"该户当前供热状态为「{label}」，只有{allowed}状态的用户可以申请{definition.label}。"
+
+
+def preview(definition, account, season, data):
+    """Compute the approver's preview of the receivable after approval; returns None when it cannot be computed."""
+    if definition.preview is None or season is None:
+        return None
+    try:
+        return definition.preview(account, season, data)
+    except (TariffError, InputError):
+        return None

@@ -1,0 +1,212 @@
+"""Form definitions of process requests and user tasks, with their server-side validation.
+
+A form is a tuple of Field. The web layer renders it (app.forms.processes builds the
+WTForms class from it), and the services validate every submitted value here, so a
+request that bypasses the browser gets the same checks and the same Chinese messages.
+Amounts, percentages and areas come back as Decimal and dates as `date`, never float.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from app.processes.access import InputError
+from app.processes.models import DECISIONS
+
+# Field kinds: how a value is rendered and parsed.
+KINDS = {"text", "textarea", "choice", "radio", "money", "percent", "area", "date"}
+# Largest amount, percentage and area a form accepts, as a guard against typing errors.
+MAX_MONEY = Decimal("10000000")
+MAX_PERCENT = Decimal("100")
+MAX_AREA = Decimal("100000")
+MAX_COMMENT_CHARS = 500
+SEAL_NO_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,32}$")
+DOCUMENT_NO_PATTERN = re.compile(r"^[\w\-()（）〔〕\[\]/]{1,64}$")
+VALVE_RESULTS = {"closed": "已关栓", "sealed": "已关栓并施封"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of a form: its name, Chinese label, kind and checks."""
+
+    name: str
+    label: str
+    kind: str = "text"
+    required: bool = False
+    # code -> Chinese label, for choice and radio fields.
+    choices: dict = field(default_factory=dict)
+    # A choice field that also accepts typed text (stored as typed).
+    free_text: bool = False
+    max_chars: int = 100
+    pattern: re.Pattern | None = None
+    # What the pattern allows, in Chinese, for the error message.
+    pattern_hint: str = ""
+    # Shown next to the label, e.g. when the field is required.
+    hint: str = ""
+    # Message when a required value is missing; the default requests the label.
+    missing_message: str = ""
+
+
+def clean_values(fields, values):
+    """Validate submitted values against `fields`; return {name: parsed value} or raise InputError."""
+    return {spec.name: clean_value(spec, values.get(spec.name)) for spec in fields}
+
+
+def clean_value(spec, value):
+    """Validate one submitted value; returns '' (text) or None (other kinds) when it is empty and optional."""
+    if value is None:
+        value = ""
+    text = str(value).strip()
+    if not text:
+        if spec.required:
+            raise InputError(spec.missing_message or _missing(spec))
+        return "" if spec.kind in ("text", "textarea", "choice", "radio") else None
+    if spec.kind in ("choice", "radio"):
+        return _clean_choice(spec, text)
+    if spec.kind in ("text", "textarea"):
+        return _clean_text(spec, text)
+    if spec.kind == "date":
+        return _clean_date(spec, text)
+    return _clean_number(spec, text)
+
+
+def _missing(spec):
+    verb = "选择" if spec.kind in ("choice", "radio") else "填写"
+    return f"请{verb}{spec.label}。"
+
+
+def _clean_choice(spec, text):
+    if text in spec.choices:
+        return text
+    if spec.free_text:
+        return _clean_text(spec, text)
+    return _raise_choice(spec)
+
+
+def _raise_choice(spec):
+    raise InputError(f"请选择{spec.label}：{'或'.join(spec.choices.values())}。")
+
+
+def _clean_text(spec, text):
+    if len(text) > spec.max_chars:
+        raise InputError(f"{spec.label}共 {len(text)} 字，超过 {spec.max_chars} 字上限。")
+    if spec.pattern is not None and not spec.pattern.match(text):
+        raise InputError(f"{spec.label}「{text[:40]}」无效：{spec.pattern_hint}。")
+    return text
+
+
+def _clean_date(spec, text):
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{spec.label}「{text[:20]}」不是有效日期，请按 2026-01-20 的格式填写。") from None
+
+
+# kind -> (decimal places allowed, maximum, unit shown in messages)
+_NUMBER_RULES = {
+    "money": (2, MAX_MONEY, "元"),
+    "percent": (2, MAX_PERCENT, "%"),
+    "area": (2, MAX_AREA, "㎡"),
+}
+
+
+def _clean_number(spec, text):
+    places, maximum, unit = _NUMBER_RULES[spec.kind]
+    try:
+        number = Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise InputError(f"{spec.label}「{text[:20]}」不是有效的数字，请填写以{unit}为单位的数字。")
+    if number != number.quantize(Decimal(1).scaleb(-places)):
+        raise InputError(f"{spec.label}「{text[:20]}」最多 {places} 位小数。")
+    if number <= 0:
+        raise InputError(f"{spec.label}必须大于 0。")
+    if number > maximum:
+        raise InputError(f"{spec.label} {text[:20]} {unit}超过上限 {maximum} {unit}，请核对。")
+    return number
+
+
+def comment_field(label="意见", hint=""):
+    return Field("comment", label, "textarea", max_chars=MAX_COMMENT_CHARS, hint=hint)
+
+
+PHOTO_NOTE = Field("photo_note", "照片说明", "textarea", max_chars=200, hint="现场照片的编号或说明")
+
+
+@dataclass(frozen=True)
+class TaskForm:
+    """The form of a user task: its fields and the task data key each field is stored under."""
+
+    code: str
+    fields: tuple
+    # field name -> task data key; a field not listed is stored under its own name.
+    data_keys: dict = field(default_factory=dict)
+
+
+TASK_FORMS = {
+    "approval": TaskForm("approval", (
+        Field("decision", "审批意见", "radio", required=True, choices={"approve": "同意", "reject": "驳回"}),
+        comment_field("意见", "驳回时必填"),
+    )),
+    "notice": TaskForm("notice", (
+        Field("notice_no", "催缴通知书编号", required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
+              pattern_hint="只能包含文字、数字、括号、斜杠和连字符，最多 64 位"),
+        Field("served_on", "送达日期", "date", required=True),
+        comment_field("备注"),
+    ), {"comment": "notice_comment"}),
+    "valve_close": TaskForm("valve_close", (
+        Field("result", "现场结果", "choice", required=True, choices=VALVE_RESULTS),
+        Field("seal_no", "封签号", required=True, max_chars=32, pattern=SEAL_NO_PATTERN,
+              pattern_hint="只能包含字母、数字和连字符，最多 32 位"),
+        PHOTO_NOTE,
+        comment_field("备注"),
+    ), {"result": "valve_result", "comment": "valve_comment"}),
+    "valve_open": TaskForm("valve_open", (
+        Field("opened_on", "开栓日期", "date", required=True),
+        PHOTO_NOTE,
+        comment_field("备注"),
+    ), {"comment": "valve_comment"}),
+    "survey": TaskForm("survey", (
+        Field("surveyed_area", "实测建筑面积（㎡）", "area", required=True),
+        PHOTO_NOTE,
+        comment_field("勘察意见"),
+    ), {"comment": "survey_comment"}),
+    "connect": TaskForm("connect", (
+        Field("connected_on", "接网开栓日期", "date", required=True),
+        Field("seal_no", "封签号", max_chars=32, pattern=SEAL_NO_PATTERN, pattern_hint="只能包含字母、数字和连字符，最多 32 位"),
+        PHOTO_NOTE,
+        comment_field("备注"),
+    ), {"comment": "connect_comment"}),
+}
+SEND_BACK = "send_back"
+
+
+def task_fields(form_code, allow_send_back=False):
+    """Fields of a task form; an approval whose task allows it also offers 退回重审."""
+    fields = TASK_FORMS[form_code].fields
+    if form_code != "approval" or not allow_send_back:
+        return fields
+    decision = fields[0]
+    choices = {**decision.choices, SEND_BACK: DECISIONS[SEND_BACK]}
+    return (Field(decision.name, decision.label, "radio", required=True, choices=choices), *fields[1:])
+
+
+def clean_task_values(form_code, values, allow_send_back=False):
+    """Validate a task submission; an approval needs a comment unless it approves."""
+    clean = clean_values(task_fields(form_code, allow_send_back), values)
+    if form_code == "approval" and not clean["comment"]:
+        if clean["decision"] == "reject":
+            raise InputError("驳回时必须填写意见，说明驳回原因。")
+        if clean["decision"] == SEND_BACK:
+            raise InputError("退回重审时必须填写意见，说明需要补正的内容。")
+    return clean
+
+
+def task_data(form_code, clean, prefix):
+    """Task data a completed task writes; approvals store `<prefix>_decision` and `<prefix>_comment`."""
+    if form_code == "approval":
+        return {f"{prefix}_decision": clean["decision"], f"{prefix}_comment": clean["comment"]}
+    keys = TASK_FORMS[form_code].data_keys
+    return {keys.get(name, name): value for name, value in clean.items()}

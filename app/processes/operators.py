@@ -1,0 +1,327 @@
+"""Service operators of the 减免, 强停, 调整面积, 复热 and 入网 processes.
+
+Every operator that posts money writes one ledger line under the key
+`<process type>:<instance id>`, so a replayed step finds the line and posts nothing.
+Each checks the account again when it runs, because the account may have changed
+while the request waited for approval. A ServiceError message is shown to the
+approver, who can then reject the request.
+"""
+
+import logging
+from datetime import date
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.billing.services import season_receivable
+from app.extensions import db
+from app.money import ZERO, format_money
+from app.network.models import BILLING_STATUSES, VALVE_STATES
+from app.payments.services import amount_owed
+from app.processes.audit import record_event
+from app.processes.definitions import season_charge, connection_amount, reheating_amount
+from app.processes.escalation import Facts
+from app.processes.access import InputError
+from app.processes.registry import ServiceError, current_season, decide_escalation, instance_account, register_service
+from app.tariffs.models import Season
+
+logger = logging.getLogger(__name__)
+
+ESCALATION_OUTPUTS = {"escalate": "bool: the request also needs group approval", "escalation_reason": "Chinese text shown to approvers"}
+POSTING_OUTPUTS = {
+    "season": "name of the season the line was posted to",
+    "posted_amount": "Decimal: the ledger line (negative lowers the receivable)",
+    "receivable_after": "Decimal: the season receivable after the line",
+}
+
+
+def _key(context):
+    return f"{context.instance.process_type}:{context.instance.id}"
+
+
+def _posted_line(account, key):
+    return db.session.scalar(
+        sa.select(LedgerEntry).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
+    )
+
+
+def _replay(account, line):
+    """Outputs of a step whose line is already posted."""
+    season = db.session.get(Season, line.season_id)
+    return {"season": season.name, "posted_amount": line.amount, "receivable_after": season_receivable(account.id, season.id)}
+
+
+def _season(account):
+    season = current_season(account.company_id)
+    if season is None:
+        raise ServiceError(f"Company {account.company_id} has no heating season; set up the season and its tariff first.")
+    return season
+
+
+def _post(context, account, season, kind, amount, task_name, memo):
+    """Post one line for the instance, record a `rebilled` event, and return the operator outputs."""
+    before = season_receivable(account.id, season.id)
+    entry = LedgerEntry(
+        company_id=account.company_id, account_id=account.id, season_id=season.id, kind=kind, amount=amount,
+        cause_type="process_instance", cause_id=context.instance.id, idempotency_key=_key(context),
+        memo=memo[:255], created_by_id=context.user.id if context.user else None,
+    )
+    db.session.add(entry)
+    db.session.flush()
+    after = season_receivable(account.id, season.id)
+    record_event(
+        context.instance, "rebilled", user=context.user, task_name=task_name,
+        data={
+            "season": season.name, "ledger_entry_id": entry.id, "amount": format_money(amount),
+            "receivable_before": format_money(before), "receivable_after": format_money(after),
+        },
+    )
+    logger.info("Process instance %s posted %s %s to account %s for season %s", context.instance.id, kind, amount, account.id, season.name)
+    return {"season": season.name, "posted_amount": amount, "receivable_after": after}
+
+
+def _require_status(account, allowed, action):
+    if account.billing_status not in allowed:
+        label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
+        raise ServiceError(f"账户 {account.account_no} 当前状态为「{label}」，不能{action}；请驳回本申请。")
+
+
+def _day_in_season(season, day):
+    if not isinstance(day, date):
+        raise ServiceError(f"The date parameter is {day!r}; the field task must record a date.")
+    if not season.start_on <= day <= season.end_on:
+        raise ServiceError(f"日期 {day} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）之内，请核对现场日期。")
+
+
+# -- escalation
+
+
+@register_service(
+    "evaluate_waiver_escalation",
+    inputs={"account_id": "id of the instance's account", "amount": "Decimal waiver amount in yuan", "category": "waiver category code"},
+    outputs=ESCALATION_OUTPUTS,
+)
+def evaluate_waiver_escalation(context, account_id, amount, category):
+    """Escalate a waiver by its amount, its share of the season receivable and its category."""
+    account = instance_account(context, account_id)
+    season = _season(account)
+    facts = Facts(amount=Decimal(amount), receivable=season_receivable(account.id, season.id), category=category)
+    return decide_escalation(context, account, facts)
+
+
+@register_service(
+    "evaluate_shutoff_escalation",
+    inputs={"account_id": "id of the instance's account"},
+    outputs=ESCALATION_OUTPUTS,
+)
+def evaluate_shutoff_escalation(context, account_id):
+    """Escalate a forced shutoff by the account's type and its arrears now."""
+    account = instance_account(context, account_id)
+    return decide_escalation(context, account, Facts(amount=amount_owed(account).total))
+
+
+@register_service(
+    "evaluate_area_escalation",
+    inputs={"account_id": "id of the instance's account", "new_area": "Decimal requested building area in m²"},
+    outputs=ESCALATION_OUTPUTS,
+)
+def evaluate_area_escalation(context, account_id, new_area):
+    """Escalate an area adjustment by how much it lowers the building area."""
+    account = instance_account(context, account_id)
+    return decide_escalation(context, account, Facts(old_area=account.building_area, new_area=Decimal(new_area)))
+
+
+@register_service(
+    "evaluate_connection_escalation",
+    inputs={"account_id": "id of the instance's account", "area": "Decimal surveyed building area in m²"},
+    outputs=ESCALATION_OUTPUTS,
+)
+def evaluate_connection_escalation(context, account_id, area):
+    """Escalate a connection by the account's type and the surveyed area."""
+    account = instance_account(context, account_id)
+    return decide_escalation(context, account, Facts(area=Decimal(area)))
+
+
+# -- 减免 waiver
+
+
+@register_service(
+    "post_waiver",
+    inputs={"account_id": "id of the instance's account", "amount": "Decimal waiver amount in yuan"},
+    outputs=POSTING_OUTPUTS,
+)
+def post_waiver(context, account_id, amount):
+    """Post the approved waiver as a negative `waiver` line on the current season, once per instance."""
+    account = instance_account(context, account_id)
+    posted = _posted_line(account, _key(context))
+    if posted is not None:
+        return _replay(account, posted)
+    amount = Decimal(amount)
+    season = _season(account)
+    receivable = season_receivable(account.id, season.id)
+    if amount <= ZERO or amount > receivable:
+        raise ServiceError(
+            f"减免金额 {format_money(amount)} 元超过该户 {season.name} 当前应收 {format_money(receivable)} 元"
+            "（申请后应收已变化）；请驳回后按现有应收重新申请。"
+        )
+    return _post(context, account, season, "waiver", -amount, "减免入账", f"减免审批通过（流程 {context.instance.id}）")
+
+
+# -- 强停 forced shutoff
+
+
+@register_service(
+    "check_arrears",
+    inputs={"account_id": "id of the instance's account"},
+    outputs={"arrears_paid": "bool: the account owes nothing now", "arrears_now": "Decimal: what the account owes now"},
+)
+def check_arrears(context, account_id):
+    """Report whether the account still owes anything; a forced shutoff ends as cancelled once it does not."""
+    account = instance_account(context, account_id)
+    owed = amount_owed(account).total
+    if owed <= ZERO:
+        record_event(context.instance, "cancelled", user=None, task_name="核对欠费", comment="该户欠费已结清，强停流程自动取消。")
+    return {"arrears_paid": owed <= ZERO, "arrears_now": owed}
+
+
+@register_service(
+    "apply_forced_shutoff",
+    inputs={
+        "account_id": "id of the instance's account",
+        "valve_state": "closed or sealed, from the field task",
+        "seal_no": "seal number recorded on site",
+    },
+    outputs={"billing_status": "the account's new billing status", "valve_state": "the account's new valve state"},
+)
+def apply_forced_shutoff(context, account_id, valve_state, seal_no):
+    """Set the account to 强停 with the closed valve; the season receivable stays as it is."""
+    if valve_state not in ("closed", "sealed"):
+        raise ServiceError(f"valve_state={valve_state!r} is invalid; the field task must record closed or sealed.")
+    if not seal_no:
+        raise ServiceError("seal_no is empty; the field task must record the seal number.")
+    account = instance_account(context, account_id)
+    if account.billing_status != "forced_off":
+        _require_status(account, ("normal",), "强停")
+    account.billing_status = "forced_off"
+    account.valve_state = valve_state
+    record_event(
+        context.instance, "status_changed", user=context.user, task_name="登记强停",
+        data={"billing_status": "forced_off", "valve_state": valve_state, "valve_label": VALVE_STATES[valve_state], "seal_no": seal_no},
+    )
+    return {"billing_status": "forced_off", "valve_state": valve_state}
+
+
+# -- 调整面积 area adjustment
+
+
+@register_service(
+    "apply_area_change",
+    inputs={"account_id": "id of the instance's account", "new_area": "Decimal approved building area in m²"},
+    outputs=POSTING_OUTPUTS,
+)
+def apply_area_change(context, account_id, new_area):
+    """Set the new building area and post the season charge difference (± line) at the account's status.
+
+    The line is the charge at the new area minus the charge at the old area, both computed
+    as the billing run computes them. An account that owes no fee at its status
+    (未入网) only gets the new area.
+    """
+    account = instance_account(context, account_id)
+    posted = _posted_line(account, _key(context))
+    if posted is not None:
+        return _replay(account, posted)
+    new_area = Decimal(new_area)
+    old_area = account.building_area
+    season = current_season(account.company_id)
+    old_charge = season_charge(account, season) if season is not None else None
+    account.building_area = new_area
+    record_event(
+        context.instance, "area_changed", user=context.user, task_name="变更建筑面积",
+        data={"old_area": f"{old_area.normalize():f}", "new_area": f"{new_area.normalize():f}"},
+    )
+    if old_charge is None:
+        return {"season": season.name if season else "", "posted_amount": ZERO, "receivable_after": ZERO}
+    # NOTE: after a mid-season 复热 or 入网 the receivable is prorated, and this full-season
+    # difference does not prorate it again.
+    difference = season_charge(account, season) - old_charge
+    memo = f"面积由 {old_area.normalize():f} ㎡ 调整为 {new_area.normalize():f} ㎡（流程 {context.instance.id}）"
+    return _post(context, account, season, "rerate", difference, "按新面积重算应收", memo)
+
+
+# -- 复热 reheating
+
+
+@register_service(
+    "reheat_account",
+    inputs={"account_id": "id of the instance's account", "opened_on": "date the valve was opened, from the field task"},
+    outputs=POSTING_OUTPUTS,
+)
+def reheat_account(context, account_id, opened_on):
+    """Set the account to 正常 with an open valve and bill the rest of the season by days.
+
+    The line is (full fee − fee at the current status) × days from `opened_on` to the
+    season end / statutory days, rounded once (see definitions.reheating_amount).
+    """
+    account = instance_account(context, account_id)
+    posted = _posted_line(account, _key(context))
+    if posted is not None:
+        return _replay(account, posted)
+    _require_status(account, ("suspended", "forced_off"), "复热")
+    season = _season(account)
+    _day_in_season(season, opened_on)
+    try:
+        amount, days = reheating_amount(account, season, opened_on)
+    except InputError as error:
+        raise ServiceError(str(error)) from error
+    previous = account.billing_status
+    account.billing_status = "normal"
+    account.valve_state = "open"
+    record_event(
+        context.instance, "valve_opened", user=context.user, task_name="登记复热",
+        data={"billing_status": "normal", "previous_status": previous, "opened_on": opened_on.isoformat(), "days": days},
+    )
+    memo = f"复热：自 {opened_on} 起 {days}/{season.statutory_days} 天按全额补计（流程 {context.instance.id}）"
+    return _post(context, account, season, "rerate", amount, "按天补计复热热费", memo)
+
+
+# -- 入网 connection
+
+
+@register_service(
+    "connect_account",
+    inputs={
+        "account_id": "id of the instance's account",
+        "area": "Decimal surveyed building area in m²",
+        "connected_on": "date the account was connected, from the field task",
+    },
+    outputs=POSTING_OUTPUTS,
+)
+def connect_account(context, account_id, area, connected_on):
+    """Set the surveyed area, status 正常 and an open valve, and post the first-season charge from the connection date by days.
+
+    The charge is the full season fee × days from `connected_on` to the season end /
+    statutory days, rounded once (see definitions.connection_amount). It is a `charge`
+    line, so a later billing run does not charge the season again.
+    """
+    account = instance_account(context, account_id)
+    posted = _posted_line(account, _key(context))
+    if posted is not None:
+        return _replay(account, posted)
+    _require_status(account, ("not_connected",), "入网")
+    season = _season(account)
+    _day_in_season(season, connected_on)
+    account.building_area = Decimal(area)
+    try:
+        amount, days = connection_amount(account, season, account.building_area, connected_on)
+    except InputError as error:
+        raise ServiceError(str(error)) from error
+    account.billing_status = "normal"
+    account.valve_state = "open"
+    record_event(
+        context.instance, "status_changed", user=context.user, task_name="登记入网",
+        data={"billing_status": "normal", "connected_on": connected_on.isoformat(), "days": days,
+              "area": f"{account.building_area.normalize():f}"},
+    )
+    memo = f"入网：自 {connected_on} 起 {days}/{season.statutory_days} 天（流程 {context.instance.id}）"
+    return _post(context, account, season, "charge", amount, "按天计收入网当季热费", memo)

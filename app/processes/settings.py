@@ -1,0 +1,78 @@
+"""The company administrator's settings page data: reading and saving escalation rules."""
+
+import logging
+from decimal import Decimal, InvalidOperation
+
+from app.extensions import db
+from app.processes.escalation import RULE_COLUMNS, RULE_FIELDS, WAIVER_CATEGORIES, ensure_rule, policy_codes
+from app.processes.fields import MAX_AREA, MAX_MONEY, MAX_PERCENT
+from app.processes.models import PROCESS_TYPES
+
+logger = logging.getLogger(__name__)
+
+# Rule kind -> (decimal places, maximum, unit) of a threshold.
+THRESHOLD_RULES = {"money": (2, MAX_MONEY, "元"), "area": (2, MAX_AREA, "㎡"), "percent": (2, MAX_PERCENT, "%")}
+
+
+class RuleError(ValueError):
+    """A submitted rule value is invalid; the message names the field and the fix."""
+
+
+def rule_rows(company_id):
+    """Return one row per process type, (rule, [(column, label, kind, current value)]), creating missing rules from the defaults."""
+    rows = []
+    for process_type in PROCESS_TYPES:
+        rule = ensure_rule(company_id, process_type)
+        columns = []
+        for column in RULE_FIELDS[process_type]:
+            label, kind = RULE_COLUMNS[column]
+            value = policy_codes(rule) if kind == "categories" else getattr(rule, column)
+            columns.append((column, label, kind, value))
+        rows.append((rule, columns))
+    db.session.commit()
+    return rows
+
+
+def save_rule(company_id, process_type, form, user):
+    """Validate and store the rule of one process type from the settings form; returns the rule (not committed)."""
+    if process_type not in PROCESS_TYPES:
+        raise RuleError(f"未知的业务类型「{process_type[:32]}」，请从设置页面提交。")
+    values = {}
+    for column in RULE_FIELDS[process_type]:
+        label, kind = RULE_COLUMNS[column]
+        if kind == "flag":
+            values[column] = form.get(column) in ("on", "true", "1")
+        elif kind == "categories":
+            codes = form.getlist(column) if hasattr(form, "getlist") else list(form.get(column) or [])
+            unknown = [code for code in codes if code not in WAIVER_CATEGORIES]
+            if unknown:
+                raise RuleError(f"{label}中有未知类别「{unknown[0][:32]}」；可选：{'、'.join(WAIVER_CATEGORIES.values())}。")
+            values[column] = ",".join(code for code in WAIVER_CATEGORIES if code in codes)
+        else:
+            values[column] = _threshold(label, kind, form.get(column))
+    rule = ensure_rule(company_id, process_type)
+    for column, value in values.items():
+        setattr(rule, column, value)
+    rule.updated_by_id = user.id
+    db.session.flush()
+    logger.info("User %s set the %s escalation rule of company %s to %s", user.id, process_type, company_id, values)
+    return rule
+
+
+def _threshold(label, kind, raw):
+    """Parse a threshold; empty means the rule never escalates on it."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    places, maximum, unit = THRESHOLD_RULES[kind]
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise RuleError(f"{label}「{text[:20]}」不是有效的数字；留空表示不按此项升级。")
+    if number < 0 or number > maximum:
+        raise RuleError(f"{label}须在 0 到 {maximum} {unit}之间，当前为 {text[:20]}。")
+    if number != number.quantize(Decimal(1).scaleb(-places)):
+        raise RuleError(f"{label}「{text[:20]}」最多 {places} 位小数。")
+    return number

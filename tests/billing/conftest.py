@@ -1,0 +1,76 @@
+"""Fixtures of the billing tests: accounts built directly, with the attributes a test sets."""
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.network.models import Account, Building, Community, HeatSource, Station, Unit
+
+
+def _community(company):
+    community = db.session.scalar(sa.select(Community).filter_by(company_id=company.id, code="0002"))
+    if community is None:
+        community = Community(company_id=company.id, code="0002", name="计费测试小区")
+        db.session.add(community)
+        db.session.flush()
+    return community
+
+
+def _building(company, code, lift=False, heat_source_kind=""):
+    building = Building(company_id=company.id, community_id=_community(company).id, code=code, has_lift=lift)
+    db.session.add(building)
+    db.session.flush()
+    unit = Unit(company_id=company.id, building_id=building.id, code="01")
+    source = HeatSource(company_id=company.id, name=f"测试热源{code}", kind=heat_source_kind)
+    station = Station(company_id=company.id, name=f"测试站{code}", heat_source=source)
+    db.session.add_all([unit, source, station])
+    db.session.flush()
+    return unit, station
+
+
+@pytest.fixture
+def add_account(demo):
+    """Create one account in its own building: add_account('BJ', '80', connected_on=date(...))."""
+    counter = {"building": 500}
+
+    def _add(code, building_area, usable_area=None, user_type="residential", status="normal", lift=False,
+             heat_source_kind="", **attributes):
+        company = demo[code]
+        building_code = f"{counter['building']:03d}"
+        counter["building"] += 1
+        unit, station = _building(company, building_code, lift, heat_source_kind)
+        account = Account(
+            company_id=company.id, account_no=f"{company.number}0002{building_code}010101", unit=unit, room="101",
+            station=station, building_area=Decimal(building_area),
+            usable_area=Decimal(usable_area) if usable_area else None, user_type=user_type, billing_status=status,
+            **attributes,
+        )
+        db.session.add(account)
+        db.session.commit()
+        return account
+
+    return _add
+
+
+@pytest.fixture
+def add_many_accounts(demo):
+    """Create `count` identical residential accounts in one building of a company; returns their ids."""
+
+    def _add(code, count, building_area="87.35"):
+        company = demo[code]
+        unit, station = _building(company, "900")
+        rows = [
+            {
+                "company_id": company.id, "account_no": f"{company.number}0002900{1:02d}{room:04d}", "unit_id": unit.id,
+                "room": str(room), "station_id": station.id, "building_area": Decimal(building_area),
+                "user_type": "residential", "billing_status": "normal",
+            }
+            for room in range(1, count + 1)
+        ]
+        db.session.execute(sa.insert(Account), rows)
+        db.session.commit()
+        return db.session.scalars(sa.select(Account.id).where(Account.unit_id == unit.id).order_by(Account.id)).all()
+
+    return _add
