@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from app.billing.bulk import bulk_billing_applies, run_bulk_billing
 from app.billing.models import RECEIVABLE_KINDS, BillingRun, LedgerEntry, utcnow
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs, tariff_periods
@@ -57,6 +58,9 @@ def run_billing(company_code, season_name, user_id=None):
     Returns the BillingRun. Accounts already charged for the season are left alone, so a
     re-run posts nothing twice. An account connected during the season, or a season with
     several tariff versions, gets one prorated line per version.
+
+    On PostgreSQL, when no line needs proration, one INSERT ... SELECT per batch of accounts
+    posts the same lines and commits each batch (app/billing/bulk.py).
     """
     company = get_company(company_code)
     season = get_season(company.id, season_name)
@@ -72,6 +76,8 @@ def _run_billing(company, season, user_id):
     tariffs = season_tariffs(season)
     # Fails before anything is written when the season start has no tariff in force.
     tariff_periods(season, tariffs, season.start_on, season.end_on)
+    if bulk_billing_applies(company, season, tariffs):
+        return run_bulk_billing(company, season, tariffs[0], user_id)
     charged = set(
         db.session.scalars(
             sa.select(LedgerEntry.account_id).where(

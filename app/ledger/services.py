@@ -134,7 +134,15 @@ class _NetworkCache:
         self.buildings = {
             (b.community_id, b.code): b for b in db.session.scalars(sa.select(Building).filter_by(company_id=cid))
         }
-        self.units = {(u.building_id, u.code): u for u in db.session.scalars(sa.select(Unit).filter_by(company_id=cid))}
+        # Keyed by (community id, building code, unit code), so a new building needs no id before its units.
+        self.units = {
+            (community_id, building_code, u.code): u
+            for u, community_id, building_code in db.session.execute(
+                sa.select(Unit, Building.community_id, Building.code)
+                .join(Building, Unit.building_id == Building.id)
+                .where(Unit.company_id == cid)
+            )
+        }
 
     def heat_source(self, name, kind=None):
         source = self.sources.get(name)
@@ -175,16 +183,14 @@ class _NetworkCache:
         if building is None:
             building = Building(company_id=self.company.id, community_id=community.id, code=key[1], has_lift=has_lift)
             db.session.add(building)
-            db.session.flush()
             self.buildings[key] = building
         elif building.has_lift != has_lift:
             building.has_lift = has_lift
-        unit_key = (building.id, f"{unit_no:02d}")
+        unit_key = (*key, f"{unit_no:02d}")
         unit = self.units.get(unit_key)
         if unit is None:
-            unit = Unit(company_id=self.company.id, building_id=building.id, code=unit_key[1])
+            unit = Unit(company_id=self.company.id, building=building, code=unit_key[2])
             db.session.add(unit)
-            db.session.flush()
             self.units[unit_key] = unit
         return unit
 
@@ -230,6 +236,8 @@ def _store(company, parsed, result, user_id, progress):
         )
     )
 
+    # Accounts with arrears get their line after one flush at the end, which assigns every new account id.
+    with_arrears = []
     total = len(parsed.rows)
     for done, row in enumerate(parsed.rows, start=1):
         community = cache.community(row.community)
@@ -263,26 +271,29 @@ def _store(company, parsed, result, user_id, progress):
             else:
                 result.unchanged += 1
         if row.prior_arrears > 0:
-            db.session.flush()
-            key = f"arrears-import:{account.id}"
-            if key not in arrears_keys:
-                db.session.add(
-                    LedgerEntry(
-                        company_id=company.id,
-                        account_id=account.id,
-                        season_id=None,
-                        kind="prior_arrears",
-                        amount=row.prior_arrears,
-                        cause_type="ledger_import",
-                        idempotency_key=key,
-                        memo=f"{result.filename} 第 {row.excel_row} 行",
-                        created_by_id=user_id,
-                    )
-                )
-                arrears_keys.add(key)
+            with_arrears.append((account, row))
         if progress and (done % 500 == 0 or done == total):
             db.session.flush()
             progress("storing", done, total)
+
+    db.session.flush()
+    for account, row in with_arrears:
+        key = f"arrears-import:{account.id}"
+        if key not in arrears_keys:
+            db.session.add(
+                LedgerEntry(
+                    company_id=company.id,
+                    account_id=account.id,
+                    season_id=None,
+                    kind="prior_arrears",
+                    amount=row.prior_arrears,
+                    cause_type="ledger_import",
+                    idempotency_key=key,
+                    memo=f"{result.filename} 第 {row.excel_row} 行",
+                    created_by_id=user_id,
+                )
+            )
+            arrears_keys.add(key)
 
 
 def _update_account(account, values, unit, station, legacy_no, account_no):

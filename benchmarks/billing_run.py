@@ -1,0 +1,297 @@
+"""Time the set-based billing run on PostgreSQL against a plain INSERT ... SELECT.
+
+Creates a database named heatflow_bench_<random>, migrates it, installs the demo,
+generates accounts for company TJ with INSERT ... SELECT generate_series, and times:
+
+  baseline  one INSERT ... SELECT of the same rows and arithmetic into an unindexed table,
+            then the same into a table with ledger_entry's indexes (no foreign keys)
+  bulk      run_billing (the batched INSERT ... ON CONFLICT DO NOTHING path)
+  re-run    run_billing again, which must post nothing
+  resume    run_billing after deleting the charges of the upper half of the account ids
+
+The database is dropped at the end, also after a failure.
+
+    .venv/bin/python benchmarks/billing_run.py --accounts 1000000
+"""
+
+import argparse
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import create_app  # noqa: E402
+from app.billing import bulk  # noqa: E402
+from app.billing.precision import company_money_rule  # noqa: E402
+from app.billing.proration import season_tariffs  # noqa: E402
+from app.billing.services import get_company, run_billing  # noqa: E402
+from app.demo import SEASON_NAME, install_demo  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.tariffs.services import get_season  # noqa: E402
+
+COMPANY = "TJ"
+ACCOUNTS_PER_UNIT = 100
+UNITS_PER_BUILDING = 4
+BUILDINGS_PER_COMMUNITY = 250
+# Every statement of the benchmark is cancelled after this long, so a bad plan cannot run unbounded.
+STATEMENT_TIMEOUT_SECONDS = 600
+
+# Network rows for company :company_id: communities with codes from 1001 up, their buildings
+# (every other one with a lift), units, two heat sources and four stations.
+NETWORK_SQL = [
+    """
+    INSERT INTO community (company_id, code, name)
+    SELECT :company_id, lpad(CAST(1000 + n AS text), 4, '0'), '压测小区' || n
+    FROM generate_series(1, :communities) AS n
+    """,
+    """
+    INSERT INTO building (company_id, community_id, code, has_lift)
+    SELECT c.company_id, c.id, lpad(CAST(n AS text), 3, '0'), n % 2 = 0
+    FROM community c CROSS JOIN generate_series(1, :buildings_per_community) AS n
+    WHERE c.company_id = :company_id AND c.name LIKE '压测小区%'
+    """,
+    """
+    INSERT INTO unit (company_id, building_id, code)
+    SELECT b.company_id, b.id, lpad(CAST(n AS text), 2, '0')
+    FROM building b CROSS JOIN generate_series(1, :units_per_building) AS n
+    WHERE b.company_id = :company_id
+    """,
+    """
+    INSERT INTO heat_source (company_id, name, kind)
+    VALUES (:company_id, '压测热电厂', '热电联产'), (:company_id, '压测锅炉房', '燃气锅炉')
+    """,
+    """
+    INSERT INTO station (company_id, name, heat_source_id)
+    SELECT :company_id, '压测' || n || '站', h.id
+    FROM generate_series(1, 4) AS n
+    JOIN heat_source h ON h.company_id = :company_id
+        AND h.name = CASE WHEN n % 2 = 0 THEN '压测锅炉房' ELSE '压测热电厂' END
+    """,
+]
+
+# :accounts accounts spread over the units, 100 per unit. User types, statuses and areas
+# vary by a hash of the row number: about 90% residential, 5% low income, 5% non-residential,
+# 85% normal, 8% suspended, 5% not connected, 2% forced off, areas 40 to 190 m².
+ACCOUNTS_SQL = """
+INSERT INTO account (
+    company_id, account_no, legacy_no, customer_name, phone, unit_id, room, station_id,
+    building_area, usable_area, user_type, billing_status, valve_state, billing_method,
+    prior_arrears, note
+)
+SELECT
+    u.company_id,
+    :company_number || c.code || b.code || u.code || lpad(CAST(r AS text), 4, '0'),
+    'BENCH-' || CAST(g.row_no AS text),
+    '压测用户', '',
+    u.id, CAST(r AS text),
+    (SELECT s.id FROM station s WHERE s.company_id = u.company_id ORDER BY s.id OFFSET g.row_no % 4 LIMIT 1),
+    400000 + (g.row_no * 7919) % 1500000,
+    CASE WHEN g.row_no % 3 = 0 THEN 300000 + (g.row_no * 104729) % 1000000 END,
+    CASE WHEN g.row_no % 20 = 0 THEN 'non_residential' WHEN g.row_no % 20 = 1 THEN 'low_income' ELSE 'residential' END,
+    CASE
+        WHEN g.row_no % 100 < 85 THEN 'normal'
+        WHEN g.row_no % 100 < 93 THEN 'suspended'
+        WHEN g.row_no % 100 < 98 THEN 'not_connected'
+        ELSE 'forced_off'
+    END,
+    'open', 'area', 0, ''
+FROM (
+    SELECT u.id AS unit_id, row_number() OVER (ORDER BY u.id) AS unit_no
+    FROM unit u WHERE u.company_id = :company_id
+) AS numbered
+JOIN unit u ON u.id = numbered.unit_id
+JOIN building b ON b.id = u.building_id
+JOIN community c ON c.id = b.community_id
+CROSS JOIN LATERAL (
+    SELECT r, (numbered.unit_no - 1) * :accounts_per_unit + r AS row_no
+    FROM generate_series(1, :accounts_per_unit) AS r
+) AS g
+WHERE g.row_no <= :accounts
+"""
+
+
+def parse_arguments():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=1_000_000, help="accounts to generate for TJ (default 1,000,000)")
+    parser.add_argument(
+        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
+    )
+    arguments = parser.parse_args()
+    if not 1 <= arguments.accounts <= 10_000_000:
+        parser.error(f"--accounts {arguments.accounts} is out of range; use 1 to 10,000,000.")
+    host = sa.engine.make_url(arguments.admin_url).host
+    if host not in ("127.0.0.1", "localhost"):
+        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    return arguments
+
+
+def admin_execute(admin_url, statement):
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+def timed(label, function):
+    started = time.perf_counter()
+    result = function()
+    elapsed = time.perf_counter() - started
+    print(f"{label:<44} {elapsed:8.2f} s", flush=True)
+    return result, elapsed
+
+
+def generate_accounts(company, count):
+    communities = -(-count // (ACCOUNTS_PER_UNIT * UNITS_PER_BUILDING * BUILDINGS_PER_COMMUNITY))
+    if communities > 8999:
+        raise ValueError(f"{count} accounts need {communities} communities, more than the 4-digit codes 1001-9999 allow.")
+    params = {
+        "company_id": company.id,
+        "company_number": company.number,
+        "communities": communities,
+        "buildings_per_community": BUILDINGS_PER_COMMUNITY,
+        "units_per_building": UNITS_PER_BUILDING,
+        "accounts_per_unit": ACCOUNTS_PER_UNIT,
+        "accounts": count,
+    }
+    for statement in NETWORK_SQL:
+        db.session.execute(sa.text(statement), params)
+    db.session.execute(sa.text(ACCOUNTS_SQL), params)
+    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text("VACUUM ANALYZE"))
+
+
+def baseline_sql(table):
+    """Return the bulk INSERT retargeted at `table`, without ON CONFLICT and the charged-account check."""
+    text = bulk._INSERT_BATCH.text
+    replacements = [
+        ("INSERT INTO ledger_entry (", f"INSERT INTO {table} ("),
+        ("    ON CONFLICT (company_id, idempotency_key) DO NOTHING\n", ""),
+    ]
+    for old, new in replacements:
+        if old not in text:
+            raise RuntimeError(f"The bulk billing SQL no longer contains {old.strip()!r}; update baseline_sql().")
+        text = text.replace(old, new)
+    start = text.index("        AND NOT EXISTS (")
+    end = text.index("        )\n", start) + len("        )\n")
+    return sa.text(text[:start] + text[end:])
+
+
+def run_baseline(company, season, with_indexes=False):
+    """Insert every charge in one statement into a new table shaped like ledger_entry.
+
+    Without `with_indexes` the table has no index, key or constraint but NOT NULL. With it,
+    the table gets ledger_entry's indexes and unique key but still no foreign keys.
+    """
+    table = "bench_scratch_indexed" if with_indexes else "bench_scratch"
+    copied = "INCLUDING DEFAULTS INCLUDING INDEXES" if with_indexes else "INCLUDING DEFAULTS"
+    db.session.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    db.session.execute(sa.text(f"CREATE TABLE {table} (LIKE ledger_entry {copied})"))
+    db.session.commit()
+    tariff = season_tariffs(season)[0]
+    first_id, last_id = db.session.execute(
+        sa.text("SELECT min(id), max(id) FROM account WHERE company_id = :company_id"), {"company_id": company.id}
+    ).one()
+    params = {
+        "company_id": company.id, "season_id": season.id, "tariff_id": tariff.id, "run_id": 0, "user_id": None,
+        "created_at": bulk.utcnow(), "user_types": list(bulk.TARIFF_CATEGORY),
+        "categories": list(bulk.TARIFF_CATEGORY.values()), "step_fen": 1,
+        "step": bulk.Decimal(bulk.PRODUCT_UNITS_PER_FEN), "half_up": True, "first_id": first_id, "last_id": last_id,
+    }
+    count, fen = db.session.execute(baseline_sql(table), params).one()
+    db.session.commit()
+    db.session.execute(sa.text(f"DROP TABLE {table}"))
+    db.session.commit()
+    return count, int(fen)
+
+
+def charge_totals(company, season):
+    count, fen = db.session.execute(
+        sa.text(
+            "SELECT count(*), COALESCE(sum(amount), 0) FROM ledger_entry"
+            " WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'"
+        ),
+        {"company_id": company.id, "season_id": season.id},
+    ).one()
+    return count, int(fen)
+
+
+def delete_upper_half(company, season):
+    result = db.session.execute(
+        sa.text(
+            "DELETE FROM ledger_entry WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'"
+            " AND account_id > (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM account"
+            " WHERE company_id = :company_id)"
+        ),
+        {"company_id": company.id, "season_id": season.id},
+    )
+    db.session.commit()
+    return result.rowcount
+
+
+def benchmark(accounts):
+    company = get_company(COMPANY)
+    season = get_season(company.id, SEASON_NAME)
+    _, generate_seconds = timed(f"generate {accounts:,} accounts", lambda: generate_accounts(company, accounts))
+
+    with company_money_rule(company.id):
+        if not bulk.bulk_billing_applies(company, season, season_tariffs(season)):
+            raise RuntimeError("run_billing would take the per-account loop here, so there is no bulk path to time.")
+    (baseline_count, baseline_fen), baseline_seconds = timed("(a) baseline INSERT ... SELECT", lambda: run_baseline(company, season))
+    _, indexed_seconds = timed(
+        "    same into a table with ledger indexes", lambda: run_baseline(company, season, with_indexes=True)
+    )
+    run, bulk_seconds = timed("(b) run_billing, bulk path", lambda: run_billing(COMPANY, SEASON_NAME))
+    bulk_count, bulk_fen = charge_totals(company, season)
+    if (bulk_count, bulk_fen) != (baseline_count, baseline_fen):
+        raise RuntimeError(f"bulk posted {bulk_count} lines / {bulk_fen} fen, baseline {baseline_count} / {baseline_fen}")
+    rerun, rerun_seconds = timed("re-run (posts nothing)", lambda: run_billing(COMPANY, SEASON_NAME))
+    deleted = delete_upper_half(company, season)
+    resumed, resume_seconds = timed(f"resume after deleting {deleted:,} lines", lambda: run_billing(COMPANY, SEASON_NAME))
+    if rerun.accounts_billed != 0 or resumed.accounts_billed != deleted or charge_totals(company, season) != (bulk_count, bulk_fen):
+        raise RuntimeError(f"re-run posted {rerun.accounts_billed}, resume posted {resumed.accounts_billed} of {deleted}")
+
+    print()
+    print(f"accounts {accounts:,}, charge lines {bulk_count:,}, total {bulk_fen / 100:,.2f} yuan, batch {bulk.BATCH_SIZE:,}")
+    print(f"ratio bulk / baseline   {bulk_seconds / baseline_seconds:.2f}")
+    print(f"ratio bulk / baseline with indexes {bulk_seconds / indexed_seconds:.2f}")
+    print(f"ratio re-run / baseline {rerun_seconds / baseline_seconds:.2f}")
+    print(f"ratio resume / baseline {resume_seconds / baseline_seconds:.2f} (half the accounts)")
+    return run
+
+
+def main():
+    arguments = parse_arguments()
+    logging.basicConfig(level=logging.WARNING)
+    name = "heatflow_bench_" + uuid.uuid4().hex[:10]
+    base_url = sa.engine.make_url(arguments.admin_url)
+    url = base_url.set(database=name, query={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"})
+    admin_execute(arguments.admin_url, f'CREATE DATABASE "{name}"')
+    print(f"database {name}", flush=True)
+    try:
+        application = create_app({"SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False)}, config_name="testing")
+        with application.app_context():
+            from flask_migrate import upgrade
+
+            upgrade()
+            install_demo()
+            try:
+                benchmark(arguments.accounts)
+            finally:
+                db.session.remove()
+                db.engine.dispose()
+    finally:
+        admin_execute(arguments.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        print(f"dropped {name}")
+
+
+if __name__ == "__main__":
+    main()
