@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import abort, render_template, request
+from flask import abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -54,6 +54,12 @@ def _security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    # No page uses the camera, microphone, location, payment or USB browser features.
+    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    hsts = current_app.config.get("STRICT_TRANSPORT_SECURITY")
+    if hsts:
+        response.headers.setdefault("Strict-Transport-Security", hsts)
     return response
 
 
@@ -69,6 +75,8 @@ def register_web(app):
 
     app.url_map.converters["int"] = BoundedIntConverter
     login_manager.login_view = "org.login"
+    # "strong": a session used from another address or browser is emptied, not just marked stale.
+    login_manager.session_protection = "strong"
     login_manager.login_message = "请先登录。"
 
     for blueprint in (org_bp, admin_bp, network_bp, ledger_bp, tariffs_bp, billing_bp, hq_bp):

@@ -5,6 +5,7 @@ import logging
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.org.audit import record_event
 from app.org.models import Company, CompanyFunction, Role, User, UserRole
 from app.org.permissions import FUNCTIONS, PERMISSIONS
 from app.org.services import AccessError, granted_functions, require_permission, user_permissions
@@ -28,10 +29,14 @@ def set_company_functions(admin, company, functions):
     if company.is_headquarters:
         raise RoleError("集团总部的功能是固定的；只能给分公司授权。")
     current = {g.function: g for g in db.session.scalars(sa.select(CompanyFunction).filter_by(company_id=company.id))}
-    for function in set(functions) - set(current):
+    added = set(functions) - set(current)
+    removed = set(current) - set(functions)
+    for function in added:
         db.session.add(CompanyFunction(company_id=company.id, function=function, granted_by_id=admin.id))
-    for function in set(current) - set(functions):
+    for function in removed:
         db.session.delete(current[function])
+    if added or removed:
+        record_event("functions_changed", company_id=company.id, actor=admin, added=sorted(added), removed=sorted(removed))
     db.session.commit()
     logger.info("User %s set functions of company %s to %s", admin.id, company.code, sorted(functions))
 
@@ -72,11 +77,18 @@ def save_role(admin, code, name, permissions, role=None):
             raise RoleError(f"本公司已有代码为 {code} 的角色；请换一个代码。")
         role = Role(company_id=admin.company_id, code=code, name=name, permissions=sorted(permissions))
         db.session.add(role)
+        db.session.flush()
+        record_event("role_created", actor=admin, company_id=role.company_id, role_id=role.id, code=code, name=name,
+                     permissions=role.permissions)
     else:
         if role.company_id != admin.company_id:
             raise AccessError("不能修改其他公司的角色。")
+        before = {"name": role.name, "permissions": list(role.permissions)}
         role.name = name
         role.permissions = sorted(permissions)
+        if before != {"name": role.name, "permissions": role.permissions}:
+            record_event("role_changed", actor=admin, company_id=role.company_id, role_id=role.id, code=role.code,
+                         before=before, after={"name": role.name, "permissions": role.permissions})
     db.session.commit()
     logger.info("User %s saved role %s of company %s with %s", admin.id, role.code, admin.company_id, role.permissions)
     return role
@@ -95,12 +107,15 @@ def set_user_roles(admin, user, role_ids):
         if set(role.permissions) - allowed:
             raise AccessError(f"角色「{role.name}」包含您没有的权限，您不能分配它。")
     current = {ur.role_id: ur for ur in db.session.scalars(sa.select(UserRole).filter_by(user_id=user.id))}
-    for role in roles:
-        if role.id not in current:
-            db.session.add(UserRole(company_id=admin.company_id, user_id=user.id, role_id=role.id))
-    for role_id, link in current.items():
-        if role_id not in {r.id for r in roles}:
-            db.session.delete(link)
+    added = [role for role in roles if role.id not in current]
+    removed = [link for role_id, link in current.items() if role_id not in {r.id for r in roles}]
+    for role in added:
+        db.session.add(UserRole(company_id=admin.company_id, user_id=user.id, role_id=role.id))
+    for link in removed:
+        db.session.delete(link)
+    if added or removed:
+        record_event("user_roles_changed", user=user, actor=admin, added=sorted(r.code for r in added),
+                     removed=sorted(link.role.code for link in removed))
     db.session.commit()
     logger.info("User %s set roles of user %s to %s", admin.id, user.id, sorted(r.code for r in roles))
 

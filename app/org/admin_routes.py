@@ -1,4 +1,4 @@
-"""Administration pages: function grants (group) and roles and role assignments (company)."""
+"""Administration pages: function grants (group), roles and role assignments (company), audit log."""
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -14,11 +14,15 @@ from app.org.admin import (
     set_company_functions,
     set_user_roles,
 )
+from app.org.audit import EVENT_LABELS, AuthEvent
 from app.org.models import Company, Role, User
 from app.org.permissions import FUNCTIONS, PERMISSIONS
 from app.org.services import AccessError, has_permission
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+# Audit entries per page of /admin/audit.
+AUDIT_PAGE_SIZE = 100
 
 
 @bp.route("/companies", methods=["GET", "POST"])
@@ -87,3 +91,32 @@ def user_roles(user_id):
     else:
         flash(f"已更新 {user.name} 的角色。", "success")
     return redirect(url_for("admin.roles"))
+
+
+def _may_read_audit(user):
+    """Group administrators read every company's entries; company administrators their own.
+
+    A headquarters user sees every company, so role.manage alone is not enough there.
+    """
+    if user.company.is_headquarters:
+        return has_permission(user, "company.manage")
+    return has_permission(user, "role.manage")
+
+
+@bp.route("/audit")
+@login_required
+def audit():
+    """Security audit log, newest first; the tenant scope limits company administrators to their company."""
+    if not _may_read_audit(current_user):
+        abort(403, "只有集团管理员和分公司管理员可以查看安全审计记录。")
+    event = request.args.get("event", "")
+    page = min(max(request.args.get("page", 1, type=int), 1), 10_000)
+    query = sa.select(AuthEvent).order_by(AuthEvent.at.desc(), AuthEvent.id.desc())
+    if event in EVENT_LABELS:
+        query = query.filter_by(event=event)
+    # Fetching one row more than a page shows whether a next page exists.
+    rows = db.session.scalars(query.offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE + 1)).all()
+    return render_template(
+        "admin/audit.html", events=rows[:AUDIT_PAGE_SIZE], has_next=len(rows) > AUDIT_PAGE_SIZE,
+        page=page, event=event, labels=EVENT_LABELS,
+    )

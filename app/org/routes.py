@@ -7,8 +7,11 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from app.extensions import db
 from app.forms.org import LoginForm
+from app.org.audit import client_ip, record_event
 from app.org.permissions import PERMISSIONS
-from app.org.services import authenticate, user_permissions
+from app.org.services import authenticate, find_user, user_permissions
+from app.org.throttle import USERNAME, active_lock, clear_username, record_failure
+from app.tenancy import SYSTEM_SCOPE, scoped
 
 bp = Blueprint("org", __name__)
 
@@ -29,21 +32,60 @@ def login():
     """Show the login form and sign a user in."""
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.username.data.strip(), form.password.data)
-        if user is None:
-            flash("用户名或密码不正确。", "error")
-            return render_template("org/login.html", form=form), 401
-        session.clear()
-        login_user(user)
-        db.session.commit()
-        return redirect(safe_next_url(request.args.get("next", "")) or url_for("org.home"))
+        # Throttle counters, audit entries and a password rehash are written before anyone
+        # is logged in, so under the system scope rather than the anonymous one.
+        with scoped(SYSTEM_SCOPE):
+            return _sign_in(form, form.username.data.strip(), form.password.data)
     return render_template("org/login.html", form=form)
+
+
+def _reject_login(form, message, status):
+    flash(message, "error")
+    return render_template("org/login.html", form=form), status
+
+
+def _sign_in(form, username, password):
+    """Check the lock, then the password; count failures and write the audit entries."""
+    ip = client_ip()
+    lock = active_lock(username, ip)
+    if lock is not None:
+        # Not audited, because an attacker could otherwise fill the audit table while locked out.
+        return _reject_login(form, lock.message(), 429)
+
+    user = authenticate(username, password)
+    if user is None:
+        # Attribute the failure to the user's company when the name exists; the response
+        # below stays the same either way.
+        known = find_user(username)
+        new_lock = record_failure(username, ip)
+        record_event("login_failure", user=known, username=username)
+        if new_lock is not None:
+            locked_user = known if new_lock.kind == USERNAME else None
+            record_event("lockout", user=locked_user, username=username, kind=new_lock.kind, until=new_lock.until.isoformat())
+        db.session.commit()
+        if new_lock is not None:
+            return _reject_login(form, new_lock.message(), 429)
+        return _reject_login(form, "用户名或密码不正确。", 401)
+
+    clear_username(username)
+    record_event("login_success", user=user, actor=user)
+    # A new session on every login: nothing stored before login (for example by an
+    # attacker who planted a session cookie) survives into the logged-in session.
+    session.clear()
+    login_user(user, remember=False)
+    db.session.commit()
+    return redirect(safe_next_url(request.args.get("next", "")) or url_for("org.home"))
 
 
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
     """Sign the current user out."""
+    user = current_user._get_current_object()
+    # Read-only headquarters users may write no company rows, but their logout is audited.
+    with scoped(SYSTEM_SCOPE):
+        record_event("logout", user=user, actor=user)
+        db.session.commit()
     logout_user()
     session.clear()
     return redirect(url_for("org.login"))

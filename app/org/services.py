@@ -43,13 +43,25 @@ def check_password(user, password):
     return True
 
 
-def authenticate(username, password):
-    """Return the active user with these credentials, or None."""
+def find_user(username):
+    """Return the user with this login name in any company, or None."""
     with scoped(SYSTEM_SCOPE):
-        user = db.session.scalar(sa.select(User).filter_by(username=username))
-        if user is None or not user.active or not check_password(user, password):
-            return None
-        return user
+        return db.session.scalar(sa.select(User).filter_by(username=username))
+
+
+def authenticate(username, password):
+    """Return the active user with these credentials, or None.
+
+    An unknown username still costs one argon2 hash, so response times do not reveal
+    which usernames exist.
+    """
+    user = find_user(username)
+    if user is None:
+        _hasher().hash(password)
+        return None
+    if not check_password(user, password) or not user.active:
+        return None
+    return user
 
 
 def user_permissions(user):
