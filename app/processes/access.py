@@ -12,7 +12,7 @@ from app.extensions import db
 from app.network.models import Account
 from app.org.models import Company, Role, UserRole
 from app.org.services import AccessError, has_permission
-from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
+from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.tenancy import SYSTEM_SCOPE, scoped
 
 # Lane (role code) -> the permission a user needs to act in it.
@@ -127,11 +127,11 @@ def instance_events(instance_id):
 
 
 def running_instance(account_id, process_type):
-    """Return the account's running instance of a process type, or None."""
+    """Return the account's running or suspended instance of a process type, or None."""
     return db.session.scalar(
         sa.select(ProcessInstance).where(
             ProcessInstance.account_id == account_id,
             ProcessInstance.process_type == process_type,
-            ProcessInstance.status == "running",
+            ProcessInstance.status.in_(ACTIVE_STATUSES),
         )
     )

@@ -17,7 +17,17 @@ PROCESS_TYPES = {
     "connection": "入网",
 }
 MODEL_STATUSES = {"published": "已发布", "retired": "已停用"}
-INSTANCE_STATUSES = {"running": "办理中", "completed": "已完成", "rejected": "已驳回", "cancelled": "已取消", "error": "出错"}
+INSTANCE_STATUSES = {
+    "running": "办理中",
+    "suspended": "已挂起",
+    "completed": "已完成",
+    "rejected": "已驳回",
+    "cancelled": "已取消",
+    "terminated": "已终止",
+    "error": "出错",
+}
+# Statuses of an instance that is not finished, so the account cannot start another request of its type.
+ACTIVE_STATUSES = ("running", "suspended")
 TASK_STATUSES = {"open": "待办", "completed": "已办", "cancelled": "已取消"}
 EVENT_TYPES = {
     "started": "发起申请",
@@ -34,6 +44,10 @@ EVENT_TYPES = {
     "cancelled": "自动取消",
     "finished": "流程结束",
     "error": "运行出错",
+    "suspended": "管理员挂起",
+    "resumed": "管理员恢复",
+    "terminated": "管理员终止",
+    "retried": "管理员重试",
 }
 DECISIONS = {"approve": "同意", "reject": "驳回", "send_back": "退回重审"}
 

@@ -12,6 +12,7 @@ from app.processes.access import (
     ConflictError, InputError, NotFoundError, account_history, get_instance, get_task, inbox_tasks,
     instance_events, running_instance, user_lanes,
 )
+from app.processes.admin import ACTION_FUNCTIONS, ACTIONS, MAX_REASON_CHARS
 from app.processes.audit import verify_chain
 from app.processes.definitions import DEFINITIONS
 from app.processes.deployment import latest_model
@@ -177,12 +178,46 @@ def instance(instance_id):
         process_instance = get_instance(instance_id)
     except NotFoundError as error:
         _fail(error)
+    can_admin = has_permission(current_user, "process.admin", process_instance.company_id)
+    admin_actions = [
+        (action, label) for action, (label, allowed) in ACTIONS.items() if can_admin and process_instance.status in allowed
+    ]
     return render_template(
         "processes/instance.html",
         instance=process_instance,
         events=instance_events(instance_id),
         chain=verify_chain(instance_id),
         lanes=user_lanes(current_user, process_instance.company_id),
+        admin_actions=admin_actions,
+        max_reason_chars=MAX_REASON_CHARS,
+    )
+
+
+def _admin_view(action):
+    """Build the POST view of one administrator action on an instance (process.admin, with a reason)."""
+
+    def view(instance_id):
+        label = ACTIONS[action][0]
+        try:
+            changed = ACTION_FUNCTIONS[action](instance_id, current_user, request.form.get("reason", ""))
+        except (NotFoundError, AccessError) as error:
+            _fail(error)
+        except (InputError, ConflictError, ProcessRunError) as error:
+            db.session.rollback()
+            flash(f"{label}未成功：{error}", "error")
+        else:
+            flash(f"{label}成功：流程 {instance_id} 当前为「{changed.status_label}」。", "success")
+        return redirect(url_for("processes.instance", instance_id=instance_id)), 303
+
+    view.__name__ = f"{action}_instance"
+    view.__doc__ = f"Run the administrator action {action} on an instance, with the reason from the form."
+    return view
+
+
+for _action in ACTIONS:
+    bp.add_url_rule(
+        f"/instances/<int:instance_id>/{_action}", endpoint=f"{_action}_instance",
+        view_func=login_required(_admin_view(_action)), methods=["POST"],
     )
 
 

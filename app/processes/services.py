@@ -115,6 +115,14 @@ def _closed_state(task):
     return "已被取消" if task.status == "cancelled" else "已办结"
 
 
+def _check_not_suspended(instance, task):
+    """Raise ConflictError when an administrator has suspended the task's instance."""
+    if instance.status == "suspended":
+        raise ConflictError(
+            f"流程 {instance.id} 已被管理员挂起，任务「{task.title}」暂不能签收或办理；请等待管理员恢复流程后再试。"
+        )
+
+
 def claim_task(task_id, user):
     """Claim an open task so that only this user can complete it."""
     task = get_task(task_id, user)
@@ -122,6 +130,7 @@ def claim_task(task_id, user):
     db.session.refresh(task)
     if task.status != "open":
         raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，无需签收。")
+    _check_not_suspended(instance, task)
     if task.claimed_by_id == user.id:
         return task
     if task.claimed_by_id is not None:
@@ -164,6 +173,7 @@ def complete_task(task_id, user, values):
     if task.claimed_by_id != user.id:
         holder = f"已由 {task.claimed_by_name} 签收" if task.claimed_by_id else "尚未签收"
         raise ConflictError(f"任务「{task.title}」{holder}；请先签收再办理。")
+    _check_not_suspended(instance, task)
     if instance.status != "running":
         raise ConflictError(f"流程 {instance.id} 当前为「{instance.status_label}」，不能继续办理，请联系管理员。")
     _cancel_if_settled(instance, user, task.title)

@@ -28,7 +28,11 @@ def _model(path):
     return getattr(__import__(module, fromlist=[name]), name)
 
 
-# URL parameter name -> model whose QD row the parameter should point at.
+class PathValue(str):
+    """A fixed value for a URL parameter that names no row (e.g. a process type)."""
+
+
+# URL parameter name -> model whose QD row the parameter should point at, or a PathValue.
 OBJECT_FINDERS = {
     "account_id": Account,
     "import_id": LedgerImport,
@@ -38,6 +42,7 @@ OBJECT_FINDERS = {
     "payment_id": "app.payments.models.Payment",
     "task_id": "app.processes.models.HumanTask",
     "instance_id": "app.processes.models.ProcessInstance",
+    "process_type": PathValue("suspension"),
 }
 
 
@@ -95,6 +100,9 @@ def _urls(app, qd_id):
         for argument in rule.arguments:
             finder = OBJECT_FINDERS.get(argument)
             assert finder is not None, f"Route {rule.rule} has parameter {argument}; add it to OBJECT_FINDERS."
+            if isinstance(finder, PathValue):
+                values[argument] = finder
+                continue
             model = _model(finder) if isinstance(finder, str) else finder
             object_id = _first(model, qd_id)
             assert object_id is not None, f"No QD {model.__name__} exists to test {rule.rule}."

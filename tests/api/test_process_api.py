@@ -1,0 +1,234 @@
+"""The JSON API /api/v1: the whole suspension flow, validation errors, company isolation and the OpenAPI document."""
+
+import pytest
+import sqlalchemy as sa
+
+from app.api.openapi import openapi_path
+from app.extensions import db
+from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
+
+API = "/api/v1"
+
+
+def _start(client, account_no, fields=None, process_type="suspension"):
+    body = {"account_no": account_no, "fields": fields if fields is not None else {"reason": "vacant", "comment": "房屋空置"}}
+    return client.post(f"{API}/processes/{process_type}/instances", json=body)
+
+
+def _task_ids(client, **filters):
+    response = client.get(f"{API}/tasks", query_string=filters)
+    assert response.status_code == 200, response.get_json()
+    return [task["id"] for task in response.get_json()["tasks"]]
+
+
+def _open_task(resource, form, lane_role="company_approver"):
+    matches = [task for task in resource["open_tasks"] if task["form"] == form and task["lane_role"] == lane_role]
+    assert len(matches) == 1, resource["open_tasks"]
+    return matches[0]
+
+
+def _claim_and_complete(client, task_id, body):
+    claimed = client.post(f"{API}/tasks/{task_id}/claim", json={})
+    assert claimed.status_code == 200, claimed.get_json()
+    response = client.post(f"{API}/tasks/{task_id}/complete", json=body)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def _assert_error(response, status, error_code):
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body["status"] == status
+    assert body["error_code"] == error_code
+    assert body["message"]
+    return body
+
+
+def _count(model):
+    return db.session.scalar(sa.select(sa.func.count(model.id)))
+
+
+def test_suspension_flow_through_api(demo, make_account, login):
+    account = make_account("TJ", "547.07", user_type="non_residential")
+    clerk, approver, group, field = login("tj_clerk"), login("tj_approver"), login("hq_approver"), login("tj_field")
+
+    response = _start(clerk, account.account_no)
+    assert response.status_code == 201, response.get_json()
+    started = response.get_json()
+    assert started["status"] == "running"
+    assert started["process_type"] == "suspension"
+    assert started["account_no"] == account.account_no
+    assert started["chain_ok"] is True
+    company_task = _open_task(started, "approval")
+    assert company_task["title"] == "分公司审批"
+    assert company_task["created_at"].endswith("+00:00")
+
+    assert company_task["id"] in _task_ids(approver)
+    assert company_task["id"] in _task_ids(approver, process_type="suspension", account_no=account.account_no)
+    assert company_task["id"] not in _task_ids(approver, process_type="waiver")
+    assert company_task["id"] not in _task_ids(approver, account_no="999999999999999")
+    assert company_task["id"] not in _task_ids(group)
+    listed = approver.get(f"{API}/tasks").get_json()["tasks"][0]
+    assert listed["account_no"] == account.account_no
+    assert listed["company_code"] == "TJ"
+
+    claimed = approver.post(f"{API}/tasks/{company_task['id']}/claim", json={}).get_json()
+    assert claimed["claimed_by_name"] == "津南热力分公司审批人"
+    after_company = approver.post(
+        f"{API}/tasks/{company_task['id']}/complete", json={"decision": "approve", "comment": "材料齐全，同意报停"}
+    ).get_json()
+    group_task = _open_task(after_company, "approval", "group_approver")
+    assert group_task["id"] in _task_ids(group, account_no=account.account_no)
+
+    after_group = _claim_and_complete(group, group_task["id"], {"decision": "approve", "comment": "集团同意"})
+    rebilled = [event for event in after_group["events"] if event["event_type"] == "rebilled"]
+    assert rebilled[0]["data"]["amount"] == "-17506.24"
+    assert rebilled[0]["data"]["receivable_after"] == "4376.56"
+    valve_task = _open_task(after_group, "valve_close", "field_staff")
+
+    finished = _claim_and_complete(
+        field, valve_task["id"], {"comment": "用户在场", "fields": {"result": "sealed", "seal_no": "TJ-2025-0001"}}
+    )
+    assert finished["status"] == "completed"
+    assert finished["open_tasks"] == []
+
+    detail = clerk.get(f"{API}/instances/{started['id']}").get_json()
+    assert detail["status"] == "completed"
+    assert detail["chain_ok"] is True
+    steps = [(e["event_type"], e["actor_name"], e["decision"], e["comment"]) for e in detail["events"]]
+    assert ("started", "津南热力营业员", None, "房屋空置") in steps
+    assert ("completed", "津南热力分公司审批人", "approve", "材料齐全，同意报停") in steps
+    assert ("completed", "北方热力集团审批人", "approve", "集团同意") in steps
+    assert steps[-1][0] == "finished"
+    assert [e["seq"] for e in detail["events"]] == list(range(1, len(steps) + 1))
+
+
+def test_start_validation_errors(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    clerk = login("tj_clerk")
+
+    body = _assert_error(clerk.post(f"{API}/processes/suspension/instances", json={"fields": {}}), 400, "validation_error")
+    assert body["errors"] == {"account_no": ["Missing data for required field."]}
+    assert "account_no" in body["message"]
+
+    body = _assert_error(_start(clerk, account.account_no, {"reason": 3}), 400, "validation_error")
+    assert body["errors"] == {"fields": {"reason": {"value": ["Not a valid string."]}}}
+
+    body = _assert_error(_start(clerk, account.account_no, {"reason": "长" * 101}), 400, "invalid_input")
+    assert "报停原因共 101 字" in body["message"]
+
+    body = _assert_error(_start(clerk, account.account_no, process_type="teleport"), 404, "not_found")
+    assert "teleport" in body["message"]
+    assert "suspension" in body["message"]
+
+    response = clerk.post(f"{API}/processes/suspension/instances", data={"account_no": account.account_no})
+    assert "Content-Type: application/json" in _assert_error(response, 400, "bad_request")["message"]
+    response = clerk.post(f"{API}/processes/suspension/instances", data="{not json", content_type="application/json")
+    assert "not valid JSON" in _assert_error(response, 400, "bad_request")["message"]
+    response = clerk.post(f"{API}/processes/suspension/instances", json=["a", "list"])
+    _assert_error(response, 400, "validation_error")
+
+    _assert_error(_start(clerk, "999999999999999"), 404, "not_found")
+    assert _count(ProcessInstance) == 0
+    assert _count(ProcessEvent) == 0
+
+    assert _start(clerk, account.account_no).status_code == 201
+    _assert_error(_start(clerk, account.account_no), 409, "conflict")
+    assert _count(ProcessInstance) == 1
+
+
+def test_task_validation_errors(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    clerk, approver = login("tj_clerk"), login("tj_approver")
+    task_id = _open_task(_start(clerk, account.account_no).get_json(), "approval")["id"]
+    events_before = _count(ProcessEvent)
+
+    _assert_error(approver.get(f"{API}/tasks", query_string={"process_type": "teleport"}), 400, "validation_error")
+    body = _assert_error(approver.post(f"{API}/tasks/{task_id}/complete", json={"decision": "approve"}), 409, "conflict")
+    assert "请先签收" in body["message"]
+    _assert_error(approver.post(f"{API}/tasks/{task_id}/claim"), 400, "bad_request")
+    assert approver.post(f"{API}/tasks/{task_id}/claim", json={}).status_code == 200
+
+    body = _assert_error(approver.post(f"{API}/tasks/{task_id}/complete", json={"decision": "maybe"}), 400, "validation_error")
+    assert "decision" in body["errors"]
+    body = _assert_error(approver.post(f"{API}/tasks/{task_id}/complete", json={"comment": "没写意见"}), 400, "invalid_input")
+    assert "审批意见" in body["message"]
+    _assert_error(approver.post(f"{API}/tasks/{task_id}/complete", json={"decision": "approve", "comment": "长" * 501}),
+                  400, "validation_error")
+    _assert_error(clerk.post(f"{API}/tasks/{task_id}/claim", json={}), 403, "forbidden")
+    _assert_error(approver.post(f"{API}/tasks/2147483648/claim", json={}), 404, "not_found")
+
+    db.session.expire_all()
+    assert db.session.get(HumanTask, task_id).status == "open"
+    # Only the claim added an event.
+    assert _count(ProcessEvent) == events_before + 1
+
+
+def test_suspended_instance_rejects_claim(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    started = _start(login("tj_clerk"), account.account_no).get_json()
+    task_id = _open_task(started, "approval")["id"]
+    admin = login("tj_admin")
+    assert admin.post(f"/processes/instances/{started['id']}/suspend", data={"reason": "核查"}).status_code == 303
+
+    body = _assert_error(login("tj_approver").post(f"{API}/tasks/{task_id}/claim", json={}), 409, "conflict")
+    assert "已被管理员挂起" in body["message"]
+    assert login("tj_approver").get(f"{API}/instances/{started['id']}").get_json()["status"] == "suspended"
+
+
+def test_other_company_ids_are_not_found(demo, make_account, login):
+    tj_account = make_account("TJ", "87.35")
+    started = _start(login("tj_clerk"), tj_account.account_no).get_json()
+    task_id = _open_task(started, "approval")["id"]
+    qd_clerk, qd_approver = login("qd_clerk"), login("qd_approver")
+    events_before = _count(ProcessEvent)
+
+    _assert_error(qd_approver.get(f"{API}/instances/{started['id']}"), 404, "not_found")
+    _assert_error(qd_approver.post(f"{API}/tasks/{task_id}/claim", json={}), 404, "not_found")
+    _assert_error(qd_approver.post(f"{API}/tasks/{task_id}/complete", json={"decision": "approve"}), 404, "not_found")
+    _assert_error(_start(qd_clerk, tj_account.account_no), 404, "not_found")
+    assert task_id not in _task_ids(qd_approver)
+    assert _task_ids(qd_approver, account_no=tj_account.account_no) == []
+
+    db.session.expire_all()
+    assert db.session.get(HumanTask, task_id).claimed_by_id is None
+    assert _count(ProcessEvent) == events_before
+    assert _count(ProcessInstance) == 1
+
+
+@pytest.mark.parametrize("method, path", [("get", "/tasks"), ("get", "/instances/1"), ("post", "/tasks/1/claim")])
+def test_requires_login(client, method, path):
+    response = getattr(client, method)(f"{API}{path}", json={} if method == "post" else None)
+    _assert_error(response, 401, "unauthorized")
+
+
+def test_openapi_lists_every_route(app_ctx, client):
+    response = client.get(f"{API}/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["openapi"].startswith("3.")
+    assert document["paths"]["/api/v1/processes/{process_type}/instances"]["post"]["parameters"][0]["schema"]["enum"][0] == "suspension"
+    for name in ("StartRequest", "CompleteRequest", "Instance", "InboxTask", "Error"):
+        assert name in document["components"]["schemas"]
+
+    rules = [rule for rule in app_ctx.url_map.iter_rules() if rule.rule.startswith("/api/v1")]
+    assert len(rules) >= 6
+    for rule in rules:
+        path = openapi_path(rule.rule)
+        assert path in document["paths"], f"{rule.rule} is missing from openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert method.lower() in document["paths"][path], f"{method} {rule.rule} is missing from openapi.json"
+
+
+def test_post_needs_json_not_csrf_token(demo, make_account, login, monkeypatch):
+    account = make_account("TJ", "87.35")
+    task_id = _open_task(_start(login("tj_clerk"), account.account_no).get_json(), "approval")["id"]
+    approver = login("tj_approver")
+    monkeypatch.setitem(approver.application.config, "WTF_CSRF_ENABLED", True)
+
+    # A cross-site HTML form can only send form encodings, which the API rejects.
+    _assert_error(approver.post(f"{API}/tasks/{task_id}/claim", data={}), 400, "bad_request")
+    db.session.expire_all()
+    assert db.session.get(HumanTask, task_id).claimed_by_id is None
+
+    assert approver.post(f"{API}/tasks/{task_id}/claim", json={}).status_code == 200
