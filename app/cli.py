@@ -103,6 +103,33 @@ def bpmn_check_command(path):
         click.echo(f"{path.name}: accepted as documentation only; it has no executable process.")
 
 
+audit = AppGroup("audit", help="Audit trail checks of process instances.")
+heat.add_command(audit)
+
+
+@audit.command("verify")
+@click.option("--company", "company_code", help="Company code, e.g. TJ; all companies when omitted.")
+def audit_verify_command(company_code):
+    """Verify every instance's event hash chain; exit 1 listing each broken chain."""
+    from app.processes.audit import verify_all_chains
+
+    company_id = None
+    if company_code:
+        try:
+            company_id = find_company(company_code).id
+        except LookupError as error:
+            click.echo(str(error), err=True)
+            sys.exit(1)
+    result = verify_all_chains(company_id)
+    if not result.broken:
+        click.echo(f"ok: {result.instances} instances, {result.events} events")
+        return
+    for instance_id, report in result.broken:
+        click.echo(f"instance {instance_id}: broken at event {report.bad_seq}: {report.reason}", err=True)
+    click.echo(f"failed: {len(result.broken)} of {result.instances} instances have a broken audit chain", err=True)
+    sys.exit(1)
+
+
 @heat.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server listens on.")
 @click.option("--port", default=5000, show_default=True, help="Port of the web server.")

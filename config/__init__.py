@@ -28,13 +28,40 @@ class DefaultConfig:
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
+    # Logins never set the remember-me cookie; these flags only harden it should one appear.
     REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    # Login throttling (app/org/throttle.py): a username is locked after this many failures
+    # within the window, a client address after LOGIN_IP_MAX_FAILURES; a lock lasts
+    # LOGIN_LOCKOUT_MINUTES.
+    LOGIN_USERNAME_MAX_FAILURES = int(os.environ.get("HEATFLOW_LOGIN_USERNAME_MAX_FAILURES", "5"))
+    LOGIN_IP_MAX_FAILURES = int(os.environ.get("HEATFLOW_LOGIN_IP_MAX_FAILURES", "30"))
+    LOGIN_FAILURE_WINDOW_MINUTES = int(os.environ.get("HEATFLOW_LOGIN_FAILURE_WINDOW_MINUTES", "15"))
+    LOGIN_LOCKOUT_MINUTES = int(os.environ.get("HEATFLOW_LOGIN_LOCKOUT_MINUTES", "15"))
+    # Value of the Strict-Transport-Security header, or None to send none. Only production
+    # sets it, because a browser that saw it refuses plain HTTP to the host for max-age seconds.
+    STRICT_TRANSPORT_SECURITY = None
     MAX_CONTENT_LENGTH = 32 * 1024 * 1024
     BABEL_DEFAULT_LOCALE = "zh_CN"
     # Largest ledger accepted by the importer, in data rows.
     LEDGER_MAX_ROWS = int(os.environ.get("HEATFLOW_LEDGER_MAX_ROWS", "200000"))
     # Font file embedded in receipt PDFs. It must contain Chinese glyphs (Debian package fonts-noto-cjk).
     RECEIPT_FONT_PATH = os.environ.get("HEATFLOW_RECEIPT_FONT_PATH", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+
+    # WeChat Pay, partner mode: the group is the service provider, each company a sub-merchant
+    # (app/payments/models.py WechatMerchant). Keys are read from the files named here.
+    WECHATPAY_API_BASE = os.environ.get("HEATFLOW_WECHATPAY_API_BASE", "https://api.mch.weixin.qq.com")
+    WECHATPAY_SP_MCHID = os.environ.get("HEATFLOW_WECHATPAY_SP_MCHID", "")
+    WECHATPAY_SP_APPID = os.environ.get("HEATFLOW_WECHATPAY_SP_APPID", "")
+    WECHATPAY_MERCHANT_SERIAL = os.environ.get("HEATFLOW_WECHATPAY_MERCHANT_SERIAL", "")
+    WECHATPAY_MERCHANT_KEY_FILE = os.environ.get("HEATFLOW_WECHATPAY_MERCHANT_KEY_FILE", "")
+    WECHATPAY_APIV3_KEY_FILE = os.environ.get("HEATFLOW_WECHATPAY_APIV3_KEY_FILE", "")
+    # Platform public keys by Wechatpay-Serial, as "SERIAL=/path/key.pem,SERIAL2=/path/other.pem".
+    WECHATPAY_PLATFORM_KEY_FILES = dict(
+        item.split("=", 1) for item in os.environ.get("HEATFLOW_WECHATPAY_PLATFORM_KEY_FILES", "").split(",") if "=" in item
+    )
+    # Public HTTPS address of POST /payments/notify/wechat, sent as every order's notify_url.
+    WECHATPAY_NOTIFY_URL = os.environ.get("HEATFLOW_WECHATPAY_NOTIFY_URL", "")
 
 
 class TestingConfig(DefaultConfig):
@@ -51,6 +78,7 @@ class ProductionConfig(DefaultConfig):
 
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
+    STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
 
     def __init__(self):
         missing = [name for name in ("DATABASE_URL", "CELERY_BROKER_URL", "HEATFLOW_SECRET_KEY") if not os.environ.get(name)]

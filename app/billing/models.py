@@ -18,6 +18,9 @@ ENTRY_KINDS = {
     "payment": "实收",
     "settlement": "计量结算",
     "late_fee": "滞纳金",
+    # Money received beyond what the account owed (e.g. a bill paid twice); negative, and not
+    # offset against later receivables automatically.
+    "credit": "多缴款",
 }
 # Kinds that make up a season's receivable (应收). Late fees are owed on top of it and
 # stay out of the collection rate.

@@ -67,7 +67,7 @@ def receipt_context(payment, print_number=1):
         "amount_in_words": amount_in_words(payment.amount),
         "method_label": payment.method_label,
         "channel_label": payment.channel_label,
-        "cashier_name": payment.cashier.name,
+        "cashier_name": payment.collector_name,
         "note": payment.note,
         "invoice_note": INVOICE_NOTES.get(company.invoice_mode, INVOICE_NOTES["receipt"]),
         "print_number": print_number,

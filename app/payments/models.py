@@ -1,4 +1,4 @@
-"""Counter payments and the per-company receipt number sequence."""
+"""Payments (counter and online), the receipt number sequence, online orders and channel notifications."""
 
 from datetime import datetime, timezone
 
@@ -8,10 +8,17 @@ from app.extensions import db
 from app.money import Money
 from app.tenancy import CompanyOwned
 
-# Payment method code -> Chinese label.
+# Payment method code -> Chinese label of the methods a cashier can pick at the counter.
 PAYMENT_METHODS = {"cash": "现金", "card": "银行卡"}
-# Channel code -> Chinese label. Only the counter channel exists so far.
-PAYMENT_CHANNELS = {"counter": "柜台"}
+# Methods of payments that arrive through a payment channel, not through the counter form.
+ONLINE_PAYMENT_METHODS = {"wechat": "微信支付"}
+# Channel code -> Chinese label.
+PAYMENT_CHANNELS = {"counter": "柜台", "wechat": "微信支付"}
+# Online order status -> Chinese label. `held`: the channel reported a paid amount that differs
+# from the order, so nothing was posted and finance must review it.
+ONLINE_ORDER_STATUSES = {"pending": "待支付", "paid": "已支付", "held": "待核对", "closed": "已关闭"}
+# Outcome of a received channel notification.
+NOTIFICATION_OUTCOMES = {"accepted": "已入账", "duplicate": "重复通知", "held": "待核对", "ignored": "未处理事件", "rejected": "已拒绝"}
 
 
 def utcnow():
@@ -24,6 +31,8 @@ class Payment(CompanyOwned, db.Model):
     __table_args__ = (
         sa.UniqueConstraint("company_id", "receipt_no"),
         sa.UniqueConstraint("company_id", "request_token"),
+        # One payment per channel transaction: a repeated notification can never post twice.
+        sa.UniqueConstraint("company_id", "channel", "channel_transaction_id"),
         sa.Index("ix_payment_company_account", "company_id", "account_id"),
     )
 
@@ -34,7 +43,8 @@ class Payment(CompanyOwned, db.Model):
     channel = sa.Column(sa.String(16), nullable=False, default="counter")
     # Latest season with a receivable on the account at collection time, shown on the receipt.
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
-    cashier_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
+    # The cashier of a counter payment; None for a payment that arrived through a channel.
+    cashier_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     paid_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     # Company code, year of collection (China Standard Time) and the sequence number, e.g. TJ-2025-000001.
     receipt_no = sa.Column(sa.String(32), nullable=False)
@@ -44,6 +54,8 @@ class Payment(CompanyOwned, db.Model):
     request_token = sa.Column(sa.String(64))
     # Number of times the receipt PDF was produced. Every print after the first is marked 补打.
     receipt_prints = sa.Column(sa.Integer, nullable=False, default=0)
+    # The channel's id of the transaction (WeChat transaction_id); None at the counter.
+    channel_transaction_id = sa.Column(sa.String(64))
 
     account = db.relationship("Account")
     cashier = db.relationship("User")
@@ -51,7 +63,12 @@ class Payment(CompanyOwned, db.Model):
 
     @property
     def method_label(self):
-        return PAYMENT_METHODS.get(self.method, self.method)
+        return PAYMENT_METHODS.get(self.method) or ONLINE_PAYMENT_METHODS.get(self.method, self.method)
+
+    @property
+    def collector_name(self):
+        """Name shown as 收款人: the cashier, or the channel for an online payment."""
+        return self.cashier.name if self.cashier is not None else self.channel_label
 
     @property
     def channel_label(self):
@@ -65,3 +82,80 @@ class ReceiptCounter(CompanyOwned, db.Model):
 
     id = sa.Column(sa.Integer, primary_key=True)
     next_number = sa.Column(sa.Integer, nullable=False, default=1)
+
+
+class WechatMerchant(CompanyOwned, db.Model):
+    """A company's WeChat Pay sub-merchant under the group's service provider account.
+
+    Notifications are routed to a company by `sub_mchid` alone. The provider's merchant id
+    and all keys come from the app configuration, never from this table.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id"), sa.UniqueConstraint("sub_mchid"))
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    sub_mchid = sa.Column(sa.String(32), nullable=False)
+    # The company's own official account, when payers reach it there; None uses the group's.
+    sub_appid = sa.Column(sa.String(32))
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+
+
+class OnlineOrder(CompanyOwned, db.Model):
+    """An order placed with a payment channel for one account, and what the channel reported on it."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "out_trade_no"),
+        sa.Index("ix_online_order_company_account", "company_id", "account_id"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    channel = sa.Column(sa.String(16), nullable=False, default="wechat")
+    # Order number sent to the channel, unique per company (the sub-merchant).
+    out_trade_no = sa.Column(sa.String(32), nullable=False)
+    # Amount in yuan; the Money type stores it as integer fen, the channel's unit.
+    amount = sa.Column(Money(), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="pending")
+    sub_mchid = sa.Column(sa.String(32), nullable=False)
+    # Payment link of a Native order, drawn as a QR code for the payer.
+    code_url = sa.Column(sa.String(255), nullable=False, default="")
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    paid_at = sa.Column(sa.DateTime(timezone=True))
+    # The channel transaction that paid (or, when held, claimed to pay) the order.
+    transaction_id = sa.Column(sa.String(64))
+    payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"))
+    # Why the order is held for review, e.g. the notified and ordered amounts.
+    review_reason = sa.Column(sa.String(255), nullable=False, default="")
+
+    account = db.relationship("Account")
+    payment = db.relationship("Payment")
+
+
+class PaymentNotification(db.Model):
+    """One notification received from a payment channel and what was done with it.
+
+    Not CompanyOwned: `company_id` stays None until the notification is verified and routed
+    to a company by its merchant id, so rejected notifications can be logged too.
+    NOTE: the tenant read scope therefore does not filter this table; a view of it must
+    filter by company itself.
+    """
+
+    __table_args__ = (sa.Index("ix_payment_notification_company_transaction", "company_id", "transaction_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    company_id = sa.Column(sa.Integer, sa.ForeignKey("company.id"), index=True)
+    channel = sa.Column(sa.String(16), nullable=False)
+    # The notification's own id and the transaction fields it reported, when they could be read.
+    notification_id = sa.Column(sa.String(64))
+    event_type = sa.Column(sa.String(64))
+    transaction_id = sa.Column(sa.String(64))
+    out_trade_no = sa.Column(sa.String(64))
+    sub_mchid = sa.Column(sa.String(32))
+    amount = sa.Column(Money())
+    outcome = sa.Column(sa.String(16), nullable=False)
+    reason = sa.Column(sa.String(255), nullable=False, default="")
+    # SHA-256 of the raw body, to match a log row with a captured request.
+    body_sha256 = sa.Column(sa.String(64), nullable=False)
+    online_order_id = sa.Column(sa.Integer, sa.ForeignKey("online_order.id"))
+    payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"))
+    received_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)

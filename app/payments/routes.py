@@ -1,4 +1,5 @@
-"""Counter payments: find an account, take a payment, show it and print its receipt."""
+"""Counter payments (find an account, take a payment, show it, print its receipt) and the
+WeChat Pay notification endpoint."""
 
 import logging
 import uuid
@@ -7,7 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app.extensions import db
+from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm
 from app.invoicing.receipt import ReceiptError
 from app.invoicing.services import format_quantity, payment_items, print_receipt
@@ -17,6 +18,7 @@ from app.network.services import search_accounts
 from app.org.services import has_permission
 from app.payments.models import Payment
 from app.clock import local_time
+from app.payments.online import handle_wechat_notification
 from app.payments.services import PaymentError, amount_owed, charge_facts, collect_payment
 
 logger = logging.getLogger(__name__)
@@ -117,3 +119,18 @@ def receipt_pdf(payment_id):
         abort(503, str(error))
     filename = f"receipt-{payment.receipt_no}.pdf"
     return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+@bp.route("/notify/wechat", methods=["POST"])
+@csrf.exempt
+def notify_wechat():
+    """Receive a WeChat Pay notification: 204 when handled, 4xx with code FAIL when rejected.
+
+    The channel signs the raw body, so it is read before anything parses it. Any 2xx stops
+    the channel's retries, so only verified notifications get one.
+    """
+    raw_body = request.get_data(cache=True, as_text=False, parse_form_data=False)
+    result = handle_wechat_notification(request.headers, raw_body)
+    if not result.accepted:
+        return {"code": "FAIL", "message": result.reason}, 400
+    return "", 204

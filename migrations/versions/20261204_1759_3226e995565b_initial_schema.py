@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f6693d81cbb9
+Revision ID: 3226e995565b
 Revises: 
-Create Date: 2026-12-04 17:08:08.958405
+Create Date: 2026-12-04 17:59:41.171013
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'f6693d81cbb9'
+revision = '3226e995565b'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -26,6 +26,16 @@ def upgrade():
     sa.Column('money_rounding', sa.String(length=16), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_group')),
     sa.UniqueConstraint('code', name=op.f('uq_group_code'))
+    )
+    op.create_table('login_throttle',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('key', sa.String(length=255), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('window_started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_login_throttle')),
+    sa.UniqueConstraint('kind', 'key', name=op.f('uq_login_throttle_kind_key'))
     )
     op.create_table('company',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -120,6 +130,39 @@ def upgrade():
     )
     with op.batch_alter_table('user', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_user_company_id'), ['company_id'], unique=False)
+
+    op.create_table('wechat_merchant',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('sub_mchid', sa.String(length=32), nullable=False),
+    sa.Column('sub_appid', sa.String(length=32), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_wechat_merchant_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_wechat_merchant')),
+    sa.UniqueConstraint('company_id', name=op.f('uq_wechat_merchant_company_id')),
+    sa.UniqueConstraint('sub_mchid', name=op.f('uq_wechat_merchant_sub_mchid'))
+    )
+    with op.batch_alter_table('wechat_merchant', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_wechat_merchant_company_id'), ['company_id'], unique=False)
+
+    op.create_table('auth_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=True),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('actor_id', sa.Integer(), nullable=True),
+    sa.Column('event', sa.String(length=32), nullable=False),
+    sa.Column('detail', sa.JSON(), nullable=False),
+    sa.Column('ip', sa.String(length=45), nullable=True),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['actor_id'], ['user.id'], name=op.f('fk_auth_event_actor_id_user')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_auth_event_company_id_company')),
+    sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_auth_event_user_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_auth_event'))
+    )
+    with op.batch_alter_table('auth_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_auth_event_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_auth_event_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_auth_event_company_id_at', ['company_id', 'at'], unique=False)
 
     op.create_table('billing_run',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -391,19 +434,21 @@ def upgrade():
     sa.Column('method', sa.String(length=8), nullable=False),
     sa.Column('channel', sa.String(length=16), nullable=False),
     sa.Column('season_id', sa.Integer(), nullable=True),
-    sa.Column('cashier_id', sa.Integer(), nullable=False),
+    sa.Column('cashier_id', sa.Integer(), nullable=True),
     sa.Column('paid_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('receipt_no', sa.String(length=32), nullable=False),
     sa.Column('payer_name', sa.String(length=100), nullable=False),
     sa.Column('note', sa.String(length=255), nullable=False),
     sa.Column('request_token', sa.String(length=64), nullable=True),
     sa.Column('receipt_prints', sa.Integer(), nullable=False),
+    sa.Column('channel_transaction_id', sa.String(length=64), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_payment_account_id_account')),
     sa.ForeignKeyConstraint(['cashier_id'], ['user.id'], name=op.f('fk_payment_cashier_id_user')),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_payment_company_id_company')),
     sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_payment_season_id_season')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment')),
+    sa.UniqueConstraint('company_id', 'channel', 'channel_transaction_id', name=op.f('uq_payment_company_id_channel_channel_transaction_id')),
     sa.UniqueConstraint('company_id', 'receipt_no', name=op.f('uq_payment_company_id_receipt_no')),
     sa.UniqueConstraint('company_id', 'request_token', name=op.f('uq_payment_company_id_request_token'))
     )
@@ -460,6 +505,31 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_human_task_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_human_task_company_status_lane', ['company_id', 'status', 'lane_role'], unique=False)
 
+    op.create_table('online_order',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('out_trade_no', sa.String(length=32), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('sub_mchid', sa.String(length=32), nullable=False),
+    sa.Column('code_url', sa.String(length=255), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('paid_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('transaction_id', sa.String(length=64), nullable=True),
+    sa.Column('payment_id', sa.Integer(), nullable=True),
+    sa.Column('review_reason', sa.String(length=255), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_online_order_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_online_order_company_id_company')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], name=op.f('fk_online_order_payment_id_payment')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_online_order')),
+    sa.UniqueConstraint('company_id', 'out_trade_no', name=op.f('uq_online_order_company_id_out_trade_no'))
+    )
+    with op.batch_alter_table('online_order', schema=None) as batch_op:
+        batch_op.create_index('ix_online_order_company_account', ['company_id', 'account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_online_order_company_id'), ['company_id'], unique=False)
+
     op.create_table('process_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('instance_id', sa.Integer(), nullable=False),
@@ -484,15 +554,50 @@ def upgrade():
     with op.batch_alter_table('process_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_process_event_company_id'), ['company_id'], unique=False)
 
+    op.create_table('payment_notification',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=True),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('notification_id', sa.String(length=64), nullable=True),
+    sa.Column('event_type', sa.String(length=64), nullable=True),
+    sa.Column('transaction_id', sa.String(length=64), nullable=True),
+    sa.Column('out_trade_no', sa.String(length=64), nullable=True),
+    sa.Column('sub_mchid', sa.String(length=32), nullable=True),
+    sa.Column('amount', sa.BigInteger(), nullable=True),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('body_sha256', sa.String(length=64), nullable=False),
+    sa.Column('online_order_id', sa.Integer(), nullable=True),
+    sa.Column('payment_id', sa.Integer(), nullable=True),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_payment_notification_company_id_company')),
+    sa.ForeignKeyConstraint(['online_order_id'], ['online_order.id'], name=op.f('fk_payment_notification_online_order_id_online_order')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], name=op.f('fk_payment_notification_payment_id_payment')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_notification'))
+    )
+    with op.batch_alter_table('payment_notification', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_payment_notification_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_payment_notification_company_transaction', ['company_id', 'transaction_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('payment_notification', schema=None) as batch_op:
+        batch_op.drop_index('ix_payment_notification_company_transaction')
+        batch_op.drop_index(batch_op.f('ix_payment_notification_company_id'))
+
+    op.drop_table('payment_notification')
     with op.batch_alter_table('process_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_process_event_company_id'))
 
     op.drop_table('process_event')
+    with op.batch_alter_table('online_order', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_online_order_company_id'))
+        batch_op.drop_index('ix_online_order_company_account')
+
+    op.drop_table('online_order')
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.drop_index('ix_human_task_company_status_lane')
         batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
@@ -568,6 +673,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_billing_run_company_id'))
 
     op.drop_table('billing_run')
+    with op.batch_alter_table('auth_event', schema=None) as batch_op:
+        batch_op.drop_index('ix_auth_event_company_id_at')
+        batch_op.drop_index(batch_op.f('ix_auth_event_company_id'))
+        batch_op.drop_index(batch_op.f('ix_auth_event_at'))
+
+    op.drop_table('auth_event')
+    with op.batch_alter_table('wechat_merchant', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_wechat_merchant_company_id'))
+
+    op.drop_table('wechat_merchant')
     with op.batch_alter_table('user', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_company_id'))
 
@@ -593,5 +708,6 @@ def downgrade():
 
     op.drop_table('community')
     op.drop_table('company')
+    op.drop_table('login_throttle')
     op.drop_table('group')
     # ### end Alembic commands ###

@@ -1,0 +1,331 @@
+"""WeChat Pay API v3 in partner (service provider) mode: order requests, signatures and notifications.
+
+The group is the service provider (sp_mchid) and each subsidiary a sub-merchant (sub_mchid),
+so money settles directly to the subsidiary. The provider's merchant key signs every request
+and the provider's APIv3 key decrypts every notification. This module deals only in channel
+data (fen, merchant ids, order numbers); it knows nothing of accounts or the ledger.
+
+Wire format (WeChat Pay API v3 documentation, pay.weixin.qq.com):
+- Request signature: RSA PKCS#1 v1.5 with SHA-256 over "METHOD\\nPATH\\nTIMESTAMP\\nNONCE\\nBODY\\n",
+  sent as `Authorization: WECHATPAY2-SHA256-RSA2048 mchid="…",nonce_str="…",timestamp="…",serial_no="…",signature="…"`.
+- Notification signature: the same scheme over "TIMESTAMP\\nNONCE\\nRAW_BODY\\n", taken from the
+  Wechatpay-Timestamp, Wechatpay-Nonce and Wechatpay-Signature headers and checked with the
+  platform key named by Wechatpay-Serial.
+- Notification resource: AES-256-GCM with the 32-byte APIv3 key, the 12-byte `nonce` as IV,
+  `associated_data` as AAD and the tag as the last 16 bytes of the base64 `ciphertext`.
+"""
+
+import base64
+import json
+import re
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SCHEMA = "WECHATPAY2-SHA256-RSA2048"
+NATIVE_ORDER_PATH = "/v3/pay/partner/transactions/native"
+# Notifications older or newer than this many seconds are rejected as replays. The official
+# Go SDK (wechatpay-go, core/consts) uses 5 minutes.
+REPLAY_WINDOW_SECONDS = 300
+APIV3_KEY_BYTES = 32
+GCM_NONCE_BYTES = 12
+OUT_TRADE_NO_PATTERN = re.compile(r"[0-9A-Za-z_\-*]{6,32}")
+MCHID_MAX = 32
+DESCRIPTION_MAX = 127
+ATTACH_MAX = 128
+NOTIFICATION_HEADERS = ("Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial")
+REQUEST_TIMEOUT_SECONDS = 10
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+class WechatPayError(Exception):
+    """A request that cannot be built or sent, or an error reply from the channel."""
+
+
+class NotificationRejected(WechatPayError):
+    """A notification that failed verification. `reason` is a short English sentence for the log."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MerchantCredentials:
+    """The service provider's merchant id, its certificate serial and private key, and the APIv3 key."""
+
+    mchid: str
+    serial_no: str
+    private_key: rsa.RSAPrivateKey
+    apiv3_key: bytes
+
+    def __repr__(self):
+        return f"MerchantCredentials(mchid={self.mchid!r}, serial_no={self.serial_no!r})"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A verified and decrypted notification: the envelope fields and the resource plaintext."""
+
+    id: str
+    event_type: str
+    resource_type: str
+    original_type: str
+    resource: dict
+
+
+def load_private_key(path):
+    """Read a PEM RSA private key (PKCS#8 or PKCS#1, unencrypted) from a file."""
+    with open(path, "rb") as handle:
+        key = serialization.load_pem_private_key(handle.read(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise WechatPayError(f"{path} does not contain an RSA private key.")
+    return key
+
+
+def load_public_key(path):
+    """Read a PEM RSA public key or an X.509 certificate from a file and return its public key."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if b"BEGIN CERTIFICATE" in data:
+        from cryptography import x509
+
+        key = x509.load_pem_x509_certificate(data).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise WechatPayError(f"{path} does not contain an RSA public key.")
+    return key
+
+
+def load_apiv3_key(path):
+    """Read the APIv3 key: 32 ASCII characters, surrounding whitespace ignored."""
+    with open(path, "rb") as handle:
+        key = handle.read().strip()
+    if len(key) != APIV3_KEY_BYTES:
+        raise WechatPayError(f"The APIv3 key in {path} has {len(key)} bytes; it must have exactly {APIV3_KEY_BYTES}.")
+    return key
+
+
+def sign_message(private_key, message):
+    """Sign text with RSA PKCS#1 v1.5 SHA-256 and return the base64 signature."""
+    signature = private_key.sign(message.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(signature).decode("ascii")
+
+
+def signature_is_valid(public_key, message, signature_b64):
+    """Check a base64 RSA PKCS#1 v1.5 SHA-256 signature over `message` (str or bytes)."""
+    if isinstance(message, str):
+        message = message.encode("utf-8")
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (ValueError, TypeError):
+        return False
+    try:
+        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def request_message(method, path, timestamp, nonce, body):
+    """The text a request signature covers: method, path with query, timestamp, nonce and body, each ending in a newline."""
+    return f"{method}\n{path}\n{timestamp}\n{nonce}\n{body}\n"
+
+
+def authorization_header(credentials, method, path, body, timestamp=None, nonce=None):
+    """Build the Authorization header value of a request signed with the provider's merchant key."""
+    timestamp = str(int(time.time()) if timestamp is None else timestamp)
+    nonce = nonce or secrets.token_hex(16)
+    signature = sign_message(credentials.private_key, request_message(method, path, timestamp, nonce, body))
+    return (
+        f'{SCHEMA} mchid="{credentials.mchid}",nonce_str="{nonce}",timestamp="{timestamp}",'
+        f'serial_no="{credentials.serial_no}",signature="{signature}"'
+    )
+
+
+AUTHORIZATION_FIELD = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_authorization(header):
+    """Split an Authorization header into its fields, or raise WechatPayError when the schema is wrong."""
+    schema, _, params = (header or "").partition(" ")
+    if schema != SCHEMA:
+        raise WechatPayError(f"Authorization schema {schema!r} is not {SCHEMA}.")
+    fields = dict(AUTHORIZATION_FIELD.findall(params))
+    missing = [name for name in ("mchid", "nonce_str", "timestamp", "serial_no", "signature") if not fields.get(name)]
+    if missing:
+        raise WechatPayError(f"Authorization header is missing {', '.join(missing)}.")
+    return fields
+
+
+def _check_notify_url(url):
+    parts = urllib.parse.urlsplit(url)
+    if parts.query or parts.fragment:
+        raise WechatPayError(f"notify_url {url!r} must not have a query string or fragment.")
+    # The channel only calls HTTPS addresses. Plain HTTP is allowed for a local simulator.
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS):
+        raise WechatPayError(f"notify_url {url!r} must use https.")
+
+
+def native_order_body(*, sp_appid, sp_mchid, sub_mchid, out_trade_no, total_fen, description, notify_url, attach="", time_expire=None):
+    """Build the JSON body of a partner-mode Native order, checking the channel's field limits.
+
+    `total_fen` is the amount in fen as an int. `time_expire` is an aware datetime or None.
+    """
+    for name, value in (("sp_mchid", sp_mchid), ("sub_mchid", sub_mchid)):
+        if not value or len(value) > MCHID_MAX:
+            raise WechatPayError(f"{name} {value!r} must have 1 to {MCHID_MAX} characters.")
+    if not OUT_TRADE_NO_PATTERN.fullmatch(out_trade_no or ""):
+        raise WechatPayError(f"out_trade_no {out_trade_no!r} must be 6 to 32 characters of 0-9, A-Z, a-z, _, - or *.")
+    if isinstance(total_fen, bool) or not isinstance(total_fen, int) or total_fen <= 0:
+        raise WechatPayError(f"amount.total {total_fen!r} must be a positive int in fen.")
+    if not description or len(description) > DESCRIPTION_MAX:
+        raise WechatPayError(f"description must have 1 to {DESCRIPTION_MAX} characters, not {len(description or '')}.")
+    if len(attach) > ATTACH_MAX:
+        raise WechatPayError(f"attach must have at most {ATTACH_MAX} characters, not {len(attach)}.")
+    _check_notify_url(notify_url)
+    body = {
+        "sp_appid": sp_appid,
+        "sp_mchid": sp_mchid,
+        "sub_mchid": sub_mchid,
+        "description": description,
+        "out_trade_no": out_trade_no,
+        "notify_url": notify_url,
+        "amount": {"total": total_fen, "currency": "CNY"},
+    }
+    if attach:
+        body["attach"] = attach
+    if time_expire is not None:
+        body["time_expire"] = time_expire.isoformat(timespec="seconds")
+    return body
+
+
+def send_request(base_url, credentials, method, path, body=None, timeout=REQUEST_TIMEOUT_SECONDS):
+    """Send a signed request and return (status, parsed JSON or None, response headers).
+
+    Raises WechatPayError for a 4xx or 5xx reply or a transport failure, with the channel's
+    code and message when it sent them.
+    """
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
+    request = urllib.request.Request(base_url.rstrip("/") + path, data=text.encode("utf-8") if body is not None else None, method=method)
+    request.add_header("Authorization", authorization_header(credentials, method, path, text))
+    request.add_header("Accept", "application/json")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = response.read()
+            return response.status, (json.loads(payload) if payload else None), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        try:
+            detail = json.loads(payload)
+        except ValueError:
+            detail = {"code": "", "message": payload[:200].decode("utf-8", "replace")}
+        raise WechatPayError(f"{method} {path} failed with HTTP {error.code}: {detail.get('code')} {detail.get('message')}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        raise WechatPayError(f"{method} {path} to {base_url} failed: {error}") from None
+
+
+def _header(headers, name):
+    # Flask's Headers and http.client's messages are case-insensitive; a plain dict may not be.
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
+
+
+def verify_notification(headers, raw_body, platform_keys, apiv3_key, now=None):
+    """Verify a notification's signature and age, then decrypt its resource.
+
+    `platform_keys` maps Wechatpay-Serial values to platform public keys. `raw_body` is the
+    request body exactly as received (bytes). Raises NotificationRejected with the reason.
+    """
+    values = {name: _header(headers, name) for name in NOTIFICATION_HEADERS}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise NotificationRejected(f"missing header {', '.join(missing)}")
+    signature_type = _header(headers, "Wechatpay-Signature-Type")
+    if signature_type and signature_type != SCHEMA:
+        raise NotificationRejected(f"unsupported Wechatpay-Signature-Type {signature_type[:40]!r}")
+    serial = values["Wechatpay-Serial"]
+    public_key = platform_keys.get(serial)
+    if public_key is None:
+        raise NotificationRejected(f"unknown Wechatpay-Serial {serial[:64]!r}")
+    timestamp = values["Wechatpay-Timestamp"]
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise NotificationRejected(f"invalid Wechatpay-Timestamp {timestamp[:20]!r}")
+    now = time.time() if now is None else now
+    if abs(now - int(timestamp)) >= REPLAY_WINDOW_SECONDS:
+        raise NotificationRejected(f"Wechatpay-Timestamp {timestamp} is outside the {REPLAY_WINDOW_SECONDS}-second window")
+    message = timestamp.encode() + b"\n" + values["Wechatpay-Nonce"].encode() + b"\n" + raw_body + b"\n"
+    if not signature_is_valid(public_key, message, values["Wechatpay-Signature"]):
+        raise NotificationRejected("invalid signature")
+
+    try:
+        envelope = json.loads(raw_body)
+        resource = envelope["resource"]
+        plaintext = decrypt_resource(resource, apiv3_key)
+        return Notification(
+            id=str(envelope.get("id", "")),
+            event_type=str(envelope.get("event_type", "")),
+            resource_type=str(envelope.get("resource_type", "")),
+            original_type=str(resource.get("original_type", "")),
+            resource=json.loads(plaintext),
+        )
+    except NotificationRejected:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        # A validly signed body that does not parse is a channel fault, not an attack.
+        raise NotificationRejected(f"malformed notification body: {type(error).__name__}") from None
+
+
+def decrypt_resource(resource, apiv3_key):
+    """Decrypt an AEAD_AES_256_GCM `resource` and return the plaintext bytes."""
+    if resource.get("algorithm") != "AEAD_AES_256_GCM":
+        raise NotificationRejected(f"unsupported resource algorithm {str(resource.get('algorithm'))[:40]!r}")
+    nonce = resource["nonce"].encode("utf-8")
+    if len(nonce) != GCM_NONCE_BYTES:
+        raise NotificationRejected(f"resource nonce has {len(nonce)} bytes, expected {GCM_NONCE_BYTES}")
+    associated_data = (resource.get("associated_data") or "").encode("utf-8")
+    ciphertext = base64.b64decode(resource["ciphertext"], validate=True)
+    try:
+        return AESGCM(apiv3_key).decrypt(nonce, ciphertext, associated_data or None)
+    except InvalidTag:
+        raise NotificationRejected("resource decryption failed (authentication tag mismatch)") from None
+
+
+def encrypt_resource(plaintext, apiv3_key, associated_data="transaction", original_type="transaction", nonce=None):
+    """Encrypt a resource as the channel does. Used by the simulator and tests."""
+    nonce = nonce or secrets.token_hex(GCM_NONCE_BYTES // 2)
+    ciphertext = AESGCM(apiv3_key).encrypt(nonce.encode("utf-8"), plaintext, associated_data.encode("utf-8") or None)
+    return {
+        "original_type": original_type,
+        "algorithm": "AEAD_AES_256_GCM",
+        "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
+        "associated_data": associated_data,
+        "nonce": nonce,
+    }
+
+
+def notification_headers(platform_key, serial, raw_body, timestamp=None, nonce=None):
+    """Sign a notification body with a platform key and return its Wechatpay-* headers."""
+    timestamp = str(int(time.time()) if timestamp is None else timestamp)
+    nonce = nonce or secrets.token_hex(16)
+    message = f"{timestamp}\n{nonce}\n{raw_body.decode('utf-8')}\n"
+    return {
+        "Wechatpay-Timestamp": timestamp,
+        "Wechatpay-Nonce": nonce,
+        "Wechatpay-Signature": sign_message(platform_key, message),
+        "Wechatpay-Serial": serial,
+        "Wechatpay-Signature-Type": SCHEMA,
+    }

@@ -1,0 +1,89 @@
+"""Fixtures of the WeChat Pay tests: generated keys, the simulator and the app served over HTTP.
+
+Keys are generated once per test session into a temporary directory. The live Flask server
+serves the session `app` itself on 127.0.0.1, so it sees the schema that `app_ctx` empties.
+"""
+
+import threading
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from werkzeug.serving import make_server
+
+from app.billing.services import run_billing
+from app.extensions import db
+from app.payments.models import WechatMerchant
+from tools.wechatpay_simulator import Simulator
+from wechatpay_helpers import MERCHANT_SERIAL, PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS
+SERVER_STOP_TIMEOUT_S = 10
+
+
+def _write_key_pair(directory, name):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_path = directory / f"{name}_private.pem"
+    private_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public_path = directory / f"{name}_public.pem"
+    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, private_path, public_path
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """Merchant, platform and an attacker's key pairs and the APIv3 key, as objects and files."""
+    directory = tmp_path_factory.mktemp("wechatpay-keys")
+    merchant, merchant_file, merchant_public_file = _write_key_pair(directory, "merchant")
+    platform, _, platform_public_file = _write_key_pair(directory, "platform")
+    attacker, _, _ = _write_key_pair(directory, "attacker")
+    apiv3_file = directory / "apiv3.key"
+    apiv3_file.write_text("0123456789abcdefghijklmnopqrstuv")
+    return {
+        "merchant": merchant, "merchant_file": merchant_file, "merchant_public_file": merchant_public_file,
+        "platform": platform, "platform_public_file": platform_public_file, "attacker": attacker,
+        "apiv3": apiv3_file.read_bytes(), "apiv3_file": apiv3_file,
+    }
+
+
+@pytest.fixture(scope="session")
+def _flask_server(app):
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=SERVER_STOP_TIMEOUT_S)
+
+
+@pytest.fixture
+def simulator(keys):
+    """The simulator on a free port of 127.0.0.1, with retries 1000 times faster than the channel's."""
+    sim = Simulator(
+        merchant_public_keys={SP_MCHID: keys["merchant"].public_key()}, platform_private_key=keys["platform"],
+        platform_serial=PLATFORM_SERIAL, apiv3_key=keys["apiv3"], time_scale=1000.0, max_attempts=6,
+    )
+    sim.base_url = sim.start(0)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def wechat(app, demo, import_fixture, keys, simulator, _flask_server, monkeypatch):
+    """TJ and QD imported and billed, each with a sub-merchant, the app configured for the simulator."""
+    settings = {
+        "WECHATPAY_API_BASE": simulator.base_url, "WECHATPAY_SP_MCHID": SP_MCHID, "WECHATPAY_SP_APPID": "wx0000000000000001",
+        "WECHATPAY_MERCHANT_SERIAL": MERCHANT_SERIAL, "WECHATPAY_MERCHANT_KEY_FILE": str(keys["merchant_file"]),
+        "WECHATPAY_APIV3_KEY_FILE": str(keys["apiv3_file"]),
+        "WECHATPAY_PLATFORM_KEY_FILES": {PLATFORM_SERIAL: str(keys["platform_public_file"])},
+        "WECHATPAY_NOTIFY_URL": f"{_flask_server}/payments/notify/wechat",
+    }
+    for name, value in settings.items():
+        monkeypatch.setitem(app.config, name, value)
+    for code in ("TJ", "QD"):
+        import_fixture(code, f"{code}-shared.xlsx")
+        run_billing(code, "2025-2026")
+        db.session.add(WechatMerchant(company_id=demo[code].id, sub_mchid=SUB_MCHIDS[code]))
+    db.session.commit()
+    return {"demo": demo, "server": _flask_server, "simulator": simulator, "keys": keys}

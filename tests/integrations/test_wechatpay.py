@@ -1,0 +1,225 @@
+"""WeChat Pay end to end: orders through the simulator, notifications to the live app over HTTP."""
+
+import json
+import random
+import secrets
+import time
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from flask import current_app
+
+from app.billing.models import LedgerEntry
+from app.extensions import db
+from app.integrations import wechatpay
+from app.network.models import Account
+from app.payments.models import OnlineOrder, Payment, PaymentNotification
+from app.payments.online import create_wechat_order, yuan_to_fen
+from app.org.models import User
+from app.payments.services import amount_owed, collect_payment
+from wechatpay_helpers import PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS, accounts_of, send, signed_notification, wait_for
+
+pytestmark = pytest.mark.xdist_group("wechatpay")
+NOTIFY_PATH = "/payments/notify/wechat"
+
+
+def _resource(order, transaction_id=None, total=None):
+    return {
+        "sp_mchid": SP_MCHID, "sub_mchid": order.sub_mchid, "out_trade_no": order.out_trade_no,
+        "transaction_id": transaction_id or "42000" + secrets.token_hex(10), "trade_type": "NATIVE",
+        "trade_state": "SUCCESS", "attach": "", "success_time": "2026-01-10T10:00:00+08:00",
+        "amount": {"total": yuan_to_fen(order.amount) if total is None else total, "currency": "CNY"},
+    }
+
+
+def _tj_order(account, amount=None):
+    return OnlineOrder(
+        company_id=account.company_id, account_id=account.id, out_trade_no="T" + secrets.token_hex(12),
+        amount=amount if amount is not None else amount_owed(account).total, sub_mchid=SUB_MCHIDS["TJ"],
+    )
+
+
+def _wechat_lines(account_id):
+    return db.session.scalars(
+        sa.select(LedgerEntry).filter_by(account_id=account_id).where(LedgerEntry.idempotency_key.like("wechat:%"))
+    ).all()
+
+
+def test_simulator_payment_posted_once(wechat):
+    tj = wechat["demo"]["TJ"]
+    simulator = wechat["simulator"]
+    account = accounts_of(tj, 1)[0]
+    owed = amount_owed(account).total
+
+    order = create_wechat_order(account)
+    assert order.code_url.startswith("weixin://")
+    sent = simulator.orders[(SUB_MCHIDS["TJ"], order.out_trade_no)]["request"]
+    assert sent["sp_mchid"] == SP_MCHID
+    assert sent["sub_mchid"] == SUB_MCHIDS["TJ"]
+    assert sent["amount"] == {"total": yuan_to_fen(owed), "currency": "CNY"}
+
+    transaction_id = simulator.pay(SUB_MCHIDS["TJ"], order.out_trade_no)
+    assert wait_for(lambda: any(d["status"] == 204 for d in list(simulator.deliveries)))
+    db.session.expire_all()
+    # The same transaction delivered again, as the channel does when a reply is lost.
+    body, headers = simulator.notification(simulator.transaction(SUB_MCHIDS["TJ"], order.out_trade_no))
+    status, _ = send(wechat["server"] + NOTIFY_PATH, body, headers)
+    assert status == 204
+
+    db.session.expire_all()
+    payments = db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
+    assert len(payments) == 1
+    assert payments[0].amount == owed
+    assert payments[0].company_id == tj.id
+    assert amount_owed(db.session.get(Account, account.id)).total == 0
+    assert db.session.get(OnlineOrder, order.id).status == "paid"
+    outcomes = Counter(db.session.scalars(sa.select(PaymentNotification.outcome).filter_by(transaction_id=transaction_id)))
+    assert outcomes == {"accepted": 1, "duplicate": 1}
+
+
+def test_retries_until_receiver_accepts(wechat):
+    simulator = wechat["simulator"]
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    order = create_wechat_order(account)
+    # Until the platform key is configured, deliveries are rejected and the simulator retries.
+    saved = current_app.config["WECHATPAY_PLATFORM_KEY_FILES"]
+    current_app.config["WECHATPAY_PLATFORM_KEY_FILES"] = {"OTHER": saved[PLATFORM_SERIAL]}
+    simulator.pay(SUB_MCHIDS["TJ"], order.out_trade_no)
+    assert wait_for(lambda: len(simulator.deliveries) >= 2)
+    current_app.config["WECHATPAY_PLATFORM_KEY_FILES"] = saved
+    assert wait_for(lambda: any(d["status"] == 204 for d in list(simulator.deliveries)))
+    statuses = [d["status"] for d in list(simulator.deliveries)]
+    assert statuses[0] == 400
+    assert statuses[-1] == 204
+    assert len(statuses) <= 6
+    db.session.expire_all()
+    assert db.session.get(OnlineOrder, order.id).status == "paid"
+
+
+def test_tj_payment_settles_under_tj(wechat):
+    tj, qd = wechat["demo"]["TJ"], wechat["demo"]["QD"]
+    keys = wechat["keys"]
+    url = wechat["server"] + NOTIFY_PATH
+    account = accounts_of(tj, 1)[0]
+    order = create_wechat_order(account)
+    assert order.sub_mchid == SUB_MCHIDS["TJ"]
+    qd_before = db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(company_id=qd.id))
+
+    # A validly signed notification claiming QD's sub-merchant for TJ's order finds no QD order.
+    resource = _resource(order)
+    resource["sub_mchid"] = SUB_MCHIDS["QD"]
+    status, reply = send(url, *signed_notification(keys, resource))
+    assert status == 400
+    assert json.loads(reply)["code"] == "FAIL"
+
+    status, _ = send(url, *signed_notification(keys, _resource(order)))
+    assert status == 204
+    db.session.expire_all()
+    payment = db.session.scalar(sa.select(Payment).filter_by(account_id=account.id, channel="wechat"))
+    assert payment.company_id == tj.id
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(company_id=qd.id)) == qd_before
+    rejected = db.session.scalar(sa.select(PaymentNotification).filter_by(outcome="rejected"))
+    assert rejected.company_id == qd.id
+    assert "not found" in rejected.reason
+
+
+def test_paid_twice_keeps_credit(wechat):
+    tj = wechat["demo"]["TJ"]
+    keys = wechat["keys"]
+    account = accounts_of(tj, 1)[0]
+    order = create_wechat_order(account)
+    cashier = db.session.scalar(sa.select(User).filter_by(username="tj_cashier"))
+    collect_payment(account, str(order.amount), "cash", cashier)
+
+    status, _ = send(wechat["server"] + NOTIFY_PATH, *signed_notification(keys, _resource(order)))
+    assert status == 204
+    db.session.expire_all()
+    lines = _wechat_lines(account.id)
+    assert [(line.kind, line.amount) for line in lines] == [("credit", -order.amount)]
+    assert amount_owed(db.session.get(Account, account.id)).total == 0
+
+
+def test_wrong_amount_held_not_posted(wechat):
+    keys = wechat["keys"]
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    order = create_wechat_order(account)
+    status, _ = send(wechat["server"] + NOTIFY_PATH, *signed_notification(keys, _resource(order, total=1)))
+    assert status == 204
+    db.session.expire_all()
+    assert db.session.get(OnlineOrder, order.id).status == "held"
+    assert _wechat_lines(account.id) == []
+    log = db.session.scalar(sa.select(PaymentNotification))
+    assert log.outcome == "held"
+    assert "differs" in log.reason
+
+
+def test_mixed_notifications_exact_balances(wechat):
+    """2,000 notifications: duplicates, reordering, tampering, bad signatures, stale and wrong amounts."""
+    keys = wechat["keys"]
+    url = wechat["server"] + NOTIFY_PATH
+    accounts = accounts_of(wechat["demo"]["TJ"], 48)
+    assert len(accounts) == 48
+    paid_orders = [_tj_order(a) for a in accounts[:40]]
+    held_orders = [_tj_order(a, amount=Decimal("100.00")) for a in accounts[40:]]
+    db.session.add_all(paid_orders + held_orders)
+    db.session.commit()
+    owed_before = {a.id: amount_owed(a).total for a in accounts}
+
+    rng = random.Random(20260110)
+    now = int(time.time())
+    messages = []  # (kind, body, headers)
+    for order in paid_orders:
+        resource = _resource(order)
+        for _ in range(25):
+            messages.append(("valid", *signed_notification(keys, resource, timestamp=now + rng.randint(-60, 60))))
+    for order in held_orders:
+        resource = _resource(order, total=9999)
+        for _ in range(5):
+            messages.append(("wrong_amount", *signed_notification(keys, resource)))
+    for index in range(960):
+        order = rng.choice(paid_orders)
+        kind = ("tampered", "wrong_signature", "stale", "unknown_serial")[index % 4]
+        resource = _resource(order)
+        if kind == "tampered":
+            body, headers = signed_notification(keys, resource)
+            body = body.replace(b'"summary"', b'"Summary"')
+        elif kind == "wrong_signature":
+            body, headers = signed_notification(keys, resource, platform_key=keys["attacker"])
+        elif kind == "stale":
+            body, headers = signed_notification(keys, resource, timestamp=now - wechatpay.REPLAY_WINDOW_SECONDS - 1)
+        else:
+            body, headers = signed_notification(keys, resource, serial="PUB_KEY_ID_UNKNOWN")
+        messages.append((kind, body, headers))
+    rng.shuffle(messages)
+    assert len(messages) == 2000
+
+    started = time.monotonic()
+    statuses = Counter()
+    for kind, body, headers in messages:
+        assert time.monotonic() - started < 300, "2,000 notifications took over 5 minutes"
+        status, _ = send(url, body, headers)
+        statuses[(kind, status)] += 1
+    assert statuses == {("valid", 204): 1000, ("wrong_amount", 204): 40, ("tampered", 400): 240,
+                        ("wrong_signature", 400): 240, ("stale", 400): 240, ("unknown_serial", 400): 240}
+
+    db.session.expire_all()
+    for order in paid_orders:
+        lines = _wechat_lines(order.account_id)
+        assert sum(line.amount for line in lines) == -order.amount, order.out_trade_no
+        assert amount_owed(db.session.get(Account, order.account_id)).total == 0
+        assert db.session.get(OnlineOrder, order.id).status == "paid"
+    for order in held_orders:
+        assert _wechat_lines(order.account_id) == []
+        assert amount_owed(db.session.get(Account, order.account_id)).total == owed_before[order.account_id]
+        assert db.session.get(OnlineOrder, order.id).status == "held"
+
+    outcomes = Counter(db.session.scalars(sa.select(PaymentNotification.outcome)))
+    assert outcomes == {"accepted": 40, "duplicate": 960 + 32, "held": 8, "rejected": 960}
+    reasons = Counter(db.session.scalars(sa.select(PaymentNotification.reason).filter_by(outcome="rejected")))
+    assert reasons["invalid signature"] == 480
+    assert reasons["unknown Wechatpay-Serial 'PUB_KEY_ID_UNKNOWN'"] == 240
+    stale = sum(count for reason, count in reasons.items() if "outside the 300-second window" in reason)
+    assert stale == 240
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(channel="wechat")) == 40

@@ -1,0 +1,52 @@
+"""Helpers of the WeChat Pay tests: constants, accounts that owe, sending and signing notifications."""
+
+import time
+import urllib.error
+import urllib.request
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.network.models import Account
+from tools.wechatpay_simulator import build_notification
+
+SP_MCHID = "1900000100"
+MERCHANT_SERIAL = "3775B6A45ACD588826D15E583A95F5DD2C9F0001"
+PLATFORM_SERIAL = "PUB_KEY_ID_0119000001002024000000000000000001"
+SUB_MCHIDS = {"TJ": "1900000111", "QD": "1900000112"}
+
+
+def accounts_of(company, limit):
+    """The first `limit` normal-status accounts of a company that owe something, by id."""
+    from app.payments.services import amount_owed
+
+    rows = db.session.scalars(
+        sa.select(Account).filter_by(company_id=company.id, billing_status="normal").order_by(Account.id).limit(limit * 2)
+    ).all()
+    return [a for a in rows if amount_owed(a).total > 0][:limit]
+
+
+def send(url, body, headers):
+    """POST raw bytes to the app and return (status, body bytes)."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def signed_notification(keys, resource, timestamp=None, platform_key=None, serial=PLATFORM_SERIAL):
+    """A notification body and headers, signed by the platform key unless another is given."""
+    return build_notification(resource, platform_key or keys["platform"], serial, keys["apiv3"], timestamp)
+
+
+def wait_for(condition, timeout_s=15.0, step_s=0.02):
+    """Poll `condition` until it is true or `timeout_s` passes; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    value = condition()
+    while not value and time.monotonic() < deadline:
+        time.sleep(step_s)
+        value = condition()
+    return value
+

@@ -1,0 +1,325 @@
+"""A local WeChat Pay API v3 simulator for partner-mode Native orders, on 127.0.0.1 only.
+
+It verifies the Authorization header of every request with the merchant public key, holds
+orders as NOTPAY, and on `pay` sends a signed, encrypted TRANSACTION.SUCCESS notification to
+the order's notify_url. Deliveries follow the channel's retry schedule divided by
+--time-scale until the receiver replies 2xx or --max-attempts is reached.
+
+    python tools/wechatpay_simulator.py --port 8765 --key-dir /tmp/wxsim
+
+Without key files the simulator writes fresh keys into --key-dir: merchant_private.pem
+(configure it as WECHATPAY_MERCHANT_KEY_FILE), platform_public.pem (under the serial printed
+at start), and apiv3.key.
+
+Endpoints besides the channel's own:
+    POST /simulator/pay   {"sub_mchid": "...", "out_trade_no": "..."}  mark paid, start delivery
+    GET  /simulator/deliveries                                          delivery attempts so far
+"""
+
+import argparse
+import json
+import logging
+import secrets
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from app.integrations import wechatpay  # noqa: E402
+
+logger = logging.getLogger("wechatpay_simulator")
+# Delays before each retry, in seconds, as the channel documents for payment notifications
+# (15s, 15s, 30s, 3m, 10m, 20m, 30m, 30m, 30m, 60m, 3h, 3h, 3h, 6h, 6h).
+RETRY_SCHEDULE_SECONDS = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
+CHINA_TIME = timezone(timedelta(hours=8))
+DELIVERY_TIMEOUT_SECONDS = 5
+
+
+class Simulator:
+    """Orders, keys and delivery threads of one simulated channel."""
+
+    def __init__(self, merchant_public_keys, platform_private_key, platform_serial, apiv3_key, time_scale=1000.0, max_attempts=16):
+        # merchant_public_keys: {mchid: RSA public key} of the service providers allowed to call.
+        self.merchant_public_keys = merchant_public_keys
+        self.platform_private_key = platform_private_key
+        self.platform_serial = platform_serial
+        self.apiv3_key = apiv3_key
+        self.time_scale = time_scale
+        self.max_attempts = max(1, min(max_attempts, len(RETRY_SCHEDULE_SECONDS) + 1))
+        self.orders = {}
+        self.deliveries = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.server = None
+        self.thread = None
+
+    # -- channel side ---------------------------------------------------------------------
+
+    def create_order(self, body):
+        """Store a Native order as NOTPAY and return its code_url; the same order twice returns the same link."""
+        key = (body["sub_mchid"], body["out_trade_no"])
+        with self.lock:
+            existing = self.orders.get(key)
+            if existing is not None:
+                if existing["request"] != body:
+                    raise ValueError("out_trade_no was already used with other parameters")
+                return existing["code_url"]
+            code_url = f"weixin://wxpay/bizpayurl?pr={secrets.token_urlsafe(8)}"
+            self.orders[key] = {"request": body, "state": "NOTPAY", "code_url": code_url, "transaction_id": None}
+            return code_url
+
+    def transaction(self, sub_mchid, out_trade_no, total=None):
+        """Build the decrypted resource of a successful payment of a stored order."""
+        order = self.orders[(sub_mchid, out_trade_no)]
+        request = order["request"]
+        total = request["amount"]["total"] if total is None else total
+        return {
+            "sp_appid": request.get("sp_appid", ""), "sp_mchid": request["sp_mchid"], "sub_mchid": sub_mchid,
+            "out_trade_no": out_trade_no, "transaction_id": order["transaction_id"] or new_transaction_id(),
+            "trade_type": "NATIVE", "trade_state": "SUCCESS", "trade_state_desc": "支付成功", "bank_type": "OTHERS",
+            "attach": request.get("attach", ""), "success_time": datetime.now(CHINA_TIME).isoformat(timespec="seconds"),
+            "payer": {"sp_openid": "o" + secrets.token_hex(13)},
+            "amount": {"total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY"},
+        }
+
+    def notification(self, resource, timestamp=None):
+        """Encrypt and sign a resource; return (raw body bytes, headers)."""
+        return build_notification(resource, self.platform_private_key, self.platform_serial, self.apiv3_key, timestamp)
+
+    def pay(self, sub_mchid, out_trade_no):
+        """Mark an order paid and start delivering its notification in a background thread."""
+        with self.lock:
+            order = self.orders.get((sub_mchid, out_trade_no))
+            if order is None:
+                raise KeyError(f"order {out_trade_no} of sub_mchid {sub_mchid} not found")
+            if order["state"] != "NOTPAY":
+                raise ValueError(f"order {out_trade_no} is {order['state']}, not NOTPAY")
+            order["state"] = "SUCCESS"
+            order["transaction_id"] = new_transaction_id()
+        resource = self.transaction(sub_mchid, out_trade_no)
+        thread = threading.Thread(target=self._deliver, args=(order["request"]["notify_url"], resource), daemon=True)
+        thread.start()
+        return resource["transaction_id"]
+
+    def _deliver(self, url, resource):
+        for attempt in range(1, self.max_attempts + 1):
+            # Each attempt is signed anew, as the channel does, so its timestamp stays fresh.
+            body, headers = self.notification(resource)
+            status = post(url, body, headers)
+            with self.lock:
+                self.deliveries.append({"transaction_id": resource["transaction_id"], "attempt": attempt, "status": status})
+            if status is not None and 200 <= status < 300:
+                return
+            if attempt > len(RETRY_SCHEDULE_SECONDS) or self.stopping.is_set():
+                break
+            logger.info("Delivery %d of %s got %s; retrying", attempt, resource["transaction_id"], status)
+            if self.stopping.wait(RETRY_SCHEDULE_SECONDS[attempt - 1] / self.time_scale):
+                break
+        logger.warning("Gave up delivering %s after %d attempts", resource["transaction_id"], attempt)
+
+    # -- server ---------------------------------------------------------------------------
+
+    def start(self, port=0):
+        """Serve on 127.0.0.1:`port` in a daemon thread; return the base URL."""
+        handler = type("Handler", (_Handler,), {"simulator": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="wechatpay-simulator", daemon=True)
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self):
+        self.stopping.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(timeout=5)
+
+
+def new_transaction_id():
+    return "42000" + "".join(secrets.choice("0123456789") for _ in range(23))
+
+
+def build_notification(resource, platform_private_key, platform_serial, apiv3_key, timestamp=None):
+    """Encrypt a transaction resource into a notification body and sign it; return (body, headers)."""
+    plaintext = json.dumps(resource, ensure_ascii=False).encode("utf-8")
+    envelope = {
+        "id": secrets.token_hex(16),
+        "create_time": datetime.now(CHINA_TIME).isoformat(timespec="seconds"),
+        "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
+        "resource": wechatpay.encrypt_resource(plaintext, apiv3_key),
+    }
+    body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    headers = wechatpay.notification_headers(platform_private_key, platform_serial, body, timestamp=timestamp)
+    headers["Content-Type"] = "application/json"
+    return body, headers
+
+
+def post(url, body, headers):
+    """POST a notification and return the HTTP status, or None when the receiver was unreachable."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=DELIVERY_TIMEOUT_SECONDS) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        logger.warning("Delivery to %s failed: %s", url, error)
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    simulator = None
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def _reply(self, status, payload=None):
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8") if payload is not None else b""
+        self.send_response(status)
+        # 2xx replies are signed by the platform key like the channel's, so clients can verify them.
+        if 200 <= status < 300:
+            headers = wechatpay.notification_headers(self.simulator.platform_private_key, self.simulator.platform_serial, body)
+            for name, value in headers.items():
+                self.send_header(name, value)
+        self.send_header("Request-ID", secrets.token_hex(12))
+        if body:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _fail(self, status, code, message):
+        self._reply(status, {"code": code, "message": message})
+
+    def _body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _authorized(self, body):
+        try:
+            fields = wechatpay.parse_authorization(self.headers.get("Authorization"))
+        except wechatpay.WechatPayError as error:
+            self._fail(401, "SIGN_ERROR", str(error))
+            return None
+        key = self.simulator.merchant_public_keys.get(fields["mchid"])
+        message = wechatpay.request_message(self.command, self.path, fields["timestamp"], fields["nonce_str"], body.decode("utf-8"))
+        if key is None or not wechatpay.signature_is_valid(key, message, fields["signature"]):
+            self._fail(401, "SIGN_ERROR", "signature verification failed")
+            return None
+        if abs(time.time() - int(fields["timestamp"])) >= wechatpay.REPLAY_WINDOW_SECONDS:
+            self._fail(401, "SIGN_ERROR", "timestamp is outside the 5-minute window")
+            return None
+        return fields
+
+    def do_POST(self):
+        body = self._body()
+        if self.path == "/simulator/pay":
+            return self._simulate_pay(body)
+        fields = self._authorized(body)
+        if fields is None:
+            return None
+        if self.path != wechatpay.NATIVE_ORDER_PATH:
+            return self._fail(404, "NOT_FOUND", f"{self.path} is not simulated")
+        try:
+            order = json.loads(body)
+            if order["sp_mchid"] != fields["mchid"]:
+                return self._fail(400, "INVALID_REQUEST", "sp_mchid does not match the signing merchant")
+            wechatpay.native_order_body(
+                sp_appid=order.get("sp_appid", ""), sp_mchid=order["sp_mchid"], sub_mchid=order["sub_mchid"],
+                out_trade_no=order["out_trade_no"], total_fen=order["amount"]["total"], description=order["description"],
+                notify_url=order["notify_url"], attach=order.get("attach", ""),
+            )
+            code_url = self.simulator.create_order(order)
+        except (ValueError, KeyError, TypeError, wechatpay.WechatPayError) as error:
+            return self._fail(400, "INVALID_REQUEST", str(error))
+        return self._reply(200, {"code_url": code_url})
+
+    def _simulate_pay(self, body):
+        try:
+            request = json.loads(body)
+            transaction_id = self.simulator.pay(request["sub_mchid"], request["out_trade_no"])
+        except KeyError as error:
+            return self._fail(404, "ORDER_NOT_EXIST", str(error))
+        except ValueError as error:
+            return self._fail(400, "INVALID_REQUEST", str(error))
+        return self._reply(200, {"transaction_id": transaction_id})
+
+    def do_GET(self):
+        if self.path == "/simulator/deliveries":
+            with self.simulator.lock:
+                return self._reply(200, {"deliveries": list(self.simulator.deliveries)})
+        fields = self._authorized(b"")
+        if fields is None:
+            return None
+        prefix = "/v3/pay/partner/transactions/out-trade-no/"
+        if not self.path.startswith(prefix):
+            return self._fail(404, "NOT_FOUND", f"{self.path} is not simulated")
+        out_trade_no, _, query = self.path[len(prefix):].partition("?")
+        params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+        order = self.simulator.orders.get((params.get("sub_mchid"), out_trade_no))
+        if order is None:
+            return self._fail(404, "ORDER_NOT_EXIST", f"order {out_trade_no} not found")
+        return self._reply(200, {"out_trade_no": out_trade_no, "trade_state": order["state"], "transaction_id": order["transaction_id"]})
+
+
+def _write_keys(key_dir):
+    """Generate a merchant key pair, a platform key pair and an APIv3 key into `key_dir`."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    pem = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    for name in ("merchant", "platform"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (key_dir / f"{name}_private.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, *pem))
+        public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        (key_dir / f"{name}_public.pem").write_bytes(public)
+    (key_dir / "apiv3.key").write_text(secrets.token_hex(16))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 to listen on")
+    parser.add_argument("--key-dir", type=Path, default=Path("instance/wechatpay-simulator"),
+                        help="directory with (or to receive) the key files")
+    parser.add_argument("--sp-mchid", default="1900000100", help="service provider merchant id allowed to call")
+    parser.add_argument("--platform-serial", default="PUB_KEY_ID_0100000000000000000000000000000000",
+                        help="Wechatpay-Serial sent with notifications")
+    parser.add_argument("--time-scale", type=float, default=1000.0,
+                        help="divisor of the retry delays (1000: the first retry after 15 ms)")
+    parser.add_argument("--max-attempts", type=int, default=len(RETRY_SCHEDULE_SECONDS) + 1,
+                        help="deliveries per notification before giving up (at most 16)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if not (args.key_dir / "platform_private.pem").exists():
+        _write_keys(args.key_dir)
+    simulator = Simulator(
+        merchant_public_keys={args.sp_mchid: wechatpay.load_public_key(args.key_dir / "merchant_public.pem")},
+        platform_private_key=wechatpay.load_private_key(args.key_dir / "platform_private.pem"),
+        platform_serial=args.platform_serial,
+        apiv3_key=wechatpay.load_apiv3_key(args.key_dir / "apiv3.key"),
+        time_scale=args.time_scale,
+        max_attempts=args.max_attempts,
+    )
+    url = simulator.start(args.port)
+    logger.info("WeChat Pay simulator on %s, keys in %s, platform serial %s", url, args.key_dir, args.platform_serial)
+    try:
+        simulator.thread.join()
+    except KeyboardInterrupt:
+        logger.info("Stopping")
+    finally:
+        simulator.stop()
+
+
+if __name__ == "__main__":
+    main()
