@@ -7,6 +7,7 @@ at the end.
 """
 
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from flask import g
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from app import create_app
 from app.extensions import db
@@ -22,6 +24,7 @@ from app.tenancy import SYSTEM_SCOPE, set_scope
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGERS = FIXTURES / "ledgers"
 BACKENDS = [b for b in os.environ.get("HEATFLOW_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+SERVER_STOP_TIMEOUT_S = 10
 POSTGRES_ADMIN_URL = os.environ.get("HEATFLOW_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -82,6 +85,18 @@ def app(backend, tmp_path_factory):
         db.engine.dispose()
     if pg_name:
         _drop_postgres_database(pg_name)
+
+
+@pytest.fixture(scope="session")
+def live_server_url(app):
+    """Serve the session `app` with werkzeug on a free port of 127.0.0.1 in a daemon thread; yield its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=SERVER_STOP_TIMEOUT_S)
 
 
 def _empty_all_tables():

@@ -7,41 +7,8 @@ import sqlalchemy as sa
 
 from app.billing.services import rerate_account, run_billing, season_receivable
 from app.extensions import db
-from app.network.models import Account, Building, Community, HeatSource, Station, Unit
+from app.network.models import Account
 from app.tariffs.services import compute_charge, get_season, tariff_in_force
-
-
-@pytest.fixture
-def make_account(demo):
-    """Create one account of a company with the given areas and attributes."""
-    counter = {"room": 100}
-
-    def _make(code, building_area, user_type="residential", status="normal", usable_area=None, lift=False, heat_source_kind=""):
-        company = demo[code]
-        community = db.session.scalar(sa.select(Community).filter_by(company_id=company.id, code="0001"))
-        if community is None:
-            community = Community(company_id=company.id, code="0001", name="测试小区")
-            db.session.add(community)
-            db.session.flush()
-        building = Building(company_id=company.id, community_id=community.id, code=f"{counter['room']:03d}", has_lift=lift)
-        db.session.add(building)
-        db.session.flush()
-        unit = Unit(company_id=company.id, building_id=building.id, code="01")
-        source = HeatSource(company_id=company.id, name=f"热源{counter['room']}", kind=heat_source_kind)
-        station = Station(company_id=company.id, name=f"站{counter['room']}", heat_source=source)
-        db.session.add_all([unit, source, station])
-        db.session.flush()
-        counter["room"] += 1
-        account = Account(
-            company_id=company.id, account_no=f"{company.number}0001{building.code}010101", unit=unit, room="101",
-            station=station, building_area=Decimal(building_area),
-            usable_area=Decimal(usable_area) if usable_area else None, user_type=user_type, billing_status=status,
-        )
-        db.session.add(account)
-        db.session.commit()
-        return account
-
-    return _make
 
 
 def _charge(code, account):
@@ -70,20 +37,20 @@ def _charge(code, account):
         ("BJ", "80", {"user_type": "non_residential", "heat_source_kind": "燃气锅炉"}, "3600.00"),
     ],
 )
-def test_charge_worked_examples(make_account, code, area, kwargs, expected):
-    account = make_account(code, area, **kwargs)
+def test_charge_worked_examples(add_account, code, area, kwargs, expected):
+    account = add_account(code, area, **kwargs)
 
     assert _charge(code, account).amount == Decimal(expected)
 
 
-def test_not_connected_owes_nothing(make_account):
-    account = make_account("TJ", "87.35", status="not_connected")
+def test_not_connected_owes_nothing(add_account):
+    account = add_account("TJ", "87.35", status="not_connected")
 
     assert _charge("TJ", account) is None
 
 
-def test_billing_rerun_posts_nothing_twice(make_account):
-    account = make_account("TJ", "87.35")
+def test_billing_rerun_posts_nothing_twice(add_account):
+    account = add_account("TJ", "87.35")
 
     first = run_billing("TJ", "2025-2026")
     second = run_billing("TJ", "2025-2026")
@@ -94,8 +61,8 @@ def test_billing_rerun_posts_nothing_twice(make_account):
     assert season_receivable(account.id, season.id) == Decimal("2183.75")
 
 
-def test_rerate_to_suspension_posts_difference_once(make_account):
-    account = make_account("TJ", "87.35")
+def test_rerate_to_suspension_posts_difference_once(add_account):
+    account = add_account("TJ", "87.35")
     run_billing("TJ", "2025-2026")
     season = get_season(account.company_id, "2025-2026")
 

@@ -9,11 +9,9 @@ eagerly in the testing config, so an upload is imported inside the upload reques
 """
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from app.demo import DEMO_PASSWORD
 
@@ -26,7 +24,6 @@ SCREENSHOTS = ROOT / os.environ.get("HEATFLOW_SCREENSHOTS", "test-artifacts/scre
 # the testing config imports the ledger inside the upload request.
 ACTION_TIMEOUT_MS = 15_000
 NAVIGATION_TIMEOUT_MS = 60_000
-SERVER_STOP_TIMEOUT_S = 10
 
 
 def pytest_configure(config):
@@ -43,20 +40,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_other_backends)
 
 
-@pytest.fixture(scope="session")
-def _server(app):
-    """Serve `app` with werkzeug on a free port of 127.0.0.1 in a daemon thread."""
-    server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=SERVER_STOP_TIMEOUT_S)
-
-
 @pytest.fixture
-def live_server(_server, demo, app):
+def live_server(live_server_url, demo, app):
     """Yield the base URL of the live server, on a fresh schema with the demo group installed.
 
     The testing config turns CSRF checks off for the Flask test client. A browser sends the
@@ -64,7 +49,7 @@ def live_server(_server, demo, app):
     """
     previous = app.config["WTF_CSRF_ENABLED"]
     app.config["WTF_CSRF_ENABLED"] = True
-    yield _server
+    yield live_server_url
     app.config["WTF_CSRF_ENABLED"] = previous
 
 

@@ -4,19 +4,16 @@ Keys are generated once per test session into a temporary directory. The live Fl
 serves the session `app` itself on 127.0.0.1, so it sees the schema that `app_ctx` empties.
 """
 
-import threading
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.serving import make_server
 
 from app.billing.services import run_billing
 from app.extensions import db
 from app.payments.models import WechatMerchant
 from tools.wechatpay_simulator import Simulator
 from wechatpay_helpers import MERCHANT_SERIAL, PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS
-SERVER_STOP_TIMEOUT_S = 10
 
 
 def _write_key_pair(directory, name):
@@ -46,17 +43,6 @@ def keys(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="session")
-def _flask_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=SERVER_STOP_TIMEOUT_S)
-
-
 @pytest.fixture
 def simulator(keys):
     """The simulator on a free port of 127.0.0.1, with retries 1000 times faster than the channel's."""
@@ -70,14 +56,14 @@ def simulator(keys):
 
 
 @pytest.fixture
-def wechat(app, demo, import_fixture, keys, simulator, _flask_server, monkeypatch):
+def wechat(app, demo, import_fixture, keys, simulator, live_server_url, monkeypatch):
     """TJ and QD imported and billed, each with a sub-merchant, the app configured for the simulator."""
     settings = {
         "WECHATPAY_API_BASE": simulator.base_url, "WECHATPAY_SP_MCHID": SP_MCHID, "WECHATPAY_SP_APPID": "wx0000000000000001",
         "WECHATPAY_MERCHANT_SERIAL": MERCHANT_SERIAL, "WECHATPAY_MERCHANT_KEY_FILE": str(keys["merchant_file"]),
         "WECHATPAY_APIV3_KEY_FILE": str(keys["apiv3_file"]),
         "WECHATPAY_PLATFORM_KEY_FILES": {PLATFORM_SERIAL: str(keys["platform_public_file"])},
-        "WECHATPAY_NOTIFY_URL": f"{_flask_server}/payments/notify/wechat",
+        "WECHATPAY_NOTIFY_URL": f"{live_server_url}/payments/notify/wechat",
     }
     for name, value in settings.items():
         monkeypatch.setitem(app.config, name, value)
@@ -86,4 +72,4 @@ def wechat(app, demo, import_fixture, keys, simulator, _flask_server, monkeypatc
         run_billing(code, "2025-2026")
         db.session.add(WechatMerchant(company_id=demo[code].id, sub_mchid=SUB_MCHIDS[code]))
     db.session.commit()
-    return {"demo": demo, "server": _flask_server, "simulator": simulator, "keys": keys}
+    return {"demo": demo, "server": live_server_url, "simulator": simulator, "keys": keys}

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.processes.escalation import rule_for
 from app.processes.models import HumanTask, ProcessInstance
-from tests.processes.conftest import instance_of, open_task, start_process_request
+from tests.processes.conftest import instance_of, start_process_request
 
 # A valid start form per process type, and the billing status the account needs.
 START_FORMS = {
