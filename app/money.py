@@ -75,6 +75,23 @@ def round_money(value):
     return to_decimal(value).quantize(rule.quantum, rounding=rule.rounding)
 
 
+def plain_decimal(value):
+    """Format a Decimal without exponent or trailing zeros, e.g. 40.00 → '40', 0.20 → '0.2'."""
+    if value is None:
+        return ""
+    return format(Decimal(value).normalize(), "f")
+
+
+def format_quantity(value):
+    """Format an area, price or percentage with two decimals, or more where it has them."""
+    if value is None:
+        return ""
+    value = value.normalize()
+    if value.as_tuple().exponent > -2:
+        value = value.quantize(CENT)
+    return f"{value:f}"
+
+
 def format_money(value):
     """Format an amount as a string with two decimals, e.g. '2183.75'."""
     return f"{round_money(value):.2f}"

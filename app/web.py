@@ -31,7 +31,7 @@ class BoundedIntConverter(IntegerConverter):
 
 
 def _reject_nul_bytes():
-    """Answer 400 for a NUL character in the path, query or form: PostgreSQL text cannot hold one."""
+    """Reject a NUL character in the path, query or form with 400, because PostgreSQL text cannot store one."""
     values = [request.path, *request.args.values(), *request.form.values()]
     if any("\x00" in value for value in values):
         abort(400, "请求中含有无效字符（NUL），请检查输入后重试。")
@@ -93,12 +93,12 @@ def register_web(app):
 
         return {"nav_endpoints": set(app.view_functions), "can": can}
 
-    from app.clock import format_area, format_local, plain_decimal
-    from app.money import format_money
+    from app.clock import format_local
+    from app.money import format_money, format_quantity, plain_decimal
 
     app.add_template_filter(format_local, "local")
     app.add_template_filter(plain_decimal, "plain")
-    app.add_template_filter(format_area, "area")
+    app.add_template_filter(format_quantity, "area")
     app.add_template_filter(format_money, "money")
     app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)

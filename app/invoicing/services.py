@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from app.billing.models import LedgerEntry
 from app.extensions import db
 from app.invoicing.receipt import render_receipt_pdf
-from app.money import CENT, amount_in_words, format_money
+from app.money import amount_in_words, format_money, format_quantity
 from app.org.models import Company
 from app.payments.models import Payment
 from app.payments.services import charge_facts
@@ -22,16 +22,6 @@ INVOICE_NOTES = {
     "paper_tax_invoice": "本收据不是发票。如需增值税发票，请持本收据到营业厅开具。",
     "receipt": "本收据为收费凭证，不是发票。如需发票，请持本收据到营业厅咨询。",
 }
-
-
-def format_quantity(value):
-    """Format an area, price or percentage with two decimals, or more where it has them."""
-    if value is None:
-        return ""
-    value = value.normalize()
-    if value.as_tuple().exponent > -2:
-        value = value.quantize(CENT)
-    return f"{value:f}"
 
 
 def payment_items(payment):

@@ -12,7 +12,7 @@ BAD_FILL = PatternFill(start_color="FFFFC7CE", end_color="FFFFC7CE", fill_type="
 
 
 def _ledger_sheet(workbook):
-    """The sheet the importer read the accounts from: the first with an account header."""
+    """Return the sheet the importer read the accounts from: the first with an account header."""
     for sheet in workbook.worksheets:
         _index, mapping, _texts = find_header(list(sheet.iter_rows(max_row=15, values_only=True)))
         if mapping and "community" in mapping and "building_area" in mapping:

@@ -80,7 +80,7 @@ def progress(import_id):
 @bp.route("/<int:import_id>/report.xlsx")
 @login_required
 def report(import_id):
-    """The uploaded workbook with every invalid cell marked and a sheet listing the errors."""
+    """Send the uploaded workbook with every invalid cell marked and a sheet listing the errors."""
     job = _get_job(import_id)
     # A file rejected as a whole (excel_row None) may not be a workbook at all, so there is nothing to mark.
     if not job.errors or any(error.get("excel_row") is None for error in job.errors):

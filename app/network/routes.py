@@ -26,7 +26,7 @@ def accounts():
 @bp.route("/<int:account_id>")
 @login_required
 def account(account_id):
-    """One account with its ledger lines and process history."""
+    """Show one account with its ledger lines and process history."""
     if not has_permission(current_user, "account.read"):
         abort(403, "您没有查看用户档案的权限。")
     account = db.session.scalar(sa.select(Account).filter_by(id=account_id))

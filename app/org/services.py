@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def _hasher():
-    """The argon2id hasher; tests set ARGON2_FAST to keep thousands of logins quick."""
+    """Return the argon2id hasher. Tests set ARGON2_FAST to keep thousands of logins quick."""
     if current_app.config.get("ARGON2_FAST"):
         return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     return PasswordHasher()

@@ -11,8 +11,8 @@ from flask_login import current_user, login_required
 from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm
 from app.invoicing.receipt import ReceiptError
-from app.invoicing.services import format_quantity, payment_items, print_receipt
-from app.money import format_money
+from app.invoicing.services import payment_items, print_receipt
+from app.money import format_money, format_quantity
 from app.network.models import Account
 from app.network.services import search_accounts
 from app.org.services import has_permission

@@ -3,7 +3,6 @@
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timezone
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
