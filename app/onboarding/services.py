@@ -21,6 +21,7 @@ from app.ledger.parser import (
     parse_ledger,
     scan_coded_values,
 )
+from app.ledger.services import company_value_maps
 from app.org.audit import record_event
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole
 from app.org.permissions import DEFAULT_COMPANY_ROLES, FUNCTIONS
@@ -205,3 +206,18 @@ def preflight_ledger(filename, content, value_maps, max_rows=200_000):
     if not parsed.rows:
         return [f"{filename}: 台账只有表头，没有数据行。"]
     return []
+
+
+def hold_or_queue(job, company):
+    """Return the unknown coded texts of an uploaded ledger, and mark the job held or queued.
+
+    A ledger that still has texts the company has not mapped waits ("held") until an
+    operator maps them; otherwise it is queued for import.
+    """
+    try:
+        unknown = scan_coded_values(job.content, value_maps=company_value_maps(company.id))
+    except LedgerFileError:
+        # The import itself reports a file that is no ledger, with the usual row report.
+        unknown = {}
+    job.status = "held" if any(unknown.values()) else "queued"
+    return unknown
