@@ -131,15 +131,20 @@ def upload(company_code):
         content=content, created_by_id=current_user.id,
     )
     db.session.add(job)
+    _import_or_hold(job, company, started=f"{job.filename} 已开始导入。")
+    return redirect(url_for("onboarding.company", company_code=company.code))
+
+
+def _import_or_hold(job, company, started):
+    """Commit the job and start its import, or flash the wording still to map."""
     unknown = hold_or_queue(job, company)
     db.session.commit()
     if job.status == "queued":
         import_ledger_task.delay(job.id, company.id)
-        flash(f"{job.filename} 已开始导入。", "success")
+        flash(started, "success")
     else:
-        count = sum(len(texts) for texts in unknown.values())
-        flash(f"{job.filename} 中有 {count} 个旧系统用语无法识别；请在下方逐一对应到编码后再导入。", "error")
-    return redirect(url_for("onboarding.company", company_code=company.code))
+        left = "、".join(text for texts in unknown.values() for text in texts)
+        flash(f"{job.filename} 中有旧系统用语无法识别：{left}；请在下方逐一对应到编码后再导入。", "error")
 
 
 @bp.route("/<company_code>/ledgers/<int:import_id>/mapping", methods=["POST"])
@@ -160,14 +165,7 @@ def mapping(company_code, import_id):
         db.session.rollback()
         flash(str(error), "error")
         return redirect(url_for("onboarding.company", company_code=company.code))
-    unknown = hold_or_queue(job, company)
-    db.session.commit()
-    if job.status == "queued":
-        import_ledger_task.delay(job.id, company.id)
-        flash(f"编码映射已保存，{job.filename} 已开始导入。", "success")
-    else:
-        left = "、".join(text for texts in unknown.values() for text in texts)
-        flash(f"还有未对应的旧系统用语：{left}。", "error")
+    _import_or_hold(job, company, started=f"编码映射已保存，{job.filename} 已开始导入。")
     return redirect(url_for("onboarding.company", company_code=company.code))
 
 
