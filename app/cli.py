@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -10,6 +11,8 @@ from flask.cli import AppGroup
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.demo import install_demo
 from app.ledger.services import find_company, import_ledger, record_import
+from app.onboarding.services import OnboardingError, onboard_company, preflight_ledger
+from app.onboarding.spec import SpecError, load_spec_toml
 from app.tariffs.services import TariffError
 
 heat = AppGroup("heat", help="Heatflow operator commands.")
@@ -77,6 +80,70 @@ def receivables_command(company_code, season, output_format):
     click.echo(f"{report['company']} {report['season']}: {report['accounts']} accounts, receivable {report['receivable_total']}")
     for status, figures in report["by_status"].items():
         click.echo(f"  {status}: {figures['accounts']} accounts, {figures['receivable']}")
+
+
+@heat.command("onboard")
+@click.argument("spec_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ledger", "ledger_paths", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="An .xlsx ledger of the company; repeat for several files.")
+@click.option("--check", is_flag=True, help="Validate the specification and ledgers only; write nothing.")
+@click.option("--no-bill", is_flag=True, help="Import the ledgers but do not bill the season.")
+def onboard_command(spec_path, ledger_paths, check, no_bill):
+    """Create a company from the group template and a TOML specification, import its ledgers and bill.
+
+    Every ledger is checked before the company is created; exit 1 lists each problem
+    with its fix, and nothing is stored.
+    """
+    started = time.monotonic()
+    problems, spec, ledgers = _onboarding_inputs(spec_path, ledger_paths)
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    if check:
+        click.echo(f"{spec.company['code']}: specification and {len(ledgers)} ledgers are valid; nothing was stored.")
+        return
+    try:
+        onboarded = onboard_company(spec)
+    except OnboardingError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    company = onboarded.company
+    click.echo(f"Company {company.code} ({company.number}) {company.name} created from the group template.")
+    click.echo(f"Administrator {onboarded.admin.username}, one-time password: {onboarded.admin_password}")
+    for path, content in ledgers:
+        result = import_ledger(company, content, path.name)
+        record_import(company, path.name, content, result)
+        if not result.ok:
+            click.echo(result.summary(), err=True)
+            for error in result.errors:
+                click.echo(error.message(), err=True)
+            click.echo(f"Company {company.code} exists; fix the file and run `flask heat import-ledger --company {company.code}`.", err=True)
+            sys.exit(1)
+        click.echo(result.summary())
+    if ledgers and not no_bill:
+        run = run_billing(company.code, spec.season["name"])
+        click.echo(f"{company.code} {spec.season['name']}: {run.accounts_billed} accounts billed, {run.amount_posted:.2f} yuan posted.")
+    click.echo(f"Done in {time.monotonic() - started:.1f} s.")
+
+
+def _onboarding_inputs(spec_path, ledger_paths):
+    """Return (problems, spec, [(path, content)]) after checking the specification and every ledger."""
+    if not spec_path.exists():
+        return [f"Specification {spec_path} not found."], None, []
+    try:
+        spec = load_spec_toml(spec_path.read_text(encoding="utf-8"))
+    except SpecError as error:
+        return [f"{spec_path}: {message}" for message in error.messages], None, []
+    problems, ledgers = [], []
+    for path in ledger_paths:
+        if not path.exists():
+            problems.append(f"Ledger {path} not found.")
+            continue
+        content = path.read_bytes()
+        problems.extend(preflight_ledger(path.name, content, spec.legacy_values))
+        ledgers.append((path, content))
+    return problems, spec, ledgers
 
 
 @heat.command("bpmn-check")

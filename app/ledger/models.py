@@ -8,7 +8,7 @@ from sqlalchemy.orm import deferred
 from app.extensions import db
 from app.tenancy import CompanyOwned
 
-IMPORT_STATUSES = {"queued": "排队中", "running": "导入中", "succeeded": "已导入", "rejected": "已拒绝", "failed": "失败"}
+IMPORT_STATUSES = {"held": "待映射编码", "queued": "排队中", "running": "导入中", "succeeded": "已导入", "rejected": "已拒绝", "failed": "失败"}
 
 
 def utcnow():
@@ -37,3 +37,19 @@ class LedgerImport(CompanyOwned, db.Model):
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     finished_at = sa.Column(sa.DateTime(timezone=True))
+
+
+class LedgerValueMap(CompanyOwned, db.Model):
+    """A company's own ledger wording for a coded column, such as 在供 for billing status normal.
+
+    Kept so that an acquired company's ledgers import as they are written in its old
+    system; the parser adds these to the group's synonyms for this company only.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "field", "ledger_text"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # "billing_status", "user_type" or "billing_method" (app.ledger.parser.CODED_FIELDS).
+    field = sa.Column(sa.String(16), nullable=False)
+    ledger_text = sa.Column(sa.String(32), nullable=False)
+    code = sa.Column(sa.String(16), nullable=False)

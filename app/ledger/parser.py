@@ -306,10 +306,12 @@ def _choose_ledger_sheet(workbook, max_rows):
     )
 
 
-def parse_ledger(content, max_rows=200_000, progress=None):
+def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
     """Parse ledger bytes into a ParsedLedger; raise LedgerFileError if it is no ledger.
 
     `progress(done, total)` is called every 1,000 sheet rows while rows are validated.
+    `value_maps` adds a company's own wording for coded columns to the group's synonyms:
+    {"billing_status" | "user_type" | "billing_method": {ledger text: code}}.
     """
     workbook = open_workbook(content)
     try:
@@ -324,7 +326,7 @@ def parse_ledger(content, max_rows=200_000, progress=None):
     finally:
         workbook.close()
 
-    validator = _RowValidator(parsed, mapping, texts)
+    validator = _RowValidator(parsed, mapping, texts, value_maps or {})
     total = len(rows) - header_index - 1
     for index in range(header_index + 1, len(rows)):
         if progress and (index - header_index) % 1000 == 0:
@@ -340,13 +342,48 @@ def parse_ledger(content, max_rows=200_000, progress=None):
     return parsed
 
 
+# Columns whose text the parser turns into a code, with the group's accepted wording.
+CODED_FIELDS = {"billing_status": STATUS_SYNONYMS, "user_type": USER_TYPE_SYNONYMS, "billing_method": BILLING_METHOD_SYNONYMS}
+
+
+def scan_coded_values(content, max_rows=200_000, value_maps=None):
+    """Count the texts of each coded column that neither the group nor `value_maps` knows.
+
+    Returns {field: {text: (row count, first Excel row)}} so that an operator can map a
+    legacy system's wording (such as 在供 or 民用) to codes before importing. Raises
+    LedgerFileError when the file is no ledger.
+    """
+    value_maps = value_maps or {}
+    workbook = open_workbook(content)
+    try:
+        if not workbook.worksheets:
+            raise LedgerFileError("工作簿中没有工作表。")
+        _, rows, header_index, mapping, _ = _choose_ledger_sheet(workbook, max_rows)
+    finally:
+        workbook.close()
+    unknown = {name: {} for name in CODED_FIELDS}
+    for index in range(header_index + 1, len(rows)):
+        row = rows[index]
+        for name, synonyms in CODED_FIELDS.items():
+            column = mapping.get(name)
+            text = clean_text(row[column]) if column is not None and column < len(row) else None
+            if text is None or text in synonyms or text in value_maps.get(name, {}):
+                continue
+            count, first_row = unknown[name].get(text, (0, index + 1))
+            unknown[name][text] = (count + 1, first_row)
+    return unknown
+
+
 class _RowValidator:
     """Validate rows one by one, remembering what later rows must not repeat."""
 
-    def __init__(self, parsed, mapping, texts):
+    def __init__(self, parsed, mapping, texts, value_maps):
         self.parsed = parsed
         self.mapping = mapping
         self.texts = texts
+        self.user_types = {**USER_TYPE_SYNONYMS, **value_maps.get("user_type", {})}
+        self.statuses = {**STATUS_SYNONYMS, **value_maps.get("billing_status", {})}
+        self.billing_methods = {**BILLING_METHOD_SYNONYMS, **value_maps.get("billing_method", {})}
         self.legacy_seen = {}
         self.dwelling_seen = {}
         self.lift_by_building = {}
@@ -414,19 +451,19 @@ class _RowValidator:
             error("usable_area", raw_usable, "使用面积不是数字，请填写数字或留空")
 
         raw_type = clean_text(self.cell(row, "user_type"))
-        user_type = USER_TYPE_SYNONYMS.get(raw_type)
+        user_type = self.user_types.get(raw_type)
         if user_type is None:
-            error("user_type", raw_type, f"用户类型无法识别，应为：{'、'.join(USER_TYPE_SYNONYMS)}")
+            error("user_type", raw_type, f"用户类型无法识别，应为：{'、'.join(self.user_types)}")
 
         raw_status = clean_text(self.cell(row, "billing_status"))
-        status = STATUS_SYNONYMS.get(raw_status)
+        status = self.statuses.get(raw_status)
         if status is None:
-            error("billing_status", raw_status, f"供热状态无法识别，应为：{'、'.join(STATUS_SYNONYMS)}")
+            error("billing_status", raw_status, f"供热状态无法识别，应为：{'、'.join(self.statuses)}")
 
         raw_method = clean_text(self.cell(row, "billing_method"))
-        method = BILLING_METHOD_SYNONYMS.get(raw_method) if raw_method is not None else "area"
+        method = self.billing_methods.get(raw_method) if raw_method is not None else "area"
         if method is None:
-            error("billing_method", raw_method, f"计费方式无法识别，应为：{'、'.join(BILLING_METHOD_SYNONYMS)}")
+            error("billing_method", raw_method, f"计费方式无法识别，应为：{'、'.join(self.billing_methods)}")
 
         raw_lift = clean_text(self.cell(row, "has_lift"))
         has_lift = YES_NO.get(raw_lift) if raw_lift is not None else False

@@ -9,6 +9,7 @@ from flask import current_app
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.ledger.models import LedgerValueMap
 from app.ledger.parser import LedgerFileError, RowError, parse_ledger
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
 from app.org.models import Company
@@ -72,6 +73,14 @@ def sha256_of(content):
     return hashlib.sha256(content).hexdigest()
 
 
+def company_value_maps(company_id):
+    """Return {field: {ledger text: code}} of a company's own ledger wording."""
+    maps = {}
+    for row in db.session.scalars(sa.select(LedgerValueMap).filter_by(company_id=company_id)):
+        maps.setdefault(row.field, {})[row.ledger_text] = row.code
+    return maps
+
+
 def import_ledger(company, content, filename, user_id=None, progress=None):
     """Parse, validate and store a ledger for `company`; commit only when every row is valid.
 
@@ -85,7 +94,8 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
 
     try:
         parsed = parse_ledger(
-            content, max_rows=current_app.config.get("LEDGER_MAX_ROWS", 200_000), progress=validating if progress else None
+            content, max_rows=current_app.config.get("LEDGER_MAX_ROWS", 200_000), progress=validating if progress else None,
+            value_maps=company_value_maps(company.id),
         )
     except LedgerFileError as error:
         result.file_error = str(error)

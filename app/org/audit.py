@@ -21,6 +21,8 @@ EVENT_LABELS = {
     "role_created": "新建角色",
     "role_changed": "修改角色",
     "user_roles_changed": "人员角色变更",
+    "company_onboarded": "新公司接入",
+    "value_maps_changed": "旧系统编码映射变更",
 }
 
 

@@ -43,6 +43,7 @@ OBJECT_FINDERS = {
     "task_id": "app.processes.models.HumanTask",
     "instance_id": "app.processes.models.ProcessInstance",
     "process_type": PathValue("suspension"),
+    "company_code": PathValue("QD"),
 }
 
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 3226e995565b
+Revision ID: 9df824a9e51c
 Revises: 
-Create Date: 2026-12-04 17:59:41.171013
+Create Date: 2026-12-04 18:34:37.389510
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '3226e995565b'
+revision = '9df824a9e51c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -75,6 +75,19 @@ def upgrade():
     )
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_heat_source_company_id'), ['company_id'], unique=False)
+
+    op.create_table('ledger_value_map',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('field', sa.String(length=16), nullable=False),
+    sa.Column('ledger_text', sa.String(length=32), nullable=False),
+    sa.Column('code', sa.String(length=16), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_ledger_value_map_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_value_map')),
+    sa.UniqueConstraint('company_id', 'field', 'ledger_text', name=op.f('uq_ledger_value_map_company_id_field_ledger_text'))
+    )
+    with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ledger_value_map_company_id'), ['company_id'], unique=False)
 
     op.create_table('receipt_counter',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -699,6 +712,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_receipt_counter_company_id'))
 
     op.drop_table('receipt_counter')
+    with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
+
+    op.drop_table('ledger_value_map')
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 

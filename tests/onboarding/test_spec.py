@@ -1,0 +1,55 @@
+"""The onboarding specification: every invalid field named with its fix."""
+
+import pytest
+
+from app.onboarding.spec import SpecError, load_spec_toml
+from tests.onboarding.legacy import spec_toml
+
+
+def test_valid_spec_reads_decimals_and_template_rules():
+    spec = load_spec_toml(spec_toml())
+
+    prices = {price["category"]: price["unit_price"] for price in spec.season["prices"]}
+    assert str(prices["residential"]) == "20.00"
+    assert str(prices["non_residential"]) == "30.00"
+    assert str(spec.season["suspension_ratio"]) == "0.30"
+    assert [rule["basis"] for rule in spec.season["area_rules"]] == ["building_area", "building_area"]
+    assert spec.legacy_values["billing_status"]["停暖"] == "suspended"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('code = "ZZ"', 'code = "zz"', "company.code：公司代码应为 2 到 8 位大写字母或数字"),
+        ('number = "21"', 'number = "2"', "company.number：公司编号应为两位数字"),
+        ("end_on = 2026-03-15", "end_on = 2025-11-01", "season.end_on：采暖季结束日期必须晚于开始日期"),
+        ("suspension_ratio = 0.30", "suspension_ratio = 1.5", "season.suspension_ratio：报停收费比例应在 0 到 1 之间"),
+        ('"停暖" = "suspended"', '"停暖" = "paused"', "「停暖」映射到的编码 paused 无效"),
+        ('invoice_mode = "receipt"', 'invoice_mode = "fax"', "company.invoice_mode：开票方式应为"),
+        ('name = "中原管理员"', 'name = "中原管理员"\nrole = "x"', "admin.role：未知字段"),
+    ],
+)
+def test_invalid_field_named(old, new, expected):
+    text = spec_toml()
+    assert old in text
+
+    with pytest.raises(SpecError) as raised:
+        load_spec_toml(text.replace(old, new, 1))
+
+    assert any(expected in message for message in raised.value.messages), raised.value.messages
+
+
+def test_missing_price_category_named():
+    text = spec_toml().replace('[[season.prices]]\ncategory = "non_residential"\nunit_price = "30.00"\n', "")
+
+    with pytest.raises(SpecError) as raised:
+        load_spec_toml(text)
+
+    assert any("缺少这些用户类别的单价：non_residential" in message for message in raised.value.messages)
+
+
+def test_bad_toml_reported():
+    with pytest.raises(SpecError) as raised:
+        load_spec_toml("[company\ncode = 1")
+
+    assert raised.value.messages[0].startswith("TOML 格式错误")
