@@ -10,38 +10,15 @@ import uuid
 from datetime import date
 
 import sqlalchemy as sa
-from flask import (
-    Blueprint,
-    abort,
-    flash,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    send_file,
-    url_for,
-)
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
 from flask_wtf.csrf import generate_csrf
 
 from app.extensions import db
-from app.fieldwork.models import (
-    FINDINGS,
-    VISIT_STATUSES,
-    FieldPhoto,
-    FieldSubmission,
-    FieldVisit,
-)
+from app.fieldwork.models import FINDINGS, VISIT_STATUSES, FieldPhoto, FieldSubmission, FieldVisit
 from app.fieldwork.services import (
-    BACK_CHARGE_STATUSES,
-    Photo,
-    assign_inspections,
-    check_submission_id,
-    get_visit,
-    my_field_work,
-    parse_meter_reading,
-    submit_task_result,
-    submit_visit_result,
+    BACK_CHARGE_STATUSES, Photo, assign_inspections, check_submission_id, get_visit, my_field_work, parse_meter_reading,
+    submit_task_result, submit_visit_result,
 )
 from app.forms.processes import task_form_class
 from app.network.models import Account

@@ -13,23 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.fieldwork.models import (
-    FINDINGS,
-    FieldPhoto,
-    FieldSubmission,
-    FieldVisit,
-    utcnow,
-)
+from app.fieldwork.models import FINDINGS, FieldPhoto, FieldSubmission, FieldVisit, utcnow
 from app.network.models import Account
-from app.org.models import User
+from app.org.models import Company, User
 from app.org.services import has_permission, require_permission
-from app.processes.access import (
-    ConflictError,
-    InputError,
-    NotFoundError,
-    get_task,
-    inbox_tasks,
-)
+from app.processes.access import ConflictError, InputError, NotFoundError, get_task, inbox_tasks
+from app.processes.models import HumanTask
 from app.processes.services import claim_task, complete_task, start_process
 
 logger = logging.getLogger(__name__)
@@ -136,11 +125,24 @@ def _store(user, submission_id, target_kind, target_id, account_id, values, phot
     return submission
 
 
-def _resent(user, submission_id):
-    """After a failed apply, return the Outcome of an earlier arrival of the same submission, or None."""
-    db.session.rollback()
-    earlier = _existing(user.company_id, submission_id)
-    return Outcome(earlier, duplicate=True) if earlier is not None else None
+def _apply_once(user, submission_id, apply):
+    """Run `apply` (which stores and commits a submission) and return its Outcome.
+
+    When it fails because the task or row was taken meanwhile, a concurrent arrival of
+    the same submission may have won; its Outcome is returned as a duplicate. Any other
+    failure rolls back and re-raises, so nothing is half-stored.
+    """
+    try:
+        return Outcome(apply(), duplicate=False)
+    except (ConflictError, IntegrityError):
+        db.session.rollback()
+        earlier = _existing(user.company_id, submission_id)
+        if earlier is not None:
+            return Outcome(earlier, duplicate=True)
+        raise
+    except Exception:
+        db.session.rollback()
+        raise
 
 
 def submit_task_result(user, task_id, submission_id, values, photos=(), meter_reading=None):
@@ -159,19 +161,16 @@ def submit_task_result(user, task_id, submission_id, values, photos=(), meter_re
         raise NotFoundError(f"任务 {task_id} 不是现场作业任务；请在待办中办理。")
     if task.claimed_by_id is None:
         claim_task(task_id, user)
-    try:
+
+    def apply():
         submission = _store(user, submission_id, "task", task.id, task.instance.account_id, values, photos, meter_reading)
         complete_task(task_id, user, values)
-    except (ConflictError, IntegrityError):
-        outcome = _resent(user, submission_id)
-        if outcome is not None:
-            return outcome
-        raise
-    except Exception:
-        db.session.rollback()
-        raise
-    logger.info("Field submission %s completed task %s with %s photos", submission_id, task_id, len(photos))
-    return Outcome(submission, duplicate=False)
+        return submission
+
+    outcome = _apply_once(user, submission_id, apply)
+    if not outcome.duplicate:
+        logger.info("Field submission %s completed task %s with %s photos", submission_id, task_id, len(photos))
+    return outcome
 
 
 def get_visit(visit_id, user):
@@ -201,10 +200,12 @@ def submit_visit_result(user, visit_id, submission_id, finding, visited_on, comm
         raise ConflictError(f"稽查任务 {visit_id} 已{'完成' if visit.status == 'done' else '取消'}，不能重复提交。")
     account = db.session.get(Account, visit.account_id)
     values = {"finding": finding, "visited_on": visited_on.isoformat(), "comment": comment}
-    try:
+
+    def apply():
         submission = _store(user, submission_id, "visit", visit.id, account.id, values, photos, meter_reading)
         visit.status, visit.finding, visit.visited_on, visit.completed_at = "done", finding, visited_on, utcnow()
         if finding != "none" and account.billing_status in BACK_CHARGE_STATUSES:
+            # start_process commits the submission and the visit together with the new instance.
             instance = start_process(
                 "back_charge", account.id, user,
                 {"inspected_on": visited_on.isoformat(), "finding": finding, "comment": comment or FINDINGS[finding]},
@@ -212,16 +213,12 @@ def submit_visit_result(user, visit_id, submission_id, finding, visited_on, comm
             )
             visit.instance_id = instance.id
         db.session.commit()
-    except (ConflictError, IntegrityError):
-        outcome = _resent(user, submission_id)
-        if outcome is not None:
-            return outcome
-        raise
-    except Exception:
-        db.session.rollback()
-        raise
-    logger.info("Field submission %s recorded visit %s with finding %s", submission_id, visit_id, finding)
-    return Outcome(submission, duplicate=False)
+        return submission
+
+    outcome = _apply_once(user, submission_id, apply)
+    if not outcome.duplicate:
+        logger.info("Field submission %s recorded visit %s with finding %s", submission_id, visit_id, finding)
+    return outcome
 
 
 def assign_inspections(supervisor, account_ids, field_user_id, note=""):
@@ -244,3 +241,35 @@ def assign_inspections(supervisor, account_ids, field_user_id, note=""):
     db.session.commit()
     logger.info("User %s assigned %s inspections to user %s", supervisor.id, len(visits), field_user.id)
     return visits
+
+
+def field_progress():
+    """Per subsidiary: open valve and survey tasks, closed valves, inspections done of assigned, violations found.
+
+    Returns rows of dicts in company-number order; one grouped query per figure.
+    """
+    def per_company(statement):
+        return dict(db.session.execute(statement).all())
+
+    open_tasks = per_company(
+        sa.select(HumanTask.company_id, sa.func.count()).where(HumanTask.status == "open", HumanTask.form.in_(FIELD_FORMS))
+        .group_by(HumanTask.company_id)
+    )
+    closed_valves = per_company(
+        sa.select(Account.company_id, sa.func.count()).where(Account.valve_state.in_(("closed", "sealed"))).group_by(Account.company_id)
+    )
+    assigned = per_company(sa.select(FieldVisit.company_id, sa.func.count()).group_by(FieldVisit.company_id))
+    done = per_company(sa.select(FieldVisit.company_id, sa.func.count()).where(FieldVisit.status == "done").group_by(FieldVisit.company_id))
+    violations = per_company(
+        sa.select(FieldVisit.company_id, sa.func.count()).where(FieldVisit.status == "done", FieldVisit.finding != "none")
+        .group_by(FieldVisit.company_id)
+    )
+    companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.number)).all()
+    return [
+        {
+            "code": company.code, "name": company.name, "open_tasks": open_tasks.get(company.id, 0),
+            "closed_valves": closed_valves.get(company.id, 0), "inspections_done": done.get(company.id, 0),
+            "inspections_assigned": assigned.get(company.id, 0), "violations": violations.get(company.id, 0),
+        }
+        for company in companies
+    ]
