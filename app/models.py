@@ -1,6 +1,7 @@
 """Import every feature's models so that the metadata (and Alembic) sees all tables."""
 
 from app.billing.models import BillingRun, LedgerEntry  # noqa: F401
+from app.fieldwork.models import FieldPhoto, FieldSubmission, FieldVisit  # noqa: F401
 from app.ledger.models import LedgerImport, LedgerValueMap  # noqa: F401
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit  # noqa: F401
 from app.org.audit import AuthEvent, LoginThrottle  # noqa: F401

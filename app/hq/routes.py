@@ -3,6 +3,7 @@
 from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
+from app.fieldwork.services import field_progress
 from app.hq.services import collection_summary
 from app.org.services import has_permission
 
@@ -16,4 +17,4 @@ def collection():
     if not current_user.company.is_headquarters or not has_permission(current_user, "hq.view"):
         abort(403, "集团汇总仅供集团总部查看。")
     season = request.args.get("season", "2025-2026")
-    return render_template("hq/collection.html", summary=collection_summary(season))
+    return render_template("hq/collection.html", summary=collection_summary(season), field=field_progress())

@@ -131,6 +131,10 @@ class Account(CompanyOwned, db.Model):
         return f"{building.community.name}{int(building.code)}号楼{int(self.unit.code)}单元{self.room}"
 
     @property
+    def valve_label(self):
+        return VALVE_STATES.get(self.valve_state, self.valve_state)
+
+    @property
     def status_label(self):
         return BILLING_STATUSES.get(self.billing_status, self.billing_status)
 

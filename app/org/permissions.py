@@ -32,6 +32,7 @@ PERMISSIONS = {
     "process.configure": ("processes", "设置集团审批规则"),
     "process.admin": ("processes", "管理流程实例（挂起、恢复、终止、重试）"),
     "fieldwork.do": ("fieldwork", "现场作业"),
+    "fieldwork.assign": ("fieldwork", "派发稽查任务"),
     "hq.view": ("hq", "集团汇总查看"),
     "role.manage": ("admin", "管理本公司角色"),
     "company.manage": ("admin", "管理分公司与功能授权"),
@@ -42,7 +43,7 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin"]),
+    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin", "fieldwork.assign"]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),

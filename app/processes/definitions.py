@@ -7,10 +7,12 @@ and ConflictError when the account does not allow the request.
 """
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
 from app.billing.services import account_charge_inputs, season_receivable
+from app.fieldwork.models import FINDINGS
 from app.money import ZERO, format_money, round_money
 from app.network.models import BILLING_STATUSES
 from app.payments.services import amount_owed
@@ -195,6 +197,50 @@ def _preview_reheating(account, season, data):
     return f"自 {requested_on} 复热后应收（按申请日估算）", season_receivable(account.id, season.id) + amount
 
 
+# -- 追补 back-charge after an inspection
+
+
+def back_charge_amount(account, season, inspected_on):
+    """Back-charge of a violation found on `inspected_on`: (full fee − fee at the current status) × days / statutory days.
+
+    The days run from the season start to the inspection day, both included, and the
+    product is rounded once. Example: TJ 87.35 m² suspended (436.75 of 2183.75) found
+    with the valve open on 2026-01-20: 1747.00 × 67 / 121 = 967.347… → 967.35.
+    """
+    # TODO: let each company choose the netting method (difference to the billed fee, or the full fee).
+    if not season.start_on <= inspected_on <= season.end_on:
+        raise InputError(f"稽查日期 {inspected_on} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）之内。")
+    days = (inspected_on - season.start_on).days + 1
+    full = season_charge(account, season, status="normal")
+    current = season_charge(account, season) or ZERO
+    return round_money((full - current) * days / season.statutory_days), days
+
+
+def _prepare_back_charge(account, season, clean):
+    _require_season(season)
+    amount, days = back_charge_amount(account, season, clean["inspected_on"])
+    finding = FINDINGS.get(clean["finding"], clean["finding"])
+    data = {
+        "inspected_on": clean["inspected_on"], "finding": finding, "back_charge_days": days,
+        "back_charge_amount": amount, "previous_status": account.billing_status,
+    }
+    return data, {
+        "inspected_on": clean["inspected_on"].isoformat(), "finding": clean["finding"], "back_charge_days": days,
+        "back_charge_amount": format_money(amount), "previous_status": account.billing_status,
+    }
+
+
+def _preview_back_charge(account, season, data):
+    amount = data.get("back_charge_amount")
+    inspected_on = data.get("inspected_on")
+    if amount is None or inspected_on is None or account.billing_status not in ("suspended", "forced_off"):
+        return None
+    rest = ZERO
+    if inspected_on < season.end_on:
+        rest, _days = reheating_amount(account, season, inspected_on + timedelta(days=1))
+    return "追补并恢复正常供热后应收", season_receivable(account.id, season.id) + amount + rest
+
+
 # -- 入网 connection
 
 
@@ -281,6 +327,17 @@ DEFINITIONS = {
         (Field("requested_on", "申请复热日期", "date", required=True), comment_field("说明")),
         ("suspended", "forced_off"), _prepare_reheating, _preview_reheating,
         (("requested_on", "申请复热日期"), *COMMON_SUMMARY),
+    ),
+    "back_charge": ProcessDefinition(
+        "back_charge",
+        (
+            Field("inspected_on", "稽查日期", "date", required=True),
+            Field("finding", "违规类型", "choice", required=True, choices={k: v for k, v in FINDINGS.items() if k != "none"}),
+            comment_field("稽查说明"),
+        ),
+        ("suspended", "forced_off"), _prepare_back_charge, _preview_back_charge,
+        (("finding", "违规类型"), ("inspected_on", "稽查日期"), ("back_charge_days", "追补天数"),
+         ("back_charge_amount", "追补金额（元）"), *COMMON_SUMMARY),
     ),
     "connection": ProcessDefinition(
         "connection",

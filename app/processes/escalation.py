@@ -46,6 +46,7 @@ RULE_FIELDS = {
     "area_adjustment": ("escalate_non_residential", "area_decrease_threshold", "area_decrease_percent"),
     "reheating": ("escalate_non_residential", "escalate_low_income"),
     "connection": ("escalate_non_residential", "area_threshold"),
+    "back_charge": ("escalate_non_residential", "escalate_low_income", "amount_threshold"),
 }
 # Demo defaults per process type, used when a company has no rule yet. The thresholds are
 # a starting configuration for the demo group, not sourced figures.
@@ -61,6 +62,7 @@ DEFAULT_RULES = {
     },
     "reheating": {"escalate_non_residential": False},
     "connection": {"escalate_non_residential": True, "area_threshold": Decimal("300")},
+    "back_charge": {"escalate_non_residential": False, "amount_threshold": Decimal("5000")},
 }
 
 
@@ -118,7 +120,7 @@ def escalation_reasons(process_type, rule, account, facts):
         subject = "入网面积" if process_type == "connection" else "建筑面积"
         reasons.append(f"{subject} {_number(facts.area)} ㎡ 超过 {_number(rule.area_threshold)} ㎡，需集团审批")
     if "amount_threshold" in columns and rule.amount_threshold is not None and facts.amount is not None and facts.amount > rule.amount_threshold:
-        subject = "欠费" if process_type == "forced_shutoff" else "减免金额"
+        subject = {"forced_shutoff": "欠费", "back_charge": "追补金额"}.get(process_type, "减免金额")
         reasons.append(f"{subject} {facts.amount:.2f} 元超过 {rule.amount_threshold:.2f} 元，需集团审批")
     if "percent_threshold" in columns:
         reasons.extend(_percent_reasons(rule, facts))

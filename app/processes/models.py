@@ -15,6 +15,7 @@ PROCESS_TYPES = {
     "area_adjustment": "调整面积",
     "reheating": "复热",
     "connection": "入网",
+    "back_charge": "稽查追补",
 }
 MODEL_STATUSES = {"published": "已发布", "retired": "已停用"}
 INSTANCE_STATUSES = {

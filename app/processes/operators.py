@@ -8,7 +8,7 @@ approver, who can then reject the request.
 """
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES
 from app.payments.services import amount_owed
 from app.processes.audit import record_event
-from app.processes.definitions import season_charge, connection_amount, reheating_amount
+from app.processes.definitions import back_charge_amount, connection_amount, reheating_amount, season_charge
 from app.processes.escalation import Facts
 from app.processes.access import InputError
 from app.processes.registry import ServiceError, current_season, decide_escalation, instance_account, register_service
@@ -59,12 +59,15 @@ def _season(account):
     return season
 
 
-def _post(context, account, season, kind, amount, task_name, memo):
-    """Post one line for the instance, record a `rebilled` event, and return the operator outputs."""
+def _post(context, account, season, kind, amount, task_name, memo, key=None):
+    """Post one line for the instance, record a `rebilled` event, and return the operator outputs.
+
+    `key` tells apart several lines of one instance; the default is the instance's own key.
+    """
     before = season_receivable(account.id, season.id)
     entry = LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id, kind=kind, amount=amount,
-        cause_type="process_instance", cause_id=context.instance.id, idempotency_key=_key(context),
+        cause_type="process_instance", cause_id=context.instance.id, idempotency_key=key or _key(context),
         memo=memo[:255], created_by_id=context.user.id if context.user else None,
     )
     db.session.add(entry)
@@ -283,6 +286,63 @@ def reheat_account(context, account_id, opened_on):
     )
     memo = f"复热：自 {opened_on} 起 {days}/{season.statutory_days} 天按全额补计（流程 {context.instance.id}）"
     return _post(context, account, season, "rerate", amount, "按天补计复热热费", memo)
+
+
+# -- 稽查追补 back-charge
+
+
+@register_service(
+    "evaluate_back_charge_escalation",
+    inputs={"account_id": "id of the instance's account", "amount": "Decimal back-charge in yuan"},
+    outputs=ESCALATION_OUTPUTS,
+)
+def evaluate_back_charge_escalation(context, account_id, amount):
+    """Escalate a back-charge by its amount, user type and special household."""
+    account = instance_account(context, account_id)
+    return decide_escalation(context, account, Facts(amount=Decimal(amount)))
+
+
+@register_service(
+    "post_back_charge",
+    inputs={"account_id": "id of the instance's account", "inspected_on": "date of the inspection that found the violation"},
+    outputs=POSTING_OUTPUTS,
+)
+def post_back_charge(context, account_id, inspected_on):
+    """Post the back-charge up to the inspection day, set the account to 正常 and bill the remaining days.
+
+    Two `rerate` lines, each posted once per instance: the back-charge
+    (definitions.back_charge_amount) and the reheating difference from the day after the
+    inspection to the season end (definitions.reheating_amount).
+    """
+    account = instance_account(context, account_id)
+    posted = _posted_line(account, _key(context))
+    if posted is not None:
+        # Both lines and the status change are written in the one transaction of this step.
+        return _replay(account, posted)
+    _require_status(account, ("suspended", "forced_off"), "追补")
+    season = _season(account)
+    _day_in_season(season, inspected_on)
+    try:
+        amount, days = back_charge_amount(account, season, inspected_on)
+        rest, rest_days = (ZERO, 0)
+        if inspected_on < season.end_on:
+            rest, rest_days = reheating_amount(account, season, inspected_on + timedelta(days=1))
+    except InputError as error:
+        raise ServiceError(str(error)) from error
+    memo = f"稽查追补：{season.start_on} 至 {inspected_on} 共 {days}/{season.statutory_days} 天（流程 {context.instance.id}）"
+    result = _post(context, account, season, "rerate", amount, "稽查追补热费", memo)
+    previous = account.billing_status
+    account.billing_status = "normal"
+    account.valve_state = "open"
+    record_event(
+        context.instance, "valve_opened", user=context.user, task_name="恢复正常供热",
+        data={"billing_status": "normal", "previous_status": previous, "inspected_on": inspected_on.isoformat()},
+    )
+    if rest > ZERO:
+        first_day = inspected_on + timedelta(days=1)
+        memo = f"稽查后恢复供热：{first_day} 起 {rest_days}/{season.statutory_days} 天按全额补计（流程 {context.instance.id}）"
+        result = _post(context, account, season, "rerate", rest, "按天补计其余热费", memo, key=f"{_key(context)}:rest")
+    return result
 
 
 # -- 入网 connection

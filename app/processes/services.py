@@ -45,8 +45,11 @@ def start_suspension(account_id, user, reason, comment=""):
     return start_process("suspension", account_id, user, {"reason": reason, "comment": comment})
 
 
-def start_process(process_type, account_id, user, values):
+def start_process(process_type, account_id, user, values, permission="process.start"):
     """File a request of any process type for an account from its start form values; returns the running instance.
+
+    `permission` is what the user must hold: filing at the counter needs process.start, a
+    back-charge that a field inspection starts needs fieldwork.do.
 
     Raises NotFoundError (account outside the user's companies), AccessError, InputError
     (a form value), ConflictError (the account's state or a running request) and
@@ -56,7 +59,7 @@ def start_process(process_type, account_id, user, values):
     account = db.session.scalar(sa.select(Account).where(Account.id == account_id))
     if account is None:
         raise NotFoundError(f"用户 {account_id} 不存在，或不属于您所在的公司。")
-    require_permission(user, "process.start", account.company_id)
+    require_permission(user, permission, account.company_id)
     clean = clean_values(definition.start_fields, values)
     model = latest_model(account.company_id, process_type)
     if model is None:

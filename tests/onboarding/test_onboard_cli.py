@@ -9,7 +9,7 @@ from app.extensions import db
 from app.ledger.models import LedgerValueMap
 from app.network.models import Account
 from app.org.models import Company, Role, User
-from app.processes.models import ProcessModel
+from app.processes.models import PROCESS_TYPES, ProcessModel
 from tests.onboarding.legacy import SMALL_LEDGER, ledger_bytes, spec_toml
 
 
@@ -34,7 +34,7 @@ def test_onboard_creates_imports_and_bills(demo, tmp_path, app_ctx):
     roles = db.session.scalars(sa.select(Role.code).filter_by(company_id=company.id)).all()
     assert sorted(roles) == sorted(["company_admin", "clerk", "company_approver", "cashier", "field_staff", "finance"])
     models = db.session.scalars(sa.select(ProcessModel.process_type).filter_by(company_id=company.id)).all()
-    assert len(set(models)) == 6
+    assert set(models) == set(PROCESS_TYPES)
     accounts = db.session.scalars(sa.select(Account).filter_by(company_id=company.id).order_by(Account.legacy_no)).all()
     assert [a.legacy_no for a in accounts] == [row[0] for row in SMALL_LEDGER]
     assert all(a.account_no.startswith("21") and len(a.account_no) == 15 for a in accounts)

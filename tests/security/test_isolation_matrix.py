@@ -44,6 +44,8 @@ OBJECT_FINDERS = {
     "instance_id": "app.processes.models.ProcessInstance",
     "process_type": PathValue("suspension"),
     "company_code": PathValue("QD"),
+    "visit_id": "app.fieldwork.models.FieldVisit",
+    "photo_id": "app.fieldwork.models.FieldPhoto",
 }
 
 
@@ -68,8 +70,30 @@ def qd_world(import_fixture, demo):
     clerk = db.session.scalar(sa.select(User).filter_by(username="qd_clerk"))
     collect_payment(account, "100.00", "cash", cashier)
     start_suspension(account.id, clerk, "出租空置")
+    _add_qd_field_work(qd, account)
     db.session.commit()
     return qd
+
+
+def _add_qd_field_work(qd, account):
+    """A QD inspection visit with a submitted result and its photo."""
+    from app.fieldwork.models import FieldPhoto, FieldSubmission, FieldVisit
+
+    field = db.session.scalar(sa.select(User).filter_by(username="qd_field"))
+    admin = db.session.scalar(sa.select(User).filter_by(username="qd_admin"))
+    visit = FieldVisit(company_id=qd.id, account_id=account.id, assigned_to_id=field.id, created_by_id=admin.id, note="胶州湾秘密")
+    db.session.add(visit)
+    db.session.flush()
+    submission = FieldSubmission(
+        company_id=qd.id, submission_id="00000000-0000-4000-8000-000000000001", user_id=field.id, target_kind="visit",
+        target_id=visit.id, account_id=account.id, values={"comment": "胶州湾秘密"},
+    )
+    db.session.add(submission)
+    db.session.flush()
+    db.session.add(FieldPhoto(
+        company_id=qd.id, submission_id=submission.id, account_id=account.id, filename="胶州湾秘密.png",
+        content_type="image/png", sha256="0" * 64, size=3, content=b"\x89PN",
+    ))
 
 
 def _snapshot(company_id):
@@ -87,7 +111,11 @@ def _snapshot(company_id):
 
 def _qd_markers(qd):
     """Strings that must never appear in a TJ user's response."""
-    names = db.session.scalars(sa.select(Account.customer_name).filter_by(company_id=qd.id).limit(50)).all()
+    # A name that a TJ household also bears may rightly appear on a TJ page.
+    tj_names = sa.select(Account.customer_name).where(Account.company_id != qd.id)
+    names = db.session.scalars(
+        sa.select(Account.customer_name).filter_by(company_id=qd.id).where(Account.customer_name.not_in(tj_names)).limit(50)
+    ).all()
     numbers = db.session.scalars(sa.select(Account.account_no).filter_by(company_id=qd.id).limit(50)).all()
     return [qd.name, "胶州湾秘密", *[n for n in names if len(n) >= 2], *numbers]
 

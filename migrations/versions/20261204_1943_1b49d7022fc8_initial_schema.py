@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 9df824a9e51c
+Revision ID: 1b49d7022fc8
 Revises: 
-Create Date: 2026-12-04 18:34:37.389510
+Create Date: 2026-12-04 19:43:39.048746
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '9df824a9e51c'
+revision = '1b49d7022fc8'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -412,6 +412,26 @@ def upgrade():
         batch_op.create_index('ix_account_company_name', ['company_id', 'customer_name'], unique=False)
         batch_op.create_index('ix_account_company_phone', ['company_id', 'phone'], unique=False)
 
+    op.create_table('field_submission',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('submission_id', sa.String(length=36), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('target_kind', sa.String(length=8), nullable=False),
+    sa.Column('target_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('meter_reading', sa.Numeric(precision=14, scale=3), nullable=True),
+    sa.Column('values', sa.JSON(), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_field_submission_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_field_submission_company_id_company')),
+    sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_field_submission_user_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_field_submission')),
+    sa.UniqueConstraint('company_id', 'submission_id', name=op.f('uq_field_submission_company_id_submission_id'))
+    )
+    with op.batch_alter_table('field_submission', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_field_submission_company_id'), ['company_id'], unique=False)
+
     op.create_table('ledger_entry',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -489,6 +509,48 @@ def upgrade():
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
         batch_op.create_index('ix_process_instance_company_account', ['company_id', 'account_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_process_instance_company_id'), ['company_id'], unique=False)
+
+    op.create_table('field_photo',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('submission_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('filename', sa.String(length=255), nullable=False),
+    sa.Column('content_type', sa.String(length=32), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_field_photo_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_field_photo_company_id_company')),
+    sa.ForeignKeyConstraint(['submission_id'], ['field_submission.id'], name=op.f('fk_field_photo_submission_id_field_submission')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_field_photo'))
+    )
+    with op.batch_alter_table('field_photo', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_field_photo_company_id'), ['company_id'], unique=False)
+
+    op.create_table('field_visit',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('assigned_to_id', sa.Integer(), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('finding', sa.String(length=32), nullable=True),
+    sa.Column('instance_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('visited_on', sa.Date(), nullable=True),
+    sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_field_visit_account_id_account')),
+    sa.ForeignKeyConstraint(['assigned_to_id'], ['user.id'], name=op.f('fk_field_visit_assigned_to_id_user')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_field_visit_company_id_company')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_field_visit_created_by_id_user')),
+    sa.ForeignKeyConstraint(['instance_id'], ['process_instance.id'], name=op.f('fk_field_visit_instance_id_process_instance')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_field_visit'))
+    )
+    with op.batch_alter_table('field_visit', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_field_visit_company_id'), ['company_id'], unique=False)
 
     op.create_table('human_task',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -616,6 +678,14 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
 
     op.drop_table('human_task')
+    with op.batch_alter_table('field_visit', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_field_visit_company_id'))
+
+    op.drop_table('field_visit')
+    with op.batch_alter_table('field_photo', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_field_photo_company_id'))
+
+    op.drop_table('field_photo')
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_process_instance_company_id'))
         batch_op.drop_index('ix_process_instance_company_account')
@@ -632,6 +702,10 @@ def downgrade():
         batch_op.drop_index('ix_ledger_entry_company_account')
 
     op.drop_table('ledger_entry')
+    with op.batch_alter_table('field_submission', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_field_submission_company_id'))
+
+    op.drop_table('field_submission')
     with op.batch_alter_table('account', schema=None) as batch_op:
         batch_op.drop_index('ix_account_company_phone')
         batch_op.drop_index('ix_account_company_name')

@@ -1,0 +1,191 @@
+"""Field screens for the phone: my tasks and visits, and the result form of each.
+
+Result forms post either as a plain form or, from the offline queue in
+static/js/field-queue.js, with `Accept: application/json`; both go through the same
+exactly-once services.
+"""
+
+import io
+import uuid
+from datetime import date
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask_login import current_user, login_required
+from flask_wtf.csrf import generate_csrf
+
+from app.extensions import db
+from app.fieldwork.models import FINDINGS, VISIT_STATUSES, FieldPhoto, FieldSubmission, FieldVisit
+from app.fieldwork.services import (
+    BACK_CHARGE_STATUSES, Photo, assign_inspections, check_submission_id, get_visit, my_field_work, parse_meter_reading,
+    submit_task_result, submit_visit_result,
+)
+from app.forms.processes import task_form_class
+from app.network.models import Account
+from app.org.models import User
+from app.org.services import AccessError, has_permission, users_with_permission
+from app.processes.access import ConflictError, InputError, NotFoundError, get_task
+from app.processes.engine import ProcessRunError
+from app.processes.services import task_summary
+
+bp = Blueprint("fieldwork", __name__, url_prefix="/field")
+# Most suspended accounts one inspection page lists for assignment.
+ASSIGN_PAGE_SIZE = 200
+
+
+def _require(permission):
+    if not has_permission(current_user, permission):
+        abort(403, "您没有现场作业的权限。" if permission == "fieldwork.do" else "您没有派发稽查任务的权限。")
+
+
+def _wants_json():
+    return request.accept_mimetypes.best == "application/json"
+
+
+def _photos():
+    return [Photo(upload.filename or "photo", upload.read()) for upload in request.files.getlist("photos") if upload.filename]
+
+
+def _result(outcome, done_message, back):
+    message = "该结果此前已提交，本次未重复登记。" if outcome.duplicate else done_message
+    if _wants_json():
+        return jsonify(ok=True, duplicate=outcome.duplicate, message=message, redirect=url_for("fieldwork.index"))
+    flash(message, "success")
+    return redirect(url_for("fieldwork.index"))
+
+
+def _failure(error, back):
+    status = 409 if isinstance(error, ConflictError) else 400
+    if _wants_json():
+        return jsonify(ok=False, message=str(error)), status
+    flash(f"提交未成功：{error}", "error")
+    return redirect(back, code=303)
+
+
+@bp.route("/")
+@login_required
+def index():
+    """The field user's open tasks and visits, with address and account facts."""
+    _require("fieldwork.do")
+    tasks, visits = my_field_work(current_user)
+    return render_template("fieldwork/index.html", tasks=tasks, visits=visits)
+
+
+@bp.route("/csrf")
+@login_required
+def csrf():
+    """A fresh CSRF token for results the phone kept while offline longer than a token lives."""
+    return jsonify(csrf_token=generate_csrf())
+
+
+@bp.route("/tasks/<int:task_id>", methods=["GET", "POST"])
+@login_required
+def task(task_id):
+    """Show a valve or survey task with the account facts, and take its result with photos."""
+    _require("fieldwork.do")
+    try:
+        human_task = get_task(task_id, current_user)
+    except (NotFoundError, AccessError) as error:
+        abort(404, str(error))
+    form = task_form_class(human_task.form)()
+    back = url_for("fieldwork.task", task_id=task_id)
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            messages = [message for messages in form.errors.values() for message in messages]
+            return _failure(InputError("；".join(messages)), back)
+        try:
+            outcome = submit_task_result(
+                current_user, task_id, check_submission_id(request.form.get("submission_id")), request.form,
+                photos=_photos(), meter_reading=parse_meter_reading(request.form.get("meter_reading")),
+            )
+        except (NotFoundError, AccessError) as error:
+            abort(404, str(error))
+        except (InputError, ConflictError, ProcessRunError) as error:
+            return _failure(error, back)
+        return _result(outcome, f"「{human_task.title}」已完成。", back)
+    return render_template(
+        "fieldwork/task.html", task=human_task, form=form, summary=task_summary(human_task), submission_id=str(uuid.uuid4()),
+    )
+
+
+@bp.route("/visits/<int:visit_id>", methods=["GET", "POST"])
+@login_required
+def visit(visit_id):
+    """Show an inspection visit and take its finding; a violation at a suspended dwelling starts a back-charge."""
+    _require("fieldwork.do")
+    try:
+        field_visit = get_visit(visit_id, current_user)
+    except NotFoundError as error:
+        abort(404, str(error))
+    account = db.session.get(Account, field_visit.account_id)
+    back = url_for("fieldwork.visit", visit_id=visit_id)
+    if request.method == "POST":
+        try:
+            visited_on = date.fromisoformat(request.form.get("visited_on", ""))
+        except ValueError:
+            return _failure(InputError("稽查日期无效；请选择日期。"), back)
+        try:
+            outcome = submit_visit_result(
+                current_user, visit_id, check_submission_id(request.form.get("submission_id")),
+                request.form.get("finding", ""), visited_on, comment=request.form.get("comment", "")[:500],
+                photos=_photos(), meter_reading=parse_meter_reading(request.form.get("meter_reading")),
+            )
+        except (InputError, ConflictError, ProcessRunError, AccessError) as error:
+            return _failure(error, back)
+        return _result(outcome, "稽查结果已登记。", back)
+    return render_template(
+        "fieldwork/visit.html", visit=field_visit, account=account, findings=FINDINGS, today=date.today(),
+        submission_id=str(uuid.uuid4()), back_charged=account.billing_status in BACK_CHARGE_STATUSES,
+    )
+
+
+@bp.route("/photos/<int:photo_id>")
+@login_required
+def photo(photo_id):
+    """Send a site photo to staff of its company who may read accounts."""
+    stored = db.session.scalar(sa.select(FieldPhoto).filter_by(id=photo_id))
+    if stored is None or not has_permission(current_user, "account.read", stored.company_id):
+        abort(404, "照片不存在，或您无权查看。")
+    return send_file(io.BytesIO(stored.content), mimetype=stored.content_type, download_name=stored.filename)
+
+
+@bp.route("/inspections", methods=["GET", "POST"])
+@login_required
+def inspections():
+    """Assign inspections of suspended and shut-off dwellings to a field user, and list recent visits."""
+    _require("fieldwork.assign")
+    if request.method == "POST":
+        try:
+            account_ids = [int(value) for value in request.form.getlist("account_id")]
+            field_user_id = int(request.form.get("field_user_id") or 0)
+        except ValueError:
+            abort(400, "用户或外勤人员编号无效。")
+        try:
+            visits = assign_inspections(current_user, account_ids, field_user_id, request.form.get("note", ""))
+        except (InputError, AccessError) as error:
+            flash(str(error), "error")
+        else:
+            flash(f"已派发 {len(visits)} 户稽查任务。", "success")
+        return redirect(url_for("fieldwork.inspections"), code=303)
+    accounts = db.session.scalars(
+        sa.select(Account).where(Account.billing_status.in_(BACK_CHARGE_STATUSES)).order_by(Account.account_no).limit(ASSIGN_PAGE_SIZE)
+    ).all()
+    field_users = users_with_permission(current_user.company_id, "fieldwork.do")
+    recent = db.session.execute(
+        sa.select(FieldVisit, Account, User)
+        .join(Account, Account.id == FieldVisit.account_id)
+        .join(User, User.id == FieldVisit.assigned_to_id)
+        .order_by(FieldVisit.id.desc()).limit(50)
+    ).all()
+    photos = {}
+    visit_ids = [row[0].id for row in recent]
+    for visit_id, photo_id in db.session.execute(
+        sa.select(FieldSubmission.target_id, FieldPhoto.id)
+        .join(FieldPhoto, FieldPhoto.submission_id == FieldSubmission.id)
+        .where(FieldSubmission.target_kind == "visit", FieldSubmission.target_id.in_(visit_ids))
+        .order_by(FieldPhoto.id)
+    ):
+        photos.setdefault(visit_id, []).append(photo_id)
+    return render_template(
+        "fieldwork/inspections.html", accounts=accounts, field_users=field_users, recent=recent, photos=photos, statuses=VISIT_STATUSES,
+    )

@@ -1,0 +1,198 @@
+"""Field results from a phone: valve tasks and inspections, applied exactly once."""
+
+import uuid
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.extensions import db
+from app.fieldwork.models import FieldPhoto, FieldSubmission, FieldVisit
+from app.network.models import Account
+from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
+from tests.fieldwork.conftest import photo
+from tests.processes.conftest import open_task, submit_task
+
+JSON = {"Accept": "application/json"}
+
+
+def _close(client, task_id, submission_id, headers=None, **extra):
+    data = {"submission_id": submission_id, "result": "sealed", "seal_no": "TJ-S-0042", "comment": "用户在场", **extra}
+    data.setdefault("photos", [photo()])
+    return client.post(f"/field/tasks/{task_id}", data=data, headers=headers or {}, content_type="multipart/form-data")
+
+
+def _count(model, **filters):
+    return db.session.scalar(sa.select(sa.func.count()).select_from(model).filter_by(**filters))
+
+
+def test_field_list_shows_valve_task_with_address(valve_task, login):
+    account, _instance, task = valve_task
+
+    page = login("tj_field").get("/field/").get_data(as_text=True)
+
+    assert f"/field/tasks/{task.id}" in page
+    assert account.address in page
+    assert "关栓" in page
+
+
+def test_valve_close_applied_once_on_resend(valve_task, login):
+    account, instance, task = valve_task
+    field = login("tj_field")
+    submission_id = str(uuid.uuid4())
+
+    first = _close(field, task.id, submission_id, meter_reading="1234.5")
+    again = _close(field, task.id, submission_id, meter_reading="1234.5")
+
+    assert first.status_code == 302
+    assert again.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Account, account.id).valve_state == "sealed"
+    assert db.session.get(ProcessInstance, instance.id).status == "completed"
+    assert _count(FieldSubmission, submission_id=submission_id) == 1
+    assert _count(FieldPhoto, account_id=account.id) == 1
+    stored = db.session.scalar(sa.select(FieldSubmission).filter_by(submission_id=submission_id))
+    assert stored.meter_reading == Decimal("1234.500")
+    completions = db.session.scalars(
+        sa.select(ProcessEvent).filter_by(instance_id=instance.id, event_type="completed", task_name="关栓")
+    ).all()
+    assert len(completions) == 1
+    assert "该结果此前已提交，本次未重复登记。" in field.get("/field/").get_data(as_text=True)
+
+
+def test_json_resend_reports_duplicate(valve_task, login):
+    _account, _instance, task = valve_task
+    field = login("tj_field")
+    submission_id = str(uuid.uuid4())
+
+    first = _close(field, task.id, submission_id, headers=JSON)
+    again = _close(field, task.id, submission_id, headers=JSON)
+
+    assert first.get_json() == {"ok": True, "duplicate": False, "message": "「关栓」已完成。", "redirect": "/field/"}
+    assert again.get_json()["duplicate"] is True
+    assert again.get_json()["ok"] is True
+
+
+def test_second_submission_of_done_task_conflicts(valve_task, login):
+    _account, _instance, task = valve_task
+    field = login("tj_field")
+    _close(field, task.id, str(uuid.uuid4()), headers=JSON)
+
+    other = _close(field, task.id, str(uuid.uuid4()), headers=JSON)
+
+    assert other.status_code == 409
+    assert "不能重复提交" in other.get_json()["message"]
+    assert _count(FieldSubmission) == 1
+
+
+def test_non_image_photo_rejected_and_nothing_stored(valve_task, login):
+    import io
+
+    account, _instance, task = valve_task
+    field = login("tj_field")
+
+    response = _close(field, task.id, str(uuid.uuid4()), headers=JSON, photos=[(io.BytesIO(b"%PDF-1.7 not a photo"), "scan.pdf")])
+
+    assert response.status_code == 400
+    assert "照片「scan.pdf」不是 JPEG 或 PNG 图片" in response.get_json()["message"]
+    db.session.expire_all()
+    assert _count(FieldSubmission) == 0
+    assert _count(FieldPhoto) == 0
+    assert db.session.get(HumanTask, task.id).status == "open"
+    assert db.session.get(Account, account.id).valve_state == "open"
+
+
+def test_bad_meter_reading_and_submission_id_named(valve_task, login):
+    _account, _instance, task = valve_task
+    field = login("tj_field")
+
+    reading = _close(field, task.id, str(uuid.uuid4()), headers=JSON, meter_reading="12,5")
+    bad_id = _close(field, task.id, "not-a-uuid", headers=JSON)
+
+    assert reading.status_code == 400
+    assert "表读数「12,5」不是数字" in reading.get_json()["message"]
+    assert bad_id.status_code == 400
+    assert "提交编号无效" in bad_id.get_json()["message"]
+    assert _count(FieldSubmission) == 0
+
+
+def test_other_company_field_user_gets_404(valve_task, login):
+    _account, _instance, task = valve_task
+
+    response = _close(login("qd_field"), task.id, str(uuid.uuid4()))
+
+    assert response.status_code == 404
+    assert _count(FieldSubmission) == 0
+
+
+def _assign(login, account):
+    admin = login("tj_admin")
+    field_user_id = db.session.scalar(sa.text("select id from \"user\" where username = 'tj_field'"))
+    response = admin.post("/field/inspections", data={"account_id": [account.id], "field_user_id": field_user_id, "note": "抽查"})
+    assert response.status_code == 303
+    return db.session.scalar(sa.select(FieldVisit).filter_by(account_id=account.id))
+
+
+def test_reopened_valve_back_charged_after_approval(demo, make_account, login):
+    # TJ 87.35 m² suspended: 436.75 of 2183.75 billed. Found heating on 2026-01-20, day 67 of 121:
+    # back-charge (2183.75 − 436.75) × 67 / 121 = 967.347… → 967.35. The remaining 54 days from
+    # 2026-01-21 add 1747.00 × 54 / 121 = 779.652… → 779.65, so the season totals 2183.75.
+    account = make_account("TJ", "87.35", status="suspended")
+    visit = _assign(login, account)
+    field = login("tj_field")
+
+    response = field.post(f"/field/visits/{visit.id}", data={
+        "submission_id": str(uuid.uuid4()), "visited_on": "2026-01-20", "finding": "reopened_valve",
+        "comment": "阀门被打开，室内供热", "photos": [photo("open-valve.png")],
+    }, content_type="multipart/form-data")
+
+    assert response.status_code == 302
+    db.session.expire_all()
+    visit = db.session.get(FieldVisit, visit.id)
+    assert (visit.status, visit.finding) == ("done", "reopened_valve")
+    instance = db.session.get(ProcessInstance, visit.instance_id)
+    assert instance.process_type == "back_charge"
+    approver = login("tj_approver")
+    task = open_task(instance.id, "company_approval")
+    approver.post(f"/processes/tasks/{task.id}/claim")
+    page = approver.get(f"/processes/tasks/{task.id}").get_data(as_text=True)
+    assert "967.35" in page
+    assert "2183.75" in page
+    assert submit_task(approver, task.id, {"decision": "approve"}).status_code == 302
+
+    db.session.expire_all()
+    lines = db.session.scalars(
+        sa.select(LedgerEntry.amount).filter_by(account_id=account.id, kind="rerate").order_by(LedgerEntry.id)
+    ).all()
+    assert lines == [Decimal("967.35"), Decimal("779.65")]
+    assert db.session.get(Account, account.id).billing_status == "normal"
+    assert db.session.get(ProcessInstance, instance.id).status == "completed"
+
+
+def test_violation_needs_photo_and_clean_visit_starts_nothing(demo, make_account, login):
+    account = make_account("TJ", "60.00", status="suspended")
+    visit = _assign(login, account)
+    field = login("tj_field")
+
+    no_photo = field.post(f"/field/visits/{visit.id}", data={
+        "submission_id": str(uuid.uuid4()), "visited_on": "2026-01-20", "finding": "booster_pump",
+    }, headers=JSON)
+    clean = field.post(f"/field/visits/{visit.id}", data={
+        "submission_id": str(uuid.uuid4()), "visited_on": "2026-01-20", "finding": "none",
+    }, headers=JSON)
+
+    assert no_photo.status_code == 400
+    assert "发现违规时必须上传现场照片" in no_photo.get_json()["message"]
+    assert clean.get_json()["ok"] is True
+    db.session.expire_all()
+    assert db.session.get(FieldVisit, visit.id).instance_id is None
+    assert _count(ProcessInstance, account_id=account.id) == 0
+
+
+def test_visits_are_private_to_assignee_company(demo, make_account, login):
+    account = make_account("TJ", "60.00", status="suspended")
+    visit = _assign(login, account)
+
+    assert login("qd_field").get(f"/field/visits/{visit.id}").status_code == 404
+    assert login("qd_admin").get("/field/inspections").get_data(as_text=True).count(account.account_no) == 0
+    assert login("tj_clerk").get("/field/").status_code == 403
