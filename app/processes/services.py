@@ -30,6 +30,7 @@ from app.processes.engine import ProcessRunError, RunContext, dump_workflow, loa
 from app.processes.fields import clean_task_values, clean_values, task_data
 from app.processes.models import PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
+from app.processes.timers import cancel_waiting_timers, sync_timers, task_due_at
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ def _cancel_if_settled(instance, user, task_name):
     ).all()
     for open_task in open_tasks:
         open_task.status = "cancelled"
+    cancel_waiting_timers(instance.id)
     record_event(instance, "cancelled", user=None, task_name=task_name, comment=reason)
     db.session.commit()
     logger.info("Process instance %s was cancelled before %s: %s", instance.id, task_name, reason)
@@ -268,8 +270,41 @@ def _record_failure(instance_id, user, task_name, error, status=None):
     db.session.commit()
 
 
+def fire_timer_in_instance(instance, timer):
+    """Fire a stored timer in its locked, running instance, run the workflow on and commit; returns True when it fired.
+
+    The stored row decides when a timer is due, so the engine's timer task is marked as
+    fired before the refresh instead of comparing its own clock.
+    """
+    if _settled_reason(instance) is not None:
+        try:
+            _cancel_if_settled(instance, None, "定时事件")
+        except ConflictError:
+            return False
+    try:
+        workflow = load_workflow(instance.state, RunContext(instance))
+        spiff_task = workflow.get_task_from_id(UUID(timer.spiff_task_id))
+        if spiff_task is None or not spiff_task.has_state(TaskState.WAITING):
+            timer.status = "cancelled"
+            db.session.commit()
+            logger.warning("Timer %s of instance %s was no longer waiting; marked cancelled", timer.id, instance.id)
+            return False
+        spiff_task._set_internal_data(event_fired=True)
+        workflow.refresh_timers()
+        run_engine(workflow)
+        _sync_and_save(instance, workflow, None)
+    except (ProcessRunError, SpiffWorkflowException) as error:
+        db.session.rollback()
+        _record_failure(instance.id, None, f"定时事件 {timer.element_id}", error, status="error")
+        return False
+    db.session.commit()
+    logger.info("Timer %s (%s) of instance %s fired", timer.id, timer.element_id, instance.id)
+    return True
+
+
 def _sync_and_save(instance, workflow, user):
-    """Create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state."""
+    """Store armed timers, create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state."""
+    sync_timers(instance, workflow, record_event)
     ready = {str(t.id): t for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
     open_tasks = db.session.scalars(
         sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open")
@@ -287,6 +322,8 @@ def _sync_and_save(instance, workflow, user):
             company_id=instance.company_id, instance_id=instance.id, spiff_task_id=spiff_id,
             task_spec_name=spec.name, title=spec.bpmn_name or spec.name, lane_role=spec.lane or "clerk",
             form=properties.get("form", "approval"), status="open",
+            process_type=instance.process_type, account_id=instance.account_id,
+            due_at=task_due_at(instance, workflow, spiff_task),
         )
         db.session.add(task)
         record_event(instance, "task_ready", task_name=task.title, data={"lane": task.lane_role})

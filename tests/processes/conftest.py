@@ -91,3 +91,22 @@ def instance_of(account_id, process_type):
 def flashed(client, response):
     """Return the page a redirect leads to, where the flashed messages show."""
     return client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def fire_timer_of(instance_id, element_id):
+    """Fire one waiting timer of an instance one second after its due time; returns the timer row."""
+    from datetime import timedelta, timezone
+
+    from app.processes.models import ProcessTimer
+    from app.processes.timers import fire_timer
+
+    timer = db.session.scalar(
+        sa.select(ProcessTimer).where(
+            ProcessTimer.instance_id == instance_id, ProcessTimer.element_id == element_id, ProcessTimer.status == "waiting"
+        )
+    )
+    assert timer is not None, f"instance {instance_id} has no waiting timer {element_id}"
+    due = timer.due_at if timer.due_at.tzinfo else timer.due_at.replace(tzinfo=timezone.utc)
+    fire_timer(timer.id, now=due + timedelta(seconds=1))
+    db.session.expire_all()
+    return db.session.get(ProcessTimer, timer.id)
