@@ -141,6 +141,8 @@ def run_command(host, port):
 
     from app.celery_worker import flask_app
 
+    # The worker embeds the beat scheduler, which queues the process-timer scan; run exactly one such worker.
+    Path(flask_app.instance_path).mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "app.celery_worker", "worker", "--pool", "solo", "--beat",
          "--schedule", str(Path(flask_app.instance_path) / "celerybeat-schedule"), "--loglevel", "INFO"],

@@ -60,6 +60,22 @@ def parse_mapping(text):
     return mapping
 
 
+def model_versions(company_id):
+    """Deployed versions of a company's models with their active instance counts, as {process type: [(version, status, count)]}."""
+    counts = dict(db.session.execute(
+        sa.select(ProcessInstance.model_id, sa.func.count(ProcessInstance.id))
+        .where(ProcessInstance.company_id == company_id, ProcessInstance.status.in_(ACTIVE_STATUSES))
+        .group_by(ProcessInstance.model_id)
+    ).all())
+    versions = {}
+    models = db.session.scalars(
+        sa.select(ProcessModel).where(ProcessModel.company_id == company_id).order_by(ProcessModel.process_type, ProcessModel.version)
+    )
+    for model in models:
+        versions.setdefault(model.process_type, []).append((model.version, model.status, counts.get(model.id, 0)))
+    return versions
+
+
 def _model(company_id, process_type, version):
     return db.session.scalar(
         sa.select(ProcessModel).where(

@@ -142,8 +142,9 @@ class HumanTask(CompanyOwned, db.Model):
 
     __table_args__ = (
         sa.UniqueConstraint("company_id", "instance_id", "spiff_task_id"),
-        sa.Index("ix_human_task_company_status_lane", "company_id", "status", "lane_role"),
-        sa.Index("ix_human_task_status_lane_created", "status", "lane_role", "created_at", "id"),
+        # The inbox pages by keyset on these, within one company, status and lane.
+        sa.Index("ix_human_task_inbox_created", "company_id", "status", "lane_role", "created_at", "id"),
+        sa.Index("ix_human_task_inbox_due", "company_id", "status", "lane_role", "due_at", "id"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)

@@ -106,7 +106,7 @@ def add_working_days(start, count):
 def next_season_start(company_id, today):
     """First day of the company's next heating season after `today`.
 
-    A stored season that starts later is used; otherwise the latest season's start day
+    A stored season that starts later is used. Without one, the latest season's start day
     and month are carried to the first year in which they fall after `today`.
     """
     upcoming = db.session.scalar(

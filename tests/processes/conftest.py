@@ -47,6 +47,24 @@ def make_account(demo):
     return _make
 
 
+def second_tj_approver(demo):
+    """Add tj_approver2, a second TJ company approver, and return the user."""
+    from app.org.models import Role, UserRole
+    from app.org.services import hash_password
+
+    company = demo["TJ"]
+    role = db.session.scalar(sa.select(Role).filter_by(company_id=company.id, code="company_approver"))
+    second = User(
+        company_id=company.id, username="tj_approver2", name="津南第二审批人", user_no="119901",
+        password_hash=hash_password("heatflow-demo"),
+    )
+    db.session.add(second)
+    db.session.flush()
+    db.session.add(UserRole(company_id=company.id, user_id=second.id, role_id=role.id))
+    db.session.commit()
+    return second
+
+
 def user(username):
     """Return the demo user with this login name."""
     return db.session.scalar(sa.select(User).filter_by(username=username))

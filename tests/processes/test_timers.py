@@ -228,3 +228,31 @@ def test_shutoff_wait_then_approval(demo, make_account, login):
     assert fire_timer_of(instance.id, "wait_after_notice").status == "fired"
     assert open_task(instance.id, "company_approval") is not None
     assert len(_events(instance.id, "timer_fired")) == 1
+
+
+def test_settings_page_saves_durations(demo, login):
+    admin = login("tj_admin")
+    page = admin.get("/processes/settings")
+    assert "分公司审批超时转集团" in page.get_data(as_text=True)
+    form = {
+        "section": "timers", "approval_reminder_amount": "2", "approval_reminder_unit": "working_days",
+        "approval_escalation_amount": "5", "approval_escalation_unit": "working_days",
+        "task_due_amount": "48", "task_due_unit": "hours", "suspension_deadline_amount": "7",
+        "shutoff_waiting_amount": "10", "shutoff_waiting_unit": "days",
+    }
+    assert admin.post("/processes/settings", data=form).status_code == 303
+    rows = {row.timer_key: (row.amount, row.unit) for row in db.session.scalars(sa.select(TimerSetting)).all()}
+    assert rows["approval_escalation"] == (5, "working_days")
+    assert rows["task_due"] == (48, "hours")
+    assert rows["suspension_deadline"] == (7, "days")
+    # Friday 2026-12-04 10:00 Beijing + 5 working days = Friday 2026-12-11 10:00 Beijing.
+    now = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
+    assert deadline(demo["TJ"].id, "approval_escalation", now) == "2026-12-11T02:00:00+00:00"
+    assert deadline(demo["QD"].id, "approval_escalation", now) == "2026-12-09T02:00:00+00:00"
+    bad = admin.post("/processes/settings", data={**form, "approval_escalation_amount": "abc"})
+    assert bad.status_code == 400
+    assert "分公司审批超时转集团「abc」无效" in bad.get_data(as_text=True)
+    zero = admin.post("/processes/settings", data={**form, "approval_reminder_amount": "0"})
+    assert zero.status_code == 400
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(TimerSetting).filter_by(timer_key="approval_escalation")).amount == 5

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ae5ae040c0d4
+Revision ID: 8b291a05f163
 Revises: 
-Create Date: 2026-12-04 18:33:32.669631
+Create Date: 2026-12-04 19:13:15.864769
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'ae5ae040c0d4'
+revision = '8b291a05f163'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -527,8 +527,8 @@ def upgrade():
     )
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_human_task_company_id'), ['company_id'], unique=False)
-        batch_op.create_index('ix_human_task_company_status_lane', ['company_id', 'status', 'lane_role'], unique=False)
-        batch_op.create_index('ix_human_task_status_lane_created', ['status', 'lane_role', 'created_at', 'id'], unique=False)
+        batch_op.create_index('ix_human_task_inbox_created', ['company_id', 'status', 'lane_role', 'created_at', 'id'], unique=False)
+        batch_op.create_index('ix_human_task_inbox_due', ['company_id', 'status', 'lane_role', 'due_at', 'id'], unique=False)
 
     op.create_table('online_order',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -650,8 +650,8 @@ def downgrade():
 
     op.drop_table('online_order')
     with op.batch_alter_table('human_task', schema=None) as batch_op:
-        batch_op.drop_index('ix_human_task_status_lane_created')
-        batch_op.drop_index('ix_human_task_company_status_lane')
+        batch_op.drop_index('ix_human_task_inbox_due')
+        batch_op.drop_index('ix_human_task_inbox_created')
         batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
 
     op.drop_table('human_task')
