@@ -27,7 +27,7 @@ from app.processes.audit import record_event
 from app.processes.definitions import definition_for, preview, status_error
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
-from app.processes.fields import clean_task_values, clean_values, task_data
+from app.processes.fields import clean_task_values, clean_values, send_back_option, task_data
 from app.processes.models import PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
 from app.processes.timers import cancel_waiting_timers, sync_timers, task_due_at
@@ -190,7 +190,7 @@ def complete_task(task_id, user, values):
         if not spiff_task.has_state(TaskState.READY):
             raise ConflictError(f"任务「{task.title}」在流程中已不是待办状态，请刷新待办列表。")
         properties = _task_properties(spiff_task)
-        clean = clean_task_values(task.form, values, allow_send_back=properties.get("send_back") == "true")
+        clean = clean_task_values(task.form, values, allow_send_back=send_back_option(properties))
         decision, comment = clean.get("decision"), clean["comment"]
         data = task_data(task.form, clean, properties.get("data_prefix") or spiff_task.task_spec.name)
         spiff_task.data.update(data)
@@ -353,7 +353,7 @@ def task_summary(task):
             workflow = load_workflow(instance.state, RunContext(instance))
             spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
             data = spiff_task.data
-            summary["allow_send_back"] = _task_properties(spiff_task).get("send_back") == "true"
+            summary["allow_send_back"] = send_back_option(_task_properties(spiff_task))
         except (ProcessRunError, SpiffWorkflowException) as error:
             logger.warning("Task %s data could not be read: %s", task.id, error)
     summary["rows"] = [(label, _display(data[key])) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")]
