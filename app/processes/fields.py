@@ -148,7 +148,7 @@ class TaskForm:
 TASK_FORMS = {
     "approval": TaskForm("approval", (
         Field("decision", "审批意见", "radio", required=True, choices={"approve": "同意", "reject": "驳回"}),
-        comment_field("意见", "驳回时必填"),
+        comment_field("意见", "驳回或退回时必填"),
     )),
     "notice": TaskForm("notice", (
         Field("notice_no", "催缴通知书编号", required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
