@@ -29,6 +29,13 @@ def init_celery(flask_app):
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         timezone="Asia/Shanghai",
+        # Due process timers are looked for this often, which bounds how late one fires.
+        beat_schedule={
+            "fire-due-process-timers": {
+                "task": "processes.fire_due_timers",
+                "schedule": flask_app.config["PROCESS_TIMER_SCAN_SECONDS"],
+            },
+        },
     )
     celery.flask_app = flask_app
     flask_app.extensions["celery"] = celery

@@ -201,15 +201,18 @@ def audit_verify_command(company_code):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server listens on.")
 @click.option("--port", default=5000, show_default=True, help="Port of the web server.")
 def run_command(host, port):
-    """Serve the web app and run a Celery worker beside it until interrupted."""
+    """Serve the web app and run a Celery worker with the beat scheduler (process timers) beside it until interrupted."""
     import subprocess
 
     from werkzeug.serving import run_simple
 
     from app.celery_worker import flask_app
 
+    # The worker embeds the beat scheduler, which queues the process-timer scan; run exactly one such worker.
+    Path(flask_app.instance_path).mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "app.celery_worker", "worker", "--pool", "solo", "--loglevel", "INFO"],
+        [sys.executable, "-m", "celery", "-A", "app.celery_worker", "worker", "--pool", "solo", "--beat",
+         "--schedule", str(Path(flask_app.instance_path) / "celerybeat-schedule"), "--loglevel", "INFO"],
     )
     try:
         click.echo(f"Heatflow on http://{host}:{port} with a Celery worker (pid {worker.pid}); Ctrl+C stops both.")

@@ -24,6 +24,8 @@ class DefaultConfig:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "sqla+" + _sqlite_url("celery-broker.db")
     CELERY_TASK_ALWAYS_EAGER = os.environ.get("HEATFLOW_CELERY_EAGER", "") == "1"
+    # Celery beat looks for due process timers this often, in seconds; a timer fires at most this late.
+    PROCESS_TIMER_SCAN_SECONDS = float(os.environ.get("HEATFLOW_TIMER_SCAN_SECONDS", "30"))
     WTF_CSRF_ENABLED = True
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True

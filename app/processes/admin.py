@@ -19,6 +19,7 @@ from app.processes.audit import record_event
 from app.processes.engine import ProcessRunError, RunContext, load_workflow, run_engine
 from app.processes.models import INSTANCE_STATUSES, HumanTask, ProcessInstance
 from app.processes.services import _check_running, _record_failure, _sync_and_save
+from app.processes.timers import cancel_waiting_timers
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def terminate_instance(instance_id, user, reason):
     ).all()
     for task in open_tasks:
         task.status = "cancelled"
+    cancel_waiting_timers(instance.id)
     instance.status = "terminated"
     _finish("terminate", instance, user, text, {"status_before": status_before, "cancelled_tasks": len(open_tasks)})
     db.session.commit()

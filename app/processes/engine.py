@@ -166,7 +166,17 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
     def evaluate(self, expression, context, external_context=None):
         data = dict(external_context or {})
         data.update(context)
-        return evaluate_expression(expression, data)
+        return evaluate_expression(expression, data, {"deadline": self._deadline})
+
+    def _deadline(self, key):
+        from app.processes.timers import TIMER_KEYS, deadline
+
+        if key not in TIMER_KEYS:
+            raise SandboxError(f"deadline({key!r}) names no timer key; known keys: {', '.join(TIMER_KEYS)}.")
+        try:
+            return deadline(self.context.instance.company_id, key)
+        except LookupError as error:
+            raise SandboxError(str(error)) from error
 
     def execute(self, script, context, external_context=None):
         execute_script(script, context)

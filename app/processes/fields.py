@@ -148,7 +148,7 @@ class TaskForm:
 TASK_FORMS = {
     "approval": TaskForm("approval", (
         Field("decision", "审批意见", "radio", required=True, choices={"approve": "同意", "reject": "驳回"}),
-        comment_field("意见", "驳回时必填"),
+        comment_field("意见", "驳回或退回时必填"),
     )),
     "notice": TaskForm("notice", (
         Field("notice_no", "催缴通知书编号", required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
@@ -179,17 +179,30 @@ TASK_FORMS = {
         PHOTO_NOTE,
         comment_field("备注"),
     ), {"comment": "connect_comment"}),
+    "supplement": TaskForm("supplement", (
+        Field("supplement", "补充的材料", "textarea", required=True, max_chars=MAX_COMMENT_CHARS,
+              hint="列出补交的证明材料及其编号", missing_message="请填写补充的材料，说明补交了哪些证明。"),
+        comment_field("备注"),
+    ), {"supplement": "supplement_note", "comment": "supplement_comment"}),
 }
 SEND_BACK = "send_back"
+# Values of a user task's `send_back` property -> the label of the send-back decision.
+SEND_BACK_LABELS = {"true": DECISIONS[SEND_BACK], "supplement": "退回补充材料"}
+
+
+def send_back_option(properties):
+    """Label of the send-back decision a task offers (its `send_back` property), or False when it offers none."""
+    return SEND_BACK_LABELS.get(properties.get("send_back"), False)
 
 
 def task_fields(form_code, allow_send_back=False):
-    """Fields of a task form; an approval whose task allows it also offers 退回重审."""
+    """Fields of a task form; an approval whose task allows it also offers send-back, labelled by `allow_send_back` when it is text."""
     fields = TASK_FORMS[form_code].fields
     if form_code != "approval" or not allow_send_back:
         return fields
     decision = fields[0]
-    choices = {**decision.choices, SEND_BACK: DECISIONS[SEND_BACK]}
+    label = allow_send_back if isinstance(allow_send_back, str) else DECISIONS[SEND_BACK]
+    choices = {**decision.choices, SEND_BACK: label}
     return (Field(decision.name, decision.label, "radio", required=True, choices=choices), *fields[1:])
 
 
@@ -200,7 +213,7 @@ def clean_task_values(form_code, values, allow_send_back=False):
         if clean["decision"] == "reject":
             raise InputError("驳回时必须填写意见，说明驳回原因。")
         if clean["decision"] == SEND_BACK:
-            raise InputError("退回重审时必须填写意见，说明需要补正的内容。")
+            raise InputError("退回时必须填写意见，说明需要补正的内容或材料。")
     return clean
 
 

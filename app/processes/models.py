@@ -49,8 +49,13 @@ EVENT_TYPES = {
     "resumed": "管理员恢复",
     "terminated": "管理员终止",
     "retried": "管理员重试",
+    "reminded": "超时催办",
+    "timer_fired": "定时到期",
+    "delegated": "转办",
+    "migrated": "迁移版本",
 }
 DECISIONS = {"approve": "同意", "reject": "驳回", "send_back": "退回重审"}
+TIMER_STATUSES = {"waiting": "等待中", "fired": "已触发", "cancelled": "已取消"}
 
 
 def utcnow():
@@ -138,7 +143,9 @@ class HumanTask(CompanyOwned, db.Model):
 
     __table_args__ = (
         sa.UniqueConstraint("company_id", "instance_id", "spiff_task_id"),
-        sa.Index("ix_human_task_company_status_lane", "company_id", "status", "lane_role"),
+        # The inbox pages by keyset on these, within one company, status and lane.
+        sa.Index("ix_human_task_inbox_created", "company_id", "status", "lane_role", "created_at", "id"),
+        sa.Index("ix_human_task_inbox_due", "company_id", "status", "lane_role", "due_at", "id"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
@@ -159,6 +166,16 @@ class HumanTask(CompanyOwned, db.Model):
     comment = sa.Column(sa.Text, nullable=False, default="")
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     completed_at = sa.Column(sa.DateTime(timezone=True))
+    # When the task should be done: the first interrupting timer on it, else the company's task_due setting.
+    due_at = sa.Column(sa.DateTime(timezone=True))
+    # Set by a reminder timer; the inbox marks the task as reminded.
+    reminded_at = sa.Column(sa.DateTime(timezone=True))
+    # The user the task was delegated to; only that user may claim it while it is set.
+    delegated_to_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    delegated_to_name = sa.Column(sa.String(64), nullable=False, default="")
+    # Denormalised from the instance so that the inbox filters and pages on one table.
+    process_type = sa.Column(sa.String(32), nullable=False, default="")
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"))
 
     instance = db.relationship(ProcessInstance)
 
@@ -199,3 +216,51 @@ class ProcessEvent(CompanyOwned, db.Model):
     @property
     def decision_label(self):
         return DECISIONS.get(self.decision, self.decision or "")
+
+
+class ProcessTimer(CompanyOwned, db.Model):
+    """One timer event of an instance that waits for its due time.
+
+    A row is written when the engine arms a timer (a boundary or intermediate timer event
+    becomes WAITING) and is marked fired or cancelled under the instance row lock, so a
+    timer that came due while no worker ran fires on the next scan, and only once.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "instance_id", "spiff_task_id"),
+        sa.Index("ix_process_timer_status_due", "status", "due_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    instance_id = sa.Column(sa.Integer, sa.ForeignKey("process_instance.id"), nullable=False)
+    # The engine's UUID of the waiting timer event task.
+    spiff_task_id = sa.Column(sa.String(36), nullable=False)
+    # BPMN id of the timer event, e.g. escalate_company_approval.
+    element_id = sa.Column(sa.String(64), nullable=False)
+    # What firing means: a key of app.processes.timers.TIMER_KINDS.
+    kind = sa.Column(sa.String(16), nullable=False)
+    # BPMN id of the user task the boundary event is attached to; empty for intermediate events.
+    attached_to = sa.Column(sa.String(64), nullable=False, default="")
+    due_at = sa.Column(sa.DateTime(timezone=True), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="waiting")
+    fired_at = sa.Column(sa.DateTime(timezone=True))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    @property
+    def status_label(self):
+        return TIMER_STATUSES.get(self.status, self.status)
+
+
+class TimerSetting(CompanyOwned, db.Model):
+    """A company's duration for one timer key (see app.processes.timers.TIMER_KEYS)."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "timer_key"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    timer_key = sa.Column(sa.String(32), nullable=False)
+    # How many units; for season_start_before it is days before the season's first day.
+    amount = sa.Column(sa.Integer, nullable=False)
+    # working_days, days or hours.
+    unit = sa.Column(sa.String(16), nullable=False)
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)

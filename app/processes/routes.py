@@ -2,6 +2,7 @@
 
 import logging
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -9,7 +10,7 @@ from app.extensions import db
 from app.forms.processes import start_form_class, task_form_class
 from app.org.services import AccessError, has_permission
 from app.processes.access import (
-    ConflictError, InputError, NotFoundError, account_history, get_instance, get_task, inbox_tasks,
+    ConflictError, InputError, NotFoundError, account_history, get_instance, get_task,
     instance_events, running_instance, user_lanes,
 )
 from app.processes.admin import ACTION_FUNCTIONS, ACTIONS, MAX_REASON_CHARS
@@ -19,7 +20,13 @@ from app.processes.deployment import latest_model
 from app.processes.escalation import WAIVER_CATEGORIES
 from app.processes.engine import ProcessRunError
 from app.processes.services import claim_task, complete_task, release_task, start_process, task_summary
-from app.processes.settings import RuleError, rule_rows, save_rule
+from app.processes.inbox import SORTS, InboxFilters, delegate_candidates, delegate_task, inbox_page, is_overdue, parse_filters
+from app.processes.migration import migrate_instances, model_versions, parse_mapping
+from app.processes.models import PROCESS_TYPES, TASK_STATUSES
+from app.processes.settings import RuleError, rule_rows, save_rule, save_timer_settings, timer_rows
+from app.processes.timers import UNITS as TIMER_UNITS
+from app.org.models import Company
+from app.tenancy import SYSTEM_SCOPE, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +69,72 @@ def process_panels(account):
 @bp.route("/inbox")
 @login_required
 def inbox():
-    """List open tasks in the lanes the user may act in."""
-    return render_template("processes/inbox.html", rows=inbox_tasks(current_user))
+    """List the tasks in the lanes the user may act in, filtered, sorted and paged by the query string."""
+    status = 200
+    try:
+        filters = parse_filters(request.args)
+    except InputError as error:
+        flash(str(error), "error")
+        filters, status = InboxFilters(), 400
+    rows, next_cursor = inbox_page(current_user, filters)
+    companies = []
+    if current_user.company.is_headquarters:
+        with scoped(SYSTEM_SCOPE):
+            companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.code)).all()
+    return render_template(
+        "processes/inbox.html", rows=rows, filters=filters, next_cursor=next_cursor, sorts=SORTS,
+        process_types=PROCESS_TYPES, task_statuses=TASK_STATUSES, companies=companies, is_overdue=is_overdue,
+    ), status
+
+
+@bp.route("/tasks/<int:task_id>/delegate", methods=["POST"])
+@login_required
+def delegate(task_id):
+    """Hand a task to a colleague who may act in its lane."""
+    try:
+        task = delegate_task(task_id, current_user, request.form.get("user_id", ""), request.form.get("comment", ""))
+    except (NotFoundError, AccessError) as error:
+        _fail(error)
+    except (InputError, ConflictError) as error:
+        db.session.rollback()
+        flash(f"转办未成功：{error}", "error")
+        return redirect(url_for("processes.task", task_id=task_id)), 303
+    flash(f"任务「{task.title}」已转办给 {task.delegated_to_name}。", "success")
+    return redirect(url_for("processes.inbox")), 303
+
+
+@bp.route("/migrate", methods=["GET", "POST"])
+@login_required
+def migrate():
+    """Move the company's running instances of a process from one model version to a newer one."""
+    if current_user.company.is_headquarters or not has_permission(current_user, "process.admin"):
+        abort(403, "只有分公司管理员可以迁移本公司的流程版本。")
+    company_id = current_user.company_id
+    results, status = None, 200
+    if request.method == "POST":
+        try:
+            mapping = parse_mapping(request.form.get("mapping", ""))
+            results = migrate_instances(
+                company_id, request.form.get("process_type", ""), _version(request.form.get("from_version")),
+                _version(request.form.get("to_version")), current_user, request.form.get("reason", ""), mapping,
+            )
+        except (InputError, ConflictError) as error:
+            db.session.rollback()
+            flash(f"迁移未执行：{error}", "error")
+            status = 400
+        else:
+            moved = sum(result.migrated for result in results)
+            flash(f"已迁移 {moved} 个流程，{len(results) - moved} 个未迁移（原因见下表）。", "success" if moved == len(results) else "error")
+    return render_template(
+        "processes/migrate.html", versions=model_versions(company_id), results=results, process_types=PROCESS_TYPES,
+    ), status
+
+
+def _version(text):
+    value = (text or "").strip()
+    if not value.isdigit():
+        raise InputError(f"版本号「{value[:10]}」无效，请从列表中选择。")
+    return int(value)
 
 
 def _start_view(process_type):
@@ -136,7 +207,10 @@ def _render_task(task_id, form, status):
     human_task = get_task(task_id, current_user)
     summary = task_summary(human_task)
     events = instance_events(human_task.instance_id)
-    return render_template("processes/task.html", task=human_task, form=form, summary=summary, events=events), status
+    candidates = [u for u in delegate_candidates(human_task) if u.id != current_user.id] if human_task.status == "open" else []
+    return render_template(
+        "processes/task.html", task=human_task, form=form, summary=summary, events=events, delegate_candidates=candidates,
+    ), status
 
 
 @bp.route("/tasks/<int:task_id>/claim", methods=["POST"])
@@ -229,7 +303,18 @@ def settings():
         abort(403, "只有分公司管理员可以设置本公司的集团审批规则。")
     company_id = current_user.company_id
     status = 200
-    if request.method == "POST":
+    if request.method == "POST" and request.form.get("section") == "timers":
+        try:
+            save_timer_settings(company_id, request.form, current_user)
+        except RuleError as error:
+            db.session.rollback()
+            flash(f"期限未保存：{error}", "error")
+            status = 400
+        else:
+            db.session.commit()
+            flash("已保存本公司的办理期限与定时设置。", "success")
+            return redirect(url_for("processes.settings")), 303
+    elif request.method == "POST":
         try:
             rule = save_rule(company_id, request.form.get("process_type", ""), request.form, current_user)
         except RuleError as error:
@@ -240,4 +325,7 @@ def settings():
             db.session.commit()
             flash(f"已保存「{rule.type_label}」的集团审批规则。", "success")
             return redirect(url_for("processes.settings")), 303
-    return render_template("processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES), status
+    return render_template(
+        "processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES,
+        timers=timer_rows(company_id), timer_units=TIMER_UNITS,
+    ), status

@@ -42,13 +42,19 @@ def _length(value):
     return len(value)
 
 
-# The only callables an expression can reach, by name.
+def _deadline_unbound(key):
+    raise SandboxError(f"deadline({key!r}) is only available while an instance runs, in a timer expression.")
+
+
+# The only callables an expression can reach, by name. The script engine binds `deadline`
+# (the due time of a company timer key, see app.processes.timers) to the running instance.
 FUNCTIONS = {
     "abs": abs,
     "min": min,
     "max": max,
     "len": _length,
     "Decimal": _decimal,
+    "deadline": _deadline_unbound,
 }
 
 _COMPARISONS = {
@@ -144,10 +150,13 @@ def validate_script(source):
     return tree
 
 
-def evaluate_expression(source, data):
-    """Evaluate a checked expression against `data` (task data) and return its value."""
+def evaluate_expression(source, data, bound=None):
+    """Evaluate a checked expression against `data` (task data) and return its value.
+
+    `bound` replaces entries of FUNCTIONS by name for this evaluation.
+    """
     tree = validate_expression(source)
-    return _Interpreter(source, data).run(tree.body)
+    return _Interpreter(source, data, bound).run(tree.body)
 
 
 def execute_script(source, data):
@@ -161,9 +170,10 @@ def execute_script(source, data):
 class _Interpreter:
     """Walks a checked tree; every value it produces is checked for size."""
 
-    def __init__(self, source, data):
+    def __init__(self, source, data, bound=None):
         self.source = source
         self.data = data
+        self.functions = {**FUNCTIONS, **(bound or {})}
 
     def run(self, node):
         try:
@@ -265,7 +275,7 @@ class _Interpreter:
 
     def _eval_Call(self, node):
         args = [self._eval(arg) for arg in node.args]
-        result = FUNCTIONS[node.func.id](*args)
+        result = self.functions[node.func.id](*args)
         if isinstance(result, (int, Decimal)) and not isinstance(result, bool):
             return self._number(result)
         return result

@@ -27,9 +27,10 @@ from app.processes.audit import record_event
 from app.processes.definitions import definition_for, preview, status_error
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
-from app.processes.fields import clean_task_values, clean_values, task_data
+from app.processes.fields import clean_task_values, clean_values, send_back_option, task_data
 from app.processes.models import PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
+from app.processes.timers import cancel_waiting_timers, sync_timers, task_due_at
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def complete_task(task_id, user, values):
         if not spiff_task.has_state(TaskState.READY):
             raise ConflictError(f"任务「{task.title}」在流程中已不是待办状态，请刷新待办列表。")
         properties = _task_properties(spiff_task)
-        clean = clean_task_values(task.form, values, allow_send_back=properties.get("send_back") == "true")
+        clean = clean_task_values(task.form, values, allow_send_back=send_back_option(properties))
         decision, comment = clean.get("decision"), clean["comment"]
         data = task_data(task.form, clean, properties.get("data_prefix") or spiff_task.task_spec.name)
         spiff_task.data.update(data)
@@ -255,6 +256,7 @@ def _cancel_if_settled(instance, user, task_name):
     ).all()
     for open_task in open_tasks:
         open_task.status = "cancelled"
+    cancel_waiting_timers(instance.id)
     record_event(instance, "cancelled", user=None, task_name=task_name, comment=reason)
     db.session.commit()
     logger.info("Process instance %s was cancelled before %s: %s", instance.id, task_name, reason)
@@ -271,8 +273,41 @@ def _record_failure(instance_id, user, task_name, error, status=None):
     db.session.commit()
 
 
+def fire_timer_in_instance(instance, timer):
+    """Fire a stored timer in its locked, running instance, run the workflow on and commit; returns True when it fired.
+
+    The stored row decides when a timer is due, so the engine's timer task is marked as
+    fired before the refresh instead of comparing its own clock.
+    """
+    if _settled_reason(instance) is not None:
+        try:
+            _cancel_if_settled(instance, None, "定时事件")
+        except ConflictError:
+            return False
+    try:
+        workflow = load_workflow(instance.state, RunContext(instance))
+        spiff_task = workflow.get_task_from_id(UUID(timer.spiff_task_id))
+        if spiff_task is None or not spiff_task.has_state(TaskState.WAITING):
+            timer.status = "cancelled"
+            db.session.commit()
+            logger.warning("Timer %s of instance %s was no longer waiting; marked cancelled", timer.id, instance.id)
+            return False
+        spiff_task._set_internal_data(event_fired=True)
+        workflow.refresh_timers()
+        run_engine(workflow)
+        _sync_and_save(instance, workflow, None)
+    except (ProcessRunError, SpiffWorkflowException) as error:
+        db.session.rollback()
+        _record_failure(instance.id, None, f"定时事件 {timer.element_id}", error, status="error")
+        return False
+    db.session.commit()
+    logger.info("Timer %s (%s) of instance %s fired", timer.id, timer.element_id, instance.id)
+    return True
+
+
 def _sync_and_save(instance, workflow, user):
-    """Create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state."""
+    """Store armed timers, create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state."""
+    sync_timers(instance, workflow, record_event)
     ready = {str(t.id): t for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
     open_tasks = db.session.scalars(
         sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open")
@@ -290,6 +325,8 @@ def _sync_and_save(instance, workflow, user):
             company_id=instance.company_id, instance_id=instance.id, spiff_task_id=spiff_id,
             task_spec_name=spec.name, title=spec.bpmn_name or spec.name, lane_role=spec.lane or "clerk",
             form=properties.get("form", "approval"), status="open",
+            process_type=instance.process_type, account_id=instance.account_id,
+            due_at=task_due_at(instance, workflow, spiff_task),
         )
         db.session.add(task)
         record_event(instance, "task_ready", task_name=task.title, data={"lane": task.lane_role})
@@ -319,7 +356,7 @@ def task_summary(task):
             workflow = load_workflow(instance.state, RunContext(instance))
             spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
             data = spiff_task.data
-            summary["allow_send_back"] = _task_properties(spiff_task).get("send_back") == "true"
+            summary["allow_send_back"] = send_back_option(_task_properties(spiff_task))
         except (ProcessRunError, SpiffWorkflowException) as error:
             logger.warning("Task %s data could not be read: %s", task.id, error)
     summary["rows"] = [(label, _display(data[key])) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")]

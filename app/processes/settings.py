@@ -3,10 +3,13 @@
 import logging
 from decimal import Decimal, InvalidOperation
 
+import sqlalchemy as sa
+
 from app.extensions import db
 from app.processes.escalation import RULE_COLUMNS, RULE_FIELDS, WAIVER_CATEGORIES, ensure_rule, policy_codes
 from app.processes.fields import MAX_AREA, MAX_MONEY, MAX_PERCENT
-from app.processes.models import PROCESS_TYPES
+from app.processes.models import PROCESS_TYPES, TimerSetting
+from app.processes.timers import MAX_TIMER_AMOUNT, TIMER_KEYS, UNITS, timer_setting
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +79,31 @@ def _threshold(label, kind, raw):
     if number != number.quantize(Decimal(1).scaleb(-places)):
         raise RuleError(f"{label}「{text[:20]}」最多 {places} 位小数。")
     return number
+
+
+def timer_rows(company_id):
+    """Return (key, TimerKey, amount, unit) for every timer key, with the company's values or the defaults."""
+    return [(key, spec, *timer_setting(company_id, key)) for key, spec in TIMER_KEYS.items()]
+
+
+def save_timer_settings(company_id, form, user):
+    """Validate and store every timer duration from the settings form (not committed); raises RuleError naming the bad field."""
+    values = {}
+    for key, spec in TIMER_KEYS.items():
+        text = (form.get(f"{key}_amount") or "").strip()
+        unit = spec.unit if spec.before_season else (form.get(f"{key}_unit") or "")
+        if not text.isdigit() or int(text) > MAX_TIMER_AMOUNT:
+            raise RuleError(f"{spec.label}「{text[:10]}」无效：请填写 0 到 {MAX_TIMER_AMOUNT} 的整数。")
+        if unit not in UNITS:
+            raise RuleError(f"{spec.label}的单位「{unit[:16]}」无效；可选：{'、'.join(UNITS.values())}。")
+        if int(text) == 0 and not spec.before_season:
+            raise RuleError(f"{spec.label}不能为 0，否则待办一生成就会到期；请至少填写 1。")
+        values[key] = (int(text), unit)
+    for key, (amount, unit) in values.items():
+        row = db.session.scalar(sa.select(TimerSetting).where(TimerSetting.company_id == company_id, TimerSetting.timer_key == key))
+        if row is None:
+            row = TimerSetting(company_id=company_id, timer_key=key)
+            db.session.add(row)
+        row.amount, row.unit, row.updated_by_id = amount, unit, user.id
+    db.session.flush()
+    logger.info("User %s set the timer durations of company %s to %s", user.id, company_id, values)

@@ -47,6 +47,24 @@ def make_account(demo):
     return _make
 
 
+def second_tj_approver(demo):
+    """Add tj_approver2, a second TJ company approver, and return the user."""
+    from app.org.models import Role, UserRole
+    from app.org.services import hash_password
+
+    company = demo["TJ"]
+    role = db.session.scalar(sa.select(Role).filter_by(company_id=company.id, code="company_approver"))
+    second = User(
+        company_id=company.id, username="tj_approver2", name="津南第二审批人", user_no="119901",
+        password_hash=hash_password("heatflow-demo"),
+    )
+    db.session.add(second)
+    db.session.flush()
+    db.session.add(UserRole(company_id=company.id, user_id=second.id, role_id=role.id))
+    db.session.commit()
+    return second
+
+
 def user(username):
     """Return the demo user with this login name."""
     return db.session.scalar(sa.select(User).filter_by(username=username))
@@ -91,3 +109,22 @@ def instance_of(account_id, process_type):
 def flashed(client, response):
     """Return the page a redirect leads to, where the flashed messages show."""
     return client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def fire_timer_of(instance_id, element_id):
+    """Fire one waiting timer of an instance one second after its due time; returns the timer row."""
+    from datetime import timedelta, timezone
+
+    from app.processes.models import ProcessTimer
+    from app.processes.timers import fire_timer
+
+    timer = db.session.scalar(
+        sa.select(ProcessTimer).where(
+            ProcessTimer.instance_id == instance_id, ProcessTimer.element_id == element_id, ProcessTimer.status == "waiting"
+        )
+    )
+    assert timer is not None, f"instance {instance_id} has no waiting timer {element_id}"
+    due = timer.due_at if timer.due_at.tzinfo else timer.due_at.replace(tzinfo=timezone.utc)
+    fire_timer(timer.id, now=due + timedelta(seconds=1))
+    db.session.expire_all()
+    return db.session.get(ProcessTimer, timer.id)

@@ -5,13 +5,13 @@ import threading
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.org.models import Role, User, UserRole
-from app.org.services import hash_password, scope_for
+from app.org.models import User
+from app.org.services import scope_for
 from app.processes.access import ConflictError
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
 from app.processes.services import claim_task, complete_task
 from app.tenancy import scoped
-from tests.processes.conftest import open_task, start_request, submit_task, user
+from tests.processes.conftest import open_task, second_tj_approver, start_request, submit_task, user
 
 
 def _started(make_account, login, area="87.35", user_type="residential"):
@@ -19,20 +19,6 @@ def _started(make_account, login, area="87.35", user_type="residential"):
     assert start_request(login("tj_clerk"), account.id).status_code == 302
     instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
     return account, instance
-
-
-def _second_tj_approver(demo):
-    company = demo["TJ"]
-    role = db.session.scalar(sa.select(Role).filter_by(company_id=company.id, code="company_approver"))
-    second = User(
-        company_id=company.id, username="tj_approver2", name="津南第二审批人", user_no="119901",
-        password_hash=hash_password("heatflow-demo"),
-    )
-    db.session.add(second)
-    db.session.flush()
-    db.session.add(UserRole(company_id=company.id, user_id=second.id, role_id=role.id))
-    db.session.commit()
-    return second
 
 
 def test_qd_users_cannot_reach_tj_tasks(demo, make_account, login):
@@ -69,7 +55,7 @@ def test_lanes_limit_who_acts(demo, make_account, login):
 
 
 def test_two_approvers_one_task(demo, make_account, login):
-    _second_tj_approver(demo)
+    second_tj_approver(demo)
     account, instance = _started(make_account, login)
     task = open_task(instance.id, "company_approval")
     first, second = login("tj_approver"), login("tj_approver2")
@@ -93,7 +79,7 @@ def test_two_approvers_one_task(demo, make_account, login):
 
 
 def test_release_returns_task_to_pool(demo, make_account, login):
-    _second_tj_approver(demo)
+    second_tj_approver(demo)
     account, instance = _started(make_account, login)
     task = open_task(instance.id, "company_approval")
     first, second = login("tj_approver"), login("tj_approver2")

@@ -11,7 +11,7 @@ from app.network.models import Account
 from app.payments.services import collect_payment
 from app.processes.models import HumanTask, ProcessEvent
 from app.tariffs.services import get_season
-from tests.processes.conftest import SEASON, flashed, instance_of, open_task, start_process_request, submit_task, user
+from tests.processes.conftest import SEASON, fire_timer_of, flashed, instance_of, open_task, start_process_request, submit_task, user
 
 NOTICE = {"notice_no": "TJ-CJ-2026-007", "served_on": "2026-01-05", "comment": "本人签收"}
 
@@ -26,6 +26,7 @@ def _start_and_serve_notice(login, account):
     assert response.status_code == 302
     instance = instance_of(account.id, "forced_shutoff")
     assert submit_task(clerk, open_task(instance.id, "notice").id, NOTICE).status_code == 302
+    assert fire_timer_of(instance.id, "wait_after_notice").status == "fired"
     return instance
 
 

@@ -73,7 +73,7 @@ def test_waiver_by_percent_escalates_and_sends_back(demo, make_account, login):
     finance_task = open_task(instance.id, "finance_review")
     response = submit_task(finance, finance_task.id, {"decision": "send_back", "comment": ""})
     assert response.status_code == 400
-    assert "退回重审时必须填写意见" in response.get_data(as_text=True)
+    assert "退回时必须填写意见" in response.get_data(as_text=True)
     response = finance.post(f"/processes/tasks/{finance_task.id}", data={"decision": "send_back", "comment": "请补充低保证明"})
     assert response.status_code == 302
 

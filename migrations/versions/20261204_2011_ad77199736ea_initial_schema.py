@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 1b49d7022fc8
+Revision ID: ad77199736ea
 Revises: 
-Create Date: 2026-12-04 19:43:39.048746
+Create Date: 2026-12-04 20:11:13.049575
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '1b49d7022fc8'
+revision = 'ad77199736ea'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -321,6 +321,22 @@ def upgrade():
     with op.batch_alter_table('tariff', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tariff_company_id'), ['company_id'], unique=False)
 
+    op.create_table('timer_setting',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('timer_key', sa.String(length=32), nullable=False),
+    sa.Column('amount', sa.Integer(), nullable=False),
+    sa.Column('unit', sa.String(length=16), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_timer_setting_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_timer_setting_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_timer_setting')),
+    sa.UniqueConstraint('company_id', 'timer_key', name=op.f('uq_timer_setting_company_id_timer_key'))
+    )
+    with op.batch_alter_table('timer_setting', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_timer_setting_company_id'), ['company_id'], unique=False)
+
     op.create_table('user_role',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -568,17 +584,26 @@ def upgrade():
     sa.Column('comment', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('due_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('reminded_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('delegated_to_id', sa.Integer(), nullable=True),
+    sa.Column('delegated_to_name', sa.String(length=64), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_human_task_account_id_account')),
     sa.ForeignKeyConstraint(['claimed_by_id'], ['user.id'], name=op.f('fk_human_task_claimed_by_id_user')),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_human_task_company_id_company')),
     sa.ForeignKeyConstraint(['completed_by_id'], ['user.id'], name=op.f('fk_human_task_completed_by_id_user')),
+    sa.ForeignKeyConstraint(['delegated_to_id'], ['user.id'], name=op.f('fk_human_task_delegated_to_id_user')),
     sa.ForeignKeyConstraint(['instance_id'], ['process_instance.id'], name=op.f('fk_human_task_instance_id_process_instance')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_human_task')),
     sa.UniqueConstraint('company_id', 'instance_id', 'spiff_task_id', name=op.f('uq_human_task_company_id_instance_id_spiff_task_id'))
     )
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_human_task_company_id'), ['company_id'], unique=False)
-        batch_op.create_index('ix_human_task_company_status_lane', ['company_id', 'status', 'lane_role'], unique=False)
+        batch_op.create_index('ix_human_task_inbox_created', ['company_id', 'status', 'lane_role', 'created_at', 'id'], unique=False)
+        batch_op.create_index('ix_human_task_inbox_due', ['company_id', 'status', 'lane_role', 'due_at', 'id'], unique=False)
 
     op.create_table('online_order',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -629,6 +654,27 @@ def upgrade():
     with op.batch_alter_table('process_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_process_event_company_id'), ['company_id'], unique=False)
 
+    op.create_table('process_timer',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('instance_id', sa.Integer(), nullable=False),
+    sa.Column('spiff_task_id', sa.String(length=36), nullable=False),
+    sa.Column('element_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('attached_to', sa.String(length=64), nullable=False),
+    sa.Column('due_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('fired_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_timer_company_id_company')),
+    sa.ForeignKeyConstraint(['instance_id'], ['process_instance.id'], name=op.f('fk_process_timer_instance_id_process_instance')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_timer')),
+    sa.UniqueConstraint('company_id', 'instance_id', 'spiff_task_id', name=op.f('uq_process_timer_company_id_instance_id_spiff_task_id'))
+    )
+    with op.batch_alter_table('process_timer', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_timer_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_process_timer_status_due', ['status', 'due_at'], unique=False)
+
     op.create_table('payment_notification',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=True),
@@ -664,6 +710,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_payment_notification_company_id'))
 
     op.drop_table('payment_notification')
+    with op.batch_alter_table('process_timer', schema=None) as batch_op:
+        batch_op.drop_index('ix_process_timer_status_due')
+        batch_op.drop_index(batch_op.f('ix_process_timer_company_id'))
+
+    op.drop_table('process_timer')
     with op.batch_alter_table('process_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_process_event_company_id'))
 
@@ -674,7 +725,8 @@ def downgrade():
 
     op.drop_table('online_order')
     with op.batch_alter_table('human_task', schema=None) as batch_op:
-        batch_op.drop_index('ix_human_task_company_status_lane')
+        batch_op.drop_index('ix_human_task_inbox_due')
+        batch_op.drop_index('ix_human_task_inbox_created')
         batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
 
     op.drop_table('human_task')
@@ -728,6 +780,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_user_role_company_id'))
 
     op.drop_table('user_role')
+    with op.batch_alter_table('timer_setting', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_timer_setting_company_id'))
+
+    op.drop_table('timer_setting')
     with op.batch_alter_table('tariff', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tariff_company_id'))
 

@@ -1,0 +1,300 @@
+"""Timer events: company durations, the stored due-timer rows and firing them exactly once.
+
+Diagrams set every timer as `<timeDate>deadline('KEY')</timeDate>`. The sandboxed
+script engine evaluates `deadline` with the instance's company, so one diagram serves
+every company while the durations stay company data (TimerSetting, defaults below).
+
+SpiffWorkflow 3.2.0 has no scheduler. After each run the armed timers are copied into
+ProcessTimer rows; a Celery beat job (`processes.fire_due_timers`) looks for rows whose
+due time has passed and fires each under the instance row lock. The row's status is
+read again under that lock, so two beat ticks or two workers fire a timer once, and a
+timer that came due while no worker ran fires on the first scan after the restart.
+
+What firing means follows from the timer event's id prefix (TIMER_KINDS).
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from uuid import UUID
+
+import sqlalchemy as sa
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.events.intermediate_event import BoundaryEvent
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.util.task import TaskState
+
+from app.clock import LOCAL_TIME
+from app.extensions import db
+from app.locking import lock_row
+from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
+from app.tariffs.models import Season
+from app.tenancy import company_scope, scoped
+
+logger = logging.getLogger(__name__)
+
+UNITS = {"working_days": "个工作日", "days": "天", "hours": "小时"}
+
+
+@dataclass(frozen=True)
+class TimerKey:
+    """One duration a diagram can refer to with deadline('KEY')."""
+
+    label: str
+    amount: int
+    unit: str
+    # True when the amount counts back from the next season's first day instead of forward from now.
+    before_season: bool = False
+
+
+# Demo defaults, a starting configuration rather than sourced figures; each company edits its own.
+TIMER_KEYS = {
+    "approval_reminder": TimerKey("审批待办超时催办", 1, "working_days"),
+    "approval_escalation": TimerKey("分公司审批超时转集团", 3, "working_days"),
+    "task_due": TimerKey("其他待办办理期限", 3, "working_days"),
+    "suspension_deadline": TimerKey("报停须在供暖季开始前审结（提前天数）", 0, "days", before_season=True),
+    "shutoff_waiting": TimerKey("强停催缴通知后的等待期", 15, "days"),
+}
+MAX_TIMER_AMOUNT = 366
+
+# Timer event id prefix -> (kind, Chinese label of the audit event).
+TIMER_KINDS = {
+    "remind_": ("remind", "超时催办"),
+    "escalate_": ("escalate", "超时转集团审批"),
+    "cancel_": ("cancel", "超过期限自动取消"),
+    "wait_": ("wait", "等待期届满"),
+}
+
+
+def timer_kind(element_id):
+    """Return the kind of a timer event from its id prefix; an unknown prefix counts as a plain wait."""
+    for prefix, (kind, _label) in TIMER_KINDS.items():
+        if element_id.startswith(prefix):
+            return kind
+    return "wait"
+
+
+def _kind_label(kind):
+    return next(label for k, label in TIMER_KINDS.values() if k == kind)
+
+
+def timer_setting(company_id, key):
+    """Return (amount, unit) of a company's timer key, falling back to the default."""
+    if key not in TIMER_KEYS:
+        raise KeyError(f"Unknown timer key {key!r}; known keys: {', '.join(TIMER_KEYS)}.")
+    row = db.session.scalar(sa.select(TimerSetting).where(TimerSetting.company_id == company_id, TimerSetting.timer_key == key))
+    if row is None:
+        return TIMER_KEYS[key].amount, TIMER_KEYS[key].unit
+    return row.amount, row.unit
+
+
+def add_working_days(start, count):
+    """Return `start` moved forward by `count` working days (Monday to Friday), keeping the local time of day.
+
+    TODO: public holidays and the weekend days worked in exchange (调休) are not in the
+    calendar yet, so a deadline across a holiday comes early.
+    """
+    local = start.astimezone(LOCAL_TIME)
+    moved = 0
+    while moved < count:
+        local += timedelta(days=1)
+        if local.weekday() < 5:
+            moved += 1
+    return local.astimezone(timezone.utc)
+
+
+def next_season_start(company_id, today):
+    """First day of the company's next heating season after `today`.
+
+    A stored season that starts later is used. Without one, the latest season's start day
+    and month are carried to the first year in which they fall after `today`.
+    """
+    upcoming = db.session.scalar(
+        sa.select(Season.start_on).where(Season.company_id == company_id, Season.start_on > today).order_by(Season.start_on).limit(1)
+    )
+    if upcoming is not None:
+        return upcoming
+    latest = db.session.scalar(sa.select(Season.start_on).where(Season.company_id == company_id).order_by(Season.start_on.desc()).limit(1))
+    if latest is None:
+        raise LookupError("本公司尚未建立供暖季，无法计算报停截止时间；请先在收费标准中添加供暖季。")
+    year = today.year
+    while date(year, latest.month, latest.day) <= today:
+        year += 1
+    return date(year, latest.month, latest.day)
+
+
+def deadline(company_id, key, now=None):
+    """Return the due time of timer `key` for a company as an ISO UTC string, counted from `now`."""
+    now = now or datetime.now(timezone.utc)
+    amount, unit = timer_setting(company_id, key)
+    if TIMER_KEYS[key].before_season:
+        start = next_season_start(company_id, now.astimezone(LOCAL_TIME).date())
+        due_day = start - timedelta(days=amount)
+        due = datetime.combine(due_day, time(0, 0), LOCAL_TIME).astimezone(timezone.utc)
+        # NOTE: a request filed less than `amount` days before the season gets the season's first day.
+        if due <= now:
+            due = datetime.combine(start, time(0, 0), LOCAL_TIME).astimezone(timezone.utc)
+    elif unit == "working_days":
+        due = add_working_days(now, amount)
+    elif unit == "hours":
+        due = now + timedelta(hours=amount)
+    else:
+        due = now + timedelta(days=amount)
+    return due.isoformat()
+
+
+def _is_timer(spiff_task):
+    return isinstance(getattr(spiff_task.task_spec, "event_definition", None), TimerEventDefinition)
+
+
+def armed_timers(workflow):
+    """WAITING timer event tasks of a workflow with their due time, as {task id text: (task, due datetime)}."""
+    armed = {}
+    for spiff_task in workflow.get_tasks(state=TaskState.WAITING):
+        if not _is_timer(spiff_task):
+            continue
+        value = spiff_task._get_internal_data("event_value")
+        if value is None:
+            continue
+        armed[str(spiff_task.id)] = (spiff_task, TimerEventDefinition.get_datetime(value))
+    return armed
+
+
+def _attached_to(spiff_task):
+    """BPMN id of the task a boundary event is attached to: its sibling under the boundary split; '' otherwise."""
+    if not isinstance(spiff_task.task_spec, BoundaryEvent) or spiff_task.parent is None:
+        return ""
+    for sibling in spiff_task.parent.children:
+        if not isinstance(sibling.task_spec, BoundaryEvent):
+            return sibling.task_spec.bpmn_id or ""
+    return ""
+
+
+def sync_timers(instance, workflow, record_event):
+    """Store newly armed timers and mark vanished ones fired or cancelled; returns the fired rows.
+
+    `record_event` is app.processes.audit.record_event, passed in to keep imports one-way.
+    The caller holds the instance row lock.
+    """
+    armed = armed_timers(workflow)
+    waiting = db.session.scalars(
+        sa.select(ProcessTimer).where(ProcessTimer.instance_id == instance.id, ProcessTimer.status == "waiting")
+    ).all()
+    known = {row.spiff_task_id for row in waiting}
+    fired = []
+    for row in waiting:
+        if row.spiff_task_id in armed:
+            continue
+        spiff_task = workflow.get_task_from_id(UUID(row.spiff_task_id))
+        if spiff_task is not None and spiff_task.has_state(TaskState.COMPLETED):
+            row.status = "fired"
+            row.fired_at = utcnow()
+            fired.append(row)
+            _record_fired(instance, row, record_event)
+        else:
+            row.status = "cancelled"
+    for spiff_id, (spiff_task, due) in armed.items():
+        if spiff_id in known:
+            continue
+        element = spiff_task.task_spec.bpmn_id or spiff_task.task_spec.name
+        db.session.add(ProcessTimer(
+            company_id=instance.company_id, instance_id=instance.id, spiff_task_id=spiff_id, element_id=element,
+            kind=timer_kind(element), attached_to=_attached_to(spiff_task), due_at=due, status="waiting",
+        ))
+    return fired
+
+
+def _record_fired(instance, row, record_event):
+    label = _kind_label(row.kind)
+    if row.kind == "remind":
+        tasks = db.session.scalars(
+            sa.select(HumanTask).where(
+                HumanTask.instance_id == instance.id, HumanTask.status == "open", HumanTask.task_spec_name == row.attached_to
+            )
+        ).all()
+        for task in tasks:
+            task.reminded_at = utcnow()
+        names = "、".join(task.title for task in tasks) or row.attached_to
+        record_event(instance, "reminded", task_name=names, comment=f"{label}：待办「{names}」已超过办理期限，请尽快办理。",
+                     data={"element": row.element_id, "due_at": row.due_at.isoformat()})
+        return
+    event_type = {"escalate": "escalated", "cancel": "cancelled"}.get(row.kind, "timer_fired")
+    record_event(instance, event_type, task_name=label, comment=f"定时事件 {row.element_id} 到期：{label}。",
+                 data={"element": row.element_id, "due_at": row.due_at.isoformat()})
+
+
+def cancel_waiting_timers(instance_id):
+    """Mark an ended instance's waiting timers cancelled; returns how many. The caller holds the instance row lock."""
+    rows = db.session.scalars(
+        sa.select(ProcessTimer).where(ProcessTimer.instance_id == instance_id, ProcessTimer.status == "waiting")
+    ).all()
+    for row in rows:
+        row.status = "cancelled"
+    return len(rows)
+
+
+def task_due_at(instance, workflow, spiff_task):
+    """Due time of a new inbox task: its earliest interrupting boundary timer, else the company's task_due setting."""
+    element = spiff_task.task_spec.bpmn_id
+    dues = [
+        due for timer_task, due in armed_timers(workflow).values()
+        if _attached_to(timer_task) == element and getattr(timer_task.task_spec, "cancel_activity", True)
+        and timer_kind(timer_task.task_spec.bpmn_id or "") != "remind"
+    ]
+    if dues:
+        return min(dues)
+    return datetime.fromisoformat(deadline(instance.company_id, "task_due"))
+
+
+def due_timer_ids(now=None, limit=500):
+    """Ids of waiting timers due at `now`, oldest first, at most `limit`."""
+    now = now or datetime.now(timezone.utc)
+    return list(db.session.scalars(
+        sa.select(ProcessTimer.id)
+        .where(ProcessTimer.status == "waiting", ProcessTimer.due_at <= now)
+        .order_by(ProcessTimer.due_at, ProcessTimer.id)
+        .limit(limit)
+    ))
+
+
+def fire_timer(timer_id, now=None):
+    """Fire one due timer under its instance's row lock; returns True when this call fired it.
+
+    Returns False when the timer is not due yet, already fired or cancelled, or when its
+    instance is not running (a suspended instance fires its due timers on the first scan
+    after it is resumed). An engine failure puts the instance in status error, like a
+    failed task completion.
+    """
+    from app.processes.services import fire_timer_in_instance
+
+    now = now or datetime.now(timezone.utc)
+    row = db.session.get(ProcessTimer, timer_id)
+    if row is None:
+        return False
+    with scoped(company_scope(row.company_id, label=f"timer:{timer_id}")):
+        instance = lock_row(ProcessInstance, row.instance_id)
+        db.session.refresh(row)
+        due = row.due_at if row.due_at.tzinfo else row.due_at.replace(tzinfo=timezone.utc)
+        if row.status == "waiting" and instance.status not in ACTIVE_STATUSES:
+            # The instance ended (cancelled, terminated, rejected) while the timer waited.
+            cancel_waiting_timers(instance.id)
+            db.session.commit()
+            return False
+        if row.status != "waiting" or due > now or instance.status != "running":
+            db.session.rollback()
+            return False
+        try:
+            fired = fire_timer_in_instance(instance, row)
+        except SpiffWorkflowException:
+            logger.exception("Timer %s of instance %s failed", timer_id, instance.id)
+            return False
+        return fired
+
+
+def fire_due_timers(now=None, limit=500):
+    """Fire every timer due at `now`; returns how many fired. Safe to run from several workers at once."""
+    count = 0
+    for timer_id in due_timer_ids(now, limit):
+        if fire_timer(timer_id, now):
+            count += 1
+    return count
