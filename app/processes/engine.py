@@ -170,6 +170,35 @@ def validate_model(bpmn_xml, process_id, decisions=None):
     return spec, subprocess_specs
 
 
+# A one-task process that calls a decision, for evaluating a table on its own.
+_DECISION_PROBE = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="probe_definitions" targetNamespace="probe">
+  <bpmn:process id="decision_probe" isExecutable="true">
+    <bpmn:startEvent id="probe_start"><bpmn:outgoing>probe_to_decision</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:businessRuleTask id="probe_decision">
+      <bpmn:extensionElements><spiffworkflow:calledDecisionId>{decision_id}</spiffworkflow:calledDecisionId></bpmn:extensionElements>
+      <bpmn:incoming>probe_to_decision</bpmn:incoming><bpmn:outgoing>probe_to_end</bpmn:outgoing>
+    </bpmn:businessRuleTask>
+    <bpmn:endEvent id="probe_end"><bpmn:incoming>probe_to_end</bpmn:incoming></bpmn:endEvent>
+    <bpmn:sequenceFlow id="probe_to_decision" sourceRef="probe_start" targetRef="probe_decision" />
+    <bpmn:sequenceFlow id="probe_to_end" sourceRef="probe_decision" targetRef="probe_end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def evaluate_decision(decision_id, dmn_xml, data):
+    """Evaluate one decision table on task data through the engine, as a business rule task would; returns the task data after it.
+
+    No instance is involved, so no `escalated` event is recorded.
+    """
+    spec, subprocess_specs = parse_model(_DECISION_PROBE.format(decision_id=decision_id), "decision_probe", {decision_id: dmn_xml})
+    workflow = new_workflow(spec, subprocess_specs, RunContext(None), data)
+    run_engine(workflow)
+    return dict(workflow.data)
+
+
 def _all_task_specs(spec, subprocess_specs):
     yield from spec.task_specs.values()
     for sub in subprocess_specs.values():
