@@ -246,6 +246,7 @@ def test_running_instance_keeps_decision_version(demo, make_account, login):
     assert _escalation_comment(pinned) is None
     assert _escalation_comment(newer) == "入网面积 150 ㎡ 超过 100 ㎡，需集团审批。"
     assert current_decision(tj.id, "connection_escalation").version == 2
+    assert "规则表 connection_escalation 第 1 版" in admin.get(f"/processes/instances/{pinned.id}").get_data(as_text=True)
 
 
 def test_decision_endpoints_list_and_xml(demo, login):
