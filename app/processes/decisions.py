@@ -58,7 +58,7 @@ def ensure_decisions(company_id):
 
 
 def decisions_for(company_id, decision_ids):
-    """The company's current version of each decision id in `decision_ids` that names an escalation table."""
+    """Return the company's current version of each decision id in `decision_ids` that names an escalation table."""
     return [ensure_decision(company_id, DECISION_IDS[decision_id]) for decision_id in decision_ids if decision_id in DECISION_IDS]
 
 

@@ -13,8 +13,9 @@ empty cell matches anything. An entry that starts with a keyword needs the `?`
 (`? not in ("a", "b")`), because the engine appends entries without a space.
 
 The rules that /processes/settings edits are "settings rules" with fixed ids (see
-SETTINGS_RULES). A company's table is the group template in bpmn/ with its settings rules
-rebuilt from the company's EscalationRule row; any other rule is kept as written.
+SETTINGS_RULES). A company's table starts as the group template in bpmn/. Its settings
+rules are rebuilt from the company's EscalationRule row, and any other rule is kept as
+written.
 """
 
 import ast
@@ -64,7 +65,7 @@ DECISION_VARIABLES = {
 
 
 def decision_id_for(process_type):
-    """The decision id of a process type's escalation table."""
+    """Return the decision id of a process type's escalation table."""
     return f"{process_type}_escalation"
 
 
@@ -72,12 +73,12 @@ DECISION_IDS = {decision_id_for(process_type): process_type for process_type in 
 
 
 def variables_for(process_type):
-    """Task data names a process type's table may read, with their Chinese descriptions."""
+    """Return the task data names a process type's table may read, with their Chinese descriptions."""
     return {**ACCOUNT_VARIABLES, **DECISION_VARIABLES[process_type]}
 
 
 def template_xml(process_type):
-    """The group template of a process type's table, as stored in bpmn/."""
+    """Read the group template of a process type's table from bpmn/."""
     return (TEMPLATE_DIR / f"{decision_id_for(process_type)}.dmn").read_text(encoding="utf-8")
 
 
@@ -202,7 +203,7 @@ def _is_expression(source):
 
 
 def entry_expression(input_expression, entry):
-    """The expression DMNEngine evaluates for an input entry, with `?` as INPUT_PLACEHOLDER.
+    """Build the expression DMNEngine evaluates for an input entry, with `?` as INPUT_PLACEHOLDER.
 
     Like the engine, an entry that is not a whole expression is appended to the input
     expression without a space, so `> 200` works but `not in (...)` needs `? not in (...)`.
@@ -318,7 +319,7 @@ def _spiff_problems(xml, decision_id):
 class SettingsRule:
     """A rule that /processes/settings switches on and off or sets a threshold of.
 
-    `input_id` is the id of the input column whose cell the setting fills; `cell` and
+    `input_id` is the id of the input column whose cell the setting fills. `cell` and
     `reason` build that cell and the reason expression from the setting's value.
     """
 
@@ -403,7 +404,7 @@ SETTINGS_RULES = {process_type: _settings_rules(process_type) for process_type i
 
 
 def _setting_value(column, value):
-    """The value a settings rule is built from, or None when the setting switches the rule off."""
+    """Return the value a settings rule is built from, or None when the setting switches the rule off."""
     if column == "policy_categories":
         return tuple(code for code in (value or "").split(",") if code)
     if isinstance(value, bool):
@@ -515,12 +516,12 @@ def _category_codes(cell):
 
 
 def settings_copy(process_type, rule):
-    """A company's first table: the group template with its settings rules built from `rule`."""
+    """Build a company's first table: the group template with its settings rules built from `rule`."""
     return apply_settings(template_xml(process_type), process_type, rule)
 
 
 def referenced_decisions(bpmn_xml):
-    """Decision ids the business rule tasks of a diagram call (spiffworkflow:calledDecisionId)."""
+    """Return the decision ids the business rule tasks of a diagram call (spiffworkflow:calledDecisionId)."""
     try:
         root = etree.fromstring(bpmn_xml.encode("utf-8"), parser=etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError:

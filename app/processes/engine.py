@@ -78,7 +78,7 @@ class EscalationRuleTask(BusinessRuleTask):
     """Business rule task that turns the collected rows of an escalation table into one decision.
 
     With hit policy COLLECT, SpiffWorkflow returns a list per output. The task sets
-    `escalate` to whether any matched row says True and `escalation_reason` to the joined
+    `escalate` to whether any matched row outputs True and `escalation_reason` to the joined
     reasons of those rows (app.processes.registry.escalation_outcome), so the gateways
     after it read plain values.
     """

@@ -325,6 +325,7 @@ def _save_decision(decision_id):
         version = save_decision(current_user.company_id, decision_id, request.form.get("xml", ""), current_user)
     except DecisionError as error:
         db.session.rollback()
+        logger.info("User %s: decision %s of company %s rejected: %s", current_user.id, decision_id, current_user.company_id, error)
         return jsonify({"ok": False, "errors": [problem.as_dict() for problem in error.problems]}), 400
     db.session.commit()
     return jsonify({"ok": True, "version": version.version})

@@ -50,7 +50,7 @@ def _require_decimal(value, function):
 
 
 def _text(value):
-    """Plain text of a number without trailing zeros (200.0000 -> "200"); text stays as it is."""
+    """Format a number as plain text without trailing zeros (200.0000 -> "200"); text is returned as it is."""
     if isinstance(value, str):
         return value
     number = _require_decimal(value, "text")
@@ -58,14 +58,14 @@ def _text(value):
 
 
 def _round_text(value, places):
-    """Text of a number with exactly `places` decimals (1000 -> "1000.00" for 2 places)."""
+    """Format a number with exactly `places` decimals (1000 -> "1000.00" for 2 places)."""
     if isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 6:
         raise SandboxError("round_text() takes a whole number of decimal places from 0 to 6.")
     return f"{_require_decimal(value, 'round_text').quantize(Decimal(1).scaleb(-places))}"
 
 
 def _percent(part, whole):
-    """part × 100 / whole in Decimal, or 0 when whole is 0."""
+    """Compute part × 100 / whole in Decimal, or 0 when whole is 0."""
     whole = _require_decimal(whole, "percent")
     if not whole:
         return Decimal(0)
