@@ -23,6 +23,7 @@ EVENT_LABELS = {
     "user_roles_changed": "人员角色变更",
     "company_onboarded": "新公司接入",
     "value_maps_changed": "旧系统编码映射变更",
+    "decision_changed": "集团审批规则表变更",
 }
 
 
