@@ -1,0 +1,163 @@
+"""Pages and JSON endpoints of the browser process designer, the instance diagram and the DMN editor page.
+
+Company administrators (process.design) edit and deploy their company's diagrams;
+headquarters administrators (process.template) edit and publish the group templates.
+Every endpoint acts on the logged-in user's own company, so no URL names another
+company's row. JSON answers are `{"ok": true, ...}` or a 400 with
+`{"ok": false, "message", "errors": [{"element_id", "message"}]}`.
+"""
+
+import logging
+import re
+
+from flask import Blueprint, abort, jsonify, render_template, request
+from flask_login import current_user, login_required
+
+from app.extensions import db
+from app.org.services import has_permission
+from app.processes.access import NotFoundError, get_instance
+from app.processes.deployment import latest_model
+from app.processes.design import (
+    DesignError, deploy_design, design_source, designer_options, draft_for, instance_path, latest_template,
+    save_draft, validate_design,
+)
+from app.processes.models import PROCESS_TYPES
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("designer", __name__, url_prefix="/processes")
+# Decision ids are BPMN/DMN ids: a letter or underscore, then letters, digits, underscores, dots or hyphens.
+DECISION_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def _require_designer():
+    """Abort with 403 unless the user may design: process.template at headquarters, process.design in a company."""
+    company = current_user.company
+    permission = "process.template" if company.is_headquarters else "process.design"
+    if not has_permission(current_user, permission, company.id):
+        abort(403, "只有分公司管理员（设计并部署本公司流程）或集团管理员（发布集团流程模板）可以使用流程设计器。")
+    return company
+
+
+def _require_type(process_type):
+    if process_type not in PROCESS_TYPES:
+        abort(404, f"未知的流程类型「{process_type[:32]}」。")
+
+
+def _failure(error, status=400):
+    db.session.rollback()
+    return jsonify({"ok": False, "message": str(error), "errors": error.findings}), status
+
+
+@bp.route("/design")
+@login_required
+def design_index():
+    """List the process types with the company's deployed version, draft and the group template version."""
+    company = _require_designer()
+    rows = []
+    for code, label in PROCESS_TYPES.items():
+        model = None if company.is_headquarters else latest_model(company.id, code)
+        template = latest_template(code)
+        rows.append({
+            "code": code, "label": label, "model": model, "draft": draft_for(company.id, code),
+            "template_version": template.version if template else 0,
+        })
+    return render_template("processes/design_index.html", rows=rows, company=company)
+
+
+@bp.route("/design/<process_type>")
+@login_required
+def designer(process_type):
+    """The designer page of one process type; the diagram itself is loaded by designer.js from `design_source`."""
+    company = _require_designer()
+    _require_type(process_type)
+    model = None if company.is_headquarters else latest_model(company.id, process_type)
+    return render_template(
+        "processes/designer.html", company=company, process_type=process_type, label=PROCESS_TYPES[process_type],
+        model=model,
+    )
+
+
+@bp.route("/design/<process_type>/source")
+@login_required
+def design_source_json(process_type):
+    """Return the diagram to open (`?from=template` for the group template) and the properties panel's choices."""
+    company = _require_designer()
+    _require_type(process_type)
+    try:
+        source = design_source(company, process_type, request.args.get("from") or None)
+    except DesignError as error:
+        return _failure(error)
+    return jsonify({"ok": True, **source, "options": designer_options(company)})
+
+
+@bp.route("/design/<process_type>/draft", methods=["POST"])
+@login_required
+def design_save_draft(process_type):
+    """Store the posted `xml` as the draft; `base_version` names the version it was opened from."""
+    company = _require_designer()
+    _require_type(process_type)
+    base = request.form.get("base_version", "")
+    try:
+        draft = save_draft(company, process_type, request.form.get("xml", ""), int(base) if base.isdigit() else None, current_user)
+    except DesignError as error:
+        return _failure(error)
+    db.session.commit()
+    return jsonify({"ok": True, "message": f"草稿已保存（{draft.updated_at:%H:%M:%S} UTC）。"})
+
+
+@bp.route("/design/<process_type>/validate", methods=["POST"])
+@login_required
+def design_validate(process_type):
+    """Check the posted `xml` without storing it; returns the findings per element."""
+    company = _require_designer()
+    _require_type(process_type)
+    try:
+        findings = validate_design(company, process_type, request.form.get("xml", ""))
+    except DesignError as error:
+        return _failure(error)
+    if findings:
+        return jsonify({"ok": False, "message": f"发现 {len(findings)} 处问题，已在图中标红。", "errors": findings}), 400
+    return jsonify({"ok": True, "message": "校验通过，可以部署。", "errors": []})
+
+
+@bp.route("/design/<process_type>/deploy", methods=["POST"])
+@login_required
+def design_deploy(process_type):
+    """Validate the posted `xml` and deploy it as the company's next version (headquarters: the next template)."""
+    company = _require_designer()
+    _require_type(process_type)
+    try:
+        version, kind = deploy_design(company, process_type, request.form.get("xml", ""), current_user)
+    except DesignError as error:
+        return _failure(error)
+    db.session.commit()
+    what = "集团模板" if kind == "template" else "流程"
+    return jsonify({"ok": True, "version": version, "kind": kind,
+                    "message": f"已部署{what}「{PROCESS_TYPES[process_type]}」版本 {version}；新申请按此版本办理，办理中的申请仍按原版本。"})
+
+
+@bp.route("/instances/<int:instance_id>/diagram")
+@login_required
+def instance_diagram(instance_id):
+    """Return an instance's own diagram version with the elements it completed and the ones it waits at."""
+    if not has_permission(current_user, "account.read"):
+        abort(403, "您没有查看用户档案与业务记录的权限。")
+    try:
+        instance = get_instance(instance_id)
+    except NotFoundError as error:
+        abort(404, str(error))
+    return jsonify({"ok": True, **instance_path(instance)})
+
+
+@bp.route("/design/decisions/<decision_id>")
+@login_required
+def decision_editor(decision_id):
+    """The DMN editor page of one escalation decision; dmn-editor.js loads and saves the table through the decision endpoints."""
+    _require_designer()
+    if not DECISION_ID_PATTERN.fullmatch(decision_id):
+        abort(404, f"决策表编号「{decision_id[:64]}」无效：只能包含字母、数字、下划线、点和连字符，并以字母或下划线开头。")
+    base = f"{request.script_root}/processes/decisions/{decision_id}"
+    return render_template(
+        "processes/decision_editor.html", decision_id=decision_id, load_url=f"{base}.dmn", save_url=base,
+    )
