@@ -45,7 +45,7 @@ FORM_LABELS = {
     "survey": "现场勘察",
     "connect": "接网开栓",
 }
-ORIGIN_LABELS = {"draft": "草稿", "published": "已部署版本", "template": "集团模板", "bundled": "系统内置模板"}
+ORIGIN_LABELS = {"draft": "草稿", "published": "已部署", "template": "集团模板", "bundled": "系统内置模板"}
 
 
 class DesignError(ValueError):

@@ -7,10 +7,12 @@ company's row. JSON answers are `{"ok": true, ...}` or a 400 with
 `{"ok": false, "message", "errors": [{"element_id", "message"}]}`.
 """
 
+import base64
+import hashlib
 import logging
 import re
 
-from flask import Blueprint, abort, jsonify, render_template, request
+from flask import Blueprint, abort, jsonify, make_response, render_template, request
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -22,8 +24,32 @@ from app.processes.design import (
     save_draft, validate_design,
 )
 from app.processes.models import PROCESS_TYPES
+from app.web import CONTENT_SECURITY_POLICY
 
 logger = logging.getLogger(__name__)
+
+# Style attribute values of the bpmn.io watermark in dmn-js 17 (dmn-js-shared/lib/util/PoweredByUtil.js).
+# Its license forbids changing that file, so the DMN editor page allows exactly these values
+# by hash ('unsafe-hashes' covers style attributes only; scripts stay 'self').
+DMN_WATERMARK_STYLES = (
+    "vertical-align:middle",
+    "position: absolute; bottom: 15px; right: 15px; z-index: 100;",
+    "z-index: 1001;position: fixed;top: 0;left: 0;right: 0;bottom: 0",
+    "width: 100%;height: 100%;background: rgba(40,40,40,0.2)",
+    "position: absolute;left: 50%;top: 40%;transform: translate(-50%);width: 260px;padding: 10px;background: white;"
+    "box-shadow: 0 1px 4px rgba(0,0,0,0.3);font-family: Helvetica, Arial, sans-serif;font-size: 14px;display: flex;"
+    "line-height: 1.3",
+    "margin: 15px 20px 15px 10px; align-self: center;",
+)
+
+
+def _style_hash(value):
+    return "'sha256-" + base64.b64encode(hashlib.sha256(value.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+DMN_EDITOR_POLICY = (
+    f"{CONTENT_SECURITY_POLICY}; style-src-attr 'unsafe-hashes' {' '.join(_style_hash(v) for v in DMN_WATERMARK_STYLES)}"
+)
 
 bp = Blueprint("designer", __name__, url_prefix="/processes")
 # Decision ids are BPMN/DMN ids: a letter or underscore, then letters, digits, underscores, dots or hyphens.
@@ -158,6 +184,8 @@ def decision_editor(decision_id):
     if not DECISION_ID_PATTERN.fullmatch(decision_id):
         abort(404, f"决策表编号「{decision_id[:64]}」无效：只能包含字母、数字、下划线、点和连字符，并以字母或下划线开头。")
     base = f"{request.script_root}/processes/decisions/{decision_id}"
-    return render_template(
+    response = make_response(render_template(
         "processes/decision_editor.html", decision_id=decision_id, load_url=f"{base}.dmn", save_url=base,
-    )
+    ))
+    response.headers["Content-Security-Policy"] = DMN_EDITOR_POLICY
+    return response

@@ -137,7 +137,11 @@ function start(root) {
     showStatus(status, body.ok ? 'success' : 'error', body.message);
     if (body.ok) {
       baseVersion = String(body.version);
-      origin.textContent = `已打开：${body.kind === 'template' ? '集团模板' : '已部署版本'} 版本 ${body.version}`;
+      origin.textContent = `已打开：${body.kind === 'template' ? '集团模板' : '已部署'} 版本 ${body.version}`;
+      const deployed = document.getElementById('designer-version');
+      if (deployed && body.kind === 'model') {
+        deployed.textContent = `当前部署版本 ${body.version}`;
+      }
       root.dataset.deployedVersion = String(body.version);
     }
     return body;

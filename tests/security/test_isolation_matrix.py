@@ -43,6 +43,7 @@ OBJECT_FINDERS = {
     "task_id": "app.processes.models.HumanTask",
     "instance_id": "app.processes.models.ProcessInstance",
     "process_type": PathValue("suspension"),
+    "decision_id": PathValue("suspension_escalation"),
 }
 
 
@@ -110,8 +111,10 @@ def _urls(app, qd_id):
         url = rule.rule
         for argument, value in values.items():
             url = re.sub(rf"<(?:[a-z]+:)?{argument}>", str(value), url)
+        # A route whose parameters are all PathValues acts on the user's own company, so it may answer 200.
+        targets_row = any(not isinstance(value, PathValue) for value in values.values())
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            yield rule, url, method, bool(values)
+            yield rule, url, method, targets_row
 
 
 def test_tj_staff_never_reach_qd_rows(app_ctx, qd_world, login):
