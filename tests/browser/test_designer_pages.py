@@ -158,3 +158,80 @@ def test_design_deploy_and_view_path(page, browser_login, screenshot, demo, tj_a
     assert page.locator('.djs-connection.hf-taken[data-element-id="flow_escalation_to_company"]').count() == 1
     screenshot(page, "instance-diagram-v1")
     _no_csp_violations(page)
+
+
+ADD_PANEL_ELEMENTS = """() => {
+  const modeler = window.heatflowDesigner.modeler;
+  const registry = modeler.get('elementRegistry');
+  const modeling = modeler.get('modeling');
+  const bpmnFactory = modeler.get('bpmnFactory');
+  const elementFactory = modeler.get('elementFactory');
+  const timer = bpmnFactory.create('bpmn:BoundaryEvent', { id: 'approval_overdue', cancelActivity: false });
+  timer.eventDefinitions = [bpmnFactory.create('bpmn:TimerEventDefinition', { id: 'approval_overdue_timer' })];
+  timer.eventDefinitions[0].$parent = timer;
+  const timerShape = elementFactory.createShape({ type: 'bpmn:BoundaryEvent', businessObject: timer });
+  const approval = registry.get('company_approval');
+  modeling.createShape(timerShape, { x: approval.x + 50, y: approval.y + approval.height }, approval, { attach: true });
+  const rule = bpmnFactory.create('bpmn:BusinessRuleTask', { id: 'escalation_rule', name: '升级决策' });
+  modeling.createShape(elementFactory.createShape({ type: 'bpmn:BusinessRuleTask', businessObject: rule }),
+    { x: 900, y: 160 }, registry.get('suspension_participant'));
+  const service = bpmnFactory.create('bpmn:ServiceTask', { id: 'rebill_again', name: '再次重算' });
+  modeling.createShape(elementFactory.createShape({ type: 'bpmn:ServiceTask', businessObject: service }),
+    { x: 1100, y: 160 }, registry.get('suspension_participant'));
+}"""
+
+
+def _select(page, element_id):
+    page.evaluate(
+        "(id) => window.heatflowDesigner.modeler.get('selection')"
+        ".select(window.heatflowDesigner.modeler.get('elementRegistry').get(id))",
+        element_id,
+    )
+    if page.locator('[data-group-id="group-heatflow"] .bio-properties-panel-group-entries.open').count() == 0:
+        page.get_by_text("热费平台设置").click()
+
+
+def _saved_xml(page):
+    return page.evaluate("async () => (await window.heatflowDesigner.modeler.saveXML({ format: true })).xml")
+
+
+def test_panel_writes_timer_service_and_decision(page, browser_login, screenshot, demo):
+    """The group administrator edits the template: each Heatflow entry writes the XML the engine reads."""
+    page.add_init_script(CSP_RECORDER)
+    browser_login(page, "hq_admin")
+    page.goto("/processes/design/suspension")
+    page.wait_for_selector('#designer[data-loaded="bundled"]')
+    assert page.get_by_role("button", name="发布模板").count() == 1
+    page.evaluate(ADD_PANEL_ELEMENTS)
+
+    _select(page, "approval_overdue")
+    page.select_option("#bio-properties-panel-heatflow-timer-kind", "timeDuration")
+    page.fill("#bio-properties-panel-heatflow-timer-value", "P3D")
+    page.keyboard.press("Tab")
+    # The built-in timer group, which would write the value unquoted, is replaced by ours.
+    assert page.locator('[data-group-id="group-timer"]').count() == 0
+    screenshot(page, "designer-timer")
+    _select(page, "escalation_rule")
+    page.fill("#bio-properties-panel-heatflow-decision", "suspension_escalation")
+    page.keyboard.press("Tab")
+    _select(page, "rebill_again")
+    page.select_option("#bio-properties-panel-heatflow-service", "rebill_suspension")
+    page.fill("#bio-properties-panel-heatflow-parameter-account_id", "account_id")
+    page.keyboard.press("Tab")
+    screenshot(page, "designer-service-task")
+
+    xml = _saved_xml(page)
+    assert '<bpmn:timeDuration xsi:type="bpmn:tFormalExpression">"P3D"</bpmn:timeDuration>' in xml
+    assert "<spiffworkflow:calledDecisionId>suspension_escalation</spiffworkflow:calledDecisionId>" in xml
+    assert '<spiffworkflow:serviceTaskOperator id="rebill_suspension" resultVariable="rebill_suspension_result">' in xml
+    assert '<spiffworkflow:parameter id="account_id" type="any" value="account_id" />' in xml
+    # The original service tasks are written back unchanged.
+    assert '<spiffworkflow:parameter id="valve_state" type="str" value="valve_result" />' in xml
+
+    page.get_by_role("button", name="校验").click()
+    page.wait_for_selector("#designer[data-validated]")
+    # Only the business rule task is flagged, because the engine runs no DMN decision yet;
+    # the quoted timer and the service with its parameter pass the import checks.
+    flagged = page.locator("#designer-errors li button").all_inner_texts()
+    assert flagged == ["escalation_rule"]
+    _no_csp_violations(page)
