@@ -1,7 +1,7 @@
 """The browser designer's services: drafts, group templates, validation findings per element, deployment and instance paths.
 
 A company designs its own copy of each process type. The designer opens the company's
-draft, else its newest published version, else the group template; deploying validates
+draft, else its newest published version, else the group template. Deploying validates
 the diagram and stores it as the company's next version. Headquarters edits the group
 templates the same way, and publishing a template never changes a company's deployed
 versions. Findings are returned as `{"element_id", "message"}` so the page can mark the
@@ -25,8 +25,9 @@ from app.processes.registry import SERVICES
 
 logger = logging.getLogger(__name__)
 
-# Werkzeug keeps at most 500 000 bytes of one form field in memory; a diagram stays well below.
-MAX_DIAGRAM_CHARS = 400_000
+# Flask 3.1 rejects a form field over 500 000 bytes (MAX_FORM_MEMORY_SIZE) with 413 before this
+# check runs. 150 000 characters stay below that even at 3 bytes each; the bundled diagrams have under 20 000.
+MAX_DIAGRAM_CHARS = 150_000
 # Lanes that headquarters staff work in, so no company role is needed for them.
 GROUP_LANES = {"group_approver"}
 # Chinese names of the lanes, for the lane selector; a company's own role name wins when it has one.

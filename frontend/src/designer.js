@@ -1,7 +1,7 @@
 // The process designer page: bpmn-js Modeler with the properties panel and Heatflow's own group.
 //
 // The page loads the diagram and the panel's choices from data-source-url, saves drafts,
-// asks the server to validate, marks every element the server reports, and deploys.
+// posts the diagram for validation, marks every element the server reports, and deploys.
 // window.heatflowDesigner exposes the modeler for scripted edits (browser tests).
 
 import 'bpmn-js/dist/assets/diagram-js.css';
@@ -96,7 +96,11 @@ function start(root) {
       window.heatflowDesigner = { modeler, validate, deploy, saveDraft };
     }
     const result = await modeler.importXML(body.xml);
-    modeler.get('canvas').zoom('fit-viewport');
+    // Fit, then leave room on the left for the palette, which floats over the canvas.
+    const canvas = modeler.get('canvas');
+    canvas.zoom('fit-viewport', 'auto');
+    canvas.zoom(canvas.zoom() * 0.85, 'auto');
+    canvas.scroll({ dx: 50, dy: 0 });
     baseVersion = body.version === null || body.version === undefined ? '' : String(body.version);
     origin.textContent = `已打开：${body.origin_label}${body.version ? ` 版本 ${body.version}` : ''}`;
     root.dataset.loaded = body.origin;

@@ -30,7 +30,7 @@ async function show(container) {
       canvas.addMarker(flow.id, 'hf-taken');
     }
   });
-  canvas.zoom('fit-viewport');
+  canvas.zoom('fit-viewport', 'auto');
   container.dataset.completed = body.completed.join(' ');
   container.dataset.current = body.current.join(' ');
   container.dataset.loaded = 'true';
