@@ -21,6 +21,7 @@ EVENT_LABELS = {
     "role_created": "新建角色",
     "role_changed": "修改角色",
     "user_roles_changed": "人员角色变更",
+    "decision_changed": "集团审批规则表变更",
 }
 
 

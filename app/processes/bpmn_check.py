@@ -109,7 +109,7 @@ def _check_process(process, findings, service_names, validate_expression):
         if tag == "serviceTask":
             _check_service_task(element, findings, service_names)
         if tag == "businessRuleTask":
-            findings.append(_finding(element, "business rule tasks need a DMN decision deployed with the model; none is registered"))
+            _check_business_rule_task(element, findings)
         if tag in ("subProcess", "transaction") and not _bpmn_children(element, "startEvent"):
             findings.append(_finding(element, "the sub-process has no start event"))
         if tag == "multiInstanceLoopCharacteristics" and not (
@@ -158,6 +158,18 @@ def _check_service_task(task, findings, service_names):
         findings.append(_finding(task, f"service {operator.get('id')!r} is not registered; use one of: {known}"))
 
 
+def _check_business_rule_task(task, findings):
+    from app.processes.dmn import DECISION_IDS
+
+    called = task.find(f".//{{{SPIFF_NS}}}calledDecisionId")
+    decision_id = (called.text or "").strip() if called is not None else ""
+    if decision_id not in DECISION_IDS:
+        findings.append(_finding(task, (
+            f"business rule task calls DMN decision {decision_id!r}, which Heatflow does not have; "
+            f"set spiffworkflow:calledDecisionId to one of: {', '.join(DECISION_IDS)}"
+        )))
+
+
 def _check_timer(element, findings, validate_expression):
     source = (element.text or "").strip()
     owner = element.getparent().getparent() if element.getparent() is not None else element
@@ -171,11 +183,15 @@ def _check_timer(element, findings, validate_expression):
 
 def _spiff_findings(content, process_ids):
     """Parse with SpiffWorkflow; return its complaint as findings (empty when it parses)."""
-    from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+    from app.processes.dmn import DECISION_IDS, referenced_decisions, template_xml
+    from app.processes.engine import HeatflowParser
 
-    parser = SpiffBpmnParser()
+    parser = HeatflowParser()
     try:
         parser.add_bpmn_str(content)
+        # Business rule tasks were checked to call escalation tables; the group templates stand in for them.
+        for decision_id in referenced_decisions(content.decode("utf-8")):
+            parser.add_dmn_str(template_xml(DECISION_IDS[decision_id]).encode("utf-8"), filename=f"{decision_id}.dmn")
         for process_id in process_ids:
             parser.get_spec(process_id)
             parser.get_subprocess_specs(process_id)

@@ -1,25 +1,20 @@
-"""Deploying process models per company, escalation defaults and the demo installer."""
+"""Deploying process models per company with their decision tables, and the demo installer."""
 
 import functools
-import hashlib
 import logging
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.processes.decisions import decisions_for, ensure_decisions, sha256_text
+from app.processes.dmn import referenced_decisions
 from app.processes.engine import parse_model, validate_model
-from app.processes.escalation import ensure_rule
 from app.processes.models import PROCESS_TYPES, ProcessModel
 
 logger = logging.getLogger(__name__)
 
 BPMN_DIR = Path(__file__).resolve().parents[2] / "bpmn"
-
-
-def sha256_text(text):
-    """sha256 hex of a text encoded as UTF-8."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def latest_model(company_id, process_type):
@@ -39,14 +34,17 @@ def latest_model(company_id, process_type):
 def deploy_model(company_id, process_type, bpmn_xml, user_id=None):
     """Validate a diagram and store it as the company's next version; re-deploying the newest file returns it unchanged.
 
-    Raises ModelValidationError listing each finding (element id and reason), and
-    ValueError for an unknown process type. Earlier versions are retired for new starts,
-    while instances already running keep the version they started on.
+    The diagram is checked together with the company's current decision tables that its
+    business rule tasks call. Raises ModelValidationError listing each finding (element
+    id and reason), and ValueError for an unknown process type. Earlier versions are
+    retired for new starts, while instances already running keep the version they
+    started on.
     """
     if process_type not in PROCESS_TYPES:
         raise ValueError(f"Unknown process type {process_type!r}; use one of {', '.join(PROCESS_TYPES)}.")
     digest = sha256_text(bpmn_xml)
-    validated_spec(digest, process_type, bpmn_xml)
+    decisions = decisions_for(company_id, referenced_decisions(bpmn_xml))
+    validated_spec(digest, process_type, bpmn_xml, _decision_key(decisions))
     current = latest_model(company_id, process_type)
     if current is not None and current.sha256 == digest:
         return current
@@ -72,38 +70,47 @@ def deploy_model(company_id, process_type, bpmn_xml, user_id=None):
     return model
 
 
+def _decision_key(decisions):
+    """Hashable (decision id, sha256, DMN text) triples of decision versions, for the spec caches."""
+    return tuple(sorted((decision.decision_id, decision.sha256, decision.dmn_xml) for decision in decisions))
+
+
 @functools.lru_cache(maxsize=32)
-def validated_spec(digest, process_type, bpmn_xml):
-    """Validate a diagram once per content hash (the checks depend only on the text); returns (spec, subprocess specs).
+def validated_spec(digest, process_type, bpmn_xml, decision_key=()):
+    """Validate a diagram with its decision tables once per content (the checks depend only on the texts); returns (spec, subprocess specs).
 
     A diagram that fails raises ModelValidationError on every call, because lru_cache
     keeps only returned values.
     """
-    return validate_model(bpmn_xml, process_type)
+    return validate_model(bpmn_xml, process_type, {decision_id: xml for decision_id, _sha, xml in decision_key})
 
 
 @functools.lru_cache(maxsize=32)
-def parsed_spec(digest, process_type, bpmn_xml):
-    """Parse a deployed diagram once per content hash; returns (spec, subprocess specs)."""
-    return parse_model(bpmn_xml, process_type)
+def parsed_spec(digest, process_type, bpmn_xml, decision_key=()):
+    """Parse a deployed diagram with its decision tables once per content; returns (spec, subprocess specs)."""
+    return parse_model(bpmn_xml, process_type, {decision_id: xml for decision_id, _sha, xml in decision_key})
 
 
-def spec_for(model):
-    """The parsed workflow spec of a stored model version."""
-    return parsed_spec(model.sha256, model.process_type, model.bpmn_xml)
+def spec_for(model, decisions=None):
+    """The parsed workflow spec of a stored model version with decision table versions (default: the company's current ones)."""
+    if decisions is None:
+        decisions = decisions_for(model.company_id, referenced_decisions(model.bpmn_xml))
+    return parsed_spec(model.sha256, model.process_type, model.bpmn_xml, _decision_key(decisions))
 
 
 def install_demo_processes(companies):
-    """Deploy bpmn/<type>.bpmn and the default escalation rule of every process type to each subsidiary.
+    """Install the escalation tables and deploy bpmn/<type>.bpmn of every process type to each subsidiary.
 
-    Idempotent: a company that already has a published model of a type keeps it, and an
-    existing rule keeps the values its administrator set.
+    Each company's tables are copies of the group templates with its escalation settings
+    (the defaults for a new company). Idempotent: a company that already has a published
+    model or table of a type keeps it, and existing settings keep the values its
+    administrator set.
     """
     diagrams = {process_type: (BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8") for process_type in PROCESS_TYPES}
     for company in companies:
         if company.is_headquarters:
             continue
+        ensure_decisions(company.id)
         for process_type, bpmn_xml in diagrams.items():
-            ensure_rule(company.id, process_type)
             if latest_model(company.id, process_type) is None:
                 deploy_model(company.id, process_type, bpmn_xml)

@@ -199,6 +199,7 @@ def validate_design(company, process_type, bpmn_xml):
         except ModelValidationError as error:
             findings.extend({"element_id": f.element_id, "message": f.reason} for f in error.findings)
     findings.extend(_lane_findings(company, bpmn_xml))
+    findings.extend(_wiring_findings(bpmn_xml))
     unique = []
     for finding in findings:
         if finding not in unique:
@@ -223,6 +224,46 @@ def _lane_findings(company, bpmn_xml):
             findings.append({"element_id": lane_id, "message": f"泳道「{name}」不是流程角色；请在属性面板中选择角色：{choices}。"})
         elif name not in GROUP_LANES and not company.is_headquarters and name not in roles:
             findings.append({"element_id": lane_id, "message": f"本公司没有角色「{name}」，该泳道的任务将无人办理；请选择本公司已有的角色，或先在角色管理中添加。"})
+    return findings
+
+
+# Flow nodes that must be reached by a sequence flow, and the ones that must lead on.
+NEEDS_INCOMING = {
+    "task", "userTask", "manualTask", "scriptTask", "serviceTask", "sendTask", "receiveTask", "businessRuleTask",
+    "callActivity", "subProcess", "exclusiveGateway", "inclusiveGateway", "parallelGateway", "eventBasedGateway",
+    "intermediateCatchEvent", "intermediateThrowEvent", "endEvent",
+}
+NEEDS_OUTGOING = (NEEDS_INCOMING - {"endEvent"}) | {"startEvent", "boundaryEvent"}
+
+
+def _wiring_findings(bpmn_xml):
+    """Findings for flow nodes of the executable processes that no sequence flow reaches or leaves.
+
+    The engine parses such a diagram, but an unreached task never runs and a node with no
+    way out ends its branch silently, which in a drawing is almost always a missing arrow.
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
+    try:
+        root = etree.fromstring(bpmn_xml.encode("utf-8"), parser)
+    except etree.XMLSyntaxError:
+        return []
+    findings = []
+    for process in root.iter(f"{{{BPMN_NS}}}process", f"{{{BPMN_NS}}}subProcess"):
+        if process.get("isExecutable") == "false":
+            continue
+        flows = [child for child in process if etree.QName(child).localname == "sequenceFlow"]
+        sources = {flow.get("sourceRef") for flow in flows}
+        targets = {flow.get("targetRef") for flow in flows}
+        for node in process:
+            tag = etree.QName(node).localname
+            node_id = node.get("id", "")
+            missing = []
+            if tag in NEEDS_INCOMING and node_id not in targets:
+                missing.append("没有连入的顺序流，流程不会到达它")
+            if tag in NEEDS_OUTGOING and node_id not in sources:
+                missing.append("没有连出的顺序流，流程到此无法继续")
+            if missing:
+                findings.append({"element_id": node_id, "message": f"该元素{'，且'.join(missing)}；请补上连线或删除它。"})
     return findings
 
 

@@ -1,9 +1,11 @@
 """SpiffWorkflow 3.2.0 wrapper: parsing and deploy checks, the sandboxed script engine, service calls and serialization.
 
 The library's own script engine runs BPMN expressions with Python `eval`/`exec`; here
-every expression goes through app.processes.sandbox instead. Service tasks dispatch to
-the named functions in app.processes.registry. The script engine is not part of the
-serialized state, so `load_workflow` attaches a new one on every load.
+every expression goes through app.processes.sandbox instead, DMN table cells included.
+Service tasks dispatch to the named functions in app.processes.registry, and business
+rule tasks evaluate the company's escalation decision table (app.processes.dmn). The
+script engine is not part of the serialized state, so `load_workflow` attaches a new
+one on every load.
 """
 
 import json
@@ -13,18 +15,24 @@ from datetime import date
 from decimal import Decimal
 
 from lxml import etree
+from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+from SpiffWorkflow.bpmn.parser.util import full_tag
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.spiff.parser import VALIDATOR, SpiffBpmnParser
+from SpiffWorkflow.spiff.parser.task_spec import BusinessRuleTaskParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.spiff.serializer.task_spec import BusinessRuleTaskConverter
+from SpiffWorkflow.spiff.specs.defaults import BusinessRuleTask
 from SpiffWorkflow.util.task import TaskState
 
+from app.processes.dmn import DECISION_IDS, check_table, referenced_decisions, template_xml
 from app.processes.fields import TASK_FORMS
-from app.processes.registry import SERVICES, ServiceError
+from app.processes.registry import SERVICES, ServiceError, escalation_outcome
 from app.processes.sandbox import SandboxError, evaluate_expression, execute_script, validate_expression, validate_script
 
 logger = logging.getLogger(__name__)
@@ -66,11 +74,69 @@ class RunContext:
     user: object = None
 
 
-def parse_model(bpmn_xml, process_id):
-    """Parse a diagram with the spiff parser; return (spec, subprocess specs) or raise ModelValidationError."""
-    parser = SpiffBpmnParser(validator=VALIDATOR)
+class EscalationRuleTask(BusinessRuleTask):
+    """Business rule task that turns the collected rows of an escalation table into one decision.
+
+    With hit policy COLLECT, SpiffWorkflow returns a list per output. The task sets
+    `escalate` to whether any matched row outputs True and `escalation_reason` to the joined
+    reasons of those rows (app.processes.registry.escalation_outcome), so the gateways
+    after it read plain values.
+    """
+
+    def _run_hook(self, my_task):
+        try:
+            result = self.dmnEngine.result(my_task)
+        except SpiffWorkflowException as error:
+            error.add_note(f"Business rule task {self.bpmn_id} calls decision table {self.dmnEngine.decision_table.id}.")
+            raise
+        except Exception as error:
+            raise WorkflowTaskException(str(error), task=my_task, exception=error) from error
+        my_task.data.update(my_task.workflow.script_engine.decide_escalation(my_task, result))
+        return True
+
+
+class EscalationRuleTaskParser(BusinessRuleTaskParser):
+    """Parser of businessRuleTask that builds EscalationRuleTask (the library's parser names its class directly)."""
+
+    def create_task(self):
+        extensions = self.parse_extensions()
+        return EscalationRuleTask(
+            self.spec,
+            self.bpmn_id,
+            dmnEngine=self.process_parser.parser.get_engine(self.get_decision_ref(self.node), self.node),
+            prescript=extensions.get("preScript"),
+            postscript=extensions.get("postScript"),
+            **self.bpmn_attributes,
+        )
+
+
+class HeatflowParser(SpiffBpmnParser):
+    """The spiff parser with business rule tasks that evaluate escalation tables."""
+
+    OVERRIDE_PARSER_CLASSES = {
+        **SpiffBpmnParser.OVERRIDE_PARSER_CLASSES,
+        full_tag("businessRuleTask"): (EscalationRuleTaskParser, EscalationRuleTask),
+    }
+
+
+def _decision_sources(bpmn_xml, decisions):
+    """(decision id, DMN text) pairs for the diagram: `decisions` (a mapping) or else the group templates."""
+    if decisions is not None:
+        return sorted(decisions.items())
+    return [(decision_id, template_xml(DECISION_IDS[decision_id])) for decision_id in referenced_decisions(bpmn_xml) if decision_id in DECISION_IDS]
+
+
+def parse_model(bpmn_xml, process_id, decisions=None):
+    """Parse a diagram with the spiff parser; return (spec, subprocess specs) or raise ModelValidationError.
+
+    `decisions` maps decision id -> DMN text for the business rule tasks; None uses the
+    group templates in bpmn/ for every decision the diagram calls.
+    """
+    parser = HeatflowParser(validator=VALIDATOR)
     try:
         parser.add_bpmn_str(bpmn_xml.encode("utf-8"), filename=f"{process_id}.bpmn")
+        for decision_id, dmn_xml in _decision_sources(bpmn_xml, decisions):
+            parser.add_dmn_str(dmn_xml.encode("utf-8"), filename=f"{decision_id}.dmn")
         if process_id not in parser.get_process_ids():
             found = ", ".join(parser.get_process_ids()) or "none"
             raise ModelValidationError([Finding(process_id, f"no executable process with this id (found: {found})")])
@@ -85,15 +151,52 @@ def parse_model(bpmn_xml, process_id):
         raise ModelValidationError([Finding(process_id, f"the parser failed: {type(error).__name__}: {error}")]) from error
 
 
-def validate_model(bpmn_xml, process_id):
-    """Parse a diagram and check it against our rules; raise ModelValidationError listing every finding."""
-    spec, subprocess_specs = parse_model(bpmn_xml, process_id)
+def validate_model(bpmn_xml, process_id, decisions=None):
+    """Parse a diagram with its decision tables and check both against our rules; raise ModelValidationError listing every finding."""
     findings = []
+    for decision_id, dmn_xml in _decision_sources(bpmn_xml, decisions):
+        process_type = DECISION_IDS.get(decision_id)
+        if process_type is None:
+            findings.append(Finding(decision_id, f"decision {decision_id!r} is not an escalation table; use one of {', '.join(DECISION_IDS)}"))
+            continue
+        findings.extend(Finding(problem.element_id, problem.message) for problem in check_table(process_type, dmn_xml))
+    if findings:
+        raise ModelValidationError(findings)
+    spec, subprocess_specs = parse_model(bpmn_xml, process_id, decisions)
     for task_spec in _all_task_specs(spec, subprocess_specs):
         findings.extend(_check_task_spec(task_spec))
     if findings:
         raise ModelValidationError(findings)
     return spec, subprocess_specs
+
+
+# A one-task process that calls a decision, for evaluating a table on its own.
+_DECISION_PROBE = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="probe_definitions" targetNamespace="probe">
+  <bpmn:process id="decision_probe" isExecutable="true">
+    <bpmn:startEvent id="probe_start"><bpmn:outgoing>probe_to_decision</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:businessRuleTask id="probe_decision">
+      <bpmn:extensionElements><spiffworkflow:calledDecisionId>{decision_id}</spiffworkflow:calledDecisionId></bpmn:extensionElements>
+      <bpmn:incoming>probe_to_decision</bpmn:incoming><bpmn:outgoing>probe_to_end</bpmn:outgoing>
+    </bpmn:businessRuleTask>
+    <bpmn:endEvent id="probe_end"><bpmn:incoming>probe_to_end</bpmn:incoming></bpmn:endEvent>
+    <bpmn:sequenceFlow id="probe_to_decision" sourceRef="probe_start" targetRef="probe_decision" />
+    <bpmn:sequenceFlow id="probe_to_end" sourceRef="probe_decision" targetRef="probe_end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def evaluate_decision(decision_id, dmn_xml, data):
+    """Evaluate one decision table on task data through the engine, as a business rule task would; returns the task data after it.
+
+    No instance is involved, so no `escalated` event is recorded.
+    """
+    spec, subprocess_specs = parse_model(_DECISION_PROBE.format(decision_id=decision_id), "decision_probe", {decision_id: dmn_xml})
+    workflow = new_workflow(spec, subprocess_specs, RunContext(None), data)
+    run_engine(workflow)
+    return dict(workflow.data)
 
 
 def _all_task_specs(spec, subprocess_specs):
@@ -204,6 +307,10 @@ class SandboxScriptEngine(PythonScriptEngine):
         except SandboxError as error:
             raise _run_error(task, "script", error) from error
 
+    def decide_escalation(self, task, result):
+        """Turn a decision table's result into `escalate` and `escalation_reason`, recording an `escalated` event."""
+        return escalation_outcome(self.environment.context, result)
+
     def call_service(self, task, **kwargs):
         try:
             return self.environment.call_service(task.data, **kwargs)
@@ -219,7 +326,7 @@ def _run_error(task, subject, error):
 
 
 def _build_serializer():
-    registry = BpmnWorkflowSerializer.configure(SPIFF_CONFIG)
+    registry = BpmnWorkflowSerializer.configure({**SPIFF_CONFIG, EscalationRuleTask: BusinessRuleTaskConverter})
     # Task data contains amounts as Decimal and dates as date, and the default registry converts neither.
     registry.register(Decimal, lambda value: {"value": str(value)}, lambda dct: Decimal(dct["value"]))
     registry.register(date, lambda value: {"value": value.isoformat()}, lambda dct: date.fromisoformat(dct["value"]))

@@ -1,20 +1,17 @@
-"""Company escalation rules: which requests also need group approval, and why.
+"""Company escalation settings: the values /processes/settings edits per process type.
 
-Each company keeps one EscalationRule row per process type. A process reads only the
-columns listed for it in RULE_FIELDS. Every check that matches adds one Chinese reason,
-and any reason sends the request to the group approver.
+Each company keeps one EscalationRule row per process type, with the columns listed for
+it in RULE_FIELDS. The row is not evaluated itself: app.processes.dmn builds the
+"settings rules" of the company's escalation decision table from it, and the table
+decides at run time.
 """
 
-from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.network.models import TARIFF_CATEGORY
-from app.processes.models import PROCESS_TYPES, EscalationRule
-
-HUNDRED = Decimal(100)
+from app.processes.models import EscalationRule
 
 # Waiver reason categories: code -> Chinese label.
 WAIVER_CATEGORIES = {
@@ -64,18 +61,6 @@ DEFAULT_RULES = {
 }
 
 
-@dataclass(frozen=True)
-class Facts:
-    """The request values a rule compares; each process type fills the ones it has."""
-
-    area: Decimal | None = None
-    amount: Decimal | None = None
-    receivable: Decimal | None = None
-    category: str | None = None
-    old_area: Decimal | None = None
-    new_area: Decimal | None = None
-
-
 def rule_for(company_id, process_type):
     """Return the company's rule for a process type, or None."""
     return db.session.scalar(
@@ -97,57 +82,3 @@ def ensure_rule(company_id, process_type):
 def policy_codes(rule):
     """Waiver category codes a rule counts as inside policy."""
     return {code for code in (rule.policy_categories or "").split(",") if code}
-
-
-def _number(value):
-    return f"{value.normalize():f}"
-
-
-def escalation_reasons(process_type, rule, account, facts):
-    """Return the Chinese reasons why a request needs group approval; empty when the company decides alone."""
-    if rule is None:
-        return []
-    columns = RULE_FIELDS[process_type]
-    label = PROCESS_TYPES[process_type]
-    reasons = []
-    if "escalate_non_residential" in columns and rule.escalate_non_residential and TARIFF_CATEGORY[account.user_type] == "non_residential":
-        reasons.append(f"非居民用户{label}需集团审批")
-    if "escalate_low_income" in columns and rule.escalate_low_income and account.user_type == "low_income":
-        reasons.append(f"低保户{label}需集团审批")
-    if "area_threshold" in columns and rule.area_threshold is not None and facts.area is not None and facts.area > rule.area_threshold:
-        subject = "入网面积" if process_type == "connection" else "建筑面积"
-        reasons.append(f"{subject} {_number(facts.area)} ㎡ 超过 {_number(rule.area_threshold)} ㎡，需集团审批")
-    if "amount_threshold" in columns and rule.amount_threshold is not None and facts.amount is not None and facts.amount > rule.amount_threshold:
-        subject = "欠费" if process_type == "forced_shutoff" else "减免金额"
-        reasons.append(f"{subject} {facts.amount:.2f} 元超过 {rule.amount_threshold:.2f} 元，需集团审批")
-    if "percent_threshold" in columns:
-        reasons.extend(_percent_reasons(rule, facts))
-    if "policy_categories" in columns and facts.category is not None and facts.category not in policy_codes(rule):
-        category = WAIVER_CATEGORIES.get(facts.category, facts.category)
-        reasons.append(f"减免类别「{category}」不在本公司减免政策内，需集团审批")
-    if "area_decrease_threshold" in columns or "area_decrease_percent" in columns:
-        reasons.extend(_area_decrease_reasons(rule, facts))
-    return reasons
-
-
-def _percent_reasons(rule, facts):
-    if rule.percent_threshold is None or facts.amount is None or not facts.receivable:
-        return []
-    # Compare amount × 100 with receivable × threshold so that nothing is rounded first.
-    if facts.amount * HUNDRED <= facts.receivable * rule.percent_threshold:
-        return []
-    share = (facts.amount * HUNDRED / facts.receivable).quantize(Decimal("0.01"))
-    return [f"减免金额占本季应收 {share}%，超过 {_number(rule.percent_threshold)}%，需集团审批"]
-
-
-def _area_decrease_reasons(rule, facts):
-    if facts.old_area is None or facts.new_area is None or facts.new_area >= facts.old_area:
-        return []
-    decrease = facts.old_area - facts.new_area
-    reasons = []
-    if rule.area_decrease_threshold is not None and decrease > rule.area_decrease_threshold:
-        reasons.append(f"面积减少 {_number(decrease)} ㎡，超过 {_number(rule.area_decrease_threshold)} ㎡，需集团审批")
-    if rule.area_decrease_percent is not None and decrease * HUNDRED > facts.old_area * rule.area_decrease_percent:
-        share = (decrease * HUNDRED / facts.old_area).quantize(Decimal("0.01"))
-        reasons.append(f"面积减少 {share}%，超过 {_number(rule.area_decrease_percent)}%，需集团审批")
-    return reasons

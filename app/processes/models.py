@@ -1,4 +1,4 @@
-"""Process models per company, escalation rules, running instances, inbox tasks and their audit trail."""
+"""Process models and decision tables per company, escalation rules, running instances, inbox tasks and their audit trail."""
 
 from datetime import datetime, timezone
 
@@ -72,6 +72,28 @@ class ProcessModel(CompanyOwned, db.Model):
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
 
+class DecisionVersion(CompanyOwned, db.Model):
+    """One stored, immutable version of a company's DMN decision table (see app.processes.dmn)."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "decision_id", "version"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # The DMN decision id, `<process type>_escalation`; business rule tasks call it by this id.
+    decision_id = sa.Column(sa.String(64), nullable=False)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    version = sa.Column(sa.Integer, nullable=False)
+    dmn_xml = sa.Column(sa.Text, nullable=False)
+    # sha256 of dmn_xml as UTF-8; together with the diagram's hash it keys the parsed-spec cache.
+    sha256 = sa.Column(sa.String(64), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="published")
+    created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    @property
+    def type_label(self):
+        return PROCESS_TYPES.get(self.process_type, self.process_type)
+
+
 class EscalationRule(CompanyOwned, db.Model):
     """When a company's requests of one process type also need group approval.
 
@@ -118,6 +140,9 @@ class ProcessInstance(CompanyOwned, db.Model):
     # JSON from BpmnWorkflowSerializer; empty only between the insert and the first save.
     state = sa.Column(sa.Text, nullable=False, default="")
     started_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
+    # Decision id -> version number of each decision table the instance was started with. The
+    # tables themselves travel in `state` (the serialized spec), so later versions never apply.
+    decision_versions = sa.Column(sa.JSON, nullable=False, default=dict)
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 

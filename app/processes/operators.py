@@ -21,14 +21,12 @@ from app.network.models import BILLING_STATUSES, VALVE_STATES
 from app.payments.services import amount_owed
 from app.processes.audit import record_event
 from app.processes.definitions import season_charge, connection_amount, reheating_amount
-from app.processes.escalation import Facts
 from app.processes.access import InputError
-from app.processes.registry import ServiceError, current_season, decide_escalation, instance_account, register_service
+from app.processes.registry import ServiceError, current_season, instance_account, register_service
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
-ESCALATION_OUTPUTS = {"escalate": "bool: the request also needs group approval", "escalation_reason": "Chinese text shown to approvers"}
 POSTING_OUTPUTS = {
     "season": "name of the season the line was posted to",
     "posted_amount": "Decimal: the ledger line (negative lowers the receivable)",
@@ -92,55 +90,6 @@ def _day_in_season(season, day):
         raise ServiceError(f"The date parameter is {day!r}; the field task must record a date.")
     if not season.start_on <= day <= season.end_on:
         raise ServiceError(f"日期 {day} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）之内，请核对现场日期。")
-
-
-# -- escalation
-
-
-@register_service(
-    "evaluate_waiver_escalation",
-    inputs={"account_id": "id of the instance's account", "amount": "Decimal waiver amount in yuan", "category": "waiver category code"},
-    outputs=ESCALATION_OUTPUTS,
-)
-def evaluate_waiver_escalation(context, account_id, amount, category):
-    """Escalate a waiver by its amount, its share of the season receivable and its category."""
-    account = instance_account(context, account_id)
-    season = _season(account)
-    facts = Facts(amount=Decimal(amount), receivable=season_receivable(account.id, season.id), category=category)
-    return decide_escalation(context, account, facts)
-
-
-@register_service(
-    "evaluate_shutoff_escalation",
-    inputs={"account_id": "id of the instance's account"},
-    outputs=ESCALATION_OUTPUTS,
-)
-def evaluate_shutoff_escalation(context, account_id):
-    """Escalate a forced shutoff by the account's type and its arrears now."""
-    account = instance_account(context, account_id)
-    return decide_escalation(context, account, Facts(amount=amount_owed(account).total))
-
-
-@register_service(
-    "evaluate_area_escalation",
-    inputs={"account_id": "id of the instance's account", "new_area": "Decimal requested building area in m²"},
-    outputs=ESCALATION_OUTPUTS,
-)
-def evaluate_area_escalation(context, account_id, new_area):
-    """Escalate an area adjustment by how much it lowers the building area."""
-    account = instance_account(context, account_id)
-    return decide_escalation(context, account, Facts(old_area=account.building_area, new_area=Decimal(new_area)))
-
-
-@register_service(
-    "evaluate_connection_escalation",
-    inputs={"account_id": "id of the instance's account", "area": "Decimal surveyed building area in m²"},
-    outputs=ESCALATION_OUTPUTS,
-)
-def evaluate_connection_escalation(context, account_id, area):
-    """Escalate a connection by the account's type and the surveyed area."""
-    account = instance_account(context, account_id)
-    return decide_escalation(context, account, Facts(area=Decimal(area)))
 
 
 # -- 减免 waiver

@@ -19,7 +19,6 @@ from app.extensions import db
 from app.money import format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES, Account
 from app.processes.audit import record_event
-from app.processes.escalation import Facts, escalation_reasons, rule_for
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
@@ -77,31 +76,27 @@ def instance_account(context, account_id):
     return account
 
 
-@register_service(
-    "evaluate_escalation",
-    inputs={"account_id": "id of the instance's account"},
-    outputs={"escalate": "bool: the request also needs group approval", "escalation_reason": "Chinese text shown to approvers"},
-)
-def evaluate_escalation(context, account_id):
-    """Decide from the company's rule whether a request also needs group approval, from the account's own facts.
+def escalation_outcome(context, result):
+    """Reduce an escalation table's result to task data, and record an `escalated` event when a rule escalates.
 
-    Used by 报停 and 复热, whose rules compare the account's type and building area.
+    `result` holds a list per output under hit policy COLLECT (one item per matched rule)
+    and single values under UNIQUE. Reasons of the escalating rules are joined with "；".
     """
-    account = instance_account(context, account_id)
-    return decide_escalation(context, account, Facts(area=account.building_area))
-
-
-def decide_escalation(context, account, facts):
-    """Evaluate the company's rule for the instance's process type, record an `escalated` event when it matches, and return the task data."""
-    rule = rule_for(account.company_id, context.instance.process_type)
-    reasons = escalation_reasons(context.instance.process_type, rule, account, facts)
-    if reasons:
-        reason = "；".join(reasons) + "。"
+    flags = _as_list(result.get("escalate"))
+    reasons = _as_list(result.get("escalation_reason"))
+    if not any(bool(flag) for flag in flags):
+        return {"escalate": False, "escalation_reason": "未达到集团审批条件，由分公司审批。"}
+    chosen = [str(reason) for flag, reason in zip(flags, reasons) if flag and reason]
+    reason = "；".join(chosen) + "。" if chosen else "本公司集团审批规则表判定需集团审批。"
+    if context is not None and context.instance is not None:
         record_event(context.instance, "escalated", user=None, task_name="判断是否需集团审批", comment=reason)
-        return {"escalate": True, "escalation_reason": reason}
-    if rule is None:
-        return {"escalate": False, "escalation_reason": "本公司未设置升级规则，由分公司审批。"}
-    return {"escalate": False, "escalation_reason": "未达到集团审批条件，由分公司审批。"}
+    return {"escalate": True, "escalation_reason": reason}
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 @register_service(

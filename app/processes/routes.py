@@ -1,8 +1,8 @@
-"""Process inbox, task pages, requests of every process type, instance history and the escalation settings page."""
+"""Process inbox, task pages, requests of every process type, instance history, the escalation settings page and the decision table endpoints."""
 
 import logging
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -14,7 +14,9 @@ from app.processes.access import (
 )
 from app.processes.admin import ACTION_FUNCTIONS, ACTIONS, MAX_REASON_CHARS
 from app.processes.audit import verify_chain
+from app.processes.decisions import ensure_decision, ensure_decisions, save_decision
 from app.processes.definitions import DEFINITIONS
+from app.processes.dmn import DECISION_IDS, DecisionError, read_table, variables_for
 from app.processes.deployment import latest_model
 from app.processes.escalation import WAIVER_CATEGORIES
 from app.processes.engine import ProcessRunError
@@ -221,12 +223,19 @@ for _action in ACTIONS:
     )
 
 
+CONFIGURE_DENIED = "只有分公司管理员可以设置本公司的集团审批规则。"
+
+
+def _may_configure():
+    return not current_user.company.is_headquarters and has_permission(current_user, "process.configure")
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 @login_required
 def settings():
     """Show and edit the company's escalation rules, one per process type."""
-    if current_user.company.is_headquarters or not has_permission(current_user, "process.configure"):
-        abort(403, "只有分公司管理员可以设置本公司的集团审批规则。")
+    if not _may_configure():
+        abort(403, CONFIGURE_DENIED)
     company_id = current_user.company_id
     status = 200
     if request.method == "POST":
@@ -240,4 +249,83 @@ def settings():
             db.session.commit()
             flash(f"已保存「{rule.type_label}」的集团审批规则。", "success")
             return redirect(url_for("processes.settings")), 303
-    return render_template("processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES), status
+    return render_template(
+        "processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES,
+        decision_ids={process_type: decision_id for decision_id, process_type in DECISION_IDS.items()},
+    ), status
+
+
+def _decision_json(decision):
+    return {
+        "decision_id": decision.decision_id,
+        "process_type": decision.process_type,
+        "label": f"{decision.type_label}是否需集团审批",
+        "version": decision.version,
+        "sha256": decision.sha256,
+        "updated_at": decision.created_at.isoformat(),
+        "xml_url": url_for("processes.decision_xml", decision_id=decision.decision_id),
+        "save_url": url_for("processes.decision", decision_id=decision.decision_id),
+    }
+
+
+def _json_error(status, element_id, message):
+    return jsonify({"ok": False, "errors": [{"element_id": element_id, "message": message}]}), status
+
+
+@bp.route("/decisions")
+@login_required
+def decisions():
+    """List the company's escalation decision tables as JSON, for the table editor."""
+    if not _may_configure():
+        return _json_error(403, "", CONFIGURE_DENIED)
+    rows = ensure_decisions(current_user.company_id)
+    db.session.commit()
+    return jsonify({"decisions": [_decision_json(decision) for decision in rows]})
+
+
+@bp.route("/decisions/<decision_id>.dmn")
+@login_required
+def decision_xml(decision_id):
+    """Return the current DMN XML of one of the company's decision tables."""
+    if not _may_configure():
+        abort(403, CONFIGURE_DENIED)
+    if decision_id not in DECISION_IDS:
+        abort(404, f"没有名为「{decision_id[:64]}」的决策表。")
+    decision = ensure_decision(current_user.company_id, DECISION_IDS[decision_id])
+    db.session.commit()
+    response = Response(decision.dmn_xml, mimetype="application/xml")
+    response.headers["X-Decision-Version"] = str(decision.version)
+    return response
+
+
+@bp.route("/decisions/<decision_id>", methods=["GET", "POST"])
+@login_required
+def decision(decision_id):
+    """GET: show one decision table read-only. POST (form field xml): validate it and store the next version; returns JSON."""
+    if request.method == "POST":
+        return _save_decision(decision_id)
+    if not _may_configure():
+        abort(403, CONFIGURE_DENIED)
+    if decision_id not in DECISION_IDS:
+        abort(404, f"没有名为「{decision_id[:64]}」的决策表。")
+    process_type = DECISION_IDS[decision_id]
+    version = ensure_decision(current_user.company_id, process_type)
+    db.session.commit()
+    return render_template(
+        "processes/decision.html", decision=version, table=read_table(version.dmn_xml), variables=variables_for(process_type),
+    )
+
+
+def _save_decision(decision_id):
+    if not _may_configure():
+        return _json_error(403, "", CONFIGURE_DENIED)
+    if decision_id not in DECISION_IDS:
+        return _json_error(404, decision_id[:64], f"没有名为「{decision_id[:64]}」的决策表；可选：{'、'.join(DECISION_IDS)}。")
+    try:
+        version = save_decision(current_user.company_id, decision_id, request.form.get("xml", ""), current_user)
+    except DecisionError as error:
+        db.session.rollback()
+        logger.info("User %s: decision %s of company %s rejected: %s", current_user.id, decision_id, current_user.company_id, error)
+        return jsonify({"ok": False, "errors": [problem.as_dict() for problem in error.problems]}), 400
+    db.session.commit()
+    return jsonify({"ok": True, "version": version.version})

@@ -3,10 +3,11 @@
 BPMN expressions are parsed with `ast` and interpreted node by node; nothing is passed to
 `eval` or `exec`. Allowed: names from task data, constants, comparisons, `and`/`or`/`not`,
 arithmetic on numbers, `x if c else y`, subscripts by a constant, tuples of values for
-`in`, and calls of the functions in FUNCTIONS. Rejected: attribute access, names that
-start with an underscore, lambdas, comprehensions, list/dict/set literals, keyword
-arguments, starred arguments and every other node type. Scripts are lines of
-`name = expression`.
+`in`, and calls of the functions in FUNCTIONS. The number formatters among them (`text`,
+`round_text`, `percent`) build the reason texts of DMN decision tables. Rejected:
+attribute access, names that start with an underscore, lambdas, comprehensions,
+list/dict/set literals, keyword arguments, starred arguments and every other node type.
+Scripts are lines of `name = expression`.
 
 Numeric literals with a fraction or exponent become Decimal, and `/` divides in Decimal,
 so money never passes through float.
@@ -42,6 +43,35 @@ def _length(value):
     return len(value)
 
 
+def _require_decimal(value, function):
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise SandboxError(f"{function}() takes a number, not {type(value).__name__}.")
+    return Decimal(value)
+
+
+def _text(value):
+    """Format a number as plain text without trailing zeros (200.0000 -> "200"); text is returned as it is."""
+    if isinstance(value, str):
+        return value
+    number = _require_decimal(value, "text")
+    return f"{number.normalize():f}" if number else "0"
+
+
+def _round_text(value, places):
+    """Format a number with exactly `places` decimals (1000 -> "1000.00" for 2 places)."""
+    if isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 6:
+        raise SandboxError("round_text() takes a whole number of decimal places from 0 to 6.")
+    return f"{_require_decimal(value, 'round_text').quantize(Decimal(1).scaleb(-places))}"
+
+
+def _percent(part, whole):
+    """Compute part × 100 / whole in Decimal, or 0 when whole is 0."""
+    whole = _require_decimal(whole, "percent")
+    if not whole:
+        return Decimal(0)
+    return _require_decimal(part, "percent") * 100 / whole
+
+
 # The only callables an expression can reach, by name.
 FUNCTIONS = {
     "abs": abs,
@@ -49,6 +79,9 @@ FUNCTIONS = {
     "max": max,
     "len": _length,
     "Decimal": _decimal,
+    "text": _text,
+    "round_text": _round_text,
+    "percent": _percent,
 }
 
 _COMPARISONS = {

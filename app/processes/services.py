@@ -24,7 +24,9 @@ from app.org.services import require_permission
 from app.payments.services import amount_owed
 from app.processes.access import ConflictError, InputError, NotFoundError, get_task, running_instance
 from app.processes.audit import record_event
+from app.processes.decisions import decisions_for
 from app.processes.definitions import definition_for, preview, status_error
+from app.processes.dmn import referenced_decisions
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
 from app.processes.fields import clean_task_values, clean_values, task_data
@@ -70,20 +72,24 @@ def start_process(process_type, account_id, user, values):
     start_data, event_data = definition.prepare(account, current_season(account.company_id), clean)
     comment = clean.get("comment", "")
 
+    decisions = decisions_for(account.company_id, referenced_decisions(model.bpmn_xml))
+    decision_versions = {decision.decision_id: decision.version for decision in decisions}
     instance = ProcessInstance(
-        company_id=account.company_id, model_id=model.id, process_type=process_type,
-        account_id=account.id, status="running", state="", started_by_id=user.id,
+        company_id=account.company_id, model_id=model.id, process_type=process_type, account_id=account.id,
+        status="running", state="", started_by_id=user.id, decision_versions=decision_versions,
     )
     db.session.add(instance)
     db.session.flush()
     record_event(
         instance, "started", user=user, task_name=f"{definition.label}申请", comment=comment,
-        data={**event_data, "model_version": model.version},
+        data={**event_data, "model_version": model.version, "decision_versions": decision_versions},
     )
+    # user_type and building_area are the account facts every escalation table may read.
     start_data = {
         **start_data, "account_id": account.id, "account_no": account.account_no, "comment": comment, "started_by": user.name,
+        "user_type": account.user_type, "building_area": account.building_area,
     }
-    spec, subprocess_specs = spec_for(model)
+    spec, subprocess_specs = spec_for(model, decisions)
     try:
         workflow = new_workflow(spec, subprocess_specs, RunContext(instance, user), start_data)
         run_engine(workflow)

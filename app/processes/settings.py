@@ -1,9 +1,11 @@
-"""The company administrator's settings page data: reading and saving escalation rules."""
+"""The company administrator's settings page data: reading and saving escalation rules, which rebuild the decision tables."""
 
 import logging
 from decimal import Decimal, InvalidOperation
 
 from app.extensions import db
+from app.processes.decisions import save_settings
+from app.processes.dmn import DecisionError
 from app.processes.escalation import RULE_COLUMNS, RULE_FIELDS, WAIVER_CATEGORIES, ensure_rule, policy_codes
 from app.processes.fields import MAX_AREA, MAX_MONEY, MAX_PERCENT
 from app.processes.models import PROCESS_TYPES
@@ -34,7 +36,10 @@ def rule_rows(company_id):
 
 
 def save_rule(company_id, process_type, form, user):
-    """Validate and store the rule of one process type from the settings form; returns the rule (not committed)."""
+    """Validate and store the rule of one process type from the settings form, and the decision table version built from it.
+
+    Returns the rule (not committed).
+    """
     if process_type not in PROCESS_TYPES:
         raise RuleError(f"未知的业务类型「{process_type[:32]}」，请从设置页面提交。")
     values = {}
@@ -55,6 +60,10 @@ def save_rule(company_id, process_type, form, user):
         setattr(rule, column, value)
     rule.updated_by_id = user.id
     db.session.flush()
+    try:
+        save_settings(company_id, rule, user)
+    except DecisionError as error:
+        raise RuleError(f"本公司的{rule.type_label}规则表无法按此设置更新：{error}") from error
     logger.info("User %s set the %s escalation rule of company %s to %s", user.id, process_type, company_id, values)
     return rule
 

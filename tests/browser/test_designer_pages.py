@@ -230,8 +230,12 @@ def test_panel_writes_timer_service_and_decision(page, browser_login, screenshot
 
     page.get_by_role("button", name="校验").click()
     page.wait_for_selector("#designer[data-validated]")
-    # Only the business rule task is flagged, because the engine runs no DMN decision yet;
-    # the quoted timer and the service with its parameter pass the import checks.
+    # The three new elements are not connected yet, so each is flagged for its missing flows;
+    # nothing is flagged for the values the panel wrote (quoted timer, service parameter, decision id).
     flagged = page.locator("#designer-errors li button").all_inner_texts()
-    assert flagged == ["escalation_rule"]
+    assert sorted(flagged) == ["approval_overdue", "escalation_rule", "rebill_again"]
+    messages = page.locator("#designer-errors").inner_text()
+    assert "没有连出的顺序流" in messages
+    assert "quoted" not in messages
+    assert "parameter" not in messages
     _no_csp_violations(page)

@@ -105,3 +105,17 @@ def test_sandbox_script_assigns_names_only():
         execute_script("import os", data)
     with pytest.raises(SandboxError, match="must assign one plain name"):
         execute_script("data['x'] = 1", data)
+
+
+def test_number_formatters_for_reason_texts():
+    data = {"area": Decimal("200.0000"), "amount": Decimal("1000"), "share": Decimal("30.005")}
+    assert evaluate_expression("text(area)", data) == "200"
+    assert evaluate_expression("text(area - area)", data) == "0"
+    assert evaluate_expression("round_text(amount, 2)", data) == "1000.00"
+    # 20 of 120 is 16.666…%, shown as 16.67.
+    assert evaluate_expression("round_text(percent(20, 120), 2)", data) == "16.67"
+    assert evaluate_expression("percent(5, 0)", data) == 0
+    with pytest.raises(SandboxError, match="decimal places from 0 to 6"):
+        evaluate_expression("round_text(amount, 7)", data)
+    with pytest.raises(SandboxError, match="takes a number"):
+        evaluate_expression("percent('a', 1)", data)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 4ec59dbc29e2
+Revision ID: 73b8bf6f30a7
 Revises: 
-Create Date: 2026-12-04 18:33:13.803770
+Create Date: 2026-12-04 18:55:16.588999
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '4ec59dbc29e2'
+revision = '73b8bf6f30a7'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -208,6 +208,25 @@ def upgrade():
     )
     with op.batch_alter_table('company_function', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_company_function_company_id'), ['company_id'], unique=False)
+
+    op.create_table('decision_version',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('decision_id', sa.String(length=64), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('dmn_xml', sa.Text(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_decision_version_company_id_company')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_decision_version_created_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_decision_version')),
+    sa.UniqueConstraint('company_id', 'decision_id', 'version', name=op.f('uq_decision_version_company_id_decision_id_version'))
+    )
+    with op.batch_alter_table('decision_version', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_decision_version_company_id'), ['company_id'], unique=False)
 
     op.create_table('escalation_rule',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -497,6 +516,7 @@ def upgrade():
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('state', sa.Text(), nullable=False),
     sa.Column('started_by_id', sa.Integer(), nullable=False),
+    sa.Column('decision_versions', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
@@ -702,6 +722,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
 
     op.drop_table('escalation_rule')
+    with op.batch_alter_table('decision_version', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_decision_version_company_id'))
+
+    op.drop_table('decision_version')
     with op.batch_alter_table('company_function', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_company_function_company_id'))
 
