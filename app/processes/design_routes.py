@@ -10,9 +10,8 @@ company's row. JSON answers are `{"ok": true, ...}` or a 400 with
 import base64
 import hashlib
 import logging
-import re
 
-from flask import Blueprint, abort, jsonify, make_response, render_template, request
+from flask import Blueprint, abort, jsonify, make_response, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -23,6 +22,7 @@ from app.processes.design import (
     DesignError, deploy_design, design_source, designer_options, draft_for, instance_path, latest_template,
     save_draft, validate_design,
 )
+from app.processes.dmn import DECISION_IDS
 from app.processes.models import PROCESS_TYPES
 from app.web import CONTENT_SECURITY_POLICY
 
@@ -52,8 +52,6 @@ DMN_EDITOR_POLICY = (
 )
 
 bp = Blueprint("designer", __name__, url_prefix="/processes")
-# Decision ids are BPMN/DMN ids: a letter or underscore, then letters, digits, underscores, dots or hyphens.
-DECISION_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
 def _require_designer():
@@ -88,7 +86,10 @@ def design_index():
             "code": code, "label": label, "model": model, "draft": draft_for(company.id, code),
             "template_version": template.version if template else 0,
         })
-    return render_template("processes/design_index.html", rows=rows, company=company)
+    decision_ids = []
+    if not company.is_headquarters and has_permission(current_user, "process.configure"):
+        decision_ids = [(decision_id, PROCESS_TYPES[process_type]) for decision_id, process_type in DECISION_IDS.items()]
+    return render_template("processes/design_index.html", rows=rows, company=company, decision_ids=decision_ids)
 
 
 @bp.route("/design/<process_type>")
@@ -179,13 +180,19 @@ def instance_diagram(instance_id):
 @bp.route("/design/decisions/<decision_id>")
 @login_required
 def decision_editor(decision_id):
-    """The DMN editor page of one escalation decision; dmn-editor.js loads and saves the table through the decision endpoints."""
-    _require_designer()
-    if not DECISION_ID_PATTERN.fullmatch(decision_id):
-        abort(404, f"决策表编号「{decision_id[:64]}」无效：只能包含字母、数字、下划线、点和连字符，并以字母或下划线开头。")
-    base = f"{request.script_root}/processes/decisions/{decision_id}"
+    """The DMN editor page of one of the company's escalation decision tables.
+
+    dmn-editor.js loads and saves the table through the decision endpoints of
+    app.processes.routes, which need process.configure in a company, so this page does too.
+    """
+    if current_user.company.is_headquarters or not has_permission(current_user, "process.configure"):
+        abort(403, "只有分公司管理员（设置集团审批规则）可以编辑本公司的升级决策表。")
+    if decision_id not in DECISION_IDS:
+        abort(404, f"没有名为「{decision_id[:64]}」的决策表；可选：{'、'.join(DECISION_IDS)}。")
     response = make_response(render_template(
-        "processes/decision_editor.html", decision_id=decision_id, load_url=f"{base}.dmn", save_url=base,
+        "processes/decision_editor.html", decision_id=decision_id, process_label=PROCESS_TYPES[DECISION_IDS[decision_id]],
+        load_url=url_for("processes.decision_xml", decision_id=decision_id),
+        save_url=url_for("processes.decision", decision_id=decision_id),
     ))
     response.headers["Content-Security-Policy"] = DMN_EDITOR_POLICY
     return response

@@ -239,3 +239,51 @@ def test_panel_writes_timer_service_and_decision(page, browser_login, screenshot
     assert "quoted" not in messages
     assert "parameter" not in messages
     _no_csp_violations(page)
+
+
+EDIT_CELL = """([id, text]) => {
+  const viewer = window.heatflowDecisionEditor.modeler.getActiveViewer();
+  viewer.get('modeling').editCell(viewer.get('elementRegistry').get(id).businessObject, text);
+}"""
+
+
+def test_decision_editor_rejects_then_saves(page, browser_login, screenshot, demo):
+    """TJ's administrator lowers the area threshold of the suspension table, first with an unknown variable."""
+    from app.processes.decisions import current_decision
+
+    page.add_init_script(CSP_RECORDER)
+    browser_login(page, "tj_admin")
+    page.goto("/processes/design")
+    page.locator("#decision-index tr", has_text="suspension_escalation").get_by_role("link", name="编辑决策表").click()
+    page.wait_for_selector('#decision-editor[data-loaded="true"]')
+    cell = page.locator('td[data-element-id="rule_area_input_area"]')
+    assert cell.inner_text().strip() == "> 200"
+    version_before = current_decision(demo["TJ"].id, "suspension_escalation").version
+
+    page.evaluate(EDIT_CELL, ["rule_area_input_area", "> floor_area"])
+    page.get_by_role("button", name="保存决策表").click()
+    page.wait_for_selector("#decision-errors li")
+    errors = page.locator("#decision-errors li")
+    assert errors.count() == 1
+    assert errors.first.get_by_role("button").inner_text() == "rule_area"
+    assert "floor_area" in errors.first.inner_text()
+    # The whole rule is marked: its index, two input, two output and annotation cells.
+    assert page.locator('td.hf-error-cell[data-row-id="rule_area"]').count() == 6
+    assert page.locator(".hf-error-cell").count() == 6
+    screenshot(page, "decision-editor-error")
+    db.session.expire_all()
+    assert current_decision(demo["TJ"].id, "suspension_escalation").version == version_before
+
+    page.evaluate(EDIT_CELL, ["rule_area_input_area", "> 150"])
+    page.get_by_role("button", name="保存决策表").click()
+    page.wait_for_selector(f'#decision-editor[data-saved-version="{version_before + 1}"]')
+    assert page.locator("#decision-errors li").count() == 0
+    assert page.locator(".hf-error-cell").count() == 0
+    screenshot(page, "decision-editor-saved")
+    _no_csp_violations(page)
+
+    db.session.expire_all()
+    saved = current_decision(demo["TJ"].id, "suspension_escalation")
+    assert saved.version == version_before + 1
+    assert "&gt; 150" in saved.dmn_xml
+    assert current_decision(demo["QD"].id, "suspension_escalation").version == 1
