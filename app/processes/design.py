@@ -198,8 +198,10 @@ def validate_design(company, process_type, bpmn_xml):
             validate_model(bpmn_xml, process_type)
         except ModelValidationError as error:
             findings.extend({"element_id": f.element_id, "message": f.reason} for f in error.findings)
-    findings.extend(_lane_findings(company, bpmn_xml))
-    findings.extend(_wiring_findings(bpmn_xml))
+    root = _parse(bpmn_xml)
+    if root is not None:
+        findings.extend(_lane_findings(company, root))
+        findings.extend(_wiring_findings(root))
     unique = []
     for finding in findings:
         if finding not in unique:
@@ -207,13 +209,17 @@ def validate_design(company, process_type, bpmn_xml):
     return unique
 
 
-def _lane_findings(company, bpmn_xml):
-    """Findings for lanes whose name is not a role: unknown lane names, and company lanes the company has no role for."""
+def _parse(bpmn_xml):
+    """Parse a diagram without entities or network access; None when it is not well-formed (check_bpmn reports that)."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
     try:
-        root = etree.fromstring(bpmn_xml.encode("utf-8"), parser)
+        return etree.fromstring(bpmn_xml.encode("utf-8"), parser)
     except etree.XMLSyntaxError:
-        return []
+        return None
+
+
+def _lane_findings(company, root):
+    """Findings for lanes whose name is not a role: unknown lane names, and company lanes the company has no role for."""
     roles = company_role_codes(company)
     findings = []
     for lane in root.iter(f"{{{BPMN_NS}}}lane"):
@@ -236,17 +242,12 @@ NEEDS_INCOMING = {
 NEEDS_OUTGOING = (NEEDS_INCOMING - {"endEvent"}) | {"startEvent", "boundaryEvent"}
 
 
-def _wiring_findings(bpmn_xml):
+def _wiring_findings(root):
     """Findings for flow nodes of the executable processes that no sequence flow reaches or leaves.
 
     The engine parses such a diagram, but an unreached task never runs and a node with no
     way out ends its branch silently, which in a drawing is almost always a missing arrow.
     """
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
-    try:
-        root = etree.fromstring(bpmn_xml.encode("utf-8"), parser)
-    except etree.XMLSyntaxError:
-        return []
     findings = []
     for process in root.iter(f"{{{BPMN_NS}}}process", f"{{{BPMN_NS}}}subProcess"):
         if process.get("isExecutable") == "false":
@@ -299,7 +300,7 @@ def _raise_findings(findings):
 
 
 def designer_options(company):
-    """Choices of the properties panel: registered services, task forms, lanes (roles of the company) and process types."""
+    """Return the choices of the properties panel: registered services, task forms and lanes (roles of the company)."""
     roles = {}
     if not company.is_headquarters:
         roles = dict(db.session.execute(sa.select(Role.code, Role.name).where(Role.company_id == company.id)).all())
@@ -326,7 +327,7 @@ def designer_options(company):
 def instance_path(instance):
     """Return the diagram of an instance's own version with the element ids it completed and the ones it waits at.
 
-    Returns {"xml", "version", "completed", "current"}; `current` holds READY, STARTED,
+    Returns {"xml", "version", "completed", "current"}; `current` contains READY, STARTED,
     WAITING and ERROR tasks. A state that cannot be loaded gives empty lists, so the
     diagram still shows.
     """

@@ -3,7 +3,7 @@
 Company administrators (process.design) edit and deploy their company's diagrams;
 headquarters administrators (process.template) edit and publish the group templates.
 Every endpoint acts on the logged-in user's own company, so no URL names another
-company's row. JSON answers are `{"ok": true, ...}` or a 400 with
+company's row. JSON responses are `{"ok": true, ...}` or a 400 with
 `{"ok": false, "message", "errors": [{"element_id", "message"}]}`.
 """
 
@@ -95,7 +95,7 @@ def design_index():
 @bp.route("/design/<process_type>")
 @login_required
 def designer(process_type):
-    """The designer page of one process type; the diagram itself is loaded by designer.js from `design_source`."""
+    """Render the designer page of one process type; designer.js then loads the diagram from `design_source_json`."""
     company = _require_designer()
     _require_type(process_type)
     model = None if company.is_headquarters else latest_model(company.id, process_type)
@@ -180,7 +180,7 @@ def instance_diagram(instance_id):
 @bp.route("/design/decisions/<decision_id>")
 @login_required
 def decision_editor(decision_id):
-    """The DMN editor page of one of the company's escalation decision tables.
+    """Render the DMN editor page of one of the company's escalation decision tables.
 
     dmn-editor.js loads and saves the table through the decision endpoints of
     app.processes.routes, which need process.configure in a company, so this page does too.
