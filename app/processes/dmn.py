@@ -36,6 +36,8 @@ XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "bpmn"
 OUTPUT_NAMES = ("escalate", "escalation_reason")
 HIT_POLICIES = ("COLLECT", "UNIQUE")
+# Upper bound of a stored table's text; the templates have 1,200 to 4,200 characters.
+MAX_DMN_CHARS = 200_000
 # The name SpiffWorkflow's DMNEngine puts in place of `?` in an input entry.
 INPUT_PLACEHOLDER = "dmninputexpr"
 # `?` outside quotes, as DMNEngine.evaluate finds it.
@@ -148,11 +150,20 @@ def _cell_text(entry):
 
 
 def parse_xml(xml):
-    """Parse DMN text into an lxml root, or raise DecisionError naming the line of a syntax error."""
+    """Parse DMN text into an lxml root, or raise DecisionError naming the line of a syntax error.
+
+    A document type declaration is rejected, because SpiffWorkflow parses the stored text
+    again with lxml's default parser, which expands the entities it declares.
+    """
+    if len(xml) > MAX_DMN_CHARS:
+        raise DecisionError([Problem("definitions", f"决策表共 {len(xml)} 个字符，超过 {MAX_DMN_CHARS} 字符上限；请精简规则。")])
     try:
-        return etree.fromstring(xml.encode("utf-8"), parser=etree.XMLParser(resolve_entities=False, no_network=True))
+        root = etree.fromstring(xml.encode("utf-8"), parser=etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as error:
         raise DecisionError([Problem("definitions", f"不是格式正确的 XML（第 {error.lineno} 行）：{error.msg}。请检查标签是否成对闭合。")]) from error
+    if root.getroottree().docinfo.doctype:
+        raise DecisionError([Problem("definitions", "决策表不能包含 DOCTYPE 声明；请删除 <!DOCTYPE ...> 后再保存。")])
+    return root
 
 
 def read_table(xml):
@@ -463,6 +474,8 @@ def read_settings(xml, process_type):
 
     A column is left out when its rule was edited into a form the settings page cannot
     show (for example `>= 200`), so the stored setting keeps its last value.
+    NOTE: the settings page then shows that last value, and saving its form rewrites the
+    edited rule as `> value`.
     """
     table = read_table(xml)
     by_id = {row.element_id: row for row in table.rows}

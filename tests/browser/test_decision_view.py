@@ -14,6 +14,7 @@ def test_rules_table_without_javascript(_browser, live_server, browser_login, sc
     try:
         browser_login(page, "tj_admin")
         page.goto("/processes/settings")
+        screenshot(page, "escalation-settings")
         with page.expect_navigation():
             page.locator("#rule-waiver").get_by_role("link", name="查看规则表").click()
         assert page.url.endswith("/processes/decisions/waiver_escalation")

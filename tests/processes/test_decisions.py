@@ -186,6 +186,10 @@ def test_invalid_table_rejected_with_rule_id(demo, login):
     assert broken.status_code == 400
     assert "不是格式正确的 XML" in broken.get_json()["errors"][0]["message"]
     assert admin.post("/processes/decisions/suspension_escalation", data={}).status_code == 400
+    entity = '<!DOCTYPE definitions [<!ENTITY secret SYSTEM "file:///etc/hostname">]>\n' + _tj_suspension_xml(100).split("\n", 1)[1]
+    doctype = admin.post("/processes/decisions/suspension_escalation", data={"xml": entity})
+    assert doctype.status_code == 400
+    assert "DOCTYPE" in doctype.get_json()["errors"][0]["message"]
     assert admin.post("/processes/decisions/no_such_table", data={"xml": bad}).status_code == 404
 
     db.session.expire_all()
