@@ -316,12 +316,12 @@ function entriesFor(element, options, decisionUrl) {
 export default function HeatflowPropertiesProvider(propertiesPanel, heatflowConfig) {
   this.getGroups = (element) => (groups) => {
     // The built-in timer group writes unquoted values, which the engine cannot evaluate; ours replaces it.
-    const kept = groups.filter((group) => group.id !== 'timer');
+    const withoutTimer = groups.filter((group) => group.id !== 'timer');
     const entries = entriesFor(element, heatflowConfig.options, heatflowConfig.decisionUrl);
     if (entries.length) {
-      kept.splice(1, 0, { id: 'heatflow', label: '热费平台设置', entries });
+      withoutTimer.splice(1, 0, { id: 'heatflow', label: '热费平台设置', entries });
     }
-    return kept;
+    return withoutTimer;
   };
   propertiesPanel.registerProvider(500, this);
 }

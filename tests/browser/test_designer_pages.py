@@ -275,6 +275,7 @@ def test_decision_editor_rejects_then_saves(page, browser_login, screenshot, dem
     assert current_decision(demo["TJ"].id, "suspension_escalation").version == version_before
 
     page.evaluate(EDIT_CELL, ["rule_area_input_area", "> 150"])
+    page.evaluate(EDIT_CELL, ["rule_area_output_reason", '"建筑面积 " + text(building_area) + " ㎡ 超过 150 ㎡，需集团审批"'])
     page.get_by_role("button", name="保存决策表").click()
     page.wait_for_selector(f'#decision-editor[data-saved-version="{version_before + 1}"]')
     assert page.locator("#decision-errors li").count() == 0
@@ -286,4 +287,5 @@ def test_decision_editor_rejects_then_saves(page, browser_login, screenshot, dem
     saved = current_decision(demo["TJ"].id, "suspension_escalation")
     assert saved.version == version_before + 1
     assert "&gt; 150" in saved.dmn_xml
+    assert "超过 150 ㎡，需集团审批" in saved.dmn_xml
     assert current_decision(demo["QD"].id, "suspension_escalation").version == 1
