@@ -31,6 +31,8 @@ PERMISSIONS = {
     "process.finance": ("processes", "财务复核"),
     "process.configure": ("processes", "设置集团审批规则"),
     "process.admin": ("processes", "管理流程实例（挂起、恢复、终止、重试）"),
+    "process.design": ("processes", "设计并部署本公司流程"),
+    "process.template": ("hq", "发布集团流程模板"),
     "fieldwork.do": ("fieldwork", "现场作业"),
     "fieldwork.assign": ("fieldwork", "派发稽查任务"),
     "hq.view": ("hq", "集团汇总查看"),
@@ -43,7 +45,7 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin", "fieldwork.assign"]),
+    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin", "process.design", "fieldwork.assign"]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),
@@ -53,7 +55,7 @@ DEFAULT_COMPANY_ROLES = {
 
 # Roles of the group headquarters.
 DEFAULT_HQ_ROLES = {
-    "group_admin": ("集团管理员", ["company.manage", "role.manage", "hq.view", "account.read", "billing.read"]),
+    "group_admin": ("集团管理员", ["company.manage", "role.manage", "hq.view", "account.read", "billing.read", "process.template"]),
     "group_approver": ("集团审批人", ["process.group_approve", "account.read", "billing.read", "hq.view"]),
     "hq_auditor": ("集团稽核", ["hq.view", "account.read", "billing.read"]),
 }

@@ -289,3 +289,37 @@ class TimerSetting(CompanyOwned, db.Model):
     unit = sa.Column(sa.String(16), nullable=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+class ProcessDraft(CompanyOwned, db.Model):
+    """A company's unsaved-to-production edit of one process type in the designer, at most one per type.
+
+    Headquarters drafts are edits of the group template. Deploying (or publishing the
+    template) deletes the draft.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "process_type"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    bpmn_xml = sa.Column(sa.Text, nullable=False)
+    # Published version (or template version for headquarters) the draft was opened from; NULL for the bundled file.
+    base_version = sa.Column(sa.Integer)
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class ProcessTemplate(CompanyOwned, db.Model):
+    """One published version of a group template diagram, owned by the headquarters company.
+
+    Every company may read templates (through `template_query`, which skips the tenant
+    filter); only headquarters users with process.template publish them.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "process_type", "version"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    version = sa.Column(sa.Integer, nullable=False)
+    bpmn_xml = sa.Column(sa.Text, nullable=False)
+    sha256 = sa.Column(sa.String(64), nullable=False)
+    published_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    published_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)

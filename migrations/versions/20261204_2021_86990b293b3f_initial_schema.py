@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6ee41f859232
+Revision ID: 86990b293b3f
 Revises: 
-Create Date: 2026-12-04 20:19:17.222062
+Create Date: 2026-12-04 20:21:10.504341
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '6ee41f859232'
+revision = '86990b293b3f'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -288,6 +288,22 @@ def upgrade():
     with op.batch_alter_table('ledger_import', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_import_company_id'), ['company_id'], unique=False)
 
+    op.create_table('process_draft',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('bpmn_xml', sa.Text(), nullable=False),
+    sa.Column('base_version', sa.Integer(), nullable=True),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_draft_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_process_draft_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_draft')),
+    sa.UniqueConstraint('company_id', 'process_type', name=op.f('uq_process_draft_company_id_process_type'))
+    )
+    with op.batch_alter_table('process_draft', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_draft_company_id'), ['company_id'], unique=False)
+
     op.create_table('process_model',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('process_type', sa.String(length=32), nullable=False),
@@ -305,6 +321,23 @@ def upgrade():
     )
     with op.batch_alter_table('process_model', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_process_model_company_id'), ['company_id'], unique=False)
+
+    op.create_table('process_template',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('bpmn_xml', sa.Text(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('published_by_id', sa.Integer(), nullable=True),
+    sa.Column('published_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_template_company_id_company')),
+    sa.ForeignKeyConstraint(['published_by_id'], ['user.id'], name=op.f('fk_process_template_published_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_template')),
+    sa.UniqueConstraint('company_id', 'process_type', 'version', name=op.f('uq_process_template_company_id_process_type_version'))
+    )
+    with op.batch_alter_table('process_template', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_template_company_id'), ['company_id'], unique=False)
 
     op.create_table('station',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -812,10 +845,18 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_station_company_id'))
 
     op.drop_table('station')
+    with op.batch_alter_table('process_template', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_template_company_id'))
+
+    op.drop_table('process_template')
     with op.batch_alter_table('process_model', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_process_model_company_id'))
 
     op.drop_table('process_model')
+    with op.batch_alter_table('process_draft', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_draft_company_id'))
+
+    op.drop_table('process_draft')
     with op.batch_alter_table('ledger_import', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ledger_import_company_id'))
 

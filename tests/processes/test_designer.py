@@ -1,0 +1,240 @@
+"""The designer's endpoints: opening, drafts, per-element validation, deploying versions, templates and instance paths."""
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.processes.deployment import BPMN_DIR, latest_model
+from app.processes.models import ProcessDraft, ProcessInstance, ProcessModel, ProcessTemplate
+from app.processes.services import start_suspension
+from tests.processes.conftest import user
+
+SUSPENSION = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
+DESIGN = "/processes/design/suspension"
+
+# A user task added to the clerk lane between the start event and the escalation check,
+# first without a form (the broken change), then with the approval form.
+REVIEW_TASK = """    <bpmn:userTask id="clerk_review" name="营业员复核">
+      <bpmn:incoming>flow_start_to_review</bpmn:incoming>
+      <bpmn:outgoing>flow_start_to_escalation</bpmn:outgoing>
+    </bpmn:userTask>
+    <bpmn:sequenceFlow id="flow_start_to_review" sourceRef="start_request" targetRef="clerk_review" />
+"""
+REVIEW_FORM = """      <bpmn:extensionElements>
+        <spiffworkflow:properties>
+          <spiffworkflow:property name="form" value="approval" />
+          <spiffworkflow:property name="data_prefix" value="review" />
+        </spiffworkflow:properties>
+      </bpmn:extensionElements>
+"""
+
+
+def _with_review_task(form=False):
+    xml = SUSPENSION.replace(
+        "<bpmn:flowNodeRef>start_request</bpmn:flowNodeRef>",
+        "<bpmn:flowNodeRef>start_request</bpmn:flowNodeRef>\n        <bpmn:flowNodeRef>clerk_review</bpmn:flowNodeRef>",
+    )
+    xml = xml.replace(
+        '<bpmn:outgoing>flow_start_to_escalation</bpmn:outgoing>\n    </bpmn:startEvent>',
+        '<bpmn:outgoing>flow_start_to_review</bpmn:outgoing>\n    </bpmn:startEvent>\n' + REVIEW_TASK,
+    )
+    xml = xml.replace('sourceRef="start_request" targetRef="evaluate_escalation_task"', 'sourceRef="clerk_review" targetRef="evaluate_escalation_task"')
+    if form:
+        xml = xml.replace('<bpmn:userTask id="clerk_review" name="营业员复核">\n', '<bpmn:userTask id="clerk_review" name="营业员复核">\n' + REVIEW_FORM)
+    return xml
+
+
+def _errors(response):
+    return {(e["element_id"], e["message"]) for e in response.get_json()["errors"]}
+
+
+def test_open_shows_published_version(demo, login):
+    admin = login("tj_admin")
+    page = admin.get(DESIGN)
+    assert page.status_code == 200
+    assert 'id="designer"' in page.get_data(as_text=True)
+    source = admin.get(f"{DESIGN}/source").get_json()
+    assert source["origin"] == "published"
+    assert source["version"] == 1
+    assert source["xml"] == SUSPENSION
+    options = source["options"]
+    assert "rebill_suspension" in {s["name"] for s in options["services"]}
+    assert {"clerk", "company_approver", "finance", "field_staff", "group_approver"} == {lane["value"] for lane in options["lanes"]}
+    assert "approval" in {f["value"] for f in options["forms"]}
+
+
+def test_designer_needs_design_permission(demo, login):
+    for username in ("tj_clerk", "tj_approver", "hq_auditor"):
+        client = login(username)
+        assert client.get(DESIGN).status_code == 403, username
+        assert client.post(f"{DESIGN}/deploy", data={"xml": SUSPENSION}).status_code == 403, username
+
+
+def test_validate_names_broken_elements(demo, login):
+    admin = login("tj_admin")
+    broken = _with_review_task(form=False)
+    response = admin.post(f"{DESIGN}/validate", data={"xml": broken})
+    assert response.status_code == 400
+    assert response.get_json()["ok"] is False
+    assert {element for element, _ in _errors(response)} == {"clerk_review"}
+    assert any("form" in message for _, message in _errors(response))
+
+    fixed = admin.post(f"{DESIGN}/validate", data={"xml": _with_review_task(form=True)})
+    assert fixed.status_code == 200
+    assert fixed.get_json() == {"ok": True, "message": "校验通过，可以部署。", "errors": []}
+
+
+def test_validate_lane_without_company_role(demo, login):
+    admin = login("tj_admin")
+    unknown = SUSPENSION.replace('<bpmn:lane id="lane_field_staff" name="field_staff">', '<bpmn:lane id="lane_field_staff" name="valve_team">')
+    response = admin.post(f"{DESIGN}/validate", data={"xml": unknown})
+    assert response.status_code == 400
+    assert "lane_field_staff" in {element for element, _ in _errors(response)}
+
+    # The lane name is a known role code, but TJ has deleted that role: its tasks would find no one.
+    from app.org.models import Role, UserRole
+
+    role = db.session.scalar(sa.select(Role).filter_by(company_id=demo["TJ"].id, code="field_staff"))
+    db.session.execute(sa.delete(UserRole).where(UserRole.role_id == role.id))
+    db.session.delete(role)
+    db.session.commit()
+    response = admin.post(f"{DESIGN}/validate", data={"xml": SUSPENSION})
+    assert response.status_code == 400
+    assert [e["element_id"] for e in response.get_json()["errors"]] == ["lane_field_staff"]
+    assert "本公司没有角色「field_staff」" in response.get_json()["errors"][0]["message"]
+
+
+def test_validate_unquoted_timer(demo, login):
+    admin = login("tj_admin")
+    timer = """    <bpmn:boundaryEvent id="approval_overdue" attachedToRef="company_approval" cancelActivity="false">
+      <bpmn:timerEventDefinition id="approval_overdue_timer"><bpmn:timeDuration>PT48H</bpmn:timeDuration></bpmn:timerEventDefinition>
+    </bpmn:boundaryEvent>
+"""
+    xml = SUSPENSION.replace('    <bpmn:exclusiveGateway id="company_decision_gateway"', timer + '    <bpmn:exclusiveGateway id="company_decision_gateway"')
+    response = admin.post(f"{DESIGN}/validate", data={"xml": xml})
+    assert response.status_code == 400
+    messages = [message for element, message in _errors(response) if element == "approval_overdue"]
+    assert any('"PT48H"' in message for message in messages)
+
+
+def test_draft_is_kept_and_reopened(demo, login):
+    admin = login("tj_admin")
+    broken = _with_review_task(form=False)
+    response = admin.post(f"{DESIGN}/draft", data={"xml": broken, "base_version": "1"})
+    assert response.status_code == 200
+    assert response.get_json()["ok"] is True
+    source = admin.get(f"{DESIGN}/source").get_json()
+    assert source["origin"] == "draft"
+    assert source["version"] == 1
+    assert source["xml"] == broken
+    # A draft is not deployed: new requests still use version 1.
+    assert latest_model(demo["TJ"].id, "suspension").version == 1
+
+
+def test_deploy_next_version_only_for_company(demo, login, make_account):
+    admin = login("tj_admin")
+    assert admin.post(f"{DESIGN}/draft", data={"xml": "<x/>"}).status_code == 200
+    rejected = admin.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=False)})
+    assert rejected.status_code == 400
+    assert latest_model(demo["TJ"].id, "suspension").version == 1
+
+    response = admin.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)})
+    assert response.status_code == 200
+    assert response.get_json()["version"] == 2
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ProcessDraft)) == 0
+    assert latest_model(demo["TJ"].id, "suspension").version == 2
+    assert latest_model(demo["QD"].id, "suspension").version == 1
+    retired = db.session.scalar(sa.select(ProcessModel).filter_by(company_id=demo["TJ"].id, process_type="suspension", version=1))
+    assert retired.status == "retired"
+
+    tj = start_suspension(make_account("TJ", "80.00").id, user("tj_clerk"), "vacant")
+    qd = start_suspension(make_account("QD", "80.00").id, user("qd_clerk"), "vacant")
+    assert db.session.get(ProcessInstance, tj.id).model.version == 2
+    assert db.session.get(ProcessInstance, qd.id).model.version == 1
+
+
+def test_bad_input_is_rejected_in_chinese(demo, login):
+    admin = login("tj_admin")
+    empty = admin.post(f"{DESIGN}/validate", data={})
+    assert empty.status_code == 400
+    assert "xml 字段为空" in empty.get_json()["message"]
+    garbage = admin.post(f"{DESIGN}/validate", data={"xml": "<bpmn:definitions"})
+    assert garbage.status_code == 400
+    assert garbage.get_json()["errors"][0]["message"].startswith("文件无法读取")
+    assert admin.get("/processes/design/teleport").status_code == 404
+    assert admin.get(f"{DESIGN}/source?from=elsewhere").status_code == 400
+
+
+def test_group_template_publish_and_start_from(demo, login):
+    hq = login("hq_admin")
+    assert hq.get("/processes/design").status_code == 200
+    source = hq.get(f"{DESIGN}/source").get_json()
+    assert source["origin"] == "bundled"
+    assert source["version"] == 0
+    published = hq.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)})
+    assert published.status_code == 200
+    assert published.get_json() == {**published.get_json(), "ok": True, "version": 1, "kind": "template"}
+    assert db.session.scalar(sa.select(ProcessTemplate.version).filter_by(process_type="suspension")) == 1
+    # Publishing a template does not change a company's deployed versions.
+    assert latest_model(demo["TJ"].id, "suspension").version == 1
+
+    admin = login("tj_admin")
+    template = admin.get(f"{DESIGN}/source?from=template").get_json()
+    assert template["origin"] == "template"
+    assert template["version"] == 1
+    assert "clerk_review" in template["xml"]
+    # The same text again publishes nothing new.
+    assert hq.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)}).get_json()["version"] == 1
+
+
+def test_instance_diagram_path(demo, login, make_account):
+    instance = start_suspension(make_account("TJ", "80.00").id, user("tj_clerk"), "vacant")
+    response = login("tj_approver").get(f"/processes/instances/{instance.id}/diagram")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["version"] == 1
+    assert {"start_request", "evaluate_escalation_task"} <= set(body["completed"])
+    # The approval waits, and so do the timer events attached to it.
+    assert "company_approval" in body["current"]
+    assert set(body["current"]) - {"company_approval"} <= {
+        "cancel_company_approval_deadline", "remind_company_approval", "escalate_company_approval",
+    }
+    assert body["xml"] == SUSPENSION
+    assert login("qd_approver").get(f"/processes/instances/{instance.id}/diagram").status_code == 404
+
+
+def test_pages_keep_strict_csp(demo, login):
+    admin = login("tj_admin")
+    for url in (DESIGN, "/processes/design", "/processes/design/decisions/suspension_escalation"):
+        response = admin.get(url)
+        assert response.status_code == 200, url
+        policy = response.headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in policy
+        assert "unsafe-eval" not in policy
+        assert "<script>" not in response.get_data(as_text=True)
+    assert admin.get("/processes/design/decisions/1bad id").status_code == 404
+
+
+def test_validate_unconnected_task(demo, login):
+    admin = login("tj_admin")
+    dangling = """    <bpmn:userTask id="forgotten_task" name="无连线任务">
+      <bpmn:extensionElements>
+        <spiffworkflow:properties>
+          <spiffworkflow:property name="form" value="approval" />
+        </spiffworkflow:properties>
+      </bpmn:extensionElements>
+    </bpmn:userTask>
+"""
+    xml = SUSPENSION.replace(
+        "<bpmn:flowNodeRef>start_request</bpmn:flowNodeRef>",
+        "<bpmn:flowNodeRef>start_request</bpmn:flowNodeRef>\n        <bpmn:flowNodeRef>forgotten_task</bpmn:flowNodeRef>",
+    ).replace('    <bpmn:userTask id="company_approval"', dangling + '    <bpmn:userTask id="company_approval"')
+    response = admin.post(f"{DESIGN}/validate", data={"xml": xml})
+    assert response.status_code == 400
+    errors = response.get_json()["errors"]
+    assert [e["element_id"] for e in errors] == ["forgotten_task"]
+    assert errors[0]["message"] == "该元素没有连入的顺序流，流程不会到达它，且没有连出的顺序流，流程到此无法继续；请补上连线或删除它。"
+    # The bundled diagrams are fully connected.
+    for process_type in ("suspension", "waiver", "forced_shutoff", "area_adjustment", "reheating", "connection"):
+        bundled = (BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8")
+        response = admin.post(f"/processes/design/{process_type}/validate", data={"xml": bundled})
+        assert response.get_json()["errors"] == [], process_type
