@@ -11,7 +11,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -325,6 +325,8 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     """
     account = lock_row(Account, account_id)
     owed = amount_owed(account)
+    # SQLite keeps the wall-clock digits and drops the offset, so times are stored in UTC.
+    paid_at = paid_at.astimezone(timezone.utc)
     company = db.session.get(Company, company_id)
     payment = Payment(
         company_id=company_id, account_id=account.id, amount=amount, method=channel_code, channel=channel_code,

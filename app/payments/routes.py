@@ -20,7 +20,7 @@ from app.org.services import has_permission
 from app.clock import format_local, local_time
 from app.org.models import Company
 from app.payments.bank import handle_bank_request
-from app.payments.models import ORDER_CHANNELS, OnlineOrder, Payment, Refund
+from app.payments.models import ONLINE_ORDER_STATUSES, ORDER_CHANNELS, PAYMENT_CHANNELS, OnlineOrder, Payment, Refund
 from app.payments.online import OnlinePaymentError, create_online_order, handle_notification, refresh_order
 from app.payments.refunds import RefundError, decide_refund, payment_refunds, refundable_amount, request_refund, submit_refund
 from app.payments.services import PaymentError, amount_owed, charge_facts, collect_payment
@@ -285,7 +285,7 @@ def online_order(account_id):
         db.session.refresh(orders[0])
     page = render_template(
         "payments/online.html", account=account, owed=amount_owed(account), form=form, orders=orders,
-        money=format_money, local=format_local, qr_svg=qr_svg,
+        money=format_money, local=format_local, qr_svg=qr_svg, channels=PAYMENT_CHANNELS, statuses=ONLINE_ORDER_STATUSES,
     )
     return page, status
 
