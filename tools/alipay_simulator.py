@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
+from tools.simulator_server import SimulatorServer  # noqa: E402
 from app.integrations import alipay, wechatpay  # noqa: E402
 from app.integrations.channel import CHINA_TIME  # noqa: E402
 
@@ -49,7 +50,7 @@ DELIVERY_TIMEOUT_SECONDS = 5
 GATEWAY_PATH = "/gateway.do"
 
 
-class Simulator:
+class Simulator(SimulatorServer):
     """Orders, keys and delivery threads of one simulated Alipay gateway."""
 
     def __init__(self, app_public_keys, alipay_private_key, auth_tokens=None, time_scale=1000.0, max_attempts=8):
@@ -65,8 +66,6 @@ class Simulator:
         self.calls = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.server = None
-        self.thread = None
 
     # -- gateway --------------------------------------------------------------------------
 
@@ -247,18 +246,8 @@ class Simulator:
 
     def start(self, port=0):
         """Serve on 127.0.0.1:`port` in a daemon thread; return the gateway URL."""
-        handler = type("Handler", (_Handler,), {"simulator": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="alipay-simulator", daemon=True)
-        self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_port}{GATEWAY_PATH}"
-
-    def stop(self):
-        self.stopping.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(timeout=5)
+        port = self.serve(_Handler, port, "alipay-simulator")
+        return f"http://127.0.0.1:{port}{GATEWAY_PATH}"
 
 
 def _business_error(sub_code, sub_msg):

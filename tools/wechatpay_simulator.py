@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
+from tools.simulator_server import SimulatorServer  # noqa: E402
 from app.integrations import wechatpay  # noqa: E402
 
 logger = logging.getLogger("wechatpay_simulator")
@@ -47,7 +48,7 @@ CHINA_TIME = timezone(timedelta(hours=8))
 DELIVERY_TIMEOUT_SECONDS = 5
 
 
-class Simulator:
+class Simulator(SimulatorServer):
     """Orders, keys and delivery threads of one simulated channel."""
 
     def __init__(self, merchant_public_keys, platform_private_key, platform_serial, apiv3_key, time_scale=1000.0, max_attempts=16):
@@ -62,8 +63,6 @@ class Simulator:
         self.deliveries = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.server = None
-        self.thread = None
 
     # -- channel side ---------------------------------------------------------------------
 
@@ -170,18 +169,8 @@ class Simulator:
 
     def start(self, port=0):
         """Serve on 127.0.0.1:`port` in a daemon thread; return the base URL."""
-        handler = type("Handler", (_Handler,), {"simulator": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="wechatpay-simulator", daemon=True)
-        self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self):
-        self.stopping.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(timeout=5)
+        port = self.serve(_Handler, port, "wechatpay-simulator")
+        return f"http://127.0.0.1:{port}"
 
 
 def new_transaction_id():

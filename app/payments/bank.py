@@ -99,7 +99,7 @@ def _answer(agreement, event):
         )
         db.session.commit()
     except IntegrityError:
-        # The same serial arrived twice at once: the first one's reply stands.
+        # The same serial arrived twice at once, so the first request's reply is kept.
         db.session.rollback()
         stored = _stored(agreement, event)
         if stored is None:

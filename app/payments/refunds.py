@@ -97,7 +97,7 @@ def request_refund(payment_id, amount, reason, user, request_token=None):
 
 def _record_request(payment_id, amount, reason, user, request_token):
     # The payment row lock makes concurrent refunds of one payment wait for each other, so
-    # each sees what the previous one took.
+    # each reads the refunds the previous one committed.
     payment = lock_row(Payment, payment_id)
     if payment is None:
         raise RefundError(f"未找到编号为 {payment_id} 的收款记录，或该记录不属于您的公司。")
@@ -203,6 +203,7 @@ def _pay_at_counter(refund_id):
         db.session.rollback()
         return refund
     company = db.session.get(Company, refund.company_id)
+    # TODO: print the refund receipt as a PDF; today the refund only takes its receipt number.
     refund.receipt_no = next_receipt_no(company, utcnow())
     complete_refund(refund)
     db.session.commit()
