@@ -70,7 +70,7 @@ class Simulator(SimulatorServer):
     # -- gateway --------------------------------------------------------------------------
 
     def handle_call(self, params):
-        """Verify and run one gateway call; return (response object, method)."""
+        """Verify and run one gateway call; return (response object, method, whether the reply is signed)."""
         method = params.get("method", "")
         app_id = params.get("app_id", "")
         key = self.app_public_keys.get(app_id)

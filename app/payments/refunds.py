@@ -156,6 +156,8 @@ def submit_refund(refund_id):
     The channel is called outside any row lock. A transport failure leaves the refund in
     `processing` with the error noted; submitting again sends the same out_refund_no, which
     the channel treats as the same refund.
+    TODO: query the channel for a refund whose confirmation never arrives; today only a
+    notification or a resubmit completes it.
     """
     refund = db.session.get(Refund, refund_id)
     if refund is None or refund.status != "processing":

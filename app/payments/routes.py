@@ -163,7 +163,8 @@ def _flash_refund(refund):
 
 
 def _can_see_refunds():
-    return has_permission(current_user, "payment.refund") or has_permission(current_user, "payment.refund_approve")
+    # Company administrators (role.manage) see the list because the approval setting is on it.
+    return any(has_permission(current_user, p) for p in ("payment.refund", "payment.refund_approve", "role.manage"))
 
 
 @bp.route("/refunds")

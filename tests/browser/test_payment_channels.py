@@ -10,8 +10,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.billing.services import run_billing
 from app.extensions import db
 from app.network.models import Account
+from app.org.models import User
 from app.payments.models import OnlineOrder, WechatMerchant
-from app.payments.services import amount_owed
+from app.payments.refunds import request_refund
+from app.payments.services import amount_owed, collect_payment
 from tools.wechatpay_simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -89,3 +91,24 @@ def test_online_order_then_refund(page, browser_login, screenshot, wechat_simula
         page.reload()
     assert "已退款" in page.locator("#payment-refunds").inner_text()
     screenshot(page, "payment-refunds")
+
+
+def test_refund_approval_list(page, browser_login, screenshot, import_fixture, demo):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    run_billing("TJ", "2025-2026")
+    demo["TJ"].refund_requires_approval = True
+    db.session.commit()
+    account = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-0001031"))
+    cashier = db.session.scalar(sa.select(User).filter_by(username="tj_cashier"))
+    payment = collect_payment(account, "5368.43", "cash", cashier)
+    request_refund(payment.id, "300.00", "面积核减", cashier)
+
+    browser_login(page, "tj_finance")
+    page.goto("/payments/refunds")
+    assert "待审批" in page.locator("#refund-list").inner_text()
+    screenshot(page, "refunds-pending")
+    with page.expect_navigation():
+        page.get_by_role("button", name="批准").click()
+    assert "已退费 300.00 元" in page.content()
+    assert "已退款" in page.locator("#refund-list").inner_text()
+    screenshot(page, "refunds-approved")

@@ -181,3 +181,17 @@ def test_refund_pages(paid, login, demo):
     qd_finance = login("qd_finance")
     assert qd_finance.post("/payments/refunds/decide", data={"refund_id": refund.id, "decision": "reject"}).status_code == 404
     assert "面积核减" not in qd_finance.get("/payments/refunds").get_data(as_text=True)
+
+
+def test_approval_setting_by_company_admin(login, demo):
+    admin = login("tj_admin")
+    assert admin.get("/payments/refunds").status_code == 200
+    assert admin.post("/payments/refunds/settings", data={"required": "1"}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Company, demo["TJ"].id).refund_requires_approval is True
+    assert db.session.get(Company, demo["QD"].id).refund_requires_approval is False
+    assert admin.post("/payments/refunds/settings", data={"required": "maybe"}).status_code == 400
+    assert login("tj_cashier").post("/payments/refunds/settings", data={"required": "0"}).status_code == 403
+    assert login("hq_admin").post("/payments/refunds/settings", data={"required": "0"}).status_code == 403
+    db.session.expire_all()
+    assert db.session.get(Company, demo["TJ"].id).refund_requires_approval is True

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: aa374bf55a03
+Revision ID: 7b0b406235ec
 Revises: 
-Create Date: 2026-12-04 18:37:27.395746
+Create Date: 2026-12-04 19:07:29.395613
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'aa374bf55a03'
+revision = '7b0b406235ec'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -46,7 +46,7 @@ def upgrade():
     sa.Column('city', sa.String(length=50), nullable=False),
     sa.Column('is_headquarters', sa.Boolean(), nullable=False),
     sa.Column('invoice_mode', sa.String(length=32), nullable=False),
-    sa.Column('refund_requires_approval', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('refund_requires_approval', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['group_id'], ['group.id'], name=op.f('fk_company_group_id_group')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_company')),
     sa.UniqueConstraint('code', name=op.f('uq_company_code')),
