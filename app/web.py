@@ -35,6 +35,10 @@ class BoundedIntConverter(IntegerConverter):
 
 def _reject_nul_bytes():
     """Reject a NUL character in the path, query or form with 400, because PostgreSQL text cannot store one."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        # Keep the raw body readable after the form is parsed: signed form posts (Alipay
+        # notifications) are verified over it. Werkzeug parses the form from this cache.
+        request.get_data(cache=True, parse_form_data=False)
     values = [request.path, *request.args.values(), *request.form.values()]
     if any("\x00" in value for value in values):
         abort(400, "请求中含有无效字符（NUL），请检查输入后重试。")

@@ -16,6 +16,11 @@ def _sqlite_url(name):
     return f"sqlite:///{INSTANCE_DIR / name}"
 
 
+def _file_map(variable):
+    """Read "KEY=/path,KEY2=/path2" from an environment variable into {KEY: "/path"}."""
+    return dict(item.split("=", 1) for item in os.environ.get(variable, "").split(",") if "=" in item)
+
+
 class DefaultConfig:
     """Laptop default: SQLite file and an embedded Celery transport."""
 
@@ -64,6 +69,21 @@ class DefaultConfig:
     )
     # Public HTTPS address of POST /payments/notify/wechat, sent as every order's notify_url.
     WECHATPAY_NOTIFY_URL = os.environ.get("HEATFLOW_WECHATPAY_NOTIFY_URL", "")
+
+    # Alipay (app/payments/models.py AlipayApp). Keys per app id as
+    # "APPID=/path/app_private.pem|/path/alipay_public.pem,APPID2=...": the companies' own apps
+    # and, for ISV mode, the group's third-party app named by ALIPAY_ISV_APP_ID.
+    ALIPAY_GATEWAY = os.environ.get("HEATFLOW_ALIPAY_GATEWAY", "https://openapi.alipay.com/gateway.do")
+    ALIPAY_APP_KEY_FILES = _file_map("HEATFLOW_ALIPAY_APP_KEY_FILES")
+    ALIPAY_ISV_APP_ID = os.environ.get("HEATFLOW_ALIPAY_ISV_APP_ID", "")
+    # The app_auth_token each company granted the ISV app, one file per company app id: "APPID=/path/token,...".
+    ALIPAY_APP_AUTH_TOKEN_FILES = _file_map("HEATFLOW_ALIPAY_APP_AUTH_TOKEN_FILES")
+    # Public HTTPS address of POST /payments/notify/alipay, sent as every order's notify_url.
+    ALIPAY_NOTIFY_URL = os.environ.get("HEATFLOW_ALIPAY_NOTIFY_URL", "")
+    ALIPAY_REPLAY_WINDOW_SECONDS = int(os.environ.get("HEATFLOW_ALIPAY_REPLAY_WINDOW_SECONDS", "600"))
+
+    # Bank collection: the HMAC key agreed with each bank, as "BANKCODE=/path/key,...".
+    BANK_KEY_FILES = _file_map("HEATFLOW_BANK_KEY_FILES")
 
 
 class TestingConfig(DefaultConfig):

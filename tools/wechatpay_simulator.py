@@ -11,6 +11,9 @@ Without key files the simulator writes fresh keys into --key-dir: merchant_priva
 (configure it as WECHATPAY_MERCHANT_KEY_FILE), platform_public.pem (under the serial printed
 at start), and apiv3.key.
 
+It also takes refunds (POST /v3/refund/domestic/refunds): a refund is answered PROCESSING
+and confirmed by a REFUND.SUCCESS notification.
+
 Endpoints besides the channel's own:
     POST /simulator/pay   {"sub_mchid": "...", "out_trade_no": "..."}  mark paid, start delivery
     GET  /simulator/deliveries                                          delivery attempts so far
@@ -26,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
+from tools.simulator_server import SimulatorServer  # noqa: E402
 from app.integrations import wechatpay  # noqa: E402
 
 logger = logging.getLogger("wechatpay_simulator")
@@ -44,7 +48,7 @@ CHINA_TIME = timezone(timedelta(hours=8))
 DELIVERY_TIMEOUT_SECONDS = 5
 
 
-class Simulator:
+class Simulator(SimulatorServer):
     """Orders, keys and delivery threads of one simulated channel."""
 
     def __init__(self, merchant_public_keys, platform_private_key, platform_serial, apiv3_key, time_scale=1000.0, max_attempts=16):
@@ -59,8 +63,6 @@ class Simulator:
         self.deliveries = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.server = None
-        self.thread = None
 
     # -- channel side ---------------------------------------------------------------------
 
@@ -91,9 +93,9 @@ class Simulator:
             "amount": {"total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY"},
         }
 
-    def notification(self, resource, timestamp=None):
+    def notification(self, resource, timestamp=None, event_type="TRANSACTION.SUCCESS"):
         """Encrypt and sign a resource; return (raw body bytes, headers)."""
-        return build_notification(resource, self.platform_private_key, self.platform_serial, self.apiv3_key, timestamp)
+        return build_notification(resource, self.platform_private_key, self.platform_serial, self.apiv3_key, timestamp, event_type)
 
     def pay(self, sub_mchid, out_trade_no):
         """Mark an order paid and start delivering its notification in a background thread."""
@@ -110,13 +112,50 @@ class Simulator:
         thread.start()
         return resource["transaction_id"]
 
-    def _deliver(self, url, resource):
+    def refund(self, body):
+        """Accept a refund of a paid order as PROCESSING and deliver REFUND.SUCCESS; the same out_refund_no is the same refund."""
+        with self.lock:
+            order = next((o for o in self.orders.values() if o["transaction_id"] == body.get("transaction_id")), None)
+            if order is None:
+                raise KeyError(f"transaction {body.get('transaction_id')} not found")
+            if order["request"]["sub_mchid"] != body.get("sub_mchid"):
+                raise ValueError("sub_mchid does not match the order")
+            refunds = order.setdefault("refunds", {})
+            existing = refunds.get(body["out_refund_no"])
+            if existing is not None:
+                return existing
+            amount = body["amount"]
+            if amount["total"] != order["request"]["amount"]["total"]:
+                raise ValueError("amount.total does not match the order")
+            refunded = sum(r["amount"]["refund"] for r in refunds.values())
+            if not 0 < amount["refund"] <= amount["total"] - refunded:
+                raise ValueError("NOT_ENOUGH: refund exceeds what is left on the order")
+            reply = {
+                "refund_id": "50000" + "".join(secrets.choice("0123456789") for _ in range(24)),
+                "out_refund_no": body["out_refund_no"], "transaction_id": order["transaction_id"],
+                "out_trade_no": order["request"]["out_trade_no"], "channel": "ORIGINAL", "status": "PROCESSING",
+                "amount": {"total": amount["total"], "refund": amount["refund"], "payer_total": amount["total"], "payer_refund": amount["refund"], "currency": "CNY"},
+            }
+            refunds[body["out_refund_no"]] = reply
+            if refunded + amount["refund"] == amount["total"]:
+                order["state"] = "REFUND"
+        resource = {
+            "sp_mchid": order["request"]["sp_mchid"], "sub_mchid": body["sub_mchid"], "out_trade_no": reply["out_trade_no"],
+            "transaction_id": reply["transaction_id"], "out_refund_no": reply["out_refund_no"], "refund_id": reply["refund_id"],
+            "refund_status": "SUCCESS", "success_time": datetime.now(CHINA_TIME).isoformat(timespec="seconds"),
+            "user_received_account": "支付用户零钱", "amount": reply["amount"],
+        }
+        url = body.get("notify_url") or order["request"]["notify_url"]
+        threading.Thread(target=self._deliver, args=(url, resource, "REFUND.SUCCESS"), daemon=True).start()
+        return reply
+
+    def _deliver(self, url, resource, event_type="TRANSACTION.SUCCESS"):
         for attempt in range(1, self.max_attempts + 1):
             # Each attempt is signed anew, as the channel does, so its timestamp stays fresh.
-            body, headers = self.notification(resource)
+            body, headers = self.notification(resource, event_type=event_type)
             status = post(url, body, headers)
             with self.lock:
-                self.deliveries.append({"transaction_id": resource["transaction_id"], "attempt": attempt, "status": status})
+                self.deliveries.append({"transaction_id": resource["transaction_id"], "event_type": event_type, "attempt": attempt, "status": status})
             if status is not None and 200 <= status < 300:
                 return
             if attempt > len(RETRY_SCHEDULE_SECONDS) or self.stopping.is_set():
@@ -130,34 +169,25 @@ class Simulator:
 
     def start(self, port=0):
         """Serve on 127.0.0.1:`port` in a daemon thread; return the base URL."""
-        handler = type("Handler", (_Handler,), {"simulator": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="wechatpay-simulator", daemon=True)
-        self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self):
-        self.stopping.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(timeout=5)
+        port = self.serve(_Handler, port, "wechatpay-simulator")
+        return f"http://127.0.0.1:{port}"
 
 
 def new_transaction_id():
     return "42000" + "".join(secrets.choice("0123456789") for _ in range(23))
 
 
-def build_notification(resource, platform_private_key, platform_serial, apiv3_key, timestamp=None):
-    """Encrypt a transaction resource into a notification body and sign it; return (body, headers)."""
+def build_notification(resource, platform_private_key, platform_serial, apiv3_key, timestamp=None, event_type="TRANSACTION.SUCCESS"):
+    """Encrypt a transaction or refund resource into a notification body and sign it; return (body, headers)."""
     plaintext = json.dumps(resource, ensure_ascii=False).encode("utf-8")
+    original_type = "refund" if event_type.startswith("REFUND.") else "transaction"
     envelope = {
         "id": secrets.token_hex(16),
         "create_time": datetime.now(CHINA_TIME).isoformat(timespec="seconds"),
         "resource_type": "encrypt-resource",
-        "event_type": "TRANSACTION.SUCCESS",
-        "summary": "支付成功",
-        "resource": wechatpay.encrypt_resource(plaintext, apiv3_key),
+        "event_type": event_type,
+        "summary": "退款成功" if original_type == "refund" else "支付成功",
+        "resource": wechatpay.encrypt_resource(plaintext, apiv3_key, associated_data=original_type, original_type=original_type),
     }
     body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
     headers = wechatpay.notification_headers(platform_private_key, platform_serial, body, timestamp=timestamp)
@@ -230,6 +260,13 @@ class _Handler(BaseHTTPRequestHandler):
         fields = self._authorized(body)
         if fields is None:
             return None
+        if self.path == wechatpay.REFUND_PATH:
+            try:
+                return self._reply(200, self.simulator.refund(json.loads(body)))
+            except KeyError as error:
+                return self._fail(404, "RESOURCE_NOT_EXISTS", str(error))
+            except (ValueError, TypeError) as error:
+                return self._fail(400, "INVALID_REQUEST", str(error))
         if self.path != wechatpay.NATIVE_ORDER_PATH:
             return self._fail(404, "NOT_FOUND", f"{self.path} is not simulated")
         try:

@@ -13,13 +13,13 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import LedgerEntry
+from app.billing.models import RECEIVED_KINDS, LedgerEntry
 from app.billing.services import receivables_report
 from app.extensions import db
 from app.money import ZERO, format_money
 from app.network.models import Account
 from app.org.models import Company
-from app.payments.models import Payment
+from app.payments.models import Payment, Refund
 from app.payments.services import amount_owed
 from app.tariffs.models import Season
 
@@ -97,7 +97,7 @@ def account_figures(account, season_id, sums=None):
     owed = amount_owed(account)
     season_owed = next((s for s in owed.seasons if s.season.id == season_id), None)
     receivable = total(BILLED_KINDS)
-    received = -sums.get("payment", ZERO)
+    received = -total(RECEIVED_KINDS)
     waived = -sums.get("waiver", ZERO)
     written_off = -total(WRITE_OFF_KINDS)
     return SeasonFigures(
@@ -111,7 +111,12 @@ def account_figures(account, season_id, sums=None):
 
 
 def _payment_breaks(company_id, season_id, account_ids):
-    """Find accounts whose payments are not fully posted to the ledger, across all seasons."""
+    """Find accounts whose payments less refunds are not fully posted to the ledger, across all seasons.
+
+    A payment posts `payment` lines and, for money beyond what was owed, a `credit` line; a
+    refund posts `refund` or `reversal` lines and a positive `credit` line for the part of the
+    credit it pays back.
+    """
     if not account_ids:
         return []
     paid = dict(
@@ -121,16 +126,27 @@ def _payment_breaks(company_id, season_id, account_ids):
             .group_by(Payment.account_id)
         ).all()
     )
+    refunded = dict(
+        db.session.execute(
+            sa.select(Refund.account_id, sa.func.sum(Refund.amount))
+            .where(Refund.company_id == company_id, Refund.status == "succeeded", Refund.account_id.in_(account_ids))
+            .group_by(Refund.account_id)
+        ).all()
+    )
     posted = dict(
         db.session.execute(
             sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount))
-            .where(LedgerEntry.company_id == company_id, LedgerEntry.kind == "payment", LedgerEntry.account_id.in_(account_ids))
+            .where(
+                LedgerEntry.company_id == company_id,
+                LedgerEntry.kind.in_(RECEIVED_KINDS + ("credit",)),
+                LedgerEntry.account_id.in_(account_ids),
+            )
             .group_by(LedgerEntry.account_id)
         ).all()
     )
     breaks = []
     for account_id in account_ids:
-        collected = paid.get(account_id) or ZERO
+        collected = (paid.get(account_id) or ZERO) - (refunded.get(account_id) or ZERO)
         allocated = -(posted.get(account_id) or ZERO)
         if collected != allocated:
             detail = f"payments {format_money(collected)} but payment lines {format_money(allocated)}"

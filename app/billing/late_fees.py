@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import LedgerEntry
+from app.billing.models import RECEIVED_KINDS, LedgerEntry
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_tariffs
 from app.extensions import db
@@ -77,14 +77,15 @@ def _season_lines(account_ids, season_id):
         sa.select(LedgerEntry.account_id, LedgerEntry.kind, LedgerEntry.amount, LedgerEntry.created_at).where(
             LedgerEntry.account_id.in_(account_ids),
             LedgerEntry.season_id == season_id,
-            LedgerEntry.kind.in_(PRINCIPAL_KINDS + ("payment", "late_fee")),
+            LedgerEntry.kind.in_(PRINCIPAL_KINDS + RECEIVED_KINDS + ("late_fee",)),
         )
     )
     for account_id, kind, amount, created_at in rows:
         entry = facts[account_id]
         if kind in PRINCIPAL_KINDS:
             entry[0] += amount
-        elif kind == "payment":
+        elif kind in RECEIVED_KINDS:
+            # A refund or reversal is a negative payment on the day it was posted.
             entry[1].append((local_time(created_at).date(), -amount))
         else:
             entry[2] += amount

@@ -21,10 +21,16 @@ ENTRY_KINDS = {
     # Money received beyond what the account owed (e.g. a bill paid twice); negative, and not
     # offset against later receivables automatically.
     "credit": "多缴款",
+    # A payment paid back (positive, undoing part of a payment line); linked to its Refund.
+    "refund": "退费",
+    # A payment the collecting bank cancelled the same day (positive, undoing the payment line).
+    "reversal": "冲正",
 }
 # Kinds that make up a season's receivable (应收). Late fees are owed on top of it and
 # stay out of the collection rate.
 RECEIVABLE_KINDS = ("charge", "rerate", "waiver", "settlement")
+# Kinds that make up what was received (实收): payments, less refunds and reversals.
+RECEIVED_KINDS = ("payment", "refund", "reversal")
 
 
 def utcnow():

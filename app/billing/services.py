@@ -7,7 +7,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from app.billing.bulk import bulk_billing_applies, run_bulk_billing
-from app.billing.models import RECEIVABLE_KINDS, BillingRun, LedgerEntry, utcnow
+from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, LedgerEntry, utcnow
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs, tariff_periods
 from app.extensions import db
@@ -152,7 +152,7 @@ def season_received(account_id, season_id):
         sa.select(sa.func.sum(LedgerEntry.amount)).where(
             LedgerEntry.account_id == account_id,
             LedgerEntry.season_id == season_id,
-            LedgerEntry.kind == "payment",
+            LedgerEntry.kind.in_(RECEIVED_KINDS),
         )
     )
     return -amount if amount is not None else ZERO

@@ -4,7 +4,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
-from app.payments.models import PAYMENT_METHODS
+from app.payments.models import ORDER_CHANNELS, PAYMENT_METHODS
 
 
 class CounterPaymentForm(FlaskForm):
@@ -22,3 +22,31 @@ class CounterPaymentForm(FlaskForm):
     payer_name = StringField("交款人（留空则为户主）", validators=[Length(max=100, message="交款人最长 100 个字。")])
     note = StringField("备注（如银行卡交易参考号）", validators=[Length(max=255, message="备注最长 255 个字。")])
     request_token = HiddenField(validators=[DataRequired(message="表单缺少提交标识，请刷新页面后重试。")])
+
+
+class RefundForm(FlaskForm):
+    """A refund request on one payment: amount, reason and the resubmit token."""
+
+    # Checked and converted by payments.refunds.request_refund, which names the bad value.
+    amount = StringField("退费金额（元）", validators=[DataRequired(message="请填写退费金额。"), Length(max=32, message="退费金额最长 32 个字符。")])
+    reason = StringField("退费原因", validators=[DataRequired(message="请填写退费原因。"), Length(max=255, message="退费原因最长 255 个字。")])
+    request_token = HiddenField(validators=[DataRequired(message="表单缺少提交标识，请刷新页面后重试。")])
+
+
+class RefundDecisionForm(FlaskForm):
+    """Approve or reject one refund waiting for approval."""
+
+    refund_id = HiddenField(validators=[DataRequired(message="缺少退费申请编号。")])
+    decision = HiddenField(validators=[DataRequired(message="请选择批准或驳回。")])
+
+
+class RefundApprovalSettingForm(FlaskForm):
+    """Whether the company's refunds wait for approval."""
+
+    required = SelectField("退费是否需要审批", choices=[SelectChoice("1", "需要审批"), SelectChoice("0", "无需审批")], validate_choice=False)
+
+
+class OnlineOrderForm(FlaskForm):
+    """The channel to place an online order with, for what the account owes."""
+
+    channel = SelectField("支付渠道", choices=[SelectChoice(code, label) for code, label in ORDER_CHANNELS.items()], validate_choice=False)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import RECEIVABLE_KINDS, LedgerEntry
+from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.extensions import db
 from app.money import ZERO, Money, format_money
 from app.network.models import Account
@@ -40,7 +40,7 @@ def collection_summary(season_name):
                 sa.select(
                     LedgerEntry.account_id,
                     sa.type_coerce(sa.func.sum(sa.case((LedgerEntry.kind.in_(RECEIVABLE_KINDS), LedgerEntry.amount), else_=0)), Money()),
-                    sa.type_coerce(sa.func.sum(sa.case((LedgerEntry.kind == "payment", LedgerEntry.amount), else_=0)), Money()),
+                    sa.type_coerce(sa.func.sum(sa.case((LedgerEntry.kind.in_(RECEIVED_KINDS), LedgerEntry.amount), else_=0)), Money()),
                 )
                 .where(LedgerEntry.company_id == company.id, LedgerEntry.season_id == season.id)
                 .group_by(LedgerEntry.account_id)

@@ -16,6 +16,7 @@ Wire format (WeChat Pay API v3 documentation, pay.weixin.qq.com):
 """
 
 import base64
+import csv
 import json
 import re
 import secrets
@@ -24,11 +25,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.integrations import channel
 
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 NATIVE_ORDER_PATH = "/v3/pay/partner/transactions/native"
@@ -46,16 +50,11 @@ REQUEST_TIMEOUT_SECONDS = 10
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
-class WechatPayError(Exception):
-    """A request that cannot be built or sent, or an error reply from the channel."""
+class WechatPayError(channel.ChannelError):
+    """A request that cannot be built or sent, or an error reply from WeChat Pay."""
 
 
-class NotificationRejected(WechatPayError):
-    """A notification that failed verification. `reason` is a short English sentence for the log."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
+NotificationRejected = channel.NotificationRejected
 
 
 @dataclass(frozen=True)
@@ -329,3 +328,208 @@ def notification_headers(platform_key, serial, raw_body, timestamp=None, nonce=N
         "Wechatpay-Serial": serial,
         "Wechatpay-Signature-Type": SCHEMA,
     }
+
+
+REFUND_PATH = "/v3/refund/domestic/refunds"
+QUERY_PATH = "/v3/pay/partner/transactions/out-trade-no/"
+OUT_REFUND_NO_PATTERN = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+# trade_state values of a queried order, mapped to channel-neutral states. NOTPAY and
+# USERPAYING are the only non-terminal ones.
+TRADE_STATES = {
+    "NOTPAY": "pending", "USERPAYING": "pending", "SUCCESS": "paid", "REFUND": "refunded",
+    "CLOSED": "closed", "REVOKED": "closed", "PAYERROR": "closed",
+}
+REFUND_STATUSES = {"SUCCESS": "succeeded", "PROCESSING": "processing", "CLOSED": "failed", "ABNORMAL": "failed"}
+BILL_SOURCE = "微信支付对账单"
+BILL_SUMMARY_HEADER = "总交易单数"
+BILL_REQUIRED_COLUMNS = ("交易时间", "商户号", "微信订单号", "商户订单号", "交易状态", "应结订单金额")
+BILL_REFUND_COLUMNS = ("微信退款单号", "商户退款单号", "退款金额")
+
+
+def refund_body(*, sub_mchid, transaction_id, out_refund_no, refund_fen, total_fen, reason="", notify_url=""):
+    """Build the JSON body of a refund request, checking the channel's field limits."""
+    if not OUT_REFUND_NO_PATTERN.fullmatch(out_refund_no or ""):
+        raise WechatPayError(f"out_refund_no {out_refund_no!r} must be 1 to 64 characters of 0-9, A-Z, a-z, _-|*@.")
+    if not 0 < refund_fen <= total_fen:
+        raise WechatPayError(f"amount.refund {refund_fen} must be positive and at most amount.total {total_fen}.")
+    body = {
+        "sub_mchid": sub_mchid,
+        "transaction_id": transaction_id,
+        "out_refund_no": out_refund_no,
+        "amount": {"refund": refund_fen, "total": total_fen, "currency": "CNY"},
+    }
+    if reason:
+        body["reason"] = reason[:80]
+    if notify_url:
+        _check_notify_url(notify_url)
+        body["notify_url"] = notify_url
+    return body
+
+
+def _bill_rows(data):
+    """Split a trade bill into (header, [(line number, row)]), stopping at the summary header."""
+    text = data.decode("utf-8-sig")
+    lines = text.splitlines()
+    if not lines:
+        raise channel.StatementError(f"{BILL_SOURCE}是空文件；请重新下载当日账单。")
+    header = next(csv.reader([lines[0]]))
+    missing = [name for name in BILL_REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise channel.StatementError(f"{BILL_SOURCE}第 1 行缺少列：{'、'.join(missing)}；请下载 bill_type=ALL 的交易账单。")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        if line.startswith(BILL_SUMMARY_HEADER):
+            break
+        values = [value[1:] if value.startswith("`") else value for value in next(csv.reader([line]))]
+        if len(values) != len(header):
+            raise channel.StatementError(f"{BILL_SOURCE}第 {number} 行有 {len(values)} 列，表头有 {len(header)} 列；请重新下载账单。")
+        rows.append((number, dict(zip(header, values))))
+    return header, rows
+
+
+def _bill_amount(number, row, column):
+    try:
+        return channel.yuan(row[column])
+    except (ValueError, ArithmeticError):
+        raise channel.statement_error(BILL_SOURCE, number, column, row[column], "不是以元为单位、最多两位小数的金额") from None
+
+
+def parse_trade_bill(data):
+    """Read a WeChat Pay trade bill (bill_type ALL or SUCCESS) into statement lines.
+
+    A row with 交易状态 SUCCESS is a payment of 应结订单金额; a row with REFUND is a refund of
+    退款金额 under the 微信退款单号. An order paid and then refunded appears once as each.
+    The merchant is the 特约商户号 (sub-merchant) when given, else the 商户号.
+    """
+    header, rows = _bill_rows(data)
+    lines = []
+    for number, row in rows:
+        try:
+            occurred_at = channel.parse_china_time(row["交易时间"])
+        except ValueError:
+            raise channel.statement_error(BILL_SOURCE, number, "交易时间", row["交易时间"], "应为 yyyy-MM-dd HH:mm:ss") from None
+        merchant_id = row.get("特约商户号") or row["商户号"]
+        state = row["交易状态"]
+        if state == "REFUND":
+            missing = [name for name in BILL_REFUND_COLUMNS if name not in header]
+            if missing:
+                raise channel.StatementError(f"{BILL_SOURCE}第 {number} 行是退款，但表头缺少列：{'、'.join(missing)}。")
+            kind, txn_id, amount = "refund", row["微信退款单号"], _bill_amount(number, row, "退款金额")
+        elif state in ("SUCCESS", "REVOKED"):
+            # A revoked order was paid first and then cancelled; the cancellation shows as REFUND.
+            kind, txn_id, amount = "payment", row["微信订单号"], _bill_amount(number, row, "应结订单金额")
+        else:
+            raise channel.statement_error(BILL_SOURCE, number, "交易状态", state, "应为 SUCCESS、REFUND 或 REVOKED")
+        if not txn_id:
+            raise channel.statement_error(BILL_SOURCE, number, "微信订单号", txn_id, "交易号为空")
+        lines.append(
+            channel.StatementLine(
+                channel="wechatpay", merchant_id=merchant_id, channel_txn_id=txn_id,
+                out_trade_no=row["商户订单号"] or None, kind=kind, amount=amount, occurred_at=occurred_at,
+            )
+        )
+    return lines
+
+
+class WechatPayChannel(channel.PaymentChannel):
+    """WeChat Pay in partner mode behind the channel interface.
+
+    `platform_keys` maps Wechatpay-Serial values to platform public keys; `sp_appid` is the
+    provider's app id sent with orders.
+    """
+
+    code = "wechat"
+
+    def __init__(self, api_base, credentials, platform_keys, sp_appid=""):
+        self.api_base = api_base
+        self.credentials = credentials
+        self.platform_keys = platform_keys
+        self.sp_appid = sp_appid
+
+    def create_order(self, order):
+        body = native_order_body(
+            sp_appid=self.sp_appid, sp_mchid=self.credentials.mchid, sub_mchid=order.merchant_id,
+            out_trade_no=order.out_trade_no, total_fen=channel.yuan_to_fen(order.amount),
+            description=order.subject[:DESCRIPTION_MAX], notify_url=order.notify_url, attach=order.attach,
+            time_expire=order.expires_at,
+        )
+        _, reply, _ = send_request(self.api_base, self.credentials, "POST", NATIVE_ORDER_PATH, body)
+        return channel.PlacedOrder(order.out_trade_no, (reply or {}).get("code_url", ""))
+
+    def verify_notification(self, headers, raw_body, now=None):
+        notification = verify_notification(headers, raw_body, self.platform_keys, self.credentials.apiv3_key, now=now)
+        return notification_event(notification)
+
+    def reply(self, accepted, reason):
+        if accepted:
+            return channel.NotificationReply(204, b"")
+        body = json.dumps({"code": "FAIL", "message": reason}, ensure_ascii=False).encode("utf-8")
+        return channel.NotificationReply(400, body, "application/json")
+
+    def query(self, merchant_id, out_trade_no, auth_token=None):
+        query = urllib.parse.urlencode({"sp_mchid": self.credentials.mchid, "sub_mchid": merchant_id})
+        _, reply, _ = send_request(self.api_base, self.credentials, "GET", f"{QUERY_PATH}{out_trade_no}?{query}")
+        reply = reply or {}
+        state = TRADE_STATES.get(reply.get("trade_state"))
+        if state is None:
+            raise WechatPayError(f"Order {out_trade_no} has unknown trade_state {reply.get('trade_state')!r}.")
+        total = (reply.get("amount") or {}).get("total")
+        return channel.TradeState(
+            out_trade_no, state, reply.get("transaction_id"), channel.fen_to_yuan(total) if isinstance(total, int) else None
+        )
+
+    def refund(self, request):
+        body = refund_body(
+            sub_mchid=request.merchant_id, transaction_id=request.channel_txn_id, out_refund_no=request.out_refund_no,
+            refund_fen=channel.yuan_to_fen(request.amount), total_fen=channel.yuan_to_fen(request.order_total),
+            reason=request.reason, notify_url=request.notify_url,
+        )
+        _, reply, _ = send_request(self.api_base, self.credentials, "POST", REFUND_PATH, body)
+        reply = reply or {}
+        status = REFUND_STATUSES.get(reply.get("status"), "processing")
+        return channel.RefundResult(request.out_refund_no, status, str(reply.get("refund_id", "")), str(reply.get("status", "")))
+
+    def parse_statement(self, data):
+        return parse_trade_bill(data)
+
+
+def notification_event(notification):
+    """Turn a decrypted notification into a ChannelEvent: TRANSACTION.SUCCESS or REFUND.*."""
+    resource = notification.resource
+    amount = resource.get("amount") if isinstance(resource.get("amount"), dict) else {}
+    sub_mchid = str(resource.get("sub_mchid", ""))
+    common = {
+        "merchant_id": sub_mchid, "out_trade_no": str(resource.get("out_trade_no", "")),
+        "channel_txn_id": str(resource.get("transaction_id", "")), "notification_id": notification.id,
+        "event_type": notification.event_type,
+        "extra": {"sp_mchid": resource.get("sp_mchid"), "currency": amount.get("currency", "CNY")},
+    }
+    if notification.original_type == "refund" and notification.event_type.startswith("REFUND."):
+        refund = amount.get("refund")
+        status = "succeeded" if notification.event_type == "REFUND.SUCCESS" else "failed"
+        return channel.ChannelEvent(
+            kind="refund", amount=_fen_amount(refund), out_refund_no=str(resource.get("out_refund_no", "")),
+            channel_refund_id=str(resource.get("refund_id", "")), refund_status=status, **common,
+        )
+    if notification.event_type != "TRANSACTION.SUCCESS" or notification.original_type != "transaction":
+        return channel.ChannelEvent(kind="other", amount=None, **common)
+    if resource.get("trade_state") != "SUCCESS":
+        return channel.ChannelEvent(kind="other", amount=None, **{**common, "event_type": f"trade_state {resource.get('trade_state')}"})
+    return channel.ChannelEvent(
+        kind="payment", amount=_fen_amount(amount.get("total")), occurred_at=_parse_time(resource.get("success_time")), **common
+    )
+
+
+def _fen_amount(fen):
+    if isinstance(fen, int) and not isinstance(fen, bool) and abs(fen) < 10**12:
+        return channel.fen_to_yuan(fen)
+    return None
+
+
+def _parse_time(text):
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None

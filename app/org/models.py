@@ -39,6 +39,8 @@ class Company(db.Model):
     city = sa.Column(sa.String(50), nullable=False, default="")
     is_headquarters = sa.Column(sa.Boolean, nullable=False, default=False)
     invoice_mode = sa.Column(sa.String(32), nullable=False, default="receipt")
+    # When true, a refund waits for a user with payment.refund_approve other than the requester.
+    refund_requires_approval = sa.Column(sa.Boolean, nullable=False, default=False)
 
     group = db.relationship(Group)
 

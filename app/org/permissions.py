@@ -25,6 +25,9 @@ PERMISSIONS = {
     "billing.read": ("billing", "查看应收"),
     "tariff.edit": ("billing", "维护收费标准"),
     "payment.collect": ("payments", "柜台收费"),
+    "payment.refund": ("payments", "申请退费"),
+    "payment.refund_approve": ("payments", "审批退费"),
+    "payment.online_order": ("payments", "生成线上支付订单"),
     "process.start": ("processes", "发起业务申请"),
     "process.approve": ("processes", "分公司审批"),
     "process.group_approve": ("processes", "集团审批"),
@@ -48,9 +51,9 @@ DEFAULT_COMPANY_ROLES = {
     "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin", "process.design", "fieldwork.assign"]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
-    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),
+    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
-    "finance": ("财务", ["account.read", "billing.read", "process.finance"]),
+    "finance": ("财务", ["account.read", "billing.read", "process.finance", "payment.refund_approve"]),
 }
 
 # Roles of the group headquarters.

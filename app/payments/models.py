@@ -11,13 +11,24 @@ from app.tenancy import CompanyOwned
 # Payment method code -> Chinese label of the methods a cashier can pick at the counter.
 PAYMENT_METHODS = {"cash": "现金", "card": "银行卡"}
 # Methods of payments that arrive through a payment channel, not through the counter form.
-ONLINE_PAYMENT_METHODS = {"wechat": "微信支付"}
+ONLINE_PAYMENT_METHODS = {"wechat": "微信支付", "alipay": "支付宝", "bank": "银行代收"}
 # Channel code -> Chinese label.
-PAYMENT_CHANNELS = {"counter": "柜台", "wechat": "微信支付"}
+PAYMENT_CHANNELS = {"counter": "柜台", "wechat": "微信支付", "alipay": "支付宝", "bank": "银行代收"}
+# Channels that take online orders placed from the order page.
+ORDER_CHANNELS = {"wechat": "微信支付（扫码）", "alipay": "支付宝（扫码）"}
 # Online order status -> Chinese label. `held`: the channel reported a paid amount that differs
 # from the order, so nothing was posted and finance must review it.
 ONLINE_ORDER_STATUSES = {"pending": "待支付", "paid": "已支付", "held": "待核对", "closed": "已关闭"}
 # Outcome of a received channel notification.
+# Refund status -> Chinese label. `pending_approval` waits for a user with payment.refund_approve;
+# `processing` was sent to the channel, which has not confirmed it yet; only `succeeded` posts ledger lines.
+REFUND_STATUSES = {
+    "pending_approval": "待审批", "processing": "退款中", "succeeded": "已退款", "failed": "退款失败", "rejected": "已驳回",
+}
+# Refunds in these statuses count against what is left refundable on a payment.
+REFUND_OPEN_OR_DONE = ("pending_approval", "processing", "succeeded")
+# Refund kind -> Chinese label: a refund we started, or a reversal the collecting bank sent.
+REFUND_KINDS = {"refund": "退费", "reversal": "冲正"}
 NOTIFICATION_OUTCOMES = {"accepted": "已入账", "duplicate": "重复通知", "held": "待核对", "ignored": "未处理事件", "rejected": "已拒绝"}
 
 
@@ -159,3 +170,111 @@ class PaymentNotification(db.Model):
     online_order_id = sa.Column(sa.Integer, sa.ForeignKey("online_order.id"))
     payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"))
     received_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class AlipayApp(CompanyOwned, db.Model):
+    """The Alipay app that collects for a company.
+
+    `mode` "direct": the company's own app, signed with its own key (ALIPAY_APP_KEYS).
+    `mode` "isv": the group's third-party app acting for the company, whose authorisation
+    `app_id` is the company's app id as Alipay sends it in `auth_app_id`; the app_auth_token
+    comes from the file named in ALIPAY_APP_AUTH_TOKEN_FILES, never from this table.
+    Notifications are routed to a company by this app id alone.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id"), sa.UniqueConstraint("company_id", "app_id"))
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    app_id = sa.Column(sa.String(32), nullable=False, index=True)
+    mode = sa.Column(sa.String(8), nullable=False, default="direct")
+    # Alipay user id of the company's account (seller_id in notifications), when known.
+    seller_id = sa.Column(sa.String(32))
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+
+
+class BankAgreement(CompanyOwned, db.Model):
+    """A collection agreement between a company and a bank.
+
+    The bank names the company by `bank_company_id` in every request; requests are routed
+    by (bank code, that id) only. The request-signing key comes from BANK_KEY_FILES.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "bank_code"), sa.Index("ix_bank_agreement_route", "bank_code", "bank_company_id"))
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    bank_code = sa.Column(sa.String(16), nullable=False)
+    bank_company_id = sa.Column(sa.String(32), nullable=False)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+
+
+class BankTransaction(CompanyOwned, db.Model):
+    """One payment or reversal request from a collecting bank and the reply we sent.
+
+    The bank's (bank code, trade date, serial) identifies it; a repeated request gets the
+    stored reply and changes nothing.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "bank_code", "tran_date", "tran_seq"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    bank_code = sa.Column(sa.String(16), nullable=False)
+    tran_code = sa.Column(sa.String(16), nullable=False)
+    tran_date = sa.Column(sa.Date, nullable=False)
+    tran_seq = sa.Column(sa.String(40), nullable=False)
+    original_tran_seq = sa.Column(sa.String(40))
+    bill_key = sa.Column(sa.String(35), nullable=False, default="")
+    amount = sa.Column(Money())
+    payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"))
+    refund_id = sa.Column(sa.Integer, sa.ForeignKey("refund.id"))
+    resp_code = sa.Column(sa.String(16), nullable=False)
+    # The reply body exactly as first sent, so that a repeated request gets the same bytes.
+    reply = sa.Column(sa.Text, nullable=False)
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class Refund(CompanyOwned, db.Model):
+    """Money paid back on one payment, whole or in part, through the payment's channel.
+
+    The sum of a payment's refunds in REFUND_OPEN_OR_DONE never exceeds the payment; the
+    payment row lock serializes the check.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "out_refund_no"),
+        sa.UniqueConstraint("company_id", "request_token"),
+        sa.Index("ix_refund_company_payment", "company_id", "payment_id"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"), nullable=False)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    amount = sa.Column(Money(), nullable=False)
+    kind = sa.Column(sa.String(16), nullable=False, default="refund")
+    # Where the money goes back: the payment's online channel, or "counter" (cash at the counter).
+    channel = sa.Column(sa.String(16), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False)
+    reason = sa.Column(sa.String(255), nullable=False, default="")
+    # Our refund number sent to the channel; the channel treats a repeat as the same refund.
+    out_refund_no = sa.Column(sa.String(64), nullable=False)
+    channel_refund_id = sa.Column(sa.String(64))
+    # Receipt number of a counter refund, from the company's receipt sequence.
+    receipt_no = sa.Column(sa.String(32))
+    failure_reason = sa.Column(sa.String(255), nullable=False, default="")
+    request_token = sa.Column(sa.String(64))
+    requested_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    approved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    requested_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    decided_at = sa.Column(sa.DateTime(timezone=True))
+    completed_at = sa.Column(sa.DateTime(timezone=True))
+
+    payment = db.relationship("Payment")
+    requested_by = db.relationship("User", foreign_keys=[requested_by_id])
+    approved_by = db.relationship("User", foreign_keys=[approved_by_id])
+
+    @property
+    def status_label(self):
+        return REFUND_STATUSES.get(self.status, self.status)
+
+    @property
+    def kind_label(self):
+        return REFUND_KINDS.get(self.kind, self.kind)

@@ -1,18 +1,17 @@
-"""Online payments through WeChat Pay: placing orders and applying payment notifications.
+"""Online payments through WeChat Pay and Alipay: placing orders and applying notifications.
 
-A notification is routed to a company by its sub_mchid only, never by fields the payer can
-influence (attach, description). Within the company it is matched to an order by
-out_trade_no and posted exactly once per transaction_id. Every notification, accepted or
-not, leaves one PaymentNotification row with its outcome and reason.
+A notification is routed to a company by its merchant id only (WeChat sub_mchid, Alipay app
+id or authorising app id), never by fields the payer can influence (attach, subject).
+Within the company it is matched to an order by out_trade_no and posted exactly once per
+channel transaction id. Every notification, accepted or not, leaves one PaymentNotification
+row with its outcome and reason. Adapter settings and keys are read in app/payments/channels.py.
 """
 
-import functools
 import hashlib
 import logging
-import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -22,16 +21,18 @@ from sqlalchemy.exc import IntegrityError
 from app.billing.models import LedgerEntry
 from app.clock import local_time
 from app.extensions import db
-from app.integrations import wechatpay
+from app.integrations.channel import ChannelError, NotificationRejected, NotificationReply, OrderRequest
+from app.integrations.channel import fen_to_yuan, yuan_to_fen  # noqa: F401  (used by callers of this module)
 from app.locking import lock_row
 from app.network.models import Account
 from app.org.models import Company
-from app.payments.models import OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
+from app.payments import channels
+from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
+from app.payments.refunds import apply_refund_event
 from app.payments.services import allocate_payment, amount_owed, next_receipt_no
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
-CHANNEL = "wechat"
 ORDER_VALIDITY = timedelta(hours=2)
 
 
@@ -48,55 +49,12 @@ class NotificationResult:
     reason: str
 
 
-def _config(name):
-    value = current_app.config.get(name)
-    if not value:
-        raise OnlinePaymentError(f"WeChat Pay is not configured: set {name}.")
-    return value
+@dataclass(frozen=True)
+class MerchantRoute:
+    """The company a notification belongs to, found by merchant id, and the label of its scope."""
 
-
-@functools.lru_cache(maxsize=32)
-def _load_key_file(loader, path, modified_ns):
-    # Parsing an RSA private key runs a slow consistency check, so each file is parsed once
-    # per modification time. A replaced key file is read again.
-    return loader(path)
-
-
-def _key_from_file(loader, path):
-    return _load_key_file(loader, path, os.stat(path).st_mtime_ns)
-
-
-def merchant_credentials():
-    """Load the service provider's credentials from the files named in the app configuration."""
-    return wechatpay.MerchantCredentials(
-        mchid=_config("WECHATPAY_SP_MCHID"),
-        serial_no=_config("WECHATPAY_MERCHANT_SERIAL"),
-        private_key=_key_from_file(wechatpay.load_private_key, _config("WECHATPAY_MERCHANT_KEY_FILE")),
-        apiv3_key=apiv3_key(),
-    )
-
-
-def apiv3_key():
-    """Read the APIv3 key from the file named in WECHATPAY_APIV3_KEY_FILE."""
-    return _key_from_file(wechatpay.load_apiv3_key, _config("WECHATPAY_APIV3_KEY_FILE"))
-
-
-def platform_keys():
-    """Load the platform public keys by serial from the files named in WECHATPAY_PLATFORM_KEY_FILES."""
-    files = _config("WECHATPAY_PLATFORM_KEY_FILES")
-    return {serial: _key_from_file(wechatpay.load_public_key, path) for serial, path in files.items()}
-
-
-def yuan_to_fen(amount):
-    """Convert a Decimal yuan amount to int fen, rejecting fractions of a fen."""
-    fen = Decimal(amount).scaleb(2)
-    if fen != fen.to_integral_value():
-        raise OnlinePaymentError(f"Amount {amount} has fractions of a fen.")
-    return int(fen)
-
-
-def fen_to_yuan(fen):
-    return Decimal(int(fen)).scaleb(-2).quantize(Decimal("0.01"))
+    company_id: int
+    label: str
 
 
 def _new_out_trade_no(company):
@@ -105,99 +63,126 @@ def _new_out_trade_no(company):
     return f"{company.code}{local_time(utcnow()):%Y%m%d}{secrets.token_hex(8)}"
 
 
-def create_wechat_order(account, amount=None):
-    """Place a Native order for an account with the channel and store it as a pending OnlineOrder.
+def create_online_order(account, channel_code, amount=None):
+    """Place a QR-code order for an account with a channel and store it as a pending OnlineOrder.
 
     `amount` defaults to what the account owes. Raises OnlinePaymentError when the company
-    has no sub-merchant, nothing is owed, or the channel rejects the order.
+    has no merchant on the channel, nothing is owed, or the channel rejects the order.
     """
     company = db.session.get(Company, account.company_id)
-    merchant = db.session.scalar(sa.select(WechatMerchant).filter_by(company_id=company.id, active=True))
-    if merchant is None:
-        raise OnlinePaymentError(f"Company {company.code} has no active WeChat Pay sub-merchant.")
+    label = PAYMENT_CHANNELS.get(channel_code, channel_code)
+    try:
+        merchant_id, auth_token = channels.order_merchant(company.id, channel_code)
+    except ChannelError as error:
+        raise OnlinePaymentError(str(error)) from None
+    if merchant_id is None:
+        raise OnlinePaymentError(f"公司 {company.code} 没有开通{label}收款商户，请联系集团配置。")
     owed = amount_owed(account).total
     amount = owed if amount is None else Decimal(amount)
     if amount <= 0:
-        raise OnlinePaymentError(f"Account {account.account_no} owes nothing; no order was placed.")
-    credentials = merchant_credentials()
+        raise OnlinePaymentError(f"用户 {account.account_no} 当前没有欠费，无需下单。")
     out_trade_no = _new_out_trade_no(company)
-    body = wechatpay.native_order_body(
-        sp_appid=current_app.config.get("WECHATPAY_SP_APPID", ""),
-        sp_mchid=credentials.mchid,
-        sub_mchid=merchant.sub_mchid,
-        out_trade_no=out_trade_no,
-        total_fen=yuan_to_fen(amount),
-        description=f"{company.name} 热费 {account.account_no}"[: wechatpay.DESCRIPTION_MAX],
-        notify_url=_config("WECHATPAY_NOTIFY_URL"),
-        attach=account.account_no,
-        time_expire=local_time(utcnow() + ORDER_VALIDITY),
-    )
+    notify_setting = {"wechat": "WECHATPAY_NOTIFY_URL", "alipay": "ALIPAY_NOTIFY_URL"}[channel_code]
     try:
-        _, reply, _ = wechatpay.send_request(
-            _config("WECHATPAY_API_BASE"), credentials, "POST", wechatpay.NATIVE_ORDER_PATH, body
+        adapter = channels.channel_for(channel_code)
+        placed = adapter.create_order(
+            OrderRequest(
+                merchant_id=merchant_id, out_trade_no=out_trade_no, amount=amount,
+                subject=f"{company.name} 热费 {account.account_no}", notify_url=channels.config_value(notify_setting),
+                attach=account.account_no, expires_at=local_time(utcnow() + ORDER_VALIDITY), auth_token=auth_token,
+            )
         )
-    except wechatpay.WechatPayError as error:
-        logger.error("WeChat Pay order %s for account %s failed: %s", out_trade_no, account.id, error)
-        raise OnlinePaymentError(str(error)) from None
+    except ChannelError as error:
+        logger.error("%s order %s for account %s failed: %s", channel_code, out_trade_no, account.id, error)
+        raise OnlinePaymentError(f"{label}下单失败：{error}") from None
     order = OnlineOrder(
-        company_id=company.id, account_id=account.id, channel=CHANNEL, out_trade_no=out_trade_no, amount=amount,
-        status="pending", sub_mchid=merchant.sub_mchid, code_url=(reply or {}).get("code_url", ""),
+        company_id=company.id, account_id=account.id, channel=channel_code, out_trade_no=out_trade_no, amount=amount,
+        status="pending", sub_mchid=merchant_id, code_url=placed.code_url,
     )
     db.session.add(order)
     db.session.commit()
-    logger.info("WeChat Pay order %s of %s yuan placed for account %s", out_trade_no, amount, account.id)
+    logger.info("%s order %s of %s yuan placed for account %s", channel_code, out_trade_no, amount, account.id)
     return order
 
 
-def handle_wechat_notification(headers, raw_body, now=None):
-    """Verify, route and apply one WeChat Pay notification; return what to reply.
+def create_wechat_order(account, amount=None):
+    """Place a WeChat Pay Native order; see create_online_order."""
+    return create_online_order(account, "wechat", amount)
 
-    Runs under the system scope to find the company by sub_mchid, then under that company's
-    scope only. The caller's transaction state is not used: every outcome is committed here.
+
+def refresh_order(order):
+    """Ask the channel for a pending order's state and close it when the channel closed it.
+
+    A paid order is posted only by its verified notification, so a query never posts money.
+    Returns the channel's TradeState, or None when the channel could not be asked.
     """
-    log = PaymentNotification(channel=CHANNEL, body_sha256=hashlib.sha256(raw_body).hexdigest(), received_at=utcnow())
+    if order.status != "pending":
+        return None
     try:
-        keys, decryption_key = platform_keys(), apiv3_key()
-    except (OnlinePaymentError, wechatpay.WechatPayError, OSError, ValueError) as error:
-        # Without keys nothing can be verified. The channel retries a rejected notification,
-        # so it is delivered again once the configuration is fixed.
-        logger.error("WeChat Pay keys could not be loaded: %s", error)
-        keys = decryption_key = None
-        config_error = f"WeChat Pay keys could not be loaded: {error}"
+        auth_token = channels.order_merchant(order.company_id, order.channel)[1]
+        state = channels.channel_for(order.channel).query(order.sub_mchid, order.out_trade_no, auth_token)
+    except ChannelError as error:
+        logger.warning("Query of %s order %s failed: %s", order.channel, order.out_trade_no, error)
+        return None
+    if state.state == "closed":
+        locked = lock_row(OnlineOrder, order.id)
+        if locked.status == "pending":
+            locked.status = "closed"
+        db.session.commit()
+    return state
+
+
+def handle_notification(channel_code, headers, raw_body, now=None):
+    """Verify, route and apply one notification of an online channel; return (result, reply).
+
+    Runs under the system scope to find the company by merchant id, then under that
+    company's scope only. The caller's transaction state is not used: every outcome is
+    committed here.
+    """
+    log = PaymentNotification(channel=channel_code, body_sha256=hashlib.sha256(raw_body).hexdigest(), received_at=utcnow())
+    adapter = None
     try:
-        if keys is None:
-            raise wechatpay.NotificationRejected(config_error)
+        adapter = channels.channel_for(channel_code)
         with scoped(SYSTEM_SCOPE):
-            notification = wechatpay.verify_notification(headers, raw_body, keys, decryption_key, now=now)
-            _fill_log(log, notification)
-            result = _apply(notification, log)
-    except wechatpay.NotificationRejected as error:
+            event = adapter.verify_notification(headers, raw_body, now=now)
+            _fill_log(log, event)
+            result = _apply(channel_code, event, log)
+    except NotificationRejected as error:
         db.session.rollback()
         result = NotificationResult(False, "rejected", error.reason)
+    except ChannelError as error:
+        # Without keys nothing can be verified. The channel retries a rejected notification,
+        # so it is delivered again once the configuration is fixed.
+        db.session.rollback()
+        logger.error("%s keys could not be loaded: %s", channel_code, error)
+        result = NotificationResult(False, "rejected", f"keys could not be loaded: {error}")
     log.outcome = result.outcome
     log.reason = result.reason[:255]
     _store_log(log)
     if result.outcome == "rejected":
         logger.warning(
-            "WeChat Pay notification rejected: %s (transaction %s, sub_mchid %s, body sha256 %s)",
-            result.reason, log.transaction_id, log.sub_mchid, log.body_sha256,
+            "%s notification rejected: %s (transaction %s, merchant %s, body sha256 %s)",
+            channel_code, result.reason, log.transaction_id, log.sub_mchid, log.body_sha256,
         )
     else:
-        logger.info("WeChat Pay notification %s: transaction %s of company %s %s",
-                    result.outcome, log.transaction_id, log.company_id, result.reason)
-    return result
+        logger.info("%s notification %s: transaction %s of company %s %s",
+                    channel_code, result.outcome, log.transaction_id, log.company_id, result.reason)
+    reply = adapter.reply(result.accepted, result.reason) if adapter else NotificationReply(400, b"fail")
+    return result, reply
 
 
-def _fill_log(log, notification):
-    resource = notification.resource
-    amount = resource.get("amount") if isinstance(resource.get("amount"), dict) else {}
-    log.notification_id = notification.id[:64]
-    log.event_type = notification.event_type[:64]
-    log.transaction_id = str(resource.get("transaction_id", ""))[:64] or None
-    log.out_trade_no = str(resource.get("out_trade_no", ""))[:64] or None
-    log.sub_mchid = str(resource.get("sub_mchid", ""))[:32] or None
-    total = amount.get("total")
-    log.amount = fen_to_yuan(total) if isinstance(total, int) and not isinstance(total, bool) and abs(total) < 10**12 else None
+def handle_wechat_notification(headers, raw_body, now=None):
+    """Verify, route and apply one WeChat Pay notification; return its NotificationResult."""
+    return handle_notification("wechat", headers, raw_body, now=now)[0]
+
+
+def _fill_log(log, event):
+    log.notification_id = event.notification_id[:64] or None
+    log.event_type = event.event_type[:64]
+    log.transaction_id = event.channel_txn_id[:64] or None
+    log.out_trade_no = event.out_trade_no[:64] or None
+    log.sub_mchid = event.merchant_id[:32] or None
+    log.amount = event.amount
 
 
 def _store_log(log):
@@ -206,66 +191,105 @@ def _store_log(log):
         db.session.commit()
 
 
-def _apply(notification, log):
-    if notification.event_type != "TRANSACTION.SUCCESS" or notification.original_type != "transaction":
-        # Refund and other events are acknowledged so the channel stops retrying.
-        # TODO: apply REFUND.* events once online refunds exist.
-        return NotificationResult(True, "ignored", f"event {notification.event_type} is not handled")
-    resource = notification.resource
-    if resource.get("trade_state") != "SUCCESS":
-        return NotificationResult(True, "ignored", f"trade_state {resource.get('trade_state')} is not SUCCESS")
-    sp_mchid = current_app.config.get("WECHATPAY_SP_MCHID")
-    if resource.get("sp_mchid") != sp_mchid:
-        raise wechatpay.NotificationRejected(f"sp_mchid {str(resource.get('sp_mchid'))[:32]!r} is not this service provider")
-    if not log.transaction_id or not log.out_trade_no:
-        raise wechatpay.NotificationRejected("transaction_id or out_trade_no is missing")
-    amount = resource.get("amount") or {}
-    if log.amount is None or amount.get("currency", "CNY") != "CNY":
-        raise wechatpay.NotificationRejected("amount.total is missing or invalid, or currency is not CNY")
+def _route(channel_code, event):
+    """Find the company of a verified event by its merchant id alone; raise NotificationRejected."""
+    if channel_code == "wechat":
+        sp_mchid = current_app.config.get("WECHATPAY_SP_MCHID")
+        if event.extra.get("sp_mchid") != sp_mchid:
+            raise NotificationRejected(f"sp_mchid {str(event.extra.get('sp_mchid'))[:32]!r} is not this service provider")
+        merchant = db.session.scalar(sa.select(WechatMerchant).filter_by(sub_mchid=event.merchant_id))
+        if merchant is None:
+            raise NotificationRejected(f"unknown sub_mchid {event.merchant_id!r}")
+        return MerchantRoute(merchant.company_id, f"wechatpay:{merchant.sub_mchid}")
+    apps = db.session.scalars(sa.select(AlipayApp).filter_by(app_id=event.merchant_id)).all()
+    if len(apps) != 1:
+        raise NotificationRejected(f"app id {event.merchant_id!r} is {'unknown' if not apps else 'configured for several companies'}")
+    app = apps[0]
+    app_id, auth_app_id = event.extra.get("app_id"), event.extra.get("auth_app_id")
+    if app.mode == "isv":
+        isv_app_id = current_app.config.get("ALIPAY_ISV_APP_ID")
+        if app_id != isv_app_id or auth_app_id != app.app_id:
+            raise NotificationRejected(f"app_id {app_id!r} / auth_app_id {auth_app_id!r} do not match the ISV authorisation of {app.app_id}")
+    elif app_id != app.app_id or auth_app_id not in (None, "", app.app_id):
+        raise NotificationRejected(f"app_id {app_id!r} / auth_app_id {auth_app_id!r} do not match the company's own app {app.app_id}")
+    if app.seller_id and event.extra.get("seller_id") and event.extra["seller_id"] != app.seller_id:
+        raise NotificationRejected(f"seller_id {event.extra['seller_id'][:32]!r} is not the company's Alipay account")
+    return MerchantRoute(app.company_id, f"alipay:{app.app_id}")
 
-    merchant = db.session.scalar(sa.select(WechatMerchant).filter_by(sub_mchid=log.sub_mchid))
-    if merchant is None:
-        raise wechatpay.NotificationRejected(f"unknown sub_mchid {log.sub_mchid!r}")
-    log.company_id = merchant.company_id
-    with scoped(company_scope(merchant.company_id, label=f"wechatpay:{merchant.sub_mchid}")):
-        return _apply_to_company(merchant.company_id, log, resource)
+
+def _apply(channel_code, event, log):
+    if event.kind == "other":
+        return NotificationResult(True, "ignored", f"event {event.event_type} is not handled")
+    if not event.channel_txn_id or not event.out_trade_no:
+        raise NotificationRejected("transaction id or out_trade_no is missing")
+    if event.kind in ("payment", "refund") and (event.amount is None or event.extra.get("currency", "CNY") != "CNY"):
+        raise NotificationRejected("amount is missing or invalid, or currency is not CNY")
+    route = _route(channel_code, event)
+    log.company_id = route.company_id
+    if event.notification_id and _already_applied(channel_code, event.notification_id):
+        return NotificationResult(True, "duplicate", f"notification {event.notification_id} was already applied")
+    with scoped(company_scope(route.company_id, label=route.label)):
+        if event.kind == "refund":
+            outcome, reason = apply_refund_event(route.company_id, channel_code, event)
+            return NotificationResult(True, outcome, reason)
+        order = _locked_order(route.company_id, event, log)
+        if event.kind == "closed":
+            if order.status == "pending":
+                order.status = "closed"
+                return NotificationResult(True, "accepted", "order closed unpaid")
+            return NotificationResult(True, "ignored", f"order is {order.status}; close not applied")
+        return _apply_payment(route.company_id, channel_code, order, event, log)
 
 
-def _apply_to_company(company_id, log, resource):
-    order_id = db.session.scalar(sa.select(OnlineOrder.id).filter_by(company_id=company_id, out_trade_no=log.out_trade_no))
+def _already_applied(channel_code, notification_id):
+    return db.session.scalar(
+        sa.select(sa.func.count(PaymentNotification.id)).where(
+            PaymentNotification.channel == channel_code,
+            PaymentNotification.notification_id == notification_id[:64],
+            PaymentNotification.outcome.in_(("accepted", "held")),
+        )
+    )
+
+
+def _locked_order(company_id, event, log):
+    order_id = db.session.scalar(sa.select(OnlineOrder.id).filter_by(company_id=company_id, out_trade_no=event.out_trade_no))
     if order_id is None:
-        raise wechatpay.NotificationRejected(f"order {log.out_trade_no!r} not found for sub_mchid {log.sub_mchid!r}")
-    # The order row lock serializes notifications of one order, so the duplicate check below
+        raise NotificationRejected(f"order {event.out_trade_no!r} not found for merchant {event.merchant_id!r}")
+    # The order row lock serializes notifications of one order, so the duplicate check
     # sees the payment a concurrent notification of the same transaction committed.
     order = lock_row(OnlineOrder, order_id)
     log.online_order_id = order.id
-    existing = _payment_for_transaction(company_id, log.transaction_id)
+    return order
+
+
+def _apply_payment(company_id, channel_code, order, event, log):
+    existing = _payment_for_transaction(company_id, channel_code, event.channel_txn_id)
     if existing is not None:
         log.payment_id = existing.id
         return NotificationResult(True, "duplicate", f"transaction already posted as payment {existing.id}")
-    if order.transaction_id == log.transaction_id and order.status == "held":
+    if order.transaction_id == event.channel_txn_id and order.status == "held":
         return NotificationResult(True, "duplicate", "transaction already held for review")
     if order.status in ("paid", "held"):
         reason = f"order {order.out_trade_no} is already {order.status} by transaction {order.transaction_id}"
         # A second transaction on one order is money received without a matching bill: hold it.
         return NotificationResult(True, "held", reason)
-    notified = log.amount
-    if notified != order.amount:
+    if event.amount != order.amount:
         order.status = "held"
-        order.transaction_id = log.transaction_id
-        order.review_reason = f"notified amount {notified} differs from order amount {order.amount}"
+        order.transaction_id = event.channel_txn_id
+        order.review_reason = f"notified amount {event.amount} differs from order amount {order.amount}"
         db.session.flush()
         return NotificationResult(True, "held", order.review_reason)
 
+    order_id = order.id
     try:
-        payment = _post_online_payment(order, log.transaction_id, _success_time(resource))
+        payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow())
         log.payment_id = payment.id
         db.session.flush()
     except IntegrityError:
         # A conflict on the unique transaction id means another notification of the same
         # transaction committed first. Its payment is kept and this one is a duplicate.
         db.session.rollback()
-        existing = _payment_for_transaction(company_id, log.transaction_id)
+        existing = _payment_for_transaction(company_id, channel_code, event.channel_txn_id)
         if existing is None:
             raise
         log.company_id = company_id
@@ -275,46 +299,53 @@ def _apply_to_company(company_id, log, resource):
     return NotificationResult(True, "accepted", f"posted as payment {payment.id}")
 
 
-def _payment_for_transaction(company_id, transaction_id):
+def _payment_for_transaction(company_id, channel_code, transaction_id):
     return db.session.scalar(
-        sa.select(Payment).filter_by(company_id=company_id, channel=CHANNEL, channel_transaction_id=transaction_id)
+        sa.select(Payment).filter_by(company_id=company_id, channel=channel_code, channel_transaction_id=transaction_id)
     )
 
 
-def _success_time(resource):
-    try:
-        return datetime.fromisoformat(resource["success_time"])
-    except (KeyError, TypeError, ValueError):
-        return utcnow()
-
-
 def _post_online_payment(order, transaction_id, paid_at):
-    """Post a payment for a paid order: receivables oldest first, any rest as a `credit` line."""
-    account = lock_row(Account, order.account_id)
+    payment = post_channel_payment(
+        order.company_id, order.account_id, order.channel, order.amount, transaction_id, paid_at,
+        note=f"{PAYMENT_CHANNELS.get(order.channel, order.channel)} {order.out_trade_no}",
+    )
+    order.status = "paid"
+    order.paid_at = paid_at
+    order.transaction_id = transaction_id
+    order.payment_id = payment.id
+    return payment
+
+
+def post_channel_payment(company_id, account_id, channel_code, amount, transaction_id, paid_at, note):
+    """Post a payment that arrived through a channel: receivables oldest first, any rest as `credit`.
+
+    Locks the account row, so concurrent payments of one account see each other's lines.
+    The ledger lines' idempotency keys carry the channel and transaction id.
+    """
+    account = lock_row(Account, account_id)
     owed = amount_owed(account)
-    company = db.session.get(Company, order.company_id)
+    # SQLite keeps the wall-clock digits and drops the offset, so times are stored in UTC.
+    paid_at = paid_at.astimezone(timezone.utc)
+    company = db.session.get(Company, company_id)
     payment = Payment(
-        company_id=order.company_id, account_id=account.id, amount=order.amount, method=CHANNEL, channel=CHANNEL,
+        company_id=company_id, account_id=account.id, amount=amount, method=channel_code, channel=channel_code,
         season_id=owed.current.season.id if owed.current else None, cashier_id=None, paid_at=paid_at,
         receipt_no=next_receipt_no(company, paid_at), payer_name=account.customer_name.strip(),
-        note=f"微信支付 {order.out_trade_no}", channel_transaction_id=transaction_id,
+        note=note, channel_transaction_id=transaction_id,
     )
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, order.amount)
+    parts = allocate_payment(owed, amount)
     for season, part in parts:
         _add_line(payment, season.id if season else None, "payment", part, season.id if season else "arrears")
     # A bill already paid elsewhere (at the counter, or through another order) leaves money
     # that pays no receivable. It is kept as a `credit` line, which amount_owed ignores,
     # so the ledger balance shows it until finance refunds it or carries it forward.
-    rest = order.amount - sum((part for _, part in parts), Decimal("0"))
+    rest = amount - sum((part for _, part in parts), Decimal("0"))
     if rest > 0:
         _add_line(payment, None, "credit", rest, "credit")
-    order.status = "paid"
-    order.paid_at = paid_at
-    order.transaction_id = transaction_id
-    order.payment_id = payment.id
     return payment
 
 
@@ -323,7 +354,7 @@ def _add_line(payment, season_id, kind, amount, key_suffix):
         LedgerEntry(
             company_id=payment.company_id, account_id=payment.account_id, season_id=season_id, kind=kind,
             amount=-amount, cause_type="payment", cause_id=payment.id,
-            idempotency_key=f"wechat:{payment.channel_transaction_id}:{key_suffix}",
+            idempotency_key=f"{payment.channel}:{payment.channel_transaction_id}:{key_suffix}",
             memo=f"收据 {payment.receipt_no}", created_by_id=None,
         )
     )

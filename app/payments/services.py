@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from app.billing.models import RECEIVABLE_KINDS, LedgerEntry
+from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import local_time
 from app.extensions import db
 from app.locking import lock_row
@@ -98,12 +98,12 @@ def amount_owed(account):
         if season_id is None:
             if kind == "prior_arrears":
                 arrears += amount
-            elif kind == "payment":
+            elif kind in RECEIVED_KINDS:
                 arrears_received -= amount
             continue
         if kind in RECEIVABLE_KINDS:
             receivable[season_id] = receivable.get(season_id, ZERO) + amount
-        elif kind == "payment":
+        elif kind in RECEIVED_KINDS:
             received[season_id] = received.get(season_id, ZERO) - amount
     season_ids = set(receivable) | set(received)
     seasons = db.session.scalars(sa.select(Season).where(Season.id.in_(season_ids)).order_by(Season.start_on)).all()
@@ -129,29 +129,29 @@ def allocate_payment(owed, amount):
 AMOUNT_PATTERN = re.compile(r"-?([0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?)")
 
 
-def parse_amount(value):
-    """Convert an entered amount to Decimal yuan, or raise PaymentError naming the input."""
+def parse_amount(value, label="收款金额"):
+    """Convert an entered amount to Decimal yuan, or raise PaymentError naming the input and its `label`."""
     if isinstance(value, float):
-        raise PaymentError(f"收款金额 {value!r} 是浮点数；请以字符串或 Decimal 传入。")
+        raise PaymentError(f"{label} {value!r} 是浮点数；请以字符串或 Decimal 传入。")
     text = str(value).strip() if value is not None else ""
     if not text:
-        raise PaymentError("请填写收款金额。")
+        raise PaymentError(f"请填写{label}。")
     # Thousands separators only in groups of three, ASCII digits only: "1,50" is a typo, not 150.
     if not AMOUNT_PATTERN.fullmatch(text):
-        raise PaymentError(f"收款金额「{text}」不是有效数字，请填写如 1234.50 或 1,234.50 的金额。")
+        raise PaymentError(f"{label}「{text}」不是有效数字，请填写如 1234.50 或 1,234.50 的金额。")
     text = text.replace(",", "")
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise PaymentError(f"收款金额「{text}」不是有效数字，请填写如 1234.50 的金额。") from None
+        raise PaymentError(f"{label}「{text}」不是有效数字，请填写如 1234.50 的金额。") from None
     if not amount.is_finite():
-        raise PaymentError(f"收款金额「{text}」不是有效数字，请填写如 1234.50 的金额。")
+        raise PaymentError(f"{label}「{text}」不是有效数字，请填写如 1234.50 的金额。")
     if amount <= 0:
-        raise PaymentError(f"收款金额「{text}」须大于 0，请填写实际收取的金额。")
+        raise PaymentError(f"{label}「{text}」须大于 0，请填写实际金额。")
     if amount > MAX_COUNTER_AMOUNT:
-        raise PaymentError(f"收款金额「{text}」超过单笔上限 {MAX_COUNTER_AMOUNT} 元，请核对金额。")
+        raise PaymentError(f"{label}「{text}」超过单笔上限 {MAX_COUNTER_AMOUNT} 元，请核对金额。")
     if amount != amount.quantize(CENT):
-        raise PaymentError(f"收款金额「{text}」超过两位小数，金额只能精确到分，请改正后重试。")
+        raise PaymentError(f"{label}「{text}」超过两位小数，金额只能精确到分，请改正后重试。")
     return amount.quantize(CENT)
 
 

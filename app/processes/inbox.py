@@ -18,7 +18,7 @@ from app.network.models import Account
 from app.org.models import Company, User
 from app.org.services import has_permission
 from app.processes.access import (
-    GROUP_LANES, LANE_PERMISSIONS, ConflictError, InputError, NotFoundError, get_task, user_lanes,
+    GROUP_LANES, LANE_PERMISSIONS, ConflictError, InputError, get_task, user_lanes,
 )
 from app.processes.audit import record_event
 from app.processes.models import PROCESS_TYPES, TASK_STATUSES, HumanTask, ProcessInstance

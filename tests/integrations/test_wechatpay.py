@@ -223,3 +223,29 @@ def test_mixed_notifications_exact_balances(wechat):
     stale = sum(count for reason, count in reasons.items() if "outside the 300-second window" in reason)
     assert stale == 240
     assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(channel="wechat")) == 40
+
+
+def test_order_page_shows_qr_and_status(wechat, login):
+    simulator = wechat["simulator"]
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    owed = amount_owed(account).total
+    client = login("tj_cashier")
+    url = f"/payments/accounts/{account.id}/online"
+
+    assert client.post(url, data={"channel": "bitcoin"}).status_code == 400
+    response = client.post(url, data={"channel": "wechat"})
+    assert response.status_code == 302
+    order = db.session.scalar(sa.select(OnlineOrder).filter_by(account_id=account.id))
+    assert order.amount == owed
+    page = client.get(url).get_data(as_text=True)
+    assert "<svg" in page
+    assert order.code_url in page
+    assert "待支付" in page
+
+    simulator.pay(SUB_MCHIDS["TJ"], order.out_trade_no)
+    assert wait_for(lambda: any(d["status"] == 204 for d in list(simulator.deliveries)))
+    page = client.get(url + "?refresh=1").get_data(as_text=True)
+    assert "已支付" in page
+    assert "查看收款与收据" in page
+    # QD's cashier cannot open TJ's account page.
+    assert login("qd_cashier").get(url).status_code == 404

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 86990b293b3f
+Revision ID: a5b372e40061
 Revises: 
-Create Date: 2026-12-04 20:21:10.504341
+Create Date: 2026-12-04 20:23:44.948586
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '86990b293b3f'
+revision = 'a5b372e40061'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -46,11 +46,42 @@ def upgrade():
     sa.Column('city', sa.String(length=50), nullable=False),
     sa.Column('is_headquarters', sa.Boolean(), nullable=False),
     sa.Column('invoice_mode', sa.String(length=32), nullable=False),
+    sa.Column('refund_requires_approval', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['group_id'], ['group.id'], name=op.f('fk_company_group_id_group')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_company')),
     sa.UniqueConstraint('code', name=op.f('uq_company_code')),
     sa.UniqueConstraint('number', name=op.f('uq_company_number'))
     )
+    op.create_table('alipay_app',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('app_id', sa.String(length=32), nullable=False),
+    sa.Column('mode', sa.String(length=8), nullable=False),
+    sa.Column('seller_id', sa.String(length=32), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_alipay_app_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_alipay_app')),
+    sa.UniqueConstraint('company_id', 'app_id', name=op.f('uq_alipay_app_company_id_app_id')),
+    sa.UniqueConstraint('company_id', name=op.f('uq_alipay_app_company_id'))
+    )
+    with op.batch_alter_table('alipay_app', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_alipay_app_app_id'), ['app_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_alipay_app_company_id'), ['company_id'], unique=False)
+
+    op.create_table('bank_agreement',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('bank_code', sa.String(length=16), nullable=False),
+    sa.Column('bank_company_id', sa.String(length=32), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_bank_agreement_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_bank_agreement')),
+    sa.UniqueConstraint('company_id', 'bank_code', name=op.f('uq_bank_agreement_company_id_bank_code'))
+    )
+    with op.batch_alter_table('bank_agreement', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_bank_agreement_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_bank_agreement_route', ['bank_code', 'bank_company_id'], unique=False)
+
     op.create_table('community',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=4), nullable=False),
@@ -728,6 +759,63 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_process_timer_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_process_timer_status_due', ['status', 'due_at'], unique=False)
 
+    op.create_table('refund',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('payment_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('out_refund_no', sa.String(length=64), nullable=False),
+    sa.Column('channel_refund_id', sa.String(length=64), nullable=True),
+    sa.Column('receipt_no', sa.String(length=32), nullable=True),
+    sa.Column('failure_reason', sa.String(length=255), nullable=False),
+    sa.Column('request_token', sa.String(length=64), nullable=True),
+    sa.Column('requested_by_id', sa.Integer(), nullable=True),
+    sa.Column('approved_by_id', sa.Integer(), nullable=True),
+    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_refund_account_id_account')),
+    sa.ForeignKeyConstraint(['approved_by_id'], ['user.id'], name=op.f('fk_refund_approved_by_id_user')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_refund_company_id_company')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], name=op.f('fk_refund_payment_id_payment')),
+    sa.ForeignKeyConstraint(['requested_by_id'], ['user.id'], name=op.f('fk_refund_requested_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_refund')),
+    sa.UniqueConstraint('company_id', 'out_refund_no', name=op.f('uq_refund_company_id_out_refund_no')),
+    sa.UniqueConstraint('company_id', 'request_token', name=op.f('uq_refund_company_id_request_token'))
+    )
+    with op.batch_alter_table('refund', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_refund_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_refund_company_payment', ['company_id', 'payment_id'], unique=False)
+
+    op.create_table('bank_transaction',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('bank_code', sa.String(length=16), nullable=False),
+    sa.Column('tran_code', sa.String(length=16), nullable=False),
+    sa.Column('tran_date', sa.Date(), nullable=False),
+    sa.Column('tran_seq', sa.String(length=40), nullable=False),
+    sa.Column('original_tran_seq', sa.String(length=40), nullable=True),
+    sa.Column('bill_key', sa.String(length=35), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=True),
+    sa.Column('payment_id', sa.Integer(), nullable=True),
+    sa.Column('refund_id', sa.Integer(), nullable=True),
+    sa.Column('resp_code', sa.String(length=16), nullable=False),
+    sa.Column('reply', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_bank_transaction_company_id_company')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], name=op.f('fk_bank_transaction_payment_id_payment')),
+    sa.ForeignKeyConstraint(['refund_id'], ['refund.id'], name=op.f('fk_bank_transaction_refund_id_refund')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_bank_transaction')),
+    sa.UniqueConstraint('company_id', 'bank_code', 'tran_date', 'tran_seq', name=op.f('uq_bank_transaction_company_id_bank_code_tran_date_tran_seq'))
+    )
+    with op.batch_alter_table('bank_transaction', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_bank_transaction_company_id'), ['company_id'], unique=False)
+
     op.create_table('payment_notification',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=True),
@@ -763,6 +851,15 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_payment_notification_company_id'))
 
     op.drop_table('payment_notification')
+    with op.batch_alter_table('bank_transaction', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_bank_transaction_company_id'))
+
+    op.drop_table('bank_transaction')
+    with op.batch_alter_table('refund', schema=None) as batch_op:
+        batch_op.drop_index('ix_refund_company_payment')
+        batch_op.drop_index(batch_op.f('ix_refund_company_id'))
+
+    op.drop_table('refund')
     with op.batch_alter_table('process_timer', schema=None) as batch_op:
         batch_op.drop_index('ix_process_timer_status_due')
         batch_op.drop_index(batch_op.f('ix_process_timer_company_id'))
@@ -919,6 +1016,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_community_company_id'))
 
     op.drop_table('community')
+    with op.batch_alter_table('bank_agreement', schema=None) as batch_op:
+        batch_op.drop_index('ix_bank_agreement_route')
+        batch_op.drop_index(batch_op.f('ix_bank_agreement_company_id'))
+
+    op.drop_table('bank_agreement')
+    with op.batch_alter_table('alipay_app', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_alipay_app_company_id'))
+        batch_op.drop_index(batch_op.f('ix_alipay_app_app_id'))
+
+    op.drop_table('alipay_app')
     op.drop_table('company')
     op.drop_table('login_throttle')
     op.drop_table('group')

@@ -1,0 +1,373 @@
+"""A local Alipay OpenAPI gateway simulator for QR (precreate) orders, on 127.0.0.1 only.
+
+It verifies the RSA2 signature of every gateway call with the calling app's public key,
+signs every reply with its own "Alipay" key, and on `pay` sends a form-encoded, signed
+trade_status_sync notification to the order's notify_url. Deliveries follow Alipay's retry
+schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h) divided by --time-scale, keep the notify_id and
+renew notify_time on every send, and stop at a reply body of exactly `success`.
+
+    python tools/alipay_simulator.py --port 8766 --key-dir /tmp/alisim
+
+Without key files the simulator writes fresh ones into --key-dir: app_private.pem (configure
+it with alipay_public.pem as ALIPAY_APP_KEY_FILES for the app id printed at start),
+app_public.pem and alipay_private.pem.
+
+Gateway methods: alipay.trade.precreate, alipay.trade.query, alipay.trade.refund and
+alipay.trade.close. A call with app_auth_token acts for the app that granted the token
+(ISV mode); its notifications carry that app as auth_app_id. Endpoints besides the gateway:
+    POST /simulator/pay   {"app_id": "...", "out_trade_no": "...", "total_amount": "optional"}
+    GET  /simulator/deliveries
+"""
+
+import argparse
+import json
+import logging
+import secrets
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from tools.simulator_server import SimulatorServer  # noqa: E402
+from app.integrations import alipay, wechatpay  # noqa: E402
+from app.integrations.channel import CHINA_TIME  # noqa: E402
+
+logger = logging.getLogger("alipay_simulator")
+# Delays before each resend, in seconds: 4m, 10m, 10m, 1h, 2h, 6h, 15h (8 sends in about 25 h).
+RETRY_SCHEDULE_SECONDS = (240, 600, 600, 3600, 7200, 21600, 54000)
+DELIVERY_TIMEOUT_SECONDS = 5
+GATEWAY_PATH = "/gateway.do"
+
+
+class Simulator(SimulatorServer):
+    """Orders, keys and delivery threads of one simulated Alipay gateway."""
+
+    def __init__(self, app_public_keys, alipay_private_key, auth_tokens=None, time_scale=1000.0, max_attempts=8):
+        # app_public_keys: {app_id: RSA public key} of the apps allowed to call.
+        # auth_tokens: {app_auth_token: company app id} granted to the ISV app.
+        self.app_public_keys = app_public_keys
+        self.alipay_private_key = alipay_private_key
+        self.auth_tokens = auth_tokens or {}
+        self.time_scale = time_scale
+        self.max_attempts = max(1, min(max_attempts, len(RETRY_SCHEDULE_SECONDS) + 1))
+        self.orders = {}  # (merchant app id, out_trade_no) -> order dict
+        self.deliveries = []
+        self.calls = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # -- gateway --------------------------------------------------------------------------
+
+    def handle_call(self, params):
+        """Verify and run one gateway call; return (response object, method, whether the reply is signed)."""
+        method = params.get("method", "")
+        app_id = params.get("app_id", "")
+        key = self.app_public_keys.get(app_id)
+        if key is None:
+            return {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-app-id", "sub_msg": "无效的AppID参数"}, method, False
+        if params.get("sign_type") != alipay.SIGN_TYPE or not alipay.rsa2_verify(key, alipay.signing_text(params), params.get("sign", "")):
+            return {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}, method, True
+        merchant = app_id
+        token = params.get("app_auth_token")
+        if token:
+            merchant = self.auth_tokens.get(token)
+            if merchant is None:
+                return {"code": "20001", "msg": "Insufficient Token Permissions", "sub_code": "aop.invalid-app-auth-token"}, method, True
+        try:
+            content = json.loads(params.get("biz_content") or "{}")
+        except ValueError:
+            return _business_error("ACQ.INVALID_PARAMETER", "biz_content 不是 JSON"), method, True
+        with self.lock:
+            self.calls.append({"method": method, "app_id": app_id, "merchant": merchant, "content": content})
+        handler = {
+            "alipay.trade.precreate": self._precreate, "alipay.trade.query": self._query,
+            "alipay.trade.refund": self._refund, "alipay.trade.close": self._close,
+        }.get(method)
+        if handler is None:
+            return {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"}, method, True
+        return handler(params, merchant, content), method, True
+
+    def _precreate(self, params, merchant, content):
+        try:
+            alipay.check_out_trade_no(content.get("out_trade_no"))
+            amount = alipay.channel.yuan(content.get("total_amount", ""))
+        except (alipay.AlipayError, ValueError, ArithmeticError) as error:
+            return _business_error("ACQ.INVALID_PARAMETER", str(error))
+        key = (merchant, content["out_trade_no"])
+        with self.lock:
+            existing = self.orders.get(key)
+            if existing is not None:
+                if existing["amount"] != amount:
+                    return _business_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
+                return {"code": "10000", "msg": "Success", "out_trade_no": content["out_trade_no"], "qr_code": existing["qr_code"]}
+            order = {
+                "app_id": params["app_id"], "merchant": merchant, "out_trade_no": content["out_trade_no"], "amount": amount,
+                "subject": content.get("subject", ""), "notify_url": params.get("notify_url", ""), "status": "WAIT_BUYER_PAY",
+                "trade_no": None, "refunds": {}, "qr_code": f"https://qr.alipay.com/bax{secrets.token_hex(10)}",
+            }
+            self.orders[key] = order
+        return {"code": "10000", "msg": "Success", "out_trade_no": content["out_trade_no"], "qr_code": order["qr_code"]}
+
+    def _order(self, merchant, content):
+        return self.orders.get((merchant, content.get("out_trade_no")))
+
+    def _query(self, params, merchant, content):
+        order = self._order(merchant, content)
+        if order is None:
+            return _business_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        return {
+            "code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"], "trade_no": order["trade_no"] or "",
+            "trade_status": order["status"], "total_amount": f"{order['amount']:.2f}",
+        }
+
+    def _close(self, params, merchant, content):
+        order = self._order(merchant, content)
+        if order is None:
+            return _business_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        with self.lock:
+            if order["status"] != "WAIT_BUYER_PAY":
+                return _business_error("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+            order["status"] = "TRADE_CLOSED"
+        return {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"]}
+
+    def _refund(self, params, merchant, content):
+        order = self._order(merchant, content)
+        if order is None:
+            return _business_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        request_no = content.get("out_request_no") or order["out_trade_no"]
+        try:
+            amount = alipay.channel.yuan(content.get("refund_amount", ""))
+        except (ValueError, ArithmeticError):
+            return _business_error("ACQ.INVALID_PARAMETER", "refund_amount 无效")
+        with self.lock:
+            if order["status"] not in ("TRADE_SUCCESS", "TRADE_CLOSED") or order["trade_no"] is None:
+                return _business_error("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+            if request_no in order["refunds"]:
+                # The same out_request_no is the same refund: no money moves again.
+                return self._refund_reply(order, "N")
+            refunded = sum(order["refunds"].values(), Decimal("0"))
+            if amount <= 0 or refunded + amount > order["amount"]:
+                return _business_error("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+            order["refunds"][request_no] = amount
+            if refunded + amount == order["amount"]:
+                order["status"] = "TRADE_CLOSED"
+            notify_url = order["notify_url"]
+        if notify_url:
+            extra = {"out_biz_no": request_no, "refund_fee": f"{refunded + amount:.2f}", "gmt_refund": _now_text()}
+            self._start_delivery(order, extra)
+        return self._refund_reply(order, "Y")
+
+    def _refund_reply(self, order, fund_change):
+        return {
+            "code": "10000", "msg": "Success", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
+            "fund_change": fund_change, "refund_fee": f"{sum(order['refunds'].values(), Decimal('0')):.2f}",
+        }
+
+    def signed_reply(self, method, response):
+        """Serialize a reply as the gateway does: the response object's raw text is what the sign covers."""
+        raw = json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+        signature = alipay.rsa2_sign(self.alipay_private_key, raw)
+        return f'{{"{alipay.response_key(method)}":{raw},"sign":"{signature}"}}'.encode("utf-8")
+
+    # -- notifications --------------------------------------------------------------------
+
+    def pay(self, merchant, out_trade_no, total_amount=None):
+        """Mark an order paid and start delivering its notification; return the trade_no."""
+        with self.lock:
+            order = self.orders.get((merchant, out_trade_no))
+            if order is None:
+                raise KeyError(f"order {out_trade_no} of app {merchant} not found")
+            if order["status"] != "WAIT_BUYER_PAY":
+                raise ValueError(f"order {out_trade_no} is {order['status']}, not WAIT_BUYER_PAY")
+            order["status"] = "TRADE_SUCCESS"
+            order["trade_no"] = new_trade_no()
+            order["gmt_payment"] = _now_text()
+        extra = {"total_amount": total_amount} if total_amount is not None else {}
+        self._start_delivery(order, extra)
+        return order["trade_no"]
+
+    def notification_params(self, order, extra=None, notify_id=None, notify_time=None):
+        """The fields of a trade_status_sync notification of an order, without sign."""
+        params = {
+            "notify_time": notify_time or _now_text(), "notify_type": "trade_status_sync",
+            "notify_id": notify_id or secrets.token_hex(16), "app_id": order["app_id"], "charset": "utf-8", "version": "1.0",
+            "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"], "buyer_id": "2088" + secrets.token_hex(6)[:12],
+            "seller_id": "2088000000000001", "trade_status": order["status"], "total_amount": f"{order['amount']:.2f}",
+            "receipt_amount": f"{order['amount']:.2f}", "buyer_pay_amount": f"{order['amount']:.2f}", "subject": order["subject"],
+            "gmt_create": _now_text(), "gmt_payment": order.get("gmt_payment", _now_text()),
+            "fund_bill_list": json.dumps([{"amount": f"{order['amount']:.2f}", "fundChannel": "ALIPAYACCOUNT"}]),
+        }
+        if order["merchant"] != order["app_id"]:
+            params["auth_app_id"] = order["merchant"]
+        params.update(extra or {})
+        return params
+
+    def sign_notification(self, params):
+        """Sign notification fields and return the form-encoded body."""
+        signed = dict(params)
+        signed["sign_type"] = alipay.SIGN_TYPE
+        signed["sign"] = alipay.rsa2_sign(self.alipay_private_key, alipay.signing_text(signed, exclude=("sign", "sign_type")))
+        return urllib.parse.urlencode(signed).encode("utf-8")
+
+    def _start_delivery(self, order, extra):
+        notify_id = secrets.token_hex(16)
+        snapshot = dict(order)
+        thread = threading.Thread(target=self._deliver, args=(snapshot, extra, notify_id), daemon=True)
+        thread.start()
+
+    def _deliver(self, order, extra, notify_id):
+        url = order["notify_url"]
+        for attempt in range(1, self.max_attempts + 1):
+            body = self.sign_notification(self.notification_params(order, extra, notify_id=notify_id))
+            status, reply = post(url, body)
+            with self.lock:
+                self.deliveries.append({"trade_no": order["trade_no"], "notify_id": notify_id, "attempt": attempt, "status": status, "reply": reply})
+            if reply == b"success":
+                return
+            if attempt > len(RETRY_SCHEDULE_SECONDS) or self.stopping.is_set():
+                break
+            logger.info("Delivery %d of %s got %s %r; resending", attempt, order["trade_no"], status, reply[:20] if reply else reply)
+            if self.stopping.wait(RETRY_SCHEDULE_SECONDS[attempt - 1] / self.time_scale):
+                break
+        logger.warning("Gave up delivering %s after %d attempts", order["trade_no"], attempt)
+
+    # -- server ---------------------------------------------------------------------------
+
+    def start(self, port=0):
+        """Serve on 127.0.0.1:`port` in a daemon thread; return the gateway URL."""
+        port = self.serve(_Handler, port, "alipay-simulator")
+        return f"http://127.0.0.1:{port}{GATEWAY_PATH}"
+
+
+def _business_error(sub_code, sub_msg):
+    return {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}
+
+
+def _now_text():
+    return datetime.now(CHINA_TIME).strftime(alipay.TIMESTAMP_FORMAT)
+
+
+def new_trade_no():
+    return datetime.now(CHINA_TIME).strftime("%Y%m%d") + "22001" + "".join(secrets.choice("0123456789") for _ in range(15))
+
+
+def post(url, body):
+    """POST a form-encoded notification; return (HTTP status, reply body), or (None, b"") when unreachable."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    try:
+        with urllib.request.urlopen(request, timeout=DELIVERY_TIMEOUT_SECONDS) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        logger.warning("Delivery to %s failed: %s", url, error)
+        return None, b""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    simulator = None
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status, body, content_type="application/json;charset=utf-8"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status, payload):
+        self._send(status, json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8"))
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = self.path.split("?", 1)[0]
+        if path == "/simulator/pay":
+            return self._simulate_pay(body)
+        if path != GATEWAY_PATH:
+            return self._json(404, {"error": f"{self.path} is not simulated"})
+        params = dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        response, method, sign = self.simulator.handle_call(params)
+        if not sign:
+            # The gateway sends unsigned replies for errors before the app is known.
+            return self._send(200, json.dumps({"error_response": response}, ensure_ascii=False).encode("utf-8"))
+        return self._send(200, self.simulator.signed_reply(method or "error", response))
+
+    def _simulate_pay(self, body):
+        try:
+            request = json.loads(body)
+            trade_no = self.simulator.pay(request["app_id"], request["out_trade_no"], request.get("total_amount"))
+        except KeyError as error:
+            return self._json(404, {"error": str(error)})
+        except ValueError as error:
+            return self._json(400, {"error": str(error)})
+        return self._json(200, {"trade_no": trade_no})
+
+    def do_GET(self):
+        if self.path == "/simulator/deliveries":
+            with self.simulator.lock:
+                return self._json(200, {"deliveries": [dict(d, reply=(d["reply"] or b"").decode("utf-8", "replace")) for d in self.simulator.deliveries]})
+        return self._json(404, {"error": f"{self.path} is not simulated"})
+
+
+def _write_keys(key_dir):
+    """Generate an app key pair and the simulator's own key pair into `key_dir`."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    pem = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    for name in ("app", "alipay"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (key_dir / f"{name}_private.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, *pem))
+        public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        (key_dir / f"{name}_public.pem").write_bytes(public)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 to listen on")
+    parser.add_argument("--key-dir", type=Path, default=Path("instance/alipay-simulator"), help="directory with (or to receive) the key files")
+    parser.add_argument("--app-id", action="append", default=None,
+                        help="app id allowed to call with app_public.pem (repeatable; default 2021000000000001)")
+    parser.add_argument("--auth-token", action="append", default=[],
+                        help="TOKEN=APPID: an app_auth_token the calling app may use to act for APPID (repeatable)")
+    parser.add_argument("--time-scale", type=float, default=1000.0, help="divisor of the resend delays (1000: the first resend after 0.24 s)")
+    parser.add_argument("--max-attempts", type=int, default=len(RETRY_SCHEDULE_SECONDS) + 1, help="sends per notification before giving up (at most 8)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if not (args.key_dir / "alipay_private.pem").exists():
+        _write_keys(args.key_dir)
+    app_key = wechatpay.load_public_key(args.key_dir / "app_public.pem")
+    app_ids = args.app_id or ["2021000000000001"]
+    simulator = Simulator(
+        app_public_keys={app_id: app_key for app_id in app_ids},
+        alipay_private_key=wechatpay.load_private_key(args.key_dir / "alipay_private.pem"),
+        auth_tokens=dict(item.split("=", 1) for item in args.auth_token if "=" in item),
+        time_scale=args.time_scale, max_attempts=args.max_attempts,
+    )
+    url = simulator.start(args.port)
+    logger.info("Alipay simulator gateway on %s for apps %s, keys in %s", url, ", ".join(app_ids), args.key_dir)
+    try:
+        while simulator.thread.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        logger.info("Stopping")
+    finally:
+        simulator.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""A local collecting bank: sends signed query, payment and reversal requests to Heatflow.
+
+It plays the bank side of app/integrations/bank.py against a running Heatflow on
+127.0.0.1, verifies the signature of every reply, remembers what it booked and writes the
+daily reconciliation file of those bookings.
+
+    python tools/bank_simulator.py --url http://127.0.0.1:5000 --bank CEB --company-id TJ0001 \\
+        --key-file instance/bank-CEB.key query 1201000001
+    python tools/bank_simulator.py ... pay 1201000001 2345.60
+    python tools/bank_simulator.py ... reverse SEQ_OF_THE_PAYMENT
+
+Without --key-file a fresh 32-byte key is written to instance/bank-<BANK>.key; configure the
+same file in BANK_KEY_FILES.
+"""
+
+import argparse
+import json
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.integrations import bank  # noqa: E402
+
+ENDPOINT = "/payments/bank/collect"
+REQUEST_TIMEOUT_SECONDS = 10
+
+
+class BankSimulator:
+    """The bank side of one collection agreement."""
+
+    def __init__(self, base_url, bank_code, key, company_id):
+        self.url = base_url.rstrip("/") + ENDPOINT
+        self.bank_code = bank_code
+        self.key = key
+        self.company_id = company_id
+        # (trade date, serial, account, amount, kind) of every request the bank booked as done.
+        self.booked = []
+
+    def message(self, tran_code, tran_seq=None, tran_date=None, **fields):
+        """Build a request object with the common fields."""
+        body = {
+            "Version": "1.0", "InstId": self.bank_code, "TranCode": tran_code,
+            "TranDate": tran_date or f"{bank.local_today():%Y%m%d}", "TranSeq": tran_seq or new_serial(),
+            "CompanyId": self.company_id,
+        }
+        body.update(fields)
+        return body
+
+    def send(self, message, key=None, timestamp=None, raw=None):
+        """Sign and POST a request; return (HTTP status, reply object or None, reply signature valid)."""
+        body = raw if raw is not None else json.dumps(message, ensure_ascii=False).encode("utf-8")
+        headers = bank.signed_headers(key or self.key, body, timestamp=timestamp)
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
+                status, reply, reply_headers = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            status, reply, reply_headers = error.code, error.read(), error.headers
+        try:
+            bank.verify_signature(reply_headers, reply, self.key)
+            valid = True
+        except bank.channel.NotificationRejected:
+            valid = False
+        try:
+            parsed = json.loads(reply)
+        except ValueError:
+            parsed = None
+        return status, parsed, valid
+
+    def query(self, bill_key):
+        return self.send(self.message("query", BillKey=bill_key))
+
+    def pay(self, bill_key, amount, tran_seq=None, tran_date=None):
+        message = self.message("pay", tran_seq, tran_date, BillKey=bill_key, PayAmount=f"{Decimal(amount):.2f}", SubChannel="counter")
+        result = self.send(message)
+        if result[1] and result[1].get("RespCode") == bank.OK:
+            self._book(message, "缴费", Decimal(amount))
+        return result + (message["TranSeq"],)
+
+    def reverse(self, original_seq, bill_key="", tran_seq=None, tran_date=None, amount=None):
+        message = self.message("reverse", tran_seq, tran_date, OriginalTranSeq=original_seq, BillKey=bill_key)
+        result = self.send(message)
+        reply = result[1] or {}
+        if reply.get("RespCode") == bank.OK and amount is not None and "ReceiptNo" in reply:
+            self._book(message, "冲正", Decimal(amount))
+        return result + (message["TranSeq"],)
+
+    def _book(self, message, kind, amount):
+        entry = (message["TranDate"], message["TranSeq"], message.get("BillKey", ""), amount, kind)
+        if entry not in self.booked:
+            self.booked.append(entry)
+
+    def reconciliation_file(self, tran_date=None, extra=()):
+        """The day's reconciliation file of booked requests, plus `extra` rows the bank claims (長款 tests)."""
+        day = tran_date or f"{bank.local_today():%Y%m%d}"
+        rows = [entry for entry in self.booked if entry[0] == day] + list(extra)
+        net = sum((amount if kind == "缴费" else -amount for _, _, _, amount, kind in rows), Decimal("0"))
+        lines = [f"{len(rows)}|{net:.2f}"] + [f"{d}|{seq}|{key}|{amount:.2f}|counter|{kind}" for d, seq, key, amount, kind in rows]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def new_serial():
+    return "B" + secrets.token_hex(12).upper()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:5000", help="Heatflow base URL (127.0.0.1 only)")
+    parser.add_argument("--bank", default="CEB", help="bank code sent as InstId")
+    parser.add_argument("--company-id", required=True, help="the company's id at the bank (CompanyId)")
+    parser.add_argument("--key-file", type=Path, help="file with the shared HMAC key (at least 32 bytes)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("query").add_argument("bill_key")
+    pay = sub.add_parser("pay")
+    pay.add_argument("bill_key")
+    pay.add_argument("amount")
+    sub.add_parser("reverse").add_argument("original_seq")
+    args = parser.parse_args(argv)
+    if not args.url.startswith(("http://127.0.0.1", "http://localhost")):
+        parser.error("--url must point at 127.0.0.1 or localhost")
+    key_file = args.key_file or Path(f"instance/bank-{args.bank}.key")
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32))
+        print(f"wrote a new key to {key_file}; add {args.bank}={key_file.resolve()} to HEATFLOW_BANK_KEY_FILES", file=sys.stderr)
+    simulator = BankSimulator(args.url, args.bank, key_file.read_bytes().strip(), args.company_id)
+    if args.command == "query":
+        result = simulator.query(args.bill_key)
+    elif args.command == "pay":
+        result = simulator.pay(args.bill_key, args.amount)
+    else:
+        result = simulator.reverse(args.original_seq)
+    status, reply, valid = result[:3]
+    print(json.dumps({"status": status, "signature_valid": valid, "reply": reply, "tran_seq": result[3] if len(result) > 3 else None}, ensure_ascii=False, indent=2))
+    return 0 if reply and reply.get("RespCode") == bank.OK else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
