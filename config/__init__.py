@@ -63,6 +63,17 @@ class DefaultConfig:
     # Public HTTPS address of POST /payments/notify/wechat, sent as every order's notify_url.
     WECHATPAY_NOTIFY_URL = os.environ.get("HEATFLOW_WECHATPAY_NOTIFY_URL", "")
 
+    # E-invoice vendor (app/integrations/nuonuo.py). The group's app key and secret sign every
+    # call; each company's seller tax id comes from its invoice settings. Without a key no
+    # vendor call is made and e-invoices are listed as failed.
+    EINVOICE_API_BASE = os.environ.get("HEATFLOW_EINVOICE_API_BASE", "")
+    EINVOICE_APP_KEY = os.environ.get("HEATFLOW_EINVOICE_APP_KEY", "")
+    EINVOICE_APP_SECRET = os.environ.get("HEATFLOW_EINVOICE_APP_SECRET", "")
+    EINVOICE_ACCESS_TOKEN = os.environ.get("HEATFLOW_EINVOICE_ACCESS_TOKEN", "")
+    # Backoff of the issue task: base × 2^retry seconds, at most the cap.
+    EINVOICE_RETRY_BASE_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_BASE_SECONDS", "5"))
+    EINVOICE_RETRY_CAP_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_CAP_SECONDS", "600"))
+
 
 class TestingConfig(DefaultConfig):
     """Used by the test suite; DATABASE_URL is set per test session."""

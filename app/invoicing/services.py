@@ -1,11 +1,13 @@
 """Receipt content of a payment and receipt printing."""
 
+import base64
 import logging
 
 import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.invoicing.issuing import invoice_profile
 from app.invoicing.receipt import render_receipt_pdf
 from app.money import amount_in_words, format_money, format_quantity
 from app.org.models import Company
@@ -40,8 +42,13 @@ def receipt_context(payment, print_number=1):
     account = payment.account
     company = db.session.get(Company, payment.company_id)
     facts = charge_facts(account, payment.season)
+    profile = invoice_profile(company.id)
+    seal = f"data:image/png;base64,{base64.b64encode(profile.seal_png).decode('ascii')}" if profile.seal_png else ""
     return {
         "company_name": company.name,
+        "receipt_title": profile.title or f"{company.name} 供热费收据",
+        "face_notes": profile.notes,
+        "seal_data_url": seal,
         "receipt_no": payment.receipt_no,
         "paid_at": local_time(payment.paid_at),
         "payer_name": payment.payer_name,
