@@ -302,8 +302,9 @@ def retry_e_invoice(invoice, user):
     if invoice.status != "failed" or invoice.medium != "electronic":
         db.session.rollback()
         raise InvoiceError(f"发票当前为「{invoice.status_label}」，只有开票失败的电子发票可以重开。")
-    base = invoice.order_no.split("-")[0]
-    invoice.order_no = f"{base}-{invoice.attempts + 1}"
+    # The vendor keeps the failed order under its number, so the new submission needs another: TJI12, TJI12-2, TJI12-3 …
+    base, _, submission = invoice.order_no.partition("-")
+    invoice.order_no = f"{base}-{int(submission or 1) + 1}"
     invoice.status = "pending"
     invoice.recorded_by_id = user.id
     db.session.commit()
