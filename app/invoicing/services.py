@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from app.billing.models import LedgerEntry
 from app.extensions import db
 from app.invoicing.issuing import invoice_profile
+from app.invoicing.models import INVOICE_METHODS, LIVE_STATUSES, Invoice
 from app.invoicing.receipt import render_receipt_pdf
 from app.money import amount_in_words, format_money, format_quantity
 from app.org.models import Company
@@ -85,3 +86,20 @@ def print_receipt(payment):
     db.session.commit()
     logger.info("Printed receipt %s of payment %s (print %s)", payment.receipt_no, payment.id, payment.receipt_prints)
     return pdf
+
+
+def payment_invoice_context(payment):
+    """Template values of the invoice section of a payment page."""
+    from flask_login import current_user
+
+    from app.org.services import has_permission
+
+    company = db.session.get(Company, payment.company_id)
+    invoices = db.session.scalars(sa.select(Invoice).where(Invoice.payment_id == payment.id).order_by(Invoice.id)).all()
+    return {
+        "invoices": invoices,
+        "invoice_mode": company.invoice_mode,
+        "invoice_method_label": INVOICE_METHODS.get(company.invoice_mode, company.invoice_mode),
+        "has_live_blue": any(i.direction == "blue" and i.status in LIVE_STATUSES for i in invoices),
+        "can_issue": has_permission(current_user, "invoice.issue", payment.company_id),
+    }

@@ -25,6 +25,9 @@ PERMISSIONS = {
     "billing.read": ("billing", "查看应收"),
     "tariff.edit": ("billing", "维护收费标准"),
     "payment.collect": ("payments", "柜台收费"),
+    "invoice.issue": ("payments", "登记、作废和重开发票"),
+    "invoice.configure": ("payments", "设置开票方式、票面与税率"),
+    "reconcile.resolve": ("payments", "渠道对账与差异处理"),
     "process.start": ("processes", "发起业务申请"),
     "process.approve": ("processes", "分公司审批"),
     "process.group_approve": ("processes", "集团审批"),
@@ -42,12 +45,12 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin"]),
+    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin", "invoice.configure"]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
-    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect"]),
+    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "invoice.issue"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
-    "finance": ("财务", ["account.read", "billing.read", "process.finance"]),
+    "finance": ("财务", ["account.read", "billing.read", "process.finance", "invoice.issue", "reconcile.resolve"]),
 }
 
 # Roles of the group headquarters.

@@ -114,17 +114,7 @@ def reconcile(company_id, channel, merchant_id, day, lines, statement_sha256="")
 
     Lines of other merchants or days are rejected, so a wrong file cannot clear a day.
     """
-    start, end = day_bounds(day)
-    for number, line in enumerate(lines, start=1):
-        if line.channel != channel or line.merchant_id != merchant_id:
-            raise ReconciliationError(
-                f"对账单第 {number} 笔（{line.channel_txn_id}）属于 {line.channel} 商户 {line.merchant_id}，"
-                f"不是 {channel} 商户 {merchant_id}；请上传该商户的对账单。"
-            )
-        if not start <= line.occurred_at < end:
-            raise ReconciliationError(
-                f"对账单第 {number} 笔（{line.channel_txn_id}）发生于 {line.occurred_at:%Y-%m-%d %H:%M}，不在 {day} 当天；请上传 {day} 的对账单。"
-            )
+    check_lines(channel, merchant_id, day, lines)
     ours = our_lines(company_id, channel, day)
     matched, differences = compare(ours, lines)
 
@@ -258,14 +248,41 @@ def parse_wechat_trade_bill(text):
 STATEMENT_PARSERS = {"wechatpay": parse_wechat_trade_bill}
 
 
-def reconcile_statement(statement):
-    """Parse a stored statement with its channel's parser and reconcile its day."""
-    parser = STATEMENT_PARSERS.get(statement.channel)
+def parse_statement(channel, merchant_id, day, content):
+    """Parse statement file bytes with the channel's parser and check every line's merchant and day."""
+    parser = STATEMENT_PARSERS.get(channel)
     if parser is None:
-        raise ReconciliationError(f"渠道「{statement.channel}」暂无对账单解析器。")
+        raise ReconciliationError(f"渠道「{channel}」暂无对账单解析器。")
     try:
-        text = statement.content.decode("utf-8-sig")
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ReconciliationError("对账单不是 UTF-8 文本；请上传渠道下载的原始 CSV 文件。") from None
-    lines = parser(text)
+    try:
+        lines = parser(text)
+    except (ValueError, csv.Error) as error:
+        if isinstance(error, ReconciliationError):
+            raise
+        raise ReconciliationError(f"对账单无法解析（{error}）；请上传渠道下载的原始账单文件。") from None
+    check_lines(channel, merchant_id, day, lines)
+    return lines
+
+
+def check_lines(channel, merchant_id, day, lines):
+    """Reject lines of another channel, merchant or day, naming the first such line."""
+    start, end = day_bounds(day)
+    for number, line in enumerate(lines, start=1):
+        if line.channel != channel or line.merchant_id != merchant_id:
+            raise ReconciliationError(
+                f"对账单第 {number} 笔（{line.channel_txn_id}）属于 {line.channel} 商户 {line.merchant_id}，"
+                f"不是 {channel} 商户 {merchant_id}；请上传该商户的对账单。"
+            )
+        if not start <= line.occurred_at < end:
+            raise ReconciliationError(
+                f"对账单第 {number} 笔（{line.channel_txn_id}）发生于 {line.occurred_at:%Y-%m-%d %H:%M}，不在 {day} 当天；请上传 {day} 的对账单。"
+            )
+
+
+def reconcile_statement(statement):
+    """Parse a stored statement with its channel's parser and reconcile its day."""
+    lines = parse_statement(statement.channel, statement.merchant_id, statement.day, statement.content)
     return reconcile(statement.company_id, statement.channel, statement.merchant_id, statement.day, lines, statement.sha256)

@@ -11,7 +11,7 @@ from flask_login import current_user, login_required
 from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm
 from app.invoicing.receipt import ReceiptError
-from app.invoicing.services import payment_items, print_receipt
+from app.invoicing.services import payment_invoice_context, payment_items, print_receipt
 from app.money import format_money, format_quantity
 from app.network.models import Account
 from app.network.services import search_accounts
@@ -103,7 +103,7 @@ def payment(payment_id):
     payment = _load_payment(payment_id)
     return render_template(
         "payments/payment.html", payment=payment, items=payment_items(payment), paid_at=local_time(payment.paid_at),
-        owed=amount_owed(payment.account), money=format_money,
+        owed=amount_owed(payment.account), money=format_money, **payment_invoice_context(payment),
     )
 
 
