@@ -1,6 +1,6 @@
 """E-invoice vendor adapter in the style of the Nuonuo open platform (诺诺开放平台): signed calls,
 asynchronous results and red-letter reversal. It deals only in vendor data (order numbers,
-serials, yuan strings) and knows nothing of payments or accounts.
+serials, yuan strings) and contains no payment or account logic.
 
 Wire format:
 - POST {base}?senid=…&nonce=…&timestamp=…&appkey=… with a JSON body and the headers
@@ -44,7 +44,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
 class VendorError(Exception):
-    """The vendor answered with an error code; `code` and `describe` are the vendor's."""
+    """The vendor replied with an error code; `code` and `describe` are the vendor's."""
 
     def __init__(self, code, describe):
         super().__init__(f"{code} {describe}")
@@ -53,7 +53,7 @@ class VendorError(Exception):
 
 
 class VendorUnavailable(Exception):
-    """The vendor could not be reached, timed out or answered with HTTP 5xx; a retry may succeed."""
+    """The vendor could not be reached, timed out or replied with HTTP 5xx, so a retry may succeed."""
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def invoice_profile(company_id):
 
 
 def payment_lines(payment):
-    """The receivables a payment paid, as (label, season id or None, amount), in posting order."""
+    """List the receivables a payment paid as (label, season id or None, amount), in posting order."""
     rows = db.session.execute(
         sa.select(LedgerEntry.amount, LedgerEntry.season_id, Season.name)
         .outerjoin(Season, LedgerEntry.season_id == Season.id)
