@@ -14,6 +14,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.billing.models import LedgerEntry
@@ -152,7 +153,12 @@ def record_paper_invoice(payment, invoice_code, invoice_number, user, invoice=No
     invoice.status = "issued"
     invoice.issued_at = utcnow()
     invoice.recorded_by_id = user.id
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another cashier recorded the same code and number in the meantime; the unique key kept theirs.
+        db.session.rollback()
+        raise InvoiceError(f"发票代码 {code} 号码 {number} 刚被登记在另一笔收款上，同一张发票不能登记两次；请核对纸质发票上的号码。") from None
     logger.info("Paper invoice %s/%s recorded on payment %s by user %s", code, number, payment.id, user.id)
     return invoice
 
