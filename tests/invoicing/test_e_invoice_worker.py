@@ -14,10 +14,10 @@ from tests.core.test_celery_broker import _switch_broker, broker_url  # noqa: F4
 
 @pytest.mark.parametrize("broker_url", ["amqp"], indirect=True)
 def test_slow_vendor_polled_by_worker(einvoicing, make_account, staff, app, monkeypatch, broker_url):
-    # The vendor reports "in progress" for 1.5 s; with a 0.2 s base the worker polls after
-    # 0.2, 0.4, 0.8 and 1.6 s, so it finds the invoice issued on a later retry.
+    # The vendor reports "in progress" for 3 s, and the worker polls again with backoff from a
+    # 0.2 s base until it finds the invoice issued.
     monkeypatch.setitem(app.config, "EINVOICE_RETRY_BASE_SECONDS", 0.2)
-    einvoicing.delay_seconds = 1.5
+    einvoicing.delay_seconds = 3.0
     account = make_account("TJ", "87.35")
     previous = dict(celery.conf)
     _switch_broker(broker_url=broker_url, task_always_eager=False)
@@ -27,7 +27,7 @@ def test_slow_vendor_polled_by_worker(einvoicing, make_account, staff, app, monk
             payment = collect_payment(account, "2183.75", "cash", staff("tj_cashier"))
             # The payment is committed at once; the vendor call happens on the worker.
             assert time.monotonic() - started < 1.0
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             status = None
             while time.monotonic() < deadline and status != "issued":
                 time.sleep(0.2)
@@ -37,7 +37,7 @@ def test_slow_vendor_polled_by_worker(einvoicing, make_account, staff, app, monk
         _switch_broker(broker_url=previous["broker_url"], task_always_eager=previous["task_always_eager"])
 
     invoice = db.session.scalar(sa.select(Invoice).filter_by(payment_id=payment.id))
-    assert invoice.status == "issued"
-    # One submit and at least two queries: the first ones found the invoice still in progress.
-    assert invoice.attempts >= 3
+    assert invoice.status == "issued", f"after {invoice.attempts} steps: {invoice.last_error}"
+    # The first run only submits, so the invoice was issued by a retried run of the task.
+    assert invoice.attempts >= 2
     assert invoice.pdf.startswith(b"%PDF")

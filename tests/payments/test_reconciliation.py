@@ -138,8 +138,9 @@ def test_wechat_bill_parsed():
 def test_task_reconciles_stored_statement(tj_wechat):
     store_statement(tj_wechat.id, "wechatpay", SUB_MCHID, DAY, "bill.csv", BILL.encode("utf-8"))
     # 4200000001 and …02 match; the refund 50300000001 and the payment …03 are differences.
-    assert reconcile_day_task.delay(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat()).get() == 2
-    assert reconcile_day_task.delay(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat()).get() == 2
+    # Called directly: the task body runs here, as an eager Celery would run it.
+    assert reconcile_day_task(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat()) == 2
+    assert reconcile_day_task(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat()) == 2
     run = db.session.scalar(sa.select(ReconciliationRun))
     assert run.runs == 2
     assert run.matched == 2
