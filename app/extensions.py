@@ -20,4 +20,7 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-celery = Celery("heatflow", task_cls="app.celery_app:AppContextTask", include=["app.tasks.ledger", "app.tasks.billing", "app.tasks.processes"])
+celery = Celery(
+    "heatflow", task_cls="app.celery_app:AppContextTask",
+    include=["app.tasks.ledger", "app.tasks.billing", "app.tasks.processes", "app.tasks.invoicing", "app.tasks.reconciliation"],
+)

@@ -7,5 +7,9 @@ from app.network.models import Account, Building, Community, HeatSource, Station
 from app.org.audit import AuthEvent, LoginThrottle  # noqa: F401
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole  # noqa: F401
 from app.processes.models import DecisionVersion, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel  # noqa: F401
-from app.payments.models import OnlineOrder, Payment, PaymentNotification, ReceiptCounter, WechatMerchant  # noqa: F401
+from app.invoicing.models import Invoice, InvoiceLine, InvoiceProfile  # noqa: F401
+from app.payments.models import (  # noqa: F401
+    ChannelStatement, OnlineOrder, Payment, PaymentNotification, ReceiptCounter, ReconciliationItem, ReconciliationRun,
+    WechatMerchant,
+)
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice  # noqa: F401

@@ -84,6 +84,16 @@ class DefaultConfig:
 
     # Bank collection: the HMAC key agreed with each bank, as "BANKCODE=/path/key,...".
     BANK_KEY_FILES = _file_map("HEATFLOW_BANK_KEY_FILES")
+    # E-invoice vendor (app/integrations/nuonuo.py). The group's app key and secret sign every
+    # call; each company's seller tax id comes from its invoice settings. Without a key no
+    # vendor call is made and e-invoices are listed as failed.
+    EINVOICE_API_BASE = os.environ.get("HEATFLOW_EINVOICE_API_BASE", "")
+    EINVOICE_APP_KEY = os.environ.get("HEATFLOW_EINVOICE_APP_KEY", "")
+    EINVOICE_APP_SECRET = os.environ.get("HEATFLOW_EINVOICE_APP_SECRET", "")
+    EINVOICE_ACCESS_TOKEN = os.environ.get("HEATFLOW_EINVOICE_ACCESS_TOKEN", "")
+    # Backoff of the issue task: base × 2^retry seconds, at most the cap.
+    EINVOICE_RETRY_BASE_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_BASE_SECONDS", "5"))
+    EINVOICE_RETRY_CAP_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_CAP_SECONDS", "600"))
 
 
 class TestingConfig(DefaultConfig):

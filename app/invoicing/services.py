@@ -1,11 +1,14 @@
 """Receipt content of a payment and receipt printing."""
 
+import base64
 import logging
 
 import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.invoicing.issuing import invoice_profile
+from app.invoicing.models import INVOICE_METHODS, LIVE_STATUSES, Invoice
 from app.invoicing.receipt import render_receipt_pdf
 from app.money import amount_in_words, format_money, format_quantity
 from app.org.models import Company
@@ -40,8 +43,13 @@ def receipt_context(payment, print_number=1):
     account = payment.account
     company = db.session.get(Company, payment.company_id)
     facts = charge_facts(account, payment.season)
+    profile = invoice_profile(company.id)
+    seal = f"data:image/png;base64,{base64.b64encode(profile.seal_png).decode('ascii')}" if profile.seal_png else ""
     return {
         "company_name": company.name,
+        "receipt_title": profile.title or f"{company.name} 供热费收据",
+        "face_notes": profile.notes,
+        "seal_data_url": seal,
         "receipt_no": payment.receipt_no,
         "paid_at": local_time(payment.paid_at),
         "payer_name": payment.payer_name,
@@ -78,3 +86,20 @@ def print_receipt(payment):
     db.session.commit()
     logger.info("Printed receipt %s of payment %s (print %s)", payment.receipt_no, payment.id, payment.receipt_prints)
     return pdf
+
+
+def payment_invoice_context(payment):
+    """Template values of the invoice section of a payment page."""
+    from flask_login import current_user
+
+    from app.org.services import has_permission
+
+    company = db.session.get(Company, payment.company_id)
+    invoices = db.session.scalars(sa.select(Invoice).where(Invoice.payment_id == payment.id).order_by(Invoice.id)).all()
+    return {
+        "invoices": invoices,
+        "invoice_mode": company.invoice_mode,
+        "invoice_method_label": INVOICE_METHODS.get(company.invoice_mode, company.invoice_mode),
+        "has_live_blue": any(i.direction == "blue" and i.status in LIVE_STATUSES for i in invoices),
+        "can_issue": has_permission(current_user, "invoice.issue", payment.company_id),
+    }

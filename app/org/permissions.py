@@ -28,6 +28,9 @@ PERMISSIONS = {
     "payment.refund": ("payments", "申请退费"),
     "payment.refund_approve": ("payments", "审批退费"),
     "payment.online_order": ("payments", "生成线上支付订单"),
+    "invoice.issue": ("payments", "登记、作废和重开发票"),
+    "invoice.configure": ("payments", "设置开票方式、票面与税率"),
+    "reconcile.resolve": ("payments", "渠道对账与差异处理"),
     "process.start": ("processes", "发起业务申请"),
     "process.approve": ("processes", "分公司审批"),
     "process.group_approve": ("processes", "集团审批"),
@@ -48,12 +51,15 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", ["account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin", "process.design", "fieldwork.assign"]),
+    "company_admin": ("分公司管理员", [
+        "account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin",
+        "process.design", "fieldwork.assign", "invoice.configure",
+    ]),
     "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
-    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order"]),
+    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order", "invoice.issue"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
-    "finance": ("财务", ["account.read", "billing.read", "process.finance", "payment.refund_approve"]),
+    "finance": ("财务", ["account.read", "billing.read", "process.finance", "payment.refund_approve", "invoice.issue", "reconcile.resolve"]),
 }
 
 # Roles of the group headquarters.

@@ -278,3 +278,86 @@ class Refund(CompanyOwned, db.Model):
     @property
     def kind_label(self):
         return REFUND_KINDS.get(self.kind, self.kind)
+# Difference between our books and a channel statement -> Chinese label.
+RECONCILIATION_DIFFERENCES = {
+    "missing_ours": "我方无记录（长款）",
+    "missing_theirs": "渠道无记录（短款）",
+    "amount_differs": "金额不符",
+}
+RECONCILIATION_ITEM_STATUSES = {"open": "待处理", "resolved": "已处理"}
+
+
+class ChannelStatement(CompanyOwned, db.Model):
+    """A channel's statement file of one merchant and day, as uploaded or downloaded; the latest one counts."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "channel", "merchant_id", "day"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # Statement channel name as in app/integrations/statement.py: wechatpay, alipay or bank:<code>.
+    channel = sa.Column(sa.String(24), nullable=False)
+    merchant_id = sa.Column(sa.String(32), nullable=False)
+    # The statement's business day in China Standard Time.
+    day = sa.Column(sa.Date, nullable=False)
+    filename = sa.Column(sa.String(255), nullable=False, default="")
+    content = sa.Column(sa.LargeBinary, nullable=False)
+    sha256 = sa.Column(sa.String(64), nullable=False)
+    uploaded_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    uploaded_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class ReconciliationRun(CompanyOwned, db.Model):
+    """The latest reconciliation of one channel, merchant and day; a re-run updates this row."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "channel", "merchant_id", "day"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    channel = sa.Column(sa.String(24), nullable=False)
+    merchant_id = sa.Column(sa.String(32), nullable=False)
+    day = sa.Column(sa.Date, nullable=False)
+    statement_sha256 = sa.Column(sa.String(64), nullable=False, default="")
+    matched = sa.Column(sa.Integer, nullable=False, default=0)
+    differences = sa.Column(sa.Integer, nullable=False, default=0)
+    # Totals of the day: our payments minus refunds, and the statement's.
+    our_total = sa.Column(Money(), nullable=False, default=0)
+    their_total = sa.Column(Money(), nullable=False, default=0)
+    runs = sa.Column(sa.Integer, nullable=False, default=0)
+    ran_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    items = db.relationship("ReconciliationItem", order_by="ReconciliationItem.id", back_populates="run")
+
+
+class ReconciliationItem(CompanyOwned, db.Model):
+    """One difference between our books and a statement: a work item finance resolves with a reason."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "run_id", "line_kind", "channel_txn_id"),
+        sa.Index("ix_reconciliation_item_company_status", "company_id", "status"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    run_id = sa.Column(sa.Integer, sa.ForeignKey("reconciliation_run.id"), nullable=False)
+    # payment, refund or reversal, as in StatementLine.kind.
+    line_kind = sa.Column(sa.String(12), nullable=False)
+    channel_txn_id = sa.Column(sa.String(64), nullable=False)
+    out_trade_no = sa.Column(sa.String(64))
+    difference = sa.Column(sa.String(16), nullable=False)
+    our_amount = sa.Column(Money())
+    their_amount = sa.Column(Money())
+    payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"))
+    status = sa.Column(sa.String(12), nullable=False, default="open")
+    resolution = sa.Column(sa.String(255), nullable=False, default="")
+    resolved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    resolved_at = sa.Column(sa.DateTime(timezone=True))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    run = db.relationship("ReconciliationRun", back_populates="items")
+    payment = db.relationship("Payment")
+    resolved_by = db.relationship("User")
+
+    @property
+    def difference_label(self):
+        return RECONCILIATION_DIFFERENCES.get(self.difference, self.difference)
+
+    @property
+    def status_label(self):
+        return RECONCILIATION_ITEM_STATUSES.get(self.status, self.status)

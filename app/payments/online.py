@@ -159,6 +159,11 @@ def handle_notification(channel_code, headers, raw_body, now=None):
     log.outcome = result.outcome
     log.reason = result.reason[:255]
     _store_log(log)
+    if result.outcome == "accepted":
+        from app.invoicing.issuing import payment_posted
+
+        with scoped(company_scope(log.company_id, label=f"wechatpay:{log.sub_mchid}")):
+            payment_posted(log.payment_id, log.company_id)
     if result.outcome == "rejected":
         logger.warning(
             "%s notification rejected: %s (transaction %s, merchant %s, body sha256 %s)",

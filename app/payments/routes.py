@@ -12,7 +12,7 @@ from flask_login import current_user, login_required
 from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm, OnlineOrderForm, RefundApprovalSettingForm, RefundDecisionForm, RefundForm
 from app.invoicing.receipt import ReceiptError
-from app.invoicing.services import payment_items, print_receipt
+from app.invoicing.services import payment_invoice_context, payment_items, print_receipt
 from app.money import format_money, format_quantity
 from app.network.models import Account
 from app.network.services import search_accounts
@@ -121,6 +121,7 @@ def _payment_page(payment, form, status=200):
         "payments/payment.html", payment=payment, items=payment_items(payment), paid_at=local_time(payment.paid_at),
         owed=amount_owed(payment.account), money=format_money, refunds=payment_refunds(payment.id),
         refundable=refundable_amount(payment), refund_form=form if can_refund else None, local=format_local,
+        **payment_invoice_context(payment),
     )
     return page, status
 

@@ -190,6 +190,10 @@ def collect_payment(account, amount, method, cashier, payer_name=None, note="", 
         raise
     if created:
         logger.info("Payment %s of %s on account %s by user %s, receipt %s", payment.id, amount, account.id, cashier.id, payment.receipt_no)
+        # Imported here because app.invoicing imports this module.
+        from app.invoicing.issuing import payment_posted
+
+        payment_posted(payment.id, payment.company_id)
     else:
         logger.info("Payment form %s for account %s was submitted again; kept payment %s", request_token, account.id, payment.id)
     return payment

@@ -38,6 +38,7 @@ EVENT_TYPES = {
     "completed": "办结",
     "escalated": "升级集团审批",
     "rebilled": "重算应收",
+    "red_invoice": "红冲发票",
     "valve_closed": "登记关栓",
     "valve_opened": "登记开栓",
     "status_changed": "变更供热状态",

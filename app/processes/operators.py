@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from app.billing.models import LedgerEntry
 from app.billing.services import season_receivable
 from app.extensions import db
+from app.invoicing.issuing import reverse_invoiced_excess
 from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES
 from app.payments.services import amount_owed
@@ -117,7 +118,18 @@ def post_waiver(context, account_id, amount):
             f"减免金额 {format_money(amount)} 元超过该户 {season.name} 当前应收 {format_money(receivable)} 元"
             "（申请后应收已变化）；请驳回后按现有应收重新申请。"
         )
-    return _post(context, account, season, "waiver", -amount, "减免入账", f"减免审批通过（流程 {context.instance.id}）")
+    outputs = _post(context, account, season, "waiver", -amount, "减免入账", f"减免审批通过（流程 {context.instance.id}）")
+    # A waiver on a season already paid and invoiced leaves more invoiced than owed: reverse the excess.
+    reds = reverse_invoiced_excess(
+        account, season, outputs["receivable_after"], "process_instance", context.instance.id,
+        reason=f"销售折让：减免审批通过（流程 {context.instance.id}）",
+    )
+    if reds:
+        record_event(
+            context.instance, "red_invoice", user=context.user, task_name="减免入账",
+            data={"invoices": [{"order_no": red.order_no, "amount": format_money(red.amount)} for red in reds]},
+        )
+    return outputs
 
 
 # -- 强停 forced shutoff

@@ -16,7 +16,7 @@ from app.network.models import Account
 from app.org.models import Role, User
 from app.tariffs.models import Tariff
 
-TJ_USERS = ["tj_admin", "tj_clerk", "tj_approver", "tj_cashier", "tj_field"]
+TJ_USERS = ["tj_admin", "tj_clerk", "tj_approver", "tj_cashier", "tj_field", "tj_finance"]
 
 
 def _first(model, company_id):
@@ -47,6 +47,8 @@ OBJECT_FINDERS = {
     "visit_id": "app.fieldwork.models.FieldVisit",
     "photo_id": "app.fieldwork.models.FieldPhoto",
     "decision_id": PathValue("suspension_escalation"),
+    "invoice_id": "app.invoicing.models.Invoice",
+    "item_id": "app.payments.models.ReconciliationItem",
 }
 
 
@@ -69,10 +71,11 @@ def qd_world(import_fixture, demo):
     )
     cashier = db.session.scalar(sa.select(User).filter_by(username="qd_cashier"))
     clerk = db.session.scalar(sa.select(User).filter_by(username="qd_clerk"))
-    collect_payment(account, "100.00", "cash", cashier)
+    payment = collect_payment(account, "100.00", "cash", cashier)
     start_suspension(account.id, clerk, "出租空置")
     _add_qd_field_work(qd, account)
     db.session.commit()
+    _qd_invoice_and_reconciliation(qd, payment, cashier)
     return qd
 
 
@@ -95,6 +98,21 @@ def _add_qd_field_work(qd, account):
         company_id=qd.id, submission_id=submission.id, account_id=account.id, filename="胶州湾秘密.png",
         content_type="image/png", sha256="0" * 64, size=3, content=b"\x89PN",
     ))
+def _qd_invoice_and_reconciliation(qd, payment, cashier):
+    """A QD paper invoice and a QD reconciliation difference, for the invoice and reconciliation routes."""
+    from datetime import date
+
+    from app.invoicing.issuing import record_paper_invoice
+    from app.payments.models import ReconciliationItem, ReconciliationRun, WechatMerchant
+
+    record_paper_invoice(payment, "3700221130", "00012345", cashier)
+    db.session.add(WechatMerchant(company_id=qd.id, sub_mchid="1900000112"))
+    run = ReconciliationRun(company_id=qd.id, channel="wechatpay", merchant_id="1900000112", day=date(2025, 12, 3), runs=1)
+    db.session.add(run)
+    db.session.flush()
+    db.session.add(ReconciliationItem(company_id=qd.id, run_id=run.id, line_kind="payment", channel_txn_id="4200000112",
+                                      difference="missing_ours", their_amount="12.00"))
+    db.session.commit()
 
 
 def _snapshot(company_id):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: a5b372e40061
+Revision ID: c132a9188810
 Revises: 
-Create Date: 2026-12-04 20:23:44.948586
+Create Date: 2026-12-04 20:28:52.681380
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'a5b372e40061'
+revision = 'c132a9188810'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -131,6 +131,26 @@ def upgrade():
     with op.batch_alter_table('receipt_counter', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_receipt_counter_company_id'), ['company_id'], unique=False)
 
+    op.create_table('reconciliation_run',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=24), nullable=False),
+    sa.Column('merchant_id', sa.String(length=32), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('statement_sha256', sa.String(length=64), nullable=False),
+    sa.Column('matched', sa.Integer(), nullable=False),
+    sa.Column('differences', sa.Integer(), nullable=False),
+    sa.Column('our_total', sa.BigInteger(), nullable=False),
+    sa.Column('their_total', sa.BigInteger(), nullable=False),
+    sa.Column('runs', sa.Integer(), nullable=False),
+    sa.Column('ran_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_reconciliation_run_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reconciliation_run')),
+    sa.UniqueConstraint('company_id', 'channel', 'merchant_id', 'day', name=op.f('uq_reconciliation_run_company_id_channel_merchant_id_day'))
+    )
+    with op.batch_alter_table('reconciliation_run', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_reconciliation_run_company_id'), ['company_id'], unique=False)
+
     op.create_table('role',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -239,6 +259,25 @@ def upgrade():
     with op.batch_alter_table('building', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_building_company_id'), ['company_id'], unique=False)
 
+    op.create_table('channel_statement',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=24), nullable=False),
+    sa.Column('merchant_id', sa.String(length=32), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('filename', sa.String(length=255), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('uploaded_by_id', sa.Integer(), nullable=True),
+    sa.Column('uploaded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_channel_statement_company_id_company')),
+    sa.ForeignKeyConstraint(['uploaded_by_id'], ['user.id'], name=op.f('fk_channel_statement_uploaded_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_channel_statement')),
+    sa.UniqueConstraint('company_id', 'channel', 'merchant_id', 'day', name=op.f('uq_channel_statement_company_id_channel_merchant_id_day'))
+    )
+    with op.batch_alter_table('channel_statement', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_channel_statement_company_id'), ['company_id'], unique=False)
+
     op.create_table('company_function',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('function', sa.String(length=32), nullable=False),
@@ -293,6 +332,25 @@ def upgrade():
     )
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_escalation_rule_company_id'), ['company_id'], unique=False)
+
+    op.create_table('invoice_profile',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('title', sa.String(length=100), nullable=False),
+    sa.Column('notes', sa.String(length=200), nullable=False),
+    sa.Column('seal_png', sa.LargeBinary(), nullable=True),
+    sa.Column('seller_tax_id', sa.String(length=20), nullable=False),
+    sa.Column('vat_rate', sa.BigInteger(), nullable=False),
+    sa.Column('residential_exempt', sa.Boolean(), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_invoice_profile_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_invoice_profile_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice_profile')),
+    sa.UniqueConstraint('company_id', name=op.f('uq_invoice_profile_company_id'))
+    )
+    with op.batch_alter_table('invoice_profile', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invoice_profile_company_id'), ['company_id'], unique=False)
 
     op.create_table('ledger_import',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -689,6 +747,46 @@ def upgrade():
         batch_op.create_index('ix_human_task_inbox_created', ['company_id', 'status', 'lane_role', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_human_task_inbox_due', ['company_id', 'status', 'lane_role', 'due_at', 'id'], unique=False)
 
+    op.create_table('invoice',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('payment_id', sa.Integer(), nullable=False),
+    sa.Column('medium', sa.String(length=12), nullable=False),
+    sa.Column('direction', sa.String(length=8), nullable=False),
+    sa.Column('original_id', sa.Integer(), nullable=True),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('tax_amount', sa.BigInteger(), nullable=False),
+    sa.Column('order_no', sa.String(length=40), nullable=True),
+    sa.Column('vendor_serial', sa.String(length=64), nullable=True),
+    sa.Column('invoice_code', sa.String(length=12), nullable=True),
+    sa.Column('invoice_number', sa.String(length=20), nullable=True),
+    sa.Column('pdf', sa.LargeBinary(), nullable=True),
+    sa.Column('pdf_url', sa.String(length=500), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.String(length=500), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('cause_type', sa.String(length=32), nullable=True),
+    sa.Column('cause_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('issued_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('voided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('voided_by_id', sa.Integer(), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_invoice_company_id_company')),
+    sa.ForeignKeyConstraint(['original_id'], ['invoice.id'], name=op.f('fk_invoice_original_id_invoice')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], name=op.f('fk_invoice_payment_id_payment')),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['user.id'], name=op.f('fk_invoice_recorded_by_id_user')),
+    sa.ForeignKeyConstraint(['voided_by_id'], ['user.id'], name=op.f('fk_invoice_voided_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice')),
+    sa.UniqueConstraint('company_id', 'invoice_code', 'invoice_number', name=op.f('uq_invoice_company_id_invoice_code_invoice_number')),
+    sa.UniqueConstraint('company_id', 'order_no', name=op.f('uq_invoice_company_id_order_no'))
+    )
+    with op.batch_alter_table('invoice', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invoice_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_invoice_company_payment', ['company_id', 'payment_id'], unique=False)
+        batch_op.create_index('ix_invoice_company_status', ['company_id', 'status'], unique=False)
+
     op.create_table('online_order',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -759,6 +857,33 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_process_timer_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_process_timer_status_due', ['status', 'due_at'], unique=False)
 
+    op.create_table('reconciliation_item',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('line_kind', sa.String(length=12), nullable=False),
+    sa.Column('channel_txn_id', sa.String(length=64), nullable=False),
+    sa.Column('out_trade_no', sa.String(length=64), nullable=True),
+    sa.Column('difference', sa.String(length=16), nullable=False),
+    sa.Column('our_amount', sa.BigInteger(), nullable=True),
+    sa.Column('their_amount', sa.BigInteger(), nullable=True),
+    sa.Column('payment_id', sa.Integer(), nullable=True),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('resolution', sa.String(length=255), nullable=False),
+    sa.Column('resolved_by_id', sa.Integer(), nullable=True),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_reconciliation_item_company_id_company')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], name=op.f('fk_reconciliation_item_payment_id_payment')),
+    sa.ForeignKeyConstraint(['resolved_by_id'], ['user.id'], name=op.f('fk_reconciliation_item_resolved_by_id_user')),
+    sa.ForeignKeyConstraint(['run_id'], ['reconciliation_run.id'], name=op.f('fk_reconciliation_item_run_id_reconciliation_run')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reconciliation_item')),
+    sa.UniqueConstraint('company_id', 'run_id', 'line_kind', 'channel_txn_id', name=op.f('uq_reconciliation_item_company_id_run_id_line_kind_channel_txn_id'))
+    )
+    with op.batch_alter_table('reconciliation_item', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_reconciliation_item_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_reconciliation_item_company_status', ['company_id', 'status'], unique=False)
+
     op.create_table('refund',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('payment_id', sa.Integer(), nullable=False),
@@ -816,6 +941,27 @@ def upgrade():
     with op.batch_alter_table('bank_transaction', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_bank_transaction_company_id'), ['company_id'], unique=False)
 
+    op.create_table('invoice_line',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('invoice_id', sa.Integer(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('label', sa.String(length=100), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=True),
+    sa.Column('user_type', sa.String(length=16), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('tax_rate', sa.BigInteger(), nullable=False),
+    sa.Column('tax_amount', sa.BigInteger(), nullable=False),
+    sa.Column('vat_exempt', sa.Boolean(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_invoice_line_company_id_company')),
+    sa.ForeignKeyConstraint(['invoice_id'], ['invoice.id'], name=op.f('fk_invoice_line_invoice_id_invoice')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_invoice_line_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice_line')),
+    sa.UniqueConstraint('company_id', 'invoice_id', 'position', name=op.f('uq_invoice_line_company_id_invoice_id_position'))
+    )
+    with op.batch_alter_table('invoice_line', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invoice_line_company_id'), ['company_id'], unique=False)
+
     op.create_table('payment_notification',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=True),
@@ -851,6 +997,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_payment_notification_company_id'))
 
     op.drop_table('payment_notification')
+    with op.batch_alter_table('invoice_line', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_invoice_line_company_id'))
+
+    op.drop_table('invoice_line')
     with op.batch_alter_table('bank_transaction', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_bank_transaction_company_id'))
 
@@ -860,6 +1010,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_refund_company_id'))
 
     op.drop_table('refund')
+    with op.batch_alter_table('reconciliation_item', schema=None) as batch_op:
+        batch_op.drop_index('ix_reconciliation_item_company_status')
+        batch_op.drop_index(batch_op.f('ix_reconciliation_item_company_id'))
+
+    op.drop_table('reconciliation_item')
     with op.batch_alter_table('process_timer', schema=None) as batch_op:
         batch_op.drop_index('ix_process_timer_status_due')
         batch_op.drop_index(batch_op.f('ix_process_timer_company_id'))
@@ -874,6 +1029,12 @@ def downgrade():
         batch_op.drop_index('ix_online_order_company_account')
 
     op.drop_table('online_order')
+    with op.batch_alter_table('invoice', schema=None) as batch_op:
+        batch_op.drop_index('ix_invoice_company_status')
+        batch_op.drop_index('ix_invoice_company_payment')
+        batch_op.drop_index(batch_op.f('ix_invoice_company_id'))
+
+    op.drop_table('invoice')
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.drop_index('ix_human_task_inbox_due')
         batch_op.drop_index('ix_human_task_inbox_created')
@@ -958,6 +1119,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_import_company_id'))
 
     op.drop_table('ledger_import')
+    with op.batch_alter_table('invoice_profile', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_invoice_profile_company_id'))
+
+    op.drop_table('invoice_profile')
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
 
@@ -970,6 +1135,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_company_function_company_id'))
 
     op.drop_table('company_function')
+    with op.batch_alter_table('channel_statement', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_channel_statement_company_id'))
+
+    op.drop_table('channel_statement')
     with op.batch_alter_table('building', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_building_company_id'))
 
@@ -1000,6 +1169,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_role_company_id'))
 
     op.drop_table('role')
+    with op.batch_alter_table('reconciliation_run', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_reconciliation_run_company_id'))
+
+    op.drop_table('reconciliation_run')
     with op.batch_alter_table('receipt_counter', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_receipt_counter_company_id'))
 

@@ -1,0 +1,452 @@
+"""Tax invoices of payments: building lines with VAT, paper invoices recorded by the cashier,
+e-invoices through the vendor, and red-letter reversals when a waiver lowers an invoiced amount.
+
+Nothing here runs inside a payment's transaction: a payment is committed first, and its
+invoice is made afterwards (by a Celery task for e-invoices), so a failed invoice never
+blocks or rolls back a payment. A failed e-invoice stays listed until it is issued again.
+"""
+
+import logging
+import re
+import unicodedata
+from decimal import Decimal
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.billing.models import LedgerEntry
+from app.clock import local_time
+from app.extensions import db
+from app.integrations import nuonuo
+from app.invoicing.models import LIVE_STATUSES, Invoice, InvoiceLine, InvoiceProfile, utcnow
+from app.invoicing.vat import line_tax
+from app.locking import lock_row
+from app.money import ZERO
+from app.org.models import Company
+from app.payments.models import Payment
+from app.tariffs.models import Season
+
+logger = logging.getLogger(__name__)
+
+PAPER_CODE_PATTERN = re.compile(r"[0-9]{10}|[0-9]{12}")
+PAPER_NUMBER_PATTERN = re.compile(r"[0-9]{8}")
+REASON_MAX = 255
+GOODS_NAME = "*供热*热费"
+PENDING_KEY = "heatflow_invoices_to_issue"
+
+
+class InvoiceError(ValueError):
+    """An invoice action that cannot be done as requested; the message is shown to the user."""
+
+
+def invoice_profile(company_id):
+    """Return the company's InvoiceProfile, or an unsaved one with the defaults."""
+    profile = db.session.scalar(sa.select(InvoiceProfile).filter_by(company_id=company_id))
+    return profile or InvoiceProfile(company_id=company_id, title="", notes="", seller_tax_id="", vat_rate=Decimal("0.09"), residential_exempt=True)
+
+
+def payment_lines(payment):
+    """List the receivables a payment paid as (label, season id or None, amount), in posting order."""
+    rows = db.session.execute(
+        sa.select(LedgerEntry.amount, LedgerEntry.season_id, Season.name)
+        .outerjoin(Season, LedgerEntry.season_id == Season.id)
+        .where(LedgerEntry.cause_type == "payment", LedgerEntry.cause_id == payment.id, LedgerEntry.kind == "payment")
+        .order_by(LedgerEntry.id)
+    ).all()
+    return [(f"{name} 供暖季热费" if name else "往年欠费", season_id, -amount) for amount, season_id, name in rows]
+
+
+def _add_lines(invoice, entries, user_type, profile):
+    """Attach lines (label, season id, tax-inclusive amount) to `invoice` and set its totals."""
+    total = tax_total = ZERO
+    for position, (label, season_id, amount) in enumerate(entries, start=1):
+        tax = line_tax(invoice.company_id, abs(amount), user_type, profile)
+        signed_tax = tax.tax if amount >= 0 else -tax.tax
+        invoice.lines.append(
+            InvoiceLine(
+                company_id=invoice.company_id, position=position, label=label[:100], season_id=season_id,
+                user_type=user_type, amount=amount, tax_rate=tax.rate, tax_amount=signed_tax, vat_exempt=tax.exempt,
+            )
+        )
+        total += amount
+        tax_total += signed_tax
+    invoice.amount = total
+    invoice.tax_amount = tax_total
+
+
+def live_blue_invoice(payment_id):
+    """Return the payment's blue invoice that is pending, issuing or issued, or None."""
+    return db.session.scalar(
+        sa.select(Invoice).where(Invoice.payment_id == payment_id, Invoice.direction == "blue", Invoice.status.in_(LIVE_STATUSES))
+    )
+
+
+def _new_blue_invoice(payment, medium):
+    company = db.session.get(Company, payment.company_id)
+    profile = invoice_profile(payment.company_id)
+    entries = payment_lines(payment)
+    if not entries:
+        raise InvoiceError(f"收据 {payment.receipt_no} 没有冲抵应收的明细（可能全部为多缴款），无可开票金额。")
+    invoice = Invoice(company_id=payment.company_id, payment_id=payment.id, medium=medium, direction="blue", status="pending")
+    _add_lines(invoice, entries, payment.account.user_type, profile)
+    if medium == "electronic":
+        previous = db.session.scalar(sa.select(sa.func.count(Invoice.id)).where(Invoice.payment_id == payment.id, Invoice.direction == "blue"))
+        invoice.order_no = f"{company.code}I{payment.id}" + (f"-{previous + 1}" if previous else "")
+    db.session.add(invoice)
+    db.session.flush()
+    return invoice
+
+
+# -- paper invoices
+
+
+def _clean_digits(value, label):
+    text = unicodedata.normalize("NFKC", value or "").strip().replace(" ", "")
+    if not text:
+        raise InvoiceError(f"请填写{label}。")
+    return text
+
+
+def record_paper_invoice(payment, invoice_code, invoice_number, user, invoice=None):
+    """Record the code and number of a paper invoice printed on the tax device for a payment.
+
+    Without `invoice` a blue invoice is created with the payment's lines; with a pending red
+    `invoice` (made by a reversal) its printed numbers are recorded. Commits.
+    """
+    company = db.session.get(Company, payment.company_id)
+    if company.invoice_mode != "paper_tax_invoice":
+        raise InvoiceError(f"{company.name} 的开票方式不是税控纸质发票，不能登记纸质发票号码。")
+    code = _clean_digits(invoice_code, "发票代码")
+    number = _clean_digits(invoice_number, "发票号码")
+    if not PAPER_CODE_PATTERN.fullmatch(code):
+        raise InvoiceError(f"发票代码「{code}」无效：须为 10 位或 12 位数字，请按发票左上角的代码填写。")
+    if not PAPER_NUMBER_PATTERN.fullmatch(number):
+        raise InvoiceError(f"发票号码「{number}」无效：须为 8 位数字，请按发票右上角的号码填写。")
+    lock_row(Payment, payment.id)
+    duplicate = db.session.scalar(
+        sa.select(Invoice).where(Invoice.company_id == payment.company_id, Invoice.invoice_code == code, Invoice.invoice_number == number)
+    )
+    if duplicate is not None:
+        db.session.rollback()
+        raise InvoiceError(
+            f"发票代码 {code} 号码 {number} 已登记在收据 {duplicate.payment.receipt_no} 上（{duplicate.status_label}），"
+            "同一张发票不能登记两次；请核对纸质发票上的号码。"
+        )
+    if invoice is None:
+        if live_blue_invoice(payment.id) is not None:
+            db.session.rollback()
+            raise InvoiceError(f"收据 {payment.receipt_no} 已登记发票；如需重开，请先作废原发票。")
+        try:
+            invoice = _new_blue_invoice(payment, "paper")
+        except InvoiceError:
+            db.session.rollback()
+            raise
+    elif invoice.status != "pending" or invoice.medium != "paper":
+        db.session.rollback()
+        raise InvoiceError("该发票不是待登记的纸质发票。")
+    invoice.invoice_code = code
+    invoice.invoice_number = number
+    invoice.status = "issued"
+    invoice.issued_at = utcnow()
+    invoice.recorded_by_id = user.id
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another cashier recorded the same code and number in the meantime; the unique key kept theirs.
+        db.session.rollback()
+        raise InvoiceError(f"发票代码 {code} 号码 {number} 刚被登记在另一笔收款上，同一张发票不能登记两次；请核对纸质发票上的号码。") from None
+    logger.info("Paper invoice %s/%s recorded on payment %s by user %s", code, number, payment.id, user.id)
+    return invoice
+
+
+def void_paper_invoice(invoice, reason, user):
+    """Void an issued paper invoice with a reason; the voided numbers stay taken. Commits."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvoiceError("请填写作废原因，例如“打印错位”或“交款人要求更改抬头”。")
+    if len(reason) > REASON_MAX:
+        raise InvoiceError(f"作废原因最长 {REASON_MAX} 个字，当前 {len(reason)} 个字，请删减后重试。")
+    if invoice.medium != "paper":
+        raise InvoiceError("电子发票不能作废，只能红冲。")
+    invoice = lock_row(Invoice, invoice.id)
+    if invoice.status != "issued":
+        db.session.rollback()
+        raise InvoiceError(f"发票 {invoice.invoice_code or ''} {invoice.invoice_number or ''} 当前为「{invoice.status_label}」，只有已开票的发票可以作废。")
+    invoice.status = "voided"
+    invoice.reason = reason
+    invoice.voided_at = utcnow()
+    invoice.voided_by_id = user.id
+    db.session.commit()
+    logger.info("Paper invoice %s/%s of payment %s voided by user %s", invoice.invoice_code, invoice.invoice_number, invoice.payment_id, user.id)
+    return invoice
+
+
+# -- e-invoices
+
+
+def vendor_client(company_id):
+    """Build the vendor client for a company, or raise InvoiceError when the vendor or seller is not configured."""
+    config = current_app.config
+    missing = [name for name in ("EINVOICE_API_BASE", "EINVOICE_APP_KEY", "EINVOICE_APP_SECRET") if not config.get(name)]
+    if missing:
+        raise InvoiceError(f"电子发票服务商未配置：请设置 {', '.join(missing)}。")
+    profile = invoice_profile(company_id)
+    if not profile.seller_tax_id:
+        raise InvoiceError("本公司未填写纳税人识别号：请在“开票设置”中填写后重新开票。")
+    credentials = nuonuo.VendorCredentials(config["EINVOICE_APP_KEY"], config["EINVOICE_APP_SECRET"], config.get("EINVOICE_ACCESS_TOKEN", ""))
+    return nuonuo.NuonuoClient(config["EINVOICE_API_BASE"], credentials, profile.seller_tax_id)
+
+
+def ensure_e_invoice(payment_id):
+    """Return the id of the payment's live blue e-invoice, creating a pending one when there is none. Commits."""
+    payment = lock_row(Payment, payment_id)
+    if payment is None:
+        raise InvoiceError(f"收款记录 {payment_id} 不存在。")
+    invoice = live_blue_invoice(payment.id)
+    if invoice is None:
+        invoice = _new_blue_invoice(payment, "electronic")
+    db.session.commit()
+    return invoice.id
+
+
+def vendor_order(invoice):
+    """Build the vendor order of an invoice from its stored lines."""
+    payment = invoice.payment
+    account = payment.account
+    profile = invoice_profile(invoice.company_id)
+    details = [
+        nuonuo.invoice_line(
+            goods_name=GOODS_NAME, amount=line.amount, tax=line.tax_amount, rate=line.tax_rate, exempt=line.vat_exempt,
+        )
+        for line in invoice.lines
+    ]
+    order = {
+        "orderNo": invoice.order_no,
+        "invoiceDate": local_time(invoice.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+        "invoiceType": "2" if invoice.direction == "red" else "1",
+        "invoiceLine": "pc",
+        "salerTaxNum": profile.seller_tax_id,
+        "buyerName": payment.payer_name or account.customer_name,
+        "buyerTaxNum": "",
+        "naturalPersonFlag": "1",
+        "clerk": "系统",
+        "pushMode": "-1",
+        "remark": (f"收据号 {payment.receipt_no} 用户编号 {account.account_no} " + profile.notes).strip()[:200],
+        "invoiceDetail": details,
+    }
+    if invoice.direction == "red":
+        order["invoiceNum"] = invoice.original.invoice_number
+        order["redReason"] = invoice.reason[:50]
+    return order
+
+
+def advance_e_invoice(invoice_id, client=None):
+    """Take one step of an e-invoice with the vendor and return its status afterwards. Commits.
+
+    pending → submit the order (a repeated order number means it was submitted before);
+    issuing → query the result: issued stores the number and the PDF, failed stores the cause.
+    Raises nuonuo.VendorUnavailable when the vendor cannot be reached, so the caller retries.
+    """
+    invoice = lock_row(Invoice, invoice_id)
+    if invoice is None or invoice.medium != "electronic" or invoice.status not in ("pending", "issuing"):
+        db.session.rollback()
+        return invoice.status if invoice is not None else "missing"
+    client = client or vendor_client(invoice.company_id)
+    invoice.attempts += 1
+    if invoice.status == "pending":
+        try:
+            invoice.vendor_serial = client.request_billing(vendor_order(invoice))
+        except nuonuo.VendorError as error:
+            if error.code != nuonuo.DUPLICATE_ORDER_CODE:
+                return _fail(invoice, f"服务商拒绝开票：{error.code} {error.describe}")
+        invoice.status = "issuing"
+        db.session.commit()
+        return invoice.status
+    result = client.query_result(invoice.order_no)
+    if result is None:
+        # The vendor lost or never stored the order: submit it again on the next step.
+        invoice.status = "pending"
+    elif result.failed:
+        return _fail(invoice, f"开票失败：{result.fail_cause or result.status}")
+    elif result.issued:
+        invoice.pdf = client.download(result.pdf_url) if result.pdf_url else None
+        invoice.pdf_url = result.pdf_url[:500]
+        invoice.invoice_number = result.invoice_number[:20]
+        invoice.vendor_serial = result.serial or invoice.vendor_serial
+        invoice.status = "issued"
+        invoice.issued_at = utcnow()
+        invoice.last_error = ""
+        logger.info("E-invoice %s of payment %s issued as %s", invoice.order_no, invoice.payment_id, invoice.invoice_number)
+    db.session.commit()
+    return invoice.status
+
+
+def _fail(invoice, message):
+    invoice.status = "failed"
+    invoice.last_error = message[:500]
+    db.session.commit()
+    logger.warning("E-invoice %s of payment %s failed: %s", invoice.order_no, invoice.payment_id, message)
+    return "failed"
+
+
+def mark_failed(invoice_id, message):
+    """Mark an e-invoice still pending or issuing as failed, e.g. when retries ran out. Commits."""
+    invoice = lock_row(Invoice, invoice_id)
+    if invoice is not None and invoice.status in ("pending", "issuing"):
+        _fail(invoice, message)
+    else:
+        db.session.rollback()
+
+
+def retry_e_invoice(invoice, user):
+    """Put a failed e-invoice back to pending under a new order number, so it is submitted again. Commits."""
+    invoice = lock_row(Invoice, invoice.id)
+    if invoice.status != "failed" or invoice.medium != "electronic":
+        db.session.rollback()
+        raise InvoiceError(f"发票当前为「{invoice.status_label}」，只有开票失败的电子发票可以重开。")
+    # The vendor keeps the failed order under its number, so the new submission needs another: TJI12, TJI12-2, TJI12-3 …
+    base, _, submission = invoice.order_no.partition("-")
+    invoice.order_no = f"{base}-{int(submission or 1) + 1}"
+    invoice.status = "pending"
+    invoice.recorded_by_id = user.id
+    db.session.commit()
+    logger.info("E-invoice of payment %s queued again as %s by user %s", invoice.payment_id, invoice.order_no, user.id)
+    enqueue_e_invoices([invoice.id], invoice.company_id)
+    return invoice
+
+
+def failed_e_invoices():
+    """E-invoices that failed, or still wait for the vendor after an hour, newest first; the tenant scope limits them."""
+    stale = utcnow().timestamp() - 3600
+    rows = db.session.scalars(
+        sa.select(Invoice).where(Invoice.medium == "electronic", Invoice.status.in_(("failed", "pending", "issuing"))).order_by(Invoice.id.desc())
+    ).all()
+    return [i for i in rows if i.status == "failed" or local_time(i.created_at).timestamp() < stale]
+
+
+def enqueue_e_invoices(invoice_ids, company_id):
+    """Send an issue task per invoice; an unreachable broker is logged and the invoices stay listed."""
+    from app.tasks.invoicing import issue_e_invoice_task
+
+    for invoice_id in invoice_ids:
+        try:
+            issue_e_invoice_task.delay(company_id, invoice_id=invoice_id)
+        except Exception:
+            logger.exception("Could not queue e-invoice %s of company %s; it stays pending", invoice_id, company_id)
+
+
+def payment_posted(payment_id, company_id):
+    """Start invoicing a committed payment when its company issues e-invoices; never raises.
+
+    Runs after the payment's commit. A broker or task error is logged and leaves the payment
+    without an e-invoice, which the list of payments to invoice shows.
+    """
+    try:
+        company = db.session.get(Company, company_id)
+        if company is None or company.invoice_mode != "e_invoice":
+            return
+        from app.tasks.invoicing import issue_e_invoice_task
+
+        issue_e_invoice_task.delay(company_id, payment_id=payment_id)
+    except Exception:
+        db.session.rollback()
+        logger.exception("Invoicing of payment %s could not be started; it is listed for retry", payment_id)
+
+
+# -- red-letter reversal
+
+
+def season_invoiced(account_id, season_id):
+    """Net tax-inclusive amount invoiced for an account's season: live blue lines minus live red lines."""
+    total = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(InvoiceLine.amount), 0))
+        .join(Invoice, InvoiceLine.invoice_id == Invoice.id)
+        .join(Payment, Invoice.payment_id == Payment.id)
+        .where(Payment.account_id == account_id, InvoiceLine.season_id == season_id, Invoice.status.in_(LIVE_STATUSES))
+    )
+    return Decimal(total or 0)
+
+
+def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause_id, reason):
+    """Issue red invoices for what an account's season is invoiced beyond its receivable after a reduction.
+
+    Called inside the transaction that posts the reduction (the waiver service task). Red
+    invoices reverse the newest blue invoices first, line by line. Repeated calls for the
+    same cause create nothing new. Returns the red invoices created.
+    """
+    created = []
+    excess = season_invoiced(account.id, season.id) - receivable_after
+    if excess <= 0:
+        return created
+    # TODO: a blue e-invoice still pending or issuing at this point gets no red invoice yet.
+    blues = db.session.scalars(
+        sa.select(Invoice)
+        .join(Payment, Invoice.payment_id == Payment.id)
+        .where(Payment.account_id == account.id, Invoice.direction == "blue", Invoice.status == "issued")
+        .order_by(Invoice.id.desc())
+    ).all()
+    company = db.session.get(Company, account.company_id)
+    profile = invoice_profile(account.company_id)
+    for blue in blues:
+        if excess <= 0:
+            break
+        order_no = f"{company.code}R{blue.id}-{cause_type[:1].upper()}{cause_id}"
+        if db.session.scalar(sa.select(Invoice.id).filter_by(company_id=account.company_id, order_no=order_no)) is not None:
+            return created
+        available = sum((line.amount for line in blue.lines if line.season_id == season.id), ZERO) - _reversed(blue, season.id)
+        portion = min(available, excess)
+        if portion <= 0:
+            continue
+        red = Invoice(
+            company_id=account.company_id, payment_id=blue.payment_id, medium=blue.medium, direction="red", original_id=blue.id,
+            status="pending", order_no=order_no, reason=reason[:255], cause_type=cause_type, cause_id=cause_id,
+        )
+        label = next(line.label for line in blue.lines if line.season_id == season.id)
+        _add_lines(red, [(label, season.id, -portion)], blue.lines[0].user_type, profile)
+        db.session.add(red)
+        created.append(red)
+        excess -= portion
+    db.session.flush()
+    electronic = [red.id for red in created if red.medium == "electronic"]
+    if electronic:
+        db.session.info.setdefault(PENDING_KEY, []).append((account.company_id, electronic))
+    logger.info("Red invoices %s for account %s season %s after %s %s", [r.order_no for r in created], account.id, season.id, cause_type, cause_id)
+    return created
+
+
+def _reversed(blue, season_id):
+    total = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(InvoiceLine.amount), 0))
+        .join(Invoice, InvoiceLine.invoice_id == Invoice.id)
+        .where(Invoice.original_id == blue.id, InvoiceLine.season_id == season_id, Invoice.status.in_(LIVE_STATUSES))
+    )
+    return -Decimal(total or 0)
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_after_commit(session):
+    # Red invoices made inside a process step are sent to Celery only once that step's
+    # transaction has committed, so the task can see them. An eager Celery (tests) would run
+    # the task here, inside the commit, so the periodic sweep picks them up instead.
+    pending = session.info.pop(PENDING_KEY, None)
+    if not pending or current_app.config.get("CELERY_TASK_ALWAYS_EAGER"):
+        return
+    for company_id, invoice_ids in pending:
+        enqueue_e_invoices(invoice_ids, company_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session):
+    session.info.pop(PENDING_KEY, None)
+
+
+def pending_e_invoice_ids(older_than_seconds=0):
+    """Ids and companies of e-invoices waiting to be submitted, for the periodic sweep."""
+    rows = db.session.execute(
+        sa.select(Invoice.id, Invoice.company_id, Invoice.created_at).where(Invoice.medium == "electronic", Invoice.status == "pending")
+    ).all()
+    cutoff = utcnow().timestamp() - older_than_seconds
+    return [(invoice_id, company_id) for invoice_id, company_id, created in rows if local_time(created).timestamp() <= cutoff]

@@ -1,0 +1,142 @@
+"""Invoice settings of a company, issued invoices (paper and electronic, blue and red) and their lines."""
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.money import Money, Rate
+from app.tenancy import CompanyOwned
+
+# Invoice method of a company (Company.invoice_mode) -> Chinese label.
+INVOICE_METHODS = {
+    "receipt": "自印收据",
+    "paper_tax_invoice": "税控纸质发票",
+    "e_invoice": "税控电子发票（经开票服务商）",
+}
+# Invoice medium -> Chinese label.
+INVOICE_MEDIA = {"paper": "纸质发票", "electronic": "电子发票"}
+# Blue is the original invoice, red the reversal (红冲) of all or part of a blue one.
+INVOICE_DIRECTIONS = {"blue": "蓝字", "red": "红字"}
+# pending: waits for the vendor call (electronic) or for the cashier to record the printed
+# numbers (paper); issuing: the vendor accepted it and its result is awaited.
+INVOICE_STATUSES = {
+    "pending": "待开票",
+    "issuing": "开票中",
+    "issued": "已开票",
+    "failed": "开票失败",
+    "voided": "已作废",
+}
+# Statuses of an invoice that stands or may still stand; a payment has at most one such blue invoice.
+LIVE_STATUSES = ("pending", "issuing", "issued")
+DEFAULT_VAT_RATE = Decimal("0.09")
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class InvoiceProfile(CompanyOwned, db.Model):
+    """The face of a company's invoices and receipts and its VAT rule; the method itself is Company.invoice_mode."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # Heading printed on the self-printed receipt, e.g. 津南热力有限公司收款收据; empty uses the default.
+    title = sa.Column(sa.String(100), nullable=False, default="")
+    # Printed on the receipt and sent as the e-invoice remark.
+    notes = sa.Column(sa.String(200), nullable=False, default="")
+    # PNG of the company's receipt seal (财务专用章), drawn on the self-printed receipt.
+    seal_png = sa.Column(sa.LargeBinary)
+    # Seller's unified social credit code (纳税人识别号), sent to the e-invoice vendor as userTax.
+    seller_tax_id = sa.Column(sa.String(20), nullable=False, default="")
+    # VAT rate of taxable (non-residential) heat, e.g. 0.09.
+    vat_rate = sa.Column(Rate(), nullable=False, default=DEFAULT_VAT_RATE)
+    # Residential heat (居民, 低保) is VAT-exempt in the northern heating region.
+    residential_exempt = sa.Column(sa.Boolean, nullable=False, default=True)
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class Invoice(CompanyOwned, db.Model):
+    """One tax invoice of a payment: a blue invoice, or a red one reversing part or all of a blue one."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "order_no"),
+        # A printed paper invoice is identified by code and number; NULL codes (e-invoices) never clash.
+        sa.UniqueConstraint("company_id", "invoice_code", "invoice_number"),
+        sa.Index("ix_invoice_company_payment", "company_id", "payment_id"),
+        sa.Index("ix_invoice_company_status", "company_id", "status"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"), nullable=False)
+    medium = sa.Column(sa.String(12), nullable=False)
+    direction = sa.Column(sa.String(8), nullable=False, default="blue")
+    # The blue invoice a red one reverses.
+    original_id = sa.Column(sa.Integer, sa.ForeignKey("invoice.id"))
+    status = sa.Column(sa.String(12), nullable=False, default="pending")
+    # Tax-inclusive total and its VAT, the sums of the lines; negative on a red invoice.
+    amount = sa.Column(Money(), nullable=False)
+    tax_amount = sa.Column(Money(), nullable=False)
+    # Our order number sent to the e-invoice vendor, unique per company, which makes a resubmit harmless.
+    order_no = sa.Column(sa.String(40))
+    # The vendor's serial of the request (Nuonuo invoiceSerialNum).
+    vendor_serial = sa.Column(sa.String(64))
+    # Paper: the 10- or 12-digit invoice code and the 8-digit number. Electronic: the 20-digit number only.
+    invoice_code = sa.Column(sa.String(12))
+    invoice_number = sa.Column(sa.String(20))
+    pdf = sa.Column(sa.LargeBinary)
+    pdf_url = sa.Column(sa.String(500), nullable=False, default="")
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    last_error = sa.Column(sa.String(500), nullable=False, default="")
+    # Why a red invoice was issued, or why a paper invoice was voided.
+    reason = sa.Column(sa.String(255), nullable=False, default="")
+    # What caused a red invoice: process_instance (a waiver) or refund, and its id.
+    cause_type = sa.Column(sa.String(32))
+    cause_id = sa.Column(sa.Integer)
+    recorded_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    issued_at = sa.Column(sa.DateTime(timezone=True))
+    voided_at = sa.Column(sa.DateTime(timezone=True))
+    voided_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+
+    payment = db.relationship("Payment")
+    original = db.relationship("Invoice", remote_side=[id])
+    recorded_by = db.relationship("User", foreign_keys=[recorded_by_id])
+    voided_by = db.relationship("User", foreign_keys=[voided_by_id])
+    lines = db.relationship("InvoiceLine", order_by="InvoiceLine.position", back_populates="invoice")
+
+    @property
+    def status_label(self):
+        return INVOICE_STATUSES.get(self.status, self.status)
+
+    @property
+    def medium_label(self):
+        return INVOICE_MEDIA.get(self.medium, self.medium)
+
+    @property
+    def direction_label(self):
+        return INVOICE_DIRECTIONS.get(self.direction, self.direction)
+
+
+class InvoiceLine(CompanyOwned, db.Model):
+    """One line of an invoice: what was paid for, the user type that decides its VAT, and the VAT."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "invoice_id", "position"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    invoice_id = sa.Column(sa.Integer, sa.ForeignKey("invoice.id"), nullable=False)
+    position = sa.Column(sa.Integer, nullable=False)
+    label = sa.Column(sa.String(100), nullable=False)
+    # The season the paid receivable belongs to; NULL for prior arrears.
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
+    user_type = sa.Column(sa.String(16), nullable=False)
+    # Tax-inclusive amount, the rate applied (0 when exempt) and the VAT in it.
+    amount = sa.Column(Money(), nullable=False)
+    tax_rate = sa.Column(Rate(), nullable=False)
+    tax_amount = sa.Column(Money(), nullable=False)
+    vat_exempt = sa.Column(sa.Boolean, nullable=False, default=False)
+
+    invoice = db.relationship("Invoice", back_populates="lines")

@@ -1,0 +1,101 @@
+"""Reconciliation pages: upload a channel statement for a day, see the runs and resolve differences."""
+
+import logging
+from datetime import date
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from app.extensions import db
+from app.payments.models import ReconciliationItem, ReconciliationRun, WechatMerchant
+from app.payments.reconciliation import ReconciliationError, parse_statement, resolve_item, store_statement
+from app.org.services import has_permission
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("reconciliation", __name__, url_prefix="/reconciliation")
+STATEMENT_MAX_BYTES = 20 * 1024 * 1024
+RUNS_SHOWN = 60
+
+
+def _require(company_id=None):
+    if not has_permission(current_user, "reconcile.resolve", company_id):
+        abort(403, "您没有渠道对账的权限，请联系本公司管理员分配“财务”角色。")
+
+
+@bp.route("/")
+@login_required
+def index():
+    """Recent reconciliation runs, the open differences and the statement upload form."""
+    _require()
+    runs = db.session.scalars(sa.select(ReconciliationRun).order_by(ReconciliationRun.day.desc(), ReconciliationRun.id.desc()).limit(RUNS_SHOWN)).all()
+    items = db.session.scalars(
+        sa.select(ReconciliationItem).where(ReconciliationItem.status == "open").order_by(ReconciliationItem.id)
+    ).all()
+    merchants = db.session.scalars(sa.select(WechatMerchant).where(WechatMerchant.active.is_(True)).order_by(WechatMerchant.id)).all()
+    return render_template("payments/reconciliation.html", runs=runs, items=items, merchants=merchants, today=date.today())
+
+
+@bp.route("/statements", methods=["POST"])
+@login_required
+def upload_statement():
+    """Store a WeChat Pay trade bill of one sub-merchant and day and queue its reconciliation."""
+    _require()
+    sub_mchid = request.form.get("merchant_id", "").strip()
+    merchant = db.session.scalar(sa.select(WechatMerchant).filter_by(sub_mchid=sub_mchid))
+    if merchant is None:
+        flash(f"特约商户号「{sub_mchid}」不属于本公司，请从列表中选择。", "error")
+        return redirect(url_for("reconciliation.index"))
+    _require(merchant.company_id)
+    try:
+        day = date.fromisoformat(request.form.get("day", ""))
+    except ValueError:
+        flash(f"对账日期「{request.form.get('day', '')}」无效，请按 2025-12-03 的格式填写。", "error")
+        return redirect(url_for("reconciliation.index"))
+    upload = request.files.get("statement")
+    content = upload.read(STATEMENT_MAX_BYTES + 1) if upload and upload.filename else b""
+    if not content:
+        flash("请选择从微信支付下载的交易账单文件（CSV）。", "error")
+        return redirect(url_for("reconciliation.index"))
+    if len(content) > STATEMENT_MAX_BYTES:
+        flash(f"对账单超过 {STATEMENT_MAX_BYTES // (1024 * 1024)} MB 上限，请按单日下载。", "error")
+        return redirect(url_for("reconciliation.index"))
+    try:
+        parse_statement("wechatpay", sub_mchid, day, content)
+    except ReconciliationError as error:
+        flash(str(error), "error")
+        return redirect(url_for("reconciliation.index"))
+    statement = store_statement(merchant.company_id, "wechatpay", sub_mchid, day, upload.filename, content, current_user.id)
+    from app.tasks.reconciliation import reconcile_day_task
+
+    try:
+        reconcile_day_task.delay(merchant.company_id, "wechatpay", sub_mchid, day.isoformat())
+    except Exception:
+        db.session.rollback()
+        logger.exception("Could not queue reconciliation of %s for %s", sub_mchid, day)
+        flash("对账单已保存，但对账任务未能提交，请稍后重试。", "error")
+        return redirect(url_for("reconciliation.index"))
+    run = db.session.scalar(sa.select(ReconciliationRun).filter_by(company_id=merchant.company_id, channel="wechatpay", merchant_id=sub_mchid, day=day))
+    if run is not None and run.statement_sha256 == statement.sha256:
+        flash(f"{day} 对账完成：一致 {run.matched} 笔，差异 {run.differences} 笔。", "success")
+    else:
+        flash(f"对账单已保存，{day} 的对账已提交后台处理，请稍后刷新本页。", "success")
+    return redirect(url_for("reconciliation.index"))
+
+
+@bp.route("/items/<int:item_id>/resolve", methods=["POST"])
+@login_required
+def resolve(item_id):
+    """Close one difference with the reason finance gives."""
+    _require()
+    item = db.session.scalar(sa.select(ReconciliationItem).filter_by(id=item_id))
+    if item is None:
+        abort(404, f"未找到编号为 {item_id} 的对账差异，或它不属于您的公司。")
+    _require(item.company_id)
+    try:
+        resolve_item(item, request.form.get("reason"), current_user)
+    except ReconciliationError as error:
+        flash(str(error), "error")
+    else:
+        flash(f"差异 {item.channel_txn_id} 已处理。", "success")
+    return redirect(url_for("reconciliation.index"))

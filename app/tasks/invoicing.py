@@ -1,0 +1,93 @@
+"""E-invoice tasks: issue one invoice with retries and backoff, and sweep invoices left pending."""
+
+import logging
+import time
+
+from flask import current_app
+
+from app.extensions import celery, db
+from app.integrations import nuonuo
+from app.invoicing.issuing import InvoiceError, advance_e_invoice, ensure_e_invoice, mark_failed, pending_e_invoice_ids
+from app.tenancy import company_scope, scoped
+
+logger = logging.getLogger(__name__)
+# Waits between steps grow as base × 2^retry up to the cap: 5 s, 10 s, 20 s … 10 min with the defaults.
+DEFAULT_RETRY_BASE_SECONDS = 5
+DEFAULT_RETRY_CAP_SECONDS = 600
+MAX_RETRIES = 12
+
+
+def retry_delay(retries):
+    """Seconds to wait before step `retries` + 1 of an e-invoice."""
+    base = float(current_app.config.get("EINVOICE_RETRY_BASE_SECONDS", DEFAULT_RETRY_BASE_SECONDS))
+    cap = float(current_app.config.get("EINVOICE_RETRY_CAP_SECONDS", DEFAULT_RETRY_CAP_SECONDS))
+    return min(cap, base * 2**retries)
+
+
+@celery.task(name="invoicing.issue_e_invoice", bind=True, max_retries=MAX_RETRIES)
+def issue_e_invoice_task(self, company_id, payment_id=None, invoice_id=None):
+    """Issue the e-invoice of a payment (or the given invoice): submit, then poll until issued or failed.
+
+    Each run takes one step with the vendor. While the vendor works on the invoice or cannot
+    be reached, the task retries with exponential backoff; when the retries run out the
+    invoice is marked failed and listed for a manual retry. Returns the invoice status.
+    """
+    label = f"task:invoicing.issue_e_invoice:{payment_id or invoice_id}"
+    with scoped(company_scope(company_id, label=label)):
+        if self.request.is_eager:
+            # An eager Celery (tests, HEATFLOW_CELERY_EAGER=1) cannot schedule a retry, so the
+            # steps run here one after another with the same waits, blocking the caller.
+            for retries in range(self.max_retries + 1):
+                status, invoice_id, reason = _step(payment_id, invoice_id)
+                if status in FINAL_STATUSES:
+                    return status
+                if retries < self.max_retries:
+                    time.sleep(retry_delay(retries))
+            mark_failed(invoice_id, f"重试 {self.max_retries} 次后仍未开具：{reason}")
+            return "failed"
+
+        status, invoice_id, reason = _step(payment_id, invoice_id)
+        if status in FINAL_STATUSES:
+            return status
+        if self.request.retries >= self.max_retries:
+            mark_failed(invoice_id, f"重试 {self.max_retries} 次后仍未开具：{reason}")
+            return "failed"
+        delay = retry_delay(self.request.retries)
+        logger.info("E-invoice %s is %s; step %s again in %.1f s", invoice_id, status, self.request.retries + 2, delay)
+        raise self.retry(kwargs={"payment_id": None, "invoice_id": invoice_id}, countdown=delay)
+
+
+FINAL_STATUSES = ("issued", "failed", "voided", "missing")
+
+
+def _step(payment_id, invoice_id):
+    """Take one step; return (status, invoice id, reason to retry). Errors that a retry cannot fix mark the invoice failed."""
+    try:
+        if invoice_id is None:
+            invoice_id = ensure_e_invoice(payment_id)
+        return advance_e_invoice(invoice_id), invoice_id, "服务商仍在开票"
+    except InvoiceError as error:
+        db.session.rollback()
+        logger.warning("E-invoice of payment %s / invoice %s cannot be issued: %s", payment_id, invoice_id, error)
+        if invoice_id is not None:
+            mark_failed(invoice_id, str(error))
+        return "failed", invoice_id, str(error)
+    except nuonuo.VendorUnavailable as error:
+        db.session.rollback()
+        logger.warning("E-invoice vendor unavailable for invoice %s: %s", invoice_id, error)
+        return "unavailable", invoice_id, str(error)
+    except nuonuo.VendorError as error:
+        db.session.rollback()
+        mark_failed(invoice_id, f"服务商返回错误：{error.code} {error.describe}")
+        return "failed", invoice_id, str(error)
+
+
+# TODO: schedule this sweep and payments.reconcile_day with Celery beat; nothing runs them periodically yet.
+@celery.task(name="invoicing.issue_pending_e_invoices")
+def issue_pending_e_invoices_task(older_than_seconds=60):
+    """Queue an issue task for every e-invoice still pending after `older_than_seconds`; returns the count."""
+    pending = pending_e_invoice_ids(older_than_seconds)
+    for invoice_id, company_id in pending:
+        issue_e_invoice_task.delay(company_id, invoice_id=invoice_id)
+    logger.info("Queued %s pending e-invoices", len(pending))
+    return len(pending)

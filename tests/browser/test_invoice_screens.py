@@ -1,0 +1,73 @@
+"""Invoice settings, paper invoice recording and reconciliation driven through Chromium with CSRF checks on."""
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.invoicing.models import Invoice
+from app.payments.models import Payment, ReconciliationItem, WechatMerchant
+from app.payments.services import collect_payment
+from tests.payments.test_reconciliation import BILL, _at
+from tests.processes.conftest import make_account, user  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+
+def test_admin_edits_invoice_settings(page, browser_login, screenshot, demo):
+    browser_login(page, "tj_admin")
+    page.goto("/invoicing/settings")
+    page.get_by_label("税控纸质发票").check()
+    page.get_by_label("票面标题").fill("津南热力有限公司收款收据")
+    page.get_by_label("非居民供热税率（%）").fill("9")
+    with page.expect_navigation():
+        page.get_by_role("button", name="保存开票设置").click()
+    assert "开票设置已保存" in page.locator(".flash").inner_text()
+    assert page.get_by_label("税控纸质发票").is_checked()
+    screenshot(page, "invoice-settings")
+
+
+def test_cashier_records_paper_invoice(page, browser_login, screenshot, make_account):
+    account = make_account("QD", "80.00")
+    payment = collect_payment(account, "100.00", "cash", user("qd_cashier"))
+    browser_login(page, "qd_cashier")
+    page.goto(f"/payments/{payment.id}")
+    form = page.locator("#paper-invoice-form")
+    form.get_by_label("发票代码").fill("3700221130")
+    form.get_by_label("发票号码").fill("00012345")
+    with page.expect_navigation():
+        form.get_by_role("button", name="登记纸质发票").click()
+    rows = page.locator("#payment-invoices tbody tr").all_inner_texts()
+    assert len(rows) == 1
+    assert "00012345" in rows[0]
+    assert "已开票" in rows[0]
+    screenshot(page, "payment-paper-invoice")
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(Invoice.invoice_number).filter_by(payment_id=payment.id)) == "00012345"
+
+
+def test_finance_reconciles_and_resolves(page, browser_login, screenshot, make_account, demo, tmp_path):
+    account = make_account("TJ", "87.35")
+    db.session.add(WechatMerchant(company_id=demo["TJ"].id, sub_mchid="1900000111"))
+    db.session.add(Payment(company_id=demo["TJ"].id, account_id=account.id, amount=Decimal("100.00"), method="wechat", channel="wechat",
+                           paid_at=_at(9), receipt_no="TJ-2025-900001", channel_transaction_id="4200000001"))
+    db.session.commit()
+    bill = tmp_path / "bill.csv"
+    bill.write_text(BILL, encoding="utf-8")
+    browser_login(page, "tj_finance")
+    page.goto("/reconciliation/")
+    page.get_by_label("对账日期").fill("2025-12-03")
+    page.get_by_label("账单文件").set_input_files(str(bill))
+    with page.expect_navigation():
+        page.get_by_role("button", name="上传并对账").click()
+    assert "一致 1 笔，差异 2 笔" in page.locator(".flash").inner_text()
+    assert page.locator("#reconciliation-items tbody tr").count() == 2
+    first = page.locator("#reconciliation-items tbody tr").first
+    first.get_by_placeholder("处理说明").fill("已补记收款")
+    with page.expect_navigation():
+        first.get_by_role("button", name="标记已处理").click()
+    assert page.locator("#reconciliation-items tbody tr").count() == 1
+    screenshot(page, "reconciliation")
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count(ReconciliationItem.id)).filter_by(status="resolved")) == 1
