@@ -2,6 +2,7 @@
 scope unless the task sets a company scope itself."""
 
 from celery import Task
+from celery.schedules import crontab
 from flask import has_app_context
 
 from app.extensions import celery
@@ -29,6 +30,11 @@ def init_celery(flask_app):
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         timezone="Asia/Shanghai",
+        beat_schedule={
+            "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
+            # Yesterday's finance vouchers, after midnight local time.
+            "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},
+        },
     )
     celery.flask_app = flask_app
     flask_app.extensions["celery"] = celery

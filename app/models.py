@@ -7,4 +7,5 @@ from app.org.audit import AuthEvent, LoginThrottle  # noqa: F401
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole  # noqa: F401
 from app.processes.models import EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel  # noqa: F401
 from app.payments.models import OnlineOrder, Payment, PaymentNotification, ReceiptCounter, WechatMerchant  # noqa: F401
+from app.messaging.models import FinanceVoucher, MeterReading, MeterReadingReview, OutboxEvent, ProcessedMessage  # noqa: F401
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice  # noqa: F401

@@ -63,6 +63,14 @@ class DefaultConfig:
     # Public HTTPS address of POST /payments/notify/wechat, sent as every order's notify_url.
     WECHATPAY_NOTIFY_URL = os.environ.get("HEATFLOW_WECHATPAY_NOTIFY_URL", "")
 
+    # RabbitMQ of the integrations (outbox relay and inbound consumers). Defaults to the Celery
+    # broker when that is RabbitMQ; with the embedded broker the relay keeps events stored.
+    OUTBOX_BROKER_URL = os.environ.get("HEATFLOW_OUTBOX_BROKER_URL") or (
+        CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("amqp") else ""
+    )
+    # Seconds between relay runs on Celery beat.
+    OUTBOX_RELAY_INTERVAL_S = float(os.environ.get("HEATFLOW_OUTBOX_RELAY_INTERVAL_S", "5"))
+
 
 class TestingConfig(DefaultConfig):
     """Used by the test suite; DATABASE_URL is set per test session."""

@@ -27,7 +27,7 @@ from app.locking import lock_row
 from app.network.models import Account
 from app.org.models import Company
 from app.payments.models import OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
-from app.payments.services import allocate_payment, amount_owed, next_receipt_no
+from app.payments.services import allocate_payment, amount_owed, emit_payment_posted, next_receipt_no
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -311,6 +311,7 @@ def _post_online_payment(order, transaction_id, paid_at):
     rest = order.amount - sum((part for _, part in parts), Decimal("0"))
     if rest > 0:
         _add_line(payment, None, "credit", rest, "credit")
+    emit_payment_posted(payment, account, parts, credit=max(rest, Decimal("0")))
     order.status = "paid"
     order.paid_at = paid_at
     order.transaction_id = transaction_id
