@@ -103,6 +103,15 @@ def bpmn_check_command(path):
         click.echo(f"{path.name}: accepted as documentation only; it has no executable process.")
 
 
+def _company_id_or_exit(company_code):
+    """Return the id of the company with this code, or print the error and exit 1."""
+    try:
+        return find_company(company_code).id
+    except LookupError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+
+
 audit = AppGroup("audit", help="Audit trail checks of process instances.")
 heat.add_command(audit)
 
@@ -113,13 +122,7 @@ def audit_verify_command(company_code):
     """Verify every instance's event hash chain; exit 1 listing each broken chain."""
     from app.processes.audit import verify_all_chains
 
-    company_id = None
-    if company_code:
-        try:
-            company_id = find_company(company_code).id
-        except LookupError as error:
-            click.echo(str(error), err=True)
-            sys.exit(1)
+    company_id = _company_id_or_exit(company_code) if company_code else None
     result = verify_all_chains(company_id)
     if not result.broken:
         click.echo(f"ok: {result.instances} instances, {result.events} events")
@@ -193,13 +196,7 @@ def outbox_replay_command(since, event_ids, company_code, event_type):
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=LOCAL_TIME)
         moment = moment.astimezone(timezone.utc)
-    company_id = None
-    if company_code:
-        try:
-            company_id = find_company(company_code).id
-        except LookupError as error:
-            click.echo(str(error), err=True)
-            sys.exit(1)
+    company_id = _company_id_or_exit(company_code) if company_code else None
     count = mark_for_replay(since=moment, event_ids=event_ids, company_id=company_id, event_type=event_type)
     if event_ids and count != len(set(event_ids)):
         click.echo(f"queued {count} of {len(set(event_ids))} events; the others are unknown", err=True)

@@ -57,18 +57,18 @@ class MeteredSettlement:
         return self.billed + self.difference
 
 
-def parse_heat_gj(value):
-    """Convert a heat quantity in GJ to Decimal, or raise MeteringError naming the input."""
+def parse_heat_gj(value, label="用热量"):
+    """Convert a heat quantity in GJ to Decimal, or raise MeteringError naming `label` and the input."""
     if isinstance(value, (float, bool)):
-        raise MeteringError(f"用热量 {value!r} 不是 Decimal 或字符串；请以如 \"30.5\" 的字符串传入。")
+        raise MeteringError(f"{label} {value!r} 不是 Decimal 或字符串；请以如 \"30.5\" 的字符串传入。")
     try:
         heat = Decimal(str(value).strip())
     except InvalidOperation:
-        raise MeteringError(f"用热量「{value}」不是有效数字；请填写如 30.5 的吉焦数。") from None
+        raise MeteringError(f"{label}「{value}」不是有效数字；请填写如 30.5 的吉焦数。") from None
     if not heat.is_finite() or heat < 0:
-        raise MeteringError(f"用热量「{value}」无效；请填写不小于 0 的吉焦数。")
+        raise MeteringError(f"{label}「{value}」无效；请填写不小于 0 的吉焦数。")
     if heat != heat.quantize(GJ_PLACES):
-        raise MeteringError(f"用热量「{value}」超过三位小数；请精确到 0.001 吉焦。")
+        raise MeteringError(f"{label}「{value}」超过三位小数；请精确到 0.001 吉焦。")
     return heat
 
 

@@ -28,7 +28,7 @@ class BrokerNotConfigured(RuntimeError):
 
 
 def broker_url():
-    """The AMQP URL of the integrations, or raise BrokerNotConfigured."""
+    """Return the AMQP URL of the integrations, or raise BrokerNotConfigured."""
     url = current_app.config.get("OUTBOX_BROKER_URL") or ""
     if not url.startswith(("amqp://", "amqps://", "pyamqp://")):
         raise BrokerNotConfigured(
@@ -39,12 +39,12 @@ def broker_url():
 
 
 def connect(url=None):
-    """A kombu connection whose channels confirm every publish (py-amqp confirm_publish)."""
+    """Open a kombu connection whose channels wait for the broker's confirm of every publish (py-amqp confirm_publish)."""
     return Connection(url or broker_url(), connect_timeout=CONNECT_TIMEOUT_S, transport_options={"confirm_publish": True})
 
 
 def consumer_queue(name, exchange, binding_keys):
-    """A durable consumer queue that dead-letters rejected messages to `<name>.dlq`."""
+    """Build a durable consumer queue that dead-letters rejected messages to `<name>.dlq`."""
     arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name, "x-dead-letter-routing-key": name}
     bindings = [binding(exchange, routing_key=key) for key in binding_keys]
     return Queue(name, bindings=bindings, durable=True, queue_arguments=arguments)

@@ -42,19 +42,19 @@ def _json_default(value):
 
 def dump_json(value):
     """JSON text with Decimal as plain strings and times in +08:00; floats are refused."""
-    _refuse_floats(value)
+    _reject_floats(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
-def _refuse_floats(value):
+def _reject_floats(value):
     if isinstance(value, float):
         raise EventError(f"float {value!r} in event data; pass amounts and quantities as Decimal or str")
     if isinstance(value, dict):
         for item in value.values():
-            _refuse_floats(item)
+            _reject_floats(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _refuse_floats(item)
+            _reject_floats(item)
 
 
 def new_event_id():
@@ -84,7 +84,7 @@ def routing_key(event_type, company_code):
 
 
 def envelope(event, company_code):
-    """The message body of a stored event as a dict."""
+    """Build the message body of a stored event as a dict."""
     occurred = event.occurred_at
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)

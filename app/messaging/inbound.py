@@ -15,7 +15,6 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 from amqp.exceptions import AMQPError
@@ -23,7 +22,7 @@ from kombu import Consumer
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import IntegrityError
 
-from app.billing.metered import GJ_PLACES
+from app.billing.metered import GJ_PLACES, parse_heat_gj
 from app.clock import LOCAL_TIME, format_local, local_time
 from app.extensions import db
 from app.messaging.broker import CONFIRM_TIMEOUT_S, INBOUND_EXCHANGE, connect, declare_consumer_queue
@@ -42,6 +41,10 @@ MAX_ATTEMPTS = 5
 
 class InboundError(ValueError):
     """A message that cannot be handled at all; it is retried and then dead-lettered."""
+
+
+class InboundRejected(ValueError):
+    """A well-formed message that cannot be applied; it is stored as rejected."""
 
 
 @dataclass(frozen=True)
@@ -101,20 +104,10 @@ def _processed(company_id, consumer, message_id):
 
 
 def parse_reading(value):
-    """A cumulative reading in GJ as Decimal, or raise ValueError with the Chinese reason."""
+    """Convert a cumulative reading in GJ to Decimal, or raise ValueError (MeteringError) with the reason."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError("读数缺失")
-    if isinstance(value, (float, bool)):
-        raise ValueError(f"读数 {value!r} 须以字符串传送，如 \"1234.567\"")
-    try:
-        reading = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"读数「{value}」不是有效数字") from None
-    if not reading.is_finite() or reading < 0:
-        raise ValueError(f"读数「{value}」无效，须为不小于 0 的吉焦数")
-    if reading != reading.quantize(GJ_PLACES):
-        raise ValueError(f"读数「{value}」超过三位小数，须精确到 0.001 吉焦")
-    return reading.quantize(GJ_PLACES)
+    return parse_heat_gj(value, label="读数").quantize(GJ_PLACES)
 
 
 def parse_read_at(value):
@@ -142,7 +135,7 @@ def apply_meter_reading(company, message_id, data, mark):
         reading = parse_reading(data.get("reading_gj"))
         _check_order(account, read_at, reading)
     except ValueError as error:
-        reason = f"{error}；请核对计量系统中的读数后重新发送。"
+        reason = f"{str(error).rstrip('。')}；请核对计量系统中的读数后重新发送。"
         db.session.add(MeterReadingReview(
             company_id=company.id, message_id=message_id, account_no=account_no[:32],
             read_at=str(data.get("read_at") or "")[:40], reading=str(data.get("reading_gj") or "")[:40], reason=reason[:255],
@@ -179,7 +172,8 @@ def _same_moment(stored, moment):
 def apply_oa_approval(company, message_id, data, mark):
     """Complete a waiting approval task with the OA decision, as the approver the message names."""
     from app.processes.access import ProcessError
-    from app.processes.services import claim_task, complete_task
+    from app.processes.models import HumanTask
+    from app.processes.services import claim_task, complete_task, release_task
 
     approver_no = str(data.get("approver_no") or "")
     task_id = data.get("task_id")
@@ -191,24 +185,29 @@ def apply_oa_approval(company, message_id, data, mark):
         mark("rejected", f"task_id {task_id!r} 不是任务编号")
         return
     values = {"decision": data.get("decision"), "comment": data.get("comment") or ""}
+    claimed_here = False
     try:
         with scoped(scope_for(user)):
-            from app.processes.models import HumanTask
-
             task = db.session.scalar(sa.select(HumanTask).where(HumanTask.id == task_id, HumanTask.company_id == company.id))
             if task is None:
                 raise InboundRejected(f"任务 {task_id} 不属于 {company.code}")
+            claimed_here = task.status == "open" and task.claimed_by_id is None
             claim_task(task_id, user)
             # The mark commits with the completion, inside complete_task.
             mark("applied")
             complete_task(task_id, user, values)
     except (ProcessError, AccessError, InboundRejected) as error:
         db.session.rollback()
+        if claimed_here:
+            # Give the task back to the inbox so that a person can decide it.
+            try:
+                with scoped(scope_for(user)):
+                    release_task(task_id, user)
+            except ProcessError as release_error:
+                db.session.rollback()
+                logger.warning("Task %s could not be released after OA decision %s: %s", task_id, message_id, release_error)
+        logger.warning("OA decision %s on task %s rejected: %s", message_id, task_id, error)
         mark("rejected", str(error))
-
-
-class InboundRejected(ValueError):
-    """A well-formed message that cannot be applied; it is stored as rejected."""
 
 
 CONSUMERS = {

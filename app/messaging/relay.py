@@ -1,8 +1,8 @@
 """The relay: publishes stored outbox events to RabbitMQ, at least once, in id order.
 
-Each batch locks its rows (FOR UPDATE SKIP LOCKED on PostgreSQL, so relays running side
-by side take different rows), publishes them one by one and waits for the broker's
-confirm of each, then marks the confirmed ones sent and commits. A crash after a confirm
+Each batch locks its rows, with FOR UPDATE SKIP LOCKED on PostgreSQL so that relays
+running side by side take different rows. It publishes them one by one, waits for the
+broker's confirm of each, then marks the confirmed ones sent and commits. A crash after a confirm
 and before the commit publishes those events again with the same message id; consumers
 drop the copy by that id. When a publish fails, the row keeps its place, counts the
 attempt and is not tried before `next_attempt_at`; since the relay takes rows in id
@@ -72,6 +72,7 @@ def relay_batch(url=None, batch_size=BATCH_SIZE):
     if first_due is not None and _aware(first_due) > now:
         db.session.rollback()
         return RelayResult(waiting=True)
+
     codes = dict(db.session.execute(sa.select(Company.id, Company.code)).all())
     result = RelayResult()
     current = None
@@ -94,6 +95,7 @@ def relay_batch(url=None, batch_size=BATCH_SIZE):
                 row.last_error = ""
                 result.published += 1
             current = None
+
     except Exception as error:  # noqa: BLE001  every publish failure is recorded on the row and retried
         if not isinstance(error, PUBLISH_ERRORS) and type(error).__name__ != "MessageNacked":
             db.session.rollback()

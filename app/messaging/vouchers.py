@@ -82,7 +82,7 @@ def _postings(company_id, voucher_date):
 
 
 def build_voucher(company, voucher_date):
-    """The voucher of one company and local day as a dict (amounts as strings with two decimals)."""
+    """Sum the voucher of one company and local day into a dict (amounts as strings with two decimals)."""
     debit = defaultdict(lambda: ZERO)
     credit = defaultdict(lambda: ZERO)
     entries = defaultdict(int)
@@ -144,7 +144,7 @@ def voucher_content(voucher):
 
 
 def voucher_csv(voucher):
-    """The voucher as CSV text (UTF-8 with BOM for spreadsheet programs), one row per account code."""
+    """Render the voucher as CSV text (with a BOM for spreadsheet programs), one row per account code."""
     content = voucher_content(voucher)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

@@ -18,7 +18,7 @@ def relay_outbox_task(max_seconds=20):
     try:
         result = relay_pending(max_seconds=max_seconds)
     except BrokerNotConfigured as error:
-        logger.info("Outbox relay skipped: %s", error)
+        logger.debug("Outbox relay skipped: %s", error)
         return 0
     if result.failed:
         logger.warning("Outbox relay published %s events, then failed: %s", result.published, result.error)

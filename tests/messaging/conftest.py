@@ -145,17 +145,18 @@ def tcp_proxy():
         proxy.close()
 
 
-def publish_inbound(url, routing_key, body, message_id):
-    """Publish one message as another system would, to the inbound exchange, with confirms."""
+def publish_inbound(url, messages):
+    """Publish [(routing key, body, message id or None)] as another system would: to the inbound exchange, with confirms."""
+    exchange = Exchange(INBOUND_EXCHANGE.name, type="topic", durable=True)
     with Connection(url, transport_options={"confirm_publish": True}) as connection:
         producer = Producer(connection.default_channel)
-        payload = body if isinstance(body, (bytes, str)) else json.dumps(body, ensure_ascii=False)
-        properties = {"message_id": message_id} if message_id else {}
-        producer.publish(
-            payload, exchange=Exchange(INBOUND_EXCHANGE.name, type="topic", durable=True), routing_key=routing_key,
-            content_type="application/json", content_encoding="utf-8", delivery_mode=2, declare=[INBOUND_EXCHANGE],
-            **properties,
-        )
+        for routing_key, body, message_id in messages:
+            payload = body if isinstance(body, (bytes, str)) else json.dumps(body, ensure_ascii=False)
+            properties = {"message_id": message_id} if message_id else {}
+            producer.publish(
+                payload, exchange=exchange, routing_key=routing_key, content_type="application/json",
+                content_encoding="utf-8", delivery_mode=2, **properties,
+            )
 
 
 def drain(url, queue_name, limit=100_000, timeout=1.0):

@@ -43,6 +43,7 @@ OBJECT_FINDERS = {
     "task_id": "app.processes.models.HumanTask",
     "instance_id": "app.processes.models.ProcessInstance",
     "process_type": PathValue("suspension"),
+    "voucher_id": "app.messaging.models.FinanceVoucher",
 }
 
 
@@ -67,6 +68,11 @@ def qd_world(import_fixture, demo):
     clerk = db.session.scalar(sa.select(User).filter_by(username="qd_clerk"))
     collect_payment(account, "100.00", "cash", cashier)
     start_suspension(account.id, clerk, "出租空置")
+    from datetime import date
+
+    from app.messaging.vouchers import issue_voucher
+
+    issue_voucher(qd, date(2025, 11, 15))
     db.session.commit()
     return qd
 
