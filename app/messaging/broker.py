@@ -38,9 +38,14 @@ def broker_url():
     return url
 
 
-def connect(url=None):
-    """Open a kombu connection whose channels wait for the broker's confirm of every publish (py-amqp confirm_publish)."""
-    return Connection(url or broker_url(), connect_timeout=CONNECT_TIMEOUT_S, transport_options={"confirm_publish": True})
+def connect(url=None, confirm_each=True):
+    """Open a kombu connection to the integrations' broker.
+
+    With `confirm_each` every publish waits for the broker's confirm (py-amqp
+    confirm_publish). The relay passes False and collects the confirms of a batch itself.
+    """
+    options = {"confirm_publish": True} if confirm_each else {}
+    return Connection(url or broker_url(), connect_timeout=CONNECT_TIMEOUT_S, transport_options=options)
 
 
 def consumer_queue(name, exchange, binding_keys):

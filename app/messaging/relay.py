@@ -1,22 +1,24 @@
 """The relay: publishes stored outbox events to RabbitMQ, at least once, in id order.
 
 Each batch locks its rows, with FOR UPDATE SKIP LOCKED on PostgreSQL so that relays
-running side by side take different rows. It publishes them one by one, waits for the
-broker's confirm of each, then marks the confirmed ones sent and commits. A crash after a confirm
-and before the commit publishes those events again with the same message id; consumers
-drop the copy by that id. When a publish fails, the row keeps its place, counts the
-attempt and is not tried before `next_attempt_at`; since the relay takes rows in id
-order and waits for the first one, a broker outage delays every later event too instead
-of reordering them.
+running side by side take different rows. It publishes the whole batch on a channel in
+confirm mode, waits for the broker's confirms, then marks the confirmed rows sent and
+commits. A crash or a lost connection after a confirm and before the commit publishes
+those events again with the same message id, and consumers drop the copy by that id.
+When events stay unconfirmed, the first of them counts an attempt and is not tried
+before `next_attempt_at`. Because the relay takes rows in id order and waits for the
+first one, a broker outage delays every later event too instead of reordering them.
 """
 
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 
 import sqlalchemy as sa
+from amqp.exceptions import AMQPError
 from kombu.exceptions import KombuError, OperationalError
 
 from app.extensions import db
@@ -31,9 +33,8 @@ BATCH_SIZE = 200
 # Retry delay after the n-th failed attempt: 2, 4, 8 ... seconds, at most MAX_BACKOFF_S.
 BASE_BACKOFF_S = 2
 MAX_BACKOFF_S = 300
-# Errors of a publish that leave the event to a later attempt. amqp raises MessageNacked
-# (a plain Exception) on a broker nack, so it is caught by name below.
-PUBLISH_ERRORS = (OSError, KombuError, OperationalError, TimeoutError)
+# Errors of a publish that leave the event to a later attempt (socket.timeout is a TimeoutError).
+PUBLISH_ERRORS = (OSError, KombuError, OperationalError, TimeoutError, AMQPError)
 
 
 @dataclass
@@ -61,54 +62,120 @@ def _pending(batch_size):
     return db.session.scalars(statement).all()
 
 
-def relay_batch(url=None, batch_size=BATCH_SIZE):
-    """Publish up to `batch_size` pending events; returns a RelayResult. Commits what was confirmed."""
+def relay_batch(url=None, batch_size=BATCH_SIZE, connection=None):
+    """Publish up to `batch_size` pending events; returns a RelayResult. Commits what was confirmed.
+
+    Uses `connection` when given (relay_pending keeps one open across batches), else
+    opens one to `url` for this batch.
+    """
     rows = _pending(batch_size)
     if not rows:
         db.session.rollback()
         return RelayResult()
-    now = utcnow()
     first_due = rows[0].next_attempt_at
-    if first_due is not None and _aware(first_due) > now:
+    if first_due is not None and _aware(first_due) > utcnow():
         db.session.rollback()
         return RelayResult(waiting=True)
 
     codes = dict(db.session.execute(sa.select(Company.id, Company.code)).all())
-    result = RelayResult()
-    current = None
+    confirms = _Confirms()
+    error = None
     try:
-        with connect(url) as connection:
-            channel = connection.channel()
-            declare_exchanges(channel)
-            producer = connection.Producer(channel)
-            for row in rows:
-                current = row
-                code = codes[row.company_id]
-                producer.publish(
-                    json.dumps(envelope(row, code), ensure_ascii=False),
-                    exchange=EVENTS_EXCHANGE, routing_key=routing_key(row.event_type, code),
-                    message_id=row.event_id, content_type="application/json", content_encoding="utf-8",
-                    delivery_mode=2, retry=False, confirm_timeout=CONFIRM_TIMEOUT_S,
-                    headers={"event_type": row.event_type, "schema_version": row.schema_version, "company": code},
-                )
-                row.published_at = utcnow()
-                row.last_error = ""
-                result.published += 1
-            current = None
-
-    except Exception as error:  # noqa: BLE001  every publish failure is recorded on the row and retried
-        if not isinstance(error, PUBLISH_ERRORS) and type(error).__name__ != "MessageNacked":
+        if connection is not None:
+            _publish_all(connection, rows, codes, confirms)
+        else:
+            with connect(url, confirm_each=False) as own:
+                _publish_all(own, rows, codes, confirms)
+    except Exception as caught:  # noqa: BLE001  every publish failure is recorded on the row and retried
+        if not isinstance(caught, PUBLISH_ERRORS):
             db.session.rollback()
             raise
+        error = f"{type(caught).__name__}: {caught}"[:255]
+
+    result = RelayResult()
+    published_at = utcnow()
+    for tag, row in enumerate(rows, start=1):
+        if tag in confirms.acked and tag not in confirms.nacked:
+            row.published_at = published_at
+            row.last_error = ""
+            result.published += 1
+    unconfirmed = [row for tag, row in enumerate(rows, start=1) if row.published_at is None]
+    if unconfirmed:
+        # The first event the broker did not confirm waits for its backoff; the relay
+        # takes rows in id order, so the later ones wait behind it.
         result.failed = True
-        result.error = f"{type(error).__name__}: {error}"[:255]
-        if current is not None:
-            current.attempts += 1
-            current.next_attempt_at = utcnow() + timedelta(seconds=backoff(current.attempts))
-            current.last_error = result.error
-        logger.warning("Outbox relay stopped after %s events: %s", result.published, result.error)
+        result.error = error or "the broker did not confirm every event (nack or timeout)"
+        first = unconfirmed[0]
+        first.attempts += 1
+        first.next_attempt_at = utcnow() + timedelta(seconds=backoff(first.attempts))
+        first.last_error = result.error
+        logger.warning("Outbox relay confirmed %s of %s events: %s", result.published, len(rows), result.error)
     db.session.commit()
     return result
+
+
+class _Confirms:
+    """Delivery tags the broker acknowledged or rejected on a channel in confirm mode."""
+
+    def __init__(self):
+        self.acked = set()
+        self.nacked = set()
+
+    def _record(self, target, delivery_tag, multiple):
+        if not multiple:
+            target.add(delivery_tag)
+            return
+        # A multiple confirm settles every tag up to this one that is still open.
+        settled = self.acked | self.nacked
+        target.update(tag for tag in range(1, delivery_tag + 1) if tag not in settled)
+
+    def on_ack(self, delivery_tag, multiple):
+        self._record(self.acked, delivery_tag, multiple)
+
+    def on_nack(self, delivery_tag, multiple):
+        self._record(self.nacked, delivery_tag, multiple)
+
+    def settled(self, count):
+        return len(self.acked | self.nacked) >= count
+
+
+def _publish_all(connection, rows, codes, confirms):
+    """Publish every row on one channel in confirm mode, then wait for the broker's confirms.
+
+    Publishing the batch first and collecting the confirms afterwards keeps the broker's
+    round trip out of each message. Delivery tags count the channel's publishes from 1.
+    """
+    channel = connection.channel()
+    try:
+        _publish_on(connection, channel, rows, codes, confirms)
+    finally:
+        channel.close()
+
+
+def _publish_on(connection, channel, rows, codes, confirms):
+    declare_exchanges(channel)
+    channel.confirm_select()
+    channel.events["basic_ack"].add(confirms.on_ack)
+    channel.events["basic_nack"].add(confirms.on_nack)
+    producer = connection.Producer(channel)
+    for row in rows:
+        code = codes[row.company_id]
+        producer.publish(
+            json.dumps(envelope(row, code), ensure_ascii=False),
+            exchange=EVENTS_EXCHANGE, routing_key=routing_key(row.event_type, code),
+            message_id=row.event_id, content_type="application/json", content_encoding="utf-8",
+            delivery_mode=2, retry=False,
+            headers={"event_type": row.event_type, "schema_version": row.schema_version, "company": code},
+        )
+    deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+    while not confirms.settled(len(rows)):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no confirm for {len(rows) - len(confirms.acked | confirms.nacked)} events within {CONFIRM_TIMEOUT_S} s")
+        try:
+            connection.drain_events(timeout=remaining)
+        except socket.timeout:
+            continue
 
 
 def _aware(moment):
@@ -119,8 +186,14 @@ def relay_pending(url=None, batch_size=BATCH_SIZE, max_seconds=30):
     """Publish batches until nothing is pending, a publish fails or `max_seconds` pass; returns the total result."""
     total = RelayResult()
     deadline = time.monotonic() + max_seconds
+    with connect(url, confirm_each=False) as connection:
+        _relay_batches(connection, batch_size, deadline, total)
+    return total
+
+
+def _relay_batches(connection, batch_size, deadline, total):
     while time.monotonic() < deadline:
-        result = relay_batch(url, batch_size)
+        result = relay_batch(batch_size=batch_size, connection=connection)
         total.published += result.published
         if result.failed or result.waiting:
             total.failed, total.waiting, total.error = result.failed, result.waiting, result.error

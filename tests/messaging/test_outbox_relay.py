@@ -76,9 +76,9 @@ def test_relay_publishes_every_event_once_with_its_id(demo, broker_url):
 def test_broker_cut_mid_stream_loses_no_event(demo, broker_url, vhost, tcp_proxy):
     _subscribe(broker_url)
     ids = _emit_many(demo["TJ"].id, 400)
-    # The handshake and declarations take about 2 kB and each event about 600 bytes, so the
-    # proxy drops the relay's connection after roughly 40 events of the first batch.
-    proxy = tcp_proxy(cut_after_bytes=25_000)
+    # Each batch of 50 events sends about 30 kB, so the proxy drops the relay's connection
+    # in the third batch, after two batches were confirmed.
+    proxy = tcp_proxy(cut_after_bytes=80_000)
     proxy_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
     published_at_cut = []
 
@@ -103,8 +103,9 @@ def test_broker_cut_mid_stream_loses_no_event(demo, broker_url, vhost, tcp_proxy
     assert set(received) == ids
     applied = {message_id for message_id in received}
     assert len(applied) == 400
-    # A copy on the wire can only come from a publish whose confirm the cut swallowed.
-    assert sum(received.values()) - 400 <= 1
+    # A copy on the wire comes only from a publish whose confirm the cut swallowed, so at
+    # most one batch of 50 is sent twice.
+    assert sum(received.values()) - 400 < 50
 
 
 def test_event_without_subscriber_waits_in_the_unrouted_queue(demo, broker_url):
