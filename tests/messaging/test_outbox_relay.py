@@ -153,3 +153,14 @@ def test_relay_command_once_exits_1_without_broker(app_ctx, demo):
     assert result.exit_code == 1
     assert "No RabbitMQ broker is configured" in result.output
     assert _pending() == 1
+
+
+def test_beat_task_relays_pending_events(app_ctx, demo, broker_url):
+    from app.tasks.outbox import relay_outbox_task
+
+    _subscribe(broker_url)
+    ids = _emit_many(demo["TJ"].id, 5)
+    assert app_ctx.extensions["celery"].conf.beat_schedule["outbox-relay"]["task"] == "outbox.relay"
+
+    assert relay_outbox_task.apply().get() == 5
+    assert {m[0] for m in drain(broker_url, SUBSCRIBER)} == ids

@@ -87,3 +87,10 @@ def test_finance_downloads_own_vouchers_only(qd_day, login):
     assert login("tj_finance").get(f"/finance/vouchers/{voucher.id}.json").status_code == 404
     assert login("qd_cashier").get("/finance/vouchers").status_code == 403
     assert db.session.scalar(sa.select(sa.func.count(FinanceVoucher.id))) == 1
+
+
+def test_daily_task_issues_every_company(qd_day):
+    from app.tasks.outbox import issue_daily_vouchers_task
+
+    assert issue_daily_vouchers_task.apply(args=[YESTERDAY.isoformat()]).get() == 4
+    assert db.session.scalar(sa.select(sa.func.count(FinanceVoucher.id))) == 4
