@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from app.billing.metered import GJ_PLACES, parse_heat_gj
 from app.clock import LOCAL_TIME, format_local, local_time
 from app.extensions import db
+from app.locking import lock_row
 from app.messaging.broker import CONFIRM_TIMEOUT_S, INBOUND_EXCHANGE, connect, declare_consumer_queue
 from app.messaging.models import MeterReading, MeterReadingReview, ProcessedMessage
 from app.network.models import Account
@@ -133,6 +134,8 @@ def apply_meter_reading(company, message_id, data, mark):
             raise ValueError(f"用户 {account_no} 按面积计费，不收计量读数")
         read_at = parse_read_at(data.get("read_at"))
         reading = parse_reading(data.get("reading_gj"))
+        # Consumers running side by side check an account's readings one at a time.
+        lock_row(Account, account.id)
         _check_order(account, read_at, reading)
     except ValueError as error:
         reason = f"{str(error).rstrip('。')}；请核对计量系统中的读数后重新发送。"
