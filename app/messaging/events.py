@@ -41,7 +41,7 @@ def _json_default(value):
 
 
 def dump_json(value):
-    """JSON text with Decimal as plain strings and times in +08:00; floats are refused."""
+    """Serialize event data to JSON text with Decimal as plain strings and times in +08:00; floats are rejected."""
     _reject_floats(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default)
 
@@ -64,8 +64,8 @@ def new_event_id():
 def emit(company_id, event_type, key, data, occurred_at=None):
     """Add an outbox event to the current session; the caller's commit stores it with its change.
 
-    `key` identifies the change within the company (e.g. "payment:17"); a second event of
-    the same key violates the unique key, so the caller's change cannot report twice.
+    `key` identifies the change within the company (e.g. the payment id). A second event
+    of the same type and key violates the unique key, so one change cannot report twice.
     """
     if event_type not in EVENT_VERSIONS:
         raise EventError(f"unknown event type {event_type!r}; add it to EVENT_VERSIONS and docs/integrations.md")

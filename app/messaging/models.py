@@ -8,11 +8,6 @@ from app.extensions import db
 from app.money import Money, ScaledDecimal
 from app.tenancy import CompanyOwned
 
-# Outcome of an inbound message: applied, or rejected to a review list (recorded, not retried).
-INBOUND_OUTCOMES = {"applied": "已处理", "rejected": "已拒收待核对"}
-REVIEW_STATUSES = {"open": "待核对", "resolved": "已处理"}
-
-
 def utcnow():
     return datetime.now(timezone.utc)
 
@@ -51,7 +46,11 @@ class OutboxEvent(CompanyOwned, db.Model):
 
 
 class ProcessedMessage(CompanyOwned, db.Model):
-    """An inbound message a consumer has handled, stored in the transaction that applied it."""
+    """An inbound message a consumer has handled, stored in the transaction that applied it.
+
+    `outcome` is `applied`, or `rejected` for a well-formed message that could not apply
+    (stored with its reason and not retried).
+    """
 
     __table_args__ = (sa.UniqueConstraint("company_id", "consumer", "message_id"),)
 
@@ -92,6 +91,8 @@ class MeterReadingReview(CompanyOwned, db.Model):
     read_at = sa.Column(sa.String(40), nullable=False, default="")
     reading = sa.Column(sa.String(40), nullable=False, default="")
     reason = sa.Column(sa.String(255), nullable=False)
+    # TODO: no page marks a review resolved yet; the metering system resends the corrected
+    # reading under a new message id.
     status = sa.Column(sa.String(16), nullable=False, default="open")
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
