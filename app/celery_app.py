@@ -2,6 +2,7 @@
 scope unless the task sets a company scope itself."""
 
 from celery import Task
+from celery.schedules import crontab
 from flask import has_app_context
 
 from app.extensions import celery
@@ -35,6 +36,9 @@ def init_celery(flask_app):
                 "task": "processes.fire_due_timers",
                 "schedule": flask_app.config["PROCESS_TIMER_SCAN_SECONDS"],
             },
+            "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
+            # Yesterday's finance vouchers, after midnight local time.
+            "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},
         },
     )
     celery.flask_app = flask_app

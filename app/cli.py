@@ -170,6 +170,15 @@ def bpmn_check_command(path):
         click.echo(f"{path.name}: accepted as documentation only; it has no executable process.")
 
 
+def _company_id_or_exit(company_code):
+    """Return the id of the company with this code, or print the error and exit 1."""
+    try:
+        return find_company(company_code).id
+    except LookupError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+
+
 audit = AppGroup("audit", help="Audit trail checks of process instances.")
 heat.add_command(audit)
 
@@ -180,13 +189,7 @@ def audit_verify_command(company_code):
     """Verify every instance's event hash chain; exit 1 listing each broken chain."""
     from app.processes.audit import verify_all_chains
 
-    company_id = None
-    if company_code:
-        try:
-            company_id = find_company(company_code).id
-        except LookupError as error:
-            click.echo(str(error), err=True)
-            sys.exit(1)
+    company_id = _company_id_or_exit(company_code) if company_code else None
     result = verify_all_chains(company_id)
     if not result.broken:
         click.echo(f"ok: {result.instances} instances, {result.events} events")
@@ -195,6 +198,118 @@ def audit_verify_command(company_code):
         click.echo(f"instance {instance_id}: broken at event {report.bad_seq}: {report.reason}", err=True)
     click.echo(f"failed: {len(result.broken)} of {result.instances} instances have a broken audit chain", err=True)
     sys.exit(1)
+
+
+outbox = AppGroup("outbox", help="Message outbox to RabbitMQ and inbound consumers.")
+heat.add_command(outbox)
+
+
+@outbox.command("relay")
+@click.option("--once", is_flag=True, help="Publish what is pending now, then exit.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds to wait when nothing is pending.")
+@click.option("--max-seconds", type=float, help="Stop after this many seconds.")
+def outbox_relay_command(once, interval, max_seconds):
+    """Publish pending outbox events with publisher confirms; exit 1 if --once could not publish all."""
+    import time
+
+    from app.messaging.broker import BrokerNotConfigured
+    from app.messaging.relay import backoff, relay_pending
+
+    started = time.monotonic()
+    failures = 0
+    total = 0
+    while True:
+        try:
+            result = relay_pending(max_seconds=30)
+        except BrokerNotConfigured as error:
+            click.echo(str(error), err=True)
+            sys.exit(1)
+        total += result.published
+        failures = failures + 1 if result.failed else 0
+        if result.failed:
+            click.echo(f"publish failed after {result.published} events: {result.error}", err=True)
+        if once:
+            click.echo(f"published {total} events")
+            sys.exit(1 if result.failed or result.waiting else 0)
+        if max_seconds is not None and time.monotonic() - started >= max_seconds:
+            click.echo(f"published {total} events")
+            return
+        if result.failed or result.waiting or result.published == 0:
+            time.sleep(backoff(failures) if failures else interval)
+
+
+@outbox.command("replay")
+@click.option("--since", help="Replay events that occurred at or after this time (ISO 8601; local time when no offset).")
+@click.option("--event-id", "event_ids", multiple=True, help="Replay the event with this id; may be repeated.")
+@click.option("--company", "company_code", help="Only events of this company code.")
+@click.option("--event-type", help="Only events of this type, e.g. payment.posted.")
+def outbox_replay_command(since, event_ids, company_code, event_type):
+    """Queue stored events to be published again under their own message ids."""
+    from datetime import datetime, timezone
+
+    from app.clock import LOCAL_TIME
+    from app.messaging.relay import mark_for_replay
+
+    if not since and not event_ids:
+        click.echo("Give --since or --event-id.", err=True)
+        sys.exit(1)
+    moment = None
+    if since:
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            click.echo(f"--since {since!r} is not an ISO 8601 time such as 2026-01-05T08:00.", err=True)
+            sys.exit(1)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=LOCAL_TIME)
+        moment = moment.astimezone(timezone.utc)
+    company_id = _company_id_or_exit(company_code) if company_code else None
+    count = mark_for_replay(since=moment, event_ids=event_ids, company_id=company_id, event_type=event_type)
+    if event_ids and count != len(set(event_ids)):
+        click.echo(f"queued {count} of {len(set(event_ids))} events; the others are unknown", err=True)
+        sys.exit(1)
+    click.echo(f"queued {count} events for the relay")
+
+
+@outbox.command("consume")
+@click.argument("consumer", type=click.Choice(["meter_readings", "oa_approvals"]))
+@click.option("--idle-exit", type=float, help="Exit after this many seconds without a message.")
+@click.option("--max-seconds", type=float, help="Exit after this many seconds.")
+def outbox_consume_command(consumer, idle_exit, max_seconds):
+    """Consume an inbound queue (meter readings or OA approvals) until interrupted."""
+    from app.messaging.broker import BrokerNotConfigured
+    from app.messaging.inbound import run_consumer
+
+    try:
+        handled = run_consumer(consumer, idle_exit_s=idle_exit, max_seconds=max_seconds)
+    except BrokerNotConfigured as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(f"{consumer}: handled {handled} messages")
+
+
+@heat.command("vouchers")
+@click.option("--date", "voucher_date", required=True, help="Local day, e.g. 2026-01-05.")
+@click.option("--company", "company_code", help="Company code; all companies when omitted.")
+def vouchers_command(voucher_date, company_code):
+    """Issue (or show again) the daily finance vouchers of a closed day."""
+    from datetime import date
+
+    from app.messaging.vouchers import VoucherError, issue_daily_vouchers, voucher_content
+
+    try:
+        day = date.fromisoformat(voucher_date)
+    except ValueError:
+        click.echo(f"--date {voucher_date!r} is not a date such as 2026-01-05.", err=True)
+        sys.exit(1)
+    try:
+        vouchers = issue_daily_vouchers(day, company_code)
+    except VoucherError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    for voucher in vouchers:
+        content = voucher_content(voucher)
+        click.echo(f"{content['voucher_no']}: debit {content['debit_total']}, credit {content['credit_total']}, {len(content['lines'])} lines")
 
 
 @heat.command("run")

@@ -22,5 +22,8 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 celery = Celery(
     "heatflow", task_cls="app.celery_app:AppContextTask",
-    include=["app.tasks.ledger", "app.tasks.billing", "app.tasks.processes", "app.tasks.invoicing", "app.tasks.reconciliation"],
+    include=[
+        "app.tasks.ledger", "app.tasks.billing", "app.tasks.processes", "app.tasks.invoicing", "app.tasks.reconciliation",
+        "app.tasks.outbox",
+    ],
 )

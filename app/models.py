@@ -12,4 +12,5 @@ from app.payments.models import (  # noqa: F401
     ChannelStatement, OnlineOrder, Payment, PaymentNotification, ReceiptCounter, ReconciliationItem, ReconciliationRun,
     WechatMerchant,
 )
+from app.messaging.models import FinanceVoucher, MeterReading, MeterReadingReview, OutboxEvent, ProcessedMessage  # noqa: F401
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice  # noqa: F401

@@ -1,9 +1,10 @@
-"""Blueprints of the processes, designer, payments, invoicing, reconciliation, field-work and onboarding features and of
-the JSON API, imported here in one place."""
+"""Blueprints of the processes, designer, payments, invoicing, reconciliation, field-work, onboarding and finance
+features and of the JSON API, imported here in one place."""
 
 from app.api.routes import bp as api_bp
 from app.fieldwork.routes import bp as fieldwork_bp
 from app.invoicing.routes import bp as invoicing_bp
+from app.messaging.routes import bp as finance_bp
 from app.onboarding.routes import bp as onboarding_bp
 from app.payments.reconciliation_routes import bp as reconciliation_bp
 from app.payments.routes import bp as payments_bp
@@ -11,5 +12,5 @@ from app.processes.design_routes import bp as designer_bp
 from app.processes.routes import bp as processes_bp
 
 BLUEPRINTS = [
-    processes_bp, designer_bp, payments_bp, invoicing_bp, reconciliation_bp, api_bp, onboarding_bp, fieldwork_bp,
+    processes_bp, designer_bp, payments_bp, invoicing_bp, reconciliation_bp, api_bp, onboarding_bp, fieldwork_bp, finance_bp,
 ]

@@ -94,6 +94,13 @@ class DefaultConfig:
     # Backoff of the issue task: base × 2^retry seconds, at most the cap.
     EINVOICE_RETRY_BASE_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_BASE_SECONDS", "5"))
     EINVOICE_RETRY_CAP_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_CAP_SECONDS", "600"))
+    # RabbitMQ of the integrations (outbox relay and inbound consumers). Defaults to the Celery
+    # broker when that is RabbitMQ; with the embedded broker the relay keeps events stored.
+    OUTBOX_BROKER_URL = os.environ.get("HEATFLOW_OUTBOX_BROKER_URL") or (
+        CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("amqp") else ""
+    )
+    # Seconds between relay runs on Celery beat.
+    OUTBOX_RELAY_INTERVAL_S = float(os.environ.get("HEATFLOW_OUTBOX_RELAY_INTERVAL_S", "5"))
 
 
 class TestingConfig(DefaultConfig):

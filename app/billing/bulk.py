@@ -1,8 +1,8 @@
 """Set-based season billing on PostgreSQL: one INSERT ... SELECT per batch of accounts.
 
-It posts the same lines as the per-account loop in app/billing/services.py, but only for
-the case where that loop never prorates: every account is billed for the whole season
-and the season has one tariff version. `bulk_billing_applies` decides, and run_billing
+It posts the same lines and `bill.issued` outbox events as the per-account loop in
+app/billing/services.py, but only for the case where that loop never prorates: every
+account is billed for the whole season and the season has one tariff version. `bulk_billing_applies` decides, and run_billing
 keeps the loop for everything else and on SQLite.
 
 The charge is computed on the stored scaled integers, so no step is inexact. Building and
@@ -104,7 +104,25 @@ inserted AS (
     FROM rounded
     ORDER BY account_id
     ON CONFLICT (company_id, idempotency_key) DO NOTHING
-    RETURNING amount
+    RETURNING account_id, amount
+),
+-- The bill.issued event of each posted charge, in the same statement and transaction
+-- (the same data as app/billing/services.emit_bill_issued writes for the loop).
+events AS (
+    INSERT INTO outbox_event (
+        company_id, event_id, event_type, schema_version, key, payload, occurred_at, attempts, last_error, replays
+    )
+    SELECT
+        CAST(:company_id AS integer), CAST(gen_random_uuid() AS text), 'bill.issued', 1,
+        'bill.issued:' || CAST(:run_id AS text) || ':' || CAST(i.account_id AS text),
+        CAST(jsonb_build_object(
+            'account_id', i.account_id, 'account_no', a.account_no, 'season', CAST(:season_name AS text),
+            'billing_run_id', CAST(:run_id AS integer),
+            'amount', CAST(CAST(CAST(i.amount AS numeric) / 100 AS numeric(20, 2)) AS text), 'prorated', false
+        ) AS text),
+        CAST(:created_at AS timestamptz), 0, '', 0
+    FROM inserted i JOIN account a ON a.id = i.account_id
+    ORDER BY i.account_id
 )
 SELECT count(*), COALESCE(sum(amount), 0) FROM inserted
 """
@@ -162,6 +180,7 @@ def run_bulk_billing(company, season, tariff, user_id=None, batch_size=None):
     params = {
         "company_id": company.id,
         "season_id": season.id,
+        "season_name": season.name,
         "tariff_id": tariff.id,
         "run_id": run.id,
         "user_id": user_id,

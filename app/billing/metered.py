@@ -8,6 +8,7 @@ billed is posted as one `settlement` line, as the tariff's settlement mode allow
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
@@ -16,7 +17,9 @@ from app.billing.models import LedgerEntry
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
 from app.billing.services import account_charge_inputs
+from app.clock import LOCAL_TIME
 from app.extensions import db
+from app.messaging.models import MeterReading
 from app.money import ZERO, round_money
 from app.network.models import TARIFF_CATEGORY
 from app.tariffs.services import charge_area, tariff_in_force
@@ -54,18 +57,18 @@ class MeteredSettlement:
         return self.billed + self.difference
 
 
-def parse_heat_gj(value):
-    """Convert a heat quantity in GJ to Decimal, or raise MeteringError naming the input."""
+def parse_heat_gj(value, label="用热量"):
+    """Convert a heat quantity in GJ to Decimal, or raise MeteringError naming `label` and the input."""
     if isinstance(value, (float, bool)):
-        raise MeteringError(f"用热量 {value!r} 不是 Decimal 或字符串；请以如 \"30.5\" 的字符串传入。")
+        raise MeteringError(f"{label} {value!r} 不是 Decimal 或字符串；请以如 \"30.5\" 的字符串传入。")
     try:
         heat = Decimal(str(value).strip())
     except InvalidOperation:
-        raise MeteringError(f"用热量「{value}」不是有效数字；请填写如 30.5 的吉焦数。") from None
+        raise MeteringError(f"{label}「{value}」不是有效数字；请填写如 30.5 的吉焦数。") from None
     if not heat.is_finite() or heat < 0:
-        raise MeteringError(f"用热量「{value}」无效；请填写不小于 0 的吉焦数。")
+        raise MeteringError(f"{label}「{value}」无效；请填写不小于 0 的吉焦数。")
     if heat != heat.quantize(GJ_PLACES):
-        raise MeteringError(f"用热量「{value}」超过三位小数；请精确到 0.001 吉焦。")
+        raise MeteringError(f"{label}「{value}」超过三位小数；请精确到 0.001 吉焦。")
     return heat
 
 
@@ -113,11 +116,33 @@ def compute_settlement(account, season, heat_gj):
     )
 
 
-def settle_metered(account, season, heat_gj, cause_type="meter_reading", cause_id=None, user_id=None, key=None):
+def season_heat_from_readings(account, season):
+    """Heat used by an account in a season from its stored meter readings: last minus first reading.
+
+    Readings come from the metering system (app/messaging/inbound.py) and are taken
+    from the first day of the season 00:00 to the last day 24:00, local time.
+    """
+    start = datetime.combine(season.start_on, time.min, LOCAL_TIME).astimezone(timezone.utc)
+    end = datetime.combine(season.end_on + timedelta(days=1), time.min, LOCAL_TIME).astimezone(timezone.utc)
+    readings = db.session.scalars(
+        sa.select(MeterReading.reading_gj)
+        .where(MeterReading.company_id == account.company_id, MeterReading.account_id == account.id,
+               MeterReading.read_at >= start, MeterReading.read_at < end)
+        .order_by(MeterReading.read_at)
+    ).all()
+    if len(readings) < 2:
+        raise MeteringError(
+            f"用户 {account.account_no} 在供暖季 {season.name} 只有 {len(readings)} 次表读数，至少需要季初和季末两次；请在计量系统补抄后重发。"
+        )
+    return readings[-1] - readings[0]
+
+
+def settle_metered(account, season, heat_gj=None, cause_type="meter_reading", cause_id=None, user_id=None, key=None):
     """Post the metered settlement of an account for a season as one `settlement` line.
 
     The line carries the difference to what was billed, 0.00 included, so the statement
-    shows that the season was settled. Returns the line, or None when the key (by
+    shows that the season was settled. Without `heat_gj` the heat comes from the stored
+    meter readings (season_heat_from_readings). Returns the line, or None when the key (by
     default one per account and season) was posted before. The caller commits.
     """
     key = key or f"settlement:{season.id}:{account.id}"
@@ -126,6 +151,8 @@ def settle_metered(account, season, heat_gj, cause_type="meter_reading", cause_i
     )
     if exists:
         return None
+    if heat_gj is None:
+        heat_gj = season_heat_from_readings(account, season)
     with company_money_rule(account.company_id):
         result = compute_settlement(account, season, heat_gj)
     memo = f"用热 {result.heat_gj} GJ，计量热费 {result.metered_fee} 元"

@@ -11,6 +11,7 @@ from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, Led
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs, tariff_periods
 from app.extensions import db
+from app.messaging.events import emit
 from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, Station, Unit
 from app.org.models import Company
@@ -99,6 +100,7 @@ def _run_billing(company, season, user_id):
         lines = season_charge_lines(account, season, tariffs, has_lift, kind)
         if not lines:
             continue
+        account_total = ZERO
         for index, line in enumerate(lines):
             # The first line keeps the key of a whole-season charge; later versions add their first day.
             key = f"charge:{season.id}:{account.id}" + (f":{line.start_on.isoformat()}" if index else "")
@@ -120,6 +122,8 @@ def _run_billing(company, season, user_id):
                 )
             )
             total += line.amount
+            account_total += line.amount
+        emit_bill_issued(company.id, season, run.id, account.id, account.account_no, account_total, len(lines) > 1 or lines[0].prorated)
         posted += 1
 
     run.accounts_billed = posted
@@ -128,6 +132,14 @@ def _run_billing(company, season, user_id):
     db.session.commit()
     logger.info("Billing run %s for company %s season %s billed %s accounts", run.id, company.code, season.name, posted)
     return run
+
+
+def emit_bill_issued(company_id, season, run_id, account_id, account_no, amount, prorated):
+    """Record the `bill.issued` event of one account's season charge (see docs/integrations.md)."""
+    emit(company_id, "bill.issued", f"{run_id}:{account_id}", {
+        "account_id": account_id, "account_no": account_no, "season": season.name, "billing_run_id": run_id,
+        "amount": format_money(amount), "prorated": prorated,
+    })
 
 
 def _fits(value, places):

@@ -9,6 +9,7 @@ from app.billing.models import LedgerEntry
 from app.extensions import db
 from app.invoicing.issuing import invoice_profile
 from app.invoicing.models import INVOICE_METHODS, LIVE_STATUSES, Invoice
+from app.messaging.events import emit
 from app.invoicing.receipt import render_receipt_pdf
 from app.money import amount_in_words, format_money, format_quantity
 from app.org.models import Company
@@ -80,6 +81,8 @@ def print_receipt(payment):
     db.session.refresh(payment, ["receipt_prints"])
     try:
         pdf = render_receipt_pdf(receipt_context(payment, payment.receipt_prints))
+        if payment.receipt_prints == 1:
+            emit_invoice_issued(payment)
     except Exception:
         db.session.rollback()
         raise
@@ -103,3 +106,14 @@ def payment_invoice_context(payment):
         "has_live_blue": any(i.direction == "blue" and i.status in LIVE_STATUSES for i in invoices),
         "can_issue": has_permission(current_user, "invoice.issue", payment.company_id),
     }
+def emit_invoice_issued(payment):
+    """Record the `invoice.issued` event of a receipt's first print (see docs/integrations.md).
+
+    The receipt is the only document Heatflow issues today; tax invoices will send the
+    same event with another `document_type`.
+    """
+    emit(payment.company_id, "invoice.issued", f"receipt:{payment.receipt_no}", {
+        "document_type": "receipt", "document_no": payment.receipt_no, "payment_id": payment.id,
+        "account_id": payment.account_id, "account_no": payment.account.account_no,
+        "amount": format_money(payment.amount), "paid_at": payment.paid_at,
+    })

@@ -42,12 +42,13 @@ PERMISSIONS = {
     "fieldwork.do": ("fieldwork", "现场作业"),
     "fieldwork.assign": ("fieldwork", "派发稽查任务"),
     "hq.view": ("hq", "集团汇总查看"),
+    "voucher.read": ("billing", "查看和下载财务凭证"),
     "role.manage": ("admin", "管理本公司角色"),
     "company.manage": ("admin", "管理分公司与功能授权"),
 }
 
 # Permissions that only read; a headquarters role holding nothing else is read-only.
-READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view"}
+READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view", "voucher.read"}
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
@@ -59,12 +60,14 @@ DEFAULT_COMPANY_ROLES = {
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order", "invoice.issue"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
-    "finance": ("财务", ["account.read", "billing.read", "process.finance", "payment.refund_approve", "invoice.issue", "reconcile.resolve"]),
+    "finance": ("财务", [
+        "account.read", "billing.read", "process.finance", "payment.refund_approve", "invoice.issue", "reconcile.resolve", "voucher.read",
+    ]),
 }
 
 # Roles of the group headquarters.
 DEFAULT_HQ_ROLES = {
     "group_admin": ("集团管理员", ["company.manage", "role.manage", "hq.view", "account.read", "billing.read", "process.template"]),
     "group_approver": ("集团审批人", ["process.group_approve", "account.read", "billing.read", "hq.view"]),
-    "hq_auditor": ("集团稽核", ["hq.view", "account.read", "billing.read"]),
+    "hq_auditor": ("集团稽核", ["hq.view", "account.read", "billing.read", "voucher.read"]),
 }

@@ -29,7 +29,7 @@ from app.org.models import Company
 from app.payments import channels
 from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
 from app.payments.refunds import apply_refund_event
-from app.payments.services import allocate_payment, amount_owed, next_receipt_no
+from app.payments.services import allocate_payment, amount_owed, emit_payment_posted, next_receipt_no
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -351,6 +351,7 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     rest = amount - sum((part for _, part in parts), Decimal("0"))
     if rest > 0:
         _add_line(payment, None, "credit", rest, "credit")
+    emit_payment_posted(payment, account, parts, credit=max(rest, Decimal("0")))
     return payment
 
 

@@ -13,7 +13,8 @@ from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import local_time
 from app.extensions import db
 from app.locking import lock_row
-from app.money import CENT, ZERO
+from app.messaging.events import emit
+from app.money import CENT, ZERO, format_money
 from app.network.models import Account
 from app.org.models import Company
 from app.payments.models import PAYMENT_METHODS, Payment, ReceiptCounter, utcnow
@@ -229,7 +230,8 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
     db.session.add(payment)
     db.session.flush()
 
-    for season, part in allocate_payment(owed, amount):
+    parts = allocate_payment(owed, amount)
+    for season, part in parts:
         db.session.add(
             LedgerEntry(
                 company_id=account.company_id, account_id=account.id, season_id=season.id if season else None,
@@ -238,8 +240,20 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
                 memo=f"收据 {payment.receipt_no}", created_by_id=cashier.id,
             )
         )
+    emit_payment_posted(payment, account, parts)
     db.session.flush()
     return payment, True
+
+
+def emit_payment_posted(payment, account, parts, credit=ZERO):
+    """Record the `payment.posted` event of a payment and how it was allocated (see docs/integrations.md)."""
+    emit(payment.company_id, "payment.posted", str(payment.id), {
+        "payment_id": payment.id, "receipt_no": payment.receipt_no, "account_id": account.id,
+        "account_no": account.account_no, "amount": format_money(payment.amount), "method": payment.method,
+        "channel": payment.channel, "channel_transaction_id": payment.channel_transaction_id, "paid_at": payment.paid_at,
+        "allocations": [{"season": season.name if season else None, "amount": format_money(part)} for season, part in parts],
+        "credit": format_money(credit),
+    }, occurred_at=payment.paid_at)
 
 
 def _payment_for_token(company_id, request_token):

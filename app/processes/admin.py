@@ -18,7 +18,7 @@ from app.processes.access import ConflictError, InputError, get_instance
 from app.processes.audit import record_event
 from app.processes.engine import ProcessRunError, RunContext, load_workflow, run_engine
 from app.processes.models import INSTANCE_STATUSES, HumanTask, ProcessInstance
-from app.processes.services import _check_running, _record_failure, _sync_and_save
+from app.processes.services import _check_running, _record_failure, _sync_and_save, emit_process_finished
 from app.processes.timers import cancel_waiting_timers
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def terminate_instance(instance_id, user, reason):
     cancel_waiting_timers(instance.id)
     instance.status = "terminated"
     _finish("terminate", instance, user, text, {"status_before": status_before, "cancelled_tasks": len(open_tasks)})
+    emit_process_finished(instance)
     db.session.commit()
     logger.info("User %s terminated process instance %s (%s open tasks cancelled)", user.id, instance.id, len(open_tasks))
     return instance

@@ -23,7 +23,7 @@ from app.payments.services import amount_owed
 from app.processes.audit import record_event
 from app.processes.definitions import back_charge_amount, connection_amount, reheating_amount, season_charge
 from app.processes.access import InputError
-from app.processes.registry import ServiceError, current_season, instance_account, register_service
+from app.processes.registry import ServiceError, current_season, instance_account, register_service, set_valve_state
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def apply_forced_shutoff(context, account_id, valve_state, seal_no):
     if account.billing_status != "forced_off":
         _require_status(account, ("normal",), "强停")
     account.billing_status = "forced_off"
-    account.valve_state = valve_state
+    set_valve_state(context, account, valve_state)
     record_event(
         context.instance, "status_changed", user=context.user, task_name="登记强停",
         data={"billing_status": "forced_off", "valve_state": valve_state, "valve_label": VALVE_STATES[valve_state], "seal_no": seal_no},
@@ -240,7 +240,7 @@ def reheat_account(context, account_id, opened_on):
         raise ServiceError(str(error)) from error
     previous = account.billing_status
     account.billing_status = "normal"
-    account.valve_state = "open"
+    set_valve_state(context, account, "open")
     record_event(
         context.instance, "valve_opened", user=context.user, task_name="登记复热",
         data={"billing_status": "normal", "previous_status": previous, "opened_on": opened_on.isoformat(), "days": days},
@@ -283,7 +283,7 @@ def post_back_charge(context, account_id, inspected_on):
     result = _post(context, account, season, "rerate", amount, "稽查追补热费", memo)
     previous = account.billing_status
     account.billing_status = "normal"
-    account.valve_state = "open"
+    set_valve_state(context, account, "open")
     record_event(
         context.instance, "valve_opened", user=context.user, task_name="恢复正常供热",
         data={"billing_status": "normal", "previous_status": previous, "inspected_on": inspected_on.isoformat()},
@@ -327,7 +327,7 @@ def connect_account(context, account_id, area, connected_on):
     except InputError as error:
         raise ServiceError(str(error)) from error
     account.billing_status = "normal"
-    account.valve_state = "open"
+    set_valve_state(context, account, "open")
     record_event(
         context.instance, "status_changed", user=context.user, task_name="登记入网",
         data={"billing_status": "normal", "connected_on": connected_on.isoformat(), "days": days,

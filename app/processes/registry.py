@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from app.billing.models import LedgerEntry
 from app.billing.services import rerate_account, season_receivable
 from app.extensions import db
+from app.messaging.events import emit
 from app.money import format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES, Account
 from app.processes.audit import record_event
@@ -145,6 +146,19 @@ def rebill_suspension(context, account_id):
     return {"season": season.name, "rerate_amount": entry.amount, "receivable_after": after}
 
 
+def set_valve_state(context, account, valve_state):
+    """Set an account's valve state and record `valve.state_changed` when it changes (see docs/integrations.md)."""
+    previous = account.valve_state
+    account.valve_state = valve_state
+    if previous == valve_state:
+        return
+    instance = context.instance
+    emit(account.company_id, "valve.state_changed", f"{instance.id}:{account.id}:{valve_state}", {
+        "account_id": account.id, "account_no": account.account_no, "previous_state": previous,
+        "valve_state": valve_state, "instance_id": instance.id, "process_type": instance.process_type,
+    })
+
+
 @register_service(
     "mark_valve_closed",
     inputs={
@@ -161,7 +175,7 @@ def mark_valve_closed(context, account_id, valve_state, seal_no):
     if not seal_no:
         raise ServiceError("seal_no is empty; the field task must record the seal number.")
     account = instance_account(context, account_id)
-    account.valve_state = valve_state
+    set_valve_state(context, account, valve_state)
     record_event(
         context.instance, "valve_closed", user=context.user, task_name="登记阀门已关",
         data={"valve_state": valve_state, "valve_label": VALVE_STATES[valve_state], "seal_no": seal_no},

@@ -17,6 +17,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
 from app.locking import lock_row
+from app.messaging.events import emit
 from app.billing.services import season_receivable
 from app.money import ZERO, format_money
 from app.network.models import Account
@@ -264,6 +265,7 @@ def _cancel_if_settled(instance, user, task_name):
         open_task.status = "cancelled"
     cancel_waiting_timers(instance.id)
     record_event(instance, "cancelled", user=None, task_name=task_name, comment=reason)
+    emit_process_finished(instance)
     db.session.commit()
     logger.info("Process instance %s was cancelled before %s: %s", instance.id, task_name, reason)
     raise ConflictError(reason)
@@ -345,8 +347,18 @@ def _sync_and_save(instance, workflow, user):
         else:
             instance.status = "completed"
         record_event(instance, "finished", task_name=instance.status_label, data={"status": instance.status})
+        emit_process_finished(instance)
     instance.state = dump_workflow(workflow)
     db.session.flush()
+
+
+def emit_process_finished(instance):
+    """Record the `process.finished` event of an instance that reached its end (see docs/integrations.md)."""
+    account = db.session.get(Account, instance.account_id)
+    emit(instance.company_id, "process.finished", str(instance.id), {
+        "instance_id": instance.id, "process_type": instance.process_type, "status": instance.status,
+        "account_id": instance.account_id, "account_no": account.account_no if account else None,
+    })
 
 
 def task_summary(task):

@@ -49,6 +49,7 @@ OBJECT_FINDERS = {
     "decision_id": PathValue("suspension_escalation"),
     "invoice_id": "app.invoicing.models.Invoice",
     "item_id": "app.payments.models.ReconciliationItem",
+    "voucher_id": "app.messaging.models.FinanceVoucher",
 }
 
 
@@ -74,6 +75,11 @@ def qd_world(import_fixture, demo):
     payment = collect_payment(account, "100.00", "cash", cashier)
     start_suspension(account.id, clerk, "出租空置")
     _add_qd_field_work(qd, account)
+    from datetime import date
+
+    from app.messaging.vouchers import issue_voucher
+
+    issue_voucher(qd, date(2025, 11, 15))
     db.session.commit()
     _qd_invoice_and_reconciliation(qd, payment, cashier)
     return qd

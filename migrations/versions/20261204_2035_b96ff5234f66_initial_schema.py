@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c132a9188810
+Revision ID: b96ff5234f66
 Revises: 
-Create Date: 2026-12-04 20:28:52.681380
+Create Date: 2026-12-04 20:35:39.762253
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'c132a9188810'
+revision = 'b96ff5234f66'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -95,6 +95,21 @@ def upgrade():
     with op.batch_alter_table('community', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_community_company_id'), ['company_id'], unique=False)
 
+    op.create_table('finance_voucher',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('voucher_date', sa.Date(), nullable=False),
+    sa.Column('content', sa.Text(), nullable=False),
+    sa.Column('debit_total', sa.BigInteger(), nullable=False),
+    sa.Column('credit_total', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_finance_voucher_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_finance_voucher')),
+    sa.UniqueConstraint('company_id', 'voucher_date', name=op.f('uq_finance_voucher_company_id_voucher_date'))
+    )
+    with op.batch_alter_table('finance_voucher', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_finance_voucher_company_id'), ['company_id'], unique=False)
+
     op.create_table('heat_source',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -119,6 +134,62 @@ def upgrade():
     )
     with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_value_map_company_id'), ['company_id'], unique=False)
+
+    op.create_table('meter_reading_review',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.String(length=100), nullable=False),
+    sa.Column('account_no', sa.String(length=32), nullable=False),
+    sa.Column('read_at', sa.String(length=40), nullable=False),
+    sa.Column('reading', sa.String(length=40), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_meter_reading_review_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_meter_reading_review')),
+    sa.UniqueConstraint('company_id', 'message_id', name=op.f('uq_meter_reading_review_company_id_message_id'))
+    )
+    with op.batch_alter_table('meter_reading_review', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_meter_reading_review_company_id'), ['company_id'], unique=False)
+
+    op.create_table('outbox_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=36), nullable=False),
+    sa.Column('event_type', sa.String(length=40), nullable=False),
+    sa.Column('schema_version', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=120), nullable=False),
+    sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.String(length=255), nullable=False),
+    sa.Column('replays', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_outbox_event_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_event')),
+    sa.UniqueConstraint('company_id', 'event_id', name=op.f('uq_outbox_event_company_id_event_id')),
+    sa.UniqueConstraint('company_id', 'key', name=op.f('uq_outbox_event_company_id_key'))
+    )
+    with op.batch_alter_table('outbox_event', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_outbox_event_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_outbox_event_company_occurred', ['company_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_outbox_event_pending', ['published_at', 'id'], unique=False)
+
+    op.create_table('processed_message',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('consumer', sa.String(length=32), nullable=False),
+    sa.Column('message_id', sa.String(length=100), nullable=False),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('processed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_processed_message_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_processed_message')),
+    sa.UniqueConstraint('company_id', 'consumer', 'message_id', name=op.f('uq_processed_message_company_id_consumer_message_id'))
+    )
+    with op.batch_alter_table('processed_message', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_processed_message_company_id'), ['company_id'], unique=False)
 
     op.create_table('receipt_counter',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -617,6 +688,24 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_ledger_entry_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_ledger_entry_company_season_kind', ['company_id', 'season_id', 'kind'], unique=False)
 
+    op.create_table('meter_reading',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('meter_no', sa.String(length=32), nullable=False),
+    sa.Column('read_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('reading_gj', sa.BigInteger(), nullable=False),
+    sa.Column('message_id', sa.String(length=100), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_meter_reading_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_meter_reading_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_meter_reading')),
+    sa.UniqueConstraint('company_id', 'message_id', name=op.f('uq_meter_reading_company_id_message_id'))
+    )
+    with op.batch_alter_table('meter_reading', schema=None) as batch_op:
+        batch_op.create_index('ix_meter_reading_company_account_read', ['company_id', 'account_id', 'read_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_meter_reading_company_id'), ['company_id'], unique=False)
+
     op.create_table('payment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -1059,6 +1148,11 @@ def downgrade():
         batch_op.drop_index('ix_payment_company_account')
 
     op.drop_table('payment')
+    with op.batch_alter_table('meter_reading', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_meter_reading_company_id'))
+        batch_op.drop_index('ix_meter_reading_company_account_read')
+
+    op.drop_table('meter_reading')
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_entry_company_season_kind')
         batch_op.drop_index(batch_op.f('ix_ledger_entry_company_id'))
@@ -1177,6 +1271,20 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_receipt_counter_company_id'))
 
     op.drop_table('receipt_counter')
+    with op.batch_alter_table('processed_message', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_processed_message_company_id'))
+
+    op.drop_table('processed_message')
+    with op.batch_alter_table('outbox_event', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_event_pending')
+        batch_op.drop_index('ix_outbox_event_company_occurred')
+        batch_op.drop_index(batch_op.f('ix_outbox_event_company_id'))
+
+    op.drop_table('outbox_event')
+    with op.batch_alter_table('meter_reading_review', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_meter_reading_review_company_id'))
+
+    op.drop_table('meter_reading_review')
     with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
 
@@ -1185,6 +1293,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 
     op.drop_table('heat_source')
+    with op.batch_alter_table('finance_voucher', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_finance_voucher_company_id'))
+
+    op.drop_table('finance_voucher')
     with op.batch_alter_table('community', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_community_company_id'))
 

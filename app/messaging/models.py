@@ -1,0 +1,110 @@
+"""Outbox events, processed inbound messages, meter readings and their review list, finance vouchers."""
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.money import Money, ScaledDecimal
+from app.tenancy import CompanyOwned
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class OutboxEvent(CompanyOwned, db.Model):
+    """One event to publish, written in the same transaction as the change it reports.
+
+    `event_id` is the message id on the wire and never changes, so a consumer that sees
+    it twice (a retry after a lost confirm, or a replay) applies it once. `key` names the
+    business change (e.g. the ledger line) so that the change cannot emit twice.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "event_id"),
+        sa.UniqueConstraint("company_id", "key"),
+        # The relay reads unpublished rows in id order.
+        sa.Index("ix_outbox_event_pending", "published_at", "id"),
+        sa.Index("ix_outbox_event_company_occurred", "company_id", "occurred_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    event_id = sa.Column(sa.String(36), nullable=False)
+    event_type = sa.Column(sa.String(40), nullable=False)
+    schema_version = sa.Column(sa.Integer, nullable=False)
+    key = sa.Column(sa.String(120), nullable=False)
+    # JSON text of the event's `data`: amounts and quantities are strings, never floats.
+    payload = sa.Column(sa.Text, nullable=False)
+    occurred_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    published_at = sa.Column(sa.DateTime(timezone=True))
+    # Publish attempts that failed for this row, and when the relay may try it again.
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    next_attempt_at = sa.Column(sa.DateTime(timezone=True))
+    last_error = sa.Column(sa.String(255), nullable=False, default="")
+    # Times an operator queued the event again with `flask heat outbox replay`.
+    replays = sa.Column(sa.Integer, nullable=False, default=0)
+
+
+class ProcessedMessage(CompanyOwned, db.Model):
+    """An inbound message a consumer has handled, stored in the transaction that applied it.
+
+    `outcome` is `applied`, or `rejected` for a well-formed message that could not apply
+    (stored with its reason and not retried).
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "consumer", "message_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    consumer = sa.Column(sa.String(32), nullable=False)
+    message_id = sa.Column(sa.String(100), nullable=False)
+    outcome = sa.Column(sa.String(16), nullable=False)
+    reason = sa.Column(sa.String(255), nullable=False, default="")
+    processed_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class MeterReading(CompanyOwned, db.Model):
+    """A cumulative heat meter reading of a metered account, as the metering system sent it."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "message_id"),
+        sa.Index("ix_meter_reading_company_account_read", "company_id", "account_id", "read_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    meter_no = sa.Column(sa.String(32), nullable=False, default="")
+    read_at = sa.Column(sa.DateTime(timezone=True), nullable=False)
+    # Cumulative heat in GJ to 0.001, stored exactly as an integer of 1/1000 GJ.
+    reading_gj = sa.Column(ScaledDecimal(3), nullable=False)
+    message_id = sa.Column(sa.String(100), nullable=False)
+    received_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class MeterReadingReview(CompanyOwned, db.Model):
+    """A meter reading that was not applied (missing value, unknown account, lower than before)."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "message_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    message_id = sa.Column(sa.String(100), nullable=False)
+    account_no = sa.Column(sa.String(32), nullable=False, default="")
+    read_at = sa.Column(sa.String(40), nullable=False, default="")
+    reading = sa.Column(sa.String(40), nullable=False, default="")
+    reason = sa.Column(sa.String(255), nullable=False)
+    # TODO: no page marks a review resolved yet; the metering system resends the corrected
+    # reading under a new message id.
+    status = sa.Column(sa.String(16), nullable=False, default="open")
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class FinanceVoucher(CompanyOwned, db.Model):
+    """The daily summary voucher of one company: debit and credit per account code, as JSON text."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "voucher_date"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    voucher_date = sa.Column(sa.Date, nullable=False)
+    content = sa.Column(sa.Text, nullable=False)
+    debit_total = sa.Column(Money(), nullable=False)
+    credit_total = sa.Column(Money(), nullable=False)
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
