@@ -27,7 +27,7 @@ from app.locking import lock_row
 from app.network.models import Account
 from app.org.models import Company
 from app.payments.models import OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
-from app.payments.services import allocate_payment, amount_owed, next_receipt_no
+from app.payments.services import allocate_payment, allocation_order, amount_owed, next_receipt_no
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def _success_time(resource):
 
 
 def _post_online_payment(order, transaction_id, paid_at):
-    """Post a payment for a paid order: receivables oldest first, any rest as a `credit` line."""
+    """Post a payment for a paid order: receivables in the company's allocation order, any rest as a `credit` line."""
     account = lock_row(Account, order.account_id)
     owed = amount_owed(account)
     company = db.session.get(Company, order.company_id)
@@ -302,7 +302,7 @@ def _post_online_payment(order, transaction_id, paid_at):
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, order.amount)
+    parts = allocate_payment(owed, order.amount, allocation_order(order.company_id))
     for season, part in parts:
         _add_line(payment, season.id if season else None, "payment", part, season.id if season else "arrears")
     # A bill already paid elsewhere (at the counter, or through another order) leaves money
