@@ -33,7 +33,7 @@ class RerateError(ValueError):
     """A retroactive change that cannot be computed or posted; the message is shown to staff."""
 
 
-def _billed(company_id, season_id, account_ids=None):
+def billed_charges(company_id, season_id, account_ids=None):
     """Return {account_id: sum of charge and rerate lines} of a season."""
     query = (
         sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount))
@@ -98,7 +98,7 @@ def compute_differences(change):
     differences = []
     with company_money_rule(change.company_id):
         for season in _affected_seasons(change):
-            billed = _billed(change.company_id, season.id, account_ids)
+            billed = billed_charges(change.company_id, season.id, account_ids)
             if not billed:
                 continue
             tariffs = season_tariffs(season)
