@@ -35,6 +35,9 @@ bp = Blueprint("billing_desk", __name__, url_prefix="/billing")
 
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# Rows listed on the what-if and collection pages; their Excel exports have all of them.
+WHAT_IF_PAGE_ROWS = 200
+ARREARS_PAGE_ROWS = 200
 
 
 def _require(*permissions):
@@ -89,6 +92,14 @@ def _work_list_from_request():
     return filters, work_list(current_user.company_id, filters)
 
 
+def _collectors():
+    """Active staff of the company who do field work, or every active staff member when none does."""
+    staff = db.session.scalars(sa.select(User).where(User.company_id == current_user.company_id).order_by(User.user_no)).all()
+    staff = [user for user in staff if user.is_active]
+    field_staff = [user for user in staff if has_permission(user, "fieldwork.do")]
+    return field_staff or staff
+
+
 @bp.route("/arrears")
 @login_required
 def arrears():
@@ -98,12 +109,9 @@ def arrears():
     communities = db.session.scalars(
         sa.select(Community).where(Community.company_id == current_user.company_id).order_by(Community.code)
     ).all()
-    collectors = db.session.scalars(
-        sa.select(User).where(User.company_id == current_user.company_id).order_by(User.user_no)
-    ).all()
     return render_template(
-        "billing/arrears.html", items=items, totals=ageing_totals(items), buckets=AGE_BUCKETS, filters=filters,
-        communities=communities, collectors=[c for c in collectors if c.is_active], args=request.args,
+        "billing/arrears.html", items=items[:ARREARS_PAGE_ROWS], item_count=len(items), totals=ageing_totals(items), buckets=AGE_BUCKETS, filters=filters,
+        communities=communities, collectors=_collectors(), args=request.args,
         can_assign=has_permission(current_user, "arrears.manage"),
         can_write_off=has_permission(current_user, "billing.write_off"),
     )
@@ -326,7 +334,7 @@ def what_if():
                 return _xlsx(content, f"调价测算-{season.name}.xlsx")
     return render_template(
         "billing/what_if.html", seasons=seasons, season=season, tariff=tariff, result=result, form=request.form,
-        categories=CATEGORIES, bases=BASES, user_types=USER_TYPES,
+        categories=CATEGORIES, bases=BASES, user_types=USER_TYPES, household_rows=WHAT_IF_PAGE_ROWS,
     )
 
 

@@ -80,6 +80,10 @@ class HouseholdDifference:
     def difference(self):
         return self.draft - self.billed
 
+    @property
+    def abs_difference(self):
+        return abs(self.difference)
+
 
 @dataclass
 class WhatIfResult:
@@ -112,17 +116,20 @@ def read_only_transaction():
     """Run a block in a transaction the database refuses to write in, rolled back afterwards."""
     db.session.rollback()
     dialect = db.session.get_bind().dialect.name
+    sqlite_connection = None
     if dialect == "postgresql":
         db.session.execute(sa.text("SET TRANSACTION READ ONLY"))
     elif dialect == "sqlite":
         db.session.execute(sa.text("PRAGMA query_only = ON"))
+        # The pragma stays on the pooled connection, so it is switched off on that very
+        # connection afterwards, not on whichever one the session takes next.
+        sqlite_connection = db.session.connection().connection.dbapi_connection
     try:
         yield
     finally:
         db.session.rollback()
-        if dialect == "sqlite":
-            db.session.execute(sa.text("PRAGMA query_only = OFF"))
-            db.session.commit()
+        if sqlite_connection is not None:
+            sqlite_connection.execute("PRAGMA query_only = OFF")
 
 
 def run_what_if(company_id, season, draft):
