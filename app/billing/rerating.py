@@ -13,7 +13,7 @@ import logging
 
 import sqlalchemy as sa
 
-from app.billing.models import LedgerEntry, RerateChange, RerateProposal, utcnow
+from app.billing.models import RERATE_CHANGE_KINDS, LedgerEntry, RerateChange, RerateProposal, utcnow
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
 from app.billing.services import account_charge_inputs
@@ -52,13 +52,28 @@ def billed_charges(company_id, season_id, account_ids=None):
 def status_in_season(account, season, latest_season_id):
     """Return the billing status an account had in `season`.
 
-    Only the current status is stored, so for an earlier season it is read from the
+    Only the current status is stored on the account. For an earlier season the latest
+    posted status change of that season applies. Without one, the status is read from the
     ratio of the season's latest priced charge or rerate line: 1 is heated (正常), any other
     ratio is 报停. NOTE: 强停 also bills at ratio 1, so a 强停 season is re-rated as 正常, which
     bills the same amount.
     """
     if season.id == latest_season_id:
         return account.billing_status
+    posted_status = db.session.scalar(
+        sa.select(RerateChange.billing_status)
+        .where(
+            RerateChange.company_id == account.company_id,
+            RerateChange.account_id == account.id,
+            RerateChange.season_id == season.id,
+            RerateChange.kind == "status",
+            RerateChange.status == "posted",
+        )
+        .order_by(RerateChange.id.desc())
+        .limit(1)
+    )
+    if posted_status is not None:
+        return posted_status
     ratio = db.session.scalar(
         sa.select(LedgerEntry.ratio)
         .where(
@@ -138,7 +153,7 @@ def create_change(company_id, kind, effective_from, user, account=None, season=N
     elif kind == "account_terms" and account is None:
         raise RerateError("面积或用户类型变更须指定用户。")
     elif kind not in ("account_terms", "tariff"):
-        raise RerateError(f"变更类型「{kind}」无效。")
+        raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
     change = RerateChange(
         company_id=company_id, kind=kind, account_id=account.id if account else None, effective_from=effective_from,
         season_id=season.id if season else None, billing_status=billing_status, description=description[:255],

@@ -122,6 +122,7 @@ def allocation_slots(owed, order="oldest_first"):
 
     `oldest_first`: arrears from before the platform, then seasons by start date.
     `current_first`: the latest season, then the rest oldest first.
+    TODO: posted late fees are not collected yet (see amount_owed), so no order places them.
     """
     slots = [(None, owed.arrears_outstanding)] + [(s.season, s.outstanding) for s in owed.seasons]
     if order == "current_first" and owed.seasons:

@@ -192,3 +192,26 @@ def test_rerated_season_equals_fresh_bill(add_account, demo, changes):
     assert billed == fresh
     final = create_change(account.company_id, "account_terms", season.start_on, _user("tj_clerk"), account=account)
     assert final.proposals == []
+
+
+def test_posted_status_kept_for_later_changes(add_account, add_season):
+    # 2024-2025 set to 报停 afterwards (87.35 × 22 × 0.20 = 384.34, −1537.36). A later area change
+    # of that season must re-rate it as 报停: 100 × 22 × 0.20 = 440.00, so +55.66 more.
+    add_season("TJ", "2024-2025", residential="22.00")
+    account = add_account("TJ", "87.35")
+    run_billing("TJ", "2024-2025")
+    run_billing("TJ", SEASON)
+    earlier = get_season(account.company_id, "2024-2025")
+    status = create_change(account.company_id, "status", None, _user("tj_clerk"), account=account, season=earlier,
+                           billing_status="suspended")
+    post_change(status, _user("tj_approver"))
+    record_terms_change(account, date(2024, 11, 1), building_area=Decimal("100"))
+
+    change = create_change(account.company_id, "account_terms", date(2024, 11, 1), _user("tj_clerk"), account=account)
+
+    assert [p.difference for p in status.proposals] == [Decimal("-1537.36")]
+    assert account.billing_status == "normal"
+    assert [(p.season_id, p.expected, p.difference) for p in change.proposals] == [
+        (earlier.id, Decimal("440.00"), Decimal("55.66")),
+        (get_season(account.company_id, SEASON).id, Decimal("2500.00"), Decimal("316.25")),
+    ]
