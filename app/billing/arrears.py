@@ -126,7 +126,8 @@ def arrears_by_account(company_id, as_of_season=None, account_ids=None):
     names = dict(db.session.execute(sa.select(Season.id, Season.name).where(Season.id.in_(ages))).all())
     balances = _outstanding_by_season(company_id, list(ages))
     if account_ids is not None:
-        balances = {key: value for key, value in balances.items() if key in set(account_ids)}
+        wanted = set(account_ids)
+        balances = {key: value for key, value in balances.items() if key in wanted}
     balances = {key: value for key, value in balances.items() if value}
     if not balances:
         return []

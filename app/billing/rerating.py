@@ -249,7 +249,11 @@ def _apply_status(change):
 
 
 def reject_change(change, user):
-    """Reject a pending change; nothing is posted. The caller commits."""
+    """Reject a pending change; nothing is posted. The caller commits.
+
+    NOTE: the account terms or tariff version behind the change stay as recorded, so the
+    next billing run of a new season uses them; correct them with another change.
+    """
     if change.status != "pending":
         raise RerateError(f"调整单 {change.id} 当前为「{change.status}」，只有待审批的调整单可以驳回。")
     change.status = "rejected"
