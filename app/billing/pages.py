@@ -238,7 +238,8 @@ def _submit_change(form):
             raise RerateError(f"供暖季「{form.get('season', '')}」不存在；请从列表中选择。")
         effective_from = _parse_date(form.get("effective_from") or str(season.start_on), "生效日期")
         tariff_in_force(season, effective_from)
-        return create_change(current_user.company_id, "tariff", effective_from, current_user, description=description)
+        return create_change(current_user.company_id, "tariff", effective_from, current_user, season=season,
+                             description=description)
     account = _account_by_number(form.get("account_no"))
     if account is None:
         raise RerateError(f"用户编号「{form.get('account_no', '')}」在本公司不存在；请核对 15 位编号或原户号。")

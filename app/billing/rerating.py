@@ -92,7 +92,8 @@ def status_in_season(account, season, latest_season_id):
 
 
 def _affected_seasons(change):
-    if change.kind == "status":
+    """The season a status or tariff change names, else every season ending on or after its first day."""
+    if change.season_id is not None:
         return [db.session.get(Season, change.season_id)]
     return db.session.scalars(
         sa.select(Season)

@@ -215,3 +215,22 @@ def test_posted_status_kept_for_later_changes(add_account, add_season):
         (earlier.id, Decimal("440.00"), Decimal("55.66")),
         (get_season(account.company_id, SEASON).id, Decimal("2500.00"), Decimal("316.25")),
     ]
+
+
+def test_tariff_change_limited_to_its_season(add_account, add_season):
+    # 2024-2025 carries a stray +10.00 rerate line. A tariff change of 2025-2026 leaves it
+    # alone; one without a season re-rates it back by −10.00.
+    earlier = add_season("TJ", "2024-2025", residential="22.00")
+    account = add_account("TJ", "87.35")
+    run_billing("TJ", "2024-2025")
+    run_billing("TJ", SEASON)
+    db.session.add(LedgerEntry(company_id=account.company_id, account_id=account.id, season_id=earlier.id, kind="rerate",
+                               amount=Decimal("10.00"), cause_type="test", idempotency_key="test-stray"))
+    db.session.commit()
+    season = get_season(account.company_id, SEASON)
+
+    scoped = create_change(account.company_id, "tariff", season.start_on, _user("tj_admin"), season=season)
+    unscoped = create_change(account.company_id, "tariff", earlier.start_on, _user("tj_admin"))
+
+    assert scoped.proposals == []
+    assert [(p.season_id, p.difference) for p in unscoped.proposals] == [(earlier.id, Decimal("-10.00"))]
