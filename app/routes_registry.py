@@ -1,7 +1,8 @@
-"""Blueprints of the processes, designer, payments, invoicing, reconciliation, field-work, onboarding and finance
-features and of the JSON API, imported here in one place."""
+"""Blueprints of the processes, designer, payments, invoicing, reconciliation, field-work, onboarding, finance and
+billing-desk features and of the JSON API, imported here in one place."""
 
 from app.api.routes import bp as api_bp
+from app.billing.pages import bp as billing_desk_bp
 from app.fieldwork.routes import bp as fieldwork_bp
 from app.invoicing.routes import bp as invoicing_bp
 from app.messaging.routes import bp as finance_bp
@@ -13,4 +14,5 @@ from app.processes.routes import bp as processes_bp
 
 BLUEPRINTS = [
     processes_bp, designer_bp, payments_bp, invoicing_bp, reconciliation_bp, api_bp, onboarding_bp, fieldwork_bp, finance_bp,
+    billing_desk_bp,
 ]

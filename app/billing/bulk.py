@@ -21,6 +21,7 @@ from app.billing.models import BillingRun, utcnow
 from app.extensions import db
 from app.money import CENT, current_money_rule
 from app.network.models import TARIFF_CATEGORY
+from app.network.terms import accounts_with_changes_after
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def bulk_billing_applies(company, season, tariffs):
     """Return True when the set-based path posts exactly what the per-account loop would.
 
     That needs PostgreSQL, one tariff version, no account connected after the season
-    start (those are prorated or not billed), a known tariff category and a default price
+    start (those are prorated or not billed), no account terms changed after it, a known tariff category and a default price
     for every charged account, and a rounding mode that `_INSERT_BATCH` implements.
     """
     if db.session.get_bind().dialect.name != "postgresql":
@@ -141,6 +142,10 @@ def bulk_billing_applies(company, season, tariffs):
     if len(tariffs) != 1 or tariffs[0].effective_from > season.start_on:
         return False
     if current_money_rule().rounding not in (ROUND_HALF_UP, ROUND_HALF_EVEN):
+        return False
+    # `_INSERT_BATCH` reads the terms on the Account row, which are those in force from the
+    # latest snapshot on; a snapshot after the season start needs proration or older terms.
+    if accounts_with_changes_after(company.id, season.start_on):
         return False
     late_accounts, user_types = db.session.execute(
         sa.text(

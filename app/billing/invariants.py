@@ -26,10 +26,9 @@ from app.tariffs.models import Season
 logger = logging.getLogger(__name__)
 
 BILLED_KINDS = ("charge", "rerate", "settlement")
-# NOTE: no write-off (核销) entry kind exists yet, so written off is always 0.00 until one is added here.
-WRITE_OFF_KINDS = ()
+WRITE_OFF_KINDS = ("write_off",)
 # Kinds whose lines must not raise what is owed. The `sign` check reports a positive one.
-NON_POSITIVE_KINDS = ("payment", "waiver")
+NON_POSITIVE_KINDS = ("payment", "waiver", "write_off")
 
 
 class InvariantError(LookupError):

@@ -25,8 +25,9 @@ from app.tariffs.models import Season
 logger = logging.getLogger(__name__)
 
 ONE_DAY = timedelta(days=1)
-# Lines whose sum is the area-based principal a late fee accrues on.
-PRINCIPAL_KINDS = ("charge", "rerate", "waiver")
+# Lines whose sum is the area-based principal a late fee accrues on. A write-off takes its
+# amount out of the principal from the start of the season, as a waiver does.
+PRINCIPAL_KINDS = ("charge", "rerate", "waiver", "write_off")
 # Accounts per transaction of the nightly posting job.
 LATE_FEE_PAGE_SIZE = 1000
 

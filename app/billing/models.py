@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.money import Area, Money, Rate
+from app.money import Area, Money, Rate, ScaledDecimal
 from app.tenancy import CompanyOwned
 
 # Entry kinds. Charges and adjustments are positive when they raise what is owed;
@@ -25,10 +25,12 @@ ENTRY_KINDS = {
     "refund": "退费",
     # A payment the collecting bank cancelled the same day (positive, undoing the payment line).
     "reversal": "冲正",
+    # Outstanding receivable taken off the books as uncollectable (核销); negative, with a reason.
+    "write_off": "核销",
 }
-# Kinds that make up a season's receivable (应收). Late fees are owed on top of it and
-# stay out of the collection rate.
-RECEIVABLE_KINDS = ("charge", "rerate", "waiver", "settlement")
+# Kinds that make up a season's net receivable (应收). Late fees are owed on top of it and
+# stay out of the collection rate. A write-off lowers what is still to be collected.
+RECEIVABLE_KINDS = ("charge", "rerate", "waiver", "settlement", "write_off")
 # Kinds that make up what was received (实收): payments, less refunds and reversals.
 RECEIVED_KINDS = ("payment", "refund", "reversal")
 
@@ -76,3 +78,107 @@ class BillingRun(CompanyOwned, db.Model):
     accounts_billed = sa.Column(sa.Integer, nullable=False, default=0)
     amount_posted = sa.Column(Money(), nullable=False, default=0)
     started_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+
+
+# Orders in which a payment pays an account's outstanding receivables.
+ALLOCATION_ORDERS = {
+    "oldest_first": "先还最早欠费（往年在前）",
+    "current_first": "先还本季，再从最早欠费还起",
+}
+
+
+class AllocationPolicy(CompanyOwned, db.Model):
+    """How a company's payments are split over an account's outstanding seasons.
+
+    A company without a row uses `oldest_first`. Counter and channel payments both apply
+    it through app/payments/services.allocate_payment.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    order = sa.Column(sa.String(24), nullable=False, default="oldest_first")
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class CollectionTask(CompanyOwned, db.Model):
+    """An account in arrears assigned to a collector (清欠); one open task per account."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "account_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    collector_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
+    assigned_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    assigned_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    # Outstanding receivable when the task was assigned, in yuan.
+    amount_at_assignment = sa.Column(Money(), nullable=False)
+    note = sa.Column(sa.String(255), nullable=False, default="")
+
+    collector = db.relationship("User", foreign_keys=[collector_id])
+
+
+# Status of a retroactive change and its difference lines.
+RERATE_STATUSES = {"pending": "待审批", "posted": "已过账", "rejected": "已驳回"}
+RERATE_CHANGE_KINDS = {"account_terms": "面积或用户类型变更", "status": "供暖状态变更", "tariff": "收费标准变更"}
+
+
+class RerateChange(CompanyOwned, db.Model):
+    """A retroactive change (area, user type, status or tariff) whose difference lines await approval."""
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    kind = sa.Column(sa.String(24), nullable=False)
+    # The account the change concerns; NULL for a tariff change, which concerns every billed account.
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"))
+    # First day the change applies; every season ending on or after it is re-rated.
+    effective_from = sa.Column(sa.Date, nullable=False)
+    # For a status change: the status the account has for `season_id`.
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
+    billing_status = sa.Column(sa.String(16))
+    description = sa.Column(sa.String(255), nullable=False, default="")
+    status = sa.Column(sa.String(16), nullable=False, default="pending")
+    created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    decided_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    decided_at = sa.Column(sa.DateTime(timezone=True))
+
+    proposals = db.relationship("RerateProposal", order_by="RerateProposal.id", cascade="all, delete-orphan")
+
+
+class RerateProposal(CompanyOwned, db.Model):
+    """One difference line of a RerateChange: what was billed, what is due now, and the gap."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "change_id", "account_id", "season_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    change_id = sa.Column(sa.Integer, sa.ForeignKey("rerate_change.id"), nullable=False)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    billed = sa.Column(Money(), nullable=False)
+    expected = sa.Column(Money(), nullable=False)
+    difference = sa.Column(Money(), nullable=False)
+    # The new charge lines in words (periods, areas, prices), shown on the approval page.
+    detail = sa.Column(sa.String(500), nullable=False, default="")
+    ledger_entry_id = sa.Column(sa.Integer, sa.ForeignKey("ledger_entry.id"))
+
+
+class SeasonMeterReading(CompanyOwned, db.Model):
+    """A season's heat-meter readings of one metered account, as imported from Excel, and the heat it used.
+
+    Readings sent one by one by the metering system are app.messaging.models.MeterReading.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "account_id", "season_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    # Meter readings in GJ at the start and end of the season, to 0.001 GJ.
+    start_reading = sa.Column(ScaledDecimal(3), nullable=False)
+    end_reading = sa.Column(ScaledDecimal(3), nullable=False)
+    heat_gj = sa.Column(ScaledDecimal(3), nullable=False)
+    filename = sa.Column(sa.String(255), nullable=False, default="")
+    excel_row = sa.Column(sa.Integer)
+    imported_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    imported_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.money import round_money
+from app.network.terms import terms_periods
 from app.tariffs.models import Tariff
 from app.tariffs.services import TariffError, charge_area, status_ratio, unit_price
 
@@ -98,27 +99,45 @@ def billing_period(account, season):
     return start_on, season.end_on
 
 
-def season_charge_lines(account, season, tariffs, has_lift, heat_source_kind, billing_status=None):
+def charge_periods(season, tariffs, terms, start_on, end_on):
+    """Split `start_on`..`end_on` into [(tariff, Terms, first day, last day)].
+
+    A new period starts wherever a tariff version or a terms snapshot takes effect.
+    """
+    periods = []
+    for tariff, tariff_first, tariff_last in tariff_periods(season, tariffs, start_on, end_on):
+        for account_terms, terms_first, terms_last in terms:
+            first = max(tariff_first, terms_first)
+            last = min(tariff_last, terms_last)
+            if first <= last:
+                periods.append((tariff, account_terms, first, last))
+    return periods
+
+
+def season_charge_lines(account, season, tariffs, has_lift, heat_source_kind, billing_status=None, history=None):
     """Return the charge lines of an account for a season, or None when its status owes nothing.
 
     An account connected after the season ends gets an empty list.
 
-    A whole season under one tariff version is billed at the full fee, as before any
-    proration existed. Anything else is prorated by days, one line per version.
+    A whole season under one tariff version and one set of account terms is billed at the
+    full fee, as before any proration existed. Anything else is prorated by days, one line
+    per period in which the tariff version and the account's areas and user type stay the
+    same. `history` is the account's terms_history() entry; None reads it from the database.
     """
     period = billing_period(account, season)
     if period is None:
         return []
     status = billing_status or account.billing_status
-    periods = tariff_periods(season, tariffs, *period)
+    terms = terms_periods(account, *period, history=history)
+    periods = charge_periods(season, tariffs, terms, *period)
     whole_season = len(periods) == 1 and period == (season.start_on, season.end_on)
     lines = []
-    for tariff, first, last in periods:
+    for tariff, account_terms, first, last in periods:
         ratio = status_ratio(tariff, status)
         if ratio is None:
             return None
-        area = charge_area(tariff, account, has_lift)
-        price = unit_price(tariff, account, heat_source_kind)
+        area = charge_area(tariff, account_terms, has_lift)
+        price = unit_price(tariff, account_terms, heat_source_kind)
         full = area * price * ratio
         days = days_inclusive(first, last)
         exact = full if whole_season else prorate(full, days, season.statutory_days)

@@ -14,6 +14,7 @@ from app.extensions import db
 from app.messaging.events import emit
 from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, Station, Unit
+from app.network.terms import company_terms_history
 from app.org.models import Company
 from app.tariffs.services import get_season
 
@@ -92,12 +93,13 @@ def _run_billing(company, season, user_id):
     db.session.add(run)
     db.session.flush()
 
+    history = company_terms_history(company.id)
     posted = 0
     total = ZERO
     for account, has_lift, kind in _account_facts(company.id):
         if account.id in charged:
             continue
-        lines = season_charge_lines(account, season, tariffs, has_lift, kind)
+        lines = season_charge_lines(account, season, tariffs, has_lift, kind, history=history.get(account.id, []))
         if not lines:
             continue
         account_total = ZERO

@@ -141,3 +141,24 @@ class Account(CompanyOwned, db.Model):
     @property
     def user_type_label(self):
         return USER_TYPES.get(self.user_type, self.user_type)
+
+
+class AccountTerms(CompanyOwned, db.Model):
+    """The billing terms of an account (areas and user type) in force from `effective_from`.
+
+    Each row is a full snapshot. The row with the latest `effective_from` on or before a day
+    applies on that day, and the Account row carries the latest snapshot. An account
+    without rows has had its current terms all along.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "account_id", "effective_from"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False, index=True)
+    effective_from = sa.Column(sa.Date, nullable=False)
+    building_area = sa.Column(Area(), nullable=False)
+    usable_area = sa.Column(Area())
+    user_type = sa.Column(sa.String(16), nullable=False)
+    memo = sa.Column(sa.String(255), nullable=False, default="")
+    created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=sa.func.now())

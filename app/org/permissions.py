@@ -24,6 +24,9 @@ PERMISSIONS = {
     "billing.run": ("billing", "生成应收"),
     "billing.read": ("billing", "查看应收"),
     "tariff.edit": ("billing", "维护收费标准"),
+    "arrears.manage": ("billing", "清欠管理（筛选、分派、导出）"),
+    "billing.write_off": ("billing", "核销欠费"),
+    "billing.rerate_approve": ("billing", "审批追溯调整"),
     "payment.collect": ("payments", "柜台收费"),
     "payment.refund": ("payments", "申请退费"),
     "payment.refund_approve": ("payments", "审批退费"),
@@ -54,14 +57,15 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view", "voucher.rea
 DEFAULT_COMPANY_ROLES = {
     "company_admin": ("分公司管理员", [
         "account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin",
-        "process.design", "fieldwork.assign", "invoice.configure",
+        "process.design", "fieldwork.assign", "invoice.configure", "arrears.manage",
     ]),
-    "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run"]),
-    "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve"]),
+    "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run", "arrears.manage"]),
+    "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve", "billing.rerate_approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order", "invoice.issue"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
     "finance": ("财务", [
         "account.read", "billing.read", "process.finance", "payment.refund_approve", "invoice.issue", "reconcile.resolve", "voucher.read",
+        "billing.write_off",
     ]),
 }
 

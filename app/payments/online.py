@@ -29,7 +29,7 @@ from app.org.models import Company
 from app.payments import channels
 from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
 from app.payments.refunds import apply_refund_event
-from app.payments.services import allocate_payment, amount_owed, emit_payment_posted, next_receipt_no
+from app.payments.services import allocate_payment, allocation_order, amount_owed, emit_payment_posted, next_receipt_no
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def _post_online_payment(order, transaction_id, paid_at):
 
 
 def post_channel_payment(company_id, account_id, channel_code, amount, transaction_id, paid_at, note):
-    """Post a payment that arrived through a channel: receivables oldest first, any rest as `credit`.
+    """Post a payment that arrived through a channel: receivables in the company's allocation order, any rest as `credit`.
 
     Locks the account row, so concurrent payments of one account see each other's lines.
     The ledger lines' idempotency keys carry the channel and transaction id.
@@ -342,7 +342,7 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, amount)
+    parts = allocate_payment(owed, amount, allocation_order(company_id))
     for season, part in parts:
         _add_line(payment, season.id if season else None, "payment", part, season.id if season else "arrears")
     # A bill already paid elsewhere (at the counter, or through another order) leaves money

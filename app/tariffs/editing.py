@@ -48,6 +48,51 @@ def tariff_is_used(tariff):
     )
 
 
+def parse_tariff_form(form):
+    """Validate the tariff form and return its values; nothing is written.
+
+    Returns a dict of the tariff's scalar fields plus `prices` as [(category,
+    heat_source_kind, unit price)] and `rules` as [(category, basis, factor, lift factor,
+    fallback factor)].
+    """
+    suspension_ratio = _decimal(form, "suspension_ratio", "报停比例")
+    if suspension_ratio > 1:
+        raise TariffEditError("报停比例必须在 0 到 1 之间。")
+    late_start = (form.get("late_fee_starts_after") or "").strip()
+    try:
+        late_fee_starts_after = date.fromisoformat(late_start) if late_start else None
+    except ValueError:
+        raise TariffEditError(f"滞纳金起算日「{late_start}」不是有效日期，格式如 2025-12-31。") from None
+    values = {
+        "suspension_ratio": suspension_ratio,
+        "late_fee_rate_per_day": _decimal(form, "late_fee_rate_per_day", "滞纳金日费率", required=False),
+        "late_fee_starts_after": late_fee_starts_after,
+        "metered_base_per_m2": _decimal(form, "metered_base_per_m2", "两部制基本热价", required=False),
+        "metered_per_gj": _decimal(form, "metered_per_gj", "计量热价", required=False),
+    }
+    prices = []
+    for category in CATEGORIES:
+        prices.append((category, "", _decimal(form, f"price_{category}", f"{CATEGORIES[category]}单价")))
+    kind = (form.get("override_kind") or "").strip()
+    override = _decimal(form, "override_price", "热源类型单价", required=False)
+    if kind and override is not None:
+        prices.append(("residential", kind, override))
+    rules = []
+    for category in CATEGORIES:
+        basis = form.get(f"basis_{category}", "building_area")
+        if basis not in BASES:
+            raise TariffEditError(f"计费面积依据「{basis}」无法识别。")
+        rules.append((
+            category, basis,
+            _decimal(form, f"factor_{category}", "面积系数"),
+            _decimal(form, f"lift_factor_{category}", "电梯系数", required=False),
+            _decimal(form, f"fallback_factor_{category}", "使用面积缺省系数", required=False),
+        ))
+    values["prices"] = prices
+    values["rules"] = rules
+    return values
+
+
 def save_tariff(tariff, form, user_id):
     """Apply the edit form to `tariff`, or to a new tariff from a later effective date.
 
@@ -73,33 +118,11 @@ def save_tariff(tariff, form, user_id):
     elif tariff_is_used(tariff):
         raise TariffEditError("本标准已用于生成应收，不能原地修改；请填写新的生效日期保存为新版本。")
 
-    target.suspension_ratio = _decimal(form, "suspension_ratio", "报停比例")
-    if target.suspension_ratio > 1:
-        raise TariffEditError("报停比例必须在 0 到 1 之间。")
-    target.late_fee_rate_per_day = _decimal(form, "late_fee_rate_per_day", "滞纳金日费率", required=False)
-    late_start = (form.get("late_fee_starts_after") or "").strip()
-    target.late_fee_starts_after = date.fromisoformat(late_start) if late_start else None
-    target.metered_base_per_m2 = _decimal(form, "metered_base_per_m2", "两部制基本热价", required=False)
-    target.metered_per_gj = _decimal(form, "metered_per_gj", "计量热价", required=False)
-
-    prices = []
-    for category in CATEGORIES:
-        prices.append((category, "", _decimal(form, f"price_{category}", f"{CATEGORIES[category]}单价")))
-    kind = (form.get("override_kind") or "").strip()
-    override = _decimal(form, "override_price", "热源类型单价", required=False)
-    if kind and override is not None:
-        prices.append(("residential", kind, override))
-    rules = []
-    for category in CATEGORIES:
-        basis = form.get(f"basis_{category}", "building_area")
-        if basis not in BASES:
-            raise TariffEditError(f"计费面积依据「{basis}」无法识别。")
-        rules.append((
-            category, basis,
-            _decimal(form, f"factor_{category}", "面积系数"),
-            _decimal(form, f"lift_factor_{category}", "电梯系数", required=False),
-            _decimal(form, f"fallback_factor_{category}", "使用面积缺省系数", required=False),
-        ))
+    values = parse_tariff_form(form)
+    for name in ("suspension_ratio", "late_fee_rate_per_day", "late_fee_starts_after", "metered_base_per_m2", "metered_per_gj"):
+        setattr(target, name, values[name])
+    prices = values["prices"]
+    rules = values["rules"]
 
     db.session.flush()
     for price in list(target.prices):

@@ -1,12 +1,18 @@
 """Fixtures of the billing tests: accounts built directly, with the attributes a test sets."""
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
+from app.billing.proration import season_tariffs
+from app.billing.services import run_billing
 from app.extensions import db
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
+from app.tariffs.services import get_season
+
+SEASON = "2025-2026"
 
 
 def _community(company):
@@ -74,3 +80,59 @@ def add_many_accounts(demo):
         return db.session.scalars(sa.select(Account.id).where(Account.unit_id == unit.id).order_by(Account.id)).all()
 
     return _add
+
+
+@pytest.fixture
+def add_season(demo):
+    """Add a season to a company with one tariff: add_season('TJ', '2024-2025', residential='25.00').
+
+    The season runs Nov 15 to Mar 15 (121 days) and copies the suspension ratio and the
+    charge-area rules of the company's 2025-2026 tariff, with the prices given.
+    """
+    from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice
+
+    def _add(code, name, residential="25.00", non_residential="40.00"):
+        company = demo[code]
+        first_year = int(name[:4])
+        template = db.session.scalar(sa.select(Tariff).join(Season).where(Season.company_id == company.id, Season.name == "2025-2026"))
+        season = Season(company_id=company.id, name=name, start_on=date(first_year, 11, 15),
+                        end_on=date(first_year + 1, 3, 15), statutory_days=121)
+        db.session.add(season)
+        db.session.flush()
+        tariff = Tariff(company_id=company.id, season_id=season.id, effective_from=season.start_on,
+                        suspension_ratio=template.suspension_ratio)
+        db.session.add(tariff)
+        db.session.flush()
+        for category, price in (("residential", residential), ("non_residential", non_residential)):
+            db.session.add(TariffPrice(company_id=company.id, tariff_id=tariff.id, category=category, unit_price=Decimal(price)))
+        for rule in template.area_rules:
+            db.session.add(ChargeAreaRule(company_id=company.id, tariff_id=tariff.id, category=rule.category, basis=rule.basis,
+                                          factor=rule.factor, lift_factor=rule.lift_factor, fallback_factor=rule.fallback_factor))
+        db.session.commit()
+        return season
+
+    return _add
+
+
+@pytest.fixture
+def qd_season(demo):
+    """QD's season with the tariff settling refund and surcharge; returns a function to change the mode."""
+    season = get_season(demo["QD"].id, SEASON)
+
+    def _mode(mode, cap=True):
+        tariff = season_tariffs(season)[0]
+        tariff.metered_settlement = mode
+        tariff.metered_cap_residential = cap
+        db.session.commit()
+        return season
+
+    _mode("refund_and_surcharge")
+    return _mode
+
+
+@pytest.fixture
+def qd_metered(add_account, qd_season):
+    """A metered QD resident: 92.17 m², usable area blank, so 69.1275 m² and 2101.48 billed."""
+    account = add_account("QD", "92.17", billing_method="metered")
+    run_billing("QD", SEASON)
+    return account, get_season(account.company_id, SEASON)

@@ -5,36 +5,11 @@ from decimal import Decimal
 import pytest
 
 from app.billing.metered import MeteringError, compute_settlement, parse_heat_gj, settle_metered
-from app.billing.proration import season_tariffs
 from app.billing.services import run_billing, season_receivable
 from app.extensions import db
 from app.tariffs.services import get_season
 
 SEASON = "2025-2026"
-
-
-@pytest.fixture
-def qd_season(demo):
-    """QD's season with the tariff settling refund and surcharge; returns a function to change the mode."""
-    season = get_season(demo["QD"].id, SEASON)
-
-    def _mode(mode, cap=True):
-        tariff = season_tariffs(season)[0]
-        tariff.metered_settlement = mode
-        tariff.metered_cap_residential = cap
-        db.session.commit()
-        return season
-
-    _mode("refund_and_surcharge")
-    return _mode
-
-
-@pytest.fixture
-def qd_metered(add_account, qd_season):
-    """A metered QD resident: 92.17 m², usable area blank, so 69.1275 m² and 2101.48 billed."""
-    account = add_account("QD", "92.17", billing_method="metered")
-    run_billing("QD", SEASON)
-    return account, get_season(account.company_id, SEASON)
 
 
 def test_metered_below_area_fee_credits_difference(qd_metered):

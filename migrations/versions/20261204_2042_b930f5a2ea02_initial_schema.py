@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b96ff5234f66
+Revision ID: b930f5a2ea02
 Revises: 
-Create Date: 2026-12-04 20:35:39.762253
+Create Date: 2026-12-04 20:42:08.021010
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'b96ff5234f66'
+revision = 'b930f5a2ea02'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -279,6 +279,20 @@ def upgrade():
     )
     with op.batch_alter_table('wechat_merchant', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_wechat_merchant_company_id'), ['company_id'], unique=False)
+
+    op.create_table('allocation_policy',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('order', sa.String(length=24), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_allocation_policy_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_allocation_policy_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_allocation_policy')),
+    sa.UniqueConstraint('company_id', name=op.f('uq_allocation_policy_company_id'))
+    )
+    with op.batch_alter_table('allocation_policy', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_allocation_policy_company_id'), ['company_id'], unique=False)
 
     op.create_table('auth_event',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -640,6 +654,46 @@ def upgrade():
         batch_op.create_index('ix_account_company_name', ['company_id', 'customer_name'], unique=False)
         batch_op.create_index('ix_account_company_phone', ['company_id', 'phone'], unique=False)
 
+    op.create_table('account_terms',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('effective_from', sa.Date(), nullable=False),
+    sa.Column('building_area', sa.BigInteger(), nullable=False),
+    sa.Column('usable_area', sa.BigInteger(), nullable=True),
+    sa.Column('user_type', sa.String(length=16), nullable=False),
+    sa.Column('memo', sa.String(length=255), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_account_terms_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_account_terms_company_id_company')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_account_terms_created_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_account_terms')),
+    sa.UniqueConstraint('company_id', 'account_id', 'effective_from', name=op.f('uq_account_terms_company_id_account_id_effective_from'))
+    )
+    with op.batch_alter_table('account_terms', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_account_terms_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_account_terms_company_id'), ['company_id'], unique=False)
+
+    op.create_table('collection_task',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('collector_id', sa.Integer(), nullable=False),
+    sa.Column('assigned_by_id', sa.Integer(), nullable=True),
+    sa.Column('assigned_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('amount_at_assignment', sa.BigInteger(), nullable=False),
+    sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_collection_task_account_id_account')),
+    sa.ForeignKeyConstraint(['assigned_by_id'], ['user.id'], name=op.f('fk_collection_task_assigned_by_id_user')),
+    sa.ForeignKeyConstraint(['collector_id'], ['user.id'], name=op.f('fk_collection_task_collector_id_user')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_collection_task_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_collection_task')),
+    sa.UniqueConstraint('company_id', 'account_id', name=op.f('uq_collection_task_company_id_account_id'))
+    )
+    with op.batch_alter_table('collection_task', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_collection_task_company_id'), ['company_id'], unique=False)
+
     op.create_table('field_submission',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('submission_id', sa.String(length=36), nullable=False),
@@ -756,6 +810,52 @@ def upgrade():
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
         batch_op.create_index('ix_process_instance_company_account', ['company_id', 'account_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_process_instance_company_id'), ['company_id'], unique=False)
+
+    op.create_table('rerate_change',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=24), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=True),
+    sa.Column('effective_from', sa.Date(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=True),
+    sa.Column('billing_status', sa.String(length=16), nullable=True),
+    sa.Column('description', sa.String(length=255), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('decided_by_id', sa.Integer(), nullable=True),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_rerate_change_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_rerate_change_company_id_company')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_rerate_change_created_by_id_user')),
+    sa.ForeignKeyConstraint(['decided_by_id'], ['user.id'], name=op.f('fk_rerate_change_decided_by_id_user')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_rerate_change_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rerate_change'))
+    )
+    with op.batch_alter_table('rerate_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rerate_change_company_id'), ['company_id'], unique=False)
+
+    op.create_table('season_meter_reading',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('start_reading', sa.BigInteger(), nullable=False),
+    sa.Column('end_reading', sa.BigInteger(), nullable=False),
+    sa.Column('heat_gj', sa.BigInteger(), nullable=False),
+    sa.Column('filename', sa.String(length=255), nullable=False),
+    sa.Column('excel_row', sa.Integer(), nullable=True),
+    sa.Column('imported_by_id', sa.Integer(), nullable=True),
+    sa.Column('imported_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_season_meter_reading_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_season_meter_reading_company_id_company')),
+    sa.ForeignKeyConstraint(['imported_by_id'], ['user.id'], name=op.f('fk_season_meter_reading_imported_by_id_user')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_season_meter_reading_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_season_meter_reading')),
+    sa.UniqueConstraint('company_id', 'account_id', 'season_id', name=op.f('uq_season_meter_reading_company_id_account_id_season_id'))
+    )
+    with op.batch_alter_table('season_meter_reading', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_season_meter_reading_company_id'), ['company_id'], unique=False)
 
     op.create_table('field_photo',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1006,6 +1106,28 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_refund_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_refund_company_payment', ['company_id', 'payment_id'], unique=False)
 
+    op.create_table('rerate_proposal',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('change_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('billed', sa.BigInteger(), nullable=False),
+    sa.Column('expected', sa.BigInteger(), nullable=False),
+    sa.Column('difference', sa.BigInteger(), nullable=False),
+    sa.Column('detail', sa.String(length=500), nullable=False),
+    sa.Column('ledger_entry_id', sa.Integer(), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_rerate_proposal_account_id_account')),
+    sa.ForeignKeyConstraint(['change_id'], ['rerate_change.id'], name=op.f('fk_rerate_proposal_change_id_rerate_change')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_rerate_proposal_company_id_company')),
+    sa.ForeignKeyConstraint(['ledger_entry_id'], ['ledger_entry.id'], name=op.f('fk_rerate_proposal_ledger_entry_id_ledger_entry')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_rerate_proposal_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rerate_proposal')),
+    sa.UniqueConstraint('company_id', 'change_id', 'account_id', 'season_id', name=op.f('uq_rerate_proposal_company_id_change_id_account_id_season_id'))
+    )
+    with op.batch_alter_table('rerate_proposal', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rerate_proposal_company_id'), ['company_id'], unique=False)
+
     op.create_table('bank_transaction',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('bank_code', sa.String(length=16), nullable=False),
@@ -1094,6 +1216,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_bank_transaction_company_id'))
 
     op.drop_table('bank_transaction')
+    with op.batch_alter_table('rerate_proposal', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_rerate_proposal_company_id'))
+
+    op.drop_table('rerate_proposal')
     with op.batch_alter_table('refund', schema=None) as batch_op:
         batch_op.drop_index('ix_refund_company_payment')
         batch_op.drop_index(batch_op.f('ix_refund_company_id'))
@@ -1138,6 +1264,14 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_field_photo_company_id'))
 
     op.drop_table('field_photo')
+    with op.batch_alter_table('season_meter_reading', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_season_meter_reading_company_id'))
+
+    op.drop_table('season_meter_reading')
+    with op.batch_alter_table('rerate_change', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_rerate_change_company_id'))
+
+    op.drop_table('rerate_change')
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_process_instance_company_id'))
         batch_op.drop_index('ix_process_instance_company_account')
@@ -1163,6 +1297,15 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_field_submission_company_id'))
 
     op.drop_table('field_submission')
+    with op.batch_alter_table('collection_task', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_collection_task_company_id'))
+
+    op.drop_table('collection_task')
+    with op.batch_alter_table('account_terms', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_account_terms_company_id'))
+        batch_op.drop_index(batch_op.f('ix_account_terms_account_id'))
+
+    op.drop_table('account_terms')
     with op.batch_alter_table('account', schema=None) as batch_op:
         batch_op.drop_index('ix_account_company_phone')
         batch_op.drop_index('ix_account_company_name')
@@ -1247,6 +1390,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_auth_event_at'))
 
     op.drop_table('auth_event')
+    with op.batch_alter_table('allocation_policy', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_allocation_policy_company_id'))
+
+    op.drop_table('allocation_policy')
     with op.batch_alter_table('wechat_merchant', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_wechat_merchant_company_id'))
 

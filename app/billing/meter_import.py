@@ -1,0 +1,238 @@
+"""Import of season heat-meter readings from Excel, feeding the metered settlement.
+
+The sheet has a header row naming the account, the reading at the start of the season
+and the reading at its end (synonyms below). Every row is checked before anything is
+stored: a missing value, an unknown or non-metered account, a reading that goes down, a
+consumption outside the plausible range or an account listed twice rejects the whole
+file with one message per row. A valid file stores each reading and posts its
+settlement line in one transaction.
+"""
+
+import io
+import logging
+import zipfile
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+import sqlalchemy as sa
+from openpyxl import load_workbook
+
+from app.billing.metered import MeteringError, settle_metered
+from app.billing.models import SeasonMeterReading
+from app.billing.services import account_charge_inputs
+from app.extensions import db
+from app.network.models import Account
+from app.tariffs.services import charge_area, tariff_in_force
+
+logger = logging.getLogger(__name__)
+
+HEADERS = {
+    "account": ("用户编号", "户号", "原户号", "用户号"),
+    "start_reading": ("起始读数", "上期读数", "期初读数", "开始读数"),
+    "end_reading": ("结束读数", "本期读数", "期末读数", "截止读数"),
+}
+HEADER_LABELS = {"account": "用户编号", "start_reading": "起始读数", "end_reading": "结束读数"}
+# Rows searched for the header row, for sheets with a title above it.
+HEADER_SEARCH_ROWS = 10
+MAX_ROWS = 100_000
+READING_PLACES = Decimal("0.001")
+# Plausible season consumption per m² of charge area, in GJ. Typical northern-China
+# dwellings use about 0.3 to 0.6 GJ/m² a season, so anything above 2 is a misread meter.
+MAX_GJ_PER_M2 = Decimal("2")
+
+
+class MeterImportError(ValueError):
+    """A readings file that cannot be read at all (not .xlsx, no header)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One invalid cell: Excel row, column label, the value as found, and what to do."""
+
+    excel_row: int
+    column: str
+    value: str
+    message: str
+
+    def __str__(self):
+        return f"第 {self.excel_row} 行「{self.column}」值「{self.value}」：{self.message}"
+
+
+@dataclass
+class MeterImportResult:
+    filename: str
+    errors: list = field(default_factory=list)
+    stored: int = 0
+    unchanged: int = 0
+    # Sum of the settlement lines posted, in yuan.
+    settled_total: Decimal = Decimal("0.00")
+
+
+def _cell_text(value):
+    return "" if value is None else str(value).strip()
+
+
+def _find_header(rows):
+    for index, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        texts = [_cell_text(value) for value in row]
+        columns = {}
+        for key, names in HEADERS.items():
+            position = next((i for i, text in enumerate(texts) if text in names), None)
+            if position is not None:
+                columns[key] = position
+        if len(columns) == len(HEADERS):
+            return index, columns
+    expected = "、".join(f"{HEADER_LABELS[key]}（或 {'/'.join(names[1:])}）" for key, names in HEADERS.items())
+    raise MeterImportError(f"前 {HEADER_SEARCH_ROWS} 行中没有找到表头；请在表头中包含：{expected}。")
+
+
+def _reading(text):
+    """Return a Decimal reading, or an error message."""
+    try:
+        value = Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return None, "不是数字；请填写如 1234.567 的吉焦读数"
+    if not value.is_finite() or value < 0:
+        return None, "读数须为不小于 0 的数字"
+    if value != value.quantize(READING_PLACES):
+        return None, "读数超过三位小数；请精确到 0.001 吉焦"
+    return value, None
+
+
+def read_rows(content):
+    """Return ([(excel row, {key: text})], header row index) of a readings workbook."""
+    try:
+        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
+        raise MeterImportError("文件不是有效的 .xlsx 工作簿；请用 Excel 另存为 .xlsx 后重新上传。") from None
+    sheet = workbook.worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True, max_row=MAX_ROWS + HEADER_SEARCH_ROWS))
+    workbook.close()
+    header_index, columns = _find_header(rows)
+    result = []
+    for offset, row in enumerate(rows[header_index + 1:], start=header_index + 2):
+        values = {key: _cell_text(row[position]) if position < len(row) else "" for key, position in columns.items()}
+        if not any(values.values()):
+            continue
+        result.append((offset, values))
+    return result
+
+
+def _validate(company_id, season, rows, max_gj_per_m2):
+    """Check every row; return ([(excel row, account, start, end, heat)], [RowError])."""
+    numbers = {values["account"] for _, values in rows if values["account"]}
+    accounts = {}
+    if numbers:
+        for account in db.session.scalars(
+            sa.select(Account).where(
+                Account.company_id == company_id,
+                sa.or_(Account.account_no.in_(numbers), Account.legacy_no.in_(numbers)),
+            )
+        ):
+            accounts[account.account_no] = account
+            if account.legacy_no:
+                accounts[account.legacy_no] = account
+    tariff = tariff_in_force(season, season.end_on)
+    errors = []
+    valid = []
+    seen = {}
+    for excel_row, values in rows:
+        row_errors = []
+        number = values["account"]
+        account = accounts.get(number)
+        if not number:
+            row_errors.append(RowError(excel_row, "用户编号", "", "用户编号为空；请填写 15 位用户编号或原户号"))
+        elif account is None:
+            row_errors.append(RowError(excel_row, "用户编号", number, "本公司没有该用户；请核对编号"))
+        elif account.billing_method != "metered":
+            row_errors.append(RowError(excel_row, "用户编号", number, "该用户按面积计费，不需要读数；请删除该行或先改为计量计费"))
+        elif account.id in seen:
+            row_errors.append(RowError(excel_row, "用户编号", number, f"与第 {seen[account.id]} 行重复；每户只保留一行"))
+        readings = {}
+        for key in ("start_reading", "end_reading"):
+            text = values[key]
+            if not text:
+                row_errors.append(RowError(excel_row, HEADER_LABELS[key], "", "读数为空；请填写抄表读数"))
+                continue
+            value, message = _reading(text)
+            if message:
+                row_errors.append(RowError(excel_row, HEADER_LABELS[key], text, message))
+            else:
+                readings[key] = value
+        if len(readings) == 2 and readings["end_reading"] < readings["start_reading"]:
+            row_errors.append(RowError(
+                excel_row, "结束读数", values["end_reading"],
+                f"小于起始读数 {values['start_reading']}（读数倒走）；请复核表计或换表记录",
+            ))
+        if not row_errors and account is not None:
+            heat = readings["end_reading"] - readings["start_reading"]
+            has_lift, _kind = account_charge_inputs(account)
+            area = charge_area(tariff, account, has_lift)
+            limit = area * max_gj_per_m2
+            if heat > limit:
+                row_errors.append(RowError(
+                    excel_row, "结束读数", values["end_reading"],
+                    f"用热 {heat} 吉焦超出合理范围（收费面积 {area.normalize():f}㎡ × {max_gj_per_m2} 吉焦/㎡ = {limit.normalize():f}）；请复核读数",
+                ))
+            else:
+                valid.append((excel_row, account, readings["start_reading"], readings["end_reading"], heat))
+        if account is not None:
+            seen.setdefault(account.id, excel_row)
+        errors.extend(row_errors)
+    return valid, errors
+
+
+def import_meter_readings(company_id, season, content, filename, user_id=None, max_gj_per_m2=MAX_GJ_PER_M2):
+    """Validate a readings workbook, then store the readings and post each settlement.
+
+    Returns a MeterImportResult; when it lists errors nothing was stored. A reading already
+    stored with the same values is counted as unchanged, and its settlement is not posted
+    again. Raises MeterImportError for a file that cannot be read.
+    """
+    result = MeterImportResult(filename=filename)
+    rows = read_rows(content)
+    if not rows:
+        raise MeterImportError("表头下没有读数行；请填写后重新上传。")
+    valid, errors = _validate(company_id, season, rows, max_gj_per_m2)
+    existing = {
+        reading.account_id: reading
+        for reading in db.session.scalars(
+            sa.select(SeasonMeterReading).where(SeasonMeterReading.company_id == company_id, SeasonMeterReading.season_id == season.id)
+        )
+    }
+    for excel_row, account, start, end, _heat in valid:
+        stored = existing.get(account.id)
+        if stored is not None and (stored.start_reading, stored.end_reading) != (start, end):
+            errors.append(RowError(
+                excel_row, "结束读数", f"{end}",
+                f"该户本季已导入读数 {stored.start_reading}–{stored.end_reading}（{stored.filename} 第 {stored.excel_row} 行）；"
+                "已结算的读数不能覆盖，请核对后删除该行",
+            ))
+    if errors:
+        result.errors = sorted(errors, key=lambda error: error.excel_row)
+        return result
+    try:
+        for excel_row, account, start, end, heat in valid:
+            if account.id in existing:
+                result.unchanged += 1
+                continue
+            reading = SeasonMeterReading(
+                company_id=company_id, account_id=account.id, season_id=season.id, start_reading=start,
+                end_reading=end, heat_gj=heat, filename=filename[:255], excel_row=excel_row, imported_by_id=user_id,
+            )
+            db.session.add(reading)
+            db.session.flush()
+            try:
+                line = settle_metered(account, season, heat, cause_type="meter_reading", cause_id=reading.id, user_id=user_id)
+            except MeteringError as error:
+                raise MeterImportError(f"第 {excel_row} 行（用户 {account.account_no}）不能结算：{error}") from None
+            if line is not None:
+                result.settled_total += line.amount
+            result.stored += 1
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    logger.info("Meter readings %s for company %s season %s: %s stored, %s unchanged", filename, company_id, season.id,
+                result.stored, result.unchanged)
+    return result
