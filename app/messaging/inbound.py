@@ -127,16 +127,7 @@ def apply_meter_reading(company, message_id, data, mark):
     """Store a cumulative reading of a metered account, or put it on the review list with the reason."""
     account_no = str(data.get("account_no") or "")
     try:
-        account = db.session.scalar(sa.select(Account).filter_by(company_id=company.id, account_no=account_no))
-        if account is None:
-            raise ValueError(f"用户编号「{account_no}」在 {company.code} 不存在")
-        if account.billing_method != "metered":
-            raise ValueError(f"用户 {account_no} 按面积计费，不收计量读数")
-        read_at = parse_read_at(data.get("read_at"))
-        reading = parse_reading(data.get("reading_gj"))
-        # Consumers running side by side check an account's readings one at a time.
-        lock_row(Account, account.id)
-        _check_order(account, read_at, reading)
+        account, read_at, reading = check_meter_reading(company, account_no, data.get("read_at"), data.get("reading_gj"))
     except ValueError as error:
         reason = f"{str(error).rstrip('。')}；请核对计量系统中的读数后重新发送。"
         db.session.add(MeterReadingReview(
@@ -145,11 +136,52 @@ def apply_meter_reading(company, message_id, data, mark):
         ))
         mark("rejected", reason)
         return
-    db.session.add(MeterReading(
+    stored = MeterReading(
         company_id=company.id, account_id=account.id, meter_no=str(data.get("meter_no") or "")[:32],
         read_at=read_at, reading_gj=reading, message_id=message_id,
-    ))
+    )
+    db.session.add(stored)
+    db.session.flush()
+    supersede_reviews(stored, account.account_no, f"计量系统重发的读数（消息 {message_id}）已入账")
     mark("applied")
+
+
+def check_meter_reading(company, account_no, read_at, reading):
+    """Return (account, read_at in UTC, reading in GJ) of a reading that can be stored, or raise ValueError.
+
+    Takes the account's row lock, so consumers and staff entering corrections check one
+    account's readings one at a time; the caller stores the reading in the same transaction.
+    """
+    account = db.session.scalar(sa.select(Account).filter_by(company_id=company.id, account_no=account_no))
+    if account is None:
+        raise ValueError(f"用户编号「{account_no}」在 {company.code} 不存在")
+    if account.billing_method != "metered":
+        raise ValueError(f"用户 {account_no} 按面积计费，不收计量读数")
+    read_at = parse_read_at(read_at)
+    reading = parse_reading(reading)
+    lock_row(Account, account.id)
+    _check_order(account, read_at, reading)
+    return account, read_at, reading
+
+
+def supersede_reviews(stored, account_no, resolution):
+    """Close the open reviews of the same account and reading time that `stored` now answers."""
+    reviews = db.session.scalars(
+        sa.select(MeterReadingReview).where(
+            MeterReadingReview.company_id == stored.company_id, MeterReadingReview.account_no == account_no,
+            MeterReadingReview.status == "open",
+        )
+    ).all()
+    for review in reviews:
+        try:
+            review_moment = parse_read_at(review.read_at)
+        except ValueError:
+            continue
+        if _same_moment(review_moment, stored.read_at):
+            review.status = "superseded"
+            review.resolution = resolution[:255]
+            review.resolved_at = datetime.now(timezone.utc)
+            review.meter_reading_id = stored.id
 
 
 def _check_order(account, read_at, reading):

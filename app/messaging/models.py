@@ -80,10 +80,26 @@ class MeterReading(CompanyOwned, db.Model):
     received_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
 
-class MeterReadingReview(CompanyOwned, db.Model):
-    """A meter reading that was not applied (missing value, unknown account, lower than before)."""
+REVIEW_STATUSES = {
+    "open": "待核对",
+    "corrected": "已按更正读数入账",
+    "dismissed": "已作废",
+    "superseded": "计量系统已重发",
+}
 
-    __table_args__ = (sa.UniqueConstraint("company_id", "message_id"),)
+
+class MeterReadingReview(CompanyOwned, db.Model):
+    """A meter reading that was not applied (missing value, unknown account, lower than before).
+
+    Staff close it by entering the corrected reading or by dismissing it with a reason; a
+    reading of the same account and time that the metering system sends again closes it
+    as superseded.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "message_id"),
+        sa.Index("ix_meter_reading_review_company_account", "company_id", "account_no", "status"),
+    )
 
     id = sa.Column(sa.Integer, primary_key=True)
     message_id = sa.Column(sa.String(100), nullable=False)
@@ -91,10 +107,20 @@ class MeterReadingReview(CompanyOwned, db.Model):
     read_at = sa.Column(sa.String(40), nullable=False, default="")
     reading = sa.Column(sa.String(40), nullable=False, default="")
     reason = sa.Column(sa.String(255), nullable=False)
-    # TODO: no page marks a review resolved yet; the metering system resends the corrected
-    # reading under a new message id.
     status = sa.Column(sa.String(16), nullable=False, default="open")
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    resolution = sa.Column(sa.String(255), nullable=False, default="")
+    resolved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    resolved_at = sa.Column(sa.DateTime(timezone=True))
+    # The reading stored when the review closed, entered here or resent by the metering system.
+    meter_reading_id = sa.Column(sa.Integer, sa.ForeignKey("meter_reading.id"))
+
+    resolved_by = db.relationship("User")
+    meter_reading = db.relationship("MeterReading")
+
+    @property
+    def status_label(self):
+        return REVIEW_STATUSES.get(self.status, self.status)
 
 
 class FinanceVoucher(CompanyOwned, db.Model):

@@ -46,6 +46,7 @@ PERMISSIONS = {
     "fieldwork.assign": ("fieldwork", "派发稽查任务"),
     "hq.view": ("hq", "集团汇总查看"),
     "voucher.read": ("billing", "查看和下载财务凭证"),
+    "metering.review": ("billing", "核对并更正计量读数"),
     "role.manage": ("admin", "管理本公司角色"),
     "company.manage": ("admin", "管理分公司与功能授权"),
 }
@@ -59,7 +60,9 @@ DEFAULT_COMPANY_ROLES = {
         "account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin",
         "process.design", "fieldwork.assign", "invoice.configure", "arrears.manage",
     ]),
-    "clerk": ("营业员", ["account.read", "process.start", "billing.read", "ledger.import", "billing.run", "arrears.manage"]),
+    "clerk": ("营业员", [
+        "account.read", "process.start", "billing.read", "ledger.import", "billing.run", "arrears.manage", "metering.review",
+    ]),
     "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve", "billing.rerate_approve"]),
     "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order", "invoice.issue"]),
     "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),

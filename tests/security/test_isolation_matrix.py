@@ -52,6 +52,7 @@ OBJECT_FINDERS = {
     "invoice_id": "app.invoicing.models.Invoice",
     "item_id": "app.payments.models.ReconciliationItem",
     "voucher_id": "app.messaging.models.FinanceVoucher",
+    "review_id": "app.messaging.models.MeterReadingReview",
 }
 
 
@@ -82,6 +83,12 @@ def qd_world(import_fixture, demo):
     from app.messaging.vouchers import issue_voucher
 
     issue_voucher(qd, date(2025, 11, 15))
+    from app.messaging.models import MeterReadingReview
+
+    db.session.add(MeterReadingReview(
+        company_id=qd.id, message_id="qd-review-1", account_no=account.account_no, read_at="2025-11-20T08:00:00+08:00",
+        reading="1.000", reason="胶州湾秘密",
+    ))
     db.session.commit()
     _qd_invoice_and_reconciliation(qd, payment, cashier)
     return qd

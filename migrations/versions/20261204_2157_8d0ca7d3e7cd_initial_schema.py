@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b930f5a2ea02
+Revision ID: 8d0ca7d3e7cd
 Revises: 
-Create Date: 2026-12-04 20:42:08.021010
+Create Date: 2026-12-04 21:57:37.630113
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'b930f5a2ea02'
+revision = '8d0ca7d3e7cd'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -134,23 +134,6 @@ def upgrade():
     )
     with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_value_map_company_id'), ['company_id'], unique=False)
-
-    op.create_table('meter_reading_review',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('message_id', sa.String(length=100), nullable=False),
-    sa.Column('account_no', sa.String(length=32), nullable=False),
-    sa.Column('read_at', sa.String(length=40), nullable=False),
-    sa.Column('reading', sa.String(length=40), nullable=False),
-    sa.Column('reason', sa.String(length=255), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('company_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_meter_reading_review_company_id_company')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_meter_reading_review')),
-    sa.UniqueConstraint('company_id', 'message_id', name=op.f('uq_meter_reading_review_company_id_message_id'))
-    )
-    with op.batch_alter_table('meter_reading_review', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_meter_reading_review_company_id'), ['company_id'], unique=False)
 
     op.create_table('outbox_event',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -976,6 +959,30 @@ def upgrade():
         batch_op.create_index('ix_invoice_company_payment', ['company_id', 'payment_id'], unique=False)
         batch_op.create_index('ix_invoice_company_status', ['company_id', 'status'], unique=False)
 
+    op.create_table('meter_reading_review',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.String(length=100), nullable=False),
+    sa.Column('account_no', sa.String(length=32), nullable=False),
+    sa.Column('read_at', sa.String(length=40), nullable=False),
+    sa.Column('reading', sa.String(length=40), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('resolution', sa.String(length=255), nullable=False),
+    sa.Column('resolved_by_id', sa.Integer(), nullable=True),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('meter_reading_id', sa.Integer(), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_meter_reading_review_company_id_company')),
+    sa.ForeignKeyConstraint(['meter_reading_id'], ['meter_reading.id'], name=op.f('fk_meter_reading_review_meter_reading_id_meter_reading')),
+    sa.ForeignKeyConstraint(['resolved_by_id'], ['user.id'], name=op.f('fk_meter_reading_review_resolved_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_meter_reading_review')),
+    sa.UniqueConstraint('company_id', 'message_id', name=op.f('uq_meter_reading_review_company_id_message_id'))
+    )
+    with op.batch_alter_table('meter_reading_review', schema=None) as batch_op:
+        batch_op.create_index('ix_meter_reading_review_company_account', ['company_id', 'account_no', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_meter_reading_review_company_id'), ['company_id'], unique=False)
+
     op.create_table('online_order',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -1244,6 +1251,11 @@ def downgrade():
         batch_op.drop_index('ix_online_order_company_account')
 
     op.drop_table('online_order')
+    with op.batch_alter_table('meter_reading_review', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_meter_reading_review_company_id'))
+        batch_op.drop_index('ix_meter_reading_review_company_account')
+
+    op.drop_table('meter_reading_review')
     with op.batch_alter_table('invoice', schema=None) as batch_op:
         batch_op.drop_index('ix_invoice_company_status')
         batch_op.drop_index('ix_invoice_company_payment')
@@ -1428,10 +1440,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_outbox_event_company_id'))
 
     op.drop_table('outbox_event')
-    with op.batch_alter_table('meter_reading_review', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_meter_reading_review_company_id'))
-
-    op.drop_table('meter_reading_review')
     with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
 
