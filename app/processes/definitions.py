@@ -20,6 +20,7 @@ from app.processes.access import ConflictError, InputError
 from app.processes.escalation import WAIVER_CATEGORIES
 from app.processes.fields import DOCUMENT_NO_PATTERN, Field, comment_field
 from app.processes.models import PROCESS_TYPES
+from app.processes.options import PROCESS_OPTIONS, process_option
 from app.tariffs.services import TariffError, compute_charge, tariff_in_force
 
 SUSPENSION_REASONS = {"vacant": "房屋空置", "renovation": "装修停用", "away": "长期外出", "other": "其他"}
@@ -200,33 +201,41 @@ def _preview_reheating(account, season, data):
 # -- 追补 back-charge after an inspection
 
 
-def back_charge_amount(account, season, inspected_on):
-    """Back-charge of a violation found on `inspected_on`: (full fee − fee at the current status) × days / statutory days.
+def back_charge_amount(account, season, inspected_on, netting=None):
+    """Back-charge of a violation found on `inspected_on`, rounded once, by the company's netting method.
 
-    The days run from the season start to the inspection day, both included, and the
-    product is rounded once. Example: TJ 87.35 m² suspended (436.75 of 2183.75) found
-    with the valve open on 2026-01-20: 1747.00 × 67 / 121 = 967.347… → 967.35.
+    The days run from the season start to the inspection day, both included. With netting
+    `difference` the charge is (full fee − fee at the current status) × days / statutory
+    days. Example: TJ 87.35 m² suspended (436.75 of 2183.75) found with the valve open on
+    2026-01-20: 1747.00 × 67 / 121 = 967.347… → 967.35. With `full` the fee already billed
+    at the current status is not deducted: 2183.75 × 67 / 121 = 1209.183… → 1209.18.
+    `netting` None reads the company's current option.
     """
-    # TODO: let each company choose the netting method (difference to the billed fee, or the full fee).
     if not season.start_on <= inspected_on <= season.end_on:
         raise InputError(f"稽查日期 {inspected_on} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）之内。")
+    netting = netting or process_option(account.company_id, "back_charge_netting")
+    if netting not in PROCESS_OPTIONS["back_charge_netting"].choices:
+        raise InputError(f"追补计算方式「{netting}」无效，请在审批规则页选择“按差额追补”或“按全额追补”。")
     days = (inspected_on - season.start_on).days + 1
     full = season_charge(account, season, status="normal")
-    current = season_charge(account, season) or ZERO
-    return round_money((full - current) * days / season.statutory_days), days
+    deducted = ZERO if netting == "full" else (season_charge(account, season) or ZERO)
+    return round_money((full - deducted) * days / season.statutory_days), days
 
 
 def _prepare_back_charge(account, season, clean):
     _require_season(season)
-    amount, days = back_charge_amount(account, season, clean["inspected_on"])
+    # The method is fixed when the request starts, so the approved amount is the one posted.
+    netting = process_option(account.company_id, "back_charge_netting")
+    amount, days = back_charge_amount(account, season, clean["inspected_on"], netting)
     finding = FINDINGS.get(clean["finding"], clean["finding"])
     data = {
         "inspected_on": clean["inspected_on"], "finding": finding, "back_charge_days": days,
-        "back_charge_amount": amount, "previous_status": account.billing_status,
+        "back_charge_amount": amount, "previous_status": account.billing_status, "back_charge_netting": netting,
     }
     return data, {
         "inspected_on": clean["inspected_on"].isoformat(), "finding": clean["finding"], "back_charge_days": days,
         "back_charge_amount": format_money(amount), "previous_status": account.billing_status,
+        "back_charge_netting": netting,
     }
 
 

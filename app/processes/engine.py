@@ -240,7 +240,7 @@ def _check_operator(element, operator):
         return [Finding(element, f"service operator {name!r} is not registered; known operators: {', '.join(sorted(SERVICES))}")]
     findings = []
     passed = set(operator["parameters"])
-    missing = set(service.inputs) - passed
+    missing = set(service.inputs) - service.optional - passed
     unknown = passed - set(service.inputs)
     if missing:
         findings.append(Finding(element, f"service {name!r} lacks parameters {', '.join(sorted(missing))}"))

@@ -290,6 +290,18 @@ class TimerSetting(CompanyOwned, db.Model):
     unit = sa.Column(sa.String(16), nullable=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+class ProcessOption(CompanyOwned, db.Model):
+    """A company's choice for one calculation option of its processes (see app.processes.options.PROCESS_OPTIONS)."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "option_key"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    option_key = sa.Column(sa.String(32), nullable=False)
+    value = sa.Column(sa.String(32), nullable=False)
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
 class ProcessDraft(CompanyOwned, db.Model):
     """A company's unsaved-to-production edit of one process type in the designer, at most one per type.
 

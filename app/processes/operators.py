@@ -254,10 +254,14 @@ def reheat_account(context, account_id, opened_on):
 
 @register_service(
     "post_back_charge",
-    inputs={"account_id": "id of the instance's account", "inspected_on": "date of the inspection that found the violation"},
+    inputs={
+        "account_id": "id of the instance's account", "inspected_on": "date of the inspection that found the violation",
+        "netting": "netting method fixed when the request started (difference or full); left out, the company's current one",
+    },
     outputs=POSTING_OUTPUTS,
+    optional=("netting",),
 )
-def post_back_charge(context, account_id, inspected_on):
+def post_back_charge(context, account_id, inspected_on, netting=None):
     """Post the back-charge up to the inspection day, set the account to 正常 and bill the remaining days.
 
     Two `rerate` lines, each posted once per instance: the back-charge
@@ -273,7 +277,7 @@ def post_back_charge(context, account_id, inspected_on):
     season = _season(account)
     _day_in_season(season, inspected_on)
     try:
-        amount, days = back_charge_amount(account, season, inspected_on)
+        amount, days = back_charge_amount(account, season, inspected_on, netting)
         rest, rest_days = (ZERO, 0)
         if inspected_on < season.end_on:
             rest, rest_days = reheating_amount(account, season, inspected_on + timedelta(days=1))

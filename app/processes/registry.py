@@ -37,16 +37,19 @@ class Service:
     function: object
     inputs: dict
     outputs: dict
+    # Inputs a diagram may leave out, so diagrams deployed before the input existed stay valid;
+    # the function gives each one a default.
+    optional: frozenset = frozenset()
 
 
 SERVICES = {}
 
 
-def register_service(name, inputs, outputs):
+def register_service(name, inputs, outputs, optional=()):
     """Register a function as the operator `name`; `inputs` and `outputs` map names to descriptions."""
 
     def decorator(function):
-        SERVICES[name] = Service(name=name, function=function, inputs=inputs, outputs=outputs)
+        SERVICES[name] = Service(name=name, function=function, inputs=inputs, outputs=outputs, optional=frozenset(optional))
         return function
 
     return decorator

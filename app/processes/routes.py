@@ -25,7 +25,8 @@ from app.processes.services import claim_task, complete_task, release_task, star
 from app.processes.inbox import SORTS, InboxFilters, delegate_candidates, delegate_task, inbox_page, is_overdue, parse_filters
 from app.processes.migration import migrate_instances, model_versions, parse_mapping
 from app.processes.models import PROCESS_TYPES, TASK_STATUSES
-from app.processes.settings import RuleError, rule_rows, save_rule, save_timer_settings, timer_rows
+from app.processes.options import option_rows
+from app.processes.settings import RuleError, rule_rows, save_process_options, save_rule, save_timer_settings, timer_rows
 from app.processes.timers import UNITS as TIMER_UNITS
 from app.org.models import Company
 from app.tenancy import SYSTEM_SCOPE, scoped
@@ -323,6 +324,17 @@ def settings():
             db.session.commit()
             flash("已保存本公司的办理期限与定时设置。", "success")
             return redirect(url_for("processes.settings")), 303
+    elif request.method == "POST" and request.form.get("section") == "options":
+        try:
+            save_process_options(company_id, request.form, current_user)
+        except RuleError as error:
+            db.session.rollback()
+            flash(f"计算方式未保存：{error}", "error")
+            status = 400
+        else:
+            db.session.commit()
+            flash("已保存本公司的业务计算方式，此后发起的申请按新方式计算。", "success")
+            return redirect(url_for("processes.settings")), 303
     elif request.method == "POST":
         try:
             rule = save_rule(company_id, request.form.get("process_type", ""), request.form, current_user)
@@ -336,7 +348,7 @@ def settings():
             return redirect(url_for("processes.settings")), 303
     return render_template(
         "processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES,
-        timers=timer_rows(company_id), timer_units=TIMER_UNITS,
+        timers=timer_rows(company_id), timer_units=TIMER_UNITS, options=option_rows(company_id),
         decision_ids={process_type: decision_id for decision_id, process_type in DECISION_IDS.items()},
     ), status
 

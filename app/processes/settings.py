@@ -10,7 +10,8 @@ from app.processes.decisions import save_settings
 from app.processes.dmn import DecisionError
 from app.processes.escalation import RULE_COLUMNS, RULE_FIELDS, WAIVER_CATEGORIES, ensure_rule, policy_codes
 from app.processes.fields import MAX_AREA, MAX_MONEY, MAX_PERCENT
-from app.processes.models import PROCESS_TYPES, TimerSetting
+from app.processes.models import PROCESS_TYPES, ProcessOption, TimerSetting
+from app.processes.options import PROCESS_OPTIONS
 from app.processes.timers import MAX_TIMER_AMOUNT, TIMER_KEYS, UNITS, timer_setting
 
 logger = logging.getLogger(__name__)
@@ -116,3 +117,21 @@ def save_timer_settings(company_id, form, user):
         row.amount, row.unit, row.updated_by_id = amount, unit, user.id
     db.session.flush()
     logger.info("User %s set the timer durations of company %s to %s", user.id, company_id, values)
+
+
+def save_process_options(company_id, form, user):
+    """Validate and store every calculation option from the settings form (not committed); raises RuleError naming the bad value."""
+    values = {}
+    for key, spec in PROCESS_OPTIONS.items():
+        value = (form.get(key) or "").strip()
+        if value not in spec.choices:
+            raise RuleError(f"{spec.label}「{value[:32]}」无效；可选：{'、'.join(spec.choices)}。")
+        values[key] = value
+    for key, value in values.items():
+        row = db.session.scalar(sa.select(ProcessOption).where(ProcessOption.company_id == company_id, ProcessOption.option_key == key))
+        if row is None:
+            row = ProcessOption(company_id=company_id, option_key=key)
+            db.session.add(row)
+        row.value, row.updated_by_id = value, user.id
+    db.session.flush()
+    logger.info("User %s set the process options of company %s to %s", user.id, company_id, values)

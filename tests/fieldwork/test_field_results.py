@@ -196,3 +196,83 @@ def test_visits_are_private_to_assignee_company(demo, make_account, login):
     assert login("qd_field").get(f"/field/visits/{visit.id}").status_code == 404
     assert login("qd_admin").get("/field/inspections").get_data(as_text=True).count(account.account_no) == 0
     assert login("tj_clerk").get("/field/").status_code == 403
+
+
+def _report_reopened_valve(login, account):
+    visit = _assign(login, account)
+    response = login("tj_field").post(f"/field/visits/{visit.id}", data={
+        "submission_id": str(uuid.uuid4()), "visited_on": "2026-01-20", "finding": "reopened_valve",
+        "comment": "阀门被打开，室内供热", "photos": [photo("open-valve.png")],
+    }, content_type="multipart/form-data")
+    assert response.status_code == 302
+    db.session.expire_all()
+    return db.session.get(ProcessInstance, db.session.get(FieldVisit, visit.id).instance_id)
+
+
+def _approve(login, instance):
+    approver = login("tj_approver")
+    task = open_task(instance.id, "company_approval")
+    approver.post(f"/processes/tasks/{task.id}/claim")
+    page = approver.get(f"/processes/tasks/{task.id}").get_data(as_text=True)
+    assert submit_task(approver, task.id, {"decision": "approve"}).status_code == 302
+    db.session.expire_all()
+    return page
+
+
+def _rerate_lines(account):
+    return db.session.scalars(
+        sa.select(LedgerEntry.amount).filter_by(account_id=account.id, kind="rerate").order_by(LedgerEntry.id)
+    ).all()
+
+
+def _set_netting(login, value):
+    return login("tj_admin").post("/processes/settings", data={"section": "options", "back_charge_netting": value})
+
+
+def test_full_netting_back_charge(demo, make_account, login):
+    # TJ 87.35 m² suspended, found heating on 2026-01-20 (day 67 of 121). With the full method the
+    # 436.75 already billed is not deducted: 2183.75 × 67 / 121 = 1209.183… → 1209.18. The
+    # remaining 54 days add 1747.00 × 54 / 121 = 779.652… → 779.65 as with the difference method.
+    assert _set_netting(login, "full").status_code == 303
+    account = make_account("TJ", "87.35", status="suspended")
+    instance = _report_reopened_valve(login, account)
+
+    page = _approve(login, instance)
+
+    assert "1209.18" in page
+    assert _rerate_lines(account) == [Decimal("1209.18"), Decimal("779.65")]
+    assert db.session.get(ProcessInstance, instance.id).status == "completed"
+
+
+def test_netting_fixed_when_request_starts(demo, make_account, login):
+    account = make_account("TJ", "87.35", status="suspended")
+    instance = _report_reopened_valve(login, account)
+    # The company switches to the full method while the request waits for approval.
+    assert _set_netting(login, "full").status_code == 303
+
+    _approve(login, instance)
+
+    assert _rerate_lines(account) == [Decimal("967.35"), Decimal("779.65")]
+
+
+def test_netting_option_rejects_unknown_value(demo, login):
+    response = _set_netting(login, "half")
+
+    assert response.status_code == 400
+    assert "稽查追补计算方式「half」无效" in response.get_data(as_text=True)
+    from app.processes.options import process_option
+
+    assert process_option(demo["TJ"].id, "back_charge_netting") == "difference"
+    assert login("tj_clerk").post("/processes/settings", data={"section": "options", "back_charge_netting": "full"}).status_code == 403
+
+
+def test_diagram_without_netting_still_deploys():
+    from app.processes.engine import _check_operator
+
+    operator = {"name": "post_back_charge", "parameters": {
+        "account_id": {"value": "account_id"}, "inspected_on": {"value": "inspected_on"},
+    }}
+    assert _check_operator("post_back_charge_task", operator) == []
+    without_account = {"name": "post_back_charge", "parameters": {"inspected_on": {"value": "inspected_on"}}}
+    [finding] = _check_operator("post_back_charge_task", without_account)
+    assert "lacks parameters account_id" in finding.reason

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 8d0ca7d3e7cd
+Revision ID: 8a6cff85ae42
 Revises: 
-Create Date: 2026-12-04 21:57:37.630113
+Create Date: 2026-12-04 22:11:49.678395
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '8d0ca7d3e7cd'
+revision = '8a6cff85ae42'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -478,6 +478,21 @@ def upgrade():
     )
     with op.batch_alter_table('process_model', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_process_model_company_id'), ['company_id'], unique=False)
+
+    op.create_table('process_option',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('option_key', sa.String(length=32), nullable=False),
+    sa.Column('value', sa.String(length=32), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_option_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_process_option_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_option')),
+    sa.UniqueConstraint('company_id', 'option_key', name=op.f('uq_process_option_company_id_option_key'))
+    )
+    with op.batch_alter_table('process_option', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_option_company_id'), ['company_id'], unique=False)
 
     op.create_table('process_template',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1356,6 +1371,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_process_template_company_id'))
 
     op.drop_table('process_template')
+    with op.batch_alter_table('process_option', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_option_company_id'))
+
+    op.drop_table('process_option')
     with op.batch_alter_table('process_model', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_process_model_company_id'))
 
