@@ -1,4 +1,4 @@
-"""The read-only view of a company's escalation decision table, in a browser with JavaScript off."""
+"""The settings page in a browser: the read-only escalation decision table (JavaScript off) and the netting option."""
 
 import pytest
 
@@ -28,3 +28,19 @@ def test_rules_table_without_javascript(_browser, live_server, browser_login, sc
         screenshot(page, "decision-table")
     finally:
         context.close()
+
+
+def test_netting_option_saved(page, browser_login, screenshot, demo):
+    from app.processes.options import process_option
+
+    browser_login(page, "tj_admin")
+    page.goto("/processes/settings")
+    options = page.locator("#options")
+    options.get_by_label("按全额追补", exact=False).check()
+    with page.expect_navigation():
+        options.get_by_role("button", name="保存计算方式").click()
+    assert "已保存本公司的业务计算方式" in page.locator(".flash").inner_text()
+    assert page.locator("#options input[value=full]").is_checked()
+    screenshot(page, "process-options")
+    assert process_option(demo["TJ"].id, "back_charge_netting") == "full"
+    assert process_option(demo["QD"].id, "back_charge_netting") == "difference"
