@@ -57,6 +57,8 @@ EVENT_TYPES = {
 }
 DECISIONS = {"approve": "同意", "reject": "驳回", "send_back": "退回重审"}
 TIMER_STATUSES = {"waiting": "等待中", "fired": "已触发", "cancelled": "已取消"}
+# prev_hash of an instance's first audit event.
+GENESIS_HASH = "0" * 64
 
 
 def utcnow():
@@ -150,6 +152,11 @@ class ProcessInstance(CompanyOwned, db.Model):
     # Decision id -> version number of each decision table the instance was started with. The
     # tables themselves travel in `state` (the serialized spec), so later versions never apply.
     decision_versions = sa.Column(sa.JSON, nullable=False, default=dict)
+    # Head of the audit chain: seq and hash of the newest event. Appending reads them from the
+    # locked instance row instead of querying the last event, and verifying compares the
+    # chain's end with them, so deleting the newest events is detected too.
+    audit_seq = sa.Column(sa.Integer, nullable=False, default=0)
+    audit_hash = sa.Column(sa.String(64), nullable=False, default=GENESIS_HASH)
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 
@@ -290,6 +297,8 @@ class TimerSetting(CompanyOwned, db.Model):
     unit = sa.Column(sa.String(16), nullable=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
 class ProcessDraft(CompanyOwned, db.Model):
     """A company's unsaved-to-production edit of one process type in the designer, at most one per type.
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b930f5a2ea02
+Revision ID: c53c455844cf
 Revises: 
-Create Date: 2026-12-04 20:42:08.021010
+Create Date: 2026-12-04 21:47:46.892434
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'b930f5a2ea02'
+revision = 'c53c455844cf'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -798,6 +798,8 @@ def upgrade():
     sa.Column('state', sa.Text(), nullable=False),
     sa.Column('started_by_id', sa.Integer(), nullable=False),
     sa.Column('decision_versions', sa.JSON(), nullable=False),
+    sa.Column('audit_seq', sa.Integer(), nullable=False),
+    sa.Column('audit_hash', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
