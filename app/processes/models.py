@@ -57,6 +57,7 @@ EVENT_TYPES = {
 }
 DECISIONS = {"approve": "同意", "reject": "驳回", "send_back": "退回重审"}
 TIMER_STATUSES = {"waiting": "等待中", "fired": "已触发", "cancelled": "已取消"}
+CALENDAR_KINDS = {"holiday": "休息（节假日）", "workday": "上班（调休）"}
 # prev_hash of an instance's first audit event.
 GENESIS_HASH = "0" * 64
 
@@ -297,6 +298,28 @@ class TimerSetting(CompanyOwned, db.Model):
     unit = sa.Column(sa.String(16), nullable=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class CalendarDay(CompanyOwned, db.Model):
+    """A day of a company's working calendar that differs from the Monday-to-Friday week.
+
+    `kind` is holiday (a public holiday, also when it falls on a weekend) or workday (a
+    weekend day worked in exchange for a holiday, 调休). Days without a row follow the
+    week. See app.processes.calendar.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "day"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    day = sa.Column(sa.Date, nullable=False)
+    kind = sa.Column(sa.String(16), nullable=False)
+    name = sa.Column(sa.String(32), nullable=False, default="")
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+    @property
+    def kind_label(self):
+        return CALENDAR_KINDS.get(self.kind, self.kind)
 
 
 class ProcessDraft(CompanyOwned, db.Model):

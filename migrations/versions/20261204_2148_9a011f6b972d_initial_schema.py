@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c53c455844cf
+Revision ID: 9a011f6b972d
 Revises: 
-Create Date: 2026-12-04 21:47:46.892434
+Create Date: 2026-12-04 21:48:52.376123
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'c53c455844cf'
+revision = '9a011f6b972d'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -343,6 +343,22 @@ def upgrade():
     )
     with op.batch_alter_table('building', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_building_company_id'), ['company_id'], unique=False)
+
+    op.create_table('calendar_day',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_calendar_day_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_calendar_day_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_calendar_day')),
+    sa.UniqueConstraint('company_id', 'day', name=op.f('uq_calendar_day_company_id_day'))
+    )
+    with op.batch_alter_table('calendar_day', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_calendar_day_company_id'), ['company_id'], unique=False)
 
     op.create_table('channel_statement',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1378,6 +1394,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_channel_statement_company_id'))
 
     op.drop_table('channel_statement')
+    with op.batch_alter_table('calendar_day', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_calendar_day_company_id'))
+
+    op.drop_table('calendar_day')
     with op.batch_alter_table('building', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_building_company_id'))
 
