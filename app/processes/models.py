@@ -77,6 +77,9 @@ class ProcessModel(CompanyOwned, db.Model):
     bpmn_xml = sa.Column(sa.Text, nullable=False)
     # sha256 of bpmn_xml as UTF-8, so a re-deploy of the same file is recognised.
     sha256 = sa.Column(sa.String(64), nullable=False)
+    # Group template version the diagram was designed from: 0 is the bundled bpmn/<type>.bpmn,
+    # NULL means unknown (deployed without the designer). HQ compares it with the newest template.
+    template_version = sa.Column(sa.Integer)
     status = sa.Column(sa.String(16), nullable=False, default="published")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
@@ -336,6 +339,8 @@ class ProcessDraft(CompanyOwned, db.Model):
     bpmn_xml = sa.Column(sa.Text, nullable=False)
     # Published version (or template version for headquarters) the draft was opened from; NULL for the bundled file.
     base_version = sa.Column(sa.Integer)
+    # Group template version the draft descends from (see ProcessModel.template_version).
+    template_version = sa.Column(sa.Integer)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 

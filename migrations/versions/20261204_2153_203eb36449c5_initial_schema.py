@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 9a011f6b972d
+Revision ID: 203eb36449c5
 Revises: 
-Create Date: 2026-12-04 21:48:52.376123
+Create Date: 2026-12-04 21:53:05.483527
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '9a011f6b972d'
+revision = '203eb36449c5'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -483,6 +483,7 @@ def upgrade():
     sa.Column('process_type', sa.String(length=32), nullable=False),
     sa.Column('bpmn_xml', sa.Text(), nullable=False),
     sa.Column('base_version', sa.Integer(), nullable=True),
+    sa.Column('template_version', sa.Integer(), nullable=True),
     sa.Column('updated_by_id', sa.Integer(), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
@@ -500,6 +501,7 @@ def upgrade():
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('bpmn_xml', sa.Text(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('template_version', sa.Integer(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
