@@ -13,6 +13,7 @@ from app.extensions import db
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole
 from app.org.permissions import DEFAULT_COMPANY_ROLES, DEFAULT_HQ_ROLES, FUNCTIONS
 from app.org.services import hash_password
+from app.processes.calendar import seed_calendar
 from app.processes.deployment import install_demo_processes
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice
 
@@ -136,6 +137,7 @@ def install_demo():
                 _get_or_create(CompanyFunction, company_id=company.id, function=function)
         _install_roles_and_users(company, DEFAULT_COMPANY_ROLES, spec["code"].lower())
         _install_tariff(company, spec)
+        seed_calendar(company.id)
         companies.append(company)
     install_demo_processes(companies)
     db.session.commit()

@@ -14,14 +14,20 @@ measures, each against a raw baseline taken in the same run:
   state size  bytes of the stored state after start and after each step, and the share
               that is the serialized diagram.
 
+With --profile it instead completes the company approval of a few instances and prints,
+for the last one, every SQL statement sent and the cProfile of complete_task.
+
 The database is dropped at the end, also after a failure.
 
     .venv/bin/python benchmarks/process_runtime.py --instances 200 --tasks 100000
+    .venv/bin/python benchmarks/process_runtime.py --profile
 """
 
 import argparse
+import cProfile
 import json
 import logging
+import pstats
 import statistics
 import sys
 import time
@@ -76,6 +82,7 @@ def parse_arguments():
         "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
         help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
     )
+    parser.add_argument("--profile", action="store_true", help="print the SQL statements and cProfile of one company approval instead")
     arguments = parser.parse_args()
     if not 1 <= arguments.instances <= 10_000:
         parser.error(f"--instances {arguments.instances} is out of range; use 1 to 10,000.")
@@ -116,14 +123,16 @@ def create_accounts(company, count):
 
 
 class StatementCounter:
-    """Counts SQL statements sent on the engine, a figure that does not depend on the machine's load."""
+    """Counts SQL statements sent on the engine, a figure that does not depend on the machine's load; keeps their first lines."""
 
     def __init__(self, engine):
         self.count = 0
+        self.log = []
         sa.event.listen(engine, "before_cursor_execute", self._count)
 
-    def _count(self, *args):
+    def _count(self, connection, cursor, statement, *args):
         self.count += 1
+        self.log.append(" ".join(statement.split())[:150])
 
 
 def _ms(seconds):
@@ -181,17 +190,20 @@ def benchmark_completion(instances):
         db_floor.append(_db_floor(instance.id))
         task = db.session.scalar(sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open"))
         engine_floor.append(_engine_floor(db.session.get(ProcessInstance, instance.id), task.spiff_task_id, {"company_decision": "approve"}))
-        claim_task(task.id, approver)
+        task_id = claim_task(task.id, approver).id
+        # A request has loaded its user before the view calls complete_task.
+        db.session.refresh(approver)
         before, moment = counter.count, time.perf_counter()
-        complete_task(task.id, approver, APPROVE)
+        complete_task(task_id, approver, APPROVE)
         steps["company approval"].append(time.perf_counter() - moment)
         statements["company approval"].append(counter.count - before)
     sizes["after company approval"] = [len(db.session.get(ProcessInstance, i.id).state) for i in started]
     for instance in started:
         task = db.session.scalar(sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open"))
-        claim_task(task.id, field)
+        task_id = claim_task(task.id, field).id
+        db.session.refresh(field)
         before, moment = counter.count, time.perf_counter()
-        complete_task(task.id, field, VALVE)
+        complete_task(task_id, field, VALVE)
         steps["valve task"].append(time.perf_counter() - moment)
         statements["valve task"].append(counter.count - before)
     sizes["after valve task (completed)"] = [len(db.session.get(ProcessInstance, i.id).state) for i in started]
@@ -207,6 +219,29 @@ def benchmark_completion(instances):
         print(f"{label:<48} median {statistics.median(values) / 1024:7.1f} KiB  max {max(values) / 1024:7.1f} KiB")
     print(f"{'share of the state that is the diagram (spec)':<48} median {statistics.median(spec_share) * 100:5.1f} %")
     return started[0]
+
+
+def profile_completion(instances=5):
+    """Complete the company approval of a few TJ suspensions; print the statements and profile of the last one."""
+    company = db.session.scalar(sa.select(Company).filter_by(code="TJ"))
+    clerk, approver = _user("tj_clerk"), _user("tj_approver")
+    started = [start_process("suspension", account_id, clerk, {"reason": "vacant", "comment": ""}) for account_id in create_accounts(company, instances)]
+    counter = StatementCounter(db.engine)
+    for number, instance in enumerate(started, start=1):
+        task = db.session.scalar(sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open"))
+        task_id = claim_task(task.id, approver).id
+        db.session.refresh(approver)
+        counter.log.clear()
+        profile = cProfile.Profile()
+        profile.enable()
+        complete_task(task_id, approver, APPROVE)
+        profile.disable()
+        if number == len(started):
+            print(f"\n-- complete_task, company approval: {len(counter.log)} SQL statements")
+            for line in counter.log:
+                print(f"  {line}")
+            print()
+            pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(30)
 
 
 def benchmark_inbox(count, instance):
@@ -275,8 +310,11 @@ def main():
             set_scope(SYSTEM_SCOPE)
             install_demo()
             try:
-                instance = benchmark_completion(arguments.instances)
-                benchmark_inbox(arguments.tasks, instance)
+                if arguments.profile:
+                    profile_completion()
+                else:
+                    instance = benchmark_completion(arguments.instances)
+                    benchmark_inbox(arguments.tasks, instance)
             finally:
                 db.session.remove()
                 db.engine.dispose()

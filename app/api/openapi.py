@@ -12,7 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import current_app
 
 from app.api.schemas import (
-    CompleteRequestSchema, ErrorSchema, InboxTaskSchema, InstanceSchema, StartRequestSchema, TaskQuerySchema, TaskSchema,
+    CompleteRequestSchema, ErrorSchema, InstanceSchema, StartRequestSchema, TaskPageSchema, TaskQuerySchema, TaskSchema,
 )
 from app.processes.definitions import DEFINITIONS
 from app.processes.models import PROCESS_TYPES
@@ -49,12 +49,16 @@ INVALID = _error("Invalid request: validation_error, invalid_input or invalid JS
 # endpoint -> OpenAPI operation
 OPERATIONS = {
     "api.list_tasks": {
-        "summary": "List the user's open tasks",
-        "description": "Open tasks in the lanes the user may act in, oldest first.",
+        "summary": "List the user's tasks, one page at a time",
+        "description": (
+            "Tasks in the lanes the user may act in, as on the inbox page: company staff see their company's tasks "
+            "in their roles' lanes, group approvers the group lane of the companies where they hold group approval. "
+            "Paging is by keyset: pass the response's next_after as `after` with the same other parameters. "
+            "A cursor that is not one of ours gives 400 invalid_input."
+        ),
         "parameters": [{"in": "query", "schema": TaskQuerySchema}],
         "responses": {
-            "200": {"description": "The tasks.", **_json({"type": "object", "properties": {
-                "tasks": {"type": "array", "items": InboxTaskSchema}}})},
+            "200": {"description": "One page of tasks.", **_json(TaskPageSchema)},
             "400": INVALID, "401": UNAUTHORIZED,
         },
     },

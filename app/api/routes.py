@@ -9,6 +9,7 @@ SameSite=Lax. Every error body is {"error_code", "message", "status"}.
 
 import functools
 import logging
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
@@ -17,12 +18,15 @@ from marshmallow import ValidationError
 
 from app.extensions import csrf, db
 from app.network.models import Account
+from app.org.models import Company
 from app.org.services import AccessError, has_permission
-from app.processes.access import ConflictError, InputError, NotFoundError, get_instance, inbox_tasks, instance_events
+from app.processes.access import ConflictError, InputError, NotFoundError, get_instance, instance_events
 from app.processes.audit import verify_chain
 from app.processes.engine import ProcessRunError
+from app.processes.inbox import inbox_page, is_overdue, parse_filters
 from app.processes.models import PROCESS_TYPES, HumanTask
 from app.processes.services import claim_task, complete_task, start_process
+from app.tenancy import SYSTEM_SCOPE, scoped
 
 from app.api.schemas import (
     CompleteRequestSchema, InboxTaskSchema, InstanceSchema, StartRequestSchema, TaskQuerySchema, TaskSchema,
@@ -135,19 +139,31 @@ def instance_resource(instance):
 @bp.get("/tasks")
 @api_view
 def list_tasks():
-    """List the open tasks in the lanes the user may act in, oldest first."""
-    filters = TaskQuerySchema().load(request.args)
+    """List one page of the tasks in the lanes the user may act in, filtered and sorted like the inbox page."""
+    query = TaskQuerySchema().load(request.args)
+    company_id = None
+    if "company" in query:
+        with scoped(SYSTEM_SCOPE):
+            company_id = db.session.scalar(sa.select(Company.id).where(Company.code == query["company"]))
+        if company_id is None:
+            raise InputError(f"Unknown company code {query['company']!r}; use a code such as TJ.")
+    filters = parse_filters({
+        "status": query["status"], "process_type": query.get("process_type", ""), "account_no": query.get("account_no", ""),
+        "company_id": str(company_id) if company_id is not None else "", "overdue": "1" if query["overdue"] else "",
+        "sort": query["sort"], "after": query.get("after", ""),
+    })
+    now = datetime.now(timezone.utc)
+    rows, cursor = inbox_page(current_user, filters, page_size=query["limit"], now=now)
     items = []
-    for task, account, company in inbox_tasks(current_user):
-        if "process_type" in filters and task.instance.process_type != filters["process_type"]:
-            continue
-        if "account_no" in filters and account.account_no != filters["account_no"]:
-            continue
-        item = InboxTaskSchema().dump(task)
-        item["account_no"] = account.account_no
-        item["company_code"] = company.code
-        items.append(item)
-    return jsonify({"tasks": items})
+    for task, account, company in rows:
+        items.append({
+            **InboxTaskSchema().dump(task),
+            "process_type": task.process_type or task.instance.process_type,
+            "account_no": account.account_no if account else None,
+            "company_code": company.code if company else None,
+            "overdue": is_overdue(task, now),
+        })
+    return jsonify({"tasks": items, "next_after": cursor or None})
 
 
 @bp.post("/processes/<process_type>/instances")

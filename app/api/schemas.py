@@ -9,7 +9,9 @@ from datetime import timezone
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from app.processes.fields import MAX_COMMENT_CHARS
-from app.processes.models import DECISIONS, PROCESS_TYPES
+from app.processes.inbox import MAX_PAGE_SIZE, PAGE_SIZE, SORTS
+from app.processes.models import DECISIONS, PROCESS_TYPES, TASK_STATUSES
+
 
 def _form_values(description):
     # Loaded as `form_values` because Schema.fields is marshmallow's own attribute.
@@ -32,13 +34,39 @@ class UtcDateTime(fields.DateTime):
 
 
 class TaskQuerySchema(Schema):
-    """Filters of the task list."""
+    """Filters, sort order and keyset cursor of the task list; the same options as the inbox page."""
 
     class Meta:
         unknown = EXCLUDE
 
     process_type = fields.String(validate=validate.OneOf(list(PROCESS_TYPES)), metadata={"description": "Only tasks of this process type."})
-    account_no = fields.String(validate=validate.Length(min=1, max=15), metadata={"description": "Only tasks of this account."})
+    company = fields.String(
+        validate=validate.Length(min=1, max=16),
+        metadata={"description": "Only tasks of the company with this code (e.g. TJ). Useful to group users, who see the group lane "
+                                 "of every company; company staff see their own company only."},
+    )
+    account_no = fields.String(
+        validate=[validate.Length(min=1, max=32), validate.Regexp(r"^[0-9A-Za-z]+$", error="Use letters and digits only.")],
+        metadata={"description": "Only tasks of accounts whose number starts with this text."},
+    )
+    status = fields.String(
+        load_default="open", validate=validate.OneOf(list(TASK_STATUSES)),
+        metadata={"description": "open (default), completed or cancelled; tasks in the user's lanes either way."},
+    )
+    overdue = fields.Boolean(load_default=False, metadata={"description": "true: only tasks past their due time."})
+    sort = fields.String(
+        load_default="created", validate=validate.OneOf(list(SORTS)),
+        metadata={"description": "created (oldest first, default), created_desc (newest first) or due (earliest due time first; "
+                                 "tasks without a due time are left out)."},
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=80),
+        metadata={"description": "Keyset cursor: the next_after value of the previous page. Keep the other parameters unchanged."},
+    )
+    limit = fields.Integer(
+        load_default=PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
+        metadata={"description": f"Tasks per page, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE})."},
+    )
 
 
 class StartRequestSchema(Schema):
@@ -79,10 +107,22 @@ class TaskSchema(Schema):
 
 
 class InboxTaskSchema(TaskSchema):
-    """An inbox task with its account."""
+    """An inbox task with its account, due time and overdue mark."""
 
+    process_type = fields.String()
     account_no = fields.String()
     company_code = fields.String()
+    due_at = UtcDateTime(allow_none=True, metadata={"description": "When the task should be done; null when it has no due time."})
+    overdue = fields.Boolean(metadata={"description": "True when the task is open and past its due time."})
+
+
+class TaskPageSchema(Schema):
+    """One page of the task list."""
+
+    tasks = fields.List(fields.Nested(InboxTaskSchema))
+    next_after = fields.String(
+        allow_none=True, metadata={"description": "Pass as `after` to get the next page; null on the last page."},
+    )
 
 
 class EventSchema(Schema):

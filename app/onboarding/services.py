@@ -23,6 +23,7 @@ from app.ledger.parser import (
 )
 from app.ledger.services import company_value_maps
 from app.org.audit import record_event
+from app.processes.calendar import seed_calendar
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole
 from app.org.permissions import DEFAULT_COMPANY_ROLES, FUNCTIONS
 from app.org.services import hash_password
@@ -163,6 +164,7 @@ def onboard_company(spec, actor=None):
         _install_season(company, spec.season)
         save_value_maps(company, spec.legacy_values, actor=actor)
         install_demo_processes([company])
+        seed_calendar(company.id, user=actor)
         record_event("company_onboarded", company_id=company.id, actor=actor, code=company.code, number=company.number)
         db.session.commit()
     except Exception:

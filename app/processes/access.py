@@ -9,9 +9,11 @@ simply not found.
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.locking import lock_row
 from app.network.models import Account
 from app.org.models import Company, Role, UserRole
-from app.org.services import AccessError, has_permission
+from app.org.permissions import PERMISSIONS
+from app.org.services import AccessError, granted_functions, has_permission
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.tenancy import SYSTEM_SCOPE, scoped
 
@@ -48,17 +50,20 @@ def user_lanes(user, company_id):
         return {lane for lane in GROUP_LANES if has_permission(user, LANE_PERMISSIONS[lane], company_id)}
     if user.company_id != company_id:
         return set()
+    # The same test as has_permission, with the user's roles and the company's functions read once.
     with scoped(SYSTEM_SCOPE):
-        codes = set(
-            db.session.scalars(
-                sa.select(Role.code)
-                .join(UserRole, UserRole.role_id == Role.id)
-                .where(UserRole.user_id == user.id, Role.company_id == company_id)
-            )
-        )
+        roles = db.session.execute(
+            sa.select(Role.code, Role.company_id, Role.permissions).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
+        ).all()
+    permissions = {permission for role in roles for permission in role.permissions}
+    codes = {role.code for role in roles if role.company_id == company_id} & set(LANE_PERMISSIONS)
+    codes -= GROUP_LANES
+    if not codes:
+        return set()
+    functions = granted_functions(company_id)
     return {
-        lane for lane in codes & set(LANE_PERMISSIONS)
-        if lane not in GROUP_LANES and has_permission(user, LANE_PERMISSIONS[lane], company_id)
+        lane for lane in codes
+        if LANE_PERMISSIONS[lane] in permissions and PERMISSIONS[LANE_PERMISSIONS[lane]][0] in functions
     }
 
 
@@ -90,17 +95,35 @@ def inbox_tasks(user):
     return visible
 
 
-def get_task(task_id, user):
-    """Return the task if the user may act on it.
+def get_task(task_id, user, fresh=False):
+    """Return the task if the user may act on it; `fresh` reads it again even when the session holds it.
 
     Raises NotFoundError outside the user's companies and AccessError outside their lanes.
     """
-    task = db.session.scalar(sa.select(HumanTask).where(HumanTask.id == task_id))
+    statement = sa.select(HumanTask).where(HumanTask.id == task_id)
+    if fresh:
+        statement = statement.execution_options(populate_existing=True)
+    task = db.session.scalar(statement)
     if task is None:
         raise NotFoundError(f"任务 {task_id} 不存在，或不属于您所在的公司。")
     if task.lane_role not in user_lanes(user, task.company_id):
         raise AccessError(f"任务「{task.title}」由角色 {task.lane_role} 办理，您没有该角色或相应权限。")
     return task
+
+
+def locked_task(task_id, user):
+    """Lock the task's instance row, then read the task and check the user's lane; returns (task, instance).
+
+    The task is read after the lock, so its status is the one the lock holder left. On
+    NotFoundError or AccessError the transaction is rolled back, which releases the lock.
+    """
+    instance = lock_row(ProcessInstance, sa.select(HumanTask.instance_id).where(HumanTask.id == task_id).scalar_subquery())
+    try:
+        task = get_task(task_id, user, fresh=True)
+    except (NotFoundError, AccessError):
+        db.session.rollback()
+        raise
+    return task, instance
 
 
 def get_instance(instance_id):

@@ -4,6 +4,12 @@ Each event's hash is sha256 over the previous event's hash followed by the canon
 JSON of the event: sorted keys, no spaces, UTF-8, timestamps as naive UTC ISO strings.
 Editing, deleting or reordering a stored event therefore breaks the chain from that
 entry on. Callers append while holding the instance row lock, which keeps `seq` gapless.
+The instance row stores the chain's head (`audit_seq`, `audit_hash`), so appending needs
+no query, and a chain cut short at its end no longer matches the head.
+
+Events wait in the session until the transaction commits, or until a query reads
+process events, and then go to the database in one batched INSERT together with the new
+head. A rollback discards them with the rest of the step.
 """
 
 import hashlib
@@ -13,13 +19,13 @@ from dataclasses import dataclass
 from datetime import timezone
 
 import sqlalchemy as sa
+from sqlalchemy import event as orm_event
+from sqlalchemy.orm import Session
 
 from app.extensions import db
-from app.processes.models import ProcessEvent, ProcessInstance, utcnow
+from app.processes.models import GENESIS_HASH, ProcessEvent, ProcessInstance, utcnow
 
 logger = logging.getLogger(__name__)
-
-GENESIS_HASH = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,24 @@ def compute_hash(prev_hash, event):
     return hashlib.sha256((prev_hash + canonical_json(event)).encode("utf-8")).hexdigest()
 
 
+# Session.info key: {instance: [events not yet added to the session, in chain order]}.
+PENDING_KEY = "heatflow.audit_events"
+
+
 def record_event(instance, event_type, user=None, task_name="", decision=None, comment="", data=None):
-    """Append one event to an instance's chain; the caller holds the instance row lock."""
-    last = db.session.execute(
-        sa.select(ProcessEvent.seq, ProcessEvent.hash)
-        .where(ProcessEvent.instance_id == instance.id)
-        .order_by(ProcessEvent.seq.desc())
-        .limit(1)
-    ).first()
-    seq, prev_hash = (last.seq + 1, last.hash) if last else (1, GENESIS_HASH)
+    """Append one event to an instance's chain; the caller holds the instance row lock.
+
+    The event is written when the transaction commits (see the module notes).
+    """
+    pending = db.session.info.setdefault(PENDING_KEY, {})
+    waiting = pending.setdefault(instance, [])
+    if waiting:
+        seq, prev_hash = waiting[-1].seq + 1, waiting[-1].hash
+    elif instance.audit_seq:
+        seq, prev_hash = instance.audit_seq + 1, instance.audit_hash
+    else:
+        # A new instance whose column defaults are not applied yet has no events.
+        seq, prev_hash = 1, GENESIS_HASH
     event = ProcessEvent(
         company_id=instance.company_id,
         instance_id=instance.id,
@@ -86,17 +101,45 @@ def record_event(instance, event_type, user=None, task_name="", decision=None, c
         prev_hash=prev_hash,
     )
     event.hash = compute_hash(prev_hash, event)
-    db.session.add(event)
-    db.session.flush()
+    waiting.append(event)
     return event
+
+
+def add_pending_events(session):
+    """Add the session's waiting events and set each instance's head, so that the next flush writes them."""
+    pending = session.info.pop(PENDING_KEY, None)
+    for instance, events in (pending or {}).items():
+        if not events:
+            continue
+        session.add_all(events)
+        instance.audit_seq = events[-1].seq
+        instance.audit_hash = events[-1].hash
+
+
+@orm_event.listens_for(Session, "before_commit")
+def _add_before_commit(session):
+    add_pending_events(session)
+
+
+@orm_event.listens_for(Session, "do_orm_execute")
+def _add_before_reading_events(execute_state):
+    if PENDING_KEY in execute_state.session.info and any(
+        mapper.class_ is ProcessEvent for mapper in execute_state.all_mappers
+    ):
+        add_pending_events(execute_state.session)
+
+
+@orm_event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session, previous_transaction):
+    session.info.pop(PENDING_KEY, None)
 
 
 def verify_chain(instance_id):
     """Recompute an instance's chain from its stored events and report the first mismatch.
 
     An instance without events is broken at entry 1, because starting one always records
-    an event. NOTE: deleting the newest entries leaves a shorter chain that still verifies,
-    because nothing outside the chain stores its length or last hash.
+    an event. A chain whose last entry is not the head stored on the instance row lost its
+    newest entries, and is broken at the first missing one.
     """
     events = db.session.scalars(
         sa.select(ProcessEvent).where(ProcessEvent.instance_id == instance_id).order_by(ProcessEvent.seq)
@@ -112,7 +155,16 @@ def verify_chain(instance_id):
         if compute_hash(prev_hash, event) != event.hash:
             return _broken(instance_id, len(events), event.seq, "its content does not match its hash")
         prev_hash = event.hash
-    return ChainReport(ok=True, events=len(events))
+    head = db.session.execute(
+        sa.select(ProcessInstance.audit_seq, ProcessInstance.audit_hash).where(ProcessInstance.id == instance_id)
+    ).first()
+    last = len(events)
+    head_seq, head_hash = head if head is not None else (last, prev_hash)
+    if head_seq > last:
+        return _broken(instance_id, last, last + 1, f"entries {last + 1} to {head_seq} are missing")
+    if head_seq != last or head_hash != prev_hash:
+        return _broken(instance_id, last, last, f"the instance records entry {head_seq} as the newest, with another hash")
+    return ChainReport(ok=True, events=last)
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,14 @@ def latest_model(company_id, process_type):
     )
 
 
-def deploy_model(company_id, process_type, bpmn_xml, user_id=None):
+def deploy_model(company_id, process_type, bpmn_xml, user_id=None, template_version=None):
     """Validate a diagram and store it as the company's next version; re-deploying the newest file returns it unchanged.
 
     The diagram is checked together with the company's current decision tables that its
     business rule tasks call. Raises ModelValidationError listing each finding (element
     id and reason), and ValueError for an unknown process type. Earlier versions are
     retired for new starts, while instances already running keep the version they
-    started on.
+    started on. `template_version` is the group template version the diagram descends from.
     """
     if process_type not in PROCESS_TYPES:
         raise ValueError(f"Unknown process type {process_type!r}; use one of {', '.join(PROCESS_TYPES)}.")
@@ -61,6 +61,7 @@ def deploy_model(company_id, process_type, bpmn_xml, user_id=None):
         version=(newest_version or 0) + 1,
         bpmn_xml=bpmn_xml,
         sha256=digest,
+        template_version=template_version,
         status="published",
         created_by_id=user_id,
     )
@@ -113,4 +114,4 @@ def install_demo_processes(companies):
         ensure_decisions(company.id)
         for process_type, bpmn_xml in diagrams.items():
             if latest_model(company.id, process_type) is None:
-                deploy_model(company.id, process_type, bpmn_xml)
+                deploy_model(company.id, process_type, bpmn_xml, template_version=0)

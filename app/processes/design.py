@@ -9,6 +9,7 @@ element on the diagram.
 """
 
 import logging
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from lxml import etree
@@ -113,6 +114,59 @@ def publish_template(headquarters, process_type, bpmn_xml, user):
     return template
 
 
+def template_version_of(process_type, digest):
+    """Return the group template version whose text has sha256 `digest` (0 for the bundled file), or None."""
+    version = db.session.scalar(
+        sa.select(ProcessTemplate.version).where(ProcessTemplate.process_type == process_type, ProcessTemplate.sha256 == digest)
+        .order_by(ProcessTemplate.version.desc()).limit(1).execution_options(skip_tenant_scope=True)
+    )
+    if version is not None:
+        return version
+    if digest == sha256_text((BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8")):
+        return 0
+    return None
+
+
+@dataclass(frozen=True)
+class TemplateDrift:
+    """The lineage of one company's deployed diagram of a process type: its source template version and whether it changed."""
+
+    company: object
+    process_type: str
+    model: object
+    # Template version the deployed diagram descends from, None when unknown.
+    based_on: int | None
+    # True when the deployed text equals that template version's text.
+    unchanged: bool
+    latest_template: int
+
+    @property
+    def outdated(self):
+        return self.based_on is not None and self.based_on < self.latest_template
+
+
+def template_drift(companies):
+    """Compare each company's newest deployed model of every process type with the group templates, for headquarters."""
+    rows = []
+    for process_type in PROCESS_TYPES:
+        latest = latest_template(process_type)
+        latest_version = latest.version if latest else 0
+        template_digests = {0: sha256_text((BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8"))}
+        template_digests.update(db.session.execute(
+            sa.select(ProcessTemplate.version, ProcessTemplate.sha256).where(ProcessTemplate.process_type == process_type)
+            .execution_options(skip_tenant_scope=True)
+        ).all())
+        for company in companies:
+            model = latest_model(company.id, process_type)
+            if model is None:
+                continue
+            rows.append(TemplateDrift(
+                company=company, process_type=process_type, model=model, based_on=model.template_version,
+                unchanged=template_digests.get(model.template_version) == model.sha256, latest_template=latest_version,
+            ))
+    return rows
+
+
 # -- drafts and the designer's starting point
 
 
@@ -132,24 +186,26 @@ def design_source(company, process_type, origin=None):
     check_process_type(process_type)
     if origin not in (None, "template"):
         raise DesignError(f"未知的来源「{origin[:16]}」；只能从集团模板（template）打开。")
-    xml = version = None
+    xml = version = template_version = None
     if origin is None:
         draft = draft_for(company.id, process_type)
         if draft is not None:
-            xml, version, origin = draft.bpmn_xml, draft.base_version, "draft"
+            xml, version, origin, template_version = draft.bpmn_xml, draft.base_version, "draft", draft.template_version
         elif not company.is_headquarters:
             model = latest_model(company.id, process_type)
             if model is not None:
-                xml, version, origin = model.bpmn_xml, model.version, "published"
+                xml, version, origin, template_version = model.bpmn_xml, model.version, "published", model.template_version
     if xml is None:
         xml, version, origin = template_source(process_type)
-    return {"xml": xml, "origin": origin, "origin_label": ORIGIN_LABELS[origin], "version": version}
+        template_version = version
+    return {"xml": xml, "origin": origin, "origin_label": ORIGIN_LABELS[origin], "version": version, "template_version": template_version}
 
 
-def save_draft(company, process_type, bpmn_xml, base_version, user):
+def save_draft(company, process_type, bpmn_xml, base_version, user, template_version=None):
     """Store the designer's current diagram as the company's draft of a process type; returns the draft.
 
     The draft is kept even when it does not validate, so unfinished work is not lost.
+    `template_version` is the group template version the opened diagram descends from.
     """
     check_process_type(process_type)
     _check_size(bpmn_xml)
@@ -159,6 +215,7 @@ def save_draft(company, process_type, bpmn_xml, base_version, user):
         db.session.add(draft)
     draft.bpmn_xml = bpmn_xml
     draft.base_version = base_version
+    draft.template_version = template_version
     draft.updated_by_id = user.id
     db.session.flush()
     return draft
@@ -272,17 +329,21 @@ def company_role_codes(company):
     return set(db.session.scalars(sa.select(Role.code).where(Role.company_id == company.id)))
 
 
-def deploy_design(company, process_type, bpmn_xml, user):
+def deploy_design(company, process_type, bpmn_xml, user, template_version=None):
     """Validate and deploy a diagram as the company's next version (headquarters: publish the template).
 
     Returns (version number, kind) with kind "model" or "template"; raises DesignError
-    with the findings when the diagram cannot be deployed.
+    with the findings when the diagram cannot be deployed. The model records the template
+    version whose text it equals, else `template_version`, the one the designer opened.
     """
     if company.is_headquarters:
         return publish_template(company, process_type, bpmn_xml, user).version, "template"
     _raise_findings(validate_design(company, process_type, bpmn_xml))
+    exact = template_version_of(process_type, sha256_text(bpmn_xml))
     try:
-        model = deploy_model(company.id, process_type, bpmn_xml, user_id=user.id)
+        model = deploy_model(
+            company.id, process_type, bpmn_xml, user_id=user.id, template_version=exact if exact is not None else template_version,
+        )
     except ModelValidationError as error:
         raise DesignError("流程图未通过部署校验。", [{"element_id": f.element_id, "message": f.reason} for f in error.findings]) from error
     _drop_draft(company.id, process_type)

@@ -11,16 +11,18 @@ import base64
 import hashlib
 import logging
 
-from flask import Blueprint, abort, jsonify, make_response, render_template, request, url_for
+import sqlalchemy as sa
+from flask import Blueprint, abort, jsonify, make_response, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from app.extensions import db
+from app.org.models import Company
 from app.org.services import has_permission
 from app.processes.access import NotFoundError, get_instance
 from app.processes.deployment import latest_model
 from app.processes.design import (
     DesignError, deploy_design, design_source, designer_options, draft_for, instance_path, latest_template,
-    save_draft, validate_design,
+    save_draft, template_drift, validate_design,
 )
 from app.processes.dmn import DECISION_IDS
 from app.processes.models import PROCESS_TYPES
@@ -52,6 +54,19 @@ DMN_EDITOR_POLICY = (
 )
 
 bp = Blueprint("designer", __name__, url_prefix="/processes")
+
+# Session key: {process type: group template version the diagram open in the designer descends from}.
+OPENED_TEMPLATE_KEY = "designer_template_versions"
+
+
+def _remember_template_version(process_type, version):
+    opened = dict(session.get(OPENED_TEMPLATE_KEY) or {})
+    opened[process_type] = version
+    session[OPENED_TEMPLATE_KEY] = opened
+
+
+def _opened_template_version(process_type):
+    return (session.get(OPENED_TEMPLATE_KEY) or {}).get(process_type)
 
 
 def _require_designer():
@@ -92,6 +107,17 @@ def design_index():
     return render_template("processes/design_index.html", rows=rows, company=company, decision_ids=decision_ids)
 
 
+@bp.route("/design/templates")
+@login_required
+def template_drift_page():
+    """Show headquarters, per company and process type, which group template version the deployed diagram descends from."""
+    company = _require_designer()
+    if not company.is_headquarters:
+        abort(403, "只有集团管理员可以查看各分公司流程与集团模板的差异。")
+    companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.code)).all()
+    return render_template("processes/template_drift.html", rows=template_drift(companies), labels=PROCESS_TYPES)
+
+
 @bp.route("/design/<process_type>")
 @login_required
 def designer(process_type):
@@ -115,6 +141,7 @@ def design_source_json(process_type):
         source = design_source(company, process_type, request.args.get("from") or None)
     except DesignError as error:
         return _failure(error)
+    _remember_template_version(process_type, source["template_version"])
     return jsonify({"ok": True, **source, "options": designer_options(company)})
 
 
@@ -126,7 +153,10 @@ def design_save_draft(process_type):
     _require_type(process_type)
     base = request.form.get("base_version", "")
     try:
-        draft = save_draft(company, process_type, request.form.get("xml", ""), int(base) if base.isdigit() else None, current_user)
+        draft = save_draft(
+            company, process_type, request.form.get("xml", ""), int(base) if base.isdigit() else None, current_user,
+            template_version=_opened_template_version(process_type),
+        )
     except DesignError as error:
         return _failure(error)
     db.session.commit()
@@ -155,7 +185,9 @@ def design_deploy(process_type):
     company = _require_designer()
     _require_type(process_type)
     try:
-        version, kind = deploy_design(company, process_type, request.form.get("xml", ""), current_user)
+        version, kind = deploy_design(
+            company, process_type, request.form.get("xml", ""), current_user, template_version=_opened_template_version(process_type),
+        )
     except DesignError as error:
         return _failure(error)
     db.session.commit()

@@ -364,6 +364,7 @@ def run_engine(workflow):
 
 def dump_workflow(workflow):
     """Serialize a workflow to JSON text."""
+    # TODO: store the spec once per model version and reference it here; it is about 60 % of every state.
     return SERIALIZER.serialize_json(workflow)
 
 

@@ -27,6 +27,8 @@ from app.tenancy import SYSTEM_SCOPE, scoped
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
+# Largest page the JSON API serves.
+MAX_PAGE_SIZE = 200
 SORTS = {"created": "生成时间（早→晚）", "created_desc": "生成时间（晚→早）", "due": "办理期限（早→晚）"}
 
 

@@ -57,6 +57,9 @@ EVENT_TYPES = {
 }
 DECISIONS = {"approve": "同意", "reject": "驳回", "send_back": "退回重审"}
 TIMER_STATUSES = {"waiting": "等待中", "fired": "已触发", "cancelled": "已取消"}
+CALENDAR_KINDS = {"holiday": "休息（节假日）", "workday": "上班（调休）"}
+# prev_hash of an instance's first audit event.
+GENESIS_HASH = "0" * 64
 
 
 def utcnow():
@@ -74,6 +77,9 @@ class ProcessModel(CompanyOwned, db.Model):
     bpmn_xml = sa.Column(sa.Text, nullable=False)
     # sha256 of bpmn_xml as UTF-8, so a re-deploy of the same file is recognised.
     sha256 = sa.Column(sa.String(64), nullable=False)
+    # Group template version the diagram was designed from: 0 is the bundled bpmn/<type>.bpmn,
+    # NULL means unknown (deployed without the designer). HQ compares it with the newest template.
+    template_version = sa.Column(sa.Integer)
     status = sa.Column(sa.String(16), nullable=False, default="published")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
@@ -150,6 +156,11 @@ class ProcessInstance(CompanyOwned, db.Model):
     # Decision id -> version number of each decision table the instance was started with. The
     # tables themselves travel in `state` (the serialized spec), so later versions never apply.
     decision_versions = sa.Column(sa.JSON, nullable=False, default=dict)
+    # Head of the audit chain: seq and hash of the newest event. Appending reads them from the
+    # locked instance row instead of querying the last event, and verifying compares the
+    # chain's end with them, so deleting the newest events is detected too.
+    audit_seq = sa.Column(sa.Integer, nullable=False, default=0)
+    audit_hash = sa.Column(sa.String(64), nullable=False, default=GENESIS_HASH)
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 
@@ -290,6 +301,8 @@ class TimerSetting(CompanyOwned, db.Model):
     unit = sa.Column(sa.String(16), nullable=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
 class ProcessOption(CompanyOwned, db.Model):
     """A company's choice for one calculation option of its processes (see app.processes.options.PROCESS_OPTIONS)."""
 
@@ -300,6 +313,28 @@ class ProcessOption(CompanyOwned, db.Model):
     value = sa.Column(sa.String(32), nullable=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class CalendarDay(CompanyOwned, db.Model):
+    """A day of a company's working calendar that differs from the Monday-to-Friday week.
+
+    `kind` is holiday (a public holiday, also when it falls on a weekend) or workday (a
+    weekend day worked in exchange for a holiday, 调休). Days without a row follow the
+    week. See app.processes.calendar.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "day"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    day = sa.Column(sa.Date, nullable=False)
+    kind = sa.Column(sa.String(16), nullable=False)
+    name = sa.Column(sa.String(32), nullable=False, default="")
+    updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+    @property
+    def kind_label(self):
+        return CALENDAR_KINDS.get(self.kind, self.kind)
 
 
 class ProcessDraft(CompanyOwned, db.Model):
@@ -316,6 +351,8 @@ class ProcessDraft(CompanyOwned, db.Model):
     bpmn_xml = sa.Column(sa.Text, nullable=False)
     # Published version (or template version for headquarters) the draft was opened from; NULL for the bundled file.
     base_version = sa.Column(sa.Integer)
+    # Group template version the draft descends from (see ProcessModel.template_version).
+    template_version = sa.Column(sa.Integer)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 

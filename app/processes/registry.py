@@ -58,15 +58,10 @@ def register_service(name, inputs, outputs, optional=()):
 def current_season(company_id, today=None):
     """Return the company's season containing `today`, else its latest season, or None when it has none."""
     today = today or date.today()
-    season = db.session.scalar(
-        sa.select(Season)
-        .where(Season.company_id == company_id, Season.start_on <= today, Season.end_on >= today)
-        .order_by(Season.start_on.desc())
-        .limit(1)
+    containing = sa.case((sa.and_(Season.start_on <= today, Season.end_on >= today), 0), else_=1)
+    return db.session.scalar(
+        sa.select(Season).where(Season.company_id == company_id).order_by(containing, Season.start_on.desc()).limit(1)
     )
-    if season is not None:
-        return season
-    return db.session.scalar(sa.select(Season).where(Season.company_id == company_id).order_by(Season.start_on.desc()).limit(1))
 
 
 def instance_account(context, account_id):
@@ -135,9 +130,10 @@ def rebill_suspension(context, account_id):
     before = season_receivable(account.id, season.id)
     entry = rerate_account(
         account, season, "suspended", "process_instance", instance.id, key=key,
-        user_id=context.user.id if context.user else None, memo=f"报停审批通过（流程 {instance.id}）",
+        user_id=context.user.id if context.user else None, memo=f"报停审批通过（流程 {instance.id}）", receivable=before,
     )
-    after = season_receivable(account.id, season.id)
+    # The line is posted under the account lock, so the receivable after it is the sum.
+    after = before + entry.amount
     record_event(
         instance, "rebilled", user=context.user, task_name="按报停比例重算应收",
         data={

@@ -24,7 +24,11 @@ from app.processes.engine import ProcessRunError
 from app.processes.services import claim_task, complete_task, release_task, start_process, task_summary
 from app.processes.inbox import SORTS, InboxFilters, delegate_candidates, delegate_task, inbox_page, is_overdue, parse_filters
 from app.processes.migration import migrate_instances, model_versions, parse_mapping
-from app.processes.models import PROCESS_TYPES, TASK_STATUSES
+from app.processes.models import CALENDAR_KINDS, PROCESS_TYPES, TASK_STATUSES
+from app.processes.calendar import (
+    MAX_YEAR, MIN_YEAR, CalendarError, calendar_days, delete_day, published_days, save_day, seed_calendar, today_local,
+    year_summary,
+)
 from app.processes.options import option_rows
 from app.processes.settings import RuleError, rule_rows, save_process_options, save_rule, save_timer_settings, timer_rows
 from app.processes.timers import UNITS as TIMER_UNITS
@@ -350,6 +354,47 @@ def settings():
         "processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES,
         timers=timer_rows(company_id), timer_units=TIMER_UNITS, options=option_rows(company_id),
         decision_ids={process_type: decision_id for decision_id, process_type in DECISION_IDS.items()},
+    ), status
+
+
+@bp.route("/calendar", methods=["GET", "POST"])
+@login_required
+def calendar():
+    """Show one year of the company's working calendar and add, change or remove days, or import the published ones."""
+    if not _may_configure():
+        abort(403, "只有分公司管理员可以设置本公司的工作日历。")
+    company_id = current_user.company_id
+    year = request.values.get("year", type=int) or today_local().year
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        abort(400, f"年份 {year} 超出范围，请选择 {MIN_YEAR} 至 {MAX_YEAR} 年。")
+    status = 200
+    if request.method == "POST":
+        action = request.form.get("action", "save")
+        try:
+            if action == "delete":
+                day = delete_day(company_id, request.form.get("day"), current_user)
+                message = f"已删除 {day.isoformat()} 的设置，该日恢复按周一至周五计算。"
+            elif action == "seed":
+                added = seed_calendar(company_id, years=(year,), user=current_user)
+                message = f"已导入 {year} 年国务院公布的节假日和调休上班日 {added} 天；已有设置的日期保持不变。"
+                if not published_days({year}):
+                    message = f"{year} 年的放假安排尚未收录，请逐日添加。"
+            else:
+                row = save_day(company_id, request.form, current_user)
+                year = row.day.year
+                message = f"已将 {row.day.isoformat()} 设为「{row.kind_label}」。"
+        except CalendarError as error:
+            db.session.rollback()
+            flash(f"日历未保存：{error}", "error")
+            status = 400
+        else:
+            db.session.commit()
+            flash(message, "success")
+            return redirect(url_for("processes.calendar", year=year)), 303
+    holidays, workdays = year_summary(company_id, year)
+    return render_template(
+        "processes/calendar.html", year=year, days=calendar_days(company_id, year), kinds=CALENDAR_KINDS,
+        holidays=holidays, workdays=workdays,
     ), status
 
 

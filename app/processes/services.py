@@ -23,8 +23,8 @@ from app.money import ZERO, format_money
 from app.network.models import Account
 from app.org.services import require_permission
 from app.payments.services import amount_owed
-from app.processes.access import ConflictError, InputError, NotFoundError, get_task, running_instance
-from app.processes.audit import record_event
+from app.processes.access import ConflictError, InputError, NotFoundError, locked_task, running_instance
+from app.processes.audit import add_pending_events, record_event
 from app.processes.decisions import decisions_for
 from app.processes.definitions import definition_for, preview, status_error
 from app.processes.dmn import referenced_decisions
@@ -136,9 +136,7 @@ def _check_not_suspended(instance, task):
 
 def claim_task(task_id, user):
     """Claim an open task so that only this user can complete it."""
-    task = get_task(task_id, user)
-    instance = lock_row(ProcessInstance, task.instance_id)
-    db.session.refresh(task)
+    task, instance = locked_task(task_id, user)
     if task.status != "open":
         raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，无需签收。")
     _check_not_suspended(instance, task)
@@ -157,9 +155,7 @@ def claim_task(task_id, user):
 
 def release_task(task_id, user):
     """Return a claimed task to the open pool of its lane."""
-    task = get_task(task_id, user)
-    instance = lock_row(ProcessInstance, task.instance_id)
-    db.session.refresh(task)
+    task, instance = locked_task(task_id, user)
     if task.status != "open" or task.claimed_by_id != user.id:
         raise ConflictError(f"任务「{task.title}」不在您名下，无法退回。")
     task.claimed_by_id = None
@@ -175,10 +171,12 @@ def _task_properties(spiff_task):
 
 def complete_task(task_id, user, values):
     """Complete a claimed task with the submitted form values and run the workflow to its next wait."""
-    task = get_task(task_id, user)
-    clean_task_values(task.form, values, allow_send_back=True)
-    instance = lock_row(ProcessInstance, task.instance_id)
-    db.session.refresh(task)
+    task, instance = locked_task(task_id, user)
+    try:
+        clean_task_values(task.form, values, allow_send_back=True)
+    except InputError:
+        db.session.rollback()
+        raise
     if task.status != "open":
         raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，不能重复提交。")
     if task.claimed_by_id != user.id:
@@ -349,6 +347,8 @@ def _sync_and_save(instance, workflow, user):
         record_event(instance, "finished", task_name=instance.status_label, data={"status": instance.status})
         emit_process_finished(instance)
     instance.state = dump_workflow(workflow)
+    # One flush writes the state, the step's audit events and the chain head.
+    add_pending_events(db.session)
     db.session.flush()
 
 

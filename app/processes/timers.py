@@ -27,6 +27,7 @@ from SpiffWorkflow.util.task import TaskState
 from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.locking import lock_row
+from app.processes.calendar import add_working_days
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
 from app.tariffs.models import Season
 from app.tenancy import company_scope, scoped
@@ -88,21 +89,6 @@ def timer_setting(company_id, key):
     return row.amount, row.unit
 
 
-def add_working_days(start, count):
-    """Return `start` moved forward by `count` working days (Monday to Friday), keeping the local time of day.
-
-    TODO: public holidays and the weekend days worked in exchange (调休) are not in the
-    calendar yet, so a deadline across a holiday comes early.
-    """
-    local = start.astimezone(LOCAL_TIME)
-    moved = 0
-    while moved < count:
-        local += timedelta(days=1)
-        if local.weekday() < 5:
-            moved += 1
-    return local.astimezone(timezone.utc)
-
-
 def next_season_start(company_id, today):
     """First day of the company's next heating season after `today`.
 
@@ -135,7 +121,7 @@ def deadline(company_id, key, now=None):
         if due <= now:
             due = datetime.combine(start, time(0, 0), LOCAL_TIME).astimezone(timezone.utc)
     elif unit == "working_days":
-        due = add_working_days(now, amount)
+        due = add_working_days(company_id, now, amount)
     elif unit == "hours":
         due = now + timedelta(hours=amount)
     else:

@@ -1,4 +1,4 @@
-"""The JSON API /api/v1: the whole suspension flow, validation errors, company isolation and the OpenAPI document."""
+"""The JSON API /api/v1: the whole suspension flow, task list filters and paging, validation errors, company isolation and the OpenAPI document."""
 
 import pytest
 import sqlalchemy as sa
@@ -232,3 +232,90 @@ def test_post_needs_json_not_csrf_token(demo, make_account, login, monkeypatch):
     assert db.session.get(HumanTask, task_id).claimed_by_id is None
 
     assert approver.post(f"{API}/tasks/{task_id}/claim", json={}).status_code == 200
+
+
+def _page(client, **query):
+    response = client.get(f"{API}/tasks", query_string=query)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_task_list_pages_by_cursor(demo, make_account, login):
+    accounts = [make_account("TJ", "87.35") for _ in range(5)]
+    clerk, approver = login("tj_clerk"), login("tj_approver")
+    started = [_open_task(_start(clerk, account.account_no).get_json(), "approval")["id"] for account in accounts]
+
+    first = _page(approver, limit=2)
+    assert [task["id"] for task in first["tasks"]] == started[:2]
+    assert first["tasks"][0]["account_no"] == accounts[0].account_no
+    assert first["tasks"][0]["company_code"] == "TJ"
+    assert first["tasks"][0]["process_type"] == "suspension"
+    assert first["tasks"][0]["due_at"]
+    assert first["tasks"][0]["overdue"] is False
+    second = _page(approver, limit=2, after=first["next_after"])
+    assert [task["id"] for task in second["tasks"]] == started[2:4]
+    last = _page(approver, limit=2, after=second["next_after"])
+    assert [task["id"] for task in last["tasks"]] == started[4:]
+    assert last["next_after"] is None
+    newest = _page(approver, limit=2, sort="created_desc")
+    assert [task["id"] for task in newest["tasks"]] == started[:2:-1][:2]
+
+
+def test_task_list_filters(demo, make_account, login):
+    accounts = [make_account("TJ", "87.35") for _ in range(3)]
+    clerk, approver = login("tj_clerk"), login("tj_approver")
+    started = [_open_task(_start(clerk, account.account_no).get_json(), "approval")["id"] for account in accounts]
+    db.session.execute(sa.update(HumanTask).where(HumanTask.id == started[1]).values(due_at=None))
+    task = db.session.get(HumanTask, started[2])
+    task.due_at = task.created_at.replace(year=2020)
+    db.session.commit()
+
+    assert _task_ids(approver, process_type="suspension") == started
+    assert _task_ids(approver, process_type="waiver") == []
+    assert _task_ids(approver, account_no=accounts[0].account_no) == started[:1]
+    assert _task_ids(approver, account_no=accounts[0].account_no[:6]) == started
+    overdue = _page(approver, overdue="true")["tasks"]
+    assert [item["id"] for item in overdue] == started[2:]
+    assert overdue[0]["overdue"] is True
+    # A task without a due time is left out of the due-date order.
+    assert _task_ids(approver, sort="due") == [started[2], started[0]]
+
+    _claim_and_complete(approver, started[0], {"decision": "approve", "comment": "同意"})
+    assert started[0] in _task_ids(approver, status="completed")
+    assert started[0] not in _task_ids(approver)
+
+
+def test_task_list_company_filter_for_group(demo, make_account, login):
+    tj_task = _open_task(_start(login("tj_clerk"), make_account("TJ", "87.35").account_no).get_json(), "approval")["id"]
+    qd_task = _open_task(_start(login("qd_clerk"), make_account("QD", "87.35").account_no).get_json(), "approval")["id"]
+    # Both requests wait in the group lane, as after an escalation.
+    db.session.execute(sa.update(HumanTask).where(HumanTask.id.in_([tj_task, qd_task])).values(lane_role="group_approver"))
+    db.session.commit()
+    hq = login("hq_approver")
+    assert set(_task_ids(hq)) == {tj_task, qd_task}
+    assert _task_ids(hq, company="TJ") == [tj_task]
+    assert _task_ids(hq, company="QD") == [qd_task]
+    body = _assert_error(hq.get(f"{API}/tasks", query_string={"company": "XX"}), 400, "invalid_input")
+    assert "XX" in body["message"]
+    # Company staff see their own company's lanes only, whatever company they name.
+    assert _task_ids(login("qd_approver"), company="TJ") == []
+
+
+def test_task_list_rejects_bad_query(demo, login):
+    approver = login("tj_approver")
+    _assert_error(approver.get(f"{API}/tasks", query_string={"limit": "0"}), 400, "validation_error")
+    _assert_error(approver.get(f"{API}/tasks", query_string={"limit": "201"}), 400, "validation_error")
+    _assert_error(approver.get(f"{API}/tasks", query_string={"status": "lost"}), 400, "validation_error")
+    _assert_error(approver.get(f"{API}/tasks", query_string={"sort": "random"}), 400, "validation_error")
+    _assert_error(approver.get(f"{API}/tasks", query_string={"account_no": "12%"}), 400, "validation_error")
+    body = _assert_error(approver.get(f"{API}/tasks", query_string={"after": "yesterday"}), 400, "invalid_input")
+    assert "分页参数无效" in body["message"]
+
+
+def test_openapi_describes_task_filters(app_ctx, client):
+    document = client.get(f"{API}/openapi.json").get_json()
+    parameters = {item["name"]: item for item in document["paths"]["/api/v1/tasks"]["get"]["parameters"]}
+    assert set(parameters) >= {"process_type", "company", "account_no", "status", "overdue", "sort", "after", "limit"}
+    assert parameters["limit"]["schema"]["maximum"] == 200
+    page = document["components"]["schemas"]["TaskPage"]
+    assert set(page["properties"]) == {"tasks", "next_after"}

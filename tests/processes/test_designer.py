@@ -1,5 +1,7 @@
 """The designer's endpoints: opening, drafts, per-element validation, deploying versions, templates and instance paths."""
 
+import re
+
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -238,3 +240,60 @@ def test_validate_unconnected_task(demo, login):
         bundled = (BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8")
         response = admin.post(f"/processes/design/{process_type}/validate", data={"xml": bundled})
         assert response.get_json()["errors"] == [], process_type
+
+
+def _drift(hq):
+    page = hq.get("/processes/design/templates")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    rows = {}
+    for match in re.finditer(r'<tr data-company="(\w+)" data-process-type="suspension"[^>]*>(.*?)</tr>', html, re.S):
+        rows[match.group(1)] = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", match.group(2), re.S)]
+    return rows
+
+
+def test_model_records_template_lineage(demo, login):
+    tj = demo["TJ"].id
+    assert latest_model(tj, "suspension").template_version == 0
+    hq = login("hq_admin")
+    assert hq.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)}).get_json()["version"] == 1
+
+    admin = login("tj_admin")
+    assert admin.get(f"{DESIGN}/source?from=template").get_json()["template_version"] == 1
+    changed = _with_review_task(form=True).replace('name="营业员复核"', 'name="营业员复核（天津）"')
+    assert admin.post(f"{DESIGN}/draft", data={"xml": changed, "base_version": "1"}).status_code == 200
+    assert db.session.scalar(sa.select(ProcessDraft.template_version).filter_by(company_id=tj)) == 1
+    assert admin.post(f"{DESIGN}/deploy", data={"xml": changed}).status_code == 200
+    model = latest_model(tj, "suspension")
+    assert (model.version, model.template_version) == (2, 1)
+
+    # Reopening the published copy keeps its lineage for the next deploy.
+    assert admin.get(f"{DESIGN}/source").get_json()["template_version"] == 1
+    assert admin.post(f"{DESIGN}/deploy", data={"xml": changed.replace("天津", "天津市")}).status_code == 200
+    assert latest_model(tj, "suspension").template_version == 1
+
+
+def test_exact_template_copy_is_recognised(demo, login):
+    hq = login("hq_admin")
+    hq.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)})
+    admin = login("qd_admin")
+    # The published copy (template 0) is open, but the deployed text is template 1's.
+    assert admin.get(f"{DESIGN}/source").get_json()["template_version"] == 0
+    assert admin.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)}).status_code == 200
+    assert latest_model(demo["QD"].id, "suspension").template_version == 1
+
+
+def test_headquarters_sees_template_drift(demo, login):
+    hq = login("hq_admin")
+    rows = _drift(hq)
+    assert rows["TJ"][2:] == ["1", "0", "未修改", "0", "已是最新模板"]
+    hq.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True)})
+
+    admin = login("tj_admin")
+    admin.get(f"{DESIGN}/source?from=template")
+    admin.post(f"{DESIGN}/deploy", data={"xml": _with_review_task(form=True).replace('name="营业员复核"', 'name="复核"')})
+    rows = _drift(hq)
+    assert rows["TJ"][2:] == ["2", "1", "已修改", "1", "已是最新模板"]
+    assert rows["QD"][2:] == ["1", "0", "未修改", "1", "模板已更新，尚未跟进"]
+    assert login("tj_admin").get("/processes/design/templates").status_code == 403
+    assert login("tj_clerk").get("/processes/design/templates").status_code == 403

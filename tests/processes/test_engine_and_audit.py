@@ -12,7 +12,7 @@ from app.billing.models import LedgerEntry
 from app.demo import install_demo
 from app.extensions import db
 from app.network.models import Account
-from app.processes.audit import verify_chain
+from app.processes.audit import record_event, verify_chain
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, spec_for
 from app.processes.engine import ModelValidationError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow, validate_model
 from app.processes.models import PROCESS_TYPES, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel
@@ -163,3 +163,36 @@ def test_hash_chain_detects_tampering(demo, make_account, login):
     report = verify_chain(instance.id)
     assert report.bad_seq == 3
     assert "entry 2 is missing" in report.message
+
+
+def test_hash_chain_detects_deleted_newest_events(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), account.id)
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
+    submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "reject", "comment": "材料不全"})
+    db.session.refresh(instance)
+    assert (instance.audit_seq, verify_chain(instance.id).events) == (5, 5)
+    newest = db.session.scalar(sa.select(ProcessEvent.hash).where(ProcessEvent.instance_id == instance.id, ProcessEvent.seq == 5))
+    assert instance.audit_hash == newest
+
+    events = ProcessEvent.__table__
+    db.session.execute(sa.delete(events).where(events.c.instance_id == instance.id, events.c.seq >= 4))
+    db.session.commit()
+    report = verify_chain(instance.id)
+    assert not report.ok
+    assert report.bad_seq == 4
+    assert "entries 4 to 5 are missing" in report.message
+
+
+def test_events_of_a_failed_step_are_not_stored(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), account.id)
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
+    db.session.refresh(instance)
+    head = (instance.audit_seq, instance.audit_hash)
+    locked = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.id == instance.id))
+    record_event(locked, "claimed", task_name="不会保存")
+    db.session.rollback()
+    db.session.refresh(instance)
+    assert (instance.audit_seq, instance.audit_hash) == head
+    assert verify_chain(instance.id).ok

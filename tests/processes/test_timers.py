@@ -9,8 +9,9 @@ from app.extensions import db
 from app.network.models import Account
 from app.payments.services import collect_payment
 from app.processes.admin import resume_instance, suspend_instance
+from app.processes.calendar import add_working_days
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance, ProcessTimer, TimerSetting
-from app.processes.timers import add_working_days, deadline, fire_due_timers, fire_timer
+from app.processes.timers import deadline, fire_due_timers, fire_timer
 from app.tenancy import SYSTEM_SCOPE, set_scope
 from tests.processes.conftest import fire_timer_of, instance_of, open_task, start_process_request, start_request, submit_task, user
 
@@ -40,13 +41,14 @@ def _suspension(login, make_account, code="TJ", area="87.35"):
     return instance_of(account.id, "suspension")
 
 
-def test_working_days_skip_weekend():
+def test_working_days_skip_weekend(demo):
+    tj = demo["TJ"].id
     # Friday 2026-12-04 10:00 in Beijing (02:00 UTC) + 3 working days = Wednesday 2026-12-09 10:00 Beijing.
     friday = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
-    assert add_working_days(friday, 3) == datetime(2026, 12, 9, 2, 0, tzinfo=UTC)
+    assert add_working_days(tj, friday, 3) == datetime(2026, 12, 9, 2, 0, tzinfo=UTC)
     # Saturday + 1 working day = Monday.
     saturday = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
-    assert add_working_days(saturday, 1) == datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    assert add_working_days(tj, saturday, 1) == datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 
 
 def test_suspension_deadline_is_next_season(demo):
@@ -79,7 +81,7 @@ def test_start_arms_company_timers(demo, make_account, login):
     # QD keeps the default reminder of one working day.
     other = _suspension(login, make_account, code="QD")
     reminder_due = _aware(_timers(other.id)["remind_company_approval"].due_at)
-    assert reminder_due >= add_working_days(before, 1) - timedelta(seconds=1)
+    assert reminder_due >= add_working_days(demo["QD"].id, before, 1) - timedelta(seconds=1)
 
 
 def test_escalation_timer_moves_task_to_group(demo, make_account, login):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 8a6cff85ae42
+Revision ID: aeea4dbc30bb
 Revises: 
-Create Date: 2026-12-04 22:11:49.678395
+Create Date: 2026-12-04 22:40:30.686626
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '8a6cff85ae42'
+revision = 'aeea4dbc30bb'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -327,6 +327,22 @@ def upgrade():
     with op.batch_alter_table('building', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_building_company_id'), ['company_id'], unique=False)
 
+    op.create_table('calendar_day',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('updated_by_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_calendar_day_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['user.id'], name=op.f('fk_calendar_day_updated_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_calendar_day')),
+    sa.UniqueConstraint('company_id', 'day', name=op.f('uq_calendar_day_company_id_day'))
+    )
+    with op.batch_alter_table('calendar_day', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_calendar_day_company_id'), ['company_id'], unique=False)
+
     op.create_table('channel_statement',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('channel', sa.String(length=24), nullable=False),
@@ -450,6 +466,7 @@ def upgrade():
     sa.Column('process_type', sa.String(length=32), nullable=False),
     sa.Column('bpmn_xml', sa.Text(), nullable=False),
     sa.Column('base_version', sa.Integer(), nullable=True),
+    sa.Column('template_version', sa.Integer(), nullable=True),
     sa.Column('updated_by_id', sa.Integer(), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
@@ -467,6 +484,7 @@ def upgrade():
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('bpmn_xml', sa.Text(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('template_version', sa.Integer(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -796,6 +814,8 @@ def upgrade():
     sa.Column('state', sa.Text(), nullable=False),
     sa.Column('started_by_id', sa.Integer(), nullable=False),
     sa.Column('decision_versions', sa.JSON(), nullable=False),
+    sa.Column('audit_seq', sa.Integer(), nullable=False),
+    sa.Column('audit_hash', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
@@ -1407,6 +1427,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_channel_statement_company_id'))
 
     op.drop_table('channel_statement')
+    with op.batch_alter_table('calendar_day', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_calendar_day_company_id'))
+
+    op.drop_table('calendar_day')
     with op.batch_alter_table('building', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_building_company_id'))
 
