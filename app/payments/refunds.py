@@ -262,7 +262,7 @@ def _pay_at_counter(refund_id):
         db.session.rollback()
         return refund
     company = db.session.get(Company, refund.company_id)
-    # TODO: print the refund receipt as a PDF; today the refund only takes its receipt number.
+    # The cashier prints the refund receipt from the payment page (payments.refund_receipt_pdf).
     refund.receipt_no = next_receipt_no(company, utcnow())
     complete_refund(refund)
     db.session.commit()

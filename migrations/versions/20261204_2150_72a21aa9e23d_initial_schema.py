@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b930f5a2ea02
+Revision ID: 72a21aa9e23d
 Revises: 
-Create Date: 2026-12-04 20:42:08.021010
+Create Date: 2026-12-04 21:50:22.348192
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'b930f5a2ea02'
+revision = '72a21aa9e23d'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1085,6 +1085,7 @@ def upgrade():
     sa.Column('out_refund_no', sa.String(length=64), nullable=False),
     sa.Column('channel_refund_id', sa.String(length=64), nullable=True),
     sa.Column('receipt_no', sa.String(length=32), nullable=True),
+    sa.Column('receipt_prints', sa.Integer(), nullable=False),
     sa.Column('failure_reason', sa.String(length=255), nullable=False),
     sa.Column('request_token', sa.String(length=64), nullable=True),
     sa.Column('requested_by_id', sa.Integer(), nullable=True),
