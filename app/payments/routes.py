@@ -304,12 +304,16 @@ def qr_svg(text):
 def receipt_pdf(payment_id):
     """Send the receipt PDF of a payment. Every print after the first is marked 补打."""
     payment = _load_payment(payment_id)
+    return _receipt_response(print_receipt, payment, f"receipt-{payment.receipt_no}.pdf")
+
+
+def _receipt_response(print_function, record, filename):
+    """Print a receipt of `record` with `print_function` and send it inline, or answer 503 when it cannot be drawn."""
     try:
-        pdf = print_receipt(payment)
+        pdf = print_function(record)
     except ReceiptError as error:
-        logger.error("Receipt of payment %s could not be drawn: %s", payment.id, error)
+        logger.error("Receipt %s could not be drawn: %s", filename, error)
         abort(503, str(error))
-    filename = f"receipt-{payment.receipt_no}.pdf"
     return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
 
@@ -323,13 +327,7 @@ def refund_receipt_pdf(refund_id):
     _load_payment(refund.payment_id)
     if not refund.receipt_no or refund.status != "succeeded":
         abort(404, f"退费 {refund_id} 不是已完成的柜台退费，没有退费收据；原路退回的退费以渠道到账为准。")
-    try:
-        pdf = print_refund_receipt(refund)
-    except ReceiptError as error:
-        logger.error("Receipt of refund %s could not be drawn: %s", refund.id, error)
-        abort(503, str(error))
-    filename = f"refund-receipt-{refund.receipt_no}.pdf"
-    return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return _receipt_response(print_refund_receipt, refund, f"refund-receipt-{refund.receipt_no}.pdf")
 
 
 def _notification_response(channel_code):

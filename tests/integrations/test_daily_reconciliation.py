@@ -17,28 +17,23 @@ from app.extensions import db
 from app.integrations import bank
 from app.org.models import User
 from app.payments.daily_reconciliation import reconciliation_targets
-from app.payments.models import ChannelStatement, OnlineOrder, Payment, ReconciliationItem, ReconciliationRun, Refund
+from app.payments.models import ChannelStatement, Payment, ReconciliationItem, ReconciliationRun, Refund
 from app.payments.refunds import request_refund
 from app.payments.reconciliation import resolve_item
 from app.tasks.reconciliation import reconcile_all_task, reconcile_day_task
 from test_bank import BANK, TJ_BANK_ID, bank_world  # noqa: F401  (fixture)
-from wechatpay_helpers import SUB_MCHIDS, accounts_of, wait_for
+from wechatpay_helpers import SUB_MCHIDS, accounts_of, paid_online_order, wait_for
 
 pytestmark = pytest.mark.xdist_group("daily-reconciliation")
 D = Decimal
 
 
+
+def _payment_of(account, channel, simulator, merchant):
+    return db.session.get(Payment, paid_online_order(account, channel, simulator, merchant).payment_id)
+
 def _today():
     return datetime.now(LOCAL_TIME).date()
-
-
-def _paid(account, channel, simulator, merchant):
-    from app.payments.online import create_online_order
-
-    order = create_online_order(account, channel)
-    simulator.pay(merchant, order.out_trade_no)
-    assert wait_for(lambda: (db.session.expire_all() or db.session.get(OnlineOrder, order.id).status) == "paid")
-    return db.session.get(Payment, db.session.get(OnlineOrder, order.id).payment_id)
 
 
 def _user(username):
@@ -60,7 +55,7 @@ def test_wechat_day_planted_differences(wechat):
     tj = wechat["demo"]["TJ"]
     simulator = wechat["simulator"]
     merchant = SUB_MCHIDS["TJ"]
-    payments = [_paid(account, "wechat", simulator, merchant) for account in accounts_of(tj, 3)]
+    payments = [_payment_of(account, "wechat", simulator, merchant) for account in accounts_of(tj, 3)]
     refund = request_refund(payments[0].id, "10.00", "面积核减", _user("tj_cashier"))
     assert wait_for(lambda: (db.session.expire_all() or db.session.get(Refund, refund.id).status) == "succeeded")
     day = _today()
@@ -106,8 +101,8 @@ def test_wechat_day_without_trades(wechat):
 def test_alipay_day_planted_differences(alipay_world):
     demo = alipay_world["demo"]
     simulator = alipay_world["simulator"]
-    tj_payments = [_paid(account, "alipay", simulator, TJ_APP_ID) for account in accounts_of(demo["TJ"], 3)]
-    qd_payment = _paid(accounts_of(demo["QD"], 1)[0], "alipay", simulator, QD_APP_ID)
+    tj_payments = [_payment_of(account, "alipay", simulator, TJ_APP_ID) for account in accounts_of(demo["TJ"], 3)]
+    qd_payment = _payment_of(accounts_of(demo["QD"], 1)[0], "alipay", simulator, QD_APP_ID)
     refund = request_refund(tj_payments[0].id, "20.00", "面积核减", _user("tj_cashier"))
     assert refund.status == "succeeded"
     day = _today()

@@ -10,23 +10,18 @@ from alipay_helpers import TJ_APP_ID
 from app.billing.models import LedgerEntry
 from app.extensions import celery, db
 from app.org.models import User
-from app.payments.models import OnlineOrder, Payment, Refund
+from app.payments.models import Payment, Refund
 from app.payments.refunds import refundable_amount, request_refund
 from app.tasks.payments import query_stuck_refunds_task
-from wechatpay_helpers import SUB_MCHIDS, accounts_of, wait_for
+from wechatpay_helpers import SUB_MCHIDS, accounts_of, paid_online_order, wait_for
 
 pytestmark = pytest.mark.xdist_group("online-refunds")
 D = Decimal
 
 
-def _paid_payment(account, channel, simulator, merchant):
-    from app.payments.online import create_online_order
 
-    order = create_online_order(account, channel)
-    simulator.pay(merchant, order.out_trade_no)
-    assert wait_for(lambda: (db.session.expire_all() or db.session.get(OnlineOrder, order.id).status) == "paid")
-    return db.session.get(Payment, db.session.get(OnlineOrder, order.id).payment_id)
-
+def _payment_of(account, channel, simulator, merchant):
+    return db.session.get(Payment, paid_online_order(account, channel, simulator, merchant).payment_id)
 
 def _cashier():
     return db.session.scalar(sa.select(User).filter_by(username="tj_cashier"))
@@ -43,7 +38,7 @@ def _posted(refund_id):
 
 def test_wechat_lost_confirmation_completed(wechat):
     simulator = wechat["simulator"]
-    payment = _paid_payment(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
+    payment = _payment_of(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
     simulator.refund_notifications = False
     refund = request_refund(payment.id, "30.00", "面积核减", _cashier())
     time.sleep(0.3)
@@ -64,7 +59,7 @@ def test_wechat_lost_confirmation_completed(wechat):
 
 def test_wechat_abnormal_refund_failed(wechat):
     simulator = wechat["simulator"]
-    payment = _paid_payment(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
+    payment = _payment_of(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
     simulator.refund_notifications = False
     simulator.refund_outcome = "ABNORMAL"
     refund = request_refund(payment.id, str(payment.amount), "重复缴费", _cashier())
@@ -78,7 +73,7 @@ def test_wechat_abnormal_refund_failed(wechat):
 
 def test_wechat_unsent_refund_sent_again(wechat, app, monkeypatch):
     simulator = wechat["simulator"]
-    payment = _paid_payment(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
+    payment = _payment_of(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
     # The channel cannot be reached when the refund is submitted.
     monkeypatch.setitem(app.config, "WECHATPAY_API_BASE", "http://127.0.0.1:9")
     refund = request_refund(payment.id, "12.00", "面积核减", _cashier())
@@ -96,7 +91,7 @@ def test_wechat_unsent_refund_sent_again(wechat, app, monkeypatch):
 
 def test_alipay_lost_reply_completed(alipay_world):
     simulator = alipay_world["simulator"]
-    payment = _paid_payment(accounts_of(alipay_world["demo"]["TJ"], 1)[0], "alipay", simulator, TJ_APP_ID)
+    payment = _payment_of(accounts_of(alipay_world["demo"]["TJ"], 1)[0], "alipay", simulator, TJ_APP_ID)
     simulator.lose_refund_replies = True
     simulator.refund_notifications = False
     refund = request_refund(payment.id, "40.00", "面积核减", _cashier())
