@@ -42,8 +42,9 @@ def init_celery(flask_app):
             "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
             # Yesterday's finance vouchers, after midnight local time.
             "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},
-            # Yesterday's statements of every channel merchant. WeChat Pay publishes trade bills
-            # after 10:00 and Alipay after 09:00 the next day; a bill not ready yet is asked for again.
+            # Yesterday's statements of every channel merchant. WeChat Pay's partner documentation
+            # (bill download, product introduction) says bills are ready after 10:00 the next day;
+            # a statement not ready yet is asked for again by the task.
             "daily-reconciliation": {"task": "payments.reconcile_all", "schedule": crontab(hour=10, minute=30)},
             # E-invoices whose issue task was lost, and refunds whose confirmation never came.
             "e-invoice-sweep": {

@@ -73,6 +73,8 @@ def our_lines(company_id, channel, merchant_id, day):
         )
     ).all()
     lines = [OurLine("payment", txn, out_trade_no, amount, payment_id) for payment_id, txn, amount, out_trade_no in rows]
+    # NOTE: a refund counts on the day it completed here, while WeChat Pay's bill dates it by
+    # when the channel accepted it, so a refund confirmed after midnight shows as a difference.
     refunds = db.session.execute(
         sa.select(Refund, Payment.channel_transaction_id, OnlineOrder.out_trade_no)
         .join(Payment, Payment.id == Refund.payment_id)
@@ -80,6 +82,7 @@ def our_lines(company_id, channel, merchant_id, day):
         .where(
             Refund.company_id == company_id, Refund.channel == payment_channel, Refund.kind == "refund",
             Refund.status == "succeeded", Refund.completed_at >= start, Refund.completed_at < end,
+            sa.or_(OnlineOrder.id.is_(None), OnlineOrder.sub_mchid == merchant_id),
         )
     ).all()
     for refund, payment_txn, out_trade_no in refunds:

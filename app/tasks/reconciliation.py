@@ -11,8 +11,8 @@ from app.payments.reconciliation import ReconciliationError
 from app.tenancy import company_scope, scoped
 
 logger = logging.getLogger(__name__)
-# A statement that is not ready (WeChat Pay bills appear after 10:00 the next day) or cannot be
-# downloaded is asked for again this often, this many times, before the day is left to a manual run.
+# A statement that is not ready yet or cannot be downloaded is requested again this often, this
+# many times (4 hours in all), before the day is left to a manual run.
 DOWNLOAD_RETRY_SECONDS = 30 * 60
 DOWNLOAD_MAX_RETRIES = 8
 
