@@ -43,11 +43,11 @@ def reconciliation_targets(company_ids=None, channel=None):
     """Every active merchant of the given companies (all when None), optionally of one statement channel."""
     targets = []
     queries = (
-        ("wechatpay", sa.select(WechatMerchant.company_id, sa.literal("wechatpay"), WechatMerchant.sub_mchid).filter_by(active=True)),
-        ("alipay", sa.select(AlipayApp.company_id, sa.literal("alipay"), AlipayApp.app_id).filter_by(active=True)),
-        ("bank", sa.select(BankAgreement.company_id, "bank:" + BankAgreement.bank_code, BankAgreement.bank_company_id).filter_by(active=True)),
+        sa.select(WechatMerchant.company_id, sa.literal("wechatpay"), WechatMerchant.sub_mchid).filter_by(active=True),
+        sa.select(AlipayApp.company_id, sa.literal("alipay"), AlipayApp.app_id).filter_by(active=True),
+        sa.select(BankAgreement.company_id, "bank:" + BankAgreement.bank_code, BankAgreement.bank_company_id).filter_by(active=True),
     )
-    for _, query in queries:
+    for query in queries:
         for company_id, channel_name, merchant_id in db.session.execute(query).all():
             if company_ids is not None and company_id not in company_ids:
                 continue
