@@ -7,6 +7,9 @@ from flask import has_app_context
 
 from app.extensions import celery
 
+# Seconds between runs of the sweeps that pick up e-invoices and refunds left waiting.
+SWEEP_INTERVAL_SECONDS = 300
+
 
 class AppContextTask(Task):
     """Run the task inside the current app context, or inside the app Celery was last bound to."""
@@ -39,6 +42,19 @@ def init_celery(flask_app):
             "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
             # Yesterday's finance vouchers, after midnight local time.
             "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},
+            # Yesterday's statements of every channel merchant. WeChat Pay's partner documentation
+            # (bill download, product introduction) says bills are ready after 10:00 the next day;
+            # a statement not ready yet is asked for again by the task.
+            "daily-reconciliation": {"task": "payments.reconcile_all", "schedule": crontab(hour=10, minute=30)},
+            # E-invoices whose issue task was lost, and refunds whose confirmation never came.
+            "e-invoice-sweep": {
+                "task": "invoicing.issue_pending_e_invoices", "schedule": SWEEP_INTERVAL_SECONDS,
+                "kwargs": {"older_than_seconds": flask_app.config["EINVOICE_SWEEP_AFTER_SECONDS"]},
+            },
+            "stuck-refunds": {
+                "task": "payments.query_stuck_refunds", "schedule": SWEEP_INTERVAL_SECONDS,
+                "kwargs": {"older_than_seconds": flask_app.config["REFUND_QUERY_AFTER_SECONDS"]},
+            },
         },
     )
     celery.flask_app = flask_app

@@ -312,6 +312,54 @@ def vouchers_command(voucher_date, company_code):
         click.echo(f"{content['voucher_no']}: debit {content['debit_total']}, credit {content['credit_total']}, {len(content['lines'])} lines")
 
 
+@heat.command("reconcile")
+@click.option("--date", "day_text", required=True, help="Local business day whose statements to reconcile, e.g. 2026-01-05.")
+@click.option("--company", "company_code", help="Company code, e.g. TJ; all companies when omitted.")
+@click.option("--channel", help="Statement channel: wechatpay, alipay or bank:<bank code>; all when omitted.")
+def reconcile_command(day_text, company_code, channel):
+    """Download each merchant's statement of a day and reconcile it; exit 1 when any failed.
+
+    Prints one line per merchant: company, channel, merchant, then the counts or the error.
+    """
+    from datetime import date
+
+    from app.payments.daily_reconciliation import reconcile_targets, reconciliation_targets
+
+    try:
+        day = date.fromisoformat(day_text)
+    except ValueError:
+        click.echo(f"--date {day_text!r} is not a date such as 2026-01-05.", err=True)
+        sys.exit(1)
+    company_ids = {_company_id_or_exit(company_code)} if company_code else None
+    targets = reconciliation_targets(company_ids, channel)
+    if not targets:
+        click.echo("No active merchant matches; nothing reconciled.", err=True)
+        sys.exit(1)
+    failed = 0
+    codes = _company_codes()
+    for outcome in reconcile_targets(targets, day):
+        target = outcome.target
+        prefix = f"{codes.get(target.company_id, target.company_id)} {target.channel} {target.merchant_id} {day}"
+        if outcome.error:
+            failed += 1
+            click.echo(f"{prefix}: failed: {outcome.error}", err=True)
+        else:
+            run = outcome.run
+            click.echo(f"{prefix}: {run.matched} matched, {run.differences} differences, run {run.runs}")
+    if failed:
+        sys.exit(1)
+
+
+def _company_codes():
+    """{company id: company code} of every company."""
+    import sqlalchemy as sa
+
+    from app.extensions import db
+    from app.org.models import Company
+
+    return dict(db.session.execute(sa.select(Company.id, Company.code)).all())
+
+
 @heat.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server listens on.")
 @click.option("--port", default=5000, show_default=True, help="Port of the web server.")

@@ -24,6 +24,6 @@ celery = Celery(
     "heatflow", task_cls="app.celery_app:AppContextTask",
     include=[
         "app.tasks.ledger", "app.tasks.billing", "app.tasks.processes", "app.tasks.invoicing", "app.tasks.reconciliation",
-        "app.tasks.outbox",
+        "app.tasks.payments", "app.tasks.outbox",
     ],
 )

@@ -84,6 +84,12 @@ class DefaultConfig:
 
     # Bank collection: the HMAC key agreed with each bank, as "BANKCODE=/path/key,...".
     BANK_KEY_FILES = _file_map("HEATFLOW_BANK_KEY_FILES")
+    # Base URL each bank serves its daily reconciliation files from, as "BANKCODE=https://host/path,...".
+    BANK_STATEMENT_URLS = _file_map("HEATFLOW_BANK_STATEMENT_URLS")
+    # Seconds a refund may stay `processing` before the stuck-refund sweep asks its channel.
+    REFUND_QUERY_AFTER_SECONDS = float(os.environ.get("HEATFLOW_REFUND_QUERY_AFTER_SECONDS", "600"))
+    # E-invoices still pending after this many seconds are queued again by the sweep.
+    EINVOICE_SWEEP_AFTER_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_SWEEP_AFTER_SECONDS", "300"))
     # E-invoice vendor (app/integrations/nuonuo.py). The group's app key and secret sign every
     # call; each company's seller tax id comes from its invoice settings. Without a key no
     # vendor call is made and e-invoices are listed as failed.

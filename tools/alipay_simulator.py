@@ -12,14 +12,18 @@ Without key files the simulator writes fresh ones into --key-dir: app_private.pe
 it with alipay_public.pem as ALIPAY_APP_KEY_FILES for the app id printed at start),
 app_public.pem and alipay_private.pem.
 
-Gateway methods: alipay.trade.precreate, alipay.trade.query, alipay.trade.refund and
-alipay.trade.close. A call with app_auth_token acts for the app that granted the token
+Gateway methods: alipay.trade.precreate, alipay.trade.query, alipay.trade.refund,
+alipay.trade.fastpay.refund.query, alipay.trade.close and
+alipay.data.dataservice.bill.downloadurl.query, whose URL serves the day's trade bill as a
+zip of GBK CSV files. A call with app_auth_token acts for the app that granted the token
 (ISV mode); its notifications carry that app as auth_app_id. Endpoints besides the gateway:
     POST /simulator/pay   {"app_id": "...", "out_trade_no": "...", "total_amount": "optional"}
     GET  /simulator/deliveries
 """
 
 import argparse
+import csv
+import io
 import json
 import logging
 import secrets
@@ -29,7 +33,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
+import zipfile
+from datetime import date, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -48,6 +53,12 @@ logger = logging.getLogger("alipay_simulator")
 RETRY_SCHEDULE_SECONDS = (240, 600, 600, 3600, 7200, 21600, 54000)
 DELIVERY_TIMEOUT_SECONDS = 5
 GATEWAY_PATH = "/gateway.do"
+BILL_PATH = "/downloadBillFile.resource"
+BILL_HEADER = (
+    "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间", "门店编号", "门店名称", "操作员", "终端号", "对方账户",
+    "订单金额（元）", "商家实收（元）", "支付宝红包（元）", "集分宝（元）", "支付宝优惠（元）", "商家优惠（元）", "券核销金额（元）", "券名称",
+    "商家红包消费金额（元）", "卡消费金额（元）", "退款批次号/请求号", "服务费（元）", "分润（元）", "备注",
+)
 
 
 class Simulator(SimulatorServer):
@@ -64,6 +75,16 @@ class Simulator(SimulatorServer):
         self.orders = {}  # (merchant app id, out_trade_no) -> order dict
         self.deliveries = []
         self.calls = []
+        # One dict per line of the daily trade bills: merchant, trade_no, out_trade_no, kind
+        # (交易 or 退款), amount (negative for a refund), time, batch (out_request_no of a
+        # refund). Tests edit it to plant differences.
+        self.bill_rows = []
+        self.bill_files = {}
+        self.base_url = ""
+        # False loses the refund notifications; True also answers refund calls with HTTP 504
+        # after making the refund, as a timed-out proxy would.
+        self.refund_notifications = True
+        self.lose_refund_replies = False
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -93,6 +114,8 @@ class Simulator(SimulatorServer):
         handler = {
             "alipay.trade.precreate": self._precreate, "alipay.trade.query": self._query,
             "alipay.trade.refund": self._refund, "alipay.trade.close": self._close,
+            "alipay.trade.fastpay.refund.query": self._refund_query,
+            "alipay.data.dataservice.bill.downloadurl.query": self._bill_url,
         }.get(method)
         if handler is None:
             return {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"}, method, True
@@ -162,11 +185,66 @@ class Simulator(SimulatorServer):
             order["refunds"][request_no] = amount
             if refunded + amount == order["amount"]:
                 order["status"] = "TRADE_CLOSED"
-            notify_url = order["notify_url"]
+            notify_url = order["notify_url"] if self.refund_notifications else ""
+            self.bill_rows.append({
+                "merchant": merchant, "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"], "kind": "退款",
+                "amount": -amount, "time": datetime.now(CHINA_TIME), "batch": request_no,
+            })
         if notify_url:
             extra = {"out_biz_no": request_no, "refund_fee": f"{refunded + amount:.2f}", "gmt_refund": _now_text()}
             self._start_delivery(order, extra)
         return self._refund_reply(order, "Y")
+
+    def _refund_query(self, params, merchant, content):
+        order = self._order(merchant, content)
+        if order is None:
+            return _business_error("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        request_no = content.get("out_request_no") or order["out_trade_no"]
+        amount = order["refunds"].get(request_no)
+        reply = {"code": "10000", "msg": "Success", "trade_no": order["trade_no"] or "", "out_trade_no": order["out_trade_no"]}
+        if amount is None:
+            # Alipay answers a refund it never made with an empty success.
+            return reply
+        return {**reply, "out_request_no": request_no, "refund_amount": f"{amount:.2f}", "total_amount": f"{order['amount']:.2f}",
+                "refund_status": "REFUND_SUCCESS"}
+
+    def _bill_url(self, params, merchant, content):
+        if content.get("bill_type") != "trade":
+            return _business_error("isv.invalid-bill-type", "账单类型不合法；模拟器只生成 trade 账单")
+        try:
+            day = date.fromisoformat(content.get("bill_date", ""))
+        except ValueError:
+            return _business_error("isp.bill_date_error", "账单日期格式不正确")
+        token = secrets.token_hex(12)
+        data = self.trade_bill(merchant, day)
+        with self.lock:
+            self.bill_files[token] = data
+        return {"code": "10000", "msg": "Success", "bill_download_url": f"{self.base_url}{BILL_PATH}?fileId={token}"}
+
+    def trade_bill(self, merchant, day):
+        """The trade bill of an app and day as Alipay zips it: a GBK detail CSV and a summary CSV."""
+        with self.lock:
+            rows = [row for row in self.bill_rows if row["merchant"] == merchant and row["time"].astimezone(CHINA_TIME).date() == day]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        for line in ("#支付宝业务明细查询", f"#账号：[{merchant}]", f"#起始日期：[{day:%Y年%m月%d日} 00:00:00]",
+                     "#-----------------------------------------业务明细列表----------------------------------------"):
+            buffer.write(line + "\r\n")
+        writer.writerow(BILL_HEADER)
+        for row in rows:
+            stamp = row["time"].astimezone(CHINA_TIME).strftime(alipay.TIMESTAMP_FORMAT)
+            amount = f"{row['amount']:.2f}"
+            writer.writerow([
+                row["trade_no"], row["out_trade_no"], row["kind"], "热费", stamp, stamp, "", "", "", "", "buyer@example.com",
+                amount, amount, "0.00", "0.00", "0.00", "0.00", "0.00", "", "0.00", "0.00", row.get("batch", ""), "0.00", "0.00", "",
+            ])
+        buffer.write("#-----------------------------------------业务明细列表结束------------------------------------\r\n")
+        buffer.write(f"#交易合计：{sum(1 for r in rows if r['kind'] == '交易')}笔\r\n")
+        archive_bytes = io.BytesIO()
+        with zipfile.ZipFile(archive_bytes, "w") as archive:
+            archive.writestr(f"{merchant}_{day:%Y%m%d}_业务明细.csv", buffer.getvalue().encode("gbk"))
+            archive.writestr(f"{merchant}_{day:%Y%m%d}_业务明细(汇总).csv", "#汇总\r\n".encode("gbk"))
+        return archive_bytes.getvalue()
 
     def _refund_reply(self, order, fund_change):
         return {
@@ -193,6 +271,10 @@ class Simulator(SimulatorServer):
             order["status"] = "TRADE_SUCCESS"
             order["trade_no"] = new_trade_no()
             order["gmt_payment"] = _now_text()
+            self.bill_rows.append({
+                "merchant": merchant, "trade_no": order["trade_no"], "out_trade_no": out_trade_no, "kind": "交易",
+                "amount": order["amount"], "time": channel_time(order["gmt_payment"]), "batch": "",
+            })
         extra = {"total_amount": total_amount} if total_amount is not None else {}
         self._start_delivery(order, extra)
         return order["trade_no"]
@@ -247,11 +329,16 @@ class Simulator(SimulatorServer):
     def start(self, port=0):
         """Serve on 127.0.0.1:`port` in a daemon thread; return the gateway URL."""
         port = self.serve(_Handler, port, "alipay-simulator")
-        return f"http://127.0.0.1:{port}{GATEWAY_PATH}"
+        self.base_url = f"http://127.0.0.1:{port}"
+        return f"{self.base_url}{GATEWAY_PATH}"
 
 
 def _business_error(sub_code, sub_msg):
     return {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}
+
+
+def channel_time(text):
+    return datetime.strptime(text, alipay.TIMESTAMP_FORMAT).replace(tzinfo=CHINA_TIME)
 
 
 def _now_text():
@@ -302,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": f"{self.path} is not simulated"})
         params = dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         response, method, sign = self.simulator.handle_call(params)
+        if method == "alipay.trade.refund" and self.simulator.lose_refund_replies:
+            return self._json(504, {"error": "gateway timeout (simulated after the refund was made)"})
         if not sign:
             # The gateway sends unsigned replies for errors before the app is known.
             return self._send(200, json.dumps({"error_response": response}, ensure_ascii=False).encode("utf-8"))
@@ -318,6 +407,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {"trade_no": trade_no})
 
     def do_GET(self):
+        path, _, query = self.path.partition("?")
+        if path == BILL_PATH:
+            data = self.simulator.bill_files.get(dict(urllib.parse.parse_qsl(query)).get("fileId", ""))
+            if data is None:
+                return self._json(404, {"error": "bill file unknown or expired"})
+            return self._send(200, data, "application/zip")
         if self.path == "/simulator/deliveries":
             with self.simulator.lock:
                 return self._json(200, {"deliveries": [dict(d, reply=(d["reply"] or b"").decode("utf-8", "replace")) for d in self.simulator.deliveries]})

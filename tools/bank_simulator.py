@@ -2,7 +2,8 @@
 
 It plays the bank side of app/integrations/bank.py against a running Heatflow on
 127.0.0.1, verifies the signature of every reply, remembers what it booked and writes the
-daily reconciliation file of those bookings.
+daily reconciliation file of those bookings. `serve_statements(port)` serves those files
+(GET /statements/<CompanyId>/<yyyyMMdd>, signed both ways) as the bank's file server.
 
     python tools/bank_simulator.py --url http://127.0.0.1:5000 --bank CEB --company-id TJ0001 \\
         --key-file instance/bank-CEB.key query 1201000001
@@ -15,22 +16,27 @@ same file in BANK_KEY_FILES.
 
 import argparse
 import json
+import re
 import secrets
 import sys
+import threading
 import urllib.error
 import urllib.request
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.integrations import bank  # noqa: E402
+from tools.simulator_server import SimulatorServer  # noqa: E402
 
 ENDPOINT = "/payments/bank/collect"
 REQUEST_TIMEOUT_SECONDS = 10
+STATEMENT_PATH = re.compile(r"/statements/(?P<company_id>[^/]+)/(?P<day>\d{8})")
 
 
-class BankSimulator:
+class BankSimulator(SimulatorServer):
     """The bank side of one collection agreement."""
 
     def __init__(self, base_url, bank_code, key, company_id):
@@ -40,6 +46,11 @@ class BankSimulator:
         self.company_id = company_id
         # (trade date, serial, account, amount, kind) of every request the bank booked as done.
         self.booked = []
+        # Rows the served files add to the bookings, and days (yyyyMMdd) whose file is not
+        # written yet; tests use them to plant differences and late files.
+        self.extra_rows = []
+        self.unready_days = set()
+        self.stopping = threading.Event()
 
     def message(self, tran_code, tran_seq=None, tran_date=None, **fields):
         """Build a request object with the common fields."""
@@ -102,6 +113,44 @@ class BankSimulator:
         net = sum((amount if kind == "缴费" else -amount for _, _, _, amount, kind in rows), Decimal("0"))
         lines = [f"{len(rows)}|{net:.2f}"] + [f"{d}|{seq}|{key}|{amount:.2f}|counter|{kind}" for d, seq, key, amount, kind in rows]
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+    def serve_statements(self, port=0):
+        """Serve the daily reconciliation files on 127.0.0.1:`port` in a daemon thread; return the base URL."""
+        port = self.serve(_StatementHandler, port, "bank-statements")
+        return f"http://127.0.0.1:{port}"
+
+    def statement_reply(self, path, headers):
+        """Answer GET `path` of the file server: (HTTP status, body)."""
+        try:
+            bank.verify_signature(headers, path.encode("utf-8"), self.key)
+        except bank.channel.NotificationRejected as error:
+            return 401, f"signature rejected: {error.reason}".encode("utf-8")
+        match = STATEMENT_PATH.fullmatch(path)
+        if match is None or match["company_id"] != self.company_id:
+            return 404, b"no such file"
+        day = match["day"]
+        if day in self.unready_days or day > f"{bank.local_today():%Y%m%d}":
+            return 404, b"file not written yet"
+        return 200, self.reconciliation_file(day, [row for row in self.extra_rows if row[0] == day])
+
+
+class _StatementHandler(BaseHTTPRequestHandler):
+    simulator = None
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        status, body = self.simulator.statement_reply(self.path, self.headers)
+        self.send_response(status)
+        if status == 200:
+            for name, value in bank.signed_headers(self.simulator.key, body).items():
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def new_serial():

@@ -12,7 +12,10 @@ Without key files the simulator writes fresh keys into --key-dir: merchant_priva
 at start), and apiv3.key.
 
 It also takes refunds (POST /v3/refund/domestic/refunds): a refund is answered PROCESSING
-and confirmed by a REFUND.SUCCESS notification.
+and confirmed by a REFUND.SUCCESS notification; GET /v3/refund/domestic/refunds/{out_refund_no}
+queries it. The trade bill of a sub-merchant and day (GET /v3/bill/tradebill, bill_type ALL)
+lists every payment and successful refund it made, and is fetched from the download_url it
+returns, with a SHA-1 to check.
 
 Endpoints besides the channel's own:
     POST /simulator/pay   {"sub_mchid": "...", "out_trade_no": "..."}  mark paid, start delivery
@@ -20,6 +23,9 @@ Endpoints besides the channel's own:
 """
 
 import argparse
+import csv
+import hashlib
+import io
 import json
 import logging
 import secrets
@@ -27,8 +33,9 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -46,6 +53,13 @@ logger = logging.getLogger("wechatpay_simulator")
 RETRY_SCHEDULE_SECONDS = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
 CHINA_TIME = timezone(timedelta(hours=8))
 DELIVERY_TIMEOUT_SECONDS = 5
+BILL_DOWNLOAD_PATH = "/v3/billdownload/file"
+BILL_HEADER = (
+    "交易时间", "公众账号ID", "商户号", "特约商户号", "设备号", "微信订单号", "商户订单号", "用户标识", "交易类型", "交易状态", "付款银行",
+    "货币种类", "应结订单金额", "代金券金额", "微信退款单号", "商户退款单号", "退款金额", "充值券退款金额", "退款类型", "退款状态", "商品名称",
+    "商户数据包", "手续费", "费率", "订单金额", "申请退款金额", "费率备注",
+)
+BILL_SUMMARY_HEADER = ("总交易单数", "应结订单总金额", "退款总金额", "充值券退款总金额", "手续费总金额", "订单总金额", "申请退款总金额")
 
 
 class Simulator(SimulatorServer):
@@ -61,6 +75,17 @@ class Simulator(SimulatorServer):
         self.max_attempts = max(1, min(max_attempts, len(RETRY_SCHEDULE_SECONDS) + 1))
         self.orders = {}
         self.deliveries = []
+        # One dict per line of the trade bills: time, sub_mchid, state (SUCCESS or REFUND),
+        # transaction_id, out_trade_no, total_fen, and refund_id, out_refund_no, refund_fen
+        # for a refund. Tests edit it to plant differences.
+        self.bill_rows = []
+        self.bill_files = {}
+        # Final status of each refund (SUCCESS, ABNORMAL or CLOSED) by out_refund_no; set
+        # `refund_outcome` before a refund to choose it, and `refund_notifications` False to
+        # lose the refund notifications as a broken network would.
+        self.refund_states = {}
+        self.refund_outcome = "SUCCESS"
+        self.refund_notifications = True
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -108,6 +133,11 @@ class Simulator(SimulatorServer):
             order["state"] = "SUCCESS"
             order["transaction_id"] = new_transaction_id()
         resource = self.transaction(sub_mchid, out_trade_no)
+        with self.lock:
+            self.bill_rows.append({
+                "time": datetime.fromisoformat(resource["success_time"]), "sub_mchid": sub_mchid, "state": "SUCCESS",
+                "transaction_id": resource["transaction_id"], "out_trade_no": out_trade_no, "total_fen": resource["amount"]["total"],
+            })
         thread = threading.Thread(target=self._deliver, args=(order["request"]["notify_url"], resource), daemon=True)
         thread.start()
         return resource["transaction_id"]
@@ -139,15 +169,70 @@ class Simulator(SimulatorServer):
             refunds[body["out_refund_no"]] = reply
             if refunded + amount["refund"] == amount["total"]:
                 order["state"] = "REFUND"
+            outcome = self.refund_outcome
+            self.refund_states[body["out_refund_no"]] = outcome
+            now = datetime.now(CHINA_TIME)
+            if outcome == "SUCCESS":
+                self.bill_rows.append({
+                    "time": now, "sub_mchid": body["sub_mchid"], "state": "REFUND", "transaction_id": reply["transaction_id"],
+                    "out_trade_no": reply["out_trade_no"], "total_fen": amount["total"], "refund_id": reply["refund_id"],
+                    "out_refund_no": reply["out_refund_no"], "refund_fen": amount["refund"],
+                })
         resource = {
             "sp_mchid": order["request"]["sp_mchid"], "sub_mchid": body["sub_mchid"], "out_trade_no": reply["out_trade_no"],
             "transaction_id": reply["transaction_id"], "out_refund_no": reply["out_refund_no"], "refund_id": reply["refund_id"],
-            "refund_status": "SUCCESS", "success_time": datetime.now(CHINA_TIME).isoformat(timespec="seconds"),
+            "refund_status": outcome, "success_time": now.isoformat(timespec="seconds"),
             "user_received_account": "支付用户零钱", "amount": reply["amount"],
         }
         url = body.get("notify_url") or order["request"]["notify_url"]
-        threading.Thread(target=self._deliver, args=(url, resource, "REFUND.SUCCESS"), daemon=True).start()
+        if self.refund_notifications:
+            threading.Thread(target=self._deliver, args=(url, resource, f"REFUND.{outcome}"), daemon=True).start()
         return reply
+
+    def refund_state(self, sub_mchid, out_refund_no):
+        """The reply to a refund query: the stored refund with its final status."""
+        with self.lock:
+            for order in self.orders.values():
+                reply = order.get("refunds", {}).get(out_refund_no)
+                if reply is not None and order["request"]["sub_mchid"] == sub_mchid:
+                    return {**reply, "status": self.refund_states.get(out_refund_no, "PROCESSING")}
+        raise KeyError(f"refund {out_refund_no} of sub_mchid {sub_mchid} not found")
+
+    def trade_bill(self, sub_mchid, day):
+        """The ALL trade bill of a sub-merchant and day as the channel writes it, or None when it had no trade."""
+        with self.lock:
+            rows = [row for row in self.bill_rows if row["sub_mchid"] == sub_mchid and row["time"].astimezone(CHINA_TIME).date() == day]
+        if not rows:
+            return None
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(BILL_HEADER)
+        settled = refunded = 0
+        for row in rows:
+            writer.writerow(["`" + value for value in _bill_values(row)])
+            settled += row["total_fen"] if row["state"] == "SUCCESS" else 0
+            refunded += row.get("refund_fen", 0)
+        writer.writerow(BILL_SUMMARY_HEADER)
+        writer.writerow(["`" + value for value in (str(len(rows)), _yuan(settled), _yuan(refunded), "0.00", "0.00", _yuan(settled), _yuan(refunded))])
+        return buffer.getvalue().encode("utf-8")
+
+    def bill_download(self, query, base_url):
+        """Answer GET /v3/bill/tradebill: (HTTP status, reply object)."""
+        params = dict(urllib.parse.parse_qsl(query))
+        try:
+            day = date.fromisoformat(params.get("bill_date", ""))
+        except ValueError:
+            return 400, {"code": "PARAM_ERROR", "message": "bill_date must be yyyy-MM-dd"}
+        if params.get("bill_type", "ALL") != "ALL":
+            return 400, {"code": "PARAM_ERROR", "message": "the simulator only writes bill_type ALL"}
+        data = self.trade_bill(params.get("sub_mchid", ""), day)
+        if data is None:
+            return 400, {"code": "NO_STATEMENT_EXIST", "message": "账单文件不存在"}
+        token = secrets.token_urlsafe(16)
+        with self.lock:
+            self.bill_files[token] = data
+        url = f"{base_url}{BILL_DOWNLOAD_PATH}?token={token}"
+        return 200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(), "download_url": url}
 
     def _deliver(self, url, resource, event_type="TRANSACTION.SUCCESS"):
         for attempt in range(1, self.max_attempts + 1):
@@ -171,6 +256,23 @@ class Simulator(SimulatorServer):
         """Serve on 127.0.0.1:`port` in a daemon thread; return the base URL."""
         port = self.serve(_Handler, port, "wechatpay-simulator")
         return f"http://127.0.0.1:{port}"
+
+
+def _yuan(fen):
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def _bill_values(row):
+    refund = row["state"] == "REFUND"
+    total = _yuan(row["total_fen"])
+    refund_amount = _yuan(row.get("refund_fen", 0))
+    return (
+        row["time"].astimezone(CHINA_TIME).strftime("%Y-%m-%d %H:%M:%S"), "wx0000000000000001", "1900000100", row["sub_mchid"], "",
+        row["transaction_id"], row["out_trade_no"], "oSimulatedPayer", "NATIVE", row["state"], "OTHERS", "CNY",
+        "0.00" if refund else total, "0.00", row.get("refund_id", "0"), row.get("out_refund_no", "0"), refund_amount, "0.00",
+        "ORIGINAL" if refund else "", "SUCCESS" if refund else "", "热费", "", "0.00", "0.60%", "0.00" if refund else total,
+        refund_amount, "",
+    )
 
 
 def new_transaction_id():
@@ -229,6 +331,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_file(self, data):
+        # The channel does not sign bill downloads; the SHA-1 from the tradebill reply protects them.
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _fail(self, status, code, message):
         self._reply(status, {"code": code, "message": message})
@@ -300,6 +410,20 @@ class _Handler(BaseHTTPRequestHandler):
         fields = self._authorized(b"")
         if fields is None:
             return None
+        path, _, query = self.path.partition("?")
+        if path == wechatpay.TRADE_BILL_PATH:
+            return self._reply(*self.simulator.bill_download(query, f"http://127.0.0.1:{self.server.server_port}"))
+        if path == BILL_DOWNLOAD_PATH:
+            data = self.simulator.bill_files.get(dict(urllib.parse.parse_qsl(query)).get("token", ""))
+            if data is None:
+                return self._fail(404, "RESOURCE_NOT_EXISTS", "download token unknown or expired")
+            return self._send_file(data)
+        if path.startswith(wechatpay.REFUND_PATH + "/"):
+            out_refund_no = urllib.parse.unquote(path[len(wechatpay.REFUND_PATH) + 1:])
+            try:
+                return self._reply(200, self.simulator.refund_state(dict(urllib.parse.parse_qsl(query)).get("sub_mchid"), out_refund_no))
+            except KeyError as error:
+                return self._fail(404, "RESOURCE_NOT_EXISTS", str(error))
         prefix = "/v3/pay/partner/transactions/out-trade-no/"
         if not self.path.startswith(prefix):
             return self._fail(404, "NOT_FOUND", f"{self.path} is not simulated")

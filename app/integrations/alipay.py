@@ -57,7 +57,11 @@ BILL_REQUIRED_COLUMNS = ("支付宝交易号", "商户订单号", "业务类型"
 
 
 class AlipayError(channel.ChannelError):
-    """A request that cannot be built or sent, or an error reply from Alipay."""
+    """A request that cannot be built or sent, or an error reply from Alipay; `sub_code` is Alipay's, when it sent one."""
+
+    def __init__(self, message, sub_code=""):
+        super().__init__(message)
+        self.sub_code = sub_code
 
 
 @dataclass(frozen=True)
@@ -170,9 +174,36 @@ def call(gateway, keys, method, biz_content, notify_url="", app_auth_token=None,
     response = verify_response(text, method, keys.alipay_public_key)
     if response.get("code") != SUCCESS_CODE:
         raise AlipayError(
-            f"{method} failed: {response.get('code')} {response.get('msg')} {response.get('sub_code', '')} {response.get('sub_msg', '')}".strip()
+            f"{method} failed: {response.get('code')} {response.get('msg')} {response.get('sub_code', '')} {response.get('sub_msg', '')}".strip(),
+            sub_code=str(response.get("sub_code", "")),
         )
     return response
+
+
+def download_bill(gateway, keys, day, app_auth_token=None, timeout=REQUEST_TIMEOUT_SECONDS):
+    """Download the trade bill of a day: ask the gateway for its short-lived URL, then GET the zip.
+
+    isp.bill_not_exist (no bill for the day) returns b"".
+    """
+    try:
+        response = call(
+            gateway, keys, "alipay.data.dataservice.bill.downloadurl.query",
+            {"bill_type": "trade", "bill_date": day.isoformat()}, app_auth_token=app_auth_token,
+        )
+    except AlipayError as error:
+        if error.sub_code == "isp.bill_not_exist":
+            return b""
+        raise
+    url = response.get("bill_download_url") or ""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise AlipayError(f"bill_download_url {url[:80]!r} is not an HTTP address.")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.read()
+    except urllib.error.HTTPError as error:
+        raise AlipayError(f"Download of the bill for {day} failed with HTTP {error.code}; the URL is valid for 30 s, so ask again.") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        raise AlipayError(f"Download of the bill for {day} failed: {error}") from None
 
 
 def check_out_trade_no(out_trade_no):
@@ -434,6 +465,23 @@ class AlipayChannel(channel.PaymentChannel):
             raise
         # fund_change "N" on a repeated out_request_no means the money already moved the first time.
         return channel.RefundResult(request.out_refund_no, "succeeded", response.get("trade_no", ""), response.get("fund_change", ""))
+
+    def query_refund(self, request):
+        content = {"out_trade_no": request.out_trade_no, "out_request_no": request.out_refund_no}
+        response = call(
+            self.gateway, self._keys(request.merchant_id, request.auth_token), "alipay.trade.fastpay.refund.query", content,
+            app_auth_token=request.auth_token,
+        )
+        # Alipay answers an unknown out_request_no with an empty success; a refund it made has
+        # refund_amount, and refund_status REFUND_SUCCESS (or no refund_status at all).
+        if not response.get("refund_amount"):
+            return channel.RefundResult(request.out_refund_no, "not_found", "", "no refund under this out_request_no")
+        if response.get("refund_status") not in (None, "", "REFUND_SUCCESS"):
+            return channel.RefundResult(request.out_refund_no, "processing", "", str(response.get("refund_status")))
+        return channel.RefundResult(request.out_refund_no, "succeeded", response.get("trade_no", ""), "REFUND_SUCCESS")
+
+    def download_statement(self, merchant_id, day, auth_token=None):
+        return download_bill(self.gateway, self._keys(merchant_id, auth_token), day, app_auth_token=auth_token)
 
     def parse_statement(self, data):
         return parse_trade_bill(data, self.statement_merchant_id)

@@ -14,6 +14,9 @@ TranSeq, BillKey, CompanyId, PayAmount, OriginalTranSeq and the reply codes belo
 - Daily reconciliation file: UTF-8, "|"-separated. First line "笔数|总金额" (count and net
   total, payments less reversals), then one line per transaction
   "交易日期|交易流水号|客户编号|缴费金额|二级渠道|交易类型" with 交易类型 缴费 or 冲正.
+  We fetch it with GET <statement URL>/statements/<CompanyId>/<yyyyMMdd>, signed like a
+  request with the path in place of the body; the bank signs the file in its reply. HTTP
+  404 means the bank has not written the day's file yet.
 """
 
 import hashlib
@@ -21,6 +24,9 @@ import hmac
 import json
 import secrets
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import datetime
 
 from app.integrations import channel
@@ -44,6 +50,8 @@ SIGNATURE_ERROR = "SEC2001"
 STATEMENT_SOURCE = "银行对账文件"
 STATEMENT_COLUMNS = ("交易日期", "交易流水号", "客户编号", "缴费金额", "二级渠道", "交易类型")
 STATEMENT_KINDS = {"缴费": "payment", "冲正": "reversal"}
+STATEMENT_PATH = "/statements/{company_id}/{day:%Y%m%d}"
+REQUEST_TIMEOUT_SECONDS = 10
 
 
 class BankError(channel.ChannelError):
@@ -213,11 +221,12 @@ class BankChannel(channel.PaymentChannel):
 
     code = "bank"
 
-    def __init__(self, bank_code, key, bank_company_id="", replay_window=REPLAY_WINDOW_SECONDS):
+    def __init__(self, bank_code, key, bank_company_id="", replay_window=REPLAY_WINDOW_SECONDS, statement_url=""):
         self.bank_code = bank_code
         self.key = key
         self.bank_company_id = bank_company_id
         self.replay_window = replay_window
+        self.statement_url = statement_url
 
     def __repr__(self):
         return f"BankChannel(bank_code={self.bank_code!r})"
@@ -252,8 +261,38 @@ class BankChannel(channel.PaymentChannel):
     def refund(self, request):
         raise channel.NotSupported("银行代收只能由银行在当日冲正；过了当日请在柜台退费。")
 
+    def query_refund(self, request):
+        raise channel.NotSupported("银行代收没有退款接口，也就没有退款查询。")
+
+    def download_statement(self, merchant_id, day, auth_token=None):
+        if not self.statement_url:
+            raise BankError(f"No statement URL is configured for bank {self.bank_code!r} (BANK_STATEMENT_URLS).")
+        return download_reconciliation_file(self.statement_url, self.key, merchant_id, day)
+
     def parse_statement(self, data):
         return parse_reconciliation_file(data, self.bank_code, self.bank_company_id)
+
+
+def download_reconciliation_file(base_url, key, bank_company_id, day, timeout=REQUEST_TIMEOUT_SECONDS):
+    """GET the bank's reconciliation file of a company and day and verify the bank's signature over it."""
+    path = STATEMENT_PATH.format(company_id=urllib.parse.quote(bank_company_id, safe=""), day=day)
+    headers = signed_headers(key, path.encode("ascii"))
+    del headers["Content-Type"]
+    request = urllib.request.Request(base_url.rstrip("/") + path, headers=headers, method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data, reply_headers = response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise channel.StatementNotReady(f"The bank has no reconciliation file of {bank_company_id} for {day} yet.") from None
+        raise BankError(f"GET {path} failed with HTTP {error.code}.") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        raise BankError(f"GET {path} from {base_url} failed: {error}") from None
+    try:
+        verify_signature(reply_headers, data, key)
+    except channel.NotificationRejected as error:
+        raise BankError(f"The reconciliation file of {bank_company_id} for {day} failed verification: {error.reason}.") from None
+    return data
 
 
 def local_today(now=None):

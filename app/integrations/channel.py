@@ -9,7 +9,7 @@ whatever unit the channel uses on the wire.
 
 import abc
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from app.integrations.statement import StatementLine
@@ -31,6 +31,10 @@ class NotificationRejected(ChannelError):
 
 class NotSupported(ChannelError):
     """An operation the channel does not offer, such as placing an order with a collecting bank."""
+
+
+class StatementNotReady(ChannelError):
+    """The channel has not generated the statement of a day yet; ask again later."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,11 @@ class RefundRequest:
 
 @dataclass(frozen=True)
 class RefundResult:
-    """The channel's reply to a refund. `status` is "succeeded", "processing" or "failed"."""
+    """The channel's reply to a refund or refund query.
+
+    `status` is "succeeded", "processing" or "failed"; a query also returns "not_found" when
+    the channel never received the refund.
+    """
 
     out_refund_no: str
     status: str
@@ -153,6 +161,18 @@ class PaymentChannel(abc.ABC):
     @abc.abstractmethod
     def refund(self, request: RefundRequest) -> RefundResult:
         """Refund part or all of a paid order; the same `out_refund_no` twice is one refund."""
+
+    @abc.abstractmethod
+    def query_refund(self, request: RefundRequest) -> RefundResult:
+        """Ask the channel for the state of a refund sent earlier under `request.out_refund_no`."""
+
+    @abc.abstractmethod
+    def download_statement(self, merchant_id: str, day: date, auth_token: str | None = None) -> bytes:
+        """Download a merchant's statement file of a day (China Standard Time).
+
+        Returns b"" when the channel has no statement because nothing happened that day.
+        Raises StatementNotReady while the channel is still generating it.
+        """
 
     @abc.abstractmethod
     def parse_statement(self, data: bytes) -> list[StatementLine]:

@@ -17,6 +17,7 @@ Wire format (WeChat Pay API v3 documentation, pay.weixin.qq.com):
 
 import base64
 import csv
+import hashlib
 import json
 import re
 import secrets
@@ -51,7 +52,16 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
 class WechatPayError(channel.ChannelError):
-    """A request that cannot be built or sent, or an error reply from WeChat Pay."""
+    """A request that cannot be built or sent, or an error reply from WeChat Pay.
+
+    `status` and `code` are the HTTP status and the channel's error code of an error reply,
+    or None and "" when no reply came.
+    """
+
+    def __init__(self, message, status=None, code=""):
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 NotificationRejected = channel.NotificationRejected
@@ -214,6 +224,12 @@ def send_request(base_url, credentials, method, path, body=None, timeout=REQUEST
     Raises WechatPayError for a 4xx or 5xx reply or a transport failure, with the channel's
     code and message when it sent them.
     """
+    status, payload, headers = send_raw_request(base_url, credentials, method, path, body, timeout)
+    return status, (json.loads(payload) if payload else None), headers
+
+
+def send_raw_request(base_url, credentials, method, path, body=None, timeout=REQUEST_TIMEOUT_SECONDS):
+    """Send a signed request and return (status, body bytes, response headers); errors as in send_request."""
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
     request = urllib.request.Request(base_url.rstrip("/") + path, data=text.encode("utf-8") if body is not None else None, method=method)
     request.add_header("Authorization", authorization_header(credentials, method, path, text))
@@ -222,15 +238,17 @@ def send_request(base_url, credentials, method, path, body=None, timeout=REQUEST
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            payload = response.read()
-            return response.status, (json.loads(payload) if payload else None), dict(response.headers)
+            return response.status, response.read(), dict(response.headers)
     except urllib.error.HTTPError as error:
         payload = error.read()
         try:
             detail = json.loads(payload)
         except ValueError:
             detail = {"code": "", "message": payload[:200].decode("utf-8", "replace")}
-        raise WechatPayError(f"{method} {path} failed with HTTP {error.code}: {detail.get('code')} {detail.get('message')}") from None
+        raise WechatPayError(
+            f"{method} {path} failed with HTTP {error.code}: {detail.get('code')} {detail.get('message')}",
+            status=error.code, code=str(detail.get("code") or ""),
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         raise WechatPayError(f"{method} {path} to {base_url} failed: {error}") from None
 
@@ -331,6 +349,7 @@ def notification_headers(platform_key, serial, raw_body, timestamp=None, nonce=N
 
 
 REFUND_PATH = "/v3/refund/domestic/refunds"
+TRADE_BILL_PATH = "/v3/bill/tradebill"
 QUERY_PATH = "/v3/pay/partner/transactions/out-trade-no/"
 OUT_REFUND_NO_PATTERN = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 # trade_state values of a queried order, mapped to channel-neutral states. NOTPAY and
@@ -491,8 +510,55 @@ class WechatPayChannel(channel.PaymentChannel):
         status = REFUND_STATUSES.get(reply.get("status"), "processing")
         return channel.RefundResult(request.out_refund_no, status, str(reply.get("refund_id", "")), str(reply.get("status", "")))
 
+    def query_refund(self, request):
+        query = urllib.parse.urlencode({"sub_mchid": request.merchant_id})
+        path = f"{REFUND_PATH}/{urllib.parse.quote(request.out_refund_no, safe='')}?{query}"
+        try:
+            _, reply, _ = send_request(self.api_base, self.credentials, "GET", path)
+        except WechatPayError as error:
+            if error.status == 404 and error.code == "RESOURCE_NOT_EXISTS":
+                return channel.RefundResult(request.out_refund_no, "not_found", "", error.code)
+            raise
+        reply = reply or {}
+        status = REFUND_STATUSES.get(reply.get("status"))
+        if status is None:
+            raise WechatPayError(f"Refund {request.out_refund_no} has unknown status {reply.get('status')!r}.")
+        return channel.RefundResult(request.out_refund_no, status, str(reply.get("refund_id", "")), str(reply.get("status", "")))
+
+    def download_statement(self, merchant_id, day, auth_token=None):
+        return download_trade_bill(self.api_base, self.credentials, merchant_id, day)
+
     def parse_statement(self, data):
         return parse_trade_bill(data)
+
+
+def download_trade_bill(api_base, credentials, sub_mchid, day):
+    """Download a sub-merchant's ALL trade bill of a day and check it against the SHA-1 the channel sent.
+
+    The channel first returns a download_url on its own host, which is fetched with a signed
+    GET. NO_STATEMENT_EXIST (no trade that day) returns b""; STATEMENT_CREATING raises
+    StatementNotReady.
+    """
+    query = urllib.parse.urlencode({"bill_date": day.isoformat(), "sub_mchid": sub_mchid, "bill_type": "ALL"})
+    try:
+        _, reply, _ = send_request(api_base, credentials, "GET", f"{TRADE_BILL_PATH}?{query}")
+    except WechatPayError as error:
+        if error.code == "NO_STATEMENT_EXIST":
+            return b""
+        if error.code == "STATEMENT_CREATING":
+            raise channel.StatementNotReady(f"WeChat Pay is still generating the trade bill of {sub_mchid} for {day}.") from None
+        raise
+    reply = reply or {}
+    url = urllib.parse.urlsplit(str(reply.get("download_url", "")))
+    base = urllib.parse.urlsplit(api_base)
+    # The signed request must only go to the channel's own host, whatever the reply names.
+    if (url.scheme, url.netloc) != (base.scheme, base.netloc):
+        raise WechatPayError(f"download_url {reply.get('download_url')!r} is not on {api_base}.")
+    path = url.path + (f"?{url.query}" if url.query else "")
+    _, data, _ = send_raw_request(f"{base.scheme}://{base.netloc}", credentials, "GET", path)
+    if reply.get("hash_type") != "SHA1" or hashlib.sha1(data).hexdigest() != str(reply.get("hash_value", "")).lower():
+        raise WechatPayError(f"The trade bill of {sub_mchid} for {day} does not match its {reply.get('hash_type')} hash; download it again.")
+    return data
 
 
 def notification_event(notification):

@@ -51,9 +51,9 @@ def make_url_fetcher(font_path):
     return fetch_resource
 
 
-def render_receipt_pdf(context):
-    """Render the receipt template with `context` and return the PDF bytes."""
+def render_receipt_pdf(context, template="invoicing/receipt.html"):
+    """Render a receipt template (the payment receipt unless named) with `context` and return the PDF bytes."""
     font_path = receipt_font_path()
-    html = render_template("invoicing/receipt.html", font_url=font_path.as_uri(), **context)
+    html = render_template(template, font_url=font_path.as_uri(), **context)
     document = HTML(string=html, base_url=None, url_fetcher=make_url_fetcher(font_path))
     return document.write_pdf()

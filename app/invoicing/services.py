@@ -1,4 +1,4 @@
-"""Receipt content of a payment and receipt printing."""
+"""Receipt content of a payment or counter refund, and receipt printing."""
 
 import base64
 import logging
@@ -13,7 +13,7 @@ from app.messaging.events import emit
 from app.invoicing.receipt import render_receipt_pdf
 from app.money import amount_in_words, format_money, format_quantity
 from app.org.models import Company
-from app.payments.models import Payment
+from app.payments.models import Payment, Refund
 from app.payments.services import charge_facts
 from app.clock import local_time
 from app.tariffs.models import Season
@@ -88,6 +88,69 @@ def print_receipt(payment):
         raise
     db.session.commit()
     logger.info("Printed receipt %s of payment %s (print %s)", payment.receipt_no, payment.id, payment.receipt_prints)
+    return pdf
+
+
+def refund_items(refund):
+    """List what a refund gave back, as (label, amount) in posting order: the credit, then seasons."""
+    rows = db.session.execute(
+        sa.select(LedgerEntry.kind, LedgerEntry.amount, Season.name)
+        .outerjoin(Season, LedgerEntry.season_id == Season.id)
+        .where(LedgerEntry.cause_type == "refund", LedgerEntry.cause_id == refund.id)
+        .order_by(LedgerEntry.id)
+    ).all()
+    items = []
+    for kind, amount, name in rows:
+        if kind == "credit":
+            label = "多缴款（预收余额）退回"
+        else:
+            label = f"{name} 供暖季热费退回" if name else "往年欠费退回"
+        items.append((label, amount))
+    return items
+
+
+def refund_receipt_context(refund, print_number=1):
+    """Collect everything the refund receipt template shows for one counter refund."""
+    payment = db.session.get(Payment, refund.payment_id)
+    company = db.session.get(Company, refund.company_id)
+    profile = invoice_profile(company.id)
+    seal = f"data:image/png;base64,{base64.b64encode(profile.seal_png).decode('ascii')}" if profile.seal_png else ""
+    handler = refund.approved_by or refund.requested_by
+    return {
+        "company_name": company.name,
+        "receipt_title": f"{profile.title or f'{company.name} 供热费收据'}（退费）",
+        "face_notes": profile.notes,
+        "seal_data_url": seal,
+        "receipt_no": refund.receipt_no,
+        "refunded_at": local_time(refund.completed_at or refund.requested_at),
+        "payee_name": payment.payer_name,
+        "account_no": payment.account.account_no,
+        "legacy_no": payment.account.legacy_no or "",
+        "address": payment.account.address,
+        "payment_receipt_no": payment.receipt_no,
+        "paid_at": local_time(payment.paid_at),
+        "payment_amount": format_money(payment.amount),
+        "items": [(label, format_money(amount)) for label, amount in refund_items(refund)],
+        "amount": format_money(refund.amount),
+        "amount_in_words": amount_in_words(refund.amount),
+        "reason": refund.reason,
+        "kind_label": refund.kind_label,
+        "cashier_name": handler.name if handler is not None else "",
+        "print_number": print_number,
+    }
+
+
+def print_refund_receipt(refund):
+    """Count a print of a counter refund's receipt and return the PDF. Prints after the first are marked 补打."""
+    db.session.execute(sa.update(Refund).where(Refund.id == refund.id).values(receipt_prints=Refund.receipt_prints + 1))
+    db.session.refresh(refund, ["receipt_prints"])
+    try:
+        pdf = render_receipt_pdf(refund_receipt_context(refund, refund.receipt_prints), "invoicing/refund_receipt.html")
+    except Exception:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    logger.info("Printed refund receipt %s of refund %s (print %s)", refund.receipt_no, refund.id, refund.receipt_prints)
     return pdf
 
 

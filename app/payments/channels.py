@@ -109,7 +109,8 @@ def bank_channel(bank_code, bank_company_id=""):
     key = key_from_file(_read_secret, path)
     if len(key) < 32:
         raise ChannelConfigError(f"The signing key of bank {bank_code!r} has {len(key)} bytes; it needs at least 32.")
-    return bank.BankChannel(bank_code, key, bank_company_id)
+    statement_url = (current_app.config.get("BANK_STATEMENT_URLS") or {}).get(bank_code, "")
+    return bank.BankChannel(bank_code, key, bank_company_id, statement_url=statement_url)
 
 
 def channel_for(code):
@@ -132,3 +133,19 @@ def order_merchant(company_id, channel_code):
             return None, None
         return app.app_id, (alipay_auth_token(app.app_id) if app.mode == "isv" else None)
     raise ChannelConfigError(f"Channel {channel_code!r} takes no online orders.")
+
+
+def statement_channel(statement_channel_name, merchant_id):
+    """Return (adapter, app_auth_token or None) that downloads and reads a merchant's daily statement.
+
+    `statement_channel_name` is "wechatpay", "alipay" or "bank:<bank code>" as in StatementLine.
+    """
+    if statement_channel_name == "wechatpay":
+        return wechat_channel(), None
+    if statement_channel_name == "alipay":
+        app = db.session.scalar(sa.select(AlipayApp).filter_by(app_id=merchant_id))
+        auth_token = alipay_auth_token(merchant_id) if app is not None and app.mode == "isv" else None
+        return alipay_channel(statement_merchant_id=merchant_id), auth_token
+    if statement_channel_name.startswith("bank:"):
+        return bank_channel(statement_channel_name.split(":", 1)[1], merchant_id), None
+    raise ChannelConfigError(f"Statement channel {statement_channel_name!r} is unknown; use wechatpay, alipay or bank:<bank code>.")

@@ -259,6 +259,8 @@ class Refund(CompanyOwned, db.Model):
     channel_refund_id = sa.Column(sa.String(64))
     # Receipt number of a counter refund, from the company's receipt sequence.
     receipt_no = sa.Column(sa.String(32))
+    # Number of times the refund receipt PDF was produced. Every print after the first is marked 补打.
+    receipt_prints = sa.Column(sa.Integer, nullable=False, default=0)
     failure_reason = sa.Column(sa.String(255), nullable=False, default="")
     request_token = sa.Column(sa.String(64))
     requested_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))

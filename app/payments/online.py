@@ -159,7 +159,7 @@ def handle_notification(channel_code, headers, raw_body, now=None):
     log.outcome = result.outcome
     log.reason = result.reason[:255]
     _store_log(log)
-    if result.outcome == "accepted":
+    if result.outcome == "accepted" and log.payment_id is not None:
         from app.invoicing.issuing import payment_posted
 
         with scoped(company_scope(log.company_id, label=f"wechatpay:{log.sub_mchid}")):

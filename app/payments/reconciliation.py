@@ -5,23 +5,27 @@ Each line is matched by the channel's transaction id. What is on one side only, 
 with different amounts, becomes a ReconciliationItem that finance resolves with a reason.
 A re-run of the same day updates the run in place: differences that are gone are removed
 unless someone resolved them, and new ones are added, so running twice changes nothing.
+
+Statements come from the channel (download_and_reconcile, run daily from Celery beat) or
+from a finance upload; the adapters in app/integrations/ parse them.
 """
 
-import csv
 import hashlib
-import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, time, timedelta, timezone
+from decimal import Decimal
 
 import sqlalchemy as sa
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
-from app.integrations.statement import StatementLine
+from app.integrations import alipay, bank, wechatpay
+from app.integrations.channel import StatementError
 from app.money import ZERO
-from app.payments.models import ChannelStatement, OnlineOrder, Payment, ReconciliationItem, ReconciliationRun, WechatMerchant, utcnow
+from app.payments.models import (
+    BankTransaction, ChannelStatement, OnlineOrder, Payment, ReconciliationItem, ReconciliationRun, Refund, utcnow,
+)
 
 logger = logging.getLogger(__name__)
 # Statement channel name -> Payment.channel of the payments that went through it.
@@ -45,31 +49,74 @@ class OurLine:
 
 
 def day_bounds(day):
-    """Start and end (exclusive) of a local business day, as aware datetimes."""
-    start = datetime.combine(day, time.min, tzinfo=LOCAL_TIME)
+    """Start and end (exclusive) of a local business day, as aware datetimes in UTC.
+
+    Times are stored in UTC (SQLite keeps only the wall-clock digits), so query bounds are too.
+    """
+    start = datetime.combine(day, time.min, tzinfo=LOCAL_TIME).astimezone(timezone.utc)
     return start, start + timedelta(days=1)
 
 
-def merchant_company_id(channel, merchant_id):
-    """Return the company whose merchant at `channel` is `merchant_id`, or None."""
-    if channel == "wechatpay":
-        return db.session.scalar(sa.select(WechatMerchant.company_id).filter_by(sub_mchid=merchant_id))
-    return None
-
-
-def our_lines(company_id, channel, day):
-    """Our payments through `channel` on a local day, as OurLine."""
+def our_lines(company_id, channel, merchant_id, day):
+    """Our payments and succeeded refunds or reversals through a statement channel on a local day, as OurLine."""
+    if channel.startswith("bank:"):
+        return _our_bank_lines(company_id, channel.split(":", 1)[1], day)
+    payment_channel = PAYMENT_CHANNEL_OF.get(channel, channel)
     start, end = day_bounds(day)
     rows = db.session.execute(
         sa.select(Payment.id, Payment.channel_transaction_id, Payment.amount, OnlineOrder.out_trade_no)
         .outerjoin(OnlineOrder, OnlineOrder.payment_id == Payment.id)
         .where(
-            Payment.company_id == company_id, Payment.channel == PAYMENT_CHANNEL_OF.get(channel, channel),
+            Payment.company_id == company_id, Payment.channel == payment_channel,
             Payment.paid_at >= start, Payment.paid_at < end, Payment.channel_transaction_id.is_not(None),
+            sa.or_(OnlineOrder.id.is_(None), OnlineOrder.sub_mchid == merchant_id),
         )
     ).all()
-    # TODO: add our refunds and reversals here once refunds are stored.
-    return [OurLine("payment", txn, out_trade_no, amount, payment_id) for payment_id, txn, amount, out_trade_no in rows]
+    lines = [OurLine("payment", txn, out_trade_no, amount, payment_id) for payment_id, txn, amount, out_trade_no in rows]
+    # NOTE: a refund counts on the day it completed here, while WeChat Pay's bill dates it by
+    # when the channel accepted it, so a refund confirmed after midnight shows as a difference.
+    refunds = db.session.execute(
+        sa.select(Refund, Payment.channel_transaction_id, OnlineOrder.out_trade_no)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .outerjoin(OnlineOrder, OnlineOrder.payment_id == Payment.id)
+        .where(
+            Refund.company_id == company_id, Refund.channel == payment_channel, Refund.kind == "refund",
+            Refund.status == "succeeded", Refund.completed_at >= start, Refund.completed_at < end,
+            sa.or_(OnlineOrder.id.is_(None), OnlineOrder.sub_mchid == merchant_id),
+        )
+    ).all()
+    for refund, payment_txn, out_trade_no in refunds:
+        lines.append(OurLine("refund", _refund_txn_id(channel, refund, payment_txn), out_trade_no, refund.amount, refund.payment_id))
+    return lines
+
+
+def _refund_txn_id(channel, refund, payment_txn):
+    # The key a refund has in the channel's bill: WeChat Pay's refund id, or Alipay's trade
+    # number with our out_request_no (the bill's 退款批次号/请求号), as alipay.parse_trade_bill builds it.
+    if channel == "alipay":
+        return f"{payment_txn}:{refund.out_refund_no}"
+    return refund.channel_refund_id or refund.out_refund_no
+
+
+def _our_bank_lines(company_id, bank_code, day):
+    """Payments and reversals a bank sent on its trade date `day`, keyed as in its reconciliation file."""
+    rows = db.session.execute(
+        sa.select(BankTransaction, Payment.amount, Refund.amount)
+        .outerjoin(Payment, Payment.id == BankTransaction.payment_id)
+        .outerjoin(Refund, Refund.id == BankTransaction.refund_id)
+        .where(
+            BankTransaction.company_id == company_id, BankTransaction.bank_code == bank_code, BankTransaction.tran_date == day,
+            BankTransaction.resp_code == bank.OK,
+        )
+    ).all()
+    lines = []
+    for transaction, payment_amount, refund_amount in rows:
+        txn_id = bank.transaction_id(transaction.tran_date, transaction.tran_seq)
+        if transaction.tran_code == "pay" and transaction.payment_id is not None:
+            lines.append(OurLine("payment", txn_id, transaction.bill_key, payment_amount, transaction.payment_id))
+        elif transaction.tran_code == "reverse" and transaction.refund_id is not None:
+            lines.append(OurLine("reversal", txn_id, transaction.bill_key or None, refund_amount, transaction.payment_id))
+    return lines
 
 
 def compare(ours, theirs):
@@ -115,7 +162,7 @@ def reconcile(company_id, channel, merchant_id, day, lines, statement_sha256="")
     Lines of other merchants or days are rejected, so a wrong file cannot clear a day.
     """
     check_lines(channel, merchant_id, day, lines)
-    ours = our_lines(company_id, channel, day)
+    ours = our_lines(company_id, channel, merchant_id, day)
     matched, differences = compare(ours, lines)
 
     run = db.session.scalar(
@@ -190,79 +237,29 @@ def store_statement(company_id, channel, merchant_id, day, filename, content, us
     return statement
 
 
-# -- WeChat Pay trade bill (GET /v3/bill/tradebill, bill_type=ALL)
-
-WECHAT_BILL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def _bill_value(row, name, number):
-    value = row.get(name)
-    if value is None:
-        raise ReconciliationError(f"微信对账单第 {number} 行缺少列「{name}」；请上传“全部订单”类型（ALL）的交易账单。")
-    return value.strip().lstrip("`")
-
-
-def _bill_amount(text, name, number):
-    try:
-        amount = Decimal(text or "0")
-    except InvalidOperation:
-        raise ReconciliationError(f"微信对账单第 {number} 行列「{name}」的值「{text}」不是金额。") from None
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ReconciliationError(f"微信对账单第 {number} 行列「{name}」的值「{text}」超过两位小数。")
-    return amount.quantize(Decimal("0.01"))
-
-
-def parse_wechat_trade_bill(text):
-    """Read the detail lines of a WeChat Pay ALL trade bill into StatementLine, by header name.
-
-    Data values start with a backtick and amounts are yuan. A refunded order appears on a
-    second line whose 退款状态 is set; it yields a refund line with the refund amount.
-    """
-    lines = text.replace("\r\n", "\n").split("\n")
-    try:
-        summary_at = next(i for i, line in enumerate(lines) if line.startswith("总交易单数"))
-    except StopIteration:
-        summary_at = len(lines)
-    reader = csv.DictReader(io.StringIO("\n".join(lines[:summary_at])))
-    result = []
-    for number, row in enumerate(reader, start=2):
-        if not any((value or "").strip() for value in row.values()):
-            continue
-        occurred = datetime.strptime(_bill_value(row, "交易时间", number), WECHAT_BILL_TIME_FORMAT).replace(tzinfo=LOCAL_TIME)
-        merchant = _bill_value(row, "特约商户号", number) or _bill_value(row, "商户号", number)
-        refund_status = row.get("退款状态", "").strip().lstrip("`")
-        if refund_status:
-            kind, txn, amount = "refund", _bill_value(row, "微信退款单号", number), _bill_amount(_bill_value(row, "退款金额", number), "退款金额", number)
-        else:
-            kind, txn, amount = "payment", _bill_value(row, "微信订单号", number), _bill_amount(_bill_value(row, "应结订单金额", number), "应结订单金额", number)
-        result.append(
-            StatementLine(
-                channel="wechatpay", merchant_id=merchant, channel_txn_id=txn,
-                out_trade_no=_bill_value(row, "商户订单号", number) or None, kind=kind, amount=amount, occurred_at=occurred,
-            )
-        )
-    return result
-
-
-# Statement channel -> parser of its file content (str) into StatementLine.
-STATEMENT_PARSERS = {"wechatpay": parse_wechat_trade_bill}
+def _parse_lines(channel, merchant_id, content):
+    if channel == "wechatpay":
+        return wechatpay.parse_trade_bill(content)
+    if channel == "alipay":
+        return alipay.parse_trade_bill(content, merchant_id)
+    if channel.startswith("bank:"):
+        return bank.parse_reconciliation_file(content, channel.split(":", 1)[1], merchant_id)
+    raise ReconciliationError(f"渠道「{channel}」暂无对账单解析器。")
 
 
 def parse_statement(channel, merchant_id, day, content):
-    """Parse statement file bytes with the channel's parser and check every line's merchant and day."""
-    parser = STATEMENT_PARSERS.get(channel)
-    if parser is None:
-        raise ReconciliationError(f"渠道「{channel}」暂无对账单解析器。")
+    """Parse statement file bytes with the channel adapter's parser and check every line's merchant and day.
+
+    Empty content is a day the channel reported no statement for, because nothing happened.
+    """
+    if not content:
+        return []
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ReconciliationError("对账单不是 UTF-8 文本；请上传渠道下载的原始 CSV 文件。") from None
-    try:
-        lines = parser(text)
-    except (ValueError, csv.Error) as error:
-        if isinstance(error, ReconciliationError):
-            raise
-        raise ReconciliationError(f"对账单无法解析（{error}）；请上传渠道下载的原始账单文件。") from None
+        lines = _parse_lines(channel, merchant_id, content)
+    except StatementError as error:
+        raise ReconciliationError(str(error)) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ReconciliationError(f"对账单无法解析（{error}）；请使用渠道下载的原始账单文件。") from None
     check_lines(channel, merchant_id, day, lines)
     return lines
 

@@ -1,14 +1,16 @@
-"""Reconciliation pages: upload a channel statement for a day, see the runs and resolve differences."""
+"""Reconciliation pages: download or upload channel statements for a day, see the runs and resolve differences."""
 
 import logging
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.payments.models import ReconciliationItem, ReconciliationRun, WechatMerchant
+from app.payments.daily_reconciliation import reconciliation_targets, statement_channel_label
 from app.payments.reconciliation import ReconciliationError, parse_statement, resolve_item, store_statement
 from app.org.services import has_permission
 
@@ -16,6 +18,10 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("reconciliation", __name__, url_prefix="/reconciliation")
 STATEMENT_MAX_BYTES = 20 * 1024 * 1024
 RUNS_SHOWN = 60
+
+
+def _local_today():
+    return datetime.now(LOCAL_TIME).date()
 
 
 def _require(company_id=None):
@@ -33,7 +39,41 @@ def index():
         sa.select(ReconciliationItem).where(ReconciliationItem.status == "open").order_by(ReconciliationItem.id)
     ).all()
     merchants = db.session.scalars(sa.select(WechatMerchant).where(WechatMerchant.active.is_(True)).order_by(WechatMerchant.id)).all()
-    return render_template("payments/reconciliation.html", runs=runs, items=items, merchants=merchants, today=date.today())
+    return render_template(
+        "payments/reconciliation.html", runs=runs, items=items, merchants=merchants, today=_local_today(),
+        yesterday=_local_today() - timedelta(days=1), channel_label=statement_channel_label,
+    )
+
+
+@bp.route("/run", methods=["POST"])
+@login_required
+def run_day():
+    """Queue the download and reconciliation of a day for every merchant of the companies the user may reconcile."""
+    _require()
+    try:
+        day = date.fromisoformat(request.form.get("day", ""))
+    except ValueError:
+        flash(f"对账日期「{request.form.get('day', '')}」无效，请按 2025-12-03 的格式填写。", "error")
+        return redirect(url_for("reconciliation.index"))
+    if day >= _local_today():
+        flash(f"{day} 尚未结束，渠道还没有该日对账单；请选择今天以前的日期。", "error")
+        return redirect(url_for("reconciliation.index"))
+    targets = [t for t in reconciliation_targets() if has_permission(current_user, "reconcile.resolve", t.company_id)]
+    if not targets:
+        flash("您可对账的公司没有开通任何收款渠道商户。", "error")
+        return redirect(url_for("reconciliation.index"))
+    from app.tasks.reconciliation import reconcile_day_task
+
+    try:
+        for target in targets:
+            reconcile_day_task.delay(target.company_id, target.channel, target.merchant_id, day.isoformat())
+    except Exception:
+        db.session.rollback()
+        logger.exception("Could not queue reconciliation of %s", day)
+        flash("对账任务未能提交，请稍后重试。", "error")
+        return redirect(url_for("reconciliation.index"))
+    flash(f"已提交 {len(targets)} 个商户 {day} 的对账单下载和对账，完成后结果显示在下方。", "success")
+    return redirect(url_for("reconciliation.index"))
 
 
 @bp.route("/statements", methods=["POST"])
@@ -69,7 +109,7 @@ def upload_statement():
     from app.tasks.reconciliation import reconcile_day_task
 
     try:
-        reconcile_day_task.delay(merchant.company_id, "wechatpay", sub_mchid, day.isoformat())
+        reconcile_day_task.delay(merchant.company_id, "wechatpay", sub_mchid, day.isoformat(), download=False)
     except Exception:
         db.session.rollback()
         logger.exception("Could not queue reconciliation of %s for %s", sub_mchid, day)

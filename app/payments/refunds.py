@@ -12,6 +12,7 @@ account did not owe), then the seasons the payment paid, latest first.
 
 import logging
 import secrets
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
@@ -155,36 +156,93 @@ def submit_refund(refund_id):
 
     The channel is called outside any row lock. A transport failure leaves the refund in
     `processing` with the error noted; submitting again sends the same out_refund_no, which
-    the channel treats as the same refund.
-    TODO: query the channel for a refund whose confirmation never arrives; today only a
-    notification or a resubmit completes it.
+    the channel treats as the same refund. A refund whose confirmation never arrives is
+    settled by check_refund (the stuck-refund sweep on Celery beat).
     """
     refund = db.session.get(Refund, refund_id)
     if refund is None or refund.status != "processing":
         return refund
     if refund.channel == "counter":
         return _pay_at_counter(refund_id)
+    try:
+        adapter, request = _channel_request(refund)
+        result = adapter.refund(request)
+    except _NoOnlineOrder as error:
+        return _fail(refund_id, str(error))
+    except ChannelError as error:
+        return _note_channel_error(refund_id, "提交退款渠道失败，可稍后重试", error)
+    refund = _apply_channel_result(refund_id, result)
+    logger.info("Refund %s sent to %s: %s", refund_id, refund.channel, refund.status)
+    return refund
+
+
+def check_refund(refund_id):
+    """Ask the channel for a refund still `processing` and complete it, fail it or send it again.
+
+    A refund the channel never received (lost on the way) is submitted again under the same
+    out_refund_no; one the channel still processes stays as it is.
+    """
+    refund = db.session.get(Refund, refund_id)
+    if refund is None or refund.status != "processing" or refund.channel not in ONLINE_REFUND_CHANNELS:
+        return refund
+    try:
+        adapter, request = _channel_request(refund)
+        result = adapter.query_refund(request)
+    except _NoOnlineOrder as error:
+        return _fail(refund_id, str(error))
+    except ChannelError as error:
+        return _note_channel_error(refund_id, "查询退款渠道失败，将稍后再查", error)
+    logger.info("Refund %s queried at %s: %s %s", refund_id, refund.channel, result.status, result.message)
+    if result.status == "not_found":
+        return submit_refund(refund_id)
+    return _apply_channel_result(refund_id, result)
+
+
+def stuck_refund_ids(older_than_seconds):
+    """(refund id, company id) of online refunds still `processing` this long after they were requested or approved."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    return db.session.execute(
+        sa.select(Refund.id, Refund.company_id)
+        .where(
+            Refund.status == "processing", Refund.channel.in_(ONLINE_REFUND_CHANNELS),
+            sa.func.coalesce(Refund.decided_at, Refund.requested_at) < cutoff,
+        )
+        .order_by(Refund.id)
+    ).all()
+
+
+class _NoOnlineOrder(RefundError):
+    """A channel refund of a payment that has no online order to refund against."""
+
+
+def _channel_request(refund):
+    """Return (adapter, RefundRequest) of an online refund; raise _NoOnlineOrder or ChannelError."""
     payment = db.session.get(Payment, refund.payment_id)
     order = db.session.scalar(sa.select(OnlineOrder).filter_by(company_id=refund.company_id, payment_id=payment.id))
     if order is None:
-        return _fail(refund_id, f"收款 {payment.receipt_no} 没有对应的线上订单，无法原路退回；请改为柜台退费。")
-    try:
-        auth_token = channels.order_merchant(refund.company_id, refund.channel)[1]
-        adapter = channels.channel_for(refund.channel)
-        result = adapter.refund(
-            RefundRequest(
-                merchant_id=order.sub_mchid, out_trade_no=order.out_trade_no, channel_txn_id=payment.channel_transaction_id,
-                out_refund_no=refund.out_refund_no, amount=refund.amount, order_total=payment.amount, reason=refund.reason,
-                notify_url=current_app.config.get("WECHATPAY_NOTIFY_URL", "") if refund.channel == "wechat" else "",
-                auth_token=auth_token,
-            )
-        )
-    except ChannelError as error:
-        logger.error("Refund %s to %s failed to send: %s", refund_id, refund.channel, error)
-        refund = lock_row(Refund, refund_id)
-        refund.failure_reason = f"提交退款渠道失败，可稍后重试：{error}"[:REASON_MAX]
-        db.session.commit()
-        return refund
+        raise _NoOnlineOrder(f"收款 {payment.receipt_no} 没有对应的线上订单，无法原路退回；请改为柜台退费。")
+    auth_token = channels.order_merchant(refund.company_id, refund.channel)[1]
+    adapter = channels.channel_for(refund.channel)
+    request = RefundRequest(
+        merchant_id=order.sub_mchid, out_trade_no=order.out_trade_no, channel_txn_id=payment.channel_transaction_id,
+        out_refund_no=refund.out_refund_no, amount=refund.amount, order_total=payment.amount, reason=refund.reason,
+        notify_url=current_app.config.get("WECHATPAY_NOTIFY_URL", "") if refund.channel == "wechat" else "",
+        auth_token=auth_token,
+    )
+    return adapter, request
+
+
+def _note_channel_error(refund_id, action, error):
+    refund = db.session.get(Refund, refund_id)
+    logger.error("Refund %s at %s: %s: %s", refund_id, refund.channel, action, error)
+    refund = lock_row(Refund, refund_id)
+    refund.failure_reason = f"{action}：{error}"[:REASON_MAX]
+    db.session.commit()
+    return refund
+
+
+def _apply_channel_result(refund_id, result):
+    """Complete or fail a refund still `processing` by the channel's answer; "processing" changes nothing. Commits."""
     refund = lock_row(Refund, refund_id)
     if refund.status == "processing":
         refund.channel_refund_id = result.channel_refund_id or refund.channel_refund_id
@@ -195,7 +253,6 @@ def submit_refund(refund_id):
             refund.failure_reason = f"退款渠道拒绝：{result.message}"[:REASON_MAX]
             refund.completed_at = utcnow()
     db.session.commit()
-    logger.info("Refund %s sent to %s: %s", refund_id, refund.channel, refund.status)
     return refund
 
 
@@ -205,7 +262,7 @@ def _pay_at_counter(refund_id):
         db.session.rollback()
         return refund
     company = db.session.get(Company, refund.company_id)
-    # TODO: print the refund receipt as a PDF; today the refund only takes its receipt number.
+    # The cashier prints the refund receipt from the payment page (payments.refund_receipt_pdf).
     refund.receipt_no = next_receipt_no(company, utcnow())
     complete_refund(refund)
     db.session.commit()

@@ -12,7 +12,7 @@ from flask_login import current_user, login_required
 from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm, OnlineOrderForm, RefundApprovalSettingForm, RefundDecisionForm, RefundForm
 from app.invoicing.receipt import ReceiptError
-from app.invoicing.services import payment_invoice_context, payment_items, print_receipt
+from app.invoicing.services import payment_invoice_context, payment_items, print_receipt, print_refund_receipt
 from app.money import format_money, format_quantity
 from app.network.models import Account
 from app.network.services import search_accounts
@@ -152,7 +152,7 @@ def refund(payment_id):
 
 def _flash_refund(refund):
     if refund.status == "succeeded":
-        receipt = f"，退费收据号 {refund.receipt_no}" if refund.receipt_no else ""
+        receipt = f"，退费收据号 {refund.receipt_no}，请在退费记录中打印退费收据" if refund.receipt_no else ""
         flash(f"已退费 {format_money(refund.amount)} 元{receipt}。", "success")
     elif refund.status == "pending_approval":
         flash(f"退费申请 {format_money(refund.amount)} 元已提交，等待审批。", "success")
@@ -304,13 +304,30 @@ def qr_svg(text):
 def receipt_pdf(payment_id):
     """Send the receipt PDF of a payment. Every print after the first is marked 补打."""
     payment = _load_payment(payment_id)
+    return _receipt_response(print_receipt, payment, f"receipt-{payment.receipt_no}.pdf")
+
+
+def _receipt_response(print_function, record, filename):
+    """Print a receipt of `record` with `print_function` and send it inline, or answer 503 when it cannot be drawn."""
     try:
-        pdf = print_receipt(payment)
+        pdf = print_function(record)
     except ReceiptError as error:
-        logger.error("Receipt of payment %s could not be drawn: %s", payment.id, error)
+        logger.error("Receipt %s could not be drawn: %s", filename, error)
         abort(503, str(error))
-    filename = f"receipt-{payment.receipt_no}.pdf"
     return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+@bp.route("/refunds/<int:refund_id>/receipt.pdf")
+@login_required
+def refund_receipt_pdf(refund_id):
+    """Send the receipt PDF of a cash refund at the counter. Every print after the first is marked 补打."""
+    refund = db.session.scalar(sa.select(Refund).filter_by(id=refund_id))
+    if refund is None:
+        abort(404, f"未找到编号为 {refund_id} 的退费，或它不属于您的公司。")
+    _load_payment(refund.payment_id)
+    if not refund.receipt_no or refund.status != "succeeded":
+        abort(404, f"退费 {refund_id} 不是已完成的柜台退费，没有退费收据；原路退回的退费以渠道到账为准。")
+    return _receipt_response(print_refund_receipt, refund, f"refund-receipt-{refund.receipt_no}.pdf")
 
 
 def _notification_response(channel_code):

@@ -82,7 +82,6 @@ def _step(payment_id, invoice_id):
         return "failed", invoice_id, str(error)
 
 
-# TODO: schedule this sweep and payments.reconcile_day with Celery beat; nothing runs them periodically yet.
 @celery.task(name="invoicing.issue_pending_e_invoices")
 def issue_pending_e_invoices_task(older_than_seconds=60):
     """Queue an issue task for every e-invoice still pending after `older_than_seconds`; returns the count."""

@@ -57,8 +57,10 @@ def test_finance_reconciles_and_resolves(page, browser_login, screenshot, make_a
     bill.write_text(BILL, encoding="utf-8")
     browser_login(page, "tj_finance")
     page.goto("/reconciliation/")
-    page.get_by_label("对账日期").fill("2025-12-03")
-    page.get_by_label("账单文件").set_input_files(str(bill))
+    # The page also has the form that downloads a day's statements, with its own 对账日期.
+    upload = page.locator("#statement-form")
+    upload.get_by_label("对账日期").fill("2025-12-03")
+    upload.get_by_label("账单文件").set_input_files(str(bill))
     with page.expect_navigation():
         page.get_by_role("button", name="上传并对账").click()
     assert "一致 1 笔，差异 2 笔" in page.locator(".flash").inner_text()

@@ -1,5 +1,6 @@
 """Background tasks through real brokers: RabbitMQ on 127.0.0.1 and the embedded SQLite transport."""
 
+import contextlib
 import subprocess
 import time
 import uuid
@@ -7,6 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
+from kombu.asynchronous import set_event_loop
 
 from app.extensions import celery, db
 from app.ledger.models import LedgerImport
@@ -24,6 +26,27 @@ def _switch_broker(**settings):
     celery.close()
     celery.amqp._producer_pool = None
     celery.conf.update(**settings)
+
+
+@contextlib.contextmanager
+def embedded_worker(broker_url):
+    """Run a solo Celery worker thread on `broker_url`, then restore the previous broker.
+
+    A worker on an asynchronous transport (py-amqp) takes kombu's process-wide event loop,
+    creating it with its own timer only when none is set, and leaves it set when it stops.
+    A second worker in the same process would then reuse the first one's loop, which fires
+    the old timer, and so never run a task with an ETA or countdown, such as a retry. The
+    loop is cleared before and after each worker.
+    """
+    previous = dict(celery.conf)
+    _switch_broker(broker_url=broker_url, task_always_eager=False)
+    set_event_loop(None)
+    try:
+        with start_worker(celery, pool="solo", perform_ping_check=False, shutdown_timeout=30) as worker:
+            yield worker
+    finally:
+        set_event_loop(None)
+        _switch_broker(broker_url=previous["broker_url"], task_always_eager=previous["task_always_eager"])
 
 
 @pytest.fixture
@@ -47,19 +70,14 @@ def test_ledger_import_runs_on_worker(demo, broker_url):
     db.session.add(job)
     db.session.commit()
     job_id = job.id
-    previous = dict(celery.conf)
-    _switch_broker(broker_url=broker_url, task_always_eager=False)
-    try:
-        with start_worker(celery, pool="solo", perform_ping_check=False, shutdown_timeout=30):
-            import_ledger_task.delay(job_id, demo["SJZ"].id)
-            deadline = time.monotonic() + 120
-            status = "queued"
-            while time.monotonic() < deadline and status in ("queued", "running"):
-                time.sleep(0.5)
-                db.session.expire_all()
-                status = db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id))
-    finally:
-        _switch_broker(broker_url=previous["broker_url"], task_always_eager=previous["task_always_eager"])
+    with embedded_worker(broker_url):
+        import_ledger_task.delay(job_id, demo["SJZ"].id)
+        deadline = time.monotonic() + 120
+        status = "queued"
+        while time.monotonic() < deadline and status in ("queued", "running"):
+            time.sleep(0.5)
+            db.session.expire_all()
+            status = db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id))
 
     assert status == "succeeded"
     assert db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(company_id=demo["SJZ"].id)) == 1460

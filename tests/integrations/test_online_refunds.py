@@ -11,22 +11,14 @@ from app.billing.models import LedgerEntry
 from app.extensions import db
 from app.network.models import Account
 from app.org.models import User
-from app.payments.models import OnlineOrder, Payment, PaymentNotification, Refund
-from app.payments.online import create_online_order
+from app.payments.models import Payment, PaymentNotification, Refund
 from app.payments.refunds import RefundError, refundable_amount, request_refund
 from app.payments.services import amount_owed
 from app.tariffs.models import Season
-from wechatpay_helpers import SUB_MCHIDS, accounts_of, wait_for
+from wechatpay_helpers import SUB_MCHIDS, accounts_of, paid_online_order, wait_for
 
 pytestmark = pytest.mark.xdist_group("online-refunds")
 D = Decimal
-
-
-def _paid_order(account, channel, simulator, merchant):
-    order = create_online_order(account, channel)
-    simulator.pay(merchant, order.out_trade_no)
-    assert wait_for(lambda: (db.session.expire_all() or db.session.get(OnlineOrder, order.id).status) == "paid")
-    return db.session.get(OnlineOrder, order.id)
 
 
 def _refunded(refund_id):
@@ -44,7 +36,7 @@ def test_wechat_partial_refunds_confirmed_by_notification(wechat):
     simulator = wechat["simulator"]
     account = accounts_of(tj, 1)[0]
     owed = amount_owed(account).total
-    order = _paid_order(account, "wechat", simulator, SUB_MCHIDS["TJ"])
+    order = paid_online_order(account, "wechat", simulator, SUB_MCHIDS["TJ"])
     payment = db.session.get(Payment, order.payment_id)
     user = db.session.scalar(sa.select(User).filter_by(username="tj_cashier"))
 
@@ -77,7 +69,7 @@ def test_alipay_refund_is_synchronous(alipay_world):
     simulator = alipay_world["simulator"]
     account = accounts_of(tj, 1)[0]
     owed = amount_owed(account).total
-    order = _paid_order(account, "alipay", simulator, TJ_APP_ID)
+    order = paid_online_order(account, "alipay", simulator, TJ_APP_ID)
     payment = db.session.get(Payment, order.payment_id)
     user = db.session.scalar(sa.select(User).filter_by(username="tj_cashier"))
 

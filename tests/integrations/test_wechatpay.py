@@ -1,6 +1,7 @@
 """WeChat Pay end to end: orders through the simulator, notifications to the live app over HTTP."""
 
 import json
+import os
 import random
 import secrets
 import time
@@ -23,6 +24,8 @@ from wechatpay_helpers import PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS, accounts_of
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 NOTIFY_PATH = "/payments/notify/wechat"
+# Multiplies the 2,000 notifications of the mixed test; 5 sends the 10,000 of the acceptance run.
+NOTIFICATION_MIX_SCALE = int(os.environ.get("HEATFLOW_NOTIFICATION_MIX_SCALE", "1"))
 
 
 def _resource(order, transaction_id=None, total=None):
@@ -156,7 +159,9 @@ def test_wrong_amount_held_not_posted(wechat):
 
 
 def test_mixed_notifications_exact_balances(wechat):
-    """2,000 notifications: duplicates, reordering, tampering, bad signatures, stale and wrong amounts."""
+    """2,000 notifications (× HEATFLOW_NOTIFICATION_MIX_SCALE): duplicates, reordering, tampering, bad signatures, stale and wrong amounts."""
+    scale = NOTIFICATION_MIX_SCALE
+    total = 2000 * scale
     keys = wechat["keys"]
     url = wechat["server"] + NOTIFY_PATH
     accounts = accounts_of(wechat["demo"]["TJ"], 48)
@@ -168,41 +173,39 @@ def test_mixed_notifications_exact_balances(wechat):
     owed_before = {a.id: amount_owed(a).total for a in accounts}
 
     rng = random.Random(20260110)
-    now = int(time.time())
-    messages = []  # (kind, body, headers)
+    # Each message is signed when it is sent, with its kind's timestamp offset, so a long run
+    # does not push valid ones out of the 300-second replay window.
+    messages = []  # (kind, resource, timestamp offset in seconds, signing key or None, serial)
     for order in paid_orders:
         resource = _resource(order)
-        for _ in range(25):
-            messages.append(("valid", *signed_notification(keys, resource, timestamp=now + rng.randint(-60, 60))))
+        for _ in range(25 * scale):
+            messages.append(("valid", resource, rng.randint(-60, 60), None, PLATFORM_SERIAL))
     for order in held_orders:
         resource = _resource(order, total=9999)
-        for _ in range(5):
-            messages.append(("wrong_amount", *signed_notification(keys, resource)))
-    for index in range(960):
-        order = rng.choice(paid_orders)
+        for _ in range(5 * scale):
+            messages.append(("wrong_amount", resource, 0, None, PLATFORM_SERIAL))
+    for index in range(960 * scale):
+        resource = _resource(rng.choice(paid_orders))
         kind = ("tampered", "wrong_signature", "stale", "unknown_serial")[index % 4]
-        resource = _resource(order)
-        if kind == "tampered":
-            body, headers = signed_notification(keys, resource)
-            body = body.replace(b'"summary"', b'"Summary"')
-        elif kind == "wrong_signature":
-            body, headers = signed_notification(keys, resource, platform_key=keys["attacker"])
-        elif kind == "stale":
-            body, headers = signed_notification(keys, resource, timestamp=now - wechatpay.REPLAY_WINDOW_SECONDS - 1)
-        else:
-            body, headers = signed_notification(keys, resource, serial="PUB_KEY_ID_UNKNOWN")
-        messages.append((kind, body, headers))
+        offset = -wechatpay.REPLAY_WINDOW_SECONDS - 1 if kind == "stale" else 0
+        key = keys["attacker"] if kind == "wrong_signature" else None
+        serial = "PUB_KEY_ID_UNKNOWN" if kind == "unknown_serial" else PLATFORM_SERIAL
+        messages.append((kind, resource, offset, key, serial))
     rng.shuffle(messages)
-    assert len(messages) == 2000
+    assert len(messages) == total
 
     started = time.monotonic()
     statuses = Counter()
-    for kind, body, headers in messages:
-        assert time.monotonic() - started < 300, "2,000 notifications took over 5 minutes"
+    for kind, resource, offset, key, serial in messages:
+        assert time.monotonic() - started < 300 * scale, f"{total} notifications took over {5 * scale} minutes"
+        body, headers = signed_notification(keys, resource, timestamp=int(time.time()) + offset, platform_key=key, serial=serial)
+        if kind == "tampered":
+            body = body.replace(b'"summary"', b'"Summary"')
         status, _ = send(url, body, headers)
         statuses[(kind, status)] += 1
-    assert statuses == {("valid", 204): 1000, ("wrong_amount", 204): 40, ("tampered", 400): 240,
-                        ("wrong_signature", 400): 240, ("stale", 400): 240, ("unknown_serial", 400): 240}
+    bad = 240 * scale
+    assert statuses == {("valid", 204): 1000 * scale, ("wrong_amount", 204): 40 * scale, ("tampered", 400): bad,
+                        ("wrong_signature", 400): bad, ("stale", 400): bad, ("unknown_serial", 400): bad}
 
     db.session.expire_all()
     for order in paid_orders:
@@ -216,12 +219,12 @@ def test_mixed_notifications_exact_balances(wechat):
         assert db.session.get(OnlineOrder, order.id).status == "held"
 
     outcomes = Counter(db.session.scalars(sa.select(PaymentNotification.outcome)))
-    assert outcomes == {"accepted": 40, "duplicate": 960 + 32, "held": 8, "rejected": 960}
+    assert outcomes == {"accepted": 40, "duplicate": 1000 * scale - 40 + 40 * scale - 8, "held": 8, "rejected": 4 * bad}
     reasons = Counter(db.session.scalars(sa.select(PaymentNotification.reason).filter_by(outcome="rejected")))
-    assert reasons["invalid signature"] == 480
-    assert reasons["unknown Wechatpay-Serial 'PUB_KEY_ID_UNKNOWN'"] == 240
+    assert reasons["invalid signature"] == 2 * bad
+    assert reasons["unknown Wechatpay-Serial 'PUB_KEY_ID_UNKNOWN'"] == bad
     stale = sum(count for reason, count in reasons.items() if "outside the 300-second window" in reason)
-    assert stale == 240
+    assert stale == bad
     assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(channel="wechat")) == 40
 
 

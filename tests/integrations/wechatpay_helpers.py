@@ -50,3 +50,14 @@ def wait_for(condition, timeout_s=15.0, step_s=0.02):
         value = condition()
     return value
 
+
+
+def paid_online_order(account, channel, simulator, merchant):
+    """Place an order for what `account` owes, pay it in the simulator and wait until its notification posted it."""
+    from app.payments.models import OnlineOrder
+    from app.payments.online import create_online_order
+
+    order = create_online_order(account, channel)
+    simulator.pay(merchant, order.out_trade_no)
+    assert wait_for(lambda: (db.session.expire_all() or db.session.get(OnlineOrder, order.id).status) == "paid")
+    return db.session.get(OnlineOrder, order.id)

@@ -150,3 +150,48 @@ def test_receipt_shows_suspension_ratio(tj_account, cashier, login, tmp_path):
     assert "贰仟壹佰贰拾伍元壹角玖分" in text
     assert "银行卡" in text
     assert "POS 参考号 0001" in text
+
+
+def test_counter_refund_receipt(paid, login, cashier, tmp_path):
+    from app.payments.refunds import request_refund
+
+    account, payment = paid
+    # 2918.25 paid; refunding 1000.00 gives back the 957.82 of 2025-2026 first, then 42.18 of the arrears.
+    refund = request_refund(payment.id, "1000.00", "面积核减", cashier("tj_cashier"))
+    assert refund.status == "succeeded"
+    client = login("tj_cashier")
+    response = client.get(f"/payments/refunds/{refund.id}/receipt.pdf")
+    assert response.status_code == 200
+    assert response.mimetype == "application/pdf"
+    pdf = tmp_path / "refund.pdf"
+    pdf.write_bytes(response.data)
+
+    text = _run("pdftotext", "-layout", str(pdf), "-")
+    assert "津南热力有限公司 供热费收据（退费）" in text
+    assert refund.receipt_no in text
+    assert payment.receipt_no in text
+    assert "壹仟元整" in text
+    assert "2025-2026 供暖季热费退回" in text
+    assert "往年欠费退回" in text
+    assert "面积核减" in text
+    assert account.account_no in text
+    assert "补打（" not in text
+    fonts = [line.split() for line in _run("pdffonts", str(pdf)).splitlines()[2:]]
+    assert fonts and all(row[-5] == "yes" for row in fonts)
+    # A PNG of the page for a look at the layout.
+    _run("pdftoppm", "-png", "-r", "60", "-singlefile", str(pdf), str(tmp_path / "refund"))
+    assert (tmp_path / "refund.png").stat().st_size > 0
+
+    again = client.get(f"/payments/refunds/{refund.id}/receipt.pdf")
+    (tmp_path / "again.pdf").write_bytes(again.data)
+    assert "补打（第 2 次打印）" in _run("pdftotext", "-layout", str(tmp_path / "again.pdf"), "-")
+    page = client.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert f"/payments/refunds/{refund.id}/receipt.pdf" in page
+
+
+def test_refund_receipt_of_other_company_hidden(paid, login, cashier):
+    from app.payments.refunds import request_refund
+
+    _, payment = paid
+    refund = request_refund(payment.id, "10.00", "重复缴费", cashier("tj_cashier"))
+    assert login("qd_cashier").get(f"/payments/refunds/{refund.id}/receipt.pdf").status_code == 404

@@ -1,6 +1,6 @@
 """Daily reconciliation of WeChat Pay payments against statement lines, and the WeChat trade bill parser."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -12,7 +12,7 @@ from app.integrations.statement import StatementLine
 from app.network.models import Account
 from app.payments.models import Payment, ReconciliationItem, ReconciliationRun, WechatMerchant
 from app.payments.reconciliation import (
-    ReconciliationError, parse_wechat_trade_bill, reconcile, resolve_item, store_statement,
+    ReconciliationError, parse_statement, reconcile, resolve_item, store_statement,
 )
 from app.tasks.reconciliation import reconcile_day_task
 
@@ -21,7 +21,8 @@ SUB_MCHID = "1900000111"
 
 
 def _at(hour, minute=0, day=DAY):
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=LOCAL_TIME)
+    # In UTC, as the app stores times; it is the same moment as the local time.
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=LOCAL_TIME).astimezone(timezone.utc)
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ BILL = (
 
 
 def test_wechat_bill_parsed():
-    lines = parse_wechat_trade_bill(BILL)
+    lines = parse_statement("wechatpay", SUB_MCHID, DAY, BILL.encode("utf-8"))
     assert [(l.kind, l.channel_txn_id, l.amount) for l in lines] == [
         ("payment", "4200000001", Decimal("100.00")),
         ("payment", "4200000002", Decimal("200.00")),
@@ -139,8 +140,8 @@ def test_task_reconciles_stored_statement(tj_wechat):
     store_statement(tj_wechat.id, "wechatpay", SUB_MCHID, DAY, "bill.csv", BILL.encode("utf-8"))
     # 4200000001 and …02 match; the refund 50300000001 and the payment …03 are differences.
     # Called directly: the task body runs here, as an eager Celery would run it.
-    assert reconcile_day_task(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat()) == 2
-    assert reconcile_day_task(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat()) == 2
+    assert reconcile_day_task(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat(), download=False) == 2
+    assert reconcile_day_task(tj_wechat.id, "wechatpay", SUB_MCHID, DAY.isoformat(), download=False) == 2
     run = db.session.scalar(sa.select(ReconciliationRun))
     assert run.runs == 2
     assert run.matched == 2

@@ -42,6 +42,7 @@ OBJECT_FINDERS = {
     "user_id": User,
     "role_id": Role,
     "payment_id": "app.payments.models.Payment",
+    "refund_id": "app.payments.models.Refund",
     "task_id": "app.processes.models.HumanTask",
     "instance_id": "app.processes.models.ProcessInstance",
     "process_type": PathValue("suspension"),
@@ -58,8 +59,9 @@ OBJECT_FINDERS = {
 
 @pytest.fixture
 def qd_world(import_fixture, demo):
-    """Both companies with accounts, a QD import, a QD payment and a QD suspension request."""
+    """Both companies with accounts, a QD import, a QD payment with a cash refund and a QD suspension request."""
     from app.billing.services import run_billing
+    from app.payments.refunds import request_refund
     from app.payments.services import collect_payment
     from app.processes.services import start_suspension
 
@@ -76,6 +78,7 @@ def qd_world(import_fixture, demo):
     cashier = db.session.scalar(sa.select(User).filter_by(username="qd_cashier"))
     clerk = db.session.scalar(sa.select(User).filter_by(username="qd_clerk"))
     payment = collect_payment(account, "100.00", "cash", cashier)
+    request_refund(payment.id, "10.00", "重复缴费", cashier)
     start_suspension(account.id, clerk, "出租空置")
     _add_qd_field_work(qd, account)
     from datetime import date

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: aeea4dbc30bb
+Revision ID: 772a8aa12f9d
 Revises: 
-Create Date: 2026-12-04 22:40:30.686626
+Create Date: 2026-12-04 22:51:26.990242
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'aeea4dbc30bb'
+revision = '772a8aa12f9d'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1127,6 +1127,7 @@ def upgrade():
     sa.Column('out_refund_no', sa.String(length=64), nullable=False),
     sa.Column('channel_refund_id', sa.String(length=64), nullable=True),
     sa.Column('receipt_no', sa.String(length=32), nullable=True),
+    sa.Column('receipt_prints', sa.Integer(), nullable=False),
     sa.Column('failure_reason', sa.String(length=255), nullable=False),
     sa.Column('request_token', sa.String(length=64), nullable=True),
     sa.Column('requested_by_id', sa.Integer(), nullable=True),
