@@ -52,6 +52,8 @@ class DefaultConfig:
     BABEL_DEFAULT_LOCALE = "zh_CN"
     # Largest ledger accepted by the importer, in data rows.
     LEDGER_MAX_ROWS = int(os.environ.get("HEATFLOW_LEDGER_MAX_ROWS", "200000"))
+    # Accounts per committed batch of a set-based billing run on PostgreSQL (app/billing/bulk.py).
+    BILLING_BATCH_SIZE = int(os.environ.get("HEATFLOW_BILLING_BATCH_SIZE", "50000"))
     # Font file embedded in receipt PDFs. It must contain Chinese glyphs (Debian package fonts-noto-cjk).
     RECEIPT_FONT_PATH = os.environ.get("HEATFLOW_RECEIPT_FONT_PATH", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 

@@ -1,0 +1,183 @@
+"""Fixtures of the fault-injection tests: app processes started as subprocesses, killed with
+SIGKILL at a known point, and a PostgreSQL session that holds a lock to stop them there.
+
+A process is stopped "in the middle" deterministically: the test holds a lock that the
+process needs at the chosen step, waits until PostgreSQL shows the process's connection
+waiting for that lock (its `application_name` names it), then sends SIGKILL. Every wait is
+bounded by WAIT_S.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.core.test_celery_broker import _rabbitmqctl
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_S = 60
+
+
+@pytest.fixture
+def pg_app(app, backend):
+    """The session app, on PostgreSQL only: killing a process mid-transaction is about the server's recovery."""
+    if backend != "postgres":
+        pytest.skip("fault injection runs against PostgreSQL")
+    return app
+
+
+def with_application_name(url, name):
+    """The database URL with `application_name` set, so pg_stat_activity shows which process a backend serves."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
+class Processes:
+    """Subprocesses of one test; anything still running at the end is killed."""
+
+    def __init__(self, app, tmp_path):
+        self.app = app
+        self.tmp_path = tmp_path
+        self.started = []
+
+    def env(self, name, **extra):
+        env = {
+            **os.environ,
+            "DATABASE_URL": with_application_name(self.app.config["SQLALCHEMY_DATABASE_URI"], name),
+            "CELERY_BROKER_URL": f"sqla+sqlite:///{self.tmp_path / 'celery-broker.db'}",
+            "HEATFLOW_OUTBOX_BROKER_URL": "",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("HEATFLOW_CONFIG", None)
+        env.update(extra)
+        return env
+
+    def start(self, name, args, **extra_env):
+        """Start `python -m ARGS…` in the project directory with its own application name; output goes to NAME.log."""
+        log = open(self.tmp_path / f"{name}.log", "a")
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, env=self.env(name, **extra_env), stdout=log, stderr=subprocess.STDOUT,
+        )
+        process.log_path = self.tmp_path / f"{name}.log"
+        self.started.append(process)
+        return process
+
+    def flask(self, name, *args, **extra_env):
+        return self.start(name, ["flask", "--app", "wsgi", *args], **extra_env)
+
+    def celery_worker(self, name, broker_url, **extra_env):
+        return self.start(
+            name, ["celery", "-A", "app.celery_worker", "worker", "--pool", "solo", "--hostname", f"{name}@%h", "--loglevel", "INFO"],
+            CELERY_BROKER_URL=broker_url, **extra_env,
+        )
+
+    def web(self, name, port, **extra_env):
+        """`flask run` (werkzeug, threaded) on 127.0.0.1:`port`; returns once it answers."""
+        process = self.flask(name, "run", "--host", "127.0.0.1", "--port", str(port), "--no-reload", "--no-debugger", **extra_env)
+        wait_until(lambda: http_status(f"http://127.0.0.1:{port}/login") == 200 or process.poll() is not None)
+        assert process.poll() is None, process.log_path.read_text()[-3000:]
+        return process
+
+    def kill(self, process):
+        """SIGKILL, as the kernel's OOM killer or a power cut would; no cleanup runs in the process."""
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=WAIT_S)
+        assert process.returncode == -signal.SIGKILL
+
+    def stop(self, process):
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def logs(self):
+        return "\n".join(p.read_text() for p in self.tmp_path.glob("*.log"))[-6000:]
+
+    def close(self):
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@pytest.fixture
+def processes(pg_app, tmp_path):
+    started = Processes(pg_app, tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def blocker(pg_app):
+    """A PostgreSQL connection outside the app's pool, for the test to hold locks with."""
+    engine = sa.create_engine(pg_app.config["SQLALCHEMY_DATABASE_URI"])
+    connection = engine.connect()
+    yield connection
+    if connection.in_transaction():
+        connection.rollback()
+    connection.close()
+    engine.dispose()
+
+
+def wait_until(condition, timeout_s=WAIT_S, step_s=0.1):
+    """Poll until `condition()` is true; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"condition not met within {timeout_s} s: {getattr(condition, '__name__', condition)}")
+
+
+def waiting_on_lock(connection, application_name):
+    """True while a backend of `application_name` waits for a lock (seen from `connection`, outside its transaction)."""
+    with connection.engine.connect() as probe:
+        return probe.scalar(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND wait_event_type = 'Lock'"),
+            {"name": application_name},
+        ) > 0
+
+
+def backends_of(connection, application_name):
+    with connection.engine.connect() as probe:
+        return probe.scalar(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"), {"name": application_name},
+        )
+
+
+def http_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def rabbit_url():
+    """A fresh RabbitMQ virtual host; yields its AMQP URL and deletes the host afterwards."""
+    vhost = "heatflow_test_" + uuid.uuid4().hex[:8]
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
