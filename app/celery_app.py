@@ -36,6 +36,16 @@ def init_celery(flask_app):
                 "task": "processes.fire_due_timers",
                 "schedule": flask_app.config["PROCESS_TIMER_SCAN_SECONDS"],
             },
+            # Uploaded ledgers whose task never reached the broker.
+            "queue-waiting-ledger-imports": {
+                "task": "ledger.queue_waiting_imports",
+                "schedule": flask_app.config["LEDGER_IMPORT_SWEEP_S"],
+            },
+            # E-invoices whose issue task never reached the broker.
+            "issue-pending-e-invoices": {
+                "task": "invoicing.issue_pending_e_invoices",
+                "schedule": flask_app.config["EINVOICE_SWEEP_S"],
+            },
             "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
             # Yesterday's finance vouchers, after midnight local time.
             "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},

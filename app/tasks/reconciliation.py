@@ -13,6 +13,7 @@ from app.tenancy import company_scope, scoped
 logger = logging.getLogger(__name__)
 
 
+# TODO: schedule payments.reconcile_day with Celery beat; nothing runs it periodically yet.
 @celery.task(name="payments.reconcile_day")
 def reconcile_day_task(company_id, channel, merchant_id, day):
     """Reconcile one channel, merchant and day (ISO date) of a company; returns the difference count or None.

@@ -7,13 +7,16 @@ waiting for that lock (its `application_name` names it), then sends SIGKILL. Eve
 bounded by WAIT_S.
 """
 
+import http.cookiejar
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -25,6 +28,7 @@ from tests.core.test_celery_broker import _rabbitmqctl
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60
+HIDDEN = 'name="{}"[^>]*value="([^"]*)"'
 
 
 @pytest.fixture
@@ -128,6 +132,61 @@ def blocker(pg_app):
         connection.rollback()
     connection.close()
     engine.dispose()
+
+
+class Browser:
+    """Cookies and CSRF tokens against a live server, as a user's browser sends them."""
+
+    def __init__(self, base_url):
+        self.base_url = base_url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect)
+
+    def request(self, path, data=None, timeout=30, files=None):
+        """GET, or POST `data` form-encoded (multipart with `files` {field: (filename, bytes)}); returns (status, text)."""
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        headers = {}
+        if files:
+            boundary = uuid.uuid4().hex
+            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in data.items()]
+            for field, (filename, content) in files.items():
+                parts.append(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
+                )
+            body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers)
+        try:
+            with self.opener.open(request, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def hidden(self, path, name="csrf_token"):
+        """The value of a hidden form field on a page, such as the CSRF token."""
+        status, page = self.request(path)
+        assert status == 200, (path, status)
+        return re.search(HIDDEN.format(name), page).group(1)
+
+    def token(self, path):
+        return self.hidden(path)
+
+    def login(self, username):
+        from app.demo import DEMO_PASSWORD
+
+        token = self.token("/login")
+        status, _ = self.request("/login", {"username": username, "password": DEMO_PASSWORD, "csrf_token": token})
+        assert status == 302
+        return self
+
+    def submit(self, task_id, data, timeout=30):
+        token = self.token(f"/processes/tasks/{task_id}")
+        return self.request(f"/processes/tasks/{task_id}", {**data, "csrf_token": token}, timeout=timeout)[0]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
 
 
 def wait_until(condition, timeout_s=WAIT_S, step_s=0.1):

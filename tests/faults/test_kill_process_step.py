@@ -2,12 +2,7 @@
 process), and an escalation timer fired by a Celery worker. Afterwards the instance is
 before the step, never halfway, and the step runs exactly once when retried."""
 
-import http.cookiejar
-import re
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -17,53 +12,15 @@ from celery import Celery
 
 from app.billing.models import LedgerEntry
 from app.billing.services import season_receivable
-from app.demo import DEMO_PASSWORD
 from app.extensions import db
 from app.network.models import Account
 from app.processes.audit import verify_chain
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance, ProcessTimer
 from app.tariffs.services import get_season
-from tests.faults.conftest import backends_of, free_port, wait_until, waiting_on_lock
+from tests.faults.conftest import Browser, backends_of, free_port, wait_until, waiting_on_lock
 from tests.processes.conftest import instance_of, make_account, open_task, start_request  # noqa: F401
 
 pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults")]
-CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-
-
-class Browser:
-    """Cookies and CSRF tokens against a live server, as a user's browser sends them."""
-
-    def __init__(self, base_url):
-        self.base_url = base_url
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect)
-
-    def request(self, path, data=None, timeout=30):
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        try:
-            with self.opener.open(self.base_url + path, data=body, timeout=timeout) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
-
-    def token(self, path):
-        status, page = self.request(path)
-        assert status == 200, (path, status)
-        return CSRF.search(page).group(1)
-
-    def login(self, username):
-        token = self.token("/login")
-        status, _ = self.request("/login", {"username": username, "password": DEMO_PASSWORD, "csrf_token": token})
-        assert status == 302
-        return self
-
-    def submit(self, task_id, data, timeout=30):
-        token = self.token(f"/processes/tasks/{task_id}")
-        return self.request(f"/processes/tasks/{task_id}", {**data, "csrf_token": token}, timeout=timeout)[0]
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 def _rerates(account_id):
