@@ -128,9 +128,9 @@ def register_web(app):
 
     @app.errorhandler(OperationalError)
     def database_unavailable(error):
-        # The server ended the connection, restarted or cannot be reached. The transaction was
-        # rolled back by the server, the pool drops the broken connection, and the next
-        # request gets a checked one (pool_pre_ping), so the client may simply retry.
+        # The server ended the connection, restarted or cannot be reached, so it rolled the
+        # transaction back. The pool drops the broken connection and the next request gets a
+        # checked one (pool_pre_ping), so the client may retry.
         db.session.rollback()
         logger.error("Database connection failed on %s %s: %s", request.method, request.path, error)
         message = "数据库连接中断，本次操作未保存。请稍后重试。"

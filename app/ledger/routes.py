@@ -53,7 +53,7 @@ def upload():
         try:
             import_ledger_task.delay(job.id, job.company_id)
         except Exception:
-            # The job is stored; the beat sweep sends its task once the broker answers.
+            # The job is stored, and the beat sweep sends its task once the broker is reachable.
             logger.exception("Could not queue ledger import %s; the sweep will queue it", job.id)
             flash("台账已保存，但任务队列暂时不可用；恢复后将自动开始导入，无需重新上传。", "error")
         return redirect(url_for("ledger.status", import_id=job.id))

@@ -16,13 +16,17 @@ logger = logging.getLogger(__name__)
 
 
 def _claim(import_id, redelivered):
-    """Mark a queued import running and return True, or say why this delivery must not run it.
+    """Mark a queued import running and return True, or return False when this delivery must not run it.
 
     The sweep below may queue a job whose first task is still waiting in the broker, so two
     deliveries can name one job: the first to move it from queued to running runs it. A
     job already running runs again only on a redelivery, which the broker makes when the
     worker that held the task died before acknowledging it. A transport that does not
-    report redeliveries (None) keeps the old rule and runs it.
+    report redeliveries (None) runs it too, because a redelivery cannot be told apart there.
+
+    NOTE: a worker that only lost its broker connection keeps running while the broker
+    redelivers, so two imports of one job can overlap; the later commit then fails on the
+    unique account number and marks the job failed although the data is stored.
     """
     claimed = db.session.execute(
         sa.update(LedgerImport).where(LedgerImport.id == import_id, LedgerImport.status == "queued").values(status="running")

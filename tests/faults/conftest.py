@@ -84,7 +84,7 @@ class Processes:
         )
 
     def web(self, name, port, **extra_env):
-        """`flask run` (werkzeug, threaded) on 127.0.0.1:`port`; returns once it answers."""
+        """`flask run` (werkzeug, threaded) on 127.0.0.1:`port`; returns once it serves the login page."""
         process = self.flask(name, "run", "--host", "127.0.0.1", "--port", str(port), "--no-reload", "--no-debugger", **extra_env)
         wait_until(lambda: http_status(f"http://127.0.0.1:{port}/login") == 200 or process.poll() is not None)
         assert process.poll() is None, process.log_path.read_text()[-3000:]

@@ -16,7 +16,7 @@ from app.tariffs.services import get_season
 from tests.conftest import LEDGERS
 from tests.faults.conftest import WAIT_S, backends_of, wait_until, waiting_on_lock
 
-pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.faults
 TJ = next(e for e in json.loads((LEDGERS / "expected.json").read_text()) if e["file"] == "TJ-shared.xlsx")
 BATCH = 200
 
@@ -30,7 +30,7 @@ def _charges(company_id, season_id):
     ).all()
 
 
-def test_billing_killed_between_batches_bills_every_account_once_on_rerun(import_fixture, demo, processes, blocker):
+def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes, blocker):
     import_fixture("TJ", "TJ-shared.xlsx")
     tj = demo["TJ"].id
     season = get_season(tj, "2025-2026")
@@ -72,7 +72,8 @@ def test_billing_killed_between_batches_bills_every_account_once_on_rerun(import
     assert sorted(per_account) == list(charged_ids)
     assert set(per_account.values()) == {1}
     runs = db.session.scalars(sa.select(BillingRun).filter_by(company_id=tj).order_by(BillingRun.id)).all()
-    assert len(runs) == 2 and runs[1].finished_at is not None
+    assert len(runs) == 2
+    assert runs[1].finished_at is not None
     assert runs[1].accounts_billed == len(charged_ids) - len(first_charges)
     assert sum(r.amount_posted for r in runs) == sum(amount for _, _, amount in charges)
 

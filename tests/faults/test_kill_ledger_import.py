@@ -17,7 +17,7 @@ from app.network.models import Account, Community
 from tests.conftest import LEDGERS
 from tests.faults.conftest import WAIT_S, backends_of, wait_until, waiting_on_lock
 
-pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.faults
 EXPECTED = {entry["file"]: entry for entry in json.loads((LEDGERS / "expected.json").read_text())}
 TJ = EXPECTED["TJ-shared.xlsx"]
 
@@ -53,7 +53,7 @@ def _hold_ledger_entry_inserts(blocker):
     blocker.execute(sa.text("LOCK TABLE ledger_entry IN SHARE MODE"))
 
 
-def test_cli_import_killed_before_commit_leaves_nothing_and_rerun_is_complete(demo, processes, blocker):
+def test_killed_cli_import_stores_nothing(demo, processes, blocker):
     tj = demo["TJ"].id
     path = str(LEDGERS / "TJ-shared.xlsx")
     _hold_ledger_entry_inserts(blocker)
@@ -75,7 +75,8 @@ def test_cli_import_killed_before_commit_leaves_nothing_and_rerun_is_complete(de
     _assert_whole_ledger(tj)
 
 
-def test_worker_killed_during_import_resumes_the_job_on_restart(demo, processes, blocker, rabbit_url):
+@pytest.mark.slow
+def test_killed_import_worker_resumes_job(demo, processes, blocker, rabbit_url):
     tj = demo["TJ"].id
     content = (LEDGERS / "TJ-shared.xlsx").read_bytes()
     job = LedgerImport(company_id=tj, filename="TJ-shared.xlsx", sha256=sha256_of(content), content=content)

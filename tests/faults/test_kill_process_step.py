@@ -17,10 +17,16 @@ from app.network.models import Account
 from app.processes.audit import verify_chain
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance, ProcessTimer
 from app.tariffs.services import get_season
-from tests.faults.conftest import Browser, backends_of, free_port, wait_until, waiting_on_lock
+from tests.faults.conftest import (
+    Browser,
+    backends_of,
+    free_port,
+    wait_until,
+    waiting_on_lock,
+)
 from tests.processes.conftest import instance_of, make_account, open_task, start_request  # noqa: F401
 
-pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.faults
 
 
 def _rerates(account_id):
@@ -33,7 +39,7 @@ def _events(instance_id):
     )]
 
 
-def test_web_killed_inside_approval_step_leaves_instance_before_it(demo, make_account, login, processes, blocker):  # noqa: F811
+def test_killed_approval_step_rolls_back(demo, make_account, login, processes, blocker):  # noqa: F811
     # TJ residential 87.35 m² × 25.00 = 2183.75; approved as 报停 at 0.20 it becomes 436.75.
     account = make_account("TJ", "87.35")
     season = get_season(demo["TJ"].id, "2025-2026")
@@ -43,7 +49,7 @@ def test_web_killed_inside_approval_step_leaves_instance_before_it(demo, make_ac
     assert login("tj_approver").post(f"/processes/tasks/{task.id}/claim").status_code == 303
     events_before = _events(instance.id)
     state_before = instance.state
-    task_id, instance_id, account_id = task.id, instance.id, account.id
+    task_id, account_id = task.id, account.id
     db.session.commit()
 
     port = free_port()
@@ -61,7 +67,8 @@ def test_web_killed_inside_approval_step_leaves_instance_before_it(demo, make_ac
     blocker.rollback()
     submit.join(timeout=30)
     # The approver's browser got no answer: the connection broke with the process.
-    assert len(answers) == 1 and isinstance(answers[0], OSError)
+    assert len(answers) == 1
+    assert isinstance(answers[0], OSError)
     wait_until(lambda: backends_of(blocker, "fault_step_web") == 0)
 
     db.session.rollback()
@@ -95,7 +102,8 @@ def _quietly(function, *args):
         return error
 
 
-def test_worker_killed_while_firing_escalation_fires_it_once_on_restart(demo, make_account, login, processes, blocker, rabbit_url):  # noqa: F811
+@pytest.mark.slow
+def test_killed_timer_worker_fires_once(demo, make_account, login, processes, blocker, rabbit_url):  # noqa: F811
     account = make_account("TJ", "87.35")
     assert start_request(login("tj_clerk"), account.id).status_code == 302
     instance = instance_of(account.id, "suspension")

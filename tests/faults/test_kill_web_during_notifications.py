@@ -13,13 +13,19 @@ from app.billing.models import LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import db
 from app.network.models import Account
-from app.payments.models import OnlineOrder, Payment, PaymentNotification, ReceiptCounter, WechatMerchant
+from app.payments.models import (
+    OnlineOrder,
+    Payment,
+    PaymentNotification,
+    ReceiptCounter,
+    WechatMerchant,
+)
 from app.payments.online import create_wechat_order
 from app.payments.services import amount_owed
 from tests.faults.conftest import WAIT_S, backends_of, free_port, wait_until
 from tools.wechatpay_simulator import Simulator
 
-pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.faults
 SP_MCHID = "1900000100"
 SUB_MCHID = "1900000111"
 MERCHANT_SERIAL = "3775B6A45ACD588826D15E583A95F5DD2C9F0001"
@@ -77,7 +83,7 @@ def _delivered(simulator, transaction_ids):
     return set(transaction_ids) <= ok
 
 
-def test_web_killed_mid_notification_posts_each_payment_once_after_restart(wechat_world, processes, blocker):
+def test_killed_web_posts_each_payment_once(wechat_world, processes, blocker):
     simulator, port, env, tj = (wechat_world[k] for k in ("simulator", "port", "env", "tj"))
     accounts = db.session.scalars(
         sa.select(Account).filter_by(company_id=tj.id, billing_status="normal").order_by(Account.id).limit(ORDERS)
@@ -131,6 +137,7 @@ def test_web_killed_mid_notification_posts_each_payment_once_after_restart(wecha
         (t, o) for t, o in db.session.execute(sa.select(PaymentNotification.transaction_id, PaymentNotification.outcome))
         if o == "accepted"
     )
-    assert set(outcomes.values()) == {1} and len(outcomes) == ORDERS
+    assert set(outcomes.values()) == {1}
+    assert len(outcomes) == ORDERS
     assert db.session.scalar(sa.select(sa.func.count(OnlineOrder.id)).filter_by(status="paid")) == ORDERS
     assert sum(p.amount for p in payments) == sum(owed.values(), Decimal("0"))
