@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.core.test_celery_broker import _rabbitmqctl
+from tests.processes.test_timer_worker import _stop, rabbit_vhost  # noqa: F401  rabbit_vhost: an AMQP URL on a fresh vhost
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60
@@ -97,13 +97,9 @@ class Processes:
         assert process.returncode == -signal.SIGKILL
 
     def stop(self, process):
+        """SIGTERM, then SIGKILL after 30 s."""
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            _stop(process)
 
     def logs(self):
         return "\n".join(p.read_text() for p in self.tmp_path.glob("*.log"))[-6000:]
@@ -230,13 +226,3 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def rabbit_url():
-    """A fresh RabbitMQ virtual host; yields its AMQP URL and deletes the host afterwards."""
-    vhost = "heatflow_test_" + uuid.uuid4().hex[:8]
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    _rabbitmqctl("delete_vhost", vhost)

@@ -26,7 +26,7 @@ SUBSCRIBER = "fault.subscriber"
 
 
 @pytest.mark.slow
-def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_url):
+def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_vhost):
     import_fixture("TJ", "TJ-shared.xlsx")
     run_billing("TJ", "2025-2026")
     accounts = db.session.scalars(
@@ -34,11 +34,11 @@ def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_url
     ).all()
     # Events of the billing run above are pending too; the subscriber must get them all.
     db.session.commit()
-    with Connection(rabbit_url) as connection:
+    with Connection(rabbit_vhost) as connection:
         declare_consumer_queue(connection, SUBSCRIBER, EVENTS_EXCHANGE, ("#",))
 
     proxy = TcpProxy()
-    vhost = rabbit_url.rsplit("/", 1)[1]
+    vhost = rabbit_vhost.rsplit("/", 1)[1]
     via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
     env = {
         "CELERY_BROKER_URL": via_proxy, "HEATFLOW_OUTBOX_BROKER_URL": via_proxy,
@@ -98,8 +98,9 @@ def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_url
     assert (job.status, job.unchanged_count) == ("succeeded", 1743), processes.logs()
     # Every stored event reached the subscriber; a publish whose confirm the cut swallowed may arrive twice.
     stored = set(db.session.scalars(sa.select(OutboxEvent.event_id)))
-    received = [m[0] for m in drain(rabbit_url, SUBSCRIBER)]
+    received = [m[0] for m in drain(rabbit_vhost, SUBSCRIBER)]
     assert set(received) == stored
+    assert len(stored) >= 1662 + len(accounts)
     payments = [e for e in db.session.scalars(sa.select(OutboxEvent).filter_by(event_type="payment.posted"))]
     assert len(payments) == len(accounts)
     # The sweep sent the lost invoice tasks. No vendor is configured here, so each ends

@@ -110,9 +110,9 @@ def _waiting_pids(blocker):
 
 
 @pytest.mark.slow
-def test_worker_survives_terminated_connections(demo, processes, blocker, rabbit_url):
-    worker = processes.celery_worker("fault_db_worker", rabbit_url)
-    sender = Celery(broker=rabbit_url)
+def test_worker_survives_terminated_connections(demo, processes, blocker, rabbit_vhost):
+    worker = processes.celery_worker("fault_db_worker", rabbit_vhost)
+    sender = Celery(broker=rabbit_vhost)
     try:
         # A first task opens the worker's pooled connection.
         sender.send_task("processes.fire_due_timers")

@@ -76,7 +76,7 @@ def test_killed_cli_import_stores_nothing(demo, processes, blocker):
 
 
 @pytest.mark.slow
-def test_killed_import_worker_resumes_job(demo, processes, blocker, rabbit_url):
+def test_killed_import_worker_resumes_job(demo, processes, blocker, rabbit_vhost):
     tj = demo["TJ"].id
     content = (LEDGERS / "TJ-shared.xlsx").read_bytes()
     job = LedgerImport(company_id=tj, filename="TJ-shared.xlsx", sha256=sha256_of(content), content=content)
@@ -91,8 +91,8 @@ def test_killed_import_worker_resumes_job(demo, processes, blocker, rabbit_url):
         ).one()
 
     _hold_ledger_entry_inserts(blocker)
-    worker = processes.celery_worker("fault_import_worker", rabbit_url)
-    sender = Celery(broker=rabbit_url)
+    worker = processes.celery_worker("fault_import_worker", rabbit_vhost)
+    sender = Celery(broker=rabbit_vhost)
     try:
         sender.send_task("ledger.import_ledger", args=[job_id, tj])
     finally:
@@ -107,7 +107,7 @@ def test_killed_import_worker_resumes_job(demo, processes, blocker, rabbit_url):
     # The job still says running: the worker died without a word, and the broker kept its unacknowledged task.
     assert job_row()[0] == "running"
 
-    restarted = processes.celery_worker("fault_import_worker_2", rabbit_url)
+    restarted = processes.celery_worker("fault_import_worker_2", rabbit_vhost)
     wait_until(lambda: job_row()[0] in ("succeeded", "rejected", "failed"))
     processes.stop(restarted)
     assert job_row() == ("succeeded", "storing", TJ["accounts"]), processes.logs()

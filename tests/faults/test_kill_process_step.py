@@ -103,7 +103,7 @@ def _quietly(function, *args):
 
 
 @pytest.mark.slow
-def test_killed_timer_worker_fires_once(demo, make_account, login, processes, blocker, rabbit_url):  # noqa: F811
+def test_killed_timer_worker_fires_once(demo, make_account, login, processes, blocker, rabbit_vhost):  # noqa: F811
     account = make_account("TJ", "87.35")
     assert start_request(login("tj_clerk"), account.id).status_code == 302
     instance = instance_of(account.id, "suspension")
@@ -118,8 +118,8 @@ def test_killed_timer_worker_fires_once(demo, make_account, login, processes, bl
     # engine moved the workflow and before the commit.
     blocker.begin()
     blocker.execute(sa.text("LOCK TABLE human_task IN SHARE MODE"))
-    worker = processes.celery_worker("fault_timer_worker", rabbit_url)
-    sender = Celery(broker=rabbit_url)
+    worker = processes.celery_worker("fault_timer_worker", rabbit_vhost)
+    sender = Celery(broker=rabbit_vhost)
     try:
         sender.send_task("processes.fire_due_timers")
     finally:
@@ -137,7 +137,7 @@ def test_killed_timer_worker_fires_once(demo, make_account, login, processes, bl
     assert open_task(instance.id, "company_approval") is not None
 
     # The unacknowledged scan goes back to the queue and runs on the restarted worker.
-    restarted = processes.celery_worker("fault_timer_worker_2", rabbit_url)
+    restarted = processes.celery_worker("fault_timer_worker_2", rabbit_vhost)
 
     def fired():
         db.session.rollback()
