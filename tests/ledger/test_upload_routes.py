@@ -115,7 +115,7 @@ def test_upload_with_broker_down_keeps_job(demo, login, app_ctx, monkeypatch):
     from tests.conftest import LEDGERS
 
     previous = dict(celery.conf)
-    # Nothing listens on port 9 of 127.0.0.1, so every publish fails at once.
+    # No AMQP server listens on 127.0.0.1:9 (the discard port), so every publish fails quickly.
     _switch_broker(broker_url="amqp://guest:guest@127.0.0.1:9//", task_always_eager=False, broker_connection_timeout=1)
     try:
         response = _upload(login("tj_clerk"), (LEDGERS / "TJ-shared.xlsx").read_bytes(), "TJ-shared.xlsx")
