@@ -31,11 +31,16 @@ WAIT_S = 60
 HIDDEN = 'name="{}"[^>]*value="([^"]*)"'
 
 
-@pytest.fixture
-def pg_app(app, backend):
-    """The session app, on PostgreSQL only: killing a process mid-transaction is about the server's recovery."""
+@pytest.fixture(autouse=True)
+def postgres_only(backend):
+    """Skip on SQLite before any other fixture builds data: these tests are about the server's recovery."""
     if backend != "postgres":
         pytest.skip("fault injection runs against PostgreSQL")
+
+
+@pytest.fixture
+def pg_app(app):
+    """The session app, on PostgreSQL."""
     return app
 
 
