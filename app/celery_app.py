@@ -39,6 +39,16 @@ def init_celery(flask_app):
                 "task": "processes.fire_due_timers",
                 "schedule": flask_app.config["PROCESS_TIMER_SCAN_SECONDS"],
             },
+            # Uploaded ledgers whose task never reached the broker.
+            "queue-waiting-ledger-imports": {
+                "task": "ledger.queue_waiting_imports",
+                "schedule": flask_app.config["LEDGER_IMPORT_SWEEP_S"],
+            },
+            # E-invoices whose issue task never reached the broker.
+            "issue-pending-e-invoices": {
+                "task": "invoicing.issue_pending_e_invoices",
+                "schedule": flask_app.config["EINVOICE_SWEEP_S"],
+            },
             "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
             # Yesterday's finance vouchers, after midnight local time.
             "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},
@@ -46,11 +56,7 @@ def init_celery(flask_app):
             # (bill download, product introduction) says bills are ready after 10:00 the next day;
             # a statement not ready yet is asked for again by the task.
             "daily-reconciliation": {"task": "payments.reconcile_all", "schedule": crontab(hour=10, minute=30)},
-            # E-invoices whose issue task was lost, and refunds whose confirmation never came.
-            "e-invoice-sweep": {
-                "task": "invoicing.issue_pending_e_invoices", "schedule": SWEEP_INTERVAL_SECONDS,
-                "kwargs": {"older_than_seconds": flask_app.config["EINVOICE_SWEEP_AFTER_SECONDS"]},
-            },
+            # Refunds whose confirmation never came.
             "stuck-refunds": {
                 "task": "payments.query_stuck_refunds", "schedule": SWEEP_INTERVAL_SECONDS,
                 "kwargs": {"older_than_seconds": flask_app.config["REFUND_QUERY_AFTER_SECONDS"]},

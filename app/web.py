@@ -5,6 +5,7 @@ import logging
 from flask import abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
@@ -14,6 +15,8 @@ from app.tenancy import SYSTEM_SCOPE, TenantScope, scoped, set_scope
 
 logger = logging.getLogger(__name__)
 ERROR_TITLES = {400: "请求无效", 401: "未登录", 403: "无权访问", 404: "未找到", 405: "不支持的操作", 413: "文件过大"}
+# Seconds a client is asked to wait after the database connection broke in the middle of a request.
+DATABASE_RETRY_AFTER_S = 5
 NO_COMPANIES = TenantScope(visible=frozenset(), writable=frozenset(), label="anonymous")
 # No inline scripts, styles or eval. A view that must allow more sets its own header, which
 # _security_headers then leaves alone.
@@ -122,6 +125,19 @@ def register_web(app):
             return {"error_code": error.name.lower().replace(" ", "_"), "message": error.description, "status": error.code}, error.code
         title = f"{error.code} {ERROR_TITLES.get(error.code, error.name)}"
         return render_template("error.html", title=title, message=error.description), error.code
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(error):
+        # The server ended the connection, restarted or cannot be reached, so it rolled the
+        # transaction back. The pool drops the broken connection and the next request gets a
+        # checked one (pool_pre_ping), so the client may retry.
+        db.session.rollback()
+        logger.error("Database connection failed on %s %s: %s", request.method, request.path, error)
+        message = "数据库连接中断，本次操作未保存。请稍后重试。"
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+        if request.path.startswith("/api/"):
+            return {"error_code": "database_unavailable", "message": message, "status": 503}, 503, headers
+        return render_template("error.html", title="503 服务暂不可用", message=message), 503, headers
 
     @app.errorhandler(Exception)
     def unexpected_error(error):

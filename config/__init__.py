@@ -52,6 +52,10 @@ class DefaultConfig:
     BABEL_DEFAULT_LOCALE = "zh_CN"
     # Largest ledger accepted by the importer, in data rows.
     LEDGER_MAX_ROWS = int(os.environ.get("HEATFLOW_LEDGER_MAX_ROWS", "200000"))
+    # Seconds an uploaded ledger may wait as queued before the beat sweep sends its task again.
+    LEDGER_IMPORT_SWEEP_S = float(os.environ.get("HEATFLOW_LEDGER_IMPORT_SWEEP_S", "60"))
+    # Accounts per committed batch of a set-based billing run on PostgreSQL (app/billing/bulk.py).
+    BILLING_BATCH_SIZE = int(os.environ.get("HEATFLOW_BILLING_BATCH_SIZE", "50000"))
     # Font file embedded in receipt PDFs. It must contain Chinese glyphs (Debian package fonts-noto-cjk).
     RECEIPT_FONT_PATH = os.environ.get("HEATFLOW_RECEIPT_FONT_PATH", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 
@@ -88,8 +92,6 @@ class DefaultConfig:
     BANK_STATEMENT_URLS = _file_map("HEATFLOW_BANK_STATEMENT_URLS")
     # Seconds a refund may stay `processing` before the stuck-refund sweep asks its channel.
     REFUND_QUERY_AFTER_SECONDS = float(os.environ.get("HEATFLOW_REFUND_QUERY_AFTER_SECONDS", "600"))
-    # E-invoices still pending after this many seconds are queued again by the sweep.
-    EINVOICE_SWEEP_AFTER_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_SWEEP_AFTER_SECONDS", "300"))
     # E-invoice vendor (app/integrations/nuonuo.py). The group's app key and secret sign every
     # call; each company's seller tax id comes from its invoice settings. Without a key no
     # vendor call is made and e-invoices are listed as failed.
@@ -100,6 +102,8 @@ class DefaultConfig:
     # Backoff of the issue task: base × 2^retry seconds, at most the cap.
     EINVOICE_RETRY_BASE_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_BASE_SECONDS", "5"))
     EINVOICE_RETRY_CAP_SECONDS = float(os.environ.get("HEATFLOW_EINVOICE_RETRY_CAP_SECONDS", "600"))
+    # Celery beat queues e-invoices left pending this long (their task was lost) this often.
+    EINVOICE_SWEEP_S = float(os.environ.get("HEATFLOW_EINVOICE_SWEEP_S", "300"))
     # RabbitMQ of the integrations (outbox relay and inbound consumers). Defaults to the Celery
     # broker when that is RabbitMQ; with the embedded broker the relay keeps events stored.
     OUTBOX_BROKER_URL = os.environ.get("HEATFLOW_OUTBOX_BROKER_URL") or (

@@ -25,8 +25,9 @@ from app.network.terms import accounts_with_changes_after
 
 logger = logging.getLogger(__name__)
 
-# Accounts per transaction. Each batch commits, so a crash loses at most one batch of work,
-# and the unique idempotency key keeps a re-run from posting any account twice.
+# Accounts per transaction, unless the app sets BILLING_BATCH_SIZE. Each batch commits, so a
+# crash loses at most one batch of work, and the unique idempotency key keeps a re-run from
+# posting any account twice.
 BATCH_SIZE = 50_000
 
 # Statuses that owe a charge, as in app/tariffs/services.status_ratio.

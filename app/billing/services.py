@@ -5,6 +5,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.billing.bulk import bulk_billing_applies, run_bulk_billing
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, LedgerEntry, utcnow
@@ -79,7 +80,7 @@ def _run_billing(company, season, user_id):
     # Fails before anything is written when the season start has no tariff in force.
     tariff_periods(season, tariffs, season.start_on, season.end_on)
     if bulk_billing_applies(company, season, tariffs):
-        return run_bulk_billing(company, season, tariffs[0], user_id)
+        return run_bulk_billing(company, season, tariffs[0], user_id, batch_size=current_app.config.get("BILLING_BATCH_SIZE"))
     charged = set(
         db.session.scalars(
             sa.select(LedgerEntry.account_id).where(

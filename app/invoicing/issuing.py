@@ -341,8 +341,9 @@ def enqueue_e_invoices(invoice_ids, company_id):
 def payment_posted(payment_id, company_id):
     """Start invoicing a committed payment when its company issues e-invoices; never raises.
 
-    Runs after the payment's commit. A broker or task error is logged and leaves the payment
-    without an e-invoice, which the list of payments to invoice shows.
+    Runs after the payment's commit. The pending invoice row is committed before the task
+    is sent, so a broker that cannot be reached leaves a pending e-invoice, which the
+    sweep `invoicing.issue_pending_e_invoices` on Celery beat queues again.
     """
     try:
         company = db.session.get(Company, company_id)
@@ -350,10 +351,11 @@ def payment_posted(payment_id, company_id):
             return
         from app.tasks.invoicing import issue_e_invoice_task
 
-        issue_e_invoice_task.delay(company_id, payment_id=payment_id)
+        invoice_id = ensure_e_invoice(payment_id)
+        issue_e_invoice_task.delay(company_id, invoice_id=invoice_id)
     except Exception:
         db.session.rollback()
-        logger.exception("Invoicing of payment %s could not be started; it is listed for retry", payment_id)
+        logger.exception("Invoicing of payment %s could not be started; the pending e-invoice sweep retries it", payment_id)
 
 
 # -- red-letter reversal

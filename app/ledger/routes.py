@@ -1,9 +1,10 @@
 """Ledger upload with progress, the row report and its marked-up .xlsx download."""
 
 import io
+import logging
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, jsonify, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, send_file, url_for
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -15,6 +16,7 @@ from app.org.models import Company
 from app.org.services import has_permission
 from app.tasks.ledger import import_ledger_task
 
+logger = logging.getLogger(__name__)
 bp = Blueprint("ledger", __name__, url_prefix="/ledger")
 PHASE_LABELS = {"validating": "正在校验", "storing": "正在保存"}
 
@@ -48,7 +50,12 @@ def upload():
         )
         db.session.add(job)
         db.session.commit()
-        import_ledger_task.delay(job.id, job.company_id)
+        try:
+            import_ledger_task.delay(job.id, job.company_id)
+        except Exception:
+            # The job is stored, and the beat sweep sends its task once the broker is reachable.
+            logger.exception("Could not queue ledger import %s; the sweep will queue it", job.id)
+            flash("台账已保存，但任务队列暂时不可用；恢复后将自动开始导入，无需重新上传。", "error")
         return redirect(url_for("ledger.status", import_id=job.id))
     recent = db.session.scalars(sa.select(LedgerImport).order_by(LedgerImport.id.desc()).limit(10)).all()
     return render_template("ledger/upload.html", form=form, recent=recent, statuses=IMPORT_STATUSES)

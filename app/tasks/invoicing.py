@@ -83,8 +83,11 @@ def _step(payment_id, invoice_id):
 
 
 @celery.task(name="invoicing.issue_pending_e_invoices")
-def issue_pending_e_invoices_task(older_than_seconds=60):
-    """Queue an issue task for every e-invoice still pending after `older_than_seconds`; returns the count."""
+def issue_pending_e_invoices_task(older_than_seconds=None):
+    """Queue an issue task for every e-invoice still pending after `older_than_seconds`
+    (EINVOICE_SWEEP_S by default; Celery beat runs it that often); returns the count."""
+    if older_than_seconds is None:
+        older_than_seconds = current_app.config["EINVOICE_SWEEP_S"]
     pending = pending_e_invoice_ids(older_than_seconds)
     for invoice_id, company_id in pending:
         issue_e_invoice_task.delay(company_id, invoice_id=invoice_id)

@@ -1,8 +1,10 @@
 """Background ledger import, so a large upload does not hold a web request."""
 
 import logging
+from datetime import timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.extensions import celery, db
 from app.ledger.models import LedgerImport, utcnow
@@ -13,16 +15,41 @@ from app.tenancy import company_scope, scoped
 logger = logging.getLogger(__name__)
 
 
-@celery.task(name="ledger.import_ledger")
-def import_ledger_task(import_id, company_id):
+def _claim(import_id, redelivered):
+    """Mark a queued import running and return True, or return False when this delivery must not run it.
+
+    The sweep below may queue a job whose first task is still waiting in the broker, so two
+    deliveries can name one job: the first to move it from queued to running runs it. A
+    job already running runs again only on a redelivery, which the broker makes when the
+    worker that held the task died before acknowledging it. A transport that does not
+    report redeliveries (None) runs it too, because a redelivery cannot be told apart there.
+
+    NOTE: a worker that only lost its broker connection keeps running while the broker
+    redelivers, so two imports of one job can overlap; the later commit then fails on the
+    unique account number and marks the job failed although the data is stored.
+    """
+    claimed = db.session.execute(
+        sa.update(LedgerImport).where(LedgerImport.id == import_id, LedgerImport.status == "queued").values(status="running")
+    ).rowcount
+    status = db.session.scalar(sa.select(LedgerImport.status).filter_by(id=import_id))
+    db.session.commit()
+    if claimed:
+        return True
+    if status == "running" and redelivered is not False:
+        logger.warning("Ledger import %s was left running by a lost worker; running it again", import_id)
+        return True
+    logger.info("Ledger import %s is %s; nothing to do", import_id, status or "missing")
+    return False
+
+
+@celery.task(name="ledger.import_ledger", bind=True)
+def import_ledger_task(self, import_id, company_id):
     """Run one queued LedgerImport and record its outcome and progress."""
     with scoped(company_scope(company_id, label=f"task:ledger.import_ledger:{import_id}")):
-        job = db.session.get(LedgerImport, import_id)
-        if job is None or job.status not in ("queued", "running"):
-            logger.info("Ledger import %s is not pending; nothing to do", import_id)
+        redelivered = (self.request.delivery_info or {}).get("redelivered")
+        if not _claim(import_id, redelivered):
             return
-        job.status = "running"
-        db.session.commit()
+        job = db.session.get(LedgerImport, import_id)
         company = db.session.scalar(sa.select(Company).filter_by(id=company_id))
         content, filename, user_id = job.content, job.filename, job.created_by_id
 
@@ -54,3 +81,21 @@ def import_ledger_task(import_id, company_id):
         apply_result(job, result)
         job.finished_at = utcnow()
         db.session.commit()
+
+
+@celery.task(name="ledger.queue_waiting_imports")
+def queue_waiting_imports_task():
+    """Queue a task for every import still queued after LEDGER_IMPORT_SWEEP_S; returns the count.
+
+    An upload commits its job before it sends the task, so a broker that could not be
+    reached leaves a queued job without a task. Celery beat runs this sweep.
+    """
+    older = utcnow() - timedelta(seconds=current_app.config["LEDGER_IMPORT_SWEEP_S"])
+    waiting = db.session.execute(
+        sa.select(LedgerImport.id, LedgerImport.company_id).where(LedgerImport.status == "queued", LedgerImport.created_at < older)
+    ).all()
+    for import_id, company_id in waiting:
+        import_ledger_task.delay(import_id, company_id)
+    if waiting:
+        logger.info("Queued %s ledger imports again", len(waiting))
+    return len(waiting)

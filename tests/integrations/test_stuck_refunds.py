@@ -112,8 +112,8 @@ def test_sweeps_on_beat_schedule(app_ctx):
     schedule = celery.conf.beat_schedule
     assert schedule["stuck-refunds"]["task"] == "payments.query_stuck_refunds"
     assert schedule["stuck-refunds"]["kwargs"] == {"older_than_seconds": app_ctx.config["REFUND_QUERY_AFTER_SECONDS"]}
-    assert schedule["e-invoice-sweep"]["task"] == "invoicing.issue_pending_e_invoices"
-    assert schedule["e-invoice-sweep"]["kwargs"] == {"older_than_seconds": app_ctx.config["EINVOICE_SWEEP_AFTER_SECONDS"]}
+    assert schedule["issue-pending-e-invoices"]["task"] == "invoicing.issue_pending_e_invoices"
+    assert schedule["issue-pending-e-invoices"]["schedule"] == app_ctx.config["EINVOICE_SWEEP_S"]
     assert schedule["daily-reconciliation"]["task"] == "payments.reconcile_all"
     # A worker imports the `include` modules at start; do the same so every task is registered.
     celery.loader.import_default_modules()

@@ -106,3 +106,32 @@ def test_upload_page_lists_rejected_import(demo, login):
     body = client.get("/ledger/").get_data(as_text=True)
 
     assert re.search(r"<td>text\.xlsx</td>\s*<td>已拒绝</td>\s*<td>文件未通过检查，未保存</td>", body)
+
+
+def test_upload_with_broker_down_keeps_job(demo, login, app_ctx, monkeypatch):
+    from app.extensions import celery
+    from app.tasks.ledger import queue_waiting_imports_task
+    from tests.core.test_celery_broker import _switch_broker
+    from tests.conftest import LEDGERS
+
+    previous = dict(celery.conf)
+    # No AMQP server listens on 127.0.0.1:9 (the discard port), so every publish fails quickly.
+    _switch_broker(broker_url="amqp://guest:guest@127.0.0.1:9//", task_always_eager=False, broker_connection_timeout=1)
+    try:
+        response = _upload(login("tj_clerk"), (LEDGERS / "TJ-shared.xlsx").read_bytes(), "TJ-shared.xlsx")
+    finally:
+        _switch_broker(broker_url=previous["broker_url"], task_always_eager=previous["task_always_eager"],
+                       broker_connection_timeout=previous["broker_connection_timeout"])
+
+    assert response.status_code == 200
+    assert "任务队列暂时不可用；恢复后将自动开始导入" in response.get_data(as_text=True)
+    job = db.session.scalar(sa.select(LedgerImport))
+    assert job.status == "queued"
+    assert _account_count(demo["TJ"]) == 0
+
+    # The sweep sends it again; with the eager test broker the import runs right away.
+    monkeypatch.setitem(app_ctx.config, "LEDGER_IMPORT_SWEEP_S", -1)
+    assert queue_waiting_imports_task() == 1
+    db.session.refresh(job)
+    assert job.status == "succeeded"
+    assert _account_count(demo["TJ"]) == 1743

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 772a8aa12f9d
+Revision ID: dd6d9313507b
 Revises: 
-Create Date: 2026-12-04 22:51:26.990242
+Create Date: 2026-12-04 23:07:55.039474
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '772a8aa12f9d'
+revision = 'dd6d9313507b'
 down_revision = None
 branch_labels = None
 depends_on = None

@@ -1,0 +1,137 @@
+"""PostgreSQL ends the app's connections (pg_terminate_backend): the next request and the next
+task succeed on fresh connections, and a transaction cut off in flight leaves nothing."""
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from app.billing.models import LedgerEntry
+from app.billing.services import run_billing
+from app.extensions import db
+from app.ledger.models import LedgerImport
+from app.ledger.services import sha256_of
+from app.network.models import Account
+from app.payments.models import Payment, ReceiptCounter
+from tests.conftest import LEDGERS
+from tests.faults.conftest import wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def _terminate(blocker, where="TRUE"):
+    """End every other backend of the test database that matches `where`; return how many."""
+    with blocker.engine.connect() as probe:
+        return len(probe.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = current_database() AND pid <> pg_backend_pid() AND ({where})"
+        )).all())
+
+
+@pytest.fixture
+def tj_billed(pg_app, import_fixture):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    run_billing("TJ", "2025-2026")
+    account = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-0001031"))
+    db.session.commit()
+    return account
+
+
+def test_requests_survive_terminated_connections(tj_billed, login, blocker):
+    account_id = tj_billed.id
+    cashier = login("tj_cashier")
+    assert cashier.get(f"/payments/accounts/{account_id}").status_code == 200
+    db.session.commit()
+    # Every pooled connection of the app is now dead on the server side.
+    assert _terminate(blocker) >= 1
+
+    assert cashier.get(f"/payments/accounts/{account_id}").status_code == 200
+    response = cashier.post(
+        f"/payments/accounts/{account_id}", data={"amount": "100.00", "method": "cash", "request_token": "after-drop"}
+    )
+    assert response.status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 1
+
+
+def test_cut_off_payment_rolls_back(pg_app, tj_billed, login, blocker):
+    account_id = tj_billed.id
+    cashier = login("tj_cashier")
+    first = cashier.post(f"/payments/accounts/{account_id}", data={"amount": "100.00", "method": "cash", "request_token": "first"})
+    assert first.status_code == 302
+    db.session.commit()
+
+    def state():
+        db.session.rollback()
+        return (
+            db.session.scalar(sa.select(sa.func.count(Payment.id))),
+            db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)).where(LedgerEntry.kind == "payment")),
+            db.session.scalar(sa.select(ReceiptCounter.next_number)),
+        )
+
+    before = state()
+    db.session.commit()
+    # The receipt counter is locked, so the payment waits after it locked the account.
+    blocker.begin()
+    blocker.execute(sa.select(ReceiptCounter).with_for_update())
+    form = {"amount": "200.00", "method": "cash", "request_token": "cut-off"}
+    answers = []
+
+    def pay():
+        with pg_app.app_context():
+            answers.append(cashier.post(f"/payments/accounts/{account_id}", data=form))
+
+    thread = threading.Thread(target=pay)
+    thread.start()
+    wait_until(lambda: _waiting_pids(blocker))
+    assert _terminate(blocker, "wait_event_type = 'Lock'") == 1
+    thread.join(timeout=30)
+    blocker.rollback()
+
+    response = answers[0]
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "数据库连接中断，本次操作未保存" in response.get_data(as_text=True)
+    assert state() == before
+
+    # The cashier sends the same form again: one payment, and the next receipt number.
+    retried = cashier.post(f"/payments/accounts/{account_id}", data=form)
+    assert retried.status_code == 302
+    payments = db.session.scalars(sa.select(Payment).order_by(Payment.id)).all()
+    assert [p.request_token for p in payments] == ["first", "cut-off"]
+    assert [p.receipt_no[-6:] for p in payments] == ["000001", "000002"]
+
+
+def _waiting_pids(blocker):
+    with blocker.engine.connect() as probe:
+        return probe.scalars(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )).all()
+
+
+@pytest.mark.slow
+def test_worker_survives_terminated_connections(demo, processes, blocker, rabbit_vhost):
+    worker = processes.celery_worker("fault_db_worker", rabbit_vhost)
+    sender = Celery(broker=rabbit_vhost)
+    try:
+        # A first task opens the worker's pooled connection.
+        sender.send_task("processes.fire_due_timers")
+        wait_until(lambda: "processes.fire_due_timers" in processes.logs() and "succeeded" in processes.logs())
+        assert _terminate(blocker, "application_name = 'fault_db_worker'") >= 1
+
+        content = (LEDGERS / "BJ-shared.xlsx").read_bytes()
+        job = LedgerImport(company_id=demo["BJ"].id, filename="BJ-shared.xlsx", sha256=sha256_of(content), content=content)
+        db.session.add(job)
+        db.session.commit()
+        job_id = job.id
+        sender.send_task("ledger.import_ledger", args=[job_id, demo["BJ"].id])
+    finally:
+        sender.close()
+
+    def finished():
+        db.session.rollback()
+        return db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id)) in ("succeeded", "rejected", "failed")
+
+    wait_until(finished)
+    assert worker.poll() is None
+    assert db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id)) == "succeeded", processes.logs()

@@ -1,0 +1,86 @@
+"""SIGKILL of `flask heat bill` between two committed batches: the rerun bills every account
+exactly once and the season's receivables come out as from one clean run."""
+
+import json
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from app.billing.models import BillingRun, LedgerEntry
+from app.billing.services import receivables_report
+from app.extensions import db
+from app.messaging.models import OutboxEvent
+from app.network.models import Account
+from app.tariffs.services import get_season
+from tests.conftest import LEDGERS
+from tests.faults.conftest import WAIT_S, backends_of, wait_until, waiting_on_lock
+
+pytestmark = pytest.mark.faults
+TJ = next(e for e in json.loads((LEDGERS / "expected.json").read_text()) if e["file"] == "TJ-shared.xlsx")
+BATCH = 200
+
+
+def _charges(company_id, season_id):
+    db.session.rollback()
+    return db.session.execute(
+        sa.select(LedgerEntry.account_id, LedgerEntry.cause_id, LedgerEntry.amount).filter_by(
+            company_id=company_id, season_id=season_id, kind="charge"
+        )
+    ).all()
+
+
+def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes, blocker):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    tj = demo["TJ"].id
+    season = get_season(tj, "2025-2026")
+    charged_ids = db.session.scalars(
+        sa.select(Account.id).filter_by(company_id=tj).where(Account.billing_status != "not_connected").order_by(Account.id)
+    ).all()
+    first_id = db.session.scalar(sa.select(sa.func.min(Account.id)).filter_by(company_id=tj))
+    # An account of the fourth batch: the test inserts its charge key without committing, so
+    # the run's INSERT waits on the unique key after three batches have committed.
+    stuck = next(i for i in charged_ids if i >= first_id + 3 * BATCH)
+    db.session.commit()
+    blocker.begin()
+    blocker.execute(LedgerEntry.__table__.insert().values(
+        company_id=tj, account_id=stuck, season_id=season.id, kind="charge", amount=0, cause_type="test",
+        idempotency_key=f"charge:{season.id}:{stuck}", memo="",
+    ))
+
+    env = {"HEATFLOW_BILLING_BATCH_SIZE": str(BATCH)}
+    bill = processes.flask("fault_bill", "heat", "bill", "--company", "TJ", "--season", "2025-2026", **env)
+    wait_until(lambda: waiting_on_lock(blocker, "fault_bill") or bill.poll() is not None)
+    assert bill.poll() is None, processes.logs()
+    processes.kill(bill)
+    blocker.rollback()
+    wait_until(lambda: backends_of(blocker, "fault_bill") == 0)
+
+    killed_run = db.session.scalars(sa.select(BillingRun).filter_by(company_id=tj)).one()
+    first_charges = _charges(tj, season.id)
+    # Three whole batches stayed, the fourth left nothing, and the run's totals match its lines.
+    assert 0 < len(first_charges) < len(charged_ids)
+    assert max(account_id for account_id, _, _ in first_charges) < first_id + 3 * BATCH
+    assert killed_run.finished_at is None
+    assert killed_run.accounts_billed == len(first_charges)
+    assert killed_run.amount_posted == sum(amount for _, _, amount in first_charges)
+
+    rerun = processes.flask("fault_bill_rerun", "heat", "bill", "--company", "TJ", "--season", "2025-2026", **env)
+    assert rerun.wait(timeout=WAIT_S) == 0, processes.logs()
+    charges = _charges(tj, season.id)
+    per_account = Counter(account_id for account_id, _, _ in charges)
+    assert sorted(per_account) == list(charged_ids)
+    assert set(per_account.values()) == {1}
+    runs = db.session.scalars(sa.select(BillingRun).filter_by(company_id=tj).order_by(BillingRun.id)).all()
+    assert len(runs) == 2
+    assert runs[1].finished_at is not None
+    assert runs[1].accounts_billed == len(charged_ids) - len(first_charges)
+    assert sum(r.amount_posted for r in runs) == sum(amount for _, _, amount in charges)
+
+    report = receivables_report("TJ", "2025-2026")
+    assert report["receivable_total"] == TJ["receivable_total"]
+    assert report["by_status"] == TJ["by_status"]
+    # One bill.issued event per account, written in the transaction of its charge.
+    events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
+    event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
+    assert event_accounts == per_account
