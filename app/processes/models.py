@@ -137,7 +137,11 @@ class EscalationRule(CompanyOwned, db.Model):
 class ProcessInstance(CompanyOwned, db.Model):
     """One business request running on a pinned model version, with its serialized workflow state."""
 
-    __table_args__ = (sa.Index("ix_process_instance_company_account", "company_id", "account_id", "status"),)
+    __table_args__ = (
+        sa.Index("ix_process_instance_company_account", "company_id", "account_id", "status"),
+        # The HQ audit explorer lists instances of all companies, newest first.
+        sa.Index("ix_process_instance_created", "created_at", "id"),
+    )
 
     id = sa.Column(sa.Integer, primary_key=True)
     model_id = sa.Column(sa.Integer, sa.ForeignKey("process_model.id"), nullable=False)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b930f5a2ea02
+Revision ID: 56d0797f814e
 Revises: 
-Create Date: 2026-12-04 20:42:08.021010
+Create Date: 2026-12-04 21:40:01.786993
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'b930f5a2ea02'
+revision = '56d0797f814e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -121,6 +121,22 @@ def upgrade():
     )
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_heat_source_company_id'), ['company_id'], unique=False)
+
+    op.create_table('hq_company_daily_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=16), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_company_daily_total_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_company_daily_total')),
+    sa.UniqueConstraint('company_id', 'season_id', 'category', 'day', 'kind', name=op.f('uq_hq_company_daily_total_company_id_season_id_category_day_kind'))
+    )
+    with op.batch_alter_table('hq_company_daily_total', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_company_daily_total_company_id'), ['company_id'], unique=False)
 
     op.create_table('ledger_value_map',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -418,6 +434,25 @@ def upgrade():
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_escalation_rule_company_id'), ['company_id'], unique=False)
 
+    op.create_table('hq_community_daily_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=16), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['community_id'], ['community.id'], name=op.f('fk_hq_community_daily_total_community_id_community')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_community_daily_total_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_community_daily_total')),
+    sa.UniqueConstraint('company_id', 'season_id', 'community_id', 'category', 'day', 'kind', name=op.f('uq_hq_community_daily_total_company_id_season_id_community_id_category_day_kind'))
+    )
+    with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
+        batch_op.create_index('ix_hq_community_daily_total_company_day', ['company_id', 'day'], unique=False)
+        batch_op.create_index(batch_op.f('ix_hq_community_daily_total_company_id'), ['company_id'], unique=False)
+
     op.create_table('invoice_profile',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('title', sa.String(length=100), nullable=False),
@@ -653,6 +688,8 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_account_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_account_company_name', ['company_id', 'customer_name'], unique=False)
         batch_op.create_index('ix_account_company_phone', ['company_id', 'phone'], unique=False)
+        batch_op.create_index('ix_account_company_unit', ['company_id', 'unit_id'], unique=False)
+        batch_op.create_index('ix_account_valve_company', ['valve_state', 'company_id'], unique=False)
 
     op.create_table('account_terms',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -810,6 +847,7 @@ def upgrade():
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
         batch_op.create_index('ix_process_instance_company_account', ['company_id', 'account_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_process_instance_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_process_instance_created', ['created_at', 'id'], unique=False)
 
     op.create_table('rerate_change',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1273,6 +1311,7 @@ def downgrade():
 
     op.drop_table('rerate_change')
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
+        batch_op.drop_index('ix_process_instance_created')
         batch_op.drop_index(batch_op.f('ix_process_instance_company_id'))
         batch_op.drop_index('ix_process_instance_company_account')
 
@@ -1307,6 +1346,8 @@ def downgrade():
 
     op.drop_table('account_terms')
     with op.batch_alter_table('account', schema=None) as batch_op:
+        batch_op.drop_index('ix_account_valve_company')
+        batch_op.drop_index('ix_account_company_unit')
         batch_op.drop_index('ix_account_company_phone')
         batch_op.drop_index('ix_account_company_name')
         batch_op.drop_index(batch_op.f('ix_account_company_id'))
@@ -1360,6 +1401,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_invoice_profile_company_id'))
 
     op.drop_table('invoice_profile')
+    with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_community_daily_total_company_id'))
+        batch_op.drop_index('ix_hq_community_daily_total_company_day')
+
+    op.drop_table('hq_community_daily_total')
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
 
@@ -1436,6 +1482,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
 
     op.drop_table('ledger_value_map')
+    with op.batch_alter_table('hq_company_daily_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_company_daily_total_company_id'))
+
+    op.drop_table('hq_company_daily_total')
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 
