@@ -4,7 +4,7 @@ Each hit links to the instance page, which shows the verified history and the di
 replay of the instance's own model version.
 """
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 import sqlalchemy as sa
 
@@ -51,7 +51,8 @@ def parse_filters(args):
 
 
 def _local_start(day):
-    return datetime.combine(day, time.min, LOCAL_TIME)
+    """The UTC instant a local day starts; SQLite compares stored UTC text, so bind UTC."""
+    return datetime.combine(day, time.min, LOCAL_TIME).astimezone(timezone.utc)
 
 
 def search_instances(filters):

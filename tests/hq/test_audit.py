@@ -1,0 +1,64 @@
+"""The HQ process audit explorer finds instances across companies and opens their history."""
+
+from datetime import timedelta
+
+import pytest
+
+from app.hq.dashboard import today
+from tests.processes.conftest import instance_of, make_account, start_request  # noqa: F401
+
+
+@pytest.fixture
+def two_requests(make_account, login):
+    """A 报停 request filed by tj_clerk and one by qd_clerk; returns the two instances."""
+    tj = make_account("TJ", "80.00")
+    qd = make_account("QD", "95.50")
+    assert start_request(login("tj_clerk"), tj.id).status_code in (302, 303)
+    assert start_request(login("qd_clerk"), qd.id).status_code in (302, 303)
+    return instance_of(tj.id, "suspension"), instance_of(qd.id, "suspension"), tj, qd
+
+
+def _hits(client, query):
+    page = client.get(f"/hq/audit?{query}")
+    assert page.status_code == 200, page.get_data(as_text=True)
+    text = page.get_data(as_text=True)
+    return {int(part.split('"')[0]) for part in text.split('data-instance="')[1:]}, text
+
+
+def test_finds_instances_of_all_companies_by_each_filter(two_requests, login):
+    tj_instance, qd_instance, tj, qd = two_requests
+    client = login("hq_auditor")
+    both = {tj_instance.id, qd_instance.id}
+    assert _hits(client, "process_type=suspension")[0] == both
+    assert _hits(client, "process_type=waiver")[0] == set()
+    assert _hits(client, f"account_no={qd.account_no}")[0] == {qd_instance.id}
+    assert _hits(client, "company=TJ")[0] == {tj_instance.id}
+    assert _hits(client, "user=tj_clerk")[0] == {tj_instance.id}
+    assert _hits(client, f"outcome={tj_instance.status}")[0] == both
+    assert _hits(client, "outcome=completed")[0] == set()
+    day = today()
+    assert _hits(client, f"date_from={day.isoformat()}&date_to={day.isoformat()}")[0] == both
+    assert _hits(client, f"date_to={(day - timedelta(days=1)).isoformat()}")[0] == set()
+
+
+def test_an_instance_found_opens_its_history_and_diagram(two_requests, login):
+    _tj_instance, qd_instance, _tj, qd = two_requests
+    client = login("hq_auditor")
+    _ids, text = _hits(client, f"account_no={qd.account_no}")
+    assert f'href="/processes/instances/{qd_instance.id}"' in text
+    page = client.get(f"/processes/instances/{qd_instance.id}")
+    assert page.status_code == 200
+    assert "审计链校验通过" in page.get_data(as_text=True)
+    diagram = client.get(f"/processes/instances/{qd_instance.id}/diagram").get_json()
+    assert diagram["ok"] and diagram["current"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ("date_from=2026-02-30", "开始日期「2026-02-30」无效"),
+    ("process_type=nope", "流程类型「nope」不存在"),
+    ("date_from=2026-03-02&date_to=2026-03-01", "开始日期晚于结束日期"),
+])
+def test_a_bad_filter_is_named(demo, login, query, message):
+    response = login("hq_auditor").get(f"/hq/audit?{query}")
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
