@@ -20,6 +20,9 @@ from app.processes.models import INSTANCE_STATUSES, PROCESS_TYPES
 
 bp = Blueprint("hq", __name__, url_prefix="/hq")
 
+# The community page lists the accounts with the largest arrears; the export has them all.
+PAGE_ACCOUNTS = 200
+
 GROUP_VIEWS = {
     "companies": lambda season, as_of: dashboard.company_view(season, as_of),
     "collection": lambda season, as_of: dashboard.collection_by_day(season, as_of),
@@ -27,6 +30,15 @@ GROUP_VIEWS = {
     "waivers": lambda season, as_of: dashboard.waiver_view(season, as_of),
     "processes": lambda season, as_of: dashboard.process_view(as_of),
 }
+
+
+def _numeric(view):
+    """Mark the view's columns holding numbers, which its table aligns right."""
+    view["numeric"] = {
+        key for key, _label in view["columns"]
+        if any(isinstance(row.get(key), int | Decimal) and not isinstance(row.get(key), bool) for row in view["rows"])
+    }
+    return view
 
 
 def _require_hq():
@@ -123,7 +135,7 @@ def dashboard_page():
     """The group dashboard: company figures, collection trend, arrears, waivers and process steps."""
     _require_hq()
     season, as_of = _period()
-    views = {name: build(season, as_of) for name, build in GROUP_VIEWS.items()}
+    views = {name: _numeric(build(season, as_of)) for name, build in GROUP_VIEWS.items()}
     for row in views["companies"]["rows"]:
         if row["code"]:
             row["link"] = url_for("hq.company_page", code=row["code"], season=season, as_of=as_of.isoformat())
@@ -149,7 +161,7 @@ def company_page(code):
     _require_hq()
     season, as_of = _period()
     company = _company(code)
-    view = dashboard.community_view(company, season, as_of)
+    view = _numeric(dashboard.community_view(company, season, as_of))
     for row in view["rows"]:
         row["link"] = url_for("hq.community_page", code=code, community_id=row["id"], season=season, as_of=as_of.isoformat())
     return render_template("hq/company.html", season=season, as_of=as_of, company=company, view=view,
@@ -173,10 +185,13 @@ def community_page(code, community_id):
     season, as_of = _period()
     company = _company(code)
     community = _community(company, community_id)
-    view = dashboard.account_view(company, community, season, as_of)
+    view = _numeric(dashboard.account_view(company, community, season, as_of))
+    total = len(view["rows"])
+    view["rows"] = view["rows"][:PAGE_ACCOUNTS]
     for row in view["rows"]:
         row["link"] = url_for("network.account", account_id=row["id"])
-    return render_template("hq/community.html", season=season, as_of=as_of, company=company, community=community, view=view)
+    return render_template("hq/community.html", season=season, as_of=as_of, company=company, community=community, view=view,
+                           total=total)
 
 
 @bp.route("/dashboard/companies/<code>/communities/<int:community_id>.<any(json, xlsx):fmt>")
