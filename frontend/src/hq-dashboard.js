@@ -5,13 +5,15 @@
 
 import * as echarts from 'echarts/core';
 import { BarChart, LineChart } from 'echarts/charts';
-import { GridComponent, LegendComponent, TooltipComponent, MarkLineComponent } from 'echarts/components';
+import { GridComponent, LegendComponent, TitleComponent, TooltipComponent } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
-echarts.use([BarChart, LineChart, GridComponent, LegendComponent, TooltipComponent, MarkLineComponent, CanvasRenderer]);
+echarts.use([BarChart, LineChart, GridComponent, LegendComponent, TitleComponent, TooltipComponent, CanvasRenderer]);
 
 const COLORS = ['#0969da', '#cf222e', '#1a7f37', '#9a6700', '#8250df', '#bc4c00', '#57606a', '#0550ae'];
 const FONT = { fontFamily: 'sans-serif' };
+// Company names are long: show every one, broken over two lines.
+const COMPANY_LABEL = { interval: 0, width: 84, overflow: 'break' };
 
 const num = (value) => (value === null || value === undefined ? null : Number(value));
 
@@ -20,8 +22,8 @@ function collection(data) {
   return {
     color: COLORS,
     tooltip: { trigger: 'axis', valueFormatter: (v) => (v === null ? '—' : `${v}%`) },
-    legend: { type: 'scroll', top: 0 },
-    grid: { left: 48, right: 16, top: 40, bottom: 32 },
+    legend: { type: 'scroll', bottom: 0 },
+    grid: { left: 48, right: 16, top: 36, bottom: 64 },
     xAxis: { type: 'category', data: data.days, boundaryGap: false },
     yAxis: { type: 'value', name: '收费率 %', min: 0, max: 100 },
     series: data.series.map((s) => ({
@@ -47,9 +49,9 @@ function arrears(data) {
   return {
     color: COLORS,
     tooltip: { trigger: 'axis' },
-    legend: { type: 'scroll', top: 0 },
-    grid: { left: 72, right: 16, top: 40, bottom: 32 },
-    xAxis: { type: 'category', data: names },
+    legend: { type: 'scroll', bottom: 0 },
+    grid: { left: 72, right: 16, top: 36, bottom: 72 },
+    xAxis: { type: 'category', data: names, axisLabel: COMPANY_LABEL },
     yAxis: { type: 'value', name: '欠费（元）' },
     series: [...stack(data.ages, data.ages, '账龄'), ...stack(data.categories, data.categories, '类别')]
   };
@@ -59,9 +61,9 @@ function waivers(rows) {
   return {
     color: COLORS,
     tooltip: { trigger: 'axis' },
-    legend: { top: 0 },
-    grid: { left: 72, right: 56, top: 40, bottom: 32 },
-    xAxis: { type: 'category', data: rows.map((r) => (r.outlier ? `${r.name} ⚠` : r.name)) },
+    legend: { bottom: 0 },
+    grid: { left: 72, right: 56, top: 36, bottom: 72 },
+    xAxis: { type: 'category', data: rows.map((r) => (r.outlier ? `${r.name} ⚠` : r.name)), axisLabel: COMPANY_LABEL },
     yAxis: [{ type: 'value', name: '金额（元）' }, { type: 'value', name: '笔数', minInterval: 1 }],
     series: [
       {
@@ -79,8 +81,9 @@ function processes(rows) {
   return {
     color: ['#bc4c00', '#0969da'],
     tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
-    legend: { top: 0 },
-    grid: { left: 200, right: 24, top: 40, bottom: 32 },
+    title: shown.length ? undefined : { text: '暂无在办环节', left: 'center', top: 'middle', textStyle: { color: '#57606a', fontSize: 14 } },
+    legend: { bottom: 0 },
+    grid: { left: 200, right: 24, top: 36, bottom: 56 },
     xAxis: { type: 'value', name: '小时' },
     yAxis: { type: 'category', data: shown.map((r) => `${r.name} ${r.process}·${r.step}`), axisLabel: { width: 190, overflow: 'truncate' } },
     series: [
