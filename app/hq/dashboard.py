@@ -103,8 +103,9 @@ def rate(part, whole, places=Decimal("0.01")):
 def robust_z_scores(values):
     """Robust z-score of each value (Decimal), rounded to 0.01; None for a missing value."""
     present = sorted(v for v in values if v is not None)
+    zero = Decimal("0.00")
     if len(present) < 3:
-        return [None if v is None else Decimal(0) for v in values]
+        return [None if v is None else zero for v in values]
     median = _median(present)
     deviations = [abs(v - median) for v in present]
     mad = _median(sorted(deviations))
@@ -113,7 +114,7 @@ def robust_z_scores(values):
     else:
         scale = MEAN_AD_SCALE * sum(deviations) / len(deviations)
     if not scale:
-        return [None if v is None else Decimal(0) for v in values]
+        return [None if v is None else zero for v in values]
     return [None if v is None else ((v - median) / scale).quantize(Decimal("0.01")) for v in values]
 
 
