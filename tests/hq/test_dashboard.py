@@ -182,3 +182,14 @@ def test_accounts_only_count_in_their_own_company(hq_ledger):
         )
     )
     assert 0 < charges <= tj_accounts
+
+
+def test_the_rebuild_command_recomputes_the_same_totals(hq_ledger, app):
+    before = (_table(CommunityDailyTotal), _table(CompanyDailyTotal))
+    db.session.execute(CommunityDailyTotal.__table__.delete())
+    db.session.commit()
+    result = app.test_cli_runner().invoke(args=["heat", "hq-rebuild-totals"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(before[0])} community-day rows" in result.output
+    db.session.expire_all()
+    assert (_table(CommunityDailyTotal), _table(CompanyDailyTotal)) == before
