@@ -117,7 +117,7 @@ def ensure_seasons():
 
 
 def _spread(seed, first, days):
-    """A day between first and first + days - 1, early days more likely (payments crowd at the start)."""
+    """Pick a day from first to first + days - 1, early days more likely, as payments crowd at the start."""
     fraction = ((seed * 2654435761) % 1_000_003) / 1_000_003
     return first + timedelta(days=int(days * fraction * fraction))
 
@@ -199,7 +199,11 @@ def generate_processes(count):
     instances = []
     for n, (account_id, company_id) in enumerate(accounts):
         started = local_noon(_spread(n, first_day, 90)) + timedelta(minutes=n % 480)
-        status = "running" if n % 7 == 0 else ("rejected" if n % 11 == 0 else "completed")
+        status = "completed"
+        if n % 11 == 0:
+            status = "rejected"
+        if n % 7 == 0:
+            status = "running"
         instances.append((models[company_id], "suspension" if n % 3 else "waiver", account_id, status, "",
                           clerks[company_id], "{}", started, started, company_id))
     copy_rows("process_instance", ("model_id", "process_type", "account_id", "status", "state", "started_by_id",
@@ -240,7 +244,7 @@ def median_ms(function, repeat):
 
 
 def check_figures(client):
-    """The group row of the company view as of AS_OF equals sums over the ledger itself."""
+    """Check that the group row of the company view as of AS_OF equals sums over the ledger itself."""
     end = datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=LOCAL_TIME) + timedelta(days=1)
     receivable, received = db.session.execute(sa.text(
         "SELECT sum(amount) FILTER (WHERE kind IN ('charge', 'rerate', 'waiver', 'settlement', 'write_off')),"
@@ -307,7 +311,7 @@ def benchmark(application, accounts, repeat):
         def get(url=url):
             answer = client.get(url)
             if answer.status_code != 200:
-                raise RuntimeError(f"{url} answered {answer.status_code}")
+                raise RuntimeError(f"{url} returned status {answer.status_code}")
         elapsed = median_ms(get, repeat)
         slowest = max(slowest, elapsed)
         print(f"{label:<44} {elapsed:10.1f} {elapsed / base:8.2f}", flush=True)

@@ -51,7 +51,7 @@ def parse_filters(args):
 
 
 def _local_start(day):
-    """The UTC instant a local day starts; SQLite compares stored UTC text, so bind UTC."""
+    """Return the UTC instant a local day starts. SQLite compares stored UTC text, so bind UTC."""
     return datetime.combine(day, time.min, LOCAL_TIME).astimezone(timezone.utc)
 
 

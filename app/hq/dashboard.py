@@ -52,7 +52,7 @@ def today():
 
 
 def parse_as_of(value):
-    """The as-of date from `as_of=YYYY-MM-DD`, today (local) when absent."""
+    """Parse the as-of date from `as_of=YYYY-MM-DD`; today (local) when absent."""
     if not value:
         return today()
     try:
@@ -62,7 +62,7 @@ def parse_as_of(value):
 
 
 def parse_season(value):
-    """A season name such as 2025-2026."""
+    """Validate a season name such as 2025-2026 and return it stripped."""
     value = (value or "").strip()
     parts = value.split("-")
     if len(parts) != 2 or not all(p.isdigit() and len(p) == 4 for p in parts) or int(parts[1]) != int(parts[0]) + 1:
@@ -76,13 +76,13 @@ def previous_season_name(name):
 
 
 def default_season(as_of):
-    """The season a date belongs to: from July on it is the season starting that year."""
+    """Return the season a date belongs to. From July on, that is the season starting that year."""
     first = as_of.year if as_of.month >= 7 else as_of.year - 1
     return f"{first}-{first + 1}"
 
 
 def end_of_day_utc(as_of):
-    """The UTC instant at which the local day `as_of` ends."""
+    """Return the UTC instant at which the local day `as_of` ends."""
     return datetime.combine(as_of + timedelta(days=1), time.min, LOCAL_TIME).astimezone(timezone.utc)
 
 
@@ -126,7 +126,7 @@ def _median(ordered):
 
 
 def companies():
-    """The subsidiaries in number order (headquarters excluded)."""
+    """Return the subsidiaries in number order, without headquarters."""
     return db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.number)).all()
 
 
@@ -186,7 +186,7 @@ def _shut_off_counts():
 
 
 def company_view(season_name, as_of):
-    """Per company: billed accounts, receivable, received, arrears of the season, rate now and a year earlier."""
+    """Build the company table: billed accounts, receivable, received and arrears of the season, the rate now and a year earlier."""
     seasons = _seasons()
     totals = _company_totals(as_of)
     earlier = _company_totals(year_earlier(as_of))
@@ -235,7 +235,7 @@ def company_view(season_name, as_of):
 
 
 def collection_by_day(season_name, as_of):
-    """Cumulative collection rate per company and day of the season, and of last season a year earlier."""
+    """Build the cumulative collection rate per company and day, this season and last season one year earlier."""
     seasons = _seasons()
     previous_name = previous_season_name(season_name)
     current_ids = {s.id: cid for cid, named in seasons.items() if (s := named.get(season_name))}
@@ -266,8 +266,8 @@ def collection_by_day(season_name, as_of):
     series = []
     rows = []
     for company in companies():
-        for which, label in (("current", season_name), ("previous", previous_name)):
-            per_day = daily.get((which, company.id))
+        for season_key, label in (("current", season_name), ("previous", previous_name)):
+            per_day = daily.get((season_key, company.id))
             if not per_day:
                 continue
             due = paid = ZERO
@@ -280,7 +280,7 @@ def collection_by_day(season_name, as_of):
                     due += per_day[day][0]
                     paid += per_day[day][1]
                 rates.append(rate(paid, due))
-            series.append({"company": company.code, "name": f"{company.name} {label}", "season": which, "rates": rates})
+            series.append({"company": company.code, "name": f"{company.name} {label}", "season": season_key, "rates": rates})
             rows.append({"name": company.name, "season": label, "receivable": due, "received": paid, "collection_rate": rate(paid, due)})
     return {
         "title": "收费率累计走势",
@@ -412,7 +412,7 @@ def process_view(as_of):
 
 
 def community_view(company, season_name, as_of):
-    """One company's communities: the season's receivable, received, arrears, rate and waivers, with outliers flagged."""
+    """Build one company's community table: the season's receivable, received, arrears, rate and waivers, with outliers flagged."""
     season = db.session.scalar(sa.select(Season).where(Season.company_id == company.id, Season.name == season_name))
     t = CommunityDailyTotal
     statement = (
@@ -463,7 +463,7 @@ def community_view(company, season_name, as_of):
 
 
 def account_view(company, community, season_name, as_of):
-    """The accounts of one community with the season's figures and all arrears, largest arrears first; reads the ledger."""
+    """Build one community's account table from the ledger, largest arrears first."""
     season = db.session.scalar(sa.select(Season).where(Season.company_id == company.id, Season.name == season_name))
     season_id = season.id if season is not None else -1
     in_season = LedgerEntry.season_id == season_id

@@ -96,7 +96,7 @@ def _json(view, season, as_of):
 
 
 def _xlsx(view, season, as_of, filename):
-    """One sheet: the view's title, the period, the header and the rows; amounts stay exact decimals."""
+    """Write the view as one sheet: title, period, header and rows, with amounts as exact decimals."""
     workbook = Workbook()
     sheet = workbook.active
     sheet.title = view["title"][:31]
@@ -132,7 +132,7 @@ def _answer(view, season, as_of, fmt, filename):
 @bp.route("/dashboard")
 @login_required
 def dashboard_page():
-    """The group dashboard: company figures, collection trend, arrears, waivers and process steps."""
+    """Show the group dashboard: company figures, collection trend, arrears, waivers and process steps."""
     _require_hq()
     season, as_of = _period()
     views = {name: _numeric(build(season, as_of)) for name, build in GROUP_VIEWS.items()}
@@ -148,7 +148,7 @@ def dashboard_page():
 @bp.route("/dashboard/<any(companies, collection, arrears, waivers, processes):view>.<any(json, xlsx):fmt>")
 @login_required
 def dashboard_view(view, fmt):
-    """One group view as JSON or as an Excel workbook."""
+    """Return one group view as JSON or as an Excel workbook."""
     _require_hq()
     season, as_of = _period()
     return _answer(GROUP_VIEWS[view](season, as_of), season, as_of, fmt, view)

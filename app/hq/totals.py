@@ -6,8 +6,8 @@ back one never is. `rebuild_daily_totals` recomputes both tables from the ledger
 the repair path (`flask heat hq-rebuild-totals`) and what a bulk load that bypasses the
 ORM must run afterwards.
 
-The upsert holds the row of a company, day and kind until commit, so two cashiers of one
-company posting the same kind on the same day queue for each other's commit on that row.
+The upsert locks the row of a company, day and kind until commit, so two cashiers of one
+company posting the same kind on the same day wait for each other's commit on that row.
 """
 
 from collections import defaultdict

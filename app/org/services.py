@@ -67,8 +67,8 @@ def authenticate(username, password):
 def user_permissions(user):
     """Permissions the user's roles carry (before company function grants).
 
-    Within a web request the answer is kept for the rest of the request: the navigation
-    bar alone asks for a dozen permissions on every page.
+    Within a web request the result is cached for the rest of the request, because the
+    navigation bar alone checks a dozen permissions on every page.
     """
     cache = request.environ.setdefault("heatflow.user_permissions", {}) if has_request_context() else {}
     if user.id in cache:

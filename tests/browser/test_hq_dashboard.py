@@ -85,7 +85,7 @@ def qd_request(make_account, login):
     return account, instance_of(account.id, "suspension")
 
 
-def test_audit_explorer_finds_an_instance_and_shows_its_history(qd_request, page, browser_login, screenshot):
+def test_audit_explorer_finds_instance_history(qd_request, page, browser_login, screenshot):
     account, instance = qd_request
     browser_login(page, "hq_auditor")
     page.goto("/hq/audit")

@@ -41,7 +41,7 @@ def test_finds_instances_of_all_companies_by_each_filter(two_requests, login):
     assert _hits(client, f"date_to={(day - timedelta(days=1)).isoformat()}")[0] == set()
 
 
-def test_an_instance_found_opens_its_history_and_diagram(two_requests, login):
+def test_found_instance_opens_history_and_diagram(two_requests, login):
     _tj_instance, qd_instance, _tj, qd = two_requests
     client = login("hq_auditor")
     _ids, text = _hits(client, f"account_no={qd.account_no}")
@@ -58,7 +58,7 @@ def test_an_instance_found_opens_its_history_and_diagram(two_requests, login):
     ("process_type=nope", "流程类型「nope」不存在"),
     ("date_from=2026-03-02&date_to=2026-03-01", "开始日期晚于结束日期"),
 ])
-def test_a_bad_filter_is_named(demo, login, query, message):
+def test_bad_filter_is_named(demo, login, query, message):
     response = login("hq_auditor").get(f"/hq/audit?{query}")
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)

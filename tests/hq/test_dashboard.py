@@ -52,7 +52,7 @@ def test_company_figures_match_the_collection_summary(hq_ledger, login):
     assert Decimal(group["receivable"]) == sum(Decimal(summary[c]["receivable"]) for c in summary)
 
 
-def test_a_view_as_of_yesterday_leaves_out_todays_payments(hq_ledger, login):
+def test_as_of_yesterday_leaves_out_todays_payments(hq_ledger, login):
     client = login("hq_auditor")
     yesterday = (today() - timedelta(days=1)).isoformat()
     now = client.get(f"/hq/dashboard/companies.json?season={SEASON}").get_json()
@@ -97,7 +97,7 @@ def test_arrears_split_by_age_and_category_add_up(hq_ledger, login):
     assert Decimal(tj["current"]) == Decimal(_row(companies, "TJ")["arrears"])
 
 
-def test_drill_down_from_company_to_community_to_account_adds_up(hq_ledger, login, demo):
+def test_drill_down_to_account_adds_up(hq_ledger, login, demo):
     client = login("hq_auditor")
     company = _row(client.get(f"/hq/dashboard/companies.json?season={SEASON}").get_json(), "TJ")
     communities = client.get(f"/hq/dashboard/companies/TJ.json?season={SEASON}").get_json()
@@ -146,7 +146,7 @@ def test_each_view_exports_the_figures_it_shows(hq_ledger, login, view):
                 assert cell == expected
 
 
-def test_the_dashboard_page_shows_every_view_with_its_chart(hq_ledger, login):
+def test_dashboard_page_shows_every_chart(hq_ledger, login):
     client = login("hq_auditor")
     page = client.get("/hq/dashboard").get_data(as_text=True)
     for chart in ("collection", "arrears", "waivers", "processes"):
@@ -168,7 +168,7 @@ def test_company_users_are_refused(demo, login, url):
     ("as_of=2026-13-01", "截止日期「2026-13-01」无效"),
     ("season=2025", "供暖季「2025」无效"),
 ])
-def test_a_bad_period_is_named_in_a_400(demo, login, query, message):
+def test_bad_period_is_named_in_400(demo, login, query, message):
     response = login("hq_auditor").get(f"/hq/dashboard/companies.json?{query}")
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
@@ -184,7 +184,7 @@ def test_accounts_only_count_in_their_own_company(hq_ledger):
     assert 0 < charges <= tj_accounts
 
 
-def test_the_rebuild_command_recomputes_the_same_totals(hq_ledger, app):
+def test_rebuild_command_recomputes_same_totals(hq_ledger, app):
     before = (_table(CommunityDailyTotal), _table(CompanyDailyTotal))
     db.session.execute(CommunityDailyTotal.__table__.delete())
     db.session.commit()
