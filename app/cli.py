@@ -65,13 +65,14 @@ def bill_command(company_code, season):
 
 @heat.command("hq-rebuild-totals")
 def hq_rebuild_totals_command():
-    """Recompute the HQ dashboards' daily totals from the whole ledger (after a bulk load or a repair)."""
+    """Recompute the HQ dashboards' daily totals from the ledger and the human tasks (after a bulk load or a repair)."""
     from app.extensions import db
-    from app.hq.totals import rebuild_daily_totals
+    from app.hq.totals import rebuild_daily_totals, rebuild_step_totals
 
     rows = rebuild_daily_totals(db.session.connection())
+    steps = rebuild_step_totals(db.session.connection())
     db.session.commit()
-    click.echo(f"HQ daily totals rebuilt: {rows} community-day rows.")
+    click.echo(f"HQ daily totals rebuilt: {rows} community-day rows, {steps} process-step-day rows.")
 
 
 @heat.command("receivables")

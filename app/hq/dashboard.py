@@ -16,11 +16,13 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask import has_request_context, request
 
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import LOCAL_TIME
 from app.extensions import db
-from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal
+from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal
+from app.hq.totals import epoch_seconds
 from app.money import ZERO, Money
 from app.network.models import USER_TYPES, VALVE_STATES, Account, Building, Community, Unit
 from app.org.models import Company
@@ -149,16 +151,23 @@ def _amount(expression):
     return sa.type_coerce(sa.func.coalesce(sa.func.sum(expression), 0), Money())
 
 
-def _company_totals(as_of, company_ids=None):
-    """Map (company id, season id, category, kind) -> [amount, entries] up to the end of `as_of`."""
+def _company_totals(as_of):
+    """Map (company id, season id, category, kind) -> [amount, entries] up to the end of `as_of`.
+
+    Within a web request the result is cached, because the dashboard page builds several
+    views from the same totals.
+    """
+    cache = request.environ.setdefault("heatflow.hq_company_totals", {}) if has_request_context() else {}
+    if as_of in cache:
+        return cache[as_of]
     t = CompanyDailyTotal
     statement = (
         sa.select(t.company_id, t.season_id, t.category, t.kind, _amount(t.amount), sa.func.sum(t.entries))
         .where(t.day <= as_of).group_by(t.company_id, t.season_id, t.category, t.kind)
     )
-    if company_ids is not None:
-        statement = statement.where(t.company_id.in_(company_ids))
-    return {(c, s, cat, k): [amount, entries] for c, s, cat, k, amount, entries in db.session.execute(statement)}
+    totals = {(c, s, cat, k): (amount, entries) for c, s, cat, k, amount, entries in db.session.execute(statement)}
+    cache[as_of] = totals
+    return totals
 
 
 def _sum(totals, kinds, **match):
@@ -361,39 +370,46 @@ def _flag_outliers(rows):
         row["outlier_label"] = "异常" if row["outlier"] else ""
 
 
-def _epoch(column):
-    if db.engine.dialect.name == "postgresql":
-        return sa.extract("epoch", column)
-    return (sa.func.julianday(column) - 2440587.5) * 86400
-
-
 def process_view(as_of):
-    """Per company, process type and step: tasks done and their mean wait, tasks still open and their mean age."""
+    """Build the step table: per company, process and step, tasks done with their mean wait, and tasks open at the date.
+
+    Completed tasks come from the per-step daily totals. Tasks open at the end of the day
+    (created before it and not completed by then, cancelled ones left out) come from the
+    task table through its completion-time index.
+    """
     end = end_of_day_utc(as_of)
-    done = sa.and_(HumanTask.completed_at.is_not(None), HumanTask.completed_at < end)
-    waiting = sa.and_(HumanTask.status != "cancelled", sa.not_(done))
-    statement = (
-        sa.select(
-            HumanTask.company_id, HumanTask.process_type, HumanTask.task_spec_name, sa.func.max(HumanTask.title),
-            sa.func.sum(sa.case((done, 1), else_=0)),
-            sa.func.sum(sa.case((done, _epoch(HumanTask.completed_at) - _epoch(HumanTask.created_at)), else_=0)),
-            sa.func.sum(sa.case((waiting, 1), else_=0)),
-            sa.func.sum(sa.case((waiting, _epoch(HumanTask.created_at)), else_=0)),
-        )
-        .where(HumanTask.created_at < end)
-        .group_by(HumanTask.company_id, HumanTask.process_type, HumanTask.task_spec_name)
+    steps = {}
+    t = StepDailyTotal
+    done = db.session.execute(
+        sa.select(t.company_id, t.process_type, t.task_spec_name, sa.func.max(t.title), sa.func.sum(t.completed),
+                  sa.func.sum(t.wait_seconds))
+        .where(t.day <= as_of).group_by(t.company_id, t.process_type, t.task_spec_name)
     )
+    for company_id, process_type, spec, title, completed, wait_seconds in done:
+        steps[(company_id, process_type, spec)] = [title, int(completed), Decimal(int(wait_seconds)), 0, Decimal(0)]
+    still_open = sa.and_(
+        HumanTask.created_at < end, HumanTask.status != "cancelled",
+        sa.or_(HumanTask.completed_at.is_(None), HumanTask.completed_at >= end),
+    )
+    waiting = db.session.execute(
+        sa.select(HumanTask.company_id, HumanTask.process_type, HumanTask.task_spec_name, sa.func.max(HumanTask.title),
+                  sa.func.count(), sa.func.sum(epoch_seconds(db.engine.dialect.name, HumanTask.created_at)))
+        .where(still_open).group_by(HumanTask.company_id, HumanTask.process_type, HumanTask.task_spec_name)
+    )
+    for company_id, process_type, spec, title, count, created_sum in waiting:
+        step = steps.setdefault((company_id, process_type, spec), [title, 0, Decimal(0), 0, Decimal(0)])
+        step[3] = int(count)
+        step[4] = Decimal(str(created_sum))
     names = {c.id: c for c in companies()}
     end_epoch = Decimal(int(end.timestamp()))
     rows = []
-    for company_id, process_type, _spec, title, completed, wait_seconds, open_count, open_created in db.session.execute(statement):
+    for (company_id, process_type, _spec), (title, completed, wait_seconds, open_count, created_sum) in steps.items():
         if company_id not in names:
             continue
-        completed, open_count = int(completed or 0), int(open_count or 0)
-        mean_wait = (Decimal(str(wait_seconds)) / completed / SECONDS_PER_HOUR).quantize(Decimal("0.1")) if completed else None
+        mean_wait = (wait_seconds / completed / SECONDS_PER_HOUR).quantize(Decimal("0.1")) if completed else None
         mean_age = (
-            (end_epoch * open_count - Decimal(str(open_created))) / open_count / SECONDS_PER_HOUR
-        ).quantize(Decimal("0.1")) if open_count else None
+            ((end_epoch * open_count - created_sum) / open_count / SECONDS_PER_HOUR).quantize(Decimal("0.1")) if open_count else None
+        )
         company = names[company_id]
         rows.append({
             "code": company.code, "name": company.name, "number": company.number,

@@ -5,7 +5,8 @@ A ledger line adds its amount and one entry to two rows: the community row keyed
 community. Reading a view as of a date sums the rows up to that day, so every figure is
 exact for the end of the chosen day while reading a few thousand rows instead of the
 ledger. `season_id` is 0 for lines that belong to no season (prior arrears taken over at
-import). `category` is the account's user type when the line was posted.
+import). `category` is the account's user type when the line was posted. Completed human
+tasks are counted the same way, per process step and local day of completion.
 """
 
 import sqlalchemy as sa
@@ -49,3 +50,20 @@ class CompanyDailyTotal(CompanyOwned, db.Model):
     kind = sa.Column(sa.String(16), nullable=False)
     amount = sa.Column(Money(), nullable=False, default=0)
     entries = sa.Column(sa.Integer, nullable=False, default=0)
+
+
+class StepDailyTotal(CompanyOwned, db.Model):
+    """Human tasks of one process step completed on one local day, and the sum of their waits."""
+
+    __tablename__ = "hq_step_daily_total"
+    __table_args__ = (sa.UniqueConstraint("company_id", "process_type", "task_spec_name", "day"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    process_type = sa.Column(sa.String(32), nullable=False)
+    task_spec_name = sa.Column(sa.String(64), nullable=False)
+    # The step's title as last completed, for display.
+    title = sa.Column(sa.String(100), nullable=False)
+    day = sa.Column(sa.Date, nullable=False)
+    completed = sa.Column(sa.Integer, nullable=False, default=0)
+    # Seconds from each task's creation to its completion, summed.
+    wait_seconds = sa.Column(sa.BigInteger, nullable=False, default=0)

@@ -4,7 +4,8 @@ Every flush that inserts ledger lines adds them to the daily totals in the same
 transaction, so a committed payment or bill is in the dashboards at once and a rolled
 back one never is. `rebuild_daily_totals` recomputes both tables from the ledger; it is
 the repair path (`flask heat hq-rebuild-totals`) and what a bulk load that bypasses the
-ORM must run afterwards.
+ORM must run afterwards. Human tasks add to the per-step totals in the flush that sets
+their completion time, and `rebuild_step_totals` recomputes those.
 
 The upsert locks the row of a company, day and kind until commit, so two cashiers of one
 company posting the same kind on the same day wait for each other's commit on that row.
@@ -19,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from app.billing.models import LedgerEntry
 from app.clock import local_time
-from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal
+from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal
 from app.network.models import Account, Building, Unit
+from app.processes.models import HumanTask
 
 
 def _insert(connection, table):
@@ -80,11 +82,46 @@ def add_entries(connection, entries):
     ])
 
 
+def add_completed_tasks(connection, tasks):
+    """Add human tasks that were just completed to the per-step daily totals."""
+    totals = {}
+    for task in tasks:
+        completed_at = local_time(task.completed_at)
+        key = (task.company_id, task.process_type, task.task_spec_name, completed_at.date())
+        count, seconds, _title = totals.get(key, (0, 0, ""))
+        waited = round((completed_at - local_time(task.created_at)).total_seconds())
+        totals[key] = (count + 1, seconds + waited, task.title)
+    keys = ["company_id", "process_type", "task_spec_name", "day"]
+    table = StepDailyTotal.__table__
+    rows = [dict(zip(keys, key), completed=count, wait_seconds=seconds, title=title)
+            for key, (count, seconds, title) in sorted(totals.items())]
+    if not rows:
+        return
+    statement = _insert(connection, table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={"completed": table.c.completed + statement.excluded.completed,
+              "wait_seconds": table.c.wait_seconds + statement.excluded.wait_seconds, "title": statement.excluded.title},
+    )
+    connection.execute(statement, rows)
+
+
+def _just_completed(task):
+    """True when this flush set the task's completion time."""
+    if task.completed_at is None:
+        return False
+    history = sa.inspect(task).attrs.completed_at.history
+    return bool(history.added) and not any(old is not None for old in history.deleted)
+
+
 @event.listens_for(Session, "after_flush")
-def _add_flushed_entries(session, flush_context):
+def _add_flushed_rows(session, flush_context):
     entries = [obj for obj in session.new if isinstance(obj, LedgerEntry)]
     if entries:
         add_entries(session.connection(), entries)
+    tasks = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, HumanTask) and _just_completed(obj)]
+    if tasks:
+        add_completed_tasks(session.connection(), tasks)
 
 
 def _local_day(connection, column):
@@ -92,6 +129,32 @@ def _local_day(connection, column):
         return sa.cast(sa.func.timezone("Asia/Shanghai", column), sa.Date)
     # SQLite keeps naive UTC text; China has had no daylight saving time since 1991.
     return sa.func.date(column, "+8 hours")
+
+
+def epoch_seconds(dialect_name, column):
+    """SQL for a timestamp column as seconds since 1970 (SQLite stores naive UTC text)."""
+    if dialect_name == "postgresql":
+        return sa.extract("epoch", column)
+    return (sa.func.julianday(column) - 2440587.5) * 86400
+
+
+def rebuild_step_totals(connection):
+    """Recompute the per-step daily totals from the completed human tasks; returns the row count."""
+    task = HumanTask.__table__
+    day = _local_day(connection, task.c.completed_at).label("day")
+    waited = epoch_seconds(connection.dialect.name, task.c.completed_at) - epoch_seconds(connection.dialect.name, task.c.created_at)
+    grouped = (
+        sa.select(task.c.company_id, task.c.process_type, task.c.task_spec_name, sa.func.max(task.c.title), day,
+                  sa.func.count(), sa.cast(sa.func.sum(sa.func.round(waited)), sa.BigInteger))
+        .where(task.c.completed_at.is_not(None))
+        .group_by(task.c.company_id, task.c.process_type, task.c.task_spec_name, day)
+    )
+    table = StepDailyTotal.__table__
+    connection.execute(table.delete())
+    connection.execute(table.insert().from_select(
+        ["company_id", "process_type", "task_spec_name", "title", "day", "completed", "wait_seconds"], grouped
+    ))
+    return connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
 
 def rebuild_daily_totals(connection):

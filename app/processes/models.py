@@ -176,6 +176,8 @@ class HumanTask(CompanyOwned, db.Model):
         # The inbox pages by keyset on these, within one company, status and lane.
         sa.Index("ix_human_task_inbox_created", "company_id", "status", "lane_role", "created_at", "id"),
         sa.Index("ix_human_task_inbox_due", "company_id", "status", "lane_role", "due_at", "id"),
+        # The HQ dashboard finds the tasks still open at a date: not completed, or completed after it.
+        sa.Index("ix_human_task_completed", "completed_at"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)

@@ -1,11 +1,15 @@
-"""The HQ process audit explorer finds instances across companies and opens their history."""
+"""The HQ process audit explorer and the dashboard's process steps, on requests of two companies."""
 
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from app.extensions import db
 from app.hq.dashboard import today
-from tests.processes.conftest import instance_of, make_account, start_request  # noqa: F401
+from app.hq.models import StepDailyTotal
+from app.hq.totals import rebuild_step_totals
+from tests.processes.conftest import instance_of, make_account, open_task, start_request, submit_task  # noqa: F401
 
 
 @pytest.fixture
@@ -62,3 +66,28 @@ def test_bad_filter_is_named(demo, login, query, message):
     response = login("hq_auditor").get(f"/hq/audit?{query}")
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
+
+
+def test_process_view_counts_done_and_open_steps(two_requests, login):
+    tj_instance, _qd_instance, _tj, _qd = two_requests
+    task = open_task(tj_instance.id, "company_approval")
+    assert submit_task(login("tj_approver"), task.id, {"decision": "approve"}).status_code == 302
+    client = login("hq_auditor")
+    rows = client.get("/hq/dashboard/processes.json").get_json()["rows"]
+    tj_step = next(r for r in rows if r["code"] == "TJ" and r["step"] == task.title)
+    assert tj_step["completed"] == 1
+    assert tj_step["mean_wait_hours"] is not None
+    qd_step = next(r for r in rows if r["code"] == "QD" and r["step"] == task.title)
+    assert qd_step["open"] == 1
+    assert qd_step["completed"] == 0
+    yesterday = (today() - timedelta(days=1)).isoformat()
+    assert client.get(f"/hq/dashboard/processes.json?as_of={yesterday}").get_json()["rows"] == []
+
+    incremental = db.session.execute(sa.select(StepDailyTotal.company_id, StepDailyTotal.task_spec_name, StepDailyTotal.day,
+                                               StepDailyTotal.completed, StepDailyTotal.wait_seconds)).all()
+    assert len(incremental) >= 1
+    rebuild_step_totals(db.session.connection())
+    db.session.commit()
+    rebuilt = db.session.execute(sa.select(StepDailyTotal.company_id, StepDailyTotal.task_spec_name, StepDailyTotal.day,
+                                           StepDailyTotal.completed, StepDailyTotal.wait_seconds)).all()
+    assert sorted(rebuilt) == sorted(incremental)

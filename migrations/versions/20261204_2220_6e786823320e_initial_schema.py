@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 56d0797f814e
+Revision ID: 6e786823320e
 Revises: 
-Create Date: 2026-12-04 21:40:01.786993
+Create Date: 2026-12-04 22:20:40.533818
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '56d0797f814e'
+revision = '6e786823320e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -137,6 +137,22 @@ def upgrade():
     )
     with op.batch_alter_table('hq_company_daily_total', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hq_company_daily_total_company_id'), ['company_id'], unique=False)
+
+    op.create_table('hq_step_daily_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('task_spec_name', sa.String(length=64), nullable=False),
+    sa.Column('title', sa.String(length=100), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('completed', sa.Integer(), nullable=False),
+    sa.Column('wait_seconds', sa.BigInteger(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_step_daily_total_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_step_daily_total')),
+    sa.UniqueConstraint('company_id', 'process_type', 'task_spec_name', 'day', name=op.f('uq_hq_step_daily_total_company_id_process_type_task_spec_name_day'))
+    )
+    with op.batch_alter_table('hq_step_daily_total', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_step_daily_total_company_id'), ['company_id'], unique=False)
 
     op.create_table('ledger_value_map',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -971,6 +987,7 @@ def upgrade():
     )
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_human_task_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_human_task_completed', ['completed_at'], unique=False)
         batch_op.create_index('ix_human_task_inbox_created', ['company_id', 'status', 'lane_role', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_human_task_inbox_due', ['company_id', 'status', 'lane_role', 'due_at', 'id'], unique=False)
 
@@ -1291,6 +1308,7 @@ def downgrade():
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.drop_index('ix_human_task_inbox_due')
         batch_op.drop_index('ix_human_task_inbox_created')
+        batch_op.drop_index('ix_human_task_completed')
         batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
 
     op.drop_table('human_task')
@@ -1482,6 +1500,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
 
     op.drop_table('ledger_value_map')
+    with op.batch_alter_table('hq_step_daily_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_step_daily_total_company_id'))
+
+    op.drop_table('hq_step_daily_total')
     with op.batch_alter_table('hq_company_daily_total', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_hq_company_daily_total_company_id'))
 
