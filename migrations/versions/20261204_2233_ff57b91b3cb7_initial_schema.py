@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6e786823320e
+Revision ID: ff57b91b3cb7
 Revises: 
-Create Date: 2026-12-04 22:20:40.533818
+Create Date: 2026-12-04 22:33:33.803039
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '6e786823320e'
+revision = 'ff57b91b3cb7'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -466,7 +466,7 @@ def upgrade():
     sa.UniqueConstraint('company_id', 'season_id', 'community_id', 'category', 'day', 'kind', name=op.f('uq_hq_community_daily_total_company_id_season_id_community_id_category_day_kind'))
     )
     with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
-        batch_op.create_index('ix_hq_community_daily_total_company_day', ['company_id', 'day'], unique=False)
+        batch_op.create_index('ix_hq_community_daily_total_company_day', ['company_id', 'day'], unique=False, postgresql_include=['community_id', 'season_id', 'kind', 'amount', 'entries'])
         batch_op.create_index(batch_op.f('ix_hq_community_daily_total_company_id'), ['company_id'], unique=False)
 
     op.create_table('invoice_profile',
@@ -1421,7 +1421,7 @@ def downgrade():
     op.drop_table('invoice_profile')
     with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_hq_community_daily_total_company_id'))
-        batch_op.drop_index('ix_hq_community_daily_total_company_day')
+        batch_op.drop_index('ix_hq_community_daily_total_company_day', postgresql_include=['community_id', 'season_id', 'kind', 'amount', 'entries'])
 
     op.drop_table('hq_community_daily_total')
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
