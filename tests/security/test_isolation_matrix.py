@@ -52,6 +52,10 @@ OBJECT_FINDERS = {
     "invoice_id": "app.invoicing.models.Invoice",
     "item_id": "app.payments.models.ReconciliationItem",
     "voucher_id": "app.messaging.models.FinanceVoucher",
+    "code": PathValue("QD"),
+    "community_id": "app.network.models.Community",
+    "view": PathValue("companies"),
+    "fmt": PathValue("json"),
 }
 
 
