@@ -63,6 +63,18 @@ def bill_command(company_code, season):
     click.echo(f"{company_code} {season}: {run.accounts_billed} accounts billed, {run.amount_posted:.2f} yuan posted.")
 
 
+@heat.command("hq-rebuild-totals")
+def hq_rebuild_totals_command():
+    """Recompute the HQ dashboards' daily totals from the ledger and the human tasks (after a bulk load or a repair)."""
+    from app.extensions import db
+    from app.hq.totals import rebuild_daily_totals, rebuild_step_totals
+
+    rows = rebuild_daily_totals(db.session.connection())
+    steps = rebuild_step_totals(db.session.connection())
+    db.session.commit()
+    click.echo(f"HQ daily totals rebuilt: {rows} community-day rows, {steps} process-step-day rows.")
+
+
 @heat.command("receivables")
 @click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
 @click.option("--season", required=True, help="Season name, e.g. 2025-2026.")

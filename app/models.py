@@ -14,3 +14,5 @@ from app.payments.models import (  # noqa: F401
 )
 from app.messaging.models import FinanceVoucher, MeterReading, MeterReadingReview, OutboxEvent, ProcessedMessage  # noqa: F401
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice  # noqa: F401
+from app.hq.models import CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal  # noqa: F401
+import app.hq.totals  # noqa: F401,E402  (keeps the daily totals in step with ledger inserts)

@@ -1,4 +1,5 @@
-// Build the browser bundles into app/static/dist/: designer, instance viewer and DMN editor.
+// Build the browser bundles into app/static/dist/: designer, instance viewer, DMN editor and
+// the HQ dashboard charts (ECharts).
 // Each entry gets its .js and .css; fonts go to dist/assets/. Run with `npm run build`.
 //
 // The app's Content-Security-Policy rejects inline style attributes, so the plugin below
@@ -64,7 +65,8 @@ await esbuild.build({
   entryPoints: {
     designer: 'src/designer.js',
     viewer: 'src/viewer.js',
-    'dmn-editor': 'src/dmn-editor.js'
+    'dmn-editor': 'src/dmn-editor.js',
+    'hq-dashboard': 'src/hq-dashboard.js'
   },
   outdir: path.join(here, '..', 'app', 'static', 'dist'),
   bundle: true,

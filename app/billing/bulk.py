@@ -125,6 +125,30 @@ events AS (
         CAST(:created_at AS timestamptz), 0, '', 0
     FROM inserted i JOIN account a ON a.id = i.account_id
     ORDER BY i.account_id
+),
+-- The HQ daily totals of the posted charges (what app/hq/totals.py adds for ORM inserts).
+located AS (
+    SELECT i.amount, a.user_type, b.community_id
+    FROM inserted i JOIN account a ON a.id = i.account_id
+    JOIN unit u ON u.id = a.unit_id JOIN building b ON b.id = u.building_id
+),
+community_totals AS (
+    INSERT INTO hq_community_daily_total (company_id, season_id, community_id, category, day, kind, amount, entries)
+    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), community_id, user_type,
+        CAST(timezone('Asia/Shanghai', CAST(:created_at AS timestamptz)) AS date), 'charge', sum(amount), count(*)
+    FROM located GROUP BY community_id, user_type ORDER BY community_id, user_type
+    ON CONFLICT (company_id, season_id, community_id, category, day, kind) DO UPDATE
+        SET amount = hq_community_daily_total.amount + EXCLUDED.amount,
+            entries = hq_community_daily_total.entries + EXCLUDED.entries
+),
+company_totals AS (
+    INSERT INTO hq_company_daily_total (company_id, season_id, category, day, kind, amount, entries)
+    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), user_type,
+        CAST(timezone('Asia/Shanghai', CAST(:created_at AS timestamptz)) AS date), 'charge', sum(amount), count(*)
+    FROM located GROUP BY user_type ORDER BY user_type
+    ON CONFLICT (company_id, season_id, category, day, kind) DO UPDATE
+        SET amount = hq_company_daily_total.amount + EXCLUDED.amount,
+            entries = hq_company_daily_total.entries + EXCLUDED.entries
 )
 SELECT count(*), COALESCE(sum(amount), 0) FROM inserted
 """

@@ -97,6 +97,9 @@ class Account(CompanyOwned, db.Model):
         sa.UniqueConstraint("company_id", "legacy_no"),
         sa.Index("ix_account_company_name", "company_id", "customer_name"),
         sa.Index("ix_account_company_phone", "company_id", "phone"),
+        # The HQ drill-down lists a community's accounts; the dashboards count shut-off valves.
+        sa.Index("ix_account_company_unit", "company_id", "unit_id"),
+        sa.Index("ix_account_valve_company", "valve_state", "company_id"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)

@@ -5,7 +5,7 @@ import logging
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
+from flask import current_app, has_request_context, request
 
 from app.extensions import db
 from app.org.models import Company, CompanyFunction, Role, User, UserRole
@@ -65,10 +65,19 @@ def authenticate(username, password):
 
 
 def user_permissions(user):
-    """Permissions the user's roles carry (before company function grants)."""
+    """Permissions the user's roles carry (before company function grants).
+
+    Within a web request the result is cached for the rest of the request, because the
+    navigation bar alone checks a dozen permissions on every page.
+    """
+    cache = request.environ.setdefault("heatflow.user_permissions", {}) if has_request_context() else {}
+    if user.id in cache:
+        return cache[user.id]
     with scoped(SYSTEM_SCOPE):
         roles = db.session.scalars(sa.select(Role).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id))
-        return {permission for role in roles for permission in role.permissions}
+        permissions = frozenset(permission for role in roles for permission in role.permissions)
+    cache[user.id] = permissions
+    return permissions
 
 
 def granted_functions(company_id):

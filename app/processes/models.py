@@ -143,7 +143,11 @@ class EscalationRule(CompanyOwned, db.Model):
 class ProcessInstance(CompanyOwned, db.Model):
     """One business request running on a pinned model version, with its serialized workflow state."""
 
-    __table_args__ = (sa.Index("ix_process_instance_company_account", "company_id", "account_id", "status"),)
+    __table_args__ = (
+        sa.Index("ix_process_instance_company_account", "company_id", "account_id", "status"),
+        # The HQ audit explorer lists instances of all companies, newest first.
+        sa.Index("ix_process_instance_created", "created_at", "id"),
+    )
 
     id = sa.Column(sa.Integer, primary_key=True)
     model_id = sa.Column(sa.Integer, sa.ForeignKey("process_model.id"), nullable=False)
@@ -183,6 +187,8 @@ class HumanTask(CompanyOwned, db.Model):
         # The inbox pages by keyset on these, within one company, status and lane.
         sa.Index("ix_human_task_inbox_created", "company_id", "status", "lane_role", "created_at", "id"),
         sa.Index("ix_human_task_inbox_due", "company_id", "status", "lane_role", "due_at", "id"),
+        # The HQ dashboard finds the tasks still open at a date: not completed, or completed after it.
+        sa.Index("ix_human_task_completed", "completed_at"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)

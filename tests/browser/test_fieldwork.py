@@ -1,4 +1,5 @@
-"""Field work on a phone: a valve closed while offline is sent once the network returns, and HQ sees it."""
+"""Field work on a phone: a valve closed while offline is sent once the network returns, and HQ sees
+it in the collection summary and on the dashboard."""
 
 import time
 
@@ -64,3 +65,11 @@ def test_valve_closed_offline_then_synced(valve_task, _browser, live_server, bro
     assert row.locator("td").nth(2).inner_text() == "1"
     assert row.locator("td").nth(1).inner_text() == "0"
     screenshot(page, "hq-field-progress")
+
+    # The group dashboard counts the valve among TJ's shut-off accounts.
+    page.goto("/hq/dashboard?season=2025-2026")
+    page.locator('[data-chart="collection"][data-rendered="true"] canvas').wait_for()
+    headers = page.locator("#hq-companies thead th").all_inner_texts()
+    cells = page.locator('#hq-companies tr[data-company="TJ"] td').all_inner_texts()
+    assert cells[headers.index("关栓户数（当前）")] == "1"
+    screenshot(page, "hq-dashboard-after-valve")

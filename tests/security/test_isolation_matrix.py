@@ -54,6 +54,10 @@ OBJECT_FINDERS = {
     "item_id": "app.payments.models.ReconciliationItem",
     "voucher_id": "app.messaging.models.FinanceVoucher",
     "review_id": "app.messaging.models.MeterReadingReview",
+    "code": PathValue("QD"),
+    "community_id": "app.network.models.Community",
+    "view": PathValue("companies"),
+    "fmt": PathValue("json"),
 }
 
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: dd6d9313507b
+Revision ID: 523b7166ff5a
 Revises: 
-Create Date: 2026-12-04 23:07:55.039474
+Create Date: 2026-12-04 23:12:03.977614
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'dd6d9313507b'
+revision = '523b7166ff5a'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -121,6 +121,38 @@ def upgrade():
     )
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_heat_source_company_id'), ['company_id'], unique=False)
+
+    op.create_table('hq_company_daily_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=16), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_company_daily_total_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_company_daily_total')),
+    sa.UniqueConstraint('company_id', 'season_id', 'category', 'day', 'kind', name=op.f('uq_hq_company_daily_total_company_id_season_id_category_day_kind'))
+    )
+    with op.batch_alter_table('hq_company_daily_total', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_company_daily_total_company_id'), ['company_id'], unique=False)
+
+    op.create_table('hq_step_daily_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('process_type', sa.String(length=32), nullable=False),
+    sa.Column('task_spec_name', sa.String(length=64), nullable=False),
+    sa.Column('title', sa.String(length=100), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('completed', sa.Integer(), nullable=False),
+    sa.Column('wait_seconds', sa.BigInteger(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_step_daily_total_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_step_daily_total')),
+    sa.UniqueConstraint('company_id', 'process_type', 'task_spec_name', 'day', name=op.f('uq_hq_step_daily_total_company_id_process_type_task_spec_name_day'))
+    )
+    with op.batch_alter_table('hq_step_daily_total', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_step_daily_total_company_id'), ['company_id'], unique=False)
 
     op.create_table('ledger_value_map',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -417,6 +449,25 @@ def upgrade():
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_escalation_rule_company_id'), ['company_id'], unique=False)
 
+    op.create_table('hq_community_daily_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=16), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['community_id'], ['community.id'], name=op.f('fk_hq_community_daily_total_community_id_community')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_community_daily_total_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_community_daily_total')),
+    sa.UniqueConstraint('company_id', 'season_id', 'community_id', 'category', 'day', 'kind', name=op.f('uq_hq_community_daily_total_company_id_season_id_community_id_category_day_kind'))
+    )
+    with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
+        batch_op.create_index('ix_hq_community_daily_total_company_day', ['company_id', 'day'], unique=False, postgresql_include=['community_id', 'season_id', 'kind', 'amount', 'entries'])
+        batch_op.create_index(batch_op.f('ix_hq_community_daily_total_company_id'), ['company_id'], unique=False)
+
     op.create_table('invoice_profile',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('title', sa.String(length=100), nullable=False),
@@ -669,6 +720,8 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_account_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_account_company_name', ['company_id', 'customer_name'], unique=False)
         batch_op.create_index('ix_account_company_phone', ['company_id', 'phone'], unique=False)
+        batch_op.create_index('ix_account_company_unit', ['company_id', 'unit_id'], unique=False)
+        batch_op.create_index('ix_account_valve_company', ['valve_state', 'company_id'], unique=False)
 
     op.create_table('account_terms',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -828,6 +881,7 @@ def upgrade():
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
         batch_op.create_index('ix_process_instance_company_account', ['company_id', 'account_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_process_instance_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_process_instance_created', ['created_at', 'id'], unique=False)
 
     op.create_table('rerate_change',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -951,6 +1005,7 @@ def upgrade():
     )
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_human_task_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_human_task_completed', ['completed_at'], unique=False)
         batch_op.create_index('ix_human_task_inbox_created', ['company_id', 'status', 'lane_role', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_human_task_inbox_due', ['company_id', 'status', 'lane_role', 'due_at', 'id'], unique=False)
 
@@ -1301,6 +1356,7 @@ def downgrade():
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.drop_index('ix_human_task_inbox_due')
         batch_op.drop_index('ix_human_task_inbox_created')
+        batch_op.drop_index('ix_human_task_completed')
         batch_op.drop_index(batch_op.f('ix_human_task_company_id'))
 
     op.drop_table('human_task')
@@ -1321,6 +1377,7 @@ def downgrade():
 
     op.drop_table('rerate_change')
     with op.batch_alter_table('process_instance', schema=None) as batch_op:
+        batch_op.drop_index('ix_process_instance_created')
         batch_op.drop_index(batch_op.f('ix_process_instance_company_id'))
         batch_op.drop_index('ix_process_instance_company_account')
 
@@ -1355,6 +1412,8 @@ def downgrade():
 
     op.drop_table('account_terms')
     with op.batch_alter_table('account', schema=None) as batch_op:
+        batch_op.drop_index('ix_account_valve_company')
+        batch_op.drop_index('ix_account_company_unit')
         batch_op.drop_index('ix_account_company_phone')
         batch_op.drop_index('ix_account_company_name')
         batch_op.drop_index(batch_op.f('ix_account_company_id'))
@@ -1412,6 +1471,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_invoice_profile_company_id'))
 
     op.drop_table('invoice_profile')
+    with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_community_daily_total_company_id'))
+        batch_op.drop_index('ix_hq_community_daily_total_company_day', postgresql_include=['community_id', 'season_id', 'kind', 'amount', 'entries'])
+
+    op.drop_table('hq_community_daily_total')
     with op.batch_alter_table('escalation_rule', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_escalation_rule_company_id'))
 
@@ -1488,6 +1552,14 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
 
     op.drop_table('ledger_value_map')
+    with op.batch_alter_table('hq_step_daily_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_step_daily_total_company_id'))
+
+    op.drop_table('hq_step_daily_total')
+    with op.batch_alter_table('hq_company_daily_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_company_daily_total_company_id'))
+
+    op.drop_table('hq_company_daily_total')
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 

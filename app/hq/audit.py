@@ -1,0 +1,92 @@
+"""The HQ process audit explorer: process instances of all companies found by their facts.
+
+Each hit links to the instance page, which shows the verified history and the diagram
+replay of the instance's own model version.
+"""
+
+from datetime import date, datetime, time, timedelta, timezone
+
+import sqlalchemy as sa
+
+from app.clock import LOCAL_TIME
+from app.extensions import db
+from app.network.models import Account
+from app.org.models import Company, User
+from app.processes.models import INSTANCE_STATUSES, PROCESS_TYPES, ProcessEvent, ProcessInstance
+
+MAX_HITS = 200
+
+
+class AuditQueryError(ValueError):
+    """A search field is invalid; the message names it and the fix."""
+
+
+def _day(value, label):
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise AuditQueryError(f"{label}「{value[:20]}」无效，请按 2026-01-31 的格式填写。") from None
+
+
+def parse_filters(args):
+    """Validated search filters from the query string; empty fields are left out."""
+    filters = {
+        "process_type": (args.get("process_type") or "").strip(),
+        "company": (args.get("company") or "").strip(),
+        "account_no": (args.get("account_no") or "").strip()[:32],
+        "user": (args.get("user") or "").strip()[:64],
+        "outcome": (args.get("outcome") or "").strip(),
+        "date_from": _day(args.get("date_from"), "开始日期"),
+        "date_to": _day(args.get("date_to"), "结束日期"),
+    }
+    if filters["process_type"] and filters["process_type"] not in PROCESS_TYPES:
+        raise AuditQueryError(f"流程类型「{filters['process_type'][:32]}」不存在，请从列表中选择。")
+    if filters["outcome"] and filters["outcome"] not in INSTANCE_STATUSES:
+        raise AuditQueryError(f"办理结果「{filters['outcome'][:32]}」不存在，请从列表中选择。")
+    if filters["date_from"] and filters["date_to"] and filters["date_from"] > filters["date_to"]:
+        raise AuditQueryError("开始日期晚于结束日期，请调换两个日期。")
+    return filters
+
+
+def _local_start(day):
+    """Return the UTC instant a local day starts. SQLite compares stored UTC text, so bind UTC."""
+    return datetime.combine(day, time.min, LOCAL_TIME).astimezone(timezone.utc)
+
+
+def search_instances(filters):
+    """Instances matching every given filter, newest first, at most MAX_HITS; returns (rows, more)."""
+    statement = (
+        sa.select(ProcessInstance, Company.code, Company.name, Account.account_no, User.name)
+        .join(Company, Company.id == ProcessInstance.company_id)
+        .join(Account, Account.id == ProcessInstance.account_id)
+        .join(User, User.id == ProcessInstance.started_by_id)
+        .order_by(ProcessInstance.created_at.desc(), ProcessInstance.id.desc())
+        .limit(MAX_HITS + 1)
+    )
+    if filters["process_type"]:
+        statement = statement.where(ProcessInstance.process_type == filters["process_type"])
+    if filters["company"]:
+        statement = statement.where(Company.code == filters["company"])
+    if filters["account_no"]:
+        statement = statement.where(sa.or_(Account.account_no == filters["account_no"], Account.legacy_no == filters["account_no"]))
+    if filters["outcome"]:
+        statement = statement.where(ProcessInstance.status == filters["outcome"])
+    if filters["date_from"]:
+        statement = statement.where(ProcessInstance.created_at >= _local_start(filters["date_from"]))
+    if filters["date_to"]:
+        statement = statement.where(ProcessInstance.created_at < _local_start(filters["date_to"] + timedelta(days=1)))
+    if filters["user"]:
+        people = sa.select(User.id).where(sa.or_(User.username == filters["user"], User.name == filters["user"]))
+        took_part = sa.select(ProcessEvent.instance_id).where(ProcessEvent.user_id.in_(people))
+        statement = statement.where(sa.or_(ProcessInstance.started_by_id.in_(people), ProcessInstance.id.in_(took_part)))
+    hits = db.session.execute(statement).all()
+    rows = [
+        {
+            "instance": instance, "company_code": code, "company_name": company_name, "account_no": account_no,
+            "started_by": starter, "process": PROCESS_TYPES.get(instance.process_type, instance.process_type),
+        }
+        for instance, code, company_name, account_no, starter in hits[:MAX_HITS]
+    ]
+    return rows, len(hits) > MAX_HITS

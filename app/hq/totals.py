@@ -1,0 +1,194 @@
+"""Keeping the HQ daily totals in step with the ledger.
+
+Every flush that inserts ledger lines adds them to the daily totals in the same
+transaction, so a committed payment or bill is in the dashboards at once and a rolled
+back one never is. `rebuild_daily_totals` recomputes both tables from the ledger; it is
+the repair path (`flask heat hq-rebuild-totals`) and what a bulk load that bypasses the
+ORM must run afterwards. Human tasks add to the per-step totals in the flush that sets
+their completion time, and `rebuild_step_totals` recomputes those.
+
+The upsert locks the row of a company, day and kind until commit, so two cashiers of one
+company posting the same kind on the same day wait for each other's commit on that row.
+"""
+
+from collections import defaultdict
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.billing.models import LedgerEntry
+from app.clock import local_time
+from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal
+from app.network.models import Account, Building, Unit
+from app.processes.models import HumanTask
+
+
+def _insert(connection, table):
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _upsert(connection, model, keys, rows):
+    if not rows:
+        return
+    table = model.__table__
+    statement = _insert(connection, table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={"amount": table.c.amount + statement.excluded.amount, "entries": table.c.entries + statement.excluded.entries},
+    )
+    connection.execute(statement, rows)
+
+
+def _account_facts(connection, account_ids):
+    """Map account id -> (community id, user type), read without the tenant scope."""
+    rows = connection.execute(
+        sa.select(Account.__table__.c.id, Building.__table__.c.community_id, Account.__table__.c.user_type)
+        .select_from(Account.__table__.join(Unit.__table__, Unit.__table__.c.id == Account.__table__.c.unit_id)
+                     .join(Building.__table__, Building.__table__.c.id == Unit.__table__.c.building_id))
+        .where(Account.__table__.c.id.in_(sorted(account_ids)))
+    )
+    return {account_id: (community_id, user_type) for account_id, community_id, user_type in rows}
+
+
+def add_entries(connection, entries):
+    """Add ledger lines (objects with company_id, account_id, season_id, kind, amount, created_at) to the totals."""
+    entries = list(entries)
+    if not entries:
+        return
+    facts = _account_facts(connection, {entry.account_id for entry in entries})
+    community = defaultdict(lambda: [0, 0])
+    company = defaultdict(lambda: [0, 0])
+    for entry in entries:
+        community_id, category = facts[entry.account_id]
+        day = local_time(entry.created_at).date()
+        season_id = entry.season_id or NO_SEASON
+        for totals, key in (
+            (community, (entry.company_id, season_id, community_id, category, day, entry.kind)),
+            (company, (entry.company_id, season_id, category, day, entry.kind)),
+        ):
+            totals[key][0] += entry.amount
+            totals[key][1] += 1
+    community_keys = ["company_id", "season_id", "community_id", "category", "day", "kind"]
+    company_keys = ["company_id", "season_id", "category", "day", "kind"]
+    # Sorted so that concurrent transactions take the row locks in the same order.
+    _upsert(connection, CommunityDailyTotal, community_keys, [
+        dict(zip(community_keys, key), amount=amount, entries=count) for key, (amount, count) in sorted(community.items())
+    ])
+    _upsert(connection, CompanyDailyTotal, company_keys, [
+        dict(zip(company_keys, key), amount=amount, entries=count) for key, (amount, count) in sorted(company.items())
+    ])
+
+
+def add_completed_tasks(connection, tasks):
+    """Add human tasks that were just completed to the per-step daily totals."""
+    totals = {}
+    for task in tasks:
+        completed_at = local_time(task.completed_at)
+        key = (task.company_id, task.process_type, task.task_spec_name, completed_at.date())
+        count, seconds, _title = totals.get(key, (0, 0, ""))
+        waited = round((completed_at - local_time(task.created_at)).total_seconds())
+        totals[key] = (count + 1, seconds + waited, task.title)
+    keys = ["company_id", "process_type", "task_spec_name", "day"]
+    table = StepDailyTotal.__table__
+    rows = [dict(zip(keys, key), completed=count, wait_seconds=seconds, title=title)
+            for key, (count, seconds, title) in sorted(totals.items())]
+    if not rows:
+        return
+    statement = _insert(connection, table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={"completed": table.c.completed + statement.excluded.completed,
+              "wait_seconds": table.c.wait_seconds + statement.excluded.wait_seconds, "title": statement.excluded.title},
+    )
+    connection.execute(statement, rows)
+
+
+def _just_completed(task):
+    """True when this flush set the task's completion time."""
+    if task.completed_at is None:
+        return False
+    history = sa.inspect(task).attrs.completed_at.history
+    return bool(history.added) and not any(old is not None for old in history.deleted)
+
+
+@event.listens_for(Session, "after_flush")
+def _add_flushed_rows(session, flush_context):
+    entries = [obj for obj in session.new if isinstance(obj, LedgerEntry)]
+    if entries:
+        add_entries(session.connection(), entries)
+    tasks = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, HumanTask) and _just_completed(obj)]
+    if tasks:
+        add_completed_tasks(session.connection(), tasks)
+
+
+def _local_day(connection, column):
+    if connection.dialect.name == "postgresql":
+        return sa.cast(sa.func.timezone("Asia/Shanghai", column), sa.Date)
+    # SQLite keeps naive UTC text; China has had no daylight saving time since 1991.
+    return sa.func.date(column, "+8 hours")
+
+
+def epoch_seconds(dialect_name, column):
+    """SQL for a timestamp column as seconds since 1970 (SQLite stores naive UTC text)."""
+    if dialect_name == "postgresql":
+        return sa.extract("epoch", column)
+    return (sa.func.julianday(column) - 2440587.5) * 86400
+
+
+def rebuild_step_totals(connection):
+    """Recompute the per-step daily totals from the completed human tasks; returns the row count."""
+    task = HumanTask.__table__
+    day = _local_day(connection, task.c.completed_at).label("day")
+    waited = epoch_seconds(connection.dialect.name, task.c.completed_at) - epoch_seconds(connection.dialect.name, task.c.created_at)
+    grouped = (
+        sa.select(task.c.company_id, task.c.process_type, task.c.task_spec_name, sa.func.max(task.c.title), day,
+                  sa.func.count(), sa.cast(sa.func.sum(sa.func.round(waited)), sa.BigInteger))
+        .where(task.c.completed_at.is_not(None))
+        .group_by(task.c.company_id, task.c.process_type, task.c.task_spec_name, day)
+    )
+    table = StepDailyTotal.__table__
+    connection.execute(table.delete())
+    connection.execute(table.insert().from_select(
+        ["company_id", "process_type", "task_spec_name", "title", "day", "completed", "wait_seconds"], grouped
+    ))
+    return connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def rebuild_daily_totals(connection):
+    """Recompute both daily-total tables from the whole ledger; returns the number of community rows."""
+    ledger = LedgerEntry.__table__
+    account = Account.__table__
+    unit = Unit.__table__
+    building = Building.__table__
+    day = _local_day(connection, ledger.c.created_at).label("day")
+    season_id = sa.func.coalesce(ledger.c.season_id, NO_SEASON).label("season_id")
+    grouped = (
+        sa.select(
+            ledger.c.company_id, season_id, building.c.community_id, account.c.user_type.label("category"), day, ledger.c.kind,
+            sa.func.sum(ledger.c.amount).label("amount"), sa.func.count().label("entries"),
+        )
+        .select_from(ledger.join(account, account.c.id == ledger.c.account_id)
+                     .join(unit, unit.c.id == account.c.unit_id).join(building, building.c.id == unit.c.building_id))
+        .group_by(ledger.c.company_id, season_id, building.c.community_id, account.c.user_type, day, ledger.c.kind)
+    )
+    community_table = CommunityDailyTotal.__table__
+    company_table = CompanyDailyTotal.__table__
+    connection.execute(community_table.delete())
+    connection.execute(company_table.delete())
+    columns = ["company_id", "season_id", "community_id", "category", "day", "kind", "amount", "entries"]
+    connection.execute(community_table.insert().from_select(columns, grouped))
+    rolled_up = (
+        sa.select(
+            community_table.c.company_id, community_table.c.season_id, community_table.c.category, community_table.c.day,
+            community_table.c.kind, sa.func.sum(community_table.c.amount), sa.func.sum(community_table.c.entries),
+        )
+        .group_by(community_table.c.company_id, community_table.c.season_id, community_table.c.category,
+                  community_table.c.day, community_table.c.kind)
+    )
+    connection.execute(company_table.insert().from_select(
+        ["company_id", "season_id", "category", "day", "kind", "amount", "entries"], rolled_up
+    ))
+    return connection.execute(sa.select(sa.func.count()).select_from(community_table)).scalar_one()

@@ -1,0 +1,123 @@
+// ECharts for the HQ dashboard pages. Each chart container names its chart in data-chart;
+// the figures come from the page's JSON block #hq-chart-data, rendered by the server with
+// the tables below the charts, so a chart and its table always show the same numbers.
+// Amounts arrive as decimal strings and are converted to numbers for plotting only.
+
+import * as echarts from 'echarts/core';
+import { BarChart, LineChart } from 'echarts/charts';
+import { GridComponent, LegendComponent, TitleComponent, TooltipComponent } from 'echarts/components';
+import { CanvasRenderer } from 'echarts/renderers';
+
+echarts.use([BarChart, LineChart, GridComponent, LegendComponent, TitleComponent, TooltipComponent, CanvasRenderer]);
+
+const COLORS = ['#0969da', '#cf222e', '#1a7f37', '#9a6700', '#8250df', '#bc4c00', '#57606a', '#0550ae'];
+const FONT = { fontFamily: 'sans-serif' };
+// Company names are long: show every one, broken over two lines.
+const COMPANY_LABEL = { interval: 0, width: 84, overflow: 'break' };
+
+const num = (value) => (value === null || value === undefined ? null : Number(value));
+
+function collection(data) {
+  const companies = [...new Set(data.series.map((s) => s.company))];
+  return {
+    color: COLORS,
+    tooltip: { trigger: 'axis', valueFormatter: (v) => (v === null ? '—' : `${v}%`) },
+    legend: { type: 'scroll', bottom: 0 },
+    grid: { left: 48, right: 16, top: 36, bottom: 64 },
+    xAxis: { type: 'category', data: data.days, boundaryGap: false },
+    yAxis: { type: 'value', name: '收费率 %', min: 0, max: 100 },
+    series: data.series.map((s) => ({
+      name: s.name,
+      type: 'line',
+      showSymbol: false,
+      connectNulls: false,
+      color: COLORS[companies.indexOf(s.company) % COLORS.length],
+      lineStyle: { type: s.season === 'previous' ? 'dashed' : 'solid', width: s.season === 'previous' ? 1.5 : 2.5 },
+      data: s.rates.map(num)
+    }))
+  };
+}
+
+function arrears(data) {
+  const names = data.rows.map((r) => r.name);
+  const stack = (keys, labels, group) => Object.keys(keys).map((key) => ({
+    name: `${group}·${labels[key]}`,
+    type: 'bar',
+    stack: group,
+    data: data.rows.map((r) => num(r[key]))
+  }));
+  return {
+    color: COLORS,
+    tooltip: { trigger: 'axis' },
+    legend: { type: 'scroll', bottom: 0 },
+    grid: { left: 72, right: 16, top: 36, bottom: 72 },
+    xAxis: { type: 'category', data: names, axisLabel: COMPANY_LABEL },
+    yAxis: { type: 'value', name: '欠费（元）' },
+    series: [...stack(data.ages, data.ages, '账龄'), ...stack(data.categories, data.categories, '类别')]
+  };
+}
+
+function waivers(rows) {
+  return {
+    color: COLORS,
+    tooltip: { trigger: 'axis' },
+    legend: { bottom: 0 },
+    grid: { left: 72, right: 56, top: 36, bottom: 72 },
+    xAxis: { type: 'category', data: rows.map((r) => (r.outlier ? `${r.name} ⚠` : r.name)), axisLabel: COMPANY_LABEL },
+    yAxis: [{ type: 'value', name: '金额（元）' }, { type: 'value', name: '笔数', minInterval: 1 }],
+    series: [
+      {
+        name: '减免金额',
+        type: 'bar',
+        data: rows.map((r) => ({ value: num(r.amount), itemStyle: r.outlier ? { color: '#cf222e' } : undefined }))
+      },
+      { name: '减免笔数', type: 'line', yAxisIndex: 1, data: rows.map((r) => r.count) }
+    ]
+  };
+}
+
+function processes(rows) {
+  const shown = rows.filter((r) => r.open_age_hours !== null).slice(0, 10).reverse();
+  return {
+    color: ['#bc4c00', '#0969da'],
+    tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
+    title: shown.length ? undefined : { text: '暂无在办环节', left: 'center', top: 'middle', textStyle: { color: '#57606a', fontSize: 14 } },
+    legend: { bottom: 0 },
+    grid: { left: 200, right: 24, top: 36, bottom: 56 },
+    xAxis: { type: 'value', name: '小时' },
+    yAxis: { type: 'category', data: shown.map((r) => `${r.name} ${r.process}·${r.step}`), axisLabel: { width: 190, overflow: 'truncate' } },
+    series: [
+      { name: '在办平均等待', type: 'bar', data: shown.map((r) => num(r.open_age_hours)) },
+      { name: '已办平均时长', type: 'bar', data: shown.map((r) => num(r.mean_wait_hours)) }
+    ]
+  };
+}
+
+function communities(rows) {
+  return {
+    color: COLORS,
+    tooltip: { trigger: 'axis', valueFormatter: (v) => (v === null ? '—' : `${v}%`) },
+    grid: { left: 48, right: 16, top: 24, bottom: 64 },
+    xAxis: { type: 'category', data: rows.map((r) => r.name), axisLabel: { rotate: 30, interval: 0, hideOverlap: true } },
+    yAxis: { type: 'value', name: '收费率 %', min: 0, max: 100 },
+    series: [{ name: '收费率', type: 'bar', data: rows.map((r) => num(r.rate)) }]
+  };
+}
+
+const BUILDERS = { collection, arrears, waivers, processes, communities };
+
+function render() {
+  const source = document.getElementById('hq-chart-data');
+  if (!source) return;
+  const data = JSON.parse(source.textContent);
+  document.querySelectorAll('[data-chart]').forEach((container) => {
+    const name = container.dataset.chart;
+    const figures = name === 'communities' ? data : data[name];
+    const chart = echarts.init(container, null, { renderer: 'canvas', locale: 'ZH' });
+    chart.setOption({ textStyle: FONT, animation: false, ...BUILDERS[name](figures) });
+    window.addEventListener('resize', () => chart.resize());
+    container.dataset.rendered = 'true';
+  });
+}
+
+render();
