@@ -136,6 +136,11 @@ class RerateChange(CompanyOwned, db.Model):
     # For a status change: the status the account has for `season_id`.
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
     billing_status = sa.Column(sa.String(16))
+    # For an area or user-type change: the terms from `effective_from` on; NULL keeps that term.
+    # They are recorded on the account only when the change is posted.
+    new_building_area = sa.Column(Area())
+    new_usable_area = sa.Column(Area())
+    new_user_type = sa.Column(sa.String(16))
     description = sa.Column(sa.String(255), nullable=False, default="")
     status = sa.Column(sa.String(16), nullable=False, default="pending")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))

@@ -21,7 +21,7 @@ from app.billing.rerating import RerateError, create_change, post_change, propos
 from app.billing.whatif import draft_from_form, export_what_if, run_what_if
 from app.extensions import db
 from app.network.models import BILLING_STATUSES, USER_TYPES, Account, Community
-from app.network.terms import TermsError, record_terms_change
+from app.network.terms import TermsError
 from app.org.models import User
 from app.org.services import has_permission
 from app.payments.services import allocation_order, amount_owed
@@ -258,9 +258,8 @@ def _submit_change(form):
                 changes[name] = value
         if form.get("user_type"):
             changes["user_type"] = form.get("user_type")
-        record_terms_change(account, effective_from, user_id=current_user.id, memo=description, **changes)
         return create_change(current_user.company_id, "account_terms", effective_from, current_user, account=account,
-                             description=description)
+                             description=description, terms=changes)
     raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
 
 

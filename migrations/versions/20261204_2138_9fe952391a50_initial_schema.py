@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b930f5a2ea02
+Revision ID: 9fe952391a50
 Revises: 
-Create Date: 2026-12-04 20:42:08.021010
+Create Date: 2026-12-04 21:38:04.670594
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'b930f5a2ea02'
+revision = '9fe952391a50'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -818,6 +818,9 @@ def upgrade():
     sa.Column('effective_from', sa.Date(), nullable=False),
     sa.Column('season_id', sa.Integer(), nullable=True),
     sa.Column('billing_status', sa.String(length=16), nullable=True),
+    sa.Column('new_building_area', sa.BigInteger(), nullable=True),
+    sa.Column('new_usable_area', sa.BigInteger(), nullable=True),
+    sa.Column('new_user_type', sa.String(length=16), nullable=True),
     sa.Column('description', sa.String(length=255), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
