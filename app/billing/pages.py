@@ -24,7 +24,7 @@ from app.network.models import BILLING_STATUSES, USER_TYPES, Account, Community
 from app.network.terms import TermsError
 from app.org.models import User
 from app.org.services import has_permission
-from app.payments.services import allocation_order, amount_owed
+from app.payments.services import allocation_rule, amount_owed
 from app.tariffs.editing import BASES, CATEGORIES, TariffEditError
 from app.tariffs.models import Season
 from app.tariffs.services import TariffError, tariff_in_force
@@ -388,10 +388,13 @@ def allocation():
                 policy = AllocationPolicy(company_id=current_user.company_id)
                 db.session.add(policy)
             policy.order = order
+            policy.late_fees_last = request.form.get("late_fees_last") == "1"
             policy.updated_by_id = current_user.id
             policy.updated_at = utcnow()
             db.session.commit()
-            logger.info("User %s set allocation order of company %s to %s", current_user.id, current_user.company_id, order)
-            flash(f"付款分配顺序已改为：{ALLOCATION_ORDERS[order]}。", "success")
+            logger.info("User %s set allocation order of company %s to %s (late fees last: %s)", current_user.id,
+                        current_user.company_id, order, policy.late_fees_last)
+            late_fees = "滞纳金最后冲抵" if policy.late_fees_last else "各季滞纳金随本季欠费冲抵"
+            flash(f"付款分配顺序已改为：{ALLOCATION_ORDERS[order]}，{late_fees}。", "success")
         return redirect(url_for("billing_desk.allocation"))
-    return render_template("billing/allocation.html", orders=ALLOCATION_ORDERS, current=allocation_order(current_user.company_id))
+    return render_template("billing/allocation.html", orders=ALLOCATION_ORDERS, rule=allocation_rule(current_user.company_id))

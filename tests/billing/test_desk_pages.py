@@ -177,11 +177,14 @@ def test_meter_upload_lists_errors(add_account, login, qd_season):
 def test_allocation_order_saved(login, demo):
     admin = login("tj_admin")
 
-    admin.post("/billing/allocation", data={"order": "current_first"})
-    admin.post("/billing/allocation", data={"order": "newest"})
+    admin.post("/billing/allocation", data={"order": "current_first", "late_fees_last": "1"})
+    admin.post("/billing/allocation", data={"order": "newest", "late_fees_last": ""})
 
-    assert db.session.scalar(sa.select(AllocationPolicy.order).filter_by(company_id=demo["TJ"].id)) == "current_first"
-    assert "先还本季" in admin.get("/billing/allocation").get_data(as_text=True)
+    policy = db.session.scalar(sa.select(AllocationPolicy).filter_by(company_id=demo["TJ"].id))
+    assert (policy.order, policy.late_fees_last) == ("current_first", True)
+    page = admin.get("/billing/allocation").get_data(as_text=True)
+    assert "先还本季" in page
+    assert 'name="late_fees_last" value="1" checked' in page
 
 
 def test_nav_links_follow_permissions(login, demo):

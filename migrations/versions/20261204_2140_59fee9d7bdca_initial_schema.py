@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 9fe952391a50
+Revision ID: 59fee9d7bdca
 Revises: 
-Create Date: 2026-12-04 21:38:04.670594
+Create Date: 2026-12-04 21:40:42.157939
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '9fe952391a50'
+revision = '59fee9d7bdca'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -283,6 +283,7 @@ def upgrade():
     op.create_table('allocation_policy',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('order', sa.String(length=24), nullable=False),
+    sa.Column('late_fees_last', sa.Boolean(), nullable=False),
     sa.Column('updated_by_id', sa.Integer(), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
