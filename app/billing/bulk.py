@@ -201,7 +201,7 @@ def run_bulk_billing(company, season, tariff, user_id=None, batch_size=None, wor
     ranges = []
     if first_id is not None:
         ranges = [(start, min(start + batch_size - 1, last_id)) for start in range(first_id, last_id + 1, batch_size)]
-    # End the session's transaction, so it holds no snapshot while the batches run.
+    # End the session's transaction, so it keeps no snapshot open while the batches run.
     db.session.commit()
     engine = db.engine
     if workers == 1 or len(ranges) < 2:
@@ -210,7 +210,7 @@ def run_bulk_billing(company, season, tariff, user_id=None, batch_size=None, wor
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulk-billing") as pool:
             futures = [pool.submit(_post_batch, engine, params, first, last) for first, last in ranges]
             _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            # After a failure, batches not yet started are dropped; a re-run posts them.
+            # After a failure, batches not yet started are dropped, and a re-run posts them.
             for future in pending:
                 future.cancel()
         results = [future.result() for future in futures if not future.cancelled()]

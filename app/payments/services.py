@@ -85,7 +85,7 @@ class AmountOwed:
 
     @property
     def total(self):
-        """What the account owes in all: arrears, receivables and posted late fees."""
+        """Everything the account owes: arrears, receivables and posted late fees."""
         return self.arrears_outstanding + sum((s.outstanding for s in self.seasons), ZERO) + self.late_fees_outstanding
 
 

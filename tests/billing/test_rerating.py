@@ -151,7 +151,7 @@ def test_stale_change_recomputed_before_posting(add_account):
     assert change.status == "pending"
 
 
-def test_rejected_change_leaves_account_and_ledger_unchanged(add_account):
+def test_rejected_change_changes_nothing(add_account):
     # Proposed: 100 m² from Jan 1, +193.41. Rejected, the account keeps 87.35 m² with no dated
     # terms, the season still bills 87.35 × 25 = 2183.75, and a later change finds nothing to re-rate.
     account = add_account("TJ", "87.35")
