@@ -9,6 +9,7 @@ generates accounts for company TJ with INSERT ... SELECT generate_series, and ti
   bulk      run_billing (the batched INSERT ... ON CONFLICT DO NOTHING path)
   re-run    run_billing again, which must post nothing
   resume    run_billing after deleting the charges of the upper half of the account ids
+  one       run_billing after deleting every charge, with the batches on one connection
 
 The database is dropped at the end, also after a failure.
 
@@ -192,17 +193,31 @@ def charge_totals(company, season):
     return count, int(fen)
 
 
-def delete_upper_half(company, season):
+def delete_charges(company, season, upper_half=True):
+    """Delete the season's charge lines, of the upper half of the account ids or all; return how many."""
+    condition = (
+        " AND account_id > (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM account"
+        " WHERE company_id = :company_id)"
+    ) if upper_half else ""
     result = db.session.execute(
         sa.text(
             "DELETE FROM ledger_entry WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'"
-            " AND account_id > (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM account"
-            " WHERE company_id = :company_id)"
+            + condition
         ),
         {"company_id": company.id, "season_id": season.id},
     )
     db.session.commit()
     return result.rowcount
+
+
+def run_on_one_connection():
+    """Run run_billing with the batches one after another, as before they ran side by side."""
+    workers = bulk.WORKERS
+    bulk.WORKERS = 1
+    try:
+        return run_billing(COMPANY, SEASON_NAME)
+    finally:
+        bulk.WORKERS = workers
 
 
 def benchmark(accounts):
@@ -222,10 +237,14 @@ def benchmark(accounts):
     if (bulk_count, bulk_fen) != (baseline_count, baseline_fen):
         raise RuntimeError(f"bulk posted {bulk_count} lines / {bulk_fen} fen, baseline {baseline_count} / {baseline_fen}")
     rerun, rerun_seconds = timed("re-run (posts nothing)", lambda: run_billing(COMPANY, SEASON_NAME))
-    deleted = delete_upper_half(company, season)
+    deleted = delete_charges(company, season)
     resumed, resume_seconds = timed(f"resume after deleting {deleted:,} lines", lambda: run_billing(COMPANY, SEASON_NAME))
     if rerun.accounts_billed != 0 or resumed.accounts_billed != deleted or charge_totals(company, season) != (bulk_count, bulk_fen):
         raise RuntimeError(f"re-run posted {rerun.accounts_billed}, resume posted {resumed.accounts_billed} of {deleted}")
+    delete_charges(company, season, upper_half=False)
+    _, single_seconds = timed("(c) run_billing, batches on one connection", run_on_one_connection)
+    if charge_totals(company, season) != (bulk_count, bulk_fen):
+        raise RuntimeError("run_billing on one connection posted other lines than on several")
 
     print()
     print(f"accounts {accounts:,}, charge lines {bulk_count:,}, total {bulk_fen / 100:,.2f} yuan, batch {bulk.BATCH_SIZE:,}")
@@ -233,6 +252,8 @@ def benchmark(accounts):
     print(f"ratio bulk / baseline with indexes {bulk_seconds / indexed_seconds:.2f}")
     print(f"ratio re-run / baseline {rerun_seconds / baseline_seconds:.2f}")
     print(f"ratio resume / baseline {resume_seconds / baseline_seconds:.2f} (half the accounts)")
+    print(f"ratio one connection / baseline {single_seconds / baseline_seconds:.2f}")
+    print(f"ratio one connection / {bulk.WORKERS} connections {single_seconds / bulk_seconds:.2f}")
     return run
 
 
