@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 50_000
 # Batches posted side by side, each on its own connection. Most of a batch's time goes to
 # the foreign-key checks and index updates of its rows, which one connection does on one CPU.
+# NOTE: on the shared 2-CPU benchmark machine, under a load of about 20, two connections
+# were not measurably faster than one (docs/benchmarks.md); an idle machine is unmeasured.
 WORKERS = 2
 
 # Statuses that owe a charge, as in app/tariffs/services.status_ratio.
