@@ -3,34 +3,28 @@
 Creates a database named heatflow_bench_<random>, migrates it, installs the demo,
 generates accounts for company TJ with INSERT ... SELECT generate_series, and times:
 
-  baseline  one INSERT ... SELECT of the same rows and arithmetic into an unindexed table,
-            then the same into a table with ledger_entry's indexes (no foreign keys)
+  baseline  one INSERT ... SELECT of the same charge lines and bill.issued events, with the
+            same arithmetic, into unindexed tables, then the same into tables with the
+            indexes of ledger_entry and outbox_event (no foreign keys)
   bulk      run_billing (the batched INSERT ... ON CONFLICT DO NOTHING path)
   re-run    run_billing again, which must post nothing
   resume    run_billing after deleting the charges of the upper half of the account ids
+  one       run_billing after deleting every charge, with the batches on one connection
 
 The database is dropped at the end, also after a failure.
 
     .venv/bin/python benchmarks/billing_run.py --accounts 1000000
 """
 
-import argparse
-import logging
-import sys
-import time
-import uuid
-from pathlib import Path
-
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import argument_parser, check_range, demo_app, parse_local, scratch_database, timed
 
-from app import create_app  # noqa: E402
 from app.billing import bulk  # noqa: E402
 from app.billing.precision import company_money_rule  # noqa: E402
 from app.billing.proration import season_tariffs  # noqa: E402
 from app.billing.services import get_company, run_billing  # noqa: E402
-from app.demo import SEASON_NAME, install_demo  # noqa: E402
+from app.demo import SEASON_NAME  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.tariffs.services import get_season  # noqa: E402
 
@@ -38,8 +32,6 @@ COMPANY = "TJ"
 ACCOUNTS_PER_UNIT = 100
 UNITS_PER_BUILDING = 4
 BUILDINGS_PER_COMMUNITY = 250
-# Every statement of the benchmark is cancelled after this long, so a bad plan cannot run unbounded.
-STATEMENT_TIMEOUT_SECONDS = 600
 
 # Network rows for company :company_id: communities with codes from 1001 up, their buildings
 # (every other one with a lift), units, two heat sources and four stations.
@@ -116,36 +108,11 @@ WHERE g.row_no <= :accounts
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--accounts", type=int, default=1_000_000, help="accounts to generate for TJ (default 1,000,000)")
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
-    )
-    arguments = parser.parse_args()
-    if not 1 <= arguments.accounts <= 10_000_000:
-        parser.error(f"--accounts {arguments.accounts} is out of range; use 1 to 10,000,000.")
-    host = sa.engine.make_url(arguments.admin_url).host
-    if host not in ("127.0.0.1", "localhost"):
-        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    arguments = parse_local(parser)
+    check_range(parser, "--accounts", arguments.accounts, 1, 10_000_000)
     return arguments
-
-
-def admin_execute(admin_url, statement):
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text(statement))
-    finally:
-        engine.dispose()
-
-
-def timed(label, function):
-    started = time.perf_counter()
-    result = function()
-    elapsed = time.perf_counter() - started
-    print(f"{label:<44} {elapsed:8.2f} s", flush=True)
-    return result, elapsed
 
 
 def generate_accounts(company, count):
@@ -169,11 +136,12 @@ def generate_accounts(company, count):
         connection.execute(sa.text("VACUUM ANALYZE"))
 
 
-def baseline_sql(table):
-    """Return the bulk INSERT retargeted at `table`, without ON CONFLICT and the charged-account check."""
+def baseline_sql(table, events_table):
+    """Return the bulk INSERT retargeted at `table` and `events_table`, without ON CONFLICT and the charged-account check."""
     text = bulk._INSERT_BATCH.text
     replacements = [
         ("INSERT INTO ledger_entry (", f"INSERT INTO {table} ("),
+        ("INSERT INTO outbox_event (", f"INSERT INTO {events_table} ("),
         ("    ON CONFLICT (company_id, idempotency_key) DO NOTHING\n", ""),
     ]
     for old, new in replacements:
@@ -186,29 +154,30 @@ def baseline_sql(table):
 
 
 def run_baseline(company, season, with_indexes=False):
-    """Insert every charge in one statement into a new table shaped like ledger_entry.
+    """Insert every charge and its bill.issued event in one statement into new tables.
 
-    Without `with_indexes` the table has no index, key or constraint but NOT NULL. With it,
-    the table gets ledger_entry's indexes and unique key but still no foreign keys.
+    The tables are shaped like ledger_entry and outbox_event. Without `with_indexes` they
+    have no index, key or constraint but NOT NULL. With it, they get the indexes and unique
+    keys of the real tables but still no foreign keys.
     """
-    table = "bench_scratch_indexed" if with_indexes else "bench_scratch"
+    suffix = "_indexed" if with_indexes else ""
+    tables = {"ledger_entry": f"bench_scratch{suffix}", "outbox_event": f"bench_scratch_events{suffix}"}
     copied = "INCLUDING DEFAULTS INCLUDING INDEXES" if with_indexes else "INCLUDING DEFAULTS"
-    db.session.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    db.session.execute(sa.text(f"CREATE TABLE {table} (LIKE ledger_entry {copied})"))
+    for source, table in tables.items():
+        db.session.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        db.session.execute(sa.text(f"CREATE TABLE {table} (LIKE {source} {copied})"))
     db.session.commit()
     tariff = season_tariffs(season)[0]
     first_id, last_id = db.session.execute(
         sa.text("SELECT min(id), max(id) FROM account WHERE company_id = :company_id"), {"company_id": company.id}
     ).one()
-    params = {
-        "company_id": company.id, "season_id": season.id, "tariff_id": tariff.id, "run_id": 0, "user_id": None,
-        "created_at": bulk.utcnow(), "user_types": list(bulk.TARIFF_CATEGORY),
-        "categories": list(bulk.TARIFF_CATEGORY.values()), "step_fen": 1,
-        "step": bulk.Decimal(bulk.PRODUCT_UNITS_PER_FEN), "half_up": True, "first_id": first_id, "last_id": last_id,
-    }
-    count, fen = db.session.execute(baseline_sql(table), params).one()
+    with company_money_rule(company.id):
+        params = bulk.batch_parameters(company, season, tariff, run_id=0, user_id=None)
+    params.update(first_id=first_id, last_id=last_id)
+    count, fen = db.session.execute(baseline_sql(tables["ledger_entry"], tables["outbox_event"]), params).one()
     db.session.commit()
-    db.session.execute(sa.text(f"DROP TABLE {table}"))
+    for table in tables.values():
+        db.session.execute(sa.text(f"DROP TABLE {table}"))
     db.session.commit()
     return count, int(fen)
 
@@ -224,17 +193,31 @@ def charge_totals(company, season):
     return count, int(fen)
 
 
-def delete_upper_half(company, season):
+def delete_charges(company, season, upper_half=True):
+    """Delete the season's charge lines, of the upper half of the account ids or all; return how many."""
+    condition = (
+        " AND account_id > (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM account"
+        " WHERE company_id = :company_id)"
+    ) if upper_half else ""
     result = db.session.execute(
         sa.text(
             "DELETE FROM ledger_entry WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'"
-            " AND account_id > (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM account"
-            " WHERE company_id = :company_id)"
+            + condition
         ),
         {"company_id": company.id, "season_id": season.id},
     )
     db.session.commit()
     return result.rowcount
+
+
+def run_on_one_connection():
+    """Run run_billing with the batches one after another, as before they ran side by side."""
+    workers = bulk.WORKERS
+    bulk.WORKERS = 1
+    try:
+        return run_billing(COMPANY, SEASON_NAME)
+    finally:
+        bulk.WORKERS = workers
 
 
 def benchmark(accounts):
@@ -254,10 +237,14 @@ def benchmark(accounts):
     if (bulk_count, bulk_fen) != (baseline_count, baseline_fen):
         raise RuntimeError(f"bulk posted {bulk_count} lines / {bulk_fen} fen, baseline {baseline_count} / {baseline_fen}")
     rerun, rerun_seconds = timed("re-run (posts nothing)", lambda: run_billing(COMPANY, SEASON_NAME))
-    deleted = delete_upper_half(company, season)
+    deleted = delete_charges(company, season)
     resumed, resume_seconds = timed(f"resume after deleting {deleted:,} lines", lambda: run_billing(COMPANY, SEASON_NAME))
     if rerun.accounts_billed != 0 or resumed.accounts_billed != deleted or charge_totals(company, season) != (bulk_count, bulk_fen):
         raise RuntimeError(f"re-run posted {rerun.accounts_billed}, resume posted {resumed.accounts_billed} of {deleted}")
+    delete_charges(company, season, upper_half=False)
+    _, single_seconds = timed("(c) run_billing, batches on one connection", run_on_one_connection)
+    if charge_totals(company, season) != (bulk_count, bulk_fen):
+        raise RuntimeError("run_billing on one connection posted other lines than on several")
 
     print()
     print(f"accounts {accounts:,}, charge lines {bulk_count:,}, total {bulk_fen / 100:,.2f} yuan, batch {bulk.BATCH_SIZE:,}")
@@ -265,32 +252,15 @@ def benchmark(accounts):
     print(f"ratio bulk / baseline with indexes {bulk_seconds / indexed_seconds:.2f}")
     print(f"ratio re-run / baseline {rerun_seconds / baseline_seconds:.2f}")
     print(f"ratio resume / baseline {resume_seconds / baseline_seconds:.2f} (half the accounts)")
+    print(f"ratio one connection / baseline {single_seconds / baseline_seconds:.2f}")
+    print(f"ratio one connection / {bulk.WORKERS} connections {single_seconds / bulk_seconds:.2f}")
     return run
 
 
 def main():
     arguments = parse_arguments()
-    logging.basicConfig(level=logging.WARNING)
-    name = "heatflow_bench_" + uuid.uuid4().hex[:10]
-    base_url = sa.engine.make_url(arguments.admin_url)
-    url = base_url.set(database=name, query={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"})
-    admin_execute(arguments.admin_url, f'CREATE DATABASE "{name}"')
-    print(f"database {name}", flush=True)
-    try:
-        application = create_app({"SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False)}, config_name="testing")
-        with application.app_context():
-            from flask_migrate import upgrade
-
-            upgrade()
-            install_demo()
-            try:
-                benchmark(arguments.accounts)
-            finally:
-                db.session.remove()
-                db.engine.dispose()
-    finally:
-        admin_execute(arguments.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped {name}")
+    with scratch_database(arguments.admin_url) as url, demo_app(url):
+        benchmark(arguments.accounts)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ the end, also after a failure.
     .venv/bin/python benchmarks/hq_dashboard.py --accounts 1000000
 """
 
-import argparse
 import io
 import logging
 import statistics
@@ -33,7 +32,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from billing_run import ACCOUNTS_SQL, NETWORK_SQL, admin_execute  # noqa: E402
+from billing_run import ACCOUNTS_SQL, NETWORK_SQL  # noqa: E402
+from common import admin_execute, argument_parser, check_range, parse_local  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.clock import LOCAL_TIME  # noqa: E402
@@ -54,21 +54,12 @@ LEDGER_COLUMNS = ("company_id", "account_id", "season_id", "kind", "amount", "ca
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--accounts", type=int, default=1_000_000, help="accounts over the four companies (default 1,000,000)")
     parser.add_argument("--repeat", type=int, default=7, help="timed requests per endpoint after one warm-up (default 7)")
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
-    )
-    arguments = parser.parse_args()
-    if not 4_000 <= arguments.accounts <= 4_000_000:
-        parser.error(f"--accounts {arguments.accounts} is out of range; use 4,000 to 4,000,000.")
-    if not 1 <= arguments.repeat <= 50:
-        parser.error(f"--repeat {arguments.repeat} is out of range; use 1 to 50.")
-    host = sa.engine.make_url(arguments.admin_url).host
-    if host not in ("127.0.0.1", "localhost"):
-        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    arguments = parse_local(parser)
+    check_range(parser, "--accounts", arguments.accounts, 4_000, 4_000_000)
+    check_range(parser, "--repeat", arguments.repeat, 1, 50)
     return arguments
 
 

@@ -13,25 +13,16 @@ Both databases are removed at the end, also after a failure.
     .venv/bin/python benchmarks/ledger_import.py --rows 100000
 """
 
-import argparse
 import cProfile
 import io
-import logging
 import pstats
-import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import openpyxl
-import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import argument_parser, check_range, demo_app, parse_local, scratch_database, timed
 
-from app import create_app  # noqa: E402
-from app.demo import install_demo  # noqa: E402
-from app.extensions import db  # noqa: E402
 from app.ledger.services import find_company, import_ledger  # noqa: E402
 
 COMPANY = "TJ"
@@ -44,23 +35,14 @@ UNITS_PER_BUILDING = 5
 BUILDINGS_PER_COMMUNITY = 20
 # Fewer rows would measure start-up more than import; more would exceed LEDGER_MAX_ROWS (200,000).
 MAX_ROWS = 200_000
-STATEMENT_TIMEOUT_SECONDS = 600
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--rows", type=int, default=100_000, help="account rows in the generated ledger (default 100,000)")
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
-    )
     parser.add_argument("--profile", choices=["sqlite", "postgres"], help="print the 25 costliest functions of that import")
-    arguments = parser.parse_args()
-    if not 1 <= arguments.rows <= MAX_ROWS:
-        parser.error(f"--rows {arguments.rows} is out of range; use 1 to {MAX_ROWS:,}.")
-    host = sa.engine.make_url(arguments.admin_url).host
-    if host not in ("127.0.0.1", "localhost"):
-        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    arguments = parse_local(parser)
+    check_range(parser, "--rows", arguments.rows, 1, MAX_ROWS)
     return arguments
 
 
@@ -125,22 +107,9 @@ def parse_only(content):
     return count
 
 
-def timed(label, function):
-    started = time.perf_counter()
-    result = function()
-    elapsed = time.perf_counter() - started
-    print(f"{label:<36} {elapsed:8.2f} s", flush=True)
-    return result, elapsed
-
-
 def import_into(url, content, label, profile):
     """Migrate the database at `url`, install the demo and time import_ledger; return seconds."""
-    application = create_app({"SQLALCHEMY_DATABASE_URI": url}, config_name="testing")
-    with application.app_context():
-        from flask_migrate import upgrade
-
-        upgrade()
-        install_demo()
+    with demo_app(url):
         company = find_company(COMPANY)
         profiler = cProfile.Profile() if profile else None
 
@@ -153,31 +122,17 @@ def import_into(url, content, label, profile):
                 if profiler:
                     profiler.disable()
 
-        try:
-            result, seconds = timed(f"import_ledger on {label}", run)
-            if not result.ok:
-                raise RuntimeError(f"The generated ledger was rejected: {result.summary()}")
-            print(f"  {result.summary()}")
-            if profiler:
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-        finally:
-            db.session.remove()
-            db.engine.dispose()
+        result, seconds = timed(f"import_ledger on {label}", run)
+        if not result.ok:
+            raise RuntimeError(f"The generated ledger was rejected: {result.summary()}")
+        print(f"  {result.summary()}")
+        if profiler:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     return seconds
-
-
-def admin_execute(admin_url, statement):
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text(statement))
-    finally:
-        engine.dispose()
 
 
 def main():
     arguments = parse_arguments()
-    logging.basicConfig(level=logging.WARNING)
     content, _ = timed(f"write {arguments.rows:,}-row ledger", lambda: write_ledger(arguments.rows))
     print(f"  {len(content) / 1e6:.1f} MB")
     row_count, parse_seconds = timed("(baseline) openpyxl read-only parse", lambda: parse_only(content))
@@ -187,17 +142,8 @@ def main():
         sqlite_url = f"sqlite:///{Path(directory) / 'bench.db'}"
         sqlite_seconds = import_into(sqlite_url, content, "SQLite", arguments.profile == "sqlite")
 
-    name = "heatflow_bench_" + uuid.uuid4().hex[:10]
-    base_url = sa.engine.make_url(arguments.admin_url)
-    url = base_url.set(database=name, query={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"})
-    admin_execute(arguments.admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        postgres_seconds = import_into(
-            url.render_as_string(hide_password=False), content, "PostgreSQL", arguments.profile == "postgres"
-        )
-    finally:
-        admin_execute(arguments.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped {name}")
+    with scratch_database(arguments.admin_url) as url:
+        postgres_seconds = import_into(url, content, "PostgreSQL", arguments.profile == "postgres")
 
     print()
     print(f"ratio SQLite / parse     {sqlite_seconds / parse_seconds:.2f}")

@@ -9,21 +9,16 @@ The database and the virtual host are removed at the end, also after a failure.
     .venv/bin/python benchmarks/outbox_relay.py --events 20000
 """
 
-import argparse
-import logging
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import sqlalchemy as sa
 from kombu import Queue
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import argument_parser, check_range, demo_app, parse_local, scratch_database  # noqa: E402
 
-from app import create_app  # noqa: E402
-from app.demo import install_demo  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.messaging.broker import EVENTS_EXCHANGE, connect, declare_consumer_queue  # noqa: E402
 from app.messaging.models import OutboxEvent  # noqa: E402
@@ -38,28 +33,11 @@ RELAY_LIMIT_S = 600
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--events", type=int, default=20_000, help="events to publish (default 20,000)")
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
-    )
-    arguments = parser.parse_args()
-    if not 1 <= arguments.events <= 1_000_000:
-        parser.error(f"--events {arguments.events} is out of range; use 1 to 1,000,000.")
-    host = sa.engine.make_url(arguments.admin_url).host
-    if host not in ("127.0.0.1", "localhost"):
-        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    arguments = parse_local(parser)
+    check_range(parser, "--events", arguments.events, 1, 1_000_000)
     return arguments
-
-
-def admin_execute(admin_url, statement):
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text(statement))
-    finally:
-        engine.dispose()
 
 
 def rabbitmqctl(*args):
@@ -110,33 +88,19 @@ def benchmark(url, events):
 
 def main():
     arguments = parse_arguments()
-    logging.basicConfig(level=logging.WARNING)
-    name = "heatflow_bench_" + uuid.uuid4().hex[:10]
-    db_url = sa.engine.make_url(arguments.admin_url).set(database=name)
-    admin_execute(arguments.admin_url, f'CREATE DATABASE "{name}"')
-    rabbitmqctl("add_vhost", name)
-    print(f"database and vhost {name}", flush=True)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        broker = f"amqp://guest:guest@127.0.0.1:5672/{name}"
-        application = create_app(
-            {"SQLALCHEMY_DATABASE_URI": db_url.render_as_string(hide_password=False), "OUTBOX_BROKER_URL": broker},
-            config_name="testing",
-        )
-        with application.app_context():
-            from flask_migrate import upgrade
-
-            upgrade()
-            install_demo()
-            try:
+    with scratch_database(arguments.admin_url, statement_timeout=False) as url:
+        # The RabbitMQ virtual host takes the database's name.
+        name = sa.engine.make_url(url).database
+        rabbitmqctl("add_vhost", name)
+        print(f"vhost {name}", flush=True)
+        try:
+            rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+            broker = f"amqp://guest:guest@127.0.0.1:5672/{name}"
+            with demo_app(url, {"OUTBOX_BROKER_URL": broker}):
                 benchmark(broker, arguments.events)
-            finally:
-                db.session.remove()
-                db.engine.dispose()
-    finally:
-        admin_execute(arguments.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        rabbitmqctl("delete_vhost", name)
-        print(f"dropped {name}")
+        finally:
+            rabbitmqctl("delete_vhost", name)
+            print(f"deleted vhost {name}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ The database is dropped at the end, also after a failure.
     .venv/bin/python benchmarks/process_runtime.py --profile
 """
 
-import argparse
 import cProfile
 import json
 import logging
@@ -31,29 +30,23 @@ import pstats
 import statistics
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID
 
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import argument_parser, check_range, demo_app, parse_local, scratch_database  # noqa: E402
 
-from billing_run import STATEMENT_TIMEOUT_SECONDS, admin_execute  # noqa: E402
-
-from app import create_app  # noqa: E402
 from app.billing.services import run_billing  # noqa: E402
-from app.demo import SEASON_NAME, install_demo  # noqa: E402
+from app.demo import SEASON_NAME  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.network.models import Account, Building, Community, Unit  # noqa: E402
 from app.org.models import Company, User  # noqa: E402
-from app.processes.engine import RunContext, dump_workflow, load_workflow, run_engine  # noqa: E402
+from app.processes.engine import RunContext, dump_workflow, load_workflow  # noqa: E402
 from app.processes.inbox import InboxFilters, inbox_page  # noqa: E402
 from app.processes.models import HumanTask, ProcessInstance  # noqa: E402
 from app.processes.services import claim_task, complete_task, start_process  # noqa: E402
-from app.tenancy import SYSTEM_SCOPE, set_scope  # noqa: E402
 
 APPROVE = {"decision": "approve", "comment": "同意"}
 VALVE = {"result": "sealed", "seal_no": "B-0001", "photo_note": "", "comment": ""}
@@ -75,22 +68,13 @@ FROM generate_series(1, :count) AS n
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--instances", type=int, default=200, help="TJ suspensions whose two steps are completed (default 200)")
     parser.add_argument("--tasks", type=int, default=100_000, help="open inbox rows for the inbox query (default 100,000)")
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
-    )
     parser.add_argument("--profile", action="store_true", help="print the SQL statements and cProfile of one company approval instead")
-    arguments = parser.parse_args()
-    if not 1 <= arguments.instances <= 10_000:
-        parser.error(f"--instances {arguments.instances} is out of range; use 1 to 10,000.")
-    if not 1 <= arguments.tasks <= 2_000_000:
-        parser.error(f"--tasks {arguments.tasks} is out of range; use 1 to 2,000,000.")
-    host = sa.engine.make_url(arguments.admin_url).host
-    if host not in ("127.0.0.1", "localhost"):
-        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    arguments = parse_local(parser)
+    check_range(parser, "--instances", arguments.instances, 1, 10_000)
+    check_range(parser, "--tasks", arguments.tasks, 1, 2_000_000)
     return arguments
 
 
@@ -296,31 +280,12 @@ def benchmark_inbox(count, instance):
 def main():
     arguments = parse_arguments()
     logging.basicConfig(level=logging.WARNING)
-    name = "heatflow_bench_" + uuid.uuid4().hex[:10]
-    base_url = sa.engine.make_url(arguments.admin_url)
-    url = base_url.set(database=name, query={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"})
-    admin_execute(arguments.admin_url, f'CREATE DATABASE "{name}"')
-    print(f"database {name}", flush=True)
-    try:
-        application = create_app({"SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False)}, config_name="testing")
-        with application.app_context():
-            from flask_migrate import upgrade
-
-            upgrade()
-            set_scope(SYSTEM_SCOPE)
-            install_demo()
-            try:
-                if arguments.profile:
-                    profile_completion()
-                else:
-                    instance = benchmark_completion(arguments.instances)
-                    benchmark_inbox(arguments.tasks, instance)
-            finally:
-                db.session.remove()
-                db.engine.dispose()
-    finally:
-        admin_execute(arguments.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped {name}")
+    with scratch_database(arguments.admin_url) as url, demo_app(url, system_scope=True):
+        if arguments.profile:
+            profile_completion()
+        else:
+            instance = benchmark_completion(arguments.instances)
+            benchmark_inbox(arguments.tasks, instance)
 
 
 if __name__ == "__main__":

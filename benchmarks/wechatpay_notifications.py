@@ -16,12 +16,8 @@ The database is dropped at the end, also after a failure.
     .venv/bin/python benchmarks/wechatpay_notifications.py --notifications 2000 --clients 1
 """
 
-import argparse
-import json
-import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,12 +34,10 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, argument_parser, check_range, demo_app, parse_local, scratch_database  # noqa: E402
 
-from app import create_app  # noqa: E402
 from app.billing.services import run_billing  # noqa: E402
-from app.demo import SEASON_NAME, install_demo  # noqa: E402
+from app.demo import SEASON_NAME  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.integrations import wechatpay  # noqa: E402
 from app.ledger.services import import_ledger  # noqa: E402
@@ -62,35 +56,16 @@ SERVER_START_TIMEOUT_SECONDS = 60
 REQUEST_TIMEOUT_SECONDS = 30
 # The whole HTTP phase stops after this long, sent or not, so a stuck server cannot hang the run.
 HTTP_PHASE_LIMIT_SECONDS = 600
-STATEMENT_TIMEOUT_SECONDS = 600
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--notifications", type=int, default=2000, help="notifications to send (1 to 20,000; default 2,000)")
     parser.add_argument("--clients", type=int, default=1, help="concurrent HTTP clients (1 to 16; default 1)")
-    parser.add_argument(
-        "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        help="URL of a PostgreSQL database from which the benchmark database is created and dropped",
-    )
-    arguments = parser.parse_args()
-    if not 1 <= arguments.notifications <= 20_000:
-        parser.error(f"--notifications {arguments.notifications} is out of range; use 1 to 20,000.")
-    if not 1 <= arguments.clients <= 16:
-        parser.error(f"--clients {arguments.clients} is out of range; use 1 to 16.")
-    host = sa.engine.make_url(arguments.admin_url).host
-    if host not in ("127.0.0.1", "localhost"):
-        parser.error(f"--admin-url host {host} is not local; the benchmark runs against 127.0.0.1 or localhost only.")
+    arguments = parse_local(parser)
+    check_range(parser, "--notifications", arguments.notifications, 1, 20_000)
+    check_range(parser, "--clients", arguments.clients, 1, 16)
     return arguments
-
-
-def admin_execute(admin_url, statement):
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text(statement))
-    finally:
-        engine.dispose()
 
 
 def write_keys(directory):
@@ -256,28 +231,8 @@ def benchmark(database_url, count, clients):
 
 def main():
     arguments = parse_arguments()
-    logging.basicConfig(level=logging.WARNING)
-    name = "heatflow_bench_" + uuid.uuid4().hex[:10]
-    base_url = sa.engine.make_url(arguments.admin_url)
-    url = base_url.set(database=name, query={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"})
-    database_url = url.render_as_string(hide_password=False)
-    admin_execute(arguments.admin_url, f'CREATE DATABASE "{name}"')
-    print(f"database {name}", flush=True)
-    try:
-        application = create_app({"SQLALCHEMY_DATABASE_URI": database_url}, config_name="testing")
-        with application.app_context():
-            from flask_migrate import upgrade
-
-            upgrade()
-            install_demo()
-            try:
-                benchmark(database_url, arguments.notifications, arguments.clients)
-            finally:
-                db.session.remove()
-                db.engine.dispose()
-    finally:
-        admin_execute(arguments.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped {name}")
+    with scratch_database(arguments.admin_url) as url, demo_app(url):
+        benchmark(url, arguments.notifications, arguments.clients)
 
 
 if __name__ == "__main__":

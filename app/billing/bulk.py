@@ -12,7 +12,9 @@ is 1e-20 fen. That product is rounded once to the group's money quantum, as
 `round_money` does.
 """
 
+import json
 import logging
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 import sqlalchemy as sa
@@ -29,6 +31,11 @@ logger = logging.getLogger(__name__)
 # crash loses at most one batch of work, and the unique idempotency key keeps a re-run from
 # posting any account twice.
 BATCH_SIZE = 50_000
+# Batches posted side by side, each on its own connection. Most of a batch's time goes to
+# the foreign-key checks and index updates of its rows, which one connection does on one CPU.
+# NOTE: on the shared 2-CPU benchmark machine, under a load of about 20, two connections
+# were not measurably faster than one (docs/benchmarks.md); an idle machine is unmeasured.
+WORKERS = 2
 
 # Statuses that owe a charge, as in app/tariffs/services.status_ratio.
 CHARGED_STATUSES = ("normal", "forced_off", "suspended")
@@ -108,8 +115,9 @@ inserted AS (
     ON CONFLICT (company_id, idempotency_key) DO NOTHING
     RETURNING account_id, amount
 ),
--- The bill.issued event of each posted charge, in the same statement and transaction
--- (the same data as app/billing/services.emit_bill_issued writes for the loop).
+-- The bill.issued event of each posted charge, in the same statement and transaction.
+-- The payload is the JSON text app/messaging/events.dump_json writes for the loop's
+-- emit_bill_issued: sorted keys, no spaces. Concatenating it costs a fifth of jsonb_build_object.
 events AS (
     INSERT INTO outbox_event (
         company_id, event_id, event_type, schema_version, key, payload, occurred_at, attempts, last_error, replays
@@ -117,16 +125,19 @@ events AS (
     SELECT
         CAST(:company_id AS integer), CAST(gen_random_uuid() AS text), 'bill.issued', 1,
         'bill.issued:' || CAST(:run_id AS text) || ':' || CAST(i.account_id AS text),
-        CAST(jsonb_build_object(
-            'account_id', i.account_id, 'account_no', a.account_no, 'season', CAST(:season_name AS text),
-            'billing_run_id', CAST(:run_id AS integer),
-            'amount', CAST(CAST(CAST(i.amount AS numeric) / 100 AS numeric(20, 2)) AS text), 'prorated', false
-        ) AS text),
+        '{"account_id":' || CAST(i.account_id AS text)
+            || ',"account_no":' || CAST(to_json(a.account_no) AS text)
+            || ',"amount":"' || CAST(CAST(CAST(i.amount AS numeric) / 100 AS numeric(20, 2)) AS text)
+            || '","billing_run_id":' || CAST(:run_id AS text)
+            || ',"prorated":' || 'false,"season":' || CAST(:season_json AS text) || '}',
         CAST(:created_at AS timestamptz), 0, '', 0
     FROM inserted i JOIN account a ON a.id = i.account_id
     ORDER BY i.account_id
 ),
 -- The HQ daily totals of the posted charges (what app/hq/totals.py adds for ORM inserts).
+-- Batches posted side by side upsert the same total rows and the same billing_run row. Every
+-- batch runs this one statement, so each takes those row locks in the same order and a second
+-- batch waits for the first to commit instead of deadlocking.
 located AS (
     SELECT i.amount, a.user_type, b.community_id
     FROM inserted i JOIN account a ON a.id = i.account_id
@@ -149,8 +160,16 @@ company_totals AS (
     ON CONFLICT (company_id, season_id, category, day, kind) DO UPDATE
         SET amount = hq_company_daily_total.amount + EXCLUDED.amount,
             entries = hq_company_daily_total.entries + EXCLUDED.entries
+),
+-- The run's totals grow in the batch's own transaction, so they always match its lines.
+totals AS (
+    SELECT count(*) AS lines, COALESCE(sum(amount), 0) AS fen FROM inserted
+),
+run_update AS (
+    UPDATE billing_run SET accounts_billed = accounts_billed + totals.lines, amount_posted = amount_posted + totals.fen
+    FROM totals WHERE billing_run.id = :run_id
 )
-SELECT count(*), COALESCE(sum(amount), 0) FROM inserted
+SELECT lines, fen FROM totals
 """
 )
 
@@ -189,30 +208,63 @@ def bulk_billing_applies(company, season, tariffs):
     return all(TARIFF_CATEGORY[user_type] in default_priced for user_type in user_types or ())
 
 
-def run_bulk_billing(company, season, tariff, user_id=None, batch_size=None):
+def run_bulk_billing(company, season, tariff, user_id=None, batch_size=None, workers=None):
     """Post the season charge of every account that has none yet, one committed batch at a time.
 
-    The BillingRun is committed first and its totals grow with each batch, so after a
-    crash it shows what was posted. Running again posts only the accounts still missing.
-    `batch_size` defaults to BATCH_SIZE accounts (by account id range).
+    The BillingRun is committed first, and each batch adds its lines to the run's totals in
+    its own transaction, so after a crash the run shows what was posted. Running again posts
+    only the accounts still missing. `batch_size` defaults to BATCH_SIZE accounts (by
+    account id range); `workers` connections (default WORKERS) post batches side by side.
     """
     batch_size = batch_size or BATCH_SIZE
+    workers = workers or WORKERS
     # Adding the run through the ORM applies the tenant write check before any raw SQL runs.
-    run = BillingRun(company_id=company.id, season_id=season.id, started_by_id=user_id)
+    run = BillingRun(company_id=company.id, season_id=season.id, started_by_id=user_id, accounts_billed=0,
+                     amount_posted=Decimal("0.00"))
     db.session.add(run)
     db.session.commit()
 
     first_id, last_id = db.session.execute(
         sa.text("SELECT min(id), max(id) FROM account WHERE company_id = :company_id"), {"company_id": company.id}
     ).one()
+    params = batch_parameters(company, season, tariff, run.id, user_id)
+    ranges = []
+    if first_id is not None:
+        ranges = [(start, min(start + batch_size - 1, last_id)) for start in range(first_id, last_id + 1, batch_size)]
+    # End the session's transaction, so it keeps no snapshot open while the batches run.
+    db.session.commit()
+    engine = db.engine
+    if workers == 1 or len(ranges) < 2:
+        results = [_post_batch(engine, params, first, last) for first, last in ranges]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulk-billing") as pool:
+            futures = [pool.submit(_post_batch, engine, params, first, last) for first, last in ranges]
+            _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            # After a failure, batches not yet started are dropped, and a re-run posts them.
+            for future in pending:
+                future.cancel()
+        results = [future.result() for future in futures if not future.cancelled()]
+
+    run = db.session.get(BillingRun, params["run_id"])
+    run.finished_at = utcnow()
+    db.session.commit()
+    logger.info(
+        "Billing run %s for company %s season %s billed %s accounts in bulk (%s fen)",
+        run.id, company.code, season.name, sum(count for count, _ in results), sum(fen for _, fen in results),
+    )
+    return run
+
+
+def batch_parameters(company, season, tariff, run_id, user_id):
+    """Return the parameters of `_INSERT_BATCH` but the account id range, rounding by the current money rule."""
     rule = current_money_rule()
     step_fen = int(rule.quantum / CENT)
-    params = {
+    return {
         "company_id": company.id,
         "season_id": season.id,
-        "season_name": season.name,
+        "season_json": json.dumps(season.name, ensure_ascii=False),
         "tariff_id": tariff.id,
-        "run_id": run.id,
+        "run_id": run_id,
         "user_id": user_id,
         "created_at": utcnow(),
         "user_types": list(TARIFF_CATEGORY),
@@ -221,30 +273,15 @@ def run_bulk_billing(company, season, tariff, user_id=None, batch_size=None):
         "step": Decimal(step_fen * PRODUCT_UNITS_PER_FEN),
         "half_up": rule.rounding == ROUND_HALF_UP,
     }
-    posted = 0
-    total_fen = 0
-    if first_id is not None:
-        for batch_first in range(first_id, last_id + 1, batch_size):
-            count, fen = _post_batch(run, params, batch_first, min(batch_first + batch_size - 1, last_id))
-            posted += count
-            total_fen += fen
-
-    run.finished_at = utcnow()
-    db.session.commit()
-    logger.info(
-        "Billing run %s for company %s season %s billed %s accounts in bulk (%s fen)",
-        run.id, company.code, season.name, posted, total_fen,
-    )
-    return run
 
 
-def _post_batch(run, params, first_id, last_id):
-    """Insert the charges of accounts `first_id`..`last_id`, add them to the run and commit."""
-    # A 50,000-account batch sorts about 5 MB by account id, just over PostgreSQL's 4 MB default.
-    db.session.execute(sa.text("SET LOCAL work_mem = '32MB'"))
-    count, fen = db.session.execute(_INSERT_BATCH, {**params, "first_id": first_id, "last_id": last_id}).one()
-    fen = int(fen)
-    run.accounts_billed = (run.accounts_billed or 0) + count
-    run.amount_posted = (run.amount_posted or Decimal("0.00")) + Decimal(fen).scaleb(-2).quantize(CENT)
-    db.session.commit()
-    return count, fen
+def _post_batch(engine, params, first_id, last_id):
+    """Insert the charges of accounts `first_id`..`last_id` with their events, add them to the run and commit.
+
+    Runs on a connection of its own, so several batches can run at once. Returns (lines, fen).
+    """
+    with engine.begin() as connection:
+        # A 50,000-account batch sorts about 5 MB by account id, just over PostgreSQL's 4 MB default.
+        connection.execute(sa.text("SET LOCAL work_mem = '32MB'"))
+        count, fen = connection.execute(_INSERT_BATCH, {**params, "first_id": first_id, "last_id": last_id}).one()
+    return count, int(fen)

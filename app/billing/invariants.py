@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 BILLED_KINDS = ("charge", "rerate", "settlement")
 WRITE_OFF_KINDS = ("write_off",)
 # Kinds whose lines must not raise what is owed. The `sign` check reports a positive one.
-NON_POSITIVE_KINDS = ("payment", "waiver", "write_off")
+NON_POSITIVE_KINDS = ("payment", "late_fee_payment", "waiver", "write_off")
+# Lines a payment posts: receivables paid, late fees paid, and money beyond what was owed.
+PAYMENT_LINE_KINDS = RECEIVED_KINDS + ("late_fee_payment", "credit")
 
 
 class InvariantError(LookupError):
@@ -112,7 +114,7 @@ def account_figures(account, season_id, sums=None):
 def _payment_breaks(company_id, season_id, account_ids):
     """Find accounts whose payments less refunds are not fully posted to the ledger, across all seasons.
 
-    A payment posts `payment` lines and, for money beyond what was owed, a `credit` line; a
+    A payment posts `payment` and `late_fee_payment` lines and, for money beyond what was owed, a `credit` line; a
     refund posts `refund` or `reversal` lines and a positive `credit` line for the part of the
     credit it pays back.
     """
@@ -137,7 +139,7 @@ def _payment_breaks(company_id, season_id, account_ids):
             sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount))
             .where(
                 LedgerEntry.company_id == company_id,
-                LedgerEntry.kind.in_(RECEIVED_KINDS + ("credit",)),
+                LedgerEntry.kind.in_(PAYMENT_LINE_KINDS),
                 LedgerEntry.account_id.in_(account_ids),
             )
             .group_by(LedgerEntry.account_id)

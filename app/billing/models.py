@@ -18,6 +18,9 @@ ENTRY_KINDS = {
     "payment": "实收",
     "settlement": "计量结算",
     "late_fee": "滞纳金",
+    # The part of a payment that paid a season's posted late fees (negative). It stays out of
+    # the late-fee base, which only payments of the receivable lower.
+    "late_fee_payment": "实收滞纳金",
     # Money received beyond what the account owed (e.g. a bill paid twice); negative, and not
     # offset against later receivables automatically.
     "credit": "多缴款",
@@ -91,13 +94,16 @@ class AllocationPolicy(CompanyOwned, db.Model):
     """How a company's payments are split over an account's outstanding seasons.
 
     A company without a row uses `oldest_first`. Counter and channel payments both apply
-    it through app/payments/services.allocate_payment.
+    it through app/payments/services.allocate_payment. Each season's posted late fees are
+    paid right after its receivable, or with `late_fees_last` only once every receivable
+    is paid.
     """
 
     __table_args__ = (sa.UniqueConstraint("company_id"),)
 
     id = sa.Column(sa.Integer, primary_key=True)
     order = sa.Column(sa.String(24), nullable=False, default="oldest_first")
+    late_fees_last = sa.Column(sa.Boolean, nullable=False, default=False)
     updated_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
@@ -136,6 +142,11 @@ class RerateChange(CompanyOwned, db.Model):
     # For a status change: the status the account has for `season_id`.
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
     billing_status = sa.Column(sa.String(16))
+    # For an area or user-type change: the terms from `effective_from` on; NULL keeps that term.
+    # They are recorded on the account only when the change is posted.
+    new_building_area = sa.Column(Area())
+    new_usable_area = sa.Column(Area())
+    new_user_type = sa.Column(sa.String(16))
     description = sa.Column(sa.String(255), nullable=False, default="")
     status = sa.Column(sa.String(16), nullable=False, default="pending")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))

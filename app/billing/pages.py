@@ -21,10 +21,10 @@ from app.billing.rerating import RerateError, create_change, post_change, propos
 from app.billing.whatif import draft_from_form, export_what_if, run_what_if
 from app.extensions import db
 from app.network.models import BILLING_STATUSES, USER_TYPES, Account, Community
-from app.network.terms import TermsError, record_terms_change
+from app.network.terms import TermsError
 from app.org.models import User
 from app.org.services import has_permission
-from app.payments.services import allocation_order, amount_owed
+from app.payments.services import allocation_rule, amount_owed
 from app.tariffs.editing import BASES, CATEGORIES, TariffEditError
 from app.tariffs.models import Season
 from app.tariffs.services import TariffError, tariff_in_force
@@ -258,9 +258,8 @@ def _submit_change(form):
                 changes[name] = value
         if form.get("user_type"):
             changes["user_type"] = form.get("user_type")
-        record_terms_change(account, effective_from, user_id=current_user.id, memo=description, **changes)
         return create_change(current_user.company_id, "account_terms", effective_from, current_user, account=account,
-                             description=description)
+                             description=description, terms=changes)
     raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
 
 
@@ -389,10 +388,13 @@ def allocation():
                 policy = AllocationPolicy(company_id=current_user.company_id)
                 db.session.add(policy)
             policy.order = order
+            policy.late_fees_last = request.form.get("late_fees_last") == "1"
             policy.updated_by_id = current_user.id
             policy.updated_at = utcnow()
             db.session.commit()
-            logger.info("User %s set allocation order of company %s to %s", current_user.id, current_user.company_id, order)
-            flash(f"付款分配顺序已改为：{ALLOCATION_ORDERS[order]}。", "success")
+            logger.info("User %s set allocation order of company %s to %s (late fees last: %s)", current_user.id,
+                        current_user.company_id, order, policy.late_fees_last)
+            late_fees = "滞纳金最后冲抵" if policy.late_fees_last else "各季滞纳金随本季欠费冲抵"
+            flash(f"付款分配顺序已改为：{ALLOCATION_ORDERS[order]}，{late_fees}。", "success")
         return redirect(url_for("billing_desk.allocation"))
-    return render_template("billing/allocation.html", orders=ALLOCATION_ORDERS, current=allocation_order(current_user.company_id))
+    return render_template("billing/allocation.html", orders=ALLOCATION_ORDERS, rule=allocation_rule(current_user.company_id))

@@ -1,15 +1,18 @@
 """Retroactive re-rating: the difference lines a past change of area, user type, status or
 tariff causes in every billed season, kept for approval and then posted as `rerate` lines.
 
-A change is recorded first (app/network/terms.py for areas and user types, a new tariff
-version, or a status for one season). create_change() computes what each affected
-account and season should have been billed and stores the differences as proposals.
-post_change() posts them once: each line's idempotency key names the change, season and
-account, so posting again adds nothing, and a second change for the same fact finds no
-difference left.
+A change names new areas or a new user type from a date, a status for one season, or a
+tariff version already added to a season. create_change() computes what each affected
+account and season should have been billed and stores the differences as proposals;
+new areas and user types are not yet recorded on the account. post_change() records them
+(app/network/terms.py) and posts the lines once: each line's idempotency key names the
+change, season and account, so posting again adds nothing, and a second change for the
+same fact finds no difference left. A rejected change leaves the account and its ledger
+as they were.
 """
 
 import logging
+from datetime import date
 
 import sqlalchemy as sa
 
@@ -20,7 +23,7 @@ from app.billing.services import account_charge_inputs
 from app.extensions import db
 from app.money import ZERO
 from app.network.models import BILLING_STATUSES, Account
-from app.network.terms import terms_history
+from app.network.terms import TermsError, clean_terms_changes, history_with_change, record_terms_change, terms_history
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
@@ -120,6 +123,8 @@ def compute_differences(change):
             tariffs = season_tariffs(season)
             accounts = db.session.scalars(sa.select(Account).where(Account.id.in_(list(billed))).order_by(Account.id)).all()
             history = terms_history([account.id for account in accounts])
+            if change.kind == "account_terms" and proposed_terms(change):
+                history[change.account_id] = _history_after(change, history.get(change.account_id))
             for account in accounts:
                 if change.kind == "status":
                     status = change.billing_status
@@ -136,14 +141,31 @@ def compute_differences(change):
     return differences
 
 
+def proposed_terms(change):
+    """Return the {field: value} an area or user-type change sets (empty for other kinds)."""
+    values = {
+        "building_area": change.new_building_area, "usable_area": change.new_usable_area, "user_type": change.new_user_type,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _history_after(change, history):
+    """The account's terms history with the change's terms applied, as posting will record them."""
+    account = db.session.get(Account, change.account_id)
+    return history_with_change(account, history, change.effective_from, proposed_terms(change))
+
+
 def _describe_line(line):
     return f"{line.start_on:%Y-%m-%d}至{line.end_on:%Y-%m-%d} {line.charge_area.normalize():f}㎡×{line.unit_price.normalize():f}×{line.ratio.normalize():f}={line.amount}"
 
 
-def create_change(company_id, kind, effective_from, user, account=None, season=None, billing_status=None, description=""):
+def create_change(company_id, kind, effective_from, user, account=None, season=None, billing_status=None, description="",
+                  terms=None):
     """Store a retroactive change with its difference lines as proposals awaiting approval.
 
-    Returns the RerateChange. The caller commits.
+    An `account_terms` change takes `terms`, e.g. {"building_area": Decimal("100")}; they
+    are recorded on the account when the change is posted. Returns the RerateChange. The
+    caller commits.
     """
     if kind == "status":
         if account is None or season is None:
@@ -151,15 +173,30 @@ def create_change(company_id, kind, effective_from, user, account=None, season=N
         if billing_status not in BILLING_STATUSES:
             raise RerateError(f"供暖状态「{billing_status}」无效；请选择 {'、'.join(BILLING_STATUSES.values())}。")
         effective_from = season.start_on
-    elif kind == "account_terms" and account is None:
-        raise RerateError("面积或用户类型变更须指定用户。")
-    elif kind not in ("account_terms", "tariff"):
+    elif kind == "account_terms":
+        if account is None:
+            raise RerateError("面积或用户类型变更须指定用户。")
+        if not isinstance(effective_from, date):
+            raise RerateError(f"生效日期 {effective_from!r} 无效；请填写如 2026-01-10 的日期。")
+        try:
+            terms = clean_terms_changes(terms or {})
+        except TermsError as error:
+            raise RerateError(str(error)) from None
+        if not terms:
+            raise RerateError("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。")
+        if "usable_area" in terms and terms["usable_area"] is None:
+            raise RerateError("追溯调整不能清空使用面积；请填写新的使用面积。")
+    elif kind != "tariff":
         raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
     change = RerateChange(
         company_id=company_id, kind=kind, account_id=account.id if account else None, effective_from=effective_from,
         season_id=season.id if season else None, billing_status=billing_status, description=description[:255],
         created_by_id=user.id if user else None,
     )
+    if kind == "account_terms":
+        change.new_building_area = terms.get("building_area")
+        change.new_usable_area = terms.get("usable_area")
+        change.new_user_type = terms.get("user_type")
     db.session.add(change)
     db.session.flush()
     _store_proposals(change, compute_differences(change))
@@ -231,6 +268,9 @@ def post_change(change, user):
         posted += 1
     if change.kind == "status":
         _apply_status(change)
+    elif change.kind == "account_terms":
+        account = db.session.get(Account, change.account_id)
+        record_terms_change(account, change.effective_from, user_id=user.id, memo=change.description, **proposed_terms(change))
     change.status = "posted"
     change.decided_by_id = user.id
     change.decided_at = utcnow()
@@ -250,10 +290,10 @@ def _apply_status(change):
 
 
 def reject_change(change, user):
-    """Reject a pending change; nothing is posted. The caller commits.
+    """Reject a pending change; nothing is posted or recorded on the account. The caller commits.
 
-    NOTE: the account terms or tariff version behind the change stay as recorded, so the
-    next billing run of a new season uses them; correct them with another change.
+    A tariff change only re-rates a version that was added on the tariff page; that version
+    stays, and is withdrawn there.
     """
     if change.status != "pending":
         raise RerateError(f"调整单 {change.id} 当前为「{change.status}」，只有待审批的调整单可以驳回。")

@@ -74,7 +74,7 @@ def _postings(company_id, voucher_date):
     for kind, method, amount, count in rows:
         if kind in OWED_KINDS:
             yield (*OWED_KINDS[kind], amount, count)
-        elif kind == "payment":
+        elif kind in ("payment", "late_fee_payment"):
             # Payment lines are negative in the ledger: money in, receivable down.
             yield CASH_CODES.get(method, BANK_CODE), RECEIVABLE_CODE, -amount, count
         elif kind == "credit":

@@ -78,7 +78,11 @@ def terms_periods(account, start_on, end_on, history=None):
     return periods
 
 
-def _clean_changes(changes):
+def clean_terms_changes(changes):
+    """Validate changes of account terms ({field: value}); return them with areas as Decimal.
+
+    Raises TermsError naming the field and value at fault.
+    """
     cleaned = {}
     for name, value in changes.items():
         if name not in TERM_FIELDS:
@@ -107,7 +111,7 @@ def record_terms_change(account, effective_from, user_id=None, memo="", **change
     """
     if not isinstance(effective_from, date):
         raise TermsError(f"生效日期 {effective_from!r} 无效；请填写如 2026-01-10 的日期。")
-    changes = _clean_changes(changes)
+    changes = clean_terms_changes(changes)
     if not changes:
         raise TermsError("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。")
     rows = db.session.scalars(
@@ -141,6 +145,22 @@ def record_terms_change(account, effective_from, user_id=None, memo="", **change
     db.session.flush()
     logger.info("Account %s terms change from %s: %s", account.id, effective_from, sorted(changes))
     return target
+
+
+def history_with_change(account, history, effective_from, changes):
+    """Return `history` ([(effective_from, Terms)], earliest first) as record_terms_change would leave it.
+
+    Nothing is written: this is the history a pending change would give, used to compute
+    its difference lines before it is approved. `changes` are clean_terms_changes() output.
+    """
+    history = list(history or [(BEGINNING, current_terms(account))])
+    in_force = [terms for day, terms in history if day <= effective_from]
+    source = in_force[-1] if in_force else history[0][1]
+    values = {name: getattr(source, name) for name in TERM_FIELDS}
+    values.update(changes)
+    history = [(day, terms) for day, terms in history if day != effective_from]
+    history.append((effective_from, Terms(**values)))
+    return sorted(history, key=lambda item: item[0])
 
 
 def accounts_with_changes_after(company_id, day):

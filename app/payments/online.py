@@ -29,7 +29,9 @@ from app.org.models import Company
 from app.payments import channels
 from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
 from app.payments.refunds import apply_refund_event
-from app.payments.services import allocate_payment, allocation_order, amount_owed, emit_payment_posted, next_receipt_no
+from app.payments.services import (
+    allocate_payment, allocation_rule, amount_owed, emit_payment_posted, next_receipt_no, payment_line_key,
+)
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -342,13 +344,13 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, amount, allocation_order(company_id))
-    for season, part in parts:
-        _add_line(payment, season.id if season else None, "payment", part, season.id if season else "arrears")
+    parts = allocate_payment(owed, amount, allocation_rule(company_id))
+    for season, kind, part in parts:
+        _add_line(payment, season.id if season else None, kind, part, payment_line_key("", season, kind)[1:])
     # A bill already paid elsewhere (at the counter, or through another order) leaves money
     # that pays no receivable. It is kept as a `credit` line, which amount_owed ignores,
     # so the ledger balance shows it until finance refunds it or carries it forward.
-    rest = amount - sum((part for _, part in parts), Decimal("0"))
+    rest = amount - sum((part for _, _, part in parts), Decimal("0"))
     if rest > 0:
         _add_line(payment, None, "credit", rest, "credit")
     emit_payment_posted(payment, account, parts, credit=max(rest, Decimal("0")))

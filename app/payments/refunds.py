@@ -302,6 +302,7 @@ def _refund_parts(refund):
 
     Returns [(season_id or None, kind, positive amount)]: the credit first, then seasons
     latest first, prior arrears last.
+    TODO: the late-fee part of a payment (`late_fee_payment` lines) cannot be refunded yet.
     """
     earlier = sa.select(Refund.id).where(Refund.payment_id == refund.payment_id, Refund.id != refund.id)
     rows = db.session.execute(

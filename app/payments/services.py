@@ -22,6 +22,8 @@ from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
+LATE_FEE_PAYMENT = "late_fee_payment"
+
 # Receipt dates and the year in receipt numbers follow the companies' local time.
 # Largest amount the counter accepts in one payment, in yuan, as a guard against typing errors.
 # Any amount above what the account owes is rejected as well.
@@ -36,17 +38,24 @@ class PaymentError(ValueError):
 
 @dataclass(frozen=True)
 class SeasonOwed:
-    """Receivable and payments of one account for one season."""
+    """Receivable, payments and posted late fees of one account for one season."""
 
     season: Season
     receivable: Decimal
     received: Decimal
+    late_fee: Decimal = ZERO
+    late_fee_received: Decimal = ZERO
 
     @property
     def outstanding(self):
+        """The unpaid receivable, late fees aside."""
         # A season paid beyond a receivable that was reduced later is a credit, which does not
         # offset other debts.
         return max(self.receivable - self.received, ZERO)
+
+    @property
+    def late_fee_outstanding(self):
+        return max(self.late_fee - self.late_fee_received, ZERO)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,13 @@ class AmountOwed:
         return self.arrears_received + sum((s.received for s in self.seasons), ZERO)
 
     @property
+    def late_fees_outstanding(self):
+        return sum((s.late_fee_outstanding for s in self.seasons), ZERO)
+
+    @property
     def total(self):
-        return self.arrears_outstanding + sum((s.outstanding for s in self.seasons), ZERO)
+        """Everything the account owes: arrears, receivables and posted late fees."""
+        return self.arrears_outstanding + sum((s.outstanding for s in self.seasons), ZERO) + self.late_fees_outstanding
 
 
 @dataclass(frozen=True)
@@ -85,16 +99,14 @@ class ChargeFacts:
 
 
 def amount_owed(account):
-    """Sum an account's ledger lines into the amounts it owes."""
-    # NOTE: posted `late_fee` lines (app/billing/late_fees.py) are left out, so the counter
-    # and the receipt do not collect late fees yet.
+    """Sum an account's ledger lines into the amounts it owes, posted late fees included."""
     rows = db.session.execute(
         sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
         .where(LedgerEntry.account_id == account.id)
         .group_by(LedgerEntry.season_id, LedgerEntry.kind)
     ).all()
     arrears = arrears_received = ZERO
-    receivable, received = {}, {}
+    receivable, received, late_fee, late_fee_received = {}, {}, {}, {}
     for season_id, kind, amount in rows:
         if season_id is None:
             if kind in ("prior_arrears", "write_off"):
@@ -106,49 +118,86 @@ def amount_owed(account):
             receivable[season_id] = receivable.get(season_id, ZERO) + amount
         elif kind in RECEIVED_KINDS:
             received[season_id] = received.get(season_id, ZERO) - amount
-    season_ids = set(receivable) | set(received)
+        elif kind == "late_fee":
+            late_fee[season_id] = late_fee.get(season_id, ZERO) + amount
+        elif kind == LATE_FEE_PAYMENT:
+            late_fee_received[season_id] = late_fee_received.get(season_id, ZERO) - amount
+    season_ids = set(receivable) | set(received) | set(late_fee)
     seasons = db.session.scalars(sa.select(Season).where(Season.id.in_(season_ids)).order_by(Season.start_on)).all()
-    owed = tuple(SeasonOwed(s, receivable.get(s.id, ZERO), received.get(s.id, ZERO)) for s in seasons)
+    owed = tuple(
+        SeasonOwed(s, receivable.get(s.id, ZERO), received.get(s.id, ZERO), late_fee.get(s.id, ZERO),
+                   late_fee_received.get(s.id, ZERO))
+        for s in seasons
+    )
     return AmountOwed(arrears=arrears, arrears_received=arrears_received, seasons=owed)
+
+
+@dataclass(frozen=True)
+class AllocationRule:
+    """How a company's payments are split: the season order and where late fees go."""
+
+    order: str = "oldest_first"
+    late_fees_last: bool = False
+
+
+def allocation_rule(company_id):
+    """Return the company's AllocationRule; without a stored policy, oldest first with late fees after their season."""
+    row = db.session.execute(
+        sa.select(AllocationPolicy.order, AllocationPolicy.late_fees_last).where(AllocationPolicy.company_id == company_id)
+    ).first()
+    return AllocationRule(row.order, bool(row.late_fees_last)) if row else AllocationRule()
 
 
 def allocation_order(company_id):
     """Return the company's payment allocation order (ALLOCATION_ORDERS), `oldest_first` by default."""
-    order = db.session.scalar(sa.select(AllocationPolicy.order).where(AllocationPolicy.company_id == company_id))
-    return order or "oldest_first"
+    return allocation_rule(company_id).order
 
 
-def allocation_slots(owed, order="oldest_first"):
-    """Return [(season or None, outstanding)] in the order a payment pays them.
+def allocation_slots(owed, rule=AllocationRule()):
+    """Return [(season or None, ledger kind, outstanding)] in the order a payment pays them.
 
-    `oldest_first`: arrears from before the platform, then seasons by start date.
-    `current_first`: the latest season, then the rest oldest first.
-    TODO: posted late fees are not collected yet (see amount_owed), so no order places them.
+    Seasons: `oldest_first` pays arrears from before the platform, then seasons by start
+    date; `current_first` pays the latest season, then the rest oldest first. A season's
+    posted late fees (kind `late_fee_payment`) follow its receivable (kind `payment`), or
+    with `late_fees_last` come after every receivable, in the same season order.
     """
-    slots = [(None, owed.arrears_outstanding)] + [(s.season, s.outstanding) for s in owed.seasons]
-    if order == "current_first" and owed.seasons:
-        slots = [slots[-1]] + slots[:-1]
-    elif order != "oldest_first" and order != "current_first":
-        raise PaymentError(f"付款分配顺序「{order}」无效；请在分配规则中选择 {'、'.join(ALLOCATION_ORDERS.values())}。")
-    return slots
+    if rule.order not in ALLOCATION_ORDERS:
+        raise PaymentError(f"付款分配顺序「{rule.order}」无效；请在分配规则中选择 {'、'.join(ALLOCATION_ORDERS.values())}。")
+    targets = [(None, owed.arrears_outstanding, ZERO)] + [
+        (s.season, s.outstanding, s.late_fee_outstanding) for s in owed.seasons
+    ]
+    if rule.order == "current_first" and owed.seasons:
+        targets = [targets[-1]] + targets[:-1]
+    principal, late_fees = [], []
+    for season, outstanding, late_fee in targets:
+        principal.append((season, "payment", outstanding))
+        if season is not None:
+            (late_fees if rule.late_fees_last else principal).append((season, LATE_FEE_PAYMENT, late_fee))
+    return principal + late_fees
 
 
-def allocate_payment(owed, amount, order="oldest_first"):
-    """Split `amount` over the outstanding receivables in `order`: [(season or None, part)].
+def allocate_payment(owed, amount, rule=AllocationRule()):
+    """Split `amount` over what is owed in the rule's order: [(season or None, ledger kind, part)].
 
-    Counter and channel payments both call this with their company's allocation_order(),
-    so the same money pays the same seasons whichever way it arrives.
+    Counter and channel payments both call this with their company's allocation_rule(),
+    so the same money pays the same seasons and late fees whichever way it arrives.
     """
     remaining = amount
     parts = []
-    for season, outstanding in allocation_slots(owed, order):
+    for season, kind, outstanding in allocation_slots(owed, rule):
         if remaining <= 0:
             break
         part = min(remaining, outstanding)
         if part > 0:
-            parts.append((season, part))
+            parts.append((season, kind, part))
             remaining -= part
     return parts
+
+
+def payment_line_key(prefix, season, kind):
+    """The idempotency-key suffix of one allocated part: season id or `arrears`, late fees marked."""
+    target = season.id if season else "arrears"
+    return f"{prefix}:late_fee:{target}" if kind == LATE_FEE_PAYMENT else f"{prefix}:{target}"
 
 
 AMOUNT_PATTERN = re.compile(r"-?([0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?)")
@@ -254,13 +303,13 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, amount, allocation_order(account.company_id))
-    for season, part in parts:
+    parts = allocate_payment(owed, amount, allocation_rule(account.company_id))
+    for season, kind, part in parts:
         db.session.add(
             LedgerEntry(
                 company_id=account.company_id, account_id=account.id, season_id=season.id if season else None,
-                kind="payment", amount=-part, cause_type="payment", cause_id=payment.id,
-                idempotency_key=f"payment:{payment.id}:{season.id if season else 'arrears'}",
+                kind=kind, amount=-part, cause_type="payment", cause_id=payment.id,
+                idempotency_key=payment_line_key(f"payment:{payment.id}", season, kind),
                 memo=f"收据 {payment.receipt_no}", created_by_id=cashier.id,
             )
         )
@@ -270,12 +319,21 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
 
 
 def emit_payment_posted(payment, account, parts, credit=ZERO):
-    """Record the `payment.posted` event of a payment and how it was allocated (see docs/integrations.md)."""
+    """Record the `payment.posted` event of a payment and how it was allocated (see docs/integrations.md).
+
+    `parts` are allocate_payment() output; late-fee parts are listed under `late_fees`.
+    """
     emit(payment.company_id, "payment.posted", str(payment.id), {
         "payment_id": payment.id, "receipt_no": payment.receipt_no, "account_id": account.id,
         "account_no": account.account_no, "amount": format_money(payment.amount), "method": payment.method,
         "channel": payment.channel, "channel_transaction_id": payment.channel_transaction_id, "paid_at": payment.paid_at,
-        "allocations": [{"season": season.name if season else None, "amount": format_money(part)} for season, part in parts],
+        "allocations": [
+            {"season": season.name if season else None, "amount": format_money(part)}
+            for season, kind, part in parts if kind != LATE_FEE_PAYMENT
+        ],
+        "late_fees": [
+            {"season": season.name, "amount": format_money(part)} for season, kind, part in parts if kind == LATE_FEE_PAYMENT
+        ],
         "credit": format_money(credit),
     }, occurred_at=payment.paid_at)
 

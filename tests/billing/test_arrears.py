@@ -18,7 +18,8 @@ from app.billing.models import AllocationPolicy, CollectionTask, LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import db
 from app.org.models import User
-from app.payments.services import AmountOwed, SeasonOwed, allocate_payment, amount_owed, collect_payment
+from app.payments.services import AllocationRule, AmountOwed, SeasonOwed, allocate_payment, amount_owed, collect_payment
+from app.tariffs.models import Season
 from app.tariffs.services import get_season
 
 ZERO = Decimal("0.00")
@@ -130,32 +131,116 @@ def test_payment_pays_current_first_by_policy(three_seasons):
     ]
 
 
-OUTSTANDING = st.lists(st.integers(min_value=0, max_value=500_000), min_size=1, max_size=5)
+def _late_fee(account, season_name, amount):
+    season = get_season(account.company_id, season_name)
+    db.session.add(
+        LedgerEntry(company_id=account.company_id, account_id=account.id, season_id=season.id, kind="late_fee",
+                    amount=Decimal(amount), cause_type="late_fee_run", idempotency_key=f"late_fee:test:{season.id}")
+    )
+    db.session.commit()
+
+
+def _payment_lines(account):
+    names = dict(db.session.execute(sa.select(Season.id, Season.name)).all())
+    return [
+        (names.get(line.season_id), line.kind, line.amount)
+        for line in db.session.scalars(
+            sa.select(LedgerEntry).where(
+                LedgerEntry.account_id == account.id, LedgerEntry.kind.in_(("payment", "late_fee_payment"))
+            ).order_by(LedgerEntry.id)
+        )
+    ]
+
+
+def test_late_fees_paid_after_their_season_by_default(three_seasons):
+    # Late fees 100.00 on 2023-2024 and 50.00 on 2024-2025. 2200.00 pays imported 300.00,
+    # 2023-2024 1747.00, its late fee 100.00, then 2200 − 2147 = 53.00 of 2024-2025.
+    account = three_seasons
+    _late_fee(account, "2023-2024", "100.00")
+    _late_fee(account, "2024-2025", "50.00")
+    assert amount_owed(account).total == Decimal("6302.45")  # 6152.45 + 150.00
+
+    collect_payment(account, "2200.00", "cash", _user("tj_cashier"))
+
+    assert sorted(_payment_lines(account), key=str) == sorted([
+        (None, "payment", Decimal("-300.00")), ("2023-2024", "payment", Decimal("-1747.00")),
+        ("2023-2024", "late_fee_payment", Decimal("-100.00")), ("2024-2025", "payment", Decimal("-53.00")),
+    ], key=str)
+    owed = amount_owed(account)
+    assert [(s.season.name, s.outstanding, s.late_fee_outstanding) for s in owed.seasons] == [
+        ("2023-2024", ZERO, ZERO), ("2024-2025", Decimal("1868.70"), Decimal("50.00")), ("2025-2026", Decimal("2183.75"), ZERO),
+    ]
+    assert owed.total == Decimal("4102.45")  # 6302.45 − 2200.00
+    for name in ("2023-2024", "2024-2025"):
+        assert find_invariant_breaks(account.company_id, get_season(account.company_id, name).id) == []
+
+
+def test_late_fees_last_by_policy(three_seasons):
+    # Same debts with late fees last: 2200.00 pays 300.00, 1747.00 and 153.00 of 2024-2025 and
+    # no late fee. The next 4102.45 pays 1768.70 (2024-2025), 2183.75 (2025-2026), then the
+    # late fees 100.00 and 50.00: 1768.70 + 2183.75 + 150.00 = 4102.45.
+    account = three_seasons
+    _late_fee(account, "2023-2024", "100.00")
+    _late_fee(account, "2024-2025", "50.00")
+    db.session.add(AllocationPolicy(company_id=account.company_id, order="oldest_first", late_fees_last=True))
+    db.session.commit()
+
+    collect_payment(account, "2200.00", "cash", _user("tj_cashier"))
+
+    owed = amount_owed(account)
+    assert [(s.season.name, s.outstanding, s.late_fee_outstanding) for s in owed.seasons] == [
+        ("2023-2024", ZERO, Decimal("100.00")), ("2024-2025", Decimal("1768.70"), Decimal("50.00")),
+        ("2025-2026", Decimal("2183.75"), ZERO),
+    ]
+
+    collect_payment(account, "4102.45", "cash", _user("tj_cashier"))
+
+    late = [line for line in _payment_lines(account) if line[1] == "late_fee_payment"]
+    assert sorted(late) == [("2023-2024", "late_fee_payment", Decimal("-100.00")), ("2024-2025", "late_fee_payment", Decimal("-50.00"))]
+    assert amount_owed(account).total == ZERO
+
+
+OUTSTANDING = st.lists(st.tuples(st.integers(min_value=0, max_value=500_000), st.integers(min_value=0, max_value=50_000)),
+                       min_size=1, max_size=5)
 
 
 @given(arrears=st.integers(min_value=0, max_value=500_000), seasons=OUTSTANDING, share=st.integers(0, 100),
-       order=st.sampled_from(["oldest_first", "current_first"]))
-def test_allocation_properties(arrears, seasons, share, order):
-    # Amounts in fen. Whatever the order, the parts add up to the payment, none exceeds its
-    # season, and every season before the last one paid is paid in full.
+       order=st.sampled_from(["oldest_first", "current_first"]), late_fees_last=st.booleans())
+def test_allocation_properties(arrears, seasons, share, order, late_fees_last):
+    # Amounts in fen; each season owes (receivable, posted late fee). Whatever the rule, the
+    # parts add up to the payment, none exceeds what its slot owes, every slot before the last
+    # one paid is paid in full, and with late fees last no late fee is paid while a receivable is open.
     owed = AmountOwed(
         arrears=Decimal(arrears).scaleb(-2), arrears_received=ZERO,
-        seasons=tuple(SeasonOwed(season=index, receivable=Decimal(fen).scaleb(-2), received=ZERO) for index, fen in enumerate(seasons)),
+        seasons=tuple(
+            SeasonOwed(season=index, receivable=Decimal(fen).scaleb(-2), received=ZERO, late_fee=Decimal(late).scaleb(-2))
+            for index, (fen, late) in enumerate(seasons)
+        ),
     )
     amount = (owed.total * share / 100).quantize(Decimal("0.01"))
+    rule = AllocationRule(order, late_fees_last)
 
-    parts = allocate_payment(owed, amount, order)
+    parts = allocate_payment(owed, amount, rule)
 
-    assert sum((part for _, part in parts), ZERO) == amount
-    outstanding = {None: owed.arrears_outstanding, **{s.season: s.outstanding for s in owed.seasons}}
-    assert all(part <= outstanding[slot] for slot, part in parts)
-    sequence = [None, *range(len(seasons))]
+    assert sum((part for _, _, part in parts), ZERO) == amount
+    outstanding = {(None, "payment"): owed.arrears_outstanding}
+    for s in owed.seasons:
+        outstanding[(s.season, "payment")] = s.outstanding
+        outstanding[(s.season, "late_fee_payment")] = s.late_fee_outstanding
+    assert all(part <= outstanding[(slot, kind)] for slot, kind, part in parts)
+    seasons_order = [None, *range(len(seasons))]
     if order == "current_first":
-        sequence = [len(seasons) - 1, None, *range(len(seasons) - 1)]
-    paid = [slot for slot, _ in parts]
-    assert paid == [slot for slot in sequence if slot in paid]
-    for slot, part in parts[:-1]:
-        assert part == outstanding[slot]
+        seasons_order = [len(seasons) - 1, None, *range(len(seasons) - 1)]
+    if late_fees_last:
+        sequence = [(slot, "payment") for slot in seasons_order] + [(slot, "late_fee_payment") for slot in seasons_order if slot is not None]
+    else:
+        sequence = [(slot, kind) for slot in seasons_order for kind in ("payment", "late_fee_payment") if slot is not None or kind == "payment"]
+    paid = [(slot, kind) for slot, kind, _ in parts]
+    assert paid == [item for item in sequence if item in paid]
+    for slot, kind, part in parts[:-1]:
+        assert part == outstanding[(slot, kind)]
+    if late_fees_last and any(kind == "late_fee_payment" for _, kind, _ in parts):
+        assert sum((part for _, kind, part in parts if kind == "payment"), ZERO) == owed.total - owed.late_fees_outstanding
 
 
 def test_write_off_keeps_identity(three_seasons):

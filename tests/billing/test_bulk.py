@@ -12,6 +12,7 @@ from app.billing.models import BillingRun, LedgerEntry
 from app.billing.precision import set_group_precision
 from app.billing.services import receivables_report, run_billing
 from app.extensions import db
+from app.messaging.models import OutboxEvent
 from app.network.models import Account
 from app.org.models import Group
 from tests.conftest import LEDGERS
@@ -170,3 +171,72 @@ def test_bulk_interrupted_run_resumes(import_fixture, monkeypatch, bulk_calls):
     assert {count for _, count in per_account} == {1}
     assert report["receivable_total"] == expected["receivable_total"]
     assert report["by_status"] == expected["by_status"]
+
+
+# Accounts of every kind the set-based path prices, with the charge worked by hand:
+# (company, building area, usable area, user type, status, lift, heat source kind, billing method, charge).
+MIXED_ACCOUNTS = [
+    # QD: residents pay usable area, or 0.75 × building area without one, at 30.40; 报停 pays 0.30.
+    ("QD", "92.17", None, "residential", "normal", False, "", "metered", "2101.48"),  # 69.1275 × 30.40 = 2101.476
+    ("QD", "100", "80.5", "low_income", "normal", False, "", "area", "2447.20"),  # 80.5 × 30.40
+    ("QD", "100", "80.5", "residential", "suspended", False, "", "area", "734.16"),  # 2447.20 × 0.30
+    ("QD", "120.33", "99", "non_residential", "forced_off", False, "", "area", "3978.11"),  # 120.33 × 33.06 = 3978.1098
+    ("QD", "60", None, "residential", "not_connected", False, "", "area", None),
+    # SJZ: 0.90 of the building area, 0.85 with a lift, at 22.00; 报停 pays nothing.
+    ("SJZ", "100", None, "residential", "normal", True, "", "area", "1870.00"),  # 100 × 0.85 × 22
+    ("SJZ", "100", None, "residential", "normal", False, "", "area", "1980.00"),  # 100 × 0.90 × 22
+    ("SJZ", "77.77", None, "residential", "suspended", True, "", "area", "0.00"),
+    ("SJZ", "55.55", None, "non_residential", "normal", True, "", "area", "1722.05"),  # 55.55 × 31
+    # BJ: residents heated by a gas boiler pay 30.00 instead of 24.00.
+    ("BJ", "87.35", None, "residential", "normal", False, "燃气锅炉", "area", "2620.50"),  # 87.35 × 30
+    ("BJ", "87.35", None, "residential", "normal", False, "热电联产", "area", "2096.40"),  # 87.35 × 24
+    ("BJ", "87.35", None, "non_residential", "suspended", False, "燃气锅炉", "area", "1179.23"),  # 87.35 × 45 × 0.30 = 1179.225
+    # TJ: 40.0002 × 25 = 1000.005, a tie at the fen.
+    ("TJ", "40.0002", None, "residential", "normal", False, "", "area", "1000.01"),
+    ("TJ", "87.35", None, "residential", "suspended", False, "", "area", "436.75"),  # 2183.75 × 0.20
+]
+# Half-even rounding changes the two ties: 1000.005 → 1000.00 and 1179.225 → 1179.22.
+HALF_EVEN = {"40.0002": "1000.00", ("87.35", "non_residential"): "1179.22"}
+
+
+def _bill_events(run_id):
+    """Return {account_id: payload text} of the bill.issued events of a billing run."""
+    rows = db.session.execute(
+        sa.select(OutboxEvent.key, OutboxEvent.payload).where(OutboxEvent.key.like(f"bill.issued:{run_id}:%"))
+    ).all()
+    return {int(key.rsplit(":", 1)[1]): payload for key, payload in rows}
+
+
+@pytest.mark.parametrize("rounding", ["half_up", "half_even"])
+def test_bulk_matches_hand_figures_and_loop_on_mixed_accounts(add_account, monkeypatch, bulk_calls, rounding):
+    set_group_precision(db.session.scalar(sa.select(Group).filter_by(code="NHG")), Decimal("0.01"), rounding)
+    db.session.commit()
+    accounts = []
+    for code, area, usable, user_type, status, lift, kind, method, charge in MIXED_ACCOUNTS:
+        account = add_account(code, area, usable_area=usable, user_type=user_type, status=status, lift=lift,
+                              heat_source_kind=kind, billing_method=method)
+        if rounding == "half_even":
+            charge = HALF_EVEN.get(area, HALF_EVEN.get((area, user_type), charge))
+        accounts.append((account.id, code, charge))
+
+    for code in ("QD", "SJZ", "BJ", "TJ"):
+        with monkeypatch.context() as patch:
+            patch.setattr(services, "bulk_billing_applies", lambda *args: False)
+            loop_run = run_billing(code, "2025-2026")
+        loop_lines = _charge_lines(loop_run.company_id, loop_run.season_id)
+        loop_events = _bill_events(loop_run.id)
+        _delete_charges(loop_run.company_id)
+        bulk_run = run_billing(code, "2025-2026")
+
+        assert _charge_lines(bulk_run.company_id, bulk_run.season_id) == loop_lines
+        bulk_events = _bill_events(bulk_run.id)
+        assert bulk_events == {
+            account_id: payload.replace(f'"billing_run_id":{loop_run.id},', f'"billing_run_id":{bulk_run.id},')
+            for account_id, payload in loop_events.items()
+        }
+        assert (bulk_run.accounts_billed, bulk_run.amount_posted) == (loop_run.accounts_billed, loop_run.amount_posted)
+    assert len(bulk_calls) == 4
+
+    amounts = dict(db.session.execute(sa.select(LedgerEntry.account_id, LedgerEntry.amount).filter_by(kind="charge")).all())
+    for account_id, code, charge in accounts:
+        assert amounts.get(account_id) == (Decimal(charge) if charge else None), (code, charge)

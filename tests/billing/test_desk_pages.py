@@ -9,6 +9,7 @@ from openpyxl import Workbook, load_workbook
 from app.billing.models import AllocationPolicy, CollectionTask, LedgerEntry, RerateChange
 from app.billing.services import run_billing
 from app.extensions import db
+from app.network.models import AccountTerms
 from app.org.models import User
 
 
@@ -108,6 +109,25 @@ def test_rerate_submitted_then_approved(add_account, login):
     assert amounts == [Decimal("193.41")]
 
 
+def test_rerate_rejected_on_page_keeps_account_terms(add_account, login):
+    # Area 100 from 2026-01-01 proposed (+193.41) and rejected: the account keeps 87.35 m².
+    account = add_account("TJ", "87.35")
+    run_billing("TJ", "2025-2026")
+    login("tj_clerk").post("/billing/rerates/new", data={
+        "kind": "account_terms", "account_no": account.account_no, "effective_from": "2026-01-01", "building_area": "100",
+    })
+    change = db.session.scalar(sa.select(RerateChange))
+    assert [p.difference for p in change.proposals] == [Decimal("193.41")]
+
+    login("tj_approver").post("/billing/rerates/decide", data={"change_id": change.id, "decision": "reject"})
+
+    db.session.expire_all()
+    assert change.status == "rejected"
+    assert account.building_area == Decimal("87.35")
+    assert db.session.scalar(sa.select(sa.func.count(AccountTerms.id)).filter_by(account_id=account.id)) == 0
+    assert db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)).filter_by(account_id=account.id, kind="rerate")) == 0
+
+
 def test_rerate_bad_input_shows_error(login, demo):
     clerk = login("tj_clerk")
 
@@ -157,11 +177,14 @@ def test_meter_upload_lists_errors(add_account, login, qd_season):
 def test_allocation_order_saved(login, demo):
     admin = login("tj_admin")
 
-    admin.post("/billing/allocation", data={"order": "current_first"})
-    admin.post("/billing/allocation", data={"order": "newest"})
+    admin.post("/billing/allocation", data={"order": "current_first", "late_fees_last": "1"})
+    admin.post("/billing/allocation", data={"order": "newest", "late_fees_last": ""})
 
-    assert db.session.scalar(sa.select(AllocationPolicy.order).filter_by(company_id=demo["TJ"].id)) == "current_first"
-    assert "先还本季" in admin.get("/billing/allocation").get_data(as_text=True)
+    policy = db.session.scalar(sa.select(AllocationPolicy).filter_by(company_id=demo["TJ"].id))
+    assert (policy.order, policy.late_fees_last) == ("current_first", True)
+    page = admin.get("/billing/allocation").get_data(as_text=True)
+    assert "先还本季" in page
+    assert 'name="late_fees_last" value="1" checked' in page
 
 
 def test_nav_links_follow_permissions(login, demo):

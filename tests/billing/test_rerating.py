@@ -13,7 +13,8 @@ from app.billing.models import LedgerEntry, RerateChange
 from app.billing.rerating import RerateError, create_change, post_change, reject_change
 from app.billing.services import run_billing
 from app.extensions import db
-from app.network.terms import record_terms_change
+from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
+from app.network.models import AccountTerms
 from app.org.models import User
 from app.tariffs.models import Tariff, TariffPrice
 from app.tariffs.services import get_season
@@ -40,11 +41,11 @@ def test_area_change_posts_difference_once(add_account):
     account = add_account("TJ", "87.35")
     run_billing("TJ", SEASON)
     season = get_season(account.company_id, SEASON)
-    record_terms_change(account, date(2026, 1, 1), building_area=Decimal("100"))
     change = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account,
-                           description="测绘更正")
+                           description="测绘更正", terms={"building_area": Decimal("100")})
     db.session.commit()
 
+    assert account.building_area == Decimal("87.35")
     assert _differences(change) == [(account.id, season.id, Decimal("2183.75"), Decimal("2377.16"), Decimal("193.41"))]
     assert "100㎡×25×1=1528.93" in change.proposals[0].detail
     assert _rerates(account) == []
@@ -59,7 +60,9 @@ def test_area_change_posts_difference_once(add_account):
     assert line.cause_type == "rerate_change"
     assert line.cause_id == change.id
     assert change.status == "posted"
-    again = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account)
+    assert account.building_area == Decimal("100")
+    again = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account,
+                          terms={"building_area": Decimal("100")})
     assert again.proposals == []
     assert find_invariant_breaks(account.company_id, season.id) == []
 
@@ -71,9 +74,8 @@ def test_area_change_reaches_earlier_season(add_account, add_season):
     account = add_account("TJ", "87.35")
     run_billing("TJ", "2024-2025")
     run_billing("TJ", SEASON)
-    record_terms_change(account, date(2024, 12, 1), building_area=Decimal("100"))
-
-    change = create_change(account.company_id, "account_terms", date(2024, 12, 1), _user("tj_clerk"), account=account)
+    change = create_change(account.company_id, "account_terms", date(2024, 12, 1), _user("tj_clerk"), account=account,
+                           terms={"building_area": Decimal("100")})
     post_change(change, _user("tj_approver"))
     db.session.commit()
 
@@ -126,37 +128,53 @@ def test_status_change_sets_status_when_posted(add_account):
 
 
 def test_stale_change_recomputed_before_posting(add_account):
+    # Two pending changes of the same day: 100 m² (+193.41) and 90 m². The 90 m² one posts first:
+    # 90 × 25 × 74 / 121 = 1376.03; 848.23 + 1376.03 − 2183.75 = +40.51. The 100 m² one then
+    # finds 2183.75 + 40.51 = 2224.26 billed, so its difference becomes 2377.16 − 2224.26 = +152.90.
     account = add_account("TJ", "87.35")
     run_billing("TJ", SEASON)
-    record_terms_change(account, date(2026, 1, 1), building_area=Decimal("100"))
-    change = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account)
+    change = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account,
+                           terms={"building_area": Decimal("100")})
+    other = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account,
+                          terms={"building_area": Decimal("90")})
     db.session.commit()
-    record_terms_change(account, date(2026, 1, 1), building_area=Decimal("90"))
+    post_change(other, _user("tj_approver"))
     db.session.commit()
 
     with pytest.raises(RerateError, match="差额已变化"):
         post_change(change, _user("tj_approver"))
     db.session.commit()
 
-    # 90 × 25 × 74 / 121 = 1376.03; 848.23 + 1376.03 − 2183.75 = +40.51.
-    assert [p.difference for p in change.proposals] == [Decimal("40.51")]
-    assert _rerates(account) == []
+    assert [p.difference for p in change.proposals] == [Decimal("152.90")]
+    assert [line.amount for line in _rerates(account)] == [Decimal("40.51")]
+    assert account.building_area == Decimal("90")
     assert change.status == "pending"
 
 
-def test_rejected_change_posts_nothing(add_account):
+def test_rejected_change_changes_nothing(add_account):
+    # Proposed: 100 m² from Jan 1, +193.41. Rejected, the account keeps 87.35 m² with no dated
+    # terms, the season still bills 87.35 × 25 = 2183.75, and a later change finds nothing to re-rate.
     account = add_account("TJ", "87.35")
     run_billing("TJ", SEASON)
-    record_terms_change(account, date(2026, 1, 1), building_area=Decimal("100"))
-    change = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account)
+    season = get_season(account.company_id, SEASON)
+    change = create_change(account.company_id, "account_terms", date(2026, 1, 1), _user("tj_clerk"), account=account,
+                           terms={"building_area": Decimal("100")})
+    db.session.commit()
+    assert [p.difference for p in change.proposals] == [Decimal("193.41")]
 
     reject_change(change, _user("tj_approver"))
     db.session.commit()
 
     with pytest.raises(RerateError, match="已驳回"):
         post_change(change, _user("tj_approver"))
+    db.session.rollback()
     assert _rerates(account) == []
+    assert db.session.scalars(sa.select(AccountTerms).filter_by(account_id=account.id)).all() == []
+    assert (account.building_area, account.user_type) == (Decimal("87.35"), "residential")
+    assert season_charge_total(season_charge_lines(account, season, season_tariffs(season), False, "")) == Decimal("2183.75")
     assert db.session.get(RerateChange, change.id).status == "rejected"
+    later = create_change(account.company_id, "tariff", season.start_on, _user("tj_admin"), season=season)
+    assert later.proposals == []
 
 
 CHANGES = st.lists(
@@ -171,15 +189,13 @@ def test_rerated_season_equals_fresh_bill(add_account, demo, changes):
     # After any sequence of area changes each posted as a change, the season's charge and
     # rerate lines add up to what billing the final history from scratch gives, and a further
     # change finds nothing to post.
-    from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
-
     account = add_account("TJ", "87.35")
     run_billing("TJ", SEASON)
     season = get_season(account.company_id, SEASON)
     for offset, hundredths in changes:
         day = season.start_on + timedelta(days=offset)
-        record_terms_change(account, day, building_area=Decimal(hundredths).scaleb(-2))
-        change = create_change(account.company_id, "account_terms", day, _user("tj_clerk"), account=account)
+        change = create_change(account.company_id, "account_terms", day, _user("tj_clerk"), account=account,
+                               terms={"building_area": Decimal(hundredths).scaleb(-2)})
         post_change(change, _user("tj_approver"))
         db.session.commit()
 
@@ -190,7 +206,7 @@ def test_rerated_season_equals_fresh_bill(add_account, demo, changes):
     )
     fresh = season_charge_total(season_charge_lines(account, season, season_tariffs(season), False, ""))
     assert billed == fresh
-    final = create_change(account.company_id, "account_terms", season.start_on, _user("tj_clerk"), account=account)
+    final = create_change(account.company_id, "tariff", season.start_on, _user("tj_admin"), season=season)
     assert final.proposals == []
 
 
@@ -205,9 +221,9 @@ def test_posted_status_kept_for_later_changes(add_account, add_season):
     status = create_change(account.company_id, "status", None, _user("tj_clerk"), account=account, season=earlier,
                            billing_status="suspended")
     post_change(status, _user("tj_approver"))
-    record_terms_change(account, date(2024, 11, 1), building_area=Decimal("100"))
 
-    change = create_change(account.company_id, "account_terms", date(2024, 11, 1), _user("tj_clerk"), account=account)
+    change = create_change(account.company_id, "account_terms", date(2024, 11, 1), _user("tj_clerk"), account=account,
+                           terms={"building_area": Decimal("100")})
 
     assert [p.difference for p in status.proposals] == [Decimal("-1537.36")]
     assert account.billing_status == "normal"

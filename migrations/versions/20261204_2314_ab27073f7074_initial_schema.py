@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 523b7166ff5a
+Revision ID: ab27073f7074
 Revises: 
-Create Date: 2026-12-04 23:12:03.977614
+Create Date: 2026-12-04 23:14:04.109207
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '523b7166ff5a'
+revision = 'ab27073f7074'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -298,6 +298,7 @@ def upgrade():
     op.create_table('allocation_policy',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('order', sa.String(length=24), nullable=False),
+    sa.Column('late_fees_last', sa.Boolean(), nullable=False),
     sa.Column('updated_by_id', sa.Integer(), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
@@ -890,6 +891,9 @@ def upgrade():
     sa.Column('effective_from', sa.Date(), nullable=False),
     sa.Column('season_id', sa.Integer(), nullable=True),
     sa.Column('billing_status', sa.String(length=16), nullable=True),
+    sa.Column('new_building_area', sa.BigInteger(), nullable=True),
+    sa.Column('new_usable_area', sa.BigInteger(), nullable=True),
+    sa.Column('new_user_type', sa.String(length=16), nullable=True),
     sa.Column('description', sa.String(length=255), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
