@@ -54,8 +54,9 @@ class DefaultConfig:
     LEDGER_MAX_ROWS = int(os.environ.get("HEATFLOW_LEDGER_MAX_ROWS", "200000"))
     # Seconds an uploaded ledger may wait as queued before the beat sweep sends its task again.
     LEDGER_IMPORT_SWEEP_S = float(os.environ.get("HEATFLOW_LEDGER_IMPORT_SWEEP_S", "60"))
-    # Accounts per committed batch of a set-based billing run on PostgreSQL (app/billing/bulk.py).
-    BILLING_BATCH_SIZE = int(os.environ.get("HEATFLOW_BILLING_BATCH_SIZE", "50000"))
+    # Accounts per committed batch of a set-based billing run on PostgreSQL; unset, the run
+    # uses app.billing.bulk.BATCH_SIZE (50,000).
+    BILLING_BATCH_SIZE = int(os.environ["HEATFLOW_BILLING_BATCH_SIZE"]) if os.environ.get("HEATFLOW_BILLING_BATCH_SIZE") else None
     # Font file embedded in receipt PDFs. It must contain Chinese glyphs (Debian package fonts-noto-cjk).
     RECEIPT_FONT_PATH = os.environ.get("HEATFLOW_RECEIPT_FONT_PATH", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 
