@@ -39,9 +39,13 @@ def _reject_nul_bytes():
         # Keep the raw body readable after the form is parsed: signed form posts (Alipay
         # notifications) are verified over it. Werkzeug parses the form from this cache.
         request.get_data(cache=True, parse_form_data=False)
-    values = [request.path, *request.args.values(), *request.form.values()]
-    if any("\x00" in value for value in values):
-        abort(400, "请求中含有无效字符（NUL），请检查输入后重试。")
+    if "\x00" in request.path:
+        abort(400, "请求地址中含有无效字符（NUL），请检查地址后重试。")
+    for source, values in (("查询参数", request.args), ("表单字段", request.form)):
+        for name, value in values.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                shown = name.replace("\x00", "\\0")[:64]
+                abort(400, f"{source}「{shown}」中含有无效字符（NUL）；请删除该字符后重试。")
 
 
 def _set_request_scope():

@@ -11,11 +11,16 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from app.processes.fields import MAX_COMMENT_CHARS
 from app.processes.models import DECISIONS, PROCESS_TYPES
 
+# PostgreSQL text cannot store a NUL character, so no string the API takes may contain one.
+# apispec writes the pattern into the OpenAPI document.
+NO_NUL = validate.Regexp(r"^[^\u0000]*$", error="Contains a NUL character (\\u0000); remove it.")
+
+
 def _form_values(description):
     # Loaded as `form_values` because Schema.fields is marshmallow's own attribute.
     return fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=64)),
-        values=fields.String(),
+        keys=fields.String(validate=[validate.Length(min=1, max=64), NO_NUL]),
+        values=fields.String(validate=NO_NUL),
         load_default=dict,
         data_key="fields",
         metadata={"description": description},
@@ -38,14 +43,16 @@ class TaskQuerySchema(Schema):
         unknown = EXCLUDE
 
     process_type = fields.String(validate=validate.OneOf(list(PROCESS_TYPES)), metadata={"description": "Only tasks of this process type."})
-    account_no = fields.String(validate=validate.Length(min=1, max=15), metadata={"description": "Only tasks of this account."})
+    account_no = fields.String(
+        validate=[validate.Length(min=1, max=15), NO_NUL], metadata={"description": "Only tasks of this account."}
+    )
 
 
 class StartRequestSchema(Schema):
     """Body of a request to start a process instance for an account."""
 
     account_no = fields.String(
-        required=True, validate=validate.Length(min=1, max=15), metadata={"description": "Account number (用户编号)."}
+        required=True, validate=[validate.Length(min=1, max=15), NO_NUL], metadata={"description": "Account number (用户编号)."}
     )
     form_values = _form_values(
         "Start form values by field name, all as strings, e.g. {\"reason\": \"vacant\", \"comment\": \"房屋空置\"} for a "
@@ -60,7 +67,7 @@ class CompleteRequestSchema(Schema):
         validate=validate.OneOf(list(DECISIONS)),
         metadata={"description": "Approval decision; required by approval tasks, ignored by field tasks."},
     )
-    comment = fields.String(load_default="", validate=validate.Length(max=MAX_COMMENT_CHARS))
+    comment = fields.String(load_default="", validate=[validate.Length(max=MAX_COMMENT_CHARS), NO_NUL])
     form_values = _form_values("Other task form values by field name, all as strings, e.g. {\"seal_no\": \"TJ-2025-0001\"}.")
 
 
