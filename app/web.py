@@ -5,7 +5,7 @@ import logging
 from flask import abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from app.extensions import db, login_manager
@@ -119,6 +119,12 @@ def register_web(app):
     @app.errorhandler(CSRFError)
     def csrf_error(error):
         return render_template("error.html", title="表单已过期", message="表单校验失败（CSRF），请刷新页面后重试。"), 400
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error):
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+        error.description = f"上传的内容超过 {limit // 1024 // 1024} MB 上限；请把文件拆分成几个较小的文件后分别上传。"
+        return http_error(error)
 
     @app.errorhandler(HTTPException)
     def http_error(error):

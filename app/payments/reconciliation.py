@@ -248,15 +248,29 @@ def parse_wechat_trade_bill(text):
 STATEMENT_PARSERS = {"wechatpay": parse_wechat_trade_bill}
 
 
+def decode_statement(content):
+    """Decode a statement as UTF-8 (with or without BOM), or raise ReconciliationError naming the encoding found."""
+    original = "请上传从渠道下载的原始 CSV 文件，或在 Excel 中另存为“CSV UTF-8（逗号分隔）”"
+    if content.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in content[:4096]:
+        raise ReconciliationError(f"对账单是 UTF-16 编码（Excel 另存为“Unicode 文本”时会这样），不是 UTF-8；{original}。")
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        try:
+            content.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ReconciliationError(
+                f"对账单不是 UTF-8 文本（第 {error.start + 1} 个字节无法解码）；{original}。"
+            ) from None
+        raise ReconciliationError(f"对账单是 GBK 编码（Excel 另存为 CSV 时常见），不是 UTF-8；{original}。") from None
+
+
 def parse_statement(channel, merchant_id, day, content):
     """Parse statement file bytes with the channel's parser and check every line's merchant and day."""
     parser = STATEMENT_PARSERS.get(channel)
     if parser is None:
         raise ReconciliationError(f"渠道「{channel}」暂无对账单解析器。")
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ReconciliationError("对账单不是 UTF-8 文本；请上传渠道下载的原始 CSV 文件。") from None
+    text = decode_statement(content)
     try:
         lines = parser(text)
     except (ValueError, csv.Error) as error:
