@@ -45,7 +45,8 @@ def to_decimal(value):
         raise MoneyError(f"{value!r} is a {type(value).__name__}; pass amounts as Decimal or str.")
     try:
         return Decimal(value)
-    except (InvalidOperation, TypeError) as error:
+    except (InvalidOperation, TypeError, ValueError) as error:
+        # Decimal raises ValueError for a list or tuple that is no (sign, digits, exponent) triple.
         raise MoneyError(f"{value!r} is not a number.") from error
 
 

@@ -67,6 +67,10 @@ TEXT_LIMITS = {"legacy_no": 64, "customer_name": 100, "phone": 32, "community": 
 SHOWN_VALUE_CHARS = 100
 # Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
 AREA_PLACES = 4
+# Plausibility limits that also keep quantize() within Decimal's 28-digit precision: an
+# area in m² (a large commercial building, not a typo in the unit) and an amount in yuan.
+MAX_AREA = Decimal("1000000")
+MAX_PRIOR_ARREARS = Decimal("100000000")
 
 
 class LedgerFileError(ValueError):
@@ -401,6 +405,8 @@ class _RowValidator:
                 error("building_area", raw_area, "建筑面积为空，请填写大于 0 的数字")
             elif building_area <= 0:
                 error("building_area", raw_area, "建筑面积必须大于 0")
+            elif building_area > MAX_AREA:
+                error("building_area", raw_area, f"建筑面积超过 {MAX_AREA} ㎡，请核对单位和数值")
             elif building_area != building_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
                 error("building_area", raw_area, f"建筑面积最多 {AREA_PLACES} 位小数")
         except ValueError:
@@ -412,6 +418,8 @@ class _RowValidator:
             usable_area = parse_decimal(raw_usable)
             if usable_area is not None and usable_area <= 0:
                 error("usable_area", raw_usable, "使用面积必须大于 0，或留空")
+            elif usable_area is not None and usable_area > MAX_AREA:
+                error("usable_area", raw_usable, f"使用面积超过 {MAX_AREA} ㎡，请核对单位和数值")
             elif usable_area is not None and usable_area != usable_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
                 error("usable_area", raw_usable, f"使用面积最多 {AREA_PLACES} 位小数")
         except ValueError:
@@ -441,7 +449,9 @@ class _RowValidator:
         prior_arrears = None
         try:
             prior_arrears = parse_decimal(raw_arrears)
-            if prior_arrears is not None and (prior_arrears < 0 or prior_arrears != prior_arrears.quantize(Decimal("0.01"))):
+            if prior_arrears is not None and prior_arrears > MAX_PRIOR_ARREARS:
+                error("prior_arrears", raw_arrears, f"往年欠费超过 {MAX_PRIOR_ARREARS} 元，请核对数值")
+            elif prior_arrears is not None and (prior_arrears < 0 or prior_arrears != prior_arrears.quantize(Decimal("0.01"))):
                 error("prior_arrears", raw_arrears, "往年欠费须为不小于 0 的金额，最多两位小数")
         except ValueError:
             error("prior_arrears", raw_arrears, "往年欠费不是金额，请填写数字或留空")
