@@ -172,7 +172,7 @@ def test_ledger_parser_round_trips_valid_rows(rows, as_text):
 
 @FUZZ
 @given(number=st.text(alphabet=string.digits, min_size=1, max_size=10))
-def test_full_width_legacy_number_is_the_same_number(number):
+def test_full_width_legacy_number_duplicates(number):
     full_width = "".join(chr(ord(digit) + 0xFEE0) for digit in number)
     rows = [[number, "", None, "幸福小区", 1, 1, 101, "80", None, None, "居民", "正常", None, None],
             [full_width, "", None, "幸福小区", 1, 1, 102, "80", None, None, "居民", "正常", None, None]]
