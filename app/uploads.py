@@ -1,12 +1,11 @@
 """Checks an uploaded .xlsx passes before openpyxl opens it, shared by every spreadsheet import.
 
-openpyxl streams sheet rows in read-only mode but loads the shared-strings part whole and
-trusts the zip's sizes, so a workbook is inspected first: it must be a zip, expand to at
-most XLSX_MAX_EXPANDED_BYTES, compress no more than spreadsheets do, keep its shared
-strings under XLSX_MAX_SHARED_STRINGS_BYTES, carry no macros, declare no DTD and record
-the used range of every large sheet. Python's
-zipfile stops reading a member at the size its header declares, so checking the declared
-sizes bounds what is actually decompressed.
+openpyxl streams sheet rows in read-only mode, but it loads the shared-strings part whole
+and trusts the sizes the zip declares. So a workbook must be a zip, expand to at most
+XLSX_MAX_EXPANDED_BYTES, compress no more than spreadsheets do, and keep its shared strings
+under XLSX_MAX_SHARED_STRINGS_BYTES. It may carry no macros and declare no DTD, and every
+large sheet must record its used range. Python's zipfile stops reading a member at the size
+its header declares, so checking the declared sizes bounds what is actually decompressed.
 """
 
 import io

@@ -1,5 +1,5 @@
-"""Builders of malformed upload files: broken zips, zip bombs, huge sheets, macros, formulas,
-CSV in several encodings and XML with entity expansion.
+"""Builders of malformed upload files: broken zips, zip bombs, huge sheets, macros, extra
+shared strings and XML with entity expansion.
 
 Large members are written as raw deflate streams built from one compressed block repeated,
 so a sheet that expands to gigabytes takes seconds to build and megabytes to hold.
@@ -21,22 +21,18 @@ SHEET_START = (
     '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
 )
 SHEET_END = "</sheetData></worksheet>"
-# Uncompressed bytes per repeated block of a large member.
-BLOCK_BYTES = 1024 * 1024
 # Distinct data rows per repeated block of a large sheet.
 BLOCK_ROWS = 10_000
 # Signature of an OLE2 compound file, the container of a legacy .xls and of a password-protected .xlsx.
 OLE_HEADER = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
-def workbook_bytes(rows, formulas=None):
-    """An .xlsx of one sheet with `rows`; `formulas` maps "B2" to a formula stored without a cached value."""
+def workbook_bytes(rows):
+    """An .xlsx of one sheet with `rows`, as openpyxl writes it."""
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     for row in rows:
         sheet.append(row)
-    for cell, formula in (formulas or {}).items():
-        sheet[cell] = formula
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
@@ -130,20 +126,10 @@ def zip_bytes(members):
 
 
 def with_sheet(template, sheet):
-    """`template` (.xlsx bytes) with its first sheet replaced by `sheet` (bytes or RepeatedMember)."""
+    """`template` (.xlsx bytes) with its first sheet replaced by `sheet` (bytes or a member class above)."""
     members = zip_members(template)
     members[SHEET_PATH] = sheet
     return zip_bytes(members)
-
-
-def repeated_rows_sheet(header, row, row_count):
-    """A sheet member of a header and `row` repeated `row_count` times (rows carry no r attribute)."""
-    row_text = row_xml(row).encode("utf-8")
-    per_block = max(1, BLOCK_BYTES // len(row_text))
-    blocks, rest = divmod(row_count, per_block)
-    head = (SHEET_START + row_xml(header)).encode("utf-8")
-    tail = row_text * rest + SHEET_END.encode("utf-8")
-    return RepeatedMember(head, row_text * per_block, blocks, tail)
 
 
 def zip_bomb(template, header, expanded_bytes):

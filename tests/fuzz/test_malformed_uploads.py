@@ -32,7 +32,7 @@ ZIP_BOMB_BYTES = 3 * 1024 * 1024 * 1024
 METER_ROW = ["120001000100101", 1, 2]
 LEDGER_ROW = ["测试小区", 1, 1, 5, 80, "居民", "正常"]
 
-# case -> (builder of the ledger file, builder of the meter file, expected message fragment)
+# case -> a fragment of the message that rejects it (build_case builds the file)
 SPREADSHEET_CASES = {
     "not_a_zip": "不是 zip 格式",
     "truncated_zip": "不是 zip 格式",
