@@ -15,7 +15,17 @@ from pathlib import Path
 
 
 def _peak_mb():
-    # Linux reports ru_maxrss in KiB.
+    """Return this process's peak resident set size in MB.
+
+    Linux keeps ru_maxrss across exec, so a child of a large pytest worker starts with the
+    worker's peak. VmHWM in /proc/self/status belongs to the new program's memory alone.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -2,7 +2,7 @@
 message naming the problem and the fix, never a 500, and the importers stay within a memory bound.
 
 The memory test runs the ledger and meter-reading importers in a fresh process
-(tests/fuzz/measure_upload.py) and reads its peak resident set size from getrusage.
+(tests/fuzz/measure_upload.py) and reads its peak resident set size (VmHWM, or getrusage off Linux).
 """
 
 import io
