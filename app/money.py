@@ -45,7 +45,9 @@ def to_decimal(value):
         raise MoneyError(f"{value!r} is a {type(value).__name__}; pass amounts as Decimal or str.")
     try:
         return Decimal(value)
-    except (InvalidOperation, TypeError) as error:
+    except (InvalidOperation, TypeError, ValueError, OverflowError) as error:
+        # A list or tuple that is no (sign, digits, exponent) triple raises ValueError, or
+        # OverflowError when an item exceeds a C long.
         raise MoneyError(f"{value!r} is not a number.") from error
 
 

@@ -6,7 +6,7 @@ from flask import abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from app.extensions import db, login_manager
@@ -42,9 +42,13 @@ def _reject_nul_bytes():
         # Keep the raw body readable after the form is parsed: signed form posts (Alipay
         # notifications) are verified over it. Werkzeug parses the form from this cache.
         request.get_data(cache=True, parse_form_data=False)
-    values = [request.path, *request.args.values(), *request.form.values()]
-    if any("\x00" in value for value in values):
-        abort(400, "请求中含有无效字符（NUL），请检查输入后重试。")
+    if "\x00" in request.path:
+        abort(400, "请求地址中含有无效字符（NUL），请检查地址后重试。")
+    for source, values in (("查询参数", request.args), ("表单字段", request.form)):
+        for name, value in values.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                shown = name.replace("\x00", "\\0")[:64]
+                abort(400, f"{source}「{shown}」中含有无效字符（NUL）；请删除该字符后重试。")
 
 
 def _set_request_scope():
@@ -118,6 +122,12 @@ def register_web(app):
     @app.errorhandler(CSRFError)
     def csrf_error(error):
         return render_template("error.html", title="表单已过期", message="表单校验失败（CSRF），请刷新页面后重试。"), 400
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error):
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+        error.description = f"上传的内容超过 {limit // 1024 // 1024} MB 上限；请把文件拆分成几个较小的文件后分别上传。"
+        return http_error(error)
 
     @app.errorhandler(HTTPException)
     def http_error(error):

@@ -57,6 +57,15 @@ class DefaultConfig:
     # Accounts per committed batch of a set-based billing run on PostgreSQL; unset, the run
     # uses app.billing.bulk.BATCH_SIZE (50,000).
     BILLING_BATCH_SIZE = int(os.environ["HEATFLOW_BILLING_BATCH_SIZE"]) if os.environ.get("HEATFLOW_BILLING_BATCH_SIZE") else None
+    # Largest meter-reading file, in data rows; a longer one is rejected whole.
+    METER_READINGS_MAX_ROWS = int(os.environ.get("HEATFLOW_METER_READINGS_MAX_ROWS", "100000"))
+    # Checks of every uploaded .xlsx before it is opened (app/uploads.py): the sum of the
+    # unzipped parts in bytes, the shared-strings part in bytes (openpyxl holds it in memory
+    # whole), and the compression ratio of parts over 16 MB (sheet XML compresses 10 to 20
+    # times; a zip bomb far more).
+    XLSX_MAX_EXPANDED_BYTES = int(os.environ.get("HEATFLOW_XLSX_MAX_EXPANDED_BYTES", str(1024 * 1024 * 1024)))
+    XLSX_MAX_SHARED_STRINGS_BYTES = int(os.environ.get("HEATFLOW_XLSX_MAX_SHARED_STRINGS_BYTES", str(64 * 1024 * 1024)))
+    XLSX_MAX_COMPRESSION_RATIO = int(os.environ.get("HEATFLOW_XLSX_MAX_COMPRESSION_RATIO", "200"))
     # Font file embedded in receipt PDFs. It must contain Chinese glyphs (Debian package fonts-noto-cjk).
     RECEIPT_FONT_PATH = os.environ.get("HEATFLOW_RECEIPT_FONT_PATH", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document of /api/v1, built with apispec from the marshmallow schemas and the URL map.
+"""The OpenAPI 3.1 document of /api/v1, built with apispec from the marshmallow schemas and the URL map.
 
 Paths come from the app's URL map, so each route of the api blueprint appears once, with
 the operation text from OPERATIONS. A route without an entry there makes `build_spec`
@@ -10,6 +10,7 @@ import re
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import current_app
+from marshmallow import fields, validate
 
 from app.api.schemas import (
     CompleteRequestSchema, ErrorSchema, InstanceSchema, StartRequestSchema, TaskPageSchema, TaskQuerySchema, TaskSchema,
@@ -32,6 +33,20 @@ def _error(description):
 def _id_parameter(name, description):
     return {"in": "path", "name": name, "required": True, "description": description,
             "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
+
+
+def _dict_key_lengths(self, field, **kwargs):
+    """Add `propertyNames` with the key length limits of a marshmallow Dict, which apispec leaves out."""
+    if not isinstance(field, fields.Dict) or field.key_field is None:
+        return {}
+    names = {}
+    for validator in field.key_field.validators:
+        if isinstance(validator, validate.Length):
+            if validator.min is not None:
+                names["minLength"] = validator.min
+            if validator.max is not None:
+                names["maxLength"] = validator.max
+    return {"propertyNames": names} if names else {}
 
 
 def _start_fields_description():
@@ -79,8 +94,9 @@ OPERATIONS = {
     },
     "api.claim": {
         "summary": "Claim an open task",
-        "description": "Send Content-Type: application/json; the body may be empty.",
+        "description": "The body is an empty JSON object; an empty body also works if Content-Type is application/json.",
         "parameters": [_id_parameter("task_id", "Task id.")],
+        "requestBody": {"required": True, **_json({"type": "object", "description": "Members are ignored."})},
         "responses": {
             "200": {"description": "The claimed task.", **_json(TaskSchema)},
             "400": INVALID, "401": UNAUTHORIZED, "403": _error("The task's lane is not one of the user's roles."),
@@ -111,7 +127,7 @@ OPERATIONS = {
     "api.openapi_document": {
         "summary": "This OpenAPI document",
         "security": [],
-        "responses": {"200": {"description": "The OpenAPI 3 document.", **_json({"type": "object"})}},
+        "responses": {"200": {"description": "The OpenAPI 3.1 document.", **_json({"type": "object"})}},
     },
 }
 
@@ -122,19 +138,21 @@ def openapi_path(rule):
 
 
 def build_spec():
-    """Build the OpenAPI 3 document of the api blueprint's routes as a dict."""
+    """Build the OpenAPI 3.1 document of the api blueprint's routes as a dict."""
+    marshmallow_plugin = MarshmallowPlugin()
     spec = APISpec(
         title="Heatflow API",
         version=API_VERSION,
-        openapi_version="3.0.3",
+        openapi_version="3.1.0",
         info={"description": (
             "Process tasks and requests of Heatflow. Log in through the web login (POST /login) and send its "
             "session cookie. POST requests need Content-Type: application/json. Every error body is "
             '{"error_code", "message", "status"}; ids of other companies give 404.'
         )},
-        plugins=[MarshmallowPlugin()],
+        plugins=[marshmallow_plugin],
         security=[{"sessionCookie": []}],
     )
+    marshmallow_plugin.converter.add_attribute_function(_dict_key_lengths)
     spec.components.schema("Error", schema=ErrorSchema)
     spec.components.security_scheme(
         "sessionCookie", {"type": "apiKey", "in": "cookie", "name": current_app.config.get("SESSION_COOKIE_NAME", "session")}

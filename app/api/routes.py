@@ -45,6 +45,7 @@ SERVICE_ERRORS = (
     (ConflictError, 409, "conflict"),
     (ProcessRunError, 409, "process_failed"),
 )
+JSON_TYPE_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 SERVICE_ERROR_TYPES = tuple(error_type for error_type, _, _ in SERVICE_ERRORS)
 
 
@@ -97,7 +98,7 @@ def _validation_message(messages):
 
 
 def _json_body(required=True):
-    """Return the request's JSON body, or abort with 400 bad_request when it is not JSON.
+    """Return the request's JSON object, or abort with 400 bad_request when the body is not one.
 
     An empty body counts as {} unless `required`.
     """
@@ -110,6 +111,9 @@ def _json_body(required=True):
     body = request.get_json(silent=True)
     if body is None:
         abort(400, "The request body is not valid JSON; send a JSON object.")
+    if not isinstance(body, dict):
+        kind = JSON_TYPE_NAMES.get(type(body), "value")
+        abort(400, f"The request body is a JSON {kind}, not an object; send a JSON object such as {{}}.")
     return body
 
 
@@ -214,7 +218,7 @@ def instance_detail(instance_id):
 
 @bp.get("/openapi.json")
 def openapi_document():
-    """Return the OpenAPI 3 document of this API."""
+    """Return the OpenAPI 3.1 document of this API."""
     from app.api.openapi import build_spec
 
     return jsonify(build_spec())

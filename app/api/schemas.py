@@ -13,11 +13,16 @@ from app.processes.inbox import MAX_PAGE_SIZE, PAGE_SIZE, SORTS
 from app.processes.models import DECISIONS, PROCESS_TYPES, TASK_STATUSES
 
 
+# PostgreSQL text cannot store a NUL character, so no string the API takes may contain one.
+# apispec writes the pattern into the OpenAPI document.
+NO_NUL = validate.Regexp(r"^[^\u0000]*$", error="Contains a NUL character (\\u0000); remove it.")
+
+
 def _form_values(description):
     # Loaded as `form_values` because Schema.fields is marshmallow's own attribute.
     return fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=64)),
-        values=fields.String(),
+        keys=fields.String(validate=[validate.Length(min=1, max=64), NO_NUL]),
+        values=fields.String(validate=NO_NUL),
         load_default=dict,
         data_key="fields",
         metadata={"description": description},
@@ -41,7 +46,7 @@ class TaskQuerySchema(Schema):
 
     process_type = fields.String(validate=validate.OneOf(list(PROCESS_TYPES)), metadata={"description": "Only tasks of this process type."})
     company = fields.String(
-        validate=validate.Length(min=1, max=16),
+        validate=[validate.Length(min=1, max=16), NO_NUL],
         metadata={"description": "Only tasks of the company with this code (e.g. TJ). Useful to group users, who see the group lane "
                                  "of every company; company staff see their own company only."},
     )
@@ -60,7 +65,7 @@ class TaskQuerySchema(Schema):
                                  "tasks without a due time are left out)."},
     )
     after = fields.String(
-        validate=validate.Length(min=1, max=80),
+        validate=[validate.Length(min=1, max=80), NO_NUL],
         metadata={"description": "Keyset cursor: the next_after value of the previous page. Keep the other parameters unchanged."},
     )
     limit = fields.Integer(
@@ -73,7 +78,7 @@ class StartRequestSchema(Schema):
     """Body of a request to start a process instance for an account."""
 
     account_no = fields.String(
-        required=True, validate=validate.Length(min=1, max=15), metadata={"description": "Account number (用户编号)."}
+        required=True, validate=[validate.Length(min=1, max=15), NO_NUL], metadata={"description": "Account number (用户编号)."}
     )
     form_values = _form_values(
         "Start form values by field name, all as strings, e.g. {\"reason\": \"vacant\", \"comment\": \"房屋空置\"} for a "
@@ -88,7 +93,7 @@ class CompleteRequestSchema(Schema):
         validate=validate.OneOf(list(DECISIONS)),
         metadata={"description": "Approval decision; required by approval tasks, ignored by field tasks."},
     )
-    comment = fields.String(load_default="", validate=validate.Length(max=MAX_COMMENT_CHARS))
+    comment = fields.String(load_default="", validate=[validate.Length(max=MAX_COMMENT_CHARS), NO_NUL])
     form_values = _form_values("Other task form values by field name, all as strings, e.g. {\"seal_no\": \"TJ-2025-0001\"}.")
 
 

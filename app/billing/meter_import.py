@@ -8,14 +8,12 @@ file with one message per row. A valid file stores each reading and posts its
 settlement line in one transaction.
 """
 
-import io
 import logging
-import zipfile
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
-from openpyxl import load_workbook
+from flask import current_app, has_app_context
 
 from app.billing.metered import MeteringError, settle_metered
 from app.billing.models import SeasonMeterReading
@@ -23,6 +21,7 @@ from app.billing.services import account_charge_inputs
 from app.extensions import db
 from app.network.models import Account
 from app.tariffs.services import charge_area, tariff_in_force
+from app.uploads import iter_sheet_rows, open_xlsx
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +33,7 @@ HEADERS = {
 HEADER_LABELS = {"account": "用户编号", "start_reading": "起始读数", "end_reading": "结束读数"}
 # Rows searched for the header row, for sheets with a title above it.
 HEADER_SEARCH_ROWS = 10
+# Default of METER_READINGS_MAX_ROWS: data rows per file.
 MAX_ROWS = 100_000
 READING_PLACES = Decimal("0.001")
 # Plausible season consumption per m² of charge area, in GJ. Typical northern-China
@@ -99,15 +99,22 @@ def _reading(text):
     return value, None
 
 
-def read_rows(content):
-    """Return ([(excel row, {key: text})], header row index) of a readings workbook."""
+def read_rows(content, max_rows=None):
+    """Return [(excel row, {key: text})] of a readings workbook's first sheet.
+
+    A sheet with more than `max_rows` data rows (METER_READINGS_MAX_ROWS by default) is
+    rejected whole rather than cut, so no reading is silently left out.
+    """
+    if max_rows is None:
+        max_rows = current_app.config.get("METER_READINGS_MAX_ROWS", MAX_ROWS) if has_app_context() else MAX_ROWS
+    workbook = open_xlsx(content, MeterImportError)
     try:
-        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
-        raise MeterImportError("文件不是有效的 .xlsx 工作簿；请用 Excel 另存为 .xlsx 后重新上传。") from None
-    sheet = workbook.worksheets[0]
-    rows = list(sheet.iter_rows(values_only=True, max_row=MAX_ROWS + HEADER_SEARCH_ROWS))
-    workbook.close()
+        if not workbook.worksheets:
+            raise MeterImportError("工作簿中没有工作表；请在第一个工作表中填写读数后重新上传。")
+        sheet = workbook.worksheets[0]
+        rows = list(iter_sheet_rows(sheet, max_rows, MeterImportError, header_rows=HEADER_SEARCH_ROWS))
+    finally:
+        workbook.close()
     header_index, columns = _find_header(rows)
     result = []
     for offset, row in enumerate(rows[header_index + 1:], start=header_index + 2):

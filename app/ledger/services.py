@@ -13,6 +13,7 @@ from app.extensions import db
 from app.ledger.models import LedgerValueMap
 from app.ledger.parser import LedgerFileError, RowError, parse_ledger
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
+from app.network.numbering import format_account_no
 from app.org.models import Company
 
 logger = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def _dwelling_conflicts(company, parsed):
         code = communities.get(row.community)
         if code is None or not row.legacy_no or row.legacy_no not in number_by_legacy:
             continue
-        account_no = f"{company.number}{code}{row.building:03d}{row.unit:02d}{row.room:04d}"
+        account_no = format_account_no(company.number, code, row.building, row.unit, row.room)
         if account_no != number_by_legacy[row.legacy_no] and account_no in legacy_by_number:
             errors.append(RowError(
                 row.excel_row, parsed.columns.get("room", "房号"), str(row.room),
@@ -284,7 +285,7 @@ def _store(company, parsed, result, user_id, progress):
         community = cache.community(row.community)
         unit = cache.unit(community, row.building, row.unit, row.has_lift)
         station = cache.station(row.station, row.heat_source) if row.station else None
-        account_no = f"{company.number}{community.code}{row.building:03d}{row.unit:02d}{row.room:04d}"
+        account_no = format_account_no(company.number, community.code, row.building, row.unit, row.room)
         values = {
             "customer_name": row.customer_name,
             "phone": row.phone,

@@ -10,6 +10,7 @@ Statements come from the channel (download_and_reconcile, run daily from Celery 
 from a finance upload; the adapters in app/integrations/ parse them.
 """
 
+import csv
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -247,6 +248,23 @@ def _parse_lines(channel, merchant_id, content):
     raise ReconciliationError(f"渠道「{channel}」暂无对账单解析器。")
 
 
+def decode_statement(content):
+    """Decode a statement as UTF-8 (with or without BOM), or raise ReconciliationError naming the encoding found."""
+    original = "请上传从渠道下载的原始 CSV 文件，或在 Excel 中另存为“CSV UTF-8（逗号分隔）”"
+    if content.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in content[:4096]:
+        raise ReconciliationError(f"对账单是 UTF-16 编码（Excel 另存为“Unicode 文本”时会这样），不是 UTF-8；{original}。")
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        try:
+            content.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ReconciliationError(
+                f"对账单不是 UTF-8 文本（第 {error.start + 1} 个字节无法解码）；{original}。"
+            ) from None
+        raise ReconciliationError(f"对账单是 GBK 编码（Excel 另存为 CSV 时常见），不是 UTF-8；{original}。") from None
+
+
 def parse_statement(channel, merchant_id, day, content):
     """Parse statement file bytes with the channel adapter's parser and check every line's merchant and day.
 
@@ -254,11 +272,16 @@ def parse_statement(channel, merchant_id, day, content):
     """
     if not content:
         return []
+    if channel == "wechatpay":
+        # WeChat Pay bills are UTF-8; a bill re-saved in another encoding gets a message naming it.
+        decode_statement(content)
     try:
         lines = _parse_lines(channel, merchant_id, content)
     except StatementError as error:
         raise ReconciliationError(str(error)) from None
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, csv.Error) as error:
+        if isinstance(error, ReconciliationError):
+            raise
         raise ReconciliationError(f"对账单无法解析（{error}）；请使用渠道下载的原始账单文件。") from None
     check_lines(channel, merchant_id, day, lines)
     return lines

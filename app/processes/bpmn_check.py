@@ -17,6 +17,8 @@ BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 MAX_FILE_BYTES = 5 * 1024 * 1024
+DTD_PATTERN = re.compile(rb"<!(DOCTYPE|ENTITY)\b")
+DTD_ERROR = "the file declares a DOCTYPE or entities, which BPMN files do not use; remove <!DOCTYPE ...> and upload it again"
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +213,10 @@ def check_bpmn(content):
     report = CheckReport()
     if len(content) > MAX_FILE_BYTES:
         report.file_error = f"the file is larger than {MAX_FILE_BYTES // 1024 // 1024} MB"
+        return report
+    if DTD_PATTERN.search(content):
+        # The engine parses the file again with SpiffWorkflow's own parser; no BPMN tool writes a DTD.
+        report.file_error = DTD_ERROR
         return report
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
     try:

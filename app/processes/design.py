@@ -17,7 +17,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
 from app.org.models import Role
-from app.processes.bpmn_check import BPMN_NS, check_bpmn
+from app.processes.bpmn_check import BPMN_NS, DTD_ERROR, check_bpmn
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, sha256_text
 from app.processes.engine import KNOWN_LANES, ModelValidationError, ProcessRunError, RunContext, load_workflow, validate_model
 from app.processes.fields import TASK_FORMS
@@ -247,6 +247,8 @@ def validate_design(company, process_type, bpmn_xml):
     check_process_type(process_type)
     _check_size(bpmn_xml)
     report = check_bpmn(bpmn_xml.encode("utf-8"))
+    if report.file_error == DTD_ERROR:
+        return [{"element_id": "", "message": "文件含有 DOCTYPE 或实体声明（<!DOCTYPE …>），BPMN 文件不需要它们；请删除后重新保存。"}]
     if report.file_error:
         return [{"element_id": "", "message": f"文件无法读取：{report.file_error}"}]
     findings = [{"element_id": f.element_id, "message": f.reason} for f in report.findings]

@@ -150,6 +150,9 @@ def _cell_text(entry):
     return "" if text == "-" else text
 
 
+DOCTYPE_MESSAGE = "决策表不能包含 DOCTYPE 或实体声明；请删除 <!DOCTYPE ...> 后再保存。"
+
+
 def parse_xml(xml):
     """Parse DMN text into an lxml root, or raise DecisionError naming the line of a syntax error.
 
@@ -158,12 +161,15 @@ def parse_xml(xml):
     """
     if len(xml) > MAX_DMN_CHARS:
         raise DecisionError([Problem("definitions", f"决策表共 {len(xml)} 个字符，超过 {MAX_DMN_CHARS} 字符上限；请精简规则。")])
+    # Checked before parsing too: lxml stops entity expansion (billion laughs) with a syntax error that names no cause.
+    if "<!DOCTYPE" in xml or "<!ENTITY" in xml:
+        raise DecisionError([Problem("definitions", DOCTYPE_MESSAGE)])
     try:
         root = etree.fromstring(xml.encode("utf-8"), parser=etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as error:
         raise DecisionError([Problem("definitions", f"不是格式正确的 XML（第 {error.lineno} 行）：{error.msg}。请检查标签是否成对闭合。")]) from error
     if root.getroottree().docinfo.doctype:
-        raise DecisionError([Problem("definitions", "决策表不能包含 DOCTYPE 声明；请删除 <!DOCTYPE ...> 后再保存。")])
+        raise DecisionError([Problem("definitions", DOCTYPE_MESSAGE)])
     return root
 
 

@@ -126,7 +126,9 @@ def test_start_validation_errors(demo, make_account, login):
     response = clerk.post(f"{API}/processes/suspension/instances", data="{not json", content_type="application/json")
     assert "not valid JSON" in _assert_error(response, 400, "bad_request")["message"]
     response = clerk.post(f"{API}/processes/suspension/instances", json=["a", "list"])
-    _assert_error(response, 400, "validation_error")
+    assert "JSON array, not an object" in _assert_error(response, 400, "bad_request")["message"]
+    body = _assert_error(_start(clerk, "1\x002"), 400, "validation_error")
+    assert body["errors"] == {"account_no": ["Contains a NUL character (\\u0000); remove it."]}
 
     _assert_error(_start(clerk, "999999999999999"), 404, "not_found")
     assert _count(ProcessInstance) == 0

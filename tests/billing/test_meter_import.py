@@ -114,7 +114,7 @@ def test_changed_reading_rejected(two_metered):
 def test_unreadable_file_rejected(two_metered):
     first, _second, season = two_metered
 
-    with pytest.raises(MeterImportError, match="不是有效的 .xlsx"):
+    with pytest.raises(MeterImportError, match="不是 Excel .xlsx 工作簿"):
         import_meter_readings(first.company_id, season, b"not a workbook", "x.xlsx")
     with pytest.raises(MeterImportError, match="没有找到表头"):
         import_meter_readings(first.company_id, season, _workbook([(first.account_no, "1", "2")], header=("户名", "读数")), "x.xlsx")

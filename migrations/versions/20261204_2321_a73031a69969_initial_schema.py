@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ab27073f7074
+Revision ID: a73031a69969
 Revises: 
-Create Date: 2026-12-04 23:14:04.109207
+Create Date: 2026-12-04 23:21:41.141533
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'ab27073f7074'
+revision = 'a73031a69969'
 down_revision = None
 branch_labels = None
 depends_on = None
