@@ -8,6 +8,8 @@ Create Date: 2026-12-04 20:42:08.021010
 from alembic import op
 import sqlalchemy as sa
 
+from app.rls import sync_row_level_security
+
 
 # revision identifiers, used by Alembic.
 revision = 'b930f5a2ea02'
@@ -1199,6 +1201,8 @@ def upgrade():
         batch_op.create_index('ix_payment_notification_company_transaction', ['company_id', 'transaction_id'], unique=False)
 
     # ### end Alembic commands ###
+    # Tenant policies on every table with company_id (PostgreSQL only); see app/rls.py.
+    sync_row_level_security(op.get_bind())
 
 
 def downgrade():
