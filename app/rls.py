@@ -17,14 +17,10 @@ app as a role that only holds the grants of `grant_app_role`, because an owner c
 RLS off again.
 """
 
-import logging
-
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from app.tenancy import current_scope
-
-logger = logging.getLogger(__name__)
 
 VISIBLE_SETTING = "heatflow.visible_companies"
 WRITABLE_SETTING = "heatflow.writable_companies"
@@ -106,6 +102,22 @@ def sync_row_level_security(connection):
     return tables
 
 
+def missing_policies(connection):
+    """Return (number of tables with every tenant policy, names of tables with company_id that lack one)."""
+    expected = {POLICY_PREFIX + command for command in POLICY_COMMANDS}
+    rows = connection.execute(
+        sa.text(
+            "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity,"
+            " array(SELECT p.polname FROM pg_policy p WHERE p.polrelid = c.oid)"
+            " FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+        )
+    ).all()
+    state = {name: forced and expected <= set(policies) for name, forced, policies in rows}
+    tables = company_owned_tables(connection)
+    missing = [table for table in tables if not state.get(table)]
+    return len(tables) - len(missing), missing
+
+
 def grant_app_role(connection, role):
     """Grant `role` read and write access to every table and sequence, and nothing more.
 
@@ -128,13 +140,13 @@ def _forget_settings(conn, *args):
 
 
 def _apply_scope_settings(conn, cursor, statement, parameters, context, executemany):
-    wanted = scope_settings(current_scope())
-    if conn.info.get(_CACHE_KEY) == wanted:
+    expected = scope_settings(current_scope())
+    if conn.info.get(_CACHE_KEY) == expected:
         return
     # A separate client cursor, so a server-side cursor of the statement itself is untouched.
     with cursor.connection.cursor() as setter:
-        setter.execute(_SET_SQL, (VISIBLE_SETTING, wanted[0], WRITABLE_SETTING, wanted[1]))
-    conn.info[_CACHE_KEY] = wanted
+        setter.execute(_SET_SQL, (VISIBLE_SETTING, expected[0], WRITABLE_SETTING, expected[1]))
+    conn.info[_CACHE_KEY] = expected
 
 
 def install_scope_settings(engine):

@@ -14,6 +14,7 @@ from app.extensions import db
 from app.network.models import Account
 from app.rls import POLICY_COMMANDS, POLICY_PREFIX, company_owned_tables, role_bypasses_rls, scope_settings, sync_row_level_security
 from app.tenancy import SYSTEM_SCOPE, TenantScope, company_scope, scoped
+from tests.conftest import POSTGRES_APP_ROLE
 
 HQ_READ_ONLY = TenantScope(visible=None, writable=frozenset(), label="hq-read-only")
 
@@ -219,3 +220,45 @@ def test_scope_settings_values():
     assert scope_settings(company_scope(7)) == ("7", "7")
     assert scope_settings(TenantScope(visible=frozenset({3, 1}), writable=frozenset())) == ("1,3", "")
     assert scope_settings(HQ_READ_ONLY) == ("*", "")
+
+
+def test_rls_check_command_passes(postgres_only, app_ctx):
+    result = app_ctx.test_cli_runner().invoke(args=["heat", "rls", "check"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: ")
+    assert f"{len(company_owned_tables(db.session.connection()))} tables" in result.output
+
+
+def test_rls_check_command_finds_missing_policy(postgres_only, app_ctx, owner_engine):
+    with owner_engine.begin() as connection:
+        connection.execute(sa.text(f"DROP POLICY {POLICY_PREFIX}select ON community"))
+    try:
+        result = app_ctx.test_cli_runner().invoke(args=["heat", "rls", "check"])
+    finally:
+        with owner_engine.begin() as connection:
+            sync_row_level_security(connection)
+
+    assert result.exit_code == 1
+    assert "table community has company_id but lacks tenant policies" in result.stderr
+
+
+def test_rls_grant_command_as_owner(postgres_only, app_ctx, database_owner_url):
+    from app import create_app
+    from app.celery_app import init_celery
+
+    owner_app = create_app({"SQLALCHEMY_DATABASE_URI": database_owner_url}, config_name="testing")
+    try:
+        # The CLI runs in the innermost app context, so push the owner's over the test's.
+        with owner_app.app_context():
+            result = owner_app.test_cli_runner().invoke(args=["heat", "rls", "grant", POSTGRES_APP_ROLE])
+            checked = owner_app.test_cli_runner().invoke(args=["heat", "rls", "check"])
+            db.engine.dispose()
+    finally:
+        init_celery(app_ctx)
+
+    assert result.exit_code == 0, result.output
+    assert "tables under row-level security" in result.output
+    # The owner here is the postgres superuser, which no policy binds.
+    assert checked.exit_code == 1
+    assert "is a superuser or has BYPASSRLS" in checked.stderr
