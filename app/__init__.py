@@ -20,6 +20,10 @@ def create_app(overrides=None, config_name=None):
     from app.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
+    from app.rls import install_scope_settings
+
+    with app.app_context():
+        install_scope_settings(db.engine)
     migrate.init_app(app, db, directory=str(INSTANCE_DIR.parent / "migrations"), render_as_batch=True, compare_type=True)
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -1,4 +1,8 @@
-"""Operator commands: `flask --app wsgi heat ...`. Their output format is a stable contract."""
+"""Operator commands: `flask --app wsgi heat ...`. Their output format is a stable contract.
+
+Commands run under the system scope. A command given `--company` runs its work under that
+company's scope, so the tenant filter and row-level security limit it to that company.
+"""
 
 import json
 import sys
@@ -6,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 from flask.cli import AppGroup
 
 from app.billing.services import BillingError, receivables_report, run_billing
@@ -14,6 +19,7 @@ from app.ledger.services import find_company, import_ledger, record_import
 from app.onboarding.services import OnboardingError, onboard_company, preflight_ledger
 from app.onboarding.spec import SpecError, load_spec_toml
 from app.tariffs.services import TariffError
+from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 heat = AppGroup("heat", help="Heatflow operator commands.")
 
@@ -39,8 +45,9 @@ def import_ledger_command(company_code, path):
         click.echo(f"File {path} not found.", err=True)
         sys.exit(1)
     content = path.read_bytes()
-    result = import_ledger(company, content, path.name)
-    record_import(company, path.name, content, result)
+    with scoped(company_scope(company.id, label=f"cli:import-ledger:{company.code}")):
+        result = import_ledger(company, content, path.name)
+        record_import(company, path.name, content, result)
     if result.ok:
         click.echo(result.summary())
         return
@@ -55,8 +62,10 @@ def import_ledger_command(company_code, path):
 @click.option("--season", required=True, help="Season name, e.g. 2025-2026.")
 def bill_command(company_code, season):
     """Post the season charge of every account that has none yet (safe to re-run)."""
+    company_id = _company_id_or_exit(company_code)
     try:
-        run = run_billing(company_code, season)
+        with scoped(company_scope(company_id, label=f"cli:bill:{company_code}")):
+            run = run_billing(company_code, season)
     except (BillingError, TariffError) as error:
         click.echo(str(error), err=True)
         sys.exit(1)
@@ -81,8 +90,10 @@ def hq_rebuild_totals_command():
 @click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="text", help="Output format.")
 def receivables_command(company_code, season, output_format):
     """Print receivables per status and per account for a company and season."""
+    company_id = _company_id_or_exit(company_code)
     try:
-        report = receivables_report(company_code, season)
+        with scoped(company_scope(company_id, label=f"cli:receivables:{company_code}")):
+            report = receivables_report(company_code, season)
     except (BillingError, TariffError) as error:
         click.echo(str(error), err=True)
         sys.exit(1)
@@ -202,7 +213,9 @@ def audit_verify_command(company_code):
     from app.processes.audit import verify_all_chains
 
     company_id = _company_id_or_exit(company_code) if company_code else None
-    result = verify_all_chains(company_id)
+    scope = company_scope(company_id, label=f"cli:audit-verify:{company_code}") if company_id else SYSTEM_SCOPE
+    with scoped(scope):
+        result = verify_all_chains(company_id)
     if not result.broken:
         click.echo(f"ok: {result.instances} instances, {result.events} events")
         return
@@ -398,6 +411,48 @@ def run_command(host, port):
             worker.wait(timeout=15)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+rls = AppGroup("rls", help="PostgreSQL row-level security of the company-owned tables.")
+heat.add_command(rls)
+
+
+@rls.command("grant")
+@click.argument("role")
+def rls_grant_command(role):
+    """Refresh the tenant policies and grant ROLE data access only; run as the table owner after `db upgrade`."""
+    from app.extensions import db
+    from app.rls import grant_app_role, sync_row_level_security
+
+    if db.engine.dialect.name != "postgresql":
+        click.echo("Row-level security needs PostgreSQL; DATABASE_URL points elsewhere.", err=True)
+        sys.exit(1)
+    with db.engine.begin() as connection:
+        tables = sync_row_level_security(connection)
+        grant_app_role(connection, role)
+    click.echo(f"{len(tables)} tables under row-level security; {role} may read and write rows, not change the schema.")
+
+
+@rls.command("check")
+def rls_check_command():
+    """Check that every company-owned table has its policies and the connected role cannot bypass them; exit 1 if not."""
+    from app.extensions import db
+    from app.rls import missing_policies, role_bypasses_rls
+
+    if db.engine.dialect.name != "postgresql":
+        click.echo("Row-level security needs PostgreSQL; DATABASE_URL points elsewhere.", err=True)
+        sys.exit(1)
+    with db.engine.connect() as connection:
+        covered, missing = missing_policies(connection)
+        bypasses = role_bypasses_rls(connection)
+        user = connection.execute(sa.text("SELECT current_user")).scalar()
+    for table in missing:
+        click.echo(f"table {table} has company_id but lacks tenant policies; run `flask heat rls grant ROLE` as the owner.", err=True)
+    if bypasses:
+        click.echo(f"role {user} is a superuser or has BYPASSRLS, so no policy applies to it; connect the app as a restricted role.", err=True)
+    if missing or bypasses:
+        sys.exit(1)
+    click.echo(f"ok: {covered} tables under row-level security, role {user} is bound by the policies")
 
 
 def register_cli(app):

@@ -64,6 +64,15 @@ def company_scope(company_id, label=""):
     return TenantScope(visible=ids, writable=ids, label=label or f"company:{company_id}")
 
 
+def reading_every_company():
+    """Return a scope that reads every company and writes only what the current scope writes.
+
+    For the few group-wide rows every company reads, such as the group's process templates.
+    """
+    scope = current_scope()
+    return TenantScope(visible=None, writable=scope.writable, label=f"{scope.label}+read-all")
+
+
 class CompanyOwned:
     """Mixin for tables whose rows belong to one company (the tenant)."""
 

@@ -8,6 +8,7 @@ Create Date: ${create_date}
 from alembic import op
 import sqlalchemy as sa
 ${imports if imports else ""}
+from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
 revision = ${repr(up_revision)}
@@ -18,6 +19,8 @@ depends_on = ${repr(depends_on)}
 
 def upgrade():
     ${upgrades if upgrades else "pass"}
+    # Tenant policies on every table with company_id (PostgreSQL only); see app/rls.py.
+    sync_row_level_security(op.get_bind())
 
 
 def downgrade():

@@ -2,8 +2,11 @@
 logged-in clients.
 
 HEATFLOW_TEST_BACKENDS lists the backends (default "sqlite,postgres"). PostgreSQL runs on
-127.0.0.1:5432 as user postgres; each test session creates its own database and drops it
-at the end.
+127.0.0.1:5432: each test session creates its own database as user postgres, migrates it
+as postgres (the table owner), and runs the app as the restricted role HEATFLOW_TEST_PG_APP_ROLE
+(default heatflow_app: no superuser, no BYPASSRLS, data grants only), so every test also
+passes through the row-level security policies of app/rls.py. The database is dropped at
+the end.
 """
 
 import os
@@ -26,6 +29,37 @@ LEDGERS = FIXTURES / "ledgers"
 BACKENDS = [b for b in os.environ.get("HEATFLOW_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 SERVER_STOP_TIMEOUT_S = 10
 POSTGRES_ADMIN_URL = os.environ.get("HEATFLOW_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+POSTGRES_APP_ROLE = os.environ.get("HEATFLOW_TEST_PG_APP_ROLE", "heatflow_app")
+
+
+def _ensure_app_role():
+    """Create the restricted login role once per cluster; parallel sessions may race for it."""
+    engine = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(
+            sa.text(
+                "DO $$ BEGIN"
+                f" CREATE ROLE {POSTGRES_APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;"
+                " EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;"
+                " END $$"
+            )
+        )
+    engine.dispose()
+
+
+def grant_test_app_role(owner_url):
+    """Grant the app role the data rights production gives it (`app.rls.grant_app_role`)."""
+    from app.rls import grant_app_role
+
+    engine = sa.create_engine(owner_url)
+    with engine.begin() as connection:
+        grant_app_role(connection, POSTGRES_APP_ROLE)
+    engine.dispose()
+
+
+def app_role_url(owner_url):
+    """Return `owner_url` with the user replaced by the restricted app role."""
+    return sa.make_url(owner_url).set(username=POSTGRES_APP_ROLE, password=None).render_as_string(hide_password=False)
 
 
 def _create_postgres_database():
@@ -69,22 +103,44 @@ def backend(request):
     return request.param
 
 
+def migrate_database(url):
+    """Upgrade the database at `url` to the head revision, connected as the user in `url`."""
+    from flask_migrate import upgrade
+
+    owner_app = create_app({"SQLALCHEMY_DATABASE_URI": url}, config_name="testing")
+    with owner_app.app_context():
+        upgrade()
+        db.session.remove()
+        db.engine.dispose()
+
+
 @pytest.fixture(scope="session")
-def app(backend, tmp_path_factory):
-    """The app on a migrated database of `backend`, shared by the session."""
+def database_owner_url(backend, tmp_path_factory):
+    """URL of the session database as its owner (on SQLite simply the file)."""
     url, pg_name = database_url_for(backend, tmp_path_factory)
+    yield url
+    if pg_name:
+        _drop_postgres_database(pg_name)
+
+
+@pytest.fixture(scope="session")
+def app(backend, database_owner_url):
+    """The app on a migrated database of `backend`, shared by the session.
+
+    On PostgreSQL the app connects as the restricted role, not as the owner.
+    """
+    migrate_database(database_owner_url)
+    url = database_owner_url
+    if backend == "postgres":
+        _ensure_app_role()
+        grant_test_app_role(database_owner_url)
+        url = app_role_url(database_owner_url)
     application = create_app({"SQLALCHEMY_DATABASE_URI": url}, config_name="testing")
     application.test_client_class = UserClient
-    with application.app_context():
-        from flask_migrate import upgrade
-
-        upgrade()
     yield application
     with application.app_context():
         db.session.remove()
         db.engine.dispose()
-    if pg_name:
-        _drop_postgres_database(pg_name)
 
 
 @pytest.fixture(scope="session")
@@ -99,23 +155,35 @@ def live_server_url(app):
     thread.join(timeout=SERVER_STOP_TIMEOUT_S)
 
 
-def _empty_all_tables():
+@pytest.fixture(scope="session")
+def owner_engine(database_owner_url):
+    """An engine connected as the owner of the session database, for cleanup between tests."""
+    engine = sa.create_engine(database_owner_url)
+    yield engine
+    engine.dispose()
+
+
+def _empty_all_tables(owner_engine):
     tables = list(reversed(db.metadata.sorted_tables))
-    if db.engine.dialect.name == "postgresql":
+    if owner_engine.dialect.name == "postgresql":
+        # As the owner, because RESTART IDENTITY needs the sequences' owner. The lock timeout
+        # turns a connection left in a transaction by the previous test into an error, not a hang.
         names = ", ".join(f'"{t.name}"' for t in tables)
-        db.session.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        with owner_engine.begin() as connection:
+            connection.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
+            connection.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     else:
         for table in tables:
             db.session.execute(table.delete())
-    db.session.commit()
+        db.session.commit()
 
 
 @pytest.fixture
-def app_ctx(app):
+def app_ctx(app, owner_engine):
     """An app context on an empty schema, under the system scope."""
     with app.app_context():
         set_scope(SYSTEM_SCOPE)
-        _empty_all_tables()
+        _empty_all_tables(owner_engine)
         yield app
         db.session.rollback()
         set_scope(SYSTEM_SCOPE)

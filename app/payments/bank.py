@@ -23,7 +23,7 @@ from app.locking import lock_row
 from app.network.models import Account
 from app.payments import channels
 from app.payments.models import BankAgreement, BankTransaction, Payment, PaymentNotification, Refund, utcnow
-from app.payments.online import post_channel_payment
+from app.payments.online import post_channel_payment, store_notification_log
 from app.payments.refunds import RefundError, reverse_payment
 from app.payments.services import amount_owed
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
@@ -64,9 +64,7 @@ def handle_bank_request(headers, raw_body, now=None):
         db.session.rollback()
         log.outcome, log.reason = "rejected", error.reason[:255]
         body = wire.reply_body(None, wire.SIGNATURE_ERROR if "signature" in error.reason or "window" in error.reason else wire.BAD_REQUEST, error.reason)
-    with scoped(SYSTEM_SCOPE):
-        db.session.add(log)
-        db.session.commit()
+    store_notification_log(log)
     logger.info("Bank request %s %s: %s", log.event_type, log.transaction_id, log.reason)
     if adapter is None:
         return BankReply(NotificationReply(400, body, "application/json; charset=utf-8"), {})

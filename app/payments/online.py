@@ -160,7 +160,7 @@ def handle_notification(channel_code, headers, raw_body, now=None):
         result = NotificationResult(False, "rejected", f"keys could not be loaded: {error}")
     log.outcome = result.outcome
     log.reason = result.reason[:255]
-    _store_log(log)
+    store_notification_log(log)
     if result.outcome == "accepted" and log.payment_id is not None:
         from app.invoicing.issuing import payment_posted
 
@@ -192,10 +192,17 @@ def _fill_log(log, event):
     log.amount = event.amount
 
 
-def _store_log(log):
+def store_notification_log(log):
+    """Commit a PaymentNotification and detach it with every value loaded.
+
+    The caller goes on under a company scope or under none, where row-level security hides
+    a row without company_id, so reloading the expired row there would fail.
+    """
     with scoped(SYSTEM_SCOPE):
         db.session.add(log)
         db.session.commit()
+        db.session.refresh(log)
+        db.session.expunge(log)
 
 
 def _route(channel_code, event):

@@ -23,6 +23,7 @@ from app.processes.engine import KNOWN_LANES, ModelValidationError, ProcessRunEr
 from app.processes.fields import TASK_FORMS
 from app.processes.models import PROCESS_TYPES, ProcessDraft, ProcessTemplate
 from app.processes.registry import SERVICES
+from app.tenancy import reading_every_company, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def template_query(process_type):
 
 def latest_template(process_type):
     """Return the newest published group template of a process type, or None when only the bundled file exists."""
-    return db.session.scalar(template_query(process_type).limit(1))
+    # Templates belong to headquarters, so row-level security hides them from a company scope.
+    with scoped(reading_every_company()):
+        return db.session.scalar(template_query(process_type).limit(1))
 
 
 def template_source(process_type):

@@ -366,8 +366,8 @@ class ProcessDraft(CompanyOwned, db.Model):
 class ProcessTemplate(CompanyOwned, db.Model):
     """One published version of a group template diagram, owned by the headquarters company.
 
-    Every company may read templates (through `template_query`, which skips the tenant
-    filter); only headquarters users with process.template publish them.
+    Every company may read templates (through `latest_template`, which widens the read
+    scope to every company); only headquarters users with process.template publish them.
     """
 
     __table_args__ = (sa.UniqueConstraint("company_id", "process_type", "version"),)

@@ -58,3 +58,31 @@ def test_demo_twice_changes_nothing(app_ctx):
     counts_after = {t.name: db.session.execute(t.select()).all() for t in db.metadata.sorted_tables}
 
     assert counts_after == counts_before
+
+
+def test_cli_company_commands_use_company_scope(app_ctx, monkeypatch):
+    import app.cli as cli
+    from app.ledger.services import find_company
+    from app.tenancy import current_scope
+
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+    seen = {}
+
+    def spy(name, function):
+        def wrapper(*args, **kwargs):
+            seen[name] = current_scope().visible
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(cli, name, wrapper)
+
+    for name in ("import_ledger", "run_billing", "receivables_report"):
+        spy(name, getattr(cli, name))
+    runner.invoke(args=["heat", "import-ledger", "--company", "BJ", str(LEDGERS / "BJ-shared.xlsx")])
+    runner.invoke(args=["heat", "bill", "--company", "BJ", "--season", "2025-2026"])
+    runner.invoke(args=["heat", "receivables", "--company", "BJ", "--season", "2025-2026"])
+
+    bj = frozenset([find_company("BJ").id])
+    assert seen["import_ledger"] == bj
+    assert seen["run_billing"] == bj
+    assert seen["receivables_report"] == bj

@@ -59,3 +59,77 @@ def test_company_admin_cannot_touch_other_company_user(demo, login):
 
     assert response.status_code == 404
     assert db.session.scalars(sa.select(UserRole.role_id).filter_by(user_id=qd_clerk.id)).all() == roles_before
+
+
+def _roles_of(username):
+    user = db.session.scalar(sa.select(User).filter_by(username=username))
+    return sorted(db.session.scalars(sa.select(UserRole.role_id).filter_by(user_id=user.id)))
+
+
+def test_company_admin_cannot_grant_ungranted_function(demo, login):
+    tj = demo["TJ"]
+    db.session.execute(sa.delete(CompanyFunction).filter_by(company_id=tj.id, function="fieldwork"))
+    db.session.commit()
+
+    response = login("tj_admin").post("/admin/roles", data={"code": "inspector", "name": "稽查员", "permissions": ["fieldwork.do"]})
+
+    assert response.status_code == 302
+    assert db.session.scalar(sa.select(Role).filter_by(company_id=tj.id, code="inspector")) is None
+
+
+def test_company_admin_cannot_assign_role_beyond_grants(demo, login):
+    # The cashier role keeps its payment permissions after the group revokes the payments
+    # function, so handing it out would grant what the company no longer has.
+    tj = demo["TJ"]
+    db.session.execute(sa.delete(CompanyFunction).filter_by(company_id=tj.id, function="payments"))
+    db.session.commit()
+    cashier_role = db.session.scalar(sa.select(Role).filter_by(company_id=tj.id, code="cashier"))
+    field = db.session.scalar(sa.select(User).filter_by(username="tj_field"))
+    before = _roles_of("tj_field")
+
+    response = login("tj_admin").post(f"/admin/users/{field.id}/roles", data={"role_ids": [str(cashier_role.id), *map(str, before)]})
+
+    assert response.status_code == 302
+    assert _roles_of("tj_field") == before
+
+
+def test_company_admin_cannot_raise_own_role(demo, login):
+    tj = demo["TJ"]
+    admin_role = db.session.scalar(sa.select(Role).filter_by(company_id=tj.id, code="company_admin"))
+    permissions_before = list(admin_role.permissions)
+
+    response = login("tj_admin").post("/admin/roles", data={
+        "role_id": admin_role.id, "code": "company_admin", "name": admin_role.name,
+        "permissions": [*permissions_before, "company.manage", "hq.view"],
+    })
+
+    db.session.expire_all()
+    assert response.status_code == 302
+    assert db.session.get(Role, admin_role.id).permissions == permissions_before
+
+
+def test_group_admin_cannot_grant_beyond_own_permissions(demo, login):
+    hq_admin = db.session.scalar(sa.select(User).filter_by(username="hq_admin"))
+    client = login("hq_admin")
+
+    created = client.post("/admin/roles", data={"code": "super_approver", "name": "越权审批", "permissions": ["process.group_approve"]})
+    approver_role = db.session.scalar(sa.select(Role).filter_by(company_id=hq_admin.company_id, code="group_approver"))
+    auditor = db.session.scalar(sa.select(User).filter_by(username="hq_auditor"))
+    before = _roles_of("hq_auditor")
+    assigned = client.post(f"/admin/users/{auditor.id}/roles", data={"role_ids": [str(approver_role.id), *map(str, before)]})
+
+    assert created.status_code == 302
+    assert db.session.scalar(sa.select(Role).filter_by(code="super_approver")) is None
+    assert assigned.status_code == 302
+    assert _roles_of("hq_auditor") == before
+    assert not has_permission(auditor, "process.group_approve")
+
+
+def test_group_admin_cannot_touch_company_roles(demo, login):
+    qd_clerk = db.session.scalar(sa.select(User).filter_by(username="qd_clerk"))
+    before = _roles_of("qd_clerk")
+
+    response = login("hq_admin").post(f"/admin/users/{qd_clerk.id}/roles", data={"role_ids": []})
+
+    assert response.status_code == 404
+    assert _roles_of("qd_clerk") == before

@@ -1,16 +1,17 @@
 """initial schema
 
-Revision ID: a73031a69969
+Revision ID: 6d49fc17dbd4
 Revises: 
-Create Date: 2026-12-04 23:21:41.141533
+Create Date: 2026-12-04 23:22:59.393521
 
 """
 from alembic import op
 import sqlalchemy as sa
 
+from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'a73031a69969'
+revision = '6d49fc17dbd4'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1301,6 +1302,8 @@ def upgrade():
         batch_op.create_index('ix_payment_notification_company_transaction', ['company_id', 'transaction_id'], unique=False)
 
     # ### end Alembic commands ###
+    # Tenant policies on every table with company_id (PostgreSQL only); see app/rls.py.
+    sync_row_level_security(op.get_bind())
 
 
 def downgrade():
