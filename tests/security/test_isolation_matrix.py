@@ -1,7 +1,7 @@
 """Tenant isolation across every route: no company's staff see or change another company's row.
 
-Every role of TJ is sent at QD's rows and every role of QD at TJ's rows; the headquarters
-roles, which may read every company, are sent at both and must change no company row.
+Every role of TJ is sent at QD's rows and every role of QD at TJ's rows. The headquarters
+roles may read every company, so they are sent at both and must change no company row.
 
 The route list comes from the app's URL map, so a new route is covered without editing
 this file; a route with a parameter this file cannot fill fails the test until a finder
@@ -23,7 +23,7 @@ from app.tariffs.models import Tariff
 
 COMPANY_ROLES = ["admin", "clerk", "approver", "cashier", "field", "finance"]
 HQ_USERS = ["hq_admin", "hq_approver", "hq_auditor"]
-# Text planted in each company's free-text fields; it must never reach another company's staff.
+# Text planted in each company's free-text fields, which must never reach another company's staff.
 SECRETS = {"TJ": "海河秘密", "QD": "胶州湾秘密"}
 # Per-company values for columns whose unique key would otherwise clash across companies.
 UNIQUE_SUFFIX = {"TJ": "1", "QD": "2"}
@@ -128,7 +128,7 @@ def _fill_company(company):
 
 
 def _workbook(secret):
-    """A small workbook whose third row holds `secret`, so HQ staff can download its error report."""
+    """A small workbook whose third row contains `secret`, so HQ staff can download its error report."""
     workbook = Workbook()
     sheet = workbook.active
     sheet.append(["小区"])
@@ -253,7 +253,7 @@ def _request(client, victim, url, method):
 
 
 @pytest.mark.parametrize(("victim_code", "attackers"), DIRECTIONS)
-def test_company_staff_never_reach_other_company_rows(app_ctx, world, login, victim_code, attackers):
+def test_staff_never_reach_other_company(app_ctx, world, login, victim_code, attackers):
     victim = world[victim_code]
     before = _snapshot(victim.id)
     # A page may echo the user's own query back (the search box does); that is not a leak.
@@ -280,15 +280,17 @@ def test_company_staff_never_reach_other_company_rows(app_ctx, world, login, vic
 
 # (endpoint, method, HQ user) -> the tables of the target company that this request is meant to change.
 HQ_EXPECTED_CHANGES = {
-    # The group administrator grants functions to a subsidiary: the form names the company and,
-    # with no "functions" field, revokes them all; the grant change is written to the audit log.
+    # The group administrator grants functions to the subsidiary named in the form. With no
+    # "functions" field the request revokes them all, and the change is written to the audit log.
     ("admin.companies", "POST", "hq_admin"): {"company_function", "auth_event"},
 }
 
 
-def test_hq_roles_change_no_company_row(app_ctx, world, login):
-    """Headquarters may read every company; sending every route at TJ's and QD's rows changes no row of either,
-    except the changes in HQ_EXPECTED_CHANGES, which run last, one at a time, each checked on its own."""
+def test_hq_roles_change_no_rows(app_ctx, world, login):
+    """Check that HQ roles sent at TJ's and QD's rows change no row of either company.
+
+    The requests in HQ_EXPECTED_CHANGES are meant to change rows, so they run last and each is checked on its own.
+    """
     companies = [world["TJ"], world["QD"]]
     clients = {username: login(username) for username in HQ_USERS}
     requests = [
