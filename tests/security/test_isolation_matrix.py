@@ -245,10 +245,14 @@ def _urls(app, victim):
             yield rule, url, method, targets_object
 
 
+def _searched_account_no(victim):
+    """The victim's account number that every request sends as its search query."""
+    return db.session.scalar(sa.select(Account.account_no).filter_by(company_id=victim.id).order_by(Account.id).limit(1))
+
+
 def _request(client, victim, url, method):
     """Send one route with the victim's ids in the query string and the form."""
-    account_no = db.session.scalar(sa.select(Account.account_no).filter_by(company_id=victim.id).order_by(Account.id).limit(1))
-    query = {"company": victim.code, "q": account_no, "season": "2025-2026"}
+    query = {"company": victim.code, "q": _searched_account_no(victim), "season": "2025-2026"}
     return client.open(url, method=method, query_string=query, data={"company_id": victim.id, "decision": "approve", "amount": "1"})
 
 
@@ -257,8 +261,7 @@ def test_staff_never_reach_other_company(app_ctx, world, login, victim_code, att
     victim = world[victim_code]
     before = _snapshot(victim.id)
     # A page may echo the user's own query back (the search box does); that is not a leak.
-    echoed = db.session.scalar(sa.select(Account.account_no).filter_by(company_id=victim.id).order_by(Account.id).limit(1))
-    markers = [m for m in _markers(victim) if m != echoed]
+    markers = [m for m in _markers(victim) if m != _searched_account_no(victim)]
     clients = {username: login(username) for username in attackers}
     checked = 0
 
