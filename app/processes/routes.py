@@ -303,6 +303,11 @@ for _action in ACTIONS:
 
 
 CONFIGURE_DENIED = "只有分公司管理员可以设置本公司的集团审批规则。"
+# Settings page sections saved as a whole: form `section` -> (save function, error prefix, success message).
+SETTINGS_SECTIONS = {
+    "timers": (save_timer_settings, "期限未保存", "已保存本公司的办理期限与定时设置。"),
+    "options": (save_process_options, "计算方式未保存", "已保存本公司的业务计算方式，此后发起的申请按新方式计算。"),
+}
 
 
 def _may_configure():
@@ -317,27 +322,18 @@ def settings():
         abort(403, CONFIGURE_DENIED)
     company_id = current_user.company_id
     status = 200
-    if request.method == "POST" and request.form.get("section") == "timers":
+    section = SETTINGS_SECTIONS.get(request.form.get("section")) if request.method == "POST" else None
+    if section is not None:
+        save, failed, saved = section
         try:
-            save_timer_settings(company_id, request.form, current_user)
+            save(company_id, request.form, current_user)
         except RuleError as error:
             db.session.rollback()
-            flash(f"期限未保存：{error}", "error")
+            flash(f"{failed}：{error}", "error")
             status = 400
         else:
             db.session.commit()
-            flash("已保存本公司的办理期限与定时设置。", "success")
-            return redirect(url_for("processes.settings")), 303
-    elif request.method == "POST" and request.form.get("section") == "options":
-        try:
-            save_process_options(company_id, request.form, current_user)
-        except RuleError as error:
-            db.session.rollback()
-            flash(f"计算方式未保存：{error}", "error")
-            status = 400
-        else:
-            db.session.commit()
-            flash("已保存本公司的业务计算方式，此后发起的申请按新方式计算。", "success")
+            flash(saved, "success")
             return redirect(url_for("processes.settings")), 303
     elif request.method == "POST":
         try:
