@@ -136,6 +136,9 @@ def role_bypasses_rls(connection):
 
 
 def _forget_settings(conn, *args):
+    # An invalidated connection (the server ended it) cannot be read; its settings went with it.
+    if conn.invalidated:
+        return
     conn.info.pop(_CACHE_KEY, None)
 
 

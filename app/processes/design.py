@@ -119,10 +119,12 @@ def publish_template(headquarters, process_type, bpmn_xml, user):
 
 def template_version_of(process_type, digest):
     """Return the group template version whose text has sha256 `digest` (0 for the bundled file), or None."""
-    version = db.session.scalar(
-        sa.select(ProcessTemplate.version).where(ProcessTemplate.process_type == process_type, ProcessTemplate.sha256 == digest)
-        .order_by(ProcessTemplate.version.desc()).limit(1).execution_options(skip_tenant_scope=True)
-    )
+    # Templates belong to headquarters, so the read scope widens as in latest_template.
+    with scoped(reading_every_company()):
+        version = db.session.scalar(
+            sa.select(ProcessTemplate.version).where(ProcessTemplate.process_type == process_type, ProcessTemplate.sha256 == digest)
+            .order_by(ProcessTemplate.version.desc()).limit(1)
+        )
     if version is not None:
         return version
     if digest == sha256_text((BPMN_DIR / f"{process_type}.bpmn").read_text(encoding="utf-8")):

@@ -124,9 +124,13 @@ def processes(pg_app, tmp_path):
 
 
 @pytest.fixture
-def blocker(pg_app):
-    """A PostgreSQL connection outside the app's pool, for the test to hold locks with."""
-    engine = sa.create_engine(pg_app.config["SQLALCHEMY_DATABASE_URI"])
+def blocker(pg_app, database_owner_url):
+    """A PostgreSQL connection outside the app's pool, for the test to hold locks with.
+
+    It connects as the database owner, a superuser that row-level security does not filter,
+    because it locks and inserts rows of a company without setting the app's tenant scope.
+    """
+    engine = sa.create_engine(database_owner_url)
     connection = engine.connect()
     yield connection
     if connection.in_transaction():
