@@ -22,7 +22,7 @@ NOTE_MAX = 200
 
 
 class ReviewError(ValueError):
-    """A review that cannot be closed as requested; the message says why and what to do."""
+    """A review that cannot be closed as requested. The message states why and what to do."""
 
 
 def _note(note):
@@ -39,8 +39,8 @@ def _open_review(review_id):
     if review is None:
         raise ReviewError(f"未找到编号为 {review_id} 的待核对读数，或它不属于您的公司。")
     if review.status != "open":
-        who = review.resolved_by.name if review.resolved_by else "计量系统"
-        raise ReviewError(f"该读数已由{who}处理（{review.status_label}），无需再次处理。")
+        resolver = review.resolved_by.name if review.resolved_by else "计量系统"
+        raise ReviewError(f"该读数已由{resolver}处理（{review.status_label}），无需再次处理。")
     return review
 
 
@@ -69,7 +69,7 @@ def apply_corrected_reading(review_id, account_no, read_at, reading, note, user)
         review.resolved_by_id = user.id
         review.resolved_at = datetime.now(timezone.utc)
         review.meter_reading_id = stored.id
-        # Other open reviews of the same account and time are answered by this reading too.
+        # This reading also closes the other open reviews of the same account and time.
         supersede_reviews(stored, account.account_no, f"已由读数复核 {review.id} 的更正读数入账")
         db.session.commit()
     except Exception:
@@ -98,7 +98,7 @@ def dismiss_review(review_id, note, user):
 
 
 def review_counts():
-    """Number of reviews per status among the companies the current scope sees."""
+    """Count the reviews per status among the companies visible in the current scope."""
     rows = db.session.execute(
         sa.select(MeterReadingReview.status, sa.func.count(MeterReadingReview.id)).group_by(MeterReadingReview.status)
     ).all()
