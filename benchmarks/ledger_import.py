@@ -16,7 +16,9 @@ Both databases are removed at the end, also after a failure.
 import cProfile
 import io
 import pstats
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -93,7 +95,28 @@ def write_ledger(rows):
         stations.append([name, source])
     buffer = io.BytesIO()
     workbook.save(buffer)
-    return buffer.getvalue()
+    return with_dimensions(buffer.getvalue())
+
+
+def with_dimensions(content):
+    """Return `content` with each sheet's used range recorded, as Excel writes it.
+
+    openpyxl's write-only mode records none, and the upload check rejects a large sheet
+    without one (app/uploads.py), so the file would not model what a company sends.
+    """
+    source = zipfile.ZipFile(io.BytesIO(content))
+    output = io.BytesIO()
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            data = source.read(member)
+            if member.filename.startswith("xl/worksheets/sheet"):
+                rows = re.findall(rb'<row r="(\d+)"', data)
+                columns = re.findall(rb'<c r="([A-Z]+)\d+"', data)
+                last_column = max(columns, key=lambda name: (len(name), name)) if columns else b"A"
+                dimension = b'<dimension ref="A1:' + last_column + (rows[-1] if rows else b"1") + b'"/>'
+                data = data.replace(b"</sheetPr>", b"</sheetPr>" + dimension, 1)
+            target.writestr(member, data)
+    return output.getvalue()
 
 
 def parse_only(content):
