@@ -11,7 +11,8 @@ import logging
 
 from babel import Locale
 from flask import has_request_context, request
-from flask_babel import Babel
+from flask_babel import Babel, gettext
+from flask_babel.speaklater import LazyString
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,6 +25,36 @@ LOCALE_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 
 babel = Babel()
 logger = logging.getLogger(__name__)
+
+
+def N_(text):
+    """Mark `text` for extraction without translating it.
+
+    For Chinese labels kept as plain strings because code also matches, joins or stores
+    them (status names, permission labels). Translate them where shown, with
+    `translate_label` in Python or the `translate` filter in templates.
+    """
+    return text
+
+
+def translate_label(text):
+    """Translate a label marked with N_ (or any catalog msgid); other text and None pass through."""
+    return gettext(text) if text else text
+
+
+def join_items(items):
+    """Join labels into one list for a message: 、 in Chinese, a comma in English."""
+    return gettext("、").join(str(item) for item in items)
+
+
+def lazy_label(text):
+    """A label marked with N_, translated when shown: for form choices and other module-level uses."""
+    return LazyString(translate_label, text)
+
+
+def lazy_join(items):
+    """`join_items` evaluated when shown, for placeholders of module-level lazy_gettext messages."""
+    return LazyString(join_items, list(items))
 
 
 def valid_locale(value):
@@ -64,6 +95,7 @@ def init_i18n(app):
     # Flask-Babel's date formatting shows times in the companies' local time, like app.clock.
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Shanghai")
     babel.init_app(app, locale_selector=select_locale)
+    app.add_template_filter(translate_label, "translate")
 
     @app.context_processor
     def _language():

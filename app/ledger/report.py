@@ -3,6 +3,7 @@
 import io
 
 import openpyxl
+from flask_babel import gettext as _
 from openpyxl.comments import Comment
 from openpyxl.styles import Font, PatternFill
 
@@ -24,7 +25,7 @@ def marked_workbook(content, errors):
     """Return xlsx bytes of the uploaded file with each error's cell filled and commented.
 
     `errors` are dicts with excel_row, column (header text), value and reason. A sheet
-    named 错误报告 lists them all, first sheet first.
+    named 错误报告 (translated) lists them all, first sheet first.
     """
     workbook = openpyxl.load_workbook(io.BytesIO(content))
     sheet = _ledger_sheet(workbook)
@@ -44,8 +45,8 @@ def marked_workbook(content, errors):
         note = f"{error['reason']}"
         cell.comment = Comment(note if cell.comment is None else f"{cell.comment.text}\n{note}", "Heatflow")
 
-    report = workbook.create_sheet("错误报告", 0)
-    report.append(["Excel 行号", "列", "值", "原因"])
+    report = workbook.create_sheet(_("错误报告"), 0)
+    report.append([_("Excel 行号"), _("列"), _("值"), _("原因")])
     for cell in report[1]:
         cell.font = Font(bold=True)
     for error in errors:

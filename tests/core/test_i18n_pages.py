@@ -39,12 +39,7 @@ ALLOWED_UNTRANSLATED = {
     "invoicing": "invoice settings and invoices to reissue",
     "fieldwork": "field work and inspections",
     "finance": "finance vouchers and meter-reading review (messaging)",
-    "org.home": "start page permission labels",
-    "admin": "function grants and roles",
-    "network": "customer files",
-    "ledger": "ledger import",
-    "tariffs": "tariffs",
-    "onboarding": "company onboarding",
+    "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
 }
 # Chinese characters, CJK punctuation and full-width forms.
 CJK_RUN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]+")
