@@ -8,10 +8,11 @@ documents.
 """
 
 import logging
+from contextlib import contextmanager
 
 from babel import Locale
 from flask import has_request_context, request
-from flask_babel import Babel, gettext
+from flask_babel import Babel, force_locale, gettext
 from flask_babel.speaklater import LazyString
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,6 +56,16 @@ def lazy_label(text):
 def lazy_join(items):
     """`join_items` evaluated when shown, for placeholders of module-level lazy_gettext messages."""
     return LazyString(join_items, list(items))
+
+
+@contextmanager
+def legal_document_language():
+    """Render inside the block in Chinese whatever the reader's language.
+
+    Receipts, refund receipts and invoices are legal documents and must be Chinese.
+    """
+    with force_locale(DEFAULT_LOCALE):
+        yield
 
 
 def valid_locale(value):

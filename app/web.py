@@ -111,12 +111,14 @@ def register_web(app):
         return {"nav_endpoints": set(app.view_functions), "can": can}
 
     from app.clock import format_local
+    from app.ledger.parser import translated_reason
     from app.money import format_money, format_quantity, plain_decimal
 
     app.add_template_filter(format_local, "local")
     app.add_template_filter(plain_decimal, "plain")
     app.add_template_filter(format_quantity, "area")
     app.add_template_filter(format_money, "money")
+    app.add_template_filter(translated_reason, "error_reason")
     app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)
     app.after_request(_security_headers)

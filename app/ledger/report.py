@@ -7,7 +7,7 @@ from flask_babel import gettext as _
 from openpyxl.comments import Comment
 from openpyxl.styles import Font, PatternFill
 
-from app.ledger.parser import find_header, normalise_header
+from app.ledger.parser import find_header, normalise_header, translated_reason
 
 BAD_FILL = PatternFill(start_color="FFFFC7CE", end_color="FFFFC7CE", fill_type="solid")
 
@@ -42,7 +42,7 @@ def marked_workbook(content, errors):
             continue
         cell = sheet.cell(row=error["excel_row"], column=column)
         cell.fill = BAD_FILL
-        note = f"{error['reason']}"
+        note = translated_reason(error)
         cell.comment = Comment(note if cell.comment is None else f"{cell.comment.text}\n{note}", "Heatflow")
 
     report = workbook.create_sheet(_("错误报告"), 0)
@@ -50,7 +50,7 @@ def marked_workbook(content, errors):
     for cell in report[1]:
         cell.font = Font(bold=True)
     for error in errors:
-        report.append([error.get("excel_row"), error.get("column"), error.get("value"), error.get("reason")])
+        report.append([error.get("excel_row"), error.get("column"), error.get("value"), translated_reason(error)])
     report.column_dimensions["D"].width = 70
     output = io.BytesIO()
     workbook.save(output)

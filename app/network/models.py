@@ -132,6 +132,13 @@ class Account(CompanyOwned, db.Model):
 
     @property
     def address(self):
+        """The address in Chinese, as receipts, invoices and exports print it."""
+        building = self.unit.building
+        return f"{building.community.name}{int(building.code)}号楼{int(self.unit.code)}单元{self.room}"
+
+    @property
+    def display_address(self):
+        """The address in the reader's language, for pages."""
         building = self.unit.building
         return _(
             "%(community)s%(building)s号楼%(unit)s单元%(room)s",

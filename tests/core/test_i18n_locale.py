@@ -1,12 +1,19 @@
 """Choosing the interface language: the user's saved choice, else the login page's cookie, else Chinese."""
 
+import io
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
 from app.demo import DEMO_PASSWORD
 from app.extensions import db
-from app.i18n import LOCALE_COOKIE
+from app.i18n import LOCALE_COOKIE, legal_document_language
+from app.ledger.models import LedgerImport
+from app.network.models import Account
 from app.org.models import User
+
+LEDGERS = Path(__file__).resolve().parents[1] / "fixtures" / "ledgers"
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +143,33 @@ def test_not_found_page_english(login):
     response = client.get("/no-such-page")
     assert response.status_code == 404
     assert "404 Not found" in response.get_data(as_text=True)
+
+
+def test_import_errors_follow_language(login):
+    client = login("tj_clerk")
+    # Uploaded by a Chinese-speaking user, so the stored reasons are Chinese.
+    workbook = (LEDGERS / "TJ-dirty-shared.xlsx").read_bytes()
+    response = client.post("/ledger/", data={"file": (io.BytesIO(workbook), "dirty.xlsx")}, content_type="multipart/form-data")
+    assert response.status_code == 302
+    job_id = db.session.scalar(sa.select(LedgerImport.id).order_by(LedgerImport.id.desc()).limit(1))
+    chinese = client.get(f"/ledger/{job_id}").get_data(as_text=True)
+    assert "建筑面积不是数字" in chinese
+    client.post("/language", data={"locale": "en"})
+    english = client.get(f"/ledger/{job_id}").get_data(as_text=True)
+    assert "The building area is not a number" in english
+    assert "建筑面积不是数字" not in english
+
+
+def test_address_english_on_pages_only(app_ctx, login, import_fixture):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    account = db.session.scalar(sa.select(Account).order_by(Account.id).limit(1))
+    client = login("tj_clerk")
+    client.post("/language", data={"locale": "en"})
+    html = client.get(f"/accounts/{account.id}").get_data(as_text=True)
+    assert f"building {int(account.unit.building.code)}, unit" in html
+    # Receipts and exports print the Chinese address, whatever the reader's language.
+    with app_ctx.test_request_context(headers={"Cookie": f"{LOCALE_COOKIE}=en"}):
+        assert "号楼" in account.address
+        assert "号楼" not in account.display_address
+        with legal_document_language():
+            assert "号楼" in account.display_address
