@@ -1,7 +1,7 @@
 """Interface language: Chinese (zh_CN) by default, English on request, chosen per user.
 
-Source strings are the Chinese texts; app/translations/<locale>/LC_MESSAGES/messages.po
-holds the other languages, and bin/i18n extracts, updates, checks and compiles them. The
+Source strings are the Chinese texts. app/translations/<locale>/LC_MESSAGES/messages.po
+contains the other languages, and bin/i18n extracts, updates, checks and compiles them. The
 language of a request is the user's saved choice, else the cookie set on the login page,
 else zh_CN. Receipts and invoices stay Chinese in every language, because they are legal
 documents.
@@ -44,17 +44,17 @@ def translate_label(text):
 
 
 def join_items(items):
-    """Join labels into one list for a message: 、 in Chinese, a comma in English."""
+    """Join labels into one list for a message, with 、 in Chinese and a comma in English."""
     return gettext("、").join(str(item) for item in items)
 
 
 def lazy_label(text):
-    """A label marked with N_, translated when shown: for form choices and other module-level uses."""
+    """Return a lazy string that translates a label marked with N_ when shown (form choices, module level)."""
     return LazyString(translate_label, text)
 
 
 def lazy_join(items):
-    """`join_items` evaluated when shown, for placeholders of module-level lazy_gettext messages."""
+    """Return a lazy `join_items`, for placeholders of module-level lazy_gettext messages."""
     return LazyString(join_items, list(items))
 
 

@@ -68,6 +68,7 @@ def apply_result(job, result):
     job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
     job.errors = [e.as_dict() for e in result.errors]
     if result.file_error:
+        # TODO: keep the msgid of file-level errors too, so English pages can show them translated.
         job.errors = [{"excel_row": None, "column": "", "value": "", "reason": result.file_error}]
     job.summary = result.summary()
 
