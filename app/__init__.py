@@ -27,6 +27,9 @@ def create_app(overrides=None, config_name=None):
     migrate.init_app(app, db, directory=str(INSTANCE_DIR.parent / "migrations"), render_as_batch=True, compare_type=True)
     login_manager.init_app(app)
     csrf.init_app(app)
+    from app.i18n import init_i18n
+
+    init_i18n(app)
 
     from app import models  # noqa: F401  registers every table with the metadata
     from app.celery_app import init_celery

@@ -14,7 +14,10 @@ from xml.etree.ElementTree import ParseError
 
 import openpyxl
 from flask import current_app, has_app_context
+from flask_babel import gettext as _
 from openpyxl.utils.exceptions import InvalidFileException
+
+from app.i18n import N_
 
 # Defaults of the config keys of the same names; see config/__init__.py.
 LIMIT_DEFAULTS = {
@@ -33,7 +36,7 @@ UNSIZED_SHEET_MAX_BYTES = 16 * 1024 * 1024
 SHARED_STRINGS_PART = "xl/sharedStrings.xml"
 # An OLE2 compound file: a legacy .xls, or an .xlsx encrypted with a password.
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-RESAVE = "请在 Excel 中另存为 .xlsx 后重新上传"
+RESAVE = N_("请在 Excel 中另存为 .xlsx 后重新上传")
 
 
 def upload_limit(name):
@@ -48,18 +51,18 @@ def _mb(size):
 
 
 def check_xlsx_archive(content, error_class):
-    """Raise `error_class` with a Chinese message naming the problem and the fix if `content` is no safe .xlsx."""
+    """Raise `error_class` with a message naming the problem and the fix if `content` is no safe .xlsx."""
     if content.startswith(OLE_SIGNATURE):
-        raise error_class(f"文件是旧版 .xls 工作簿或设置了打开密码的文件，无法读取；{RESAVE}，且不要设置密码。")
+        raise error_class(_("文件是旧版 .xls 工作簿或设置了打开密码的文件，无法读取；%(fix)s，且不要设置密码。", fix=_(RESAVE)))
     if not zipfile.is_zipfile(io.BytesIO(content)):
-        raise error_class(f"文件不是 Excel .xlsx 工作簿（不是 zip 格式，或文件不完整）；{RESAVE}。")
+        raise error_class(_("文件不是 Excel .xlsx 工作簿（不是 zip 格式，或文件不完整）；%(fix)s。", fix=_(RESAVE)))
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             members = archive.infolist()
             _check_sizes(members, error_class)
             _check_parts(archive, members, error_class)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as error:
-        raise error_class(f"无法读取该工作簿（{error}）；文件可能不完整，{RESAVE}。") from error
+        raise error_class(_("无法读取该工作簿（%(error)s）；文件可能不完整，%(fix)s。", error=error, fix=_(RESAVE))) from error
 
 
 def _check_sizes(members, error_class):
@@ -67,19 +70,19 @@ def _check_sizes(members, error_class):
     for member in members:
         ratio = member.file_size / max(member.compress_size, 1)
         if member.file_size > RATIO_CHECK_MIN_BYTES and ratio > max_ratio:
-            raise error_class(
-                f"工作簿中的 {member.filename} 压缩比异常（{ratio:.0f} 倍，正常表格不超过 {max_ratio} 倍），"
-                f"疑似压缩炸弹；{RESAVE}。"
-            )
+            raise error_class(_(
+                "工作簿中的 %(part)s 压缩比异常（%(ratio)s 倍，正常表格不超过 %(max_ratio)s 倍），疑似压缩炸弹；%(fix)s。",
+                part=member.filename, ratio=format(ratio, ".0f"), max_ratio=max_ratio, fix=_(RESAVE),
+            ))
         if member.filename == SHARED_STRINGS_PART and member.file_size > upload_limit("XLSX_MAX_SHARED_STRINGS_BYTES"):
-            raise error_class(
-                f"工作簿的共享文本部分为 {_mb(member.file_size)}，超过上限 "
-                f"{_mb(upload_limit('XLSX_MAX_SHARED_STRINGS_BYTES'))}；请拆分成多个文件后分别导入。"
-            )
+            raise error_class(_(
+                "工作簿的共享文本部分为 %(size)s，超过上限 %(limit)s；请拆分成多个文件后分别导入。",
+                size=_mb(member.file_size), limit=_mb(upload_limit("XLSX_MAX_SHARED_STRINGS_BYTES")),
+            ))
     max_total = upload_limit("XLSX_MAX_EXPANDED_BYTES")
     total = sum(member.file_size for member in members)
     if total > max_total:
-        raise error_class(f"工作簿解压后为 {_mb(total)}，超过上限 {_mb(max_total)}；请拆分成多个文件后分别导入。")
+        raise error_class(_("工作簿解压后为 %(size)s，超过上限 %(limit)s；请拆分成多个文件后分别导入。", size=_mb(total), limit=_mb(max_total)))
 
 
 def _check_parts(archive, members, error_class):
@@ -87,20 +90,22 @@ def _check_parts(archive, members, error_class):
         name = member.filename.lower()
         if name.endswith("vbaproject.bin"):
             raise error_class(
-                "工作簿含有宏（VBA），系统不接受带宏的文件；请在 Excel 中另存为“Excel 工作簿 (*.xlsx)”后重新上传。"
+                _("工作簿含有宏（VBA），系统不接受带宏的文件；请在 Excel 中另存为“Excel 工作簿 (*.xlsx)”后重新上传。")
             )
         if name.endswith((".xml", ".rels")):
             with archive.open(member) as part:
                 start = part.read(HEAD_SCAN_BYTES)
             if b"<!DOCTYPE" in start or b"<!ENTITY" in start:
-                raise error_class(
-                    f"工作簿中的 {member.filename} 含有 DTD 或实体声明，Excel 不会生成这种内容，已拒绝；{RESAVE}。"
-                )
+                raise error_class(_(
+                    "工作簿中的 %(part)s 含有 DTD 或实体声明，Excel 不会生成这种内容，已拒绝；%(fix)s。",
+                    part=member.filename, fix=_(RESAVE),
+                ))
             if name.startswith("xl/worksheets/") and member.file_size > UNSIZED_SHEET_MAX_BYTES and b"<dimension" not in start:
-                raise error_class(
-                    f"工作簿中的 {member.filename} 没有记录数据范围（dimension），而内容有 {_mb(member.file_size)}，"
-                    f"读取它需要过多内存；{RESAVE}（Excel 保存时会记录数据范围）。"
-                )
+                raise error_class(_(
+                    "工作簿中的 %(part)s 没有记录数据范围（dimension），而内容有 %(size)s，读取它需要过多内存；"
+                    "%(fix)s（Excel 保存时会记录数据范围）。",
+                    part=member.filename, size=_mb(member.file_size), fix=_(RESAVE),
+                ))
 
 
 def open_xlsx(content, error_class):
@@ -109,7 +114,7 @@ def open_xlsx(content, error_class):
     try:
         return openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except (InvalidFileException, KeyError, zipfile.BadZipFile, OSError, ValueError, TypeError, ParseError) as error:
-        raise error_class(f"无法读取该工作簿（{error}）；{RESAVE}。") from error
+        raise error_class(_("无法读取该工作簿（%(error)s）；%(fix)s。", error=error, fix=_(RESAVE))) from error
 
 
 def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
@@ -122,7 +127,7 @@ def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
     here too. Rows are not padded, so callers must allow short rows.
     """
     limit = max_rows + header_rows
-    too_many = f"工作表「{sheet.title}」超过 {max_rows} 行数据；请拆分成多个文件后分别导入。"
+    too_many = _("工作表「%(sheet)s」超过 %(max_rows)s 行数据；请拆分成多个文件后分别导入。", sheet=sheet.title, max_rows=max_rows)
     try:
         recorded = sheet.max_row
     except (ValueError, TypeError):
@@ -140,4 +145,6 @@ def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
     except (ParseError, KeyError, ValueError, TypeError) as error:
         if isinstance(error, error_class):
             raise
-        raise error_class(f"工作表「{sheet.title}」的内容无法读取（{error}）；{RESAVE}。") from error
+        raise error_class(
+            _("工作表「%(sheet)s」的内容无法读取（%(error)s）；%(fix)s。", sheet=sheet.title, error=error, fix=_(RESAVE))
+        ) from error

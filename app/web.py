@@ -3,6 +3,8 @@
 import logging
 
 from flask import abort, current_app, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -14,7 +16,9 @@ from app.org.models import User
 from app.tenancy import SYSTEM_SCOPE, TenantScope, scoped, set_scope
 
 logger = logging.getLogger(__name__)
-ERROR_TITLES = {400: "请求无效", 401: "未登录", 403: "无权访问", 404: "未找到", 405: "不支持的操作", 413: "文件过大"}
+ERROR_TITLES = {
+    400: _l("请求无效"), 401: _l("未登录"), 403: _l("无权访问"), 404: _l("未找到"), 405: _l("不支持的操作"), 413: _l("文件过大"),
+}
 # Seconds a client is asked to wait after the database connection broke in the middle of a request.
 DATABASE_RETRY_AFTER_S = 5
 NO_COMPANIES = TenantScope(visible=frozenset(), writable=frozenset(), label="anonymous")
@@ -43,12 +47,12 @@ def _reject_nul_bytes():
         # notifications) are verified over it. Werkzeug parses the form from this cache.
         request.get_data(cache=True, parse_form_data=False)
     if "\x00" in request.path:
-        abort(400, "请求地址中含有无效字符（NUL），请检查地址后重试。")
-    for source, values in (("查询参数", request.args), ("表单字段", request.form)):
+        abort(400, _("请求地址中含有无效字符（NUL），请检查地址后重试。"))
+    for source, values in ((_l("查询参数"), request.args), (_l("表单字段"), request.form)):
         for name, value in values.items(multi=True):
             if "\x00" in name or "\x00" in value:
                 shown = name.replace("\x00", "\\0")[:64]
-                abort(400, f"{source}「{shown}」中含有无效字符（NUL）；请删除该字符后重试。")
+                abort(400, _("%(source)s「%(name)s」中含有无效字符（NUL）；请删除该字符后重试。", source=source, name=shown))
 
 
 def _set_request_scope():
@@ -88,7 +92,9 @@ def register_web(app):
     login_manager.login_view = "org.login"
     # "strong": a session used from another address or browser is emptied, not just marked stale.
     login_manager.session_protection = "strong"
-    login_manager.login_message = "请先登录。"
+    login_manager.login_message = _l("请先登录。")
+    # The flashed message is stored in the session cookie, which takes plain strings only.
+    login_manager.localize_callback = str
 
     for blueprint in (org_bp, admin_bp, network_bp, ledger_bp, tariffs_bp, billing_bp, hq_bp):
         app.register_blueprint(blueprint)
@@ -105,12 +111,14 @@ def register_web(app):
         return {"nav_endpoints": set(app.view_functions), "can": can}
 
     from app.clock import format_local
+    from app.ledger.parser import translated_reason
     from app.money import format_money, format_quantity, plain_decimal
 
     app.add_template_filter(format_local, "local")
     app.add_template_filter(plain_decimal, "plain")
     app.add_template_filter(format_quantity, "area")
     app.add_template_filter(format_money, "money")
+    app.add_template_filter(translated_reason, "error_reason")
     app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)
     app.after_request(_security_headers)
@@ -121,12 +129,14 @@ def register_web(app):
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
-        return render_template("error.html", title="表单已过期", message="表单校验失败（CSRF），请刷新页面后重试。"), 400
+        return render_template("error.html", title=_("表单已过期"), message=_("表单校验失败（CSRF），请刷新页面后重试。")), 400
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
         limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
-        error.description = f"上传的内容超过 {limit // 1024 // 1024} MB 上限；请把文件拆分成几个较小的文件后分别上传。"
+        error.description = _(
+            "上传的内容超过 %(limit)s MB 上限；请把文件拆分成几个较小的文件后分别上传。", limit=limit // 1024 // 1024
+        )
         return http_error(error)
 
     @app.errorhandler(HTTPException)
@@ -143,20 +153,20 @@ def register_web(app):
         # checked one (pool_pre_ping), so the client may retry.
         db.session.rollback()
         logger.error("Database connection failed on %s %s: %s", request.method, request.path, error)
-        message = "数据库连接中断，本次操作未保存。请稍后重试。"
+        message = _("数据库连接中断，本次操作未保存。请稍后重试。")
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
         if request.path.startswith("/api/"):
             return {"error_code": "database_unavailable", "message": message, "status": 503}, 503, headers
-        return render_template("error.html", title="503 服务暂不可用", message=message), 503, headers
+        return render_template("error.html", title=_("503 服务暂不可用"), message=message), 503, headers
 
     @app.errorhandler(Exception)
     def unexpected_error(error):
         db.session.rollback()
         logger.exception("Unhandled error on %s %s", request.method, request.path)
-        message = "服务器处理请求时出错，操作未保存。请稍后重试，或联系管理员并告知时间。"
+        message = _("服务器处理请求时出错，操作未保存。请稍后重试，或联系管理员并告知时间。")
         if request.path.startswith("/api/"):
             return {"error_code": "internal_error", "message": message, "status": 500}, 500
-        return render_template("error.html", title="出错了", message=message), 500
+        return render_template("error.html", title=_("出错了"), message=message), 500
 
 
 def _optional_blueprints():

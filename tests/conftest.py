@@ -10,6 +10,7 @@ the end.
 """
 
 import os
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import g
+from flask_babel import refresh as refresh_language
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
@@ -24,6 +26,7 @@ from app import create_app
 from app.extensions import db
 from app.tenancy import SYSTEM_SCOPE, set_scope
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGERS = FIXTURES / "ledgers"
 BACKENDS = [b for b in os.environ.get("HEATFLOW_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
@@ -85,16 +88,24 @@ def database_url_for(backend, tmp_path_factory):
     return url, name
 
 
+def pytest_configure(config):
+    """Compile the translation catalogs once, in the main process, so English pages use the current messages.po."""
+    if not hasattr(config, "workerinput"):
+        subprocess.run([str(ROOT / "bin" / "i18n"), "compile"], check=True, capture_output=True)
+
+
 class UserClient(FlaskClient):
     """A test client whose every request loads its own logged-in user.
 
     Test requests reuse the test's app context, and flask-login caches the current user
     on `g` there, so without this a second client in the same test would act as the
-    first client's user.
+    first client's user. Flask-Babel caches the language on `g` in the same way, so it is
+    dropped too and each request picks its own.
     """
 
     def open(self, *args, **kwargs):
         g.pop("_login_user", None)
+        refresh_language()
         return super().open(*args, **kwargs)
 
 

@@ -13,12 +13,15 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
+from flask_babel import gettext as _
 from flask_login import current_user
 from marshmallow import ValidationError
 
 from app.extensions import csrf, db
+from app.i18n import translate_label
 from app.network.models import Account
 from app.org.models import Company
+from app.org.permissions import PERMISSIONS
 from app.org.services import AccessError, has_permission
 from app.processes.access import ConflictError, InputError, NotFoundError, get_instance, instance_events
 from app.processes.audit import verify_chain
@@ -179,9 +182,9 @@ def start_instance(process_type):
     body = StartRequestSchema().load(_json_body())
     accounts = db.session.scalars(sa.select(Account).where(Account.account_no == body["account_no"])).all()
     if not accounts:
-        raise NotFoundError(f"用户编号 {body['account_no']} 不存在，或不属于您所在的公司。")
+        raise NotFoundError(_("用户编号 %(account_no)s 不存在，或不属于您所在的公司。", account_no=body["account_no"]))
     if len(accounts) > 1:
-        raise ConflictError(f"用户编号 {body['account_no']} 在多家公司都存在，请由该公司的营业员发起申请。")
+        raise ConflictError(_("用户编号 %(account_no)s 在多家公司都存在，请由该公司的营业员发起申请。", account_no=body["account_no"]))
     instance = start_process(process_type, accounts[0].id, current_user, body["form_values"])
     return jsonify(instance_resource(instance)), 201
 
@@ -212,7 +215,8 @@ def complete(task_id):
 def instance_detail(instance_id):
     """Return an instance's status, open tasks and audit history."""
     if not has_permission(current_user, "account.read"):
-        abort(403, "You lack the permission account.read (查看用户档案), which reading process instances requires.")
+        label = translate_label(PERMISSIONS["account.read"][1])
+        abort(403, f"You lack the permission account.read ({label}), which reading process instances requires.")
     return jsonify(instance_resource(get_instance(instance_id)))
 
 

@@ -1,33 +1,35 @@
 """Forms of the onboarding wizard: the company, its first season and its ledgers."""
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import DateField, DecimalField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
+from app.i18n import lazy_label
 from app.onboarding.spec import INVOICE_MODES
 
-REQUIRED = DataRequired(message="必填。")
+REQUIRED = DataRequired(message=_l("必填。"))
 
 
 class NewCompanyForm(FlaskForm):
     """What the group template leaves open for a new subsidiary."""
 
-    code = StringField("公司代码", validators=[REQUIRED, Length(max=8)], description="2 到 8 位大写字母或数字，如 ZZ")
-    number = StringField("公司编号", validators=[REQUIRED, Length(max=2)], description="两位数字，统一户号的前两位")
-    name = StringField("公司名称", validators=[REQUIRED, Length(max=100)])
-    city = StringField("城市", validators=[Optional(), Length(max=50)])
-    invoice_mode = SelectField("开票方式", choices=[SelectChoice(code, label) for code, label in INVOICE_MODES.items()], default="receipt")
-    admin_username = StringField("管理员登录名", validators=[REQUIRED, Length(max=64)], description="小写字母、数字或下划线，如 zz_admin")
-    admin_name = StringField("管理员姓名", validators=[Optional(), Length(max=64)])
-    season_name = StringField("采暖季", validators=[REQUIRED, Length(max=9)], description="如 2025-2026")
-    start_on = DateField("开始日期", validators=[REQUIRED])
-    end_on = DateField("结束日期", validators=[REQUIRED])
-    suspension_ratio = DecimalField("报停收费比例", places=None, default=0, validators=[Optional()], description="如 0.20 表示收 20%")
-    residential_price = DecimalField("居民单价（元/㎡）", places=None, validators=[REQUIRED])
-    non_residential_price = DecimalField("非居民单价（元/㎡）", places=None, validators=[REQUIRED])
-    late_fee_starts_after = DateField("滞纳金起算（此日之后）", validators=[Optional()], description="不收滞纳金则留空")
-    late_fee_rate_per_day = DecimalField("滞纳金日费率", places=None, validators=[Optional()], description="如 0.002 表示每天 2‰")
+    code = StringField(_l("公司代码"), validators=[REQUIRED, Length(max=8)], description=_l("2 到 8 位大写字母或数字，如 ZZ"))
+    number = StringField(_l("公司编号"), validators=[REQUIRED, Length(max=2)], description=_l("两位数字，统一户号的前两位"))
+    name = StringField(_l("公司名称"), validators=[REQUIRED, Length(max=100)])
+    city = StringField(_l("城市"), validators=[Optional(), Length(max=50)])
+    invoice_mode = SelectField(_l("开票方式"), choices=[SelectChoice(code, lazy_label(label)) for code, label in INVOICE_MODES.items()], default="receipt")
+    admin_username = StringField(_l("管理员登录名"), validators=[REQUIRED, Length(max=64)], description=_l("小写字母、数字或下划线，如 zz_admin"))
+    admin_name = StringField(_l("管理员姓名"), validators=[Optional(), Length(max=64)])
+    season_name = StringField(_l("采暖季"), validators=[REQUIRED, Length(max=9)], description=_l("如 2025-2026"))
+    start_on = DateField(_l("开始日期"), validators=[REQUIRED])
+    end_on = DateField(_l("结束日期"), validators=[REQUIRED])
+    suspension_ratio = DecimalField(_l("报停收费比例"), places=None, default=0, validators=[Optional()], description=_l("如 0.20 表示收 20%"))
+    residential_price = DecimalField(_l("居民单价（元/㎡）"), places=None, validators=[REQUIRED])
+    non_residential_price = DecimalField(_l("非居民单价（元/㎡）"), places=None, validators=[REQUIRED])
+    late_fee_starts_after = DateField(_l("滞纳金起算（此日之后）"), validators=[Optional()], description=_l("不收滞纳金则留空"))
+    late_fee_rate_per_day = DecimalField(_l("滞纳金日费率"), places=None, validators=[Optional()], description=_l("如 0.002 表示每天 2‰"))
 
     def as_spec(self):
         """Return the nested dict that app.onboarding.spec.load_spec validates."""
@@ -52,6 +54,6 @@ class OnboardingLedgerForm(FlaskForm):
     """One ledger of the new company, in its old system's wording."""
 
     file = FileField(
-        "台账文件（.xlsx）",
-        validators=[FileRequired(message="请选择台账文件。"), FileAllowed(["xlsx"], message="只接受 Excel .xlsx 文件。")],
+        _l("台账文件（.xlsx）"),
+        validators=[FileRequired(message=_l("请选择台账文件。")), FileAllowed(["xlsx"], message=_l("只接受 Excel .xlsx 文件。"))],
     )

@@ -7,6 +7,7 @@ message that names it (WTForms' own messages are English).
 
 import functools
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import RadioField, SelectChoice, SelectField, StringField, TextAreaField
 
@@ -22,7 +23,7 @@ def _wtforms_field(spec):
     if spec.kind == "radio":
         return RadioField(label, choices=_choices(spec.choices), validate_choice=False)
     if spec.kind == "choice":
-        return SelectField(label, choices=[SelectChoice("", "请选择"), *_choices(spec.choices)], validate_choice=False)
+        return SelectField(label, choices=[SelectChoice("", _l("请选择")), *_choices(spec.choices)], validate_choice=False)
     if spec.kind == "textarea":
         return TextAreaField(label)
     input_type = INPUT_TYPES.get(spec.kind, "text")

@@ -6,9 +6,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import deferred
 
 from app.extensions import db
+from app.i18n import N_
 from app.tenancy import CompanyOwned
 
-IMPORT_STATUSES = {"held": "待映射编码", "queued": "排队中", "running": "导入中", "succeeded": "已导入", "rejected": "已拒绝", "failed": "失败"}
+IMPORT_STATUSES = {
+    "held": N_("待映射编码"), "queued": N_("排队中"), "running": N_("导入中"), "succeeded": N_("已导入"), "rejected": N_("已拒绝"),
+    "failed": N_("失败"),
+}
 
 
 def utcnow():

@@ -10,6 +10,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from flask_babel import gettext
+
+from app.i18n import N_
 from app.uploads import iter_sheet_rows, open_xlsx
 
 # Canonical field -> header texts seen in ledgers (compared after normalise_header).
@@ -73,18 +76,44 @@ MAX_AREA = Decimal("1000000")
 MAX_PRIOR_ARREARS = Decimal("100000000")
 
 
+def translated_reason(error):
+    """The reason of a stored error dict in the reader's language; errors stored without a msgid keep their text."""
+    reason_id = error.get("reason_id")
+    if not reason_id:
+        return error.get("reason", "")
+    return gettext(reason_id, **error.get("reason_params") or {})
+
+
 class LedgerFileError(ValueError):
     """The file cannot be read as a ledger at all (not xlsx, no header, no sheet)."""
 
 
 @dataclass
 class RowError:
-    """One invalid cell: Excel row number, header text as in the file, value and reason."""
+    """One invalid cell: Excel row number, header text as in the file, value and reason.
+
+    `reason` is the Chinese text. `reason_id` and `reason_params` keep its catalog msgid
+    and values, so a page can show the reason in the reader's language (`translated_reason`).
+    """
 
     excel_row: int
     column: str
     value: str
     reason: str
+    reason_id: str = ""
+    reason_params: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, excel_row, column, value, reason_id, **params):
+        """Make an error whose reason is the msgid `reason_id` (marked with N_) filled with `params`."""
+        return cls(excel_row, column, value, reason_id % params if params else reason_id, reason_id, params)
+
+    def as_dict(self):
+        """The JSON form stored in LedgerImport.errors."""
+        return {
+            "excel_row": self.excel_row, "column": self.column, "value": self.value, "reason": self.reason,
+            "reason_id": self.reason_id, "reason_params": self.reason_params,
+        }
 
     def message(self):
         return f"第 {self.excel_row} 行，列「{self.column}」，值「{self.value}」：{self.reason}"
@@ -368,28 +397,28 @@ class _RowValidator:
     def validate(self, excel_row, row):
         errors = []
 
-        def error(key, value, reason):
+        def error(key, value, reason_id, **params):
             shown = "" if value is None else str(value)
             if len(shown) > SHOWN_VALUE_CHARS:
                 shown = shown[:SHOWN_VALUE_CHARS] + "…"
-            errors.append(RowError(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason))
+            errors.append(RowError.build(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason_id, **params))
 
         legacy_no = clean_text(self.cell(row, "legacy_no"))
         if legacy_no is not None:
             if legacy_no in self.legacy_seen:
-                error("legacy_no", legacy_no, f"原用户编号重复，已在第 {self.legacy_seen[legacy_no]} 行出现；每个编号只能出现一次")
+                error("legacy_no", legacy_no, N_("原用户编号重复，已在第 %(row)s 行出现；每个编号只能出现一次"), row=self.legacy_seen[legacy_no])
             else:
                 self.legacy_seen[legacy_no] = excel_row
 
         community = clean_text(self.cell(row, "community"))
         if community is None:
-            error("community", None, "小区为空，请填写小区名称")
+            error("community", None, N_("小区为空，请填写小区名称"))
 
         numbers = {}
         for key, suffixes, max_value, label in (
-            ("building", ("号楼", "栋", "幢", "号"), 999, "楼号须为 1 到 999 的整数"),
-            ("unit", ("单元",), 99, "单元须为 1 到 99 的整数"),
-            ("room", ("室", "号"), 9999, "房号须为 1 到 9999 的整数"),
+            ("building", ("号楼", "栋", "幢", "号"), 999, N_("楼号须为 1 到 999 的整数")),
+            ("unit", ("单元",), 99, N_("单元须为 1 到 99 的整数")),
+            ("room", ("室", "号"), 9999, N_("房号须为 1 到 9999 的整数")),
         ):
             raw = self.cell(row, key)
             try:
@@ -402,78 +431,78 @@ class _RowValidator:
         try:
             building_area = parse_decimal(raw_area)
             if building_area is None:
-                error("building_area", raw_area, "建筑面积为空，请填写大于 0 的数字")
+                error("building_area", raw_area, N_("建筑面积为空，请填写大于 0 的数字"))
             elif building_area <= 0:
-                error("building_area", raw_area, "建筑面积必须大于 0")
+                error("building_area", raw_area, N_("建筑面积必须大于 0"))
             elif building_area > MAX_AREA:
-                error("building_area", raw_area, f"建筑面积超过 {MAX_AREA} ㎡，请核对单位和数值")
+                error("building_area", raw_area, N_("建筑面积超过 %(max)s ㎡，请核对单位和数值"), max=str(MAX_AREA))
             elif building_area != building_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
-                error("building_area", raw_area, f"建筑面积最多 {AREA_PLACES} 位小数")
+                error("building_area", raw_area, N_("建筑面积最多 %(places)s 位小数"), places=AREA_PLACES)
         except ValueError:
-            error("building_area", raw_area, "建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）")
+            error("building_area", raw_area, N_("建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）"))
 
         raw_usable = self.cell(row, "usable_area")
         usable_area = None
         try:
             usable_area = parse_decimal(raw_usable)
             if usable_area is not None and usable_area <= 0:
-                error("usable_area", raw_usable, "使用面积必须大于 0，或留空")
+                error("usable_area", raw_usable, N_("使用面积必须大于 0，或留空"))
             elif usable_area is not None and usable_area > MAX_AREA:
-                error("usable_area", raw_usable, f"使用面积超过 {MAX_AREA} ㎡，请核对单位和数值")
+                error("usable_area", raw_usable, N_("使用面积超过 %(max)s ㎡，请核对单位和数值"), max=str(MAX_AREA))
             elif usable_area is not None and usable_area != usable_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
-                error("usable_area", raw_usable, f"使用面积最多 {AREA_PLACES} 位小数")
+                error("usable_area", raw_usable, N_("使用面积最多 %(places)s 位小数"), places=AREA_PLACES)
         except ValueError:
-            error("usable_area", raw_usable, "使用面积不是数字，请填写数字或留空")
+            error("usable_area", raw_usable, N_("使用面积不是数字，请填写数字或留空"))
 
         raw_type = clean_text(self.cell(row, "user_type"))
         user_type = self.user_types.get(raw_type)
         if user_type is None:
-            error("user_type", raw_type, f"用户类型无法识别，应为：{'、'.join(self.user_types)}")
+            error("user_type", raw_type, N_("用户类型无法识别，应为：%(choices)s"), choices="、".join(self.user_types))
 
         raw_status = clean_text(self.cell(row, "billing_status"))
         status = self.statuses.get(raw_status)
         if status is None:
-            error("billing_status", raw_status, f"供热状态无法识别，应为：{'、'.join(self.statuses)}")
+            error("billing_status", raw_status, N_("供热状态无法识别，应为：%(choices)s"), choices="、".join(self.statuses))
 
         raw_method = clean_text(self.cell(row, "billing_method"))
         method = self.billing_methods.get(raw_method) if raw_method is not None else "area"
         if method is None:
-            error("billing_method", raw_method, f"计费方式无法识别，应为：{'、'.join(self.billing_methods)}")
+            error("billing_method", raw_method, N_("计费方式无法识别，应为：%(choices)s"), choices="、".join(self.billing_methods))
 
         raw_lift = clean_text(self.cell(row, "has_lift"))
         has_lift = YES_NO.get(raw_lift) if raw_lift is not None else False
         if has_lift is None:
-            error("has_lift", raw_lift, "是否有电梯应填“是”或“否”")
+            error("has_lift", raw_lift, N_("是否有电梯应填“是”或“否”"))
 
         raw_arrears = self.cell(row, "prior_arrears")
         prior_arrears = None
         try:
             prior_arrears = parse_decimal(raw_arrears)
             if prior_arrears is not None and prior_arrears > MAX_PRIOR_ARREARS:
-                error("prior_arrears", raw_arrears, f"往年欠费超过 {MAX_PRIOR_ARREARS} 元，请核对数值")
+                error("prior_arrears", raw_arrears, N_("往年欠费超过 %(max)s 元，请核对数值"), max=str(MAX_PRIOR_ARREARS))
             elif prior_arrears is not None and (prior_arrears < 0 or prior_arrears != prior_arrears.quantize(Decimal("0.01"))):
-                error("prior_arrears", raw_arrears, "往年欠费须为不小于 0 的金额，最多两位小数")
+                error("prior_arrears", raw_arrears, N_("往年欠费须为不小于 0 的金额，最多两位小数"))
         except ValueError:
-            error("prior_arrears", raw_arrears, "往年欠费不是金额，请填写数字或留空")
+            error("prior_arrears", raw_arrears, N_("往年欠费不是金额，请填写数字或留空"))
 
         station = clean_text(self.cell(row, "station")) or ""
 
         if community is not None and len(numbers) == 3:
             dwelling = (community, numbers["building"], numbers["unit"], numbers["room"])
             if dwelling in self.dwelling_seen:
-                error("room", self.cell(row, "room"), f"与第 {self.dwelling_seen[dwelling]} 行是同一房屋（小区、楼号、单元、房号都相同）")
+                error("room", self.cell(row, "room"), N_("与第 %(row)s 行是同一房屋（小区、楼号、单元、房号都相同）"), row=self.dwelling_seen[dwelling])
             else:
                 self.dwelling_seen[dwelling] = excel_row
             if "has_lift" in self.mapping and has_lift is not None:
                 building_key = (community, numbers["building"])
                 first = self.lift_by_building.setdefault(building_key, (has_lift, excel_row))
                 if first[0] != has_lift:
-                    error("has_lift", raw_lift, f"同一楼栋在第 {first[1]} 行填写的电梯情况不同；一栋楼只能有一个值")
+                    error("has_lift", raw_lift, N_("同一楼栋在第 %(row)s 行填写的电梯情况不同；一栋楼只能有一个值"), row=first[1])
 
         for key, limit in TEXT_LIMITS.items():
             text = clean_text(self.cell(row, key))
             if text is not None and len(text) > limit:
-                error(key, text, f"内容过长（{len(text)} 个字），最多 {limit} 个字")
+                error(key, text, N_("内容过长（%(length)s 个字），最多 %(limit)s 个字"), length=len(text), limit=limit)
 
         if errors:
             self.parsed.errors.extend(errors)

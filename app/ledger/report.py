@@ -3,10 +3,11 @@
 import io
 
 import openpyxl
+from flask_babel import gettext as _
 from openpyxl.comments import Comment
 from openpyxl.styles import Font, PatternFill
 
-from app.ledger.parser import find_header, normalise_header
+from app.ledger.parser import find_header, normalise_header, translated_reason
 
 BAD_FILL = PatternFill(start_color="FFFFC7CE", end_color="FFFFC7CE", fill_type="solid")
 
@@ -24,7 +25,7 @@ def marked_workbook(content, errors):
     """Return xlsx bytes of the uploaded file with each error's cell filled and commented.
 
     `errors` are dicts with excel_row, column (header text), value and reason. A sheet
-    named 错误报告 lists them all, first sheet first.
+    named 错误报告 (translated) lists them all, first sheet first.
     """
     workbook = openpyxl.load_workbook(io.BytesIO(content))
     sheet = _ledger_sheet(workbook)
@@ -41,15 +42,15 @@ def marked_workbook(content, errors):
             continue
         cell = sheet.cell(row=error["excel_row"], column=column)
         cell.fill = BAD_FILL
-        note = f"{error['reason']}"
+        note = translated_reason(error)
         cell.comment = Comment(note if cell.comment is None else f"{cell.comment.text}\n{note}", "Heatflow")
 
-    report = workbook.create_sheet("错误报告", 0)
-    report.append(["Excel 行号", "列", "值", "原因"])
+    report = workbook.create_sheet(_("错误报告"), 0)
+    report.append([_("Excel 行号"), _("列"), _("值"), _("原因")])
     for cell in report[1]:
         cell.font = Font(bold=True)
     for error in errors:
-        report.append([error.get("excel_row"), error.get("column"), error.get("value"), error.get("reason")])
+        report.append([error.get("excel_row"), error.get("column"), error.get("value"), translated_reason(error)])
     report.column_dimensions["D"].width = 70
     output = io.BytesIO()
     workbook.save(output)

@@ -5,10 +5,12 @@ import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, send_file, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
 from app.forms.ledger import LedgerUploadForm
+from app.i18n import N_, translate_label
 from app.ledger.models import IMPORT_STATUSES, LedgerImport
 from app.ledger.report import marked_workbook
 from app.ledger.services import sha256_of
@@ -18,18 +20,18 @@ from app.tasks.ledger import import_ledger_task
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("ledger", __name__, url_prefix="/ledger")
-PHASE_LABELS = {"validating": "正在校验", "storing": "正在保存"}
+PHASE_LABELS = {"validating": N_("正在校验"), "storing": N_("正在保存")}
 
 
 def _require_import():
     if not has_permission(current_user, "ledger.import"):
-        abort(403, "您没有导入台账的权限。")
+        abort(403, _("您没有导入台账的权限。"))
 
 
 def _get_job(import_id):
     job = db.session.scalar(sa.select(LedgerImport).filter_by(id=import_id))
     if job is None:
-        abort(404, "未找到该导入记录，或您无权查看。")
+        abort(404, _("未找到该导入记录，或您无权查看。"))
     return job
 
 
@@ -55,7 +57,7 @@ def upload():
         except Exception:
             # The job is stored, and the beat sweep sends its task once the broker is reachable.
             logger.exception("Could not queue ledger import %s; the sweep will queue it", job.id)
-            flash("台账已保存，但任务队列暂时不可用；恢复后将自动开始导入，无需重新上传。", "error")
+            flash(_("台账已保存，但任务队列暂时不可用；恢复后将自动开始导入，无需重新上传。"), "error")
         return redirect(url_for("ledger.status", import_id=job.id))
     recent = db.session.scalars(sa.select(LedgerImport).order_by(LedgerImport.id.desc()).limit(10)).all()
     return render_template("ledger/upload.html", form=form, recent=recent, statuses=IMPORT_STATUSES)
@@ -77,7 +79,8 @@ def progress(import_id):
     job = _get_job(import_id)
     return jsonify(
         status=job.status,
-        status_label=(job.status == "running" and PHASE_LABELS.get(job.phase)) or IMPORT_STATUSES.get(job.status, job.status),
+        status_label=translate_label((job.status == "running" and PHASE_LABELS.get(job.phase)) or IMPORT_STATUSES.get(job.status, job.status)),
+        progress_text=_("%(done)s / %(total)s 行", done=job.processed_rows, total=job.data_rows),
         processed_rows=job.processed_rows,
         data_rows=job.data_rows,
         finished=job.status in ("succeeded", "rejected", "failed"),
@@ -91,8 +94,8 @@ def report(import_id):
     job = _get_job(import_id)
     # A file rejected as a whole (excel_row None) may not be a workbook at all, so there is nothing to mark.
     if not job.errors or any(error.get("excel_row") is None for error in job.errors):
-        abort(404, "该导入没有可下载的错误报告：文件整体无法读取，没有可标注的单元格。")
+        abort(404, _("该导入没有可下载的错误报告：文件整体无法读取，没有可标注的单元格。"))
     data = marked_workbook(job.content, job.errors)
-    name = job.filename.rsplit(".", 1)[0] + "-错误报告.xlsx"
+    name = _("%(name)s-错误报告.xlsx", name=job.filename.rsplit(".", 1)[0])
     return send_file(io.BytesIO(data), as_attachment=True, download_name=name,
                      mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

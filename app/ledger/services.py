@@ -10,6 +10,7 @@ from flask import current_app
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.i18n import N_
 from app.ledger.models import LedgerValueMap
 from app.ledger.parser import LedgerFileError, RowError, parse_ledger
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
@@ -65,8 +66,9 @@ def apply_result(job, result):
     job.data_rows = result.data_rows
     job.processed_rows = result.data_rows if result.ok else 0
     job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
-    job.errors = [{"excel_row": e.excel_row, "column": e.column, "value": e.value, "reason": e.reason} for e in result.errors]
+    job.errors = [e.as_dict() for e in result.errors]
     if result.file_error:
+        # TODO: keep the msgid of file-level errors too, so English pages can show them translated.
         job.errors = [{"excel_row": None, "column": "", "value": "", "reason": result.file_error}]
     job.summary = result.summary()
 
@@ -251,10 +253,11 @@ def _dwelling_conflicts(company, parsed):
             continue
         account_no = format_account_no(company.number, code, row.building, row.unit, row.room)
         if account_no != number_by_legacy[row.legacy_no] and account_no in legacy_by_number:
-            errors.append(RowError(
+            errors.append(RowError.build(
                 row.excel_row, parsed.columns.get("room", "房号"), str(row.room),
-                f"该房屋已是用户 {account_no}（原编号 {legacy_by_number[account_no] or '无'}），"
-                f"而原编号 {row.legacy_no} 属于用户 {number_by_legacy[row.legacy_no]}；请核对原编号或地址",
+                N_("该房屋已是用户 %(account_no)s（原编号 %(legacy_no)s），而原编号 %(row_legacy_no)s 属于用户 %(other_account_no)s；请核对原编号或地址"),
+                account_no=account_no, legacy_no=legacy_by_number[account_no] or "无", row_legacy_no=row.legacy_no,
+                other_account_no=number_by_legacy[row.legacy_no],
             ))
     return errors
 

@@ -2,34 +2,36 @@
 units and accounts (户)."""
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.money import Area, Money
 from app.tenancy import CompanyOwned
 
-# Billing status code -> Chinese label. Valve state is a separate field.
+# Billing status code -> Chinese label (translated where shown). Valve state is a separate field.
 BILLING_STATUSES = {
-    "normal": "正常",
-    "suspended": "报停",
-    "not_connected": "未入网",
-    "forced_off": "强停",
-    "dismantled": "拆除",
+    "normal": N_("正常"),
+    "suspended": N_("报停"),
+    "not_connected": N_("未入网"),
+    "forced_off": N_("强停"),
+    "dismantled": N_("拆除"),
 }
 VALVE_STATES = {
-    "open": "开栓",
-    "closed": "关栓",
-    "sealed": "施封",
-    "open_pending": "开栓未完成",
-    "close_pending": "关栓未完成",
+    "open": N_("开栓"),
+    "closed": N_("关栓"),
+    "sealed": N_("施封"),
+    "open_pending": N_("开栓未完成"),
+    "close_pending": N_("关栓未完成"),
 }
-# User type code -> Chinese label; the tariff category is residential or non_residential.
+# User type code -> Chinese label (translated where shown); the tariff category is residential or non_residential.
 USER_TYPES = {
-    "residential": "居民",
-    "low_income": "低保",
-    "non_residential": "非居民",
+    "residential": N_("居民"),
+    "low_income": N_("低保"),
+    "non_residential": N_("非居民"),
 }
 TARIFF_CATEGORY = {"residential": "residential", "low_income": "residential", "non_residential": "non_residential"}
-BILLING_METHODS = {"area": "面积", "metered": "计量"}
+BILLING_METHODS = {"area": N_("面积"), "metered": N_("计量")}
 
 
 class HeatSource(CompanyOwned, db.Model):
@@ -130,20 +132,30 @@ class Account(CompanyOwned, db.Model):
 
     @property
     def address(self):
+        """The address in Chinese, as receipts, invoices and exports print it."""
         building = self.unit.building
         return f"{building.community.name}{int(building.code)}号楼{int(self.unit.code)}单元{self.room}"
 
     @property
+    def display_address(self):
+        """The address in the reader's language, for pages."""
+        building = self.unit.building
+        return _(
+            "%(community)s%(building)s号楼%(unit)s单元%(room)s",
+            community=building.community.name, building=int(building.code), unit=int(self.unit.code), room=self.room,
+        )
+
+    @property
     def valve_label(self):
-        return VALVE_STATES.get(self.valve_state, self.valve_state)
+        return translate_label(VALVE_STATES.get(self.valve_state, self.valve_state))
 
     @property
     def status_label(self):
-        return BILLING_STATUSES.get(self.billing_status, self.billing_status)
+        return translate_label(BILLING_STATUSES.get(self.billing_status, self.billing_status))
 
     @property
     def user_type_label(self):
-        return USER_TYPES.get(self.user_type, self.user_type)
+        return translate_label(USER_TYPES.get(self.user_type, self.user_type))
 
 
 class AccountTerms(CompanyOwned, db.Model):

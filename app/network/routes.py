@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, render_template, request
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -17,7 +18,7 @@ bp = Blueprint("network", __name__, url_prefix="/accounts")
 def accounts():
     """Search accounts by number, legacy number, name, address or phone."""
     if not has_permission(current_user, "account.read"):
-        abort(403, "您没有查看用户档案的权限。")
+        abort(403, _("您没有查看用户档案的权限。"))
     query = request.args.get("q", "").strip()
     results = search_accounts(query, limit=100) if query else []
     return render_template("network/accounts.html", query=query, results=results)
@@ -28,10 +29,10 @@ def accounts():
 def account(account_id):
     """Show one account with its ledger lines and process history."""
     if not has_permission(current_user, "account.read"):
-        abort(403, "您没有查看用户档案的权限。")
+        abort(403, _("您没有查看用户档案的权限。"))
     account = db.session.scalar(sa.select(Account).filter_by(id=account_id))
     if account is None:
-        abort(404, "未找到该用户，或您无权查看。")
+        abort(404, _("未找到该用户，或您无权查看。"))
     from app.network.services import account_statement
 
     return render_template("network/account.html", account=account, statement=account_statement(account))

@@ -1,9 +1,11 @@
 """Account search and statements."""
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.billing.models import ENTRY_KINDS, LedgerEntry
 from app.extensions import db
+from app.i18n import translate_label
 from app.ledger.parser import normalise_phone
 from app.network.models import Account, Building, Community, Unit
 from app.tariffs.models import Season
@@ -54,5 +56,5 @@ def account_statement(account):
     lines = []
     for entry, season_name in rows:
         balance += entry.amount
-        lines.append({"entry": entry, "season": season_name or "往年", "kind": ENTRY_KINDS.get(entry.kind, entry.kind), "balance": balance})
+        lines.append({"entry": entry, "season": season_name or _("往年"), "kind": translate_label(ENTRY_KINDS.get(entry.kind, entry.kind)), "balance": balance})
     return lines

@@ -6,8 +6,10 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import join_items, translate_label
 from app.network.models import USER_TYPES, AccountTerms
 
 logger = logging.getLogger(__name__)
@@ -86,18 +88,21 @@ def clean_terms_changes(changes):
     cleaned = {}
     for name, value in changes.items():
         if name not in TERM_FIELDS:
-            raise TermsError(f"不能按生效日期修改「{name}」；可修改的是建筑面积、使用面积和用户类型。")
+            raise TermsError(_("不能按生效日期修改「%(field)s」；可修改的是建筑面积、使用面积和用户类型。", field=name))
         if name == "user_type":
             if value not in USER_TYPES:
-                raise TermsError(f"用户类型「{value}」无效；请选择 {'、'.join(USER_TYPES.values())}。")
+                raise TermsError(_(
+                    "用户类型「%(value)s」无效；请选择 %(choices)s。", value=value,
+                    choices=join_items(translate_label(label) for label in USER_TYPES.values()),
+                ))
         elif value is not None:
             if isinstance(value, float):
-                raise TermsError(f"面积 {value!r} 是浮点数；请以字符串或 Decimal 传入，如 \"87.35\"。")
+                raise TermsError(_("面积 %(value)s 是浮点数；请以字符串或 Decimal 传入，如 \"87.35\"。", value=repr(value)))
             value = Decimal(value)
             if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.0001")):
-                raise TermsError(f"面积「{value}」无效；请填写大于 0、最多 4 位小数的平方米数。")
+                raise TermsError(_("面积「%(value)s」无效；请填写大于 0、最多 4 位小数的平方米数。", value=value))
         elif name == "building_area":
-            raise TermsError("建筑面积不能为空；请填写大于 0 的平方米数。")
+            raise TermsError(_("建筑面积不能为空；请填写大于 0 的平方米数。"))
         cleaned[name] = value
     return cleaned
 
@@ -110,10 +115,10 @@ def record_terms_change(account, effective_from, user_id=None, memo="", **change
     AccountTerms row written. The caller commits.
     """
     if not isinstance(effective_from, date):
-        raise TermsError(f"生效日期 {effective_from!r} 无效；请填写如 2026-01-10 的日期。")
+        raise TermsError(_("生效日期 %(value)s 无效；请填写如 2026-01-10 的日期。", value=repr(effective_from)))
     changes = clean_terms_changes(changes)
     if not changes:
-        raise TermsError("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。")
+        raise TermsError(_("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。"))
     rows = db.session.scalars(
         sa.select(AccountTerms).where(AccountTerms.account_id == account.id).order_by(AccountTerms.effective_from)
     ).all()

@@ -6,11 +6,13 @@ old wording mapped to codes, then the first billing run.
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.extensions import db
 from app.forms.onboarding import NewCompanyForm, OnboardingLedgerForm
+from app.i18n import N_, join_items
 from app.ledger.models import IMPORT_STATUSES, LedgerImport, LedgerValueMap
 from app.ledger.parser import CODED_FIELDS, scan_coded_values
 from app.ledger.services import company_value_maps, sha256_of
@@ -30,7 +32,7 @@ from app.tasks.ledger import import_ledger_task
 
 bp = Blueprint("onboarding", __name__, url_prefix="/admin/onboarding")
 
-FIELD_LABELS = {"billing_status": "供热状态", "user_type": "用户类型", "billing_method": "计费方式"}
+FIELD_LABELS = {"billing_status": N_("供热状态"), "user_type": N_("用户类型"), "billing_method": N_("计费方式")}
 CODE_LABELS = {"billing_status": BILLING_STATUSES, "user_type": USER_TYPES, "billing_method": BILLING_METHODS}
 # Spec paths as load_spec names them -> fields of NewCompanyForm.
 SPEC_FIELDS = {
@@ -46,13 +48,13 @@ SPEC_FIELDS = {
 @login_required
 def _require_company_manage():
     if not has_permission(current_user, "company.manage"):
-        abort(403, "只有集团管理员可以接入新公司。")
+        abort(403, _("只有集团管理员可以接入新公司。"))
 
 
 def _subsidiary(code):
     company = db.session.scalar(sa.select(Company).filter_by(code=code, is_headquarters=False))
     if company is None:
-        abort(404, f"未找到分公司 {code}。")
+        abort(404, _("未找到分公司 %(code)s。", code=code))
     return company
 
 
@@ -131,7 +133,7 @@ def upload(company_code):
         content=content, created_by_id=current_user.id,
     )
     db.session.add(job)
-    _import_or_hold(job, company, started=f"{job.filename} 已开始导入。")
+    _import_or_hold(job, company, started=_("%(filename)s 已开始导入。", filename=job.filename))
     return redirect(url_for("onboarding.company", company_code=company.code))
 
 
@@ -143,8 +145,8 @@ def _import_or_hold(job, company, started):
         import_ledger_task.delay(job.id, company.id)
         flash(started, "success")
     else:
-        left = "、".join(text for texts in unknown.values() for text in texts)
-        flash(f"{job.filename} 中有旧系统用语无法识别：{left}；请在下方逐一对应到编码后再导入。", "error")
+        left = join_items(text for texts in unknown.values() for text in texts)
+        flash(_("%(filename)s 中有旧系统用语无法识别：%(texts)s；请在下方逐一对应到编码后再导入。", filename=job.filename, texts=left), "error")
 
 
 @bp.route("/<company_code>/ledgers/<int:import_id>/mapping", methods=["POST"])
@@ -153,7 +155,7 @@ def mapping(company_code, import_id):
     company = _subsidiary(company_code)
     job = db.session.scalar(sa.select(LedgerImport).filter_by(id=import_id, company_id=company.id, status="held"))
     if job is None:
-        abort(404, "未找到等待编码映射的台账。")
+        abort(404, _("未找到等待编码映射的台账。"))
     value_maps = {}
     for key, code_value in request.form.items():
         field_name, separator, text = key.partition("::")
@@ -165,7 +167,7 @@ def mapping(company_code, import_id):
         db.session.rollback()
         flash(str(error), "error")
         return redirect(url_for("onboarding.company", company_code=company.code))
-    _import_or_hold(job, company, started=f"编码映射已保存，{job.filename} 已开始导入。")
+    _import_or_hold(job, company, started=_("编码映射已保存，%(filename)s 已开始导入。", filename=job.filename))
     return redirect(url_for("onboarding.company", company_code=company.code))
 
 
@@ -179,5 +181,5 @@ def bill(company_code):
     except (BillingError, TariffError) as error:
         flash(str(error), "error")
     else:
-        flash(f"已生成应收：{run.accounts_billed} 户，合计 {run.amount_posted:.2f} 元。", "success")
+        flash(_("已生成应收：%(accounts)s 户，合计 %(amount)s 元。", accounts=run.accounts_billed, amount=format(run.amount_posted, ".2f")), "success")
     return redirect(url_for("onboarding.company", company_code=company.code))

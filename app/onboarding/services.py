@@ -12,8 +12,10 @@ import secrets
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import join_items
 from app.ledger.models import LedgerValueMap
 from app.ledger.parser import (
     CODED_FIELDS,
@@ -56,24 +58,24 @@ def _group_for(actor):
         return actor.company.group
     groups = db.session.scalars(sa.select(Group).order_by(Group.id).limit(2)).all()
     if not groups:
-        raise OnboardingError("还没有集团；请先创建集团（演示环境运行 flask heat demo）。")
+        raise OnboardingError(_("还没有集团；请先创建集团（演示环境运行 flask heat demo）。"))
     if len(groups) > 1:
-        raise OnboardingError("库中有多个集团；请由集团管理员在网页上接入新公司。")
+        raise OnboardingError(_("库中有多个集团；请由集团管理员在网页上接入新公司。"))
     return groups[0]
 
 
 def _check_free(spec):
     code, number, username = spec.company["code"], spec.company["number"], spec.admin["username"]
     if db.session.scalar(sa.select(Company.id).filter_by(code=code)) is not None:
-        raise OnboardingError(f"公司代码 {code} 已被使用；请换一个代码。")
+        raise OnboardingError(_("公司代码 %(code)s 已被使用；请换一个代码。", code=code))
     taken = db.session.scalar(sa.select(Company.code).filter_by(number=number))
     if taken is not None:
-        raise OnboardingError(f"公司编号 {number} 已被公司 {taken} 使用；统一户号前缀不能重复，请换一个编号。")
+        raise OnboardingError(_("公司编号 %(number)s 已被公司 %(company)s 使用；统一户号前缀不能重复，请换一个编号。", number=number, company=taken))
     if db.session.scalar(sa.select(User.id).filter_by(username=username)) is not None:
-        raise OnboardingError(f"登录名 {username} 已被使用；请换一个登录名。")
+        raise OnboardingError(_("登录名 %(username)s 已被使用；请换一个登录名。", username=username))
     user_no = f"{number}0001"
     if db.session.scalar(sa.select(User.id).filter_by(user_no=user_no)) is not None:
-        raise OnboardingError(f"人员编号 {user_no} 已被使用；请换一个公司编号。")
+        raise OnboardingError(_("人员编号 %(user_no)s 已被使用；请换一个公司编号。", user_no=user_no))
 
 
 def _install_roles(company):
@@ -121,11 +123,11 @@ def save_value_maps(company, value_maps, actor=None):
     }
     for field_name, mapping in value_maps.items():
         if field_name not in CODED_FIELDS:
-            raise OnboardingError(f"旧系统编码映射只能用于：{'、'.join(CODED_FIELDS)}；{field_name} 无效。")
+            raise OnboardingError(_("旧系统编码映射只能用于：%(fields)s；%(field)s 无效。", fields=join_items(CODED_FIELDS), field=field_name))
         codes = set(CODED_FIELDS[field_name].values())
         for text, code in mapping.items():
             if code not in codes:
-                raise OnboardingError(f"「{text}」映射到的编码 {code} 无效，应为：{'、'.join(sorted(codes))}。")
+                raise OnboardingError(_("「%(text)s」映射到的编码 %(code)s 无效，应为：%(codes)s。", text=text, code=code, codes=join_items(sorted(codes))))
             row = existing.get((field_name, text))
             if row is None:
                 db.session.add(LedgerValueMap(company_id=company.id, field=field_name, ledger_text=text, code=code))
@@ -179,10 +181,11 @@ def unmapped_value_messages(filename, unknown):
     messages = []
     for field_name, texts in unknown.items():
         for text, (count, first_row) in sorted(texts.items(), key=lambda item: item[1][1]):
-            messages.append(
-                f"{filename}: 列 {field_name} 的值「{text}」无法识别（{count} 行，首见第 {first_row} 行）；"
-                f"请在规格文件 [legacy_values.{field_name}] 中写明它对应的编码，如 \"{text}\" = \"{_example_code(field_name)}\"。"
-            )
+            messages.append(_(
+                "%(filename)s: 列 %(field)s 的值「%(text)s」无法识别（%(count)s 行，首见第 %(row)s 行）；"
+                "请在规格文件 [legacy_values.%(field)s] 中写明它对应的编码，如 \"%(text)s\" = \"%(example)s\"。",
+                filename=filename, field=field_name, text=text, count=count, row=first_row, example=_example_code(field_name),
+            ))
     return messages
 
 
@@ -206,7 +209,7 @@ def preflight_ledger(filename, content, value_maps, max_rows=200_000):
     if parsed.errors:
         return [f"{filename}: {error.message()}" for error in parsed.errors]
     if not parsed.rows:
-        return [f"{filename}: 台账只有表头，没有数据行。"]
+        return [_("%(filename)s: 台账只有表头，没有数据行。", filename=filename)]
     return []
 
 

@@ -3,12 +3,15 @@
 import logging
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import join_items
 from app.org.audit import record_event
 from app.org.models import Company, CompanyFunction, Role, User, UserRole
 from app.org.permissions import FUNCTIONS, PERMISSIONS
 from app.org.services import AccessError, granted_functions, require_permission, user_permissions
+
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +28,9 @@ def set_company_functions(admin, company, functions):
     require_permission(admin, "company.manage")
     unknown = set(functions) - set(FUNCTIONS)
     if unknown:
-        raise RoleError(f"未知的功能：{'、'.join(sorted(unknown))}。")
+        raise RoleError(_("未知的功能：%(functions)s。", functions=join_items(sorted(unknown))))
     if company.is_headquarters:
-        raise RoleError("集团总部的功能是固定的；只能给分公司授权。")
+        raise RoleError(_("集团总部的功能是固定的；只能给分公司授权。"))
     current = {g.function: g for g in db.session.scalars(sa.select(CompanyFunction).filter_by(company_id=company.id))}
     added = set(functions) - set(current)
     removed = set(current) - set(functions)
@@ -64,17 +67,17 @@ def save_role(admin, code, name, permissions, role=None):
     code = (code or "").strip()
     name = (name or "").strip()
     if not code or not code.replace("_", "").isalnum() or not code.isascii():
-        raise RoleError(f"角色代码「{code}」无效；只能用英文字母、数字和下划线，如 senior_cashier。")
+        raise RoleError(_("角色代码「%(code)s」无效；只能用英文字母、数字和下划线，如 senior_cashier。", code=code))
     if not name:
-        raise RoleError("请填写角色名称。")
+        raise RoleError(_("请填写角色名称。"))
     allowed = grantable_permissions(admin)
     beyond = set(permissions) - allowed
     if beyond:
-        raise AccessError(f"您不能授予这些权限：{'、'.join(sorted(beyond))}。")
+        raise AccessError(_("您不能授予这些权限：%(permissions)s。", permissions=join_items(sorted(beyond))))
     if role is None:
         clash = db.session.scalar(sa.select(Role.id).filter_by(company_id=admin.company_id, code=code))
         if clash:
-            raise RoleError(f"本公司已有代码为 {code} 的角色；请换一个代码。")
+            raise RoleError(_("本公司已有代码为 %(code)s 的角色；请换一个代码。", code=code))
         role = Role(company_id=admin.company_id, code=code, name=name, permissions=sorted(permissions))
         db.session.add(role)
         db.session.flush()
@@ -82,7 +85,7 @@ def save_role(admin, code, name, permissions, role=None):
                      permissions=role.permissions)
     else:
         if role.company_id != admin.company_id:
-            raise AccessError("不能修改其他公司的角色。")
+            raise AccessError(_("不能修改其他公司的角色。"))
         before = {"name": role.name, "permissions": list(role.permissions)}
         role.name = name
         role.permissions = sorted(permissions)
@@ -98,14 +101,14 @@ def set_user_roles(admin, user, role_ids):
     """Replace the roles of a user of the administrator's own company."""
     require_permission(admin, "role.manage")
     if user.company_id != admin.company_id:
-        raise AccessError("不能修改其他公司的人员。")
+        raise AccessError(_("不能修改其他公司的人员。"))
     roles = db.session.scalars(sa.select(Role).where(Role.company_id == admin.company_id, Role.id.in_(role_ids))).all()
     if len(roles) != len(set(role_ids)):
-        raise RoleError("所选角色中有不属于本公司的角色。")
+        raise RoleError(_("所选角色中有不属于本公司的角色。"))
     allowed = grantable_permissions(admin)
     for role in roles:
         if set(role.permissions) - allowed:
-            raise AccessError(f"角色「{role.name}」包含您没有的权限，您不能分配它。")
+            raise AccessError(_("角色「%(role)s」包含您没有的权限，您不能分配它。", role=role.name))
     current = {ur.role_id: ur for ur in db.session.scalars(sa.select(UserRole).filter_by(user_id=user.id))}
     added = [role for role in roles if role.id not in current]
     removed = [link for role_id, link in current.items() if role_id not in {r.id for r in roles}]

@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -30,17 +31,17 @@ AUDIT_PAGE_SIZE = 100
 def companies():
     """Group administrators grant functions to each subsidiary."""
     if not has_permission(current_user, "company.manage"):
-        abort(403, "只有集团管理员可以分配分公司功能。")
+        abort(403, _("只有集团管理员可以分配分公司功能。"))
     if request.method == "POST":
         company = db.session.scalar(sa.select(Company).filter_by(id=request.form.get("company_id", type=int)))
         if company is None:
-            abort(404, "未找到该公司。")
+            abort(404, _("未找到该公司。"))
         try:
             set_company_functions(current_user, company, request.form.getlist("functions"))
         except (RoleError, AccessError) as error:
             flash(str(error), "error")
         else:
-            flash(f"已更新 {company.name} 的功能授权。", "success")
+            flash(_("已更新 %(company)s 的功能授权。", company=company.name), "success")
         return redirect(url_for("admin.companies"))
     return render_template("admin/companies.html", rows=companies_with_functions(), functions=FUNCTIONS)
 
@@ -50,21 +51,21 @@ def companies():
 def roles():
     """Company administrators define roles and assign them to their staff."""
     if not has_permission(current_user, "role.manage"):
-        abort(403, "您没有管理角色的权限。")
+        abort(403, _("您没有管理角色的权限。"))
     if request.method == "POST":
         role = None
         role_id = request.form.get("role_id", type=int)
         if role_id:
             role = db.session.scalar(sa.select(Role).filter_by(id=role_id, company_id=current_user.company_id))
             if role is None:
-                abort(404, "未找到该角色。")
+                abort(404, _("未找到该角色。"))
         try:
             save_role(current_user, request.form.get("code"), request.form.get("name"), request.form.getlist("permissions"), role)
         except (RoleError, AccessError) as error:
             db.session.rollback()
             flash(str(error), "error")
         else:
-            flash("角色已保存。", "success")
+            flash(_("角色已保存。"), "success")
         return redirect(url_for("admin.roles"))
     company_roles = db.session.scalars(sa.select(Role).filter_by(company_id=current_user.company_id).order_by(Role.id)).all()
     return render_template(
@@ -78,10 +79,10 @@ def roles():
 def user_roles(user_id):
     """Replace the roles of one user of the administrator's company."""
     if not has_permission(current_user, "role.manage"):
-        abort(403, "您没有管理角色的权限。")
+        abort(403, _("您没有管理角色的权限。"))
     user = db.session.scalar(sa.select(User).filter_by(id=user_id, company_id=current_user.company_id))
     if user is None:
-        abort(404, "未找到该用户，或该用户不属于您的公司。")
+        abort(404, _("未找到该用户，或该用户不属于您的公司。"))
     role_ids = [int(v) for v in request.form.getlist("role_ids") if v.isdigit()]
     try:
         set_user_roles(current_user, user, role_ids)
@@ -89,7 +90,7 @@ def user_roles(user_id):
         db.session.rollback()
         flash(str(error), "error")
     else:
-        flash(f"已更新 {user.name} 的角色。", "success")
+        flash(_("已更新 %(name)s 的角色。", name=user.name), "success")
     return redirect(url_for("admin.roles"))
 
 
@@ -108,7 +109,7 @@ def _may_read_audit(user):
 def audit():
     """Security audit log, newest first; the tenant scope limits company administrators to their company."""
     if not _may_read_audit(current_user):
-        abort(403, "只有集团管理员和分公司管理员可以查看安全审计记录。")
+        abort(403, _("只有集团管理员和分公司管理员可以查看安全审计记录。"))
     event = request.args.get("event", "")
     page = min(max(request.args.get("page", 1, type=int), 1), 10_000)
     query = sa.select(AuthEvent).order_by(AuthEvent.at.desc(), AuthEvent.id.desc())

@@ -6,24 +6,26 @@ kept in one process's memory would let an attacker spread attempts over the othe
 
 import sqlalchemy as sa
 from flask import has_request_context, request
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.org.models import utcnow
 from app.tenancy import CompanyOwned
 
-# Event codes stored in AuthEvent.event, with the Chinese label shown on the audit page.
+# Event codes stored in AuthEvent.event, with the Chinese label shown (translated) on the audit page.
 EVENT_LABELS = {
-    "login_success": "登录成功",
-    "login_failure": "登录失败",
-    "lockout": "账号锁定",
-    "logout": "退出登录",
-    "functions_changed": "功能授权变更",
-    "role_created": "新建角色",
-    "role_changed": "修改角色",
-    "user_roles_changed": "人员角色变更",
-    "company_onboarded": "新公司接入",
-    "value_maps_changed": "旧系统编码映射变更",
-    "decision_changed": "集团审批规则表变更",
+    "login_success": N_("登录成功"),
+    "login_failure": N_("登录失败"),
+    "lockout": N_("账号锁定"),
+    "logout": N_("退出登录"),
+    "functions_changed": N_("功能授权变更"),
+    "role_created": N_("新建角色"),
+    "role_changed": N_("修改角色"),
+    "user_roles_changed": N_("人员角色变更"),
+    "company_onboarded": N_("新公司接入"),
+    "value_maps_changed": N_("旧系统编码映射变更"),
+    "decision_changed": N_("集团审批规则表变更"),
 }
 
 
@@ -54,17 +56,17 @@ class AuthEvent(CompanyOwned, db.Model):
 
     @property
     def label(self):
-        return EVENT_LABELS.get(self.event, self.event)
+        return translate_label(EVENT_LABELS.get(self.event, self.event))
 
     @property
     def detail_text(self):
-        """The detail as "key: value" pairs for the audit page, lists joined by 、."""
+        """The detail as "key: value" pairs for the audit page, lists joined by 、 (a comma in English)."""
         parts = []
         for key, value in (self.detail or {}).items():
             if isinstance(value, list):
-                value = "、".join(str(item) for item in value) or "无"
+                value = join_items(value) or _("无")
             parts.append(f"{key}: {value}")
-        return "；".join(parts)
+        return _("；").join(parts)
 
 
 class LoginThrottle(db.Model):

@@ -82,6 +82,9 @@ class User(UserMixin, CompanyOwned, db.Model):
     password_hash = sa.Column(sa.String(255), nullable=False)
     active = sa.Column(sa.Boolean, nullable=False, default=True)
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    # Interface language the user chose (a key of app.i18n.LANGUAGES); None until they choose,
+    # and then the login page's cookie or zh_CN applies.
+    locale = sa.Column(sa.String(8), nullable=True)
 
     company = db.relationship(Company)
 

@@ -2,11 +2,13 @@
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.extensions import db
 from app.forms.org import LoginForm
+from app.i18n import LANGUAGES, LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE_S, valid_locale
 from app.org.audit import client_ip, record_event
 from app.org.permissions import PERMISSIONS
 from app.org.services import authenticate, find_user, user_permissions
@@ -65,7 +67,7 @@ def _sign_in(form, username, password):
         db.session.commit()
         if new_lock is not None:
             return _reject_login(form, new_lock.message(), 429)
-        return _reject_login(form, "用户名或密码不正确。", 401)
+        return _reject_login(form, _("用户名或密码不正确。"), 401)
 
     clear_username(username)
     record_event("login_success", user=user, actor=user)
@@ -89,6 +91,26 @@ def logout():
     logout_user()
     session.clear()
     return redirect(url_for("org.login"))
+
+
+@bp.route("/language", methods=["POST"])
+def set_language():
+    """Switch the interface language: saved on the user when logged in, and in a cookie for the login page."""
+    locale = valid_locale(request.form.get("locale"))
+    if locale is None:
+        choices = ", ".join(LANGUAGES)
+        shown = request.form.get("locale", "")[:32]
+        abort(400, _("不支持的语言“%(value)s”；请选择 %(choices)s 之一。", value=shown, choices=choices))
+    if current_user.is_authenticated:
+        # Users may change only their own language; read-only headquarters users may too,
+        # so the write runs under the system scope like the login audit entries.
+        with scoped(SYSTEM_SCOPE):
+            current_user.locale = locale
+            db.session.commit()
+    response = redirect(safe_next_url(request.form.get("next", "")) or url_for("org.home"))
+    response.set_cookie(LOCALE_COOKIE, locale, max_age=LOCALE_COOKIE_MAX_AGE_S, samesite="Lax", httponly=True,
+                        secure=request.is_secure)
+    return response
 
 
 @bp.route("/")

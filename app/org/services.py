@@ -6,8 +6,10 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, has_request_context, request
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import translate_label
 from app.org.models import Company, CompanyFunction, Role, User, UserRole
 from app.org.permissions import PERMISSIONS, READ_ONLY_PERMISSIONS
 from app.tenancy import SYSTEM_SCOPE, TenantScope, scoped
@@ -129,8 +131,8 @@ def has_permission(user, permission, company_id=None):
 def require_permission(user, permission, company_id=None):
     """Raise AccessError unless `has_permission`."""
     if not has_permission(user, permission, company_id):
-        label = PERMISSIONS[permission][1]
-        raise AccessError(f"您没有该公司的“{label}”（{permission}）权限。")
+        label = translate_label(PERMISSIONS[permission][1])
+        raise AccessError(_("您没有该公司的“%(label)s”（%(permission)s）权限。", label=label, permission=permission))
 
 
 def users_with_permission(company_id, permission):

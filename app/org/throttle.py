@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext as _
 
 from app.clock import format_local
 from app.extensions import db
@@ -29,11 +30,11 @@ class Lock:
     until: datetime
 
     def message(self):
-        """Return the Chinese message with the time after which a retry is allowed."""
+        """Return the message with the time after which a retry is allowed."""
         retry_at = format_local(_round_up_to_minute(self.until))
         if self.kind == USERNAME:
-            return f"该用户名登录失败次数过多，已暂时锁定。请在 {retry_at} 之后重试。"
-        return f"本机所在网络地址登录失败次数过多，已暂时禁止登录。请在 {retry_at} 之后重试。"
+            return _("该用户名登录失败次数过多，已暂时锁定。请在 %(time)s 之后重试。", time=retry_at)
+        return _("本机所在网络地址登录失败次数过多，已暂时禁止登录。请在 %(time)s 之后重试。", time=retry_at)
 
 
 def _aware(moment):

@@ -5,15 +5,17 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.tariffs.models import ChargeAreaRule, Tariff, TariffPrice
 
 logger = logging.getLogger(__name__)
 
-CATEGORIES = {"residential": "居民", "non_residential": "非居民"}
-BASES = {"building_area": "建筑面积", "usable_area": "使用面积"}
+CATEGORIES = {"residential": N_("居民"), "non_residential": N_("非居民")}
+BASES = {"building_area": N_("建筑面积"), "usable_area": N_("使用面积")}
 
 
 class TariffEditError(ValueError):
@@ -21,17 +23,18 @@ class TariffEditError(ValueError):
 
 
 def _decimal(form, name, label, required=True, minimum=Decimal(0)):
+    label = translate_label(label)
     raw = (form.get(name) or "").strip()
     if not raw:
         if required:
-            raise TariffEditError(f"{label}未填写，请填写数字。")
+            raise TariffEditError(_("%(field)s未填写，请填写数字。", field=label))
         return None
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise TariffEditError(f"{label}「{raw}」不是数字。") from None
+        raise TariffEditError(_("%(field)s「%(value)s」不是数字。", field=label, value=raw)) from None
     if not value.is_finite() or value < minimum or value != value.quantize(Decimal("0.000001")):
-        raise TariffEditError(f"{label}「{raw}」必须是不小于 {minimum} 的数字，最多 6 位小数。")
+        raise TariffEditError(_("%(field)s「%(value)s」必须是不小于 %(minimum)s 的数字，最多 6 位小数。", field=label, value=raw, minimum=minimum))
     return value
 
 
@@ -55,38 +58,38 @@ def parse_tariff_form(form):
     heat_source_kind, unit price)] and `rules` as [(category, basis, factor, lift factor,
     fallback factor)].
     """
-    suspension_ratio = _decimal(form, "suspension_ratio", "报停比例")
+    suspension_ratio = _decimal(form, "suspension_ratio", N_("报停比例"))
     if suspension_ratio > 1:
-        raise TariffEditError("报停比例必须在 0 到 1 之间。")
+        raise TariffEditError(_("报停比例必须在 0 到 1 之间。"))
     late_start = (form.get("late_fee_starts_after") or "").strip()
     try:
         late_fee_starts_after = date.fromisoformat(late_start) if late_start else None
     except ValueError:
-        raise TariffEditError(f"滞纳金起算日「{late_start}」不是有效日期，格式如 2025-12-31。") from None
+        raise TariffEditError(_("滞纳金起算日「%(value)s」不是有效日期，格式如 2025-12-31。", value=late_start)) from None
     values = {
         "suspension_ratio": suspension_ratio,
-        "late_fee_rate_per_day": _decimal(form, "late_fee_rate_per_day", "滞纳金日费率", required=False),
+        "late_fee_rate_per_day": _decimal(form, "late_fee_rate_per_day", N_("滞纳金日费率"), required=False),
         "late_fee_starts_after": late_fee_starts_after,
-        "metered_base_per_m2": _decimal(form, "metered_base_per_m2", "两部制基本热价", required=False),
-        "metered_per_gj": _decimal(form, "metered_per_gj", "计量热价", required=False),
+        "metered_base_per_m2": _decimal(form, "metered_base_per_m2", N_("两部制基本热价"), required=False),
+        "metered_per_gj": _decimal(form, "metered_per_gj", N_("计量热价"), required=False),
     }
     prices = []
     for category in CATEGORIES:
-        prices.append((category, "", _decimal(form, f"price_{category}", f"{CATEGORIES[category]}单价")))
+        prices.append((category, "", _decimal(form, f"price_{category}", _("%(category)s单价", category=translate_label(CATEGORIES[category])))))
     kind = (form.get("override_kind") or "").strip()
-    override = _decimal(form, "override_price", "热源类型单价", required=False)
+    override = _decimal(form, "override_price", N_("热源类型单价"), required=False)
     if kind and override is not None:
         prices.append(("residential", kind, override))
     rules = []
     for category in CATEGORIES:
         basis = form.get(f"basis_{category}", "building_area")
         if basis not in BASES:
-            raise TariffEditError(f"计费面积依据「{basis}」无法识别。")
+            raise TariffEditError(_("计费面积依据「%(value)s」无法识别。", value=basis))
         rules.append((
             category, basis,
-            _decimal(form, f"factor_{category}", "面积系数"),
-            _decimal(form, f"lift_factor_{category}", "电梯系数", required=False),
-            _decimal(form, f"fallback_factor_{category}", "使用面积缺省系数", required=False),
+            _decimal(form, f"factor_{category}", N_("面积系数")),
+            _decimal(form, f"lift_factor_{category}", N_("电梯系数"), required=False),
+            _decimal(form, f"fallback_factor_{category}", N_("使用面积缺省系数"), required=False),
         ))
     values["prices"] = prices
     values["rules"] = rules
@@ -104,19 +107,22 @@ def save_tariff(tariff, form, user_id):
     try:
         effective_from = date.fromisoformat(effective_text) if effective_text else tariff.effective_from
     except ValueError:
-        raise TariffEditError(f"生效日期「{effective_text}」不是有效日期，格式如 2026-01-10。") from None
+        raise TariffEditError(_("生效日期「%(value)s」不是有效日期，格式如 2026-01-10。", value=effective_text)) from None
     if not season.start_on <= effective_from <= season.end_on:
-        raise TariffEditError(f"生效日期 {effective_from} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）内。")
+        raise TariffEditError(_(
+            "生效日期 %(date)s 不在供暖季 %(season)s（%(start)s 至 %(end)s）内。",
+            date=effective_from, season=season.name, start=season.start_on, end=season.end_on,
+        ))
 
     target = tariff
     if effective_from != tariff.effective_from:
         clash = db.session.scalar(sa.select(Tariff.id).filter_by(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from))
         if clash:
-            raise TariffEditError(f"已有自 {effective_from} 起生效的收费标准；请修改那一版。")
+            raise TariffEditError(_("已有自 %(date)s 起生效的收费标准；请修改那一版。", date=effective_from))
         target = Tariff(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from, suspension_ratio=0)
         db.session.add(target)
     elif tariff_is_used(tariff):
-        raise TariffEditError("本标准已用于生成应收，不能原地修改；请填写新的生效日期保存为新版本。")
+        raise TariffEditError(_("本标准已用于生成应收，不能原地修改；请填写新的生效日期保存为新版本。"))
 
     values = parse_tariff_form(form)
     for name in ("suspension_ratio", "late_fee_rate_per_day", "late_fee_starts_after", "metered_base_per_m2", "metered_per_gj"):

@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -18,7 +19,7 @@ bp = Blueprint("tariffs", __name__, url_prefix="/tariffs")
 def index():
     """Seasons and tariffs of the visible companies."""
     if not has_permission(current_user, "billing.read"):
-        abort(403, "您没有查看收费标准的权限。")
+        abort(403, _("您没有查看收费标准的权限。"))
     tariffs = db.session.execute(
         sa.select(Tariff, Season, Company)
         .join(Season, Tariff.season_id == Season.id)
@@ -34,18 +35,18 @@ def edit(tariff_id):
     """Show one tariff; administrators of its company may edit it or add a later version."""
     tariff = db.session.scalar(sa.select(Tariff).filter_by(id=tariff_id))
     if tariff is None:
-        abort(404, "未找到该收费标准，或您无权查看。")
+        abort(404, _("未找到该收费标准，或您无权查看。"))
     may_edit = has_permission(current_user, "tariff.edit") and tariff.company_id == current_user.company_id
     if request.method == "POST":
         if not may_edit:
-            abort(403, "您没有修改本公司收费标准的权限。")
+            abort(403, _("您没有修改本公司收费标准的权限。"))
         try:
             saved = save_tariff(tariff, request.form, current_user.id)
         except TariffEditError as error:
             db.session.rollback()
             flash(str(error), "error")
             return redirect(url_for("tariffs.edit", tariff_id=tariff.id))
-        flash("收费标准已保存。", "success")
+        flash(_("收费标准已保存。"), "success")
         return redirect(url_for("tariffs.edit", tariff_id=saved.id))
     prices = {(p.category, p.heat_source_kind): p.unit_price for p in tariff.prices}
     override = next(((k, v) for (c, k), v in prices.items() if k), ("", None))

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
 from app.money import round_money
@@ -31,7 +32,7 @@ def get_season(company_id, name):
     """Return the company's season called `name`, or raise TariffError."""
     season = db.session.scalar(sa.select(Season).filter_by(company_id=company_id, name=name))
     if season is None:
-        raise TariffError(f"本公司没有供暖季 {name}；请先建立该供暖季及其收费标准。")
+        raise TariffError(_("本公司没有供暖季 %(season)s；请先建立该供暖季及其收费标准。", season=name))
     return season
 
 
@@ -45,7 +46,7 @@ def tariff_in_force(season, on_date=None):
         .limit(1)
     )
     if tariff is None:
-        raise TariffError(f"供暖季 {season.name} 在 {on_date} 没有生效的收费标准；请在收费标准中添加。")
+        raise TariffError(_("供暖季 %(season)s 在 %(date)s 没有生效的收费标准；请在收费标准中添加。", season=season.name, date=on_date))
     return tariff
 
 
@@ -75,7 +76,7 @@ def unit_price(tariff, account, heat_source_kind):
         if not price.heat_source_kind:
             default = price.unit_price
     if default is None:
-        raise TariffError(f"收费标准缺少「{category}」类用户的单价；请在收费标准中补充。")
+        raise TariffError(_("收费标准缺少「%(category)s」类用户的单价；请在收费标准中补充。", category=category))
     return default
 
 

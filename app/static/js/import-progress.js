@@ -12,7 +12,7 @@
         label.textContent = data.status_label;
         bar.max = data.data_rows || 1;
         bar.value = data.processed_rows;
-        text.textContent = data.processed_rows + " / " + data.data_rows + " 行";
+        text.textContent = data.progress_text;
         if (data.finished) { window.location.reload(); } else { setTimeout(poll, 700); }
       })
       .catch(function () { setTimeout(poll, 2000); });

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6d49fc17dbd4
+Revision ID: f9f252ddda4b
 Revises: 
-Create Date: 2026-12-04 23:22:59.393521
+Create Date: 2026-12-05 00:55:16.766073
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '6d49fc17dbd4'
+revision = 'f9f252ddda4b'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -273,6 +273,7 @@ def upgrade():
     sa.Column('password_hash', sa.String(length=255), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('locale', sa.String(length=8), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_user_company_id_company')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_user')),

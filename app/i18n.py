@@ -1,0 +1,116 @@
+"""Interface language: Chinese (zh_CN) by default, English on request, chosen per user.
+
+Source strings are the Chinese texts. app/translations/<locale>/LC_MESSAGES/messages.po
+contains the other languages, and bin/i18n extracts, updates, checks and compiles them. The
+language of a request is the user's saved choice, else the cookie set on the login page,
+else zh_CN. Receipts and invoices stay Chinese in every language, because they are legal
+documents.
+"""
+
+import logging
+from contextlib import contextmanager
+
+from babel import Locale
+from flask import has_request_context, request
+from flask_babel import Babel, force_locale, gettext
+from flask_babel.speaklater import LazyString
+from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
+
+DEFAULT_LOCALE = "zh_CN"
+# Locale code -> the language's own name, shown in the switcher so a reader finds their language.
+LANGUAGES = {"zh_CN": "中文", "en": "English"}
+LOCALE_COOKIE = "heatflow_locale"
+# One year, in seconds: the login page's choice outlives any session.
+LOCALE_COOKIE_MAX_AGE_S = 365 * 24 * 3600
+
+babel = Babel()
+logger = logging.getLogger(__name__)
+
+
+def N_(text):
+    """Mark `text` for extraction without translating it.
+
+    For Chinese labels kept as plain strings because code also matches, joins or stores
+    them (status names, permission labels). Translate them where shown, with
+    `translate_label` in Python or the `translate` filter in templates.
+    """
+    return text
+
+
+def translate_label(text):
+    """Translate a label marked with N_ (or any catalog msgid); other text and None pass through."""
+    return gettext(text) if text else text
+
+
+def join_items(items):
+    """Join labels into one list for a message, with 、 in Chinese and a comma in English."""
+    return gettext("、").join(str(item) for item in items)
+
+
+def lazy_label(text):
+    """Return a lazy string that translates a label marked with N_ when shown (form choices, module level)."""
+    return LazyString(translate_label, text)
+
+
+def lazy_join(items):
+    """Return a lazy `join_items`, for placeholders of module-level lazy_gettext messages."""
+    return LazyString(join_items, list(items))
+
+
+@contextmanager
+def legal_document_language():
+    """Render inside the block in Chinese whatever the reader's language.
+
+    Receipts, refund receipts and invoices are legal documents and must be Chinese.
+    """
+    with force_locale(DEFAULT_LOCALE):
+        yield
+
+
+def valid_locale(value):
+    """Return `value` if it names a supported language, else None."""
+    return value if value in LANGUAGES else None
+
+
+def select_locale():
+    """Return the language of this request: the user's saved choice, the cookie, or zh_CN.
+
+    Outside a request (Celery tasks, CLI commands) messages are Chinese.
+    """
+    if not has_request_context():
+        return DEFAULT_LOCALE
+    try:
+        if current_user and current_user.is_authenticated:
+            saved = valid_locale(current_user.locale)
+            if saved:
+                return saved
+    except SQLAlchemyError as error:
+        # The user is loaded on first use; when the database is down, the error page still
+        # needs a language, so the cookie decides.
+        logger.warning("Could not load the user's language, using the cookie: %s", error)
+    return valid_locale(request.cookies.get(LOCALE_COOKIE)) or DEFAULT_LOCALE
+
+
+def locale_code(locale):
+    """Return the LANGUAGES key of a Babel Locale (Babel spells zh_CN as zh_Hans_CN)."""
+    for code in LANGUAGES:
+        if Locale.parse(code) == locale:
+            return code
+    return DEFAULT_LOCALE
+
+
+def init_i18n(app):
+    """Bind Flask-Babel with the locale selector and expose the switcher's data to templates."""
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
+    # Flask-Babel's date formatting shows times in the companies' local time, like app.clock.
+    app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Shanghai")
+    babel.init_app(app, locale_selector=select_locale)
+    app.add_template_filter(translate_label, "translate")
+
+    @app.context_processor
+    def _language():
+        from flask_babel import get_locale
+
+        code = locale_code(get_locale())
+        return {"languages": LANGUAGES, "current_locale": code, "html_lang": code.replace("_", "-")}
