@@ -87,7 +87,7 @@ def hq_rebuild_totals_command():
 @heat.command("valve-history-rebuild")
 @click.option("--company", "company_codes", multiple=True, help="Company code such as TJ; repeat for several (default: every company).")
 def valve_history_rebuild_command(company_codes):
-    """Write the valve history of data created before it was kept, from the process history; safe to re-run."""
+    """Write the valve history of data created before it was kept, from the process history. Safe to re-run."""
     from app.network.valve_rebuild import rebuild_valve_history
 
     for code in company_codes:

@@ -55,7 +55,8 @@ USER_TYPE_SYNONYMS = {
     "商业": "non_residential",
 }
 BILLING_METHOD_SYNONYMS = {"面积": "area", "计量": "metered"}
-# The optional valve column; a blank cell keeps a stored account's valve state (open for a new one).
+# Words of the optional valve column. A blank cell keeps a stored account's valve state (open for a new one).
+# TODO: let a company's legacy_values map its own valve wording, as for billing_status.
 VALVE_SYNONYMS = {"开栓": "open", "开": "open", "关栓": "closed", "关": "closed", "施封": "sealed", "已施封": "sealed"}
 YES_NO = {"是": True, "有": True, "否": False, "无": False}
 

@@ -3,10 +3,10 @@
 The process history is the source: every valve closing (登记关栓), forced shutoff,
 reheating, back-charge and connection left a process event with its time and user. A
 change is credited to the valve field task of the same instance completed at or before
-the event, else to the instance. Accounts whose stored valve state still differs from
-the end of their history get an `import` row with the state they have now: at the
-company's first ledger import when the account has no history at all, otherwise at the
-time of the rebuild. Running it again adds nothing.
+the event, else to the instance. An account whose stored valve state still differs from
+the end of its history gets an `import` row with the state it has now. That row takes
+effect at the company's first ledger import when the account has no history at all, and
+at the time of the rebuild otherwise. Running it again adds nothing.
 """
 
 import json

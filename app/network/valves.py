@@ -39,7 +39,7 @@ class ValveChange(CompanyOwned, db.Model):
     __tablename__ = "valve_change"
     __table_args__ = (
         sa.UniqueConstraint("company_id", "account_id", "effective_at"),
-        # Counting shut-off valves as of a date reads only this index on PostgreSQL.
+        # Covering on PostgreSQL, so a count as of a date can be an index-only scan.
         sa.Index("ix_valve_change_company_state", "company_id", "state", "effective_at",
                  postgresql_include=["ended_at", "account_id"]),
     )
@@ -55,7 +55,7 @@ class ValveChange(CompanyOwned, db.Model):
     cause_id = sa.Column(sa.Integer)
     recorded_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     recorded_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
-    # Where the state came from when no id says it, such as the ledger file and row.
+    # Source of the state when no id names it, such as the ledger file and row.
     note = sa.Column(sa.String(255), nullable=False, default="")
 
     @property
@@ -79,8 +79,8 @@ def record_valve_change(account, state, effective_at, cause_type, cause_id=None,
                         skip_unchanged=False):
     """Add one change to the account's history and link it to its neighbours; returns the row or None.
 
-    A change may arrive out of order (a rebuild, or a result synced late), so the row
-    before it ends where this one starts and this one ends where the next starts. With
+    A change may arrive out of order because the rebuild adds past changes. So the row
+    before it ends where this one starts, and this one ends where the next starts. With
     `skip_unchanged`, nothing is written when the state in effect at `effective_at` is
     already `state`. A second change of one account at the same instant is not written.
     """
