@@ -17,7 +17,7 @@ from app.network.valves import ValveChange, record_valve_change, shut_off_counts
 from app.org.models import User
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 from tests.fieldwork.conftest import photo, valve_task  # noqa: F401
-from tests.processes.conftest import make_account  # noqa: F401
+from tests.processes.conftest import instance_of, make_account, open_task, start_process_request, submit_task  # noqa: F401
 
 SEASON = "2025-2026"
 # Day D of the worked example: closed at local noon on D, opened at local noon on D+10.
@@ -163,6 +163,28 @@ def test_field_task_writes_one_change(valve_task, login):
     assert changes[0].recorded_by_id == field_user.id
     assert changes[0].company_id == account.company_id
     assert changes[0].ended_at is None
+
+
+def test_reheating_ends_the_closed_period(demo, make_account, login):
+    account = make_account("TJ", "87.35", status="suspended")
+    account.valve_state = "closed"
+    record_valve_change(account, "closed", _noon(CLOSED_ON), "import")
+    db.session.commit()
+    response = start_process_request(login("tj_clerk"), "reheating", account.id, {"requested_on": "2026-01-20", "comment": ""})
+    assert response.status_code == 302
+    instance = instance_of(account.id, "reheating")
+    assert submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "approve"}).status_code == 302
+    field_task = open_task(instance.id, "valve_open")
+    response = submit_task(login("tj_field"), field_task.id, {"opened_on": "2026-01-20", "photo_note": "阀门照片"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+    closed, opened = db.session.scalars(
+        sa.select(ValveChange).where(ValveChange.account_id == account.id).order_by(ValveChange.effective_at)
+    ).all()
+
+    assert (opened.state, opened.cause_type, opened.cause_id) == ("open", "field_task", field_task.id)
+    assert closed.ended_at == opened.effective_at
+    assert opened.ended_at is None
 
 
 def test_rebuild_restores_history_once(valve_task, login, app_ctx):
