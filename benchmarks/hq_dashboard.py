@@ -60,19 +60,21 @@ VALVE_FIRST_CLOSING = "2025-11-01 12:00:00+08"
 # and for even account ids an opening 5 to 34 days later.
 VALVE_HISTORY_SQL = """
 WITH picked AS (
-    SELECT id, company_id,
-           CAST(:first AS timestamptz) + ((id * 131) % 120) * INTERVAL '1 day' AS closed_at,
-           CASE WHEN id % 2 = 0 THEN CAST(:first AS timestamptz) + ((id * 131) % 120 + 5 + id % 30) * INTERVAL '1 day' END AS opened_at
-    FROM account WHERE (id::bigint * 7919) % 100 < :share
+    SELECT a.id, a.company_id, b.community_id,
+           CAST(:first AS timestamptz) + ((a.id * 131) % 120) * INTERVAL '1 day' AS closed_at,
+           CASE WHEN a.id % 2 = 0
+                THEN CAST(:first AS timestamptz) + ((a.id * 131) % 120 + 5 + a.id % 30) * INTERVAL '1 day' END AS opened_at
+    FROM account a JOIN unit u ON u.id = a.unit_id JOIN building b ON b.id = u.building_id
+    WHERE (a.id::bigint * 7919) % 100 < :share
 ), changes AS (
-    SELECT company_id, id AS account_id, CASE WHEN id % 3 = 0 THEN 'sealed' ELSE 'closed' END AS state,
+    SELECT company_id, community_id, id AS account_id, CASE WHEN id % 3 = 0 THEN 'sealed' ELSE 'closed' END AS state,
            closed_at AS effective_at, opened_at AS ended_at
     FROM picked
     UNION ALL
-    SELECT company_id, id, 'open', opened_at, NULL FROM picked WHERE opened_at IS NOT NULL
+    SELECT company_id, community_id, id, 'open', opened_at, NULL FROM picked WHERE opened_at IS NOT NULL
 )
-INSERT INTO valve_change (company_id, account_id, state, effective_at, ended_at, cause_type, recorded_at, note)
-SELECT company_id, account_id, state, effective_at, ended_at, 'process_instance', effective_at, 'bench' FROM changes
+INSERT INTO valve_change (company_id, community_id, account_id, state, effective_at, ended_at, cause_type, recorded_at, note)
+SELECT company_id, community_id, account_id, state, effective_at, ended_at, 'process_instance', effective_at, 'bench' FROM changes
 """
 LEDGER_COLUMNS = ("company_id", "account_id", "season_id", "kind", "amount", "cause_type", "idempotency_key", "memo", "created_at")
 

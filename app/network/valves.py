@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.network.models import Account, Building, Unit
+from app.network.models import Building, Unit
 from app.tenancy import CompanyOwned
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,14 @@ class ValveChange(CompanyOwned, db.Model):
         sa.UniqueConstraint("company_id", "account_id", "effective_at"),
         # Covering on PostgreSQL, so a count as of a date can be an index-only scan.
         sa.Index("ix_valve_change_company_state", "company_id", "state", "effective_at",
-                 postgresql_include=["ended_at", "account_id"]),
+                 postgresql_include=["ended_at", "account_id", "community_id"]),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
     account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    # The account's community when the change was recorded, so the drill-down counts per
+    # community without joining the network tables. An account moved later keeps it.
+    community_id = sa.Column(sa.Integer, sa.ForeignKey("community.id"), nullable=False)
     state = sa.Column(sa.String(16), nullable=False)
     effective_at = sa.Column(sa.DateTime(timezone=True), nullable=False)
     # Effective time of the account's next change; NULL for the current state.
@@ -95,7 +98,7 @@ def record_valve_change(account, state, effective_at, cause_type, cause_id=None,
     if skip_unchanged and in_effect == state:
         return None
     change = ValveChange(
-        company_id=account.company_id, account_id=account.id, state=state, effective_at=effective_at,
+        company_id=account.company_id, account_id=account.id, community_id=_community_id(account), state=state, effective_at=effective_at,
         ended_at=later.effective_at if later is not None else None, cause_type=cause_type, cause_id=cause_id,
         recorded_by_id=recorded_by_id, note=note[:255],
     )
@@ -103,6 +106,12 @@ def record_valve_change(account, state, effective_at, cause_type, cause_id=None,
         earlier.ended_at = effective_at
     db.session.add(change)
     return change
+
+
+def _community_id(account):
+    return db.session.scalar(
+        sa.select(Building.community_id).join(Unit, Unit.building_id == Building.id).where(Unit.id == account.unit_id)
+    )
 
 
 def _same_instant(stored, given):
@@ -130,13 +139,9 @@ def shut_off_counts(end):
 def shut_off_by_community(company_id, end):
     """Map community id -> shut-off valves of one company just before the instant `end`."""
     return dict(db.session.execute(
-        sa.select(Building.community_id, sa.func.count())
-        .select_from(ValveChange)
-        .join(Account, Account.id == ValveChange.account_id)
-        .join(Unit, Unit.id == Account.unit_id)
-        .join(Building, Building.id == Unit.building_id)
-        .where(ValveChange.company_id == company_id, Account.company_id == company_id, _shut_at(end))
-        .group_by(Building.community_id)
+        sa.select(ValveChange.community_id, sa.func.count())
+        .where(ValveChange.company_id == company_id, _shut_at(end))
+        .group_by(ValveChange.community_id)
     ).all())
 
 

@@ -129,15 +129,15 @@ def test_rls_hides_other_company_history(backend, demo, make_account):
     record_valve_change(tj, "closed", _noon(CLOSED_ON), "process_instance")
     record_valve_change(qd, "closed", _noon(CLOSED_ON), "process_instance")
     db.session.commit()
-    tj_id, qd_id, qd_account_id = demo["TJ"].id, demo["QD"].id, qd.id
+    tj_id, qd_id, qd_account_id, qd_community_id = demo["TJ"].id, demo["QD"].id, qd.id, _community_of(qd)
 
     with scoped(company_scope(tj_id)):
         seen = set(db.session.execute(sa.text("SELECT DISTINCT company_id FROM valve_change")).scalars())
         with pytest.raises(sa.exc.ProgrammingError) as raised:
             db.session.execute(sa.text(
-                "INSERT INTO valve_change (company_id, account_id, state, effective_at, cause_type, recorded_at, note)"
-                " VALUES (:company, :account, 'open', now(), 'import', now(), '')"
-            ), {"company": qd_id, "account": qd_account_id})
+                "INSERT INTO valve_change (company_id, account_id, community_id, state, effective_at, cause_type, recorded_at, note)"
+                " VALUES (:company, :account, :community, 'open', now(), 'import', now(), '')"
+            ), {"company": qd_id, "account": qd_account_id, "community": qd_community_id})
         db.session.rollback()
 
     assert seen == {tj_id}
