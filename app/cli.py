@@ -84,6 +84,18 @@ def hq_rebuild_totals_command():
     click.echo(f"HQ daily totals rebuilt: {rows} community-day rows, {steps} process-step-day rows.")
 
 
+@heat.command("valve-history-rebuild")
+@click.option("--company", "company_codes", multiple=True, help="Company code such as TJ; repeat for several (default: every company).")
+def valve_history_rebuild_command(company_codes):
+    """Write the valve history of data created before it was kept, from the process history. Safe to re-run."""
+    from app.network.valve_rebuild import rebuild_valve_history
+
+    for code in company_codes:
+        _company_id_or_exit(code)
+    for result in rebuild_valve_history(company_codes):
+        click.echo(f"{result.company_code}: {result.from_processes} valve changes from processes, {result.baseline} baseline rows added.")
+
+
 @heat.command("receivables")
 @click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
 @click.option("--season", required=True, help="Season name, e.g. 2025-2026.")

@@ -4,6 +4,7 @@ from app.billing.models import BillingRun, LedgerEntry  # noqa: F401
 from app.fieldwork.models import FieldPhoto, FieldSubmission, FieldVisit  # noqa: F401
 from app.ledger.models import LedgerImport, LedgerValueMap  # noqa: F401
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit  # noqa: F401
+from app.network.valves import ValveChange  # noqa: F401
 from app.org.audit import AuthEvent, LoginThrottle  # noqa: F401
 from app.org.models import Company, CompanyFunction, Group, Role, User, UserRole  # noqa: F401
 from app.processes.models import DecisionVersion, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel  # noqa: F401

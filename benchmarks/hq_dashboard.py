@@ -5,14 +5,17 @@ and generates for each of the four companies an equal share of the accounts (1,0
 community), the seasons 2024-2025 and 2025-2026, and with COPY: one charge per account
 and season, payments spread over each season (about 90% of last season's and 60% of
 this season's charges paid), prior arrears on 1% of the accounts, waivers on 0.5% (2% in
-QD, the outlier), and process instances with their human tasks. The daily totals are then
-rebuilt from the ledger and the tasks, as after any bulk load that bypasses the ORM.
+QD, the outlier), process instances with their human tasks, and a valve history: 5% of
+the accounts closed or sealed on a day from 2025-11-01 to 2026-02-28, half of them opened
+again 5 to 34 days later. The daily totals are then rebuilt from the ledger and the tasks,
+as after any bulk load that bypasses the ORM.
 
 Each dashboard endpoint is requested through the Flask test client as hq_auditor, once to
 warm up and then --repeat times; the median is reported with its ratio to a raw baseline
 measured in the same run: `SELECT count(*) FROM ledger_entry`. The group figures as of the
-chosen date are checked against sums over the ledger itself. The database is dropped at
-the end, also after a failure.
+chosen date are checked against sums over the ledger itself, and the shut-off count
+against the latest valve change of each account up to that date. The database is dropped
+at the end, also after a failure.
 
     .venv/bin/python benchmarks/hq_dashboard.py --accounts 1000000
 """
@@ -51,6 +54,28 @@ UNITS_PER_BUILDING = 4
 BUILDINGS_PER_COMMUNITY = 10
 PROCESS_INSTANCES = 40_000
 STATEMENT_TIMEOUT_SECONDS = 900
+VALVE_SHARE_PERCENT = 5
+VALVE_FIRST_CLOSING = "2025-11-01 12:00:00+08"
+# Generated closings and openings: a closing on one of 120 days from VALVE_FIRST_CLOSING,
+# and for even account ids an opening 5 to 34 days later.
+VALVE_HISTORY_SQL = """
+WITH picked AS (
+    SELECT a.id, a.company_id, b.community_id,
+           CAST(:first AS timestamptz) + ((a.id * 131) % 120) * INTERVAL '1 day' AS closed_at,
+           CASE WHEN a.id % 2 = 0
+                THEN CAST(:first AS timestamptz) + ((a.id * 131) % 120 + 5 + a.id % 30) * INTERVAL '1 day' END AS opened_at
+    FROM account a JOIN unit u ON u.id = a.unit_id JOIN building b ON b.id = u.building_id
+    WHERE (a.id::bigint * 7919) % 100 < :share
+), changes AS (
+    SELECT company_id, community_id, id AS account_id, CASE WHEN id % 3 = 0 THEN 'sealed' ELSE 'closed' END AS state,
+           closed_at AS effective_at, opened_at AS ended_at
+    FROM picked
+    UNION ALL
+    SELECT company_id, community_id, id, 'open', opened_at, NULL FROM picked WHERE opened_at IS NOT NULL
+)
+INSERT INTO valve_change (company_id, community_id, account_id, state, effective_at, ended_at, cause_type, recorded_at, note)
+SELECT company_id, community_id, account_id, state, effective_at, ended_at, 'process_instance', effective_at, 'bench' FROM changes
+"""
 LEDGER_COLUMNS = ("company_id", "account_id", "season_id", "kind", "amount", "cause_type", "idempotency_key", "memo", "created_at")
 
 
@@ -226,6 +251,17 @@ def generate_processes(count):
                                     "process_type", "account_id", "company_id"), tasks())
 
 
+def generate_valve_history():
+    """Insert the valve history and set each account's current valve state from it; returns the row count."""
+    rows = db.session.execute(sa.text(VALVE_HISTORY_SQL), {"first": VALVE_FIRST_CLOSING, "share": VALVE_SHARE_PERCENT}).rowcount
+    db.session.execute(sa.text(
+        "UPDATE account a SET valve_state = v.state FROM valve_change v"
+        " WHERE v.account_id = a.id AND v.company_id = a.company_id AND v.ended_at IS NULL"
+    ))
+    db.session.commit()
+    return rows
+
+
 def median_ms(function, repeat):
     function()
     samples = []
@@ -249,6 +285,14 @@ def check_figures(client):
     if (Decimal(group["receivable"]), Decimal(group["received"])) != expected:
         raise RuntimeError(f"dashboard group row {group['receivable']} / {group['received']} differs from the ledger {expected}")
     print(f"checked: group receivable {group['receivable']}, received {group['received']} as of {AS_OF} equal the ledger sums")
+    # Independent of ended_at: the latest change of each account up to the end of the day.
+    shut_off = db.session.execute(sa.text(
+        "SELECT count(*) FROM (SELECT DISTINCT ON (account_id) state FROM valve_change WHERE effective_at < :end"
+        " ORDER BY account_id, effective_at DESC) latest WHERE state IN ('closed', 'sealed')"
+    ), {"end": end}).scalar_one()
+    if group["shut_off"] != shut_off:
+        raise RuntimeError(f"dashboard shut-off count {group['shut_off']} differs from the valve history's {shut_off}")
+    print(f"checked: {shut_off:,} shut-off valves as of {AS_OF} equal the latest change per account")
 
 
 def benchmark(application, accounts, repeat):
@@ -258,13 +302,15 @@ def benchmark(application, accounts, repeat):
     codes = {company_id: code for code, company_id, _ in companies()}
     lines = timed("COPY ledger lines", lambda: copy_rows("ledger_entry", LEDGER_COLUMNS, ledger_rows(seasons, codes)))
     tasks = timed(f"COPY {PROCESS_INSTANCES:,} process instances and tasks", lambda: generate_processes(PROCESS_INSTANCES))
+    valves = timed("INSERT valve history", generate_valve_history)
     rows = timed("rebuild daily totals from the ledger", lambda: rebuild_daily_totals(db.session.connection()))
     timed("rebuild process-step totals from the tasks", lambda: rebuild_step_totals(db.session.connection()))
     db.session.commit()
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         timed("VACUUM ANALYZE", lambda: connection.execute(sa.text("VACUUM ANALYZE")))
     company_rows = db.session.execute(sa.text("SELECT count(*) FROM hq_company_daily_total")).scalar_one()
-    print(f"ledger lines {lines:,}, human tasks {tasks:,}, daily-total rows: community {rows:,}, company {company_rows:,}")
+    print(f"ledger lines {lines:,}, human tasks {tasks:,}, valve changes {valves:,}, "
+          f"daily-total rows: community {rows:,}, company {company_rows:,}")
 
     db.session.remove()
     client = application.test_client()

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.fieldwork.models import FINDINGS, FieldPhoto, FieldSubmission, FieldVisit, utcnow
 from app.network.models import Account
+from app.network.valves import shut_off_counts
 from app.org.models import Company, User
 from app.org.services import has_permission, require_permission
 from app.processes.access import ConflictError, InputError, NotFoundError, get_task, inbox_tasks
@@ -244,7 +245,7 @@ def assign_inspections(supervisor, account_ids, field_user_id, note=""):
 
 
 def field_progress():
-    """Per subsidiary: open valve and survey tasks, closed valves, inspections done of assigned, violations found.
+    """Per subsidiary: open valve and survey tasks, valves shut off now, inspections done of assigned, violations found.
 
     Returns rows of dicts in company-number order; one grouped query per figure.
     """
@@ -255,9 +256,7 @@ def field_progress():
         sa.select(HumanTask.company_id, sa.func.count()).where(HumanTask.status == "open", HumanTask.form.in_(FIELD_FORMS))
         .group_by(HumanTask.company_id)
     )
-    closed_valves = per_company(
-        sa.select(Account.company_id, sa.func.count()).where(Account.valve_state.in_(("closed", "sealed"))).group_by(Account.company_id)
-    )
+    closed_valves = shut_off_counts(utcnow())
     assigned = per_company(sa.select(FieldVisit.company_id, sa.func.count()).group_by(FieldVisit.company_id))
     done = per_company(sa.select(FieldVisit.company_id, sa.func.count()).where(FieldVisit.status == "done").group_by(FieldVisit.company_id))
     violations = per_company(

@@ -9,6 +9,9 @@ Received (实收) is the season's payments less refunds and reversals; money pai
 what was owed is posted as a credit line and is not in it. Receivable (应收) is the
 season's charges, re-ratings, settlements, waivers and write-offs. Arrears (欠费) are
 receivable less received, and also count prior arrears taken over at import.
+
+Shut-off valves (关栓户数) are the accounts whose valve was closed or sealed at the end of
+the chosen day, read from the valve history (app/network/valves.py).
 """
 
 from collections import defaultdict
@@ -25,6 +28,7 @@ from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, Ste
 from app.hq.totals import epoch_seconds
 from app.money import ZERO, Money
 from app.network.models import USER_TYPES, VALVE_STATES, Account, Building, Community, Unit
+from app.network.valves import shut_off_by_community, shut_off_counts, valve_states_at
 from app.org.models import Company
 from app.processes.models import PROCESS_TYPES, HumanTask
 from app.tariffs.models import Season
@@ -32,7 +36,6 @@ from app.tariffs.models import Season
 HUNDRED = Decimal(100)
 ARREARS_KINDS = (*RECEIVABLE_KINDS, *RECEIVED_KINDS, "prior_arrears")
 CHARGED_KINDS = ("charge", "settlement")
-SHUT_OFF_STATES = ("closed", "sealed")
 AGE_BUCKETS = {"current": "本季", "previous": "上季", "older": "往季及更早"}
 # Robust z-score (Iglewicz and Hoaglin): 0.6745 (x - median) / MAD; above 3.5 is an outlier.
 OUTLIER_Z = Decimal("3.5")
@@ -187,19 +190,12 @@ def _sum(totals, kinds, **match):
     return amount, entries
 
 
-def _shut_off_counts():
-    # TODO: count shut-off valves as of the chosen date once valve changes are kept as dated history.
-    return dict(db.session.execute(
-        sa.select(Account.company_id, sa.func.count()).where(Account.valve_state.in_(SHUT_OFF_STATES)).group_by(Account.company_id)
-    ).all())
-
-
 def company_view(season_name, as_of):
     """Build the company table: billed accounts, receivable, received and arrears of the season, the rate now and a year earlier."""
     seasons = _seasons()
     totals = _company_totals(as_of)
     earlier = _company_totals(year_earlier(as_of))
-    shut_off = _shut_off_counts()
+    shut_off = shut_off_counts(end_of_day_utc(as_of))
     previous_name = previous_season_name(season_name)
     rows = []
     group = {"receivable": ZERO, "received": ZERO, "arrears": ZERO, "all_arrears": ZERO, "billed_accounts": 0, "shut_off": 0}
@@ -237,7 +233,7 @@ def company_view(season_name, as_of):
         "columns": [
             ("name", "公司"), ("billed_accounts", "开票户数"), ("receivable", "本季应收"), ("received", "本季实收"),
             ("arrears", "本季欠费"), ("collection_rate", "收费率 %"), ("previous_rate", "上季同期收费率 %"),
-            ("all_arrears", "累计欠费（含往季）"), ("shut_off", "关栓户数（当前）"),
+            ("all_arrears", "累计欠费（含往季）"), ("shut_off", "关栓户数"),
         ],
         "rows": rows,
     }
@@ -456,6 +452,7 @@ def community_view(company, season_name, as_of):
             target["waiver"] -= amount
             target["waivers"] += entries
     communities = db.session.scalars(sa.select(Community).where(Community.company_id == company.id).order_by(Community.code)).all()
+    shut_off = shut_off_by_community(company.id, end_of_day_utc(as_of))
     rows = []
     for community in communities:
         f = figures[community.id]
@@ -465,7 +462,7 @@ def community_view(company, season_name, as_of):
             "collection_rate": rate(f["received"], f["receivable"]), "all_arrears": f["all_arrears"],
             "waiver_amount": f["waiver"], "count": int(f["waivers"]),
             "waiver_rate": rate(f["waiver"], f["charged"], WAIVER_RATE_PLACES),
-            "ratio": f["waiver"] / f["charged"] if f["charged"] else None,
+            "ratio": f["waiver"] / f["charged"] if f["charged"] else None, "shut_off": shut_off.get(community.id, 0),
         })
     _flag_outliers(rows)
     return {
@@ -473,13 +470,13 @@ def community_view(company, season_name, as_of):
         "columns": [("code", "小区编号"), ("name", "小区"), ("billed_accounts", "开票户数"), ("receivable", "本季应收"),
                     ("received", "本季实收"), ("arrears", "本季欠费"), ("collection_rate", "收费率 %"),
                     ("all_arrears", "累计欠费（含往季）"), ("waiver_amount", "减免金额"), ("count", "减免笔数"),
-                    ("waiver_rate", "减免率 %"), ("outlier_label", "减免异常")],
+                    ("waiver_rate", "减免率 %"), ("outlier_label", "减免异常"), ("shut_off", "关栓户数")],
         "rows": rows,
     }
 
 
 def account_view(company, community, season_name, as_of):
-    """Build one community's account table from the ledger, largest arrears first."""
+    """Build one community's account table from the ledger with each valve's state at the end of the day, largest arrears first."""
     season = db.session.scalar(sa.select(Season).where(Season.company_id == company.id, Season.name == season_name))
     season_id = season.id if season is not None else -1
     in_season = LedgerEntry.season_id == season_id
@@ -499,14 +496,16 @@ def account_view(company, community, season_name, as_of):
     )
     money = {account_id: (due, -paid, arrears) for account_id, due, paid, arrears in db.session.execute(statement)}
     accounts = db.session.execute(
-        sa.select(Account.id, Account.account_no, Account.customer_name, Account.user_type, Account.valve_state,
+        sa.select(Account.id, Account.account_no, Account.customer_name, Account.user_type,
                   Building.code, Unit.code, Account.room)
         .join(Unit, Unit.id == Account.unit_id).join(Building, Building.id == Unit.building_id)
         .where(Account.company_id == company.id, Building.community_id == community.id)
     ).all()
+    valves = valve_states_at(company.id, [row[0] for row in accounts], end_of_day_utc(as_of))
     rows = []
-    for account_id, number, name, user_type, valve, building, unit, room in accounts:
+    for account_id, number, name, user_type, building, unit, room in accounts:
         due, paid, arrears = money.get(account_id, (ZERO, ZERO, ZERO))
+        valve = valves.get(account_id, "open")
         rows.append({
             "id": account_id, "account_no": number, "customer_name": name,
             "address": f"{int(building)}号楼{int(unit)}单元{room}", "user_type": USER_TYPES.get(user_type, user_type),

@@ -30,6 +30,7 @@ HEADER_SYNONYMS = {
     "user_type": ["用户类型", "用热性质", "用户性质", "用热类型"],
     "billing_status": ["供热状态", "采暖状态", "供暖状态", "用热状态", "状态"],
     "billing_method": ["计费方式", "收费方式"],
+    "valve_state": ["阀门状态", "阀门", "开关栓状态", "栓状态"],
     "station": ["换热站", "热力站", "换热站名称", "所属换热站", "热力站名称"],
     "heat_source": ["热源", "热源名称", "所属热源"],
     "prior_arrears": ["往年欠费", "欠费金额", "上季欠费", "历史欠费", "往年欠费金额", "历年欠费", "陈欠"],
@@ -57,6 +58,9 @@ USER_TYPE_SYNONYMS = {
     "商业": "non_residential",
 }
 BILLING_METHOD_SYNONYMS = {"面积": "area", "计量": "metered"}
+# Words of the optional valve column. A blank cell keeps a stored account's valve state (open for a new one).
+# TODO: let a company's legacy_values map its own valve wording, as for billing_status.
+VALVE_SYNONYMS = {"开栓": "open", "开": "open", "关栓": "closed", "关": "closed", "施封": "sealed", "已施封": "sealed"}
 YES_NO = {"是": True, "有": True, "否": False, "无": False}
 
 AREA_SUFFIXES = ("平方米", "平米", "平方", "m2", "m²", "㎡")
@@ -141,6 +145,8 @@ class LedgerRow:
     heat_source: str
     prior_arrears: Decimal
     note: str
+    # None when the ledger has no valve column or the cell is blank.
+    valve_state: str | None = None
 
 
 @dataclass
@@ -469,6 +475,11 @@ class _RowValidator:
         if method is None:
             error("billing_method", raw_method, N_("计费方式无法识别，应为：%(choices)s"), choices="、".join(self.billing_methods))
 
+        raw_valve = clean_text(self.cell(row, "valve_state"))
+        valve_state = VALVE_SYNONYMS.get(raw_valve) if raw_valve is not None else None
+        if raw_valve is not None and valve_state is None:
+            error("valve_state", raw_valve, f"阀门状态无法识别，应为：{'、'.join(VALVE_SYNONYMS)}，或留空")
+
         raw_lift = clean_text(self.cell(row, "has_lift"))
         has_lift = YES_NO.get(raw_lift) if raw_lift is not None else False
         if has_lift is None:
@@ -527,5 +538,6 @@ class _RowValidator:
                 heat_source=clean_text(self.cell(row, "heat_source")) or "",
                 prior_arrears=prior_arrears or Decimal("0.00"),
                 note=(clean_text(self.cell(row, "note")) or "")[:255],
+                valve_state=valve_state,
             )
         )

@@ -15,6 +15,7 @@ from app.ledger.models import LedgerValueMap
 from app.ledger.parser import LedgerFileError, RowError, parse_ledger
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
 from app.network.numbering import format_account_no
+from app.network.valves import record_valve_change, utcnow
 from app.org.models import Company
 
 logger = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ def _store(company, parsed, result, user_id, progress):
 
     # Accounts with arrears get their line after one flush at the end, which assigns every new account id.
     with_arrears = []
+    valve_changes = []
     account_ids = _AccountIds()
     total = len(parsed.rows)
     for done, row in enumerate(parsed.rows, start=1):
@@ -301,9 +303,12 @@ def _store(company, parsed, result, user_id, progress):
             "note": row.note,
             "prior_arrears": row.prior_arrears,
         }
+        if row.valve_state is not None:
+            values["valve_state"] = row.valve_state
         account = by_legacy.get(row.legacy_no) if row.legacy_no else None
         if account is None:
             account = by_number.get(account_no)
+        valve_before = account.valve_state if account is not None else "open"
         if account is None:
             account = Account(id=account_ids.take(), company_id=company.id, account_no=account_no, legacy_no=row.legacy_no,
                               unit=unit, station=station, **values)
@@ -318,6 +323,8 @@ def _store(company, parsed, result, user_id, progress):
                 result.unchanged += 1
         if row.prior_arrears > 0:
             with_arrears.append((account, row))
+        if row.valve_state is not None and row.valve_state != valve_before:
+            valve_changes.append((account, row))
         if progress and (done % 500 == 0 or done == total):
             db.session.flush()
             progress("storing", done, total)
@@ -340,6 +347,15 @@ def _store(company, parsed, result, user_id, progress):
                 )
             )
             arrears_keys.add(key)
+    _record_valve_changes(valve_changes, result.filename, user_id)
+
+
+def _record_valve_changes(changes, filename, user_id):
+    """Add the valve states the ledger changed to the valve history, effective at the import."""
+    imported_at = utcnow()
+    for account, row in changes:
+        record_valve_change(account, row.valve_state, imported_at, "import", recorded_by_id=user_id,
+                            note=f"{filename} 第 {row.excel_row} 行")
 
 
 def _update_account(account, values, unit, station, legacy_no, account_no):

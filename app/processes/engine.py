@@ -68,10 +68,11 @@ class ModelValidationError(ValueError):
 
 @dataclass
 class RunContext:
-    """Context of a service call besides task data: the instance and the acting user."""
+    """Context of a service call besides task data: the instance, the acting user and the task they completed."""
 
     instance: object
     user: object = None
+    task: object = None
 
 
 class EscalationRuleTask(BusinessRuleTask):

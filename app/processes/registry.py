@@ -19,6 +19,7 @@ from app.extensions import db
 from app.messaging.events import emit
 from app.money import format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES, Account
+from app.network.valves import VALVE_TASK_FORMS, record_valve_change, utcnow
 from app.processes.audit import record_event
 from app.tariffs.models import Season
 
@@ -146,12 +147,23 @@ def rebill_suspension(context, account_id):
 
 
 def set_valve_state(context, account, valve_state):
-    """Set an account's valve state and record `valve.state_changed` when it changes (see docs/integrations.md)."""
+    """Set an account's valve state; when it changes, add it to the valve history and emit `valve.state_changed`.
+
+    The change is credited to the valve field task the user just completed, if any, else
+    to the process instance (see app/network/valves.py and docs/integrations.md).
+    """
     previous = account.valve_state
     account.valve_state = valve_state
     if previous == valve_state:
         return
     instance = context.instance
+    task = getattr(context, "task", None)
+    if task is not None and task.form in VALVE_TASK_FORMS:
+        cause_type, cause_id = "field_task", task.id
+    else:
+        cause_type, cause_id = "process_instance", instance.id
+    record_valve_change(account, valve_state, utcnow(), cause_type, cause_id,
+                        recorded_by_id=context.user.id if context.user else None)
     emit(account.company_id, "valve.state_changed", f"{instance.id}:{account.id}:{valve_state}", {
         "account_id": account.id, "account_no": account.account_no, "previous_state": previous,
         "valve_state": valve_state, "instance_id": instance.id, "process_type": instance.process_type,

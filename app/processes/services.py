@@ -187,7 +187,7 @@ def complete_task(task_id, user, values):
         raise ConflictError(f"流程 {instance.id} 当前为「{instance.status_label}」，不能继续办理，请联系管理员。")
     _cancel_if_settled(instance, user, task.title)
     try:
-        workflow = load_workflow(instance.state, RunContext(instance, user))
+        workflow = load_workflow(instance.state, RunContext(instance, user, task))
     except ProcessRunError as error:
         # A state that cannot be loaded will not load on a retry either.
         db.session.rollback()

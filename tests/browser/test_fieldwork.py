@@ -2,11 +2,13 @@
 it in the collection summary and on the dashboard."""
 
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.hq.dashboard import today
 from app.fieldwork.models import FieldPhoto, FieldSubmission
 from app.network.models import Account
 from tests.fieldwork.conftest import png_bytes, valve_task  # noqa: F401
@@ -71,5 +73,10 @@ def test_valve_closed_offline_then_synced(valve_task, _browser, live_server, bro
     page.locator('[data-chart="collection"][data-rendered="true"] canvas').wait_for()
     headers = page.locator("#hq-companies thead th").all_inner_texts()
     cells = page.locator('#hq-companies tr[data-company="TJ"] td').all_inner_texts()
-    assert cells[headers.index("关栓户数（当前）")] == "1"
+    assert cells[headers.index("关栓户数")] == "1"
     screenshot(page, "hq-dashboard-after-valve")
+
+    # As of yesterday the valve was still open.
+    page.goto(f"/hq/dashboard?season=2025-2026&as_of={today() - timedelta(days=1)}")
+    cells = page.locator('#hq-companies tr[data-company="TJ"] td').all_inner_texts()
+    assert cells[headers.index("关栓户数")] == "0"

@@ -1,14 +1,17 @@
 """HQ in the browser: dashboard charts with DB figures, drill-down to an account, as-of date, Excel export, audit explorer."""
 
 import io
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import openpyxl
 import pytest
 
+from app.clock import LOCAL_TIME
+from app.extensions import db
 from app.hq.dashboard import today
 from app.hq.services import collection_summary
-from tests.hq.conftest import SEASON, hq_ledger  # noqa: F401
+from app.network.valves import record_valve_change, utcnow
+from tests.hq.conftest import SEASON, accounts_of, hq_ledger  # noqa: F401
 from tests.processes.conftest import instance_of, make_account, start_request  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -27,6 +30,12 @@ def _column(page, table, label):
 
 def test_dashboard_charts_drill_down_as_of_and_export(hq_ledger, demo, page, browser_login, screenshot):
     expected = {r["code"]: r for r in collection_summary(SEASON)["companies"]}
+    # A TJ valve closed early yesterday (local time) and opened again now.
+    valve_account = accounts_of(demo["TJ"], 5)[4]
+    closed_at = datetime.combine(today() - timedelta(days=1), time(1), LOCAL_TIME)
+    record_valve_change(valve_account, "closed", closed_at, "process_instance")
+    record_valve_change(valve_account, "open", utcnow(), "process_instance")
+    db.session.commit()
     browser_login(page, "hq_auditor")
     page.goto(f"/hq/dashboard?season={SEASON}")
     for chart in CHARTS:
@@ -38,6 +47,8 @@ def test_dashboard_charts_drill_down_as_of_and_export(hq_ledger, demo, page, bro
         assert row[receivable] == expected[code]["receivable"]
         assert row[received] == expected[code]["received"]
     assert _cells(page, "hq-companies", "TJ")[received] == "300.00"
+    shut_off = _column(page, "hq-companies", "关栓户数")
+    assert _cells(page, "hq-companies", "TJ")[shut_off] == "0"
     assert "异常" in _cells(page, "hq-waivers", "QD")
     screenshot(page, "hq-dashboard")
 
@@ -61,6 +72,7 @@ def test_dashboard_charts_drill_down_as_of_and_export(hq_ledger, demo, page, bro
         page.locator("#period").get_by_role("button", name="查询").click()
     page.locator('[data-chart="collection"][data-rendered="true"] canvas').wait_for()
     assert _cells(page, "hq-companies", "TJ")[received] == "0.00"
+    assert _cells(page, "hq-companies", "TJ")[shut_off] == "1"
     screenshot(page, "hq-dashboard-as-of")
 
     # Export the company view of today and read it back.

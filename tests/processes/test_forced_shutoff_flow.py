@@ -8,6 +8,7 @@ from app.billing.models import LedgerEntry
 from app.billing.services import season_receivable
 from app.extensions import db
 from app.network.models import Account
+from app.network.valves import ValveChange
 from app.payments.services import collect_payment
 from app.processes.models import HumanTask, ProcessEvent
 from app.tariffs.services import get_season
@@ -61,6 +62,8 @@ def test_low_income_shutoff_escalates(demo, make_account, login):
     stored = db.session.get(Account, account.id)
     assert stored.billing_status == "forced_off"
     assert stored.valve_state == "sealed"
+    changes = db.session.scalars(sa.select(ValveChange).where(ValveChange.account_id == account.id)).all()
+    assert [(c.state, c.cause_type, c.cause_id) for c in changes] == [("sealed", "field_task", field_task.id)]
     assert instance_of(account.id, "forced_shutoff").status == "completed"
     assert _receivable(account) == Decimal("2183.75")
     kinds = db.session.scalars(sa.select(LedgerEntry.kind).where(LedgerEntry.account_id == account.id)).all()
@@ -77,6 +80,7 @@ def test_shutoff_rejection_changes_nothing(demo, make_account, login):
     assert instance_of(account.id, "forced_shutoff").status == "rejected"
     stored = db.session.get(Account, account.id)
     assert (stored.billing_status, stored.valve_state) == ("normal", "open")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ValveChange)) == 0
     assert _receivable(account) == Decimal("2183.75")
 
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f9f252ddda4b
+Revision ID: 3acc14085714
 Revises: 
-Create Date: 2026-12-05 00:55:16.766073
+Create Date: 2026-12-05 01:58:34.398112
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'f9f252ddda4b'
+revision = '3acc14085714'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -935,6 +935,30 @@ def upgrade():
     with op.batch_alter_table('season_meter_reading', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_season_meter_reading_company_id'), ['company_id'], unique=False)
 
+    op.create_table('valve_change',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('effective_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('cause_type', sa.String(length=16), nullable=False),
+    sa.Column('cause_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_valve_change_account_id_account')),
+    sa.ForeignKeyConstraint(['community_id'], ['community.id'], name=op.f('fk_valve_change_community_id_community')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_valve_change_company_id_company')),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['user.id'], name=op.f('fk_valve_change_recorded_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_valve_change')),
+    sa.UniqueConstraint('company_id', 'account_id', 'effective_at', name=op.f('uq_valve_change_company_id_account_id_effective_at'))
+    )
+    with op.batch_alter_table('valve_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_valve_change_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_valve_change_company_state', ['company_id', 'state', 'effective_at'], unique=False, postgresql_include=['ended_at', 'account_id', 'community_id'])
+
     op.create_table('field_photo',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('submission_id', sa.Integer(), nullable=False),
@@ -1376,6 +1400,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_field_photo_company_id'))
 
     op.drop_table('field_photo')
+    with op.batch_alter_table('valve_change', schema=None) as batch_op:
+        batch_op.drop_index('ix_valve_change_company_state', postgresql_include=['ended_at', 'account_id', 'community_id'])
+        batch_op.drop_index(batch_op.f('ix_valve_change_company_id'))
+
+    op.drop_table('valve_change')
     with op.batch_alter_table('season_meter_reading', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_season_meter_reading_company_id'))
 
