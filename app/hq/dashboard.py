@@ -43,6 +43,9 @@ MAD_SCALE = Decimal("0.6745")
 # When more than half the values are equal the MAD is 0; the mean absolute deviation,
 # scaled by 1.2533 to estimate the same spread, takes its place.
 MEAN_AD_SCALE = Decimal("1.2533")
+# Scores beyond this are shown as this. Near-equal rates give a spread so small that one
+# distant rate scores beyond what Decimal can round to 0.01; it is an outlier either way.
+Z_LIMIT = Decimal("9999.99")
 MAX_CHART_DAYS = 400
 WAIVER_RATE_PLACES = Decimal("0.001")
 SECONDS_PER_HOUR = Decimal(3600)
@@ -120,7 +123,11 @@ def robust_z_scores(values):
         scale = MEAN_AD_SCALE * sum(deviations) / len(deviations)
     if not scale:
         return [None if v is None else zero for v in values]
-    return [None if v is None else ((v - median) / scale).quantize(Decimal("0.01")) for v in values]
+    return [None if v is None else _bounded((v - median) / scale) for v in values]
+
+
+def _bounded(z):
+    return max(-Z_LIMIT, min(Z_LIMIT, z)).quantize(Decimal("0.01"))
 
 
 def _median(ordered):

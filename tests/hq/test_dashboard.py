@@ -86,6 +86,15 @@ def test_robust_z_score_uses_the_median_absolute_deviation():
     assert robust_z_scores([Decimal(2), Decimal(2)]) == [Decimal(0), Decimal(0)]
 
 
+def test_robust_z_score_of_a_tiny_spread_is_bounded():
+    # The spread of the first three is 1e-27, so the last rate is about 1e30 spreads away:
+    # more digits than Decimal's 28 can round to 0.01.
+    rates = [Decimal("1"), Decimal("1.000000000000000000000000001"), Decimal("1.000000000000000000000000002"), Decimal("1000")]
+    scores = robust_z_scores(rates)
+    assert scores[3] == Decimal("9999.99")
+    assert abs(scores[0]) < 2
+
+
 def test_arrears_split_by_age_and_category_add_up(hq_ledger, login):
     client = login("hq_auditor")
     data = client.get(f"/hq/dashboard/arrears.json?season={SEASON}").get_json()
