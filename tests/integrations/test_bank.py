@@ -147,6 +147,27 @@ def test_reversal_of_unknown_or_old_payment(bank_world):
     assert db.session.scalar(sa.select(sa.func.count(Refund.id))) == 0
 
 
+def test_payment_after_its_reversal_rejected(bank_world):
+    sim = bank_world["tj"]
+    account = accounts_of(bank_world["demo"]["TJ"], 1)[0]
+    owed = amount_owed(account).total
+    late = sim.message("pay", BillKey=account.account_no, PayAmount=f"{owed:.2f}")
+    # The bank timed out on the payment and reversed it, and then the payment arrives.
+    _, reversal, _, _ = sim.reverse(late["TranSeq"], account.account_no)
+    assert reversal["RespCode"] == bank.OK
+    assert "ReceiptNo" not in reversal
+    _, reply, valid = sim.send(late)
+    assert valid
+    assert reply["RespCode"] == bank.ALREADY_REVERSED
+    assert sim.send(late)[1] == reply
+
+    db.session.expire_all()
+    assert amount_owed(db.session.get(Account, account.id)).total == owed
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+    # The account can still be paid under a new serial.
+    assert sim.pay(account.account_no, owed)[1]["RespCode"] == bank.OK
+
+
 def test_tampered_stale_and_wrong_key_rejected(bank_world):
     sim = bank_world["tj"]
     account = accounts_of(bank_world["demo"]["TJ"], 1)[0]
@@ -224,7 +245,7 @@ def test_mixed_requests_exact_balances(bank_world):
          ("wrong_amount", [a.id for a in mismatched], WRONG_AMOUNT_COPIES * scale)],
         ("tampered", "wrong_key", "stale", "unknown_company"), [a.id for a in paid], scale,
     )
-    # A bank reverses only a payment it sent; copies of either may still arrive in any order after that.
+    # The bank sends each reversal after its payment, but copies of either may arrive in any order after that.
     put_first(messages, "valid_pay", "valid_reversal")
     assert len(messages) == MESSAGES_PER_SCALE * scale
 
