@@ -15,8 +15,9 @@ app_public.pem and alipay_private.pem.
 Gateway methods: alipay.trade.precreate, alipay.trade.query, alipay.trade.refund,
 alipay.trade.fastpay.refund.query, alipay.trade.close and
 alipay.data.dataservice.bill.downloadurl.query, whose URL serves the day's trade bill as a
-zip of GBK CSV files (a day without trades gets the business error isp.bill_not_exist). A call with app_auth_token acts for the app that granted the token
-(ISV mode); its notifications carry that app as auth_app_id. Endpoints besides the gateway:
+zip of GBK CSV files (a day without trades gets the business error isp.bill_not_exist). A
+call with app_auth_token acts for the app that granted the token (ISV mode); its
+notifications carry that app as auth_app_id. Endpoints besides the gateway:
     POST /simulator/pay   {"app_id": "...", "out_trade_no": "...", "total_amount": "optional"}
     GET  /simulator/deliveries
 """
