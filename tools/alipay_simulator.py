@@ -15,8 +15,9 @@ app_public.pem and alipay_private.pem.
 Gateway methods: alipay.trade.precreate, alipay.trade.query, alipay.trade.refund,
 alipay.trade.fastpay.refund.query, alipay.trade.close and
 alipay.data.dataservice.bill.downloadurl.query, whose URL serves the day's trade bill as a
-zip of GBK CSV files. A call with app_auth_token acts for the app that granted the token
-(ISV mode); its notifications carry that app as auth_app_id. Endpoints besides the gateway:
+zip of GBK CSV files (a day without trades gets the business error isp.bill_not_exist). A
+call with app_auth_token acts for the app that granted the token (ISV mode); its
+notifications carry that app as auth_app_id. Endpoints besides the gateway:
     POST /simulator/pay   {"app_id": "...", "out_trade_no": "...", "total_amount": "optional"}
     GET  /simulator/deliveries
 """
@@ -215,6 +216,11 @@ class Simulator(SimulatorServer):
             day = date.fromisoformat(content.get("bill_date", ""))
         except ValueError:
             return _business_error("isp.bill_date_error", "账单日期格式不正确")
+        with self.lock:
+            traded = any(row["merchant"] == merchant and row["time"].astimezone(CHINA_TIME).date() == day for row in self.bill_rows)
+        if not traded:
+            # Alipay writes no bill for a day without trades and replies isp.bill_not_exist instead of an empty one.
+            return _business_error("isp.bill_not_exist", "账单不存在")
         token = secrets.token_hex(12)
         data = self.trade_bill(merchant, day)
         with self.lock:

@@ -8,7 +8,12 @@ daily reconciliation file of those bookings. `serve_statements(port)` serves tho
     python tools/bank_simulator.py --url http://127.0.0.1:5000 --bank CEB --company-id TJ0001 \\
         --key-file instance/bank-CEB.key query 1201000001
     python tools/bank_simulator.py ... pay 1201000001 2345.60
-    python tools/bank_simulator.py ... reverse SEQ_OF_THE_PAYMENT
+    python tools/bank_simulator.py ... reverse SEQ_OF_THE_PAYMENT --bill-key 1201000001 --amount 2345.60
+    python tools/bank_simulator.py ... serve-statements --port 8767 [--file 20260110=bank-20260110.txt]
+
+pay and reverse append what the bank booked to a journal file (--journal, by default
+instance/bank-<BANK>-<COMPANY_ID>.journal), so serve-statements writes each day's file from
+the bookings of earlier runs; --file serves a prepared file for a day instead.
 
 Without --key-file a fresh 32-byte key is written to instance/bank-<BANK>.key; configure the
 same file in BANK_KEY_FILES.
@@ -18,6 +23,7 @@ import argparse
 import json
 import re
 import secrets
+import signal
 import sys
 import threading
 import urllib.error
@@ -39,17 +45,24 @@ STATEMENT_PATH = re.compile(r"/statements/(?P<company_id>[^/]+)/(?P<day>\d{8})")
 class BankSimulator(SimulatorServer):
     """The bank side of one collection agreement."""
 
-    def __init__(self, base_url, bank_code, key, company_id):
+    def __init__(self, base_url, bank_code, key, company_id, journal=None):
         self.url = base_url.rstrip("/") + ENDPOINT
         self.bank_code = bank_code
         self.key = key
         self.company_id = company_id
         # (trade date, serial, account, amount, kind) of every request the bank booked as done.
         self.booked = []
+        # File that keeps the bookings across runs of the command line, one detail line of the
+        # reconciliation file per booking; None keeps them in memory only.
+        self.journal = journal
+        if journal is not None and journal.exists():
+            self.booked = read_journal(journal)
         # Rows the served files add to the bookings, and days (yyyyMMdd) whose file is not
         # written yet; tests use them to plant differences and late files.
         self.extra_rows = []
         self.unready_days = set()
+        # Whole files served for a day (yyyyMMdd) in place of the one written from the bookings.
+        self.statement_files = {}
         self.stopping = threading.Event()
 
     def message(self, tran_code, tran_seq=None, tran_date=None, **fields):
@@ -105,15 +118,24 @@ class BankSimulator(SimulatorServer):
         entry = (message["TranDate"], message["TranSeq"], message.get("BillKey", ""), amount, kind)
         if entry not in self.booked:
             self.booked.append(entry)
+            if self.journal is not None:
+                self.journal.parent.mkdir(parents=True, exist_ok=True)
+                with self.journal.open("a", encoding="utf-8") as handle:
+                    handle.write(detail_line(entry) + "\n")
+
+    def bookings(self):
+        """Return what the bank booked: the journal when there is one, so a running file server also serves later runs' bookings."""
+        if self.journal is not None and self.journal.exists():
+            return read_journal(self.journal)
+        return self.booked
 
     def reconciliation_file(self, tran_date=None, extra=()):
         """The day's reconciliation file of booked requests, plus `extra` rows the bank claims (長款 tests)."""
         day = tran_date or f"{bank.local_today():%Y%m%d}"
-        rows = [entry for entry in self.booked if entry[0] == day] + list(extra)
+        rows = [entry for entry in self.bookings() if entry[0] == day] + list(extra)
         net = sum((amount if kind == "缴费" else -amount for _, _, _, amount, kind in rows), Decimal("0"))
-        lines = [f"{len(rows)}|{net:.2f}"] + [f"{d}|{seq}|{key}|{amount:.2f}|counter|{kind}" for d, seq, key, amount, kind in rows]
+        lines = [f"{len(rows)}|{net:.2f}"] + [detail_line(row) for row in rows]
         return ("\n".join(lines) + "\n").encode("utf-8")
-
 
     def serve_statements(self, port=0):
         """Serve the daily reconciliation files on 127.0.0.1:`port` in a daemon thread; return the base URL."""
@@ -130,6 +152,8 @@ class BankSimulator(SimulatorServer):
         if match is None or match["company_id"] != self.company_id:
             return 404, b"no such file"
         day = match["day"]
+        if day in self.statement_files:
+            return 200, self.statement_files[day]
         if day in self.unready_days or day > f"{bank.local_today():%Y%m%d}":
             return 404, b"file not written yet"
         return 200, self.reconciliation_file(day, [row for row in self.extra_rows if row[0] == day])
@@ -157,18 +181,72 @@ def new_serial():
     return "B" + secrets.token_hex(12).upper()
 
 
+def detail_line(entry):
+    """One detail line of the reconciliation file: 交易日期|交易流水号|客户编号|缴费金额|二级渠道|交易类型."""
+    day, serial, bill_key, amount, kind = entry
+    return f"{day}|{serial}|{bill_key}|{amount:.2f}|counter|{kind}"
+
+
+def read_journal(path):
+    """Read the bookings a journal file keeps, one detail line each, into booking tuples."""
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        values = line.split("|")
+        if len(values) != len(bank.STATEMENT_COLUMNS):
+            raise ValueError(f"{path} line {number}: expected {len(bank.STATEMENT_COLUMNS)} fields separated by |, got {line[:80]!r}")
+        day, serial, bill_key, amount, _, kind = values
+        entries.append((day, serial, bill_key, Decimal(amount), kind))
+    return entries
+
+
+def statement_file_option(text):
+    """Parse a --file value "yyyyMMdd=PATH" into (day, file bytes)."""
+    day, separator, path = text.partition("=")
+    if not separator or not re.fullmatch(r"\d{8}", day):
+        raise argparse.ArgumentTypeError(f"{text!r} is not yyyyMMdd=PATH, e.g. 20260110=statements/TJ0001-20260110.txt")
+    try:
+        return day, Path(path).read_bytes()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read the statement file of {day}: {error}") from None
+
+
+def serve_until_stopped(simulator, port):
+    """Serve the reconciliation files on 127.0.0.1:`port` until Ctrl-C or SIGTERM."""
+    url = simulator.serve_statements(port)
+    print(f"serving reconciliation files of {simulator.company_id} on {url}/statements/{simulator.company_id}/<yyyyMMdd>", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: simulator.stopping.set())
+    try:
+        while not simulator.stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        simulator.stop()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="Heatflow base URL (127.0.0.1 only)")
     parser.add_argument("--bank", default="CEB", help="bank code sent as InstId")
     parser.add_argument("--company-id", required=True, help="the company's id at the bank (CompanyId)")
     parser.add_argument("--key-file", type=Path, help="file with the shared HMAC key (at least 32 bytes)")
+    parser.add_argument("--journal", type=Path,
+                        help="file of the bookings kept across runs (default instance/bank-<BANK>-<COMPANY_ID>.journal)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("query").add_argument("bill_key")
     pay = sub.add_parser("pay")
     pay.add_argument("bill_key")
     pay.add_argument("amount")
-    sub.add_parser("reverse").add_argument("original_seq")
+    reverse = sub.add_parser("reverse")
+    reverse.add_argument("original_seq")
+    reverse.add_argument("--bill-key", default="", help="account number of the payment (BillKey)")
+    reverse.add_argument("--amount", help="amount of the payment in yuan, which books the reversal in the journal")
+    serve = sub.add_parser("serve-statements", help="serve the daily reconciliation files until stopped")
+    serve.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 to listen on (0: a free one)")
+    serve.add_argument("--file", dest="files", action="append", default=[], type=statement_file_option, metavar="DAY=PATH",
+                       help="yyyyMMdd=PATH: serve this file for that day instead of the journal's bookings (repeatable)")
     args = parser.parse_args(argv)
     if not args.url.startswith(("http://127.0.0.1", "http://localhost")):
         parser.error("--url must point at 127.0.0.1 or localhost")
@@ -177,13 +255,18 @@ def main(argv=None):
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.write_text(secrets.token_hex(32))
         print(f"wrote a new key to {key_file}; add {args.bank}={key_file.resolve()} to HEATFLOW_BANK_KEY_FILES", file=sys.stderr)
-    simulator = BankSimulator(args.url, args.bank, key_file.read_bytes().strip(), args.company_id)
+    journal = args.journal or Path(f"instance/bank-{args.bank}-{args.company_id}.journal")
+    simulator = BankSimulator(args.url, args.bank, key_file.read_bytes().strip(), args.company_id, journal=journal)
+    if args.command == "serve-statements":
+        simulator.statement_files.update(args.files)
+        serve_until_stopped(simulator, args.port)
+        return 0
     if args.command == "query":
         result = simulator.query(args.bill_key)
     elif args.command == "pay":
         result = simulator.pay(args.bill_key, args.amount)
     else:
-        result = simulator.reverse(args.original_seq)
+        result = simulator.reverse(args.original_seq, args.bill_key, amount=args.amount)
     status, reply, valid = result[:3]
     print(json.dumps({"status": status, "signature_valid": valid, "reply": reply, "tran_seq": result[3] if len(result) > 3 else None}, ensure_ascii=False, indent=2))
     return 0 if reply and reply.get("RespCode") == bank.OK else 1

@@ -15,7 +15,7 @@ It also takes refunds (POST /v3/refund/domestic/refunds): a refund is answered P
 and confirmed by a REFUND.SUCCESS notification; GET /v3/refund/domestic/refunds/{out_refund_no}
 queries it. The trade bill of a sub-merchant and day (GET /v3/bill/tradebill, bill_type ALL)
 lists every payment and successful refund it made, and is fetched from the download_url it
-returns, with a SHA-1 to check.
+returns, with a SHA-1 of the uncompressed bill to check; tar_type=GZIP serves it gzipped.
 
 Endpoints besides the channel's own:
     POST /simulator/pay   {"sub_mchid": "...", "out_trade_no": "..."}  mark paid, start delivery
@@ -24,6 +24,7 @@ Endpoints besides the channel's own:
 
 import argparse
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -80,6 +81,8 @@ class Simulator(SimulatorServer):
         # for a refund. Tests edit it to plant differences.
         self.bill_rows = []
         self.bill_files = {}
+        # Query parameters of every GET /v3/bill/tradebill, oldest first.
+        self.bill_requests = []
         # Final status of each refund (SUCCESS, ABNORMAL or CLOSED) by out_refund_no; set
         # `refund_outcome` before a refund to choose it, and `refund_notifications` False to
         # lose the refund notifications as a broken network would.
@@ -225,12 +228,18 @@ class Simulator(SimulatorServer):
             return 400, {"code": "PARAM_ERROR", "message": "bill_date must be yyyy-MM-dd"}
         if params.get("bill_type", "ALL") != "ALL":
             return 400, {"code": "PARAM_ERROR", "message": "the simulator only writes bill_type ALL"}
+        tar_type = params.get("tar_type", "")
+        if tar_type not in ("", "GZIP"):
+            return 400, {"code": "PARAM_ERROR", "message": "tar_type must be GZIP or left out"}
+        with self.lock:
+            self.bill_requests.append(params)
         data = self.trade_bill(params.get("sub_mchid", ""), day)
         if data is None:
             return 400, {"code": "NO_STATEMENT_EXIST", "message": "账单文件不存在"}
         token = secrets.token_urlsafe(16)
         with self.lock:
-            self.bill_files[token] = data
+            # The hash is always of the uncompressed bill, as the channel documents.
+            self.bill_files[token] = gzip.compress(data) if tar_type == "GZIP" else data
         url = f"{base_url}{BILL_DOWNLOAD_PATH}?token={token}"
         return 200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(), "download_url": url}
 
@@ -335,7 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_file(self, data):
         # The channel does not sign bill downloads; the SHA-1 from the tradebill reply protects them.
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        gzipped = data[:2] == b"\x1f\x8b"
+        self.send_header("Content-Type", "application/gzip" if gzipped else "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -17,6 +17,7 @@ Wire format (WeChat Pay API v3 documentation, pay.weixin.qq.com):
 
 import base64
 import csv
+import gzip
 import hashlib
 import json
 import re
@@ -25,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -532,14 +534,18 @@ class WechatPayChannel(channel.PaymentChannel):
         return parse_trade_bill(data)
 
 
-def download_trade_bill(api_base, credentials, sub_mchid, day):
+def download_trade_bill(api_base, credentials, sub_mchid, day, compressed=True):
     """Download a sub-merchant's ALL trade bill of a day and check it against the SHA-1 the channel sent.
 
     The channel first returns a download_url on its own host, which is fetched with a signed
-    GET. NO_STATEMENT_EXIST (no trade that day) returns b""; STATEMENT_CREATING raises
-    StatementNotReady.
+    GET. With `compressed` the bill is requested as GZIP (tar_type=GZIP) and returned
+    decompressed; the SHA-1 covers the decompressed bill. NO_STATEMENT_EXIST (no trade that
+    day) returns b""; STATEMENT_CREATING raises StatementNotReady.
     """
-    query = urllib.parse.urlencode({"bill_date": day.isoformat(), "sub_mchid": sub_mchid, "bill_type": "ALL"})
+    params = {"bill_date": day.isoformat(), "sub_mchid": sub_mchid, "bill_type": "ALL"}
+    if compressed:
+        params["tar_type"] = "GZIP"
+    query = urllib.parse.urlencode(params)
     try:
         _, reply, _ = send_request(api_base, credentials, "GET", f"{TRADE_BILL_PATH}?{query}")
     except WechatPayError as error:
@@ -556,9 +562,18 @@ def download_trade_bill(api_base, credentials, sub_mchid, day):
         raise WechatPayError(f"download_url {reply.get('download_url')!r} is not on {api_base}.")
     path = url.path + (f"?{url.query}" if url.query else "")
     _, data, _ = send_raw_request(f"{base.scheme}://{base.netloc}", credentials, "GET", path)
+    if compressed:
+        data = _gunzip_bill(data, sub_mchid, day)
     if reply.get("hash_type") != "SHA1" or hashlib.sha1(data).hexdigest() != str(reply.get("hash_value", "")).lower():
         raise WechatPayError(f"The trade bill of {sub_mchid} for {day} does not match its {reply.get('hash_type')} hash; download it again.")
     return data
+
+
+def _gunzip_bill(data, sub_mchid, day):
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error):
+        raise WechatPayError(f"The trade bill of {sub_mchid} for {day} is not a valid GZIP file; download it again.") from None
 
 
 def notification_event(notification):

@@ -139,6 +139,9 @@ def _query(agreement, event):
 
 
 def _pay(agreement, event):
+    if _reversed_before_arrival(agreement, event):
+        message = f"交易 {event.channel_txn_id} 已由银行冲正，不再入账"
+        return wire.ALREADY_REVERSED, message, wire.reply_body(event, wire.ALREADY_REVERSED, message), {}
     account = _account(agreement, event.out_trade_no)
     if account is None:
         message = f"户号 {event.out_trade_no} 不存在"
@@ -159,6 +162,20 @@ def _pay(agreement, event):
     )
     body = wire.reply_body(event, wire.OK, "成功", BillKey=account.account_no, PayAmount=f"{event.amount:.2f}", ReceiptNo=payment.receipt_no)
     return wire.OK, "成功", body, {"payment_id": payment.id}
+
+
+def _reversed_before_arrival(agreement, event):
+    """Return whether the bank reversed this payment's serial before the payment itself reached us.
+
+    A bank that timed out on a payment reverses it. When the delayed payment arrives after
+    that reversal, posting it would keep money the bank has given back to the payer.
+    """
+    return db.session.scalar(
+        sa.select(sa.func.count(BankTransaction.id)).filter_by(
+            company_id=agreement.company_id, bank_code=agreement.bank_code, tran_code="reverse",
+            tran_date=event.extra["tran_date"], original_tran_seq=event.channel_txn_id,
+        )
+    ) > 0
 
 
 def _reverse(agreement, event):

@@ -74,21 +74,30 @@ def our_lines(company_id, channel, merchant_id, day):
         )
     ).all()
     lines = [OurLine("payment", txn, out_trade_no, amount, payment_id) for payment_id, txn, amount, out_trade_no in rows]
-    # NOTE: a refund counts on the day it completed here, while WeChat Pay's bill dates it by
-    # when the channel accepted it, so a refund confirmed after midnight shows as a difference.
+    sent_at = refund_sent_at()
     refunds = db.session.execute(
         sa.select(Refund, Payment.channel_transaction_id, OnlineOrder.out_trade_no)
         .join(Payment, Payment.id == Refund.payment_id)
         .outerjoin(OnlineOrder, OnlineOrder.payment_id == Payment.id)
         .where(
             Refund.company_id == company_id, Refund.channel == payment_channel, Refund.kind == "refund",
-            Refund.status == "succeeded", Refund.completed_at >= start, Refund.completed_at < end,
+            Refund.status == "succeeded", sent_at >= start, sent_at < end,
             sa.or_(OnlineOrder.id.is_(None), OnlineOrder.sub_mchid == merchant_id),
         )
     ).all()
     for refund, payment_txn, out_trade_no in refunds:
         lines.append(OurLine("refund", _refund_txn_id(channel, refund, payment_txn), out_trade_no, refund.amount, refund.payment_id))
     return lines
+
+
+def refund_sent_at():
+    """Return the SQL expression of when a refund was sent to its channel: on approval, or on request without one.
+
+    WeChat Pay and Alipay date a refund in their bills by when they accepted the request,
+    not by when its confirmation completed it here, which can be after midnight.
+    TODO: a refund sent again later (after a transport failure) is dated by its first send.
+    """
+    return sa.func.coalesce(Refund.decided_at, Refund.requested_at)
 
 
 def _refund_txn_id(channel, refund, payment_txn):

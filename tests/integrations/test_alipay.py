@@ -1,5 +1,6 @@
 """Alipay end to end: precreate orders through the simulator, notifications to the live app over HTTP."""
 
+import secrets
 import urllib.parse
 from collections import Counter
 from datetime import datetime, timedelta
@@ -17,6 +18,10 @@ from app.network.models import Account
 from app.payments.models import OnlineOrder, Payment, PaymentNotification
 from app.payments.online import create_online_order
 from app.payments.services import amount_owed
+from notification_mix import (
+    BAD_MESSAGES, MESSAGES_PER_SCALE, MIX_SCALE, PAID_TARGETS, WRONG_AMOUNT_COPIES, WRONG_AMOUNT_TARGETS,
+    build_stream, check_online_orders, count_containing, ledger_balances, rejection_reasons, send_stream,
+)
 from wechatpay_helpers import accounts_of, wait_for
 
 pytestmark = pytest.mark.xdist_group("alipay")
@@ -198,3 +203,61 @@ def test_resends_until_success(alipay_world, monkeypatch, app):
     db.session.expire_all()
     assert db.session.get(OnlineOrder, order.id).status == "paid"
     assert amount_owed(db.session.get(Account, account.id)).total == Decimal("0.00")
+
+
+def test_mixed_notifications_exact_balances(alipay_world, alipay_keys):
+    """2,000 notifications (× HEATFLOW_NOTIFICATION_MIX_SCALE): resends, reordering, tampering, bad signatures, stale and wrong amounts."""
+    scale = MIX_SCALE
+    simulator = alipay_world["simulator"]
+    url = alipay_world["server"] + NOTIFY_PATH
+    accounts = accounts_of(alipay_world["demo"]["TJ"], PAID_TARGETS + WRONG_AMOUNT_TARGETS)
+    assert len(accounts) == PAID_TARGETS + WRONG_AMOUNT_TARGETS
+    orders = [create_online_order(account, "alipay") for account in accounts]
+    paid_orders, held_orders = orders[:PAID_TARGETS], orders[PAID_TARGETS:]
+    owed_before = {a.id: amount_owed(a).total for a in accounts}
+    balances_before = ledger_balances(list(owed_before))
+    # One notify_id per order, as Alipay keeps it across resends. Held orders are notified at 0.01.
+    params = {order.id: _paid(simulator, order) for order in paid_orders}
+    params.update({order.id: _paid(simulator, order, total_amount="0.01") for order in held_orders})
+    unknown_app_id = "2021000000000999"
+
+    # 15 of each paid order's 25 copies are resends, 10 are TRADE_FINISHED under a new notify_id.
+    messages = build_stream(
+        20260111,
+        [("valid", paid_orders, 15 * scale), ("valid_finished", paid_orders, 10 * scale),
+         ("wrong_amount", held_orders, WRONG_AMOUNT_COPIES * scale)],
+        ("tampered", "wrong_signature", "stale", "unknown_app"), paid_orders, scale,
+    )
+    assert len(messages) == MESSAGES_PER_SCALE * scale
+
+    def deliver(message):
+        fields = dict(params[message.target.id])
+        offset = -alipay.REPLAY_WINDOW_SECONDS - 5 if message.kind == "stale" else message.offset
+        fields["notify_time"] = (datetime.now(CHINA_TIME) + timedelta(seconds=offset)).strftime(alipay.TIMESTAMP_FORMAT)
+        if message.kind == "valid_finished":
+            fields.update(trade_status="TRADE_FINISHED", notify_id=secrets.token_hex(16))
+        if message.kind == "unknown_app":
+            fields["app_id"] = unknown_app_id
+        body = simulator.sign_notification(fields)
+        if message.kind == "tampered":
+            body = body.replace(b"total_amount=" + urllib.parse.quote(fields["total_amount"]).encode(), b"total_amount=0.01")
+        if message.kind == "wrong_signature":
+            fields["sign_type"] = alipay.SIGN_TYPE
+            fields["sign"] = alipay.rsa2_sign(alipay_keys["attacker"], alipay.signing_text(fields, exclude=("sign", "sign_type")))
+            body = urllib.parse.urlencode(fields).encode()
+        return post_form(url, body)[1].decode()
+
+    replies = send_stream(messages, deliver)
+    bad = BAD_MESSAGES * scale // 4
+    assert replies == {
+        ("valid", "success"): 600 * scale, ("valid_finished", "success"): 400 * scale, ("wrong_amount", "success"): 40 * scale,
+        ("tampered", "fail"): bad, ("wrong_signature", "fail"): bad, ("stale", "fail"): bad, ("unknown_app", "fail"): bad,
+    }
+
+    check_online_orders("alipay", paid_orders, held_orders, owed_before, balances_before)
+    for order in held_orders:
+        assert "0.01" in db.session.get(OnlineOrder, order.id).review_reason
+    reasons = rejection_reasons("alipay")
+    assert reasons["invalid signature"] == 2 * bad
+    assert reasons[f"unknown app_id '{unknown_app_id}'"] == bad
+    assert count_containing(reasons, f"outside the {alipay.REPLAY_WINDOW_SECONDS}-second window") == bad

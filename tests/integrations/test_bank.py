@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections import Counter
 import urllib.request
 from datetime import timedelta
 from decimal import Decimal
@@ -19,7 +20,11 @@ from app.payments.models import BankAgreement, BankTransaction, Payment, Payment
 from app.payments.services import amount_owed
 from app.tariffs.models import Season
 from tools.bank_simulator import BankSimulator
-from wechatpay_helpers import accounts_of
+from notification_mix import (
+    BAD_MESSAGES, MESSAGES_PER_SCALE, MIX_SCALE, PAID_COPIES, PAID_TARGETS, WRONG_AMOUNT_COPIES, WRONG_AMOUNT_TARGETS,
+    build_stream, count_containing, ledger_balances, logged_outcomes, put_first, rejection_reasons, send_stream,
+)
+from wechatpay_helpers import accounts_of, send
 
 pytestmark = pytest.mark.xdist_group("bank")
 BANK = "CEB"
@@ -142,6 +147,27 @@ def test_reversal_of_unknown_or_old_payment(bank_world):
     assert db.session.scalar(sa.select(sa.func.count(Refund.id))) == 0
 
 
+def test_payment_after_its_reversal_rejected(bank_world):
+    sim = bank_world["tj"]
+    account = accounts_of(bank_world["demo"]["TJ"], 1)[0]
+    owed = amount_owed(account).total
+    late = sim.message("pay", BillKey=account.account_no, PayAmount=f"{owed:.2f}")
+    # The bank timed out on the payment and reversed it, and then the payment arrives.
+    _, reversal, _, _ = sim.reverse(late["TranSeq"], account.account_no)
+    assert reversal["RespCode"] == bank.OK
+    assert "ReceiptNo" not in reversal
+    _, reply, valid = sim.send(late)
+    assert valid
+    assert reply["RespCode"] == bank.ALREADY_REVERSED
+    assert sim.send(late)[1] == reply
+
+    db.session.expire_all()
+    assert amount_owed(db.session.get(Account, account.id)).total == owed
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+    # The account can still be paid under a new serial.
+    assert sim.pay(account.account_no, owed)[1]["RespCode"] == bank.OK
+
+
 def test_tampered_stale_and_wrong_key_rejected(bank_world):
     sim = bank_world["tj"]
     account = accounts_of(bank_world["demo"]["TJ"], 1)[0]
@@ -187,3 +213,86 @@ def test_reconciliation_file_rules():
     for data, message in bad.items():
         with pytest.raises(bank.channel.StatementError, match=message):
             bank.parse_reconciliation_file(data, BANK, TJ_BANK_ID)
+
+
+def test_mixed_requests_exact_balances(bank_world):
+    """2,000 requests (× HEATFLOW_NOTIFICATION_MIX_SCALE): resent serials, reordering, same-day reversals, tampering, bad keys, stale, wrong amounts.
+
+    The bank pays whole bills only, so a wrong amount is rejected with DEF0002 and logged as
+    ignored rather than held for review as the online channels do.
+    """
+    scale = MIX_SCALE
+    tj = bank_world["demo"]["TJ"]
+    sim = bank_world["tj"]
+    accounts = accounts_of(tj, PAID_TARGETS + WRONG_AMOUNT_TARGETS)
+    assert len(accounts) == PAID_TARGETS + WRONG_AMOUNT_TARGETS
+    paid, mismatched = accounts[:PAID_TARGETS], accounts[PAID_TARGETS:]
+    # The last 8 paid accounts are reversed the same day: 15 copies of the payment, 10 of the reversal.
+    not_reversed, reversed_ = paid[:-8], paid[-8:]
+    owed_before = {a.id: amount_owed(a).total for a in accounts}
+    balances_before = ledger_balances(list(owed_before))
+    requests = {a.id: sim.message("pay", BillKey=a.account_no, PayAmount=f"{owed_before[a.id]:.2f}", SubChannel="counter") for a in paid}
+    requests.update({
+        a.id: sim.message("pay", BillKey=a.account_no, PayAmount=f"{owed_before[a.id] - Decimal('0.01'):.2f}") for a in mismatched
+    })
+    reversals = {a.id: sim.message("reverse", OriginalTranSeq=requests[a.id]["TranSeq"], BillKey=a.account_no) for a in reversed_}
+    unknown_company = "ZZ0009"
+
+    messages = build_stream(
+        20260112,
+        [("valid_pay", [a.id for a in not_reversed], PAID_COPIES * scale), ("valid_pay", [a.id for a in reversed_], 15 * scale),
+         ("valid_reversal", [a.id for a in reversed_], 10 * scale),
+         ("wrong_amount", [a.id for a in mismatched], WRONG_AMOUNT_COPIES * scale)],
+        ("tampered", "wrong_key", "stale", "unknown_company"), [a.id for a in paid], scale,
+    )
+    # The bank sends each reversal after its payment, but copies of either may arrive in any order after that.
+    put_first(messages, "valid_pay", "valid_reversal")
+    assert len(messages) == MESSAGES_PER_SCALE * scale
+
+    def deliver(message):
+        fields = reversals[message.target] if message.kind == "valid_reversal" else requests[message.target]
+        if message.kind == "unknown_company":
+            fields = dict(fields, CompanyId=unknown_company)
+        body = json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        offset = -bank.REPLAY_WINDOW_SECONDS - 1 if message.kind == "stale" else message.offset
+        headers = bank.signed_headers(b"x" * 40 if message.kind == "wrong_key" else KEY, body, timestamp=int(time.time()) + offset)
+        if message.kind == "tampered":
+            body = body.replace(f'"PayAmount": "{fields["PayAmount"]}"'.encode(), b'"PayAmount": "0.01"')
+        status, reply = send(sim.url, body, headers)
+        assert status == 200, reply
+        return json.loads(reply)["RespCode"]
+
+    replies = send_stream(messages, deliver)
+    bad = BAD_MESSAGES * scale // 4
+    assert replies == {
+        ("valid_pay", bank.OK): 920 * scale, ("valid_reversal", bank.OK): 80 * scale,
+        ("wrong_amount", bank.AMOUNT_MISMATCH): 40 * scale, ("tampered", bank.SIGNATURE_ERROR): bad,
+        ("wrong_key", bank.SIGNATURE_ERROR): bad, ("stale", bank.SIGNATURE_ERROR): bad, ("unknown_company", bank.BAD_REQUEST): bad,
+    }
+
+    db.session.expire_all()
+    balances = ledger_balances(list(owed_before))
+    for account in not_reversed:
+        assert balances[account.id] == balances_before[account.id] - owed_before[account.id], account.account_no
+        assert amount_owed(db.session.get(Account, account.id)).total == 0
+    for account in reversed_ + mismatched:
+        assert balances[account.id] == balances_before[account.id], account.account_no
+        assert amount_owed(db.session.get(Account, account.id)).total == owed_before[account.id]
+    reversals_done = db.session.scalars(sa.select(Refund).filter_by(kind="reversal")).all()
+    assert sorted((r.account_id, r.amount, r.status) for r in reversals_done) == sorted(
+        (a.id, owed_before[a.id], "succeeded") for a in reversed_
+    )
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(channel="bank")) == PAID_TARGETS
+    assert find_invariant_breaks(tj.id, _season_id(tj)) == []
+
+    outcomes = logged_outcomes("bank")
+    assert outcomes == {"accepted": 1000 * scale, "ignored": 40 * scale, "rejected": 4 * bad}
+    answered = Counter(db.session.scalars(sa.select(PaymentNotification.reason).filter_by(channel="bank", outcome="accepted")))
+    assert answered == {f"{bank.OK} 成功": 48, f"{bank.OK} repeated request": 1000 * scale - 48}
+    mismatch_reasons = Counter(db.session.scalars(sa.select(PaymentNotification.reason).filter_by(channel="bank", outcome="ignored")))
+    assert count_containing(mismatch_reasons, "与应缴金额") == 8
+    assert mismatch_reasons[f"{bank.AMOUNT_MISMATCH} repeated request"] == 40 * scale - 8
+    reasons = rejection_reasons("bank")
+    assert reasons["invalid signature"] == 2 * bad
+    assert reasons[f"CompanyId '{unknown_company}' is unknown for bank '{BANK}'"] == bad
+    assert count_containing(reasons, f"outside the {bank.REPLAY_WINDOW_SECONDS}-second window") == bad

@@ -5,7 +5,11 @@ simulator's statement (an amount changed, a line removed, a line only the channe
 checks that the downloaded day finds exactly those, and that a rerun adds nothing.
 """
 
+import re
+import subprocess
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from decimal import Decimal
 
 import pytest
@@ -14,18 +18,23 @@ import sqlalchemy as sa
 from alipay_helpers import QD_APP_ID, TJ_APP_ID
 from app.clock import LOCAL_TIME
 from app.extensions import db
-from app.integrations import bank
+from app.integrations import alipay, bank, wechatpay
+from app.payments import channels
 from app.org.models import User
 from app.payments.daily_reconciliation import reconciliation_targets
 from app.payments.models import ChannelStatement, Payment, ReconciliationItem, ReconciliationRun, Refund
 from app.payments.refunds import request_refund
 from app.payments.reconciliation import resolve_item
 from app.tasks.reconciliation import reconcile_all_task, reconcile_day_task
-from test_bank import BANK, TJ_BANK_ID, bank_world  # noqa: F401  (fixture)
+from tools import wechatpay_simulator
+from test_bank import BANK, KEY, TJ_BANK_ID, bank_world  # noqa: F401  (fixture)
+from tools.bank_simulator import BankSimulator
 from wechatpay_helpers import SUB_MCHIDS, accounts_of, paid_online_order, wait_for
 
 pytestmark = pytest.mark.xdist_group("daily-reconciliation")
+REPOSITORY = Path(__file__).resolve().parents[2]
 D = Decimal
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 
@@ -80,6 +89,9 @@ def test_wechat_day_planted_differences(wechat):
     assert db.session.get(Refund, refund.id).channel_refund_id.startswith("50000")
     statement = db.session.scalar(sa.select(ChannelStatement).filter_by(company_id=tj.id, channel="wechatpay", day=day))
     assert statement.content.startswith("交易时间".encode())
+    # The bill was requested and served gzipped, and is stored decompressed.
+    assert simulator.bill_requests[-1]["tar_type"] == "GZIP"
+    assert all(data[:2] == GZIP_MAGIC for data in simulator.bill_files.values())
 
     # The same day again: the same work items, none added.
     assert reconcile_day_task(tj.id, "wechatpay", merchant, day.isoformat()) == 3
@@ -87,6 +99,26 @@ def test_wechat_day_planted_differences(wechat):
     assert again == found
     assert run.runs == 2
     assert _item_count() == 3
+
+
+def test_wechat_bill_gzip_or_plain(wechat, monkeypatch):
+    simulator = wechat["simulator"]
+    merchant = SUB_MCHIDS["TJ"]
+    _payment_of(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, merchant)
+    adapter = channels.wechat_channel()
+    day = _today()
+
+    gzipped = wechatpay.download_trade_bill(adapter.api_base, adapter.credentials, merchant, day)
+    plain = wechatpay.download_trade_bill(adapter.api_base, adapter.credentials, merchant, day, compressed=False)
+    assert gzipped == plain
+    assert plain.startswith("交易时间".encode())
+    assert [request.get("tar_type") for request in simulator.bill_requests] == ["GZIP", None]
+    assert sorted(data[:2] == GZIP_MAGIC for data in simulator.bill_files.values()) == [False, True]
+
+    # A file that claims to be gzip but is not is rejected before its hash is checked.
+    monkeypatch.setattr(wechatpay_simulator.gzip, "compress", lambda data: GZIP_MAGIC + data)
+    with pytest.raises(wechatpay.WechatPayError, match="not a valid GZIP file"):
+        wechatpay.download_trade_bill(adapter.api_base, adapter.credentials, merchant, day)
 
 
 def test_wechat_day_without_trades(wechat):
@@ -132,6 +164,29 @@ def test_alipay_day_planted_differences(alipay_world):
 
     assert reconcile_day_task(demo["TJ"].id, "alipay", TJ_APP_ID, day.isoformat()) == 3
     assert _item_count() == 3
+
+
+def test_alipay_day_without_trades(alipay_world):
+    demo = alipay_world["demo"]
+    simulator = alipay_world["simulator"]
+    day = _today() - timedelta(days=3)
+    # Alipay replies with isp.bill_not_exist, so the adapter returns an empty statement, not an error.
+    adapter = channels.alipay_channel(TJ_APP_ID)
+    assert adapter.download_statement(TJ_APP_ID, day) == b""
+    with pytest.raises(alipay.AlipayError) as raised:
+        alipay.call(adapter.gateway, adapter.apps[TJ_APP_ID], "alipay.data.dataservice.bill.downloadurl.query",
+                    {"bill_type": "trade", "bill_date": day.isoformat()})
+    assert raised.value.sub_code == "isp.bill_not_exist"
+
+    # The day reconciles as empty on both sides, for a direct app and for an ISV-authorised one.
+    for company, app_id in ((demo["TJ"], TJ_APP_ID), (demo["QD"], QD_APP_ID)):
+        assert reconcile_day_task(company.id, "alipay", app_id, day.isoformat()) == 0
+        run, found = _differences(company.id, "alipay", app_id, day)
+        assert (run.matched, run.our_total, run.their_total, found) == (0, 0, 0, {})
+        statement = db.session.scalar(sa.select(ChannelStatement).filter_by(company_id=company.id, channel="alipay", day=day))
+        assert statement.content == b""
+        assert statement.filename.endswith("-empty")
+    assert simulator.bill_files == {}
 
 
 @pytest.fixture
@@ -256,3 +311,43 @@ def test_page_button_queues_the_day(bank_files, login):
     assert [(r.merchant_id, r.day) for r in runs] == [(TJ_BANK_ID, day)]
     today = client.post("/reconciliation/run", data={"day": bank.local_today().isoformat()}, follow_redirects=True)
     assert "尚未结束" in today.get_data(as_text=True)
+
+
+def test_cli_serves_statement_files(bank_world, app, live_server_url, monkeypatch, tmp_path):
+    tj = bank_world["demo"]["TJ"]
+    key_file = tmp_path / "ceb.key"
+    key_file.write_bytes(KEY)
+    journal = tmp_path / "ceb-TJ0001.journal"
+    # A run of the command line books a payment into the journal.
+    booking = BankSimulator(live_server_url, BANK, KEY, TJ_BANK_ID, journal=journal)
+    first, second = accounts_of(tj, 2)
+    assert booking.pay(first.account_no, _owed(first))[1]["RespCode"] == bank.OK
+    today = bank.local_today()
+    earlier = today - timedelta(days=2)
+    prepared = tmp_path / "earlier.txt"
+    prepared.write_text(f"1|66.00\n{earlier:%Y%m%d}|BPREPARED1|110001009999999|66.00|counter|缴费\n", encoding="utf-8")
+
+    command = [
+        sys.executable, "tools/bank_simulator.py", "--bank", BANK, "--company-id", TJ_BANK_ID, "--key-file", str(key_file),
+        "--journal", str(journal), "serve-statements", "--port", "0", "--file", f"{earlier:%Y%m%d}={prepared}",
+    ]
+    server = subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = re.search(r"(http://127\.0\.0\.1:\d+)/statements/", server.stdout.readline())
+        assert started, server.stderr.read()
+        monkeypatch.setitem(app.config, "BANK_STATEMENT_URLS", {BANK: started[1]})
+        channel = f"bank:{BANK}"
+        assert reconcile_day_task(tj.id, channel, TJ_BANK_ID, today.isoformat()) == 0
+        assert _differences(tj.id, channel, TJ_BANK_ID, today)[0].matched == 1
+        # A payment booked while the server runs is in the next download of the day.
+        assert booking.pay(second.account_no, _owed(second))[1]["RespCode"] == bank.OK
+        assert reconcile_day_task(tj.id, channel, TJ_BANK_ID, today.isoformat()) == 0
+        assert _differences(tj.id, channel, TJ_BANK_ID, today)[0].matched == 2
+        # The day given with --file is served as prepared: a payment only the bank has.
+        assert reconcile_day_task(tj.id, channel, TJ_BANK_ID, earlier.isoformat()) == 1
+        run, found = _differences(tj.id, channel, TJ_BANK_ID, earlier)
+        assert found == {("payment", f"{earlier:%Y%m%d}:BPREPARED1"): "missing_ours"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert server.returncode == 0

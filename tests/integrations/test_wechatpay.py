@@ -1,8 +1,6 @@
 """WeChat Pay end to end: orders through the simulator, notifications to the live app over HTTP."""
 
 import json
-import os
-import random
 import secrets
 import time
 from collections import Counter
@@ -20,12 +18,14 @@ from app.payments.models import OnlineOrder, Payment, PaymentNotification
 from app.payments.online import create_wechat_order, yuan_to_fen
 from app.org.models import User
 from app.payments.services import amount_owed, collect_payment
+from notification_mix import (
+    BAD_MESSAGES, MESSAGES_PER_SCALE, MIX_SCALE, PAID_COPIES, PAID_TARGETS, WRONG_AMOUNT_COPIES, WRONG_AMOUNT_TARGETS,
+    build_stream, check_online_orders, count_containing, ledger_balances, rejection_reasons, send_stream,
+)
 from wechatpay_helpers import PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS, accounts_of, send, signed_notification, wait_for
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 NOTIFY_PATH = "/payments/notify/wechat"
-# Multiplies the 2,000 notifications of the mixed test; 5 sends the 10,000 of the acceptance run.
-NOTIFICATION_MIX_SCALE = int(os.environ.get("HEATFLOW_NOTIFICATION_MIX_SCALE", "1"))
 
 
 def _resource(order, transaction_id=None, total=None):
@@ -160,72 +160,48 @@ def test_wrong_amount_held_not_posted(wechat):
 
 def test_mixed_notifications_exact_balances(wechat):
     """2,000 notifications (× HEATFLOW_NOTIFICATION_MIX_SCALE): duplicates, reordering, tampering, bad signatures, stale and wrong amounts."""
-    scale = NOTIFICATION_MIX_SCALE
-    total = 2000 * scale
+    scale = MIX_SCALE
     keys = wechat["keys"]
     url = wechat["server"] + NOTIFY_PATH
-    accounts = accounts_of(wechat["demo"]["TJ"], 48)
-    assert len(accounts) == 48
-    paid_orders = [_tj_order(a) for a in accounts[:40]]
-    held_orders = [_tj_order(a, amount=Decimal("100.00")) for a in accounts[40:]]
+    accounts = accounts_of(wechat["demo"]["TJ"], PAID_TARGETS + WRONG_AMOUNT_TARGETS)
+    assert len(accounts) == PAID_TARGETS + WRONG_AMOUNT_TARGETS
+    paid_orders = [_tj_order(a) for a in accounts[:PAID_TARGETS]]
+    held_orders = [_tj_order(a, amount=Decimal("100.00")) for a in accounts[PAID_TARGETS:]]
     db.session.add_all(paid_orders + held_orders)
     db.session.commit()
     owed_before = {a.id: amount_owed(a).total for a in accounts}
+    balances_before = ledger_balances(list(owed_before))
 
-    rng = random.Random(20260110)
-    # Each message is signed when it is sent, with its kind's timestamp offset, so a long run
-    # does not push valid ones out of the 300-second replay window.
-    messages = []  # (kind, resource, timestamp offset in seconds, signing key or None, serial)
-    for order in paid_orders:
-        resource = _resource(order)
-        for _ in range(25 * scale):
-            messages.append(("valid", resource, rng.randint(-60, 60), None, PLATFORM_SERIAL))
-    for order in held_orders:
-        resource = _resource(order, total=9999)
-        for _ in range(5 * scale):
-            messages.append(("wrong_amount", resource, 0, None, PLATFORM_SERIAL))
-    for index in range(960 * scale):
-        resource = _resource(rng.choice(paid_orders))
-        kind = ("tampered", "wrong_signature", "stale", "unknown_serial")[index % 4]
-        offset = -wechatpay.REPLAY_WINDOW_SECONDS - 1 if kind == "stale" else 0
-        key = keys["attacker"] if kind == "wrong_signature" else None
-        serial = "PUB_KEY_ID_UNKNOWN" if kind == "unknown_serial" else PLATFORM_SERIAL
-        messages.append((kind, resource, offset, key, serial))
-    rng.shuffle(messages)
-    assert len(messages) == total
+    # Each message is signed when it is sent, with its timestamp offset, so a long run does
+    # not push valid ones out of the 300-second replay window.
+    resources = {order.id: _resource(order) for order in paid_orders}
+    resources.update({order.id: _resource(order, total=9999) for order in held_orders})
+    messages = build_stream(
+        20260110, [("valid", paid_orders, PAID_COPIES * scale), ("wrong_amount", held_orders, WRONG_AMOUNT_COPIES * scale)],
+        ("tampered", "wrong_signature", "stale", "unknown_serial"), paid_orders, scale,
+    )
+    assert len(messages) == MESSAGES_PER_SCALE * scale
 
-    started = time.monotonic()
-    statuses = Counter()
-    for kind, resource, offset, key, serial in messages:
-        assert time.monotonic() - started < 300 * scale, f"{total} notifications took over {5 * scale} minutes"
+    def deliver(message):
+        offset = -wechatpay.REPLAY_WINDOW_SECONDS - 1 if message.kind == "stale" else message.offset
+        key = keys["attacker"] if message.kind == "wrong_signature" else None
+        serial = "PUB_KEY_ID_UNKNOWN" if message.kind == "unknown_serial" else PLATFORM_SERIAL
+        resource = resources[message.target.id]
         body, headers = signed_notification(keys, resource, timestamp=int(time.time()) + offset, platform_key=key, serial=serial)
-        if kind == "tampered":
+        if message.kind == "tampered":
             body = body.replace(b'"summary"', b'"Summary"')
-        status, _ = send(url, body, headers)
-        statuses[(kind, status)] += 1
-    bad = 240 * scale
-    assert statuses == {("valid", 204): 1000 * scale, ("wrong_amount", 204): 40 * scale, ("tampered", 400): bad,
-                        ("wrong_signature", 400): bad, ("stale", 400): bad, ("unknown_serial", 400): bad}
+        return send(url, body, headers)[0]
 
-    db.session.expire_all()
-    for order in paid_orders:
-        lines = _wechat_lines(order.account_id)
-        assert sum(line.amount for line in lines) == -order.amount, order.out_trade_no
-        assert amount_owed(db.session.get(Account, order.account_id)).total == 0
-        assert db.session.get(OnlineOrder, order.id).status == "paid"
-    for order in held_orders:
-        assert _wechat_lines(order.account_id) == []
-        assert amount_owed(db.session.get(Account, order.account_id)).total == owed_before[order.account_id]
-        assert db.session.get(OnlineOrder, order.id).status == "held"
+    replies = send_stream(messages, deliver)
+    bad = BAD_MESSAGES * scale // 4
+    assert replies == {("valid", 204): 1000 * scale, ("wrong_amount", 204): 40 * scale, ("tampered", 400): bad,
+                       ("wrong_signature", 400): bad, ("stale", 400): bad, ("unknown_serial", 400): bad}
 
-    outcomes = Counter(db.session.scalars(sa.select(PaymentNotification.outcome)))
-    assert outcomes == {"accepted": 40, "duplicate": 1000 * scale - 40 + 40 * scale - 8, "held": 8, "rejected": 4 * bad}
-    reasons = Counter(db.session.scalars(sa.select(PaymentNotification.reason).filter_by(outcome="rejected")))
+    check_online_orders("wechat", paid_orders, held_orders, owed_before, balances_before)
+    reasons = rejection_reasons("wechat")
     assert reasons["invalid signature"] == 2 * bad
     assert reasons["unknown Wechatpay-Serial 'PUB_KEY_ID_UNKNOWN'"] == bad
-    stale = sum(count for reason, count in reasons.items() if "outside the 300-second window" in reason)
-    assert stale == bad
-    assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(channel="wechat")) == 40
+    assert count_containing(reasons, "outside the 300-second window") == bad
 
 
 def test_order_page_shows_qr_and_status(wechat, login):

@@ -1,6 +1,6 @@
 """Daily reconciliation of WeChat Pay payments against statement lines, and the WeChat trade bill parser."""
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -10,7 +10,7 @@ from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.integrations.statement import StatementLine
 from app.network.models import Account
-from app.payments.models import Payment, ReconciliationItem, ReconciliationRun, WechatMerchant
+from app.payments.models import Payment, ReconciliationItem, ReconciliationRun, Refund, WechatMerchant
 from app.payments.reconciliation import (
     ReconciliationError, parse_statement, reconcile, resolve_item, store_statement,
 )
@@ -107,6 +107,40 @@ def test_lines_of_other_day_or_merchant_rejected(tj_wechat):
     with pytest.raises(ReconciliationError, match="不是 wechatpay 商户 1900000111"):
         reconcile(tj_wechat.id, "wechatpay", SUB_MCHID, DAY, [_line("4200000001", "100.00", _at(9), merchant="1900000999")])
     assert db.session.scalar(sa.select(sa.func.count(ReconciliationRun.id))) == 0
+
+
+def _succeeded_refund(payment_txn, amount, out_refund_no, refund_id, requested_at, completed_at, decided_at=None):
+    payment = db.session.scalar(sa.select(Payment).filter_by(channel_transaction_id=payment_txn))
+    refund = Refund(
+        company_id=payment.company_id, payment_id=payment.id, account_id=payment.account_id, amount=Decimal(amount),
+        kind="refund", channel="wechat", status="succeeded", out_refund_no=out_refund_no, channel_refund_id=refund_id,
+        requested_at=requested_at, decided_at=decided_at, completed_at=completed_at,
+    )
+    db.session.add(refund)
+    db.session.commit()
+    return refund
+
+
+def test_refund_after_midnight_on_channel_day(tj_wechat):
+    before, after = DAY - timedelta(days=1), DAY + timedelta(days=1)
+    # Sent at 23:59 and confirmed by the channel's notification after midnight.
+    _succeeded_refund("4200000002", "20.00", "RTJ1", "50300000001", _at(23, 59), _at(0, 1, after))
+    # Requested the day before, sent when approved at 23:58, confirmed after midnight.
+    _succeeded_refund("4200000001", "30.00", "RTJ2", "50300000002", _at(10, 0, before), _at(0, 2, after), decided_at=_at(23, 58))
+    # The channel's bill dates both refunds by when it accepted them.
+    lines = [
+        _line("4200000001", "100.00", _at(9)), _line("4200000002", "200.00", _at(12, 30)), _line("4200000003", "300.00", _at(23, 59)),
+        _line("50300000001", "20.00", _at(23, 59), kind="refund"), _line("50300000002", "30.00", _at(23, 58), kind="refund"),
+    ]
+    run = reconcile(tj_wechat.id, "wechatpay", SUB_MCHID, DAY, lines)
+    assert _items(run) == {}
+    assert run.matched == 5
+    assert run.our_total == run.their_total == Decimal("550.00")
+
+    # The next day's bill has neither refund, and neither is ours on that day.
+    next_run = reconcile(tj_wechat.id, "wechatpay", SUB_MCHID, after, [_line("4200000009", "900.00", _at(0, 5, after))])
+    assert _items(next_run) == {}
+    assert next_run.matched == 1
 
 
 BILL = (
