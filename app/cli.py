@@ -180,17 +180,17 @@ def bpmn_check_command(path):
         sys.exit(1)
     report = check_bpmn(path.read_bytes())
     if report.file_error:
-        click.echo(f"{path.name}: rejected: {report.file_error}", err=True)
+        click.echo(f"{path.name}：不能导入：{report.file_error}", err=True)
         sys.exit(1)
     if report.findings:
-        click.echo(f"{path.name}: rejected, {len(report.findings)} unsupported elements:", err=True)
+        click.echo(f"{path.name}：不能导入，{len(report.findings)} 个元素不受支持：", err=True)
         for finding in report.findings:
             click.echo(f"  {finding.line()}", err=True)
         sys.exit(1)
     if report.executable_processes:
-        click.echo(f"{path.name}: accepted; executable processes: {', '.join(report.executable_processes)}.")
+        click.echo(f"{path.name}：可以导入；可执行流程：{'、'.join(report.executable_processes)}。")
     else:
-        click.echo(f"{path.name}: accepted as documentation only; it has no executable process.")
+        click.echo(f"{path.name}：只能作为文档导入，文件中没有可执行流程。")
 
 
 def _company_id_or_exit(company_code):
