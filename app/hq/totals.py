@@ -44,7 +44,7 @@ def _upsert(connection, model, keys, rows):
 
 
 def _loaded_account_facts(session, account_ids):
-    """Map account id -> (community id, user type) for accounts the session holds with unit and building loaded."""
+    """Map account id -> (community id, user type) for accounts loaded in the session together with their unit and building."""
     facts = {}
     for account_id in account_ids:
         account = session.identity_map.get(identity_key(Account, account_id))

@@ -277,8 +277,8 @@ def _check_source(element, tag, source, check, kind):
     try:
         check(source)
     except SandboxError as error:
-        what = EXPRESSION_KINDS[kind]
-        return [Finding(element, finding_text("expression_rejected", what=what, source=str(source)[:80], detail=error), tag)]
+        text = finding_text("expression_rejected", what=EXPRESSION_KINDS[kind], source=str(source)[:80], detail=error)
+        return [Finding(element, text, tag)]
     return []
 
 
