@@ -241,8 +241,10 @@ def _check_task_spec(task_spec):
         findings.extend(_check_operator(element, tag, operator))
     if getattr(task_spec, "manual", False):
         form = (extensions.get("properties") or {}).get("form")
-        if form not in KNOWN_FORMS:
-            findings.append(Finding(element, finding_text("form_unknown", form=form or "", choices=choices(sorted(KNOWN_FORMS))), tag))
+        if form is None:
+            findings.append(Finding(element, finding_text("form_missing", choices=choices(sorted(KNOWN_FORMS))), tag))
+        elif form not in KNOWN_FORMS:
+            findings.append(Finding(element, finding_text("form_unknown", form=form, choices=choices(sorted(KNOWN_FORMS))), tag))
         if lane is None:
             findings.append(Finding(element, finding_text("user_task_outside_lane"), tag))
     for condition, _target in getattr(task_spec, "cond_task_specs", []):

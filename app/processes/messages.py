@@ -39,6 +39,7 @@ FINDING_TEXTS = {
     "decision_unknown": "业务规则任务调用的决策表「{decision_id}」不存在；请把 spiffworkflow:calledDecisionId 设为以下之一：{choices}。",
     "decision_not_escalation": "决策表「{decision_id}」不是报集团审批规则表；请改用以下之一：{choices}。",
     "lane_unknown": "泳道「{lane}」不是流程角色；请改用以下角色之一：{choices}。",
+    "form_missing": "用户任务没有设置表单（属性 form）；请把它设为以下之一：{choices}。",
     "form_unknown": "用户任务的表单「{form}」未知；请把属性 form 设为以下之一：{choices}。",
     "user_task_outside_lane": "用户任务不在任何泳道中；请把它放进办理该任务的角色泳道。",
 }
