@@ -192,17 +192,65 @@ def bpmn_check_command(path):
         sys.exit(1)
     report = check_bpmn(path.read_bytes())
     if report.file_error:
-        click.echo(f"{path.name}: rejected: {report.file_error}", err=True)
+        click.echo(f"{path.name}：不能导入：{report.file_error}", err=True)
         sys.exit(1)
     if report.findings:
-        click.echo(f"{path.name}: rejected, {len(report.findings)} unsupported elements:", err=True)
+        click.echo(f"{path.name}：不能导入，{len(report.findings)} 个元素不受支持：", err=True)
         for finding in report.findings:
             click.echo(f"  {finding.line()}", err=True)
         sys.exit(1)
     if report.executable_processes:
-        click.echo(f"{path.name}: accepted; executable processes: {', '.join(report.executable_processes)}.")
+        click.echo(f"{path.name}：可以导入；可执行流程：{'、'.join(report.executable_processes)}。")
     else:
-        click.echo(f"{path.name}: accepted as documentation only; it has no executable process.")
+        click.echo(f"{path.name}：只能作为文档导入，文件中没有可执行流程。")
+
+
+@heat.command("calendar-import")
+@click.option("--company", "company_code", help="Company code, e.g. TJ: import into this company's working calendar.")
+@click.option("--all-companies", is_flag=True, help="Import into the working calendar of every subsidiary.")
+@click.option("--year", type=int, help="Year every date of the file must be in (default: the year of its first date).")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def calendar_import_command(company_code, all_companies, year, path):
+    """Import one year's holidays and adjusted working days from .csv or .xlsx (columns 日期, 类型, 名称).
+
+    Nothing is stored unless every row is valid; exit 1 lists each invalid row on stderr.
+    """
+    from app.extensions import db
+    from app.org.models import Company
+    from app.processes.calendar_import import CalendarImportError, import_calendar
+
+    if bool(company_code) == all_companies:
+        click.echo("Give either --company CODE or --all-companies.", err=True)
+        sys.exit(2)
+    if not path.exists():
+        click.echo(f"File {path} not found.", err=True)
+        sys.exit(1)
+    if all_companies:
+        scope = SYSTEM_SCOPE
+        companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.code)).all()
+    else:
+        company_id = _company_id_or_exit(company_code)
+        scope = company_scope(company_id, label=f"cli:calendar-import:{company_code}")
+        companies = [db.session.get(Company, company_id)]
+    with scoped(scope):
+        try:
+            result = import_calendar(path.name, path.read_bytes(), companies, year=year)
+        except CalendarImportError as error:
+            db.session.rollback()
+            click.echo(f"{path.name}: {error}", err=True)
+            sys.exit(1)
+        if result.errors:
+            db.session.rollback()
+            click.echo(f"{path.name}: nothing imported, {len(result.errors)} invalid rows:", err=True)
+            for error in result.errors:
+                click.echo(f"  {error}", err=True)
+            sys.exit(1)
+        db.session.commit()
+    for company in companies:
+        click.echo(
+            f"{company.code}: {result.year} calendar, {result.added[company.code]} days added, "
+            f"{result.changed[company.code]} changed, {result.rows} in the file."
+        )
 
 
 def _company_id_or_exit(company_code):

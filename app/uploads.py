@@ -148,3 +148,21 @@ def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
         raise error_class(
             _("工作表「%(sheet)s」的内容无法读取（%(error)s）；%(fix)s。", sheet=sheet.title, error=error, fix=_(RESAVE))
         ) from error
+
+
+def find_header_row(rows, headers, search_rows):
+    """Return (row index, {key: column position}) of the first of `search_rows` rows naming a column for every key, or None.
+
+    `headers` maps each key to the cell texts accepted as its column name; a cell matches
+    after stripping blanks, also in lower case.
+    """
+    for index, row in enumerate(rows[:search_rows]):
+        texts = ["" if value is None else str(value).strip() for value in row]
+        columns = {}
+        for key, names in headers.items():
+            position = next((i for i, text in enumerate(texts) if text in names or text.lower() in names), None)
+            if position is not None:
+                columns[key] = position
+        if len(columns) == len(headers):
+            return index, columns
+    return None

@@ -21,7 +21,7 @@ from app.billing.services import account_charge_inputs
 from app.extensions import db
 from app.network.models import Account
 from app.tariffs.services import charge_area, tariff_in_force
-from app.uploads import iter_sheet_rows, open_xlsx
+from app.uploads import find_header_row, iter_sheet_rows, open_xlsx
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +73,9 @@ def _cell_text(value):
 
 
 def _find_header(rows):
-    for index, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
-        texts = [_cell_text(value) for value in row]
-        columns = {}
-        for key, names in HEADERS.items():
-            position = next((i for i, text in enumerate(texts) if text in names), None)
-            if position is not None:
-                columns[key] = position
-        if len(columns) == len(HEADERS):
-            return index, columns
+    found = find_header_row(rows, HEADERS, HEADER_SEARCH_ROWS)
+    if found is not None:
+        return found
     expected = "、".join(f"{HEADER_LABELS[key]}（或 {'/'.join(names[1:])}）" for key, names in HEADERS.items())
     raise MeterImportError(f"前 {HEADER_SEARCH_ROWS} 行中没有找到表头；请在表头中包含：{expected}。")
 

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.money import round_money
@@ -61,13 +62,20 @@ def prorate(full_amount, days, statutory_days):
     return full_amount * days / statutory_days
 
 
-def season_tariffs(season):
-    """Return every tariff version of `season`, earliest `effective_from` first."""
-    return db.session.scalars(
+def season_tariffs(season, with_rates=False):
+    """Return every tariff version of `season`, earliest `effective_from` first.
+
+    `with_rates` loads each version's prices and area rules in the same query, for a
+    caller that computes a charge and would otherwise load them one query each.
+    """
+    statement = (
         sa.select(Tariff)
         .where(Tariff.company_id == season.company_id, Tariff.season_id == season.id)
         .order_by(Tariff.effective_from)
-    ).all()
+    )
+    if with_rates:
+        statement = statement.options(joinedload(Tariff.prices), joinedload(Tariff.area_rules))
+    return db.session.scalars(statement).unique().all()
 
 
 def tariff_periods(season, tariffs, start_on, end_on):

@@ -173,22 +173,24 @@ def season_received(account_id, season_id):
     return -amount if amount is not None else ZERO
 
 
-def rerate_account(account, season, new_status, cause_type, cause_id, key, user_id=None, memo="", receivable=None):
+def rerate_account(account, season, new_status, cause_type, cause_id, key, user_id=None, memo="", receivable=None, key_checked=False):
     """Change an account's billing status and post the difference to its season receivable.
 
     Posts one `rerate` line of (new charge − current receivable) under `key`; posting the
     same key again does nothing. Returns the line, or None when it was already posted.
     `receivable` is the current season receivable when the caller has just read it under
-    the account's row lock; otherwise it is read here.
+    the account's row lock; otherwise it is read here. `key_checked` is True when the caller
+    has just found no line under `key` while holding that lock, so the check is skipped.
     """
-    exists = db.session.scalar(
-        sa.select(LedgerEntry.id).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
-    )
-    if exists:
-        return None
+    if not key_checked:
+        exists = db.session.scalar(
+            sa.select(LedgerEntry.id).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
+        )
+        if exists:
+            return None
     with company_money_rule(account.company_id):
         has_lift, kind = account_charge_inputs(account)
-        lines = season_charge_lines(account, season, season_tariffs(season), has_lift, kind, billing_status=new_status)
+        lines = season_charge_lines(account, season, season_tariffs(season, with_rates=True), has_lift, kind, billing_status=new_status)
         if receivable is None:
             receivable = season_receivable(account.id, season.id)
         difference = season_charge_total(lines) - receivable

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from app.billing.models import LedgerEntry
 from app.clock import local_time
@@ -42,23 +43,44 @@ def _upsert(connection, model, keys, rows):
     connection.execute(statement, rows)
 
 
-def _account_facts(connection, account_ids):
-    """Map account id -> (community id, user type), read without the tenant scope."""
+def _loaded_account_facts(session, account_ids):
+    """Map account id -> (community id, user type) for accounts loaded in the session together with their unit and building."""
+    facts = {}
+    for account_id in account_ids:
+        account = session.identity_map.get(identity_key(Account, account_id))
+        unit = account.__dict__.get("unit") if account is not None else None
+        building = unit.__dict__.get("building") if unit is not None else None
+        if building is None or "user_type" not in account.__dict__ or "community_id" not in building.__dict__:
+            continue
+        facts[account_id] = (building.community_id, account.user_type)
+    return facts
+
+
+def _account_facts(connection, account_ids, session=None):
+    """Map account id -> (community id, user type), taken from the session where loaded, else read without the tenant scope."""
+    facts = _loaded_account_facts(session, account_ids) if session is not None else {}
+    missing = set(account_ids) - set(facts)
+    if not missing:
+        return facts
     rows = connection.execute(
         sa.select(Account.__table__.c.id, Building.__table__.c.community_id, Account.__table__.c.user_type)
         .select_from(Account.__table__.join(Unit.__table__, Unit.__table__.c.id == Account.__table__.c.unit_id)
                      .join(Building.__table__, Building.__table__.c.id == Unit.__table__.c.building_id))
-        .where(Account.__table__.c.id.in_(sorted(account_ids)))
+        .where(Account.__table__.c.id.in_(sorted(missing)))
     )
-    return {account_id: (community_id, user_type) for account_id, community_id, user_type in rows}
+    facts.update({account_id: (community_id, user_type) for account_id, community_id, user_type in rows})
+    return facts
 
 
-def add_entries(connection, entries):
-    """Add ledger lines (objects with company_id, account_id, season_id, kind, amount, created_at) to the totals."""
+def add_entries(connection, entries, session=None):
+    """Add ledger lines (objects with company_id, account_id, season_id, kind, amount, created_at) to the totals.
+
+    `session` is the flushing session, whose loaded accounts spare the facts query.
+    """
     entries = list(entries)
     if not entries:
         return
-    facts = _account_facts(connection, {entry.account_id for entry in entries})
+    facts = _account_facts(connection, {entry.account_id for entry in entries}, session)
     community = defaultdict(lambda: [0, 0])
     company = defaultdict(lambda: [0, 0])
     for entry in entries:
@@ -118,7 +140,7 @@ def _just_completed(task):
 def _add_flushed_rows(session, flush_context):
     entries = [obj for obj in session.new if isinstance(obj, LedgerEntry)]
     if entries:
-        add_entries(session.connection(), entries)
+        add_entries(session.connection(), entries, session)
     tasks = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, HumanTask) and _just_completed(obj)]
     if tasks:
         add_completed_tasks(session.connection(), tasks)

@@ -13,22 +13,24 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from app.processes.messages import EXPRESSION_KINDS, choices, finding_text
+
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 DTD_PATTERN = re.compile(rb"<!(DOCTYPE|ENTITY)\b")
-DTD_ERROR = "the file declares a DOCTYPE or entities, which BPMN files do not use; remove <!DOCTYPE ...> and upload it again"
+DTD_ERROR = finding_text("file_doctype")
 
 logger = logging.getLogger(__name__)
 
-# Elements the engine cannot run at all, with the reason shown to the designer.
+# Elements the engine cannot run at all, with the text shown to the designer.
 UNSUPPORTED = {
-    "complexGateway": "complex gateways are not supported by the engine; use exclusive, inclusive or parallel gateways",
-    "compensateEventDefinition": "compensation is not supported; model the undo step as an explicit task",
-    "dataStoreReference": "data stores are not registered in Heatflow; read and write data through service tasks",
-    "choreographyTask": "choreographies cannot be executed",
-    "conversation": "conversations cannot be executed",
+    "complexGateway": finding_text("complex_gateway"),
+    "compensateEventDefinition": finding_text("compensation"),
+    "dataStoreReference": finding_text("data_store"),
+    "choreographyTask": finding_text("choreography"),
+    "conversation": finding_text("conversation"),
 }
 ACTIVITIES = {
     "task", "userTask", "manualTask", "scriptTask", "serviceTask", "sendTask", "receiveTask", "businessRuleTask",
@@ -48,7 +50,7 @@ class Finding:
 
     def line(self):
         label = f" 「{self.name}」" if self.name else ""
-        return f"{self.element_id} <{self.tag}>{label}: {self.reason}"
+        return f"{self.element_id} <{self.tag}>{label}：{self.reason}"
 
 
 @dataclass
@@ -86,7 +88,7 @@ def _check_expression(element, source, what, findings, validate_expression):
     try:
         validate_expression(source)
     except Exception as error:  # any sandbox complaint blocks deployment; report it, never crash
-        findings.append(_finding(element, f"{what} {source!r} is not allowed: {error}"))
+        findings.append(_finding(element, finding_text("expression_rejected", what=EXPRESSION_KINDS[what], source=source[:80], detail=error)))
 
 
 def _check_process(process, findings, service_names, validate_expression):
@@ -103,9 +105,9 @@ def _check_process(process, findings, service_names, validate_expression):
         if tag in UNSUPPORTED:
             findings.append(_finding(element, UNSUPPORTED[tag]))
         if element.get("isForCompensation") == "true":
-            findings.append(_finding(element, "compensation activities are not supported"))
+            findings.append(_finding(element, finding_text("compensation")))
         if tag in ACTIVITIES and len(outgoing.get(element.get("id"), [])) > 1:
-            findings.append(_finding(element, "an activity with several outgoing flows is an implicit split; add a gateway"))
+            findings.append(_finding(element, finding_text("implicit_split")))
         if tag in ("exclusiveGateway", "inclusiveGateway"):
             _check_gateway(element, outgoing.get(element.get("id"), []), findings, validate_expression)
         if tag == "serviceTask":
@@ -113,18 +115,18 @@ def _check_process(process, findings, service_names, validate_expression):
         if tag == "businessRuleTask":
             _check_business_rule_task(element, findings)
         if tag in ("subProcess", "transaction") and not _bpmn_children(element, "startEvent"):
-            findings.append(_finding(element, "the sub-process has no start event"))
+            findings.append(_finding(element, finding_text("subprocess_without_start")))
         if tag == "multiInstanceLoopCharacteristics" and not (
             _text(element, "loopCardinality") or _bpmn_children(element, "loopDataInputRef")
         ):
-            findings.append(_finding(element.getparent(), "a multi-instance activity needs a cardinality or an input collection"))
+            findings.append(_finding(element.getparent(), finding_text("multi_instance_without_input")))
         if tag == "standardLoopCharacteristics" and not (element.get("loopMaximum") or _text(element, "loopCondition")):
-            findings.append(_finding(element.getparent(), "a loop needs a maximum or a condition, or it may never end"))
+            findings.append(_finding(element.getparent(), finding_text("loop_without_end")))
         if tag in ("dataInputAssociation", "dataOutputAssociation"):
             for ref in ("sourceRef", "targetRef"):
                 target = _text(element, ref)
                 if target and target not in ids:
-                    findings.append(_finding(element.getparent(), f"{tag} refers to {target}, which is not in this process"))
+                    findings.append(_finding(element.getparent(), finding_text("data_reference_missing", association=tag, target=target)))
         if tag in ("timeDuration", "timeDate", "timeCycle"):
             _check_timer(element, findings, validate_expression)
         if tag == "scriptTask":
@@ -142,11 +144,11 @@ def _check_gateway(gateway, flows, findings, validate_expression):
         if flow.get("id") == default:
             continue
         if not condition:
-            findings.append(_finding(flow, f"flow out of gateway {gateway.get('id')} has neither a condition nor is the default"))
+            findings.append(_finding(flow, finding_text("flow_without_condition", gateway=gateway.get("id"))))
             continue
         language = (flow.find(f"{{{BPMN_NS}}}conditionExpression").get("language") or "").lower()
         if "feel" in language:
-            findings.append(_finding(flow, "FEEL conditions are not supported; write a Python expression"))
+            findings.append(_finding(flow, finding_text("feel_condition")))
             continue
         _check_expression(flow, condition, "condition", findings, validate_expression)
 
@@ -154,10 +156,9 @@ def _check_gateway(gateway, flows, findings, validate_expression):
 def _check_service_task(task, findings, service_names):
     operator = task.find(f".//{{{SPIFF_NS}}}serviceTaskOperator")
     if operator is None:
-        findings.append(_finding(task, "the service task names no Heatflow service (spiffworkflow:serviceTaskOperator)"))
+        findings.append(_finding(task, finding_text("service_without_operator", choices=choices(sorted(service_names)))))
     elif operator.get("id") not in service_names:
-        known = ", ".join(sorted(service_names))
-        findings.append(_finding(task, f"service {operator.get('id')!r} is not registered; use one of: {known}"))
+        findings.append(_finding(task, finding_text("service_unknown", name=operator.get("id"), choices=choices(sorted(service_names)))))
 
 
 def _check_business_rule_task(task, findings):
@@ -166,19 +167,16 @@ def _check_business_rule_task(task, findings):
     called = task.find(f".//{{{SPIFF_NS}}}calledDecisionId")
     decision_id = (called.text or "").strip() if called is not None else ""
     if decision_id not in DECISION_IDS:
-        findings.append(_finding(task, (
-            f"business rule task calls DMN decision {decision_id!r}, which Heatflow does not have; "
-            f"set spiffworkflow:calledDecisionId to one of: {', '.join(DECISION_IDS)}"
-        )))
+        findings.append(_finding(task, finding_text("decision_unknown", decision_id=decision_id, choices=choices(DECISION_IDS))))
 
 
 def _check_timer(element, findings, validate_expression):
     source = (element.text or "").strip()
     owner = element.getparent().getparent() if element.getparent() is not None else element
     if not source:
-        findings.append(_finding(owner, "the timer has no value"))
+        findings.append(_finding(owner, finding_text("timer_empty")))
     elif ISO_DURATION.match(source) or re.match(r"^\d{4}-\d{2}-\d{2}", source):
-        findings.append(_finding(owner, f"timer value {source} must be quoted, e.g. \"{source}\", because timers are expressions"))
+        findings.append(_finding(owner, finding_text("timer_unquoted", source=source)))
     else:
         _check_expression(owner, source, "timer", findings, validate_expression)
 
@@ -201,7 +199,7 @@ def _spiff_findings(content, process_ids):
         element_id = getattr(error, "id", None) or "(file)"
         tag = getattr(error, "tag", None) or "definitions"
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return [Finding(str(element_id), str(tag).split("}")[-1], f"the engine cannot parse it: {message}")]
+        return [Finding(str(element_id), str(tag).split("}")[-1], finding_text("engine_rejected", detail=message))]
     return []
 
 
@@ -212,7 +210,7 @@ def check_bpmn(content):
 
     report = CheckReport()
     if len(content) > MAX_FILE_BYTES:
-        report.file_error = f"the file is larger than {MAX_FILE_BYTES // 1024 // 1024} MB"
+        report.file_error = finding_text("file_too_large", limit_mb=MAX_FILE_BYTES // 1024 // 1024)
         return report
     if DTD_PATTERN.search(content):
         # The engine parses the file again with SpiffWorkflow's own parser; no BPMN tool writes a DTD.
@@ -222,10 +220,10 @@ def check_bpmn(content):
     try:
         root = etree.fromstring(content, parser)
     except etree.XMLSyntaxError as error:
-        report.file_error = f"not well-formed XML: {error}"
+        report.file_error = finding_text("file_not_xml", detail=error)
         return report
     if etree.QName(root).namespace != BPMN_NS or _local(root) != "definitions":
-        report.file_error = "the root element is not a BPMN 2.0 <definitions>"
+        report.file_error = finding_text("file_not_bpmn")
         return report
 
     for process in _bpmn_children(root, "process"):

@@ -6,7 +6,7 @@ keeps its own rows, so a company can add a local holiday or a heating-season dut
 
 New companies start from mainland China's public holidays and adjusted working days as
 the State Council publishes them, taken from the `chinesecalendar` package (1.11.0 has
-them up to 2026).
+them up to 2026). Later years are imported from a file (app.processes.calendar_import).
 """
 
 import logging
@@ -22,7 +22,8 @@ from app.processes.models import CALENDAR_KINDS, CalendarDay
 logger = logging.getLogger(__name__)
 
 # Years seeded into a new company's calendar.
-# TODO: 2027 is not in chinesecalendar 1.11.0; add its days on the calendar page once published.
+# TODO: 2027 is not in chinesecalendar 1.11.0, so a new company gets no 2027 days until the
+# published list is imported (calendar page or `flask heat calendar-import`).
 SEEDED_YEARS = (2025, 2026, 2027)
 MIN_YEAR, MAX_YEAR = 2000, 2100
 MAX_NAME_LENGTH = 32

@@ -8,11 +8,15 @@ script engine is not part of the serialized state, so `load_workflow` attaches a
 one on every load.
 """
 
+import functools
+import hashlib
 import json
 import logging
+import weakref
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from uuid import UUID
 
 from lxml import etree
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
@@ -21,6 +25,7 @@ from SpiffWorkflow.bpmn.parser.util import full_tag
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.spiff.parser import VALIDATOR, SpiffBpmnParser
@@ -32,6 +37,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from app.processes.dmn import DECISION_IDS, check_table, referenced_decisions, template_xml
 from app.processes.fields import TASK_FORMS
+from app.processes.messages import EXPRESSION_KINDS, choices, finding_text
 from app.processes.registry import SERVICES, ServiceError, escalation_outcome
 from app.processes.sandbox import SandboxError, evaluate_expression, execute_script, validate_expression, validate_script
 
@@ -49,13 +55,15 @@ class ProcessRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class Finding:
-    """One deploy-time problem of a diagram, tied to a BPMN element id."""
+    """One deploy-time problem of a diagram: the BPMN element id and type, and the text from app.processes.messages."""
 
     element_id: str
     reason: str
+    tag: str = ""
 
     def __str__(self):
-        return f"{self.element_id}: {self.reason}"
+        kind = f"（{self.tag}）" if self.tag else ""
+        return f"{self.element_id}{kind}：{self.reason}"
 
 
 class ModelValidationError(ValueError):
@@ -63,7 +71,7 @@ class ModelValidationError(ValueError):
 
     def __init__(self, findings):
         self.findings = list(findings)
-        super().__init__("The BPMN model cannot be deployed: " + "; ".join(str(f) for f in self.findings))
+        super().__init__("流程图不能部署：" + "；".join(str(f) for f in self.findings))
 
 
 @dataclass
@@ -139,17 +147,20 @@ def parse_model(bpmn_xml, process_id, decisions=None):
         for decision_id, dmn_xml in _decision_sources(bpmn_xml, decisions):
             parser.add_dmn_str(dmn_xml.encode("utf-8"), filename=f"{decision_id}.dmn")
         if process_id not in parser.get_process_ids():
-            found = ", ".join(parser.get_process_ids()) or "none"
-            raise ModelValidationError([Finding(process_id, f"no executable process with this id (found: {found})")])
+            found = choices(parser.get_process_ids())
+            raise ModelValidationError([Finding(process_id, finding_text("process_not_found", process_id=process_id, found=found), "process")])
         return parser.get_spec(process_id), parser.get_subprocess_specs(process_id)
     except ValidationException as error:
         element = getattr(error, "id", "") or getattr(error, "tag", "") or process_id
-        raise ModelValidationError([Finding(element, str(error).strip())]) from error
+        tag = str(getattr(error, "tag", "") or "").split("}")[-1]
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelValidationError([Finding(element, finding_text("engine_rejected", detail=detail), tag)]) from error
     except etree.XMLSyntaxError as error:
-        raise ModelValidationError([Finding(process_id, f"the file is not well-formed XML: {error}")]) from error
+        raise ModelValidationError([Finding(process_id, finding_text("file_not_xml", detail=error), "definitions")]) from error
     except (KeyError, TypeError, AttributeError) as error:
         # Some parse failures of SpiffWorkflow 3.2.0 escape as plain Python errors.
-        raise ModelValidationError([Finding(process_id, f"the parser failed: {type(error).__name__}: {error}")]) from error
+        detail = f"{type(error).__name__}: {error}"
+        raise ModelValidationError([Finding(process_id, finding_text("engine_failed", detail=detail), "process")]) from error
 
 
 def validate_model(bpmn_xml, process_id, decisions=None):
@@ -158,9 +169,9 @@ def validate_model(bpmn_xml, process_id, decisions=None):
     for decision_id, dmn_xml in _decision_sources(bpmn_xml, decisions):
         process_type = DECISION_IDS.get(decision_id)
         if process_type is None:
-            findings.append(Finding(decision_id, f"decision {decision_id!r} is not an escalation table; use one of {', '.join(DECISION_IDS)}"))
+            findings.append(Finding(decision_id, finding_text("decision_not_escalation", decision_id=decision_id, choices=choices(DECISION_IDS)), "decision"))
             continue
-        findings.extend(Finding(problem.element_id, problem.message) for problem in check_table(process_type, dmn_xml))
+        findings.extend(Finding(problem.element_id, problem.message, "decision") for problem in check_table(process_type, dmn_xml))
     if findings:
         raise ModelValidationError(findings)
     spec, subprocess_specs = parse_model(bpmn_xml, process_id, decisions)
@@ -206,57 +217,71 @@ def _all_task_specs(spec, subprocess_specs):
         yield from sub.task_specs.values()
 
 
+# Task spec classes whose BPMN element name is not the class name with a lower-case first letter.
+_SPEC_TAGS = {EscalationRuleTask: "businessRuleTask"}
+
+
+def _element_tag(task_spec):
+    """BPMN element name of a task spec, e.g. userTask, serviceTask, exclusiveGateway."""
+    kind = type(task_spec)
+    return _SPEC_TAGS.get(kind) or kind.__name__[:1].lower() + kind.__name__[1:]
+
+
 def _check_task_spec(task_spec):
     element = getattr(task_spec, "bpmn_id", None)
     if element is None:
         return []
+    tag = _element_tag(task_spec)
     findings = []
     lane = getattr(task_spec, "lane", None)
     if lane is not None and lane not in KNOWN_LANES:
-        findings.append(Finding(element, f"lane {lane!r} is not a known role; use one of {', '.join(sorted(KNOWN_LANES))}"))
+        findings.append(Finding(element, finding_text("lane_unknown", lane=lane, choices=choices(sorted(KNOWN_LANES))), tag))
     extensions = getattr(task_spec, "extensions", None) or {}
     operator = extensions.get("serviceTaskOperator")
     if operator is not None:
-        findings.extend(_check_operator(element, operator))
+        findings.extend(_check_operator(element, tag, operator))
     if getattr(task_spec, "manual", False):
         form = (extensions.get("properties") or {}).get("form")
-        if form not in KNOWN_FORMS:
-            findings.append(Finding(element, f"user task form {form!r} is unknown; set the property form to one of {', '.join(sorted(KNOWN_FORMS))}"))
+        if form is None:
+            findings.append(Finding(element, finding_text("form_missing", choices=choices(sorted(KNOWN_FORMS))), tag))
+        elif form not in KNOWN_FORMS:
+            findings.append(Finding(element, finding_text("form_unknown", form=form, choices=choices(sorted(KNOWN_FORMS))), tag))
         if lane is None:
-            findings.append(Finding(element, "user task is outside every lane; put it in the lane of the role that does it"))
+            findings.append(Finding(element, finding_text("user_task_outside_lane"), tag))
     for condition, _target in getattr(task_spec, "cond_task_specs", []):
         if condition is not None:
-            findings.extend(_check_source(element, condition.args[0], validate_expression, "condition"))
+            findings.extend(_check_source(element, tag, condition.args[0], validate_expression, "condition"))
     for attribute in ("script", "prescript", "postscript"):
         source = getattr(task_spec, attribute, None)
         if source:
-            findings.extend(_check_source(element, source, validate_script, attribute))
+            findings.extend(_check_source(element, tag, source, validate_script, attribute))
     return findings
 
 
-def _check_operator(element, operator):
+def _check_operator(element, tag, operator):
     name = operator["name"]
     service = SERVICES.get(name)
     if service is None:
-        return [Finding(element, f"service operator {name!r} is not registered; known operators: {', '.join(sorted(SERVICES))}")]
+        return [Finding(element, finding_text("service_unknown", name=name, choices=choices(sorted(SERVICES))), tag)]
     findings = []
     passed = set(operator["parameters"])
     missing = set(service.inputs) - service.optional - passed
     unknown = passed - set(service.inputs)
     if missing:
-        findings.append(Finding(element, f"service {name!r} lacks parameters {', '.join(sorted(missing))}"))
+        findings.append(Finding(element, finding_text("service_missing_parameters", name=name, names=choices(sorted(missing))), tag))
     if unknown:
-        findings.append(Finding(element, f"service {name!r} takes no parameters {', '.join(sorted(unknown))}"))
+        findings.append(Finding(element, finding_text("service_unknown_parameters", name=name, names=choices(sorted(unknown))), tag))
     for parameter in operator["parameters"].values():
-        findings.extend(_check_source(element, parameter["value"], validate_expression, "parameter"))
+        findings.extend(_check_source(element, tag, parameter["value"], validate_expression, "parameter"))
     return findings
 
 
-def _check_source(element, source, check, kind):
+def _check_source(element, tag, source, check, kind):
     try:
         check(source)
     except SandboxError as error:
-        return [Finding(element, f"{kind} rejected: {error}")]
+        text = finding_text("expression_rejected", what=EXPRESSION_KINDS[kind], source=str(source)[:80], detail=error)
+        return [Finding(element, text, tag)]
     return []
 
 
@@ -336,8 +361,40 @@ def _run_error(task, subject, error):
     return ProcessRunError(f"{subject} of element {element} failed: {error}")
 
 
+class ReferencedSpecWorkflowConverter(BpmnWorkflowConverter):
+    """Workflow converter that writes `spec_digest` in place of the serialized spec.
+
+    The spec of a deployed version is the same for all its instances and was about 60 % of
+    each state, so it is stored once (app.processes.specs) and `load_workflow` passes the
+    restored spec objects in as `spec_objects`. A document that still embeds `spec` (saved
+    before this form existed) is restored by the library's own code.
+    """
+
+    def to_dict(self, workflow):
+        dct = WorkflowConverter.to_dict(self, workflow)
+        dct["spec_digest"] = spec_document(workflow)[0]
+        dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
+        dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
+        return dct
+
+    def from_dict(self, dct):
+        if "spec_digest" not in dct:
+            return super().from_dict(dct)
+        dct.pop("spec_digest")
+        spec, subprocess_specs = dct.pop("spec_objects")
+        workflow = self.target_class(spec, subprocess_specs, deserializing=True)
+        workflow.tasks = self.mapping_from_dict(dct["tasks"], UUID, workflow=workflow)
+        workflow.task_tree = workflow.tasks.get(UUID(dct["root"]))
+        self.set_default_attributes(workflow, dct)
+        self.subprocesses_from_dict(dct["subprocesses"], workflow)
+        workflow.bpmn_events = self.registry.restore(dct.pop("bpmn_events", []))
+        return workflow
+
+
 def _build_serializer():
-    registry = BpmnWorkflowSerializer.configure({**SPIFF_CONFIG, EscalationRuleTask: BusinessRuleTaskConverter})
+    registry = BpmnWorkflowSerializer.configure({
+        **SPIFF_CONFIG, EscalationRuleTask: BusinessRuleTaskConverter, BpmnWorkflow: ReferencedSpecWorkflowConverter,
+    })
     # Task data contains amounts as Decimal and dates as date, and the default registry converts neither.
     registry.register(Decimal, lambda value: {"value": str(value)}, lambda dct: Decimal(dct["value"]))
     registry.register(date, lambda value: {"value": value.isoformat()}, lambda dct: date.fromisoformat(dct["value"]))
@@ -363,17 +420,84 @@ def run_engine(workflow):
         raise ProcessRunError(f"The workflow engine failed: {error}") from error
 
 
+# Spec object -> (its subprocess specs mapping, digest, document) of the last serialization.
+_SPEC_DOCUMENTS = weakref.WeakKeyDictionary()
+
+
+def spec_document(workflow):
+    """Return (sha256 digest, JSON document) of a workflow's spec and subprocess specs, computed once per spec object.
+
+    A migration replaces `workflow.spec` and `workflow.subprocess_specs`, so the cache entry
+    is checked against both.
+    """
+    entry = _SPEC_DOCUMENTS.get(workflow.spec)
+    if entry is not None and entry[0] is workflow.subprocess_specs:
+        return entry[1], entry[2]
+    registry = SERIALIZER.registry
+    registry._encoder_mode = True
+    try:
+        document = {
+            "spec": registry.convert(workflow.spec),
+            "subprocess_specs": {name: registry.convert(spec) for name, spec in workflow.subprocess_specs.items()},
+        }
+        text = json.dumps(document, cls=SERIALIZER._encoder_cls, sort_keys=True)
+    finally:
+        registry._encoder_mode = False
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    _SPEC_DOCUMENTS[workflow.spec] = (workflow.subprocess_specs, digest, text)
+    _remember_document(digest, text)
+    return digest, text
+
+
+# Digest -> document of specs serialized or read in this process; the digest fixes the content.
+_KNOWN_DOCUMENTS = {}
+_KNOWN_DOCUMENTS_MAX = 256
+
+
+def _remember_document(digest, text):
+    if len(_KNOWN_DOCUMENTS) >= _KNOWN_DOCUMENTS_MAX:
+        _KNOWN_DOCUMENTS.clear()
+    _KNOWN_DOCUMENTS[digest] = text
+
+
+@functools.lru_cache(maxsize=64)
+def _restored_spec(digest):
+    """Restore (spec, subprocess specs) from a stored document once per digest; the objects are shared like parsed specs."""
+    text = _KNOWN_DOCUMENTS.get(digest)
+    if text is None:
+        from app.processes.specs import stored_document
+
+        text = stored_document(digest)
+        if text is None:
+            raise ProcessRunError(f"The workflow spec {digest[:12]} referenced by the stored state is missing from process_spec.")
+        _remember_document(digest, text)
+    document = json.loads(text)
+    registry = SERIALIZER.registry
+    spec = registry.restore(document["spec"])
+    subprocess_specs = {name: registry.restore(sub) for name, sub in document["subprocess_specs"].items()}
+    return spec, subprocess_specs
+
+
 def dump_workflow(workflow):
-    """Serialize a workflow to JSON text."""
-    # TODO: store the spec once per model version and reference it here; it is about 60 % of every state.
+    """Serialize a workflow to JSON text that references its spec by `spec_digest` (see ReferencedSpecWorkflowConverter)."""
     return SERIALIZER.serialize_json(workflow)
 
 
 def load_workflow(state, context):
-    """Restore a workflow from JSON text and attach a new sandboxed script engine."""
+    """Restore a workflow from JSON text, referenced or embedded spec alike, and attach a new sandboxed script engine.
+
+    `workflow.loaded_spec_digest` is the digest the state referenced (None for an embedded
+    spec), so a save can skip storing a spec that is already stored.
+    """
     try:
-        workflow = SERIALIZER.deserialize_json(state)
+        document = json.loads(state)
+        SERIALIZER.migrate(document)
+        digest = document.get("spec_digest")
+        if digest is not None:
+            document["spec_objects"] = _restored_spec(digest)
+        workflow = SERIALIZER.from_dict(document)
     except (ValueError, KeyError, TypeError) as error:
         raise ProcessRunError(f"The stored workflow state cannot be loaded: {error}") from error
+    workflow.loaded_spec_digest = digest
     workflow.script_engine = SandboxScriptEngine(context)
     return workflow

@@ -154,11 +154,14 @@ class ProcessInstance(CompanyOwned, db.Model):
     process_type = sa.Column(sa.String(32), nullable=False)
     account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
     status = sa.Column(sa.String(16), nullable=False, default="running")
-    # JSON from BpmnWorkflowSerializer; empty only between the insert and the first save.
+    # JSON from BpmnWorkflowSerializer without the diagram, which it references by
+    # `spec_digest` in process_spec; states saved before that change still embed it. Empty
+    # only between the insert and the first save.
     state = sa.Column(sa.Text, nullable=False, default="")
     started_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"), nullable=False)
     # Decision id -> version number of each decision table the instance was started with. The
-    # tables themselves travel in `state` (the serialized spec), so later versions never apply.
+    # tables themselves are part of the serialized spec the state references, so later
+    # versions never apply.
     decision_versions = sa.Column(sa.JSON, nullable=False, default=dict)
     # Head of the audit chain: seq and hash of the newest event. Appending reads them from the
     # locked instance row instead of querying the last event, and verifying compares the
@@ -177,6 +180,19 @@ class ProcessInstance(CompanyOwned, db.Model):
     @property
     def type_label(self):
         return PROCESS_TYPES.get(self.process_type, self.process_type)
+
+
+class ProcessSpec(CompanyOwned, db.Model):
+    """A serialized workflow spec (diagram with its decision tables), stored once and referenced by instance states."""
+
+    __table_args__ = (sa.UniqueConstraint("company_id", "digest"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # sha256 of `document`, the key a state's `spec_digest` names.
+    digest = sa.Column(sa.String(64), nullable=False)
+    # JSON: {"spec": ..., "subprocess_specs": ...} as BpmnWorkflowSerializer writes them.
+    document = sa.Column(sa.Text, nullable=False)
+    created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
 
 class HumanTask(CompanyOwned, db.Model):

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
 
 from app.billing.models import LedgerEntry
 from app.billing.services import rerate_account, season_receivable
 from app.extensions import db
 from app.messaging.events import emit
 from app.money import format_money
-from app.network.models import BILLING_STATUSES, VALVE_STATES, Account
+from app.network.models import BILLING_STATUSES, VALVE_STATES, Account, Unit
 from app.network.valves import VALVE_TASK_FORMS, record_valve_change, utcnow
 from app.processes.audit import record_event
 from app.tariffs.models import Season
@@ -66,11 +67,17 @@ def current_season(company_id, today=None):
 
 
 def instance_account(context, account_id):
-    """The instance's own account, locked for the update; the parameter must name it."""
+    """The instance's own account, locked for the update, with its unit and building; the parameter must name it."""
     instance = context.instance
     if account_id != instance.account_id:
         raise ServiceError(f"Parameter account_id={account_id!r} is not the account {instance.account_id} of process instance {instance.id}.")
-    account = db.session.scalar(sa.select(Account).where(Account.id == account_id).with_for_update())
+    # Re-rating reads the building's lift flag, so unit and building come in the same query.
+    account = db.session.scalar(
+        sa.select(Account)
+        .where(Account.id == account_id)
+        .options(joinedload(Account.unit).joinedload(Unit.building))
+        .with_for_update(of=Account)
+    )
     if account is None:
         raise ServiceError(f"Account {account_id} of process instance {instance.id} was not found.")
     return account
@@ -132,6 +139,7 @@ def rebill_suspension(context, account_id):
     entry = rerate_account(
         account, season, "suspended", "process_instance", instance.id, key=key,
         user_id=context.user.id if context.user else None, memo=f"报停审批通过（流程 {instance.id}）", receivable=before,
+        key_checked=True,
     )
     # The line is posted under the account lock, so the receivable after it is the sum.
     after = before + entry.amount

@@ -29,6 +29,7 @@ from app.processes.calendar import (
     MAX_YEAR, MIN_YEAR, CalendarError, calendar_days, delete_day, published_days, save_day, seed_calendar, today_local,
     year_summary,
 )
+from app.processes.calendar_import import CalendarImportError, import_calendar, target_companies
 from app.processes.options import option_rows
 from app.processes.settings import RuleError, rule_rows, save_process_options, save_rule, save_timer_settings, timer_rows
 from app.processes.timers import UNITS as TIMER_UNITS
@@ -353,33 +354,52 @@ def settings():
     ), status
 
 
+def _may_import_group_calendar():
+    return current_user.company.is_headquarters and has_permission(current_user, "process.template")
+
+
 @bp.route("/calendar", methods=["GET", "POST"])
 @login_required
 def calendar():
-    """Show one year of the company's working calendar and add, change or remove days, or import the published ones."""
-    if not _may_configure():
-        abort(403, "只有分公司管理员可以设置本公司的工作日历。")
+    """Show one year of the company's working calendar and add, change or remove days, or import the published ones.
+
+    A headquarters user who publishes group templates sees only the file import, which
+    sets the days in every subsidiary's calendar.
+    """
+    group_import = _may_import_group_calendar()
+    if not _may_configure() and not group_import:
+        abort(403, "只有分公司管理员可以设置本公司的工作日历，集团管理员可以为全部分公司导入放假安排。")
     company_id = current_user.company_id
     year = request.values.get("year", type=int) or today_local().year
     if not MIN_YEAR <= year <= MAX_YEAR:
         abort(400, f"年份 {year} 超出范围，请选择 {MIN_YEAR} 至 {MAX_YEAR} 年。")
     status = 200
+    import_errors = []
     if request.method == "POST":
         action = request.form.get("action", "save")
+        if group_import and action != "import":
+            abort(403, "集团用户只能导入放假安排文件；逐日修改请由分公司管理员在本公司日历中进行。")
         try:
-            if action == "delete":
+            if action == "import":
+                result = _import_calendar_file()
+                import_errors = result.errors
+                if import_errors:
+                    raise CalendarError(f"文件中有 {len(import_errors)} 处错误，未导入任何日期；请按下列提示修改后重新导入。")
+                year = result.year
+                message = _import_message(result)
+            elif action == "delete":
                 day = delete_day(company_id, request.form.get("day"), current_user)
                 message = f"已删除 {day.isoformat()} 的设置，该日恢复按周一至周五计算。"
             elif action == "seed":
                 added = seed_calendar(company_id, years=(year,), user=current_user)
                 message = f"已导入 {year} 年国务院公布的节假日和调休上班日 {added} 天；已有设置的日期保持不变。"
                 if not published_days({year}):
-                    message = f"{year} 年的放假安排尚未收录，请逐日添加。"
+                    message = f"{year} 年的放假安排尚未收录，请导入放假安排文件或逐日添加。"
             else:
                 row = save_day(company_id, request.form, current_user)
                 year = row.day.year
                 message = f"已将 {row.day.isoformat()} 设为「{row.kind_label}」。"
-        except CalendarError as error:
+        except (CalendarError, CalendarImportError) as error:
             db.session.rollback()
             flash(f"日历未保存：{error}", "error")
             status = 400
@@ -389,9 +409,27 @@ def calendar():
             return redirect(url_for("processes.calendar", year=year)), 303
     holidays, workdays = year_summary(company_id, year)
     return render_template(
-        "processes/calendar.html", year=year, days=calendar_days(company_id, year), kinds=CALENDAR_KINDS,
-        holidays=holidays, workdays=workdays,
+        "processes/calendar.html", year=year, days=[] if group_import else calendar_days(company_id, year), kinds=CALENDAR_KINDS,
+        holidays=holidays, workdays=workdays, group_import=group_import, import_errors=import_errors,
+        import_companies=target_companies(current_user) if group_import else [], builtin_days=len(published_days({year})),
     ), status
+
+
+def _import_calendar_file():
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise CalendarImportError("没有选择文件；请选择一年放假安排的 CSV 或 Excel（.xlsx）文件后再导入。")
+    return import_calendar(upload.filename, upload.read(), target_companies(current_user), current_user)
+
+
+def _import_message(result):
+    added = sum(result.added.values())
+    changed = sum(result.changed.values())
+    companies = "、".join(result.added)
+    return (
+        f"已导入 {result.year} 年放假安排 {result.rows} 天（{companies}）：新增 {added} 条、修改 {changed} 条；"
+        "文件未列出的日期保持不变。"
+    )
 
 
 def _decision_json(decision):

@@ -33,6 +33,7 @@ from app.processes.engine import ProcessRunError, RunContext, dump_workflow, loa
 from app.processes.fields import clean_task_values, clean_values, send_back_option, task_data
 from app.processes.models import PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
+from app.processes.specs import store_spec
 from app.processes.timers import cancel_waiting_timers, sync_timers, task_due_at
 
 logger = logging.getLogger(__name__)
@@ -346,6 +347,7 @@ def _sync_and_save(instance, workflow, user):
             instance.status = "completed"
         record_event(instance, "finished", task_name=instance.status_label, data={"status": instance.status})
         emit_process_finished(instance)
+    store_spec(instance.company_id, workflow)
     instance.state = dump_workflow(workflow)
     # One flush writes the state, the step's audit events and the chain head.
     add_pending_events(db.session)

@@ -97,7 +97,7 @@ def test_design_deploy_and_view_path(page, browser_login, screenshot, demo, tj_a
     page.wait_for_selector('#designer[data-validated="errors"]')
     errors = page.locator("#designer-errors li")
     assert errors.count() == 1
-    assert errors.first.inner_text().startswith("clerk_review：user task form None is unknown")
+    assert errors.first.inner_text().startswith("clerk_review：用户任务没有设置表单（属性 form）")
     assert page.locator('.djs-element.hf-error[data-element-id="clerk_review"]').count() == 1
     screenshot(page, "designer-validation-error")
 

@@ -299,4 +299,4 @@ def test_bpmn_check_cli_rejects_billion_laughs(app_ctx, tmp_path):
     result = app_ctx.test_cli_runner().invoke(args=["heat", "bpmn-check", str(path)])
 
     assert result.exit_code == 1
-    assert "declares a DOCTYPE or entities" in result.output
+    assert "文件含有 DOCTYPE 或实体声明" in result.output

@@ -14,8 +14,8 @@ from app.extensions import db
 from app.network.models import Account
 from app.processes.audit import record_event, verify_chain
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, spec_for
-from app.processes.engine import ModelValidationError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow, validate_model
-from app.processes.models import PROCESS_TYPES, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel
+from app.processes.engine import ModelValidationError, ProcessRunError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow, validate_model
+from app.processes.models import PROCESS_TYPES, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel, ProcessSpec
 from tests.processes.conftest import open_task, start_request, submit_task
 
 SUSPENSION_XML = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
@@ -37,14 +37,14 @@ def test_shipped_diagram_validates():
 
 def test_deploy_rejects_unknown_operator_bad_condition_and_lane():
     unknown = SUSPENSION_XML.replace('serviceTaskOperator id="rebill_suspension"', 'serviceTaskOperator id="drop_tables"')
-    assert "'drop_tables' is not registered" in _finding_for(unknown, "rebill_suspension_task")
+    assert "服务「drop_tables」未注册" in _finding_for(unknown, "rebill_suspension_task")
     attack = SUSPENSION_XML.replace("group_decision == 'approve'", "__import__('os').system('true')")
-    assert "condition rejected" in _finding_for(attack, "group_decision_gateway")
+    assert "条件「__import__('os').system('true')」未通过表达式检查" in _finding_for(attack, "group_decision_gateway")
     lane = SUSPENSION_XML.replace('name="field_staff"', 'name="plumber"')
-    assert "lane 'plumber' is not a known role" in _finding_for(lane, "valve_close")
-    with pytest.raises(ModelValidationError, match="no executable process"):
+    assert "泳道「plumber」不是流程角色" in _finding_for(lane, "valve_close")
+    with pytest.raises(ModelValidationError, match="没有 id 为「waiver」的可执行流程"):
         validate_model(SUSPENSION_XML, "waiver")
-    with pytest.raises(ModelValidationError, match="not well-formed"):
+    with pytest.raises(ModelValidationError, match="不是格式正确的 XML"):
         validate_model("<bpmn:definitions", "suspension")
 
 
@@ -83,6 +83,17 @@ def test_running_instance_keeps_its_version(demo, make_account, login):
     assert db.session.get(ProcessInstance, pinned.id).model.version == 1
 
 
+def test_deploy_finding_names_type_and_fix():
+    lane = SUSPENSION_XML.replace('name="field_staff"', 'name="plumber"')
+    with pytest.raises(ModelValidationError) as caught:
+        validate_model(lane, "suspension")
+    finding = [f for f in caught.value.findings if f.element_id == "valve_close"][0]
+    assert finding.tag == "userTask"
+    assert str(finding).startswith("valve_close（userTask）：泳道「plumber」不是流程角色")
+    assert "请改用以下角色之一" in finding.reason
+    assert str(caught.value).startswith("流程图不能部署：")
+
+
 def test_state_round_trips_with_decimal_and_date(demo):
     spec, subprocess_specs = spec_for(latest_model(demo["TJ"].id, "suspension"))
     start_data = {"account_id": 7, "amount": Decimal("2183.75"), "ratio": Decimal("0.200000"), "filed_on": date(2025, 11, 20)}
@@ -113,6 +124,48 @@ def test_stored_instance_state_keeps_service_outputs(demo, make_account, login):
     assert data["receivable_after"] == Decimal("436.75")
     assert data["escalate"] is False
     assert data["company_decision"] == "approve"
+
+
+def test_state_references_spec_stored_once(demo, make_account, login):
+    first, second = make_account("TJ", "87.35"), make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), first.id)
+    start_request(login("tj_clerk"), second.id)
+    states = db.session.scalars(sa.select(ProcessInstance.state).where(ProcessInstance.account_id.in_([first.id, second.id]))).all()
+    documents = [json.loads(state) for state in states]
+    assert all("spec" not in document for document in documents)
+    assert documents[0]["spec_digest"] == documents[1]["spec_digest"]
+    stored = db.session.scalars(sa.select(ProcessSpec).where(ProcessSpec.digest == documents[0]["spec_digest"])).all()
+    assert len(stored) == 1
+    assert stored[0].company_id == demo["TJ"].id
+    assert "company_approval" in stored[0].document
+
+
+def test_state_with_embedded_spec_still_loads(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), account.id)
+    instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.account_id == account.id))
+    # The form states had before the spec was stored apart: spec and subprocess_specs inline.
+    document = json.loads(instance.state)
+    digest = document.pop("spec_digest")
+    spec_text = db.session.scalar(sa.select(ProcessSpec.document).where(ProcessSpec.digest == digest))
+    document.update(json.loads(spec_text))
+    instance.state = json.dumps(document)
+    db.session.commit()
+
+    assert submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "approve"}).status_code == 302
+    db.session.expire_all()
+    saved = json.loads(db.session.get(ProcessInstance, instance.id).state)
+    assert "spec" not in saved
+    assert saved["spec_digest"] == digest
+    assert open_task(instance.id, "valve_close") is not None
+
+
+def test_state_with_unknown_spec_digest_fails_clearly(demo):
+    spec, subprocess_specs = spec_for(latest_model(demo["TJ"].id, "suspension"))
+    document = json.loads(dump_workflow(new_workflow(spec, subprocess_specs, RunContext(None), {})))
+    document["spec_digest"] = "f" * 64
+    with pytest.raises(ProcessRunError, match="missing from process_spec"):
+        load_workflow(json.dumps(document), RunContext(None))
 
 
 def test_service_failure_rolls_back_and_is_recorded(demo, make_account, login):

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.processes.deployment import latest_model, spec_for
-from app.processes.models import ProcessEvent, ProcessTimer
+from app.processes.models import ProcessEvent, ProcessInstance, ProcessTimer
 from tests.processes.conftest import instance_of, open_task, start_request, submit_task
 
 
@@ -71,3 +71,19 @@ def test_send_back_offered(demo, make_account, login, process_type):
     assert spec.task_specs["supplement_materials"].lane == "clerk"
     # The resubmitted request goes back to the company approval (through its boundary-event split).
     assert [output.name for output in spec.task_specs["supplement_materials"].outputs] == ["company_approval.BoundaryEventSplit"]
+
+
+def test_state_grows_linearly_with_rounds(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = instance_of(account.id, "suspension")
+    sizes = [len(db.session.get(ProcessInstance, instance.id).state)]
+    for _ in range(4):
+        _send_back_and_resubmit(login, instance)
+        sizes.append(len(db.session.get(ProcessInstance, instance.id).state))
+    growth = [after - before for before, after in zip(sizes, sizes[1:])]
+    assert min(growth) > 0
+    # The first round also adds the supplement's data keys. Later rounds add the same tasks,
+    # so their growth stays flat instead of rising with the history.
+    later = growth[1:]
+    assert max(later) <= min(later) * 1.05, f"state sizes per round: {sizes}"

@@ -28,11 +28,11 @@ def test_miwg_model_gets_a_verdict(app_ctx, path):
 @pytest.mark.parametrize(
     "name, element_id, fragment",
     [
-        ("C.9.1.bpmn", "BoundaryEvent_2", "must be quoted"),
-        ("C.8.1.bpmn", "_1a818a94-ba6f-413b-a7e8-6f8fd2a11e32", "DMN"),
-        ("C.9.2.bpmn", "CallActivity_RequestDocument", "cardinality"),
-        ("C.3.0.bpmn", "_b99800c3-c340-460c-a43e-098014a365d0", "neither a condition"),
-        ("C.5.0.bpmn", "_776bd6ca-5f18-432f-a748-f1930bfdf16e", "data stores"),
+        ("C.9.1.bpmn", "BoundaryEvent_2", "须加引号"),
+        ("C.8.1.bpmn", "_1a818a94-ba6f-413b-a7e8-6f8fd2a11e32", "calledDecisionId"),
+        ("C.9.2.bpmn", "CallActivity_RequestDocument", "实例数"),
+        ("C.3.0.bpmn", "_b99800c3-c340-460c-a43e-098014a365d0", "既没有条件也不是默认连线"),
+        ("C.5.0.bpmn", "_776bd6ca-5f18-432f-a748-f1930bfdf16e", "数据存储"),
     ],
 )
 def test_miwg_findings_name_the_element(app_ctx, name, element_id, fragment):
@@ -81,7 +81,9 @@ def test_cli_exit_codes(app_ctx):
     rejected = runner.invoke(args=["heat", "bpmn-check", str(FIXTURES / "bpmn-miwg" / "C.9.1.bpmn")])
 
     assert accepted.exit_code == 0
-    assert "accepted" in accepted.output
+    assert "只能作为文档导入" in accepted.output
     assert rejected.exit_code == 1
     assert "BoundaryEvent_1" in rejected.stderr
+    assert "不能导入" in rejected.stderr
+    assert "须加引号" in rejected.stderr
     assert "Traceback" not in rejected.output + rejected.stderr

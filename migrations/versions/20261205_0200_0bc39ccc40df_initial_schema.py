@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 3acc14085714
+Revision ID: 0bc39ccc40df
 Revises: 
-Create Date: 2026-12-05 01:58:34.398112
+Create Date: 2026-12-05 02:00:26.127869
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '3acc14085714'
+revision = '0bc39ccc40df'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -191,6 +191,19 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_outbox_event_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_outbox_event_company_occurred', ['company_id', 'occurred_at'], unique=False)
         batch_op.create_index('ix_outbox_event_pending', ['published_at', 'id'], unique=False)
+
+    op.create_table('process_spec',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('digest', sa.String(length=64), nullable=False),
+    sa.Column('document', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_process_spec_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_process_spec')),
+    sa.UniqueConstraint('company_id', 'digest', name=op.f('uq_process_spec_company_id_digest'))
+    )
+    with op.batch_alter_table('process_spec', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_process_spec_company_id'), ['company_id'], unique=False)
 
     op.create_table('processed_message',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1579,6 +1592,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_processed_message_company_id'))
 
     op.drop_table('processed_message')
+    with op.batch_alter_table('process_spec', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_process_spec_company_id'))
+
+    op.drop_table('process_spec')
     with op.batch_alter_table('outbox_event', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_event_pending')
         batch_op.drop_index('ix_outbox_event_company_occurred')
