@@ -4,16 +4,18 @@ For every account and season, receivable = received + waived + written off + out
 − credit. Receivable is the billed total (charge, rerate and settlement lines) before
 waivers. Outstanding is the amount the counter collects (app/payments amount_owed), and credit
 is the part paid beyond the receivable after a later reduction. Late fees are owed on
-top of the receivable and take no part in the identity.
+top of the receivable and obey the same identity: posted late fees = late fees received +
+late fees waived + late fees outstanding − late-fee credit. The checked gap is the sum
+of both.
 """
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.billing.services import receivables_report
 from app.extensions import db
 from app.money import ZERO, format_money
@@ -28,9 +30,9 @@ logger = logging.getLogger(__name__)
 BILLED_KINDS = ("charge", "rerate", "settlement")
 WRITE_OFF_KINDS = ("write_off",)
 # Kinds whose lines must not raise what is owed. The `sign` check reports a positive one.
-NON_POSITIVE_KINDS = ("payment", "late_fee_payment", "waiver", "write_off")
-# Lines a payment posts: receivables paid, late fees paid, and money beyond what was owed.
-PAYMENT_LINE_KINDS = RECEIVED_KINDS + ("late_fee_payment", "credit")
+NON_POSITIVE_KINDS = ("payment", "late_fee_payment", "waiver", "late_fee_waiver", "write_off")
+# Lines a payment or refund posts: receivables paid, late fees paid, and money beyond what was owed.
+PAYMENT_LINE_KINDS = RECEIVED_KINDS + LATE_FEE_RECEIVED_KINDS + ("credit",)
 
 
 class InvariantError(LookupError):
@@ -47,17 +49,27 @@ class SeasonFigures:
     written_off: Decimal = ZERO
     outstanding: Decimal = ZERO
     credit: Decimal = ZERO
+    # Posted late fees (`late_fee` lines) and how they were settled, in the same roles.
+    late_fee: Decimal = ZERO
+    late_fee_received: Decimal = ZERO
+    late_fee_waived: Decimal = ZERO
+    late_fee_outstanding: Decimal = ZERO
+    late_fee_credit: Decimal = ZERO
+
+    @property
+    def late_fee_gap(self):
+        """Posted late fees left unexplained by their settlement; 0.00 when that identity holds."""
+        settled = self.late_fee_received + self.late_fee_waived + self.late_fee_outstanding - self.late_fee_credit
+        return self.late_fee - settled
 
     @property
     def gap(self):
-        """Receivable left unexplained by the other figures; 0.00 when the identity holds."""
-        return self.receivable - (self.received + self.waived + self.written_off + self.outstanding - self.credit)
+        """Receivable and late fees left unexplained by the other figures; 0.00 when the identity holds."""
+        settled = self.received + self.waived + self.written_off + self.outstanding - self.credit
+        return self.receivable - settled + self.late_fee_gap
 
     def __add__(self, other):
-        return SeasonFigures(
-            self.receivable + other.receivable, self.received + other.received, self.waived + other.waived,
-            self.written_off + other.written_off, self.outstanding + other.outstanding, self.credit + other.credit,
-        )
+        return SeasonFigures(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(SeasonFigures)))
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,9 @@ def account_figures(account, season_id, sums=None):
     received = -total(RECEIVED_KINDS)
     waived = -sums.get("waiver", ZERO)
     written_off = -total(WRITE_OFF_KINDS)
+    late_fee = sums.get("late_fee", ZERO)
+    late_fee_received = -total(LATE_FEE_RECEIVED_KINDS)
+    late_fee_waived = -sums.get("late_fee_waiver", ZERO)
     return SeasonFigures(
         receivable=receivable,
         received=received,
@@ -108,6 +123,11 @@ def account_figures(account, season_id, sums=None):
         written_off=written_off,
         outstanding=season_owed.outstanding if season_owed else ZERO,
         credit=max(received + waived + written_off - receivable, ZERO),
+        late_fee=late_fee,
+        late_fee_received=late_fee_received,
+        late_fee_waived=late_fee_waived,
+        late_fee_outstanding=season_owed.late_fee_outstanding if season_owed else ZERO,
+        late_fee_credit=max(late_fee_received + late_fee_waived - late_fee, ZERO),
     )
 
 
@@ -205,8 +225,15 @@ def find_invariant_breaks(company_id, season_id):
 
 
 def _describe(figures):
-    return (
+    text = (
         f"receivable {format_money(figures.receivable)} != received {format_money(figures.received)}"
         f" + waived {format_money(figures.waived)} + written off {format_money(figures.written_off)}"
         f" + outstanding {format_money(figures.outstanding)} - credit {format_money(figures.credit)}"
     )
+    if figures.late_fee_gap != 0:
+        text += (
+            f"; late fees {format_money(figures.late_fee)} != received {format_money(figures.late_fee_received)}"
+            f" + waived {format_money(figures.late_fee_waived)} + outstanding {format_money(figures.late_fee_outstanding)}"
+            f" - credit {format_money(figures.late_fee_credit)}"
+        )
+    return text

@@ -21,6 +21,12 @@ ENTRY_KINDS = {
     # The part of a payment that paid a season's posted late fees (negative). It stays out of
     # the late-fee base, which only payments of the receivable lower.
     "late_fee_payment": "实收滞纳金",
+    # Part of a payment's late-fee lines paid back by a refund or a bank reversal (positive);
+    # linked to its Refund. It raises the season's unpaid late fee again.
+    "late_fee_refund": "退滞纳金",
+    # An approved waiver of a season's posted late fees (negative). The nightly late-fee job
+    # compares accruals with `late_fee` lines only, so it never posts the waived amount again.
+    "late_fee_waiver": "滞纳金减免",
     # Money received beyond what the account owed (e.g. a bill paid twice); negative, and not
     # offset against later receivables automatically.
     "credit": "多缴款",
@@ -36,6 +42,10 @@ ENTRY_KINDS = {
 RECEIVABLE_KINDS = ("charge", "rerate", "waiver", "settlement", "write_off")
 # Kinds that make up what was received (实收): payments, less refunds and reversals.
 RECEIVED_KINDS = ("payment", "refund", "reversal")
+# Kinds that make up a season's late fees owed, before payments (滞纳金应收).
+LATE_FEE_OWED_KINDS = ("late_fee", "late_fee_waiver")
+# Kinds that make up the late fees received: payments less refunds and reversals.
+LATE_FEE_RECEIVED_KINDS = ("late_fee_payment", "late_fee_refund")
 
 
 def utcnow():
