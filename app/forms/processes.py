@@ -20,7 +20,7 @@ INPUT_TYPES = {"money": "text", "percent": "text", "area": "text", "date": "date
 def _wtforms_field(spec):
     label = spec.label
     if spec.kind == "radio":
-        return RadioField(label, choices=_choices(spec.choices), validate_choice=False)
+        return RadioField(label, choices=_choices(spec.choices), default=spec.default or None, validate_choice=False)
     if spec.kind == "choice":
         return SelectField(label, choices=[SelectChoice("", "请选择"), *_choices(spec.choices)], validate_choice=False)
     if spec.kind == "textarea":

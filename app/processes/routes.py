@@ -5,6 +5,7 @@ import logging
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from wtforms import SelectChoice
 
 from app.extensions import db
 from app.forms.processes import start_form_class, task_form_class
@@ -66,10 +67,12 @@ def process_panels(account):
             continue
         if running is None and latest_model(account.company_id, code) is None:
             continue
-        panels.append({
-            "code": code, "label": definition.label, "running": running,
-            "form": start_form_class(code)() if startable and running is None else None,
-        })
+        form = None
+        if startable and running is None:
+            form = start_form_class(code)()
+            for name, labels in (definition.form_choices(account) if definition.form_choices else {}).items():
+                form[name].choices = [SelectChoice("", "请选择"), *(SelectChoice(value, label) for value, label in labels.items())]
+        panels.append({"code": code, "label": definition.label, "running": running, "form": form})
     return panels
 
 
