@@ -9,13 +9,14 @@ late fees waived + late fees outstanding − late-fee credit. The checked gap is
 of both.
 """
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, InvariantFinding, LedgerEntry, utcnow
 from app.billing.services import receivables_report
 from app.extensions import db
 from app.money import ZERO, format_money
@@ -237,3 +238,59 @@ def _describe(figures):
             f" - credit {format_money(figures.late_fee_credit)}"
         )
     return text
+
+
+def _fingerprint(found):
+    text = f"{found.season_id}|{found.account_id or '-'}|{found.check}|{found.detail}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def record_findings(company_id, season_id, breaks, now=None):
+    """Store the breaks of one check of a company and season as InvariantFinding rows.
+
+    A break found before updates its row (and reopens it when it was resolved); an open
+    finding of this season that the check no longer reports is marked resolved. Returns
+    (new or reopened findings, findings resolved). The caller commits.
+    """
+    now = now or utcnow()
+    stored = {
+        finding.fingerprint: finding
+        for finding in db.session.scalars(
+            sa.select(InvariantFinding).where(InvariantFinding.company_id == company_id, InvariantFinding.season_id == season_id)
+        )
+    }
+    opened = []
+    seen = set()
+    for found in breaks:
+        fingerprint = _fingerprint(found)
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        finding = stored.get(fingerprint)
+        if finding is None:
+            finding = InvariantFinding(
+                company_id=company_id, season_id=season_id, account_id=found.account_id, check_name=found.check,
+                detail=found.detail[:500], fingerprint=fingerprint, first_found_at=now, last_found_at=now, times_found=1,
+            )
+            db.session.add(finding)
+            opened.append(finding)
+            continue
+        if finding.resolved_at is not None:
+            finding.resolved_at = None
+            opened.append(finding)
+        finding.last_found_at = now
+        finding.times_found += 1
+    resolved = [f for fp, f in stored.items() if fp not in seen and f.resolved_at is None]
+    for finding in resolved:
+        finding.resolved_at = now
+    db.session.flush()
+    return opened, resolved
+
+
+def open_findings():
+    """Return the unresolved findings the current scope can see, newest first."""
+    return db.session.scalars(
+        sa.select(InvariantFinding)
+        .where(InvariantFinding.resolved_at.is_(None))
+        .order_by(InvariantFinding.last_found_at.desc(), InvariantFinding.id)
+    ).all()

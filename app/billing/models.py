@@ -157,6 +157,9 @@ class RerateChange(CompanyOwned, db.Model):
     new_building_area = sa.Column(Area())
     new_usable_area = sa.Column(Area())
     new_user_type = sa.Column(sa.String(16))
+    # For a tariff change: the pending tariff version it bills, made active when the change is
+    # posted and withdrawn when it is rejected. NULL re-rates with the active versions only.
+    tariff_id = sa.Column(sa.Integer, sa.ForeignKey("tariff.id"))
     description = sa.Column(sa.String(255), nullable=False, default="")
     status = sa.Column(sa.String(16), nullable=False, default="pending")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
@@ -203,3 +206,29 @@ class SeasonMeterReading(CompanyOwned, db.Model):
     excel_row = sa.Column(sa.Integer)
     imported_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     imported_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class InvariantFinding(CompanyOwned, db.Model):
+    """A ledger invariant break found by the nightly check, open until a later check no longer finds it.
+
+    Headquarters lists the open findings of every company at /hq/invariants.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "fingerprint"),
+        sa.Index("ix_invariant_finding_company_resolved", "company_id", "resolved_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    # NULL for a break of the company total.
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"))
+    # Which check failed: identity, payment_allocation, sign or company_total.
+    check_name = sa.Column(sa.String(32), nullable=False)
+    detail = sa.Column(sa.String(500), nullable=False)
+    # sha256 of season, account, check and detail, so a break found again updates its row.
+    fingerprint = sa.Column(sa.String(64), nullable=False)
+    first_found_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    last_found_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    times_found = sa.Column(sa.Integer, nullable=False, default=1)
+    resolved_at = sa.Column(sa.DateTime(timezone=True))

@@ -61,11 +61,18 @@ def prorate(full_amount, days, statutory_days):
     return full_amount * days / statutory_days
 
 
-def season_tariffs(season):
-    """Return every tariff version of `season`, earliest `effective_from` first."""
+def season_tariffs(season, pending_id=None):
+    """Return the active tariff versions of `season`, earliest `effective_from` first.
+
+    `pending_id` adds that version while it awaits its re-rating's approval, so the
+    re-rating can bill what the version would change.
+    """
+    in_force = Tariff.status == "active"
+    if pending_id is not None:
+        in_force = sa.or_(in_force, sa.and_(Tariff.id == pending_id, Tariff.status == "pending"))
     return db.session.scalars(
         sa.select(Tariff)
-        .where(Tariff.company_id == season.company_id, Tariff.season_id == season.id)
+        .where(Tariff.company_id == season.company_id, Tariff.season_id == season.id, in_force)
         .order_by(Tariff.effective_from)
     ).all()
 
