@@ -248,7 +248,7 @@ def _fingerprint(found):
 def record_findings(company_id, season_id, breaks, now=None):
     """Store the breaks of one check of a company and season as InvariantFinding rows.
 
-    A break found before updates its row (and reopens it when it was resolved); an open
+    A break found before updates its row and reopens it if it was resolved. An open
     finding of this season that the check no longer reports is marked resolved. Returns
     (new or reopened findings, findings resolved). The caller commits.
     """

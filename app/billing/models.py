@@ -21,7 +21,7 @@ ENTRY_KINDS = {
     # The part of a payment that paid a season's posted late fees (negative). It stays out of
     # the late-fee base, which only payments of the receivable lower.
     "late_fee_payment": "实收滞纳金",
-    # Part of a payment's late-fee lines paid back by a refund or a bank reversal (positive);
+    # Part of a payment's late-fee lines paid back by a refund or a bank reversal (positive),
     # linked to its Refund. It raises the season's unpaid late fee again.
     "late_fee_refund": "退滞纳金",
     # An approved waiver of a season's posted late fees (negative). The nightly late-fee job

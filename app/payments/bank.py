@@ -130,7 +130,7 @@ def _query(agreement, event):
         message = f"户号 {event.out_trade_no} 不存在"
         return wire.NO_RECORD, message, wire.reply_body(event, wire.NO_RECORD, message)
     owed = amount_owed(account)
-    # Each season lists its unpaid receivable and its unpaid posted late fees; TotalDue is
+    # Each season lists its unpaid receivable and its unpaid posted late fees. TotalDue is
     # Arrears plus both columns, and a payment must be that whole amount.
     seasons = [
         {"Season": s.season.name, "Amount": f"{s.outstanding:.2f}", "LateFee": f"{s.late_fee_outstanding:.2f}"}

@@ -30,7 +30,7 @@ from app.tariffs.services import TariffError, compute_charge, tariff_in_force
 
 SUSPENSION_REASONS = {"vacant": "房屋空置", "renovation": "装修停用", "away": "长期外出", "other": "其他"}
 WAIVER_MODES = {"amount": "按金额", "percent": "按应收比例"}
-# What a waiver lowers: the season's heating charge, or the late fees posted on a season.
+# Waiver target -> Chinese label: the season's heating charge, or the late fees posted on a season.
 WAIVER_TARGETS = {"charge": "热费", "late_fee": "滞纳金"}
 EVIDENCE_KINDS = {"certificate": "不动产证", "measurement": "测绘报告"}
 HUNDRED = Decimal(100)
@@ -102,8 +102,8 @@ def _preview_suspension(account, season, data):
 def _waiver_target(account, season, clean):
     """Return (target, season, receivable, label) of a waiver: the season's charge or its posted late fees.
 
-    A late-fee waiver names its season; without one, the only season with posted late
-    fees is taken.
+    A late-fee waiver names its season. Without one, the only season with posted late fees
+    is taken.
     """
     if clean["target"] == "charge":
         if clean["late_fee_season"]:

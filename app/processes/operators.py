@@ -116,9 +116,9 @@ def _day_in_season(season, day):
 def post_waiver(context, account_id, amount, target=None, season=None):
     """Post the approved waiver once per instance: a negative `waiver` line, or `late_fee_waiver` for late fees.
 
-    A diagram deployed before `target` and `season` existed passes neither; the request's
-    `started` event then supplies them, and without them the charge of the current season
-    is waived.
+    A diagram deployed before `target` and `season` existed passes neither, so the
+    request's `started` event supplies them. A request started before then waives the
+    charge of the current season.
     """
     account = instance_account(context, account_id)
     posted = _posted_line(account, _key(context))
@@ -155,7 +155,7 @@ def post_waiver(context, account_id, amount, target=None, season=None):
 
 
 def _requested_waiver(instance):
-    """(target, season name) of a waiver as its `started` event recorded them; ("charge", None) when absent."""
+    """Return (target, season name) of a waiver as its `started` event recorded them, or ("charge", None)."""
     data = db.session.scalar(
         sa.select(ProcessEvent.data).where(ProcessEvent.instance_id == instance.id, ProcessEvent.event_type == "started")
     ) or {}

@@ -105,7 +105,7 @@ def save_tariff(tariff, form, user_id):
     """Apply the edit form to `tariff`, or to a new tariff from a later effective date.
 
     Returns the tariff that was written. A tariff whose season is already billed can only
-    be followed by a new version with another effective date inside the season; that
+    be followed by a new version with another effective date inside the season. That
     version is saved as `pending` and takes effect when its tariff re-rating
     (/billing/rerates) is posted.
     """

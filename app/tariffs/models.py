@@ -22,7 +22,7 @@ class Season(CompanyOwned, db.Model):
 
 # Tariff version status -> Chinese label. A new version of a season already billed is
 # `pending` until the tariff re-rating that bills it is posted, and `withdrawn` when that
-# re-rating is rejected; billing, late fees and lookups use `active` versions only.
+# re-rating is rejected. Billing, late fees and lookups use `active` versions only.
 TARIFF_STATUSES = {"active": "生效", "pending": "待追溯调整审批", "withdrawn": "已撤回"}
 
 

@@ -50,7 +50,7 @@ def _operating_companies():
 
 
 def _late_fee_season(company_id, on_date):
-    """The company's season on `on_date` when one of its tariff versions charges late fees from before that day."""
+    """Return the company's season on `on_date` if one of its tariff versions charges late fees before that day, else None."""
     season = current_season(company_id, today=on_date)
     if season is None:
         return None
@@ -66,7 +66,7 @@ def post_late_fees_all_task(on_date=None, page_size=LATE_FEE_PAGE_SIZE):
     """Post late fees as of `on_date` (ISO date; yesterday, local time, when None) for every company.
 
     Each company's current season is posted when its tariff charges late fees by then. A
-    company that fails is logged and skipped; re-running the day posts nothing twice.
+    company that fails is logged and skipped, and re-running the day posts nothing twice.
     Returns {company code: accounts processed}.
     """
     day = date.fromisoformat(on_date) if on_date else _yesterday()
@@ -90,8 +90,8 @@ def check_invariants_all_task():
     """Check every season with ledger lines of every company and store what breaks for HQ.
 
     Each break found for the first time (or again after it was resolved) is logged at
-    ERROR level and stored as an open InvariantFinding, which headquarters sees at
-    /hq/invariants; a finding no longer found is marked resolved. Returns {company code:
+    ERROR level and stored as an open InvariantFinding, which /hq/invariants lists for
+    headquarters. A finding no longer found is marked resolved. Returns {company code:
     open breaks}.
     """
     found = {}
