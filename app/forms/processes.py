@@ -34,6 +34,12 @@ def _choices(labels):
     return [SelectChoice(code, label) for code, label in labels.items()]
 
 
+def fill_choices(form, choices):
+    """Set the options of select fields whose choices depend on the account: {field name: {code: label}}."""
+    for name, labels in choices.items():
+        form[name].choices = [SelectChoice("", "请选择"), *_choices(labels)]
+
+
 def _form_class(name, fields):
     attributes = {spec.name: _wtforms_field(spec) for spec in fields}
     attributes["field_specs"] = fields

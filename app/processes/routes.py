@@ -5,10 +5,9 @@ import logging
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from wtforms import SelectChoice
 
 from app.extensions import db
-from app.forms.processes import start_form_class, task_form_class
+from app.forms.processes import fill_choices, start_form_class, task_form_class
 from app.org.services import AccessError, has_permission
 from app.processes.access import (
     ConflictError, InputError, NotFoundError, account_history, get_instance, get_task,
@@ -70,8 +69,8 @@ def process_panels(account):
         form = None
         if startable and running is None:
             form = start_form_class(code)()
-            for name, labels in (definition.form_choices(account) if definition.form_choices else {}).items():
-                form[name].choices = [SelectChoice("", "请选择"), *(SelectChoice(value, label) for value, label in labels.items())]
+            if definition.form_choices is not None:
+                fill_choices(form, definition.form_choices(account))
         panels.append({"code": code, "label": definition.label, "running": running, "form": form})
     return panels
 
