@@ -56,6 +56,9 @@ def init_celery(flask_app):
             # (bill download, product introduction) says bills are ready after 10:00 the next day;
             # a statement not ready yet is asked for again by the task.
             "daily-reconciliation": {"task": "payments.reconcile_all", "schedule": crontab(hour=10, minute=30)},
+            # Late fees as of the day that just ended, then the ledger check over what was posted.
+            "nightly-late-fees": {"task": "billing.post_late_fees_all", "schedule": crontab(hour=1, minute=0)},
+            "nightly-invariant-check": {"task": "billing.check_invariants_all", "schedule": crontab(hour=2, minute=0)},
             # Refunds whose confirmation never came.
             "stuck-refunds": {
                 "task": "payments.query_stuck_refunds", "schedule": SWEEP_INTERVAL_SECONDS,

@@ -8,6 +8,7 @@ daily reconciliation file of those bookings. `serve_statements(port)` serves tho
     python tools/bank_simulator.py --url http://127.0.0.1:5000 --bank CEB --company-id TJ0001 \\
         --key-file instance/bank-CEB.key query 1201000001
     python tools/bank_simulator.py ... pay 1201000001 2345.60
+    python tools/bank_simulator.py ... pay-due 1201000001     # queries, then pays TotalDue
     python tools/bank_simulator.py ... reverse SEQ_OF_THE_PAYMENT --bill-key 1201000001 --amount 2345.60
     python tools/bank_simulator.py ... serve-statements --port 8767 [--file 20260110=bank-20260110.txt]
 
@@ -105,6 +106,17 @@ class BankSimulator(SimulatorServer):
         if result[1] and result[1].get("RespCode") == bank.OK:
             self._book(message, "缴费", Decimal(amount))
         return result + (message["TranSeq"],)
+
+    def pay_due(self, bill_key, tran_seq=None):
+        """Query what an account owes and pay TotalDue (arrears, seasons and late fees) whole, as a bank teller does.
+
+        Returns what pay() returns, or the query's result when the query failed.
+        """
+        result = self.query(bill_key)
+        reply = result[1] or {}
+        if reply.get("RespCode") != bank.OK:
+            return result + (None,)
+        return self.pay(bill_key, Decimal(reply["TotalDue"]), tran_seq)
 
     def reverse(self, original_seq, bill_key="", tran_seq=None, tran_date=None, amount=None):
         message = self.message("reverse", tran_seq, tran_date, OriginalTranSeq=original_seq, BillKey=bill_key)
@@ -239,6 +251,7 @@ def main(argv=None):
     pay = sub.add_parser("pay")
     pay.add_argument("bill_key")
     pay.add_argument("amount")
+    sub.add_parser("pay-due", help="query the account, then pay its TotalDue (late fees included)").add_argument("bill_key")
     reverse = sub.add_parser("reverse")
     reverse.add_argument("original_seq")
     reverse.add_argument("--bill-key", default="", help="account number of the payment (BillKey)")
@@ -265,6 +278,8 @@ def main(argv=None):
         result = simulator.query(args.bill_key)
     elif args.command == "pay":
         result = simulator.pay(args.bill_key, args.amount)
+    elif args.command == "pay-due":
+        result = simulator.pay_due(args.bill_key)
     else:
         result = simulator.reverse(args.original_seq, args.bill_key, amount=args.amount)
     status, reply, valid = result[:3]

@@ -4,16 +4,19 @@ For every account and season, receivable = received + waived + written off + out
 − credit. Receivable is the billed total (charge, rerate and settlement lines) before
 waivers. Outstanding is the amount the counter collects (app/payments amount_owed), and credit
 is the part paid beyond the receivable after a later reduction. Late fees are owed on
-top of the receivable and take no part in the identity.
+top of the receivable and obey the same identity: posted late fees = late fees received +
+late fees waived + late fees outstanding − late-fee credit. The checked gap is the sum
+of both.
 """
 
+import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, InvariantFinding, LedgerEntry, utcnow
 from app.billing.services import receivables_report
 from app.extensions import db
 from app.money import ZERO, format_money
@@ -28,9 +31,9 @@ logger = logging.getLogger(__name__)
 BILLED_KINDS = ("charge", "rerate", "settlement")
 WRITE_OFF_KINDS = ("write_off",)
 # Kinds whose lines must not raise what is owed. The `sign` check reports a positive one.
-NON_POSITIVE_KINDS = ("payment", "late_fee_payment", "waiver", "write_off")
-# Lines a payment posts: receivables paid, late fees paid, and money beyond what was owed.
-PAYMENT_LINE_KINDS = RECEIVED_KINDS + ("late_fee_payment", "credit")
+NON_POSITIVE_KINDS = ("payment", "late_fee_payment", "waiver", "late_fee_waiver", "write_off")
+# Lines a payment or refund posts: receivables paid, late fees paid, and money beyond what was owed.
+PAYMENT_LINE_KINDS = RECEIVED_KINDS + LATE_FEE_RECEIVED_KINDS + ("credit",)
 
 
 class InvariantError(LookupError):
@@ -47,17 +50,27 @@ class SeasonFigures:
     written_off: Decimal = ZERO
     outstanding: Decimal = ZERO
     credit: Decimal = ZERO
+    # Posted late fees (`late_fee` lines) and how they were settled, in the same roles.
+    late_fee: Decimal = ZERO
+    late_fee_received: Decimal = ZERO
+    late_fee_waived: Decimal = ZERO
+    late_fee_outstanding: Decimal = ZERO
+    late_fee_credit: Decimal = ZERO
+
+    @property
+    def late_fee_gap(self):
+        """Posted late fees left unexplained by their settlement; 0.00 when that identity holds."""
+        settled = self.late_fee_received + self.late_fee_waived + self.late_fee_outstanding - self.late_fee_credit
+        return self.late_fee - settled
 
     @property
     def gap(self):
-        """Receivable left unexplained by the other figures; 0.00 when the identity holds."""
-        return self.receivable - (self.received + self.waived + self.written_off + self.outstanding - self.credit)
+        """Receivable and late fees left unexplained by the other figures; 0.00 when the identity holds."""
+        settled = self.received + self.waived + self.written_off + self.outstanding - self.credit
+        return self.receivable - settled + self.late_fee_gap
 
     def __add__(self, other):
-        return SeasonFigures(
-            self.receivable + other.receivable, self.received + other.received, self.waived + other.waived,
-            self.written_off + other.written_off, self.outstanding + other.outstanding, self.credit + other.credit,
-        )
+        return SeasonFigures(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(SeasonFigures)))
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,9 @@ def account_figures(account, season_id, sums=None):
     received = -total(RECEIVED_KINDS)
     waived = -sums.get("waiver", ZERO)
     written_off = -total(WRITE_OFF_KINDS)
+    late_fee = sums.get("late_fee", ZERO)
+    late_fee_received = -total(LATE_FEE_RECEIVED_KINDS)
+    late_fee_waived = -sums.get("late_fee_waiver", ZERO)
     return SeasonFigures(
         receivable=receivable,
         received=received,
@@ -108,6 +124,11 @@ def account_figures(account, season_id, sums=None):
         written_off=written_off,
         outstanding=season_owed.outstanding if season_owed else ZERO,
         credit=max(received + waived + written_off - receivable, ZERO),
+        late_fee=late_fee,
+        late_fee_received=late_fee_received,
+        late_fee_waived=late_fee_waived,
+        late_fee_outstanding=season_owed.late_fee_outstanding if season_owed else ZERO,
+        late_fee_credit=max(late_fee_received + late_fee_waived - late_fee, ZERO),
     )
 
 
@@ -205,8 +226,71 @@ def find_invariant_breaks(company_id, season_id):
 
 
 def _describe(figures):
-    return (
+    text = (
         f"receivable {format_money(figures.receivable)} != received {format_money(figures.received)}"
         f" + waived {format_money(figures.waived)} + written off {format_money(figures.written_off)}"
         f" + outstanding {format_money(figures.outstanding)} - credit {format_money(figures.credit)}"
     )
+    if figures.late_fee_gap != 0:
+        text += (
+            f"; late fees {format_money(figures.late_fee)} != received {format_money(figures.late_fee_received)}"
+            f" + waived {format_money(figures.late_fee_waived)} + outstanding {format_money(figures.late_fee_outstanding)}"
+            f" - credit {format_money(figures.late_fee_credit)}"
+        )
+    return text
+
+
+def _fingerprint(found):
+    text = f"{found.season_id}|{found.account_id or '-'}|{found.check}|{found.detail}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def record_findings(company_id, season_id, breaks, now=None):
+    """Store the breaks of one check of a company and season as InvariantFinding rows.
+
+    A break found before updates its row and reopens it if it was resolved. An open
+    finding of this season that the check no longer reports is marked resolved. Returns
+    (new or reopened findings, findings resolved). The caller commits.
+    """
+    now = now or utcnow()
+    stored = {
+        finding.fingerprint: finding
+        for finding in db.session.scalars(
+            sa.select(InvariantFinding).where(InvariantFinding.company_id == company_id, InvariantFinding.season_id == season_id)
+        )
+    }
+    opened = []
+    seen = set()
+    for found in breaks:
+        fingerprint = _fingerprint(found)
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        finding = stored.get(fingerprint)
+        if finding is None:
+            finding = InvariantFinding(
+                company_id=company_id, season_id=season_id, account_id=found.account_id, check_name=found.check,
+                detail=found.detail[:500], fingerprint=fingerprint, first_found_at=now, last_found_at=now, times_found=1,
+            )
+            db.session.add(finding)
+            opened.append(finding)
+            continue
+        if finding.resolved_at is not None:
+            finding.resolved_at = None
+            opened.append(finding)
+        finding.last_found_at = now
+        finding.times_found += 1
+    resolved = [f for fp, f in stored.items() if fp not in seen and f.resolved_at is None]
+    for finding in resolved:
+        finding.resolved_at = now
+    db.session.flush()
+    return opened, resolved
+
+
+def open_findings():
+    """Return the unresolved findings the current scope can see, newest first."""
+    return db.session.scalars(
+        sa.select(InvariantFinding)
+        .where(InvariantFinding.resolved_at.is_(None))
+        .order_by(InvariantFinding.last_found_at.desc(), InvariantFinding.id)
+    ).all()

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_OWED_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_tariffs
 from app.extensions import db
@@ -123,7 +123,9 @@ def post_late_fee(account, season, on_date, user_id=None):
     """Add a `late_fee` line raising the account's posted late fee to its accrual as of `on_date`.
 
     Returns the new line, or None when this date was posted before or nothing changed. A
-    lower accrual (after a waiver, say) posts a negative correction. The caller commits.
+    lower accrual (after a waiver of the charge, say) posts a negative correction. A
+    late-fee waiver is a `late_fee_waiver` line, which this comparison leaves out, so the
+    waived amount is not posted again. The caller commits.
     """
     _check_date(on_date)
     key = late_fee_key(account.id, season.id, on_date)
@@ -210,6 +212,17 @@ def post_late_fees(company_id, season_id, on_date, page_size=LATE_FEE_PAGE_SIZE,
             after_id = ids[-1]
             logger.info("Late fees of company %s as of %s: %s accounts processed", company_id, on_date, processed)
     return processed
+
+
+def late_fee_receivable(account_id, season_id):
+    """Sum the late fees an account owes for a season before payments: posted late fees less waivers."""
+    amount = db.session.scalar(
+        sa.select(sa.func.sum(LedgerEntry.amount)).where(
+            LedgerEntry.account_id == account_id, LedgerEntry.season_id == season_id,
+            LedgerEntry.kind.in_(LATE_FEE_OWED_KINDS),
+        )
+    )
+    return amount if amount is not None else Decimal("0.00")
 
 
 def late_fee_total(account_id, season_id):

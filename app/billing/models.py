@@ -21,6 +21,12 @@ ENTRY_KINDS = {
     # The part of a payment that paid a season's posted late fees (negative). It stays out of
     # the late-fee base, which only payments of the receivable lower.
     "late_fee_payment": "实收滞纳金",
+    # Part of a payment's late-fee lines paid back by a refund or a bank reversal (positive),
+    # linked to its Refund. It raises the season's unpaid late fee again.
+    "late_fee_refund": "退滞纳金",
+    # An approved waiver of a season's posted late fees (negative). The nightly late-fee job
+    # compares accruals with `late_fee` lines only, so it never posts the waived amount again.
+    "late_fee_waiver": "滞纳金减免",
     # Money received beyond what the account owed (e.g. a bill paid twice); negative, and not
     # offset against later receivables automatically.
     "credit": "多缴款",
@@ -36,6 +42,10 @@ ENTRY_KINDS = {
 RECEIVABLE_KINDS = ("charge", "rerate", "waiver", "settlement", "write_off")
 # Kinds that make up what was received (实收): payments, less refunds and reversals.
 RECEIVED_KINDS = ("payment", "refund", "reversal")
+# Kinds that make up a season's late fees owed, before payments (滞纳金应收).
+LATE_FEE_OWED_KINDS = ("late_fee", "late_fee_waiver")
+# Kinds that make up the late fees received: payments less refunds and reversals.
+LATE_FEE_RECEIVED_KINDS = ("late_fee_payment", "late_fee_refund")
 
 
 def utcnow():
@@ -147,6 +157,9 @@ class RerateChange(CompanyOwned, db.Model):
     new_building_area = sa.Column(Area())
     new_usable_area = sa.Column(Area())
     new_user_type = sa.Column(sa.String(16))
+    # For a tariff change: the pending tariff version it bills, made active when the change is
+    # posted and withdrawn when it is rejected. NULL re-rates with the active versions only.
+    tariff_id = sa.Column(sa.Integer, sa.ForeignKey("tariff.id"))
     description = sa.Column(sa.String(255), nullable=False, default="")
     status = sa.Column(sa.String(16), nullable=False, default="pending")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
@@ -193,3 +206,29 @@ class SeasonMeterReading(CompanyOwned, db.Model):
     excel_row = sa.Column(sa.Integer)
     imported_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     imported_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class InvariantFinding(CompanyOwned, db.Model):
+    """A ledger invariant break found by the nightly check, open until a later check no longer finds it.
+
+    Headquarters lists the open findings of every company at /hq/invariants.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("company_id", "fingerprint"),
+        sa.Index("ix_invariant_finding_company_resolved", "company_id", "resolved_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    # NULL for a break of the company total.
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"))
+    # Which check failed: identity, payment_allocation, sign or company_total.
+    check_name = sa.Column(sa.String(32), nullable=False)
+    detail = sa.Column(sa.String(500), nullable=False)
+    # sha256 of season, account, check and detail, so a break found again updates its row.
+    fingerprint = sa.Column(sa.String(64), nullable=False)
+    first_found_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    last_found_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    times_found = sa.Column(sa.Integer, nullable=False, default=1)
+    resolved_at = sa.Column(sa.DateTime(timezone=True))

@@ -17,7 +17,7 @@ from app.billing.arrears import (
 )
 from app.billing.meter_import import MeterImportError, import_meter_readings
 from app.billing.models import ALLOCATION_ORDERS, RERATE_CHANGE_KINDS, RERATE_STATUSES, AllocationPolicy, RerateChange, utcnow
-from app.billing.rerating import RerateError, create_change, post_change, proposal_total, reject_change
+from app.billing.rerating import RerateError, create_change, pending_tariff, post_change, proposal_total, reject_change
 from app.billing.whatif import draft_from_form, export_what_if, run_what_if
 from app.extensions import db
 from app.network.models import BILLING_STATUSES, USER_TYPES, Account, Community
@@ -236,10 +236,16 @@ def _submit_change(form):
         season = _season_named(form.get("season", ""))
         if season is None:
             raise RerateError(f"供暖季「{form.get('season', '')}」不存在；请从列表中选择。")
-        effective_from = _parse_date(form.get("effective_from") or str(season.start_on), "生效日期")
-        tariff_in_force(season, effective_from)
+        named = (form.get("effective_from") or "").strip()
+        effective_from = _parse_date(named, "生效日期") if named else None
+        # A pending version (saved on the tariff page for a billed season) is billed by this
+        # change and takes effect only when the change is posted.
+        tariff = pending_tariff(season, effective_from)
+        if tariff is None:
+            effective_from = effective_from or season.start_on
+            tariff_in_force(season, effective_from)
         return create_change(current_user.company_id, "tariff", effective_from, current_user, season=season,
-                             description=description)
+                             description=description, tariff=tariff)
     account = _account_by_number(form.get("account_no"))
     if account is None:
         raise RerateError(f"用户编号「{form.get('account_no', '')}」在本公司不存在；请核对 15 位编号或原户号。")

@@ -62,15 +62,20 @@ def prorate(full_amount, days, statutory_days):
     return full_amount * days / statutory_days
 
 
-def season_tariffs(season, with_rates=False):
-    """Return every tariff version of `season`, earliest `effective_from` first.
+def season_tariffs(season, pending_id=None, with_rates=False):
+    """Return the active tariff versions of `season`, earliest `effective_from` first.
 
-    `with_rates` loads each version's prices and area rules in the same query, for a
-    caller that computes a charge and would otherwise load them one query each.
+    `pending_id` adds that version while it awaits its re-rating's approval, so the
+    re-rating can bill what the version would change. `with_rates` loads each version's
+    prices and area rules in the same query, for a caller that computes a charge and
+    would otherwise load them one query each.
     """
+    in_force = Tariff.status == "active"
+    if pending_id is not None:
+        in_force = sa.or_(in_force, sa.and_(Tariff.id == pending_id, Tariff.status == "pending"))
     statement = (
         sa.select(Tariff)
-        .where(Tariff.company_id == season.company_id, Tariff.season_id == season.id)
+        .where(Tariff.company_id == season.company_id, Tariff.season_id == season.id, in_force)
         .order_by(Tariff.effective_from)
     )
     if with_rates:

@@ -2,13 +2,15 @@
 tariff causes in every billed season, kept for approval and then posted as `rerate` lines.
 
 A change names new areas or a new user type from a date, a status for one season, or a
-tariff version already added to a season. create_change() computes what each affected
+tariff version added to a season. create_change() computes what each affected
 account and season should have been billed and stores the differences as proposals;
 new areas and user types are not yet recorded on the account. post_change() records them
 (app/network/terms.py) and posts the lines once: each line's idempotency key names the
 change, season and account, so posting again adds nothing, and a second change for the
 same fact finds no difference left. A rejected change leaves the account and its ledger
-as they were.
+as they were. A new tariff version of a billed season waits as `pending` (app/tariffs/editing.py)
+until its change is posted, and is withdrawn when the change is rejected, so a rejected
+tariff change leaves billing as it was too.
 """
 
 import logging
@@ -24,7 +26,7 @@ from app.extensions import db
 from app.money import ZERO
 from app.network.models import BILLING_STATUSES, Account
 from app.network.terms import TermsError, clean_terms_changes, history_with_change, record_terms_change, terms_history
-from app.tariffs.models import Season
+from app.tariffs.models import Season, Tariff
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def compute_differences(change):
             billed = billed_charges(change.company_id, season.id, account_ids)
             if not billed:
                 continue
-            tariffs = season_tariffs(season)
+            tariffs = season_tariffs(season, pending_id=change.tariff_id)
             accounts = db.session.scalars(sa.select(Account).where(Account.id.in_(list(billed))).order_by(Account.id)).all()
             history = terms_history([account.id for account in accounts])
             if change.kind == "account_terms" and proposed_terms(change):
@@ -160,12 +162,13 @@ def _describe_line(line):
 
 
 def create_change(company_id, kind, effective_from, user, account=None, season=None, billing_status=None, description="",
-                  terms=None):
+                  terms=None, tariff=None):
     """Store a retroactive change with its difference lines as proposals awaiting approval.
 
     An `account_terms` change takes `terms`, e.g. {"building_area": Decimal("100")}; they
-    are recorded on the account when the change is posted. Returns the RerateChange. The
-    caller commits.
+    are recorded on the account when the change is posted. A `tariff` change may name a
+    pending tariff version, which takes effect only when the change is posted. Returns
+    the RerateChange. The caller commits.
     """
     if kind == "status":
         if account is None or season is None:
@@ -186,12 +189,16 @@ def create_change(company_id, kind, effective_from, user, account=None, season=N
             raise RerateError("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。")
         if "usable_area" in terms and terms["usable_area"] is None:
             raise RerateError("追溯调整不能清空使用面积；请填写新的使用面积。")
-    elif kind != "tariff":
+    elif kind == "tariff":
+        if tariff is not None:
+            _check_pending_tariff(company_id, tariff)
+            effective_from = tariff.effective_from
+    else:
         raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
     change = RerateChange(
         company_id=company_id, kind=kind, account_id=account.id if account else None, effective_from=effective_from,
         season_id=season.id if season else None, billing_status=billing_status, description=description[:255],
-        created_by_id=user.id if user else None,
+        created_by_id=user.id if user else None, tariff_id=tariff.id if tariff is not None else None,
     )
     if kind == "account_terms":
         change.new_building_area = terms.get("building_area")
@@ -202,6 +209,35 @@ def create_change(company_id, kind, effective_from, user, account=None, season=N
     _store_proposals(change, compute_differences(change))
     logger.info("Rerate change %s of company %s (%s) has %s difference lines", change.id, company_id, kind, len(change.proposals))
     return change
+
+
+def _check_pending_tariff(company_id, tariff):
+    if tariff.company_id != company_id or tariff.status != "pending":
+        raise RerateError(f"收费标准版本 {tariff.id}（自 {tariff.effective_from} 起）不是待审批的新版本，不能据此追溯调整。")
+    waiting = db.session.scalar(
+        sa.select(RerateChange.id).where(
+            RerateChange.company_id == company_id, RerateChange.tariff_id == tariff.id, RerateChange.status == "pending"
+        )
+    )
+    if waiting is not None:
+        raise RerateError(f"自 {tariff.effective_from} 起的收费标准已有待审批的调整单 {waiting}；请先审批或驳回该调整单。")
+
+
+def pending_tariff(season, effective_from=None):
+    """Return the season's pending tariff version (from `effective_from` when given), or None.
+
+    Raises RerateError when several versions are pending and none is named.
+    """
+    query = sa.select(Tariff).where(
+        Tariff.company_id == season.company_id, Tariff.season_id == season.id, Tariff.status == "pending"
+    )
+    if effective_from is not None:
+        query = query.where(Tariff.effective_from == effective_from)
+    versions = db.session.scalars(query.order_by(Tariff.effective_from)).all()
+    if len(versions) > 1:
+        dates = "、".join(str(version.effective_from) for version in versions)
+        raise RerateError(f"供暖季 {season.name} 有多个待审批的收费标准版本（{dates}）；请填写要调整的生效日期。")
+    return versions[0] if versions else None
 
 
 def _store_proposals(change, differences):
@@ -266,6 +302,8 @@ def post_change(change, user):
         db.session.flush()
         proposal.ledger_entry_id = entry.id
         posted += 1
+    if change.tariff_id is not None:
+        db.session.get(Tariff, change.tariff_id).status = "active"
     if change.kind == "status":
         _apply_status(change)
     elif change.kind == "account_terms":
@@ -292,11 +330,15 @@ def _apply_status(change):
 def reject_change(change, user):
     """Reject a pending change; nothing is posted or recorded on the account. The caller commits.
 
-    A tariff change only re-rates a version that was added on the tariff page; that version
-    stays, and is withdrawn there.
+    The pending tariff version a tariff change bills is withdrawn, so billing goes on with
+    the versions in force before it.
     """
     if change.status != "pending":
         raise RerateError(f"调整单 {change.id} 当前为「{change.status}」，只有待审批的调整单可以驳回。")
+    if change.tariff_id is not None:
+        tariff = db.session.get(Tariff, change.tariff_id)
+        if tariff.status == "pending":
+            tariff.status = "withdrawn"
     change.status = "rejected"
     change.decided_by_id = user.id
     change.decided_at = utcnow()

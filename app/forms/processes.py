@@ -21,7 +21,7 @@ INPUT_TYPES = {"money": "text", "percent": "text", "area": "text", "date": "date
 def _wtforms_field(spec):
     label = spec.label
     if spec.kind == "radio":
-        return RadioField(label, choices=_choices(spec.choices), validate_choice=False)
+        return RadioField(label, choices=_choices(spec.choices), default=spec.default or None, validate_choice=False)
     if spec.kind == "choice":
         return SelectField(label, choices=[SelectChoice("", _l("请选择")), *_choices(spec.choices)], validate_choice=False)
     if spec.kind == "textarea":
@@ -33,6 +33,12 @@ def _wtforms_field(spec):
 
 def _choices(labels):
     return [SelectChoice(code, label) for code, label in labels.items()]
+
+
+def fill_choices(form, choices):
+    """Set the options of select fields whose choices depend on the account: {field name: {code: label}}."""
+    for name, labels in choices.items():
+        form[name].choices = [SelectChoice("", "请选择"), *_choices(labels)]
 
 
 def _form_class(name, fields):

@@ -1,24 +1,37 @@
 """HQ views across companies: the collection summary, the dashboards with drill-down and
-Excel export, and the process audit explorer. Only headquarters users holding hq.view
+Excel export, the process audit explorer and the open ledger invariant findings. Only headquarters users holding hq.view
 may open them; a company user gets 403."""
 
 import io
 from decimal import Decimal
 from urllib.parse import quote
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, abort, jsonify, render_template, request, url_for
 from flask_login import current_user, login_required
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
+from app.billing.invariants import open_findings
+from app.extensions import db
 from app.fieldwork.services import field_progress
 from app.hq import dashboard
 from app.hq.audit import AuditQueryError, parse_filters, search_instances
 from app.hq.services import collection_summary
+from app.network.models import Account
 from app.org.services import has_permission
 from app.processes.models import INSTANCE_STATUSES, PROCESS_TYPES
+from app.tariffs.models import Season
 
 bp = Blueprint("hq", __name__, url_prefix="/hq")
+
+# Invariant check code -> Chinese label, for the findings page.
+INVARIANT_CHECKS = {
+    "identity": "应收恒等式不平（应收 ≠ 实收 + 减免 + 核销 + 欠费，含滞纳金）",
+    "payment_allocation": "收款与台账收款行不符",
+    "sign": "台账行方向错误",
+    "company_total": "公司合计与应收报表不符",
+}
 
 # The community page lists the accounts with the largest arrears; the export has them all.
 PAGE_ACCOUNTS = 200
@@ -221,3 +234,21 @@ def audit():
         "hq/audit.html", filters=filters, rows=rows, more=more, error=error, searched=bool(request.args) and error is None,
         process_types=PROCESS_TYPES, statuses=INSTANCE_STATUSES, companies=dashboard.companies(),
     ), 400 if error else 200
+
+
+@bp.route("/invariants")
+@login_required
+def invariants():
+    """List the open ledger invariant breaks the nightly check found, across companies."""
+    _require_hq()
+    findings = open_findings()
+    companies = {company.id: company for company in dashboard.companies()}
+    seasons = dict(db.session.execute(sa.select(Season.id, Season.name)).all())
+    accounts = {}
+    account_ids = {finding.account_id for finding in findings if finding.account_id}
+    if account_ids:
+        accounts = dict(db.session.execute(sa.select(Account.id, Account.account_no).where(Account.id.in_(account_ids))).all())
+    return render_template(
+        "hq/invariants.html", findings=findings, companies=companies, seasons=seasons, accounts=accounts,
+        checks=INVARIANT_CHECKS,
+    )

@@ -29,14 +29,28 @@ INVOICE_NOTES = {
 
 
 def payment_items(payment):
-    """List the receivables a payment paid, as (label, amount) in posting order."""
+    """List what a payment paid, as (label, amount) in posting order: receivables, late fees and any credit.
+
+    The items add up to the payment's amount.
+    """
     rows = db.session.execute(
-        sa.select(LedgerEntry.amount, Season.name)
+        sa.select(LedgerEntry.kind, LedgerEntry.amount, Season.name)
         .outerjoin(Season, LedgerEntry.season_id == Season.id)
-        .where(LedgerEntry.cause_type == "payment", LedgerEntry.cause_id == payment.id, LedgerEntry.kind == "payment")
+        .where(
+            LedgerEntry.cause_type == "payment", LedgerEntry.cause_id == payment.id,
+            LedgerEntry.kind.in_(("payment", "late_fee_payment", "credit")),
+        )
         .order_by(LedgerEntry.id)
     ).all()
-    return [(f"{name} 供暖季热费" if name else "往年欠费", -amount) for amount, name in rows]
+    return [(_item_label(kind, name, ""), -amount) for kind, amount, name in rows]
+
+
+def _item_label(kind, season_name, suffix):
+    if kind == "credit":
+        return "多缴款（预收余额）" + suffix
+    if kind in ("late_fee_payment", "late_fee_refund"):
+        return f"{season_name} 供暖季滞纳金{suffix}"
+    return f"{season_name} 供暖季热费{suffix}" if season_name else f"往年欠费{suffix}"
 
 
 def receipt_context(payment, print_number=1):
@@ -92,21 +106,14 @@ def print_receipt(payment):
 
 
 def refund_items(refund):
-    """List what a refund gave back, as (label, amount) in posting order: the credit, then seasons."""
+    """List what a refund gave back, as (label, amount) in posting order: the credit, then seasons and their late fees."""
     rows = db.session.execute(
         sa.select(LedgerEntry.kind, LedgerEntry.amount, Season.name)
         .outerjoin(Season, LedgerEntry.season_id == Season.id)
         .where(LedgerEntry.cause_type == "refund", LedgerEntry.cause_id == refund.id)
         .order_by(LedgerEntry.id)
     ).all()
-    items = []
-    for kind, amount, name in rows:
-        if kind == "credit":
-            label = "多缴款（预收余额）退回"
-        else:
-            label = f"{name} 供暖季热费退回" if name else "往年欠费退回"
-        items.append((label, amount))
-    return items
+    return [(_item_label(kind, name, "退回"), amount) for kind, amount, name in rows]
 
 
 def refund_receipt_context(refund, print_number=1):

@@ -45,6 +45,8 @@ OWED_KINDS = {
     "settlement": ("1122", "6001"),
     "waiver": ("1122", "6001"),
     "late_fee": ("1122", "6051"),
+    # Negative, so it reverses part of the late-fee income.
+    "late_fee_waiver": ("1122", "6051"),
 }
 # Payment method -> the account the money went to.
 CASH_CODES = {"cash": "1001"}

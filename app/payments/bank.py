@@ -130,10 +130,16 @@ def _query(agreement, event):
         message = f"户号 {event.out_trade_no} 不存在"
         return wire.NO_RECORD, message, wire.reply_body(event, wire.NO_RECORD, message)
     owed = amount_owed(account)
-    seasons = [{"Season": s.season.name, "Amount": f"{s.outstanding:.2f}"} for s in owed.seasons if s.outstanding > 0]
+    # Each season lists its unpaid receivable and its unpaid posted late fees. TotalDue is
+    # Arrears plus both columns, and a payment must be that whole amount.
+    seasons = [
+        {"Season": s.season.name, "Amount": f"{s.outstanding:.2f}", "LateFee": f"{s.late_fee_outstanding:.2f}"}
+        for s in owed.seasons if s.outstanding > 0 or s.late_fee_outstanding > 0
+    ]
     body = wire.reply_body(
         event, wire.OK, "成功", BillKey=account.account_no, CustomerName=_mask(account.customer_name),
-        Arrears=f"{owed.arrears_outstanding:.2f}", Seasons=seasons, TotalDue=f"{owed.total:.2f}",
+        Arrears=f"{owed.arrears_outstanding:.2f}", Seasons=seasons, LateFeeTotal=f"{owed.late_fees_outstanding:.2f}",
+        TotalDue=f"{owed.total:.2f}",
     )
     return wire.OK, "成功", body
 

@@ -7,7 +7,8 @@ counter with a receipt number. A bank reverses its own payment the same day (app
 The payment row lock serializes refunds of one payment, so the refunds in
 REFUND_OPEN_OR_DONE never add up to more than the payment. A refund posts its ledger
 lines only when it succeeds: first it gives back the payment's `credit` part (money the
-account did not owe), then the seasons the payment paid, latest first.
+account did not owe), then the seasons the payment paid, latest first, each with the late
+fees the payment paid on it.
 """
 
 import logging
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app.billing.models import RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import local_time
 from app.extensions import db
 from app.integrations.channel import ChannelError, RefundRequest
@@ -32,6 +33,8 @@ from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 ONLINE_REFUND_CHANNELS = ("wechat", "alipay")
+# Ledger kind of the part of a refund or reversal that gives back late fees the payment paid.
+LATE_FEE_REFUND = "late_fee_refund"
 REASON_MAX = 255
 
 
@@ -286,23 +289,31 @@ def complete_refund(refund, channel_refund_id=""):
     refund.status = "succeeded"
     refund.completed_at = utcnow()
     for season_id, kind, part in _refund_parts(refund):
-        suffix = "credit" if kind == "credit" else (season_id or "arrears")
         db.session.add(
             LedgerEntry(
                 company_id=refund.company_id, account_id=refund.account_id, season_id=season_id, kind=kind, amount=part,
-                cause_type="refund", cause_id=refund.id, idempotency_key=f"refund:{refund.id}:{suffix}",
+                cause_type="refund", cause_id=refund.id, idempotency_key=_refund_line_key(refund.id, season_id, kind),
                 memo=f"{refund.kind_label} {refund.out_refund_no}"[:255], created_by_id=refund.approved_by_id or refund.requested_by_id,
             )
         )
     db.session.flush()
 
 
+def _refund_line_key(refund_id, season_id, kind):
+    if kind == "credit":
+        return f"refund:{refund_id}:credit"
+    if kind == LATE_FEE_REFUND:
+        return f"refund:{refund_id}:late_fee:{season_id}"
+    return f"refund:{refund_id}:{season_id or 'arrears'}"
+
+
 def _refund_parts(refund):
     """Split a refund over what its payment put on the ledger and earlier refunds have not taken back.
 
     Returns [(season_id or None, kind, positive amount)]: the credit first, then seasons
-    latest first, prior arrears last.
-    TODO: the late-fee part of a payment (`late_fee_payment` lines) cannot be refunded yet.
+    latest first, each season's late fee (`late_fee_refund`) before its receivable
+    (`refund` or `reversal`), prior arrears last. A payment pays a season's late fee after
+    its receivable, so a partial refund gives back the late fee first.
     """
     earlier = sa.select(Refund.id).where(Refund.payment_id == refund.payment_id, Refund.id != refund.id)
     rows = db.session.execute(
@@ -317,14 +328,21 @@ def _refund_parts(refund):
     ).all()
     credit = ZERO
     received = {}
+    late_fees = {}
     for season_id, kind, amount in rows:
         if kind == "credit":
             credit -= amount
         elif kind in RECEIVED_KINDS:
             received[season_id] = received.get(season_id, ZERO) - amount
-    starts = dict(db.session.execute(sa.select(Season.id, Season.start_on).where(Season.id.in_([s for s in received if s]))).all())
-    order = sorted((s for s in received if s is not None), key=lambda s: starts[s], reverse=True)
-    slots = [(None, "credit", credit)] + [(s, refund.kind, received[s]) for s in order] + [(None, refund.kind, received.get(None, ZERO))]
+        elif kind in LATE_FEE_RECEIVED_KINDS:
+            late_fees[season_id] = late_fees.get(season_id, ZERO) - amount
+    season_ids = [s for s in set(received) | set(late_fees) if s is not None]
+    starts = dict(db.session.execute(sa.select(Season.id, Season.start_on).where(Season.id.in_(season_ids))).all())
+    slots = [(None, "credit", credit)]
+    for season_id in sorted(season_ids, key=lambda s: starts[s], reverse=True):
+        slots.append((season_id, LATE_FEE_REFUND, late_fees.get(season_id, ZERO)))
+        slots.append((season_id, refund.kind, received.get(season_id, ZERO)))
+    slots.append((None, refund.kind, received.get(None, ZERO)))
     remaining = refund.amount
     parts = []
     for season_id, kind, available in slots:

@@ -9,7 +9,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from app.billing.models import ALLOCATION_ORDERS, RECEIVABLE_KINDS, RECEIVED_KINDS, AllocationPolicy, LedgerEntry
+from app.billing.models import (
+    ALLOCATION_ORDERS,
+    LATE_FEE_OWED_KINDS,
+    LATE_FEE_RECEIVED_KINDS,
+    RECEIVABLE_KINDS,
+    RECEIVED_KINDS,
+    AllocationPolicy,
+    LedgerEntry,
+)
 from app.clock import local_time
 from app.extensions import db
 from app.locking import lock_row
@@ -38,7 +46,11 @@ class PaymentError(ValueError):
 
 @dataclass(frozen=True)
 class SeasonOwed:
-    """Receivable, payments and posted late fees of one account for one season."""
+    """Receivable, payments and posted late fees of one account for one season.
+
+    `late_fee` is the posted late fee less late-fee waivers; `late_fee_received` is what
+    payments paid of it, less refunds and reversals.
+    """
 
     season: Season
     receivable: Decimal
@@ -118,9 +130,9 @@ def amount_owed(account):
             receivable[season_id] = receivable.get(season_id, ZERO) + amount
         elif kind in RECEIVED_KINDS:
             received[season_id] = received.get(season_id, ZERO) - amount
-        elif kind == "late_fee":
+        elif kind in LATE_FEE_OWED_KINDS:
             late_fee[season_id] = late_fee.get(season_id, ZERO) + amount
-        elif kind == LATE_FEE_PAYMENT:
+        elif kind in LATE_FEE_RECEIVED_KINDS:
             late_fee_received[season_id] = late_fee_received.get(season_id, ZERO) - amount
     season_ids = set(receivable) | set(received) | set(late_fee)
     seasons = db.session.scalars(sa.select(Season).where(Season.id.in_(season_ids)).order_by(Season.start_on)).all()

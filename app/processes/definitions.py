@@ -11,7 +11,11 @@ from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
+import sqlalchemy as sa
+
+from app.billing.late_fees import late_fee_receivable
 from app.billing.services import account_charge_inputs, season_receivable
+from app.extensions import db
 from app.fieldwork.models import FINDINGS
 from app.money import ZERO, format_money, round_money
 from app.network.models import BILLING_STATUSES
@@ -21,10 +25,13 @@ from app.processes.escalation import WAIVER_CATEGORIES
 from app.processes.fields import DOCUMENT_NO_PATTERN, Field, comment_field
 from app.processes.models import PROCESS_TYPES
 from app.processes.options import PROCESS_OPTIONS, process_option
+from app.tariffs.models import Season
 from app.tariffs.services import TariffError, compute_charge, tariff_in_force
 
 SUSPENSION_REASONS = {"vacant": "房屋空置", "renovation": "装修停用", "away": "长期外出", "other": "其他"}
 WAIVER_MODES = {"amount": "按金额", "percent": "按应收比例"}
+# Waiver target -> Chinese label: the season's heating charge, or the late fees posted on a season.
+WAIVER_TARGETS = {"charge": "热费", "late_fee": "滞纳金"}
 EVIDENCE_KINDS = {"certificate": "不动产证", "measurement": "测绘报告"}
 HUNDRED = Decimal(100)
 
@@ -43,6 +50,9 @@ class ProcessDefinition:
     preview: object = None
     # Task data shown to approvers, in display order: (key, Chinese label).
     summary_keys: tuple = field(default_factory=tuple)
+    # form_choices(account) -> {field name: {code: label}}: choices of start-form fields that
+    # depend on the account, set on the form when the account page renders it.
+    form_choices: object = None
 
     @property
     def label(self):
@@ -89,11 +99,48 @@ def _preview_suspension(account, season, data):
 # -- 减免 waiver
 
 
+def _waiver_target(account, season, clean):
+    """Return (target, season, receivable, label) of a waiver: the season's charge or its posted late fees.
+
+    A late-fee waiver names its season. Without one, the only season with posted late fees
+    is taken.
+    """
+    if clean["target"] == "charge":
+        if clean["late_fee_season"]:
+            raise InputError("减免对象为「热费」时不填写滞纳金所属供暖季；如需减免滞纳金，请把减免对象选为「滞纳金」。")
+        _require_season(season)
+        return "charge", season, season_receivable(account.id, season.id), WAIVER_TARGETS["charge"]
+    choices = late_fee_season_choices(account)
+    name = clean["late_fee_season"]
+    if not choices:
+        raise ConflictError("该户没有已入账的滞纳金，不能申请滞纳金减免；请把减免对象选为「热费」。")
+    if not name:
+        if len(choices) > 1:
+            raise InputError(f"请选择滞纳金所属供暖季；该户有已入账滞纳金的供暖季：{'、'.join(choices)}。")
+        name = next(iter(choices))
+    late_fee_season = db.session.scalar(sa.select(Season).filter_by(company_id=account.company_id, name=name))
+    if late_fee_season is None:
+        raise InputError(f"供暖季「{name[:20]}」在本公司不存在；请从列表中选择有滞纳金的供暖季。")
+    return "late_fee", late_fee_season, late_fee_receivable(account.id, late_fee_season.id), WAIVER_TARGETS["late_fee"]
+
+
+def late_fee_season_choices(account):
+    """Return {season name: label} of the account's seasons with posted late fees left to waive, oldest first."""
+    return {
+        owed.season.name: f"{owed.season.name}（滞纳金 {format_money(owed.late_fee)} 元，未缴 {format_money(owed.late_fee_outstanding)} 元）"
+        for owed in amount_owed(account).seasons if owed.late_fee > ZERO
+    }
+
+
+def _waiver_form_choices(account):
+    return {"late_fee_season": late_fee_season_choices(account)}
+
+
 def _prepare_waiver(account, season, clean):
-    _require_season(season)
-    receivable = season_receivable(account.id, season.id)
+    target, season, receivable, target_label = _waiver_target(account, season, clean)
+    owed_label = "应收" if target == "charge" else "滞纳金应收"
     if receivable <= ZERO:
-        raise ConflictError(f"该户 {season.name} 应收为 {format_money(receivable)} 元，没有可减免的金额。")
+        raise ConflictError(f"该户 {season.name} {owed_label}为 {format_money(receivable)} 元，没有可减免的金额。")
     if clean["mode"] == "amount":
         if clean["amount"] is None:
             raise InputError("按金额减免时请填写减免金额。")
@@ -106,19 +153,27 @@ def _prepare_waiver(account, season, clean):
         if amount <= ZERO:
             raise InputError(f"按 {clean['percent']}% 计算的减免金额不足 0.01 元，请核对比例。")
     if amount > receivable:
-        raise InputError(f"减免金额 {format_money(amount)} 元超过该户 {season.name} 应收 {format_money(receivable)} 元，请核对。")
+        raise InputError(
+            f"减免金额 {format_money(amount)} 元超过该户 {season.name} {owed_label} {format_money(receivable)} 元，请核对。"
+        )
     category_label = WAIVER_CATEGORIES[clean["category"]]
+    # receivable_at_start is the receivable of the target, so the escalation table's share
+    # of the receivable is a share of the late fees for a late-fee waiver.
     start_data = {
         "season": season.name, "receivable_at_start": receivable, "waiver_amount": amount,
+        "waiver_target": target, "waiver_target_label": target_label,
         "waiver_category": clean["category"], "waiver_category_label": category_label,
         "waiver_mode": WAIVER_MODES[clean["mode"]], "waiver_percent": clean["percent"], "evidence": clean["evidence"],
     }
     event_data = {"amount": format_money(amount), "category": clean["category"], "reason_label": category_label,
-                  "evidence": clean["evidence"]}
+                  "evidence": clean["evidence"], "target": target, "season": season.name}
     return start_data, event_data
 
 
 def _preview_waiver(account, season, data):
+    if data.get("waiver_target") == "late_fee":
+        late_fee_season = db.session.scalar(sa.select(Season).filter_by(company_id=account.company_id, name=data["season"]))
+        return "减免后滞纳金", late_fee_receivable(account.id, late_fee_season.id) - data.get("waiver_amount", ZERO)
     return "减免后应收", season_receivable(account.id, season.id) - data.get("waiver_amount", ZERO)
 
 
@@ -295,6 +350,10 @@ DEFINITIONS = {
     "waiver": ProcessDefinition(
         "waiver",
         (
+            Field("target", "减免对象", "radio", choices=WAIVER_TARGETS, default="charge"),
+            # Choices are the account's seasons with posted late fees (late_fee_season_choices).
+            Field("late_fee_season", "滞纳金所属供暖季", "choice", free_text=True, max_chars=9,
+                  hint="减免滞纳金时选择"),
             Field("category", "减免类别", "choice", required=True, choices=WAIVER_CATEGORIES),
             Field("mode", "减免方式", "choice", required=True, choices=WAIVER_MODES),
             Field("amount", "减免金额（元）", "money", hint="按金额减免时填写"),
@@ -305,10 +364,12 @@ DEFINITIONS = {
         ),
         ("normal", "suspended", "forced_off"), _prepare_waiver, _preview_waiver,
         (
+            ("waiver_target_label", "减免对象"), ("season", "供暖季"), ("receivable_at_start", "申请时减免对象应收（元）"),
             ("waiver_category_label", "减免类别"), ("waiver_mode", "减免方式"), ("waiver_percent", "减免比例（%）"),
             ("waiver_amount", "减免金额（元）"), ("evidence", "证明材料"), *COMMON_SUMMARY,
             ("finance_decision", "财务意见"), ("finance_comment", "财务复核意见"), ("finance_review_by", "财务复核人"),
         ),
+        form_choices=_waiver_form_choices,
     ),
     "forced_shutoff": ProcessDefinition(
         "forced_shutoff",

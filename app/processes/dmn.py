@@ -56,7 +56,8 @@ ACCOUNT_VARIABLES = {
 DECISION_VARIABLES = {
     "suspension": {},
     "waiver": {
-        "waiver_amount": "减免金额（元）", "receivable_at_start": "申请时本季应收（元）",
+        "waiver_amount": "减免金额（元）", "receivable_at_start": "申请时减免对象应收（元；减免滞纳金时为该季滞纳金）",
+        "waiver_target": "减免对象代码（charge 热费 / late_fee 滞纳金）",
         "waiver_category": "减免类别代码", "waiver_category_label": "减免类别名称",
     },
     "forced_shutoff": {"arrears": "申请时欠费（元）", "arrears_now": "送达通知后欠费（元）"},
@@ -395,7 +396,7 @@ def _settings_rules(process_type):
         rules["percent_threshold"] = SettingsRule(
             "percent_threshold", "rule_percent", "input_percent", lambda value: f"> {_number(value)}",
             lambda value: (
-                '"减免金额占本季应收 " + round_text(percent(waiver_amount, receivable_at_start), 2)'
+                '"减免金额占应收 " + round_text(percent(waiver_amount, receivable_at_start), 2)'
                 f' + "%，超过 {_number(value)}%，需集团审批"'
             ),
         )

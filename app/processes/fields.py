@@ -46,6 +46,8 @@ class Field:
     hint: str = ""
     # Message when a required value is missing; the default requests the label.
     missing_message: str = ""
+    # Value of an optional choice or radio field left empty; the form preselects it.
+    default: str = ""
 
 
 def clean_values(fields, values):
@@ -61,6 +63,8 @@ def clean_value(spec, value):
     if not text:
         if spec.required:
             raise InputError(spec.missing_message or _missing(spec))
+        if spec.default:
+            return spec.default
         return "" if spec.kind in ("text", "textarea", "choice", "radio") else None
     if spec.kind in ("choice", "radio"):
         return _clean_choice(spec, text)

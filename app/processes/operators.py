@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from app.billing.late_fees import late_fee_receivable
 from app.billing.models import LedgerEntry
 from app.billing.services import season_receivable
 from app.extensions import db
@@ -21,6 +22,7 @@ from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES
 from app.payments.services import amount_owed
 from app.processes.audit import record_event
+from app.processes.models import ProcessEvent
 from app.processes.definitions import back_charge_amount, connection_amount, reheating_amount, season_charge
 from app.processes.access import InputError
 from app.processes.registry import ServiceError, current_season, instance_account, register_service, set_valve_state
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 POSTING_OUTPUTS = {
     "season": "name of the season the line was posted to",
     "posted_amount": "Decimal: the ledger line (negative lowers the receivable)",
-    "receivable_after": "Decimal: the season receivable after the line",
+    "receivable_after": "Decimal: the season receivable after the line (its late fees for a late-fee waiver)",
 }
 
 
@@ -48,7 +50,8 @@ def _posted_line(account, key):
 def _replay(account, line):
     """Outputs of a step whose line is already posted."""
     season = db.session.get(Season, line.season_id)
-    return {"season": season.name, "posted_amount": line.amount, "receivable_after": season_receivable(account.id, season.id)}
+    measure = late_fee_receivable if line.kind == "late_fee_waiver" else season_receivable
+    return {"season": season.name, "posted_amount": line.amount, "receivable_after": measure(account.id, season.id)}
 
 
 def _season(account):
@@ -101,17 +104,34 @@ def _day_in_season(season, day):
 
 @register_service(
     "post_waiver",
-    inputs={"account_id": "id of the instance's account", "amount": "Decimal waiver amount in yuan"},
+    inputs={
+        "account_id": "id of the instance's account",
+        "amount": "Decimal waiver amount in yuan",
+        "target": "charge (the season's heating charge) or late_fee (the season's posted late fees)",
+        "season": "name of the season the waiver applies to, as in the start data",
+    },
     outputs=POSTING_OUTPUTS,
+    optional=("target", "season"),
 )
-def post_waiver(context, account_id, amount):
-    """Post the approved waiver as a negative `waiver` line on the current season, once per instance."""
+def post_waiver(context, account_id, amount, target=None, season=None):
+    """Post the approved waiver once per instance: a negative `waiver` line, or `late_fee_waiver` for late fees.
+
+    A diagram deployed before `target` and `season` existed passes neither, so the
+    request's `started` event supplies them. A request started before then waives the
+    charge of the current season.
+    """
     account = instance_account(context, account_id)
     posted = _posted_line(account, _key(context))
     if posted is not None:
         return _replay(account, posted)
+    if target is None:
+        target, season = _requested_waiver(context.instance)
     amount = Decimal(amount)
-    season = _season(account)
+    if target == "late_fee":
+        return _post_late_fee_waiver(context, account, amount, _named_season(account, season))
+    if target != "charge":
+        raise ServiceError(f"target={target!r} is invalid; the waiver diagram must pass charge or late_fee.")
+    season = _named_season(account, season) if season else _season(account)
     receivable = season_receivable(account.id, season.id)
     if amount <= ZERO or amount > receivable:
         raise ServiceError(
@@ -130,6 +150,50 @@ def post_waiver(context, account_id, amount):
             data={"invoices": [{"order_no": red.order_no, "amount": format_money(red.amount)} for red in reds]},
         )
     return outputs
+
+
+
+
+def _requested_waiver(instance):
+    """Return (target, season name) of a waiver as its `started` event recorded them, or ("charge", None)."""
+    data = db.session.scalar(
+        sa.select(ProcessEvent.data).where(ProcessEvent.instance_id == instance.id, ProcessEvent.event_type == "started")
+    ) or {}
+    return data.get("target", "charge"), data.get("season")
+
+
+def _named_season(account, name):
+    season = db.session.scalar(sa.select(Season).filter_by(company_id=account.company_id, name=name)) if name else None
+    if season is None:
+        raise ServiceError(f"Season {name!r} of the waiver does not exist in company {account.company_id}; reject the request.")
+    return season
+
+
+def _post_late_fee_waiver(context, account, amount, season):
+    """Post a negative `late_fee_waiver` line on the season and record the late fees before and after."""
+    before = late_fee_receivable(account.id, season.id)
+    if amount <= ZERO or amount > before:
+        raise ServiceError(
+            f"减免金额 {format_money(amount)} 元超过该户 {season.name} 当前滞纳金 {format_money(before)} 元"
+            "（申请后滞纳金已变化）；请驳回后按现有滞纳金重新申请。"
+        )
+    entry = LedgerEntry(
+        company_id=account.company_id, account_id=account.id, season_id=season.id, kind="late_fee_waiver",
+        amount=-amount, cause_type="process_instance", cause_id=context.instance.id, idempotency_key=_key(context),
+        memo=f"滞纳金减免审批通过（流程 {context.instance.id}）", created_by_id=context.user.id if context.user else None,
+    )
+    db.session.add(entry)
+    db.session.flush()
+    after = late_fee_receivable(account.id, season.id)
+    record_event(
+        context.instance, "rebilled", user=context.user, task_name="减免入账",
+        data={
+            "season": season.name, "ledger_entry_id": entry.id, "amount": format_money(-amount), "target": "late_fee",
+            "late_fee_before": format_money(before), "late_fee_after": format_money(after),
+        },
+    )
+    logger.info("Process instance %s waived late fee %s on account %s for season %s", context.instance.id, amount, account.id, season.name)
+    return {"season": season.name, "posted_amount": -amount, "receivable_after": after}
 
 
 # -- 强停 forced shutoff

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 from flask_login import current_user, login_required
 
 from app.extensions import db
-from app.forms.processes import start_form_class, task_form_class
+from app.forms.processes import fill_choices, start_form_class, task_form_class
 from app.org.services import AccessError, has_permission
 from app.processes.access import (
     ConflictError, InputError, NotFoundError, account_history, get_instance, get_task,
@@ -67,10 +67,12 @@ def process_panels(account):
             continue
         if running is None and latest_model(account.company_id, code) is None:
             continue
-        panels.append({
-            "code": code, "label": definition.label, "running": running,
-            "form": start_form_class(code)() if startable and running is None else None,
-        })
+        form = None
+        if startable and running is None:
+            form = start_form_class(code)()
+            if definition.form_choices is not None:
+                fill_choices(form, definition.form_choices(account))
+        panels.append({"code": code, "label": definition.label, "running": running, "form": form})
     return panels
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
-from app.billing.models import LedgerEntry
+from app.billing.models import LedgerEntry, RerateChange
 from app.extensions import db
 from app.i18n import N_, translate_label
 from app.tariffs.models import ChargeAreaRule, Tariff, TariffPrice
@@ -49,6 +49,14 @@ def tariff_is_used(tariff):
             ).limit(1)
         )
     )
+
+
+def _check_no_waiting_change(tariff):
+    waiting = db.session.scalar(
+        sa.select(RerateChange.id).filter_by(company_id=tariff.company_id, tariff_id=tariff.id, status="pending")
+    )
+    if waiting is not None:
+        raise TariffEditError(f"本版本有待审批的追溯调整单 {waiting}；请先在追溯调整中审批或驳回，再修改。")
 
 
 def parse_tariff_form(form):
@@ -100,7 +108,9 @@ def save_tariff(tariff, form, user_id):
     """Apply the edit form to `tariff`, or to a new tariff from a later effective date.
 
     Returns the tariff that was written. A tariff whose season is already billed can only
-    be followed by a new one with a later effective date inside the season.
+    be followed by a new version with another effective date inside the season. That
+    version is saved as `pending` and takes effect when its tariff re-rating
+    (/billing/rerates) is posted.
     """
     season = tariff.season
     effective_text = (form.get("effective_from") or "").strip()
@@ -114,15 +124,26 @@ def save_tariff(tariff, form, user_id):
             date=effective_from, season=season.name, start=season.start_on, end=season.end_on,
         ))
 
+    # A new version of a billed season waits for the tariff re-rating that bills it.
+    new_status = "pending" if tariff_is_used(tariff) else "active"
     target = tariff
     if effective_from != tariff.effective_from:
-        clash = db.session.scalar(sa.select(Tariff.id).filter_by(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from))
-        if clash:
-            raise TariffEditError(_("已有自 %(date)s 起生效的收费标准；请修改那一版。", date=effective_from))
-        target = Tariff(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from, suspension_ratio=0)
-        db.session.add(target)
-    elif tariff_is_used(tariff):
+        clash = db.session.scalar(sa.select(Tariff).filter_by(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from))
+        if clash is not None and clash.status != "withdrawn":
+            raise TariffEditError(_("已有自 %(date)s 起的收费标准（%(status)s）；请修改那一版。", date=effective_from,
+                                    status=translate_label(clash.status_label)))
+        if clash is None:
+            target = Tariff(company_id=tariff.company_id, season_id=season.id, effective_from=effective_from, suspension_ratio=0)
+            db.session.add(target)
+        else:
+            # A withdrawn version's date is taken again by the new version.
+            target = clash
+        target.status = new_status
+    elif tariff.status == "active" and new_status == "pending":
         raise TariffEditError(_("本标准已用于生成应收，不能原地修改；请填写新的生效日期保存为新版本。"))
+    else:
+        _check_no_waiting_change(tariff)
+        target.status = new_status
 
     values = parse_tariff_form(form)
     for name in ("suspension_ratio", "late_fee_rate_per_day", "late_fee_starts_after", "metered_base_per_m2", "metered_per_gj"):

@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 
+from app.i18n import N_
 from app.extensions import db
 from app.money import Rate
 from app.tenancy import CompanyOwned
@@ -18,6 +19,12 @@ class Season(CompanyOwned, db.Model):
     end_on = sa.Column(sa.Date, nullable=False)
     # Divisor for proration by days; both ends of the season count.
     statutory_days = sa.Column(sa.Integer, nullable=False)
+
+
+# Tariff version status -> Chinese label. A new version of a season already billed is
+# `pending` until the tariff re-rating that bills it is posted, and `withdrawn` when that
+# re-rating is rejected. Billing, late fees and lookups use `active` versions only.
+TARIFF_STATUSES = {"active": N_("生效"), "pending": N_("待追溯调整审批"), "withdrawn": N_("已撤回")}
 
 
 class Tariff(CompanyOwned, db.Model):
@@ -40,10 +47,15 @@ class Tariff(CompanyOwned, db.Model):
     # (多退少不补) or refund_and_surcharge (多退少补).
     metered_settlement = sa.Column(sa.String(24), nullable=False, default="none")
     note = sa.Column(sa.String(255), nullable=False, default="")
+    status = sa.Column(sa.String(16), nullable=False, default="active", server_default="active")
 
     season = db.relationship(Season)
     prices = db.relationship("TariffPrice", order_by="TariffPrice.id", cascade="all, delete-orphan")
     area_rules = db.relationship("ChargeAreaRule", order_by="ChargeAreaRule.id", cascade="all, delete-orphan")
+
+    @property
+    def status_label(self):
+        return TARIFF_STATUSES.get(self.status, self.status)
 
 
 class TariffPrice(CompanyOwned, db.Model):

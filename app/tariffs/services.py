@@ -41,7 +41,10 @@ def tariff_in_force(season, on_date=None):
     on_date = on_date or season.start_on
     tariff = db.session.scalar(
         sa.select(Tariff)
-        .filter(Tariff.company_id == season.company_id, Tariff.season_id == season.id, Tariff.effective_from <= on_date)
+        .filter(
+            Tariff.company_id == season.company_id, Tariff.season_id == season.id, Tariff.effective_from <= on_date,
+            Tariff.status == "active",
+        )
         .order_by(Tariff.effective_from.desc())
         .limit(1)
     )

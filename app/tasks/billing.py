@@ -1,12 +1,19 @@
-"""Background billing jobs: nightly late fees and the ledger invariant check."""
+"""Background billing jobs: late fees and the ledger invariant check, per company and nightly for all."""
 
 import logging
-from datetime import date
+from datetime import date, datetime, timedelta
 
-from app.billing.invariants import find_invariant_breaks
+import sqlalchemy as sa
+
+from app.billing.invariants import find_invariant_breaks, record_findings
 from app.billing.late_fees import LATE_FEE_PAGE_SIZE, post_late_fees
-from app.extensions import celery
-from app.tenancy import company_scope, scoped
+from app.billing.models import LedgerEntry
+from app.billing.proration import season_tariffs
+from app.clock import LOCAL_TIME
+from app.extensions import celery, db
+from app.org.models import Company
+from app.processes.registry import current_season
+from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -29,3 +36,87 @@ def check_invariants_task(company_id, season_id):
         logger.error("Ledger invariant broken: %s", found)
     logger.info("Invariant check of company %s season %s found %s breaks", company_id, season_id, len(breaks))
     return [found.as_dict() for found in breaks]
+
+
+def _yesterday():
+    return datetime.now(LOCAL_TIME).date() - timedelta(days=1)
+
+
+def _operating_companies():
+    with scoped(SYSTEM_SCOPE):
+        return db.session.execute(
+            sa.select(Company.id, Company.code).where(Company.is_headquarters.is_(False)).order_by(Company.code)
+        ).all()
+
+
+def _late_fee_season(company_id, on_date):
+    """Return the company's season on `on_date` if one of its tariff versions charges late fees before that day, else None."""
+    season = current_season(company_id, today=on_date)
+    if season is None:
+        return None
+    starts = [
+        tariff.late_fee_starts_after for tariff in season_tariffs(season)
+        if tariff.late_fee_rate_per_day and tariff.late_fee_starts_after is not None
+    ]
+    return season if starts and min(starts) < on_date else None
+
+
+@celery.task(name="billing.post_late_fees_all")
+def post_late_fees_all_task(on_date=None, page_size=LATE_FEE_PAGE_SIZE):
+    """Post late fees as of `on_date` (ISO date; yesterday, local time, when None) for every company.
+
+    Each company's current season is posted when its tariff charges late fees by then. A
+    company that fails is logged and skipped, and re-running the day posts nothing twice.
+    Returns {company code: accounts processed}.
+    """
+    day = date.fromisoformat(on_date) if on_date else _yesterday()
+    processed = {}
+    for company_id, code in _operating_companies():
+        with scoped(company_scope(company_id, label=f"task:billing.post_late_fees_all:{code}")):
+            season = _late_fee_season(company_id, day)
+            if season is None:
+                continue
+            try:
+                processed[code] = post_late_fees(company_id, season.id, day, page_size=page_size)
+            except Exception:
+                db.session.rollback()
+                logger.exception("Nightly late fees of company %s season %s as of %s failed", code, season.name, day)
+    logger.info("Nightly late fees as of %s: %s", day, processed)
+    return processed
+
+
+@celery.task(name="billing.check_invariants_all")
+def check_invariants_all_task():
+    """Check every season with ledger lines of every company and store what breaks for HQ.
+
+    Each break found for the first time (or again after it was resolved) is logged at
+    ERROR level and stored as an open InvariantFinding, which /hq/invariants lists for
+    headquarters. A finding no longer found is marked resolved. Returns {company code:
+    open breaks}.
+    """
+    found = {}
+    for company_id, code in _operating_companies():
+        with scoped(company_scope(company_id, label=f"task:billing.check_invariants_all:{code}")):
+            season_ids = db.session.scalars(
+                sa.select(LedgerEntry.season_id).where(LedgerEntry.company_id == company_id, LedgerEntry.season_id.is_not(None)).distinct()
+            ).all()
+            for season_id in sorted(season_ids):
+                try:
+                    breaks = find_invariant_breaks(company_id, season_id)
+                    opened, resolved = record_findings(company_id, season_id, breaks)
+                    db.session.commit()
+                except Exception:
+                    db.session.rollback()
+                    logger.exception("Nightly invariant check of company %s season %s failed", code, season_id)
+                    continue
+                for finding in opened:
+                    logger.error(
+                        "Ledger invariant broken in company %s season %s account %s: %s %s",
+                        code, season_id, finding.account_id, finding.check_name, finding.detail,
+                    )
+                if resolved:
+                    logger.info("Company %s season %s: %s invariant findings resolved", code, season_id, len(resolved))
+                if breaks:
+                    found[code] = found.get(code, 0) + len(breaks)
+    logger.info("Nightly invariant check done; breaks per company: %s", found)
+    return found

@@ -4,13 +4,14 @@ import json
 import time
 from collections import Counter
 import urllib.request
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from app.billing.invariants import find_invariant_breaks
+from app.billing.late_fees import post_late_fee
 from app.billing.models import LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import db
@@ -296,3 +297,51 @@ def test_mixed_requests_exact_balances(bank_world):
     assert reasons["invalid signature"] == 2 * bad
     assert reasons[f"CompanyId '{unknown_company}' is unknown for bank '{BANK}'"] == bad
     assert count_containing(reasons, f"outside the {bank.REPLAY_WINDOW_SECONDS}-second window") == bad
+
+
+def test_late_fees_queried_paid_and_reversed(bank_world):
+    # TJ-0001031 owes arrears 1960.43 and 136.32 m² × 25.00 = 3408.00 for 2025-2026. Its late
+    # fee as of 2026-01-31 is 3408.00 × 0.002 × 31 = 211.296, posted as 211.30, so the bank
+    # must collect 1960.43 + 3408.00 + 211.30 = 5579.73.
+    tj = bank_world["demo"]["TJ"]
+    sim = bank_world["tj"]
+    account = db.session.scalar(sa.select(Account).filter_by(company_id=tj.id, legacy_no="TJ-0001031"))
+    season = db.session.get(Season, _season_id(tj))
+    assert post_late_fee(account, season, date(2026, 1, 31)).amount == Decimal("211.30")
+    db.session.commit()
+
+    _, reply, valid = sim.query(account.account_no)
+    assert valid
+    assert reply["Arrears"] == "1960.43"
+    assert reply["Seasons"] == [{"Season": "2025-2026", "Amount": "3408.00", "LateFee": "211.30"}]
+    assert reply["LateFeeTotal"] == "211.30"
+    assert reply["TotalDue"] == "5579.73"
+
+    _, paid, _, seq = sim.pay_due(account.account_no)
+    assert paid["RespCode"] == bank.OK
+    assert paid["PayAmount"] == "5579.73"
+    db.session.expire_all()
+    payment = db.session.scalar(sa.select(Payment).filter_by(account_id=account.id, channel="bank"))
+    paid_lines = db.session.scalars(sa.select(LedgerEntry).filter_by(cause_type="payment", cause_id=payment.id)).all()
+    assert sorted((line.kind, line.amount) for line in paid_lines) == [
+        ("late_fee_payment", Decimal("-211.30")), ("payment", Decimal("-3408.00")), ("payment", Decimal("-1960.43")),
+    ]
+    assert amount_owed(db.session.get(Account, account.id)).total == 0
+    # A paid late fee leaves nothing for the next query to list.
+    assert sim.query(account.account_no)[1]["Seasons"] == []
+    assert find_invariant_breaks(tj.id, season.id) == []
+
+    _, reversal, _, _ = sim.reverse(seq, account.account_no, amount=Decimal("5579.73"))
+    assert reversal["RespCode"] == bank.OK
+    db.session.expire_all()
+    refund = db.session.scalar(sa.select(Refund).filter_by(payment_id=payment.id))
+    assert (refund.kind, refund.amount, refund.status) == ("reversal", Decimal("5579.73"), "succeeded")
+    undone = db.session.scalars(sa.select(LedgerEntry).filter_by(cause_type="refund", cause_id=refund.id)).all()
+    assert sorted((line.kind, line.amount) for line in undone) == [
+        ("late_fee_refund", Decimal("211.30")), ("reversal", Decimal("1960.43")), ("reversal", Decimal("3408.00")),
+    ]
+    owed = amount_owed(db.session.get(Account, account.id))
+    assert owed.total == Decimal("5579.73")
+    assert owed.late_fees_outstanding == Decimal("211.30")
+    assert find_invariant_breaks(tj.id, season.id) == []
+    assert sim.query(account.account_no)[1]["TotalDue"] == "5579.73"

@@ -85,7 +85,7 @@ def test_waiver_share_boundary(amount, escalate):
     # 300.00 of 1000.00 is exactly 30 %; 300.01 is 30.001 %, shown rounded to 30.00 %.
     decided, reason = _waiver(amount, receivable="1000.00")
     assert decided is escalate
-    assert reason == ("减免金额占本季应收 30.00%，超过 30%，需集团审批。" if escalate else NOTHING)
+    assert reason == ("减免金额占应收 30.00%，超过 30%，需集团审批。" if escalate else NOTHING)
 
 
 def test_waiver_category_outside_policy():

@@ -87,7 +87,7 @@ def test_waiver_by_percent_escalates_and_sends_back(demo, make_account, login):
     escalated = db.session.scalar(
         sa.select(ProcessEvent).where(ProcessEvent.instance_id == instance.id, ProcessEvent.event_type == "escalated")
     )
-    assert escalated.comment == "减免金额占本季应收 40.00%，超过 30%，需集团审批。"
+    assert escalated.comment == "减免金额占应收 40.00%，超过 30%，需集团审批。"
 
     assert submit_task(group, group_task.id, {"decision": "approve", "comment": "集团同意"}).status_code == 302
     db.session.expire_all()

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 0bc39ccc40df
+Revision ID: 6c54a63b585c
 Revises: 
-Create Date: 2026-12-05 02:00:26.127869
+Create Date: 2026-12-05 02:01:57.797587
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '0bc39ccc40df'
+revision = '6c54a63b585c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -621,6 +621,7 @@ def upgrade():
     sa.Column('metered_cap_residential', sa.Boolean(), nullable=False),
     sa.Column('metered_settlement', sa.String(length=24), nullable=False),
     sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('status', sa.String(length=16), server_default='active', nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_tariff_company_id_company')),
     sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_tariff_season_id_season')),
@@ -799,6 +800,28 @@ def upgrade():
     with op.batch_alter_table('field_submission', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_field_submission_company_id'), ['company_id'], unique=False)
 
+    op.create_table('invariant_finding',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=True),
+    sa.Column('check_name', sa.String(length=32), nullable=False),
+    sa.Column('detail', sa.String(length=500), nullable=False),
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
+    sa.Column('first_found_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_found_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('times_found', sa.Integer(), nullable=False),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_invariant_finding_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_invariant_finding_company_id_company')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_invariant_finding_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invariant_finding')),
+    sa.UniqueConstraint('company_id', 'fingerprint', name=op.f('uq_invariant_finding_company_id_fingerprint'))
+    )
+    with op.batch_alter_table('invariant_finding', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invariant_finding_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_invariant_finding_company_resolved', ['company_id', 'resolved_at'], unique=False)
+
     op.create_table('ledger_entry',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -909,6 +932,7 @@ def upgrade():
     sa.Column('new_building_area', sa.BigInteger(), nullable=True),
     sa.Column('new_usable_area', sa.BigInteger(), nullable=True),
     sa.Column('new_user_type', sa.String(length=16), nullable=True),
+    sa.Column('tariff_id', sa.Integer(), nullable=True),
     sa.Column('description', sa.String(length=255), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
@@ -921,6 +945,7 @@ def upgrade():
     sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_rerate_change_created_by_id_user')),
     sa.ForeignKeyConstraint(['decided_by_id'], ['user.id'], name=op.f('fk_rerate_change_decided_by_id_user')),
     sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_rerate_change_season_id_season')),
+    sa.ForeignKeyConstraint(['tariff_id'], ['tariff.id'], name=op.f('fk_rerate_change_tariff_id_tariff')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_rerate_change'))
     )
     with op.batch_alter_table('rerate_change', schema=None) as batch_op:
@@ -1448,6 +1473,11 @@ def downgrade():
         batch_op.drop_index('ix_ledger_entry_company_account')
 
     op.drop_table('ledger_entry')
+    with op.batch_alter_table('invariant_finding', schema=None) as batch_op:
+        batch_op.drop_index('ix_invariant_finding_company_resolved')
+        batch_op.drop_index(batch_op.f('ix_invariant_finding_company_id'))
+
+    op.drop_table('invariant_finding')
     with op.batch_alter_table('field_submission', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_field_submission_company_id'))
 
