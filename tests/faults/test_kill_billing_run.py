@@ -1,8 +1,9 @@
-"""SIGKILL of `flask heat bill` between two committed batches: the rerun bills every account
-exactly once and the season's receivables come out as from one clean run."""
+"""SIGKILL of `flask heat bill`, in the set-based path between two committed batches and in
+the per-account loop before its one commit: the rerun bills every account exactly once."""
 
 import json
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -83,6 +84,59 @@ def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes,
     assert report["receivable_total"] == TJ["receivable_total"]
     assert report["by_status"] == TJ["by_status"]
     # One bill.issued event per account, written in the transaction of its charge.
+    events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
+    event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
+    assert event_accounts == per_account
+
+
+def test_killed_prorated_run_stores_nothing(import_fixture, demo, processes, blocker):
+    """The per-account loop (taken when a charge is prorated) writes the whole run in one
+    transaction: SIGKILL before its commit leaves no charge, event or run, and the rerun
+    bills every account once."""
+    import_fixture("TJ", "TJ-shared.xlsx")
+    tj = demo["TJ"].id
+    season = get_season(tj, "2025-2026")
+    charged_ids = db.session.scalars(
+        sa.select(Account.id).filter_by(company_id=tj).where(Account.billing_status != "not_connected").order_by(Account.id)
+    ).all()
+    # An account connected a month into the season is prorated, so the set-based path is off.
+    late = db.session.get(Account, charged_ids[0])
+    late.connected_on = season.start_on + timedelta(days=31)
+    # The test holds the charge key of an account in the middle, so the run's INSERT waits.
+    stuck = charged_ids[len(charged_ids) // 2]
+    db.session.commit()
+    blocker.begin()
+    blocker.execute(LedgerEntry.__table__.insert().values(
+        company_id=tj, account_id=stuck, season_id=season.id, kind="charge", amount=0, cause_type="test",
+        idempotency_key=f"charge:{season.id}:{stuck}", memo="",
+    ))
+
+    bill = processes.flask("fault_bill_loop", "heat", "bill", "--company", "TJ", "--season", "2025-2026")
+    wait_until(lambda: waiting_on_lock(blocker, "fault_bill_loop") or bill.poll() is not None)
+    assert bill.poll() is None, processes.logs()
+    processes.kill(bill)
+    blocker.rollback()
+    wait_until(lambda: backends_of(blocker, "fault_bill_loop") == 0)
+
+    assert _charges(tj, season.id) == []
+    assert db.session.scalar(sa.select(sa.func.count(BillingRun.id)).filter_by(company_id=tj)) == 0
+    assert db.session.scalar(sa.select(sa.func.count(OutboxEvent.id)).filter_by(company_id=tj, event_type="bill.issued")) == 0
+
+    rerun = processes.flask("fault_bill_loop_rerun", "heat", "bill", "--company", "TJ", "--season", "2025-2026")
+    assert rerun.wait(timeout=WAIT_S) == 0, processes.logs()
+    charges = _charges(tj, season.id)
+    per_account = Counter(account_id for account_id, _, _ in charges)
+    assert sorted(per_account) == list(charged_ids)
+    assert set(per_account.values()) == {1}
+    run = db.session.scalars(sa.select(BillingRun).filter_by(company_id=tj)).one()
+    assert run.finished_at is not None
+    assert run.accounts_billed == len(charged_ids)
+    assert run.amount_posted == sum(amount for _, _, amount in charges)
+    # The late account's charge is prorated: less than a whole season of the same terms.
+    late_charge = next(amount for account_id, _, amount in charges if account_id == late.id)
+    assert 0 < late_charge
+    memo = db.session.scalar(sa.select(LedgerEntry.memo).filter_by(account_id=late.id, kind="charge"))
+    assert memo
     events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
     event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
     assert event_accounts == per_account
