@@ -40,6 +40,7 @@ from app.clock import LOCAL_TIME  # noqa: E402
 from app.demo import DEMO_PASSWORD, install_demo  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.hq.totals import rebuild_daily_totals, rebuild_step_totals  # noqa: E402
+from app.processes.models import GENESIS_HASH  # noqa: E402
 
 COMPANIES = ("TJ", "QD", "SJZ", "BJ")
 SEASONS = {"2024-2025": (date(2024, 11, 15), date(2025, 3, 15)), "2025-2026": (date(2025, 11, 15), date(2026, 3, 15))}
@@ -195,10 +196,12 @@ def generate_processes(count):
             status = "rejected"
         if n % 7 == 0:
             status = "running"
+        # The generated instances have no audit events, so their chain head is the empty chain.
         instances.append((models[company_id], "suspension" if n % 3 else "waiver", account_id, status, "",
-                          clerks[company_id], "{}", started, started, company_id))
+                          clerks[company_id], "{}", 0, GENESIS_HASH, started, started, company_id))
     copy_rows("process_instance", ("model_id", "process_type", "account_id", "status", "state", "started_by_id",
-                                   "decision_versions", "created_at", "updated_at", "company_id"), instances)
+                                   "decision_versions", "audit_seq", "audit_hash", "created_at", "updated_at", "company_id"),
+              instances)
     rows = db.session.execute(sa.text(
         "SELECT id, company_id, account_id, process_type, status, created_at FROM process_instance ORDER BY id"
     )).all()
