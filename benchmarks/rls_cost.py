@@ -16,9 +16,9 @@ their ratio:
 - HQ collection: the group's collection summary as hq_auditor.
 
 Two pairs of statements are timed the same way on bare connections, to separate the policy
-predicate from the request: a count of one company's ledger lines as the owner against the
-same count as the restricted role after its set_config, and `SELECT 1` as the owner against
-the set_config statement alone. The database is dropped at the end, also after a
+predicate from the rest of a request. The first counts one company's ledger lines, as the
+owner and as the restricted role after its set_config. The second compares `SELECT 1` as
+the owner with the set_config statement alone. The database is dropped at the end, also after a
 failure; the role stays, as the test suite creates it too.
 
     .venv/bin/python benchmarks/rls_cost.py --accounts 200000

@@ -102,7 +102,7 @@ def test_killed_prorated_run_stores_nothing(import_fixture, demo, processes, blo
     # An account connected a month into the season is prorated, so the set-based path is off.
     late = db.session.get(Account, charged_ids[0])
     late.connected_on = season.start_on + timedelta(days=31)
-    # The test holds the charge key of an account in the middle, so the run's INSERT waits.
+    # The test inserts the charge key of a middle account without committing, so the run's INSERT waits.
     stuck = charged_ids[len(charged_ids) // 2]
     db.session.commit()
     blocker.begin()
@@ -132,11 +132,11 @@ def test_killed_prorated_run_stores_nothing(import_fixture, demo, processes, blo
     assert run.finished_at is not None
     assert run.accounts_billed == len(charged_ids)
     assert run.amount_posted == sum(amount for _, _, amount in charges)
-    # The late account's charge is prorated: less than a whole season of the same terms.
+    # The late account's charge is prorated, and its memo names the days charged.
     late_charge = next(amount for account_id, _, amount in charges if account_id == late.id)
     assert 0 < late_charge
     memo = db.session.scalar(sa.select(LedgerEntry.memo).filter_by(account_id=late.id, kind="charge"))
-    assert memo
+    assert memo.startswith(f"{season.start_on + timedelta(days=31):%Y-%m-%d}至")
     events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
     event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
     assert event_accounts == per_account

@@ -1,7 +1,7 @@
 """PostgreSQL restarted under load: a private cluster, owned by the test, is restarted while a
 Celery worker imports a ledger and the web process posts a counter payment. Both were stopped
 inside their transactions by a lock, so the restart cuts them off in flight. The import is
-retried and stored once; the payment answers 503 and, sent again, is posted once.
+retried and stored once. The payment gets 503, and sent again it is posted once.
 
 The cluster is made with `initdb` under /usr/lib/postgresql/*/bin in a temporary directory
 and listens on a free port of 127.0.0.1, so the shared server on port 5432 is never touched.
