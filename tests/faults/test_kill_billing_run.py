@@ -31,23 +31,32 @@ def _charges(company_id, season_id):
     ).all()
 
 
+def _charged_account_ids(company_id):
+    return db.session.scalars(
+        sa.select(Account.id).filter_by(company_id=company_id).where(Account.billing_status != "not_connected").order_by(Account.id)
+    ).all()
+
+
+def _hold_charge_key(blocker, company_id, season_id, account_id):
+    """Insert the account's charge key in the blocker's open transaction, so the run's INSERT of it waits."""
+    blocker.begin()
+    blocker.execute(LedgerEntry.__table__.insert().values(
+        company_id=company_id, account_id=account_id, season_id=season_id, kind="charge", amount=0, cause_type="test",
+        idempotency_key=f"charge:{season_id}:{account_id}", memo="",
+    ))
+
+
 def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes, blocker):
     import_fixture("TJ", "TJ-shared.xlsx")
     tj = demo["TJ"].id
     season = get_season(tj, "2025-2026")
-    charged_ids = db.session.scalars(
-        sa.select(Account.id).filter_by(company_id=tj).where(Account.billing_status != "not_connected").order_by(Account.id)
-    ).all()
+    charged_ids = _charged_account_ids(tj)
     first_id = db.session.scalar(sa.select(sa.func.min(Account.id)).filter_by(company_id=tj))
     # An account of the fourth batch: the test inserts its charge key without committing, so
     # the run's INSERT waits on the unique key after three batches have committed.
     stuck = next(i for i in charged_ids if i >= first_id + 3 * BATCH)
     db.session.commit()
-    blocker.begin()
-    blocker.execute(LedgerEntry.__table__.insert().values(
-        company_id=tj, account_id=stuck, season_id=season.id, kind="charge", amount=0, cause_type="test",
-        idempotency_key=f"charge:{season.id}:{stuck}", memo="",
-    ))
+    _hold_charge_key(blocker, tj, season.id, stuck)
 
     env = {"HEATFLOW_BILLING_BATCH_SIZE": str(BATCH)}
     bill = processes.flask("fault_bill", "heat", "bill", "--company", "TJ", "--season", "2025-2026", **env)
@@ -96,20 +105,14 @@ def test_killed_prorated_run_stores_nothing(import_fixture, demo, processes, blo
     import_fixture("TJ", "TJ-shared.xlsx")
     tj = demo["TJ"].id
     season = get_season(tj, "2025-2026")
-    charged_ids = db.session.scalars(
-        sa.select(Account.id).filter_by(company_id=tj).where(Account.billing_status != "not_connected").order_by(Account.id)
-    ).all()
+    charged_ids = _charged_account_ids(tj)
     # An account connected a month into the season is prorated, so the set-based path is off.
     late = db.session.get(Account, charged_ids[0])
     late.connected_on = season.start_on + timedelta(days=31)
     # The test inserts the charge key of a middle account without committing, so the run's INSERT waits.
     stuck = charged_ids[len(charged_ids) // 2]
     db.session.commit()
-    blocker.begin()
-    blocker.execute(LedgerEntry.__table__.insert().values(
-        company_id=tj, account_id=stuck, season_id=season.id, kind="charge", amount=0, cause_type="test",
-        idempotency_key=f"charge:{season.id}:{stuck}", memo="",
-    ))
+    _hold_charge_key(blocker, tj, season.id, stuck)
 
     bill = processes.flask("fault_bill_loop", "heat", "bill", "--company", "TJ", "--season", "2025-2026")
     wait_until(lambda: waiting_on_lock(blocker, "fault_bill_loop") or bill.poll() is not None)

@@ -18,22 +18,22 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from celery import Celery
 
 from app import create_app
-from app.billing.models import LedgerEntry
 from app.billing.services import run_billing
 from app.demo import install_demo
 from app.extensions import celery as celery_app
 from app.extensions import db
-from app.ledger.models import LedgerImport
-from app.ledger.services import import_ledger, sha256_of
+from app.ledger.services import import_ledger
 from app.network.models import Account
 from app.org.models import Company
 from app.payments.models import Payment
 from app.tenancy import SYSTEM_SCOPE, set_scope
 from tests.conftest import LEDGERS, POSTGRES_APP_ROLE, app_role_url, grant_test_app_role, migrate_database
-from tests.faults.conftest import WAIT_S, Browser, free_port, wait_until, with_application_name
+from tests.faults.conftest import (
+    WAIT_S, Browser, assert_retried_import_stored_once, free_port, queue_ledger_import, wait_for_import, wait_until,
+    with_application_name,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 QD = next(e for e in json.loads((LEDGERS / "expected.json").read_text()) if e["file"] == "QD-shared.xlsx")
@@ -151,12 +151,6 @@ def test_restart_mid_import_and_payment(private_cluster, restart_app, processes,
     tj_accounts = db.session.scalars(
         sa.select(Account.id).join(Company).where(Company.code == "TJ", Account.billing_status == "normal").order_by(Account.id).limit(3)
     ).all()
-    content = (LEDGERS / "QD-shared.xlsx").read_bytes()
-    job = LedgerImport(company_id=qd, filename="QD-shared.xlsx", sha256=sha256_of(content), content=content)
-    db.session.add(job)
-    db.session.commit()
-    job_id = job.id
-    # Nothing of this session may hold a connection that the restart ends.
     db.session.close()
 
     worker = processes.celery_worker("restart_worker", rabbit_vhost, DATABASE_URL=with_application_name(app_url, "restart_worker"))
@@ -180,11 +174,7 @@ def test_restart_mid_import_and_payment(private_cluster, restart_app, processes,
         blocker.begin()
         blocker.execute(sa.text("LOCK TABLE ledger_entry IN SHARE MODE"))
         blocker.execute(sa.text("SELECT * FROM receipt_counter FOR UPDATE"))
-        sender = Celery(broker=rabbit_vhost)
-        try:
-            sender.send_task("ledger.import_ledger", args=[job_id, qd])
-        finally:
-            sender.close()
+        job_id = queue_ledger_import(rabbit_vhost, qd, "QD-shared.xlsx")
         answers = []
         token = cashier.token(f"/payments/accounts/{tj_accounts[1]}")
         form = {"amount": "10.00", "method": "cash", "csrf_token": token, "request_token": "cut-off"}
@@ -213,21 +203,10 @@ def test_restart_mid_import_and_payment(private_cluster, restart_app, processes,
     assert cashier.request(f"/payments/accounts/{tj_accounts[1]}", form)[0] == 302
     assert pay(tj_accounts[2], "after") == 302
 
-    def finished():
-        db.session.rollback()
-        return db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id)) in ("succeeded", "rejected", "failed")
-
-    wait_until(finished, timeout_s=2 * WAIT_S)
+    job = wait_for_import(job_id, timeout_s=2 * WAIT_S)
     assert worker.poll() is None
     assert web.poll() is None
-    job = db.session.get(LedgerImport, job_id)
-    assert (job.status, job.created_count, job.unchanged_count) == ("succeeded", QD["accounts"], 0), processes.logs()
-    assert "lost its database connection" in processes.logs()
-    accounts = db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(company_id=qd))
-    numbers = db.session.scalar(sa.select(sa.func.count(sa.distinct(Account.account_no))).filter_by(company_id=qd))
-    assert accounts == numbers == QD["accounts"]
-    arrears = db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)).filter_by(company_id=qd, kind="prior_arrears"))
-    assert arrears == QD["prior_arrears"]["accounts"]
+    assert_retried_import_stored_once(processes, job, QD)
     payments = db.session.scalars(sa.select(Payment).order_by(Payment.receipt_no)).all()
     assert [p.request_token for p in payments] == ["before", "cut-off", "after"]
     assert [p.receipt_no[-6:] for p in payments] == ["000001", "000002", "000003"]
