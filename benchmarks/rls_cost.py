@@ -185,7 +185,7 @@ def benchmark(owner_url, app_url, accounts, repeat):
 
     def owner_round_trip():
         with owner_engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1")).scalar_one()
+            connection.exec_driver_sql("SELECT 1")
 
     def rls_round_trip():
         with rls_engine.connect() as connection:
