@@ -31,8 +31,9 @@ def _claim(import_id, redelivered):
     deliveries can name one job: the first to move it from queued to running runs it. A
     job already running runs again only on a redelivery, which the broker makes when the
     worker that held the task died before acknowledging it, or on this task's own retry
-    after it lost its database connection (the caller passes True then). A transport that does not
-    report redeliveries (None) runs it too, because a redelivery cannot be told apart there.
+    after it lost its database connection (the caller passes True then). A transport that
+    does not report redeliveries (None) runs it too, because a redelivery cannot be told
+    apart there.
 
     NOTE: a worker that only lost its broker connection keeps running while the broker
     redelivers, so two imports of one job can overlap; the later commit then fails on the
@@ -58,6 +59,10 @@ def import_ledger_task(self, import_id, company_id):
 
     The import is one transaction, so a database connection lost in the middle leaves
     nothing behind and the whole task is retried. The job stays running in between.
+
+    NOTE: a connection lost after the server committed the import but before the reply
+    reached the worker makes the retry import the same ledger again. Nothing is stored
+    twice, but the job then reports its accounts as unchanged.
     """
     try:
         _import_job(self, import_id, company_id)
