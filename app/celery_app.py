@@ -11,6 +11,8 @@ from app.extensions import celery
 SWEEP_INTERVAL_SECONDS = 300
 
 
+# TODO: only ledger.import_ledger retries after a lost database connection. Other tasks
+# fail on it, and their work waits for the next beat run or sweep where one exists.
 class AppContextTask(Task):
     """Run the task inside the current app context, or inside the app Celery was last bound to."""
 

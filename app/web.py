@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import abort, current_app, render_template, request
+from flask import abort, current_app, g, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -157,6 +157,9 @@ def register_web(app):
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
         if request.path.startswith("/api/"):
             return {"error_code": "database_unavailable", "message": message, "status": 503}, 503, headers
+        # The page is drawn as for a visitor, because the navigation would load the user's
+        # permissions and company from the database that just failed.
+        g._login_user = login_manager.anonymous_user()
         return render_template("error.html", title=_("503 服务暂不可用"), message=message), 503, headers
 
     @app.errorhandler(Exception)

@@ -221,11 +221,12 @@ def generate_processes(count):
             status = "rejected"
         if n % 7 == 0:
             status = "running"
+        # The generated instances have no audit events, so their chain head is the empty chain.
         instances.append((models[company_id], "suspension" if n % 3 else "waiver", account_id, status, "",
-                          clerks[company_id], "{}", started, started, company_id, 0, GENESIS_HASH))
+                          clerks[company_id], "{}", 0, GENESIS_HASH, started, started, company_id))
     copy_rows("process_instance", ("model_id", "process_type", "account_id", "status", "state", "started_by_id",
-                                   "decision_versions", "created_at", "updated_at", "company_id", "audit_seq",
-                                   "audit_hash"), instances)
+                                   "decision_versions", "audit_seq", "audit_hash", "created_at", "updated_at", "company_id"),
+              instances)
     rows = db.session.execute(sa.text(
         "SELECT id, company_id, account_id, process_type, status, created_at FROM process_instance ORDER BY id"
     )).all()

@@ -13,6 +13,15 @@ from app.org.models import Company
 from app.tenancy import company_scope, scoped
 
 logger = logging.getLogger(__name__)
+# A lost database connection (terminated backend, server restart) is retried this many
+# times, waiting 1, 2, 4 … seconds up to the cap: about 2 minutes in all.
+DATABASE_RETRIES = 8
+DATABASE_RETRY_MAX_DELAY_S = 30
+
+
+def database_retry_delay(retries):
+    """Seconds to wait before retry number `retries` + 1 of a task that lost its database connection."""
+    return min(2**retries, DATABASE_RETRY_MAX_DELAY_S)
 
 
 def _claim(import_id, redelivered):
@@ -21,8 +30,10 @@ def _claim(import_id, redelivered):
     The sweep below may queue a job whose first task is still waiting in the broker, so two
     deliveries can name one job: the first to move it from queued to running runs it. A
     job already running runs again only on a redelivery, which the broker makes when the
-    worker that held the task died before acknowledging it. A transport that does not
-    report redeliveries (None) runs it too, because a redelivery cannot be told apart there.
+    worker that held the task died before acknowledging it, or on this task's own retry
+    after it lost its database connection (the caller passes True then). A transport that
+    does not report redeliveries (None) runs it too, because a redelivery cannot be told
+    apart there.
 
     NOTE: a worker that only lost its broker connection keeps running while the broker
     redelivers, so two imports of one job can overlap; the later commit then fails on the
@@ -42,12 +53,47 @@ def _claim(import_id, redelivered):
     return False
 
 
-@celery.task(name="ledger.import_ledger", bind=True)
+@celery.task(name="ledger.import_ledger", bind=True, max_retries=DATABASE_RETRIES)
 def import_ledger_task(self, import_id, company_id):
-    """Run one queued LedgerImport and record its outcome and progress."""
+    """Run one queued LedgerImport and record its outcome and progress.
+
+    The import is one transaction, so a database connection lost in the middle leaves
+    nothing behind and the whole task is retried. The job stays running in between.
+
+    NOTE: a connection lost after the server committed the import but before the reply
+    reached the worker makes the retry import the same ledger again. Nothing is stored
+    twice, but the job then reports its accounts as unchanged.
+    """
+    try:
+        _import_job(self, import_id, company_id)
+    except sa.exc.OperationalError as error:
+        db.session.rollback()
+        if self.request.retries >= self.max_retries:
+            logger.error("Ledger import %s lost its database connection %s times; giving up: %s", import_id, self.request.retries + 1, error)
+            _mark_failed(import_id, "导入失败：数据库连接多次中断，数据未保存。请稍后重新上传。")
+            return
+        delay = database_retry_delay(self.request.retries)
+        logger.warning("Ledger import %s lost its database connection (%s); retrying in %s s", import_id, error.orig, delay)
+        raise self.retry(countdown=delay) from None
+
+
+def _mark_failed(import_id, summary):
+    """Record a failed job, if the database can be reached; otherwise the job stays running."""
+    try:
+        job = db.session.get(LedgerImport, import_id)
+        job.status = "failed"
+        job.summary = summary
+        job.finished_at = utcnow()
+        db.session.commit()
+    except sa.exc.OperationalError:
+        db.session.rollback()
+        logger.exception("Ledger import %s could not be marked failed", import_id)
+
+
+def _import_job(task, import_id, company_id):
     with scoped(company_scope(company_id, label=f"task:ledger.import_ledger:{import_id}")):
-        redelivered = (self.request.delivery_info or {}).get("redelivered")
-        if not _claim(import_id, redelivered):
+        redelivered = (task.request.delivery_info or {}).get("redelivered")
+        if not _claim(import_id, True if task.request.retries else redelivered):
             return
         job = db.session.get(LedgerImport, import_id)
         company = db.session.scalar(sa.select(Company).filter_by(id=company_id))
@@ -68,14 +114,12 @@ def import_ledger_task(self, import_id, company_id):
 
         try:
             result = import_ledger(company, content, filename, user_id=user_id, progress=progress)
+        except sa.exc.OperationalError:
+            raise
         except Exception:
             db.session.rollback()
             logger.exception("Ledger import %s of company %s failed", import_id, company_id)
-            job = db.session.get(LedgerImport, import_id)
-            job.status = "failed"
-            job.summary = "导入失败：服务器内部错误，数据未保存。请联系管理员。"
-            job.finished_at = utcnow()
-            db.session.commit()
+            _mark_failed(import_id, "导入失败：服务器内部错误，数据未保存。请联系管理员。")
             return
         job = db.session.get(LedgerImport, import_id)
         apply_result(job, result)

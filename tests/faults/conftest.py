@@ -235,3 +235,57 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def queue_ledger_import(broker_url, company_id, filename):
+    """Store a queued LedgerImport of a fixture ledger and send its task to `broker_url`; return the job id."""
+    from celery import Celery
+
+    from app.extensions import db
+    from app.ledger.models import LedgerImport
+    from app.ledger.services import sha256_of
+    from tests.conftest import LEDGERS
+
+    content = (LEDGERS / filename).read_bytes()
+    job = LedgerImport(company_id=company_id, filename=filename, sha256=sha256_of(content), content=content)
+    db.session.add(job)
+    db.session.commit()
+    job_id = job.id
+    # The test's own session must not keep a connection that a fault would end.
+    db.session.close()
+    sender = Celery(broker=broker_url)
+    try:
+        sender.send_task("ledger.import_ledger", args=[job_id, company_id])
+    finally:
+        sender.close()
+    return job_id
+
+
+def wait_for_import(job_id, timeout_s=WAIT_S):
+    """Wait until the import job ends (succeeded, rejected or failed) and return it."""
+    from app.extensions import db
+    from app.ledger.models import LedgerImport
+
+    def finished():
+        db.session.rollback()
+        return db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id)) in ("succeeded", "rejected", "failed")
+
+    wait_until(finished, timeout_s=timeout_s)
+    return db.session.get(LedgerImport, job_id)
+
+
+def assert_retried_import_stored_once(processes, job, expected):
+    """Check that a job retried after a lost connection stored its ledger once; `expected` is its entry of expected.json."""
+    from app.billing.models import LedgerEntry
+    from app.extensions import db
+    from app.network.models import Account
+
+    assert (job.status, job.created_count, job.unchanged_count) == ("succeeded", expected["accounts"], 0), processes.logs()
+    assert "lost its database connection" in processes.logs()
+    company_id = job.company_id
+    accounts = db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(company_id=company_id))
+    numbers = db.session.scalar(sa.select(sa.func.count(sa.distinct(Account.account_no))).filter_by(company_id=company_id))
+    assert accounts == expected["accounts"]
+    assert numbers == expected["accounts"]
+    arrears = db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)).filter_by(company_id=company_id, kind="prior_arrears"))
+    assert arrears == expected["prior_arrears"]["accounts"]

@@ -1,9 +1,15 @@
 """RabbitMQ unreachable for OUTAGE_S seconds: the web process, a Celery worker and its beat
 reach the broker through a TCP proxy that the test cuts. Work done during the cut (a ledger
-upload that queues a task, counter payments that write outbox events and queue their
-e-invoice) is neither refused nor lost, and all of it arrives once the path returns."""
+upload that queues a task, counter payments spread over the whole cut that write outbox
+events and queue their e-invoice) is neither refused nor lost, all of it arrives once the
+path returns, and none of it is applied twice.
 
+HEATFLOW_FAULT_BROKER_OUTAGE_S sets the length of the cut in seconds (default 120, at
+least 3 so that payments fall inside it)."""
+
+import os
 import time
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
@@ -15,13 +21,16 @@ from app.invoicing.models import Invoice
 from app.ledger.models import LedgerImport
 from app.messaging.broker import EVENTS_EXCHANGE, declare_consumer_queue
 from app.messaging.models import OutboxEvent
+from app.messaging.relay import BATCH_SIZE as RELAY_BATCH_SIZE
 from app.network.models import Account
+from app.payments.models import Payment
 from tests.conftest import LEDGERS
 from tests.faults.conftest import Browser, free_port, wait_until
 from tests.messaging.conftest import TcpProxy, drain
 
 pytestmark = pytest.mark.faults
-OUTAGE_S = 20
+OUTAGE_S = max(3, int(os.environ.get("HEATFLOW_FAULT_BROKER_OUTAGE_S", "120")))
+PAYMENTS = 4
 SUBSCRIBER = "fault.subscriber"
 
 
@@ -30,7 +39,7 @@ def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_vho
     import_fixture("TJ", "TJ-shared.xlsx")
     run_billing("TJ", "2025-2026")
     accounts = db.session.scalars(
-        sa.select(Account.id).filter_by(company_id=demo["TJ"].id, billing_status="normal").order_by(Account.id).limit(3)
+        sa.select(Account.id).filter_by(company_id=demo["TJ"].id, billing_status="normal").order_by(Account.id).limit(PAYMENTS)
     ).all()
     # Events of the billing run above are pending too; the subscriber must get them all.
     db.session.commit()
@@ -66,6 +75,10 @@ def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_vho
         assert status == 302
         cashier = Browser(f"http://127.0.0.1:{port}").login("tj_cashier")
         for number, account_id in enumerate(accounts):
+            # Payments are spread over the cut, so events and tasks keep arriving while the
+            # relay and the web process have been failing for minutes.
+            time.sleep(max(0.0, cut_at + number * (OUTAGE_S - 2) / len(accounts) - time.monotonic()))
+            assert proxy.is_cut
             path = f"/payments/accounts/{account_id}"
             form = {"amount": "10.00", "method": "cash", "csrf_token": cashier.token(path), "request_token": f"outage-{number}"}
             assert cashier.request(path, form)[0] == 302
@@ -101,8 +114,16 @@ def test_broker_outage_loses_no_work(import_fixture, demo, processes, rabbit_vho
     received = [m[0] for m in drain(rabbit_vhost, SUBSCRIBER)]
     assert set(received) == stored
     assert len(stored) >= 1662 + len(accounts)
+    # A subscriber applies an event once by its id. Copies come only from a batch whose
+    # confirms the cut swallowed, and one relay has at most one batch in flight.
+    copies = sum(count - 1 for count in Counter(received).values())
+    assert copies <= RELAY_BATCH_SIZE, copies
     payments = [e for e in db.session.scalars(sa.select(OutboxEvent).filter_by(event_type="payment.posted"))]
     assert len(payments) == len(accounts)
+    assert len({e.key for e in payments}) == len(accounts)
+    # Each payment was posted once, with gapless receipt numbers.
+    receipts = db.session.scalars(sa.select(Payment.receipt_no).order_by(Payment.receipt_no)).all()
+    assert [r[-6:] for r in receipts] == [f"{n:06d}" for n in range(1, len(accounts) + 1)]
     # The sweep sent the lost invoice tasks. No vendor is configured here, so each ends
     # failed with that reason and is listed for a retry; none is left pending unseen.
     assert _invoice_statuses() == ["failed"] * len(accounts)

@@ -1,6 +1,8 @@
 """PostgreSQL ends the app's connections (pg_terminate_backend): the next request and the next
-task succeed on fresh connections, and a transaction cut off in flight leaves nothing."""
+task succeed on fresh connections, a transaction cut off in flight leaves nothing, and a
+worker task cut off in flight is retried and stores its work once."""
 
+import json
 import threading
 
 import pytest
@@ -10,14 +12,13 @@ from celery import Celery
 from app.billing.models import LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import db
-from app.ledger.models import LedgerImport
-from app.ledger.services import sha256_of
 from app.network.models import Account
 from app.payments.models import Payment, ReceiptCounter
 from tests.conftest import LEDGERS
-from tests.faults.conftest import wait_until
+from tests.faults.conftest import assert_retried_import_stored_once, queue_ledger_import, wait_for_import, wait_until, waiting_on_lock
 
 pytestmark = pytest.mark.faults
+TJ = next(e for e in json.loads((LEDGERS / "expected.json").read_text()) if e["file"] == "TJ-shared.xlsx")
 
 
 def _terminate(blocker, where="TRUE"):
@@ -121,20 +122,28 @@ def test_worker_survives_terminated_connections(demo, processes, blocker, rabbit
         sender.send_task("processes.fire_due_timers")
         wait_until(lambda: "processes.fire_due_timers" in processes.logs() and "succeeded" in processes.logs())
         assert _terminate(blocker, "application_name = 'fault_db_worker'") >= 1
-
-        content = (LEDGERS / "BJ-shared.xlsx").read_bytes()
-        job = LedgerImport(company_id=demo["BJ"].id, filename="BJ-shared.xlsx", sha256=sha256_of(content), content=content)
-        db.session.add(job)
-        db.session.commit()
-        job_id = job.id
-        sender.send_task("ledger.import_ledger", args=[job_id, demo["BJ"].id])
     finally:
         sender.close()
 
-    def finished():
-        db.session.rollback()
-        return db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id)) in ("succeeded", "rejected", "failed")
-
-    wait_until(finished)
+    job = wait_for_import(queue_ledger_import(rabbit_vhost, demo["BJ"].id, "BJ-shared.xlsx"))
     assert worker.poll() is None
-    assert db.session.scalar(sa.select(LedgerImport.status).filter_by(id=job_id)) == "succeeded", processes.logs()
+    assert job.status == "succeeded", processes.logs()
+
+
+@pytest.mark.slow
+def test_import_cut_off_mid_task_retries_once(demo, processes, blocker, rabbit_vhost):
+    """The worker's connection is terminated while the import waits to write its arrears
+    lines; the task is retried, and the ledger is stored once."""
+    # The import inserts its accounts, then waits for this lock before its arrears lines.
+    blocker.begin()
+    blocker.execute(sa.text("LOCK TABLE ledger_entry IN SHARE MODE"))
+    worker = processes.celery_worker("fault_db_import", rabbit_vhost)
+    job_id = queue_ledger_import(rabbit_vhost, demo["TJ"].id, "TJ-shared.xlsx")
+    wait_until(lambda: waiting_on_lock(blocker, "fault_db_import") or worker.poll() is not None)
+    assert worker.poll() is None, processes.logs()
+    assert _terminate(blocker, "application_name = 'fault_db_import' AND wait_event_type = 'Lock'") == 1
+    blocker.rollback()
+
+    job = wait_for_import(job_id)
+    assert worker.poll() is None
+    assert_retried_import_stored_once(processes, job, TJ)

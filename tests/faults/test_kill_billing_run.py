@@ -1,8 +1,9 @@
-"""SIGKILL of `flask heat bill` between two committed batches: the rerun bills every account
-exactly once and the season's receivables come out as from one clean run."""
+"""SIGKILL of `flask heat bill`, in the set-based path between two committed batches and in
+the per-account loop before its one commit: the rerun bills every account exactly once."""
 
 import json
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -30,23 +31,32 @@ def _charges(company_id, season_id):
     ).all()
 
 
+def _charged_account_ids(company_id):
+    return db.session.scalars(
+        sa.select(Account.id).filter_by(company_id=company_id).where(Account.billing_status != "not_connected").order_by(Account.id)
+    ).all()
+
+
+def _hold_charge_key(blocker, company_id, season_id, account_id):
+    """Insert the account's charge key in the blocker's open transaction, so the run's INSERT of it waits."""
+    blocker.begin()
+    blocker.execute(LedgerEntry.__table__.insert().values(
+        company_id=company_id, account_id=account_id, season_id=season_id, kind="charge", amount=0, cause_type="test",
+        idempotency_key=f"charge:{season_id}:{account_id}", memo="",
+    ))
+
+
 def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes, blocker):
     import_fixture("TJ", "TJ-shared.xlsx")
     tj = demo["TJ"].id
     season = get_season(tj, "2025-2026")
-    charged_ids = db.session.scalars(
-        sa.select(Account.id).filter_by(company_id=tj).where(Account.billing_status != "not_connected").order_by(Account.id)
-    ).all()
+    charged_ids = _charged_account_ids(tj)
     first_id = db.session.scalar(sa.select(sa.func.min(Account.id)).filter_by(company_id=tj))
     # An account of the fourth batch: the test inserts its charge key without committing, so
     # the run's INSERT waits on the unique key after three batches have committed.
     stuck = next(i for i in charged_ids if i >= first_id + 3 * BATCH)
     db.session.commit()
-    blocker.begin()
-    blocker.execute(LedgerEntry.__table__.insert().values(
-        company_id=tj, account_id=stuck, season_id=season.id, kind="charge", amount=0, cause_type="test",
-        idempotency_key=f"charge:{season.id}:{stuck}", memo="",
-    ))
+    _hold_charge_key(blocker, tj, season.id, stuck)
 
     env = {"HEATFLOW_BILLING_BATCH_SIZE": str(BATCH)}
     bill = processes.flask("fault_bill", "heat", "bill", "--company", "TJ", "--season", "2025-2026", **env)
@@ -83,6 +93,53 @@ def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes,
     assert report["receivable_total"] == TJ["receivable_total"]
     assert report["by_status"] == TJ["by_status"]
     # One bill.issued event per account, written in the transaction of its charge.
+    events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
+    event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
+    assert event_accounts == per_account
+
+
+def test_killed_prorated_run_stores_nothing(import_fixture, demo, processes, blocker):
+    """The per-account loop (taken when a charge is prorated) writes the whole run in one
+    transaction: SIGKILL before its commit leaves no charge, event or run, and the rerun
+    bills every account once."""
+    import_fixture("TJ", "TJ-shared.xlsx")
+    tj = demo["TJ"].id
+    season = get_season(tj, "2025-2026")
+    charged_ids = _charged_account_ids(tj)
+    # An account connected a month into the season is prorated, so the set-based path is off.
+    late = db.session.get(Account, charged_ids[0])
+    late.connected_on = season.start_on + timedelta(days=31)
+    # The test inserts the charge key of a middle account without committing, so the run's INSERT waits.
+    stuck = charged_ids[len(charged_ids) // 2]
+    db.session.commit()
+    _hold_charge_key(blocker, tj, season.id, stuck)
+
+    bill = processes.flask("fault_bill_loop", "heat", "bill", "--company", "TJ", "--season", "2025-2026")
+    wait_until(lambda: waiting_on_lock(blocker, "fault_bill_loop") or bill.poll() is not None)
+    assert bill.poll() is None, processes.logs()
+    processes.kill(bill)
+    blocker.rollback()
+    wait_until(lambda: backends_of(blocker, "fault_bill_loop") == 0)
+
+    assert _charges(tj, season.id) == []
+    assert db.session.scalar(sa.select(sa.func.count(BillingRun.id)).filter_by(company_id=tj)) == 0
+    assert db.session.scalar(sa.select(sa.func.count(OutboxEvent.id)).filter_by(company_id=tj, event_type="bill.issued")) == 0
+
+    rerun = processes.flask("fault_bill_loop_rerun", "heat", "bill", "--company", "TJ", "--season", "2025-2026")
+    assert rerun.wait(timeout=WAIT_S) == 0, processes.logs()
+    charges = _charges(tj, season.id)
+    per_account = Counter(account_id for account_id, _, _ in charges)
+    assert sorted(per_account) == list(charged_ids)
+    assert set(per_account.values()) == {1}
+    run = db.session.scalars(sa.select(BillingRun).filter_by(company_id=tj)).one()
+    assert run.finished_at is not None
+    assert run.accounts_billed == len(charged_ids)
+    assert run.amount_posted == sum(amount for _, _, amount in charges)
+    # The late account's charge is prorated, and its memo names the days charged.
+    late_charge = next(amount for account_id, _, amount in charges if account_id == late.id)
+    assert 0 < late_charge
+    memo = db.session.scalar(sa.select(LedgerEntry.memo).filter_by(account_id=late.id, kind="charge"))
+    assert memo.startswith(f"{season.start_on + timedelta(days=31):%Y-%m-%d}至")
     events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
     event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
     assert event_accounts == per_account
