@@ -36,20 +36,25 @@ def collection_summary(season_name):
         accounts = db.session.scalar(sa.select(sa.func.count(Account.id)).where(Account.company_id == company.id)) or 0
         receivable = received = ZERO
         if season is not None:
-            per_account = db.session.execute(
+            # Summed per account in the database: received is capped at each account's
+            # receivable, so one query over the season's lines instead of a row per account.
+            per_account = (
                 sa.select(
-                    LedgerEntry.account_id,
-                    sa.type_coerce(sa.func.sum(sa.case((LedgerEntry.kind.in_(RECEIVABLE_KINDS), LedgerEntry.amount), else_=0)), Money()),
-                    sa.type_coerce(sa.func.sum(sa.case((LedgerEntry.kind.in_(RECEIVED_KINDS), LedgerEntry.amount), else_=0)), Money()),
+                    sa.func.sum(sa.case((LedgerEntry.kind.in_(RECEIVABLE_KINDS), LedgerEntry.amount), else_=0)).label("due"),
+                    sa.func.sum(sa.case((LedgerEntry.kind.in_(RECEIVED_KINDS), -LedgerEntry.amount), else_=0)).label("paid"),
                 )
                 .where(LedgerEntry.company_id == company.id, LedgerEntry.season_id == season.id)
                 .group_by(LedgerEntry.account_id)
-            ).all()
-            for _account_id, due, paid in per_account:
-                due = due or ZERO
-                paid = paid or ZERO
-                receivable += due
-                received += min(-paid, due) if due > 0 else ZERO
+                .subquery()
+            )
+            capped = sa.case((per_account.c.paid < per_account.c.due, per_account.c.paid), else_=per_account.c.due)
+            due, paid = db.session.execute(
+                sa.select(
+                    sa.type_coerce(sa.func.coalesce(sa.func.sum(per_account.c.due), 0), Money()),
+                    sa.type_coerce(sa.func.coalesce(sa.func.sum(sa.case((per_account.c.due > 0, capped), else_=0)), 0), Money()),
+                )
+            ).one()
+            receivable, received = due or ZERO, paid or ZERO
         rows.append(_row(company.code, company.name, accounts, receivable, received))
         totals["accounts"] += accounts
         totals["receivable"] += receivable
