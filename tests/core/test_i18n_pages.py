@@ -36,7 +36,6 @@ ALLOWED_UNTRANSLATED = {
     "designer": "process designer",
     "payments": "counter payments and refunds",
     "reconciliation": "channel reconciliation",
-    "invoicing": "invoice settings and invoices to reissue",
     "fieldwork": "field work and inspections",
     "finance": "finance vouchers and meter-reading review (messaging)",
     "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
