@@ -37,7 +37,6 @@ ALLOWED_UNTRANSLATED = {
     "payments": "counter payments and refunds",
     "reconciliation": "channel reconciliation",
     "fieldwork": "field work and inspections",
-    "finance": "finance vouchers and meter-reading review (messaging)",
     "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
 }
 # Chinese characters, CJK punctuation and full-width forms.
