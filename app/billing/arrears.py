@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
 from app.billing.models import RECEIVABLE_KINDS, CollectionTask, LedgerEntry, utcnow
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.locking import lock_row
 from app.money import ZERO
 from app.network.models import Account, Building, Community, Unit
@@ -26,13 +28,13 @@ from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
-# Bucket code -> Chinese label, in display order.
+# Bucket code -> Chinese label (translated where shown), in display order.
 AGE_BUCKETS = {
-    "current": "本季",
-    "1": "欠1季",
-    "2": "欠2季",
-    "3+": "欠3季及以上",
-    "imported": "导入往年欠费（季别不详）",
+    "current": N_("本季"),
+    "1": N_("欠1季"),
+    "2": N_("欠2季"),
+    "3+": N_("欠3季及以上"),
+    "imported": N_("导入往年欠费（季别不详）"),
 }
 REASON_MIN_LENGTH = 4
 REASON_MAX_LENGTH = 200
@@ -150,7 +152,11 @@ def arrears_by_account(company_id, as_of_season=None, account_ids=None):
     for account, community, building_code in rows:
         item = AccountArrears(
             account_id=account.id, account_no=account.account_no, customer_name=account.customer_name,
-            phone=account.phone, address=f"{community.name}{int(building_code)}号楼{int(account.unit.code)}单元{account.room}",
+            phone=account.phone,
+            address=_(
+                "%(community)s%(building)s号楼%(unit)s单元%(room)s",
+                community=community.name, building=int(building_code), unit=int(account.unit.code), room=account.room,
+            ),
             community_id=community.id, building_code=building_code, collector=collectors.get(account.id, ""),
         )
         for season_id, balance in balances[account.id].items():
@@ -196,7 +202,7 @@ def parse_work_list_filter(args):
         if not raw:
             return None
         if not raw.isdigit():
-            raise ArrearsError(f"{label}「{raw}」不是有效数字；请填写不小于 0 的整数。")
+            raise ArrearsError(_("%(field)s「%(value)s」不是有效数字；请填写不小于 0 的整数。", field=label, value=raw))
         return int(raw)
 
     raw_amount = (args.get("min_amount") or "").strip()
@@ -205,16 +211,16 @@ def parse_work_list_filter(args):
         try:
             min_amount = parse_amount(raw_amount)
         except ValueError:
-            raise ArrearsError(f"最低欠费金额「{raw_amount}」无效；请填写如 500 或 1234.50 的金额。") from None
+            raise ArrearsError(_("最低欠费金额「%(value)s」无效；请填写如 500 或 1234.50 的金额。", value=raw_amount)) from None
     building = (args.get("building") or "").strip()
     if building and not (building.isdigit() and len(building) <= 3):
-        raise ArrearsError(f"楼栋「{building}」无效；请填写 1 至 3 位楼号，如 15。")
+        raise ArrearsError(_("楼栋「%(value)s」无效；请填写 1 至 3 位楼号，如 15。", value=building))
     return WorkListFilter(
-        community_id=integer("community", "小区"),
+        community_id=integer("community", _("小区")),
         building_code=building.zfill(3) if building else None,
         min_amount=min_amount,
-        min_age=integer("min_age", "最少欠费季数"),
-        collector_id=integer("collector", "清欠人员"),
+        min_age=integer("min_age", _("最少欠费季数")),
+        collector_id=integer("collector", _("清欠人员")),
         unassigned_only=args.get("unassigned") == "1",
     )
 
@@ -253,14 +259,16 @@ def assign_collector(company_id, account_ids, collector, assigned_by, note=""):
     create tasks that have nothing to collect.
     """
     if collector is None or collector.company_id != company_id or not collector.is_active:
-        raise ArrearsError("清欠人员无效；请从本公司在职人员中选择。")
+        raise ArrearsError(_("清欠人员无效；请从本公司在职人员中选择。"))
     if not account_ids:
-        raise ArrearsError("没有选择用户；请在清单中勾选要分派的用户。")
+        raise ArrearsError(_("没有选择用户；请在清单中勾选要分派的用户。"))
     owed = {item.account_id: item.total for item in arrears_by_account(company_id, account_ids=account_ids)}
     missing = [account_id for account_id in account_ids if account_id not in owed]
     if missing:
         numbers = db.session.scalars(sa.select(Account.account_no).where(Account.id.in_(missing))).all()
-        raise ArrearsError(f"以下用户当前没有欠费，不能分派清欠：{'、'.join(numbers) or missing}；请刷新清单后重新选择。")
+        raise ArrearsError(_(
+            "以下用户当前没有欠费，不能分派清欠：%(accounts)s；请刷新清单后重新选择。", accounts=join_items(numbers) or missing,
+        ))
     existing = {
         task.account_id: task
         for task in db.session.scalars(
@@ -286,8 +294,11 @@ def export_work_list(items):
     """Write a work list as an .xlsx workbook and return its bytes."""
     workbook = Workbook()
     sheet = workbook.active
-    sheet.title = "清欠清单"
-    header = ["用户编号", "户名", "电话", "地址", *AGE_BUCKETS.values(), "欠费合计", "最早欠费距今季数", "清欠人员"]
+    sheet.title = _("清欠清单")
+    header = [
+        _("用户编号"), _("户名"), _("电话"), _("地址"), *(translate_label(label) for label in AGE_BUCKETS.values()),
+        _("欠费合计"), _("最早欠费距今季数"), _("清欠人员"),
+    ]
     sheet.append(header)
     for cell in sheet[1]:
         cell.font = Font(bold=True)
@@ -315,24 +326,29 @@ def write_off(account, season, amount, reason, user):
     """
     reason = (reason or "").strip()
     if len(reason) < REASON_MIN_LENGTH:
-        raise ArrearsError(f"核销原因至少 {REASON_MIN_LENGTH} 个字；请写明无法收回的原因，如“用户去世无继承人”。")
+        raise ArrearsError(_(
+            "核销原因至少 %(min)s 个字；请写明无法收回的原因，如“用户去世无继承人”。", min=REASON_MIN_LENGTH,
+        ))
     if len(reason) > REASON_MAX_LENGTH:
-        raise ArrearsError(f"核销原因最长 {REASON_MAX_LENGTH} 个字，当前 {len(reason)} 个字；请删减。")
+        raise ArrearsError(_("核销原因最长 %(max)s 个字，当前 %(length)s 个字；请删减。", max=REASON_MAX_LENGTH, length=len(reason)))
     try:
         amount = parse_amount(amount)
     except ValueError as error:
-        raise ArrearsError(f"核销金额无效：{error}") from None
+        raise ArrearsError(_("核销金额无效：%(reason)s", reason=error)) from None
     lock_row(Account, account.id)
     owed = amount_owed(account)
     if season is None:
         outstanding = owed.arrears_outstanding
-        label = "导入往年欠费"
+        label = _("导入往年欠费")
     else:
         season_owed = next((s for s in owed.seasons if s.season.id == season.id), None)
         outstanding = season_owed.outstanding if season_owed else ZERO
-        label = f"{season.name} 供暖季"
+        label = _("%(season)s 供暖季", season=season.name)
     if amount > outstanding:
-        raise ArrearsError(f"核销金额 {amount} 元超过用户 {account.account_no} {label}的欠费 {outstanding} 元；请填写不超过欠费的金额。")
+        raise ArrearsError(_(
+            "核销金额 %(amount)s 元超过用户 %(account)s %(label)s的欠费 %(outstanding)s 元；请填写不超过欠费的金额。",
+            amount=amount, account=account.account_no, label=label, outstanding=outstanding,
+        ))
     count = db.session.scalar(
         sa.select(sa.func.count(LedgerEntry.id)).where(
             LedgerEntry.company_id == account.company_id, LedgerEntry.account_id == account.id, LedgerEntry.kind == "write_off"

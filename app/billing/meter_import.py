@@ -14,11 +14,13 @@ from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
+from flask_babel import gettext as _
 
 from app.billing.metered import MeteringError, settle_metered
 from app.billing.models import SeasonMeterReading
 from app.billing.services import account_charge_inputs
 from app.extensions import db
+from app.i18n import join_items
 from app.network.models import Account
 from app.tariffs.services import charge_area, tariff_in_force
 from app.uploads import find_header_row, iter_sheet_rows, open_xlsx
@@ -55,7 +57,8 @@ class RowError:
     message: str
 
     def __str__(self):
-        return f"第 {self.excel_row} 行「{self.column}」值「{self.value}」：{self.message}"
+        return _("第 %(row)s 行「%(column)s」值「%(value)s」：%(message)s", row=self.excel_row, column=self.column, value=self.value,
+                 message=self.message)
 
 
 @dataclass
@@ -76,8 +79,10 @@ def _find_header(rows):
     found = find_header_row(rows, HEADERS, HEADER_SEARCH_ROWS)
     if found is not None:
         return found
-    expected = "、".join(f"{HEADER_LABELS[key]}（或 {'/'.join(names[1:])}）" for key, names in HEADERS.items())
-    raise MeterImportError(f"前 {HEADER_SEARCH_ROWS} 行中没有找到表头；请在表头中包含：{expected}。")
+    expected = join_items(
+        _("%(name)s（或 %(others)s）", name=HEADER_LABELS[key], others="/".join(names[1:])) for key, names in HEADERS.items()
+    )
+    raise MeterImportError(_("前 %(rows)s 行中没有找到表头；请在表头中包含：%(expected)s。", rows=HEADER_SEARCH_ROWS, expected=expected))
 
 
 def _reading(text):
@@ -85,11 +90,11 @@ def _reading(text):
     try:
         value = Decimal(text.replace(",", ""))
     except InvalidOperation:
-        return None, "不是数字；请填写如 1234.567 的吉焦读数"
+        return None, _("不是数字；请填写如 1234.567 的吉焦读数")
     if not value.is_finite() or value < 0:
-        return None, "读数须为不小于 0 的数字"
+        return None, _("读数须为不小于 0 的数字")
     if value != value.quantize(READING_PLACES):
-        return None, "读数超过三位小数；请精确到 0.001 吉焦"
+        return None, _("读数超过三位小数；请精确到 0.001 吉焦")
     return value, None
 
 
@@ -104,7 +109,7 @@ def read_rows(content, max_rows=None):
     workbook = open_xlsx(content, MeterImportError)
     try:
         if not workbook.worksheets:
-            raise MeterImportError("工作簿中没有工作表；请在第一个工作表中填写读数后重新上传。")
+            raise MeterImportError(_("工作簿中没有工作表；请在第一个工作表中填写读数后重新上传。"))
         sheet = workbook.worksheets[0]
         rows = list(iter_sheet_rows(sheet, max_rows, MeterImportError, header_rows=HEADER_SEARCH_ROWS))
     finally:
@@ -142,18 +147,18 @@ def _validate(company_id, season, rows, max_gj_per_m2):
         number = values["account"]
         account = accounts.get(number)
         if not number:
-            row_errors.append(RowError(excel_row, "用户编号", "", "用户编号为空；请填写 15 位用户编号或原户号"))
+            row_errors.append(RowError(excel_row, "用户编号", "", _("用户编号为空；请填写 15 位用户编号或原户号")))
         elif account is None:
-            row_errors.append(RowError(excel_row, "用户编号", number, "本公司没有该用户；请核对编号"))
+            row_errors.append(RowError(excel_row, "用户编号", number, _("本公司没有该用户；请核对编号")))
         elif account.billing_method != "metered":
-            row_errors.append(RowError(excel_row, "用户编号", number, "该用户按面积计费，不需要读数；请删除该行或先改为计量计费"))
+            row_errors.append(RowError(excel_row, "用户编号", number, _("该用户按面积计费，不需要读数；请删除该行或先改为计量计费")))
         elif account.id in seen:
-            row_errors.append(RowError(excel_row, "用户编号", number, f"与第 {seen[account.id]} 行重复；每户只保留一行"))
+            row_errors.append(RowError(excel_row, "用户编号", number, _("与第 %(row)s 行重复；每户只保留一行", row=seen[account.id])))
         readings = {}
         for key in ("start_reading", "end_reading"):
             text = values[key]
             if not text:
-                row_errors.append(RowError(excel_row, HEADER_LABELS[key], "", "读数为空；请填写抄表读数"))
+                row_errors.append(RowError(excel_row, HEADER_LABELS[key], "", _("读数为空；请填写抄表读数")))
                 continue
             value, message = _reading(text)
             if message:
@@ -163,7 +168,7 @@ def _validate(company_id, season, rows, max_gj_per_m2):
         if len(readings) == 2 and readings["end_reading"] < readings["start_reading"]:
             row_errors.append(RowError(
                 excel_row, "结束读数", values["end_reading"],
-                f"小于起始读数 {values['start_reading']}（读数倒走）；请复核表计或换表记录",
+                _("小于起始读数 %(start)s（读数倒走）；请复核表计或换表记录", start=values["start_reading"]),
             ))
         if not row_errors and account is not None:
             heat = readings["end_reading"] - readings["start_reading"]
@@ -173,7 +178,10 @@ def _validate(company_id, season, rows, max_gj_per_m2):
             if heat > limit:
                 row_errors.append(RowError(
                     excel_row, "结束读数", values["end_reading"],
-                    f"用热 {heat} 吉焦超出合理范围（收费面积 {area.normalize():f}㎡ × {max_gj_per_m2} 吉焦/㎡ = {limit.normalize():f}）；请复核读数",
+                    _(
+                        "用热 %(heat)s 吉焦超出合理范围（收费面积 %(area)s㎡ × %(max)s 吉焦/㎡ = %(limit)s）；请复核读数",
+                        heat=heat, area=format(area.normalize(), "f"), max=max_gj_per_m2, limit=format(limit.normalize(), "f"),
+                    ),
                 ))
             else:
                 valid.append((excel_row, account, readings["start_reading"], readings["end_reading"], heat))
@@ -193,7 +201,7 @@ def import_meter_readings(company_id, season, content, filename, user_id=None, m
     result = MeterImportResult(filename=filename)
     rows = read_rows(content)
     if not rows:
-        raise MeterImportError("表头下没有读数行；请填写后重新上传。")
+        raise MeterImportError(_("表头下没有读数行；请填写后重新上传。"))
     valid, errors = _validate(company_id, season, rows, max_gj_per_m2)
     existing = {
         reading.account_id: reading
@@ -206,8 +214,10 @@ def import_meter_readings(company_id, season, content, filename, user_id=None, m
         if stored is not None and (stored.start_reading, stored.end_reading) != (start, end):
             errors.append(RowError(
                 excel_row, "结束读数", f"{end}",
-                f"该户本季已导入读数 {stored.start_reading}–{stored.end_reading}（{stored.filename} 第 {stored.excel_row} 行）；"
-                "已结算的读数不能覆盖，请核对后删除该行",
+                _(
+                    "该户本季已导入读数 %(start)s–%(end)s（%(file)s 第 %(row)s 行）；已结算的读数不能覆盖，请核对后删除该行",
+                    start=stored.start_reading, end=stored.end_reading, file=stored.filename, row=stored.excel_row,
+                ),
             ))
     if errors:
         result.errors = sorted(errors, key=lambda error: error.excel_row)
@@ -226,7 +236,9 @@ def import_meter_readings(company_id, season, content, filename, user_id=None, m
             try:
                 line = settle_metered(account, season, heat, cause_type="meter_reading", cause_id=reading.id, user_id=user_id)
             except MeteringError as error:
-                raise MeterImportError(f"第 {excel_row} 行（用户 {account.account_no}）不能结算：{error}") from None
+                raise MeterImportError(_(
+                    "第 %(row)s 行（用户 %(account)s）不能结算：%(reason)s", row=excel_row, account=account.account_no, reason=error,
+                )) from None
             if line is not None:
                 result.settled_total += line.amount
             result.stored += 1

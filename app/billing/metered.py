@@ -12,6 +12,7 @@ from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.billing.models import LedgerEntry
 from app.billing.precision import company_money_rule
@@ -19,6 +20,7 @@ from app.billing.proration import season_charge_lines, season_charge_total, seas
 from app.billing.services import account_charge_inputs
 from app.clock import LOCAL_TIME
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.messaging.models import MeterReading
 from app.money import ZERO, round_money
 from app.network.models import TARIFF_CATEGORY
@@ -26,7 +28,8 @@ from app.tariffs.services import charge_area, tariff_in_force
 
 logger = logging.getLogger(__name__)
 
-SETTLEMENT_MODES = {"none": "不结算", "refund_only": "多退少不补", "refund_and_surcharge": "多退少补"}
+# Settlement mode -> Chinese label; the ledger memo keeps the Chinese, messages translate it.
+SETTLEMENT_MODES = {"none": N_("不结算"), "refund_only": N_("多退少不补"), "refund_and_surcharge": N_("多退少补")}
 # Lines that make up what a metered account was billed for the season. Waivers stay apart,
 # so a settlement never takes back relief that was granted.
 BILLED_KINDS = ("charge", "rerate", "settlement")
@@ -57,18 +60,19 @@ class MeteredSettlement:
         return self.billed + self.difference
 
 
-def parse_heat_gj(value, label="用热量"):
-    """Convert a heat quantity in GJ to Decimal, or raise MeteringError naming `label` and the input."""
+def parse_heat_gj(value, label=None):
+    """Convert a heat quantity in GJ to Decimal, or raise MeteringError naming `label` (default 用热量) and the input."""
+    label = label or _("用热量")
     if isinstance(value, (float, bool)):
-        raise MeteringError(f"{label} {value!r} 不是 Decimal 或字符串；请以如 \"30.5\" 的字符串传入。")
+        raise MeteringError(_("%(field)s %(value)s 不是 Decimal 或字符串；请以如 \"30.5\" 的字符串传入。", field=label, value=repr(value)))
     try:
         heat = Decimal(str(value).strip())
     except InvalidOperation:
-        raise MeteringError(f"{label}「{value}」不是有效数字；请填写如 30.5 的吉焦数。") from None
+        raise MeteringError(_("%(field)s「%(value)s」不是有效数字；请填写如 30.5 的吉焦数。", field=label, value=value)) from None
     if not heat.is_finite() or heat < 0:
-        raise MeteringError(f"{label}「{value}」无效；请填写不小于 0 的吉焦数。")
+        raise MeteringError(_("%(field)s「%(value)s」无效；请填写不小于 0 的吉焦数。", field=label, value=value))
     if heat != heat.quantize(GJ_PLACES):
-        raise MeteringError(f"{label}「{value}」超过三位小数；请精确到 0.001 吉焦。")
+        raise MeteringError(_("%(field)s「%(value)s」超过三位小数；请精确到 0.001 吉焦。", field=label, value=value))
     return heat
 
 
@@ -87,16 +91,22 @@ def compute_settlement(account, season, heat_gj):
     """Compute the metered settlement of an account for a season without writing anything."""
     heat_gj = parse_heat_gj(heat_gj)
     if account.billing_method != "metered":
-        raise MeteringError(f"用户 {account.account_no} 按面积计费，不能做计量结算；请先将计费方式改为计量。")
+        raise MeteringError(_("用户 %(account)s 按面积计费，不能做计量结算；请先将计费方式改为计量。", account=account.account_no))
     if account.billing_status not in ("normal", "forced_off"):
-        raise MeteringError(f"用户 {account.account_no} 当前状态为「{account.status_label}」，只有正常或强停的计量用户才做计量结算。")
+        raise MeteringError(_(
+            "用户 %(account)s 当前状态为「%(status)s」，只有正常或强停的计量用户才做计量结算。",
+            account=account.account_no, status=account.status_label,
+        ))
     # Settlement follows the rule in force on the last day of the season.
     tariff = tariff_in_force(season, season.end_on)
     mode = tariff.metered_settlement
     if mode not in SETTLEMENT_MODES or mode == "none":
-        raise MeteringError(f"供暖季 {season.name} 的收费标准结算方式为「{SETTLEMENT_MODES.get(mode, mode)}」；请在收费标准中选择多退少不补或多退少补。")
+        raise MeteringError(_(
+            "供暖季 %(season)s 的收费标准结算方式为「%(mode)s」；请在收费标准中选择多退少不补或多退少补。",
+            season=season.name, mode=translate_label(SETTLEMENT_MODES.get(mode, mode)),
+        ))
     if tariff.metered_base_per_m2 is None or tariff.metered_per_gj is None:
-        raise MeteringError(f"供暖季 {season.name} 的收费标准缺少计量基本热价或计量热价；请在收费标准中补充。")
+        raise MeteringError(_("供暖季 %(season)s 的收费标准缺少计量基本热价或计量热价；请在收费标准中补充。", season=season.name))
 
     has_lift, kind = account_charge_inputs(account)
     area = charge_area(tariff, account, has_lift)
@@ -131,9 +141,10 @@ def season_heat_from_readings(account, season):
         .order_by(MeterReading.read_at)
     ).all()
     if len(readings) < 2:
-        raise MeteringError(
-            f"用户 {account.account_no} 在供暖季 {season.name} 只有 {len(readings)} 次表读数，至少需要季初和季末两次；请在计量系统补抄后重发。"
-        )
+        raise MeteringError(_(
+            "用户 %(account)s 在供暖季 %(season)s 只有 %(count)s 次表读数，至少需要季初和季末两次；请在计量系统补抄后重发。",
+            account=account.account_no, season=season.name, count=len(readings),
+        ))
     return readings[-1] - readings[0]
 
 

@@ -5,37 +5,38 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.i18n import N_
 from app.money import Area, Money, Rate, ScaledDecimal
 from app.tenancy import CompanyOwned
 
-# Entry kinds. Charges and adjustments are positive when they raise what is owed;
-# payments are negative.
+# Entry kinds -> Chinese label (translated where shown). Charges and adjustments are
+# positive when they raise what is owed; payments are negative.
 ENTRY_KINDS = {
-    "charge": "应收热费",
-    "rerate": "调整应收",
-    "waiver": "减免",
-    "prior_arrears": "往年欠费",
-    "payment": "实收",
-    "settlement": "计量结算",
-    "late_fee": "滞纳金",
+    "charge": N_("应收热费"),
+    "rerate": N_("调整应收"),
+    "waiver": N_("减免"),
+    "prior_arrears": N_("往年欠费"),
+    "payment": N_("实收"),
+    "settlement": N_("计量结算"),
+    "late_fee": N_("滞纳金"),
     # The part of a payment that paid a season's posted late fees (negative). It stays out of
     # the late-fee base, which only payments of the receivable lower.
-    "late_fee_payment": "实收滞纳金",
+    "late_fee_payment": N_("实收滞纳金"),
     # Part of a payment's late-fee lines paid back by a refund or a bank reversal (positive),
     # linked to its Refund. It raises the season's unpaid late fee again.
-    "late_fee_refund": "退滞纳金",
+    "late_fee_refund": N_("退滞纳金"),
     # An approved waiver of a season's posted late fees (negative). The nightly late-fee job
     # compares accruals with `late_fee` lines only, so it never posts the waived amount again.
-    "late_fee_waiver": "滞纳金减免",
+    "late_fee_waiver": N_("滞纳金减免"),
     # Money received beyond what the account owed (e.g. a bill paid twice); negative, and not
     # offset against later receivables automatically.
-    "credit": "多缴款",
+    "credit": N_("多缴款"),
     # A payment paid back (positive, undoing part of a payment line); linked to its Refund.
-    "refund": "退费",
+    "refund": N_("退费"),
     # A payment the collecting bank cancelled the same day (positive, undoing the payment line).
-    "reversal": "冲正",
+    "reversal": N_("冲正"),
     # Outstanding receivable taken off the books as uncollectable (核销); negative, with a reason.
-    "write_off": "核销",
+    "write_off": N_("核销"),
 }
 # Kinds that make up a season's net receivable (应收). Late fees are owed on top of it and
 # stay out of the collection rate. A write-off lowers what is still to be collected.
@@ -93,10 +94,10 @@ class BillingRun(CompanyOwned, db.Model):
     started_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
 
 
-# Orders in which a payment pays an account's outstanding receivables.
+# Orders in which a payment pays an account's outstanding receivables (labels translated where shown).
 ALLOCATION_ORDERS = {
-    "oldest_first": "先还最早欠费（往年在前）",
-    "current_first": "先还本季，再从最早欠费还起",
+    "oldest_first": N_("先还最早欠费（往年在前）"),
+    "current_first": N_("先还本季，再从最早欠费还起"),
 }
 
 
@@ -136,8 +137,8 @@ class CollectionTask(CompanyOwned, db.Model):
 
 
 # Status of a retroactive change and its difference lines.
-RERATE_STATUSES = {"pending": "待审批", "posted": "已过账", "rejected": "已驳回"}
-RERATE_CHANGE_KINDS = {"account_terms": "面积或用户类型变更", "status": "供暖状态变更", "tariff": "收费标准变更"}
+RERATE_STATUSES = {"pending": N_("待审批"), "posted": N_("已过账"), "rejected": N_("已驳回")}
+RERATE_CHANGE_KINDS = {"account_terms": N_("面积或用户类型变更"), "status": N_("供暖状态变更"), "tariff": N_("收费标准变更")}
 
 
 class RerateChange(CompanyOwned, db.Model):

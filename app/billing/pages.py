@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.billing.arrears import (
@@ -20,6 +21,7 @@ from app.billing.models import ALLOCATION_ORDERS, RERATE_CHANGE_KINDS, RERATE_ST
 from app.billing.rerating import RerateError, create_change, pending_tariff, post_change, proposal_total, reject_change
 from app.billing.whatif import draft_from_form, export_what_if, run_what_if
 from app.extensions import db
+from app.i18n import join_items, translate_label
 from app.network.models import BILLING_STATUSES, USER_TYPES, Account, Community
 from app.network.terms import TermsError
 from app.org.models import User
@@ -42,7 +44,7 @@ ARREARS_PAGE_ROWS = 200
 
 def _require(*permissions):
     if not any(has_permission(current_user, permission) for permission in permissions):
-        abort(403, "您没有使用此功能的权限。")
+        abort(403, _("您没有使用此功能的权限。"))
 
 
 def _seasons():
@@ -123,7 +125,7 @@ def arrears_export():
     """The filtered work list as an Excel file for field staff."""
     _require("arrears.manage", "fieldwork.do")
     _filters, items = _work_list_from_request()
-    return _xlsx(export_work_list(items), f"清欠清单-{date.today():%Y%m%d}.xlsx")
+    return _xlsx(export_work_list(items), _("清欠清单-%(date)s.xlsx", date=date.today().strftime("%Y%m%d")))
 
 
 @bp.route("/arrears/assign", methods=["POST"])
@@ -145,7 +147,7 @@ def arrears_assign():
         db.session.rollback()
         flash(str(error), "error")
     else:
-        flash(f"已将 {count} 户分派给 {collector.name}。", "success")
+        flash(_("已将 %(count)s 户分派给 %(name)s。", count=count, name=collector.name), "success")
     return redirect(url_for("billing_desk.arrears", **request.args))
 
 
@@ -163,13 +165,13 @@ def write_off_page():
         if account_id.isdigit() else None
     )
     if account is None:
-        flash("请从清欠清单中选择要核销的用户。", "error")
+        flash(_("请从清欠清单中选择要核销的用户。"), "error")
         return redirect(url_for("billing_desk.arrears"))
     if request.method == "POST":
         choice = request.form.get("season", "")
         season = None if choice == "imported" else _season_named(choice)
         if choice != "imported" and season is None:
-            flash(f"供暖季「{choice}」不存在；请从列表中选择。", "error")
+            flash(_("供暖季「%(season)s」不存在；请从列表中选择。", season=choice), "error")
         else:
             try:
                 entry = write_off(account, season, request.form.get("amount", ""), request.form.get("reason", ""), current_user)
@@ -178,7 +180,7 @@ def write_off_page():
                 db.session.rollback()
                 flash(str(error), "error")
             else:
-                flash(f"已核销 {-entry.amount} 元。", "success")
+                flash(_("已核销 %(amount)s 元。", amount=-entry.amount), "success")
                 return redirect(url_for("billing_desk.write_off_page", account=account.id))
     return render_template("billing/write_off.html", account=account, owed=amount_owed(account))
 
@@ -216,7 +218,7 @@ def _parse_date(text, label):
     try:
         return date.fromisoformat((text or "").strip())
     except ValueError:
-        raise RerateError(f"{label}「{text}」不是有效日期；请填写如 2026-01-10 的日期。") from None
+        raise RerateError(_("%(field)s「%(value)s」不是有效日期；请填写如 2026-01-10 的日期。", field=label, value=text)) from None
 
 
 def _area(text, label):
@@ -226,7 +228,7 @@ def _area(text, label):
     try:
         return Decimal(text)
     except ArithmeticError:
-        raise RerateError(f"{label}「{text}」不是数字；请填写如 87.35 的平方米数。") from None
+        raise RerateError(_("%(field)s「%(value)s」不是数字；请填写如 87.35 的平方米数。", field=label, value=text)) from None
 
 
 def _submit_change(form):
@@ -235,9 +237,9 @@ def _submit_change(form):
     if kind == "tariff":
         season = _season_named(form.get("season", ""))
         if season is None:
-            raise RerateError(f"供暖季「{form.get('season', '')}」不存在；请从列表中选择。")
+            raise RerateError(_("供暖季「%(season)s」不存在；请从列表中选择。", season=form.get("season", "")))
         named = (form.get("effective_from") or "").strip()
-        effective_from = _parse_date(named, "生效日期") if named else None
+        effective_from = _parse_date(named, _("生效日期")) if named else None
         # A pending version (saved on the tariff page for a billed season) is billed by this
         # change and takes effect only when the change is posted.
         tariff = pending_tariff(season, effective_from)
@@ -248,17 +250,17 @@ def _submit_change(form):
                              description=description, tariff=tariff)
     account = _account_by_number(form.get("account_no"))
     if account is None:
-        raise RerateError(f"用户编号「{form.get('account_no', '')}」在本公司不存在；请核对 15 位编号或原户号。")
+        raise RerateError(_("用户编号「%(account)s」在本公司不存在；请核对 15 位编号或原户号。", account=form.get("account_no", "")))
     if kind == "status":
         season = _season_named(form.get("season", ""))
         if season is None:
-            raise RerateError(f"供暖季「{form.get('season', '')}」不存在；请从列表中选择。")
+            raise RerateError(_("供暖季「%(season)s」不存在；请从列表中选择。", season=form.get("season", "")))
         return create_change(current_user.company_id, "status", None, current_user, account=account, season=season,
                              billing_status=form.get("billing_status"), description=description)
     if kind == "account_terms":
-        effective_from = _parse_date(form.get("effective_from"), "生效日期")
+        effective_from = _parse_date(form.get("effective_from"), _("生效日期"))
         changes = {}
-        for name, label in (("building_area", "建筑面积"), ("usable_area", "使用面积")):
+        for name, label in (("building_area", _("建筑面积")), ("usable_area", _("使用面积"))):
             value = _area(form.get(name), label)
             if value is not None:
                 changes[name] = value
@@ -266,7 +268,10 @@ def _submit_change(form):
             changes["user_type"] = form.get("user_type")
         return create_change(current_user.company_id, "account_terms", effective_from, current_user, account=account,
                              description=description, terms=changes)
-    raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
+    raise RerateError(_(
+        "变更类型「%(kind)s」无效；请选择 %(choices)s。",
+        kind=kind, choices=join_items(translate_label(label) for label in RERATE_CHANGE_KINDS.values()),
+    ))
 
 
 @bp.route("/rerates/new", methods=["POST"])
@@ -281,7 +286,10 @@ def rerate_new():
         db.session.rollback()
         flash(str(error), "error")
         return redirect(url_for("billing_desk.rerates"))
-    flash(f"已提交调整单 {change.id}：{len(change.proposals)} 条差额，合计 {proposal_total(change)} 元，待审批。", "success")
+    flash(_(
+        "已提交调整单 %(id)s：%(count)s 条差额，合计 %(total)s 元，待审批。",
+        id=change.id, count=len(change.proposals), total=proposal_total(change),
+    ), "success")
     return redirect(url_for("billing_desk.rerates", change=change.id))
 
 
@@ -295,14 +303,14 @@ def rerate_decide():
         sa.select(RerateChange).filter_by(id=int(change_id), company_id=current_user.company_id)
     ) if change_id.isdigit() else None
     if change is None:
-        abort(404, "未找到该调整单，或您无权查看。")
+        abort(404, _("未找到该调整单，或您无权查看。"))
     try:
         if request.form.get("decision") == "approve":
             posted = post_change(change, current_user)
-            message = f"调整单 {change.id} 已过账 {posted} 条调整应收。"
+            message = _("调整单 %(id)s 已过账 %(count)s 条调整应收。", id=change.id, count=posted)
         else:
             reject_change(change, current_user)
-            message = f"调整单 {change.id} 已驳回。"
+            message = _("调整单 %(id)s 已驳回。", id=change.id)
         db.session.commit()
     except RerateError as error:
         db.session.commit()
@@ -337,7 +345,7 @@ def what_if():
         else:
             if request.form.get("export"):
                 content = export_what_if(result, current_user.company.name)
-                return _xlsx(content, f"调价测算-{season.name}.xlsx")
+                return _xlsx(content, _("调价测算-%(season)s.xlsx", season=season.name))
     return render_template(
         "billing/what_if.html", seasons=seasons, season=season, tariff=tariff, result=result, form=request.form,
         categories=CATEGORIES, bases=BASES, user_types=USER_TYPES, household_rows=WHAT_IF_PAGE_ROWS,
@@ -358,13 +366,13 @@ def meter_readings():
         season = _season_named(request.form.get("season", ""))
         upload = request.files.get("file")
         if season is None:
-            flash(f"供暖季「{request.form.get('season', '')}」不存在；请从列表中选择。", "error")
+            flash(_("供暖季「%(season)s」不存在；请从列表中选择。", season=request.form.get("season", "")), "error")
         elif upload is None or not upload.filename:
-            flash("请选择要上传的 .xlsx 读数文件。", "error")
+            flash(_("请选择要上传的 .xlsx 读数文件。"), "error")
         else:
             content = upload.read(MAX_UPLOAD_BYTES + 1)
             if len(content) > MAX_UPLOAD_BYTES:
-                flash(f"文件超过 {MAX_UPLOAD_BYTES // 1024 // 1024} MB；请分成几个文件上传。", "error")
+                flash(_("文件超过 %(max)s MB；请分成几个文件上传。", max=MAX_UPLOAD_BYTES // 1024 // 1024), "error")
             else:
                 try:
                     result = import_meter_readings(current_user.company_id, season, content, upload.filename, current_user.id)
@@ -372,7 +380,10 @@ def meter_readings():
                     flash(str(error), "error")
                 else:
                     if not result.errors:
-                        flash(f"已导入 {result.stored} 户读数（{result.unchanged} 户与已导入相同），结算差额合计 {result.settled_total} 元。", "success")
+                        flash(_(
+                            "已导入 %(stored)s 户读数（%(unchanged)s 户与已导入相同），结算差额合计 %(total)s 元。",
+                            stored=result.stored, unchanged=result.unchanged, total=result.settled_total,
+                        ), "success")
     return render_template("billing/meter_readings.html", seasons=seasons, result=result)
 
 
@@ -387,7 +398,7 @@ def allocation():
     if request.method == "POST":
         order = request.form.get("order", "")
         if order not in ALLOCATION_ORDERS:
-            flash(f"分配顺序「{order}」无效；请从列表中选择。", "error")
+            flash(_("分配顺序「%(order)s」无效；请从列表中选择。", order=order), "error")
         else:
             policy = db.session.scalar(sa.select(AllocationPolicy).filter_by(company_id=current_user.company_id))
             if policy is None:
@@ -400,7 +411,8 @@ def allocation():
             db.session.commit()
             logger.info("User %s set allocation order of company %s to %s (late fees last: %s)", current_user.id,
                         current_user.company_id, order, policy.late_fees_last)
-            late_fees = "滞纳金最后冲抵" if policy.late_fees_last else "各季滞纳金随本季欠费冲抵"
-            flash(f"付款分配顺序已改为：{ALLOCATION_ORDERS[order]}，{late_fees}。", "success")
+            late_fees = _("滞纳金最后冲抵") if policy.late_fees_last else _("各季滞纳金随本季欠费冲抵")
+            flash(_("付款分配顺序已改为：%(order)s，%(late_fees)s。", order=translate_label(ALLOCATION_ORDERS[order]), late_fees=late_fees),
+                  "success")
         return redirect(url_for("billing_desk.allocation"))
     return render_template("billing/allocation.html", orders=ALLOCATION_ORDERS, rule=allocation_rule(current_user.company_id))

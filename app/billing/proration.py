@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
@@ -58,7 +59,7 @@ def prorate(full_amount, days, statutory_days):
     finer than any rounding boundary a day count below 1,000 could produce.
     """
     if statutory_days <= 0:
-        raise TariffError(f"法定供暖天数 {statutory_days} 无效；请在供暖季设置中填写大于 0 的天数。")
+        raise TariffError(_("法定供暖天数 %(days)s 无效；请在供暖季设置中填写大于 0 的天数。", days=statutory_days))
     return full_amount * days / statutory_days
 
 
@@ -89,9 +90,9 @@ def tariff_periods(season, tariffs, start_on, end_on):
     On each day the version with the latest `effective_from` on or before it applies.
     """
     if start_on > end_on:
-        raise TariffError(f"计费起止日期 {start_on} 至 {end_on} 无效；开始日期不能晚于结束日期。")
+        raise TariffError(_("计费起止日期 %(start)s 至 %(end)s 无效；开始日期不能晚于结束日期。", start=start_on, end=end_on))
     if not tariffs or tariffs[0].effective_from > start_on:
-        raise TariffError(f"供暖季 {season.name} 在 {start_on} 没有生效的收费标准；请在收费标准中添加。")
+        raise TariffError(_("供暖季 %(season)s 在 %(date)s 没有生效的收费标准；请在收费标准中添加。", season=season.name, date=start_on))
     periods = []
     for index, tariff in enumerate(tariffs):
         next_from = tariffs[index + 1].effective_from if index + 1 < len(tariffs) else None

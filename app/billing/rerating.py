@@ -17,12 +17,14 @@ import logging
 from datetime import date
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.billing.models import RERATE_CHANGE_KINDS, LedgerEntry, RerateChange, RerateProposal, utcnow
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
 from app.billing.services import account_charge_inputs
 from app.extensions import db
+from app.i18n import join_items, translate_label
 from app.money import ZERO
 from app.network.models import BILLING_STATUSES, Account
 from app.network.terms import TermsError, clean_terms_changes, history_with_change, record_terms_change, terms_history
@@ -172,29 +174,35 @@ def create_change(company_id, kind, effective_from, user, account=None, season=N
     """
     if kind == "status":
         if account is None or season is None:
-            raise RerateError("供暖状态变更须指定用户和供暖季。")
+            raise RerateError(_("供暖状态变更须指定用户和供暖季。"))
         if billing_status not in BILLING_STATUSES:
-            raise RerateError(f"供暖状态「{billing_status}」无效；请选择 {'、'.join(BILLING_STATUSES.values())}。")
+            raise RerateError(_(
+                "供暖状态「%(status)s」无效；请选择 %(choices)s。",
+                status=billing_status, choices=join_items(translate_label(label) for label in BILLING_STATUSES.values()),
+            ))
         effective_from = season.start_on
     elif kind == "account_terms":
         if account is None:
-            raise RerateError("面积或用户类型变更须指定用户。")
+            raise RerateError(_("面积或用户类型变更须指定用户。"))
         if not isinstance(effective_from, date):
-            raise RerateError(f"生效日期 {effective_from!r} 无效；请填写如 2026-01-10 的日期。")
+            raise RerateError(_("生效日期 %(value)s 无效；请填写如 2026-01-10 的日期。", value=repr(effective_from)))
         try:
             terms = clean_terms_changes(terms or {})
         except TermsError as error:
             raise RerateError(str(error)) from None
         if not terms:
-            raise RerateError("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。")
+            raise RerateError(_("没有要修改的项目；请填写新的建筑面积、使用面积或用户类型。"))
         if "usable_area" in terms and terms["usable_area"] is None:
-            raise RerateError("追溯调整不能清空使用面积；请填写新的使用面积。")
+            raise RerateError(_("追溯调整不能清空使用面积；请填写新的使用面积。"))
     elif kind == "tariff":
         if tariff is not None:
             _check_pending_tariff(company_id, tariff)
             effective_from = tariff.effective_from
     else:
-        raise RerateError(f"变更类型「{kind}」无效；请选择 {'、'.join(RERATE_CHANGE_KINDS.values())}。")
+        raise RerateError(_(
+            "变更类型「%(kind)s」无效；请选择 %(choices)s。",
+            kind=kind, choices=join_items(translate_label(label) for label in RERATE_CHANGE_KINDS.values()),
+        ))
     change = RerateChange(
         company_id=company_id, kind=kind, account_id=account.id if account else None, effective_from=effective_from,
         season_id=season.id if season else None, billing_status=billing_status, description=description[:255],
@@ -272,14 +280,14 @@ def post_change(change, user):
     posts nothing again.
     """
     if change.status == "rejected":
-        raise RerateError(f"调整单 {change.id} 已驳回，不能过账；请重新提交变更。")
+        raise RerateError(_("调整单 %(id)s 已驳回，不能过账；请重新提交变更。", id=change.id))
     if change.status == "posted":
         return 0
     fresh = compute_differences(change)
     stored = {(p.account_id, p.season_id): p.difference for p in change.proposals}
     if {(account.id, season.id): expected - billed for account, season, billed, expected, _ in fresh} != stored:
         _store_proposals(change, fresh)
-        raise RerateError(f"调整单 {change.id} 的差额已变化（期间有新的入账）；已按最新数据重算，请重新核对后再审批。")
+        raise RerateError(_("调整单 %(id)s 的差额已变化（期间有新的入账）；已按最新数据重算，请重新核对后再审批。", id=change.id))
     keys = [rerate_key(change.id, p.season_id, p.account_id) for p in change.proposals]
     posted_keys = set(
         db.session.scalars(
@@ -334,7 +342,7 @@ def reject_change(change, user):
     the versions in force before it.
     """
     if change.status != "pending":
-        raise RerateError(f"调整单 {change.id} 当前为「{change.status}」，只有待审批的调整单可以驳回。")
+        raise RerateError(_("调整单 %(id)s 当前为「%(status)s」，只有待审批的调整单可以驳回。", id=change.id, status=change.status))
     if change.tariff_id is not None:
         tariff = db.session.get(Tariff, change.tariff_id)
         if tariff.status == "pending":

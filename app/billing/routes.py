@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.billing.precision import money_rule_of_company
@@ -33,14 +34,14 @@ def _reset_money_rule(exc):
 def receivables():
     """Receivables per status for one company and season."""
     if not has_permission(current_user, "billing.read"):
-        abort(403, "您没有查看应收的权限。")
+        abort(403, _("您没有查看应收的权限。"))
     companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.number)).all()
     if not current_user.company.is_headquarters:
         companies = [c for c in companies if c.id == current_user.company_id]
     code = request.args.get("company") or (companies[0].code if companies else None)
     company = next((c for c in companies if c.code == code), None)
     if company is None:
-        abort(404, "未找到该公司，或您无权查看。")
+        abort(404, _("未找到该公司，或您无权查看。"))
     seasons = db.session.scalars(sa.select(Season).filter_by(company_id=company.id).order_by(Season.name.desc())).all()
     season = request.args.get("season") or (seasons[0].name if seasons else None)
     report = None
@@ -58,7 +59,7 @@ def receivables():
 def run():
     """Run billing for the user's own company and a season."""
     if not has_permission(current_user, "billing.run"):
-        abort(403, "您没有生成应收的权限。")
+        abort(403, _("您没有生成应收的权限。"))
     company = current_user.company
     season = request.form.get("season", "")
     try:
@@ -66,5 +67,6 @@ def run():
     except (BillingError, TariffError) as error:
         flash(str(error), "error")
     else:
-        flash(f"已生成应收：{result.accounts_billed} 户，合计 {result.amount_posted:.2f} 元。", "success")
+        flash(_("已生成应收：%(accounts)s 户，合计 %(amount)s 元。", accounts=result.accounts_billed, amount=format(result.amount_posted, ".2f")),
+              "success")
     return redirect(url_for("billing.receivables", company=company.code, season=season))

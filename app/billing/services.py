@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext as _
 
 from app.billing.bulk import bulk_billing_applies, run_bulk_billing
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, LedgerEntry, utcnow
@@ -30,7 +31,7 @@ def get_company(code):
     """Return the company with `code`, or raise BillingError."""
     company = db.session.scalar(sa.select(Company).filter_by(code=code))
     if company is None:
-        raise BillingError(f"未找到公司 {code}；请检查公司代码（如 TJ）。")
+        raise BillingError(_("未找到公司 %(code)s；请检查公司代码（如 TJ）。", code=code))
     return company
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
@@ -21,6 +22,7 @@ from app.billing.proration import season_charge_lines, season_charge_total
 from app.billing.rerating import billed_charges, status_in_season
 from app.billing.services import account_charge_inputs
 from app.extensions import db
+from app.i18n import translate_label
 from app.money import ZERO
 from app.network.models import TARIFF_CATEGORY, USER_TYPES, Account
 from app.network.terms import terms_history
@@ -166,18 +168,18 @@ def export_what_if(result, company_name):
     """Write a WhatIfResult as an .xlsx workbook (company, category and household sheets); return its bytes."""
     workbook = Workbook()
     total = workbook.active
-    total.title = "公司汇总"
-    header = ["户数", "现行应收（元）", "测算应收（元）", "差额（元）"]
-    total.append(["公司", "供暖季", *header])
+    total.title = _("公司汇总")
+    header = [_("户数"), _("现行应收（元）"), _("测算应收（元）"), _("差额（元）")]
+    total.append([_("公司"), _("供暖季"), *header])
     total.append([company_name, result.season_name, *result.total()])
-    categories = workbook.create_sheet("按类别")
-    categories.append(["用户类别", *header])
+    categories = workbook.create_sheet(_("按类别"))
+    categories.append([_("用户类别"), *header])
     for category, sums in result.by_category().items():
-        categories.append([CATEGORIES.get(category, category), *sums])
-    households = workbook.create_sheet("按户")
-    households.append(["用户编号", "户名", "用户类型", "现行应收（元）", "测算应收（元）", "差额（元）"])
+        categories.append([translate_label(CATEGORIES.get(category, category)), *sums])
+    households = workbook.create_sheet(_("按户"))
+    households.append([_("用户编号"), _("户名"), _("用户类型"), _("现行应收（元）"), _("测算应收（元）"), _("差额（元）")])
     for row in result.households:
-        households.append([row.account_no, row.customer_name, USER_TYPES.get(row.user_type, row.user_type), row.billed,
+        households.append([row.account_no, row.customer_name, translate_label(USER_TYPES.get(row.user_type, row.user_type)), row.billed,
                            row.draft, row.difference])
     for sheet in workbook.worksheets:
         for cell in sheet[1]:

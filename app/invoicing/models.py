@@ -6,27 +6,28 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.money import Money, Rate
 from app.tenancy import CompanyOwned
 
-# Invoice method of a company (Company.invoice_mode) -> Chinese label.
+# Invoice method of a company (Company.invoice_mode) -> Chinese label (translated where shown).
 INVOICE_METHODS = {
-    "receipt": "自印收据",
-    "paper_tax_invoice": "税控纸质发票",
-    "e_invoice": "税控电子发票（经开票服务商）",
+    "receipt": N_("自印收据"),
+    "paper_tax_invoice": N_("税控纸质发票"),
+    "e_invoice": N_("税控电子发票（经开票服务商）"),
 }
-# Invoice medium -> Chinese label.
-INVOICE_MEDIA = {"paper": "纸质发票", "electronic": "电子发票"}
+# Invoice medium -> Chinese label (translated where shown).
+INVOICE_MEDIA = {"paper": N_("纸质发票"), "electronic": N_("电子发票")}
 # Blue is the original invoice, red the reversal (红冲) of all or part of a blue one.
-INVOICE_DIRECTIONS = {"blue": "蓝字", "red": "红字"}
+INVOICE_DIRECTIONS = {"blue": N_("蓝字"), "red": N_("红字")}
 # pending: waits for the vendor call (electronic) or for the cashier to record the printed
 # numbers (paper); issuing: the vendor accepted it and its result is awaited.
 INVOICE_STATUSES = {
-    "pending": "待开票",
-    "issuing": "开票中",
-    "issued": "已开票",
-    "failed": "开票失败",
-    "voided": "已作废",
+    "pending": N_("待开票"),
+    "issuing": N_("开票中"),
+    "issued": N_("已开票"),
+    "failed": N_("开票失败"),
+    "voided": N_("已作废"),
 }
 # Statuses of an invoice that stands or may still stand; a payment has at most one such blue invoice.
 LIVE_STATUSES = ("pending", "issuing", "issued")
@@ -110,15 +111,15 @@ class Invoice(CompanyOwned, db.Model):
 
     @property
     def status_label(self):
-        return INVOICE_STATUSES.get(self.status, self.status)
+        return translate_label(INVOICE_STATUSES.get(self.status, self.status))
 
     @property
     def medium_label(self):
-        return INVOICE_MEDIA.get(self.medium, self.medium)
+        return translate_label(INVOICE_MEDIA.get(self.medium, self.medium))
 
     @property
     def direction_label(self):
-        return INVOICE_DIRECTIONS.get(self.direction, self.direction)
+        return translate_label(INVOICE_DIRECTIONS.get(self.direction, self.direction))
 
 
 class InvoiceLine(CompanyOwned, db.Model):

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from flask import current_app, render_template
+from flask_babel import gettext as _
 from weasyprint import HTML, default_url_fetcher
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def receipt_font_path():
     path = Path(current_app.config.get("RECEIPT_FONT_PATH") or DEFAULT_FONT_PATH)
     if not path.is_file():
         raise ReceiptError(
-            f"收据字体文件 {path} 不存在。请安装 fonts-noto-cjk，或将配置项 RECEIPT_FONT_PATH 指向一个中文字体文件。"
+            _("收据字体文件 %(path)s 不存在。请安装 fonts-noto-cjk，或将配置项 RECEIPT_FONT_PATH 指向一个中文字体文件。", path=path)
         )
     return path
 

@@ -5,6 +5,7 @@ import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -20,16 +21,16 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("invoicing", __name__, url_prefix="/invoicing")
 
 
-def _require(permission, company_id=None, message="您没有该发票操作的权限，请联系本公司管理员。"):
+def _require(permission, company_id=None, message=None):
     if not has_permission(current_user, permission, company_id):
-        abort(403, message)
+        abort(403, message or _("您没有该发票操作的权限，请联系本公司管理员。"))
 
 
 def _load_invoice(invoice_id, permission):
     _require(permission)
     invoice = db.session.scalar(sa.select(Invoice).filter_by(id=invoice_id))
     if invoice is None:
-        abort(404, f"未找到编号为 {invoice_id} 的发票，或该发票不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的发票，或该发票不属于您的公司。", id=invoice_id))
     _require(permission, invoice.company_id)
     return invoice
 
@@ -39,10 +40,10 @@ def _load_invoice(invoice_id, permission):
 def settings():
     """Show and save the invoice method, face and VAT rule of the user's company."""
     company_id = current_user.company_id
-    _require("invoice.configure", company_id, "您没有设置开票方式的权限，请联系本公司管理员。")
+    _require("invoice.configure", company_id, _("您没有设置开票方式的权限，请联系本公司管理员。"))
     company = db.session.get(Company, company_id)
     if company.is_headquarters:
-        abort(403, "集团总部不开具热费发票，开票设置由各分公司维护。")
+        abort(403, _("集团总部不开具热费发票，开票设置由各分公司维护。"))
     status = 200
     if request.method == "POST":
         upload = request.files.get("seal")
@@ -59,7 +60,7 @@ def settings():
             flash(str(error), "error")
             status = 400
         else:
-            flash("开票设置已保存。", "success")
+            flash(_("开票设置已保存。"), "success")
             return redirect(url_for("invoicing.settings"))
     profile = invoice_profile(company_id)
     return render_template("invoicing/settings.html", company=company, profile=profile, methods=INVOICE_METHODS), status
@@ -72,7 +73,7 @@ def seal():
     _require("invoice.configure", current_user.company_id)
     profile = invoice_profile(current_user.company_id)
     if not profile.seal_png:
-        abort(404, "本公司尚未上传印章图片。")
+        abort(404, _("本公司尚未上传印章图片。"))
     return Response(profile.seal_png, mimetype="image/png")
 
 
@@ -83,20 +84,23 @@ def record_paper(payment_id):
     _require("invoice.issue")
     payment = db.session.scalar(sa.select(Payment).filter_by(id=payment_id))
     if payment is None:
-        abort(404, f"未找到编号为 {payment_id} 的收款记录，或该记录不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id))
     _require("invoice.issue", payment.company_id)
     invoice = None
     red_id = request.form.get("invoice_id", "").strip()
     if red_id:
         invoice = db.session.scalar(sa.select(Invoice).filter_by(id=int(red_id) if red_id.isdigit() else 0, payment_id=payment.id))
         if invoice is None:
-            abort(404, f"收据 {payment.receipt_no} 没有编号为 {red_id} 的待登记发票。")
+            abort(404, _("收据 %(receipt)s 没有编号为 %(id)s 的待登记发票。", receipt=payment.receipt_no, id=red_id))
     try:
         recorded = record_paper_invoice(payment, request.form.get("invoice_code"), request.form.get("invoice_number"), current_user, invoice=invoice)
     except InvoiceError as error:
         flash(str(error), "error")
     else:
-        flash(f"已登记{recorded.direction_label}发票：代码 {recorded.invoice_code}，号码 {recorded.invoice_number}。", "success")
+        flash(_(
+            "已登记%(direction)s发票：代码 %(code)s，号码 %(number)s。",
+            direction=recorded.direction_label, code=recorded.invoice_code, number=recorded.invoice_number,
+        ), "success")
     return redirect(url_for("payments.payment", payment_id=payment.id))
 
 
@@ -110,7 +114,7 @@ def void(invoice_id):
     except InvoiceError as error:
         flash(str(error), "error")
     else:
-        flash(f"发票 {invoice.invoice_code} {invoice.invoice_number} 已作废。", "success")
+        flash(_("发票 %(code)s %(number)s 已作废。", code=invoice.invoice_code, number=invoice.invoice_number), "success")
     return redirect(url_for("payments.payment", payment_id=invoice.payment_id))
 
 
@@ -124,7 +128,7 @@ def retry(invoice_id):
     except InvoiceError as error:
         flash(str(error), "error")
     else:
-        flash(f"收据 {invoice.payment.receipt_no} 的电子发票已重新提交开票。", "success")
+        flash(_("收据 %(receipt)s 的电子发票已重新提交开票。", receipt=invoice.payment.receipt_no), "success")
     return redirect(url_for("invoicing.failed"))
 
 
@@ -134,7 +138,7 @@ def invoice_pdf(invoice_id):
     """Send the stored PDF of an issued e-invoice."""
     invoice = _load_invoice(invoice_id, "invoice.issue")
     if not invoice.pdf:
-        abort(404, "该发票没有保存 PDF 版式文件。")
+        abort(404, _("该发票没有保存 PDF 版式文件。"))
     filename = f"invoice-{invoice.invoice_number or invoice.id}.pdf"
     return Response(invoice.pdf, mimetype="application/pdf", headers={"Content-Disposition": f'inline; filename="{filename}"'})
 

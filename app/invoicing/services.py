@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.i18n import translate_label
 from app.invoicing.issuing import invoice_profile
 from app.invoicing.models import INVOICE_METHODS, LIVE_STATUSES, Invoice
 from app.messaging.events import emit
@@ -172,7 +173,7 @@ def payment_invoice_context(payment):
     return {
         "invoices": invoices,
         "invoice_mode": company.invoice_mode,
-        "invoice_method_label": INVOICE_METHODS.get(company.invoice_mode, company.invoice_mode),
+        "invoice_method_label": translate_label(INVOICE_METHODS.get(company.invoice_mode, company.invoice_mode)),
         "has_live_blue": any(i.direction == "blue" and i.status in LIVE_STATUSES for i in invoices),
         "can_issue": has_permission(current_user, "invoice.issue", payment.company_id),
     }

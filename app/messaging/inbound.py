@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from amqp.exceptions import AMQPError
+from flask_babel import gettext as _
 from kombu import Consumer
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import IntegrityError
@@ -107,17 +108,17 @@ def _processed(company_id, consumer, message_id):
 def parse_reading(value):
     """Convert a cumulative reading in GJ to Decimal, or raise ValueError (MeteringError) with the reason."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError("读数缺失")
-    return parse_heat_gj(value, label="读数").quantize(GJ_PLACES)
+        raise ValueError(_("读数缺失"))
+    return parse_heat_gj(value, label=_("读数")).quantize(GJ_PLACES)
 
 
 def parse_read_at(value):
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("抄表时间缺失")
+        raise ValueError(_("抄表时间缺失"))
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"抄表时间「{value}」不是 ISO 8601 时间，如 2026-01-05T08:00:00+08:00") from None
+        raise ValueError(_("抄表时间「%(value)s」不是 ISO 8601 时间，如 2026-01-05T08:00:00+08:00", value=value)) from None
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=LOCAL_TIME)
     # Stored in UTC like every timestamp: SQLite keeps the wall time and drops the offset.
     return moment.astimezone(timezone.utc)
@@ -142,7 +143,7 @@ def apply_meter_reading(company, message_id, data, mark):
     )
     db.session.add(stored)
     db.session.flush()
-    supersede_reviews(stored, account.account_no, f"计量系统重发的读数（消息 {message_id}）已入账")
+    supersede_reviews(stored, account.account_no, _("计量系统重发的读数（消息 %(message)s）已入账", message=message_id))
     mark("applied")
 
 
@@ -154,9 +155,9 @@ def check_meter_reading(company, account_no, read_at, reading):
     """
     account = db.session.scalar(sa.select(Account).filter_by(company_id=company.id, account_no=account_no))
     if account is None:
-        raise ValueError(f"用户编号「{account_no}」在 {company.code} 不存在")
+        raise ValueError(_("用户编号「%(account)s」在 %(company)s 不存在", account=account_no, company=company.code))
     if account.billing_method != "metered":
-        raise ValueError(f"用户 {account_no} 按面积计费，不收计量读数")
+        raise ValueError(_("用户 %(account)s 按面积计费，不收计量读数", account=account_no))
     read_at = parse_read_at(read_at)
     reading = parse_reading(reading)
     lock_row(Account, account.id)
@@ -190,11 +191,19 @@ def _check_order(account, read_at, reading):
     before = db.session.scalar(base.where(MeterReading.read_at <= read_at).order_by(MeterReading.read_at.desc()).limit(1))
     after = db.session.scalar(base.where(MeterReading.read_at > read_at).order_by(MeterReading.read_at).limit(1))
     if before is not None and _same_moment(before.read_at, read_at):
-        raise ValueError(f"{format_local(read_at)} 已有读数 {before.reading_gj}，本条读数 {reading} 重复")
+        raise ValueError(_(
+            "%(time)s 已有读数 %(stored)s，本条读数 %(reading)s 重复", time=format_local(read_at), stored=before.reading_gj, reading=reading,
+        ))
     if before is not None and reading < before.reading_gj:
-        raise ValueError(f"读数 {reading} 小于 {format_local(before.read_at)} 的读数 {before.reading_gj}（读数倒退）")
+        raise ValueError(_(
+            "读数 %(reading)s 小于 %(time)s 的读数 %(stored)s（读数倒退）",
+            reading=reading, time=format_local(before.read_at), stored=before.reading_gj,
+        ))
     if after is not None and reading > after.reading_gj:
-        raise ValueError(f"读数 {reading} 大于其后 {format_local(after.read_at)} 的读数 {after.reading_gj}（读数倒退）")
+        raise ValueError(_(
+            "读数 %(reading)s 大于其后 %(time)s 的读数 %(stored)s（读数倒退）",
+            reading=reading, time=format_local(after.read_at), stored=after.reading_gj,
+        ))
 
 
 def _same_moment(stored, moment):

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.money import Money, ScaledDecimal
 from app.tenancy import CompanyOwned
 
@@ -81,10 +82,10 @@ class MeterReading(CompanyOwned, db.Model):
 
 
 REVIEW_STATUSES = {
-    "open": "待核对",
-    "corrected": "已按更正读数入账",
-    "dismissed": "已作废",
-    "superseded": "计量系统已重发",
+    "open": N_("待核对"),
+    "corrected": N_("已按更正读数入账"),
+    "dismissed": N_("已作废"),
+    "superseded": N_("计量系统已重发"),
 }
 
 
@@ -120,7 +121,7 @@ class MeterReadingReview(CompanyOwned, db.Model):
 
     @property
     def status_label(self):
-        return REVIEW_STATUSES.get(self.status, self.status)
+        return translate_label(REVIEW_STATUSES.get(self.status, self.status))
 
 
 class FinanceVoucher(CompanyOwned, db.Model):

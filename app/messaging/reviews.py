@@ -9,6 +9,7 @@ import logging
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
 from app.locking import lock_row
@@ -28,19 +29,19 @@ class ReviewError(ValueError):
 def _note(note):
     note = (note or "").strip()
     if not note:
-        raise ReviewError("请填写处理说明，例如“现场核对表具后按实际读数更正”或“计量系统误发，已作废”。")
+        raise ReviewError(_("请填写处理说明，例如“现场核对表具后按实际读数更正”或“计量系统误发，已作废”。"))
     if len(note) > NOTE_MAX:
-        raise ReviewError(f"处理说明最长 {NOTE_MAX} 个字，当前 {len(note)} 个字，请删减后重试。")
+        raise ReviewError(_("处理说明最长 %(max)s 个字，当前 %(length)s 个字，请删减后重试。", max=NOTE_MAX, length=len(note)))
     return note
 
 
 def _open_review(review_id):
     review = lock_row(MeterReadingReview, review_id)
     if review is None:
-        raise ReviewError(f"未找到编号为 {review_id} 的待核对读数，或它不属于您的公司。")
+        raise ReviewError(_("未找到编号为 %(id)s 的待核对读数，或它不属于您的公司。", id=review_id))
     if review.status != "open":
-        resolver = review.resolved_by.name if review.resolved_by else "计量系统"
-        raise ReviewError(f"该读数已由{resolver}处理（{review.status_label}），无需再次处理。")
+        resolver = review.resolved_by.name if review.resolved_by else _("计量系统")
+        raise ReviewError(_("该读数已由%(resolver)s处理（%(status)s），无需再次处理。", resolver=resolver, status=review.status_label))
     return review
 
 
@@ -57,7 +58,7 @@ def apply_corrected_reading(review_id, account_no, read_at, reading, note, user)
         try:
             account, moment, value = check_meter_reading(company, (account_no or "").strip(), read_at, reading)
         except ValueError as error:
-            raise ReviewError(f"更正读数未通过校验：{str(error).rstrip('。')}。请修改后重新提交。") from None
+            raise ReviewError(_("更正读数未通过校验：%(reason)s。请修改后重新提交。", reason=str(error).rstrip("。."))) from None
         stored = MeterReading(
             company_id=company.id, account_id=account.id, meter_no="", read_at=moment, reading_gj=value,
             message_id=f"review-{review.id}",
@@ -70,7 +71,7 @@ def apply_corrected_reading(review_id, account_no, read_at, reading, note, user)
         review.resolved_at = datetime.now(timezone.utc)
         review.meter_reading_id = stored.id
         # This reading also closes the other open reviews of the same account and time.
-        supersede_reviews(stored, account.account_no, f"已由读数复核 {review.id} 的更正读数入账")
+        supersede_reviews(stored, account.account_no, _("已由读数复核 %(id)s 的更正读数入账", id=review.id))
         db.session.commit()
     except Exception:
         db.session.rollback()

@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
@@ -27,7 +28,7 @@ def _require(permission, message):
 @login_required
 def vouchers():
     """The latest daily vouchers of the companies the user sees, with download links."""
-    _require("voucher.read", "您没有查看财务凭证的权限。")
+    _require("voucher.read", _("您没有查看财务凭证的权限。"))
     rows = db.session.execute(
         sa.select(FinanceVoucher, Company.code, Company.name)
         .join(Company, Company.id == FinanceVoucher.company_id)
@@ -38,10 +39,10 @@ def vouchers():
 
 
 def _voucher(voucher_id):
-    _require("voucher.read", "您没有下载财务凭证的权限。")
+    _require("voucher.read", _("您没有下载财务凭证的权限。"))
     voucher = db.session.scalar(sa.select(FinanceVoucher).filter_by(id=voucher_id))
     if voucher is None:
-        abort(404, "未找到该凭证，或您无权查看。")
+        abort(404, _("未找到该凭证，或您无权查看。"))
     return voucher
 
 
@@ -71,7 +72,7 @@ def _attachment(voucher, body, mimetype, suffix):
 
 def _require_review(company_id=None):
     if not has_permission(current_user, "metering.review", company_id):
-        abort(403, "您没有核对计量读数的权限，请联系本公司管理员分配“营业员”角色。")
+        abort(403, _("您没有核对计量读数的权限，请联系本公司管理员分配“营业员”角色。"))
 
 
 @bp.route("/meter-reviews")
@@ -100,7 +101,7 @@ def meter_reviews():
 def _review(review_id):
     review = db.session.scalar(sa.select(MeterReadingReview).filter_by(id=review_id))
     if review is None:
-        abort(404, f"未找到编号为 {review_id} 的待核对读数，或它不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的待核对读数，或它不属于您的公司。", id=review_id))
     _require_review(review.company_id)
     return review
 
@@ -137,7 +138,9 @@ def correct_meter_review(review_id):
     except ReviewError as error:
         flash(str(error), "error")
         return redirect(url_for("finance.meter_review", review_id=review_id, **fields))
-    flash(f"已按更正读数 {stored.reading_gj} GJ（{format_local(stored.read_at)}）入账，该条待核对读数已关闭。", "success")
+    flash(_(
+        "已按更正读数 %(reading)s GJ（%(time)s）入账，该条待核对读数已关闭。", reading=stored.reading_gj, time=format_local(stored.read_at),
+    ), "success")
     return redirect(url_for("finance.meter_reviews"))
 
 
@@ -151,5 +154,5 @@ def dismiss_meter_review(review_id):
     except ReviewError as error:
         flash(str(error), "error")
         return redirect(url_for("finance.meter_review", review_id=review_id))
-    flash(f"待核对读数 {review_id} 已作废。", "success")
+    flash(_("待核对读数 %(id)s 已作废。", id=review_id), "success")
     return redirect(url_for("finance.meter_reviews"))
