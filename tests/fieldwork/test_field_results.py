@@ -272,7 +272,7 @@ def test_diagram_without_netting_still_deploys():
     operator = {"name": "post_back_charge", "parameters": {
         "account_id": {"value": "account_id"}, "inspected_on": {"value": "inspected_on"},
     }}
-    assert _check_operator("post_back_charge_task", operator) == []
+    assert _check_operator("post_back_charge_task", "serviceTask", operator) == []
     without_account = {"name": "post_back_charge", "parameters": {"inspected_on": {"value": "inspected_on"}}}
-    [finding] = _check_operator("post_back_charge_task", without_account)
-    assert "lacks parameters account_id" in finding.reason
+    [finding] = _check_operator("post_back_charge_task", "serviceTask", without_account)
+    assert "服务「post_back_charge」缺少参数：account_id" in finding.reason
