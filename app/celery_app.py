@@ -1,26 +1,58 @@
 """Celery bound to the Flask app: each task runs inside an app context, under the system
 scope unless the task sets a company scope itself."""
 
+import logging
+
+import sqlalchemy as sa
 from celery import Task
 from celery.schedules import crontab
 from flask import has_app_context
 
-from app.extensions import celery
+from app.extensions import celery, db
+
+logger = logging.getLogger(__name__)
 
 # Seconds between runs of the sweeps that pick up e-invoices and refunds left waiting.
 SWEEP_INTERVAL_SECONDS = 300
 
 
-# TODO: only ledger.import_ledger retries after a lost database connection. Other tasks
-# fail on it, and their work waits for the next beat run or sweep where one exists.
+# A lost database connection (terminated backend, server restart) is retried this many
+# times, waiting 1, 2, 4 … seconds up to the cap: about 2 minutes in all.
+DATABASE_RETRIES = 8
+DATABASE_RETRY_MAX_DELAY_S = 30
+
+
+def database_retry_delay(retries):
+    """Return the seconds to wait before retry number `retries` + 1 of a task that lost its database connection."""
+    return min(2**retries, DATABASE_RETRY_MAX_DELAY_S)
+
+
 class AppContextTask(Task):
-    """Run the task inside the current app context, or inside the app Celery was last bound to."""
+    """Run the task inside the current app context, or inside the app Celery was last bound to.
+
+    A task that fails on a lost database connection (SQLAlchemy's OperationalError) is
+    rolled back and sent again after `database_retry_delay`, up to DATABASE_RETRIES
+    times. The tasks commit in units that a second run skips by idempotency key or status,
+    so a retry does not post twice.
+    """
 
     def __call__(self, *args, **kwargs):
         if has_app_context():
-            return super().__call__(*args, **kwargs)
+            return self._run_retrying(*args, **kwargs)
         with self.app.flask_app.app_context():
+            return self._run_retrying(*args, **kwargs)
+
+    def _run_retrying(self, *args, **kwargs):
+        try:
             return super().__call__(*args, **kwargs)
+        except sa.exc.OperationalError as error:
+            db.session.rollback()
+            if self.request.called_directly or self.request.retries >= DATABASE_RETRIES:
+                raise
+            delay = database_retry_delay(self.request.retries)
+            logger.warning("Task %s %s lost its database connection (%s); retrying in %s s",
+                           self.name, self.request.id, error.orig, delay)
+            raise self.retry(countdown=delay, max_retries=DATABASE_RETRIES) from None
 
 
 def init_celery(flask_app):

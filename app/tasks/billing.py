@@ -78,6 +78,9 @@ def post_late_fees_all_task(on_date=None, page_size=LATE_FEE_PAGE_SIZE):
                 continue
             try:
                 processed[code] = post_late_fees(company_id, season.id, day, page_size=page_size)
+            except sa.exc.OperationalError:
+                # Posting is keyed per account and day, so the retried task skips what was posted.
+                raise
             except Exception:
                 db.session.rollback()
                 logger.exception("Nightly late fees of company %s season %s as of %s failed", code, season.name, day)
@@ -105,6 +108,10 @@ def check_invariants_all_task():
                     breaks = find_invariant_breaks(company_id, season_id)
                     opened, resolved = record_findings(company_id, season_id, breaks)
                     db.session.commit()
+                except sa.exc.OperationalError:
+                    # A lost connection fails every later season too, so the task is retried whole.
+                    # NOTE: a season recorded before the failure then counts its findings once more.
+                    raise
                 except Exception:
                     db.session.rollback()
                     logger.exception("Nightly invariant check of company %s season %s failed", code, season_id)

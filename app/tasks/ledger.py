@@ -6,6 +6,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from app.celery_app import DATABASE_RETRIES, database_retry_delay
 from app.extensions import celery, db
 from app.ledger.models import LedgerImport, utcnow
 from app.ledger.services import apply_result, import_ledger
@@ -13,15 +14,6 @@ from app.org.models import Company
 from app.tenancy import company_scope, scoped
 
 logger = logging.getLogger(__name__)
-# A lost database connection (terminated backend, server restart) is retried this many
-# times, waiting 1, 2, 4 … seconds up to the cap: about 2 minutes in all.
-DATABASE_RETRIES = 8
-DATABASE_RETRY_MAX_DELAY_S = 30
-
-
-def database_retry_delay(retries):
-    """Seconds to wait before retry number `retries` + 1 of a task that lost its database connection."""
-    return min(2**retries, DATABASE_RETRY_MAX_DELAY_S)
 
 
 def _claim(import_id, redelivered):

@@ -2,6 +2,8 @@
 
 import logging
 
+import sqlalchemy as sa
+
 from app.extensions import celery, db
 from app.payments.refunds import check_refund, stuck_refund_ids
 from app.tenancy import company_scope, scoped
@@ -18,6 +20,9 @@ def query_stuck_refunds_task(older_than_seconds=600):
         with scoped(company_scope(company_id, label=f"task:payments.query_stuck_refunds:{refund_id}")):
             try:
                 refund = check_refund(refund_id)
+            except sa.exc.OperationalError:
+                # A lost connection fails the rest too: the task is retried whole.
+                raise
             except Exception:
                 db.session.rollback()
                 logger.exception("Query of stuck refund %s failed", refund_id)

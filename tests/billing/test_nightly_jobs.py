@@ -17,6 +17,7 @@ from celery.schedules import crontab
 
 import app.tasks.billing as billing_tasks
 from app.billing.late_fees import late_fee_total
+from app.billing.invariants import find_invariant_breaks
 from app.billing.models import InvariantFinding, LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import celery, db
@@ -143,3 +144,32 @@ def test_nightly_check_reports_planted_break(tj_unpaid, owner_engine, login, cap
     resolved = db.session.get(InvariantFinding, finding.id)
     assert resolved.resolved_at is not None
     assert "没有未解决的问题" in login("hq_auditor").get("/hq/invariants").get_data(as_text=True)
+
+
+def _lose_connection():
+    """Drop the session's database connection the way a server restart does."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    raise sa.exc.OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+
+
+def test_nightly_check_retried_after_lost_connection(tj_unpaid, owner_engine, monkeypatch):
+    account, season = tj_unpaid
+    _plant_orphan_payment_line(owner_engine, account, season)
+    checked = []
+
+    def check_losing_first_connection(company_id, season_id):
+        checked.append(company_id)
+        if len(checked) == 1:
+            _lose_connection()
+        return find_invariant_breaks(company_id, season_id)
+
+    monkeypatch.setattr(billing_tasks, "find_invariant_breaks", check_losing_first_connection)
+    # throw=False lets eager apply() run the retry instead of raising it to the caller.
+    result = check_invariants_all_task.apply(throw=False)
+
+    assert result.get() == {"TJ": 1}
+    assert checked.count(account.company_id) == 2
+    [finding] = _open_findings()
+    assert finding.account_id == account.id
+    assert finding.times_found == 1
