@@ -4,6 +4,7 @@ import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -424,7 +425,13 @@ def calendar():
         "processes/calendar.html", year=year, days=[] if group_import else calendar_days(company_id, year), kinds=CALENDAR_KINDS,
         holidays=holidays, workdays=workdays, group_import=group_import, import_errors=import_errors,
         import_companies=target_companies(current_user) if group_import else [], builtin_days=len(published_days({year})),
+        weekday=_weekday,
     ), status
+
+
+def _weekday(day):
+    """Name the weekday of `day` for the calendar table: 一 … 日 in Chinese, Mon … Sun in English."""
+    return format_date(day, "EEEEE" if get_locale().language == "zh" else "EEE")
 
 
 def _import_calendar_file():
