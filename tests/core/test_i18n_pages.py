@@ -32,8 +32,6 @@ ALLOWED_UNTRANSLATED = {
     "billing": "receivables list",
     "billing_desk": "billing desk: arrears, re-rating, meter readings, what-if, allocation",
     "hq": "group summary, dashboard and process audit",
-    "processes": "approval inbox, process settings and migration",
-    "designer": "process designer",
     "payments": "counter payments and refunds",
     "reconciliation": "channel reconciliation",
     "invoicing": "invoice settings and invoices to reissue",
