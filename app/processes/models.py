@@ -9,6 +9,9 @@ from app.i18n import N_
 from app.money import Area, Money, Rate
 from app.tenancy import CompanyOwned
 
+# TODO: 报停 and 待办 share their msgids with the billing status and the inbox page, so English
+# pages show "Suspended" for the process type and "Inbox" for an open task; telling them apart
+# needs a message context (pgettext).
 PROCESS_TYPES = {
     "suspension": N_("报停"),
     "waiver": N_("减免"),

@@ -370,6 +370,10 @@ def emit_process_finished(instance):
     })
 
 
+# Task data keys whose values are texts the code wrote (marked with N_), not typed by users.
+TRANSLATED_KEYS = {"escalation_reason"}
+
+
 def task_summary(task):
     """Collect what an approver needs beside the form: the account, the season receivable now and after approval, and the request data."""
     instance = task.instance
@@ -386,7 +390,10 @@ def task_summary(task):
             summary["allow_send_back"] = send_back_option(_task_properties(spiff_task))
         except (ProcessRunError, SpiffWorkflowException) as error:
             logger.warning("Task %s data could not be read: %s", task.id, error)
-    summary["rows"] = [(label, _display(data[key])) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")]
+    choice_keys = {spec.name for spec in definition.start_fields if spec.choices}
+    summary["rows"] = [
+        (label, _display(key, data[key], choice_keys)) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")
+    ]
     if instance.process_type == "forced_shutoff":
         summary["owed"] = amount_owed(account).total
     season = current_season(account.company_id)
@@ -397,7 +404,10 @@ def task_summary(task):
     return summary
 
 
-def _display(value):
+def _display(key, value, choice_keys):
+    """Format a task data value for the approver; labels the code chose are translated, typed text is shown as stored."""
+    if isinstance(value, str) and (key in TRANSLATED_KEYS or key in choice_keys or key.endswith("_label")):
+        return translate_label(value)
     if isinstance(value, Decimal):
         return format_money(value) if value == value.quantize(Decimal("0.01")) else f"{value.normalize():f}"
     return value
