@@ -9,9 +9,9 @@ from app.i18n import N_
 from app.money import Area, Money, Rate
 from app.tenancy import CompanyOwned
 
-# TODO: 报停 and 待办 share their msgids with the billing status and the inbox page, so English
-# pages show "Suspended" for the process type and "Inbox" for an open task; telling them apart
-# needs a message context (pgettext).
+# TODO: 报停 and 待办 share their msgids with the billing status and the inbox page. English pages
+# therefore show "Suspended" for this process type and "Inbox" for an open task, until a message
+# context (pgettext) tells them apart.
 PROCESS_TYPES = {
     "suspension": N_("报停"),
     "waiver": N_("减免"),
