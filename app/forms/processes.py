@@ -1,16 +1,19 @@
 """WTForms classes of the processes feature, built from the field definitions in app.processes.fields.
 
 The classes render the fields and check the CSRF token only. Every value is validated
-by the services against the same definitions, which reject a bad value with a Chinese
-message that names it (WTForms' own messages are English).
+by the services against the same definitions, which reject a bad value with a message
+that names it (WTForms' own messages are English). Labels and choices are marked Chinese
+labels, translated when the form is shown.
 """
 
 import functools
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import RadioField, SelectChoice, SelectField, StringField, TextAreaField
 
+from app.i18n import lazy_label
 from app.processes.definitions import DEFINITIONS
 from app.processes.fields import task_fields
 
@@ -19,7 +22,7 @@ INPUT_TYPES = {"money": "text", "percent": "text", "area": "text", "date": "date
 
 
 def _wtforms_field(spec):
-    label = spec.label
+    label = lazy_label(spec.label)
     if spec.kind == "radio":
         return RadioField(label, choices=_choices(spec.choices), default=spec.default or None, validate_choice=False)
     if spec.kind == "choice":
@@ -32,13 +35,13 @@ def _wtforms_field(spec):
 
 
 def _choices(labels):
-    return [SelectChoice(code, label) for code, label in labels.items()]
+    return [SelectChoice(code, lazy_label(label)) for code, label in labels.items()]
 
 
 def fill_choices(form, choices):
     """Set the options of select fields whose choices depend on the account: {field name: {code: label}}."""
     for name, labels in choices.items():
-        form[name].choices = [SelectChoice("", "请选择"), *_choices(labels)]
+        form[name].choices = [SelectChoice("", _("请选择")), *_choices(labels)]
 
 
 def _form_class(name, fields):

@@ -7,6 +7,7 @@ simply not found.
 """
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
 from app.locking import lock_row
@@ -105,9 +106,9 @@ def get_task(task_id, user, fresh=False):
         statement = statement.execution_options(populate_existing=True)
     task = db.session.scalar(statement)
     if task is None:
-        raise NotFoundError(f"任务 {task_id} 不存在，或不属于您所在的公司。")
+        raise NotFoundError(_("任务 %(id)s 不存在，或不属于您所在的公司。", id=task_id))
     if task.lane_role not in user_lanes(user, task.company_id):
-        raise AccessError(f"任务「{task.title}」由角色 {task.lane_role} 办理，您没有该角色或相应权限。")
+        raise AccessError(_("任务「%(task)s」由角色 %(role)s 办理，您没有该角色或相应权限。", task=task.title, role=task.lane_role))
     return task
 
 
@@ -130,7 +131,7 @@ def get_instance(instance_id):
     """Return an instance visible to the current tenant scope, or raise NotFoundError."""
     instance = db.session.scalar(sa.select(ProcessInstance).where(ProcessInstance.id == instance_id))
     if instance is None:
-        raise NotFoundError(f"流程 {instance_id} 不存在，或不属于您所在的公司。")
+        raise NotFoundError(_("流程 %(id)s 不存在，或不属于您所在的公司。", id=instance_id))
     return instance
 
 

@@ -8,9 +8,11 @@ reason, in the same transaction as the status change.
 import logging
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.locking import lock_row
 from app.network.models import Account
 from app.org.services import require_permission
@@ -25,23 +27,23 @@ logger = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 500
 
-# action -> (Chinese label, statuses the action starts from)
+# action -> (Chinese label marked with N_, statuses the action starts from)
 ACTIONS = {
-    "suspend": ("挂起流程", ("running",)),
-    "resume": ("恢复流程", ("suspended",)),
-    "terminate": ("终止流程", ("running", "suspended", "error")),
-    "retry": ("重试流程", ("error",)),
+    "suspend": (N_("挂起流程"), ("running",)),
+    "resume": (N_("恢复流程"), ("suspended",)),
+    "terminate": (N_("终止流程"), ("running", "suspended", "error")),
+    "retry": (N_("重试流程"), ("error",)),
 }
 
 
 def clean_reason(reason, action):
     """Return the stripped reason of an admin action, or raise InputError when it is missing or too long."""
-    label = ACTIONS[action][0]
+    label = translate_label(ACTIONS[action][0])
     text = (reason or "").strip()
     if not text:
-        raise InputError(f"请填写{label}的原因。")
+        raise InputError(_("请填写%(action)s的原因。", action=label))
     if len(text) > MAX_REASON_CHARS:
-        raise InputError(f"{label}的原因共 {len(text)} 字，超过 {MAX_REASON_CHARS} 字上限，请精简后重试。")
+        raise InputError(_("%(action)s的原因共 %(count)s 字，超过 %(max)s 字上限，请精简后重试。", action=label, count=len(text), max=MAX_REASON_CHARS))
     return text
 
 
@@ -57,10 +59,11 @@ def _lock_for(action, instance_id, user, reason):
     text = clean_reason(reason, action)
     instance = lock_row(ProcessInstance, instance.id)
     if instance.status not in allowed:
-        allowed_labels = "、".join(f"「{INSTANCE_STATUSES[status]}」" for status in allowed)
-        raise ConflictError(
-            f"流程 {instance.id} 当前为「{instance.status_label}」，不能{label}；只有{allowed_labels}的流程可以{label}。"
-        )
+        allowed_labels = join_items(_("「%(status)s」", status=translate_label(INSTANCE_STATUSES[status])) for status in allowed)
+        raise ConflictError(_(
+            "流程 %(id)s 当前为「%(status)s」，不能%(action)s；只有%(allowed)s的流程可以%(action)s。",
+            id=instance.id, status=translate_label(instance.status_label), action=translate_label(label), allowed=allowed_labels,
+        ))
     return instance, text
 
 
@@ -123,7 +126,7 @@ def retry_instance(instance_id, user, reason):
     try:
         _check_running(account, instance.process_type)
     except ConflictError as error:
-        raise ConflictError(f"流程 {instance.id} 不能重试：{error}") from None
+        raise ConflictError(_("流程 %(id)s 不能重试：%(error)s", id=instance.id, error=error)) from None
     try:
         workflow = load_workflow(instance.state, RunContext(instance, user))
         run_engine(workflow)

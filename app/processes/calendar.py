@@ -14,9 +14,11 @@ from datetime import date, datetime, timedelta, timezone
 
 import chinese_calendar
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.processes.models import CALENDAR_KINDS, CalendarDay
 
 logger = logging.getLogger(__name__)
@@ -124,15 +126,20 @@ def add_working_days(company_id, start, count):
     return local.astimezone(timezone.utc)
 
 
-def parse_day(text, field="日期"):
+def parse_day(text, field=N_("日期")):
     """Parse a YYYY-MM-DD date from a form; raise CalendarError naming the field and value."""
     value = (text or "").strip()
     try:
         day = date.fromisoformat(value)
     except ValueError:
-        raise CalendarError(f"{field}「{value[:20]}」不是有效日期，请按 YYYY-MM-DD 填写，例如 2025-10-01。") from None
+        raise CalendarError(_(
+            "%(field)s「%(value)s」不是有效日期，请按 YYYY-MM-DD 填写，例如 2025-10-01。", field=translate_label(field), value=value[:20],
+        )) from None
     if not MIN_YEAR <= day.year <= MAX_YEAR:
-        raise CalendarError(f"{field}「{value}」的年份超出范围，请填写 {MIN_YEAR} 至 {MAX_YEAR} 年之间的日期。")
+        raise CalendarError(_(
+            "%(field)s「%(value)s」的年份超出范围，请填写 %(min)s 至 %(max)s 年之间的日期。", field=translate_label(field), value=value,
+            min=MIN_YEAR, max=MAX_YEAR,
+        ))
     return day
 
 
@@ -141,10 +148,13 @@ def save_day(company_id, form, user):
     day = parse_day(form.get("day"))
     kind = (form.get("kind") or "").strip()
     if kind not in CALENDAR_KINDS:
-        raise CalendarError(f"类型「{kind[:16]}」无效，请选择：{'、'.join(CALENDAR_KINDS.values())}。")
+        raise CalendarError(_(
+            "类型「%(value)s」无效，请选择：%(choices)s。", value=kind[:16],
+            choices=join_items(translate_label(label) for label in CALENDAR_KINDS.values()),
+        ))
     name = (form.get("name") or "").strip()
     if len(name) > MAX_NAME_LENGTH:
-        raise CalendarError(f"名称「{name[:MAX_NAME_LENGTH]}…」超过 {MAX_NAME_LENGTH} 个字，请缩短。")
+        raise CalendarError(_("名称「%(value)s…」超过 %(max)s 个字，请缩短。", value=name[:MAX_NAME_LENGTH], max=MAX_NAME_LENGTH))
     row = db.session.scalar(sa.select(CalendarDay).where(CalendarDay.company_id == company_id, CalendarDay.day == day))
     if row is None:
         row = CalendarDay(company_id=company_id, day=day)
@@ -162,7 +172,7 @@ def delete_day(company_id, text, user):
     day = parse_day(text)
     row = db.session.scalar(sa.select(CalendarDay).where(CalendarDay.company_id == company_id, CalendarDay.day == day))
     if row is None:
-        raise CalendarError(f"日历中没有 {day.isoformat()} 这一天的设置，无需删除。")
+        raise CalendarError(_("日历中没有 %(day)s 这一天的设置，无需删除。", day=day.isoformat()))
     db.session.delete(row)
     db.session.flush()
     logger.info("User %s removed calendar day %s of company %s", user.id, day, company_id)

@@ -13,9 +13,11 @@ import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, make_response, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
+from app.i18n import join_items, translate_label
 from app.org.models import Company
 from app.org.services import has_permission
 from app.processes.access import NotFoundError, get_instance
@@ -74,13 +76,13 @@ def _require_designer():
     company = current_user.company
     permission = "process.template" if company.is_headquarters else "process.design"
     if not has_permission(current_user, permission, company.id):
-        abort(403, "只有分公司管理员（设计并部署本公司流程）或集团管理员（发布集团流程模板）可以使用流程设计器。")
+        abort(403, _("只有分公司管理员（设计并部署本公司流程）或集团管理员（发布集团流程模板）可以使用流程设计器。"))
     return company
 
 
 def _require_type(process_type):
     if process_type not in PROCESS_TYPES:
-        abort(404, f"未知的流程类型「{process_type[:32]}」。")
+        abort(404, _("未知的流程类型「%(value)s」。", value=process_type[:32]))
 
 
 def _failure(error, status=400):
@@ -113,7 +115,7 @@ def template_drift_page():
     """Show headquarters, per company and process type, which group template version the deployed diagram descends from."""
     company = _require_designer()
     if not company.is_headquarters:
-        abort(403, "只有集团管理员可以查看各分公司流程与集团模板的差异。")
+        abort(403, _("只有集团管理员可以查看各分公司流程与集团模板的差异。"))
     companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.code)).all()
     return render_template("processes/template_drift.html", rows=template_drift(companies), labels=PROCESS_TYPES)
 
@@ -160,7 +162,7 @@ def design_save_draft(process_type):
     except DesignError as error:
         return _failure(error)
     db.session.commit()
-    return jsonify({"ok": True, "message": f"草稿已保存（{draft.updated_at:%H:%M:%S} UTC）。"})
+    return jsonify({"ok": True, "message": _("草稿已保存（%(time)s UTC）。", time=draft.updated_at.strftime("%H:%M:%S"))})
 
 
 @bp.route("/design/<process_type>/validate", methods=["POST"])
@@ -174,8 +176,8 @@ def design_validate(process_type):
     except DesignError as error:
         return _failure(error)
     if findings:
-        return jsonify({"ok": False, "message": f"发现 {len(findings)} 处问题，已在图中标红。", "errors": findings}), 400
-    return jsonify({"ok": True, "message": "校验通过，可以部署。", "errors": []})
+        return jsonify({"ok": False, "message": _("发现 %(count)s 处问题，已在图中标红。", count=len(findings)), "errors": findings}), 400
+    return jsonify({"ok": True, "message": _("校验通过，可以部署。"), "errors": []})
 
 
 @bp.route("/design/<process_type>/deploy", methods=["POST"])
@@ -191,9 +193,12 @@ def design_deploy(process_type):
     except DesignError as error:
         return _failure(error)
     db.session.commit()
-    what = "集团模板" if kind == "template" else "流程"
-    return jsonify({"ok": True, "version": version, "kind": kind,
-                    "message": f"已部署{what}「{PROCESS_TYPES[process_type]}」版本 {version}；新申请按此版本办理，办理中的申请仍按原版本。"})
+    label = translate_label(PROCESS_TYPES[process_type])
+    if kind == "template":
+        message = _("已部署集团模板「%(process)s」版本 %(version)s；新申请按此版本办理，办理中的申请仍按原版本。", process=label, version=version)
+    else:
+        message = _("已部署流程「%(process)s」版本 %(version)s；新申请按此版本办理，办理中的申请仍按原版本。", process=label, version=version)
+    return jsonify({"ok": True, "version": version, "kind": kind, "message": message})
 
 
 @bp.route("/instances/<int:instance_id>/diagram")
@@ -201,7 +206,7 @@ def design_deploy(process_type):
 def instance_diagram(instance_id):
     """Return an instance's own diagram version with the elements it completed and the ones it waits at."""
     if not has_permission(current_user, "account.read"):
-        abort(403, "您没有查看用户档案与业务记录的权限。")
+        abort(403, _("您没有查看用户档案与业务记录的权限。"))
     try:
         instance = get_instance(instance_id)
     except NotFoundError as error:
@@ -218,9 +223,9 @@ def decision_editor(decision_id):
     app.processes.routes, which need process.configure in a company, so this page does too.
     """
     if current_user.company.is_headquarters or not has_permission(current_user, "process.configure"):
-        abort(403, "只有分公司管理员（设置集团审批规则）可以编辑本公司的升级决策表。")
+        abort(403, _("只有分公司管理员（设置集团审批规则）可以编辑本公司的升级决策表。"))
     if decision_id not in DECISION_IDS:
-        abort(404, f"没有名为「{decision_id[:64]}」的决策表；可选：{'、'.join(DECISION_IDS)}。")
+        abort(404, _("没有名为「%(name)s」的决策表；可选：%(choices)s。", name=decision_id[:64], choices=join_items(DECISION_IDS)))
     response = make_response(render_template(
         "processes/decision_editor.html", decision_id=decision_id, process_label=PROCESS_TYPES[DECISION_IDS[decision_id]],
         load_url=url_for("processes.decision_xml", decision_id=decision_id),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from app.i18n import N_
 from app.processes.escalation import RULE_FIELDS
 from app.processes.models import PROCESS_TYPES
 from app.processes.sandbox import FUNCTIONS, SandboxError, validate_expression
@@ -48,23 +49,23 @@ _GREATER_THAN = re.compile(r"^\s*>\s*(\d+(?:\.\d+)?)\s*$")
 
 # Task data every table may read: facts of the account, put into the start data.
 ACCOUNT_VARIABLES = {
-    "user_type": "用户类型（residential 居民 / low_income 低保 / non_residential 非居民）",
-    "building_area": "申请时建筑面积（㎡）",
+    "user_type": N_("用户类型（residential 居民 / low_income 低保 / non_residential 非居民）"),
+    "building_area": N_("申请时建筑面积（㎡）"),
 }
 # Process type -> task data its table may read besides ACCOUNT_VARIABLES: the start data
 # and the outputs of the steps before the decision.
 DECISION_VARIABLES = {
     "suspension": {},
     "waiver": {
-        "waiver_amount": "减免金额（元）", "receivable_at_start": "申请时减免对象应收（元；减免滞纳金时为该季滞纳金）",
-        "waiver_target": "减免对象代码（charge 热费 / late_fee 滞纳金）",
-        "waiver_category": "减免类别代码", "waiver_category_label": "减免类别名称",
+        "waiver_amount": N_("减免金额（元）"), "receivable_at_start": N_("申请时减免对象应收（元；减免滞纳金时为该季滞纳金）"),
+        "waiver_target": N_("减免对象代码（charge 热费 / late_fee 滞纳金）"),
+        "waiver_category": N_("减免类别代码"), "waiver_category_label": N_("减免类别名称"),
     },
-    "forced_shutoff": {"arrears": "申请时欠费（元）", "arrears_now": "送达通知后欠费（元）"},
-    "area_adjustment": {"old_area": "原建筑面积（㎡）", "new_area": "新建筑面积（㎡）"},
+    "forced_shutoff": {"arrears": N_("申请时欠费（元）"), "arrears_now": N_("送达通知后欠费（元）")},
+    "area_adjustment": {"old_area": N_("原建筑面积（㎡）"), "new_area": N_("新建筑面积（㎡）")},
     "reheating": {},
-    "connection": {"applied_area": "申请入网面积（㎡）", "surveyed_area": "实测建筑面积（㎡）"},
-    "back_charge": {"back_charge_amount": "追补金额（元）", "back_charge_days": "追补天数"},
+    "connection": {"applied_area": N_("申请入网面积（㎡）"), "surveyed_area": N_("实测建筑面积（㎡）")},
+    "back_charge": {"back_charge_amount": N_("追补金额（元）"), "back_charge_days": N_("追补天数")},
 }
 
 
@@ -77,7 +78,7 @@ DECISION_IDS = {decision_id_for(process_type): process_type for process_type in 
 
 
 def variables_for(process_type):
-    """Return the task data names a process type's table may read, with their Chinese descriptions."""
+    """Return the task data names a process type's table may read, with their Chinese descriptions marked with N_."""
     return {**ACCOUNT_VARIABLES, **DECISION_VARIABLES[process_type]}
 
 

@@ -35,6 +35,7 @@ from SpiffWorkflow.spiff.serializer.task_spec import BusinessRuleTaskConverter
 from SpiffWorkflow.spiff.specs.defaults import BusinessRuleTask
 from SpiffWorkflow.util.task import TaskState
 
+from app.i18n import translate_label
 from app.processes.dmn import DECISION_IDS, check_table, referenced_decisions, template_xml
 from app.processes.fields import TASK_FORMS
 from app.processes.messages import EXPRESSION_KINDS, choices, finding_text
@@ -280,7 +281,7 @@ def _check_source(element, tag, source, check, kind):
     try:
         check(source)
     except SandboxError as error:
-        text = finding_text("expression_rejected", what=EXPRESSION_KINDS[kind], source=str(source)[:80], detail=error)
+        text = finding_text("expression_rejected", what=translate_label(EXPRESSION_KINDS[kind]), source=str(source)[:80], detail=error)
         return [Finding(element, text, tag)]
     return []
 

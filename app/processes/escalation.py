@@ -11,29 +11,30 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.i18n import N_
 from app.processes.models import EscalationRule
 
 # Waiver reason categories: code -> Chinese label.
 WAIVER_CATEGORIES = {
-    "low_income": "低保减免",
-    "hardship": "困难救助",
-    "temperature_refund": "温度退费",
-    "short_supply": "少供退费",
-    "late_fee": "滞纳金减免",
-    "policy": "政策性减免",
-    "other": "其他",
+    "low_income": N_("低保减免"),
+    "hardship": N_("困难救助"),
+    "temperature_refund": N_("温度退费"),
+    "short_supply": N_("少供退费"),
+    "late_fee": N_("滞纳金减免"),
+    "policy": N_("政策性减免"),
+    "other": N_("其他"),
 }
 
 # Rule column -> (Chinese label, kind) as the settings page shows it.
 RULE_COLUMNS = {
-    "escalate_non_residential": ("非居民用户一律报集团", "flag"),
-    "escalate_low_income": ("低保户一律报集团", "flag"),
-    "area_threshold": ("建筑面积超过（㎡）报集团", "area"),
-    "amount_threshold": ("金额超过（元）报集团", "money"),
-    "percent_threshold": ("超过本季应收的百分比（%）报集团", "percent"),
-    "area_decrease_threshold": ("面积减少超过（㎡）报集团", "area"),
-    "area_decrease_percent": ("面积减少超过（%）报集团", "percent"),
-    "policy_categories": ("政策内的减免类别（其余报集团）", "categories"),
+    "escalate_non_residential": (N_("非居民用户一律报集团"), "flag"),
+    "escalate_low_income": (N_("低保户一律报集团"), "flag"),
+    "area_threshold": (N_("建筑面积超过（㎡）报集团"), "area"),
+    "amount_threshold": (N_("金额超过（元）报集团"), "money"),
+    "percent_threshold": (N_("超过本季应收的百分比（%）报集团"), "percent"),
+    "area_decrease_threshold": (N_("面积减少超过（㎡）报集团"), "area"),
+    "area_decrease_percent": (N_("面积减少超过（%）报集团"), "percent"),
+    "policy_categories": (N_("政策内的减免类别（其余报集团）"), "categories"),
 }
 # Process type -> the rule columns it evaluates.
 RULE_FIELDS = {

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
+from flask_babel import gettext as _
+
+from app.i18n import N_, translate_label
 from app.processes.access import InputError
 from app.processes.models import DECISIONS
 
@@ -23,12 +26,12 @@ MAX_AREA = Decimal("100000")
 MAX_COMMENT_CHARS = 500
 SEAL_NO_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 DOCUMENT_NO_PATTERN = re.compile(r"^[\w\-()（）〔〕\[\]/]{1,64}$")
-VALVE_RESULTS = {"closed": "已关栓", "sealed": "已关栓并施封"}
+VALVE_RESULTS = {"closed": N_("已关栓"), "sealed": N_("已关栓并施封")}
 
 
 @dataclass(frozen=True)
 class Field:
-    """One input of a form: its name, Chinese label, kind and checks."""
+    """One input of a form: its name, Chinese label (marked with N_, translated when shown), kind and checks."""
 
     name: str
     label: str
@@ -62,7 +65,7 @@ def clean_value(spec, value):
     text = str(value).strip()
     if not text:
         if spec.required:
-            raise InputError(spec.missing_message or _missing(spec))
+            raise InputError(translate_label(spec.missing_message) if spec.missing_message else _missing(spec))
         if spec.default:
             return spec.default
         return "" if spec.kind in ("text", "textarea", "choice", "radio") else None
@@ -76,8 +79,9 @@ def clean_value(spec, value):
 
 
 def _missing(spec):
-    verb = "选择" if spec.kind in ("choice", "radio") else "填写"
-    return f"请{verb}{spec.label}。"
+    if spec.kind in ("choice", "radio"):
+        return _("请选择%(field)s。", field=translate_label(spec.label))
+    return _("请填写%(field)s。", field=translate_label(spec.label))
 
 
 def _clean_choice(spec, text):
@@ -89,14 +93,15 @@ def _clean_choice(spec, text):
 
 
 def _raise_choice(spec):
-    raise InputError(f"请选择{spec.label}：{'或'.join(spec.choices.values())}。")
+    choices = _("或").join(translate_label(label) for label in spec.choices.values())
+    raise InputError(_("请选择%(field)s：%(choices)s。", field=translate_label(spec.label), choices=choices))
 
 
 def _clean_text(spec, text):
     if len(text) > spec.max_chars:
-        raise InputError(f"{spec.label}共 {len(text)} 字，超过 {spec.max_chars} 字上限。")
+        raise InputError(_("%(field)s共 %(count)s 字，超过 %(max)s 字上限。", field=translate_label(spec.label), count=len(text), max=spec.max_chars))
     if spec.pattern is not None and not spec.pattern.match(text):
-        raise InputError(f"{spec.label}「{text[:40]}」无效：{spec.pattern_hint}。")
+        raise InputError(_("%(field)s「%(value)s」无效：%(rule)s。", field=translate_label(spec.label), value=text[:40], rule=translate_label(spec.pattern_hint)))
     return text
 
 
@@ -104,12 +109,12 @@ def _clean_date(spec, text):
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise InputError(f"{spec.label}「{text[:20]}」不是有效日期，请按 2026-01-20 的格式填写。") from None
+        raise InputError(_("%(field)s「%(value)s」不是有效日期，请按 2026-01-20 的格式填写。", field=translate_label(spec.label), value=text[:20])) from None
 
 
 # kind -> (decimal places allowed, maximum, unit shown in messages)
 _NUMBER_RULES = {
-    "money": (2, MAX_MONEY, "元"),
+    "money": (2, MAX_MONEY, N_("元")),
     "percent": (2, MAX_PERCENT, "%"),
     "area": (2, MAX_AREA, "㎡"),
 }
@@ -117,26 +122,27 @@ _NUMBER_RULES = {
 
 def _clean_number(spec, text):
     places, maximum, unit = _NUMBER_RULES[spec.kind]
+    label, unit = translate_label(spec.label), translate_label(unit)
     try:
         number = Decimal(text.replace(",", ""))
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite():
-        raise InputError(f"{spec.label}「{text[:20]}」不是有效的数字，请填写以{unit}为单位的数字。")
+        raise InputError(_("%(field)s「%(value)s」不是有效的数字，请填写以%(unit)s为单位的数字。", field=label, value=text[:20], unit=unit))
     if number != number.quantize(Decimal(1).scaleb(-places)):
-        raise InputError(f"{spec.label}「{text[:20]}」最多 {places} 位小数。")
+        raise InputError(_("%(field)s「%(value)s」最多 %(places)s 位小数。", field=label, value=text[:20], places=places))
     if number <= 0:
-        raise InputError(f"{spec.label}必须大于 0。")
+        raise InputError(_("%(field)s必须大于 0。", field=label))
     if number > maximum:
-        raise InputError(f"{spec.label} {text[:20]} {unit}超过上限 {maximum} {unit}，请核对。")
+        raise InputError(_("%(field)s %(value)s %(unit)s超过上限 %(max)s %(unit)s，请核对。", field=label, value=text[:20], unit=unit, max=maximum))
     return number
 
 
-def comment_field(label="意见", hint=""):
+def comment_field(label=N_("意见"), hint=""):
     return Field("comment", label, "textarea", max_chars=MAX_COMMENT_CHARS, hint=hint)
 
 
-PHOTO_NOTE = Field("photo_note", "照片说明", "textarea", max_chars=200, hint="现场照片的编号或说明")
+PHOTO_NOTE = Field("photo_note", N_("照片说明"), "textarea", max_chars=200, hint=N_("现场照片的编号或说明"))
 
 
 @dataclass(frozen=True)
@@ -151,47 +157,47 @@ class TaskForm:
 
 TASK_FORMS = {
     "approval": TaskForm("approval", (
-        Field("decision", "审批意见", "radio", required=True, choices={"approve": "同意", "reject": "驳回"}),
-        comment_field("意见", "驳回或退回时必填"),
+        Field("decision", N_("审批意见"), "radio", required=True, choices={"approve": N_("同意"), "reject": N_("驳回")}),
+        comment_field(N_("意见"), N_("驳回或退回时必填")),
     )),
     "notice": TaskForm("notice", (
-        Field("notice_no", "催缴通知书编号", required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
-              pattern_hint="只能包含文字、数字、括号、斜杠和连字符，最多 64 位"),
-        Field("served_on", "送达日期", "date", required=True),
-        comment_field("备注"),
+        Field("notice_no", N_("催缴通知书编号"), required=True, max_chars=64, pattern=DOCUMENT_NO_PATTERN,
+              pattern_hint=N_("只能包含文字、数字、括号、斜杠和连字符，最多 64 位")),
+        Field("served_on", N_("送达日期"), "date", required=True),
+        comment_field(N_("备注")),
     ), {"comment": "notice_comment"}),
     "valve_close": TaskForm("valve_close", (
-        Field("result", "现场结果", "choice", required=True, choices=VALVE_RESULTS),
-        Field("seal_no", "封签号", required=True, max_chars=32, pattern=SEAL_NO_PATTERN,
-              pattern_hint="只能包含字母、数字和连字符，最多 32 位"),
+        Field("result", N_("现场结果"), "choice", required=True, choices=VALVE_RESULTS),
+        Field("seal_no", N_("封签号"), required=True, max_chars=32, pattern=SEAL_NO_PATTERN,
+              pattern_hint=N_("只能包含字母、数字和连字符，最多 32 位")),
         PHOTO_NOTE,
-        comment_field("备注"),
+        comment_field(N_("备注")),
     ), {"result": "valve_result", "comment": "valve_comment"}),
     "valve_open": TaskForm("valve_open", (
-        Field("opened_on", "开栓日期", "date", required=True),
+        Field("opened_on", N_("开栓日期"), "date", required=True),
         PHOTO_NOTE,
-        comment_field("备注"),
+        comment_field(N_("备注")),
     ), {"comment": "valve_comment"}),
     "survey": TaskForm("survey", (
-        Field("surveyed_area", "实测建筑面积（㎡）", "area", required=True),
+        Field("surveyed_area", N_("实测建筑面积（㎡）"), "area", required=True),
         PHOTO_NOTE,
-        comment_field("勘察意见"),
+        comment_field(N_("勘察意见")),
     ), {"comment": "survey_comment"}),
     "connect": TaskForm("connect", (
-        Field("connected_on", "接网开栓日期", "date", required=True),
-        Field("seal_no", "封签号", max_chars=32, pattern=SEAL_NO_PATTERN, pattern_hint="只能包含字母、数字和连字符，最多 32 位"),
+        Field("connected_on", N_("接网开栓日期"), "date", required=True),
+        Field("seal_no", N_("封签号"), max_chars=32, pattern=SEAL_NO_PATTERN, pattern_hint=N_("只能包含字母、数字和连字符，最多 32 位")),
         PHOTO_NOTE,
-        comment_field("备注"),
+        comment_field(N_("备注")),
     ), {"comment": "connect_comment"}),
     "supplement": TaskForm("supplement", (
-        Field("supplement", "补充的材料", "textarea", required=True, max_chars=MAX_COMMENT_CHARS,
-              hint="列出补交的证明材料及其编号", missing_message="请填写补充的材料，说明补交了哪些证明。"),
-        comment_field("备注"),
+        Field("supplement", N_("补充的材料"), "textarea", required=True, max_chars=MAX_COMMENT_CHARS,
+              hint=N_("列出补交的证明材料及其编号"), missing_message=N_("请填写补充的材料，说明补交了哪些证明。")),
+        comment_field(N_("备注")),
     ), {"supplement": "supplement_note", "comment": "supplement_comment"}),
 }
 SEND_BACK = "send_back"
 # Values of a user task's `send_back` property -> the label of the send-back decision.
-SEND_BACK_LABELS = {"true": DECISIONS[SEND_BACK], "supplement": "退回补充材料"}
+SEND_BACK_LABELS = {"true": DECISIONS[SEND_BACK], "supplement": N_("退回补充材料")}
 
 
 def send_back_option(properties):
@@ -215,9 +221,9 @@ def clean_task_values(form_code, values, allow_send_back=False):
     clean = clean_values(task_fields(form_code, allow_send_back), values)
     if form_code == "approval" and not clean["comment"]:
         if clean["decision"] == "reject":
-            raise InputError("驳回时必须填写意见，说明驳回原因。")
+            raise InputError(_("驳回时必须填写意见，说明驳回原因。"))
         if clean["decision"] == SEND_BACK:
-            raise InputError("退回时必须填写意见，说明需要补正的内容或材料。")
+            raise InputError(_("退回时必须填写意见，说明需要补正的内容或材料。"))
     return clean
 
 

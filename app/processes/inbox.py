@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.locking import lock_row
 from app.network.models import Account
 from app.org.models import Company, User
@@ -29,7 +31,12 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 50
 # Largest page the JSON API serves.
 MAX_PAGE_SIZE = 200
-SORTS = {"created": "生成时间（早→晚）", "created_desc": "生成时间（晚→早）", "due": "办理期限（早→晚）"}
+SORTS = {"created": N_("生成时间（早→晚）"), "created_desc": N_("生成时间（晚→早）"), "due": N_("办理期限（早→晚）")}
+
+
+def _labels(labels):
+    """Join the translated values of a code -> label dict, for the choices of an error message."""
+    return join_items(translate_label(label) for label in labels.values())
 
 
 @dataclass(frozen=True)
@@ -50,19 +57,19 @@ def parse_filters(args):
     """Build InboxFilters from query-string values, or raise InputError naming the bad value."""
     status = args.get("status") or "open"
     if status not in TASK_STATUSES:
-        raise InputError(f"状态「{status[:20]}」无效；可选：{'、'.join(TASK_STATUSES.values())}。")
+        raise InputError(_("状态「%(value)s」无效；可选：%(choices)s。", value=status[:20], choices=_labels(TASK_STATUSES)))
     process_type = args.get("process_type") or ""
     if process_type and process_type not in PROCESS_TYPES:
-        raise InputError(f"业务类型「{process_type[:20]}」无效；可选：{'、'.join(PROCESS_TYPES.values())}。")
+        raise InputError(_("业务类型「%(value)s」无效；可选：%(choices)s。", value=process_type[:20], choices=_labels(PROCESS_TYPES)))
     sort = args.get("sort") or "created"
     if sort not in SORTS:
-        raise InputError(f"排序方式「{sort[:20]}」无效；可选：{'、'.join(SORTS.values())}。")
+        raise InputError(_("排序方式「%(value)s」无效；可选：%(choices)s。", value=sort[:20], choices=_labels(SORTS)))
     company_text = (args.get("company_id") or "").strip()
     if company_text and not company_text.isdigit():
-        raise InputError(f"公司编号「{company_text[:20]}」无效，应为数字。")
+        raise InputError(_("公司编号「%(value)s」无效，应为数字。", value=company_text[:20]))
     account_no = (args.get("account_no") or "").strip()
     if len(account_no) > 32 or (account_no and not account_no.isalnum()):
-        raise InputError(f"用户编号「{account_no[:32]}」无效：只能是不超过 32 位的字母或数字。")
+        raise InputError(_("用户编号「%(value)s」无效：只能是不超过 32 位的字母或数字。", value=account_no[:32]))
     after = (args.get("after") or "").strip()
     if after:
         _parse_cursor(after)
@@ -80,7 +87,7 @@ def _parse_cursor(after):
     except ValueError:
         moment = number = None
     if not separator or moment is None:
-        raise InputError("分页参数无效，请从第一页重新浏览。")
+        raise InputError(_("分页参数无效，请从第一页重新浏览。"))
     return moment, number
 
 
@@ -191,21 +198,21 @@ def delegate_task(task_id, user, target_user_id, comment=""):
     task = get_task(task_id, user)
     text = (comment or "").strip()
     if len(text) > 500:
-        raise InputError(f"转办说明共 {len(text)} 字，超过 500 字上限。")
+        raise InputError(_("转办说明共 %(count)s 字，超过 500 字上限。", count=len(text)))
     candidates = {candidate.id: candidate for candidate in delegate_candidates(task)}
     target = candidates.get(int(target_user_id)) if str(target_user_id).isdigit() else None
     if target is None:
-        raise InputError(f"转办对象「{str(target_user_id)[:20]}」无效：只能转给本公司有「{task.lane_role}」角色的其他用户。")
+        raise InputError(_("转办对象「%(value)s」无效：只能转给本公司有「%(role)s」角色的其他用户。", value=str(target_user_id)[:20], role=task.lane_role))
     if target.id == user.id:
-        raise InputError("不能转办给自己；请选择其他同事。")
+        raise InputError(_("不能转办给自己；请选择其他同事。"))
     instance = lock_row(ProcessInstance, task.instance_id)
     db.session.refresh(task)
     if task.status != "open":
-        raise ConflictError(f"任务「{task.title}」已不是待办，不能转办。")
+        raise ConflictError(_("任务「%(task)s」已不是待办，不能转办。", task=task.title))
     if instance.status != "running":
-        raise ConflictError(f"流程 {instance.id} 当前为「{instance.status_label}」，不能转办。")
+        raise ConflictError(_("流程 %(id)s 当前为「%(status)s」，不能转办。", id=instance.id, status=translate_label(instance.status_label)))
     if task.claimed_by_id not in (None, user.id):
-        raise ConflictError(f"任务「{task.title}」已由 {task.claimed_by_name} 签收，只有签收人可以转办。")
+        raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收，只有签收人可以转办。", task=task.title, name=task.claimed_by_name))
     task.claimed_by_id = target.id
     task.claimed_by_name = target.name
     task.delegated_to_id = target.id

@@ -1,65 +1,69 @@
 """Texts of the findings that the model checks show to users: deploy validation, `flask heat bpmn-check` and the designer import.
 
-Every text is a template in FINDING_TEXTS under a stable code, so wrapping them for
-gettext later touches only this table. A template states what is wrong and how to fix
-it. The element id and type are not part of the template, because each report prints
-them in its own line format.
+Every text is a template in FINDING_TEXTS under a stable code, marked for extraction and
+translated when a finding is made: in the reader's language on pages, in Chinese for CLI
+commands. A template states what is wrong and how to fix it. The element id and type are
+not part of the template, because each report prints them in its own line format.
 """
+
+from flask_babel import gettext as _
+
+from app.i18n import N_, join_items, translate_label
 
 FINDING_TEXTS = {
     # Whole file (bpmn_check and the engine's parser).
-    "file_too_large": "文件超过 {limit_mb} MB；请拆分流程或删除多余的图形信息后再上传。",
-    "file_doctype": "文件含有 DOCTYPE 或实体声明（<!DOCTYPE …>），BPMN 文件不需要它们；请删除后重新上传。",
-    "file_not_xml": "文件不是格式正确的 XML：{detail}；请检查标签是否成对闭合。",
-    "file_not_bpmn": "根元素不是 BPMN 2.0 的 <definitions>；请上传 BPMN 2.0 格式的流程文件。",
-    "process_not_found": "文件中没有 id 为「{process_id}」的可执行流程（现有：{found}）；请把流程 id 改为「{process_id}」，并设为可执行。",
-    "engine_rejected": "流程引擎无法解析该元素：{detail}；请按提示修改该元素后重试。",
-    "engine_failed": "流程引擎解析失败（{detail}）；请检查该元素的属性和连线是否完整。",
+    "file_too_large": N_("文件超过 {limit_mb} MB；请拆分流程或删除多余的图形信息后再上传。"),
+    "file_doctype": N_("文件含有 DOCTYPE 或实体声明（<!DOCTYPE …>），BPMN 文件不需要它们；请删除后重新上传。"),
+    "file_not_xml": N_("文件不是格式正确的 XML：{detail}；请检查标签是否成对闭合。"),
+    "file_not_bpmn": N_("根元素不是 BPMN 2.0 的 <definitions>；请上传 BPMN 2.0 格式的流程文件。"),
+    "process_not_found": N_("文件中没有 id 为「{process_id}」的可执行流程（现有：{found}）；请把流程 id 改为「{process_id}」，并设为可执行。"),
+    "engine_rejected": N_("流程引擎无法解析该元素：{detail}；请按提示修改该元素后重试。"),
+    "engine_failed": N_("流程引擎解析失败（{detail}）；请检查该元素的属性和连线是否完整。"),
     # Elements the engine cannot run.
-    "complex_gateway": "引擎不支持复杂网关；请改用排他、包容或并行网关。",
-    "compensation": "引擎不支持补偿；请把撤销步骤画成一个普通任务。",
-    "data_store": "系统没有登记数据存储；请通过服务任务读写数据。",
-    "choreography": "协同图（choreography）不能执行；请画成普通流程。",
-    "conversation": "会话图（conversation）不能执行；请画成普通流程。",
-    "implicit_split": "活动有多条流出连线，相当于隐式分支；请在活动后加一个网关。",
-    "subprocess_without_start": "子流程没有开始事件；请在子流程中加一个开始事件。",
-    "multi_instance_without_input": "多实例活动须设置实例数（loopCardinality）或输入集合；请补上其中之一。",
-    "loop_without_end": "循环须设置最大次数或循环条件，否则可能不会结束；请补上其中之一。",
-    "data_reference_missing": "{association} 引用的 {target} 不在本流程中；请改为本流程中的数据对象，或删除该关联。",
-    "flow_without_condition": "从网关 {gateway} 流出的连线既没有条件也不是默认连线；请填写条件，或把它设为网关的默认连线。",
-    "feel_condition": "不支持 FEEL 条件；请改写为 Python 表达式。",
-    "timer_empty": "定时器没有设置值；请填写时长（如 \"P3D\"）或日期表达式。",
-    "timer_unquoted": "定时器的值 {source} 须加引号，写成 \"{source}\"，因为定时器的值是表达式。",
-    "expression_rejected": "{what}「{source}」未通过表达式检查：{detail}；请改写为允许的表达式。",
+    "complex_gateway": N_("引擎不支持复杂网关；请改用排他、包容或并行网关。"),
+    "compensation": N_("引擎不支持补偿；请把撤销步骤画成一个普通任务。"),
+    "data_store": N_("系统没有登记数据存储；请通过服务任务读写数据。"),
+    "choreography": N_("协同图（choreography）不能执行；请画成普通流程。"),
+    "conversation": N_("会话图（conversation）不能执行；请画成普通流程。"),
+    "implicit_split": N_("活动有多条流出连线，相当于隐式分支；请在活动后加一个网关。"),
+    "subprocess_without_start": N_("子流程没有开始事件；请在子流程中加一个开始事件。"),
+    "multi_instance_without_input": N_("多实例活动须设置实例数（loopCardinality）或输入集合；请补上其中之一。"),
+    "loop_without_end": N_("循环须设置最大次数或循环条件，否则可能不会结束；请补上其中之一。"),
+    "data_reference_missing": N_("{association} 引用的 {target} 不在本流程中；请改为本流程中的数据对象，或删除该关联。"),
+    "flow_without_condition": N_("从网关 {gateway} 流出的连线既没有条件也不是默认连线；请填写条件，或把它设为网关的默认连线。"),
+    "feel_condition": N_("不支持 FEEL 条件；请改写为 Python 表达式。"),
+    "timer_empty": N_("定时器没有设置值；请填写时长（如 \"P3D\"）或日期表达式。"),
+    "timer_unquoted": N_("定时器的值 {source} 须加引号，写成 \"{source}\"，因为定时器的值是表达式。"),
+    "expression_rejected": N_("{what}「{source}」未通过表达式检查：{detail}；请改写为允许的表达式。"),
     # Services, decisions, lanes and forms.
-    "service_without_operator": "服务任务没有指定系统服务（spiffworkflow:serviceTaskOperator）；请选择一个服务：{choices}。",
-    "service_unknown": "服务「{name}」未注册；请改用以下服务之一：{choices}。",
-    "service_missing_parameters": "服务「{name}」缺少参数：{names}；请在服务任务中补上。",
-    "service_unknown_parameters": "服务「{name}」不接受参数：{names}；请删除这些参数。",
-    "decision_unknown": "业务规则任务调用的决策表「{decision_id}」不存在；请把 spiffworkflow:calledDecisionId 设为以下之一：{choices}。",
-    "decision_not_escalation": "决策表「{decision_id}」不是报集团审批规则表；请改用以下之一：{choices}。",
-    "lane_unknown": "泳道「{lane}」不是流程角色；请改用以下角色之一：{choices}。",
-    "form_missing": "用户任务没有设置表单（属性 form）；请把它设为以下之一：{choices}。",
-    "form_unknown": "用户任务的表单「{form}」未知；请把属性 form 设为以下之一：{choices}。",
-    "user_task_outside_lane": "用户任务不在任何泳道中；请把它放进办理该任务的角色泳道。",
+    "service_without_operator": N_("服务任务没有指定系统服务（spiffworkflow:serviceTaskOperator）；请选择一个服务：{choices}。"),
+    "service_unknown": N_("服务「{name}」未注册；请改用以下服务之一：{choices}。"),
+    "service_missing_parameters": N_("服务「{name}」缺少参数：{names}；请在服务任务中补上。"),
+    "service_unknown_parameters": N_("服务「{name}」不接受参数：{names}；请删除这些参数。"),
+    "decision_unknown": N_("业务规则任务调用的决策表「{decision_id}」不存在；请把 spiffworkflow:calledDecisionId 设为以下之一：{choices}。"),
+    "decision_not_escalation": N_("决策表「{decision_id}」不是报集团审批规则表；请改用以下之一：{choices}。"),
+    "lane_unknown": N_("泳道「{lane}」不是流程角色；请改用以下角色之一：{choices}。"),
+    "form_missing": N_("用户任务没有设置表单（属性 form）；请把它设为以下之一：{choices}。"),
+    "form_unknown": N_("用户任务的表单「{form}」未知；请把属性 form 设为以下之一：{choices}。"),
+    "user_task_outside_lane": N_("用户任务不在任何泳道中；请把它放进办理该任务的角色泳道。"),
 }
 
 # Names of the expression kinds that `expression_rejected` reports.
 EXPRESSION_KINDS = {
-    "condition": "条件",
-    "script": "脚本",
-    "prescript": "前置脚本",
-    "postscript": "后置脚本",
-    "parameter": "服务参数",
-    "timer": "定时器表达式",
+    "condition": N_("条件"),
+    "script": N_("脚本"),
+    "prescript": N_("前置脚本"),
+    "postscript": N_("后置脚本"),
+    "parameter": N_("服务参数"),
+    "timer": N_("定时器表达式"),
 }
 
 
 def finding_text(code, **values):
-    """Fill the template of a finding code with its values."""
-    return FINDING_TEXTS[code].format(**values)
+    """Fill the translated template of a finding code with its values."""
+    return translate_label(FINDING_TEXTS[code]).format(**values)
 
 
 def choices(names):
     """Join the names a fix may choose from, in the form the templates expect."""
-    return "、".join(names) or "（无）"
+    return join_items(names) or _("（无）")

@@ -17,8 +17,10 @@ import sqlalchemy as sa
 from SpiffWorkflow.bpmn.util.diff import diff_workflow, migrate_workflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import translate_label
 from app.locking import lock_row
 from app.org.services import require_permission
 from app.processes.access import ConflictError, InputError
@@ -51,12 +53,12 @@ def parse_mapping(text):
         old, separator, new = line.partition("=")
         old, new = old.strip(), new.strip()
         if not separator or not old or not new:
-            raise InputError(f"元素映射第 {number} 行「{line[:60]}」无效：请按「旧元素ID=新元素ID」每行填写一对。")
+            raise InputError(_("元素映射第 %(line)s 行「%(value)s」无效：请按「旧元素ID=新元素ID」每行填写一对。", line=number, value=line[:60]))
         if old in mapping:
-            raise InputError(f"元素映射第 {number} 行重复映射了元素「{old[:60]}」，每个旧元素只能映射一次。")
+            raise InputError(_("元素映射第 %(line)s 行重复映射了元素「%(value)s」，每个旧元素只能映射一次。", line=number, value=old[:60]))
         mapping[old] = new
     if len(mapping) > MAX_MAPPING_PAIRS:
-        raise InputError(f"元素映射共 {len(mapping)} 对，超过 {MAX_MAPPING_PAIRS} 对上限。")
+        raise InputError(_("元素映射共 %(count)s 对，超过 %(max)s 对上限。", count=len(mapping), max=MAX_MAPPING_PAIRS))
     return mapping
 
 
@@ -104,14 +106,14 @@ def _expand_mapping(mapping, source_spec, target_spec):
 
 
 def _plan(workflow, target_spec, target_subprocesses, mapping):
-    """Return (diff, None) when the workflow can move to `target_spec`, else (None, Chinese reason)."""
+    """Return (diff, None) when the workflow can move to `target_spec`, else (None, the reason in the reader's language)."""
     registry = SERIALIZER.registry
     diff, sub_diffs = diff_workflow(registry, workflow, target_spec, target_subprocesses)
     if any(sub_diff is None for sub_diff in sub_diffs.values()):
-        return None, "流程包含子流程，而目标版本中没有对应的子流程定义。"
+        return None, _("流程包含子流程，而目标版本中没有对应的子流程定义。")
     for old_name, new_name in mapping.items():
         if new_name not in target_spec.task_specs:
-            return None, f"元素映射「{old_name}={new_name}」中的新元素在目标版本中不存在。"
+            return None, _("元素映射「%(old)s=%(new)s」中的新元素在目标版本中不存在。", old=old_name, new=new_name)
     expanded = _expand_mapping(mapping, workflow.spec, target_spec)
     for task in workflow.get_tasks(skip_subprocesses=True):
         if task.task_spec.name in expanded:
@@ -122,9 +124,9 @@ def _plan(workflow, target_spec, target_subprocesses, mapping):
         aligned = diff.alignment.get(task)
         if aligned is None or (aligned.name != name and name not in expanded):
             title = task.task_spec.bpmn_name or name
-            problems.append(f"当前环节「{title}」（{name}）在目标版本中不存在，请提供元素映射")
+            problems.append(_("当前环节「%(title)s」（%(name)s）在目标版本中不存在，请提供元素映射", title=title, name=name))
     if problems:
-        return None, "；".join(problems) + "。"
+        return None, _("%(problems)s。", problems=_("；").join(problems))
     return diff, None
 
 
@@ -140,16 +142,16 @@ def migrate_instances(company_id, process_type, from_version, to_version, user, 
     require_permission(user, "process.admin", company_id)
     text = (reason or "").strip()
     if not text:
-        raise InputError("请填写迁移流程版本的原因。")
+        raise InputError(_("请填写迁移流程版本的原因。"))
     if process_type not in PROCESS_TYPES:
-        raise InputError(f"未知的业务类型「{str(process_type)[:32]}」。")
+        raise InputError(_("未知的业务类型「%(value)s」。", value=str(process_type)[:32]))
     label = PROCESS_TYPES[process_type]
     source, target = _model(company_id, process_type, from_version), _model(company_id, process_type, to_version)
     if source is None or target is None:
         missing = from_version if source is None else to_version
-        raise InputError(f"本公司{label}流程没有版本 {missing}；请从版本列表中选择。")
+        raise InputError(_("本公司%(process)s流程没有版本 %(version)s；请从版本列表中选择。", process=translate_label(label), version=missing))
     if to_version <= from_version:
-        raise ConflictError(f"只能迁移到更新的版本：版本 {to_version} 不比版本 {from_version} 新。")
+        raise ConflictError(_("只能迁移到更新的版本：版本 %(new)s 不比版本 %(old)s 新。", new=to_version, old=from_version))
     mapping = dict(mapping or {})
     statement = (
         sa.select(ProcessInstance.id)
@@ -196,7 +198,9 @@ def _migrate_one(instance_id, source, target, target_spec, target_subprocesses, 
     instance = lock_row(ProcessInstance, instance_id)
     if instance.model_id != source.id or instance.status not in ACTIVE_STATUSES:
         db.session.rollback()
-        return MigrationResult(instance_id, False, f"流程当前为「{instance.status_label}」或已不在版本 {source.version} 上。")
+        return MigrationResult(instance_id, False, _(
+            "流程当前为「%(status)s」或已不在版本 %(version)s 上。", status=translate_label(instance.status_label), version=source.version,
+        ))
     try:
         workflow = load_workflow(instance.state, RunContext(instance, user))
         diff, problem = _plan(workflow, target_spec, target_subprocesses, mapping)
@@ -218,6 +222,6 @@ def _migrate_one(instance_id, source, target, target_spec, target_subprocesses, 
     except (ProcessRunError, SpiffWorkflowException, KeyError) as error:
         db.session.rollback()
         logger.warning("Migrating instance %s to version %s failed: %s", instance_id, target.version, error)
-        return MigrationResult(instance_id, False, f"迁移时流程引擎出错：{error}")
+        return MigrationResult(instance_id, False, _("迁移时流程引擎出错：%(error)s", error=error))
     db.session.commit()
     return MigrationResult(instance_id, True)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.i18n import N_
 from app.processes.models import ProcessOption
 
 
@@ -18,10 +19,10 @@ class OptionSpec:
 
 PROCESS_OPTIONS = {
     "back_charge_netting": OptionSpec(
-        label="稽查追补计算方式",
+        label=N_("稽查追补计算方式"),
         choices={
-            "difference": "按差额追补：（正常热费 − 当前状态热费）× 追补天数 ÷ 法定供暖天数",
-            "full": "按全额追补：正常热费 × 追补天数 ÷ 法定供暖天数，已收的报停或强停费用不抵扣",
+            "difference": N_("按差额追补：（正常热费 − 当前状态热费）× 追补天数 ÷ 法定供暖天数"),
+            "full": N_("按全额追补：正常热费 × 追补天数 ÷ 法定供暖天数，已收的报停或强停费用不抵扣"),
         },
         default="difference",
     ),

@@ -17,6 +17,7 @@ from sqlalchemy.orm import joinedload
 from app.billing.models import LedgerEntry
 from app.billing.services import rerate_account, season_receivable
 from app.extensions import db
+from app.i18n import N_
 from app.messaging.events import emit
 from app.money import format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES, Account, Unit
@@ -92,9 +93,9 @@ def escalation_outcome(context, result):
     flags = _as_list(result.get("escalate"))
     reasons = _as_list(result.get("escalation_reason"))
     if not any(bool(flag) for flag in flags):
-        return {"escalate": False, "escalation_reason": "未达到集团审批条件，由分公司审批。"}
+        return {"escalate": False, "escalation_reason": N_("未达到集团审批条件，由分公司审批。")}
     chosen = [str(reason) for flag, reason in zip(flags, reasons) if flag and reason]
-    reason = "；".join(chosen) + "。" if chosen else "本公司集团审批规则表判定需集团审批。"
+    reason = "；".join(chosen) + "。" if chosen else N_("本公司集团审批规则表判定需集团审批。")
     if context is not None and context.instance is not None:
         record_event(context.instance, "escalated", user=None, task_name="判断是否需集团审批", comment=reason)
     return {"escalate": True, "escalation_reason": reason}

@@ -4,9 +4,13 @@ import logging
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import format_date, get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from app.extensions import db
+from app.i18n import join_items, translate_label
 from app.forms.processes import fill_choices, start_form_class, task_form_class
 from app.org.services import AccessError, has_permission
 from app.processes.access import (
@@ -107,9 +111,9 @@ def delegate(task_id):
         _fail(error)
     except (InputError, ConflictError) as error:
         db.session.rollback()
-        flash(f"转办未成功：{error}", "error")
+        flash(_("转办未成功：%(error)s", error=error), "error")
         return redirect(url_for("processes.task", task_id=task_id)), 303
-    flash(f"任务「{task.title}」已转办给 {task.delegated_to_name}。", "success")
+    flash(_("任务「%(task)s」已转办给 %(name)s。", task=task.title, name=task.delegated_to_name), "success")
     return redirect(url_for("processes.inbox")), 303
 
 
@@ -118,7 +122,7 @@ def delegate(task_id):
 def migrate():
     """Move the company's running instances of a process from one model version to a newer one."""
     if current_user.company.is_headquarters or not has_permission(current_user, "process.admin"):
-        abort(403, "只有分公司管理员可以迁移本公司的流程版本。")
+        abort(403, _("只有分公司管理员可以迁移本公司的流程版本。"))
     company_id = current_user.company_id
     results, status = None, 200
     if request.method == "POST":
@@ -130,11 +134,14 @@ def migrate():
             )
         except (InputError, ConflictError) as error:
             db.session.rollback()
-            flash(f"迁移未执行：{error}", "error")
+            flash(_("迁移未执行：%(error)s", error=error), "error")
             status = 400
         else:
             moved = sum(result.migrated for result in results)
-            flash(f"已迁移 {moved} 个流程，{len(results) - moved} 个未迁移（原因见下表）。", "success" if moved == len(results) else "error")
+            flash(
+                _("已迁移 %(moved)s 个流程，%(skipped)s 个未迁移（原因见下表）。", moved=moved, skipped=len(results) - moved),
+                "success" if moved == len(results) else "error",
+            )
     return render_template(
         "processes/migrate.html", versions=model_versions(company_id), results=results, process_types=PROCESS_TYPES,
     ), status
@@ -143,7 +150,7 @@ def migrate():
 def _version(text):
     value = (text or "").strip()
     if not value.isdigit():
-        raise InputError(f"版本号「{value[:10]}」无效，请从列表中选择。")
+        raise InputError(_("版本号「%(value)s」无效，请从列表中选择。", value=value[:10]))
     return int(value)
 
 
@@ -164,9 +171,9 @@ def _start_view(process_type):
             _fail(error)
         except (InputError, ConflictError, ProcessRunError) as error:
             db.session.rollback()
-            flash(f"{label}申请未受理：{error}", "error")
+            flash(_("%(process)s申请未受理：%(error)s", process=translate_label(label), error=error), "error")
             return redirect(url_for("network.account", account_id=account_id))
-        flash(f"{label}申请已受理（流程 {instance.id}），已转下一环节办理。", "success")
+        flash(_("%(process)s申请已受理（流程 %(id)s），已转下一环节办理。", process=translate_label(label), id=instance.id), "success")
         return redirect(url_for("network.account", account_id=account_id))
 
     view.__name__ = f"start_{process_type}"
@@ -201,10 +208,10 @@ def task(task_id):
                 _fail(error)
             except (InputError, ConflictError, ProcessRunError) as error:
                 db.session.rollback()
-                flash(f"提交未成功：{error}", "error")
+                flash(_("提交未成功：%(error)s", error=error), "error")
                 status = 400 if isinstance(error, InputError) else 409
                 return _render_task(task_id, form, status)
-            flash(f"任务「{human_task.title}」已办结。", "success")
+            flash(_("任务「%(task)s」已办结。", task=human_task.title), "success")
             return redirect(url_for("processes.inbox"))
         for messages in form.errors.values():
             for message in messages:
@@ -257,7 +264,7 @@ def release(task_id):
 def instance(instance_id):
     """Show one instance with its status and its verified audit history."""
     if not has_permission(current_user, "account.read"):
-        abort(403, "您没有查看用户档案与业务记录的权限。")
+        abort(403, _("您没有查看用户档案与业务记录的权限。"))
     try:
         process_instance = get_instance(instance_id)
     except NotFoundError as error:
@@ -288,9 +295,13 @@ def _admin_view(action):
             _fail(error)
         except (InputError, ConflictError, ProcessRunError) as error:
             db.session.rollback()
-            flash(f"{label}未成功：{error}", "error")
+            flash(_("%(action)s未成功：%(error)s", action=translate_label(label), error=error), "error")
         else:
-            flash(f"{label}成功：流程 {instance_id} 当前为「{changed.status_label}」。", "success")
+            flash(
+                _("%(action)s成功：流程 %(id)s 当前为「%(status)s」。", action=translate_label(label), id=instance_id,
+                  status=translate_label(changed.status_label)),
+                "success",
+            )
         return redirect(url_for("processes.instance", instance_id=instance_id)), 303
 
     view.__name__ = f"{action}_instance"
@@ -305,11 +316,11 @@ for _action in ACTIONS:
     )
 
 
-CONFIGURE_DENIED = "只有分公司管理员可以设置本公司的集团审批规则。"
+CONFIGURE_DENIED = _l("只有分公司管理员可以设置本公司的集团审批规则。")
 # Settings page sections saved as a whole: form `section` -> (save function, error prefix, success message).
 SETTINGS_SECTIONS = {
-    "timers": (save_timer_settings, "期限未保存", "已保存本公司的办理期限与定时设置。"),
-    "options": (save_process_options, "计算方式未保存", "已保存本公司的业务计算方式，此后发起的申请按新方式计算。"),
+    "timers": (save_timer_settings, _l("期限未保存"), _l("已保存本公司的办理期限与定时设置。")),
+    "options": (save_process_options, _l("计算方式未保存"), _l("已保存本公司的业务计算方式，此后发起的申请按新方式计算。")),
 }
 
 
@@ -322,7 +333,7 @@ def _may_configure():
 def settings():
     """Show and edit the company's escalation rules, one per process type."""
     if not _may_configure():
-        abort(403, CONFIGURE_DENIED)
+        abort(403, str(CONFIGURE_DENIED))
     company_id = current_user.company_id
     status = 200
     section = SETTINGS_SECTIONS.get(request.form.get("section")) if request.method == "POST" else None
@@ -332,22 +343,22 @@ def settings():
             save(company_id, request.form, current_user)
         except RuleError as error:
             db.session.rollback()
-            flash(f"{failed}：{error}", "error")
+            flash(_("%(failure)s：%(error)s", failure=failed, error=error), "error")
             status = 400
         else:
             db.session.commit()
-            flash(saved, "success")
+            flash(str(saved), "success")
             return redirect(url_for("processes.settings")), 303
     elif request.method == "POST":
         try:
             rule = save_rule(company_id, request.form.get("process_type", ""), request.form, current_user)
         except RuleError as error:
             db.session.rollback()
-            flash(f"规则未保存：{error}", "error")
+            flash(_("规则未保存：%(error)s", error=error), "error")
             status = 400
         else:
             db.session.commit()
-            flash(f"已保存「{rule.type_label}」的集团审批规则。", "success")
+            flash(_("已保存「%(process)s」的集团审批规则。", process=translate_label(rule.type_label)), "success")
             return redirect(url_for("processes.settings")), 303
     return render_template(
         "processes/settings.html", rows=rule_rows(company_id), waiver_categories=WAIVER_CATEGORIES,
@@ -370,40 +381,40 @@ def calendar():
     """
     group_import = _may_import_group_calendar()
     if not _may_configure() and not group_import:
-        abort(403, "只有分公司管理员可以设置本公司的工作日历，集团管理员可以为全部分公司导入放假安排。")
+        abort(403, _("只有分公司管理员可以设置本公司的工作日历，集团管理员可以为全部分公司导入放假安排。"))
     company_id = current_user.company_id
     year = request.values.get("year", type=int) or today_local().year
     if not MIN_YEAR <= year <= MAX_YEAR:
-        abort(400, f"年份 {year} 超出范围，请选择 {MIN_YEAR} 至 {MAX_YEAR} 年。")
+        abort(400, _("年份 %(year)s 超出范围，请选择 %(min)s 至 %(max)s 年。", year=year, min=MIN_YEAR, max=MAX_YEAR))
     status = 200
     import_errors = []
     if request.method == "POST":
         action = request.form.get("action", "save")
         if group_import and action != "import":
-            abort(403, "集团用户只能导入放假安排文件；逐日修改请由分公司管理员在本公司日历中进行。")
+            abort(403, _("集团用户只能导入放假安排文件；逐日修改请由分公司管理员在本公司日历中进行。"))
         try:
             if action == "import":
                 result = _import_calendar_file()
                 import_errors = result.errors
                 if import_errors:
-                    raise CalendarError(f"文件中有 {len(import_errors)} 处错误，未导入任何日期；请按下列提示修改后重新导入。")
+                    raise CalendarError(_("文件中有 %(count)s 处错误，未导入任何日期；请按下列提示修改后重新导入。", count=len(import_errors)))
                 year = result.year
                 message = _import_message(result)
             elif action == "delete":
                 day = delete_day(company_id, request.form.get("day"), current_user)
-                message = f"已删除 {day.isoformat()} 的设置，该日恢复按周一至周五计算。"
+                message = _("已删除 %(day)s 的设置，该日恢复按周一至周五计算。", day=day.isoformat())
             elif action == "seed":
                 added = seed_calendar(company_id, years=(year,), user=current_user)
-                message = f"已导入 {year} 年国务院公布的节假日和调休上班日 {added} 天；已有设置的日期保持不变。"
+                message = _("已导入 %(year)s 年国务院公布的节假日和调休上班日 %(count)s 天；已有设置的日期保持不变。", year=year, count=added)
                 if not published_days({year}):
-                    message = f"{year} 年的放假安排尚未收录，请导入放假安排文件或逐日添加。"
+                    message = _("%(year)s 年的放假安排尚未收录，请导入放假安排文件或逐日添加。", year=year)
             else:
                 row = save_day(company_id, request.form, current_user)
                 year = row.day.year
-                message = f"已将 {row.day.isoformat()} 设为「{row.kind_label}」。"
+                message = _("已将 %(day)s 设为「%(kind)s」。", day=row.day.isoformat(), kind=translate_label(row.kind_label))
         except (CalendarError, CalendarImportError) as error:
             db.session.rollback()
-            flash(f"日历未保存：{error}", "error")
+            flash(_("日历未保存：%(error)s", error=error), "error")
             status = 400
         else:
             db.session.commit()
@@ -414,23 +425,28 @@ def calendar():
         "processes/calendar.html", year=year, days=[] if group_import else calendar_days(company_id, year), kinds=CALENDAR_KINDS,
         holidays=holidays, workdays=workdays, group_import=group_import, import_errors=import_errors,
         import_companies=target_companies(current_user) if group_import else [], builtin_days=len(published_days({year})),
+        weekday=_weekday,
     ), status
+
+
+def _weekday(day):
+    """Name the weekday of `day` for the calendar table: 一 … 日 in Chinese, Mon … Sun in English."""
+    return format_date(day, "EEEEE" if get_locale().language == "zh" else "EEE")
 
 
 def _import_calendar_file():
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        raise CalendarImportError("没有选择文件；请选择一年放假安排的 CSV 或 Excel（.xlsx）文件后再导入。")
+        raise CalendarImportError(_("没有选择文件；请选择一年放假安排的 CSV 或 Excel（.xlsx）文件后再导入。"))
     return import_calendar(upload.filename, upload.read(), target_companies(current_user), current_user)
 
 
 def _import_message(result):
     added = sum(result.added.values())
     changed = sum(result.changed.values())
-    companies = "、".join(result.added)
-    return (
-        f"已导入 {result.year} 年放假安排 {result.rows} 天（{companies}）：新增 {added} 条、修改 {changed} 条；"
-        "文件未列出的日期保持不变。"
+    return _(
+        "已导入 %(year)s 年放假安排 %(days)s 天（%(companies)s）：新增 %(added)s 条、修改 %(changed)s 条；文件未列出的日期保持不变。",
+        year=result.year, days=result.rows, companies=join_items(result.added), added=added, changed=changed,
     )
 
 
@@ -438,7 +454,7 @@ def _decision_json(decision):
     return {
         "decision_id": decision.decision_id,
         "process_type": decision.process_type,
-        "label": f"{decision.type_label}是否需集团审批",
+        "label": _("%(process)s是否需集团审批", process=translate_label(decision.type_label)),
         "version": decision.version,
         "sha256": decision.sha256,
         "updated_at": decision.created_at.isoformat(),
@@ -456,7 +472,7 @@ def _json_error(status, element_id, message):
 def decisions():
     """List the company's escalation decision tables as JSON, for the table editor."""
     if not _may_configure():
-        return _json_error(403, "", CONFIGURE_DENIED)
+        return _json_error(403, "", str(CONFIGURE_DENIED))
     rows = ensure_decisions(current_user.company_id)
     db.session.commit()
     return jsonify({"decisions": [_decision_json(decision) for decision in rows]})
@@ -467,9 +483,9 @@ def decisions():
 def decision_xml(decision_id):
     """Return the current DMN XML of one of the company's decision tables."""
     if not _may_configure():
-        abort(403, CONFIGURE_DENIED)
+        abort(403, str(CONFIGURE_DENIED))
     if decision_id not in DECISION_IDS:
-        abort(404, f"没有名为「{decision_id[:64]}」的决策表。")
+        abort(404, _("没有名为「%(name)s」的决策表。", name=decision_id[:64]))
     decision = ensure_decision(current_user.company_id, DECISION_IDS[decision_id])
     db.session.commit()
     response = Response(decision.dmn_xml, mimetype="application/xml")
@@ -484,9 +500,9 @@ def decision(decision_id):
     if request.method == "POST":
         return _save_decision(decision_id)
     if not _may_configure():
-        abort(403, CONFIGURE_DENIED)
+        abort(403, str(CONFIGURE_DENIED))
     if decision_id not in DECISION_IDS:
-        abort(404, f"没有名为「{decision_id[:64]}」的决策表。")
+        abort(404, _("没有名为「%(name)s」的决策表。", name=decision_id[:64]))
     process_type = DECISION_IDS[decision_id]
     version = ensure_decision(current_user.company_id, process_type)
     db.session.commit()
@@ -497,9 +513,11 @@ def decision(decision_id):
 
 def _save_decision(decision_id):
     if not _may_configure():
-        return _json_error(403, "", CONFIGURE_DENIED)
+        return _json_error(403, "", str(CONFIGURE_DENIED))
     if decision_id not in DECISION_IDS:
-        return _json_error(404, decision_id[:64], f"没有名为「{decision_id[:64]}」的决策表；可选：{'、'.join(DECISION_IDS)}。")
+        return _json_error(
+            404, decision_id[:64], _("没有名为「%(name)s」的决策表；可选：%(choices)s。", name=decision_id[:64], choices=join_items(DECISION_IDS)),
+        )
     try:
         version = save_decision(current_user.company_id, decision_id, request.form.get("xml", ""), current_user)
     except DecisionError as error:

@@ -12,10 +12,12 @@ from decimal import Decimal
 from uuid import UUID
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.locking import lock_row
 from app.messaging.events import emit
 from app.billing.services import season_receivable
@@ -63,12 +65,12 @@ def start_process(process_type, account_id, user, values, permission="process.st
     definition = definition_for(process_type)
     account = db.session.scalar(sa.select(Account).where(Account.id == account_id))
     if account is None:
-        raise NotFoundError(f"用户 {account_id} 不存在，或不属于您所在的公司。")
+        raise NotFoundError(_("用户 %(id)s 不存在，或不属于您所在的公司。", id=account_id))
     require_permission(user, permission, account.company_id)
     clean = clean_values(definition.start_fields, values)
     model = latest_model(account.company_id, process_type)
     if model is None:
-        raise ConflictError(f"本公司尚未部署{definition.label}流程，请联系管理员部署后再受理。")
+        raise ConflictError(_("本公司尚未部署%(process)s流程，请联系管理员部署后再受理。", process=translate_label(definition.label)))
 
     account = lock_row(Account, account.id)
     problem = status_error(definition, account)
@@ -111,27 +113,30 @@ def start_process(process_type, account_id, user, values, permission="process.st
 
 def _check_running(account, process_type):
     """Raise ConflictError when the account already runs this process, or another one that changes its status."""
-    label = PROCESS_TYPES[process_type]
+    label = translate_label(PROCESS_TYPES[process_type])
     running = running_instance(account.id, process_type)
     if running is not None:
-        raise ConflictError(f"该户已有办理中的{label}申请（流程 {running.id}），请勿重复申请。")
+        raise ConflictError(_("该户已有办理中的%(process)s申请（流程 %(id)s），请勿重复申请。", process=label, id=running.id))
     if process_type not in STATUS_CHANGING_TYPES:
         return
     for other in STATUS_CHANGING_TYPES:
         running = running_instance(account.id, other) if other != process_type else None
         if running is not None:
-            raise ConflictError(f"该户有办理中的{PROCESS_TYPES[other]}申请（流程 {running.id}），办结后才能申请{label}。")
+            raise ConflictError(_(
+                "该户有办理中的%(other)s申请（流程 %(id)s），办结后才能申请%(process)s。",
+                other=translate_label(PROCESS_TYPES[other]), id=running.id, process=label,
+            ))
 
 
 def _closed_state(task):
-    return "已被取消" if task.status == "cancelled" else "已办结"
+    return _("已被取消") if task.status == "cancelled" else _("已办结")
 
 
 def _check_not_suspended(instance, task):
     """Raise ConflictError when an administrator has suspended the task's instance."""
     if instance.status == "suspended":
         raise ConflictError(
-            f"流程 {instance.id} 已被管理员挂起，任务「{task.title}」暂不能签收或办理；请等待管理员恢复流程后再试。"
+            _("流程 %(id)s 已被管理员挂起，任务「%(task)s」暂不能签收或办理；请等待管理员恢复流程后再试。", id=instance.id, task=task.title)
         )
 
 
@@ -139,12 +144,12 @@ def claim_task(task_id, user):
     """Claim an open task so that only this user can complete it."""
     task, instance = locked_task(task_id, user)
     if task.status != "open":
-        raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，无需签收。")
+        raise ConflictError(_("任务「%(task)s」%(state)s，无需签收。", task=task.title, state=_closed_state(task)))
     _check_not_suspended(instance, task)
     if task.claimed_by_id == user.id:
         return task
     if task.claimed_by_id is not None:
-        raise ConflictError(f"任务「{task.title}」已由 {task.claimed_by_name} 签收，请等待其办理或退回。")
+        raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收，请等待其办理或退回。", task=task.title, name=task.claimed_by_name))
     if instance.status == "running":
         _cancel_if_settled(instance, user, task.title)
     task.claimed_by_id = user.id
@@ -158,7 +163,7 @@ def release_task(task_id, user):
     """Return a claimed task to the open pool of its lane."""
     task, instance = locked_task(task_id, user)
     if task.status != "open" or task.claimed_by_id != user.id:
-        raise ConflictError(f"任务「{task.title}」不在您名下，无法退回。")
+        raise ConflictError(_("任务「%(task)s」不在您名下，无法退回。", task=task.title))
     task.claimed_by_id = None
     task.claimed_by_name = ""
     record_event(instance, "released", user=user, task_name=task.title)
@@ -179,13 +184,14 @@ def complete_task(task_id, user, values):
         db.session.rollback()
         raise
     if task.status != "open":
-        raise ConflictError(f"任务「{task.title}」{_closed_state(task)}，不能重复提交。")
+        raise ConflictError(_("任务「%(task)s」%(state)s，不能重复提交。", task=task.title, state=_closed_state(task)))
     if task.claimed_by_id != user.id:
-        holder = f"已由 {task.claimed_by_name} 签收" if task.claimed_by_id else "尚未签收"
-        raise ConflictError(f"任务「{task.title}」{holder}；请先签收再办理。")
+        if task.claimed_by_id:
+            raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收；请先签收再办理。", task=task.title, name=task.claimed_by_name))
+        raise ConflictError(_("任务「%(task)s」尚未签收；请先签收再办理。", task=task.title))
     _check_not_suspended(instance, task)
     if instance.status != "running":
-        raise ConflictError(f"流程 {instance.id} 当前为「{instance.status_label}」，不能继续办理，请联系管理员。")
+        raise ConflictError(_("流程 %(id)s 当前为「%(status)s」，不能继续办理，请联系管理员。", id=instance.id, status=translate_label(instance.status_label)))
     _cancel_if_settled(instance, user, task.title)
     try:
         workflow = load_workflow(instance.state, RunContext(instance, user, task))
@@ -197,7 +203,7 @@ def complete_task(task_id, user, values):
     try:
         spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
         if not spiff_task.has_state(TaskState.READY):
-            raise ConflictError(f"任务「{task.title}」在流程中已不是待办状态，请刷新待办列表。")
+            raise ConflictError(_("任务「%(task)s」在流程中已不是待办状态，请刷新待办列表。", task=task.title))
         properties = _task_properties(spiff_task)
         clean = clean_task_values(task.form, values, allow_send_back=send_back_option(properties))
         decision, comment = clean.get("decision"), clean["comment"]
@@ -248,7 +254,7 @@ def _settled_reason(instance):
     account = db.session.get(Account, instance.account_id)
     if amount_owed(account).total > ZERO:
         return None
-    return "该户欠费已结清，强停流程已自动取消，无需继续办理。"
+    return N_("该户欠费已结清，强停流程已自动取消，无需继续办理。")
 
 
 def _cancel_if_settled(instance, user, task_name):
@@ -267,7 +273,8 @@ def _cancel_if_settled(instance, user, task_name):
     emit_process_finished(instance)
     db.session.commit()
     logger.info("Process instance %s was cancelled before %s: %s", instance.id, task_name, reason)
-    raise ConflictError(reason)
+    # The audit event keeps the Chinese reason; the user reads it in their language.
+    raise ConflictError(translate_label(reason))
 
 
 def _record_failure(instance_id, user, task_name, error, status=None):
@@ -363,6 +370,10 @@ def emit_process_finished(instance):
     })
 
 
+# Task data keys whose values are texts the code wrote (marked with N_), not typed by users.
+TRANSLATED_KEYS = {"escalation_reason"}
+
+
 def task_summary(task):
     """Collect what an approver needs beside the form: the account, the season receivable now and after approval, and the request data."""
     instance = task.instance
@@ -379,7 +390,10 @@ def task_summary(task):
             summary["allow_send_back"] = send_back_option(_task_properties(spiff_task))
         except (ProcessRunError, SpiffWorkflowException) as error:
             logger.warning("Task %s data could not be read: %s", task.id, error)
-    summary["rows"] = [(label, _display(data[key])) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")]
+    choice_keys = {spec.name for spec in definition.start_fields if spec.choices}
+    summary["rows"] = [
+        (label, _display(key, data[key], choice_keys)) for key, label in definition.summary_keys if key in data and data[key] not in (None, "")
+    ]
     if instance.process_type == "forced_shutoff":
         summary["owed"] = amount_owed(account).total
     season = current_season(account.company_id)
@@ -390,7 +404,10 @@ def task_summary(task):
     return summary
 
 
-def _display(value):
+def _display(key, value, choice_keys):
+    """Format a task data value for the approver; labels the code chose are translated, typed text is shown as stored."""
+    if isinstance(value, str) and (key in TRANSLATED_KEYS or key in choice_keys or key.endswith("_label")):
+        return translate_label(value)
     if isinstance(value, Decimal):
         return format_money(value) if value == value.quantize(Decimal("0.01")) else f"{value.normalize():f}"
     return value

@@ -4,8 +4,10 @@ import logging
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.processes.decisions import save_settings
 from app.processes.dmn import DecisionError
 from app.processes.escalation import RULE_COLUMNS, RULE_FIELDS, WAIVER_CATEGORIES, ensure_rule, policy_codes
@@ -17,7 +19,7 @@ from app.processes.timers import MAX_TIMER_AMOUNT, TIMER_KEYS, UNITS, timer_sett
 logger = logging.getLogger(__name__)
 
 # Rule kind -> (decimal places, maximum, unit) of a threshold.
-THRESHOLD_RULES = {"money": (2, MAX_MONEY, "元"), "area": (2, MAX_AREA, "㎡"), "percent": (2, MAX_PERCENT, "%")}
+THRESHOLD_RULES = {"money": (2, MAX_MONEY, N_("元")), "area": (2, MAX_AREA, "㎡"), "percent": (2, MAX_PERCENT, "%")}
 
 
 class RuleError(ValueError):
@@ -45,7 +47,7 @@ def save_rule(company_id, process_type, form, user):
     Returns the rule (not committed).
     """
     if process_type not in PROCESS_TYPES:
-        raise RuleError(f"未知的业务类型「{process_type[:32]}」，请从设置页面提交。")
+        raise RuleError(_("未知的业务类型「%(value)s」，请从设置页面提交。", value=process_type[:32]))
     values = {}
     for column in RULE_FIELDS[process_type]:
         label, kind = RULE_COLUMNS[column]
@@ -55,7 +57,10 @@ def save_rule(company_id, process_type, form, user):
             codes = form.getlist(column) if hasattr(form, "getlist") else list(form.get(column) or [])
             unknown = [code for code in codes if code not in WAIVER_CATEGORIES]
             if unknown:
-                raise RuleError(f"{label}中有未知类别「{unknown[0][:32]}」；可选：{'、'.join(WAIVER_CATEGORIES.values())}。")
+                raise RuleError(_(
+                    "%(field)s中有未知类别「%(value)s」；可选：%(choices)s。", field=translate_label(label), value=unknown[0][:32],
+                    choices=join_items(translate_label(category) for category in WAIVER_CATEGORIES.values()),
+                ))
             values[column] = ",".join(code for code in WAIVER_CATEGORIES if code in codes)
         else:
             values[column] = _threshold(label, kind, form.get(column))
@@ -67,7 +72,7 @@ def save_rule(company_id, process_type, form, user):
     try:
         save_settings(company_id, rule, user)
     except DecisionError as error:
-        raise RuleError(f"本公司的{rule.type_label}规则表无法按此设置更新：{error}") from error
+        raise RuleError(_("本公司的%(process)s规则表无法按此设置更新：%(error)s", process=translate_label(rule.type_label), error=error)) from error
     logger.info("User %s set the %s escalation rule of company %s to %s", user.id, process_type, company_id, values)
     return rule
 
@@ -78,16 +83,17 @@ def _threshold(label, kind, raw):
     if not text:
         return None
     places, maximum, unit = THRESHOLD_RULES[kind]
+    label, unit = translate_label(label), translate_label(unit)
     try:
         number = Decimal(text)
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite():
-        raise RuleError(f"{label}「{text[:20]}」不是有效的数字；留空表示不按此项升级。")
+        raise RuleError(_("%(field)s「%(value)s」不是有效的数字；留空表示不按此项升级。", field=label, value=text[:20]))
     if number < 0 or number > maximum:
-        raise RuleError(f"{label}须在 0 到 {maximum} {unit}之间，当前为 {text[:20]}。")
+        raise RuleError(_("%(field)s须在 0 到 %(max)s %(unit)s之间，当前为 %(value)s。", field=label, max=maximum, unit=unit, value=text[:20]))
     if number != number.quantize(Decimal(1).scaleb(-places)):
-        raise RuleError(f"{label}「{text[:20]}」最多 {places} 位小数。")
+        raise RuleError(_("%(field)s「%(value)s」最多 %(places)s 位小数。", field=label, value=text[:20], places=places))
     return number
 
 
@@ -103,11 +109,14 @@ def save_timer_settings(company_id, form, user):
         text = (form.get(f"{key}_amount") or "").strip()
         unit = spec.unit if spec.before_season else (form.get(f"{key}_unit") or "")
         if not text.isdigit() or int(text) > MAX_TIMER_AMOUNT:
-            raise RuleError(f"{spec.label}「{text[:10]}」无效：请填写 0 到 {MAX_TIMER_AMOUNT} 的整数。")
+            raise RuleError(_("%(field)s「%(value)s」无效：请填写 0 到 %(max)s 的整数。", field=translate_label(spec.label), value=text[:10], max=MAX_TIMER_AMOUNT))
         if unit not in UNITS:
-            raise RuleError(f"{spec.label}的单位「{unit[:16]}」无效；可选：{'、'.join(UNITS.values())}。")
+            raise RuleError(_(
+                "%(field)s的单位「%(value)s」无效；可选：%(choices)s。", field=translate_label(spec.label), value=unit[:16],
+                choices=join_items(translate_label(label) for label in UNITS.values()),
+            ))
         if int(text) == 0 and not spec.before_season:
-            raise RuleError(f"{spec.label}不能为 0，否则待办一生成就会到期；请至少填写 1。")
+            raise RuleError(_("%(field)s不能为 0，否则待办一生成就会到期；请至少填写 1。", field=translate_label(spec.label)))
         values[key] = (int(text), unit)
     for key, (amount, unit) in values.items():
         row = db.session.scalar(sa.select(TimerSetting).where(TimerSetting.company_id == company_id, TimerSetting.timer_key == key))
@@ -125,7 +134,7 @@ def save_process_options(company_id, form, user):
     for key, spec in PROCESS_OPTIONS.items():
         value = (form.get(key) or "").strip()
         if value not in spec.choices:
-            raise RuleError(f"{spec.label}「{value[:32]}」无效；可选：{'、'.join(spec.choices)}。")
+            raise RuleError(_("%(field)s「%(value)s」无效；可选：%(choices)s。", field=translate_label(spec.label), value=value[:32], choices=join_items(spec.choices)))
         values[key] = value
     for key, value in values.items():
         row = db.session.scalar(sa.select(ProcessOption).where(ProcessOption.company_id == company_id, ProcessOption.option_key == key))

@@ -26,6 +26,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
+from app.i18n import N_
 from app.locking import lock_row
 from app.processes.calendar import add_working_days
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
@@ -34,7 +35,7 @@ from app.tenancy import company_scope, scoped
 
 logger = logging.getLogger(__name__)
 
-UNITS = {"working_days": "个工作日", "days": "天", "hours": "小时"}
+UNITS = {"working_days": N_("个工作日"), "days": N_("天"), "hours": N_("小时")}
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,11 @@ class TimerKey:
 
 # Demo defaults, a starting configuration rather than sourced figures; each company edits its own.
 TIMER_KEYS = {
-    "approval_reminder": TimerKey("审批待办超时催办", 1, "working_days"),
-    "approval_escalation": TimerKey("分公司审批超时转集团", 3, "working_days"),
-    "task_due": TimerKey("其他待办办理期限", 3, "working_days"),
-    "suspension_deadline": TimerKey("报停须在供暖季开始前审结（提前天数）", 0, "days", before_season=True),
-    "shutoff_waiting": TimerKey("强停催缴通知后的等待期", 15, "days"),
+    "approval_reminder": TimerKey(N_("审批待办超时催办"), 1, "working_days"),
+    "approval_escalation": TimerKey(N_("分公司审批超时转集团"), 3, "working_days"),
+    "task_due": TimerKey(N_("其他待办办理期限"), 3, "working_days"),
+    "suspension_deadline": TimerKey(N_("报停须在供暖季开始前审结（提前天数）"), 0, "days", before_season=True),
+    "shutoff_waiting": TimerKey(N_("强停催缴通知后的等待期"), 15, "days"),
 }
 MAX_TIMER_AMOUNT = 366
 
