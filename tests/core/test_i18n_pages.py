@@ -33,7 +33,6 @@ ALLOWED_UNTRANSLATED = {
     "payments": "counter payments and refunds",
     "reconciliation": "channel reconciliation",
     "fieldwork": "field work and inspections",
-    "network.account": "account page: the embedded process actions (processes area)",
 }
 # Chinese characters, CJK punctuation and full-width forms.
 CJK_RUN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]+")
