@@ -37,9 +37,9 @@ ALLOWED_UNTRANSLATED = {
     "payments": "counter payments and refunds",
     "reconciliation": "channel reconciliation",
     "invoicing": "invoice settings and invoices to reissue",
-    "fieldwork": "field work and inspections",
     "finance": "finance vouchers and meter-reading review (messaging)",
     "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
+    "fieldwork.task": "field task page: summary rows, form fields and access errors come from processes",
 }
 # Chinese characters, CJK punctuation and full-width forms.
 CJK_RUN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]+")
