@@ -31,7 +31,6 @@ from tests.security.test_isolation_matrix import _urls, world  # noqa: F401  wor
 ALLOWED_UNTRANSLATED = {
     "billing": "receivables list",
     "billing_desk": "billing desk: arrears, re-rating, meter readings, what-if, allocation",
-    "hq": "group summary, dashboard and process audit",
     "processes": "approval inbox, process settings and migration",
     "designer": "process designer",
     "payments": "counter payments and refunds",
@@ -40,6 +39,7 @@ ALLOWED_UNTRANSLATED = {
     "finance": "finance vouchers and meter-reading review (messaging)",
     "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
     "fieldwork.task": "field task page: summary rows, form fields and access errors come from processes",
+    "hq.audit": "process audit: the instance status labels (INSTANCE_STATUSES) belong to processes",
 }
 # Chinese characters, CJK punctuation and full-width forms.
 CJK_RUN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]+")
