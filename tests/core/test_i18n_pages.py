@@ -33,13 +33,13 @@ ALLOWED_UNTRANSLATED = {
     "billing_desk": "billing desk: arrears, re-rating, meter readings, what-if, allocation",
     "processes": "approval inbox, process settings and migration",
     "designer": "process designer",
-    "payments": "counter payments and refunds",
     "reconciliation": "channel reconciliation",
     "invoicing": "invoice settings and invoices to reissue",
     "finance": "finance vouchers and meter-reading review (messaging)",
     "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
     "fieldwork.task": "field task page: summary rows, form fields and access errors come from processes",
     "hq.audit": "process audit: the instance status labels (INSTANCE_STATUSES) belong to processes",
+    "payments.payment": "payment page: the invoice block (invoicing/_payment_invoices.html) belongs to invoicing",
 }
 # Chinese characters, CJK punctuation and full-width forms.
 CJK_RUN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]+")
