@@ -33,7 +33,6 @@ ALLOWED_UNTRANSLATED = {
     "billing_desk": "billing desk: arrears, re-rating, meter readings, what-if, allocation",
     "processes": "approval inbox, process settings and migration",
     "designer": "process designer",
-    "reconciliation": "channel reconciliation",
     "invoicing": "invoice settings and invoices to reissue",
     "finance": "finance vouchers and meter-reading review (messaging)",
     "network.account": "account page: ledger entry kinds (billing ENTRY_KINDS) and the embedded process actions",
