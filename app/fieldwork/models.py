@@ -6,19 +6,20 @@ import sqlalchemy as sa
 from sqlalchemy.orm import deferred
 
 from app.extensions import db
+from app.i18n import N_, translate_label
 from app.tenancy import CompanyOwned
 
-VISIT_KINDS = {"inspection": "稽查"}
-VISIT_STATUSES = {"open": "待办", "done": "已完成", "cancelled": "已取消"}
+VISIT_KINDS = {"inspection": N_("稽查")}
+VISIT_STATUSES = {"open": N_("待办"), "done": N_("已完成"), "cancelled": N_("已取消")}
 # What an inspector may find at a suspended or sealed dwelling; every finding but "none" is a violation.
 FINDINGS = {
-    "none": "未发现违规",
-    "reopened_valve": "报停户私自开栓",
-    "drain_valve": "散热器放水",
-    "added_exchanger": "私接换热器",
-    "booster_pump": "私装加压泵",
-    "unregistered_connection": "私接管道",
-    "meter_tampering": "破坏计量表",
+    "none": N_("未发现违规"),
+    "reopened_valve": N_("报停户私自开栓"),
+    "drain_valve": N_("散热器放水"),
+    "added_exchanger": N_("私接换热器"),
+    "booster_pump": N_("私装加压泵"),
+    "unregistered_connection": N_("私接管道"),
+    "meter_tampering": N_("破坏计量表"),
 }
 
 
@@ -45,11 +46,11 @@ class FieldVisit(CompanyOwned, db.Model):
 
     @property
     def kind_label(self):
-        return VISIT_KINDS.get(self.kind, self.kind)
+        return translate_label(VISIT_KINDS.get(self.kind, self.kind))
 
     @property
     def finding_label(self):
-        return FINDINGS.get(self.finding, self.finding or "")
+        return translate_label(FINDINGS.get(self.finding, self.finding or ""))
 
 
 class FieldSubmission(CompanyOwned, db.Model):

@@ -11,6 +11,7 @@ from datetime import date
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf.csrf import generate_csrf
 
@@ -35,7 +36,7 @@ ASSIGN_PAGE_SIZE = 200
 
 def _require(permission):
     if not has_permission(current_user, permission):
-        abort(403, "您没有现场作业的权限。" if permission == "fieldwork.do" else "您没有派发稽查任务的权限。")
+        abort(403, _("您没有现场作业的权限。") if permission == "fieldwork.do" else _("您没有派发稽查任务的权限。"))
 
 
 def _wants_json():
@@ -47,7 +48,7 @@ def _photos():
 
 
 def _result(outcome, done_message, back):
-    message = "该结果此前已提交，本次未重复登记。" if outcome.duplicate else done_message
+    message = _("该结果此前已提交，本次未重复登记。") if outcome.duplicate else done_message
     if _wants_json():
         return jsonify(ok=True, duplicate=outcome.duplicate, message=message, redirect=url_for("fieldwork.index"))
     flash(message, "success")
@@ -58,7 +59,7 @@ def _failure(error, back):
     status = 409 if isinstance(error, ConflictError) else 400
     if _wants_json():
         return jsonify(ok=False, message=str(error)), status
-    flash(f"提交未成功：{error}", "error")
+    flash(_("提交未成功：%(error)s", error=error), "error")
     return redirect(back, code=303)
 
 
@@ -92,7 +93,7 @@ def task(task_id):
     if request.method == "POST":
         if not form.validate_on_submit():
             messages = [message for messages in form.errors.values() for message in messages]
-            return _failure(InputError("；".join(messages)), back)
+            return _failure(InputError(_("；").join(str(message) for message in messages)), back)
         try:
             outcome = submit_task_result(
                 current_user, task_id, check_submission_id(request.form.get("submission_id")), request.form,
@@ -102,7 +103,7 @@ def task(task_id):
             abort(404, str(error))
         except (InputError, ConflictError, ProcessRunError) as error:
             return _failure(error, back)
-        return _result(outcome, f"「{human_task.title}」已完成。", back)
+        return _result(outcome, _("「%(title)s」已完成。", title=human_task.title), back)
     return render_template(
         "fieldwork/task.html", task=human_task, form=form, summary=task_summary(human_task), submission_id=str(uuid.uuid4()),
     )
@@ -123,7 +124,7 @@ def visit(visit_id):
         try:
             visited_on = date.fromisoformat(request.form.get("visited_on", ""))
         except ValueError:
-            return _failure(InputError("稽查日期无效；请选择日期。"), back)
+            return _failure(InputError(_("稽查日期无效；请选择日期。")), back)
         try:
             outcome = submit_visit_result(
                 current_user, visit_id, check_submission_id(request.form.get("submission_id")),
@@ -132,7 +133,7 @@ def visit(visit_id):
             )
         except (InputError, ConflictError, ProcessRunError, AccessError) as error:
             return _failure(error, back)
-        return _result(outcome, "稽查结果已登记。", back)
+        return _result(outcome, _("稽查结果已登记。"), back)
     return render_template(
         "fieldwork/visit.html", visit=field_visit, account=account, findings=FINDINGS, today=date.today(),
         submission_id=str(uuid.uuid4()), back_charged=account.billing_status in BACK_CHARGE_STATUSES,
@@ -145,7 +146,7 @@ def photo(photo_id):
     """Send a site photo to staff of its company who may read accounts."""
     stored = db.session.scalar(sa.select(FieldPhoto).filter_by(id=photo_id))
     if stored is None or not has_permission(current_user, "account.read", stored.company_id):
-        abort(404, "照片不存在，或您无权查看。")
+        abort(404, _("照片不存在，或您无权查看。"))
     return send_file(io.BytesIO(stored.content), mimetype=stored.content_type, download_name=stored.filename)
 
 
@@ -159,13 +160,13 @@ def inspections():
             account_ids = [int(value) for value in request.form.getlist("account_id")]
             field_user_id = int(request.form.get("field_user_id") or 0)
         except ValueError:
-            abort(400, "用户或外勤人员编号无效。")
+            abort(400, _("用户或外勤人员编号无效。"))
         try:
             visits = assign_inspections(current_user, account_ids, field_user_id, request.form.get("note", ""))
         except (InputError, AccessError) as error:
             flash(str(error), "error")
         else:
-            flash(f"已派发 {len(visits)} 户稽查任务。", "success")
+            flash(_("已派发 %(count)s 户稽查任务。", count=len(visits)), "success")
         return redirect(url_for("fieldwork.inspections"), code=303)
     accounts = db.session.scalars(
         sa.select(Account).where(Account.billing_status.in_(BACK_CHARGE_STATUSES)).order_by(Account.account_no).limit(ASSIGN_PAGE_SIZE)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -67,7 +68,7 @@ def check_submission_id(value):
     """Return a phone's submission id, or raise InputError: a UUID in its 36-character text form."""
     value = (value or "").strip().lower()
     if len(value) != 36 or not set(value) <= SUBMISSION_ID_CHARS or value.count("-") != 4:
-        raise InputError("提交编号无效；请刷新页面后重新填写。")
+        raise InputError(_("提交编号无效；请刷新页面后重新填写。"))
     return value
 
 
@@ -79,23 +80,27 @@ def parse_meter_reading(value):
     try:
         reading = Decimal(text)
     except InvalidOperation:
-        raise InputError(f"表读数「{text[:20]}」不是数字；请填写表盘上的数字，如 1234.567。") from None
+        raise InputError(_("表读数「%(value)s」不是数字；请填写表盘上的数字，如 1234.567。", value=text[:20])) from None
     if not reading.is_finite() or reading < 0 or reading >= Decimal("1e11") or reading != reading.quantize(Decimal("0.001")):
-        raise InputError(f"表读数「{text[:20]}」无效；应为不小于 0 的数字，最多 3 位小数。")
+        raise InputError(_("表读数「%(value)s」无效；应为不小于 0 的数字，最多 3 位小数。", value=text[:20]))
     return reading
 
 
 def check_photos(photos):
     """Raise InputError unless every photo is a JPEG or PNG within the size and count limits."""
     if len(photos) > MAX_PHOTOS:
-        raise InputError(f"最多上传 {MAX_PHOTOS} 张照片，本次有 {len(photos)} 张；请删去多余的照片。")
+        raise InputError(_(
+            "最多上传 %(max)s 张照片，本次有 %(count)s 张；请删去多余的照片。", max=MAX_PHOTOS, count=len(photos)
+        ))
     for photo in photos:
         if not photo.content:
-            raise InputError(f"照片「{photo.filename}」是空文件；请重新拍照。")
+            raise InputError(_("照片「%(name)s」是空文件；请重新拍照。", name=photo.filename))
         if len(photo.content) > MAX_PHOTO_BYTES:
-            raise InputError(f"照片「{photo.filename}」超过 {MAX_PHOTO_BYTES // (1024 * 1024)} MB；请降低相机分辨率后重拍。")
+            raise InputError(_(
+                "照片「%(name)s」超过 %(size)s MB；请降低相机分辨率后重拍。", name=photo.filename, size=MAX_PHOTO_BYTES // (1024 * 1024)
+            ))
         if _photo_type(photo.content) is None:
-            raise InputError(f"照片「{photo.filename}」不是 JPEG 或 PNG 图片；请用相机拍照后上传。")
+            raise InputError(_("照片「%(name)s」不是 JPEG 或 PNG 图片；请用相机拍照后上传。", name=photo.filename))
 
 
 def _photo_type(content):
@@ -159,7 +164,7 @@ def submit_task_result(user, task_id, submission_id, values, photos=(), meter_re
     check_photos(photos)
     task = get_task(task_id, user)
     if task.form not in FIELD_FORMS:
-        raise NotFoundError(f"任务 {task_id} 不是现场作业任务；请在待办中办理。")
+        raise NotFoundError(_("任务 %(id)s 不是现场作业任务；请在待办中办理。", id=task_id))
     if task.claimed_by_id is None:
         claim_task(task_id, user)
 
@@ -178,7 +183,7 @@ def get_visit(visit_id, user):
     """Return an open or finished visit assigned to the user, or raise NotFoundError."""
     visit = db.session.scalar(sa.select(FieldVisit).filter_by(id=visit_id, assigned_to_id=user.id))
     if visit is None:
-        raise NotFoundError(f"稽查任务 {visit_id} 不存在，或未派给您。")
+        raise NotFoundError(_("稽查任务 %(id)s 不存在，或未派给您。", id=visit_id))
     return visit
 
 
@@ -192,13 +197,16 @@ def submit_visit_result(user, visit_id, submission_id, finding, visited_on, comm
         return Outcome(earlier, duplicate=True)
     require_permission(user, "fieldwork.do", user.company_id)
     if finding not in FINDINGS:
-        raise InputError(f"稽查结果「{finding[:20]}」无效；请从列表中选择。")
+        raise InputError(_("稽查结果「%(value)s」无效；请从列表中选择。", value=finding[:20]))
     if finding != "none" and not photos:
-        raise InputError("发现违规时必须上传现场照片。")
+        raise InputError(_("发现违规时必须上传现场照片。"))
     check_photos(photos)
     visit = get_visit(visit_id, user)
     if visit.status != "open":
-        raise ConflictError(f"稽查任务 {visit_id} 已{'完成' if visit.status == 'done' else '取消'}，不能重复提交。")
+        raise ConflictError(
+            _("稽查任务 %(id)s 已完成，不能重复提交。", id=visit_id) if visit.status == "done"
+            else _("稽查任务 %(id)s 已取消，不能重复提交。", id=visit_id)
+        )
     account = db.session.get(Account, visit.account_id)
     values = {"finding": finding, "visited_on": visited_on.isoformat(), "comment": comment}
 
@@ -227,10 +235,10 @@ def assign_inspections(supervisor, account_ids, field_user_id, note=""):
     require_permission(supervisor, "fieldwork.assign", supervisor.company_id)
     field_user = db.session.scalar(sa.select(User).filter_by(id=field_user_id, company_id=supervisor.company_id))
     if field_user is None or not has_permission(field_user, "fieldwork.do", supervisor.company_id):
-        raise InputError("请选择本公司有现场作业权限的外勤人员。")
+        raise InputError(_("请选择本公司有现场作业权限的外勤人员。"))
     accounts = db.session.scalars(sa.select(Account).where(Account.id.in_(account_ids))).all()
     if not accounts or len(accounts) != len(set(account_ids)):
-        raise InputError("请至少选择一户本公司的用户。")
+        raise InputError(_("请至少选择一户本公司的用户。"))
     visits = []
     for account in accounts:
         visit = FieldVisit(

@@ -7,9 +7,11 @@ replay of the instance's own model version.
 from datetime import date, datetime, time, timedelta, timezone
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
+from app.i18n import translate_label
 from app.network.models import Account
 from app.org.models import Company, User
 from app.processes.models import INSTANCE_STATUSES, PROCESS_TYPES, ProcessEvent, ProcessInstance
@@ -27,7 +29,7 @@ def _day(value, label):
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise AuditQueryError(f"{label}「{value[:20]}」无效，请按 2026-01-31 的格式填写。") from None
+        raise AuditQueryError(_("%(field)s「%(value)s」无效，请按 2026-01-31 的格式填写。", field=label, value=value[:20])) from None
 
 
 def parse_filters(args):
@@ -38,15 +40,15 @@ def parse_filters(args):
         "account_no": (args.get("account_no") or "").strip()[:32],
         "user": (args.get("user") or "").strip()[:64],
         "outcome": (args.get("outcome") or "").strip(),
-        "date_from": _day(args.get("date_from"), "开始日期"),
-        "date_to": _day(args.get("date_to"), "结束日期"),
+        "date_from": _day(args.get("date_from"), _("开始日期")),
+        "date_to": _day(args.get("date_to"), _("结束日期")),
     }
     if filters["process_type"] and filters["process_type"] not in PROCESS_TYPES:
-        raise AuditQueryError(f"流程类型「{filters['process_type'][:32]}」不存在，请从列表中选择。")
+        raise AuditQueryError(_("流程类型「%(value)s」不存在，请从列表中选择。", value=filters["process_type"][:32]))
     if filters["outcome"] and filters["outcome"] not in INSTANCE_STATUSES:
-        raise AuditQueryError(f"办理结果「{filters['outcome'][:32]}」不存在，请从列表中选择。")
+        raise AuditQueryError(_("办理结果「%(value)s」不存在，请从列表中选择。", value=filters["outcome"][:32]))
     if filters["date_from"] and filters["date_to"] and filters["date_from"] > filters["date_to"]:
-        raise AuditQueryError("开始日期晚于结束日期，请调换两个日期。")
+        raise AuditQueryError(_("开始日期晚于结束日期，请调换两个日期。"))
     return filters
 
 
@@ -85,7 +87,7 @@ def search_instances(filters):
     rows = [
         {
             "instance": instance, "company_code": code, "company_name": company_name, "account_no": account_no,
-            "started_by": starter, "process": PROCESS_TYPES.get(instance.process_type, instance.process_type),
+            "started_by": starter, "process": translate_label(PROCESS_TYPES.get(instance.process_type, instance.process_type)),
         }
         for instance, code, company_name, account_no, starter in hits[:MAX_HITS]
     ]

@@ -20,12 +20,15 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import has_request_context, request
+# Named gettext, not _, because this module unpacks unused values into _.
+from flask_babel import gettext
 
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal
 from app.hq.totals import epoch_seconds
+from app.i18n import N_, translate_label
 from app.money import ZERO, Money
 from app.network.models import USER_TYPES, VALVE_STATES, Account, Building, Community, Unit
 from app.network.valves import shut_off_by_community, shut_off_counts, valve_states_at
@@ -36,7 +39,7 @@ from app.tariffs.models import Season
 HUNDRED = Decimal(100)
 ARREARS_KINDS = (*RECEIVABLE_KINDS, *RECEIVED_KINDS, "prior_arrears")
 CHARGED_KINDS = ("charge", "settlement")
-AGE_BUCKETS = {"current": "本季", "previous": "上季", "older": "往季及更早"}
+AGE_BUCKETS = {"current": N_("本季"), "previous": N_("上季"), "older": N_("往季及更早")}
 # Robust z-score (Iglewicz and Hoaglin): 0.6745 (x - median) / MAD; above 3.5 is an outlier.
 OUTLIER_Z = Decimal("3.5")
 MAD_SCALE = Decimal("0.6745")
@@ -66,7 +69,7 @@ def parse_as_of(value):
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise DashboardInputError(f"截止日期「{value[:20]}」无效，请按 2026-01-31 的格式填写。") from None
+        raise DashboardInputError(gettext("截止日期「%(value)s」无效，请按 2026-01-31 的格式填写。", value=value[:20])) from None
 
 
 def parse_season(value):
@@ -74,7 +77,7 @@ def parse_season(value):
     value = (value or "").strip()
     parts = value.split("-")
     if len(parts) != 2 or not all(p.isdigit() and len(p) == 4 for p in parts) or int(parts[1]) != int(parts[0]) + 1:
-        raise DashboardInputError(f"供暖季「{value[:20]}」无效，请按 2025-2026 的格式填写。")
+        raise DashboardInputError(gettext("供暖季「%(value)s」无效，请按 2025-2026 的格式填写。", value=value[:20]))
     return value
 
 
@@ -145,7 +148,7 @@ def companies():
 def company_by_code(code):
     company = db.session.scalar(sa.select(Company).where(Company.code == code, Company.is_headquarters.is_(False)))
     if company is None:
-        raise LookupError(f"没有代码为「{code[:16]}」的分公司。")
+        raise LookupError(gettext("没有代码为「%(code)s」的分公司。", code=code[:16]))
     return company
 
 
@@ -232,15 +235,15 @@ def company_view(season_name, as_of):
         group["billed_accounts"] += billed
         group["shut_off"] += rows[-1]["shut_off"]
     rows.append({
-        "code": "", "name": "集团合计", **group, "collection_rate": rate(group["received"], group["receivable"]),
+        "code": "", "name": gettext("集团合计"), **group, "collection_rate": rate(group["received"], group["receivable"]),
         "previous_rate": None,
     })
     return {
-        "title": "分公司收费概况",
+        "title": gettext("分公司收费概况"),
         "columns": [
-            ("name", "公司"), ("billed_accounts", "开票户数"), ("receivable", "本季应收"), ("received", "本季实收"),
-            ("arrears", "本季欠费"), ("collection_rate", "收费率 %"), ("previous_rate", "上季同期收费率 %"),
-            ("all_arrears", "累计欠费（含往季）"), ("shut_off", "关栓户数"),
+            ("name", gettext("公司")), ("billed_accounts", gettext("开票户数")), ("receivable", gettext("本季应收")), ("received", gettext("本季实收")),
+            ("arrears", gettext("本季欠费")), ("collection_rate", gettext("收费率 %")), ("previous_rate", gettext("上季同期收费率 %")),
+            ("all_arrears", gettext("累计欠费（含往季）")), ("shut_off", gettext("关栓户数")),
         ],
         "rows": rows,
     }
@@ -295,8 +298,9 @@ def collection_by_day(season_name, as_of):
             series.append({"company": company.code, "name": f"{company.name} {label}", "season": season_key, "rates": rates})
             rows.append({"name": company.name, "season": label, "receivable": due, "received": paid, "collection_rate": rate(paid, due)})
     return {
-        "title": "收费率累计走势",
-        "columns": [("name", "公司"), ("season", "供暖季"), ("receivable", "应收"), ("received", "实收"), ("collection_rate", "收费率 %")],
+        "title": gettext("收费率累计走势"),
+        "columns": [("name", gettext("公司")), ("season", gettext("供暖季")), ("receivable", gettext("应收")), ("received", gettext("实收")),
+                    ("collection_rate", gettext("收费率 %"))],
         "rows": rows,
         "chart": {"days": [d.isoformat() for d in days], "series": series},
     }
@@ -333,11 +337,13 @@ def arrears_view(season_name, as_of):
     for company in companies():
         figures = by_company[company.id]
         rows.append({"code": company.code, "name": company.name, **{k: figures[k] for k in (*AGE_BUCKETS, *USER_TYPES, "total")}})
+    ages = {key: translate_label(label) for key, label in AGE_BUCKETS.items()}
+    categories = {key: translate_label(label) for key, label in USER_TYPES.items()}
     return {
-        "title": "欠费账龄与用户类别",
-        "columns": [("name", "公司"), *AGE_BUCKETS.items(), *USER_TYPES.items(), ("total", "欠费合计")],
+        "title": gettext("欠费账龄与用户类别"),
+        "columns": [("name", gettext("公司")), *ages.items(), *categories.items(), ("total", gettext("欠费合计"))],
         "rows": rows,
-        "chart": {"ages": AGE_BUCKETS, "categories": USER_TYPES},
+        "chart": {"ages": ages, "categories": categories},
     }
 
 
@@ -357,11 +363,11 @@ def waiver_view(season_name, as_of):
                      "waiver_rate": rate(-amount, charged, WAIVER_RATE_PLACES), "ratio": -amount / charged if charged else None})
     _flag_outliers(rows)
     return {
-        "title": "减免金额与笔数",
-        "columns": [("name", "公司"), ("amount", "减免金额"), ("count", "减免笔数"), ("waiver_rate", "减免率 %"),
-                    ("z_score", "稳健 z 值"), ("outlier_label", "异常")],
+        "title": gettext("减免金额与笔数"),
+        "columns": [("name", gettext("公司")), ("amount", gettext("减免金额")), ("count", gettext("减免笔数")), ("waiver_rate", gettext("减免率 %")),
+                    ("z_score", gettext("稳健 z 值")), ("outlier_label", gettext("异常"))],
         "rows": rows,
-        "rule": "减免率 = 减免金额 ÷ 本季应收热费。稳健 z 值 = 0.6745 ×（减免率 − 中位数）÷ 绝对中位差；|z| > 3.5 标为异常。",
+        "rule": gettext("减免率 = 减免金额 ÷ 本季应收热费。稳健 z 值 = 0.6745 ×（减免率 − 中位数）÷ 绝对中位差；|z| > 3.5 标为异常。"),
     }
 
 
@@ -370,7 +376,7 @@ def _flag_outliers(rows):
     for row, z in zip(rows, robust_z_scores([row.pop("ratio") for row in rows])):
         row["z_score"] = z
         row["outlier"] = z is not None and abs(z) > OUTLIER_Z
-        row["outlier_label"] = "异常" if row["outlier"] else ""
+        row["outlier_label"] = gettext("异常") if row["outlier"] else ""
 
 
 def process_view(as_of):
@@ -416,16 +422,16 @@ def process_view(as_of):
         company = names[company_id]
         rows.append({
             "code": company.code, "name": company.name, "number": company.number,
-            "process": PROCESS_TYPES.get(process_type, process_type), "step": title,
+            "process": translate_label(PROCESS_TYPES.get(process_type, process_type)), "step": title,
             "completed": completed, "mean_wait_hours": mean_wait, "open": open_count, "open_age_hours": mean_age,
         })
     rows.sort(key=lambda r: (-(r["open_age_hours"] or 0), r["number"], r["process"], r["step"]))
     for row in rows:
         del row["number"]
     return {
-        "title": "流程吞吐与等待时间",
-        "columns": [("name", "公司"), ("process", "流程"), ("step", "环节"), ("completed", "已办件数"),
-                    ("mean_wait_hours", "平均办理时长（小时）"), ("open", "在办件数"), ("open_age_hours", "在办平均等待（小时）")],
+        "title": gettext("流程吞吐与等待时间"),
+        "columns": [("name", gettext("公司")), ("process", gettext("流程")), ("step", gettext("环节")), ("completed", gettext("已办件数")),
+                    ("mean_wait_hours", gettext("平均办理时长（小时）")), ("open", gettext("在办件数")), ("open_age_hours", gettext("在办平均等待（小时）"))],
         "rows": rows,
     }
 
@@ -473,11 +479,11 @@ def community_view(company, season_name, as_of):
         })
     _flag_outliers(rows)
     return {
-        "title": f"{company.name} 各小区收费",
-        "columns": [("code", "小区编号"), ("name", "小区"), ("billed_accounts", "开票户数"), ("receivable", "本季应收"),
-                    ("received", "本季实收"), ("arrears", "本季欠费"), ("collection_rate", "收费率 %"),
-                    ("all_arrears", "累计欠费（含往季）"), ("waiver_amount", "减免金额"), ("count", "减免笔数"),
-                    ("waiver_rate", "减免率 %"), ("outlier_label", "减免异常"), ("shut_off", "关栓户数")],
+        "title": gettext("%(company)s 各小区收费", company=company.name),
+        "columns": [("code", gettext("小区编号")), ("name", gettext("小区")), ("billed_accounts", gettext("开票户数")), ("receivable", gettext("本季应收")),
+                    ("received", gettext("本季实收")), ("arrears", gettext("本季欠费")), ("collection_rate", gettext("收费率 %")),
+                    ("all_arrears", gettext("累计欠费（含往季）")), ("waiver_amount", gettext("减免金额")), ("count", gettext("减免笔数")),
+                    ("waiver_rate", gettext("减免率 %")), ("outlier_label", gettext("减免异常")), ("shut_off", gettext("关栓户数"))],
         "rows": rows,
     }
 
@@ -515,16 +521,16 @@ def account_view(company, community, season_name, as_of):
         valve = valves.get(account_id, "open")
         rows.append({
             "id": account_id, "account_no": number, "customer_name": name,
-            "address": f"{int(building)}号楼{int(unit)}单元{room}", "user_type": USER_TYPES.get(user_type, user_type),
-            "valve": VALVE_STATES.get(valve, valve), "receivable": due, "received": paid, "arrears": due - paid,
+            "address": gettext("%(building)s号楼%(unit)s单元%(room)s", building=int(building), unit=int(unit), room=room),
+            "user_type": translate_label(USER_TYPES.get(user_type, user_type)), "valve": translate_label(VALVE_STATES.get(valve, valve)), "receivable": due, "received": paid, "arrears": due - paid,
             "collection_rate": rate(paid, due), "all_arrears": arrears,
         })
     rows.sort(key=lambda r: (-r["all_arrears"], r["account_no"]))
     return {
-        "title": f"{company.name} {community.name} 各户收费",
-        "columns": [("account_no", "用户编号"), ("customer_name", "户名"), ("address", "地址"), ("user_type", "用户类型"),
-                    ("valve", "阀门"), ("receivable", "本季应收"), ("received", "本季实收"), ("arrears", "本季欠费"),
-                    ("collection_rate", "收费率 %"), ("all_arrears", "累计欠费（含往季）")],
+        "title": gettext("%(company)s %(community)s 各户收费", company=company.name, community=community.name),
+        "columns": [("account_no", gettext("用户编号")), ("customer_name", gettext("户名")), ("address", gettext("地址")), ("user_type", gettext("用户类型")),
+                    ("valve", gettext("阀门")), ("receivable", gettext("本季应收")), ("received", gettext("本季实收")), ("arrears", gettext("本季欠费")),
+                    ("collection_rate", gettext("收费率 %")), ("all_arrears", gettext("累计欠费（含往季）"))],
         "rows": rows,
     }
 
@@ -532,6 +538,6 @@ def account_view(company, community, season_name, as_of):
 def community_of(company, community_id):
     community = db.session.scalar(sa.select(Community).where(Community.company_id == company.id, Community.id == community_id))
     if community is None:
-        raise LookupError(f"{company.name}没有编号为 {community_id} 的小区。")
+        raise LookupError(gettext("%(company)s没有编号为 %(id)s 的小区。", company=company.name, id=community_id))
     return community
 

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, jsonify, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from openpyxl import Workbook
 from openpyxl.styles import Font
@@ -56,7 +57,7 @@ def _numeric(view):
 
 def _require_hq():
     if not current_user.company.is_headquarters or not has_permission(current_user, "hq.view"):
-        abort(403, "集团汇总仅供集团总部查看。")
+        abort(403, _("集团汇总仅供集团总部查看。"))
 
 
 def _period():
@@ -115,7 +116,7 @@ def _xlsx(view, season, as_of, filename):
     sheet.title = view["title"][:31]
     sheet.append([view["title"]])
     sheet["A1"].font = Font(bold=True)
-    sheet.append([f"供暖季 {season}", f"截止 {as_of.isoformat()}"])
+    sheet.append([_("供暖季 %(season)s", season=season), _("截止 %(date)s", date=as_of.isoformat())])
     if view.get("rule"):
         sheet.append([view["rule"]])
     sheet.append([label for _key, label in view["columns"]])

@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.extensions import db
@@ -59,7 +60,7 @@ def collection_summary(season_name):
         totals["accounts"] += accounts
         totals["receivable"] += receivable
         totals["received"] += received
-    group = _row("NHG", "集团合计", totals["accounts"], totals["receivable"], totals["received"])
+    group = _row("NHG", _("集团合计"), totals["accounts"], totals["receivable"], totals["received"])
     return {"season": season_name, "companies": rows, "group": group}
 
 

@@ -5,31 +5,32 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.i18n import N_
 from app.money import Money
 from app.tenancy import CompanyOwned
 
 # Payment method code -> Chinese label of the methods a cashier can pick at the counter.
-PAYMENT_METHODS = {"cash": "现金", "card": "银行卡"}
+PAYMENT_METHODS = {"cash": N_("现金"), "card": N_("银行卡")}
 # Methods of payments that arrive through a payment channel, not through the counter form.
-ONLINE_PAYMENT_METHODS = {"wechat": "微信支付", "alipay": "支付宝", "bank": "银行代收"}
+ONLINE_PAYMENT_METHODS = {"wechat": N_("微信支付"), "alipay": N_("支付宝"), "bank": N_("银行代收")}
 # Channel code -> Chinese label.
-PAYMENT_CHANNELS = {"counter": "柜台", "wechat": "微信支付", "alipay": "支付宝", "bank": "银行代收"}
+PAYMENT_CHANNELS = {"counter": N_("柜台"), "wechat": N_("微信支付"), "alipay": N_("支付宝"), "bank": N_("银行代收")}
 # Channels that take online orders placed from the order page.
-ORDER_CHANNELS = {"wechat": "微信支付（扫码）", "alipay": "支付宝（扫码）"}
+ORDER_CHANNELS = {"wechat": N_("微信支付（扫码）"), "alipay": N_("支付宝（扫码）")}
 # Online order status -> Chinese label. `held`: the channel reported a paid amount that differs
 # from the order, so nothing was posted and finance must review it.
-ONLINE_ORDER_STATUSES = {"pending": "待支付", "paid": "已支付", "held": "待核对", "closed": "已关闭"}
+ONLINE_ORDER_STATUSES = {"pending": N_("待支付"), "paid": N_("已支付"), "held": N_("待核对"), "closed": N_("已关闭")}
 # Outcome of a received channel notification.
 # Refund status -> Chinese label. `pending_approval` waits for a user with payment.refund_approve;
 # `processing` was sent to the channel, which has not confirmed it yet; only `succeeded` posts ledger lines.
 REFUND_STATUSES = {
-    "pending_approval": "待审批", "processing": "退款中", "succeeded": "已退款", "failed": "退款失败", "rejected": "已驳回",
+    "pending_approval": N_("待审批"), "processing": N_("退款中"), "succeeded": N_("已退款"), "failed": N_("退款失败"), "rejected": N_("已驳回"),
 }
 # Refunds in these statuses count against what is left refundable on a payment.
 REFUND_OPEN_OR_DONE = ("pending_approval", "processing", "succeeded")
 # Refund kind -> Chinese label: a refund we started, or a reversal the collecting bank sent.
-REFUND_KINDS = {"refund": "退费", "reversal": "冲正"}
-NOTIFICATION_OUTCOMES = {"accepted": "已入账", "duplicate": "重复通知", "held": "待核对", "ignored": "未处理事件", "rejected": "已拒绝"}
+REFUND_KINDS = {"refund": N_("退费"), "reversal": N_("冲正")}
+NOTIFICATION_OUTCOMES = {"accepted": N_("已入账"), "duplicate": N_("重复通知"), "held": N_("待核对"), "ignored": N_("未处理事件"), "rejected": N_("已拒绝")}
 
 
 def utcnow():
@@ -282,11 +283,11 @@ class Refund(CompanyOwned, db.Model):
         return REFUND_KINDS.get(self.kind, self.kind)
 # Difference between our books and a channel statement -> Chinese label.
 RECONCILIATION_DIFFERENCES = {
-    "missing_ours": "我方无记录（长款）",
-    "missing_theirs": "渠道无记录（短款）",
-    "amount_differs": "金额不符",
+    "missing_ours": N_("我方无记录（长款）"),
+    "missing_theirs": N_("渠道无记录（短款）"),
+    "amount_differs": N_("金额不符"),
 }
-RECONCILIATION_ITEM_STATUSES = {"open": "待处理", "resolved": "已处理"}
+RECONCILIATION_ITEM_STATUSES = {"open": N_("待处理"), "resolved": N_("已处理")}
 
 
 class ChannelStatement(CompanyOwned, db.Model):

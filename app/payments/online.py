@@ -16,11 +16,13 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from app.billing.models import LedgerEntry
 from app.clock import local_time
 from app.extensions import db
+from app.i18n import translate_label
 from app.integrations.channel import ChannelError, NotificationRejected, NotificationReply, OrderRequest
 from app.integrations.channel import fen_to_yuan, yuan_to_fen  # noqa: F401  (used by callers of this module)
 from app.locking import lock_row
@@ -72,17 +74,17 @@ def create_online_order(account, channel_code, amount=None):
     has no merchant on the channel, nothing is owed, or the channel rejects the order.
     """
     company = db.session.get(Company, account.company_id)
-    label = PAYMENT_CHANNELS.get(channel_code, channel_code)
+    label = translate_label(PAYMENT_CHANNELS.get(channel_code, channel_code))
     try:
         merchant_id, auth_token = channels.order_merchant(company.id, channel_code)
     except ChannelError as error:
         raise OnlinePaymentError(str(error)) from None
     if merchant_id is None:
-        raise OnlinePaymentError(f"公司 {company.code} 没有开通{label}收款商户，请联系集团配置。")
+        raise OnlinePaymentError(_("公司 %(code)s 没有开通%(channel)s收款商户，请联系集团配置。", code=company.code, channel=label))
     owed = amount_owed(account).total
     amount = owed if amount is None else Decimal(amount)
     if amount <= 0:
-        raise OnlinePaymentError(f"用户 {account.account_no} 当前没有欠费，无需下单。")
+        raise OnlinePaymentError(_("用户 %(number)s 当前没有欠费，无需下单。", number=account.account_no))
     out_trade_no = _new_out_trade_no(company)
     notify_setting = {"wechat": "WECHATPAY_NOTIFY_URL", "alipay": "ALIPAY_NOTIFY_URL"}[channel_code]
     try:
@@ -96,7 +98,7 @@ def create_online_order(account, channel_code, amount=None):
         )
     except ChannelError as error:
         logger.error("%s order %s for account %s failed: %s", channel_code, out_trade_no, account.id, error)
-        raise OnlinePaymentError(f"{label}下单失败：{error}") from None
+        raise OnlinePaymentError(_("%(channel)s下单失败：%(error)s", channel=label, error=error)) from None
     order = OnlineOrder(
         company_id=company.id, account_id=account.id, channel=channel_code, out_trade_no=out_trade_no, amount=amount,
         status="pending", sub_mchid=merchant_id, code_url=placed.code_url,

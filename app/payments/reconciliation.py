@@ -18,6 +18,7 @@ from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
@@ -215,11 +216,14 @@ def resolve_item(item, reason, user):
     """Close a difference with the reason finance gives, e.g. the booking or refund that settled it. Commits."""
     reason = (reason or "").strip()
     if not reason:
-        raise ReconciliationError("请填写处理说明，例如“已补记收款，收据号 TJ-2025-000123”或“渠道次日到账”。")
+        raise ReconciliationError(_("请填写处理说明，例如“已补记收款，收据号 TJ-2025-000123”或“渠道次日到账”。"))
     if len(reason) > RESOLUTION_MAX:
-        raise ReconciliationError(f"处理说明最长 {RESOLUTION_MAX} 个字，当前 {len(reason)} 个字，请删减后重试。")
+        raise ReconciliationError(_("处理说明最长 %(max)s 个字，当前 %(count)s 个字，请删减后重试。", max=RESOLUTION_MAX, count=len(reason)))
     if item.status != "open":
-        raise ReconciliationError(f"该差异已由 {item.resolved_by.name if item.resolved_by else '他人'} 处理，无需再次处理。")
+        raise ReconciliationError(
+            _("该差异已由 %(name)s 处理，无需再次处理。", name=item.resolved_by.name) if item.resolved_by
+            else _("该差异已由他人处理，无需再次处理。")
+        )
     item.status = "resolved"
     item.resolution = reason
     item.resolved_by_id = user.id
@@ -254,14 +258,14 @@ def _parse_lines(channel, merchant_id, content):
         return alipay.parse_trade_bill(content, merchant_id)
     if channel.startswith("bank:"):
         return bank.parse_reconciliation_file(content, channel.split(":", 1)[1], merchant_id)
-    raise ReconciliationError(f"渠道「{channel}」暂无对账单解析器。")
+    raise ReconciliationError(_("渠道「%(channel)s」暂无对账单解析器。", channel=channel))
 
 
 def decode_statement(content):
     """Decode a statement as UTF-8 (with or without BOM), or raise ReconciliationError naming the encoding found."""
-    original = "请上传从渠道下载的原始 CSV 文件，或在 Excel 中另存为“CSV UTF-8（逗号分隔）”"
+    original = _("请上传从渠道下载的原始 CSV 文件，或在 Excel 中另存为“CSV UTF-8（逗号分隔）”")
     if content.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in content[:4096]:
-        raise ReconciliationError(f"对账单是 UTF-16 编码（Excel 另存为“Unicode 文本”时会这样），不是 UTF-8；{original}。")
+        raise ReconciliationError(_("对账单是 UTF-16 编码（Excel 另存为“Unicode 文本”时会这样），不是 UTF-8；%(fix)s。", fix=original))
     try:
         return content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -269,9 +273,9 @@ def decode_statement(content):
             content.decode("gb18030")
         except UnicodeDecodeError:
             raise ReconciliationError(
-                f"对账单不是 UTF-8 文本（第 {error.start + 1} 个字节无法解码）；{original}。"
+                _("对账单不是 UTF-8 文本（第 %(position)s 个字节无法解码）；%(fix)s。", position=error.start + 1, fix=original)
             ) from None
-        raise ReconciliationError(f"对账单是 GBK 编码（Excel 另存为 CSV 时常见），不是 UTF-8；{original}。") from None
+        raise ReconciliationError(_("对账单是 GBK 编码（Excel 另存为 CSV 时常见），不是 UTF-8；%(fix)s。", fix=original)) from None
 
 
 def parse_statement(channel, merchant_id, day, content):
@@ -291,7 +295,7 @@ def parse_statement(channel, merchant_id, day, content):
     except (ValueError, UnicodeDecodeError, csv.Error) as error:
         if isinstance(error, ReconciliationError):
             raise
-        raise ReconciliationError(f"对账单无法解析（{error}）；请使用渠道下载的原始账单文件。") from None
+        raise ReconciliationError(_("对账单无法解析（%(error)s）；请使用渠道下载的原始账单文件。", error=error)) from None
     check_lines(channel, merchant_id, day, lines)
     return lines
 
@@ -301,14 +305,17 @@ def check_lines(channel, merchant_id, day, lines):
     start, end = day_bounds(day)
     for number, line in enumerate(lines, start=1):
         if line.channel != channel or line.merchant_id != merchant_id:
-            raise ReconciliationError(
-                f"对账单第 {number} 笔（{line.channel_txn_id}）属于 {line.channel} 商户 {line.merchant_id}，"
-                f"不是 {channel} 商户 {merchant_id}；请上传该商户的对账单。"
-            )
+            raise ReconciliationError(_(
+                "对账单第 %(number)s 笔（%(serial)s）属于 %(line_channel)s 商户 %(line_merchant)s，"
+                "不是 %(channel)s 商户 %(merchant)s；请上传该商户的对账单。",
+                number=number, serial=line.channel_txn_id, line_channel=line.channel, line_merchant=line.merchant_id,
+                channel=channel, merchant=merchant_id,
+            ))
         if not start <= line.occurred_at < end:
-            raise ReconciliationError(
-                f"对账单第 {number} 笔（{line.channel_txn_id}）发生于 {line.occurred_at:%Y-%m-%d %H:%M}，不在 {day} 当天；请上传 {day} 的对账单。"
-            )
+            raise ReconciliationError(_(
+                "对账单第 %(number)s 笔（%(serial)s）发生于 %(time)s，不在 %(day)s 当天；请上传 %(day)s 的对账单。",
+                number=number, serial=line.channel_txn_id, time=line.occurred_at.strftime("%Y-%m-%d %H:%M"), day=day,
+            ))
 
 
 def reconcile_statement(statement):

@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.clock import LOCAL_TIME
@@ -26,7 +27,7 @@ def _local_today():
 
 def _require(company_id=None):
     if not has_permission(current_user, "reconcile.resolve", company_id):
-        abort(403, "您没有渠道对账的权限，请联系本公司管理员分配“财务”角色。")
+        abort(403, _("您没有渠道对账的权限，请联系本公司管理员分配“财务”角色。"))
 
 
 @bp.route("/")
@@ -53,14 +54,14 @@ def run_day():
     try:
         day = date.fromisoformat(request.form.get("day", ""))
     except ValueError:
-        flash(f"对账日期「{request.form.get('day', '')}」无效，请按 2025-12-03 的格式填写。", "error")
+        flash(_("对账日期「%(value)s」无效，请按 2025-12-03 的格式填写。", value=request.form.get("day", "")), "error")
         return redirect(url_for("reconciliation.index"))
     if day >= _local_today():
-        flash(f"{day} 尚未结束，渠道还没有该日对账单；请选择今天以前的日期。", "error")
+        flash(_("%(day)s 尚未结束，渠道还没有该日对账单；请选择今天以前的日期。", day=day), "error")
         return redirect(url_for("reconciliation.index"))
     targets = [t for t in reconciliation_targets() if has_permission(current_user, "reconcile.resolve", t.company_id)]
     if not targets:
-        flash("您可对账的公司没有开通任何收款渠道商户。", "error")
+        flash(_("您可对账的公司没有开通任何收款渠道商户。"), "error")
         return redirect(url_for("reconciliation.index"))
     from app.tasks.reconciliation import reconcile_day_task
 
@@ -70,9 +71,9 @@ def run_day():
     except Exception:
         db.session.rollback()
         logger.exception("Could not queue reconciliation of %s", day)
-        flash("对账任务未能提交，请稍后重试。", "error")
+        flash(_("对账任务未能提交，请稍后重试。"), "error")
         return redirect(url_for("reconciliation.index"))
-    flash(f"已提交 {len(targets)} 个商户 {day} 的对账单下载和对账，完成后结果显示在下方。", "success")
+    flash(_("已提交 %(count)s 个商户 %(day)s 的对账单下载和对账，完成后结果显示在下方。", count=len(targets), day=day), "success")
     return redirect(url_for("reconciliation.index"))
 
 
@@ -84,21 +85,21 @@ def upload_statement():
     sub_mchid = request.form.get("merchant_id", "").strip()
     merchant = db.session.scalar(sa.select(WechatMerchant).filter_by(sub_mchid=sub_mchid))
     if merchant is None:
-        flash(f"特约商户号「{sub_mchid}」不属于本公司，请从列表中选择。", "error")
+        flash(_("特约商户号「%(value)s」不属于本公司，请从列表中选择。", value=sub_mchid), "error")
         return redirect(url_for("reconciliation.index"))
     _require(merchant.company_id)
     try:
         day = date.fromisoformat(request.form.get("day", ""))
     except ValueError:
-        flash(f"对账日期「{request.form.get('day', '')}」无效，请按 2025-12-03 的格式填写。", "error")
+        flash(_("对账日期「%(value)s」无效，请按 2025-12-03 的格式填写。", value=request.form.get("day", "")), "error")
         return redirect(url_for("reconciliation.index"))
     upload = request.files.get("statement")
     content = upload.read(STATEMENT_MAX_BYTES + 1) if upload and upload.filename else b""
     if not content:
-        flash("请选择从微信支付下载的交易账单文件（CSV）。", "error")
+        flash(_("请选择从微信支付下载的交易账单文件（CSV）。"), "error")
         return redirect(url_for("reconciliation.index"))
     if len(content) > STATEMENT_MAX_BYTES:
-        flash(f"对账单超过 {STATEMENT_MAX_BYTES // (1024 * 1024)} MB 上限，请按单日下载。", "error")
+        flash(_("对账单超过 %(size)s MB 上限，请按单日下载。", size=STATEMENT_MAX_BYTES // (1024 * 1024)), "error")
         return redirect(url_for("reconciliation.index"))
     try:
         parse_statement("wechatpay", sub_mchid, day, content)
@@ -113,13 +114,13 @@ def upload_statement():
     except Exception:
         db.session.rollback()
         logger.exception("Could not queue reconciliation of %s for %s", sub_mchid, day)
-        flash("对账单已保存，但对账任务未能提交，请稍后重试。", "error")
+        flash(_("对账单已保存，但对账任务未能提交，请稍后重试。"), "error")
         return redirect(url_for("reconciliation.index"))
     run = db.session.scalar(sa.select(ReconciliationRun).filter_by(company_id=merchant.company_id, channel="wechatpay", merchant_id=sub_mchid, day=day))
     if run is not None and run.statement_sha256 == statement.sha256:
-        flash(f"{day} 对账完成：一致 {run.matched} 笔，差异 {run.differences} 笔。", "success")
+        flash(_("%(day)s 对账完成：一致 %(matched)s 笔，差异 %(differences)s 笔。", day=day, matched=run.matched, differences=run.differences), "success")
     else:
-        flash(f"对账单已保存，{day} 的对账已提交后台处理，请稍后刷新本页。", "success")
+        flash(_("对账单已保存，%(day)s 的对账已提交后台处理，请稍后刷新本页。", day=day), "success")
     return redirect(url_for("reconciliation.index"))
 
 
@@ -130,12 +131,12 @@ def resolve(item_id):
     _require()
     item = db.session.scalar(sa.select(ReconciliationItem).filter_by(id=item_id))
     if item is None:
-        abort(404, f"未找到编号为 {item_id} 的对账差异，或它不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的对账差异，或它不属于您的公司。", id=item_id))
     _require(item.company_id)
     try:
         resolve_item(item, request.form.get("reason"), current_user)
     except ReconciliationError as error:
         flash(str(error), "error")
     else:
-        flash(f"差异 {item.channel_txn_id} 已处理。", "success")
+        flash(_("差异 %(number)s 已处理。", number=item.channel_txn_id), "success")
     return redirect(url_for("reconciliation.index"))

@@ -17,11 +17,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import local_time
 from app.extensions import db
+from app.i18n import translate_label
 from app.integrations.channel import ChannelError, RefundRequest
 from app.locking import lock_row
 from app.money import ZERO
@@ -72,14 +74,14 @@ def request_refund(payment_id, amount, reason, user, request_token=None):
     A request already stored under `request_token` (a resubmitted form) is returned as it is.
     """
     try:
-        amount = parse_amount(amount, label="退费金额")
+        amount = parse_amount(amount, label=_("退费金额"))
     except PaymentError as error:
         raise RefundError(str(error)) from None
     reason = (reason or "").strip()
     if not reason:
-        raise RefundError("请填写退费原因，例如「重复缴费」或「面积核减」。")
+        raise RefundError(_("请填写退费原因，例如「重复缴费」或「面积核减」。"))
     if len(reason) > REASON_MAX:
-        raise RefundError(f"退费原因最长 {REASON_MAX} 个字，当前 {len(reason)} 个字，请删减后重试。")
+        raise RefundError(_("退费原因最长 %(max)s 个字，当前 %(count)s 个字，请删减后重试。", max=REASON_MAX, count=len(reason)))
     request_token = (request_token or "").strip()[:64] or None
     try:
         refund = _record_request(payment_id, amount, reason, user, request_token)
@@ -104,19 +106,20 @@ def _record_request(payment_id, amount, reason, user, request_token):
     # each reads the refunds the previous one committed.
     payment = lock_row(Payment, payment_id)
     if payment is None:
-        raise RefundError(f"未找到编号为 {payment_id} 的收款记录，或该记录不属于您的公司。")
+        raise RefundError(_("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id))
     if request_token:
         existing = _refund_for_token(request_token)
         if existing is not None:
             if existing.payment_id != payment_id:
-                raise RefundError("该退费表单已用于另一笔收款，请刷新页面后重新申请。")
+                raise RefundError(_("该退费表单已用于另一笔收款，请刷新页面后重新申请。"))
             return existing
     left = refundable_amount(payment)
     if amount > left:
-        raise RefundError(
-            f"退费金额 {amount} 元超过该笔收款的可退余额 {left} 元（收款 {payment.amount} 元，"
-            f"已退或退费中 {payment.amount - left} 元）。请改为不超过 {left} 元。"
-        )
+        raise RefundError(_(
+            "退费金额 %(amount)s 元超过该笔收款的可退余额 %(left)s 元（收款 %(paid)s 元，"
+            "已退或退费中 %(taken)s 元）。请改为不超过 %(left)s 元。",
+            amount=amount, left=left, paid=payment.amount, taken=payment.amount - left,
+        ))
     company = db.session.get(Company, payment.company_id)
     refund = Refund(
         company_id=payment.company_id, payment_id=payment.id, account_id=payment.account_id, amount=amount,
@@ -137,13 +140,15 @@ def decide_refund(refund_id, user, approve):
     """Approve or reject a refund waiting for approval; an approved refund is submitted at once."""
     refund = lock_row(Refund, refund_id)
     if refund is None:
-        raise RefundError(f"未找到编号为 {refund_id} 的退费申请，或该申请不属于您的公司。")
+        raise RefundError(_("未找到编号为 %(id)s 的退费申请，或该申请不属于您的公司。", id=refund_id))
     if refund.status != "pending_approval":
         db.session.rollback()
-        raise RefundError(f"退费申请 {refund_id} 当前状态为「{refund.status_label}」，不能再审批。")
+        raise RefundError(_(
+            "退费申请 %(id)s 当前状态为「%(status)s」，不能再审批。", id=refund_id, status=translate_label(refund.status_label)
+        ))
     if refund.requested_by_id == user.id:
         db.session.rollback()
-        raise RefundError("申请人不能审批自己的退费申请，请由另一位有审批权限的同事处理。")
+        raise RefundError(_("申请人不能审批自己的退费申请，请由另一位有审批权限的同事处理。"))
     refund.approved_by_id = user.id
     refund.decided_at = utcnow()
     refund.status = "processing" if approve else "rejected"
@@ -351,7 +356,9 @@ def _refund_parts(refund):
             parts.append((season_id, kind, part))
             remaining -= part
     if remaining > 0:
-        raise RefundError(f"退费 {refund.id} 超出该笔收款在台账中尚未退回的金额 {refund.amount - remaining} 元。")
+        raise RefundError(_(
+            "退费 %(id)s 超出该笔收款在台账中尚未退回的金额 %(amount)s 元。", id=refund.id, amount=refund.amount - remaining
+        ))
     return parts
 
 

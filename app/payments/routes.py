@@ -7,10 +7,12 @@ import uuid
 import segno
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm, OnlineOrderForm, RefundApprovalSettingForm, RefundDecisionForm, RefundForm
+from app.i18n import join_items, translate_label
 from app.invoicing.receipt import ReceiptError
 from app.invoicing.services import payment_invoice_context, payment_items, print_receipt, print_refund_receipt
 from app.money import format_money, format_quantity
@@ -32,14 +34,14 @@ SEARCH_LIMIT = 50
 
 def _require_collect(company_id=None):
     if not has_permission(current_user, "payment.collect", company_id):
-        abort(403, "您没有柜台收费的权限，请联系本公司管理员分配“收费员”角色。")
+        abort(403, _("您没有柜台收费的权限，请联系本公司管理员分配“收费员”角色。"))
 
 
 def _load_account(account_id):
     _require_collect()
     account = db.session.scalar(sa.select(Account).filter_by(id=account_id))
     if account is None:
-        abort(404, f"未找到编号为 {account_id} 的用户，或该用户不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的用户，或该用户不属于您的公司。", id=account_id))
     _require_collect(account.company_id)
     return account
 
@@ -48,7 +50,7 @@ def _load_payment(payment_id):
     _require_collect()
     payment = db.session.scalar(sa.select(Payment).filter_by(id=payment_id))
     if payment is None:
-        abort(404, f"未找到编号为 {payment_id} 的收款记录，或该记录不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id))
     _require_collect(payment.company_id)
     return payment
 
@@ -84,7 +86,7 @@ def collect(account_id):
             flash(str(error), "error")
             status = 400
         else:
-            flash(f"已收款 {format_money(payment.amount)} 元，收据号 {payment.receipt_no}。", "success")
+            flash(_("已收款 %(amount)s 元，收据号 %(number)s。", amount=format_money(payment.amount), number=payment.receipt_no), "success")
             return redirect(url_for("payments.payment", payment_id=payment.id))
     else:
         for messages in form.errors.values():
@@ -132,7 +134,7 @@ def refund(payment_id):
     """Request a refund of part or all of a payment."""
     payment = _load_payment(payment_id)
     if not has_permission(current_user, "payment.refund", payment.company_id):
-        abort(403, "您没有申请退费的权限，请联系本公司管理员分配相应角色。")
+        abort(403, _("您没有申请退费的权限，请联系本公司管理员分配相应角色。"))
     form = RefundForm()
     if not form.validate_on_submit():
         for messages in form.errors.values():
@@ -152,15 +154,25 @@ def refund(payment_id):
 
 def _flash_refund(refund):
     if refund.status == "succeeded":
-        receipt = f"，退费收据号 {refund.receipt_no}，请在退费记录中打印退费收据" if refund.receipt_no else ""
-        flash(f"已退费 {format_money(refund.amount)} 元{receipt}。", "success")
+        if refund.receipt_no:
+            flash(_(
+                "已退费 %(amount)s 元，退费收据号 %(number)s，请在退费记录中打印退费收据。",
+                amount=format_money(refund.amount), number=refund.receipt_no,
+            ), "success")
+        else:
+            flash(_("已退费 %(amount)s 元。", amount=format_money(refund.amount)), "success")
     elif refund.status == "pending_approval":
-        flash(f"退费申请 {format_money(refund.amount)} 元已提交，等待审批。", "success")
+        flash(_("退费申请 %(amount)s 元已提交，等待审批。", amount=format_money(refund.amount)), "success")
     elif refund.status == "failed":
-        flash(f"退费失败：{refund.failure_reason}", "error")
+        flash(_("退费失败：%(reason)s", reason=refund.failure_reason), "error")
     else:
-        note = f"（{refund.failure_reason}）" if refund.failure_reason else ""
-        flash(f"退费 {format_money(refund.amount)} 元已提交退款渠道，等待渠道确认{note}。", "success")
+        if refund.failure_reason:
+            flash(_(
+                "退费 %(amount)s 元已提交退款渠道，等待渠道确认（%(reason)s）。",
+                amount=format_money(refund.amount), reason=refund.failure_reason,
+            ), "success")
+        else:
+            flash(_("退费 %(amount)s 元已提交退款渠道，等待渠道确认。", amount=format_money(refund.amount)), "success")
 
 
 def _can_see_refunds():
@@ -173,7 +185,7 @@ def _can_see_refunds():
 def refunds():
     """List the refunds of the user's company, those waiting for approval first."""
     if not _can_see_refunds():
-        abort(403, "您没有查看退费的权限。")
+        abort(403, _("您没有查看退费的权限。"))
     rows = db.session.scalars(
         sa.select(Refund).order_by(sa.case((Refund.status == "pending_approval", 0), else_=1), Refund.id.desc()).limit(200)
     ).all()
@@ -192,10 +204,10 @@ def _load_refund(refund_id_text):
     try:
         refund_id = int(refund_id_text)
     except (TypeError, ValueError):
-        abort(400, f"退费申请编号「{str(refund_id_text)[:20]}」无效。")
+        abort(400, _("退费申请编号「%(value)s」无效。", value=str(refund_id_text)[:20]))
     refund = db.session.scalar(sa.select(Refund).filter_by(id=refund_id))
     if refund is None:
-        abort(404, f"未找到编号为 {refund_id} 的退费申请，或该申请不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的退费申请，或该申请不属于您的公司。", id=refund_id))
     return refund
 
 
@@ -205,17 +217,17 @@ def decide():
     """Approve or reject a refund waiting for approval."""
     form = RefundDecisionForm()
     if not form.validate_on_submit() or form.decision.data not in ("approve", "reject"):
-        abort(400, "审批表单不完整：请从退费列表中点击「批准」或「驳回」。")
+        abort(400, _("审批表单不完整：请从退费列表中点击「批准」或「驳回」。"))
     refund = _load_refund(form.refund_id.data)
     if not has_permission(current_user, "payment.refund_approve", refund.company_id):
-        abort(403, "您没有审批退费的权限。")
+        abort(403, _("您没有审批退费的权限。"))
     try:
         refund = decide_refund(refund.id, current_user, form.decision.data == "approve")
     except RefundError as error:
         flash(str(error), "error")
         return redirect(url_for("payments.refunds"))
     if refund.status == "rejected":
-        flash(f"已驳回退费申请 {refund.id}。", "success")
+        flash(_("已驳回退费申请 %(id)s。", id=refund.id), "success")
     else:
         _flash_refund(refund)
     return redirect(url_for("payments.refunds"))
@@ -228,7 +240,7 @@ def retry_refund():
     form = RefundDecisionForm()
     refund = _load_refund(form.refund_id.data)
     if not has_permission(current_user, "payment.refund", refund.company_id):
-        abort(403, "您没有申请退费的权限。")
+        abort(403, _("您没有申请退费的权限。"))
     _flash_refund(submit_refund(refund.id))
     return redirect(url_for("payments.refunds"))
 
@@ -239,20 +251,20 @@ def refund_settings():
     """Turn refund approval on or off for the user's own company."""
     company = db.session.get(Company, current_user.company_id)
     if company.is_headquarters or not has_permission(current_user, "role.manage"):
-        abort(403, "只有分公司管理员可以设置退费审批。")
+        abort(403, _("只有分公司管理员可以设置退费审批。"))
     form = RefundApprovalSettingForm()
     if not form.validate_on_submit() or form.required.data not in ("0", "1"):
-        abort(400, "请选择「需要审批」或「无需审批」。")
+        abort(400, _("请选择「需要审批」或「无需审批」。"))
     company.refund_requires_approval = form.required.data == "1"
     db.session.commit()
     logger.info("Company %s refund approval set to %s by user %s", company.id, company.refund_requires_approval, current_user.id)
-    flash("退费审批设置已保存。", "success")
+    flash(_("退费审批设置已保存。"), "success")
     return redirect(url_for("payments.refunds"))
 
 
 def _require_online_order(company_id=None):
     if not has_permission(current_user, "payment.online_order", company_id):
-        abort(403, "您没有生成线上支付订单的权限。")
+        abort(403, _("您没有生成线上支付订单的权限。"))
 
 
 @bp.route("/accounts/<int:account_id>/online", methods=["GET", "POST"])
@@ -262,13 +274,16 @@ def online_order(account_id):
     _require_online_order()
     account = db.session.scalar(sa.select(Account).filter_by(id=account_id))
     if account is None:
-        abort(404, f"未找到编号为 {account_id} 的用户，或该用户不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的用户，或该用户不属于您的公司。", id=account_id))
     _require_online_order(account.company_id)
     form = OnlineOrderForm()
     status = 200
     if request.method == "POST":
         if not form.validate_on_submit() or form.channel.data not in ORDER_CHANNELS:
-            flash(f"支付渠道「{form.channel.data}」无效，请选择：{'、'.join(ORDER_CHANNELS.values())}。", "error")
+            flash(_(
+                "支付渠道「%(value)s」无效，请选择：%(choices)s。",
+                value=form.channel.data, choices=join_items(translate_label(label) for label in ORDER_CHANNELS.values()),
+            ), "error")
             status = 400
         else:
             try:
@@ -277,7 +292,9 @@ def online_order(account_id):
                 flash(str(error), "error")
                 status = 400
             else:
-                flash(f"已生成订单 {order.out_trade_no}，请让客户扫码支付 {format_money(order.amount)} 元。", "success")
+                flash(_(
+                    "已生成订单 %(number)s，请让客户扫码支付 %(amount)s 元。", number=order.out_trade_no, amount=format_money(order.amount)
+                ), "success")
                 return redirect(url_for("payments.online_order", account_id=account.id))
     orders = db.session.scalars(
         sa.select(OnlineOrder).filter_by(account_id=account.id).order_by(OnlineOrder.id.desc()).limit(10)
@@ -323,10 +340,10 @@ def refund_receipt_pdf(refund_id):
     """Send the receipt PDF of a cash refund at the counter. Every print after the first is marked 补打."""
     refund = db.session.scalar(sa.select(Refund).filter_by(id=refund_id))
     if refund is None:
-        abort(404, f"未找到编号为 {refund_id} 的退费，或它不属于您的公司。")
+        abort(404, _("未找到编号为 %(id)s 的退费，或它不属于您的公司。", id=refund_id))
     _load_payment(refund.payment_id)
     if not refund.receipt_no or refund.status != "succeeded":
-        abort(404, f"退费 {refund_id} 不是已完成的柜台退费，没有退费收据；原路退回的退费以渠道到账为准。")
+        abort(404, _("退费 %(id)s 不是已完成的柜台退费，没有退费收据；原路退回的退费以渠道到账为准。", id=refund_id))
     return _receipt_response(print_refund_receipt, refund, f"refund-receipt-{refund.receipt_no}.pdf")
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +21,7 @@ from app.billing.models import (
 )
 from app.clock import local_time
 from app.extensions import db
+from app.i18n import join_items, translate_label
 from app.locking import lock_row
 from app.messaging.events import emit
 from app.money import CENT, ZERO, format_money
@@ -174,7 +176,10 @@ def allocation_slots(owed, rule=AllocationRule()):
     with `late_fees_last` come after every receivable, in the same season order.
     """
     if rule.order not in ALLOCATION_ORDERS:
-        raise PaymentError(f"付款分配顺序「{rule.order}」无效；请在分配规则中选择 {'、'.join(ALLOCATION_ORDERS.values())}。")
+        raise PaymentError(_(
+            "付款分配顺序「%(value)s」无效；请在分配规则中选择 %(choices)s。",
+            value=rule.order, choices=join_items(translate_label(label) for label in ALLOCATION_ORDERS.values()),
+        ))
     targets = [(None, owed.arrears_outstanding, ZERO)] + [
         (s.season, s.outstanding, s.late_fee_outstanding) for s in owed.seasons
     ]
@@ -215,36 +220,41 @@ def payment_line_key(prefix, season, kind):
 AMOUNT_PATTERN = re.compile(r"-?([0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?)")
 
 
-def parse_amount(value, label="收款金额"):
+def parse_amount(value, label=None):
     """Convert an entered amount to Decimal yuan, or raise PaymentError naming the input and its `label`."""
+    label = label or _("收款金额")
     if isinstance(value, float):
-        raise PaymentError(f"{label} {value!r} 是浮点数；请以字符串或 Decimal 传入。")
+        raise PaymentError(_("%(field)s %(value)s 是浮点数；请以字符串或 Decimal 传入。", field=label, value=repr(value)))
     text = str(value).strip() if value is not None else ""
     if not text:
-        raise PaymentError(f"请填写{label}。")
+        raise PaymentError(_("请填写%(field)s。", field=label))
     # Thousands separators only in groups of three, ASCII digits only: "1,50" is a typo, not 150.
     if not AMOUNT_PATTERN.fullmatch(text):
-        raise PaymentError(f"{label}「{text}」不是有效数字，请填写如 1234.50 或 1,234.50 的金额。")
+        raise PaymentError(_("%(field)s「%(value)s」不是有效数字，请填写如 1234.50 或 1,234.50 的金额。", field=label, value=text))
     text = text.replace(",", "")
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise PaymentError(f"{label}「{text}」不是有效数字，请填写如 1234.50 的金额。") from None
+        raise PaymentError(_("%(field)s「%(value)s」不是有效数字，请填写如 1234.50 的金额。", field=label, value=text)) from None
     if not amount.is_finite():
-        raise PaymentError(f"{label}「{text}」不是有效数字，请填写如 1234.50 的金额。")
+        raise PaymentError(_("%(field)s「%(value)s」不是有效数字，请填写如 1234.50 的金额。", field=label, value=text))
     if amount <= 0:
-        raise PaymentError(f"{label}「{text}」须大于 0，请填写实际金额。")
+        raise PaymentError(_("%(field)s「%(value)s」须大于 0，请填写实际金额。", field=label, value=text))
     if amount > MAX_COUNTER_AMOUNT:
-        raise PaymentError(f"{label}「{text}」超过单笔上限 {MAX_COUNTER_AMOUNT} 元，请核对金额。")
+        raise PaymentError(_(
+            "%(field)s「%(value)s」超过单笔上限 %(max)s 元，请核对金额。", field=label, value=text, max=MAX_COUNTER_AMOUNT
+        ))
     if amount != amount.quantize(CENT):
-        raise PaymentError(f"{label}「{text}」超过两位小数，金额只能精确到分，请改正后重试。")
+        raise PaymentError(_("%(field)s「%(value)s」超过两位小数，金额只能精确到分，请改正后重试。", field=label, value=text))
     return amount.quantize(CENT)
 
 
 def _clean_text(value, limit, label):
     text = (value or "").strip()
     if len(text) > limit:
-        raise PaymentError(f"{label}最长 {limit} 个字，当前 {len(text)} 个字，请删减后重试。")
+        raise PaymentError(_(
+            "%(field)s最长 %(max)s 个字，当前 %(count)s 个字，请删减后重试。", field=label, max=limit, count=len(text)
+        ))
     return text
 
 
@@ -256,9 +266,12 @@ def collect_payment(account, amount, method, cashier, payer_name=None, note="", 
     """
     amount = parse_amount(amount)
     if method not in PAYMENT_METHODS:
-        raise PaymentError(f"收款方式「{method}」无效，请选择：{'、'.join(PAYMENT_METHODS.values())}。")
-    payer_name = _clean_text(payer_name, PAYER_NAME_MAX, "交款人") or account.customer_name.strip()
-    note = _clean_text(note, NOTE_MAX, "备注")
+        raise PaymentError(_(
+            "收款方式「%(value)s」无效，请选择：%(choices)s。",
+            value=method, choices=join_items(translate_label(label) for label in PAYMENT_METHODS.values()),
+        ))
+    payer_name = _clean_text(payer_name, PAYER_NAME_MAX, _("交款人")) or account.customer_name.strip()
+    note = _clean_text(note, NOTE_MAX, _("备注"))
     request_token = (request_token or "").strip()[:64] or None
     try:
         payment, created = _post_payment(account, amount, method, cashier, payer_name, note, request_token)
@@ -294,16 +307,17 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
         existing = _payment_for_token(account.company_id, request_token)
         if existing is not None:
             if existing.account_id != account.id:
-                raise PaymentError("该收费表单已用于另一户，请刷新页面后重新收费。")
+                raise PaymentError(_("该收费表单已用于另一户，请刷新页面后重新收费。"))
             return existing, False
 
     owed = amount_owed(account)
     if owed.total <= 0:
-        raise PaymentError(f"用户 {account.account_no} 当前没有欠费，无需收款。")
+        raise PaymentError(_("用户 %(number)s 当前没有欠费，无需收款。", number=account.account_no))
     if amount > owed.total:
-        raise PaymentError(
-            f"收款金额 {amount} 元超过该户应缴合计 {owed.total} 元。柜台暂不收预存款，请收取不超过 {owed.total} 元。"
-        )
+        raise PaymentError(_(
+            "收款金额 %(amount)s 元超过该户应缴合计 %(total)s 元。柜台暂不收预存款，请收取不超过 %(total)s 元。",
+            amount=amount, total=owed.total,
+        ))
 
     company = db.session.get(Company, account.company_id)
     paid_at = utcnow()

@@ -15,6 +15,10 @@ const FONT = { fontFamily: 'sans-serif' };
 // Company names are long: show every one, broken over two lines.
 const COMPANY_LABEL = { interval: 0, width: 84, overflow: 'break' };
 
+// Axis, legend and series texts in the reader's language, rendered by the page as #hq-chart-labels.
+const labelSource = document.getElementById('hq-chart-labels');
+const LABELS = labelSource ? JSON.parse(labelSource.textContent) : {};
+
 const num = (value) => (value === null || value === undefined ? null : Number(value));
 
 function collection(data) {
@@ -25,7 +29,7 @@ function collection(data) {
     legend: { type: 'scroll', bottom: 0 },
     grid: { left: 48, right: 16, top: 36, bottom: 64 },
     xAxis: { type: 'category', data: data.days, boundaryGap: false },
-    yAxis: { type: 'value', name: '收费率 %', min: 0, max: 100 },
+    yAxis: { type: 'value', name: LABELS.rate_axis, min: 0, max: 100 },
     series: data.series.map((s) => ({
       name: s.name,
       type: 'line',
@@ -52,8 +56,8 @@ function arrears(data) {
     legend: { type: 'scroll', bottom: 0 },
     grid: { left: 72, right: 16, top: 36, bottom: 72 },
     xAxis: { type: 'category', data: names, axisLabel: COMPANY_LABEL },
-    yAxis: { type: 'value', name: '欠费（元）' },
-    series: [...stack(data.ages, data.ages, '账龄'), ...stack(data.categories, data.categories, '类别')]
+    yAxis: { type: 'value', name: LABELS.arrears_axis },
+    series: [...stack(data.ages, data.ages, LABELS.age), ...stack(data.categories, data.categories, LABELS.category)]
   };
 }
 
@@ -64,14 +68,14 @@ function waivers(rows) {
     legend: { bottom: 0 },
     grid: { left: 72, right: 56, top: 36, bottom: 72 },
     xAxis: { type: 'category', data: rows.map((r) => (r.outlier ? `${r.name} ⚠` : r.name)), axisLabel: COMPANY_LABEL },
-    yAxis: [{ type: 'value', name: '金额（元）' }, { type: 'value', name: '笔数', minInterval: 1 }],
+    yAxis: [{ type: 'value', name: LABELS.amount_axis }, { type: 'value', name: LABELS.count_axis, minInterval: 1 }],
     series: [
       {
-        name: '减免金额',
+        name: LABELS.waiver_amount,
         type: 'bar',
         data: rows.map((r) => ({ value: num(r.amount), itemStyle: r.outlier ? { color: '#cf222e' } : undefined }))
       },
-      { name: '减免笔数', type: 'line', yAxisIndex: 1, data: rows.map((r) => r.count) }
+      { name: LABELS.waiver_count, type: 'line', yAxisIndex: 1, data: rows.map((r) => r.count) }
     ]
   };
 }
@@ -81,14 +85,14 @@ function processes(rows) {
   return {
     color: ['#bc4c00', '#0969da'],
     tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
-    title: shown.length ? undefined : { text: '暂无在办环节', left: 'center', top: 'middle', textStyle: { color: '#57606a', fontSize: 14 } },
+    title: shown.length ? undefined : { text: LABELS.no_open_steps, left: 'center', top: 'middle', textStyle: { color: '#57606a', fontSize: 14 } },
     legend: { bottom: 0 },
     grid: { left: 200, right: 24, top: 36, bottom: 56 },
-    xAxis: { type: 'value', name: '小时' },
+    xAxis: { type: 'value', name: LABELS.hours },
     yAxis: { type: 'category', data: shown.map((r) => `${r.name} ${r.process}·${r.step}`), axisLabel: { width: 190, overflow: 'truncate' } },
     series: [
-      { name: '在办平均等待', type: 'bar', data: shown.map((r) => num(r.open_age_hours)) },
-      { name: '已办平均时长', type: 'bar', data: shown.map((r) => num(r.mean_wait_hours)) }
+      { name: LABELS.open_wait, type: 'bar', data: shown.map((r) => num(r.open_age_hours)) },
+      { name: LABELS.done_wait, type: 'bar', data: shown.map((r) => num(r.mean_wait_hours)) }
     ]
   };
 }
@@ -99,8 +103,8 @@ function communities(rows) {
     tooltip: { trigger: 'axis', valueFormatter: (v) => (v === null ? '—' : `${v}%`) },
     grid: { left: 48, right: 16, top: 24, bottom: 64 },
     xAxis: { type: 'category', data: rows.map((r) => r.name), axisLabel: { rotate: 30, interval: 0, hideOverlap: true } },
-    yAxis: { type: 'value', name: '收费率 %', min: 0, max: 100 },
-    series: [{ name: '收费率', type: 'bar', data: rows.map((r) => num(r.rate)) }]
+    yAxis: { type: 'value', name: LABELS.rate_axis, min: 0, max: 100 },
+    series: [{ name: LABELS.rate, type: 'bar', data: rows.map((r) => num(r.rate)) }]
   };
 }
 
@@ -113,7 +117,8 @@ function render() {
   document.querySelectorAll('[data-chart]').forEach((container) => {
     const name = container.dataset.chart;
     const figures = name === 'communities' ? data : data[name];
-    const chart = echarts.init(container, null, { renderer: 'canvas', locale: 'ZH' });
+    const locale = document.documentElement.lang.startsWith('zh') ? 'ZH' : 'EN';
+    const chart = echarts.init(container, null, { renderer: 'canvas', locale });
     chart.setOption({ textStyle: FONT, animation: false, ...BUILDERS[name](figures) });
     window.addEventListener('resize', () => chart.resize());
     container.dataset.rendered = 'true';

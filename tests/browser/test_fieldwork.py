@@ -11,6 +11,7 @@ from app.extensions import db
 from app.hq.dashboard import today
 from app.fieldwork.models import FieldPhoto, FieldSubmission
 from app.network.models import Account
+from app.org.models import User
 from tests.fieldwork.conftest import png_bytes, valve_task  # noqa: F401
 from tests.processes.conftest import make_account  # noqa: F401
 
@@ -80,3 +81,27 @@ def test_valve_closed_offline_then_synced(valve_task, _browser, live_server, bro
     page.goto(f"/hq/dashboard?season=2025-2026&as_of={today() - timedelta(days=1)}")
     cells = page.locator('#hq-companies tr[data-company="TJ"] td').all_inner_texts()
     assert cells[headers.index("关栓户数")] == "0"
+
+def test_field_task_in_english(valve_task, _browser, live_server, browser_login, screenshot):
+    """An English field user sees the task page and the offline banner in English."""
+    _account, _instance, task = valve_task
+    db.session.execute(sa.update(User).where(User.username == "tj_field").values(locale="en"))
+    db.session.commit()
+    context = _browser.new_context(base_url=live_server, locale="en-US", **PHONE)
+    phone = context.new_page()
+    try:
+        browser_login(phone, "tj_field")
+        phone.goto(f"/field/tasks/{task.id}")
+        assert phone.locator("html").get_attribute("lang") == "en"
+        assert phone.get_by_role("link", name="← Field work").is_visible()
+        assert phone.get_by_text("Meter reading (GJ, optional)").is_visible()
+        phone.locator("select[name=result]").select_option("sealed")
+        phone.locator("input[name=seal_no]").fill("TJ-S-0043")
+        phone.set_input_files("input[name=photos]", files=[{"name": "valve.png", "mimeType": "image/png", "buffer": png_bytes(64, 64)}])
+        context.set_offline(True)
+        phone.get_by_role("button", name="Submit result").click()
+        phone.locator("#field-queue", has_text="saved on this phone").wait_for()
+        screenshot(phone, "field-phone-task-english")
+        context.set_offline(False)
+    finally:
+        context.close()

@@ -5,12 +5,14 @@ from datetime import datetime, time, timedelta
 
 import openpyxl
 import pytest
+import sqlalchemy as sa
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.hq.dashboard import today
 from app.hq.services import collection_summary
 from app.network.valves import record_valve_change, utcnow
+from app.org.models import User
 from tests.hq.conftest import SEASON, accounts_of, hq_ledger  # noqa: F401
 from tests.processes.conftest import instance_of, make_account, start_request  # noqa: F401
 
@@ -115,3 +117,20 @@ def test_audit_explorer_finds_instance_history(qd_request, page, browser_login, 
     assert "审计链校验通过" in page.locator("#chain-status").inner_text()
     assert page.locator("#instance-diagram svg").count() >= 1
     screenshot(page, "hq-audit-instance")
+
+
+def test_dashboard_in_english(hq_ledger, demo, page, browser_login, screenshot):
+    """An English HQ user sees the tables, the chart axes and the legends in English."""
+    db.session.execute(sa.update(User).where(User.username == "hq_auditor").values(locale="en"))
+    db.session.commit()
+    browser_login(page, "hq_auditor")
+    page.goto(f"/hq/dashboard?season={SEASON}")
+    for chart in CHARTS:
+        page.locator(f'[data-chart="{chart}"][data-rendered="true"] canvas').first.wait_for()
+    assert page.locator("main h1").inner_text().startswith("Group dashboard")
+    received = _column(page, "hq-companies", "Collected this season")
+    assert _cells(page, "hq-companies", "TJ")[received] == "300.00"
+    assert "Outlier" in _cells(page, "hq-waivers", "QD")
+    labels = page.evaluate("JSON.parse(document.getElementById('hq-chart-labels').textContent)")
+    assert labels["rate_axis"] == "Collection rate %"
+    screenshot(page, "hq-dashboard-english")

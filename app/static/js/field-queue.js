@@ -32,6 +32,12 @@
     });
   }
 
+  // The banner's texts come translated from the page, in data attributes with {name} placeholders.
+  function message(name, values) {
+    var text = banner ? banner.dataset[name] || "" : "";
+    return text.replace(/\{(\w+)\}/g, function (whole, key) { return key in values ? String(values[key]) : whole; });
+  }
+
   function show(text, isError) {
     if (!banner) { return; }
     banner.hidden = !text;
@@ -98,8 +104,8 @@
   function showPending() {
     return pending().then(function (entries) {
       if (entries.length) {
-        show("有 " + entries.length + " 条结果保存在本机，网络恢复后自动上传：" +
-             entries.map(function (e) { return e.label; }).join("；"), false);
+        show(message("pending", { count: entries.length }) +
+             entries.map(function (e) { return e.label; }).join(message("separator", {})), false);
       } else {
         show("", false);
       }
@@ -116,7 +122,7 @@
         return previous.then(function () {
           return send(entry).then(function (answer) {
             if (!answer.ok) {
-              show("「" + entry.label + "」未被受理：" + answer.message + " 请重新打开任务填写。", true);
+              show(message("rejected", { label: entry.label, message: answer.message }), true);
             }
             return remove(entry.submissionId);
           }, function () { /* still offline: keep it for the next attempt */ });
@@ -143,7 +149,7 @@
         }
       }, function () {
         withStore("readwrite", function (store) { return store.put(entry); }).then(function () {
-          show("网络不可用：结果已保存在本机，网络恢复后自动上传。", false);
+          show(message("offline", {}), false);
           form.hidden = true;
           return showPending();
         });
