@@ -18,6 +18,7 @@ from app.extensions import db
 from app.fieldwork.services import field_progress
 from app.hq import dashboard
 from app.hq.audit import AuditQueryError, parse_filters, search_instances
+from app.i18n import N_
 from app.hq.services import collection_summary
 from app.network.models import Account
 from app.org.services import has_permission
@@ -26,12 +27,12 @@ from app.tariffs.models import Season
 
 bp = Blueprint("hq", __name__, url_prefix="/hq")
 
-# Invariant check code -> Chinese label, for the findings page.
+# Invariant check code -> label, for the findings page.
 INVARIANT_CHECKS = {
-    "identity": "应收恒等式不平（应收 ≠ 实收 + 减免 + 核销 + 欠费，含滞纳金）",
-    "payment_allocation": "收款与台账收款行不符",
-    "sign": "台账行方向错误",
-    "company_total": "公司合计与应收报表不符",
+    "identity": N_("应收恒等式不平（应收 ≠ 实收 + 减免 + 核销 + 欠费，含滞纳金）"),
+    "payment_allocation": N_("收款与台账收款行不符"),
+    "sign": N_("台账行方向错误"),
+    "company_total": N_("公司合计与应收报表不符"),
 }
 
 # The community page lists the accounts with the largest arrears; the export has them all.
