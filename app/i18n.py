@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from babel import Locale
 from flask import has_request_context, request
-from flask_babel import Babel, force_locale, gettext
+from flask_babel import Babel, force_locale, gettext, pgettext
 from flask_babel.speaklater import LazyString
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,9 +38,31 @@ def N_(text):
     return text
 
 
+class ContextLabel(str):
+    """A label marked with NC_: the Chinese text, plus the message context that tells it apart."""
+
+    context = None
+
+
+def NC_(context, text):
+    """Mark `text` like N_, within a message `context`.
+
+    For a Chinese word that means two things in English, such as 报停 as a billing status
+    ("Suspended") and as a process ("Suspension"). The label stays equal to the plain text.
+    """
+    label = ContextLabel(text)
+    label.context = context
+    return label
+
+
 def translate_label(text):
-    """Translate a label marked with N_ (or any catalog msgid); other text and None pass through."""
-    return gettext(text) if text else text
+    """Translate a label marked with N_ or NC_ (or any catalog msgid); other text and None pass through."""
+    if not text:
+        return text
+    context = getattr(text, "context", None)
+    if context:
+        return pgettext(context, str(text))
+    return gettext(text)
 
 
 def join_items(items):

@@ -6,11 +6,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import deferred
 
 from app.extensions import db
-from app.i18n import N_, translate_label
+from app.i18n import NC_, N_, translate_label
 from app.tenancy import CompanyOwned
 
 VISIT_KINDS = {"inspection": N_("稽查")}
-VISIT_STATUSES = {"open": N_("待办"), "done": N_("已完成"), "cancelled": N_("已取消")}
+VISIT_STATUSES = {"open": NC_("task status", "待办"), "done": N_("已完成"), "cancelled": N_("已取消")}
 # What an inspector may find at a suspended or sealed dwelling; every finding but "none" is a violation.
 FINDINGS = {
     "none": N_("未发现违规"),

@@ -5,15 +5,13 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import NC_, N_
 from app.money import Area, Money, Rate
 from app.tenancy import CompanyOwned
 
-# TODO: 报停 and 待办 share their msgids with the billing status and the inbox page. English pages
-# therefore show "Suspended" for this process type and "Inbox" for an open task, until a message
-# context (pgettext) tells them apart.
+# 报停 is also a billing status and 待办 also the inbox page, so these two carry a message context.
 PROCESS_TYPES = {
-    "suspension": N_("报停"),
+    "suspension": NC_("process type", "报停"),
     "waiver": N_("减免"),
     "forced_shutoff": N_("强停"),
     "area_adjustment": N_("调整面积"),
@@ -33,7 +31,7 @@ INSTANCE_STATUSES = {
 }
 # Statuses of an instance that is not finished, so the account cannot start another request of its type.
 ACTIVE_STATUSES = ("running", "suspended")
-TASK_STATUSES = {"open": N_("待办"), "completed": N_("已办"), "cancelled": N_("已取消")}
+TASK_STATUSES = {"open": NC_("task status", "待办"), "completed": N_("已办"), "cancelled": N_("已取消")}
 EVENT_TYPES = {
     "started": N_("发起申请"),
     "task_ready": N_("生成待办"),

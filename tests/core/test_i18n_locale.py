@@ -5,13 +5,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask_babel import force_locale
 
 from app.demo import DEMO_PASSWORD
 from app.extensions import db
-from app.i18n import LOCALE_COOKIE, legal_document_language
+from app.fieldwork.models import VISIT_STATUSES
+from app.i18n import LOCALE_COOKIE, legal_document_language, translate_label
 from app.ledger.models import LedgerImport
-from app.network.models import Account
+from app.network.models import BILLING_STATUSES, Account
 from app.org.models import User
+from app.processes.models import PROCESS_TYPES, TASK_STATUSES
 
 LEDGERS = Path(__file__).resolve().parents[1] / "fixtures" / "ledgers"
 
@@ -173,3 +176,19 @@ def test_address_english_on_pages_only(app_ctx, login, import_fixture):
         assert "号楼" not in account.display_address
         with legal_document_language():
             assert "号楼" in account.display_address
+
+
+@pytest.mark.parametrize(("label", "chinese", "english"), [
+    ("process", "报停", "Suspension"),
+    ("billing status", "报停", "Suspended"),
+    ("task status", "待办", "Open"),
+    ("visit status", "待办", "Open"),
+])
+def test_context_labels_translate_apart(app_ctx, label, chinese, english):
+    text = {"process": PROCESS_TYPES["suspension"], "billing status": BILLING_STATUSES["suspended"],
+            "task status": TASK_STATUSES["open"], "visit status": VISIT_STATUSES["open"]}[label]
+    assert text == chinese
+    with force_locale("zh_CN"):
+        assert translate_label(text) == chinese
+    with force_locale("en"):
+        assert translate_label(text) == english
