@@ -39,7 +39,7 @@ def N_(text):
 
 
 class ContextLabel(str):
-    """A label marked with NC_: the Chinese text, plus the message context that tells it apart."""
+    """A label marked with NC_: the Chinese text, plus the message context that distinguishes it."""
 
     context = None
 

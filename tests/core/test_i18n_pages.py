@@ -28,7 +28,7 @@ from app.org.models import User
 from tests.security.test_isolation_matrix import _urls, world  # noqa: F401  world is a fixture
 
 # Areas (blueprint or endpoint -> description) whose pages may still show Chinese outside
-# the header. Every area is translated, so it is empty; a new area added here must say why.
+# the header. Every area is translated, so it is empty. A new entry needs a description of what is missing.
 ALLOWED_UNTRANSLATED = {}
 # Chinese characters, CJK punctuation and full-width forms.
 CJK_RUN = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]+")

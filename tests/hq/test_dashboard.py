@@ -86,7 +86,7 @@ def test_robust_z_score_uses_the_median_absolute_deviation():
     assert robust_z_scores([Decimal(2), Decimal(2)]) == [Decimal(0), Decimal(0)]
 
 
-def test_robust_z_score_of_a_tiny_spread_is_bounded():
+def test_robust_z_score_bounded():
     # The spread of the first three is 1e-27, so the last rate is about 1e30 spreads away:
     # more digits than Decimal's 28 can round to 0.01.
     rates = [Decimal("1"), Decimal("1.000000000000000000000000001"), Decimal("1.000000000000000000000000002"), Decimal("1000")]
