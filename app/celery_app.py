@@ -32,8 +32,9 @@ class AppContextTask(Task):
 
     A task that fails on a lost database connection (SQLAlchemy's OperationalError) is
     rolled back and sent again after `database_retry_delay`, up to DATABASE_RETRIES
-    times. The tasks commit in units that a second run skips by idempotency key or status,
-    so a retry does not post twice.
+    times; after that `on_database_retries_exhausted` decides the outcome. The tasks commit
+    in units that a second run skips by idempotency key or status, so a retry does not post
+    twice.
     """
 
     def __call__(self, *args, **kwargs):
@@ -47,12 +48,24 @@ class AppContextTask(Task):
             return super().__call__(*args, **kwargs)
         except sa.exc.OperationalError as error:
             db.session.rollback()
-            if self.request.called_directly or self.request.retries >= DATABASE_RETRIES:
+            if self.request.called_directly:
                 raise
+            if self.request.retries >= DATABASE_RETRIES:
+                logger.error("Task %s %s lost its database connection %s times; giving up: %s",
+                             self.name, self.request.id, self.request.retries + 1, error.orig)
+                return self.on_database_retries_exhausted(error, args, kwargs)
             delay = database_retry_delay(self.request.retries)
             logger.warning("Task %s %s lost its database connection (%s); retrying in %s s",
                            self.name, self.request.id, error.orig, delay)
             raise self.retry(countdown=delay, max_retries=DATABASE_RETRIES) from None
+
+    def on_database_retries_exhausted(self, error, args, kwargs):
+        """Handle the last lost connection of a task; the default raises `error`, so the task fails.
+
+        A task that has to leave a record of the failure overrides this. Its return value
+        becomes the task's result.
+        """
+        raise error
 
 
 def init_celery(flask_app):

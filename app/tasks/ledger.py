@@ -6,7 +6,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from app.celery_app import DATABASE_RETRIES, database_retry_delay
+from app.celery_app import AppContextTask
 from app.extensions import celery, db
 from app.ledger.models import LedgerImport, utcnow
 from app.ledger.services import apply_result, import_ledger
@@ -45,28 +45,27 @@ def _claim(import_id, redelivered):
     return False
 
 
-@celery.task(name="ledger.import_ledger", bind=True, max_retries=DATABASE_RETRIES)
+class LedgerImportTask(AppContextTask):
+    """Ledger import task that marks its job failed when it gives up on its database connection."""
+
+    def on_database_retries_exhausted(self, error, args, kwargs):
+        import_id = kwargs["import_id"] if "import_id" in kwargs else args[0]
+        _mark_failed(import_id, "导入失败：数据库连接多次中断，数据未保存。请稍后重新上传。")
+
+
+@celery.task(name="ledger.import_ledger", bind=True, base=LedgerImportTask)
 def import_ledger_task(self, import_id, company_id):
     """Run one queued LedgerImport and record its outcome and progress.
 
     The import is one transaction, so a database connection lost in the middle leaves
-    nothing behind and the whole task is retried. The job stays running in between.
+    nothing behind, and AppContextTask retries the whole task. The job stays running in
+    between, and is marked failed once the retries are used up.
 
     NOTE: a connection lost after the server committed the import but before the reply
     reached the worker makes the retry import the same ledger again. Nothing is stored
     twice, but the job then reports its accounts as unchanged.
     """
-    try:
-        _import_job(self, import_id, company_id)
-    except sa.exc.OperationalError as error:
-        db.session.rollback()
-        if self.request.retries >= self.max_retries:
-            logger.error("Ledger import %s lost its database connection %s times; giving up: %s", import_id, self.request.retries + 1, error)
-            _mark_failed(import_id, "导入失败：数据库连接多次中断，数据未保存。请稍后重新上传。")
-            return
-        delay = database_retry_delay(self.request.retries)
-        logger.warning("Ledger import %s lost its database connection (%s); retrying in %s s", import_id, error.orig, delay)
-        raise self.retry(countdown=delay) from None
+    _import_job(self, import_id, company_id)
 
 
 def _mark_failed(import_id, summary):

@@ -147,3 +147,45 @@ def test_import_cut_off_mid_task_retries_once(demo, processes, blocker, rabbit_v
     job = wait_for_import(job_id)
     assert worker.poll() is None
     assert_retried_import_stored_once(processes, job, TJ)
+
+
+def test_import_gives_up_after_last_retry(pg_app, demo, blocker):
+    """On its last allowed retry, an import cut off mid-task is marked failed and stores nothing."""
+    from app.celery_app import DATABASE_RETRIES
+    from app.ledger.models import LedgerImport
+    from app.ledger.services import sha256_of
+    from app.tasks.ledger import import_ledger_task
+    from tests.conftest import LEDGERS
+
+    company_id = demo["TJ"].id
+    content = (LEDGERS / "TJ-shared.xlsx").read_bytes()
+    job = LedgerImport(company_id=company_id, filename="TJ-shared.xlsx", sha256=sha256_of(content), content=content)
+    db.session.add(job)
+    db.session.commit()
+    job_id = job.id
+    db.session.close()
+
+    # The import inserts its accounts, then waits for this lock before its arrears lines.
+    blocker.begin()
+    blocker.execute(sa.text("LOCK TABLE ledger_entry IN SHARE MODE"))
+    terminated = []
+
+    def cut_off():
+        wait_until(lambda: _waiting_pids(blocker))
+        terminated.append(_terminate(blocker, "wait_event_type = 'Lock'"))
+
+    thread = threading.Thread(target=cut_off)
+    thread.start()
+    # Run in this process as delivery number DATABASE_RETRIES + 1 of the task.
+    result = import_ledger_task.apply(args=(job_id, company_id), retries=DATABASE_RETRIES)
+    thread.join(timeout=30)
+    blocker.rollback()
+
+    assert terminated == [1]
+    assert result.successful()
+    db.session.rollback()
+    job = db.session.get(LedgerImport, job_id)
+    assert job.status == "failed"
+    assert "数据库连接多次中断" in job.summary
+    assert job.finished_at is not None
+    assert db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(company_id=company_id)) == 0
