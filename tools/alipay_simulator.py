@@ -30,7 +30,6 @@ import logging
 import secrets
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,10 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from tools.simulator_server import SimulatorServer  # noqa: E402
+from tools.simulator_server import SimulatorServer, run_until_interrupted, write_key_pairs  # noqa: E402
 from app.integrations import alipay, wechatpay  # noqa: E402
 from app.integrations.channel import CHINA_TIME  # noqa: E402
 
@@ -425,17 +422,6 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(404, {"error": f"{self.path} is not simulated"})
 
 
-def _write_keys(key_dir):
-    """Generate an app key pair and the simulator's own key pair into `key_dir`."""
-    key_dir.mkdir(parents=True, exist_ok=True)
-    pem = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    for name in ("app", "alipay"):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (key_dir / f"{name}_private.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, *pem))
-        public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        (key_dir / f"{name}_public.pem").write_bytes(public)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 to listen on")
@@ -450,7 +436,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if not (args.key_dir / "alipay_private.pem").exists():
-        _write_keys(args.key_dir)
+        write_key_pairs(args.key_dir, ("app", "alipay"))
     app_key = wechatpay.load_public_key(args.key_dir / "app_public.pem")
     app_ids = args.app_id or ["2021000000000001"]
     simulator = Simulator(
@@ -461,13 +447,7 @@ def main(argv=None):
     )
     url = simulator.start(args.port)
     logger.info("Alipay simulator gateway on %s for apps %s, keys in %s", url, ", ".join(app_ids), args.key_dir)
-    try:
-        while simulator.thread.is_alive():
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        logger.info("Stopping")
-    finally:
-        simulator.stop()
+    run_until_interrupted(simulator)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.integrations import nuonuo  # noqa: E402
+from tools.simulator_server import run_until_interrupted  # noqa: E402
 
 logger = logging.getLogger("einvoice_simulator")
 CHINA_TIME = timezone(timedelta(hours=8))
@@ -303,12 +304,7 @@ def main(argv=None):
     )
     simulator.start(args.port)
     logger.info("E-invoice simulator on %s (delay %ss, failure rate %s)", simulator.services_url, args.delay, args.failure_rate)
-    try:
-        simulator.thread.join()
-    except KeyboardInterrupt:
-        logger.info("Stopping")
-    finally:
-        simulator.stop()
+    run_until_interrupted(simulator)
 
 
 if __name__ == "__main__":

@@ -42,10 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from tools.simulator_server import SimulatorServer  # noqa: E402
+from tools.simulator_server import SimulatorServer, run_until_interrupted, write_key_pairs  # noqa: E402
 from app.integrations import wechatpay  # noqa: E402
 
 logger = logging.getLogger("wechatpay_simulator")
@@ -447,13 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _write_keys(key_dir):
     """Generate a merchant key pair, a platform key pair and an APIv3 key into `key_dir`."""
-    key_dir.mkdir(parents=True, exist_ok=True)
-    pem = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    for name in ("merchant", "platform"):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (key_dir / f"{name}_private.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, *pem))
-        public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        (key_dir / f"{name}_public.pem").write_bytes(public)
+    write_key_pairs(key_dir, ("merchant", "platform"))
     (key_dir / "apiv3.key").write_text(secrets.token_hex(16))
 
 
@@ -484,12 +476,7 @@ def main(argv=None):
     )
     url = simulator.start(args.port)
     logger.info("WeChat Pay simulator on %s, keys in %s, platform serial %s", url, args.key_dir, args.platform_serial)
-    try:
-        simulator.thread.join()
-    except KeyboardInterrupt:
-        logger.info("Stopping")
-    finally:
-        simulator.stop()
+    run_until_interrupted(simulator)
 
 
 if __name__ == "__main__":
