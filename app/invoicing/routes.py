@@ -28,9 +28,10 @@ def _require(permission, company_id=None, message=None):
 
 def _load_invoice(invoice_id, permission):
     _require(permission)
-    invoice = db.session.scalar(sa.select(Invoice).filter_by(id=invoice_id))
-    if invoice is None:
-        abort(404, _("未找到编号为 %(id)s 的发票，或该发票不属于您的公司。", id=invoice_id))
+    invoice = db.first_or_404(
+        sa.select(Invoice).filter_by(id=invoice_id),
+        description=_("未找到编号为 %(id)s 的发票，或该发票不属于您的公司。", id=invoice_id),
+    )
     _require(permission, invoice.company_id)
     return invoice
 
@@ -82,9 +83,10 @@ def seal():
 def record_paper(payment_id):
     """Record the code and number of the paper invoice printed for a payment (or for its pending red invoice)."""
     _require("invoice.issue")
-    payment = db.session.scalar(sa.select(Payment).filter_by(id=payment_id))
-    if payment is None:
-        abort(404, _("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id))
+    payment = db.first_or_404(
+        sa.select(Payment).filter_by(id=payment_id),
+        description=_("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id),
+    )
     _require("invoice.issue", payment.company_id)
     invoice = None
     red_id = request.form.get("invoice_id", "").strip()

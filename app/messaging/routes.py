@@ -99,9 +99,10 @@ def meter_reviews():
 
 
 def _review(review_id):
-    review = db.session.scalar(sa.select(MeterReadingReview).filter_by(id=review_id))
-    if review is None:
-        abort(404, _("未找到编号为 %(id)s 的待核对读数，或它不属于您的公司。", id=review_id))
+    review = db.first_or_404(
+        sa.select(MeterReadingReview).filter_by(id=review_id),
+        description=_("未找到编号为 %(id)s 的待核对读数，或它不属于您的公司。", id=review_id),
+    )
     _require_review(review.company_id)
     return review
 

@@ -129,9 +129,10 @@ def upload_statement():
 def resolve(item_id):
     """Close one difference with the reason finance gives."""
     _require()
-    item = db.session.scalar(sa.select(ReconciliationItem).filter_by(id=item_id))
-    if item is None:
-        abort(404, _("未找到编号为 %(id)s 的对账差异，或它不属于您的公司。", id=item_id))
+    item = db.first_or_404(
+        sa.select(ReconciliationItem).filter_by(id=item_id),
+        description=_("未找到编号为 %(id)s 的对账差异，或它不属于您的公司。", id=item_id),
+    )
     _require(item.company_id)
     try:
         resolve_item(item, request.form.get("reason"), current_user)

@@ -39,18 +39,20 @@ def _require_collect(company_id=None):
 
 def _load_account(account_id):
     _require_collect()
-    account = db.session.scalar(sa.select(Account).filter_by(id=account_id))
-    if account is None:
-        abort(404, _("未找到编号为 %(id)s 的用户，或该用户不属于您的公司。", id=account_id))
+    account = db.first_or_404(
+        sa.select(Account).filter_by(id=account_id),
+        description=_("未找到编号为 %(id)s 的用户，或该用户不属于您的公司。", id=account_id),
+    )
     _require_collect(account.company_id)
     return account
 
 
 def _load_payment(payment_id):
     _require_collect()
-    payment = db.session.scalar(sa.select(Payment).filter_by(id=payment_id))
-    if payment is None:
-        abort(404, _("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id))
+    payment = db.first_or_404(
+        sa.select(Payment).filter_by(id=payment_id),
+        description=_("未找到编号为 %(id)s 的收款记录，或该记录不属于您的公司。", id=payment_id),
+    )
     _require_collect(payment.company_id)
     return payment
 
@@ -205,9 +207,10 @@ def _load_refund(refund_id_text):
         refund_id = int(refund_id_text)
     except (TypeError, ValueError):
         abort(400, _("退费申请编号「%(value)s」无效。", value=str(refund_id_text)[:20]))
-    refund = db.session.scalar(sa.select(Refund).filter_by(id=refund_id))
-    if refund is None:
-        abort(404, _("未找到编号为 %(id)s 的退费申请，或该申请不属于您的公司。", id=refund_id))
+    refund = db.first_or_404(
+        sa.select(Refund).filter_by(id=refund_id),
+        description=_("未找到编号为 %(id)s 的退费申请，或该申请不属于您的公司。", id=refund_id),
+    )
     return refund
 
 
@@ -272,9 +275,10 @@ def _require_online_order(company_id=None):
 def online_order(account_id):
     """Place a WeChat Pay or Alipay QR order for what an account owes, and show its orders."""
     _require_online_order()
-    account = db.session.scalar(sa.select(Account).filter_by(id=account_id))
-    if account is None:
-        abort(404, _("未找到编号为 %(id)s 的用户，或该用户不属于您的公司。", id=account_id))
+    account = db.first_or_404(
+        sa.select(Account).filter_by(id=account_id),
+        description=_("未找到编号为 %(id)s 的用户，或该用户不属于您的公司。", id=account_id),
+    )
     _require_online_order(account.company_id)
     form = OnlineOrderForm()
     status = 200
@@ -338,9 +342,10 @@ def _receipt_response(print_function, record, filename):
 @login_required
 def refund_receipt_pdf(refund_id):
     """Send the receipt PDF of a cash refund at the counter. Every print after the first is marked 补打."""
-    refund = db.session.scalar(sa.select(Refund).filter_by(id=refund_id))
-    if refund is None:
-        abort(404, _("未找到编号为 %(id)s 的退费，或它不属于您的公司。", id=refund_id))
+    refund = db.first_or_404(
+        sa.select(Refund).filter_by(id=refund_id),
+        description=_("未找到编号为 %(id)s 的退费，或它不属于您的公司。", id=refund_id),
+    )
     _load_payment(refund.payment_id)
     if not refund.receipt_no or refund.status != "succeeded":
         abort(404, _("退费 %(id)s 不是已完成的柜台退费，没有退费收据；原路退回的退费以渠道到账为准。", id=refund_id))

@@ -25,6 +25,7 @@ def test_other_company_cannot_see_account(tj_account, login):
     search = client.get("/payments/", query_string={"q": account.account_no})
 
     assert page.status_code == 404
+    assert f"未找到编号为 {account.id} 的用户，或该用户不属于您的公司。" in page.get_data(as_text=True)
     assert f"/payments/accounts/{account.id}" not in search.get_data(as_text=True)
     assert "没有找到匹配的用户" in search.get_data(as_text=True)
 
