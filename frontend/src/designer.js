@@ -15,7 +15,7 @@ import { BpmnPropertiesPanelModule, BpmnPropertiesProviderModule } from 'bpmn-js
 
 import HeatflowPropertiesProvider from './heatflow-properties.jsx';
 import spiffworkflow from './spiffworkflow-moddle.json';
-import translateZh from './translate-zh.js';
+import { pageLocale, translateModule } from './translate.js';
 import { getJson, postForm, showErrors, showStatus } from './common.js';
 
 const ERROR_MARKER = 'hf-error';
@@ -89,7 +89,7 @@ function start(root) {
       modeler = new Modeler({
         container: document.getElementById('designer-canvas'),
         propertiesPanel: { parent: document.getElementById('designer-properties') },
-        additionalModules: [BpmnPropertiesPanelModule, BpmnPropertiesProviderModule, heatflowPropertiesModule, translateZh],
+        additionalModules: [BpmnPropertiesPanelModule, BpmnPropertiesProviderModule, heatflowPropertiesModule, translateModule(pageLocale(root))],
         moddleExtensions: { spiffworkflow },
         heatflow: { options: body.options, decisionUrl: root.dataset.decisionUrl }
       });

@@ -16,6 +16,7 @@ import './heatflow.css';
 import DmnModeler from 'dmn-js/lib/Modeler';
 
 import { postForm, showErrors, showStatus } from './common.js';
+import { pageLocale, translateModule } from './translate.js';
 
 const ERROR_CLASS = 'hf-error-cell';
 
@@ -23,7 +24,17 @@ async function start(root) {
   const status = document.getElementById('decision-status');
   const errorList = document.getElementById('decision-errors');
   const canvas = document.getElementById('decision-canvas');
-  const modeler = new DmnModeler({ container: canvas, common: { keyboard: { bindTo: document } } });
+  // dmn-js hands each view only its own additionalModules (common ones are dropped), so the
+  // translate module is given to every view type.
+  const translation = { additionalModules: [translateModule(pageLocale(root))] };
+  const modeler = new DmnModeler({
+    container: canvas,
+    common: { keyboard: { bindTo: document } },
+    drd: translation,
+    decisionTable: translation,
+    literalExpression: translation,
+    boxedExpression: translation
+  });
   window.heatflowDecisionEditor = { modeler };
 
   const response = await fetch(root.dataset.loadUrl, { credentials: 'same-origin' });

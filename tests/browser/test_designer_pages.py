@@ -289,3 +289,87 @@ def test_decision_editor_rejects_then_saves(page, browser_login, screenshot, dem
     assert "&gt; 150" in saved.dmn_xml
     assert "超过 150 ㎡，需集团审批" in saved.dmn_xml
     assert current_decision(demo["QD"].id, "suspension_escalation").version == 1
+
+
+# Texts that bpmn-js, its properties panel and dmn-js render through the `translate` service,
+# keyed by where they appear, in Chinese (frontend/src/locale/zh_CN.json) and in English.
+DESIGNER_TEXTS = {
+    "zh_CN": {
+        "create.start-event": "创建开始事件",
+        "create.task": "创建任务",
+        "hand-tool": "抓手工具",
+        "append.append-task": "追加任务",
+        "replace": "更改元素类型",
+        "delete": "删除",
+        "header_type": "用户任务",
+        "general_group": "常规",
+        "replace_menu_entry": "服务任务",
+        "empty_id": "编号不能为空。",
+        "hit_policy": "命中策略：",
+        "hit_policy_value": "汇总（COLLECT）",
+    },
+    "en": {
+        "create.start-event": "Create start event",
+        "create.task": "Create task",
+        "hand-tool": "Activate hand tool",
+        "append.append-task": "Append task",
+        "replace": "Change element",
+        "delete": "Delete",
+        "header_type": "User Task",
+        "general_group": "General",
+        "replace_menu_entry": "Service task",
+        "empty_id": "ID must not be empty.",
+        "hit_policy": "Hit policy:",
+        "hit_policy_value": "Collect",
+    },
+}
+
+
+def _check_designer_texts(page, screenshot, locale):
+    texts = DESIGNER_TEXTS[locale]
+    page.goto("/processes/design/suspension")
+    page.wait_for_selector('#designer[data-loaded="published"]')
+    assert page.locator("#designer").get_attribute("data-locale") == locale
+    for action in ("create.start-event", "create.task", "hand-tool"):
+        # diagram-js puts a palette entry's title in aria-label, not in a title attribute.
+        assert page.locator(f'.djs-palette .entry[data-action="{action}"]').get_attribute("aria-label") == texts[action]
+
+    page.evaluate("window.heatflowDesigner.modeler.get('selection').select("
+                  "window.heatflowDesigner.modeler.get('elementRegistry').get('company_approval'))")
+    for action in ("append.append-task", "replace", "delete"):
+        assert page.locator(f'.djs-context-pad .entry[data-action="{action}"]').get_attribute("title") == texts[action]
+    # text_content, because the panel shows the type in capitals through CSS.
+    assert page.locator(".bio-properties-panel-header-type").text_content() == texts["header_type"]
+    general = page.locator('[data-group-id="group-general"] .bio-properties-panel-group-header-title')
+    assert general.inner_text() == texts["general_group"]
+
+    # The properties panel's own ID check, shown below the emptied field.
+    if page.locator('[data-group-id="group-general"] .bio-properties-panel-group-entries.open').count() == 0:
+        general.click()
+    page.fill("#bio-properties-panel-id", "")
+    assert page.locator('[data-entry-id="id"] .bio-properties-panel-error').inner_text() == texts["empty_id"]
+
+    page.locator('.djs-context-pad .entry[data-action="replace"]').click()
+    assert page.locator(".djs-popup").get_by_text(texts["replace_menu_entry"], exact=True).count() == 1
+    screenshot(page, f"designer-texts-{locale}")
+    page.keyboard.press("Escape")
+
+    page.goto("/processes/design/decisions/suspension_escalation")
+    page.wait_for_selector('#decision-editor[data-loaded="true"]')
+    assert page.locator("#decision-editor").get_attribute("data-locale") == locale
+    assert page.locator(".hit-policy .dms-label").inner_text().strip() == texts["hit_policy"]
+    assert page.locator(".hit-policy .dms-input").inner_text().strip() == texts["hit_policy_value"]
+    screenshot(page, f"decision-editor-texts-{locale}")
+
+
+def test_designer_texts_follow_user_language(page, browser_login, screenshot, demo):
+    """The palette, context pad, replace menu, panel and table editor are Chinese by default and English by choice."""
+    page.add_init_script(CSP_RECORDER)
+    browser_login(page, "tj_admin")
+    _check_designer_texts(page, screenshot, "zh_CN")
+    _no_csp_violations(page)
+
+    db.session.execute(sa.update(User).where(User.username == "tj_admin").values(locale="en"))
+    db.session.commit()
+    _check_designer_texts(page, screenshot, "en")
+    _no_csp_violations(page)
