@@ -291,8 +291,9 @@ def test_decision_editor_rejects_then_saves(page, browser_login, screenshot, dem
     assert current_decision(demo["QD"].id, "suspension_escalation").version == 1
 
 
-# Texts that bpmn-js, its properties panel and dmn-js render through the `translate` service,
-# keyed by where they appear, in Chinese (frontend/src/locale/zh_CN.json) and in English.
+# Texts rendered through the `translate` service, keyed by where they appear: those of bpmn-js,
+# its properties panel and dmn-js (Chinese from frontend/src/locale/zh_CN.json) and Heatflow's
+# own (English from frontend/src/locale/en.json).
 DESIGNER_TEXTS = {
     "zh_CN": {
         "create.start-event": "创建开始事件",
@@ -307,6 +308,9 @@ DESIGNER_TEXTS = {
         "empty_id": "编号不能为空。",
         "hit_policy": "命中策略：",
         "hit_policy_value": "汇总（COLLECT）",
+        "origin": "已打开：已部署 版本 1",
+        "heatflow_group": "热费平台设置",
+        "form_label": "表单",
     },
     "en": {
         "create.start-event": "Create start event",
@@ -321,6 +325,9 @@ DESIGNER_TEXTS = {
         "empty_id": "ID must not be empty.",
         "hit_policy": "Hit policy:",
         "hit_policy_value": "Collect",
+        "origin": "Opened: deployed version 1",
+        "heatflow_group": "Heatflow settings",
+        "form_label": "Form",
     },
 }
 
@@ -342,6 +349,13 @@ def _check_designer_texts(page, screenshot, locale):
     assert page.locator(".bio-properties-panel-header-type").text_content() == texts["header_type"]
     general = page.locator('[data-group-id="group-general"] .bio-properties-panel-group-header-title')
     assert general.inner_text() == texts["general_group"]
+    # Heatflow's own texts in the same page go through the same translate service.
+    assert page.locator("#designer-origin").inner_text() == texts["origin"]
+    heatflow = page.locator('[data-group-id="group-heatflow"]')
+    assert heatflow.locator(".bio-properties-panel-group-header-title").inner_text() == texts["heatflow_group"]
+    if heatflow.locator(".bio-properties-panel-group-entries.open").count() == 0:
+        heatflow.locator(".bio-properties-panel-group-header").click()
+    assert page.locator('[data-entry-id="heatflow-form"] label').first.inner_text() == texts["form_label"]
 
     # The properties panel's own ID check, shown below the emptied field.
     if page.locator('[data-group-id="group-general"] .bio-properties-panel-group-entries.open').count() == 0:
