@@ -311,6 +311,7 @@ DESIGNER_TEXTS = {
         "origin": "已打开：已部署 版本 1",
         "heatflow_group": "热费平台设置",
         "form_label": "表单",
+        "form_choice": "审批（approval）",
     },
     "en": {
         "create.start-event": "Create start event",
@@ -328,6 +329,7 @@ DESIGNER_TEXTS = {
         "origin": "Opened: deployed version 1",
         "heatflow_group": "Heatflow settings",
         "form_label": "Form",
+        "form_choice": "Approval (approval)",
     },
 }
 
@@ -356,6 +358,9 @@ def _check_designer_texts(page, screenshot, locale):
     if heatflow.locator(".bio-properties-panel-group-entries.open").count() == 0:
         heatflow.locator(".bio-properties-panel-group-header").click()
     assert page.locator('[data-entry-id="heatflow-form"] label').first.inner_text() == texts["form_label"]
+    # The form choices come from the server, translated there.
+    form = page.locator("#bio-properties-panel-heatflow-form")
+    assert form.locator("option:checked").inner_text() == texts["form_choice"]
 
     # The properties panel's own ID check, shown below the emptied field.
     if page.locator('[data-group-id="group-general"] .bio-properties-panel-group-entries.open').count() == 0:
@@ -387,3 +392,37 @@ def test_designer_texts_follow_user_language(page, browser_login, screenshot, de
     db.session.commit()
     _check_designer_texts(page, screenshot, "en")
     _no_csp_violations(page)
+
+
+def test_run_failure_history_per_language(page, browser_login, screenshot, demo, tj_and_qd):
+    """An expression that fails at run time shows in the instance history in the reader's language."""
+    from app.processes.deployment import BPMN_DIR, deploy_model
+    from app.processes.engine import ProcessRunError
+    from app.processes.services import claim_task, complete_task
+
+    xml = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
+    deploy_model(demo["TJ"].id, "suspension", xml.replace("company_decision == 'reject'", "company_decison == 'reject'"))
+    db.session.commit()
+    instance = start_suspension(_account("TJ").id, _user("tj_clerk"), "vacant")
+    task = db.session.scalar(sa.select(HumanTask).filter_by(instance_id=instance.id, status="open"))
+    approver = _user("tj_approver")
+    claim_task(task.id, approver)
+    with pytest.raises(ProcessRunError):
+        complete_task(task.id, approver, {"decision": "approve", "comment": "同意"})
+
+    browser_login(page, "tj_admin")
+    page.goto(f"/processes/instances/{instance.id}")
+    failure = page.locator(".process-events tbody tr", has_text="company_decison").last
+    chinese = failure.inner_text()
+    assert "的表达式运行失败：名称 'company_decison' 不在任务数据中" in chinese
+    assert "（原文：expression of element" in chinese
+    screenshot(page, "instance-run-failure-zh_CN")
+
+    db.session.execute(sa.update(User).where(User.username == "tj_admin").values(locale="en"))
+    db.session.commit()
+    page.reload()
+    english = failure.inner_text()
+    assert "failed: The name 'company_decison' is not in the task data" in english
+    assert "(original:" not in english
+    assert "运行失败" not in english
+    screenshot(page, "instance-run-failure-en")
