@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from app.i18n import translate_label
-from app.processes.messages import EXPRESSION_KINDS, choices, finding_text
+from app.processes.messages import EXPRESSION_KINDS, choices, finding_text, sandbox_error_text
 
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
@@ -89,7 +89,7 @@ def _check_expression(element, source, what, findings, validate_expression):
     try:
         validate_expression(source)
     except Exception as error:  # any sandbox complaint blocks deployment; report it, never crash
-        findings.append(_finding(element, finding_text("expression_rejected", what=translate_label(EXPRESSION_KINDS[what]), source=source[:80], detail=error)))
+        findings.append(_finding(element, finding_text("expression_rejected", what=translate_label(EXPRESSION_KINDS[what]), source=source[:80], detail=sandbox_error_text(error))))
 
 
 def _check_process(process, findings, service_names, validate_expression):

@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from lxml import etree
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
+from app.i18n import N_, NC_, translate_label
 from app.org.models import Role
 from app.processes.bpmn_check import BPMN_NS, DTD_ERROR, check_bpmn
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, sha256_text
@@ -34,19 +36,19 @@ MAX_DIAGRAM_CHARS = 150_000
 GROUP_LANES = {"group_approver"}
 # Chinese names of the lanes, for the lane selector; a company's own role name wins when it has one.
 LANE_LABELS = {
-    "clerk": "营业员",
-    "company_approver": "分公司审批人",
-    "finance": "财务",
-    "field_staff": "外勤人员",
-    "group_approver": "集团审批人",
+    "clerk": N_("营业员"),
+    "company_approver": N_("分公司审批人"),
+    "finance": N_("财务"),
+    "field_staff": N_("外勤人员"),
+    "group_approver": N_("集团审批人"),
 }
 FORM_LABELS = {
-    "approval": "审批",
-    "notice": "催缴通知",
-    "valve_close": "关栓",
-    "valve_open": "开栓",
-    "survey": "现场勘察",
-    "connect": "接网开栓",
+    "approval": NC_("task form", "审批"),
+    "notice": NC_("task form", "催缴通知"),
+    "valve_close": NC_("task form", "关栓"),
+    "valve_open": NC_("task form", "开栓"),
+    "survey": NC_("task form", "现场勘察"),
+    "connect": NC_("task form", "接网开栓"),
 }
 ORIGIN_LABELS = {"draft": "草稿", "published": "已部署", "template": "集团模板", "bundled": "系统内置模板"}
 
@@ -375,14 +377,19 @@ def designer_options(company):
     lanes = []
     for code in sorted(KNOWN_LANES):
         if code in GROUP_LANES or company.is_headquarters or code in roles:
-            lanes.append({"value": code, "label": f"{roles.get(code) or LANE_LABELS.get(code, code)}（{code}）"})
+            name = roles.get(code) or translate_label(LANE_LABELS.get(code, code))
+            lanes.append({"value": code, "label": _("%(name)s（%(code)s）", name=name, code=code)})
     return {
         "services": [
             {"name": service.name, "inputs": service.inputs, "outputs": service.outputs}
             for service in sorted(SERVICES.values(), key=lambda s: s.name)
         ],
         "forms": [
-            {"value": code, "label": f"{FORM_LABELS.get(code, code)}（{code}）", "fields": [f.label for f in form.fields]}
+            {
+                "value": code,
+                "label": _("%(name)s（%(code)s）", name=translate_label(FORM_LABELS.get(code, code)), code=code),
+                "fields": [translate_label(f.label) for f in form.fields],
+            }
             for code, form in TASK_FORMS.items()
         ],
         "lanes": lanes,

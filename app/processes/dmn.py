@@ -28,6 +28,7 @@ from lxml import etree
 
 from app.i18n import N_
 from app.processes.escalation import RULE_FIELDS
+from app.processes.messages import sandbox_error_text
 from app.processes.models import PROCESS_TYPES
 from app.processes.sandbox import FUNCTIONS, SandboxError, validate_expression
 
@@ -244,7 +245,7 @@ def _check_expression(element_id, where, source, allowed):
     try:
         tree = validate_expression(source)
     except SandboxError as error:
-        return [Problem(element_id, f"{where}「{source[:80]}」不能通过表达式检查：{error}")]
+        return [Problem(element_id, f"{where}「{source[:80]}」不能通过表达式检查：{sandbox_error_text(error)}")]
     unknown = sorted(_names(tree) - set(allowed) - set(FUNCTIONS) - {INPUT_PLACEHOLDER, "True", "False", "None"})
     if unknown:
         hint = "；布尔值请写 True 或 False" if {"true", "false"} & set(unknown) else ""

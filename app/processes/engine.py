@@ -38,7 +38,7 @@ from SpiffWorkflow.util.task import TaskState
 from app.i18n import translate_label
 from app.processes.dmn import DECISION_IDS, check_table, referenced_decisions, template_xml
 from app.processes.fields import TASK_FORMS
-from app.processes.messages import EXPRESSION_KINDS, choices, finding_text
+from app.processes.messages import EXPRESSION_KINDS, choices, finding_text, sandbox_error_text
 from app.processes.registry import SERVICES, ServiceError, escalation_outcome
 from app.processes.sandbox import SandboxError, evaluate_expression, execute_script, validate_expression, validate_script
 
@@ -51,7 +51,16 @@ KNOWN_FORMS = set(TASK_FORMS)
 
 
 class ProcessRunError(RuntimeError):
-    """The engine failed while running an instance (an expression, a service call or the library)."""
+    """The engine failed while running an instance (an expression, a service call or the library).
+
+    str() is the English technical text. `failure` is set when a sandbox error caused it:
+    {"subject", "element", "code", "params"}, stored with the error event so that
+    app.processes.messages.run_failure_text can show it in the reader's language.
+    """
+
+    def __init__(self, message, failure=None):
+        super().__init__(message)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -281,7 +290,7 @@ def _check_source(element, tag, source, check, kind):
     try:
         check(source)
     except SandboxError as error:
-        text = finding_text("expression_rejected", what=translate_label(EXPRESSION_KINDS[kind]), source=str(source)[:80], detail=error)
+        text = finding_text("expression_rejected", what=translate_label(EXPRESSION_KINDS[kind]), source=str(source)[:80], detail=sandbox_error_text(error))
         return [Finding(element, text, tag)]
     return []
 
@@ -302,11 +311,14 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
         from app.processes.timers import TIMER_KEYS, deadline
 
         if key not in TIMER_KEYS:
-            raise SandboxError(f"deadline({key!r}) names no timer key; known keys: {', '.join(TIMER_KEYS)}.")
+            raise SandboxError(
+                f"deadline({key!r}) names no timer key; known keys: {', '.join(TIMER_KEYS)}.",
+                "deadline_key", key=repr(key), keys=", ".join(TIMER_KEYS),
+            )
         try:
             return deadline(self.context.instance.company_id, key)
         except LookupError as error:
-            raise SandboxError(str(error)) from error
+            raise SandboxError(str(error), "deadline_missing", key=repr(key)) from error
 
     def execute(self, script, context, external_context=None):
         execute_script(script, context)
@@ -359,7 +371,10 @@ class SandboxScriptEngine(PythonScriptEngine):
 
 def _run_error(task, subject, error):
     element = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
-    return ProcessRunError(f"{subject} of element {element} failed: {error}")
+    failure = None
+    if isinstance(error, SandboxError) and error.code:
+        failure = {"subject": subject, "element": str(element), "code": error.code, "params": error.params}
+    return ProcessRunError(f"{subject} of element {element} failed: {error}", failure)
 
 
 class ReferencedSpecWorkflowConverter(BpmnWorkflowConverter):

@@ -8,7 +8,7 @@ not part of the template, because each report prints them in its own line format
 
 from flask_babel import gettext as _
 
-from app.i18n import N_, join_items, translate_label
+from app.i18n import N_, NC_, join_items, translate_label
 
 FINDING_TEXTS = {
     # Whole file (bpmn_check and the engine's parser).
@@ -67,3 +67,90 @@ def finding_text(code, **values):
 def choices(names):
     """Join the names a fix may choose from, in the form the templates expect."""
     return join_items(names) or _("（无）")
+
+# Sandbox errors (app.processes.sandbox.SandboxError.code) as the reader sees them. The
+# English text of the error itself stays available as the detail. {source} is the quoted
+# expression, {type}/{node}/{operator} are Python type and syntax node names.
+SANDBOX_TEXTS = {
+    "decimal_type": N_("Decimal() 只接受整数、文本或 Decimal，不接受 {type}。"),
+    "decimal_value": N_("Decimal({value}) 不是数字。"),
+    "len_type": N_("len() 只接受文本、列表或字典，不接受 {type}。"),
+    "deadline_unbound": N_("deadline({key}) 只能在运行中的流程的定时器表达式里使用。"),
+    "deadline_key": N_("deadline({key}) 不是已登记的定时器键；可用的键：{keys}。"),
+    "deadline_missing": N_("无法计算定时器 {key} 的截止时间：本公司尚未建立供暖季；请先在收费标准中添加供暖季。"),
+    "number_argument": N_("{function}() 只接受数字，不接受 {type}。"),
+    "round_text_places": N_("round_text() 的小数位数须为 0 到 6 的整数。"),
+    "not_text": N_("表达式须为文本，不能是 {type}。"),
+    "too_long": N_("表达式有 {length} 个字符，超过上限 {limit}。"),
+    "syntax": N_("{source} 有语法错误：{reason}。"),
+    "too_deep": N_("表达式 {source} 嵌套层数过多。"),
+    "too_many_parts": N_("表达式 {source} 超过 {limit} 个组成部分；请拆分。"),
+    "attribute": N_("{source} 中不允许访问属性（.{attribute}）。"),
+    "node_not_allowed": N_("{source} 中不允许使用 {node}；只能用变量名、常量、比较和算术运算。"),
+    "underscore_name": N_("{source} 中不允许使用名称 {name}：名称不能以下划线开头。"),
+    "constant": N_("{source} 中不允许使用常量 {constant}。"),
+    "subscript_not_constant": N_("{source} 中的下标须为常量键或序号。"),
+    "method_call": N_("{source} 中不允许调用方法（.{method}()）。"),
+    "function_not_allowed": N_("{source} 中不允许调用函数 {function}；可用的函数：{allowed}。"),
+    "call_arguments": N_("{source} 中的函数调用只能按位置传普通参数。"),
+    "assign_target": N_("脚本的每一行须给一个普通变量名赋值：{source}。"),
+    "assign_function": N_("{name} 是函数名，不能被赋值：{source}。"),
+    "script_line": N_("脚本第 {line} 行是 {node}；只允许“名称 = 表达式”形式的行。"),
+    "evaluation_failed": N_("计算 {source} 失败：{error}。"),
+    "function_not_called": N_("函数 {function} 只能被调用，不能作为值使用：{source}。"),
+    "unknown_name": N_("名称 {name} 不在任务数据中；请检查 {source} 中的拼写。"),
+    "not_subscriptable": N_("{type} 类型的值不能取下标：{source}。"),
+    "missing_key": N_("键 {key} 不存在：{source}。"),
+    "text_too_long": N_("{source} 拼出的文本将超过 {limit} 个字符。"),
+    "exponent": N_("指数须为不超过 {limit} 的整数：{source}。"),
+    "magnitude": N_("{source} 中有数值超过上限 10**30。"),
+    "operator_type": N_("运算符 {operator} 只能用于数字，不能用于 {type}：{source}。"),
+}
+
+# Names of the parts that fail at run time (ProcessRunError.failure["subject"]), for `run_failure_text`.
+RUN_SUBJECTS = {
+    "expression": NC_("run failure", "表达式"),
+    "script": NC_("run failure", "脚本"),
+}
+
+
+def sandbox_text(code, params, original):
+    """Return a sandbox error in the reader's language, followed by its English text as the detail.
+
+    `original` is the error's own text. It is returned alone when the code is unknown (an
+    event stored before codes existed) or when the translation is that same text.
+    """
+    template = SANDBOX_TEXTS.get(code)
+    if template is None:
+        return original
+    try:
+        text = translate_label(template).format(**params)
+    except (KeyError, IndexError, ValueError):
+        return original
+    if text == original:
+        return text
+    return _("%(text)s（原文：%(detail)s）", text=text, detail=original)
+
+
+def sandbox_error_text(error):
+    """Return a SandboxError (or any exception) as the reader sees it, see `sandbox_text`."""
+    return sandbox_text(getattr(error, "code", ""), getattr(error, "params", {}), str(error))
+
+
+def run_failure_text(failure, original):
+    """Return a stored run failure ({"subject", "element", "code", "params"}) in the reader's language.
+
+    `original` is the English text stored with the event, shown as the detail.
+    """
+    subject = RUN_SUBJECTS.get(failure.get("subject"))
+    template = SANDBOX_TEXTS.get(failure.get("code"))
+    if subject is None or template is None:
+        return original
+    try:
+        reason = translate_label(template).format(**failure.get("params", {}))
+    except (KeyError, IndexError, ValueError):
+        return original
+    text = _("元素 %(element)s 的%(subject)s运行失败：%(reason)s", element=failure.get("element", ""), subject=translate_label(subject), reason=reason)
+    if text == original:
+        return text
+    return _("%(text)s（原文：%(detail)s）", text=text, detail=original)

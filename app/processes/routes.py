@@ -24,6 +24,7 @@ from app.processes.definitions import DEFINITIONS
 from app.processes.dmn import DECISION_IDS, DecisionError, read_table, variables_for
 from app.processes.deployment import latest_model
 from app.processes.escalation import WAIVER_CATEGORIES
+from app.processes.messages import run_failure_text
 from app.processes.engine import ProcessRunError
 from app.processes.services import claim_task, complete_task, release_task, start_process, task_summary
 from app.processes.inbox import SORTS, InboxFilters, delegate_candidates, delegate_task, inbox_page, is_overdue, parse_filters
@@ -57,7 +58,13 @@ def _fail(error):
 
 @bp.app_context_processor
 def _process_helpers():
-    return {"process_panels": process_panels, "process_history": account_history}
+    return {"process_panels": process_panels, "process_history": account_history, "run_failure_text": run_failure_text}
+
+
+def error_text(error):
+    """Return an error for a flash message: a run failure in the reader's language, anything else as it is."""
+    failure = getattr(error, "failure", None)
+    return run_failure_text(failure, str(error)) if failure else str(error)
 
 
 def process_panels(account):
@@ -171,7 +178,7 @@ def _start_view(process_type):
             _fail(error)
         except (InputError, ConflictError, ProcessRunError) as error:
             db.session.rollback()
-            flash(_("%(process)s申请未受理：%(error)s", process=translate_label(label), error=error), "error")
+            flash(_("%(process)s申请未受理：%(error)s", process=translate_label(label), error=error_text(error)), "error")
             return redirect(url_for("network.account", account_id=account_id))
         flash(_("%(process)s申请已受理（流程 %(id)s），已转下一环节办理。", process=translate_label(label), id=instance.id), "success")
         return redirect(url_for("network.account", account_id=account_id))
@@ -208,7 +215,7 @@ def task(task_id):
                 _fail(error)
             except (InputError, ConflictError, ProcessRunError) as error:
                 db.session.rollback()
-                flash(_("提交未成功：%(error)s", error=error), "error")
+                flash(_("提交未成功：%(error)s", error=error_text(error)), "error")
                 status = 400 if isinstance(error, InputError) else 409
                 return _render_task(task_id, form, status)
             flash(_("任务「%(task)s」已办结。", task=human_task.title), "success")
@@ -295,7 +302,7 @@ def _admin_view(action):
             _fail(error)
         except (InputError, ConflictError, ProcessRunError) as error:
             db.session.rollback()
-            flash(_("%(action)s未成功：%(error)s", action=translate_label(label), error=error), "error")
+            flash(_("%(action)s未成功：%(error)s", action=translate_label(label), error=error_text(error)), "error")
         else:
             flash(
                 _("%(action)s成功：流程 %(id)s 当前为「%(status)s」。", action=translate_label(label), id=instance_id,

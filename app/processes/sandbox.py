@@ -25,31 +25,41 @@ MAX_STRING_CHARS = 10_000
 
 
 class SandboxError(ValueError):
-    """An expression or script that is not allowed, or that failed while it was evaluated."""
+    """An expression or script that is not allowed, or that failed while it was evaluated.
+
+    str() is the English technical text, kept for logs and as the detail shown to users.
+    `code` names the translated template in app.processes.messages.SANDBOX_TEXTS, and
+    `params` contains its values as text or numbers, so events can store them as JSON.
+    """
+
+    def __init__(self, message, code="", **params):
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 def _decimal(value):
     if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
-        raise SandboxError(f"Decimal() takes an int, a str or a Decimal, not {type(value).__name__}.")
+        raise SandboxError(f"Decimal() takes an int, a str or a Decimal, not {type(value).__name__}.", "decimal_type", type=type(value).__name__)
     try:
         return Decimal(value)
     except InvalidOperation as error:
-        raise SandboxError(f"Decimal({value!r}) is not a number.") from error
+        raise SandboxError(f"Decimal({value!r}) is not a number.", "decimal_value", value=repr(value)) from error
 
 
 def _length(value):
     if not isinstance(value, (str, list, tuple, dict)):
-        raise SandboxError(f"len() takes a str, list or dict, not {type(value).__name__}.")
+        raise SandboxError(f"len() takes a str, list or dict, not {type(value).__name__}.", "len_type", type=type(value).__name__)
     return len(value)
 
 
 def _deadline_unbound(key):
-    raise SandboxError(f"deadline({key!r}) is only available while an instance runs, in a timer expression.")
+    raise SandboxError(f"deadline({key!r}) is only available while an instance runs, in a timer expression.", "deadline_unbound", key=repr(key))
 
 
 def _require_decimal(value, function):
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise SandboxError(f"{function}() takes a number, not {type(value).__name__}.")
+        raise SandboxError(f"{function}() takes a number, not {type(value).__name__}.", "number_argument", function=function, type=type(value).__name__)
     return Decimal(value)
 
 
@@ -64,7 +74,7 @@ def _text(value):
 def _round_text(value, places):
     """Format a number with exactly `places` decimals (1000 -> "1000.00" for 2 places)."""
     if isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 6:
-        raise SandboxError("round_text() takes a whole number of decimal places from 0 to 6.")
+        raise SandboxError("round_text() takes a whole number of decimal places from 0 to 6.", "round_text_places")
     return f"{_require_decimal(value, 'round_text').quantize(Decimal(1).scaleb(-places))}"
 
 
@@ -113,15 +123,17 @@ _ALLOWED_NODES = (
 
 def _parse(source, mode):
     if not isinstance(source, str):
-        raise SandboxError(f"An expression must be text, not {type(source).__name__}.")
+        raise SandboxError(f"An expression must be text, not {type(source).__name__}.", "not_text", type=type(source).__name__)
     if len(source) > MAX_SOURCE_CHARS:
-        raise SandboxError(f"The expression has {len(source)} characters; the limit is {MAX_SOURCE_CHARS}.")
+        raise SandboxError(
+            f"The expression has {len(source)} characters; the limit is {MAX_SOURCE_CHARS}.", "too_long", length=len(source), limit=MAX_SOURCE_CHARS
+        )
     try:
         return ast.parse(source.strip(), mode=mode)
     except SyntaxError as error:
-        raise SandboxError(f"Invalid syntax in {_quote(source)}: {error.msg}.") from error
+        raise SandboxError(f"Invalid syntax in {_quote(source)}: {error.msg}.", "syntax", source=_quote(source), reason=error.msg) from error
     except (RecursionError, MemoryError) as error:
-        raise SandboxError(f"The expression {_quote(source)} is nested too deeply.") from error
+        raise SandboxError(f"The expression {_quote(source)} is nested too deeply.", "too_deep", source=_quote(source)) from error
 
 
 def _describe(node):
@@ -140,30 +152,46 @@ def check_tree(tree, source):
     for node in ast.walk(tree):
         count += 1
         if count > MAX_NODES:
-            raise SandboxError(f"The expression {_quote(source)} has more than {MAX_NODES} parts; split it up.")
+            raise SandboxError(
+                f"The expression {_quote(source)} has more than {MAX_NODES} parts; split it up.", "too_many_parts", source=_quote(source), limit=MAX_NODES
+            )
         if isinstance(node, ast.Attribute):
-            raise SandboxError(f"Attribute access (.{node.attr}) is not allowed in {_quote(source)}.")
+            raise SandboxError(f"Attribute access (.{node.attr}) is not allowed in {_quote(source)}.", "attribute", attribute=node.attr, source=_quote(source))
         if not isinstance(node, _ALLOWED_NODES):
-            raise SandboxError(f"{_describe(node)} is not allowed in {_quote(source)}; use only names, constants, comparisons and arithmetic.")
+            raise SandboxError(
+                f"{_describe(node)} is not allowed in {_quote(source)}; use only names, constants, comparisons and arithmetic.",
+                "node_not_allowed", node=_describe(node), source=_quote(source),
+            )
         if isinstance(node, ast.Name) and node.id.startswith("_"):
-            raise SandboxError(f"The name {node.id!r} is not allowed in {_quote(source)}: names may not start with an underscore.")
+            raise SandboxError(
+                f"The name {node.id!r} is not allowed in {_quote(source)}: names may not start with an underscore.",
+                "underscore_name", name=repr(node.id), source=_quote(source),
+            )
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
-            raise SandboxError(f"The constant {node.value!r} is not allowed in {_quote(source)}.")
+            raise SandboxError(f"The constant {node.value!r} is not allowed in {_quote(source)}.", "constant", constant=repr(node.value), source=_quote(source))
         if isinstance(node, ast.Subscript) and not isinstance(node.slice, ast.Constant):
-            raise SandboxError(f"Subscripts must be a constant key or index in {_quote(source)}.")
+            raise SandboxError(f"Subscripts must be a constant key or index in {_quote(source)}.", "subscript_not_constant", source=_quote(source))
         if isinstance(node, ast.Call):
             if isinstance(node.func, ast.Attribute):
-                raise SandboxError(f"Method calls (.{node.func.attr}()) are not allowed in {_quote(source)}.")
+                raise SandboxError(
+                    f"Method calls (.{node.func.attr}()) are not allowed in {_quote(source)}.", "method_call", method=node.func.attr, source=_quote(source)
+                )
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                 name = node.func.id if isinstance(node.func, ast.Name) else _describe(node.func)
-                raise SandboxError(f"The function {name!r} is not allowed in {_quote(source)}; allowed: {', '.join(FUNCTIONS)}.")
+                raise SandboxError(
+                    f"The function {name!r} is not allowed in {_quote(source)}; allowed: {', '.join(FUNCTIONS)}.",
+                    "function_not_allowed", function=repr(name), source=_quote(source), allowed=", ".join(FUNCTIONS),
+                )
             if node.keywords or any(isinstance(arg, ast.Starred) for arg in node.args):
-                raise SandboxError(f"Calls take plain positional arguments only in {_quote(source)}.")
+                raise SandboxError(f"Calls take plain positional arguments only in {_quote(source)}.", "call_arguments", source=_quote(source))
         if isinstance(node, ast.Assign):
             if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
-                raise SandboxError(f"A script line must assign one plain name, in {_quote(source)}.")
+                raise SandboxError(f"A script line must assign one plain name, in {_quote(source)}.", "assign_target", source=_quote(source))
             if node.targets[0].id in FUNCTIONS:
-                raise SandboxError(f"The name {node.targets[0].id!r} is a function and cannot be assigned, in {_quote(source)}.")
+                raise SandboxError(
+                    f"The name {node.targets[0].id!r} is a function and cannot be assigned, in {_quote(source)}.",
+                    "assign_function", name=repr(node.targets[0].id), source=_quote(source),
+                )
 
 
 def validate_expression(source):
@@ -178,7 +206,10 @@ def validate_script(source):
     tree = _parse(source, "exec")
     for statement in tree.body:
         if not isinstance(statement, ast.Assign):
-            raise SandboxError(f"Line {statement.lineno} of the script is a {_describe(statement)}; only `name = expression` lines are allowed.")
+            raise SandboxError(
+                f"Line {statement.lineno} of the script is a {_describe(statement)}; only `name = expression` lines are allowed.",
+                "script_line", line=statement.lineno, node=_describe(statement),
+            )
     check_tree(tree, source)
     return tree
 
@@ -214,12 +245,15 @@ class _Interpreter:
         except SandboxError:
             raise
         except (TypeError, ZeroDivisionError, DivisionByZero, InvalidOperation, OverflowError, ValueError) as error:
-            raise SandboxError(f"Evaluating {_quote(self.source)} failed: {type(error).__name__}: {error}.") from error
+            raise SandboxError(
+                f"Evaluating {_quote(self.source)} failed: {type(error).__name__}: {error}.",
+                "evaluation_failed", source=_quote(self.source), error=f"{type(error).__name__}: {error}",
+            ) from error
 
     def _eval(self, node):
         method = getattr(self, "_eval_" + type(node).__name__, None)
         if method is None:
-            raise SandboxError(f"{_describe(node)} is not allowed in {_quote(self.source)}.")
+            raise SandboxError(f"{_describe(node)} is not allowed in {_quote(self.source)}.", "node_not_allowed", node=_describe(node), source=_quote(self.source))
         return method(node)
 
     def _eval_Constant(self, node):
@@ -233,9 +267,14 @@ class _Interpreter:
 
     def _eval_Name(self, node):
         if node.id in FUNCTIONS:
-            raise SandboxError(f"The function {node.id!r} can only be called, in {_quote(self.source)}.")
+            raise SandboxError(
+                f"The function {node.id!r} can only be called, in {_quote(self.source)}.", "function_not_called", function=repr(node.id), source=_quote(self.source)
+            )
         if node.id not in self.data:
-            raise SandboxError(f"The name {node.id!r} is not in the task data; check the spelling in {_quote(self.source)}.")
+            raise SandboxError(
+                f"The name {node.id!r} is not in the task data; check the spelling in {_quote(self.source)}.",
+                "unknown_name", name=repr(node.id), source=_quote(self.source),
+            )
         return self.data[node.id]
 
     def _eval_Tuple(self, node):
@@ -245,11 +284,14 @@ class _Interpreter:
         container = self._eval(node.value)
         key = node.slice.value
         if not isinstance(container, (dict, list, tuple, str)):
-            raise SandboxError(f"A {type(container).__name__} cannot be subscripted, in {_quote(self.source)}.")
+            raise SandboxError(
+                f"A {type(container).__name__} cannot be subscripted, in {_quote(self.source)}.",
+                "not_subscriptable", type=type(container).__name__, source=_quote(self.source),
+            )
         try:
             return container[key]
         except (KeyError, IndexError, TypeError) as error:
-            raise SandboxError(f"The key {key!r} is not present, in {_quote(self.source)}.") from error
+            raise SandboxError(f"The key {key!r} is not present, in {_quote(self.source)}.", "missing_key", key=repr(key), source=_quote(self.source)) from error
 
     def _eval_BoolOp(self, node):
         is_and = isinstance(node.op, ast.And)
@@ -284,13 +326,18 @@ class _Interpreter:
         right = self._eval(node.right)
         if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
             if len(left) + len(right) > MAX_STRING_CHARS:
-                raise SandboxError(f"The text built by {_quote(self.source)} would exceed {MAX_STRING_CHARS} characters.")
+                raise SandboxError(
+                    f"The text built by {_quote(self.source)} would exceed {MAX_STRING_CHARS} characters.",
+                    "text_too_long", source=_quote(self.source), limit=MAX_STRING_CHARS,
+                )
             return left + right
         self._require_number(left, node.op)
         self._require_number(right, node.op)
         if isinstance(node.op, ast.Pow):
             if isinstance(right, bool) or not isinstance(right, int) or abs(right) > MAX_EXPONENT:
-                raise SandboxError(f"Exponents must be whole numbers up to {MAX_EXPONENT}, in {_quote(self.source)}.")
+                raise SandboxError(
+                    f"Exponents must be whole numbers up to {MAX_EXPONENT}, in {_quote(self.source)}.", "exponent", limit=MAX_EXPONENT, source=_quote(self.source)
+                )
             result = Decimal(left) ** right if isinstance(left, Decimal) or right < 0 else left**right
         elif isinstance(node.op, ast.Div):
             result = Decimal(left) / Decimal(right)
@@ -316,10 +363,11 @@ class _Interpreter:
     def _require_number(self, value, operator):
         if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
             raise SandboxError(
-                f"The operator {type(operator).__name__} applies to numbers only, not {type(value).__name__}, in {_quote(self.source)}."
+                f"The operator {type(operator).__name__} applies to numbers only, not {type(value).__name__}, in {_quote(self.source)}.",
+                "operator_type", operator=type(operator).__name__, type=type(value).__name__, source=_quote(self.source),
             )
 
     def _number(self, value):
         if abs(value) > MAX_MAGNITUDE:
-            raise SandboxError(f"A value in {_quote(self.source)} exceeds the limit of 10**30.")
+            raise SandboxError(f"A value in {_quote(self.source)} exceeds the limit of 10**30.", "magnitude", source=_quote(self.source))
         return value

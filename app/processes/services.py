@@ -283,7 +283,9 @@ def _record_failure(instance_id, user, task_name, error, status=None):
     instance = lock_row(ProcessInstance, instance_id)
     if status is not None:
         instance.status = status
-    record_event(instance, "error", user=user, task_name=task_name, comment=str(error)[:1000])
+    failure = getattr(error, "failure", None)
+    data = {"run_failure": failure} if failure else None
+    record_event(instance, "error", user=user, task_name=task_name, comment=str(error)[:1000], data=data)
     db.session.commit()
 
 

@@ -15,7 +15,7 @@ import { BpmnPropertiesPanelModule, BpmnPropertiesProviderModule } from 'bpmn-js
 
 import HeatflowPropertiesProvider from './heatflow-properties.jsx';
 import spiffworkflow from './spiffworkflow-moddle.json';
-import translateZh from './translate-zh.js';
+import { pageLocale, translateModule, translator } from './translate.js';
 import { getJson, postForm, showErrors, showStatus } from './common.js';
 
 const ERROR_MARKER = 'hf-error';
@@ -29,6 +29,8 @@ function start(root) {
   const errorList = document.getElementById('designer-errors');
   const origin = document.getElementById('designer-origin');
   const csrfToken = root.dataset.csrfToken;
+  const locale = pageLocale(root);
+  const translate = translator(locale);
   let modeler = null;
   let baseVersion = '';
   let marked = [];
@@ -66,7 +68,7 @@ function start(root) {
       const badge = document.createElement('div');
       badge.className = 'hf-error-badge';
       badge.title = errors.filter((e) => e.element_id === id).map((e) => e.message).join('\n');
-      badge.textContent = `${count} 处问题`;
+      badge.textContent = translate('{count} 处问题', { count });
       overlays.add(id, 'heatflow-error', { position: { top: -14, left: 0 }, html: badge });
       marked.push(id);
     });
@@ -89,7 +91,7 @@ function start(root) {
       modeler = new Modeler({
         container: document.getElementById('designer-canvas'),
         propertiesPanel: { parent: document.getElementById('designer-properties') },
-        additionalModules: [BpmnPropertiesPanelModule, BpmnPropertiesProviderModule, heatflowPropertiesModule, translateZh],
+        additionalModules: [BpmnPropertiesPanelModule, BpmnPropertiesProviderModule, heatflowPropertiesModule, translateModule(locale)],
         moddleExtensions: { spiffworkflow },
         heatflow: { options: body.options, decisionUrl: root.dataset.decisionUrl }
       });
@@ -102,13 +104,17 @@ function start(root) {
     canvas.zoom(canvas.zoom() * 0.85, 'auto');
     canvas.scroll({ dx: 50, dy: 0 });
     baseVersion = body.version === null || body.version === undefined ? '' : String(body.version);
-    origin.textContent = `已打开：${body.origin_label}${body.version ? ` 版本 ${body.version}` : ''}`;
+    origin.textContent = body.version
+      ? translate('已打开：{origin} 版本 {version}', { origin: translate(body.origin_label), version: body.version })
+      : translate('已打开：{origin}', { origin: translate(body.origin_label) });
     root.dataset.loaded = body.origin;
     clearErrors();
     if (result.warnings.length) {
-      showStatus(status, 'error', `流程图已打开，但有 ${result.warnings.length} 处无法识别的内容：${result.warnings[0].message}`);
+      showStatus(status, 'error', translate('流程图已打开，但有 {count} 处无法识别的内容：{message}', {
+        count: result.warnings.length, message: result.warnings[0].message
+      }));
     } else if (from) {
-      showStatus(status, 'success', '已载入集团模板；保存草稿或部署前，本公司的版本不会改变。');
+      showStatus(status, 'success', translate('已载入集团模板；保存草稿或部署前，本公司的版本不会改变。'));
     }
   }
 
@@ -119,16 +125,16 @@ function start(root) {
   }
 
   async function saveDraft() {
-    const { body } = await send(root.dataset.draftUrl, '正在保存草稿…');
+    const { body } = await send(root.dataset.draftUrl, translate('正在保存草稿…'));
     showStatus(status, body.ok ? 'success' : 'error', body.message);
     if (body.ok) {
-      origin.textContent = '已打开：草稿';
+      origin.textContent = translate('已打开：{origin}', { origin: translate('草稿') });
     }
     return body;
   }
 
   async function validate() {
-    const { body } = await send(root.dataset.validateUrl, '正在校验…');
+    const { body } = await send(root.dataset.validateUrl, translate('正在校验…'));
     markErrors(body.errors || []);
     showStatus(status, body.ok ? 'success' : 'error', body.message);
     root.dataset.validated = body.ok ? 'ok' : 'errors';
@@ -136,15 +142,17 @@ function start(root) {
   }
 
   async function deploy() {
-    const { body } = await send(root.dataset.deployUrl, '正在校验并部署…');
+    const { body } = await send(root.dataset.deployUrl, translate('正在校验并部署…'));
     markErrors(body.errors || []);
     showStatus(status, body.ok ? 'success' : 'error', body.message);
     if (body.ok) {
       baseVersion = String(body.version);
-      origin.textContent = `已打开：${body.kind === 'template' ? '集团模板' : '已部署'} 版本 ${body.version}`;
+      origin.textContent = translate('已打开：{origin} 版本 {version}', {
+        origin: translate(body.kind === 'template' ? '集团模板' : '已部署'), version: body.version
+      });
       const deployed = document.getElementById('designer-version');
       if (deployed && body.kind === 'model') {
-        deployed.textContent = `当前部署版本 ${body.version}`;
+        deployed.textContent = translate('当前部署版本 {version}', { version: body.version });
       }
       root.dataset.deployedVersion = String(body.version);
     }
@@ -158,7 +166,7 @@ function start(root) {
   if (templateButton) {
     templateButton.addEventListener('click', () => open('template'));
   }
-  open(null).catch((error) => showStatus(status, 'error', `流程图无法打开：${error.message}`));
+  open(null).catch((error) => showStatus(status, 'error', translate('流程图无法打开：{message}', { message: error.message })));
 }
 
 const root = document.getElementById('designer');

@@ -16,6 +16,7 @@ import './heatflow.css';
 import DmnModeler from 'dmn-js/lib/Modeler';
 
 import { postForm, showErrors, showStatus } from './common.js';
+import { pageLocale, translateModule, translator } from './translate.js';
 
 const ERROR_CLASS = 'hf-error-cell';
 
@@ -23,12 +24,24 @@ async function start(root) {
   const status = document.getElementById('decision-status');
   const errorList = document.getElementById('decision-errors');
   const canvas = document.getElementById('decision-canvas');
-  const modeler = new DmnModeler({ container: canvas, common: { keyboard: { bindTo: document } } });
+  // dmn-js hands each view only its own additionalModules (common ones are dropped), so the
+  // translate module is given to every view type.
+  const locale = pageLocale(root);
+  const translate = translator(locale);
+  const translation = { additionalModules: [translateModule(locale)] };
+  const modeler = new DmnModeler({
+    container: canvas,
+    common: { keyboard: { bindTo: document } },
+    drd: translation,
+    decisionTable: translation,
+    literalExpression: translation,
+    boxedExpression: translation
+  });
   window.heatflowDecisionEditor = { modeler };
 
   const response = await fetch(root.dataset.loadUrl, { credentials: 'same-origin' });
   if (!response.ok) {
-    showStatus(status, 'error', `决策表「${root.dataset.decisionId}」无法加载（服务器返回 ${response.status}）。`);
+    showStatus(status, 'error', translate('决策表「{id}」无法加载（服务器返回 {status}）。', { id: root.dataset.decisionId, status: response.status }));
     return;
   }
   await modeler.importXML(await response.text());
@@ -57,20 +70,22 @@ async function start(root) {
   }
 
   document.getElementById('decision-save').addEventListener('click', async () => {
-    showStatus(status, 'success', '正在保存…');
+    showStatus(status, 'success', translate('正在保存…'));
     const { xml } = await modeler.saveXML({ format: true });
     const { body } = await postForm(root.dataset.saveUrl, { xml }, root.dataset.csrfToken);
     markErrors(body.errors || []);
     if (body.ok) {
-      showStatus(status, 'success', `决策表已保存为版本 ${body.version}。`);
+      showStatus(status, 'success', translate('决策表已保存为版本 {version}。', { version: body.version }));
       root.dataset.savedVersion = String(body.version);
     } else {
-      showStatus(status, 'error', body.message || `决策表未保存：有 ${(body.errors || []).length} 处问题，已在表中标红。`);
+      showStatus(status, 'error', body.message || translate('决策表未保存：有 {count} 处问题，已在表中标红。', { count: (body.errors || []).length }));
     }
   });
 }
 
 const root = document.getElementById('decision-editor');
 if (root) {
-  start(root).catch((error) => showStatus(document.getElementById('decision-status'), 'error', `决策表无法打开：${error.message}`));
+  start(root).catch((error) => showStatus(
+    document.getElementById('decision-status'), 'error', translator(pageLocale(root))('决策表无法打开：{message}', { message: error.message })
+  ));
 }

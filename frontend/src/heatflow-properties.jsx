@@ -114,11 +114,17 @@ function ServiceEntry({ element, id, options }) {
 
   return select({
     element, id, label: translate('服务'),
-    description: service ? `输出：${Object.entries(service.outputs).map(([k, v]) => `${k}（${v}）`).join('；')}` : '选择本平台登记的服务；参数按服务要求自动生成。',
+    description: service
+      ? translate('输出：{outputs}', {
+        outputs: Object.entries(service.outputs)
+          .map(([name, description]) => translate('{name}（{description}）', { name, description }))
+          .join(translate('；'))
+      })
+      : translate('选择本平台登记的服务；参数按服务要求自动生成。'),
     getValue: () => (operator ? operator.id : NONE),
     setValue,
     getOptions: () => [
-      { value: NONE, label: '（未选择）' },
+      { value: NONE, label: translate('（未选择）') },
       ...options.services.map((s) => ({ value: s.name, label: s.name }))
     ]
   });
@@ -127,9 +133,10 @@ function ServiceEntry({ element, id, options }) {
 function ParameterEntry({ element, id, parameter, description }) {
   const modeling = useService('modeling');
   const debounce = useService('debounceInput');
+  const translate = useService('translate');
   return textField({
-    element, id, debounce, label: `参数 ${parameter.id}`,
-    description: `${description}（任务数据中的表达式）`,
+    element, id, debounce, label: translate('参数 {id}', { id: parameter.id }),
+    description: translate('{description}（任务数据中的表达式）', { description: translate(description) }),
     getValue: () => parameter.value || NONE,
     setValue: (value) => modeling.updateModdleProperties(element, parameter, { value: value || parameter.id })
   });
@@ -138,14 +145,15 @@ function ParameterEntry({ element, id, parameter, description }) {
 function FormEntry({ element, id, options }) {
   const bpmnFactory = useService('bpmnFactory');
   const modeling = useService('modeling');
+  const translate = useService('translate');
   const value = getProperty(element, 'form');
   const form = options.forms.find((f) => f.value === value);
   return select({
-    element, id, label: '表单',
-    description: form ? `字段：${form.fields.join('、')}` : '办理人在待办中填写的表单。',
+    element, id, label: translate('表单'),
+    description: form ? translate('字段：{fields}', { fields: form.fields.join(translate('、')) }) : translate('办理人在待办中填写的表单。'),
     getValue: () => value,
     setValue: (chosen) => setProperty(element, 'form', chosen, bpmnFactory, modeling),
-    getOptions: () => [{ value: NONE, label: '（未选择）' }, ...options.forms.map((f) => ({ value: f.value, label: f.label }))]
+    getOptions: () => [{ value: NONE, label: translate('（未选择）') }, ...options.forms.map((f) => ({ value: f.value, label: f.label }))]
   });
 }
 
@@ -153,9 +161,10 @@ function DataPrefixEntry({ element, id }) {
   const bpmnFactory = useService('bpmnFactory');
   const modeling = useService('modeling');
   const debounce = useService('debounceInput');
+  const translate = useService('translate');
   return textField({
-    element, id, debounce, label: '数据前缀',
-    description: '审批表单把意见存为「前缀_decision」，网关条件按此判断；留空时用任务编号。',
+    element, id, debounce, label: translate('数据前缀'),
+    description: translate('审批表单把意见存为「前缀_decision」，网关条件按此判断；留空时用任务编号。'),
     getValue: () => getProperty(element, 'data_prefix'),
     setValue: (value) => setProperty(element, 'data_prefix', (value || '').trim(), bpmnFactory, modeling)
   });
@@ -163,15 +172,16 @@ function DataPrefixEntry({ element, id }) {
 
 function LaneRoleEntry({ element, id, options }) {
   const modeling = useService('modeling');
+  const translate = useService('translate');
   const name = getBusinessObject(element).name || NONE;
   const known = options.lanes.some((lane) => lane.value === name);
   return select({
-    element, id, label: '办理角色',
-    description: '泳道名即角色编号；运行时由本公司持有该角色的员工办理，group_approver 由集团审批人办理。',
+    element, id, label: translate('办理角色'),
+    description: translate('泳道名即角色编号；运行时由本公司持有该角色的员工办理，group_approver 由集团审批人办理。'),
     getValue: () => name,
     setValue: (value) => modeling.updateLabel(element, value),
     getOptions: () => [
-      ...(known ? [] : [{ value: name, label: name ? `${name}（不是本公司角色）` : '（未选择）' }]),
+      ...(known ? [] : [{ value: name, label: name ? translate('{name}（不是本公司角色）', { name }) : translate('（未选择）') }]),
       ...options.lanes
     ]
   });
@@ -218,15 +228,16 @@ function timerValue(definition) {
 function TimerKindEntry({ element, id }) {
   const bpmnFactory = useService('bpmnFactory');
   const modeling = useService('modeling');
+  const translate = useService('translate');
   const definition = timerDefinition(element);
   return select({
-    element, id, label: '定时类型',
+    element, id, label: translate('定时类型'),
     getValue: () => timerKind(definition),
     setValue: (kind) => setTimer(element, kind, timerValue(definition), bpmnFactory, modeling),
     getOptions: () => [
-      { value: 'timeDuration', label: '时长（如 PT48H 表示 48 小时）' },
-      { value: 'timeDate', label: '日期时间（如 2026-03-15T00:00:00+08:00）' },
-      { value: 'timeCycle', label: '循环（如 R3/PT24H）' }
+      { value: 'timeDuration', label: translate('时长（如 PT48H 表示 48 小时）') },
+      { value: 'timeDate', label: translate('日期时间（如 2026-03-15T00:00:00+08:00）') },
+      { value: 'timeCycle', label: translate('循环（如 R3/PT24H）') }
     ]
   });
 }
@@ -235,20 +246,21 @@ function TimerValueEntry({ element, id }) {
   const bpmnFactory = useService('bpmnFactory');
   const modeling = useService('modeling');
   const debounce = useService('debounceInput');
+  const translate = useService('translate');
   const definition = timerDefinition(element);
   return textField({
-    element, id, debounce, label: '定时值（ISO 8601）',
-    description: '按 ISO 8601 填写，不加引号；保存时自动加引号，因为引擎把定时值当表达式计算。',
+    element, id, debounce, label: translate('定时值（ISO 8601）'),
+    description: translate('按 ISO 8601 填写，不加引号；保存时自动加引号，因为引擎把定时值当表达式计算。'),
     getValue: () => timerValue(definition),
     setValue: (value) => setTimer(element, timerKind(definition), value, bpmnFactory, modeling),
     validate: (value) => {
       const text = unquote(value || '');
       if (!text) {
-        return '请填写定时值。';
+        return translate('请填写定时值。');
       }
       if (!/^(R\d*\/)?P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$/.test(text)
           && !/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2})?)?$/.test(text)) {
-        return `「${text}」不是 ISO 8601 时长或日期，例如 PT48H、P3D、2026-03-15T00:00:00+08:00。`;
+        return translate('「{text}」不是 ISO 8601 时长或日期，例如 PT48H、P3D、2026-03-15T00:00:00+08:00。', { text });
       }
       return null;
     }
@@ -259,11 +271,14 @@ function DecisionEntry({ element, id, decisionUrl }) {
   const bpmnFactory = useService('bpmnFactory');
   const modeling = useService('modeling');
   const debounce = useService('debounceInput');
+  const translate = useService('translate');
   const extension = findExtension(getBusinessObject(element), `${SPIFF}:CalledDecisionId`);
   const value = extension ? (extension.value || NONE) : NONE;
   return textField({
-    element, id, debounce, label: '升级决策表编号',
-    description: value ? `在决策表编辑器中打开：${decisionUrl.replace('__id__', encodeURIComponent(value))}` : '升级判断所用 DMN 决策表的编号（decision id）。',
+    element, id, debounce, label: translate('升级决策表编号'),
+    description: value
+      ? translate('在决策表编辑器中打开：{url}', { url: decisionUrl.replace('__id__', encodeURIComponent(value)) })
+      : translate('升级判断所用 DMN 决策表的编号（decision id）。'),
     getValue: () => value,
     setValue: (text) => {
       const cleaned = (text || '').trim();
@@ -275,7 +290,7 @@ function DecisionEntry({ element, id, decisionUrl }) {
       modeling.updateModdleProperties(element, target, { value: cleaned });
     },
     validate: (text) => (!text || /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(text.trim())
-      ? null : '编号只能包含字母、数字、下划线、点和连字符，并以字母或下划线开头。')
+      ? null : translate('编号只能包含字母、数字、下划线、点和连字符，并以字母或下划线开头。'))
   });
 }
 
@@ -313,17 +328,17 @@ function entriesFor(element, options, decisionUrl) {
   return entries;
 }
 
-export default function HeatflowPropertiesProvider(propertiesPanel, heatflowConfig) {
+export default function HeatflowPropertiesProvider(propertiesPanel, heatflowConfig, translate) {
   this.getGroups = (element) => (groups) => {
     // The built-in timer group writes unquoted values, which the engine cannot evaluate; ours replaces it.
     const withoutTimer = groups.filter((group) => group.id !== 'timer');
     const entries = entriesFor(element, heatflowConfig.options, heatflowConfig.decisionUrl);
     if (entries.length) {
-      withoutTimer.splice(1, 0, { id: 'heatflow', label: '热费平台设置', entries });
+      withoutTimer.splice(1, 0, { id: 'heatflow', label: translate('热费平台设置'), entries });
     }
     return withoutTimer;
   };
   propertiesPanel.registerProvider(500, this);
 }
 
-HeatflowPropertiesProvider.$inject = ['propertiesPanel', 'config.heatflow'];
+HeatflowPropertiesProvider.$inject = ['propertiesPanel', 'config.heatflow', 'translate'];

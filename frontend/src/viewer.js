@@ -8,11 +8,12 @@ import './heatflow.css';
 import NavigatedViewer from 'bpmn-js/lib/NavigatedViewer';
 
 import { getJson } from './common.js';
+import { pageLocale, translator } from './translate.js';
 
 async function show(container) {
   const { body } = await getJson(container.dataset.diagramUrl);
   if (!body.ok) {
-    container.textContent = body.message || '流程图无法加载。';
+    container.textContent = body.message || translator(pageLocale(container))('流程图无法加载。');
     return;
   }
   const viewer = new NavigatedViewer({ container });
@@ -38,5 +39,7 @@ async function show(container) {
 
 const container = document.getElementById('instance-diagram');
 if (container) {
-  show(container).catch((error) => { container.textContent = `流程图无法显示：${error.message}`; });
+  show(container).catch((error) => {
+    container.textContent = translator(pageLocale(container))('流程图无法显示：{message}', { message: error.message });
+  });
 }

@@ -289,3 +289,140 @@ def test_decision_editor_rejects_then_saves(page, browser_login, screenshot, dem
     assert "&gt; 150" in saved.dmn_xml
     assert "超过 150 ㎡，需集团审批" in saved.dmn_xml
     assert current_decision(demo["QD"].id, "suspension_escalation").version == 1
+
+
+# Texts rendered through the `translate` service, keyed by where they appear: those of bpmn-js,
+# its properties panel and dmn-js (Chinese from frontend/src/locale/zh_CN.json) and Heatflow's
+# own (English from frontend/src/locale/en.json).
+DESIGNER_TEXTS = {
+    "zh_CN": {
+        "create.start-event": "创建开始事件",
+        "create.task": "创建任务",
+        "hand-tool": "抓手工具",
+        "append.append-task": "追加任务",
+        "replace": "更改元素类型",
+        "delete": "删除",
+        "header_type": "用户任务",
+        "general_group": "常规",
+        "replace_menu_entry": "服务任务",
+        "empty_id": "编号不能为空。",
+        "hit_policy": "命中策略：",
+        "hit_policy_value": "汇总（COLLECT）",
+        "origin": "已打开：已部署 版本 1",
+        "heatflow_group": "热费平台设置",
+        "form_label": "表单",
+        "form_choice": "审批（approval）",
+    },
+    "en": {
+        "create.start-event": "Create start event",
+        "create.task": "Create task",
+        "hand-tool": "Activate hand tool",
+        "append.append-task": "Append task",
+        "replace": "Change element",
+        "delete": "Delete",
+        "header_type": "User Task",
+        "general_group": "General",
+        "replace_menu_entry": "Service task",
+        "empty_id": "ID must not be empty.",
+        "hit_policy": "Hit policy:",
+        "hit_policy_value": "Collect",
+        "origin": "Opened: deployed version 1",
+        "heatflow_group": "Heatflow settings",
+        "form_label": "Form",
+        "form_choice": "Approval (approval)",
+    },
+}
+
+
+def _check_designer_texts(page, screenshot, locale):
+    texts = DESIGNER_TEXTS[locale]
+    page.goto("/processes/design/suspension")
+    page.wait_for_selector('#designer[data-loaded="published"]')
+    assert page.locator("#designer").get_attribute("data-locale") == locale
+    for action in ("create.start-event", "create.task", "hand-tool"):
+        # diagram-js puts a palette entry's title in aria-label, not in a title attribute.
+        assert page.locator(f'.djs-palette .entry[data-action="{action}"]').get_attribute("aria-label") == texts[action]
+
+    page.evaluate("window.heatflowDesigner.modeler.get('selection').select("
+                  "window.heatflowDesigner.modeler.get('elementRegistry').get('company_approval'))")
+    for action in ("append.append-task", "replace", "delete"):
+        assert page.locator(f'.djs-context-pad .entry[data-action="{action}"]').get_attribute("title") == texts[action]
+    # text_content, because the panel shows the type in capitals through CSS.
+    assert page.locator(".bio-properties-panel-header-type").text_content() == texts["header_type"]
+    general = page.locator('[data-group-id="group-general"] .bio-properties-panel-group-header-title')
+    assert general.inner_text() == texts["general_group"]
+    # Heatflow's own texts in the same page go through the same translate service.
+    assert page.locator("#designer-origin").inner_text() == texts["origin"]
+    heatflow = page.locator('[data-group-id="group-heatflow"]')
+    assert heatflow.locator(".bio-properties-panel-group-header-title").inner_text() == texts["heatflow_group"]
+    if heatflow.locator(".bio-properties-panel-group-entries.open").count() == 0:
+        heatflow.locator(".bio-properties-panel-group-header").click()
+    assert page.locator('[data-entry-id="heatflow-form"] label').first.inner_text() == texts["form_label"]
+    # The form choices come from the server, translated there.
+    form = page.locator("#bio-properties-panel-heatflow-form")
+    assert form.locator("option:checked").inner_text() == texts["form_choice"]
+
+    # The properties panel's own ID check, shown below the emptied field.
+    if page.locator('[data-group-id="group-general"] .bio-properties-panel-group-entries.open').count() == 0:
+        general.click()
+    page.fill("#bio-properties-panel-id", "")
+    assert page.locator('[data-entry-id="id"] .bio-properties-panel-error').inner_text() == texts["empty_id"]
+
+    page.locator('.djs-context-pad .entry[data-action="replace"]').click()
+    assert page.locator(".djs-popup").get_by_text(texts["replace_menu_entry"], exact=True).count() == 1
+    screenshot(page, f"designer-texts-{locale}")
+    page.keyboard.press("Escape")
+
+    page.goto("/processes/design/decisions/suspension_escalation")
+    page.wait_for_selector('#decision-editor[data-loaded="true"]')
+    assert page.locator("#decision-editor").get_attribute("data-locale") == locale
+    assert page.locator(".hit-policy .dms-label").inner_text().strip() == texts["hit_policy"]
+    assert page.locator(".hit-policy .dms-input").inner_text().strip() == texts["hit_policy_value"]
+    screenshot(page, f"decision-editor-texts-{locale}")
+
+
+def test_designer_texts_follow_user_language(page, browser_login, screenshot, demo):
+    """The palette, context pad, replace menu, panel and table editor are Chinese by default and English by choice."""
+    page.add_init_script(CSP_RECORDER)
+    browser_login(page, "tj_admin")
+    _check_designer_texts(page, screenshot, "zh_CN")
+    _no_csp_violations(page)
+
+    db.session.execute(sa.update(User).where(User.username == "tj_admin").values(locale="en"))
+    db.session.commit()
+    _check_designer_texts(page, screenshot, "en")
+    _no_csp_violations(page)
+
+
+def test_run_failure_history_per_language(page, browser_login, screenshot, demo, tj_and_qd):
+    """An expression that fails at run time shows in the instance history in the reader's language."""
+    from app.processes.deployment import BPMN_DIR, deploy_model
+    from app.processes.engine import ProcessRunError
+    from app.processes.services import claim_task, complete_task
+
+    xml = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
+    deploy_model(demo["TJ"].id, "suspension", xml.replace("company_decision == 'reject'", "company_decison == 'reject'"))
+    db.session.commit()
+    instance = start_suspension(_account("TJ").id, _user("tj_clerk"), "vacant")
+    task = db.session.scalar(sa.select(HumanTask).filter_by(instance_id=instance.id, status="open"))
+    approver = _user("tj_approver")
+    claim_task(task.id, approver)
+    with pytest.raises(ProcessRunError):
+        complete_task(task.id, approver, {"decision": "approve", "comment": "同意"})
+
+    browser_login(page, "tj_admin")
+    page.goto(f"/processes/instances/{instance.id}")
+    failure = page.locator(".process-events tbody tr", has_text="company_decison").last
+    chinese = failure.inner_text()
+    assert "的表达式运行失败：名称 'company_decison' 不在任务数据中" in chinese
+    assert "（原文：expression of element" in chinese
+    screenshot(page, "instance-run-failure-zh_CN")
+
+    db.session.execute(sa.update(User).where(User.username == "tj_admin").values(locale="en"))
+    db.session.commit()
+    page.reload()
+    english = failure.inner_text()
+    assert "failed: The name 'company_decison' is not in the task data" in english
+    assert "(original:" not in english
+    assert "运行失败" not in english
+    screenshot(page, "instance-run-failure-en")
