@@ -190,8 +190,8 @@ def check_refund(refund_id):
     """Ask the channel for a refund still `processing` and complete it, fail it or send it again.
 
     A refund the channel never received (lost on the way) is submitted again under the same
-    out_refund_no; one the channel still processes stays as it is. A refund the channel
-    knows was accepted on the latest send, whose reply was lost, so that send dates it.
+    out_refund_no; one the channel still processes stays as it is. A refund the query finds
+    was accepted on the latest send, whose reply was lost, so that send dates it.
     """
     refund = db.session.get(Refund, refund_id)
     if refund is None or refund.status != "processing" or refund.channel not in ONLINE_REFUND_CHANNELS:
