@@ -1,9 +1,11 @@
 """Late fees (滞纳金): a daily rate on the unpaid area-based principal of a season.
 
-Accrual starts the day after the tariff's `late_fee_starts_after`. The base of a day is
-the season's charge, rerate and waiver lines minus the payments applied to the season
-before that day, so a payment posted on day D lowers the base from D+1. Late fees are
-never part of the base. The daily amounts are summed exactly and rounded once.
+Accrual starts the day after the tariff's `late_fee_starts_after` and runs, past the end
+of the season too, until the fee is paid or through the tariff's `late_fee_stops_after`
+when that is set. The base of a day is the season's charge, rerate and waiver lines minus
+the payments applied to the season before that day, so a payment posted on day D lowers
+the base from D+1. Late fees are never part of the base. The daily amounts are summed
+exactly and rounded once.
 """
 
 import logging
@@ -45,8 +47,9 @@ def accrue_late_fee(principal, payments, tariffs, on_date, forced_off_on=None):
     """Return the exact late fee accrued up to `on_date`, unrounded.
 
     `payments` is a list of (local date posted, amount paid) applied to the season.
-    Each day uses the late-fee rule of the tariff version in force on it. Days from
-    `forced_off_on` on accrue nothing.
+    Each day uses the late-fee rule of the tariff version in force on it; the season's last
+    version stays in force after the season ends. Days after a version's
+    `late_fee_stops_after` and days from `forced_off_on` on accrue nothing.
     """
     total = ZERO
     for index, tariff in enumerate(tariffs):
@@ -56,6 +59,8 @@ def accrue_late_fee(principal, payments, tariffs, on_date, forced_off_on=None):
         last = on_date
         if index + 1 < len(tariffs):
             last = min(last, tariffs[index + 1].effective_from - ONE_DAY)
+        if tariff.late_fee_stops_after is not None:
+            last = min(last, tariff.late_fee_stops_after)
         if forced_off_on is not None:
             last = min(last, forced_off_on - ONE_DAY)
         if first > last:
@@ -102,6 +107,39 @@ def late_fee_as_of(account, season, on_date):
         # days of that 强停 accrue again unless their late fee was posted before.
         exact = accrue_late_fee(principal, payments, season_tariffs(season), on_date, account.forced_off_on)
         return round_money(exact)
+
+
+def charges_late_fees_by(tariffs, on_date):
+    """Tell whether any of a season's tariff versions accrues a late fee on a day up to `on_date`."""
+    return any(
+        tariff.late_fee_rate_per_day and tariff.late_fee_starts_after is not None and tariff.late_fee_starts_after < on_date
+        for tariff in tariffs
+    )
+
+
+def late_fee_seasons(company_id, on_date):
+    """Return the company's seasons whose tariff charges late fees by `on_date`, earliest first.
+
+    Prior seasons count too: their unpaid fee keeps accruing under their own rule.
+    """
+    seasons = db.session.scalars(
+        sa.select(Season).where(Season.company_id == company_id, Season.start_on <= on_date).order_by(Season.start_on)
+    ).all()
+    return [season for season in seasons if charges_late_fees_by(season_tariffs(season), on_date)]
+
+
+def late_fees_as_of(account, on_date):
+    """Return {season: late fee up to and including `on_date`} for every season that charges one, rounded once each.
+
+    Seasons whose accrual is zero are left out.
+    """
+    _check_date(on_date)
+    owed = {}
+    for season in late_fee_seasons(account.company_id, on_date):
+        amount = late_fee_as_of(account, season, on_date)
+        if amount:
+            owed[season] = amount
+    return owed
 
 
 def late_fee_key(account_id, season_id, on_date):
@@ -155,13 +193,17 @@ def _post_late_fee(account, season, on_date, tariffs, facts, posted_keys, user_i
 
 
 def post_late_fees_page(company_id, season, on_date, after_id, page_size, user_id=None):
-    """Post late fees for the next `page_size` accounts with id above `after_id`.
+    """Post late fees for the next `page_size` accounts with id above `after_id` and lines on the season.
 
-    Returns the ids of the accounts processed, in order. The caller commits.
+    An account without lines on the season owes it nothing, so it is skipped. Returns the
+    ids of the accounts processed, in order. The caller commits.
     """
+    on_season = sa.select(LedgerEntry.id).where(
+        LedgerEntry.company_id == company_id, LedgerEntry.account_id == Account.id, LedgerEntry.season_id == season.id
+    )
     accounts = db.session.scalars(
         sa.select(Account)
-        .where(Account.company_id == company_id, Account.id > after_id)
+        .where(Account.company_id == company_id, Account.id > after_id, on_season.exists())
         .order_by(Account.id)
         .limit(page_size)
     ).all()

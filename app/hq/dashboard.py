@@ -347,27 +347,45 @@ def arrears_view(season_name, as_of):
     }
 
 
+def _late_fee_waiver_columns():
+    return [("late_fee_waiver_amount", gettext("滞纳金减免金额")), ("late_fee_waiver_count", gettext("滞纳金减免笔数")),
+            ("late_fee_waiver_rate", gettext("滞纳金减免率 %"))]
+
+
+def _late_fee_waiver_figures(waived, count, posted):
+    """Late-fee waiver columns of a row: `waived` is the (negative) sum of late_fee_waiver lines, `posted` of late_fee lines."""
+    return {"late_fee_waiver_amount": -waived, "late_fee_waiver_count": int(count),
+            "late_fee_waiver_rate": rate(-waived, posted, WAIVER_RATE_PLACES)}
+
+
 def waiver_view(season_name, as_of):
-    """Waivers of the season per company: amount, count, share of the charged amount, and the outlier flag."""
+    """Waivers of the season per company: charge waivers with their share of the charged amount and the
+    outlier flag, and late-fee waivers with their share of the posted late fees."""
     seasons = _seasons()
     totals = _company_totals(as_of)
     rows = []
     for company in companies():
         season = seasons[company.id].get(season_name)
-        amount = charged = ZERO
-        count = 0
+        amount = charged = late_fee_waived = late_fees = ZERO
+        count = late_fee_waivers = 0
         if season is not None:
             amount, count = _sum(totals, ("waiver",), company_id=company.id, season_id=season.id)
             charged, _ = _sum(totals, CHARGED_KINDS, company_id=company.id, season_id=season.id)
+            late_fee_waived, late_fee_waivers = _sum(totals, ("late_fee_waiver",), company_id=company.id, season_id=season.id)
+            late_fees, _ = _sum(totals, ("late_fee",), company_id=company.id, season_id=season.id)
         rows.append({"code": company.code, "name": company.name, "amount": -amount, "count": count,
-                     "waiver_rate": rate(-amount, charged, WAIVER_RATE_PLACES), "ratio": -amount / charged if charged else None})
+                     "waiver_rate": rate(-amount, charged, WAIVER_RATE_PLACES), "ratio": -amount / charged if charged else None,
+                     **_late_fee_waiver_figures(late_fee_waived, late_fee_waivers, late_fees)})
     _flag_outliers(rows)
     return {
         "title": gettext("减免金额与笔数"),
         "columns": [("name", gettext("公司")), ("amount", gettext("减免金额")), ("count", gettext("减免笔数")), ("waiver_rate", gettext("减免率 %")),
-                    ("z_score", gettext("稳健 z 值")), ("outlier_label", gettext("异常"))],
+                    ("z_score", gettext("稳健 z 值")), ("outlier_label", gettext("异常")), *_late_fee_waiver_columns()],
         "rows": rows,
-        "rule": gettext("减免率 = 减免金额 ÷ 本季应收热费。稳健 z 值 = 0.6745 ×（减免率 − 中位数）÷ 绝对中位差；|z| > 3.5 标为异常。"),
+        "rule": gettext(
+            "减免率 = 减免金额 ÷ 本季应收热费。稳健 z 值 = 0.6745 ×（减免率 − 中位数）÷ 绝对中位差；|z| > 3.5 标为异常。"
+            "滞纳金减免率 = 滞纳金减免金额 ÷ 本季已计滞纳金，不计入异常判断。"
+        ),
     }
 
 
@@ -464,6 +482,11 @@ def community_view(company, season_name, as_of):
         if kind == "waiver":
             target["waiver"] -= amount
             target["waivers"] += entries
+        if kind == "late_fee_waiver":
+            target["late_fee_waiver"] += amount
+            target["late_fee_waivers"] += entries
+        if kind == "late_fee":
+            target["late_fee"] += amount
     communities = db.session.scalars(sa.select(Community).where(Community.company_id == company.id).order_by(Community.code)).all()
     shut_off = shut_off_by_community(company.id, end_of_day_utc(as_of))
     rows = []
@@ -476,6 +499,7 @@ def community_view(company, season_name, as_of):
             "waiver_amount": f["waiver"], "count": int(f["waivers"]),
             "waiver_rate": rate(f["waiver"], f["charged"], WAIVER_RATE_PLACES),
             "ratio": f["waiver"] / f["charged"] if f["charged"] else None, "shut_off": shut_off.get(community.id, 0),
+            **_late_fee_waiver_figures(f["late_fee_waiver"], f["late_fee_waivers"], f["late_fee"]),
         })
     _flag_outliers(rows)
     return {
@@ -483,7 +507,8 @@ def community_view(company, season_name, as_of):
         "columns": [("code", gettext("小区编号")), ("name", gettext("小区")), ("billed_accounts", gettext("开票户数")), ("receivable", gettext("本季应收")),
                     ("received", gettext("本季实收")), ("arrears", gettext("本季欠费")), ("collection_rate", gettext("收费率 %")),
                     ("all_arrears", gettext("累计欠费（含往季）")), ("waiver_amount", gettext("减免金额")), ("count", gettext("减免笔数")),
-                    ("waiver_rate", gettext("减免率 %")), ("outlier_label", gettext("减免异常")), ("shut_off", gettext("关栓户数"))],
+                    ("waiver_rate", gettext("减免率 %")), ("outlier_label", gettext("减免异常")), *_late_fee_waiver_columns(),
+                    ("shut_off", gettext("关栓户数"))],
         "rows": rows,
     }
 

@@ -36,6 +36,10 @@ PAPER_CODE_PATTERN = re.compile(r"[0-9]{10}|[0-9]{12}")
 PAPER_NUMBER_PATTERN = re.compile(r"[0-9]{8}")
 REASON_MAX = 255
 GOODS_NAME = "*供热*热费"
+# Goods name of an invoice line that invoices late fees, which are charged with the heat.
+LATE_FEE_GOODS_NAME = "*供热*滞纳金"
+# Ledger kind of a payment's part -> the invoice line item it is invoiced as.
+INVOICED_KINDS = {"payment": "charge", "late_fee_payment": "late_fee"}
 PENDING_KEY = "heatflow_invoices_to_issue"
 
 
@@ -49,26 +53,45 @@ def invoice_profile(company_id):
     return profile or InvoiceProfile(company_id=company_id, title="", notes="", seller_tax_id="", vat_rate=Decimal("0.09"), residential_exempt=True)
 
 
+def _line_label(item, season_name):
+    if item == "late_fee":
+        return f"{season_name} 供暖季滞纳金"
+    return f"{season_name} 供暖季热费" if season_name else "往年欠费"
+
+
 def payment_lines(payment):
-    """List the receivables a payment paid as (label, season id or None, amount), in posting order."""
+    """List what a payment paid as (label, season id or None, amount, item), in posting order.
+
+    `item` is charge for a season's receivable or prior arrears and late_fee for a season's
+    late fees. A credit (money beyond what was owed) is not invoiced.
+    """
     rows = db.session.execute(
-        sa.select(LedgerEntry.amount, LedgerEntry.season_id, Season.name)
+        sa.select(LedgerEntry.kind, LedgerEntry.amount, LedgerEntry.season_id, Season.name)
         .outerjoin(Season, LedgerEntry.season_id == Season.id)
-        .where(LedgerEntry.cause_type == "payment", LedgerEntry.cause_id == payment.id, LedgerEntry.kind == "payment")
+        .where(
+            LedgerEntry.cause_type == "payment", LedgerEntry.cause_id == payment.id,
+            LedgerEntry.kind.in_(tuple(INVOICED_KINDS)),
+        )
         .order_by(LedgerEntry.id)
     ).all()
-    return [(f"{name} 供暖季热费" if name else "往年欠费", season_id, -amount) for amount, season_id, name in rows]
+    return [
+        (_line_label(INVOICED_KINDS[kind], name), season_id, -amount, INVOICED_KINDS[kind])
+        for kind, amount, season_id, name in rows
+    ]
 
 
 def _add_lines(invoice, entries, user_type, profile):
-    """Attach lines (label, season id, tax-inclusive amount) to `invoice` and set its totals."""
+    """Attach lines (label, season id, tax-inclusive amount, item) to `invoice` and set its totals.
+
+    A late fee is taxed as the heat it was charged on.
+    """
     total = tax_total = ZERO
-    for position, (label, season_id, amount) in enumerate(entries, start=1):
+    for position, (label, season_id, amount, item) in enumerate(entries, start=1):
         tax = line_tax(invoice.company_id, abs(amount), user_type, profile)
         signed_tax = tax.tax if amount >= 0 else -tax.tax
         invoice.lines.append(
             InvoiceLine(
-                company_id=invoice.company_id, position=position, label=label[:100], season_id=season_id,
+                company_id=invoice.company_id, position=position, label=label[:100], season_id=season_id, item=item,
                 user_type=user_type, amount=amount, tax_rate=tax.rate, tax_amount=signed_tax, vat_exempt=tax.exempt,
             )
         )
@@ -226,7 +249,7 @@ def vendor_order(invoice):
     profile = invoice_profile(invoice.company_id)
     details = [
         nuonuo.invoice_line(
-            goods_name=GOODS_NAME, amount=line.amount, tax=line.tax_amount, rate=line.tax_rate, exempt=line.vat_exempt,
+            goods_name=LATE_FEE_GOODS_NAME if line.item == "late_fee" else GOODS_NAME, amount=line.amount, tax=line.tax_amount, rate=line.tax_rate, exempt=line.vat_exempt,
         )
         for line in invoice.lines
     ]
@@ -368,26 +391,35 @@ def payment_posted(payment_id, company_id):
 # -- red-letter reversal
 
 
-def season_invoiced(account_id, season_id):
-    """Net tax-inclusive amount invoiced for an account's season: live blue lines minus live red lines."""
+def season_invoiced(account_id, season_id, item="charge"):
+    """Net tax-inclusive amount invoiced for an account's season and item: live blue lines minus live red lines.
+
+    `item` is charge (the season's heating charge) or late_fee (its late fees).
+    """
     total = db.session.scalar(
         sa.select(sa.func.coalesce(sa.func.sum(InvoiceLine.amount), 0))
         .join(Invoice, InvoiceLine.invoice_id == Invoice.id)
         .join(Payment, Invoice.payment_id == Payment.id)
-        .where(Payment.account_id == account_id, InvoiceLine.season_id == season_id, Invoice.status.in_(LIVE_STATUSES))
+        .where(
+            Payment.account_id == account_id, InvoiceLine.season_id == season_id, InvoiceLine.item == item,
+            Invoice.status.in_(LIVE_STATUSES),
+        )
     )
     return Decimal(total or 0)
 
 
-def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause_id, reason):
-    """Issue red invoices for what an account's season is invoiced beyond its receivable after a reduction.
+def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause_id, reason, item="charge"):
+    """Issue red invoices for what an account's season is invoiced beyond what it owes after a reduction.
 
-    Called inside the transaction that posts the reduction (the waiver service task). Red
-    invoices reverse the newest blue invoices first, line by line. Repeated calls for the
-    same cause create nothing new. Returns the red invoices created.
+    `item` is what the reduction lowered: charge, with `receivable_after` the season's
+    receivable, or late_fee, with `receivable_after` its late fees less late-fee waivers.
+    Only lines of that item are reversed. Called inside the transaction that posts the
+    reduction (the waiver service task). Red invoices reverse the newest blue invoices
+    first, line by line. Repeated calls for the same cause create nothing new. Returns the
+    red invoices created.
     """
     created = []
-    excess = season_invoiced(account.id, season.id) - receivable_after
+    excess = season_invoiced(account.id, season.id, item) - receivable_after
     if excess <= 0:
         return created
     # TODO: a blue e-invoice still pending or issuing at this point gets no red invoice yet.
@@ -405,7 +437,8 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
         order_no = f"{company.code}R{blue.id}-{cause_type[:1].upper()}{cause_id}"
         if db.session.scalar(sa.select(Invoice.id).filter_by(company_id=account.company_id, order_no=order_no)) is not None:
             return created
-        available = sum((line.amount for line in blue.lines if line.season_id == season.id), ZERO) - _reversed(blue, season.id)
+        lines = [line for line in blue.lines if line.season_id == season.id and line.item == item]
+        available = sum((line.amount for line in lines), ZERO) - _reversed(blue, season.id, item)
         portion = min(available, excess)
         if portion <= 0:
             continue
@@ -413,8 +446,7 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
             company_id=account.company_id, payment_id=blue.payment_id, medium=blue.medium, direction="red", original_id=blue.id,
             status="pending", order_no=order_no, reason=reason[:255], cause_type=cause_type, cause_id=cause_id,
         )
-        label = next(line.label for line in blue.lines if line.season_id == season.id)
-        _add_lines(red, [(label, season.id, -portion)], blue.lines[0].user_type, profile)
+        _add_lines(red, [(lines[0].label, season.id, -portion, item)], lines[0].user_type, profile)
         db.session.add(red)
         created.append(red)
         excess -= portion
@@ -422,15 +454,21 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
     electronic = [red.id for red in created if red.medium == "electronic"]
     if electronic:
         db.session.info.setdefault(PENDING_KEY, []).append((account.company_id, electronic))
-    logger.info("Red invoices %s for account %s season %s after %s %s", [r.order_no for r in created], account.id, season.id, cause_type, cause_id)
+    logger.info(
+        "Red invoices %s for account %s season %s %s after %s %s",
+        [r.order_no for r in created], account.id, season.id, item, cause_type, cause_id,
+    )
     return created
 
 
-def _reversed(blue, season_id):
+def _reversed(blue, season_id, item):
     total = db.session.scalar(
         sa.select(sa.func.coalesce(sa.func.sum(InvoiceLine.amount), 0))
         .join(Invoice, InvoiceLine.invoice_id == Invoice.id)
-        .where(Invoice.original_id == blue.id, InvoiceLine.season_id == season_id, Invoice.status.in_(LIVE_STATUSES))
+        .where(
+            Invoice.original_id == blue.id, InvoiceLine.season_id == season_id, InvoiceLine.item == item,
+            Invoice.status.in_(LIVE_STATUSES),
+        )
     )
     return -Decimal(total or 0)
 

@@ -133,6 +133,9 @@ class InvoiceLine(CompanyOwned, db.Model):
     label = sa.Column(sa.String(100), nullable=False)
     # The season the paid receivable belongs to; NULL for prior arrears.
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
+    # What the line invoices: charge (a season's heating charge or prior arrears) or late_fee
+    # (a season's late fees), so that a waiver reverses only lines of what it lowered.
+    item = sa.Column(sa.String(16), nullable=False, default="charge", server_default="charge")
     user_type = sa.Column(sa.String(16), nullable=False)
     # Tax-inclusive amount, the rate applied (0 when exempt) and the VAT in it.
     amount = sa.Column(Money(), nullable=False)

@@ -268,6 +268,10 @@ class Refund(CompanyOwned, db.Model):
     approved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     requested_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
     decided_at = sa.Column(sa.DateTime(timezone=True))
+    # Start of the latest send to the online channel. Once `send_accepted` is set it is the
+    # send the channel accepted, which dates the refund in the channel's bill.
+    sent_at = sa.Column(sa.DateTime(timezone=True))
+    send_accepted = sa.Column(sa.Boolean, nullable=False, default=False)
     completed_at = sa.Column(sa.DateTime(timezone=True))
 
     payment = db.relationship("Payment")

@@ -92,13 +92,15 @@ def our_lines(company_id, channel, merchant_id, day):
 
 
 def refund_sent_at():
-    """Return the SQL expression of when a refund was sent to its channel: on approval, or on request without one.
+    """Return the SQL expression of when the channel accepted a refund's send.
 
     WeChat Pay and Alipay date a refund in their bills by when they accepted the request,
-    not by when its confirmation completed it here, which can be after midnight.
-    TODO: a refund sent again later (after a transport failure) is dated by its first send.
+    not by when its confirmation completed it here, which can be after midnight. A refund
+    sent again after a transport failure is dated by the send that was accepted. A refund
+    with no stored send time (one whose send crashed before its commit) falls back to its
+    approval, or to its request without one.
     """
-    return sa.func.coalesce(Refund.decided_at, Refund.requested_at)
+    return sa.func.coalesce(Refund.sent_at, Refund.decided_at, Refund.requested_at)
 
 
 def _refund_txn_id(channel, refund, payment_txn):

@@ -172,14 +172,16 @@ def submit_refund(refund_id):
         return refund
     if refund.channel == "counter":
         return _pay_at_counter(refund_id)
+    sent_at = utcnow()
     try:
         adapter, request = _channel_request(refund)
         result = adapter.refund(request)
     except _NoOnlineOrder as error:
         return _fail(refund_id, str(error))
     except ChannelError as error:
-        return _note_channel_error(refund_id, "提交退款渠道失败，可稍后重试", error)
-    refund = _apply_channel_result(refund_id, result)
+        # The channel may still have accepted this send, so it dates the refund until a later send does.
+        return _note_channel_error(refund_id, "提交退款渠道失败，可稍后重试", error, sent_at=sent_at)
+    refund = _apply_channel_result(refund_id, result, sent_at=sent_at)
     logger.info("Refund %s sent to %s: %s", refund_id, refund.channel, refund.status)
     return refund
 
@@ -188,7 +190,8 @@ def check_refund(refund_id):
     """Ask the channel for a refund still `processing` and complete it, fail it or send it again.
 
     A refund the channel never received (lost on the way) is submitted again under the same
-    out_refund_no; one the channel still processes stays as it is.
+    out_refund_no; one the channel still processes stays as it is. A refund the query finds
+    was accepted on the latest send, whose reply was lost, so that send dates it.
     """
     refund = db.session.get(Refund, refund_id)
     if refund is None or refund.status != "processing" or refund.channel not in ONLINE_REFUND_CHANNELS:
@@ -203,7 +206,7 @@ def check_refund(refund_id):
     logger.info("Refund %s queried at %s: %s %s", refund_id, refund.channel, result.status, result.message)
     if result.status == "not_found":
         return submit_refund(refund_id)
-    return _apply_channel_result(refund_id, result)
+    return _apply_channel_result(refund_id, result, accepted=True)
 
 
 def stuck_refund_ids(older_than_seconds):
@@ -240,18 +243,27 @@ def _channel_request(refund):
     return adapter, request
 
 
-def _note_channel_error(refund_id, action, error):
+def _note_channel_error(refund_id, action, error, sent_at=None):
     refund = db.session.get(Refund, refund_id)
     logger.error("Refund %s at %s: %s: %s", refund_id, refund.channel, action, error)
     refund = lock_row(Refund, refund_id)
     refund.failure_reason = f"{action}：{error}"[:REASON_MAX]
+    if sent_at is not None and not refund.send_accepted:
+        refund.sent_at = sent_at
     db.session.commit()
     return refund
 
 
-def _apply_channel_result(refund_id, result):
-    """Complete or fail a refund still `processing` by the channel's answer; "processing" changes nothing. Commits."""
+def _apply_channel_result(refund_id, result, sent_at=None, accepted=False):
+    """Complete or fail a refund still `processing` by the channel's reply; "processing" changes nothing. Commits.
+
+    A reply to a send (`sent_at`) or to a query that found the refund (`accepted`) shows
+    that the channel accepted it, which fixes the send time that dates the refund.
+    """
     refund = lock_row(Refund, refund_id)
+    if not refund.send_accepted and (sent_at is not None or accepted):
+        refund.sent_at = sent_at or refund.sent_at
+        refund.send_accepted = True
     if refund.status == "processing":
         refund.channel_refund_id = result.channel_refund_id or refund.channel_refund_id
         if result.status == "succeeded":

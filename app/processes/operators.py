@@ -140,15 +140,7 @@ def post_waiver(context, account_id, amount, target=None, season=None):
         )
     outputs = _post(context, account, season, "waiver", -amount, "减免入账", f"减免审批通过（流程 {context.instance.id}）")
     # A waiver on a season already paid and invoiced leaves more invoiced than owed: reverse the excess.
-    reds = reverse_invoiced_excess(
-        account, season, outputs["receivable_after"], "process_instance", context.instance.id,
-        reason=f"销售折让：减免审批通过（流程 {context.instance.id}）",
-    )
-    if reds:
-        record_event(
-            context.instance, "red_invoice", user=context.user, task_name="减免入账",
-            data={"invoices": [{"order_no": red.order_no, "amount": format_money(red.amount)} for red in reds]},
-        )
+    _reverse_excess(context, account, season, outputs["receivable_after"], "charge")
     return outputs
 
 
@@ -193,7 +185,22 @@ def _post_late_fee_waiver(context, account, amount, season):
         },
     )
     logger.info("Process instance %s waived late fee %s on account %s for season %s", context.instance.id, amount, account.id, season.name)
+    # A waiver of late fees already paid and invoiced leaves more invoiced than owed: reverse the excess.
+    _reverse_excess(context, account, season, after, "late_fee")
     return {"season": season.name, "posted_amount": -amount, "receivable_after": after}
+
+
+def _reverse_excess(context, account, season, owed_after, item):
+    """Issue red invoices for what the season's `item` is invoiced beyond `owed_after`, and record them on the request."""
+    reds = reverse_invoiced_excess(
+        account, season, owed_after, "process_instance", context.instance.id,
+        reason=f"销售折让：减免审批通过（流程 {context.instance.id}）", item=item,
+    )
+    if reds:
+        record_event(
+            context.instance, "red_invoice", user=context.user, task_name="减免入账",
+            data={"invoices": [{"order_no": red.order_no, "amount": format_money(red.amount)} for red in reds]},
+        )
 
 
 # -- 强停 forced shutoff

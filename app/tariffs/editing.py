@@ -74,10 +74,21 @@ def parse_tariff_form(form):
         late_fee_starts_after = date.fromisoformat(late_start) if late_start else None
     except ValueError:
         raise TariffEditError(_("滞纳金起算日「%(value)s」不是有效日期，格式如 2025-12-31。", value=late_start)) from None
+    late_stop = (form.get("late_fee_stops_after") or "").strip()
+    try:
+        late_fee_stops_after = date.fromisoformat(late_stop) if late_stop else None
+    except ValueError:
+        raise TariffEditError(_("滞纳金截止日「%(value)s」不是有效日期，格式如 2027-06-30；不设截止则留空。", value=late_stop)) from None
+    if late_fee_stops_after is not None and (late_fee_starts_after is None or late_fee_stops_after <= late_fee_starts_after):
+        raise TariffEditError(_(
+            "滞纳金截止日 %(stop)s 须晚于滞纳金起算日（%(start)s）；请改正截止日，或留空表示欠费缴清前一直计收。",
+            stop=late_fee_stops_after, start=late_fee_starts_after or _("未填写"),
+        ))
     values = {
         "suspension_ratio": suspension_ratio,
         "late_fee_rate_per_day": _decimal(form, "late_fee_rate_per_day", N_("滞纳金日费率"), required=False),
         "late_fee_starts_after": late_fee_starts_after,
+        "late_fee_stops_after": late_fee_stops_after,
         "metered_base_per_m2": _decimal(form, "metered_base_per_m2", N_("两部制基本热价"), required=False),
         "metered_per_gj": _decimal(form, "metered_per_gj", N_("计量热价"), required=False),
     }
@@ -146,7 +157,10 @@ def save_tariff(tariff, form, user_id):
         target.status = new_status
 
     values = parse_tariff_form(form)
-    for name in ("suspension_ratio", "late_fee_rate_per_day", "late_fee_starts_after", "metered_base_per_m2", "metered_per_gj"):
+    for name in (
+        "suspension_ratio", "late_fee_rate_per_day", "late_fee_starts_after", "late_fee_stops_after", "metered_base_per_m2",
+        "metered_per_gj",
+    ):
         setattr(target, name, values[name])
     prices = values["prices"]
     rules = values["rules"]

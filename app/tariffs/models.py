@@ -39,6 +39,9 @@ class Tariff(CompanyOwned, db.Model):
     # Late fee: a daily rate on the unpaid area-based fee, from the day after `late_fee_starts_after`.
     late_fee_starts_after = sa.Column(sa.Date)
     late_fee_rate_per_day = sa.Column(Rate())
+    # Last day a late fee accrues. NULL: it accrues until the fee is paid, after the season
+    # ends too, so prior seasons' arrears keep accruing under their own season's rule.
+    late_fee_stops_after = sa.Column(sa.Date)
     # Metered two-part tariff: base per m² of charge area plus a price per GJ.
     metered_base_per_m2 = sa.Column(Rate())
     metered_per_gj = sa.Column(Rate())

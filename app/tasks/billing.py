@@ -6,13 +6,11 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from app.billing.invariants import find_invariant_breaks, record_findings
-from app.billing.late_fees import LATE_FEE_PAGE_SIZE, post_late_fees
+from app.billing.late_fees import LATE_FEE_PAGE_SIZE, late_fee_seasons, post_late_fees
 from app.billing.models import LedgerEntry
-from app.billing.proration import season_tariffs
 from app.clock import LOCAL_TIME
 from app.extensions import celery, db
 from app.org.models import Company
-from app.processes.registry import current_season
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -49,41 +47,29 @@ def _operating_companies():
         ).all()
 
 
-def _late_fee_season(company_id, on_date):
-    """Return the company's season on `on_date` if one of its tariff versions charges late fees before that day, else None."""
-    season = current_season(company_id, today=on_date)
-    if season is None:
-        return None
-    starts = [
-        tariff.late_fee_starts_after for tariff in season_tariffs(season)
-        if tariff.late_fee_rate_per_day and tariff.late_fee_starts_after is not None
-    ]
-    return season if starts and min(starts) < on_date else None
-
-
 @celery.task(name="billing.post_late_fees_all")
 def post_late_fees_all_task(on_date=None, page_size=LATE_FEE_PAGE_SIZE):
     """Post late fees as of `on_date` (ISO date; yesterday, local time, when None) for every company.
 
-    Each company's current season is posted when its tariff charges late fees by then. A
-    company that fails is logged and skipped, and re-running the day posts nothing twice.
-    Returns {company code: accounts processed}.
+    Every season whose tariff charges late fees by then is posted on its own, prior seasons
+    included. A season that fails is logged and skipped, and re-running the day posts
+    nothing twice. Returns {company code: accounts processed, summed over its seasons}.
     """
     day = date.fromisoformat(on_date) if on_date else _yesterday()
     processed = {}
     for company_id, code in _operating_companies():
         with scoped(company_scope(company_id, label=f"task:billing.post_late_fees_all:{code}")):
-            season = _late_fee_season(company_id, day)
-            if season is None:
-                continue
-            try:
-                processed[code] = post_late_fees(company_id, season.id, day, page_size=page_size)
-            except sa.exc.OperationalError:
-                # Posting is keyed per account and day, so the retried task skips what was posted.
-                raise
-            except Exception:
-                db.session.rollback()
-                logger.exception("Nightly late fees of company %s season %s as of %s failed", code, season.name, day)
+            for season in late_fee_seasons(company_id, day):
+                try:
+                    count = post_late_fees(company_id, season.id, day, page_size=page_size)
+                except sa.exc.OperationalError:
+                    # Posting is keyed per account, season and day, so the retried task skips what was posted.
+                    raise
+                except Exception:
+                    db.session.rollback()
+                    logger.exception("Nightly late fees of company %s season %s as of %s failed", code, season.name, day)
+                    continue
+                processed[code] = processed.get(code, 0) + count
     logger.info("Nightly late fees as of %s: %s", day, processed)
     return processed
 

@@ -74,6 +74,10 @@ def test_waivers_are_counted_and_the_outlier_flagged(hq_ledger, login):
     assert _row(data, "QD")["outlier"] is True
     assert _row(data, "TJ")["outlier"] is False
     assert "3.5" in data["rule"]
+    # No late fee was posted or waived, so the late-fee rate has no base.
+    assert _row(data, "QD")["late_fee_waiver_amount"] == "0.00"
+    assert _row(data, "QD")["late_fee_waiver_count"] == 0
+    assert _row(data, "QD")["late_fee_waiver_rate"] is None
 
 
 def test_robust_z_score_uses_the_median_absolute_deviation():

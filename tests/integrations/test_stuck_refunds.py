@@ -1,17 +1,24 @@
 """Refunds whose confirmation never arrives are queried from the channel by the beat sweep and settled."""
 
 import time
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from alipay_helpers import TJ_APP_ID
+import app.payments.refunds as refunds
+from app.billing.invariants import find_invariant_breaks
 from app.billing.models import LedgerEntry
+from app.clock import LOCAL_TIME, local_time
+from app.integrations.statement import StatementLine
 from app.extensions import celery, db
 from app.org.models import User
 from app.payments.models import Payment, Refund
-from app.payments.refunds import refundable_amount, request_refund
+from app.tariffs.models import Season
+from app.payments.reconciliation import reconcile
+from app.payments.refunds import check_refund, refundable_amount, request_refund
 from app.tasks.payments import query_stuck_refunds_task
 from wechatpay_helpers import SUB_MCHIDS, accounts_of, paid_online_order, wait_for
 
@@ -89,23 +96,90 @@ def test_wechat_unsent_refund_sent_again(wechat, app, monkeypatch):
     assert _posted(refund.id) == D("12.00")
 
 
-def test_alipay_lost_reply_completed(alipay_world):
+DAY = date(2025, 12, 3)
+
+
+def _assert_no_breaks(company_id):
+    season = db.session.scalar(sa.select(Season).filter_by(company_id=company_id, name="2025-2026"))
+    assert find_invariant_breaks(company_id, season.id) == []
+
+
+def _local(day, hour, minute):
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=LOCAL_TIME).astimezone(timezone.utc)
+
+
+def test_resent_refund_dated_by_accepted_send(wechat, app, monkeypatch):
+    # Requested and first sent at 23:58 on DAY, when the channel cannot be reached. The
+    # sweep's query at 00:03 the next day finds no refund and sends it again, which the
+    # channel accepts, so its bill lists the refund on the next day.
+    simulator = wechat["simulator"]
+    company = wechat["demo"]["TJ"]
+    next_day = DAY + timedelta(days=1)
+    payment = _payment_of(accounts_of(company, 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
+    first_send, second_send = _local(DAY, 23, 58), _local(next_day, 0, 3)
+    clock = [first_send]
+    monkeypatch.setattr(refunds, "utcnow", lambda: clock[0])
+    monkeypatch.setitem(app.config, "WECHATPAY_API_BASE", "http://127.0.0.1:9")
+    simulator.refund_notifications = False
+
+    refund = request_refund(payment.id, "12.00", "面积核减", _cashier())
+    db.session.execute(sa.update(Refund).where(Refund.id == refund.id).values(requested_at=first_send))
+    db.session.commit()
+    unsent = _refund(refund.id)
+    assert unsent.status == "processing"
+    assert local_time(unsent.sent_at) == first_send
+    assert unsent.send_accepted is False
+
+    monkeypatch.setitem(app.config, "WECHATPAY_API_BASE", simulator.base_url)
+    clock[0] = second_send
+    check_refund(refund.id)
+    # Without notifications the simulator answers the send with PROCESSING, and the next query completes it.
+    if _refund(refund.id).status == "processing":
+        check_refund(refund.id)
+    sent = _refund(refund.id)
+    assert sent.status == "succeeded"
+    assert local_time(sent.sent_at) == second_send
+    assert sent.send_accepted is True
+    assert _posted(refund.id) == D("12.00")
+    _assert_no_breaks(company.id)
+
+    merchant = SUB_MCHIDS["TJ"]
+    refund_line = StatementLine("wechatpay", merchant, sent.channel_refund_id, None, "refund", D("12.00"), second_send)
+    on_next_day = reconcile(company.id, "wechatpay", merchant, next_day, [refund_line])
+    assert on_next_day.matched == 1
+    assert on_next_day.differences == 0
+    assert on_next_day.our_total == D("-12.00")
+    on_first_day = reconcile(company.id, "wechatpay", merchant, DAY, [])
+    assert on_first_day.differences == 0
+    assert on_first_day.our_total == D("0.00")
+
+
+def test_alipay_lost_reply_completed(alipay_world, monkeypatch):
     simulator = alipay_world["simulator"]
     payment = _payment_of(accounts_of(alipay_world["demo"]["TJ"], 1)[0], "alipay", simulator, TJ_APP_ID)
     simulator.lose_refund_replies = True
     simulator.refund_notifications = False
+    first_send = _local(DAY, 23, 58)
+    clock = [first_send]
+    monkeypatch.setattr(refunds, "utcnow", lambda: clock[0])
     refund = request_refund(payment.id, "40.00", "面积核减", _cashier())
     assert refund.status == "processing"
     assert "HTTP 504" in refund.failure_reason
 
+    # Alipay accepted the send whose reply was lost, so the query after midnight keeps that send's time.
     simulator.lose_refund_replies = False
-    assert query_stuck_refunds_task(older_than_seconds=0) == 1
-    assert _refund(refund.id).status == "succeeded"
+    clock[0] = _local(DAY + timedelta(days=1), 0, 3)
+    check_refund(refund.id)
+    completed = _refund(refund.id)
+    assert completed.status == "succeeded"
+    assert local_time(completed.sent_at) == first_send
+    assert completed.send_accepted is True
     assert _posted(refund.id) == D("40.00")
     order = simulator.orders[(TJ_APP_ID, payment.note.split()[-1])]
-    # Alipay refunded once; the sweep only asked.
+    # Alipay refunded once; the query only asked.
     assert order["refunds"] == {refund.out_refund_no: D("40.00")}
     assert [c["method"] for c in simulator.calls].count("alipay.trade.refund") == 1
+    _assert_no_breaks(payment.company_id)
 
 
 def test_sweeps_on_beat_schedule(app_ctx):

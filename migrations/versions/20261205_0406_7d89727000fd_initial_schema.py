@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6c54a63b585c
+Revision ID: 7d89727000fd
 Revises: 
-Create Date: 2026-12-05 02:01:57.797587
+Create Date: 2026-12-05 04:06:54.375172
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '6c54a63b585c'
+revision = '7d89727000fd'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -616,6 +616,7 @@ def upgrade():
     sa.Column('suspension_ratio', sa.BigInteger(), nullable=False),
     sa.Column('late_fee_starts_after', sa.Date(), nullable=True),
     sa.Column('late_fee_rate_per_day', sa.BigInteger(), nullable=True),
+    sa.Column('late_fee_stops_after', sa.Date(), nullable=True),
     sa.Column('metered_base_per_m2', sa.BigInteger(), nullable=True),
     sa.Column('metered_per_gj', sa.BigInteger(), nullable=True),
     sa.Column('metered_cap_residential', sa.Boolean(), nullable=False),
@@ -1257,6 +1258,8 @@ def upgrade():
     sa.Column('approved_by_id', sa.Integer(), nullable=True),
     sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('send_accepted', sa.Boolean(), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_refund_account_id_account')),
@@ -1324,6 +1327,7 @@ def upgrade():
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('label', sa.String(length=100), nullable=False),
     sa.Column('season_id', sa.Integer(), nullable=True),
+    sa.Column('item', sa.String(length=16), server_default='charge', nullable=False),
     sa.Column('user_type', sa.String(length=16), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('tax_rate', sa.BigInteger(), nullable=False),
