@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import NC_, N_
 from app.money import Money
 from app.tenancy import CompanyOwned
 
@@ -29,7 +29,8 @@ REFUND_STATUSES = {
 # Refunds in these statuses count against what is left refundable on a payment.
 REFUND_OPEN_OR_DONE = ("pending_approval", "processing", "succeeded")
 # Refund kind -> Chinese label: a refund we started, or a reversal the collecting bank sent.
-REFUND_KINDS = {"refund": N_("退费"), "reversal": N_("冲正")}
+# 退费 is one refund here; the page of all refunds keeps the plain msgid ("Refunds").
+REFUND_KINDS = {"refund": NC_("refund kind", "退费"), "reversal": N_("冲正")}
 NOTIFICATION_OUTCOMES = {"accepted": N_("已入账"), "duplicate": N_("重复通知"), "held": N_("待核对"), "ignored": N_("未处理事件"), "rejected": N_("已拒绝")}
 
 
