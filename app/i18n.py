@@ -188,7 +188,7 @@ def valid_locale(value):
 def select_locale():
     """Return the language of this request: the user's saved choice, the cookie, or zh_CN.
 
-    Outside a request (Celery tasks, CLI commands) messages are Chinese.
+    Outside a request (Celery tasks) messages are Chinese; CLI commands force English (app.cli).
     """
     if not has_request_context():
         return DEFAULT_LOCALE

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, gettext
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
@@ -395,5 +395,5 @@ def find_company(code):
     """Return the company with `code`, or raise LookupError naming it."""
     company = db.session.scalar(sa.select(Company).filter_by(code=code))
     if company is None:
-        raise LookupError(f"未找到公司 {code}；请检查公司代码（如 TJ），或先运行 flask heat demo。")
+        raise LookupError(gettext("未找到公司 %(code)s；请检查公司代码（如 TJ），或先运行 flask heat demo。", code=code))
     return company
