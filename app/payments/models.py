@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import NC_, N_
+from app.i18n import NC_, N_, stored_message
 from app.money import Money
 from app.tenancy import CompanyOwned
 
@@ -264,6 +264,8 @@ class Refund(CompanyOwned, db.Model):
     # Number of times the refund receipt PDF was produced. Every print after the first is marked 补打.
     receipt_prints = sa.Column(sa.Integer, nullable=False, default=0)
     failure_reason = sa.Column(sa.String(255), nullable=False, default="")
+    # failure_reason as Message.as_data() (app.i18n) when it was stored with its msgid; pages translate it.
+    failure_message = sa.Column(sa.JSON)
     request_token = sa.Column(sa.String(64))
     requested_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     approved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
@@ -282,6 +284,11 @@ class Refund(CompanyOwned, db.Model):
     @property
     def kind_label(self):
         return REFUND_KINDS.get(self.kind, self.kind)
+
+    @property
+    def shown_failure_reason(self):
+        """The failure reason in the reader's language when it was stored with its msgid, else as stored."""
+        return stored_message(self.failure_message, self.failure_reason)
 # Difference between our books and a channel statement -> Chinese label.
 RECONCILIATION_DIFFERENCES = {
     "missing_ours": N_("我方无记录（长款）"),

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6c54a63b585c
+Revision ID: f00ce8fa1c09
 Revises: 
-Create Date: 2026-12-05 02:01:57.797587
+Create Date: 2026-12-05 04:25:48.832498
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '6c54a63b585c'
+revision = 'f00ce8fa1c09'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1094,6 +1094,7 @@ def upgrade():
     sa.Column('pdf_url', sa.String(length=500), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.String(length=500), nullable=False),
+    sa.Column('last_error_message', sa.JSON(), nullable=True),
     sa.Column('reason', sa.String(length=255), nullable=False),
     sa.Column('cause_type', sa.String(length=32), nullable=True),
     sa.Column('cause_id', sa.Integer(), nullable=True),
@@ -1252,6 +1253,7 @@ def upgrade():
     sa.Column('receipt_no', sa.String(length=32), nullable=True),
     sa.Column('receipt_prints', sa.Integer(), nullable=False),
     sa.Column('failure_reason', sa.String(length=255), nullable=False),
+    sa.Column('failure_message', sa.JSON(), nullable=True),
     sa.Column('request_token', sa.String(length=64), nullable=True),
     sa.Column('requested_by_id', sa.Integer(), nullable=True),
     sa.Column('approved_by_id', sa.Integer(), nullable=True),
