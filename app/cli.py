@@ -2,6 +2,11 @@
 
 Commands run under the system scope. A command given `--company` runs its work under that
 company's scope, so the tenant filter and row-level security limit it to that company.
+
+Commands print English (CLI_LOCALE), whatever the users' interface language: messages that
+come from shared code, such as import errors and model-check findings, are translated to
+English too, so one line never mixes two languages. Texts a command stores (the ledger
+import history) stay Chinese, with the msgid where pages translate them.
 """
 
 import json
@@ -11,7 +16,8 @@ from pathlib import Path
 
 import click
 import sqlalchemy as sa
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
+from flask_babel import force_locale
 
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.demo import install_demo
@@ -21,7 +27,17 @@ from app.onboarding.spec import SpecError, load_spec_toml
 from app.tariffs.services import TariffError
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
-heat = AppGroup("heat", help="Heatflow operator commands.")
+# Output language of every command.
+CLI_LOCALE = "en"
+
+
+@with_appcontext
+def _use_cli_language():
+    """Translate messages into CLI_LOCALE until the command ends (the group's context closes after it)."""
+    click.get_current_context().with_resource(force_locale(CLI_LOCALE))
+
+
+heat = AppGroup("heat", help="Heatflow operator commands. Output is in English.", callback=_use_cli_language)
 
 
 @heat.command("demo")
@@ -192,17 +208,17 @@ def bpmn_check_command(path):
         sys.exit(1)
     report = check_bpmn(path.read_bytes())
     if report.file_error:
-        click.echo(f"{path.name}：不能导入：{report.file_error}", err=True)
+        click.echo(f"{path.name}: cannot be imported: {report.file_error}", err=True)
         sys.exit(1)
     if report.findings:
-        click.echo(f"{path.name}：不能导入，{len(report.findings)} 个元素不受支持：", err=True)
+        click.echo(f"{path.name}: cannot be imported, {len(report.findings)} elements are not supported:", err=True)
         for finding in report.findings:
             click.echo(f"  {finding.line()}", err=True)
         sys.exit(1)
     if report.executable_processes:
-        click.echo(f"{path.name}：可以导入；可执行流程：{'、'.join(report.executable_processes)}。")
+        click.echo(f"{path.name}: can be imported; executable processes: {', '.join(report.executable_processes)}.")
     else:
-        click.echo(f"{path.name}：只能作为文档导入，文件中没有可执行流程。")
+        click.echo(f"{path.name}: can be imported as documentation only; the file has no executable process.")
 
 
 @heat.command("calendar-import")

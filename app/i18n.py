@@ -65,6 +65,96 @@ def translate_label(text):
     return gettext(text)
 
 
+class Message:
+    """A user-facing text kept as its catalog msgid and values, translated each time it is shown.
+
+    Raise errors with `M_(...)` where a Celery task may store the text, for example in an
+    instance history or an import result. `str()` gives the text in the language active at
+    that moment. `as_data()` gives the JSON form, which `stored_message` translates later in
+    the reader's language. Values may be Messages or labels marked with N_/NC_,
+    which are translated with the text, and lists, which are joined with `join_items`.
+    """
+
+    def __init__(self, msgid, **params):
+        self.msgid = str(msgid)
+        self.context = getattr(msgid, "context", None)
+        self.params = params
+
+    def __str__(self):
+        values = {name: _shown_value(value) for name, value in self.params.items()}
+        text = pgettext(self.context, self.msgid) if self.context else gettext(self.msgid)
+        return text % values if values else text
+
+    def __repr__(self):
+        return f"Message({self.msgid!r}, **{self.params!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, Message) and (self.msgid, self.context, self.params) == (other.msgid, other.context, other.params)
+
+    def __hash__(self):
+        return hash((self.msgid, self.context))
+
+    def as_data(self):
+        """Return the JSON form: {"msgid", "params"} plus "context" when set; values become text or nested dicts."""
+        data = {"msgid": self.msgid, "params": {name: _stored_value(value) for name, value in self.params.items()}}
+        if self.context:
+            data["context"] = self.context
+        return data
+
+    @classmethod
+    def from_data(cls, data):
+        """Rebuild a Message from `as_data()` output."""
+        msgid = data["msgid"]
+        if data.get("context"):
+            msgid = NC_(data["context"], msgid)
+        params = {name: cls.from_data(value) if _is_message_data(value) else value for name, value in (data.get("params") or {}).items()}
+        return cls(msgid, **params)
+
+
+def M_(msgid, **params):
+    """Return a Message: `msgid` (a literal, extracted like `_`) with `params`, translated when shown."""
+    return Message(msgid, **params)
+
+
+def _is_message_data(value):
+    return isinstance(value, dict) and "msgid" in value
+
+
+def _shown_value(value):
+    if isinstance(value, (list, tuple)):
+        return join_items(_shown_value(item) for item in value)
+    if isinstance(value, Message):
+        return str(value)
+    if isinstance(value, ContextLabel):
+        return translate_label(value)
+    return value
+
+
+def _stored_value(value):
+    if isinstance(value, (list, tuple)):
+        return [_stored_value(item) for item in value]
+    if isinstance(value, Message):
+        return value.as_data()
+    if isinstance(value, ContextLabel):
+        return Message(value).as_data()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def message_of(error):
+    """Return the Message an exception was raised with, or None when it was raised with plain text."""
+    first = error.args[0] if getattr(error, "args", None) else None
+    return first if isinstance(first, Message) else None
+
+
+def stored_message(data, fallback=""):
+    """Translate a message stored with `Message.as_data()`; without one, return `fallback` (text stored in its own language)."""
+    if not _is_message_data(data):
+        return fallback
+    return str(Message.from_data(data))
+
+
 def join_items(items):
     """Join labels into one list for a message, with 、 in Chinese and a comma in English."""
     return gettext("、").join(str(item) for item in items)
@@ -98,7 +188,7 @@ def valid_locale(value):
 def select_locale():
     """Return the language of this request: the user's saved choice, the cookie, or zh_CN.
 
-    Outside a request (Celery tasks, CLI commands) messages are Chinese.
+    Outside a request (Celery tasks) messages are Chinese; CLI commands force English (app.cli).
     """
     if not has_request_context():
         return DEFAULT_LOCALE

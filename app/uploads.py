@@ -14,10 +14,9 @@ from xml.etree.ElementTree import ParseError
 
 import openpyxl
 from flask import current_app, has_app_context
-from flask_babel import gettext as _
 from openpyxl.utils.exceptions import InvalidFileException
 
-from app.i18n import N_
+from app.i18n import M_, N_, Message
 
 # Defaults of the config keys of the same names; see config/__init__.py.
 LIMIT_DEFAULTS = {
@@ -53,16 +52,16 @@ def _mb(size):
 def check_xlsx_archive(content, error_class):
     """Raise `error_class` with a message naming the problem and the fix if `content` is no safe .xlsx."""
     if content.startswith(OLE_SIGNATURE):
-        raise error_class(_("文件是旧版 .xls 工作簿或设置了打开密码的文件，无法读取；%(fix)s，且不要设置密码。", fix=_(RESAVE)))
+        raise error_class(M_("文件是旧版 .xls 工作簿或设置了打开密码的文件，无法读取；%(fix)s，且不要设置密码。", fix=Message(RESAVE)))
     if not zipfile.is_zipfile(io.BytesIO(content)):
-        raise error_class(_("文件不是 Excel .xlsx 工作簿（不是 zip 格式，或文件不完整）；%(fix)s。", fix=_(RESAVE)))
+        raise error_class(M_("文件不是 Excel .xlsx 工作簿（不是 zip 格式，或文件不完整）；%(fix)s。", fix=Message(RESAVE)))
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             members = archive.infolist()
             _check_sizes(members, error_class)
             _check_parts(archive, members, error_class)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as error:
-        raise error_class(_("无法读取该工作簿（%(error)s）；文件可能不完整，%(fix)s。", error=error, fix=_(RESAVE))) from error
+        raise error_class(M_("无法读取该工作簿（%(error)s）；文件可能不完整，%(fix)s。", error=error, fix=Message(RESAVE))) from error
 
 
 def _check_sizes(members, error_class):
@@ -70,19 +69,19 @@ def _check_sizes(members, error_class):
     for member in members:
         ratio = member.file_size / max(member.compress_size, 1)
         if member.file_size > RATIO_CHECK_MIN_BYTES and ratio > max_ratio:
-            raise error_class(_(
+            raise error_class(M_(
                 "工作簿中的 %(part)s 压缩比异常（%(ratio)s 倍，正常表格不超过 %(max_ratio)s 倍），疑似压缩炸弹；%(fix)s。",
-                part=member.filename, ratio=format(ratio, ".0f"), max_ratio=max_ratio, fix=_(RESAVE),
+                part=member.filename, ratio=format(ratio, ".0f"), max_ratio=max_ratio, fix=Message(RESAVE),
             ))
         if member.filename == SHARED_STRINGS_PART and member.file_size > upload_limit("XLSX_MAX_SHARED_STRINGS_BYTES"):
-            raise error_class(_(
+            raise error_class(M_(
                 "工作簿的共享文本部分为 %(size)s，超过上限 %(limit)s；请拆分成多个文件后分别导入。",
                 size=_mb(member.file_size), limit=_mb(upload_limit("XLSX_MAX_SHARED_STRINGS_BYTES")),
             ))
     max_total = upload_limit("XLSX_MAX_EXPANDED_BYTES")
     total = sum(member.file_size for member in members)
     if total > max_total:
-        raise error_class(_("工作簿解压后为 %(size)s，超过上限 %(limit)s；请拆分成多个文件后分别导入。", size=_mb(total), limit=_mb(max_total)))
+        raise error_class(M_("工作簿解压后为 %(size)s，超过上限 %(limit)s；请拆分成多个文件后分别导入。", size=_mb(total), limit=_mb(max_total)))
 
 
 def _check_parts(archive, members, error_class):
@@ -90,21 +89,21 @@ def _check_parts(archive, members, error_class):
         name = member.filename.lower()
         if name.endswith("vbaproject.bin"):
             raise error_class(
-                _("工作簿含有宏（VBA），系统不接受带宏的文件；请在 Excel 中另存为“Excel 工作簿 (*.xlsx)”后重新上传。")
+                M_("工作簿含有宏（VBA），系统不接受带宏的文件；请在 Excel 中另存为“Excel 工作簿 (*.xlsx)”后重新上传。")
             )
         if name.endswith((".xml", ".rels")):
             with archive.open(member) as part:
                 start = part.read(HEAD_SCAN_BYTES)
             if b"<!DOCTYPE" in start or b"<!ENTITY" in start:
-                raise error_class(_(
+                raise error_class(M_(
                     "工作簿中的 %(part)s 含有 DTD 或实体声明，Excel 不会生成这种内容，已拒绝；%(fix)s。",
-                    part=member.filename, fix=_(RESAVE),
+                    part=member.filename, fix=Message(RESAVE),
                 ))
             if name.startswith("xl/worksheets/") and member.file_size > UNSIZED_SHEET_MAX_BYTES and b"<dimension" not in start:
-                raise error_class(_(
+                raise error_class(M_(
                     "工作簿中的 %(part)s 没有记录数据范围（dimension），而内容有 %(size)s，读取它需要过多内存；"
                     "%(fix)s（Excel 保存时会记录数据范围）。",
-                    part=member.filename, size=_mb(member.file_size), fix=_(RESAVE),
+                    part=member.filename, size=_mb(member.file_size), fix=Message(RESAVE),
                 ))
 
 
@@ -114,7 +113,7 @@ def open_xlsx(content, error_class):
     try:
         return openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except (InvalidFileException, KeyError, zipfile.BadZipFile, OSError, ValueError, TypeError, ParseError) as error:
-        raise error_class(_("无法读取该工作簿（%(error)s）；%(fix)s。", error=error, fix=_(RESAVE))) from error
+        raise error_class(M_("无法读取该工作簿（%(error)s）；%(fix)s。", error=error, fix=Message(RESAVE))) from error
 
 
 def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
@@ -127,7 +126,7 @@ def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
     here too. Rows are not padded, so callers must allow short rows.
     """
     limit = max_rows + header_rows
-    too_many = _("工作表「%(sheet)s」超过 %(max_rows)s 行数据；请拆分成多个文件后分别导入。", sheet=sheet.title, max_rows=max_rows)
+    too_many = M_("工作表「%(sheet)s」超过 %(max_rows)s 行数据；请拆分成多个文件后分别导入。", sheet=sheet.title, max_rows=max_rows)
     try:
         recorded = sheet.max_row
     except (ValueError, TypeError):
@@ -146,7 +145,7 @@ def iter_sheet_rows(sheet, max_rows, error_class, header_rows=0):
         if isinstance(error, error_class):
             raise
         raise error_class(
-            _("工作表「%(sheet)s」的内容无法读取（%(error)s）；%(fix)s。", sheet=sheet.title, error=error, fix=_(RESAVE))
+            M_("工作表「%(sheet)s」的内容无法读取（%(error)s）；%(fix)s。", sheet=sheet.title, error=error, fix=Message(RESAVE))
         ) from error
 
 

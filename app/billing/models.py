@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import NC_, N_
 from app.money import Area, Money, Rate, ScaledDecimal
 from app.tenancy import CompanyOwned
 
@@ -32,7 +32,7 @@ ENTRY_KINDS = {
     # offset against later receivables automatically.
     "credit": N_("多缴款"),
     # A payment paid back (positive, undoing part of a payment line); linked to its Refund.
-    "refund": N_("退费"),
+    "refund": NC_("refund kind", "退费"),
     # A payment the collecting bank cancelled the same day (positive, undoing the payment line).
     "reversal": N_("冲正"),
     # Outstanding receivable taken off the books as uncollectable (核销); negative, with a reason.

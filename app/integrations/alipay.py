@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from app.i18n import M_, N_, Message
 from app.integrations import channel
 
 SIGN_TYPE = "RSA2"
@@ -50,7 +51,7 @@ MIN_TOTAL_AMOUNT = channel.yuan("0.01")
 # trade_status of a notification or query, mapped to channel-neutral order states.
 TRADE_STATES = {"WAIT_BUYER_PAY": "pending", "TRADE_SUCCESS": "paid", "TRADE_FINISHED": "paid", "TRADE_CLOSED": "closed"}
 NOTIFICATION_REQUIRED = ("notify_id", "notify_time", "app_id", "trade_no", "out_trade_no", "trade_status", "sign", "sign_type")
-BILL_SOURCE = "支付宝业务明细"
+BILL_SOURCE = N_("支付宝业务明细")
 BILL_DETAIL_MARKER = "业务明细列表"
 BILL_END_MARKER = "业务明细列表结束"
 BILL_REQUIRED_COLUMNS = ("支付宝交易号", "商户订单号", "业务类型", "完成时间", "订单金额（元）")
@@ -317,16 +318,16 @@ def _bill_csv_text(data):
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 details = [info for info in archive.infolist() if info.filename.endswith(".csv") and "汇总" not in _zip_name(info)]
                 if not details:
-                    raise channel.StatementError(f"{BILL_SOURCE}压缩包中没有明细 CSV 文件；请重新下载账单。")
+                    raise channel.StatementError(M_("%(source)s压缩包中没有明细 CSV 文件；请重新下载账单。", source=Message(BILL_SOURCE)))
                 data = archive.read(details[0])
         except zipfile.BadZipFile:
-            raise channel.StatementError(f"{BILL_SOURCE}不是有效的 zip 文件；请重新下载账单。") from None
+            raise channel.StatementError(M_("%(source)s不是有效的 zip 文件；请重新下载账单。", source=Message(BILL_SOURCE))) from None
     for encoding in ("gbk", "utf-8-sig"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise channel.StatementError(f"{BILL_SOURCE}既不是 GBK 也不是 UTF-8 编码；请下载支付宝原始账单。")
+    raise channel.StatementError(M_("%(source)s既不是 GBK 也不是 UTF-8 编码；请下载支付宝原始账单。", source=Message(BILL_SOURCE)))
 
 
 def parse_trade_bill(data, merchant_id):
@@ -344,11 +345,11 @@ def parse_trade_bill(data, merchant_id):
             header_at = index + 1
             break
     if header_at is None or header_at >= len(lines_in):
-        raise channel.StatementError(f"{BILL_SOURCE}没有「#…业务明细列表…」开始行；请下载 trade 类型的日账单。")
+        raise channel.StatementError(M_("%(source)s没有「#…%(marker)s…」开始行；请下载 trade 类型的日账单。", source=Message(BILL_SOURCE), marker=BILL_DETAIL_MARKER))
     header = [name.strip() for name in next(csv.reader([lines_in[header_at]]))]
     missing = [name for name in BILL_REQUIRED_COLUMNS if name not in header]
     if missing:
-        raise channel.StatementError(f"{BILL_SOURCE}第 {header_at + 1} 行缺少列：{'、'.join(missing)}。")
+        raise channel.StatementError(M_("%(source)s第 %(line)s 行缺少列：%(columns)s。", source=Message(BILL_SOURCE), line=header_at + 1, columns=missing))
     result = []
     for index in range(header_at + 1, len(lines_in)):
         line, number = lines_in[index], index + 1
@@ -358,7 +359,10 @@ def parse_trade_bill(data, merchant_id):
             continue
         values = [value.strip() for value in next(csv.reader([line]))]
         if len(values) < len(header):
-            raise channel.StatementError(f"{BILL_SOURCE}第 {number} 行有 {len(values)} 列，表头有 {len(header)} 列；请重新下载账单。")
+            raise channel.StatementError(M_(
+                "%(source)s第 %(line)s 行有 %(count)s 列，表头有 %(header_count)s 列；请重新下载账单。",
+                source=Message(BILL_SOURCE), line=number, count=len(values), header_count=len(header),
+            ))
         row = dict(zip(header, values))
         result.append(_bill_line(row, number, merchant_id))
     return result
@@ -368,19 +372,19 @@ def _bill_line(row, number, merchant_id):
     try:
         amount = channel.yuan(row["订单金额（元）"])
     except (ValueError, ArithmeticError):
-        raise channel.statement_error(BILL_SOURCE, number, "订单金额（元）", row["订单金额（元）"], "不是以元为单位、最多两位小数的金额") from None
+        raise channel.statement_error(BILL_SOURCE, number, "订单金额（元）", row["订单金额（元）"], M_("不是以元为单位、最多两位小数的金额")) from None
     try:
         occurred_at = channel.parse_china_time(row["完成时间"])
     except ValueError:
-        raise channel.statement_error(BILL_SOURCE, number, "完成时间", row["完成时间"], "应为 yyyy-MM-dd HH:mm:ss") from None
+        raise channel.statement_error(BILL_SOURCE, number, "完成时间", row["完成时间"], M_("应为 yyyy-MM-dd HH:mm:ss")) from None
     kind = {"交易": "payment", "退款": "refund"}.get(row["业务类型"])
     if kind is None:
-        raise channel.statement_error(BILL_SOURCE, number, "业务类型", row["业务类型"], "应为「交易」或「退款」")
+        raise channel.statement_error(BILL_SOURCE, number, "业务类型", row["业务类型"], M_("应为「%(payment)s」或「%(refund)s」", payment="交易", refund="退款"))
     if (kind == "payment") != (amount > 0):
-        raise channel.statement_error(BILL_SOURCE, number, "订单金额（元）", row["订单金额（元）"], "交易应为正数，退款应为负数")
+        raise channel.statement_error(BILL_SOURCE, number, "订单金额（元）", row["订单金额（元）"], M_("交易应为正数，退款应为负数"))
     txn_id = row["支付宝交易号"]
     if not txn_id:
-        raise channel.statement_error(BILL_SOURCE, number, "支付宝交易号", txn_id, "交易号为空")
+        raise channel.statement_error(BILL_SOURCE, number, "支付宝交易号", txn_id, M_("交易号为空"))
     if kind == "refund":
         batch = row.get("退款批次号/请求号") or ""
         txn_id = f"{txn_id}:{batch}" if batch else txn_id

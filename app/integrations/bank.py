@@ -29,6 +29,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 
+from app.i18n import M_, N_, Message
 from app.integrations import channel
 
 SIGNATURE_HEADER = "X-Bank-Signature"
@@ -49,7 +50,7 @@ ALREADY_REVERSED = "DEF0005"
 BAD_REQUEST = "DEF0009"
 SYSTEM_ERROR = "SYS1001"
 SIGNATURE_ERROR = "SEC2001"
-STATEMENT_SOURCE = "银行对账文件"
+STATEMENT_SOURCE = N_("银行对账文件")
 STATEMENT_COLUMNS = ("交易日期", "交易流水号", "客户编号", "缴费金额", "二级渠道", "交易类型")
 STATEMENT_KINDS = {"缴费": "payment", "冲正": "reversal"}
 STATEMENT_PATH = "/statements/{company_id}/{day:%Y%m%d}"
@@ -161,27 +162,36 @@ def parse_reconciliation_file(data, bank_code, bank_company_id):
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise channel.StatementError(f"{STATEMENT_SOURCE}不是 UTF-8 编码；请让银行按约定格式重新生成。") from None
+        raise channel.StatementError(M_("%(source)s不是 UTF-8 编码；请让银行按约定格式重新生成。", source=Message(STATEMENT_SOURCE))) from None
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
-        raise channel.StatementError(f"{STATEMENT_SOURCE}是空文件；请重新下载当日对账文件。")
+        raise channel.StatementError(M_("%(source)s是空文件；请重新下载当日对账文件。", source=Message(STATEMENT_SOURCE)))
     totals = lines[0].split("|")
     try:
         expected_count, expected_total = int(totals[0]), channel.yuan(totals[1])
     except (IndexError, ValueError, ArithmeticError):
-        raise channel.statement_error(STATEMENT_SOURCE, 1, "笔数|总金额", lines[0], "应为「笔数|总金额」，如 2|150.00") from None
+        raise channel.statement_error(STATEMENT_SOURCE, 1, "笔数|总金额", lines[0], M_("应为「%(header)s」，如 2|150.00", header="笔数|总金额")) from None
     result, net = [], channel.yuan("0")
     for number, line in enumerate(lines[1:], start=2):
         values = line.split("|")
         if len(values) != len(STATEMENT_COLUMNS):
-            raise channel.StatementError(f"{STATEMENT_SOURCE}第 {number} 行有 {len(values)} 列，应为 {len(STATEMENT_COLUMNS)} 列：{'|'.join(STATEMENT_COLUMNS)}。")
+            raise channel.StatementError(M_(
+                "%(source)s第 %(line)s 行有 %(count)s 列，应为 %(expected)s 列：%(columns)s。",
+                source=Message(STATEMENT_SOURCE), line=number, count=len(values), expected=len(STATEMENT_COLUMNS), columns="|".join(STATEMENT_COLUMNS),
+            ))
         row = dict(zip(STATEMENT_COLUMNS, (value.strip() for value in values)))
         result.append(_statement_line(row, number, bank_code, bank_company_id))
         net += result[-1].amount if result[-1].kind == "payment" else -result[-1].amount
     if len(result) != expected_count:
-        raise channel.StatementError(f"{STATEMENT_SOURCE}第 1 行笔数为 {expected_count}，明细有 {len(result)} 行；文件不完整，请重新下载。")
+        raise channel.StatementError(M_(
+            "%(source)s第 1 行笔数为 %(expected)s，明细有 %(count)s 行；文件不完整，请重新下载。",
+            source=Message(STATEMENT_SOURCE), expected=expected_count, count=len(result),
+        ))
     if net != expected_total:
-        raise channel.StatementError(f"{STATEMENT_SOURCE}第 1 行总金额为 {expected_total}，明细合计 {net}；文件不完整，请重新下载。")
+        raise channel.StatementError(M_(
+            "%(source)s第 1 行总金额为 %(expected)s，明细合计 %(total)s；文件不完整，请重新下载。",
+            source=Message(STATEMENT_SOURCE), expected=expected_total, total=net,
+        ))
     return result
 
 
@@ -189,18 +199,18 @@ def _statement_line(row, number, bank_code, bank_company_id):
     try:
         trade_date = datetime.strptime(row["交易日期"], "%Y%m%d").replace(tzinfo=channel.CHINA_TIME)
     except ValueError:
-        raise channel.statement_error(STATEMENT_SOURCE, number, "交易日期", row["交易日期"], "应为 yyyyMMdd") from None
+        raise channel.statement_error(STATEMENT_SOURCE, number, "交易日期", row["交易日期"], M_("应为 yyyyMMdd")) from None
     try:
         amount = channel.yuan(row["缴费金额"])
     except (ValueError, ArithmeticError):
-        raise channel.statement_error(STATEMENT_SOURCE, number, "缴费金额", row["缴费金额"], "不是以元为单位、最多两位小数的金额") from None
+        raise channel.statement_error(STATEMENT_SOURCE, number, "缴费金额", row["缴费金额"], M_("不是以元为单位、最多两位小数的金额")) from None
     if amount <= 0:
-        raise channel.statement_error(STATEMENT_SOURCE, number, "缴费金额", row["缴费金额"], "应为正数")
+        raise channel.statement_error(STATEMENT_SOURCE, number, "缴费金额", row["缴费金额"], M_("应为正数"))
     kind = STATEMENT_KINDS.get(row["交易类型"])
     if kind is None:
-        raise channel.statement_error(STATEMENT_SOURCE, number, "交易类型", row["交易类型"], "应为「缴费」或「冲正」")
+        raise channel.statement_error(STATEMENT_SOURCE, number, "交易类型", row["交易类型"], M_("应为「%(payment)s」或「%(reversal)s」", payment="缴费", reversal="冲正"))
     if not row["交易流水号"]:
-        raise channel.statement_error(STATEMENT_SOURCE, number, "交易流水号", "", "流水号为空")
+        raise channel.statement_error(STATEMENT_SOURCE, number, "交易流水号", "", M_("流水号为空"))
     return channel.StatementLine(
         channel=f"bank:{bank_code}", merchant_id=bank_company_id,
         channel_txn_id=transaction_id(trade_date.date(), row["交易流水号"]), out_trade_no=row["客户编号"] or None,
@@ -234,7 +244,7 @@ class BankChannel(channel.PaymentChannel):
         return f"BankChannel(bank_code={self.bank_code!r})"
 
     def create_order(self, order):
-        raise channel.NotSupported("银行代收由银行发起查询和缴费，不能在本系统下单。")
+        raise channel.NotSupported(M_("银行代收由银行发起查询和缴费，不能在本系统下单。"))
 
     def verify_notification(self, headers, raw_body, now=None):
         verify_signature(headers, raw_body, self.key, now=now, window=self.replay_window)
@@ -258,13 +268,13 @@ class BankChannel(channel.PaymentChannel):
         return signed_headers(self.key, body)
 
     def query(self, merchant_id, out_trade_no, auth_token=None):
-        raise channel.NotSupported("银行代收没有订单查询接口；请以银行对账文件核对。")
+        raise channel.NotSupported(M_("银行代收没有订单查询接口；请以银行对账文件核对。"))
 
     def refund(self, request):
-        raise channel.NotSupported("银行代收只能由银行在当日冲正；过了当日请在柜台退费。")
+        raise channel.NotSupported(M_("银行代收只能由银行在当日冲正；过了当日请在柜台退费。"))
 
     def query_refund(self, request):
-        raise channel.NotSupported("银行代收没有退款接口，也就没有退款查询。")
+        raise channel.NotSupported(M_("银行代收没有退款接口，也就没有退款查询。"))
 
     def download_statement(self, merchant_id, day, auth_token=None):
         if not self.statement_url:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
+from app.i18n import M_, Message
 from app.integrations.statement import StatementLine
 
 YUAN = Decimal("0.01")
@@ -204,12 +205,22 @@ CHINA_TIME = timezone(timedelta(hours=8))
 
 
 class StatementError(ChannelError):
-    """A statement file that cannot be read; the message names the line, column and value in Chinese."""
+    """A statement file that cannot be read; the message (a Message of app.i18n) names the line, column and value.
+
+    Statements are read both for an upload page and in the daily Celery task, so the text
+    is translated when shown. Column names stay as the channel's file spells them.
+    """
 
 
 def statement_error(source, line_no, column, value, reason):
-    """Build a StatementError in the form 「微信支付对账单第 3 行，列「退款金额」，值「x」：reason」."""
-    return StatementError(f"{source}第 {line_no} 行，列「{column}」，值「{str(value)[:40]}」：{reason}")
+    """Build a StatementError in the form 「微信支付对账单第 3 行，列「退款金额」，值「x」：reason」.
+
+    `source` is a label marked with N_ and `reason` a Message.
+    """
+    return StatementError(M_(
+        "%(source)s第 %(line)s 行，列「%(column)s」，值「%(value)s」：%(reason)s",
+        source=Message(source), line=line_no, column=column, value=str(value)[:40], reason=reason,
+    ))
 
 
 def parse_china_time(text):

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.i18n import M_, N_, Message
 from app.integrations import channel
 
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
@@ -361,7 +362,7 @@ TRADE_STATES = {
     "CLOSED": "closed", "REVOKED": "closed", "PAYERROR": "closed",
 }
 REFUND_STATUSES = {"SUCCESS": "succeeded", "PROCESSING": "processing", "CLOSED": "failed", "ABNORMAL": "failed"}
-BILL_SOURCE = "微信支付对账单"
+BILL_SOURCE = N_("微信支付对账单")
 BILL_SUMMARY_HEADER = "总交易单数"
 BILL_REQUIRED_COLUMNS = ("交易时间", "商户号", "微信订单号", "商户订单号", "交易状态", "应结订单金额")
 BILL_REFUND_COLUMNS = ("微信退款单号", "商户退款单号", "退款金额")
@@ -392,11 +393,11 @@ def _bill_rows(data):
     text = data.decode("utf-8-sig")
     lines = text.splitlines()
     if not lines:
-        raise channel.StatementError(f"{BILL_SOURCE}是空文件；请重新下载当日账单。")
+        raise channel.StatementError(M_("%(source)s是空文件；请重新下载当日账单。", source=Message(BILL_SOURCE)))
     header = next(csv.reader([lines[0]]))
     missing = [name for name in BILL_REQUIRED_COLUMNS if name not in header]
     if missing:
-        raise channel.StatementError(f"{BILL_SOURCE}第 1 行缺少列：{'、'.join(missing)}；请下载 bill_type=ALL 的交易账单。")
+        raise channel.StatementError(M_("%(source)s第 1 行缺少列：%(columns)s；请下载 bill_type=ALL 的交易账单。", source=Message(BILL_SOURCE), columns=missing))
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -405,7 +406,10 @@ def _bill_rows(data):
             break
         values = [value[1:] if value.startswith("`") else value for value in next(csv.reader([line]))]
         if len(values) != len(header):
-            raise channel.StatementError(f"{BILL_SOURCE}第 {number} 行有 {len(values)} 列，表头有 {len(header)} 列；请重新下载账单。")
+            raise channel.StatementError(M_(
+                "%(source)s第 %(line)s 行有 %(count)s 列，表头有 %(header_count)s 列；请重新下载账单。",
+                source=Message(BILL_SOURCE), line=number, count=len(values), header_count=len(header),
+            ))
         rows.append((number, dict(zip(header, values))))
     return header, rows
 
@@ -414,7 +418,7 @@ def _bill_amount(number, row, column):
     try:
         return channel.yuan(row[column])
     except (ValueError, ArithmeticError):
-        raise channel.statement_error(BILL_SOURCE, number, column, row[column], "不是以元为单位、最多两位小数的金额") from None
+        raise channel.statement_error(BILL_SOURCE, number, column, row[column], M_("不是以元为单位、最多两位小数的金额")) from None
 
 
 def parse_trade_bill(data):
@@ -430,21 +434,21 @@ def parse_trade_bill(data):
         try:
             occurred_at = channel.parse_china_time(row["交易时间"])
         except ValueError:
-            raise channel.statement_error(BILL_SOURCE, number, "交易时间", row["交易时间"], "应为 yyyy-MM-dd HH:mm:ss") from None
+            raise channel.statement_error(BILL_SOURCE, number, "交易时间", row["交易时间"], M_("应为 yyyy-MM-dd HH:mm:ss")) from None
         merchant_id = row.get("特约商户号") or row["商户号"]
         state = row["交易状态"]
         if state == "REFUND":
             missing = [name for name in BILL_REFUND_COLUMNS if name not in header]
             if missing:
-                raise channel.StatementError(f"{BILL_SOURCE}第 {number} 行是退款，但表头缺少列：{'、'.join(missing)}。")
+                raise channel.StatementError(M_("%(source)s第 %(line)s 行是退款，但表头缺少列：%(columns)s。", source=Message(BILL_SOURCE), line=number, columns=missing))
             kind, txn_id, amount = "refund", row["微信退款单号"], _bill_amount(number, row, "退款金额")
         elif state in ("SUCCESS", "REVOKED"):
             # A revoked order was paid first and then cancelled; the cancellation shows as REFUND.
             kind, txn_id, amount = "payment", row["微信订单号"], _bill_amount(number, row, "应结订单金额")
         else:
-            raise channel.statement_error(BILL_SOURCE, number, "交易状态", state, "应为 SUCCESS、REFUND 或 REVOKED")
+            raise channel.statement_error(BILL_SOURCE, number, "交易状态", state, M_("应为 SUCCESS、REFUND 或 REVOKED"))
         if not txn_id:
-            raise channel.statement_error(BILL_SOURCE, number, "微信订单号", txn_id, "交易号为空")
+            raise channel.statement_error(BILL_SOURCE, number, "微信订单号", txn_id, M_("交易号为空"))
         lines.append(
             channel.StatementLine(
                 channel="wechatpay", merchant_id=merchant_id, channel_txn_id=txn_id,

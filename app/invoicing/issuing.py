@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.billing.models import LedgerEntry
 from app.clock import local_time
 from app.extensions import db
+from app.i18n import DEFAULT_LOCALE, M_, Message
 from app.integrations import nuonuo
 from app.invoicing.models import LIVE_STATUSES, Invoice, InvoiceLine, InvoiceProfile, utcnow
 from app.invoicing.vat import line_tax
@@ -291,7 +293,7 @@ def advance_e_invoice(invoice_id, client=None):
             invoice.vendor_serial = client.request_billing(vendor_order(invoice))
         except nuonuo.VendorError as error:
             if error.code != nuonuo.DUPLICATE_ORDER_CODE:
-                return _fail(invoice, _("服务商拒绝开票：%(code)s %(reason)s", code=error.code, reason=error.describe))
+                return _fail(invoice, M_("服务商拒绝开票：%(code)s %(reason)s", code=error.code, reason=error.describe))
         invoice.status = "issuing"
         db.session.commit()
         return invoice.status
@@ -300,7 +302,7 @@ def advance_e_invoice(invoice_id, client=None):
         # The vendor lost or never stored the order: submit it again on the next step.
         invoice.status = "pending"
     elif result.failed:
-        return _fail(invoice, _("开票失败：%(cause)s", cause=result.fail_cause or result.status))
+        return _fail(invoice, M_("开票失败：%(cause)s", cause=result.fail_cause or result.status))
     elif result.issued:
         invoice.pdf = client.download(result.pdf_url) if result.pdf_url else None
         invoice.pdf_url = result.pdf_url[:500]
@@ -309,14 +311,18 @@ def advance_e_invoice(invoice_id, client=None):
         invoice.status = "issued"
         invoice.issued_at = utcnow()
         invoice.last_error = ""
+        invoice.last_error_message = None
         logger.info("E-invoice %s of payment %s issued as %s", invoice.order_no, invoice.payment_id, invoice.invoice_number)
     db.session.commit()
     return invoice.status
 
 
 def _fail(invoice, message):
+    """Mark an invoice failed with `message`, a Message or text: Celery tasks issue e-invoices, so pages translate the stored msgid."""
     invoice.status = "failed"
-    invoice.last_error = message[:500]
+    with force_locale(DEFAULT_LOCALE):
+        invoice.last_error = str(message)[:500]
+    invoice.last_error_message = message.as_data() if isinstance(message, Message) else None
     db.session.commit()
     logger.warning("E-invoice %s of payment %s failed: %s", invoice.order_no, invoice.payment_id, message)
     return "failed"

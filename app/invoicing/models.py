@@ -6,7 +6,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import N_, translate_label
+from app.i18n import N_, stored_message, translate_label
 from app.money import Money, Rate
 from app.tenancy import CompanyOwned
 
@@ -92,6 +92,8 @@ class Invoice(CompanyOwned, db.Model):
     pdf_url = sa.Column(sa.String(500), nullable=False, default="")
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
     last_error = sa.Column(sa.String(500), nullable=False, default="")
+    # last_error as Message.as_data() (app.i18n) when it was stored with its msgid; pages translate it.
+    last_error_message = sa.Column(sa.JSON)
     # Why a red invoice was issued, or why a paper invoice was voided.
     reason = sa.Column(sa.String(255), nullable=False, default="")
     # What caused a red invoice: process_instance (a waiver) or refund, and its id.
@@ -120,6 +122,11 @@ class Invoice(CompanyOwned, db.Model):
     @property
     def direction_label(self):
         return translate_label(INVOICE_DIRECTIONS.get(self.direction, self.direction))
+
+    @property
+    def shown_last_error(self):
+        """The last vendor error in the reader's language when it was stored with its msgid, else as stored."""
+        return stored_message(self.last_error_message, self.last_error)
 
 
 class InvoiceLine(CompanyOwned, db.Model):

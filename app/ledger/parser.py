@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 
 from flask_babel import gettext
 
-from app.i18n import N_
+from app.i18n import M_, N_, stored_message
 from app.uploads import iter_sheet_rows, open_xlsx
 
 # Canonical field -> header texts seen in ledgers (compared after normalise_header).
@@ -82,6 +82,8 @@ MAX_PRIOR_ARREARS = Decimal("100000000")
 
 def translated_reason(error):
     """The reason of a stored error dict in the reader's language; errors stored without a msgid keep their text."""
+    if error.get("reason_message"):
+        return stored_message(error["reason_message"], error.get("reason", ""))
     reason_id = error.get("reason_id")
     if not reason_id:
         return error.get("reason", "")
@@ -89,7 +91,10 @@ def translated_reason(error):
 
 
 class LedgerFileError(ValueError):
-    """The file cannot be read as a ledger at all (not xlsx, no header, no sheet)."""
+    """The file cannot be read as a ledger at all (not xlsx, no header, no sheet).
+
+    Raised with a Message (app.i18n), so the import history can show it in the reader's language.
+    """
 
 
 @dataclass
@@ -120,7 +125,11 @@ class RowError:
         }
 
     def message(self):
-        return f"第 {self.excel_row} 行，列「{self.column}」，值「{self.value}」：{self.reason}"
+        """Return the error as one line in the current language (the CLI prints English)."""
+        return gettext(
+            "第 %(row)s 行，列「%(column)s」，值「%(value)s」：%(reason)s",
+            row=self.excel_row, column=self.column, value=self.value, reason=translated_reason(self.as_dict()),
+        )
 
 
 @dataclass
@@ -306,10 +315,10 @@ def _choose_ledger_sheet(workbook, max_rows):
     if first_found:
         return first_found
     title = workbook.worksheets[0].title
-    raise LedgerFileError(
-        f"工作表「{title}」前 15 行中没有找到表头；"
-        "表头应包含小区名称、建筑面积、用户类型、供热状态等列。"
-    )
+    raise LedgerFileError(M_(
+        "工作表「%(sheet)s」前 15 行中没有找到表头；表头应包含%(columns)s等列。",
+        sheet=title, columns=["小区名称", "建筑面积", "用户类型", "供热状态"],
+    ))
 
 
 def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
@@ -322,11 +331,11 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
     workbook = open_workbook(content)
     try:
         if not workbook.worksheets:
-            raise LedgerFileError("工作簿中没有工作表。")
+            raise LedgerFileError(M_("工作簿中没有工作表。"))
         sheet, rows, header_index, mapping, texts = _choose_ledger_sheet(workbook, max_rows)
         missing = [FIELD_LABELS[f] for f in REQUIRED_FIELDS if f not in mapping]
         if missing:
-            raise LedgerFileError(f"表头（第 {header_index + 1} 行）缺少这些列：{'、'.join(missing)}；请补上后重新上传。")
+            raise LedgerFileError(M_("表头（第 %(row)s 行）缺少这些列：%(columns)s；请补上后重新上传。", row=header_index + 1, columns=missing))
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
         _read_network_sheets(workbook, parsed, sheet, max_rows)
     finally:
@@ -363,7 +372,7 @@ def scan_coded_values(content, max_rows=200_000, value_maps=None):
     workbook = open_workbook(content)
     try:
         if not workbook.worksheets:
-            raise LedgerFileError("工作簿中没有工作表。")
+            raise LedgerFileError(M_("工作簿中没有工作表。"))
         _, rows, header_index, mapping, _ = _choose_ledger_sheet(workbook, max_rows)
     finally:
         workbook.close()

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import force_locale, gettext
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import DEFAULT_LOCALE, M_, N_, Message, message_of
 from app.ledger.models import LedgerValueMap
 from app.ledger.parser import LedgerFileError, RowError, parse_ledger
 from app.network.models import Account, Building, Community, HeatSource, Station, Unit
@@ -31,7 +32,8 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     errors: list = field(default_factory=list)
-    file_error: str = ""
+    # Why the whole file was rejected: a Message (app.i18n), or plain text from older callers.
+    file_error: object = ""
 
     @property
     def ok(self):
@@ -69,9 +71,19 @@ def apply_result(job, result):
     job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
     job.errors = [e.as_dict() for e in result.errors]
     if result.file_error:
-        # TODO: keep the msgid of file-level errors too, so English pages can show them translated.
-        job.errors = [{"excel_row": None, "column": "", "value": "", "reason": result.file_error}]
-    job.summary = result.summary()
+        job.errors = [file_error_dict(result.file_error)]
+    with force_locale(DEFAULT_LOCALE):
+        job.summary = result.summary()
+
+
+def file_error_dict(file_error):
+    """Build the stored form of a file-level error: the Chinese `reason`, plus `reason_message` that pages translate."""
+    with force_locale(DEFAULT_LOCALE):
+        reason = str(file_error)
+    stored = {"excel_row": None, "column": "", "value": "", "reason": reason}
+    if isinstance(file_error, Message):
+        stored["reason_message"] = file_error.as_data()
+    return stored
 
 
 def sha256_of(content):
@@ -103,14 +115,14 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
             value_maps=company_value_maps(company.id),
         )
     except LedgerFileError as error:
-        result.file_error = str(error)
+        result.file_error = message_of(error) or str(error)
         return result
     result.data_rows = parsed.data_rows
     if parsed.errors:
         result.errors = parsed.errors
         return result
     if not parsed.rows:
-        result.file_error = "台账只有表头，没有数据行；未导入任何数据。"
+        result.file_error = M_("台账只有表头，没有数据行；未导入任何数据。")
         return result
     conflicts = _dwelling_conflicts(company, parsed)
     if conflicts:
@@ -184,7 +196,7 @@ class _NetworkCache:
         community = self.communities.get(name)
         if community is None:
             if self.next_community > 9999:
-                raise LedgerFileError("本公司小区已达 9999 个，4 位小区编码已用完。")
+                raise LedgerFileError(M_("本公司小区已达 9999 个，4 位小区编码已用完。"))
             community = Community(company_id=self.company.id, name=name, code=f"{self.next_community:04d}")
             self.next_community += 1
             db.session.add(community)
@@ -383,5 +395,5 @@ def find_company(code):
     """Return the company with `code`, or raise LookupError naming it."""
     company = db.session.scalar(sa.select(Company).filter_by(code=code))
     if company is None:
-        raise LookupError(f"未找到公司 {code}；请检查公司代码（如 TJ），或先运行 flask heat demo。")
+        raise LookupError(gettext("未找到公司 %(code)s；请检查公司代码（如 TJ），或先运行 flask heat demo。", code=code))
     return company

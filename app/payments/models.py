@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import NC_, N_, stored_message
 from app.money import Money
 from app.tenancy import CompanyOwned
 
@@ -29,7 +29,8 @@ REFUND_STATUSES = {
 # Refunds in these statuses count against what is left refundable on a payment.
 REFUND_OPEN_OR_DONE = ("pending_approval", "processing", "succeeded")
 # Refund kind -> Chinese label: a refund we started, or a reversal the collecting bank sent.
-REFUND_KINDS = {"refund": N_("退费"), "reversal": N_("冲正")}
+# 退费 is one refund here; the page of all refunds keeps the plain msgid ("Refunds").
+REFUND_KINDS = {"refund": NC_("refund kind", "退费"), "reversal": N_("冲正")}
 NOTIFICATION_OUTCOMES = {"accepted": N_("已入账"), "duplicate": N_("重复通知"), "held": N_("待核对"), "ignored": N_("未处理事件"), "rejected": N_("已拒绝")}
 
 
@@ -263,6 +264,8 @@ class Refund(CompanyOwned, db.Model):
     # Number of times the refund receipt PDF was produced. Every print after the first is marked 补打.
     receipt_prints = sa.Column(sa.Integer, nullable=False, default=0)
     failure_reason = sa.Column(sa.String(255), nullable=False, default="")
+    # failure_reason as Message.as_data() (app.i18n) when it was stored with its msgid; pages translate it.
+    failure_message = sa.Column(sa.JSON)
     request_token = sa.Column(sa.String(64))
     requested_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     approved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
@@ -285,6 +288,11 @@ class Refund(CompanyOwned, db.Model):
     @property
     def kind_label(self):
         return REFUND_KINDS.get(self.kind, self.kind)
+
+    @property
+    def shown_failure_reason(self):
+        """The failure reason in the reader's language when it was stored with its msgid, else as stored."""
+        return stored_message(self.failure_message, self.failure_reason)
 # Difference between our books and a channel statement -> Chinese label.
 RECONCILIATION_DIFFERENCES = {
     "missing_ours": N_("我方无记录（长款）"),

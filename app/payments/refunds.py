@@ -17,13 +17,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import local_time
 from app.extensions import db
-from app.i18n import translate_label
+from app.i18n import DEFAULT_LOCALE, M_, N_, Message, message_of, translate_label
 from app.integrations.channel import ChannelError, RefundRequest
 from app.locking import lock_row
 from app.money import ZERO
@@ -177,10 +178,10 @@ def submit_refund(refund_id):
         adapter, request = _channel_request(refund)
         result = adapter.refund(request)
     except _NoOnlineOrder as error:
-        return _fail(refund_id, str(error))
+        return _fail(refund_id, message_of(error) or str(error))
     except ChannelError as error:
         # The channel may still have accepted this send, so it dates the refund until a later send does.
-        return _note_channel_error(refund_id, "提交退款渠道失败，可稍后重试", error, sent_at=sent_at)
+        return _note_channel_error(refund_id, N_("提交退款渠道失败，可稍后重试"), error, sent_at=sent_at)
     refund = _apply_channel_result(refund_id, result, sent_at=sent_at)
     logger.info("Refund %s sent to %s: %s", refund_id, refund.channel, refund.status)
     return refund
@@ -200,9 +201,9 @@ def check_refund(refund_id):
         adapter, request = _channel_request(refund)
         result = adapter.query_refund(request)
     except _NoOnlineOrder as error:
-        return _fail(refund_id, str(error))
+        return _fail(refund_id, message_of(error) or str(error))
     except ChannelError as error:
-        return _note_channel_error(refund_id, "查询退款渠道失败，将稍后再查", error)
+        return _note_channel_error(refund_id, N_("查询退款渠道失败，将稍后再查"), error)
     logger.info("Refund %s queried at %s: %s %s", refund_id, refund.channel, result.status, result.message)
     if result.status == "not_found":
         return submit_refund(refund_id)
@@ -231,7 +232,7 @@ def _channel_request(refund):
     payment = db.session.get(Payment, refund.payment_id)
     order = db.session.scalar(sa.select(OnlineOrder).filter_by(company_id=refund.company_id, payment_id=payment.id))
     if order is None:
-        raise _NoOnlineOrder(f"收款 {payment.receipt_no} 没有对应的线上订单，无法原路退回；请改为柜台退费。")
+        raise _NoOnlineOrder(M_("收款 %(receipt)s 没有对应的线上订单，无法原路退回；请改为柜台退费。", receipt=payment.receipt_no))
     auth_token = channels.order_merchant(refund.company_id, refund.channel)[1]
     adapter = channels.channel_for(refund.channel)
     request = RefundRequest(
@@ -247,7 +248,7 @@ def _note_channel_error(refund_id, action, error, sent_at=None):
     refund = db.session.get(Refund, refund_id)
     logger.error("Refund %s at %s: %s: %s", refund_id, refund.channel, action, error)
     refund = lock_row(Refund, refund_id)
-    refund.failure_reason = f"{action}：{error}"[:REASON_MAX]
+    _set_failure(refund, M_("%(action)s：%(error)s", action=Message(action), error=message_of(error) or str(error)))
     if sent_at is not None and not refund.send_accepted:
         refund.sent_at = sent_at
     db.session.commit()
@@ -270,7 +271,7 @@ def _apply_channel_result(refund_id, result, sent_at=None, accepted=False):
             complete_refund(refund)
         elif result.status == "failed":
             refund.status = "failed"
-            refund.failure_reason = f"退款渠道拒绝：{result.message}"[:REASON_MAX]
+            _set_failure(refund, M_("退款渠道拒绝：%(message)s", message=result.message))
             refund.completed_at = utcnow()
     db.session.commit()
     return refund
@@ -293,10 +294,20 @@ def _pay_at_counter(refund_id):
 def _fail(refund_id, reason):
     refund = lock_row(Refund, refund_id)
     refund.status = "failed"
-    refund.failure_reason = reason[:REASON_MAX]
+    _set_failure(refund, reason)
     refund.completed_at = utcnow()
     db.session.commit()
     return refund
+
+
+def _set_failure(refund, reason):
+    """Store why a refund failed or waits: the Chinese text, plus the msgid and values when `reason` is a Message.
+
+    Refunds are submitted and checked in Celery tasks, so pages translate the stored Message.
+    """
+    with force_locale(DEFAULT_LOCALE):
+        refund.failure_reason = str(reason)[:REASON_MAX]
+    refund.failure_message = reason.as_data() if isinstance(reason, Message) else None
 
 
 def complete_refund(refund, channel_refund_id=""):
@@ -395,7 +406,7 @@ def apply_refund_event(company_id, channel_code, event):
         complete_refund(refund, event.channel_refund_id)
         return "accepted", f"refund {refund.id} succeeded"
     refund.status = "failed"
-    refund.failure_reason = f"退款渠道通知失败：{event.event_type}"[:REASON_MAX]
+    _set_failure(refund, M_("退款渠道通知失败：%(event)s", event=event.event_type))
     refund.completed_at = utcnow()
     return "accepted", f"refund {refund.id} failed ({event.event_type})"
 

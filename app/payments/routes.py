@@ -166,12 +166,12 @@ def _flash_refund(refund):
     elif refund.status == "pending_approval":
         flash(_("退费申请 %(amount)s 元已提交，等待审批。", amount=format_money(refund.amount)), "success")
     elif refund.status == "failed":
-        flash(_("退费失败：%(reason)s", reason=refund.failure_reason), "error")
+        flash(_("退费失败：%(reason)s", reason=refund.shown_failure_reason), "error")
     else:
         if refund.failure_reason:
             flash(_(
                 "退费 %(amount)s 元已提交退款渠道，等待渠道确认（%(reason)s）。",
-                amount=format_money(refund.amount), reason=refund.failure_reason,
+                amount=format_money(refund.amount), reason=refund.shown_failure_reason,
             ), "success")
         else:
             flash(_("退费 %(amount)s 元已提交退款渠道，等待渠道确认。", amount=format_money(refund.amount)), "success")

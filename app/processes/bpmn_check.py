@@ -21,17 +21,17 @@ SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 DTD_PATTERN = re.compile(rb"<!(DOCTYPE|ENTITY)\b")
-DTD_ERROR = finding_text("file_doctype")
 
 logger = logging.getLogger(__name__)
 
-# Elements the engine cannot run at all, with the text shown to the designer.
+# Elements the engine cannot run at all -> the code of the finding text shown to the designer
+# (translated when the finding is made, in the reader's language).
 UNSUPPORTED = {
-    "complexGateway": finding_text("complex_gateway"),
-    "compensateEventDefinition": finding_text("compensation"),
-    "dataStoreReference": finding_text("data_store"),
-    "choreographyTask": finding_text("choreography"),
-    "conversation": finding_text("conversation"),
+    "complexGateway": "complex_gateway",
+    "compensateEventDefinition": "compensation",
+    "dataStoreReference": "data_store",
+    "choreographyTask": "choreography",
+    "conversation": "conversation",
 }
 ACTIVITIES = {
     "task", "userTask", "manualTask", "scriptTask", "serviceTask", "sendTask", "receiveTask", "businessRuleTask",
@@ -62,6 +62,8 @@ class CheckReport:
     documentation_processes: list = field(default_factory=list)
     findings: list = field(default_factory=list)
     file_error: str = ""
+    # True when file_error is the DOCTYPE/entity rejection, which the designer words for saving.
+    has_dtd: bool = False
 
     @property
     def accepted(self):
@@ -104,7 +106,7 @@ def _check_process(process, findings, service_names, validate_expression):
             continue
         tag = _local(element)
         if tag in UNSUPPORTED:
-            findings.append(_finding(element, UNSUPPORTED[tag]))
+            findings.append(_finding(element, finding_text(UNSUPPORTED[tag])))
         if element.get("isForCompensation") == "true":
             findings.append(_finding(element, finding_text("compensation")))
         if tag in ACTIVITIES and len(outgoing.get(element.get("id"), [])) > 1:
@@ -215,7 +217,8 @@ def check_bpmn(content):
         return report
     if DTD_PATTERN.search(content):
         # The engine parses the file again with SpiffWorkflow's own parser; no BPMN tool writes a DTD.
-        report.file_error = DTD_ERROR
+        report.file_error = finding_text("file_doctype")
+        report.has_dtd = True
         return report
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
     try:
@@ -236,7 +239,7 @@ def check_bpmn(content):
             _check_process(process, report.findings, set(SERVICES), validate_expression)
     if report.executable_processes:
         for element in root.iter(f"{{{BPMN_NS}}}dataStore"):
-            report.findings.append(_finding(element, UNSUPPORTED["dataStoreReference"]))
+            report.findings.append(_finding(element, finding_text(UNSUPPORTED["dataStoreReference"])))
     if not report.findings and report.executable_processes:
         report.findings.extend(_spiff_findings(content, report.executable_processes))
     return report

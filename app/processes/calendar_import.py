@@ -18,7 +18,10 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 
+from flask_babel import gettext as _
+
 from app.extensions import db
+from app.i18n import N_, join_items, translate_label
 from app.org.models import Company
 from app.processes.calendar import MAX_NAME_LENGTH, MAX_YEAR, MIN_YEAR
 from app.processes.models import CalendarDay
@@ -31,7 +34,7 @@ HEADERS = {
     "kind": ("类型", "kind", "类别"),
     "name": ("名称", "name", "节日", "说明"),
 }
-HEADER_LABELS = {"day": "日期", "kind": "类型", "name": "名称"}
+HEADER_LABELS = {"day": N_("日期"), "kind": N_("类型"), "name": N_("名称")}
 # Cell text of 类型 -> CalendarDay.kind.
 KIND_VALUES = {
     "假日": "holiday", "节假日": "holiday", "休息": "holiday", "放假": "holiday", "holiday": "holiday",
@@ -39,6 +42,7 @@ KIND_VALUES = {
 }
 # A year has at most a few dozen such days; the limit stops a wrong file early.
 MAX_ROWS = 366
+WEEKDAYS = (N_("星期一"), N_("星期二"), N_("星期三"), N_("星期四"), N_("星期五"), N_("星期六"), N_("星期日"))
 MAX_FILE_BYTES = 1024 * 1024
 HEADER_SEARCH_ROWS = 10
 
@@ -57,7 +61,7 @@ class RowError:
     message: str
 
     def __str__(self):
-        return f"第 {self.row} 行「{self.column}」值「{self.value}」：{self.message}"
+        return _("第 %(row)s 行「%(column)s」值「%(value)s」：%(message)s", row=self.row, column=translate_label(self.column), value=self.value, message=self.message)
 
 
 @dataclass
@@ -93,11 +97,11 @@ def _read_csv(content):
         except UnicodeDecodeError:
             continue
     else:
-        raise CalendarImportError("CSV 文件的编码无法识别；请另存为 UTF-8 编码的 CSV 后重新导入。")
+        raise CalendarImportError(_("CSV 文件的编码无法识别；请另存为 UTF-8 编码的 CSV 后重新导入。"))
     try:
         return list(csv.reader(io.StringIO(text)))
     except csv.Error as error:
-        raise CalendarImportError(f"CSV 文件无法读取（{error}）；请检查引号是否成对。") from error
+        raise CalendarImportError(_("CSV 文件无法读取（%(error)s）；请检查引号是否成对。", error=error)) from error
 
 
 def _read_xlsx(content):
@@ -112,15 +116,15 @@ def _read_xlsx(content):
 def read_rows(filename, content):
     """Return the file's rows as lists of cell values; raise CalendarImportError for a file that cannot be read."""
     if not content:
-        raise CalendarImportError("文件为空；请选择包含节假日安排的 CSV 或 Excel（.xlsx）文件。")
+        raise CalendarImportError(_("文件为空；请选择包含节假日安排的 CSV 或 Excel（.xlsx）文件。"))
     if len(content) > MAX_FILE_BYTES:
-        raise CalendarImportError(f"文件超过 {MAX_FILE_BYTES // 1024} KB，不像是一年的放假安排；请检查是否选错了文件。")
+        raise CalendarImportError(_("文件超过 %(limit)s KB，不像是一年的放假安排；请检查是否选错了文件。", limit=MAX_FILE_BYTES // 1024))
     suffix = (filename or "").rsplit(".", 1)[-1].lower()
     if suffix == "csv":
         return _read_csv(content)
     if suffix == "xlsx":
         return _read_xlsx(content)
-    raise CalendarImportError(f"文件「{(filename or '')[:60]}」不是 .csv 或 .xlsx；请另存为这两种格式之一后重新导入。")
+    raise CalendarImportError(_("文件「%(name)s」不是 .csv 或 .xlsx；请另存为这两种格式之一后重新导入。", name=(filename or "")[:60]))
 
 
 def _find_header(rows):
@@ -128,8 +132,8 @@ def _find_header(rows):
     found = find_header_row(rows, HEADERS, HEADER_SEARCH_ROWS)
     if found is not None:
         return found
-    expected = "、".join(HEADER_LABELS.values())
-    raise CalendarImportError(f"前 {HEADER_SEARCH_ROWS} 行中没有找到表头；第一行须为列名：{expected}。")
+    expected = join_items(translate_label(label) for label in HEADER_LABELS.values())
+    raise CalendarImportError(_("前 %(rows)s 行中没有找到表头；第一行须为列名：%(expected)s。", rows=HEADER_SEARCH_ROWS, expected=expected))
 
 
 def _parse_day(text):
@@ -159,36 +163,36 @@ def parse_rows(rows, year=None):
 
         day = _parse_day(cells["day"])
         if day is None:
-            reject("day", "不是有效日期；请按 YYYY-MM-DD 填写，例如 2027-10-01。")
+            reject("day", _("不是有效日期；请按 YYYY-MM-DD 填写，例如 2027-10-01。"))
         elif not MIN_YEAR <= day.year <= MAX_YEAR:
-            reject("day", f"年份超出范围；请填写 {MIN_YEAR} 至 {MAX_YEAR} 年之间的日期。")
+            reject("day", _("年份超出范围；请填写 %(first)s 至 %(last)s 年之间的日期。", first=MIN_YEAR, last=MAX_YEAR))
             day = None
         kind = KIND_VALUES.get(cells["kind"].lower())
         if kind is None:
-            reject("kind", "类型无效；请填写「假日」或「调休工作日」。")
+            reject("kind", _("类型无效；请填写「假日」或「调休工作日」。"))
         name = cells["name"]
         if not name:
-            reject("name", "名称为空；请填写节日名称，例如 国庆节、国庆节调休上班。")
+            reject("name", _("名称为空；请填写节日名称，例如 国庆节、国庆节调休上班。"))
         elif len(name) > MAX_NAME_LENGTH:
-            reject("name", f"名称超过 {MAX_NAME_LENGTH} 个字；请缩短。")
+            reject("name", _("名称超过 %(limit)s 个字；请缩短。", limit=MAX_NAME_LENGTH))
         if day is None:
             continue
         if year is None:
             year = day.year
         if day.year != year:
-            reject("day", f"不在 {year} 年；一个文件只能导入一年的安排，请把其他年份的行放到另一个文件。")
+            reject("day", _("不在 %(year)s 年；一个文件只能导入一年的安排，请把其他年份的行放到另一个文件。", year=year))
             continue
         if kind == "workday" and day.weekday() < 5:
-            reject("day", f"是星期{'一二三四五六日'[day.weekday()]}，本来就上班；调休工作日须是周六或周日，请核对日期或类型。")
+            reject("day", _("是%(weekday)s，本来就上班；调休工作日须是周六或周日，请核对日期或类型。", weekday=translate_label(WEEKDAYS[day.weekday()])))
             continue
         if day in first_row:
-            reject("day", f"与第 {first_row[day]} 行重复；每个日期只能出现一次，请删除其中一行。")
+            reject("day", _("与第 %(row)s 行重复；每个日期只能出现一次，请删除其中一行。", row=first_row[day]))
             continue
         first_row[day] = offset
         if kind is not None and name and len(name) <= MAX_NAME_LENGTH:
             days[day] = (kind, name)
     if not errors and not days:
-        raise CalendarImportError("表头下没有数据行；请每行填写一个日期、类型和名称。")
+        raise CalendarImportError(_("表头下没有数据行；请每行填写一个日期、类型和名称。"))
     return year, days, errors
 
 

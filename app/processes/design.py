@@ -17,9 +17,9 @@ from lxml import etree
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
-from app.i18n import N_, NC_, translate_label
+from app.i18n import N_, NC_, join_items, translate_label
 from app.org.models import Role
-from app.processes.bpmn_check import BPMN_NS, DTD_ERROR, check_bpmn
+from app.processes.bpmn_check import BPMN_NS, check_bpmn
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, sha256_text
 from app.processes.engine import KNOWN_LANES, ModelValidationError, ProcessRunError, RunContext, load_workflow, validate_model
 from app.processes.fields import TASK_FORMS
@@ -64,7 +64,7 @@ class DesignError(ValueError):
 def check_process_type(process_type):
     """Raise DesignError unless `process_type` is one of the six process types."""
     if process_type not in PROCESS_TYPES:
-        raise DesignError(f"未知的流程类型「{process_type[:32]}」；可选：{'、'.join(PROCESS_TYPES)}。")
+        raise DesignError(_("未知的流程类型「%(type)s」；可选：%(choices)s。", type=process_type[:32], choices=join_items(PROCESS_TYPES)))
 
 
 # -- group templates
@@ -192,7 +192,7 @@ def design_source(company, process_type, origin=None):
     """
     check_process_type(process_type)
     if origin not in (None, "template"):
-        raise DesignError(f"未知的来源「{origin[:16]}」；只能从集团模板（template）打开。")
+        raise DesignError(_("未知的来源「%(origin)s」；只能从集团模板（template）打开。", origin=origin[:16]))
     xml = version = template_version = None
     if origin is None:
         draft = draft_for(company.id, process_type)
@@ -236,9 +236,9 @@ def _drop_draft(company_id, process_type):
 
 def _check_size(bpmn_xml):
     if not bpmn_xml.strip():
-        raise DesignError("没有收到流程图（xml 字段为空），请在设计器中重新保存。")
+        raise DesignError(_("没有收到流程图（xml 字段为空），请在设计器中重新保存。"))
     if len(bpmn_xml) > MAX_DIAGRAM_CHARS:
-        raise DesignError(f"流程图共 {len(bpmn_xml)} 个字符，超过上限 {MAX_DIAGRAM_CHARS}；请删去无用的元素后重试。")
+        raise DesignError(_("流程图共 %(size)s 个字符，超过上限 %(limit)s；请删去无用的元素后重试。", size=len(bpmn_xml), limit=MAX_DIAGRAM_CHARS))
 
 
 # -- validation and deployment
@@ -254,10 +254,10 @@ def validate_design(company, process_type, bpmn_xml):
     check_process_type(process_type)
     _check_size(bpmn_xml)
     report = check_bpmn(bpmn_xml.encode("utf-8"))
-    if report.file_error == DTD_ERROR:
-        return [{"element_id": "", "message": "文件含有 DOCTYPE 或实体声明（<!DOCTYPE …>），BPMN 文件不需要它们；请删除后重新保存。"}]
+    if report.has_dtd:
+        return [{"element_id": "", "message": _("文件含有 DOCTYPE 或实体声明（<!DOCTYPE …>），BPMN 文件不需要它们；请删除后重新保存。")}]
     if report.file_error:
-        return [{"element_id": "", "message": f"文件无法读取：{report.file_error}"}]
+        return [{"element_id": "", "message": _("文件无法读取：%(error)s", error=report.file_error)}]
     findings = [{"element_id": f.element_id, "message": f.reason} for f in report.findings]
     if not findings:
         try:
@@ -292,10 +292,10 @@ def _lane_findings(company, root):
         name = (lane.get("name") or "").strip()
         lane_id = lane.get("id", "")
         if name not in KNOWN_LANES:
-            choices = "、".join(sorted(KNOWN_LANES))
-            findings.append({"element_id": lane_id, "message": f"泳道「{name}」不是流程角色；请在属性面板中选择角色：{choices}。"})
+            choices = join_items(sorted(KNOWN_LANES))
+            findings.append({"element_id": lane_id, "message": _("泳道「%(name)s」不是流程角色；请在属性面板中选择角色：%(choices)s。", name=name, choices=choices)})
         elif name not in GROUP_LANES and not company.is_headquarters and name not in roles:
-            findings.append({"element_id": lane_id, "message": f"本公司没有角色「{name}」，该泳道的任务将无人办理；请选择本公司已有的角色，或先在角色管理中添加。"})
+            findings.append({"element_id": lane_id, "message": _("本公司没有角色「%(name)s」，该泳道的任务将无人办理；请选择本公司已有的角色，或先在角色管理中添加。", name=name)})
     return findings
 
 
@@ -324,13 +324,17 @@ def _wiring_findings(root):
         for node in process:
             tag = etree.QName(node).localname
             node_id = node.get("id", "")
-            missing = []
-            if tag in NEEDS_INCOMING and node_id not in targets:
-                missing.append("没有连入的顺序流，流程不会到达它")
-            if tag in NEEDS_OUTGOING and node_id not in sources:
-                missing.append("没有连出的顺序流，流程到此无法继续")
-            if missing:
-                findings.append({"element_id": node_id, "message": f"该元素{'，且'.join(missing)}；请补上连线或删除它。"})
+            unreached = tag in NEEDS_INCOMING and node_id not in targets
+            dead_end = tag in NEEDS_OUTGOING and node_id not in sources
+            if unreached and dead_end:
+                message = _("该元素没有连入的顺序流，流程不会到达它，且没有连出的顺序流，流程到此无法继续；请补上连线或删除它。")
+            elif unreached:
+                message = _("该元素没有连入的顺序流，流程不会到达它；请补上连线或删除它。")
+            elif dead_end:
+                message = _("该元素没有连出的顺序流，流程到此无法继续；请补上连线或删除它。")
+            else:
+                continue
+            findings.append({"element_id": node_id, "message": message})
     return findings
 
 
@@ -354,7 +358,7 @@ def deploy_design(company, process_type, bpmn_xml, user, template_version=None):
             company.id, process_type, bpmn_xml, user_id=user.id, template_version=exact if exact is not None else template_version,
         )
     except ModelValidationError as error:
-        raise DesignError("流程图未通过部署校验。", [{"element_id": f.element_id, "message": f.reason} for f in error.findings]) from error
+        raise DesignError(_("流程图未通过部署校验。"), [{"element_id": f.element_id, "message": f.reason} for f in error.findings]) from error
     _drop_draft(company.id, process_type)
     db.session.flush()
     logger.info("User %s deployed %s version %s for company %s from the designer", user.id, process_type, model.version, company.id)
@@ -363,7 +367,7 @@ def deploy_design(company, process_type, bpmn_xml, user, template_version=None):
 
 def _raise_findings(findings):
     if findings:
-        raise DesignError(f"流程图有 {len(findings)} 处问题，未部署；请按图中标红的元素逐一修改。", findings)
+        raise DesignError(_("流程图有 %(count)s 处问题，未部署；请按图中标红的元素逐一修改。", count=len(findings)), findings)
 
 
 # -- what the properties panel offers

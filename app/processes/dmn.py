@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from flask_babel import gettext as _
 from lxml import etree
 
-from app.i18n import N_
+from app.i18n import N_, join_items
 from app.processes.escalation import RULE_FIELDS
 from app.processes.messages import sandbox_error_text
 from app.processes.models import PROCESS_TYPES
@@ -153,7 +154,7 @@ def _cell_text(entry):
     return "" if text == "-" else text
 
 
-DOCTYPE_MESSAGE = "决策表不能包含 DOCTYPE 或实体声明；请删除 <!DOCTYPE ...> 后再保存。"
+DOCTYPE_MESSAGE = N_("决策表不能包含 DOCTYPE 或实体声明；请删除 <!DOCTYPE ...> 后再保存。")
 
 
 def parse_xml(xml):
@@ -163,16 +164,16 @@ def parse_xml(xml):
     again with lxml's default parser, which expands the entities it declares.
     """
     if len(xml) > MAX_DMN_CHARS:
-        raise DecisionError([Problem("definitions", f"决策表共 {len(xml)} 个字符，超过 {MAX_DMN_CHARS} 字符上限；请精简规则。")])
+        raise DecisionError([Problem("definitions", _("决策表共 %(size)s 个字符，超过 %(limit)s 字符上限；请精简规则。", size=len(xml), limit=MAX_DMN_CHARS))])
     # Checked before parsing too: lxml stops entity expansion (billion laughs) with a syntax error that names no cause.
     if "<!DOCTYPE" in xml or "<!ENTITY" in xml:
-        raise DecisionError([Problem("definitions", DOCTYPE_MESSAGE)])
+        raise DecisionError([Problem("definitions", _(DOCTYPE_MESSAGE))])
     try:
         root = etree.fromstring(xml.encode("utf-8"), parser=etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as error:
-        raise DecisionError([Problem("definitions", f"不是格式正确的 XML（第 {error.lineno} 行）：{error.msg}。请检查标签是否成对闭合。")]) from error
+        raise DecisionError([Problem("definitions", _("不是格式正确的 XML（第 %(line)s 行）：%(error)s。请检查标签是否成对闭合。", line=error.lineno, error=error.msg))]) from error
     if root.getroottree().docinfo.doctype:
-        raise DecisionError([Problem("definitions", DOCTYPE_MESSAGE)])
+        raise DecisionError([Problem("definitions", _(DOCTYPE_MESSAGE))])
     return root
 
 
@@ -181,11 +182,11 @@ def read_table(xml):
     root = parse_xml(xml)
     decisions = root.findall("dmn:decision", NS)
     if len(decisions) != 1:
-        raise DecisionError([Problem(root.get("id") or "definitions", f"文件须恰好包含一个 decision，当前有 {len(decisions)} 个。")])
+        raise DecisionError([Problem(root.get("id") or "definitions", _("文件须恰好包含一个 decision，当前有 %(count)s 个。", count=len(decisions)))])
     decision = decisions[0]
     tables = decision.findall("dmn:decisionTable", NS)
     if len(tables) != 1:
-        raise DecisionError([Problem(decision.get("id") or "decision", f"decision 须恰好包含一个 decisionTable，当前有 {len(tables)} 个。")])
+        raise DecisionError([Problem(decision.get("id") or "decision", _("decision 须恰好包含一个 decisionTable，当前有 %(count)s 个。", count=len(tables)))])
     table = tables[0]
     inputs = tuple(
         Column(element.get("id", ""), element.get("label", ""), _expression_of(element)) for element in table.findall("dmn:input", NS)
@@ -245,11 +246,15 @@ def _check_expression(element_id, where, source, allowed):
     try:
         tree = validate_expression(source)
     except SandboxError as error:
-        return [Problem(element_id, f"{where}「{source[:80]}」不能通过表达式检查：{sandbox_error_text(error)}")]
+        return [Problem(element_id, _("%(where)s「%(source)s」不能通过表达式检查：%(error)s", where=where, source=source[:80], error=sandbox_error_text(error)))]
     unknown = sorted(_names(tree) - set(allowed) - set(FUNCTIONS) - {INPUT_PLACEHOLDER, "True", "False", "None"})
     if unknown:
-        hint = "；布尔值请写 True 或 False" if {"true", "false"} & set(unknown) else ""
-        return [Problem(element_id, f"{where}用到未知变量「{'、'.join(unknown)}」；可用变量：{'、'.join(allowed)}{hint}。")]
+        if {"true", "false"} & set(unknown):
+            message = _("%(where)s用到未知变量「%(names)s」；可用变量：%(allowed)s；布尔值请写 True 或 False。",
+                        where=where, names=join_items(unknown), allowed=join_items(allowed))
+        else:
+            message = _("%(where)s用到未知变量「%(names)s」；可用变量：%(allowed)s。", where=where, names=join_items(unknown), allowed=join_items(allowed))
+        return [Problem(element_id, message)]
     return []
 
 
@@ -268,22 +273,22 @@ def check_table(process_type, xml):
     expected = decision_id_for(process_type)
     problems = []
     if table.decision_id != expected:
-        problems.append(Problem(table.decision_id or "decision", f"decision 的 id 须为「{expected}」，当前为「{table.decision_id}」。"))
+        problems.append(Problem(table.decision_id or "decision", _("decision 的 id 须为「%(expected)s」，当前为「%(found)s」。", expected=expected, found=table.decision_id)))
     if table.hit_policy not in HIT_POLICIES:
         problems.append(Problem(
-            table.decision_id, f"命中策略「{table.hit_policy}」不受支持；请用 COLLECT（汇总所有命中规则）或 UNIQUE（取第一条命中规则）。"
+            table.decision_id, _("命中策略「%(policy)s」不受支持；请用 COLLECT（汇总所有命中规则）或 UNIQUE（取第一条命中规则）。", policy=table.hit_policy)
         ))
     output_names = [column.expression for column in table.outputs]
     if tuple(output_names) != OUTPUT_NAMES:
         problems.append(Problem(
-            table.decision_id, f"输出列须依次为 escalate（是否报集团）和 escalation_reason（原因），当前为「{'、'.join(output_names) or '无'}」。"
+            table.decision_id, _("输出列须依次为 escalate（是否报集团）和 escalation_reason（原因），当前为「%(found)s」。", found=join_items(output_names) or _("无"))
         ))
     allowed = variables_for(process_type)
     for column in table.inputs:
         if not column.expression:
-            problems.append(Problem(column.element_id, f"输入列「{column.label}」缺少输入表达式。"))
+            problems.append(Problem(column.element_id, _("输入列「%(column)s」缺少输入表达式。", column=column.label)))
             continue
-        problems.extend(_check_expression(column.element_id, f"输入列「{column.label}」的表达式", column.expression, allowed))
+        problems.extend(_check_expression(column.element_id, _("输入列「%(column)s」的表达式", column=column.label), column.expression, allowed))
     for row in table.rows:
         problems.extend(_check_row(table, row, allowed))
     if not problems:
@@ -292,24 +297,29 @@ def check_table(process_type, xml):
 
 
 def _check_row(table, row, allowed):
-    where = f"第 {row.number} 条规则"
     if len(row.inputs) != len(table.inputs) or len(row.outputs) != len(table.outputs):
-        return [Problem(row.element_id, f"{where}的单元格数与列数不符（输入 {len(row.inputs)}/{len(table.inputs)}，输出 {len(row.outputs)}/{len(table.outputs)}）。")]
+        return [Problem(row.element_id, _(
+            "第 %(rule)s 条规则的单元格数与列数不符（输入 %(inputs)s/%(input_columns)s，输出 %(outputs)s/%(output_columns)s）。",
+            rule=row.number, inputs=len(row.inputs), input_columns=len(table.inputs), outputs=len(row.outputs), output_columns=len(table.outputs),
+        ))]
     problems = []
     for column, cell in zip(table.inputs, row.inputs):
         if cell and column.expression:
             if not _QUESTION_MARK.search(cell) and not _is_expression(cell) and cell[:1].isalpha():
                 problems.append(Problem(
-                    row.element_id, f"{where}「{column.label}」列的条件「{cell[:80]}」以关键字开头，请在前面加上 ?，如「? {cell[:60]}」。"
+                    row.element_id, _(
+                        "第 %(rule)s 条规则「%(column)s」列的条件「%(cell)s」以关键字开头，请在前面加上 ?，如「? %(example)s」。",
+                        rule=row.number, column=column.label, cell=cell[:80], example=cell[:60],
+                    )
                 ))
                 continue
             source = entry_expression(column.expression, cell)
-            problems.extend(_check_expression(row.element_id, f"{where}「{column.label}」列的条件", source, allowed))
+            problems.extend(_check_expression(row.element_id, _("第 %(rule)s 条规则「%(column)s」列的条件", rule=row.number, column=column.label), source, allowed))
     for column, cell in zip(table.outputs, row.outputs):
         if not cell:
-            problems.append(Problem(row.element_id, f"{where}「{column.label}」列为空；请填写表达式，如 True 或 \"原因\"。"))
+            problems.append(Problem(row.element_id, _("第 %(rule)s 条规则「%(column)s」列为空；请填写表达式，如 True 或 \"原因\"。", rule=row.number, column=column.label)))
             continue
-        problems.extend(_check_expression(row.element_id, f"{where}「{column.label}」列的输出", cell, allowed))
+        problems.extend(_check_expression(row.element_id, _("第 %(rule)s 条规则「%(column)s」列的输出", rule=row.number, column=column.label), cell, allowed))
     return problems
 
 
@@ -326,10 +336,13 @@ def _spiff_problems(xml, decision_id):
     except ValidationException as error:
         element = getattr(error, "id", None) or decision_id
         line = getattr(error, "line_number", None)
-        where = f"（第 {line} 行）" if line else ""
-        return [Problem(element, f"DMN 结构不符合规范{where}：{error.args[0] if error.args else error}")]
+        detail = error.args[0] if error.args else error
+        if line:
+            return [Problem(element, _("DMN 结构不符合规范（第 %(line)s 行）：%(error)s", line=line, error=detail))]
+        return [Problem(element, _("DMN 结构不符合规范：%(error)s", error=detail))]
     except (KeyError, IndexError, TypeError, AttributeError) as error:
-        return [Problem(decision_id, f"DMN 解析失败：{type(error).__name__}: {error}。请检查每个元素都有 id。")]
+        detail = f"{type(error).__name__}: {error}"
+        return [Problem(decision_id, _("DMN 解析失败：%(error)s。请检查每个元素都有 id。", error=detail))]
     return []
 
 
@@ -469,7 +482,7 @@ def apply_settings(xml, process_type, rule):
 def _add_rule(table, settings_rule, value, input_ids, output_ids):
     if settings_rule.input_id not in input_ids:
         raise DecisionError([Problem(
-            settings_rule.rule_id, f"规则表缺少 id 为「{settings_rule.input_id}」的输入列，无法按集团审批设置生成此规则；请从模板恢复该列。"
+            settings_rule.rule_id, _("规则表缺少 id 为「%(column)s」的输入列，无法按集团审批设置生成此规则；请从模板恢复该列。", column=settings_rule.input_id)
         )])
     rule = etree.SubElement(table, f"{{{DMN_NAMESPACE}}}rule", id=settings_rule.rule_id)
     for input_id in input_ids:

@@ -35,7 +35,7 @@ from SpiffWorkflow.spiff.serializer.task_spec import BusinessRuleTaskConverter
 from SpiffWorkflow.spiff.specs.defaults import BusinessRuleTask
 from SpiffWorkflow.util.task import TaskState
 
-from app.i18n import translate_label
+from app.i18n import M_, message_of, translate_label
 from app.processes.dmn import DECISION_IDS, check_table, referenced_decisions, template_xml
 from app.processes.fields import TASK_FORMS
 from app.processes.messages import EXPRESSION_KINDS, choices, finding_text, sandbox_error_text
@@ -371,6 +371,10 @@ class SandboxScriptEngine(PythonScriptEngine):
 
 def _run_error(task, subject, error):
     element = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
+    message = message_of(error)
+    if message is not None:
+        # A ServiceError for the approver: keep it a Message, so pages and the history translate it.
+        return ProcessRunError(M_("步骤 %(element)s 未能完成：%(error)s", element=element, error=message))
     failure = None
     if isinstance(error, SandboxError) and error.code:
         failure = {"subject": subject, "element": str(element), "code": error.code, "params": error.params}

@@ -1,8 +1,8 @@
 """Texts of the findings that the model checks show to users: deploy validation, `flask heat bpmn-check` and the designer import.
 
 Every text is a template in FINDING_TEXTS under a stable code, marked for extraction and
-translated when a finding is made: in the reader's language on pages, in Chinese for CLI
-commands. A template states what is wrong and how to fix it. The element id and type are
+translated when a finding is made: in the reader's language on pages, in English for CLI
+commands (app.cli). A template states what is wrong and how to fix it. The element id and type are
 not part of the template, because each report prints them in its own line format.
 """
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import NC_, N_
+from app.i18n import NC_, N_, stored_message
 from app.money import Area, Money, Rate
 from app.tenancy import CompanyOwned
 
@@ -277,6 +277,13 @@ class ProcessEvent(CompanyOwned, db.Model):
     @property
     def decision_label(self):
         return DECISIONS.get(self.decision, self.decision or "")
+
+    @property
+    def shown_comment(self):
+        """The comment in the reader's language when an error event stored its Message, else the comment as stored."""
+        if self.event_type == "error":
+            return stored_message((self.data or {}).get("message"), self.comment)
+        return self.comment
 
 
 class ProcessTimer(CompanyOwned, db.Model):

@@ -4,7 +4,9 @@ Every operator that posts money writes one ledger line under the key
 `<process type>:<instance id>`, so a replayed step finds the line and posts nothing.
 Each checks the account again when it runs, because the account may have changed
 while the request waited for approval. A ServiceError message is shown to the
-approver, who can then reject the request.
+approver, who can then reject the request. Its message is a Message (app.i18n), because a
+timer may run the operator in a Celery task and the instance history shows the error later
+in each reader's language.
 """
 
 import logging
@@ -17,6 +19,7 @@ from app.billing.late_fees import late_fee_receivable
 from app.billing.models import LedgerEntry
 from app.billing.services import season_receivable
 from app.extensions import db
+from app.i18n import M_, N_, Message, message_of
 from app.invoicing.issuing import reverse_invoiced_excess
 from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES
@@ -86,17 +89,29 @@ def _post(context, account, season, kind, amount, task_name, memo, key=None):
     return {"season": season.name, "posted_amount": amount, "receivable_after": after}
 
 
+# Action of a status-checked operator -> the message naming the account's status that forbids it.
+STATUS_ERRORS = {
+    "forced_shutoff": N_("账户 %(account)s 当前状态为「%(status)s」，不能强停；请驳回本申请。"),
+    "reheating": N_("账户 %(account)s 当前状态为「%(status)s」，不能复热；请驳回本申请。"),
+    "back_charge": N_("账户 %(account)s 当前状态为「%(status)s」，不能追补；请驳回本申请。"),
+    "connection": N_("账户 %(account)s 当前状态为「%(status)s」，不能入网；请驳回本申请。"),
+}
+
+
 def _require_status(account, allowed, action):
     if account.billing_status not in allowed:
         label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
-        raise ServiceError(f"账户 {account.account_no} 当前状态为「{label}」，不能{action}；请驳回本申请。")
+        raise ServiceError(Message(STATUS_ERRORS[action], account=account.account_no, status=Message(label)))
 
 
 def _day_in_season(season, day):
     if not isinstance(day, date):
         raise ServiceError(f"The date parameter is {day!r}; the field task must record a date.")
     if not season.start_on <= day <= season.end_on:
-        raise ServiceError(f"日期 {day} 不在供暖季 {season.name}（{season.start_on} 至 {season.end_on}）之内，请核对现场日期。")
+        raise ServiceError(M_(
+            "日期 %(day)s 不在供暖季 %(season)s（%(start)s 至 %(end)s）之内，请核对现场日期。",
+            day=day, season=season.name, start=season.start_on, end=season.end_on,
+        ))
 
 
 # -- 减免 waiver
@@ -134,10 +149,10 @@ def post_waiver(context, account_id, amount, target=None, season=None):
     season = _named_season(account, season) if season else _season(account)
     receivable = season_receivable(account.id, season.id)
     if amount <= ZERO or amount > receivable:
-        raise ServiceError(
-            f"减免金额 {format_money(amount)} 元超过该户 {season.name} 当前应收 {format_money(receivable)} 元"
-            "（申请后应收已变化）；请驳回后按现有应收重新申请。"
-        )
+        raise ServiceError(M_(
+            "减免金额 %(amount)s 元超过该户 %(season)s 当前应收 %(receivable)s 元（申请后应收已变化）；请驳回后按现有应收重新申请。",
+            amount=format_money(amount), season=season.name, receivable=format_money(receivable),
+        ))
     outputs = _post(context, account, season, "waiver", -amount, "减免入账", f"减免审批通过（流程 {context.instance.id}）")
     # A waiver on a season already paid and invoiced leaves more invoiced than owed: reverse the excess.
     _reverse_excess(context, account, season, outputs["receivable_after"], "charge")
@@ -165,10 +180,10 @@ def _post_late_fee_waiver(context, account, amount, season):
     """Post a negative `late_fee_waiver` line on the season and record the late fees before and after."""
     before = late_fee_receivable(account.id, season.id)
     if amount <= ZERO or amount > before:
-        raise ServiceError(
-            f"减免金额 {format_money(amount)} 元超过该户 {season.name} 当前滞纳金 {format_money(before)} 元"
-            "（申请后滞纳金已变化）；请驳回后按现有滞纳金重新申请。"
-        )
+        raise ServiceError(M_(
+            "减免金额 %(amount)s 元超过该户 %(season)s 当前滞纳金 %(late_fees)s 元（申请后滞纳金已变化）；请驳回后按现有滞纳金重新申请。",
+            amount=format_money(amount), season=season.name, late_fees=format_money(before),
+        ))
     entry = LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id, kind="late_fee_waiver",
         amount=-amount, cause_type="process_instance", cause_id=context.instance.id, idempotency_key=_key(context),
@@ -237,7 +252,7 @@ def apply_forced_shutoff(context, account_id, valve_state, seal_no):
         raise ServiceError("seal_no is empty; the field task must record the seal number.")
     account = instance_account(context, account_id)
     if account.billing_status != "forced_off":
-        _require_status(account, ("normal",), "强停")
+        _require_status(account, ("normal",), "forced_shutoff")
     account.billing_status = "forced_off"
     set_valve_state(context, account, valve_state)
     record_event(
@@ -302,13 +317,13 @@ def reheat_account(context, account_id, opened_on):
     posted = _posted_line(account, _key(context))
     if posted is not None:
         return _replay(account, posted)
-    _require_status(account, ("suspended", "forced_off"), "复热")
+    _require_status(account, ("suspended", "forced_off"), "reheating")
     season = _season(account)
     _day_in_season(season, opened_on)
     try:
         amount, days = reheating_amount(account, season, opened_on)
     except InputError as error:
-        raise ServiceError(str(error)) from error
+        raise ServiceError(message_of(error) or str(error)) from error
     previous = account.billing_status
     account.billing_status = "normal"
     set_valve_state(context, account, "open")
@@ -344,7 +359,7 @@ def post_back_charge(context, account_id, inspected_on, netting=None):
     if posted is not None:
         # Both lines and the status change are written in the one transaction of this step.
         return _replay(account, posted)
-    _require_status(account, ("suspended", "forced_off"), "追补")
+    _require_status(account, ("suspended", "forced_off"), "back_charge")
     season = _season(account)
     _day_in_season(season, inspected_on)
     try:
@@ -353,7 +368,7 @@ def post_back_charge(context, account_id, inspected_on, netting=None):
         if inspected_on < season.end_on:
             rest, rest_days = reheating_amount(account, season, inspected_on + timedelta(days=1))
     except InputError as error:
-        raise ServiceError(str(error)) from error
+        raise ServiceError(message_of(error) or str(error)) from error
     memo = f"稽查追补：{season.start_on} 至 {inspected_on} 共 {days}/{season.statutory_days} 天（流程 {context.instance.id}）"
     result = _post(context, account, season, "rerate", amount, "稽查追补热费", memo)
     previous = account.billing_status
@@ -393,14 +408,14 @@ def connect_account(context, account_id, area, connected_on):
     posted = _posted_line(account, _key(context))
     if posted is not None:
         return _replay(account, posted)
-    _require_status(account, ("not_connected",), "入网")
+    _require_status(account, ("not_connected",), "connection")
     season = _season(account)
     _day_in_season(season, connected_on)
     account.building_area = Decimal(area)
     try:
         amount, days = connection_amount(account, season, account.building_area, connected_on)
     except InputError as error:
-        raise ServiceError(str(error)) from error
+        raise ServiceError(message_of(error) or str(error)) from error
     account.billing_status = "normal"
     set_valve_state(context, account, "open")
     record_event(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from app.billing.models import LedgerEntry
 from app.billing.services import rerate_account, season_receivable
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import M_, N_, Message
 from app.messaging.events import emit
 from app.money import format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES, Account, Unit
@@ -29,7 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 class ServiceError(RuntimeError):
-    """A service operator could not do its work; the message states why and what to fix."""
+    """A service operator could not do its work; the message states why and what to fix.
+
+    Messages for the approver are Messages (`M_`), so the instance history can show them in
+    the reader's language; configuration errors of a diagram are plain English text.
+    """
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def rebill_suspension(context, account_id):
         raise ServiceError(f"Company {account.company_id} has no heating season; set up the season and its tariff first.")
     if account.billing_status != "normal":
         label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
-        raise ServiceError(f"账户 {account.account_no} 当前状态为「{label}」，只有「正常」状态可以报停；请驳回本申请。")
+        raise ServiceError(M_("账户 %(account)s 当前状态为「%(status)s」，只有「正常」状态可以报停；请驳回本申请。", account=account.account_no, status=Message(label)))
 
     before = season_receivable(account.id, season.id)
     entry = rerate_account(

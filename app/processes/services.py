@@ -12,12 +12,13 @@ from decimal import Decimal
 from uuid import UUID
 
 import sqlalchemy as sa
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
-from app.i18n import N_, translate_label
+from app.i18n import DEFAULT_LOCALE, N_, message_of, translate_label
 from app.locking import lock_row
 from app.messaging.events import emit
 from app.billing.services import season_receivable
@@ -283,9 +284,17 @@ def _record_failure(instance_id, user, task_name, error, status=None):
     instance = lock_row(ProcessInstance, instance_id)
     if status is not None:
         instance.status = status
+    data = {}
+    message = message_of(error)
+    if message is not None:
+        data["message"] = message.as_data()
     failure = getattr(error, "failure", None)
-    data = {"run_failure": failure} if failure else None
-    record_event(instance, "error", user=user, task_name=task_name, comment=str(error)[:1000], data=data)
+    if failure:
+        data["run_failure"] = failure
+    # The comment keeps the Chinese text for the hash chain and exports; pages translate from `data`.
+    with force_locale(DEFAULT_LOCALE):
+        comment = str(error)[:1000]
+    record_event(instance, "error", user=user, task_name=task_name, comment=comment, data=data or None)
     db.session.commit()
 
 

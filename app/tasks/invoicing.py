@@ -6,6 +6,7 @@ import time
 from flask import current_app
 
 from app.extensions import celery, db
+from app.i18n import M_, message_of
 from app.integrations import nuonuo
 from app.invoicing.issuing import InvoiceError, advance_e_invoice, ensure_e_invoice, mark_failed, pending_e_invoice_ids
 from app.tenancy import company_scope, scoped
@@ -43,14 +44,14 @@ def issue_e_invoice_task(self, company_id, payment_id=None, invoice_id=None):
                     return status
                 if retries < self.max_retries:
                     time.sleep(retry_delay(retries))
-            mark_failed(invoice_id, f"重试 {self.max_retries} 次后仍未开具：{reason}")
+            mark_failed(invoice_id, M_("重试 %(count)s 次后仍未开具：%(reason)s", count=self.max_retries, reason=reason))
             return "failed"
 
         status, invoice_id, reason = _step(payment_id, invoice_id)
         if status in FINAL_STATUSES:
             return status
         if self.request.retries >= self.max_retries:
-            mark_failed(invoice_id, f"重试 {self.max_retries} 次后仍未开具：{reason}")
+            mark_failed(invoice_id, M_("重试 %(count)s 次后仍未开具：%(reason)s", count=self.max_retries, reason=reason))
             return "failed"
         delay = retry_delay(self.request.retries)
         logger.info("E-invoice %s is %s; step %s again in %.1f s", invoice_id, status, self.request.retries + 2, delay)
@@ -65,12 +66,13 @@ def _step(payment_id, invoice_id):
     try:
         if invoice_id is None:
             invoice_id = ensure_e_invoice(payment_id)
-        return advance_e_invoice(invoice_id), invoice_id, "服务商仍在开票"
+        return advance_e_invoice(invoice_id), invoice_id, M_("服务商仍在开票")
     except InvoiceError as error:
         db.session.rollback()
         logger.warning("E-invoice of payment %s / invoice %s cannot be issued: %s", payment_id, invoice_id, error)
         if invoice_id is not None:
-            mark_failed(invoice_id, str(error))
+            # TODO: InvoiceError is raised with _(), so a task stores it in Chinese only; raise it with M_ to translate it on pages.
+            mark_failed(invoice_id, message_of(error) or str(error))
         return "failed", invoice_id, str(error)
     except nuonuo.VendorUnavailable as error:
         db.session.rollback()
@@ -78,7 +80,7 @@ def _step(payment_id, invoice_id):
         return "unavailable", invoice_id, str(error)
     except nuonuo.VendorError as error:
         db.session.rollback()
-        mark_failed(invoice_id, f"服务商返回错误：{error.code} {error.describe}")
+        mark_failed(invoice_id, M_("服务商返回错误：%(code)s %(reason)s", code=error.code, reason=error.describe))
         return "failed", invoice_id, str(error)
 
 

@@ -8,6 +8,7 @@ from flask import current_app
 
 from app.celery_app import AppContextTask
 from app.extensions import celery, db
+from app.i18n import N_
 from app.ledger.models import LedgerImport, utcnow
 from app.ledger.services import apply_result, import_ledger
 from app.org.models import Company
@@ -50,7 +51,7 @@ class LedgerImportTask(AppContextTask):
 
     def on_database_retries_exhausted(self, error, args, kwargs):
         import_id = kwargs["import_id"] if "import_id" in kwargs else args[0]
-        _mark_failed(import_id, "导入失败：数据库连接多次中断，数据未保存。请稍后重新上传。")
+        _mark_failed(import_id, N_("导入失败：数据库连接多次中断，数据未保存。请稍后重新上传。"))
 
 
 @celery.task(name="ledger.import_ledger", bind=True, base=LedgerImportTask)
@@ -69,7 +70,10 @@ def import_ledger_task(self, import_id, company_id):
 
 
 def _mark_failed(import_id, summary):
-    """Record a failed job, if the database can be reached; otherwise the job stays running."""
+    """Record a failed job, if the database can be reached; otherwise the job stays running.
+
+    `summary` is a Chinese msgid marked with N_; the pages translate it with the `translate` filter.
+    """
     try:
         job = db.session.get(LedgerImport, import_id)
         job.status = "failed"
@@ -110,7 +114,7 @@ def _import_job(task, import_id, company_id):
         except Exception:
             db.session.rollback()
             logger.exception("Ledger import %s of company %s failed", import_id, company_id)
-            _mark_failed(import_id, "导入失败：服务器内部错误，数据未保存。请联系管理员。")
+            _mark_failed(import_id, N_("导入失败：服务器内部错误，数据未保存。请联系管理员。"))
             return
         job = db.session.get(LedgerImport, import_id)
         apply_result(job, result)

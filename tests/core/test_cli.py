@@ -31,7 +31,7 @@ def test_cli_rejects_dirty_ledger(app_ctx):
     result = runner.invoke(args=["heat", "import-ledger", "--company", "TJ", str(LEDGERS / "TJ-dirty-shared.xlsx")])
 
     assert result.exit_code == 1
-    rows = [int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("第 ")]
+    rows = [int(line.split()[1].rstrip(",")) for line in result.stderr.splitlines() if line.startswith("Row ")]
     assert rows == [4, 8, 12, 15, 19, 22, 26, 29]
 
 

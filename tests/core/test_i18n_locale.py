@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 from flask_babel import force_locale
 
+from app.billing.models import ENTRY_KINDS
 from app.demo import DEMO_PASSWORD
 from app.extensions import db
 from app.fieldwork.models import VISIT_STATUSES
@@ -14,6 +15,7 @@ from app.i18n import LOCALE_COOKIE, legal_document_language, translate_label
 from app.ledger.models import LedgerImport
 from app.network.models import BILLING_STATUSES, Account
 from app.org.models import User
+from app.payments.models import REFUND_KINDS
 from app.processes.models import PROCESS_TYPES, TASK_STATUSES
 
 LEDGERS = Path(__file__).resolve().parents[1] / "fixtures" / "ledgers"
@@ -183,12 +185,21 @@ def test_address_english_on_pages_only(app_ctx, login, import_fixture):
     ("billing status", "报停", "Suspended"),
     ("task status", "待办", "Open"),
     ("visit status", "待办", "Open"),
+    ("refund kind", "退费", "Refund"),
+    ("ledger line kind", "退费", "Refund"),
 ])
 def test_context_labels_translate_apart(app_ctx, label, chinese, english):
     text = {"process": PROCESS_TYPES["suspension"], "billing status": BILLING_STATUSES["suspended"],
-            "task status": TASK_STATUSES["open"], "visit status": VISIT_STATUSES["open"]}[label]
+            "task status": TASK_STATUSES["open"], "visit status": VISIT_STATUSES["open"],
+            "refund kind": REFUND_KINDS["refund"], "ledger line kind": ENTRY_KINDS["refund"]}[label]
     assert text == chinese
     with force_locale("zh_CN"):
         assert translate_label(text) == chinese
     with force_locale("en"):
         assert translate_label(text) == english
+
+
+def test_refunds_page_title_stays_plural(app_ctx):
+    with force_locale("en"):
+        assert translate_label("退费") == "Refunds"
+        assert translate_label(REFUND_KINDS["refund"]) == "Refund"

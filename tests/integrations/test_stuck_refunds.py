@@ -64,7 +64,7 @@ def test_wechat_lost_confirmation_completed(wechat):
     assert _posted(refund.id) == D("30.00")
 
 
-def test_wechat_abnormal_refund_failed(wechat):
+def test_wechat_abnormal_refund_failed(wechat, login):
     simulator = wechat["simulator"]
     payment = _payment_of(accounts_of(wechat["demo"]["TJ"], 1)[0], "wechat", simulator, SUB_MCHIDS["TJ"])
     simulator.refund_notifications = False
@@ -76,6 +76,15 @@ def test_wechat_abnormal_refund_failed(wechat):
     assert "ABNORMAL" in failed.failure_reason
     assert _posted(refund.id) == 0
     assert refundable_amount(db.session.get(Payment, payment.id)) == payment.amount
+    # Stored in Chinese with its msgid by the sweep task; each reader sees their own language.
+    assert failed.failure_reason.startswith("退款渠道拒绝：")
+    cashier = login("tj_cashier")
+    chinese_page = cashier.get(f"/payments/{payment.id}").get_data(as_text=True)
+    cashier.post("/language", data={"locale": "en"})
+    english_page = cashier.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert "退款渠道拒绝：" in chinese_page
+    assert "The refund channel rejected the refund: " in english_page
+    assert "退款渠道拒绝" not in english_page
 
 
 def test_wechat_unsent_refund_sent_again(wechat, app, monkeypatch):

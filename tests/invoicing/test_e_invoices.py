@@ -74,7 +74,7 @@ def test_failed_invoice_listed_and_retried(einvoicing, make_account, staff):
     assert failed_e_invoices() == []
 
 
-def test_unreachable_vendor_keeps_payment(einvoicing, make_account, staff, app, monkeypatch):
+def test_unreachable_vendor_keeps_payment(einvoicing, make_account, staff, app, monkeypatch, login):
     monkeypatch.setitem(app.config, "EINVOICE_API_BASE", "http://127.0.0.1:9/open/v1/services")
     account = make_account("TJ", "87.35")
     payment = collect_payment(account, "2183.75", "cash", staff("tj_cashier"))
@@ -84,6 +84,13 @@ def test_unreachable_vendor_keeps_payment(einvoicing, make_account, staff, app, 
     assert invoice.status == "failed"
     assert "重试 12 次后仍未开具" in invoice.last_error
     assert "Connection refused" in invoice.last_error
+    # The task stored the reason with its msgid, so the failed-invoice list translates it.
+    finance = login("tj_finance")
+    finance.post("/language", data={"locale": "en"})
+    page = finance.get("/invoicing/failed").get_data(as_text=True)
+    assert "Not issued after 12 retries: " in page
+    assert "Connection refused" in page
+    assert "重试 12 次后仍未开具" not in page
 
 
 def test_unconfigured_vendor_makes_no_call(demo, make_account, staff, app, monkeypatch):

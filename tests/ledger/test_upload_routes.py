@@ -135,3 +135,43 @@ def test_upload_with_broker_down_keeps_job(demo, login, app_ctx, monkeypatch):
     db.session.refresh(job)
     assert job.status == "succeeded"
     assert _account_count(demo["TJ"]) == 1743
+
+
+@pytest.mark.parametrize(("case", "chinese", "english"), [
+    ("text", "文件不是 Excel .xlsx 工作簿", "The file is not an Excel .xlsx workbook"),
+    ("no-header", "前 15 行中没有找到表头；表头应包含小区名称、建筑面积、用户类型、供热状态等列",
+     "No header row was found in the first 15 rows of worksheet &#34;Sheet&#34;; the header should contain columns such as 小区名称, 建筑面积, 用户类型, 供热状态"),
+])
+def test_file_error_shown_in_reader_language(case, chinese, english, demo, login):
+    client = login("tj_clerk")
+    _upload(client, UNREADABLE_LEDGERS[case], f"{case}.xlsx")
+    job = db.session.scalar(sa.select(LedgerImport).order_by(LedgerImport.id.desc()))
+
+    chinese_page = client.get(f"/ledger/{job.id}").get_data(as_text=True)
+    client.post("/language", data={"locale": "en"})
+    english_page = client.get(f"/ledger/{job.id}").get_data(as_text=True)
+
+    # Stored once, in Chinese with its msgid; each reader sees their own language.
+    assert chinese in job.errors[0]["reason"]
+    assert job.errors[0]["reason_message"]["msgid"]
+    assert chinese in chinese_page
+    assert english in english_page
+    assert chinese not in english_page
+
+
+def test_failed_import_summary_english(demo, login, monkeypatch):
+    def broken_import(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("app.tasks.ledger.import_ledger", broken_import)
+    client = login("tj_clerk")
+    client.post("/language", data={"locale": "en"})
+
+    body = _upload(client, NOT_A_WORKBOOK["text"], "text.xlsx").get_data(as_text=True)
+    listing = client.get("/ledger/").get_data(as_text=True)
+
+    job = db.session.scalar(sa.select(LedgerImport).order_by(LedgerImport.id.desc()))
+    assert job.status == "failed"
+    assert job.summary == "导入失败：服务器内部错误，数据未保存。请联系管理员。"
+    assert "Import failed: internal server error, nothing was stored." in body
+    assert "Import failed: internal server error, nothing was stored." in listing

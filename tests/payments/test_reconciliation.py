@@ -1,10 +1,12 @@
 """Daily reconciliation of WeChat Pay payments against statement lines, and the WeChat trade bill parser."""
 
+import io
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from flask_babel import force_locale
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
@@ -182,3 +184,46 @@ def test_task_reconciles_stored_statement(tj_wechat):
     # Theirs: 100.00 + 200.00 − 20.00 refund = 280.00.
     assert run.their_total == Decimal("280.00")
     assert set(_items(run)) == {("50300000001", "missing_ours"), ("4200000003", "missing_theirs")}
+
+
+@pytest.mark.parametrize(("bill", "english"), [
+    (BILL.replace("`100.00,`0.00,`0,", "`1O0.00,`0.00,`0,", 1),
+     "WeChat Pay statement line 2, column &#34;应结订单金额&#34;, value &#34;1O0.00&#34;: is not an amount in yuan with at most two decimals"),
+    (BILL.replace("`SUCCESS,`CMB_DEBIT", "`PAYING,`CMB_DEBIT", 1),
+     "WeChat Pay statement line 2, column &#34;交易状态&#34;, value &#34;PAYING&#34;: must be SUCCESS, REFUND or REVOKED"),
+    (BILL.replace(",应结订单金额", "", 1),
+     "Line 1 of the WeChat Pay statement lacks the columns 应结订单金额; download the trade bill with bill_type=ALL."),
+])
+def test_statement_upload_errors_english(bill, english, tj_wechat, login):
+    finance = login("tj_finance")
+    finance.post("/language", data={"locale": "en"})
+
+    response = finance.post("/reconciliation/statements", data={
+        "merchant_id": SUB_MCHID, "day": DAY.isoformat(), "statement": (io.BytesIO(bill.encode()), "bill.csv"),
+    })
+    page = finance.get(response.headers["Location"]).get_data(as_text=True)
+
+    assert english in page
+    assert db.session.scalar(sa.select(sa.func.count(ReconciliationRun.id))) == 0
+
+
+@pytest.mark.parametrize(("channel", "content", "chinese", "english"), [
+    ("alipay", "#支付宝业务明细查询\n支付宝交易号,商户订单号\n".encode("gb18030"),
+     "支付宝业务明细没有「#…业务明细列表…」开始行",
+     "The Alipay transaction details file has no \"#…业务明细列表…\" start line"),
+    ("bank:ICBC", "2|150.00\n20251203|B1|TJ-1|100.00|app|缴费\n".encode(),
+     "银行对账文件第 1 行笔数为 2，明细有 1 行",
+     "Line 1 of the bank reconciliation file states 2 transactions, but it has 1 detail lines"),
+    ("bank:ICBC", "2|150.00\n20251203|B1|TJ-1|100.00|app|退货\n20251203|B2|TJ-2|50.00|app|缴费\n".encode(),
+     "银行对账文件第 2 行，列「交易类型」，值「退货」：应为「缴费」或「冲正」",
+     "bank reconciliation file line 2, column \"交易类型\", value \"退货\": must be \"缴费\" or \"冲正\""),
+])
+def test_statement_errors_follow_language(app_ctx, channel, content, chinese, english):
+    # The daily task parses these statements without a request, so the language is set here.
+    with force_locale("en"), pytest.raises(ReconciliationError) as english_error:
+        parse_statement(channel, "M1", DAY, content)
+    with force_locale("zh_CN"), pytest.raises(ReconciliationError) as chinese_error:
+        parse_statement(channel, "M1", DAY, content)
+
+    assert english in str(english_error.value)
+    assert chinese in str(chinese_error.value)

@@ -55,7 +55,7 @@ def test_verify_limits_to_company(app_ctx, demo, make_account, login):
 def test_verify_unknown_company(app_ctx, demo):
     result = _verify(app_ctx, "--company", "XX")
     assert result.exit_code == 1
-    assert "未找到公司 XX" in result.stderr
+    assert "Company XX not found" in result.stderr
 
 
 def test_verify_reports_edited_event(app_ctx, demo, make_account, login):

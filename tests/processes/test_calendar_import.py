@@ -201,12 +201,12 @@ def test_cli_imports_and_rejects(app_ctx, demo, tmp_path):
     rejected = runner.invoke(args=["heat", "calendar-import", "--company", "TJ", str(bad)])
     assert rejected.exit_code == 1
     assert "nothing imported, 1 invalid rows" in rejected.stderr
-    assert "第 6 行「日期」值「2031-10-02」：与第 3 行重复" in rejected.stderr
+    assert 'Row 6, column "Date", value "2031-10-02": repeats row 3' in rejected.stderr
     assert _days(demo["TJ"].id) == {}
 
     wrong_year = runner.invoke(args=["heat", "calendar-import", "--company", "TJ", "--year", "2030", str(good)])
     assert wrong_year.exit_code == 1
-    assert "不在 2030 年" in wrong_year.stderr
+    assert "is not in 2030" in wrong_year.stderr
 
     imported = runner.invoke(args=["heat", "calendar-import", "--all-companies", str(good)])
     assert imported.exit_code == 0, imported.stderr

@@ -81,9 +81,9 @@ def test_cli_exit_codes(app_ctx):
     rejected = runner.invoke(args=["heat", "bpmn-check", str(FIXTURES / "bpmn-miwg" / "C.9.1.bpmn")])
 
     assert accepted.exit_code == 0
-    assert "只能作为文档导入" in accepted.output
+    assert "can be imported as documentation only" in accepted.output
     assert rejected.exit_code == 1
     assert "BoundaryEvent_1" in rejected.stderr
-    assert "不能导入" in rejected.stderr
-    assert "须加引号" in rejected.stderr
+    assert "cannot be imported" in rejected.stderr
+    assert "must be quoted" in rejected.stderr
     assert "Traceback" not in rejected.output + rejected.stderr

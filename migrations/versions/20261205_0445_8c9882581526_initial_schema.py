@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 7d89727000fd
+Revision ID: 8c9882581526
 Revises: 
-Create Date: 2026-12-05 04:06:54.375172
+Create Date: 2026-12-05 04:45:04.287377
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '7d89727000fd'
+revision = '8c9882581526'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1095,6 +1095,7 @@ def upgrade():
     sa.Column('pdf_url', sa.String(length=500), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.String(length=500), nullable=False),
+    sa.Column('last_error_message', sa.JSON(), nullable=True),
     sa.Column('reason', sa.String(length=255), nullable=False),
     sa.Column('cause_type', sa.String(length=32), nullable=True),
     sa.Column('cause_id', sa.Integer(), nullable=True),
@@ -1253,6 +1254,7 @@ def upgrade():
     sa.Column('receipt_no', sa.String(length=32), nullable=True),
     sa.Column('receipt_prints', sa.Integer(), nullable=False),
     sa.Column('failure_reason', sa.String(length=255), nullable=False),
+    sa.Column('failure_message', sa.JSON(), nullable=True),
     sa.Column('request_token', sa.String(length=64), nullable=True),
     sa.Column('requested_by_id', sa.Integer(), nullable=True),
     sa.Column('approved_by_id', sa.Integer(), nullable=True),
