@@ -46,7 +46,7 @@ PENDING_KEY = "heatflow_invoices_to_issue"
 
 
 class InvoiceError(ValueError):
-    """An invoice action that cannot be done as requested; the message is shown to the user."""
+    """An invoice action that cannot be done as requested; its Message is shown, or stored, and translated for the reader."""
 
 
 def invoice_profile(company_id):
@@ -115,7 +115,7 @@ def _new_blue_invoice(payment, medium):
     profile = invoice_profile(payment.company_id)
     entries = payment_lines(payment)
     if not entries:
-        raise InvoiceError(_("收据 %(receipt)s 没有冲抵应收的明细（可能全部为多缴款），无可开票金额。", receipt=payment.receipt_no))
+        raise InvoiceError(M_("收据 %(receipt)s 没有冲抵应收的明细（可能全部为多缴款），无可开票金额。", receipt=payment.receipt_no))
     invoice = Invoice(company_id=payment.company_id, payment_id=payment.id, medium=medium, direction="blue", status="pending")
     _add_lines(invoice, entries, payment.account.user_type, profile)
     if medium == "electronic":
@@ -132,7 +132,7 @@ def _new_blue_invoice(payment, medium):
 def _clean_digits(value, label):
     text = unicodedata.normalize("NFKC", value or "").strip().replace(" ", "")
     if not text:
-        raise InvoiceError(_("请填写%(field)s。", field=label))
+        raise InvoiceError(M_("请填写%(field)s。", field=label))
     return text
 
 
@@ -144,27 +144,27 @@ def record_paper_invoice(payment, invoice_code, invoice_number, user, invoice=No
     """
     company = db.session.get(Company, payment.company_id)
     if company.invoice_mode != "paper_tax_invoice":
-        raise InvoiceError(_("%(company)s 的开票方式不是税控纸质发票，不能登记纸质发票号码。", company=company.name))
+        raise InvoiceError(M_("%(company)s 的开票方式不是税控纸质发票，不能登记纸质发票号码。", company=company.name))
     code = _clean_digits(invoice_code, _("发票代码"))
     number = _clean_digits(invoice_number, _("发票号码"))
     if not PAPER_CODE_PATTERN.fullmatch(code):
-        raise InvoiceError(_("发票代码「%(code)s」无效：须为 10 位或 12 位数字，请按发票左上角的代码填写。", code=code))
+        raise InvoiceError(M_("发票代码「%(code)s」无效：须为 10 位或 12 位数字，请按发票左上角的代码填写。", code=code))
     if not PAPER_NUMBER_PATTERN.fullmatch(number):
-        raise InvoiceError(_("发票号码「%(number)s」无效：须为 8 位数字，请按发票右上角的号码填写。", number=number))
+        raise InvoiceError(M_("发票号码「%(number)s」无效：须为 8 位数字，请按发票右上角的号码填写。", number=number))
     lock_row(Payment, payment.id)
     duplicate = db.session.scalar(
         sa.select(Invoice).where(Invoice.company_id == payment.company_id, Invoice.invoice_code == code, Invoice.invoice_number == number)
     )
     if duplicate is not None:
         db.session.rollback()
-        raise InvoiceError(_(
+        raise InvoiceError(M_(
             "发票代码 %(code)s 号码 %(number)s 已登记在收据 %(receipt)s 上（%(status)s），同一张发票不能登记两次；请核对纸质发票上的号码。",
             code=code, number=number, receipt=duplicate.payment.receipt_no, status=duplicate.status_label,
         ))
     if invoice is None:
         if live_blue_invoice(payment.id) is not None:
             db.session.rollback()
-            raise InvoiceError(_("收据 %(receipt)s 已登记发票；如需重开，请先作废原发票。", receipt=payment.receipt_no))
+            raise InvoiceError(M_("收据 %(receipt)s 已登记发票；如需重开，请先作废原发票。", receipt=payment.receipt_no))
         try:
             invoice = _new_blue_invoice(payment, "paper")
         except InvoiceError:
@@ -172,7 +172,7 @@ def record_paper_invoice(payment, invoice_code, invoice_number, user, invoice=No
             raise
     elif invoice.status != "pending" or invoice.medium != "paper":
         db.session.rollback()
-        raise InvoiceError(_("该发票不是待登记的纸质发票。"))
+        raise InvoiceError(M_("该发票不是待登记的纸质发票。"))
     invoice.invoice_code = code
     invoice.invoice_number = number
     invoice.status = "issued"
@@ -183,7 +183,7 @@ def record_paper_invoice(payment, invoice_code, invoice_number, user, invoice=No
     except IntegrityError:
         # Another cashier recorded the same code and number in the meantime; the unique key kept theirs.
         db.session.rollback()
-        raise InvoiceError(_(
+        raise InvoiceError(M_(
             "发票代码 %(code)s 号码 %(number)s 刚被登记在另一笔收款上，同一张发票不能登记两次；请核对纸质发票上的号码。",
             code=code, number=number,
         )) from None
@@ -195,15 +195,15 @@ def void_paper_invoice(invoice, reason, user):
     """Void an issued paper invoice with a reason; the voided numbers stay taken. Commits."""
     reason = (reason or "").strip()
     if not reason:
-        raise InvoiceError(_("请填写作废原因，例如“打印错位”或“交款人要求更改抬头”。"))
+        raise InvoiceError(M_("请填写作废原因，例如“打印错位”或“交款人要求更改抬头”。"))
     if len(reason) > REASON_MAX:
-        raise InvoiceError(_("作废原因最长 %(max)s 个字，当前 %(length)s 个字，请删减后重试。", max=REASON_MAX, length=len(reason)))
+        raise InvoiceError(M_("作废原因最长 %(max)s 个字，当前 %(length)s 个字，请删减后重试。", max=REASON_MAX, length=len(reason)))
     if invoice.medium != "paper":
-        raise InvoiceError(_("电子发票不能作废，只能红冲。"))
+        raise InvoiceError(M_("电子发票不能作废，只能红冲。"))
     invoice = lock_row(Invoice, invoice.id)
     if invoice.status != "issued":
         db.session.rollback()
-        raise InvoiceError(_(
+        raise InvoiceError(M_(
             "发票 %(code)s %(number)s 当前为「%(status)s」，只有已开票的发票可以作废。",
             code=invoice.invoice_code or "", number=invoice.invoice_number or "", status=invoice.status_label,
         ))
@@ -224,10 +224,10 @@ def vendor_client(company_id):
     config = current_app.config
     missing = [name for name in ("EINVOICE_API_BASE", "EINVOICE_APP_KEY", "EINVOICE_APP_SECRET") if not config.get(name)]
     if missing:
-        raise InvoiceError(_("电子发票服务商未配置：请设置 %(names)s。", names=", ".join(missing)))
+        raise InvoiceError(M_("电子发票服务商未配置：请设置 %(names)s。", names=", ".join(missing)))
     profile = invoice_profile(company_id)
     if not profile.seller_tax_id:
-        raise InvoiceError(_("本公司未填写纳税人识别号：请在“开票设置”中填写后重新开票。"))
+        raise InvoiceError(M_("本公司未填写纳税人识别号：请在“开票设置”中填写后重新开票。"))
     credentials = nuonuo.VendorCredentials(config["EINVOICE_APP_KEY"], config["EINVOICE_APP_SECRET"], config.get("EINVOICE_ACCESS_TOKEN", ""))
     return nuonuo.NuonuoClient(config["EINVOICE_API_BASE"], credentials, profile.seller_tax_id)
 
@@ -236,7 +236,7 @@ def ensure_e_invoice(payment_id):
     """Return the id of the payment's live blue e-invoice, creating a pending one when there is none. Commits."""
     payment = lock_row(Payment, payment_id)
     if payment is None:
-        raise InvoiceError(_("收款记录 %(id)s 不存在。", id=payment_id))
+        raise InvoiceError(M_("收款记录 %(id)s 不存在。", id=payment_id))
     invoice = live_blue_invoice(payment.id)
     if invoice is None:
         invoice = _new_blue_invoice(payment, "electronic")
@@ -342,7 +342,7 @@ def retry_e_invoice(invoice, user):
     invoice = lock_row(Invoice, invoice.id)
     if invoice.status != "failed" or invoice.medium != "electronic":
         db.session.rollback()
-        raise InvoiceError(_("发票当前为「%(status)s」，只有开票失败的电子发票可以重开。", status=invoice.status_label))
+        raise InvoiceError(M_("发票当前为「%(status)s」，只有开票失败的电子发票可以重开。", status=invoice.status_label))
     # The vendor keeps the failed order under its number, so the new submission needs another: TJI12, TJI12-2, TJI12-3 …
     base, _separator, submission = invoice.order_no.partition("-")
     invoice.order_no = f"{base}-{int(submission or 1) + 1}"

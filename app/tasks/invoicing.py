@@ -71,7 +71,6 @@ def _step(payment_id, invoice_id):
         db.session.rollback()
         logger.warning("E-invoice of payment %s / invoice %s cannot be issued: %s", payment_id, invoice_id, error)
         if invoice_id is not None:
-            # TODO: InvoiceError is raised with _(), so a task stores it in Chinese only; raise it with M_ to translate it on pages.
             mark_failed(invoice_id, message_of(error) or str(error))
         return "failed", invoice_id, str(error)
     except nuonuo.VendorUnavailable as error:

@@ -93,13 +93,20 @@ def test_unreachable_vendor_keeps_payment(einvoicing, make_account, staff, app, 
     assert "重试 12 次后仍未开具" not in page
 
 
-def test_unconfigured_vendor_makes_no_call(demo, make_account, staff, app, monkeypatch):
+def test_unconfigured_vendor_makes_no_call(demo, make_account, staff, app, monkeypatch, login):
     monkeypatch.setitem(app.config, "EINVOICE_APP_KEY", "")
     account = make_account("TJ", "87.35")
     payment = collect_payment(account, "2183.75", "cash", staff("tj_cashier"))
     [invoice] = _invoices(payment)
     assert invoice.status == "failed"
+    assert "电子发票服务商未配置" in invoice.last_error
     assert "EINVOICE_API_BASE" in invoice.last_error
+    # The task stored the invoice error with its msgid, so an English reader gets English.
+    finance = login("tj_finance")
+    finance.post("/language", data={"locale": "en"})
+    page = finance.get("/invoicing/failed").get_data(as_text=True)
+    assert "The e-invoice vendor is not configured: set " in page
+    assert "电子发票服务商未配置" not in page
 
 
 def test_delayed_result_polled_until_issued(einvoicing, make_account, staff, app, monkeypatch):
