@@ -12,9 +12,9 @@ from flask_babel import gettext as _
 from app.extensions import db
 from app.locking import lock_row
 from app.network.models import Account
-from app.org.models import Company, Role, UserRole
+from app.org.models import Company, CompanyFunction, Role, UserRole
 from app.org.permissions import PERMISSIONS
-from app.org.services import AccessError, granted_functions, has_permission
+from app.org.services import AccessError, has_permission
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.tenancy import SYSTEM_SCOPE, scoped
 
@@ -51,21 +51,35 @@ def user_lanes(user, company_id):
         return {lane for lane in GROUP_LANES if has_permission(user, LANE_PERMISSIONS[lane], company_id)}
     if user.company_id != company_id:
         return set()
-    # The same test as has_permission, with the user's roles and the company's functions read once.
-    with scoped(SYSTEM_SCOPE):
-        roles = db.session.execute(
-            sa.select(Role.code, Role.company_id, Role.permissions).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
-        ).all()
+    roles, functions = _roles_and_functions(user.id, company_id)
     permissions = {permission for role in roles for permission in role.permissions}
     codes = {role.code for role in roles if role.company_id == company_id} & set(LANE_PERMISSIONS)
     codes -= GROUP_LANES
-    if not codes:
-        return set()
-    functions = granted_functions(company_id)
     return {
         lane for lane in codes
         if LANE_PERMISSIONS[lane] in permissions and PERMISSIONS[LANE_PERMISSIONS[lane]][0] in functions
     }
+
+
+def _roles_and_functions(user_id, company_id):
+    """Read the user's roles and the company's granted functions in one round trip; returns (role rows, function set).
+
+    The same test as has_permission needs both, and every task action checks the lanes,
+    so the two reads share one UNION ALL statement. Both run without the tenant scope,
+    like user_permissions and granted_functions.
+    """
+    roles = (
+        sa.select(sa.literal("role").label("source"), Role.code.label("code"), Role.company_id.label("company_id"),
+                  Role.permissions.label("permissions"))
+        .join(UserRole, UserRole.role_id == Role.id)
+        .where(UserRole.user_id == user_id)
+    )
+    functions = sa.select(
+        sa.literal("function"), CompanyFunction.function, CompanyFunction.company_id, sa.cast(sa.null(), Role.permissions.type),
+    ).where(CompanyFunction.company_id == company_id)
+    with scoped(SYSTEM_SCOPE):
+        rows = db.session.execute(sa.union_all(roles, functions)).all()
+    return [row for row in rows if row.source == "role"], {row.code for row in rows if row.source == "function"}
 
 
 def inbox_tasks(user):
