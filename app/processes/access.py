@@ -119,26 +119,42 @@ def get_task(task_id, user, fresh=False):
     if fresh:
         statement = statement.execution_options(populate_existing=True)
     task = db.session.scalar(statement)
+    _check_task_access(task, task_id, user)
+    return task
+
+
+def _check_task_access(task, task_id, user):
     if task is None:
         raise NotFoundError(_("任务 %(id)s 不存在，或不属于您所在的公司。", id=task_id))
     if task.lane_role not in user_lanes(user, task.company_id):
         raise AccessError(_("任务「%(task)s」由角色 %(role)s 办理，您没有该角色或相应权限。", task=task.title, role=task.lane_role))
-    return task
 
 
 def locked_task(task_id, user):
-    """Lock the task's instance row, then read the task and check the user's lane; returns (task, instance).
+    """Lock the task's instance row, then read the task and check the user's lane; returns (task, instance, open tasks).
 
-    The task is read after the lock, so its status is the one the lock holder left. On
-    NotFoundError or AccessError the transaction is rolled back, which releases the lock.
+    The task and the instance's open tasks are read in one statement after the lock, so
+    their status is the one the lock holder left, and the open tasks stay as read until
+    this transaction changes them. On NotFoundError or AccessError the transaction is
+    rolled back, which releases the lock.
     """
     instance = lock_row(ProcessInstance, sa.select(HumanTask.instance_id).where(HumanTask.id == task_id).scalar_subquery())
     try:
-        task = get_task(task_id, user, fresh=True)
+        if instance is None:
+            task, open_tasks = get_task(task_id, user, fresh=True), []
+        else:
+            rows = db.session.scalars(
+                sa.select(HumanTask)
+                .where(sa.or_(HumanTask.id == task_id, sa.and_(HumanTask.instance_id == instance.id, HumanTask.status == "open")))
+                .execution_options(populate_existing=True)
+            ).all()
+            task = next((row for row in rows if row.id == task_id), None)
+            _check_task_access(task, task_id, user)
+            open_tasks = [row for row in rows if row.instance_id == instance.id and row.status == "open"]
     except (NotFoundError, AccessError):
         db.session.rollback()
         raise
-    return task, instance
+    return task, instance, open_tasks
 
 
 def get_instance(instance_id):
