@@ -31,16 +31,40 @@ def _insert(connection, table):
     return dialect.insert(table)
 
 
-def _upsert(connection, model, keys, rows):
-    if not rows:
-        return
+# Most bind parameters one combined community-and-company upsert may carry; PostgreSQL
+# accepts 65,535 per statement, and larger flushes fall back to one executemany per table.
+MAX_COMBINED_PARAMETERS = 20_000
+
+
+def _upsert_statement(connection, model, keys):
     table = model.__table__
     statement = _insert(connection, table)
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=keys,
         set_={"amount": table.c.amount + statement.excluded.amount, "entries": table.c.entries + statement.excluded.entries},
     )
-    connection.execute(statement, rows)
+
+
+def _upsert(connection, model, keys, rows):
+    if rows:
+        connection.execute(_upsert_statement(connection, model, keys), rows)
+
+
+def _upsert_both(connection, community_keys, community_rows, company_keys, company_rows):
+    """Add to the community totals, then to the company totals, in one statement on PostgreSQL.
+
+    The company upsert rides along as a data-modifying CTE that the main statement does not
+    read. PostgreSQL runs such a CTE to completion after the main statement, so the row
+    locks are still taken community rows first, as the two separate statements take them.
+    """
+    parameters = sum(len(row) for row in community_rows) + sum(len(row) for row in company_rows)
+    if connection.dialect.name != "postgresql" or not community_rows or not company_rows or parameters > MAX_COMBINED_PARAMETERS:
+        _upsert(connection, CommunityDailyTotal, community_keys, community_rows)
+        _upsert(connection, CompanyDailyTotal, company_keys, company_rows)
+        return
+    company = _upsert_statement(connection, CompanyDailyTotal, company_keys).values(company_rows)
+    community = _upsert_statement(connection, CommunityDailyTotal, community_keys).values(community_rows)
+    connection.execute(community.add_cte(company.cte("company_totals")))
 
 
 def _loaded_account_facts(session, account_ids):
@@ -96,12 +120,13 @@ def add_entries(connection, entries, session=None):
     community_keys = ["company_id", "season_id", "community_id", "category", "day", "kind"]
     company_keys = ["company_id", "season_id", "category", "day", "kind"]
     # Sorted so that concurrent transactions take the row locks in the same order.
-    _upsert(connection, CommunityDailyTotal, community_keys, [
-        dict(zip(community_keys, key), amount=amount, entries=count) for key, (amount, count) in sorted(community.items())
-    ])
-    _upsert(connection, CompanyDailyTotal, company_keys, [
-        dict(zip(company_keys, key), amount=amount, entries=count) for key, (amount, count) in sorted(company.items())
-    ])
+    _upsert_both(
+        connection,
+        community_keys,
+        [dict(zip(community_keys, key), amount=amount, entries=count) for key, (amount, count) in sorted(community.items())],
+        company_keys,
+        [dict(zip(company_keys, key), amount=amount, entries=count) for key, (amount, count) in sorted(company.items())],
+    )
 
 
 def add_completed_tasks(connection, tasks):
