@@ -327,7 +327,7 @@ def _sync_and_save(instance, workflow, user, open_tasks=None):
     """Store armed timers, create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state.
 
     `open_tasks` are the instance's open tasks as read under its row lock in this
-    transaction (closed ones among them are skipped); when None they are read here.
+    transaction, and tasks closed since are skipped. When it is None they are read here.
     """
     sync_timers(instance, workflow, record_event)
     ready = {str(t.id): t for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
