@@ -143,9 +143,13 @@ def locked_task(task_id, user):
         if instance is None:
             task, open_tasks = get_task(task_id, user, fresh=True), []
         else:
+            # company_id lets the (company_id, instance_id, spiff_task_id) unique index find the open tasks.
+            open_of_instance = sa.and_(
+                HumanTask.company_id == instance.company_id, HumanTask.instance_id == instance.id, HumanTask.status == "open",
+            )
             rows = db.session.scalars(
                 sa.select(HumanTask)
-                .where(sa.or_(HumanTask.id == task_id, sa.and_(HumanTask.instance_id == instance.id, HumanTask.status == "open")))
+                .where(sa.or_(HumanTask.id == task_id, open_of_instance))
                 .execution_options(populate_existing=True)
             ).all()
             task = next((row for row in rows if row.id == task_id), None)
