@@ -112,8 +112,8 @@ def remember_day_kinds(company_id, first, last, kinds):
     """Keep a company's calendar rows from `first` to `last` for the rest of the transaction.
 
     Only rows of a company the current tenant scope can see are kept, so that a later read
-    under another scope finds the same rows it would read. The cache is dropped at commit,
-    at rollback and after a flush that writes a CalendarDay (app.processes.timers).
+    under another scope finds the same rows it would read. The cache is dropped when a
+    transaction or savepoint ends and when a CalendarDay is written (app.processes.timers).
     """
     if current_scope().can_see(company_id):
         db.session.info.setdefault(DAYS_CACHE_KEY, {})[company_id] = (first, last, kinds)

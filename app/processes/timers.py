@@ -131,13 +131,10 @@ def _forget_timing(session):
     session.info.pop(DAYS_CACHE_KEY, None)
 
 
-@orm_event.listens_for(Session, "after_commit")
-def _forget_timing_after_commit(session):
-    _forget_timing(session)
-
-
-@orm_event.listens_for(Session, "after_soft_rollback")
-def _forget_timing_after_rollback(session, previous_transaction):
+@orm_event.listens_for(Session, "after_transaction_end")
+def _forget_timing_after_transaction(session, transaction):
+    # Any end counts (commit, rollback, close, and a savepoint's release or rollback), so
+    # nothing read inside a rolled-back savepoint outlives it.
     _forget_timing(session)
 
 
