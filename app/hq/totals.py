@@ -64,9 +64,10 @@ COMMUNITY_UPSERT = _typed_text(_upsert_sql(_COMMUNITY, COMMUNITY_KEYS, ["amount"
 COMPANY_UPSERT = _typed_text(_upsert_sql(_COMPANY, COMPANY_KEYS, ["amount", "entries"]), (_COMPANY, ""))
 STEP_UPSERT = _typed_text(_upsert_sql(_STEP, STEP_KEYS, ["completed", "wait_seconds"], ["title"]), (_STEP, ""))
 # One row of each, for PostgreSQL: the company upsert rides along as a data-modifying CTE
-# that the main statement does not read. PostgreSQL runs such a CTE to completion after
-# the main statement, so the row locks are taken community row first, as in the two
-# separate statements.
+# that the main statement does not read. PostgreSQL 15 runs such a CTE to completion after
+# the main statement (ExecPostprocessPlan), so the community row is locked first, as in
+# the two separate statements. NOTE: the manual calls this order unpredictable, so a
+# later release could invert it against a concurrent flush of several rows.
 BOTH_UPSERT = _typed_text(
     f"WITH company_totals AS ({_upsert_sql(_COMPANY, COMPANY_KEYS, ['amount', 'entries'], prefix='company_')}) "
     + _upsert_sql(_COMMUNITY, COMMUNITY_KEYS, ["amount", "entries"]),
