@@ -12,9 +12,9 @@ from flask_babel import gettext as _
 from app.extensions import db
 from app.locking import lock_row
 from app.network.models import Account
-from app.org.models import Company, Role, UserRole
+from app.org.models import Company, CompanyFunction, Role, UserRole
 from app.org.permissions import PERMISSIONS
-from app.org.services import AccessError, granted_functions, has_permission
+from app.org.services import AccessError, has_permission
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.tenancy import SYSTEM_SCOPE, scoped
 
@@ -51,21 +51,35 @@ def user_lanes(user, company_id):
         return {lane for lane in GROUP_LANES if has_permission(user, LANE_PERMISSIONS[lane], company_id)}
     if user.company_id != company_id:
         return set()
-    # The same test as has_permission, with the user's roles and the company's functions read once.
-    with scoped(SYSTEM_SCOPE):
-        roles = db.session.execute(
-            sa.select(Role.code, Role.company_id, Role.permissions).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
-        ).all()
+    roles, functions = _roles_and_functions(user.id, company_id)
     permissions = {permission for role in roles for permission in role.permissions}
     codes = {role.code for role in roles if role.company_id == company_id} & set(LANE_PERMISSIONS)
     codes -= GROUP_LANES
-    if not codes:
-        return set()
-    functions = granted_functions(company_id)
     return {
         lane for lane in codes
         if LANE_PERMISSIONS[lane] in permissions and PERMISSIONS[LANE_PERMISSIONS[lane]][0] in functions
     }
+
+
+def _roles_and_functions(user_id, company_id):
+    """Read the user's roles and the company's granted functions in one round trip; returns (role rows, function set).
+
+    The same test as has_permission needs both, and every task action checks the lanes,
+    so the two reads share one UNION ALL statement. Both run without the tenant scope,
+    like user_permissions and granted_functions.
+    """
+    roles = (
+        sa.select(sa.literal("role").label("source"), Role.code.label("code"), Role.company_id.label("company_id"),
+                  Role.permissions.label("permissions"))
+        .join(UserRole, UserRole.role_id == Role.id)
+        .where(UserRole.user_id == user_id)
+    )
+    functions = sa.select(
+        sa.literal("function"), CompanyFunction.function, CompanyFunction.company_id, sa.cast(sa.null(), Role.permissions.type),
+    ).where(CompanyFunction.company_id == company_id)
+    with scoped(SYSTEM_SCOPE):
+        rows = db.session.execute(sa.union_all(roles, functions)).all()
+    return [row for row in rows if row.source == "role"], {row.code for row in rows if row.source == "function"}
 
 
 def inbox_tasks(user):
@@ -105,26 +119,46 @@ def get_task(task_id, user, fresh=False):
     if fresh:
         statement = statement.execution_options(populate_existing=True)
     task = db.session.scalar(statement)
+    _check_task_access(task, task_id, user)
+    return task
+
+
+def _check_task_access(task, task_id, user):
     if task is None:
         raise NotFoundError(_("任务 %(id)s 不存在，或不属于您所在的公司。", id=task_id))
     if task.lane_role not in user_lanes(user, task.company_id):
         raise AccessError(_("任务「%(task)s」由角色 %(role)s 办理，您没有该角色或相应权限。", task=task.title, role=task.lane_role))
-    return task
 
 
 def locked_task(task_id, user):
-    """Lock the task's instance row, then read the task and check the user's lane; returns (task, instance).
+    """Lock the task's instance row, then read the task and check the user's lane; returns (task, instance, open tasks).
 
-    The task is read after the lock, so its status is the one the lock holder left. On
-    NotFoundError or AccessError the transaction is rolled back, which releases the lock.
+    The task and the instance's open tasks are read in one statement after the lock, so
+    their status is the one the lock holder left, and the open tasks stay as read until
+    this transaction changes them. On NotFoundError or AccessError the transaction is
+    rolled back, which releases the lock.
     """
     instance = lock_row(ProcessInstance, sa.select(HumanTask.instance_id).where(HumanTask.id == task_id).scalar_subquery())
     try:
-        task = get_task(task_id, user, fresh=True)
+        if instance is None:
+            task, open_tasks = get_task(task_id, user, fresh=True), []
+        else:
+            # company_id lets the (company_id, instance_id, spiff_task_id) unique index find the open tasks.
+            open_of_instance = sa.and_(
+                HumanTask.company_id == instance.company_id, HumanTask.instance_id == instance.id, HumanTask.status == "open",
+            )
+            rows = db.session.scalars(
+                sa.select(HumanTask)
+                .where(sa.or_(HumanTask.id == task_id, open_of_instance))
+                .execution_options(populate_existing=True)
+            ).all()
+            task = next((row for row in rows if row.id == task_id), None)
+            _check_task_access(task, task_id, user)
+            open_tasks = [row for row in rows if row.instance_id == instance.id and row.status == "open"]
     except (NotFoundError, AccessError):
         db.session.rollback()
         raise
-    return task, instance
+    return task, instance, open_tasks
 
 
 def get_instance(instance_id):

@@ -20,6 +20,7 @@ from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.i18n import N_, join_items, translate_label
 from app.processes.models import CALENDAR_KINDS, CalendarDay
+from app.tenancy import current_scope
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +88,35 @@ def calendar_days(company_id, year):
 
 
 def day_kinds(company_id, first, last):
-    """{day: kind} of the company's calendar rows from `first` to `last`, both included."""
-    return dict(db.session.execute(
+    """{day: kind} of the company's calendar rows from `first` to `last`, both included, and possibly of days around them.
+
+    Rows read earlier in the same transaction are reused when they cover the range (see
+    remember_day_kinds).
+    """
+    cached = db.session.info.get(DAYS_CACHE_KEY, {}).get(company_id)
+    if cached is not None and cached[0] <= first and last <= cached[1]:
+        return cached[2]
+    kinds = dict(db.session.execute(
         sa.select(CalendarDay.day, CalendarDay.kind)
         .where(CalendarDay.company_id == company_id, CalendarDay.day >= first, CalendarDay.day <= last)
     ).all())
+    remember_day_kinds(company_id, first, last, kinds)
+    return kinds
+
+
+# Session.info key: {company id: (first day, last day, {day: kind})} read in this transaction.
+DAYS_CACHE_KEY = "heatflow.calendar_days"
+
+
+def remember_day_kinds(company_id, first, last, kinds):
+    """Keep a company's calendar rows from `first` to `last` for the rest of the transaction.
+
+    Only rows of a company the current tenant scope can see are kept, so that a later read
+    under another scope finds the same rows it would read. The cache is dropped when a
+    transaction or savepoint ends and when a CalendarDay is written (app.processes.timers).
+    """
+    if current_scope().can_see(company_id):
+        db.session.info.setdefault(DAYS_CACHE_KEY, {})[company_id] = (first, last, kinds)
 
 
 def is_working_day(day, kinds):

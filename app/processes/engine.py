@@ -440,7 +440,7 @@ def run_engine(workflow):
         raise ProcessRunError(f"The workflow engine failed: {error}") from error
 
 
-# Spec object -> (its subprocess specs mapping, digest, document) of the last serialization.
+# Spec object -> (a copy of its subprocess specs mapping, digest, document) of the last serialization.
 _SPEC_DOCUMENTS = weakref.WeakKeyDictionary()
 
 
@@ -448,10 +448,11 @@ def spec_document(workflow):
     """Return (sha256 digest, JSON document) of a workflow's spec and subprocess specs, computed once per spec object.
 
     A migration replaces `workflow.spec` and `workflow.subprocess_specs`, so the cache entry
-    is checked against both.
+    is checked against both. The subprocess specs are compared object by object, not as one
+    mapping, because BpmnWorkflow replaces an empty mapping with a new `{}` on every load.
     """
     entry = _SPEC_DOCUMENTS.get(workflow.spec)
-    if entry is not None and entry[0] is workflow.subprocess_specs:
+    if entry is not None and _same_specs(entry[0], workflow.subprocess_specs):
         return entry[1], entry[2]
     registry = SERIALIZER.registry
     registry._encoder_mode = True
@@ -464,9 +465,14 @@ def spec_document(workflow):
     finally:
         registry._encoder_mode = False
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    _SPEC_DOCUMENTS[workflow.spec] = (workflow.subprocess_specs, digest, text)
+    _SPEC_DOCUMENTS[workflow.spec] = (dict(workflow.subprocess_specs), digest, text)
     _remember_document(digest, text)
     return digest, text
+
+
+def _same_specs(cached, current):
+    """True when two name -> spec mappings hold the same spec objects under the same names."""
+    return cached.keys() == current.keys() and all(cached[name] is current[name] for name in cached)
 
 
 # Digest -> document of specs serialized or read in this process; the digest fixes the content.

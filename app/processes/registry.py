@@ -14,12 +14,12 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
 
-from app.billing.models import LedgerEntry
+from app.billing.models import RECEIVABLE_KINDS, LedgerEntry
 from app.billing.services import rerate_account, season_receivable
 from app.extensions import db
 from app.i18n import M_, N_, Message
 from app.messaging.events import emit
-from app.money import format_money
+from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, VALVE_STATES, Account, Unit
 from app.network.valves import VALVE_TASK_FORMS, record_valve_change, utcnow
 from app.processes.audit import record_event
@@ -125,22 +125,20 @@ def rebill_suspension(context, account_id):
     instance = context.instance
     account = instance_account(context, account_id)
     key = f"suspension:{instance.id}"
-    posted = db.session.scalar(
-        sa.select(LedgerEntry).where(LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key)
-    )
-    if posted is not None:
+    season = current_season(account.company_id)
+    posted_id, before = _posted_line_and_receivable(account, season, key)
+    if posted_id is not None:
         # A replay of this step: the line is already posted, so report it and post nothing.
+        posted = db.session.get(LedgerEntry, posted_id)
         season = db.session.get(Season, posted.season_id)
         return {"season": season.name, "rerate_amount": posted.amount, "receivable_after": season_receivable(account.id, season.id)}
 
-    season = current_season(account.company_id)
     if season is None:
         raise ServiceError(f"Company {account.company_id} has no heating season; set up the season and its tariff first.")
     if account.billing_status != "normal":
         label = BILLING_STATUSES.get(account.billing_status, account.billing_status)
         raise ServiceError(M_("账户 %(account)s 当前状态为「%(status)s」，只有「正常」状态可以报停；请驳回本申请。", account=account.account_no, status=Message(label)))
 
-    before = season_receivable(account.id, season.id)
     entry = rerate_account(
         account, season, "suspended", "process_instance", instance.id, key=key,
         user_id=context.user.id if context.user else None, memo=f"报停审批通过（流程 {instance.id}）", receivable=before,
@@ -157,6 +155,24 @@ def rebill_suspension(context, account_id):
     )
     logger.info("Process instance %s re-rated account %s for season %s by %s", instance.id, account.id, season.name, entry.amount)
     return {"season": season.name, "rerate_amount": entry.amount, "receivable_after": after}
+
+
+def _posted_line_and_receivable(account, season, key):
+    """Read, in one statement, the id of the line posted under `key` (or None) and the account's receivable of `season`.
+
+    The receivable is ZERO when the season is None or has no lines. The caller holds the
+    account's row lock, so both figures stay true until it commits.
+    """
+    posted = sa.select(LedgerEntry.id).where(
+        LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key
+    ).scalar_subquery()
+    receivable = sa.null()
+    if season is not None:
+        receivable = sa.select(sa.func.sum(LedgerEntry.amount)).where(
+            LedgerEntry.account_id == account.id, LedgerEntry.season_id == season.id, LedgerEntry.kind.in_(RECEIVABLE_KINDS),
+        ).scalar_subquery()
+    posted_id, amount = db.session.execute(sa.select(posted, receivable)).one()
+    return posted_id, amount if amount is not None else ZERO
 
 
 def set_valve_state(context, account, valve_state):

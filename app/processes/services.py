@@ -102,7 +102,8 @@ def start_process(process_type, account_id, user, values, permission="process.st
     try:
         workflow = new_workflow(spec, subprocess_specs, RunContext(instance, user), start_data)
         run_engine(workflow)
-        _sync_and_save(instance, workflow, user)
+        # A new instance has no inbox rows yet.
+        _sync_and_save(instance, workflow, user, open_tasks=[])
     except ProcessRunError:
         db.session.rollback()
         logger.exception("Starting %s for account %s failed; nothing was stored", process_type, account_id)
@@ -143,7 +144,7 @@ def _check_not_suspended(instance, task):
 
 def claim_task(task_id, user):
     """Claim an open task so that only this user can complete it."""
-    task, instance = locked_task(task_id, user)
+    task, instance, _open_tasks = locked_task(task_id, user)
     if task.status != "open":
         raise ConflictError(_("任务「%(task)s」%(state)s，无需签收。", task=task.title, state=_closed_state(task)))
     _check_not_suspended(instance, task)
@@ -162,7 +163,7 @@ def claim_task(task_id, user):
 
 def release_task(task_id, user):
     """Return a claimed task to the open pool of its lane."""
-    task, instance = locked_task(task_id, user)
+    task, instance, _open_tasks = locked_task(task_id, user)
     if task.status != "open" or task.claimed_by_id != user.id:
         raise ConflictError(_("任务「%(task)s」不在您名下，无法退回。", task=task.title))
     task.claimed_by_id = None
@@ -178,7 +179,7 @@ def _task_properties(spiff_task):
 
 def complete_task(task_id, user, values):
     """Complete a claimed task with the submitted form values and run the workflow to its next wait."""
-    task, instance = locked_task(task_id, user)
+    task, instance, open_tasks = locked_task(task_id, user)
     try:
         clean_task_values(task.form, values, allow_send_back=True)
     except InputError:
@@ -212,14 +213,17 @@ def complete_task(task_id, user, values):
         spiff_task.data.update(data)
         spiff_task.data[f"{task.task_spec_name}_by"] = user.name
         spiff_task.run()
-        task.status = "completed"
-        task.completed_by_id = user.id
-        task.completed_at = utcnow()
-        task.decision = decision
-        task.comment = comment
+        completed_at = utcnow()
         record_event(instance, "completed", user=user, task_name=task.title, decision=decision, comment=comment, data=_public(data))
         run_engine(workflow)
-        _sync_and_save(instance, workflow, user)
+        # Set after the engine run, so that the task's UPDATE goes out in the save's flush
+        # instead of an autoflush before the first query of a service task.
+        task.status = "completed"
+        task.completed_by_id = user.id
+        task.completed_at = completed_at
+        task.decision = decision
+        task.comment = comment
+        _sync_and_save(instance, workflow, user, open_tasks)
     except InputError:
         db.session.rollback()
         raise
@@ -330,13 +334,20 @@ def fire_timer_in_instance(instance, timer):
     return True
 
 
-def _sync_and_save(instance, workflow, user):
-    """Store armed timers, create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state."""
+def _sync_and_save(instance, workflow, user, open_tasks=None):
+    """Store armed timers, create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state.
+
+    `open_tasks` are the instance's open tasks as read under its row lock in this
+    transaction, and tasks closed since are skipped. When it is None they are read here.
+    """
     sync_timers(instance, workflow, record_event)
     ready = {str(t.id): t for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
-    open_tasks = db.session.scalars(
-        sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open")
-    ).all()
+    if open_tasks is None:
+        open_tasks = db.session.scalars(
+            sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open")
+        ).all()
+    else:
+        open_tasks = [task for task in open_tasks if task.status == "open"]
     known = {t.spiff_task_id for t in open_tasks}
     for stale in open_tasks:
         if stale.spiff_task_id not in ready:

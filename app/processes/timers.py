@@ -19,6 +19,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy import event as orm_event
+from sqlalchemy.orm import Session, object_session
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.events.intermediate_event import BoundaryEvent
 from SpiffWorkflow.exceptions import SpiffWorkflowException
@@ -28,10 +30,10 @@ from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.i18n import N_
 from app.locking import lock_row
-from app.processes.calendar import add_working_days
-from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
+from app.processes.calendar import DAYS_CACHE_KEY, add_working_days, remember_day_kinds
+from app.processes.models import ACTIVE_STATUSES, CalendarDay, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
 from app.tariffs.models import Season
-from app.tenancy import company_scope, scoped
+from app.tenancy import company_scope, current_scope, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +86,88 @@ def timer_setting(company_id, key):
     """Return (amount, unit) of a company's timer key, falling back to the default."""
     if key not in TIMER_KEYS:
         raise KeyError(f"Unknown timer key {key!r}; known keys: {', '.join(TIMER_KEYS)}.")
-    row = db.session.scalar(sa.select(TimerSetting).where(TimerSetting.company_id == company_id, TimerSetting.timer_key == key))
-    if row is None:
-        return TIMER_KEYS[key].amount, TIMER_KEYS[key].unit
-    return row.amount, row.unit
+    settings = db.session.info.get(SETTINGS_CACHE_KEY, {}).get(company_id)
+    if settings is None:
+        settings = _read_timing(company_id)
+    return settings.get(key) or (TIMER_KEYS[key].amount, TIMER_KEYS[key].unit)
+
+
+# Session.info key: {company id: {timer key: (amount, unit)}} of the rows read in this transaction.
+SETTINGS_CACHE_KEY = "heatflow.timer_settings"
+# Days of the working calendar read together with the timer settings, counted from tomorrow.
+# They cover a count of up to 19 working days, the window add_working_days reads for it.
+CALENDAR_DAYS_READ_WITH_SETTINGS = 60
+
+
+def _read_timing(company_id):
+    """Read all of a company's timer settings and its calendar rows of the coming days in one statement.
+
+    Returns {timer key: (amount, unit)} of the stored rows. Both are kept for the rest of the
+    transaction when the tenant scope can see the company, because a step that creates a
+    task or arms a timer needs the settings and then the calendar. Adding, changing or
+    bulk-writing either kind of row drops what is kept. NOTE: a row passed to
+    Session.delete() is still seen until the next flush.
+    """
+    first = datetime.now(timezone.utc).astimezone(LOCAL_TIME).date() + timedelta(days=1)
+    last = first + timedelta(days=CALENDAR_DAYS_READ_WITH_SETTINGS)
+    settings_query = sa.select(
+        sa.literal("setting").label("source"), TimerSetting.timer_key.label("name"), TimerSetting.amount.label("amount"),
+        TimerSetting.unit.label("unit"), sa.cast(sa.null(), CalendarDay.day.type).label("day"),
+    ).where(TimerSetting.company_id == company_id)
+    days_query = sa.select(
+        sa.literal("day"), CalendarDay.kind, sa.cast(sa.null(), TimerSetting.amount.type), sa.cast(sa.null(), TimerSetting.unit.type),
+        CalendarDay.day,
+    ).where(CalendarDay.company_id == company_id, CalendarDay.day >= first, CalendarDay.day <= last)
+    rows = db.session.execute(sa.union_all(settings_query, days_query)).all()
+    settings = {row.name: (row.amount, row.unit) for row in rows if row.source == "setting"}
+    if current_scope().can_see(company_id):
+        db.session.info.setdefault(SETTINGS_CACHE_KEY, {})[company_id] = settings
+        remember_day_kinds(company_id, first, last, {row.day: row.name for row in rows if row.source == "day"})
+    return settings
+
+
+def _forget_timing(session):
+    session.info.pop(SETTINGS_CACHE_KEY, None)
+    session.info.pop(DAYS_CACHE_KEY, None)
+
+
+@orm_event.listens_for(Session, "after_transaction_end")
+def _forget_timing_after_transaction(session, transaction):
+    # Any end counts (commit, rollback, close, and a savepoint's release or rollback), so
+    # nothing read inside a rolled-back savepoint outlives it.
+    _forget_timing(session)
+
+
+@orm_event.listens_for(Session, "transient_to_pending")
+def _forget_timing_on_add(session, instance):
+    if isinstance(instance, (TimerSetting, CalendarDay)):
+        _forget_timing(session)
+
+
+def _forget_timing_on_change(target, value, oldvalue, initiator):
+    session = object_session(target)
+    if session is not None:
+        _forget_timing(session)
+
+
+for _attribute in (TimerSetting.timer_key, TimerSetting.amount, TimerSetting.unit, CalendarDay.day, CalendarDay.kind):
+    orm_event.listen(_attribute, "set", _forget_timing_on_change)
+
+
+@orm_event.listens_for(Session, "after_flush")
+def _forget_timing_after_delete(session, flush_context):
+    if any(isinstance(row, (TimerSetting, CalendarDay)) for row in session.deleted):
+        _forget_timing(session)
+
+
+@orm_event.listens_for(Session, "do_orm_execute")
+def _forget_timing_on_bulk_write(execute_state):
+    if SETTINGS_CACHE_KEY not in execute_state.session.info and DAYS_CACHE_KEY not in execute_state.session.info:
+        return
+    if execute_state.is_select:
+        return
+    if any(mapper.class_ in (TimerSetting, CalendarDay) for mapper in execute_state.all_mappers):
+        _forget_timing(execute_state.session)
 
 
 def next_season_start(company_id, today):

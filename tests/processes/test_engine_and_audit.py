@@ -14,7 +14,10 @@ from app.extensions import db
 from app.network.models import Account
 from app.processes.audit import record_event, verify_chain
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, spec_for
-from app.processes.engine import ModelValidationError, ProcessRunError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow, validate_model
+from app.processes.engine import (
+    SERIALIZER, ModelValidationError, ProcessRunError, RunContext, SandboxScriptEngine, dump_workflow, load_workflow, new_workflow,
+    spec_document, validate_model,
+)
 from app.processes.models import PROCESS_TYPES, EscalationRule, HumanTask, ProcessEvent, ProcessInstance, ProcessModel, ProcessSpec
 from tests.processes.conftest import open_task, start_request, submit_task
 
@@ -138,6 +141,28 @@ def test_state_references_spec_stored_once(demo, make_account, login):
     assert len(stored) == 1
     assert stored[0].company_id == demo["TJ"].id
     assert "company_approval" in stored[0].document
+
+
+def test_loaded_states_reuse_spec_document(demo, make_account, login, monkeypatch):
+    account = make_account("TJ", "87.35")
+    start_request(login("tj_clerk"), account.id)
+    state = db.session.scalar(sa.select(ProcessInstance.state).where(ProcessInstance.account_id == account.id))
+    first = load_workflow(state, RunContext(None))
+    digest = _stored_spec_digest(first)
+    second = load_workflow(state, RunContext(None))
+    # Each load gets its own empty subprocess mapping, and the spec must not be serialized again for it.
+    assert second.subprocess_specs == {}
+    assert second.subprocess_specs is not first.subprocess_specs
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the spec was serialized again")
+
+    monkeypatch.setattr(SERIALIZER.registry, "convert", fail)
+    assert spec_document(second)[0] == digest
+
+
+def _stored_spec_digest(workflow):
+    return json.loads(dump_workflow(workflow))["spec_digest"]
 
 
 def test_state_with_embedded_spec_still_loads(demo, make_account, login):

@@ -5,13 +5,14 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.network.models import Account
 from app.payments.services import collect_payment
 from app.processes.admin import resume_instance, suspend_instance
 from app.processes.calendar import add_working_days
-from app.processes.models import HumanTask, ProcessEvent, ProcessInstance, ProcessTimer, TimerSetting
-from app.processes.timers import deadline, fire_due_timers, fire_timer
+from app.processes.models import CalendarDay, HumanTask, ProcessEvent, ProcessInstance, ProcessTimer, TimerSetting
+from app.processes.timers import deadline, fire_due_timers, fire_timer, timer_setting
 from app.tenancy import SYSTEM_SCOPE, set_scope
 from tests.processes.conftest import fire_timer_of, instance_of, open_task, start_process_request, start_request, submit_task, user
 
@@ -258,3 +259,61 @@ def test_settings_page_saves_durations(demo, login):
     assert zero.status_code == 400
     db.session.expire_all()
     assert db.session.scalar(sa.select(TimerSetting).filter_by(timer_key="approval_escalation")).amount == 5
+
+
+def _statements_during(function):
+    """Call `function` and return (its result, the SQL statements it sent)."""
+    sent = []
+
+    def record(connection, cursor, statement, *args):
+        sent.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        return function(), sent
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_timer_settings_read_once_per_transaction(demo):
+    tj = demo["TJ"].id
+    first, sent = _statements_during(lambda: timer_setting(tj, "task_due"))
+    assert len(sent) == 1
+    again, sent = _statements_during(lambda: (timer_setting(tj, "task_due"), deadline(tj, "task_due")))
+    assert again[0] == first
+    assert sent == []
+
+
+def test_timer_setting_changes_seen_before_commit(demo):
+    tj = demo["TJ"].id
+    before = timer_setting(tj, "approval_reminder")
+    row = db.session.scalar(sa.select(TimerSetting).filter_by(company_id=tj, timer_key="approval_reminder"))
+    if row is None:
+        row = TimerSetting(company_id=tj, timer_key="approval_reminder", amount=5, unit="days")
+        db.session.add(row)
+    else:
+        row.amount, row.unit = 5, "days"
+    assert timer_setting(tj, "approval_reminder") == (5, "days")
+    row.amount = 7
+    assert timer_setting(tj, "approval_reminder") == (7, "days")
+    db.session.execute(sa.update(TimerSetting).where(TimerSetting.id == row.id).values(amount=9))
+    assert timer_setting(tj, "approval_reminder") == (9, "days")
+    db.session.rollback()
+    assert timer_setting(tj, "approval_reminder") == before
+
+
+def test_calendar_change_moves_due_before_commit(demo):
+    tj = demo["TJ"].id
+    now = datetime.now(UTC)
+    due = datetime.fromisoformat(deadline(tj, "task_due", now))
+    due_day = due.astimezone(LOCAL_TIME).date()
+    row = db.session.scalar(sa.select(CalendarDay).filter_by(company_id=tj, day=due_day))
+    if row is None:
+        db.session.add(CalendarDay(company_id=tj, day=due_day, kind="holiday", name="测试假日"))
+    else:
+        row.kind = "holiday"
+    later = datetime.fromisoformat(deadline(tj, "task_due", now))
+    assert later > due
+    assert later.astimezone(LOCAL_TIME).date() != due_day
+    db.session.rollback()
+    assert datetime.fromisoformat(deadline(tj, "task_due", now)) == due
