@@ -362,6 +362,9 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     paid_at = paid_at.astimezone(timezone.utc)
     company = db.session.get(Company, company_id)
     rule = allocation_rule(company_id)
+    # TODO: a company's payments wait for each other on its receipt counter row from the
+    # UPDATE in next_receipt_no through seven more statements to the commit. That wait
+    # bounds one company's notifications per second.
     payment = Payment(
         company_id=company_id, account_id=account.id, amount=amount, method=channel_code, channel=channel_code,
         season_id=owed.current.season.id if owed.current else None, cashier_id=None, paid_at=paid_at,
