@@ -5,17 +5,26 @@ import sqlalchemy as sa
 from app.extensions import db
 
 
-def lock_row(model, row_id):
+def lock_row(model, row_id, options=()):
     """Load a row under a write lock held to the end of the transaction.
 
     PostgreSQL takes a row lock with SELECT ... FOR UPDATE. SQLite ignores FOR UPDATE, so
     a no-op UPDATE first takes its database write lock. Without it, two transactions could
     both read the old state before either writes.
     """
+    return lock_matching_row(model, model.id == row_id, options=options)
+
+
+def lock_matching_row(model, *criteria, options=()):
+    """Load the one row of `model` matching `criteria` under a write lock, or None; see lock_row.
+
+    `options` are loader options such as joinedload. The lock covers the row of `model`
+    only, not the rows they join.
+    """
     if db.session.get_bind().dialect.name == "sqlite":
         db.session.execute(
-            sa.update(model).where(model.id == row_id).values(id=model.id).execution_options(synchronize_session=False)
+            sa.update(model).where(*criteria).values(id=model.id).execution_options(synchronize_session=False)
         )
     return db.session.scalar(
-        sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
+        sa.select(model).where(*criteria).options(*options).with_for_update(of=model).execution_options(populate_existing=True)
     )

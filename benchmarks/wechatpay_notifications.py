@@ -2,8 +2,10 @@
 
 Creates a database named heatflow_bench_<random> on 127.0.0.1, migrates it, installs the
 demo, imports and bills the TJ sample ledger, gives TJ a sub-merchant and places one
-1.00-yuan order per notification. It then starts the app as a separate process (Flask's
-threaded server on 127.0.0.1) configured with generated keys, and measures:
+1.00-yuan order per notification. It then starts the app as a separate process on
+127.0.0.1, configured with generated keys: by default under gunicorn with --workers
+synchronous worker processes, as production serves it, or with --server flask in Flask's
+threaded development server. It measures:
 
   baseline  wechatpay.verify_notification (signature check + AES-GCM decryption) of the
             same signed notifications, one after another in this process
@@ -14,6 +16,7 @@ It prints notifications per second and the p50 and p99 latency of both, and thei
 The database is dropped at the end, also after a failure.
 
     .venv/bin/python benchmarks/wechatpay_notifications.py --notifications 2000 --clients 1
+    .venv/bin/python benchmarks/wechatpay_notifications.py --notifications 2000 --clients 4 --workers 4
 """
 
 import os
@@ -62,9 +65,15 @@ def parse_arguments():
     parser = argument_parser(__doc__)
     parser.add_argument("--notifications", type=int, default=2000, help="notifications to send (1 to 20,000; default 2,000)")
     parser.add_argument("--clients", type=int, default=1, help="concurrent HTTP clients (1 to 16; default 1)")
+    parser.add_argument(
+        "--server", choices=("gunicorn", "flask"), default="gunicorn",
+        help="gunicorn with synchronous workers (default), or Flask's threaded development server",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes (1 to 16; default 4)")
     arguments = parse_local(parser)
     check_range(parser, "--notifications", arguments.notifications, 1, 20_000)
     check_range(parser, "--clients", arguments.clients, 1, 16)
+    check_range(parser, "--workers", arguments.workers, 1, 16)
     return arguments
 
 
@@ -140,7 +149,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(database_url, keys, port, log_path):
+def server_command(server, workers, port):
+    """Return the command line that serves wsgi:app on 127.0.0.1:`port`."""
+    if server == "flask":
+        return [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--host", "127.0.0.1", "--port", str(port), "--with-threads", "--no-reload"]
+    # One synchronous worker handles one request at a time, so --workers bounds the requests in progress.
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "wsgi:app"]
+
+
+def start_server(command, database_url, keys, port, log_path):
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": database_url, "HEATFLOW_WECHATPAY_SP_MCHID": SP_MCHID,
@@ -151,10 +168,7 @@ def start_server(database_url, keys, port, log_path):
         "HEATFLOW_WECHATPAY_NOTIFY_URL": f"http://127.0.0.1:{port}/payments/notify/wechat",
     })
     log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--host", "127.0.0.1", "--port", str(port), "--with-threads", "--no-reload"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         try:
@@ -201,24 +215,26 @@ def report(label, count, elapsed, latencies):
     return rate, p99
 
 
-def benchmark(database_url, count, clients):
+def benchmark(database_url, count, clients, server, workers):
     with tempfile.TemporaryDirectory(prefix="heatflow-bench-keys-") as directory:
         keys = write_keys(Path(directory))
         import_ledger(db.session.scalar(sa.select(Company).filter_by(code="TJ")), LEDGER.read_bytes(), LEDGER.name)
         run_billing("TJ", SEASON_NAME)
         numbers = place_orders(count)
         port = free_port()
-        server = start_server(database_url, keys, port, Path(directory) / "server.log")
+        command = server_command(server, workers, port)
+        process = start_server(command, database_url, keys, port, Path(directory) / "server.log")
         try:
             notifications = signed_notifications(keys, numbers)
             base_elapsed, base_latencies = run_baseline(keys, notifications)
             http_elapsed, results = run_http(f"http://127.0.0.1:{port}/payments/notify/wechat", notifications, clients)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            process.terminate()
+            process.wait(timeout=30)
     sent = [(status, latency) for status, latency in results if status is not None]
     failed = [status for status, _ in sent if status != 204]
-    print(f"signed notifications: {count}, HTTP clients: {clients}, sent: {len(sent)}, non-204 replies: {len(failed)}")
+    served_by = "Flask threaded server" if server == "flask" else f"gunicorn, {workers} workers"
+    print(f"signed notifications: {count}, HTTP clients: {clients}, server: {served_by}, sent: {len(sent)}, non-204 replies: {len(failed)}")
     base_rate, base_p99 = report("baseline", count, base_elapsed, base_latencies)
     http_rate, http_p99 = report("http", len(sent), http_elapsed, [latency for _, latency in sent])
     db.session.expire_all()
@@ -232,7 +248,7 @@ def benchmark(database_url, count, clients):
 def main():
     arguments = parse_arguments()
     with scratch_database(arguments.admin_url) as url, demo_app(url):
-        benchmark(url, arguments.notifications, arguments.clients)
+        benchmark(url, arguments.notifications, arguments.clients, arguments.server, arguments.workers)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from app.billing.models import LedgerEntry
 from app.clock import local_time
@@ -25,8 +26,8 @@ from app.extensions import db
 from app.i18n import translate_label
 from app.integrations.channel import ChannelError, NotificationRejected, NotificationReply, OrderRequest
 from app.integrations.channel import fen_to_yuan, yuan_to_fen  # noqa: F401  (used by callers of this module)
-from app.locking import lock_row
-from app.network.models import Account
+from app.locking import lock_matching_row, lock_row
+from app.network.models import Account, Unit
 from app.org.models import Company
 from app.payments import channels
 from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
@@ -46,11 +47,16 @@ class OnlinePaymentError(ValueError):
 
 @dataclass(frozen=True)
 class NotificationResult:
-    """Outcome of one notification: whether to acknowledge it, and the logged outcome and reason."""
+    """Outcome of one notification: whether to acknowledge it, and the logged outcome and reason.
+
+    `issues_e_invoice` is set when the notification posted a payment of a company that
+    issues e-invoices, so invoicing starts after the commit.
+    """
 
     accepted: bool
     outcome: str
     reason: str
+    issues_e_invoice: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,7 @@ def handle_notification(channel_code, headers, raw_body, now=None):
     log.outcome = result.outcome
     log.reason = result.reason[:255]
     store_notification_log(log)
-    if result.outcome == "accepted" and log.payment_id is not None:
+    if result.issues_e_invoice and log.payment_id is not None:
         from app.invoicing.issuing import payment_posted
 
         with scoped(company_scope(log.company_id, label=f"wechatpay:{log.sub_mchid}")):
@@ -195,16 +201,20 @@ def _fill_log(log, event):
 
 
 def store_notification_log(log):
-    """Commit a PaymentNotification and detach it with every value loaded.
+    """Commit a PaymentNotification with the rest of the transaction and detach it with every value loaded.
 
-    The caller goes on under a company scope or under none, where row-level security hides
-    a row without company_id, so reloading the expired row there would fail.
+    A routed notification is written under its company's scope, the scope its posting ran
+    under, so no other tenant settings are sent. One without a company needs the system
+    scope, because row-level security lets only that scope write a NULL company_id.
+    The row is detached before the commit, so the commit does not expire it and the caller
+    reads its values without a query, under whatever scope it goes on with.
     """
-    with scoped(SYSTEM_SCOPE):
+    scope = SYSTEM_SCOPE if log.company_id is None else company_scope(log.company_id)
+    with scoped(scope):
         db.session.add(log)
-        db.session.commit()
-        db.session.refresh(log)
+        db.session.flush()
         db.session.expunge(log)
+        db.session.commit()
 
 
 def _route(channel_code, event):
@@ -268,12 +278,11 @@ def _already_applied(channel_code, notification_id):
 
 
 def _locked_order(company_id, event, log):
-    order_id = db.session.scalar(sa.select(OnlineOrder.id).filter_by(company_id=company_id, out_trade_no=event.out_trade_no))
-    if order_id is None:
-        raise NotificationRejected(f"order {event.out_trade_no!r} not found for merchant {event.merchant_id!r}")
     # The order row lock serializes notifications of one order, so the duplicate check
     # sees the payment a concurrent notification of the same transaction committed.
-    order = lock_row(OnlineOrder, order_id)
+    order = lock_matching_row(OnlineOrder, OnlineOrder.company_id == company_id, OnlineOrder.out_trade_no == event.out_trade_no)
+    if order is None:
+        raise NotificationRejected(f"order {event.out_trade_no!r} not found for merchant {event.merchant_id!r}")
     log.online_order_id = order.id
     return order
 
@@ -297,6 +306,9 @@ def _apply_payment(company_id, channel_code, order, event, log):
         return NotificationResult(True, "held", order.review_reason)
 
     order_id = order.id
+    # Referenced here because the session keeps only weak references to unchanged rows.
+    # So post_channel_payment finds it loaded, and the invoice check below needs no query.
+    company = db.session.get(Company, company_id)
     try:
         payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow())
         log.payment_id = payment.id
@@ -312,7 +324,9 @@ def _apply_payment(company_id, channel_code, order, event, log):
         log.online_order_id = order_id
         log.payment_id = existing.id
         return NotificationResult(True, "duplicate", f"transaction already posted as payment {existing.id}")
-    return NotificationResult(True, "accepted", f"posted as payment {payment.id}")
+    return NotificationResult(
+        True, "accepted", f"posted as payment {payment.id}", issues_e_invoice=company.invoice_mode == "e_invoice"
+    )
 
 
 def _payment_for_transaction(company_id, channel_code, transaction_id):
@@ -337,13 +351,20 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     """Post a payment that arrived through a channel: receivables in the company's allocation order, any rest as `credit`.
 
     Locks the account row, so concurrent payments of one account see each other's lines.
-    The ledger lines' idempotency keys carry the channel and transaction id.
+    The ledger lines' idempotency keys carry the channel and transaction id. Everything
+    is read before the receipt number is taken, because the company's receipt counter
+    stays locked from then until the commit.
     """
-    account = lock_row(Account, account_id)
+    # The unit and building come with the account, so the HQ daily totals need no query for its community.
+    account = lock_row(Account, account_id, options=[joinedload(Account.unit).joinedload(Unit.building)])
     owed = amount_owed(account)
     # SQLite keeps the wall-clock digits and drops the offset, so times are stored in UTC.
     paid_at = paid_at.astimezone(timezone.utc)
     company = db.session.get(Company, company_id)
+    rule = allocation_rule(company_id)
+    # TODO: a company's payments wait for each other on its receipt counter row from the
+    # UPDATE in next_receipt_no through seven more statements to the commit. That wait
+    # bounds one company's notifications per second.
     payment = Payment(
         company_id=company_id, account_id=account.id, amount=amount, method=channel_code, channel=channel_code,
         season_id=owed.current.season.id if owed.current else None, cashier_id=None, paid_at=paid_at,
@@ -353,7 +374,7 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, amount, allocation_rule(company_id))
+    parts = allocate_payment(owed, amount, rule)
     for season, kind, part in parts:
         _add_line(payment, season.id if season else None, kind, part, payment_line_key("", season, kind)[1:])
     # A bill already paid elsewhere (at the counter, or through another order) leaves money
@@ -363,6 +384,8 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     if rest > 0:
         _add_line(payment, None, "credit", rest, "credit")
     emit_payment_posted(payment, account, parts, credit=max(rest, Decimal("0")))
+    # Flushed while `account` is referenced, so the HQ daily totals find its community in the session.
+    db.session.flush()
     return payment
 
 

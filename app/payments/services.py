@@ -114,14 +114,21 @@ class ChargeFacts:
 
 def amount_owed(account):
     """Sum an account's ledger lines into the amounts it owes, posted late fees included."""
+    # One statement loads the sums and their seasons. Grouping by season.id lets both
+    # databases return the season's other columns, which depend on that key.
     rows = db.session.execute(
-        sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
+        sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount), Season)
+        .select_from(LedgerEntry)
+        .outerjoin(Season, Season.id == LedgerEntry.season_id)
         .where(LedgerEntry.account_id == account.id)
-        .group_by(LedgerEntry.season_id, LedgerEntry.kind)
+        .group_by(LedgerEntry.season_id, LedgerEntry.kind, Season.id)
     ).all()
     arrears = arrears_received = ZERO
     receivable, received, late_fee, late_fee_received = {}, {}, {}, {}
-    for season_id, kind, amount in rows:
+    loaded_seasons = {}
+    for season_id, kind, amount, season in rows:
+        if season is not None:
+            loaded_seasons[season_id] = season
         if season_id is None:
             if kind in ("prior_arrears", "write_off"):
                 arrears += amount
@@ -137,7 +144,11 @@ def amount_owed(account):
         elif kind in LATE_FEE_RECEIVED_KINDS:
             late_fee_received[season_id] = late_fee_received.get(season_id, ZERO) - amount
     season_ids = set(receivable) | set(received) | set(late_fee)
-    seasons = db.session.scalars(sa.select(Season).where(Season.id.in_(season_ids)).order_by(Season.start_on)).all()
+    # A season outside the tenant scope joins as None and is left out, as a separate query would.
+    seasons = sorted(
+        (loaded_seasons[season_id] for season_id in season_ids if season_id in loaded_seasons),
+        key=lambda season: (season.start_on, season.id),
+    )
     owed = tuple(
         SeasonOwed(s, receivable.get(s.id, ZERO), received.get(s.id, ZERO), late_fee.get(s.id, ZERO),
                    late_fee_received.get(s.id, ZERO))
@@ -320,6 +331,7 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
         ))
 
     company = db.session.get(Company, account.company_id)
+    rule = allocation_rule(account.company_id)
     paid_at = utcnow()
     payment = Payment(
         company_id=account.company_id, account_id=account.id, amount=amount, method=method, channel="counter",
@@ -329,7 +341,7 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
     db.session.add(payment)
     db.session.flush()
 
-    parts = allocate_payment(owed, amount, allocation_rule(account.company_id))
+    parts = allocate_payment(owed, amount, rule)
     for season, kind, part in parts:
         db.session.add(
             LedgerEntry(
@@ -372,34 +384,36 @@ def next_receipt_no(company, paid_at):
     """Take the company's next receipt number, e.g. TJ-2025-000001, under a row lock.
 
     The number is taken inside the caller's transaction, so a rolled-back payment also
-    gives its number back and the sequence stays gapless. The sequence runs on across
-    years, and the year part is the year of collection in local time.
+    gives its number back and the sequence stays gapless. The counter row stays locked
+    until that transaction ends, so callers take the number as late as they can. The
+    sequence runs on across years, and the year part is the year of collection in local time.
     """
-    counter = _locked_counter(company.id)
-    number = counter.next_number
-    counter.next_number = number + 1
+    number = _take_counter_number(company.id)
     year = local_time(paid_at).year
     return f"{company.code}-{year}-{number:06d}"
 
 
-def _locked_counter(company_id):
-    select = (
-        sa.select(ReceiptCounter)
+def _take_counter_number(company_id):
+    # One UPDATE ... RETURNING locks the row and moves the counter on. It returns the
+    # number after the one taken.
+    update = (
+        sa.update(ReceiptCounter)
         .where(ReceiptCounter.company_id == company_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        .values(next_number=ReceiptCounter.next_number + 1)
+        .returning(ReceiptCounter.next_number)
+        .execution_options(synchronize_session=False)
     )
-    counter = db.session.scalar(select)
-    if counter is not None:
-        return counter
+    next_number = db.session.execute(update).scalar()
+    if next_number is not None:
+        return next_number - 1
     # The company's first receipt creates the row. A concurrent first payment may insert it
-    # first, so a conflict is ignored and the row is read again.
+    # first, so a conflict is ignored and the row is updated as above.
     dialect = db.session.get_bind().dialect.name
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
     db.session.execute(
         insert(ReceiptCounter).values(company_id=company_id, next_number=1).on_conflict_do_nothing(index_elements=["company_id"])
     )
-    return db.session.scalar(select)
+    return db.session.execute(update).scalar() - 1
 
 
 def charge_facts(account, season):
