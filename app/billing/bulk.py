@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 50_000
 # Batches posted side by side, each on its own connection. Most of a batch's time goes to
 # the foreign-key checks and index updates of its rows, which one connection does on one CPU.
-# NOTE: on the shared 2-CPU benchmark machine, under a load of about 20, two connections
-# were not measurably faster than one (docs/benchmarks.md); an idle machine is unmeasured.
+# On the shared 2-CPU benchmark machine at a load average of 8 to 14, two connections billed
+# 1,000,000 accounts in 96.68 s against 159.29 s for one (docs/benchmarks.md).
+# NOTE: with this code, two connections against one is unmeasured on an idle machine.
 WORKERS = 2
 
 # Statuses that owe a charge, as in app/tariffs/services.status_ratio.
