@@ -34,9 +34,8 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 50_000
 # Batches posted side by side, each on its own connection. Most of a batch's time goes to
 # the foreign-key checks and index updates of its rows, which one connection does on one CPU.
-# On the shared 2-CPU benchmark machine at a load average of 8 to 14, two connections billed
-# 1,000,000 accounts in 96.68 s against 159.29 s for one (docs/benchmarks.md).
-# NOTE: with this code, two connections against one is unmeasured on an idle machine.
+# On the shared 2-CPU benchmark machine at a load average of 1.3 to 3.2, two connections
+# billed 1,000,000 accounts in 26.81 s against 49.49 s for one (docs/benchmarks.md).
 WORKERS = 2
 
 # Statuses that owe a charge, as in app/tariffs/services.status_ratio.
