@@ -174,12 +174,14 @@ def run_baseline(company, season, with_indexes=False):
     with company_money_rule(company.id):
         params = bulk.batch_parameters(company, season, tariff, run_id=0, user_id=None)
     params.update(first_id=first_id, last_id=last_id)
-    count, fen = db.session.execute(baseline_sql(tables["ledger_entry"], tables["outbox_event"]), params).one()
+    groups = db.session.execute(baseline_sql(tables["ledger_entry"], tables["outbox_event"]), params).all()
     db.session.commit()
+    count = sum(group.lines for group in groups)
+    fen = sum(int(group.fen) for group in groups)
     for table in tables.values():
         db.session.execute(sa.text(f"DROP TABLE {table}"))
     db.session.commit()
-    return count, int(fen)
+    return count, fen
 
 
 def charge_totals(company, season):

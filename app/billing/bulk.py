@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from app.billing.models import BillingRun, utcnow
 from app.extensions import db
+from app.hq.totals import add_charge_sums
 from app.money import CENT, current_money_rule
 from app.network.models import TARIFF_CATEGORY
 from app.network.terms import accounts_with_changes_after
@@ -33,8 +34,8 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 50_000
 # Batches posted side by side, each on its own connection. Most of a batch's time goes to
 # the foreign-key checks and index updates of its rows, which one connection does on one CPU.
-# NOTE: on the shared 2-CPU benchmark machine, under a load of about 20, two connections
-# were not measurably faster than one (docs/benchmarks.md); an idle machine is unmeasured.
+# On the shared 2-CPU benchmark machine at a load average of 1.3 to 3.2, two connections
+# billed 1,000,000 accounts in 26.81 s against 49.49 s for one (docs/benchmarks.md).
 WORKERS = 2
 
 # Statuses that owe a charge, as in app/tariffs/services.status_ratio.
@@ -115,6 +116,16 @@ inserted AS (
     ON CONFLICT (company_id, idempotency_key) DO NOTHING
     RETURNING account_id, amount
 ),
+-- The posted charges with the account columns that the events and HQ totals need. The
+-- repeated id range lets PostgreSQL read only this batch's accounts by primary key instead
+-- of hashing the whole account table once per batch.
+posted AS (
+    SELECT i.account_id, i.amount, a.account_no, a.user_type, b.community_id
+    FROM inserted i
+    JOIN account a ON a.id = i.account_id AND a.id BETWEEN :first_id AND :last_id
+    JOIN unit u ON u.id = a.unit_id
+    JOIN building b ON b.id = u.building_id
+),
 -- The bill.issued event of each posted charge, in the same statement and transaction.
 -- The payload is the JSON text app/messaging/events.dump_json writes for the loop's
 -- emit_bill_issued: sorted keys, no spaces. Concatenating it costs a fifth of jsonb_build_object.
@@ -124,53 +135,27 @@ events AS (
     )
     SELECT
         CAST(:company_id AS integer), CAST(gen_random_uuid() AS text), 'bill.issued', 1,
-        'bill.issued:' || CAST(:run_id AS text) || ':' || CAST(i.account_id AS text),
-        '{"account_id":' || CAST(i.account_id AS text)
-            || ',"account_no":' || CAST(to_json(a.account_no) AS text)
-            || ',"amount":"' || CAST(CAST(CAST(i.amount AS numeric) / 100 AS numeric(20, 2)) AS text)
+        'bill.issued:' || CAST(:run_id AS text) || ':' || CAST(p.account_id AS text),
+        '{"account_id":' || CAST(p.account_id AS text)
+            || ',"account_no":' || CAST(to_json(p.account_no) AS text)
+            || ',"amount":"' || CAST(CAST(CAST(p.amount AS numeric) / 100 AS numeric(20, 2)) AS text)
             || '","billing_run_id":' || CAST(:run_id AS text)
             || ',"prorated":' || 'false,"season":' || CAST(:season_json AS text) || '}',
         CAST(:created_at AS timestamptz), 0, '', 0
-    FROM inserted i JOIN account a ON a.id = i.account_id
-    ORDER BY i.account_id
-),
--- The HQ daily totals of the posted charges (what app/hq/totals.py adds for ORM inserts).
--- Batches posted side by side upsert the same total rows and the same billing_run row. Every
--- batch runs this one statement, so each takes those row locks in the same order and a second
--- batch waits for the first to commit instead of deadlocking.
-located AS (
-    SELECT i.amount, a.user_type, b.community_id
-    FROM inserted i JOIN account a ON a.id = i.account_id
-    JOIN unit u ON u.id = a.unit_id JOIN building b ON b.id = u.building_id
-),
-community_totals AS (
-    INSERT INTO hq_community_daily_total (company_id, season_id, community_id, category, day, kind, amount, entries)
-    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), community_id, user_type,
-        CAST(timezone('Asia/Shanghai', CAST(:created_at AS timestamptz)) AS date), 'charge', sum(amount), count(*)
-    FROM located GROUP BY community_id, user_type ORDER BY community_id, user_type
-    ON CONFLICT (company_id, season_id, community_id, category, day, kind) DO UPDATE
-        SET amount = hq_community_daily_total.amount + EXCLUDED.amount,
-            entries = hq_community_daily_total.entries + EXCLUDED.entries
-),
-company_totals AS (
-    INSERT INTO hq_company_daily_total (company_id, season_id, category, day, kind, amount, entries)
-    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), user_type,
-        CAST(timezone('Asia/Shanghai', CAST(:created_at AS timestamptz)) AS date), 'charge', sum(amount), count(*)
-    FROM located GROUP BY user_type ORDER BY user_type
-    ON CONFLICT (company_id, season_id, category, day, kind) DO UPDATE
-        SET amount = hq_company_daily_total.amount + EXCLUDED.amount,
-            entries = hq_company_daily_total.entries + EXCLUDED.entries
-),
--- The run's totals grow in the batch's own transaction, so they always match its lines.
-totals AS (
-    SELECT count(*) AS lines, COALESCE(sum(amount), 0) AS fen FROM inserted
-),
-run_update AS (
-    UPDATE billing_run SET accounts_billed = accounts_billed + totals.lines, amount_posted = amount_posted + totals.fen
-    FROM totals WHERE billing_run.id = :run_id
+    FROM posted p
+    ORDER BY p.account_id
 )
-SELECT lines, fen FROM totals
+-- The posted lines per community and user type, for the HQ daily totals and the run's totals.
+SELECT community_id, user_type, count(*) AS lines, sum(amount) AS fen
+FROM posted GROUP BY community_id, user_type ORDER BY community_id, user_type
 """
+)
+
+
+# Adds one batch's lines to its run, so the run's totals always match the committed lines.
+_ADD_TO_RUN = sa.text(
+    "UPDATE billing_run SET accounts_billed = accounts_billed + :lines, amount_posted = amount_posted + :fen"
+    " WHERE id = :run_id"
 )
 
 
@@ -276,12 +261,24 @@ def batch_parameters(company, season, tariff, run_id, user_id):
 
 
 def _post_batch(engine, params, first_id, last_id):
-    """Insert the charges of accounts `first_id`..`last_id` with their events, add them to the run and commit.
+    """Insert the charges of accounts `first_id`..`last_id` with their events, add them to the totals and commit.
 
     Runs on a connection of its own, so several batches can run at once. Returns (lines, fen).
     """
     with engine.begin() as connection:
         # A 50,000-account batch sorts about 5 MB by account id, just over PostgreSQL's 4 MB default.
         connection.execute(sa.text("SET LOCAL work_mem = '32MB'"))
-        count, fen = connection.execute(_INSERT_BATCH, {**params, "first_id": first_id, "last_id": last_id}).one()
-    return count, int(fen)
+        groups = connection.execute(_INSERT_BATCH, {**params, "first_id": first_id, "last_id": last_id}).all()
+        count = sum(group.lines for group in groups)
+        fen = sum(int(group.fen) for group in groups)
+        if groups:
+            # Batches posted side by side update the same HQ total rows and run row, and each
+            # holds those row locks until it commits. Updating them last, after the charges,
+            # events and foreign-key checks of `_INSERT_BATCH`, keeps the other batch's wait
+            # to this step and the commit.
+            add_charge_sums(
+                connection, params["company_id"], params["season_id"], "charge", params["created_at"],
+                [(group.community_id, group.user_type, Decimal(int(group.fen)).scaleb(-2), group.lines) for group in groups],
+            )
+            connection.execute(_ADD_TO_RUN, {"run_id": params["run_id"], "lines": count, "fen": fen})
+    return count, fen

@@ -137,6 +137,31 @@ def add_entries(connection, entries, session=None):
         ):
             totals[key][0] += entry.amount
             totals[key][1] += 1
+    _upsert_totals(connection, community, company)
+
+
+def add_charge_sums(connection, company_id, season_id, kind, created_at, sums):
+    """Add lines of one company, season, kind and posting time, already summed, to the totals.
+
+    `sums` contains (community id, category, amount, line count) tuples, as the set-based
+    billing run computes them in SQL.
+    """
+    day = local_time(created_at).date()
+    season_id = season_id or NO_SEASON
+    community = defaultdict(lambda: [0, 0])
+    company = defaultdict(lambda: [0, 0])
+    for community_id, category, amount, count in sums:
+        for totals, key in (
+            (community, (company_id, season_id, community_id, category, day, kind)),
+            (company, (company_id, season_id, category, day, kind)),
+        ):
+            totals[key][0] += amount
+            totals[key][1] += count
+    _upsert_totals(connection, community, company)
+
+
+def _upsert_totals(connection, community, company):
+    """Upsert {key: [amount, count]} of the community and company tables, community rows first."""
     # Sorted so that concurrent transactions take the row locks in the same order.
     _upsert_both(
         connection,
