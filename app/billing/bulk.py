@@ -161,6 +161,32 @@ company_totals AS (
         SET amount = hq_company_daily_total.amount + EXCLUDED.amount,
             entries = hq_company_daily_total.entries + EXCLUDED.entries
 ),
+-- The HQ season balance of each billed account and the company's season total, as
+-- app/hq/totals.py add_to_season_totals keeps them for ORM inserts. The balance upsert
+-- returns the account's figures after the charge; the capped received total changes by the
+-- capped received after it less the one before it. A batch's accounts are its own, so only
+-- the season total row is shared with the other batches.
+balances AS (
+    INSERT INTO hq_account_season_balance (company_id, season_id, account_id, receivable, received)
+    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), account_id, amount, 0
+    FROM inserted ORDER BY account_id
+    ON CONFLICT (company_id, season_id, account_id) DO UPDATE
+        SET receivable = hq_account_season_balance.receivable + EXCLUDED.receivable
+    RETURNING account_id, receivable, received
+),
+season_total AS (
+    INSERT INTO hq_company_season_total (company_id, season_id, receivable, received)
+    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), sum(i.amount), sum(
+        CASE WHEN b.receivable <= 0 THEN 0 WHEN b.received < b.receivable THEN b.received ELSE b.receivable END
+        - CASE WHEN b.receivable - i.amount <= 0 THEN 0
+            WHEN b.received < b.receivable - i.amount THEN b.received ELSE b.receivable - i.amount END
+    )
+    FROM balances b JOIN inserted i ON i.account_id = b.account_id
+    HAVING count(*) > 0
+    ON CONFLICT (company_id, season_id) DO UPDATE
+        SET receivable = hq_company_season_total.receivable + EXCLUDED.receivable,
+            received = hq_company_season_total.received + EXCLUDED.received
+),
 -- The run's totals grow in the batch's own transaction, so they always match its lines.
 totals AS (
     SELECT count(*) AS lines, COALESCE(sum(amount), 0) AS fen FROM inserted
