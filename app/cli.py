@@ -90,14 +90,19 @@ def bill_command(company_code, season):
 
 @heat.command("hq-rebuild-totals")
 def hq_rebuild_totals_command():
-    """Recompute the HQ dashboards' daily totals from the ledger and the human tasks (after a bulk load or a repair)."""
+    """Recompute the HQ totals from the ledger, the human tasks and the accounts (after a bulk load or a repair)."""
     from app.extensions import db
-    from app.hq.totals import rebuild_daily_totals, rebuild_step_totals
+    from app.hq.totals import rebuild_account_counts, rebuild_daily_totals, rebuild_season_totals, rebuild_step_totals
 
     rows = rebuild_daily_totals(db.session.connection())
     steps = rebuild_step_totals(db.session.connection())
+    balances = rebuild_season_totals(db.session.connection())
+    companies = rebuild_account_counts(db.session.connection())
     db.session.commit()
-    click.echo(f"HQ daily totals rebuilt: {rows} community-day rows, {steps} process-step-day rows.")
+    click.echo(
+        f"HQ totals rebuilt: {rows} community-day rows, {steps} process-step-day rows, {balances} account-season rows,"
+        f" account counts of {companies} companies."
+    )
 
 
 @heat.command("valve-history-rebuild")

@@ -42,7 +42,9 @@ from app import create_app  # noqa: E402
 from app.clock import LOCAL_TIME  # noqa: E402
 from app.demo import DEMO_PASSWORD, install_demo  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.hq.totals import rebuild_daily_totals, rebuild_step_totals  # noqa: E402
+from app.hq.totals import (  # noqa: E402
+    rebuild_account_counts, rebuild_daily_totals, rebuild_season_totals, rebuild_step_totals,
+)
 from app.processes.models import GENESIS_HASH  # noqa: E402
 
 COMPANIES = ("TJ", "QD", "SJZ", "BJ")
@@ -306,6 +308,8 @@ def benchmark(application, accounts, repeat):
     valves = timed("INSERT valve history", generate_valve_history)
     rows = timed("rebuild daily totals from the ledger", lambda: rebuild_daily_totals(db.session.connection()))
     timed("rebuild process-step totals from the tasks", lambda: rebuild_step_totals(db.session.connection()))
+    timed("rebuild season totals and account counts",
+          lambda: (rebuild_season_totals(db.session.connection()), rebuild_account_counts(db.session.connection())))
     db.session.commit()
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         timed("VACUUM ANALYZE", lambda: connection.execute(sa.text("VACUUM ANALYZE")))

@@ -5,7 +5,7 @@ the policies and the per-transaction set_config of app/rls.py.
 Creates a database named heatflow_bench_<random>, migrates it, installs the demo group and
 builds the data of benchmarks/hq_dashboard.py: --accounts accounts over the four companies,
 two seasons of ledger lines, 40,000 process instances with their tasks, and the daily
-totals. It then requests each page through the Flask test client of two apps on the same
+and season totals. It then requests each page through the Flask test client of two apps on the same
 database, alternating one request of each per round, and prints the median of each side and
 their ratio:
 
@@ -44,7 +44,9 @@ from hq_dashboard import (  # noqa: E402
 from app import create_app  # noqa: E402
 from app.demo import DEMO_PASSWORD, install_demo  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.hq.totals import rebuild_daily_totals, rebuild_step_totals  # noqa: E402
+from app.hq.totals import (  # noqa: E402
+    rebuild_account_counts, rebuild_daily_totals, rebuild_season_totals, rebuild_step_totals,
+)
 from app.rls import _SET_SQL, VISIBLE_SETTING, WRITABLE_SETTING, grant_app_role, role_bypasses_rls, scope_settings  # noqa: E402
 from app.tenancy import company_scope  # noqa: E402
 
@@ -69,6 +71,8 @@ def build_data(accounts):
     timed("COPY ledger lines", lambda: copy_rows("ledger_entry", LEDGER_COLUMNS, ledger_rows(seasons, codes)))
     timed(f"COPY {PROCESS_INSTANCES:,} process instances and tasks", lambda: generate_processes(PROCESS_INSTANCES))
     timed("rebuild daily and step totals", lambda: (rebuild_daily_totals(db.session.connection()), rebuild_step_totals(db.session.connection())))
+    timed("rebuild season totals and account counts",
+          lambda: (rebuild_season_totals(db.session.connection()), rebuild_account_counts(db.session.connection())))
     db.session.commit()
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         timed("VACUUM ANALYZE", lambda: connection.execute(sa.text("VACUUM ANALYZE")))

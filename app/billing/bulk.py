@@ -144,11 +144,41 @@ events AS (
         CAST(:created_at AS timestamptz), 0, '', 0
     FROM posted p
     ORDER BY p.account_id
+),
+-- The HQ season balance of each billed account, as app/hq/totals.py add_to_season_totals
+-- keeps it for ORM inserts. A batch's accounts are its own, so no other batch waits on these
+-- rows. The upsert returns the account's figures after the charge; the company's capped
+-- received total changes by the capped received after it less the one before it.
+balances AS (
+    INSERT INTO hq_account_season_balance (company_id, season_id, account_id, receivable, received)
+    SELECT CAST(:company_id AS integer), CAST(:season_id AS integer), account_id, amount, 0
+    FROM inserted ORDER BY account_id
+    ON CONFLICT (company_id, season_id, account_id) DO UPDATE
+        SET receivable = hq_account_season_balance.receivable + EXCLUDED.receivable
+    RETURNING account_id, receivable, received
+),
+received_change AS (
+    SELECT COALESCE(sum(
+        CASE WHEN b.receivable <= 0 THEN 0 WHEN b.received < b.receivable THEN b.received ELSE b.receivable END
+        - CASE WHEN b.receivable - i.amount <= 0 THEN 0
+            WHEN b.received < b.receivable - i.amount THEN b.received ELSE b.receivable - i.amount END
+    ), 0) AS fen
+    FROM balances b JOIN inserted i ON i.account_id = b.account_id
 )
--- The posted lines per community and user type, for the HQ daily totals and the run's totals.
-SELECT community_id, user_type, count(*) AS lines, sum(amount) AS fen
+-- The posted lines per community and user type, for the HQ daily totals and the run's totals,
+-- each row with the batch's change of the capped received season total.
+SELECT community_id, user_type, count(*) AS lines, sum(amount) AS fen, (SELECT fen FROM received_change) AS received_fen
 FROM posted GROUP BY community_id, user_type ORDER BY community_id, user_type
 """
+)
+
+# Adds one batch's charges to the company's season total (receivable, and received capped per account).
+_ADD_TO_SEASON_TOTAL = sa.text(
+    "INSERT INTO hq_company_season_total (company_id, season_id, receivable, received)"
+    " VALUES (:company_id, :season_id, :receivable, :received)"
+    " ON CONFLICT (company_id, season_id) DO UPDATE"
+    " SET receivable = hq_company_season_total.receivable + EXCLUDED.receivable,"
+    " received = hq_company_season_total.received + EXCLUDED.received"
 )
 
 
@@ -280,5 +310,9 @@ def _post_batch(engine, params, first_id, last_id):
                 connection, params["company_id"], params["season_id"], "charge", params["created_at"],
                 [(group.community_id, group.user_type, Decimal(int(group.fen)).scaleb(-2), group.lines) for group in groups],
             )
+            connection.execute(_ADD_TO_SEASON_TOTAL, {
+                "company_id": params["company_id"], "season_id": params["season_id"],
+                "receivable": fen, "received": int(groups[0].received_fen),
+            })
             connection.execute(_ADD_TO_RUN, {"run_id": params["run_id"], "lines": count, "fen": fen})
     return count, fen

@@ -7,6 +7,9 @@ is the part paid beyond the receivable after a later reduction. Late fees are ow
 top of the receivable and obey the same identity: posted late fees = late fees received +
 late fees waived + late fees outstanding − late-fee credit. The checked gap is the sum
 of both.
+
+The check also compares the HQ season totals (app/hq/totals.py) with the ledger: each
+account's season balance and the company's season total with its capped received.
 """
 
 import hashlib
@@ -16,9 +19,13 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, InvariantFinding, LedgerEntry, utcnow
+from app.billing.models import (
+    LATE_FEE_RECEIVED_KINDS, RECEIVABLE_KINDS, RECEIVED_KINDS, InvariantFinding, LedgerEntry, utcnow,
+)
 from app.billing.services import receivables_report
 from app.extensions import db
+from app.hq.models import AccountSeasonBalance, CompanySeasonTotal
+from app.hq.totals import capped_received
 from app.money import ZERO, format_money
 from app.network.models import Account
 from app.org.models import Company
@@ -191,6 +198,51 @@ def _sign_breaks(company_id, season_id):
     ]
 
 
+def _season_total_breaks(company_id, season_id, sums):
+    """Compare the HQ account balances and company total of a season with `sums`, the ledger's {account_id: {kind: sum}}."""
+    expected = {}
+    for account_id, kinds in sums.items():
+        if not any(kind in kinds for kind in RECEIVABLE_KINDS + RECEIVED_KINDS):
+            continue
+        receivable = sum((kinds.get(kind, ZERO) for kind in RECEIVABLE_KINDS), ZERO)
+        received = -sum((kinds.get(kind, ZERO) for kind in RECEIVED_KINDS), ZERO)
+        expected[account_id] = (receivable, received)
+    stored = {
+        account_id: (receivable, received)
+        for account_id, receivable, received in db.session.execute(
+            sa.select(AccountSeasonBalance.account_id, AccountSeasonBalance.receivable, AccountSeasonBalance.received)
+            .where(AccountSeasonBalance.company_id == company_id, AccountSeasonBalance.season_id == season_id)
+        )
+    }
+    breaks = []
+    for account_id in sorted(set(expected) | set(stored)):
+        if stored.get(account_id) != expected.get(account_id):
+            detail = f"HQ season balance {_pair(stored.get(account_id))} but ledger {_pair(expected.get(account_id))}"
+            breaks.append(InvariantBreak(company_id, season_id, account_id, "hq_totals", detail))
+    total = db.session.execute(
+        sa.select(CompanySeasonTotal.receivable, CompanySeasonTotal.received)
+        .where(CompanySeasonTotal.company_id == company_id, CompanySeasonTotal.season_id == season_id)
+    ).one_or_none()
+    ledger_total = None
+    if expected:
+        ledger_total = (
+            sum((receivable for receivable, _ in expected.values()), ZERO),
+            sum((capped_received(receivable, received) for receivable, received in expected.values()), ZERO),
+        )
+    if (tuple(total) if total is not None else None) != ledger_total:
+        detail = f"HQ season total {_pair(total)} but ledger {_pair(ledger_total)}"
+        breaks.append(InvariantBreak(company_id, season_id, None, "hq_totals", detail))
+    return breaks
+
+
+def _pair(figures):
+    """Describe (receivable, received) for a finding, or `none` when there is no row."""
+    if figures is None:
+        return "none"
+    receivable, received = figures
+    return f"receivable {format_money(receivable)} received {format_money(received)}"
+
+
 def find_invariant_breaks(company_id, season_id):
     """Check every account of a company with lines in a season, then the company total.
 
@@ -211,6 +263,7 @@ def find_invariant_breaks(company_id, season_id):
         if figures.gap != 0:
             breaks.append(InvariantBreak(company_id, season_id, account.id, "identity", _describe(figures)))
     breaks += _payment_breaks(company_id, season_id, [account.id for account in accounts])
+    breaks += _season_total_breaks(company_id, season_id, sums)
 
     # The receivables report sums the same lines by another query; it must agree with the accounts.
     report_total = receivables_report(company.code, season.name)["receivable_total"]

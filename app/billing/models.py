@@ -224,7 +224,7 @@ class InvariantFinding(CompanyOwned, db.Model):
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
     # NULL for a break of the company total.
     account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"))
-    # Which check failed: identity, payment_allocation, sign or company_total.
+    # Which check failed: identity, payment_allocation, sign, company_total or hq_totals.
     check_name = sa.Column(sa.String(32), nullable=False)
     detail = sa.Column(sa.String(500), nullable=False)
     # sha256 of season, account, check and detail, so a break found again updates its row.

@@ -69,3 +69,49 @@ class StepDailyTotal(CompanyOwned, db.Model):
     completed = sa.Column(sa.Integer, nullable=False, default=0)
     # Seconds from each task's creation to its completion, summed.
     wait_seconds = sa.Column(sa.BigInteger, nullable=False, default=0)
+
+
+class AccountSeasonBalance(CompanyOwned, db.Model):
+    """One account's receivable and received of one season, summed over its ledger lines.
+
+    Receivable sums the RECEIVABLE_KINDS lines and received is minus the sum of the
+    RECEIVED_KINDS lines, so a payment raises it. Lines without a season are not counted.
+    The row exists so that a new line can change the season's capped received total by
+    the difference it makes to this one account (see CompanySeasonTotal).
+    """
+
+    __tablename__ = "hq_account_season_balance"
+    __table_args__ = (sa.UniqueConstraint("company_id", "season_id", "account_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    receivable = sa.Column(Money(), nullable=False, default=0)
+    received = sa.Column(Money(), nullable=False, default=0)
+
+
+class CompanySeasonTotal(CompanyOwned, db.Model):
+    """A company's receivable and collected money of one season, for the HQ collection page.
+
+    `receivable` is the sum of the accounts' receivable. `received` sums each account's
+    received capped at its receivable, and counts nothing for an account whose receivable
+    is zero or less: money paid beyond what an account owes is credit, not collection.
+    """
+
+    __tablename__ = "hq_company_season_total"
+    __table_args__ = (sa.UniqueConstraint("company_id", "season_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    receivable = sa.Column(Money(), nullable=False, default=0)
+    received = sa.Column(Money(), nullable=False, default=0)
+
+
+class CompanyAccountCount(CompanyOwned, db.Model):
+    """Number of accounts of a company, for the HQ collection page; accounts are never deleted."""
+
+    __tablename__ = "hq_company_account_count"
+    __table_args__ = (sa.UniqueConstraint("company_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    accounts = sa.Column(sa.Integer, nullable=False, default=0)

@@ -7,21 +7,35 @@ the repair path (`flask heat hq-rebuild-totals`) and what a bulk load that bypas
 ORM must run afterwards. Human tasks add to the per-step totals in the flush that sets
 their completion time, and `rebuild_step_totals` recomputes those.
 
+The same flush adds a season's receivable and received lines to the account's season
+balance and to the company's season total (app/hq/models.py). The capped received total
+changes by the capped received of the account after the line less the one before it, and
+the balance upsert returns the account's figures after the line. `rebuild_season_totals`
+recomputes both tables, and the nightly invariant check (app/billing/invariants.py)
+compares them with the ledger. Accounts added in a flush are counted per company the same
+way, and `rebuild_account_counts` recounts them.
+
 The upsert locks the row of a company, day and kind until commit, so two cashiers of one
 company posting the same kind on the same day wait for each other's commit on that row.
+Every receivable or received line also locks its company's season total row until commit,
+so all postings of one company and season wait for each other there.
 """
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from app.billing.models import LedgerEntry
+from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
 from app.clock import local_time
-from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal
+from app.hq.models import (
+    NO_SEASON, AccountSeasonBalance, CommunityDailyTotal, CompanyAccountCount, CompanyDailyTotal, CompanySeasonTotal,
+    StepDailyTotal,
+)
+from app.money import ZERO
 from app.network.models import Account, Building, Unit
 from app.processes.models import HumanTask
 
@@ -193,11 +207,91 @@ def _just_completed(task):
     return bool(history.added) and not any(old is not None for old in history.deleted)
 
 
+def capped_received(receivable, received):
+    """Return what an account's `received` counts as collected: at most its receivable, nothing when that is 0 or less."""
+    if receivable <= 0:
+        return ZERO
+    return min(received, receivable)
+
+
+# Balance rows per upsert statement: 5 parameters each keeps a statement well below
+# SQLite's 32,766 bound parameters.
+SEASON_BATCH = 1000
+
+
+def add_to_season_totals(connection, entries):
+    """Add the season's receivable and received lines among `entries` to the account balances and company season totals."""
+    changes = defaultdict(lambda: [ZERO, ZERO])
+    for entry in entries:
+        if entry.season_id is None:
+            continue
+        if entry.kind in RECEIVABLE_KINDS:
+            changes[(entry.company_id, entry.season_id, entry.account_id)][0] += entry.amount
+        elif entry.kind in RECEIVED_KINDS:
+            changes[(entry.company_id, entry.season_id, entry.account_id)][1] -= entry.amount
+    if not changes:
+        return
+
+    table = AccountSeasonBalance.__table__
+    keys = ["company_id", "season_id", "account_id"]
+    company = defaultdict(lambda: [ZERO, ZERO])
+    # Sorted so that concurrent transactions take the row locks in the same order.
+    ordered = sorted(changes.items())
+    for start in range(0, len(ordered), SEASON_BATCH):
+        rows = [
+            dict(zip(keys, key), receivable=receivable, received=received)
+            for key, (receivable, received) in ordered[start:start + SEASON_BATCH]
+        ]
+        statement = _insert(connection, table).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={"receivable": table.c.receivable + statement.excluded.receivable,
+                  "received": table.c.received + statement.excluded.received},
+        ).returning(table.c.company_id, table.c.season_id, table.c.account_id, table.c.receivable, table.c.received)
+        for company_id, season_id, account_id, receivable, received in connection.execute(statement):
+            added_receivable, added_received = changes[(company_id, season_id, account_id)]
+            before = capped_received(receivable - added_receivable, received - added_received)
+            total = company[(company_id, season_id)]
+            total[0] += added_receivable
+            total[1] += capped_received(receivable, received) - before
+
+    totals = CompanySeasonTotal.__table__
+    statement = _insert(connection, totals)
+    statement = statement.on_conflict_do_update(
+        index_elements=["company_id", "season_id"],
+        set_={"receivable": totals.c.receivable + statement.excluded.receivable,
+              "received": totals.c.received + statement.excluded.received},
+    )
+    connection.execute(statement, [
+        {"company_id": company_id, "season_id": season_id, "receivable": receivable, "received": received}
+        for (company_id, season_id), (receivable, received) in sorted(company.items())
+    ])
+
+
+def add_account_counts(connection, added):
+    """Add {company id: accounts added} to the account counts."""
+    # NOTE: accounts inserted past the session's flush (Core or ORM bulk inserts) stay
+    # uncounted until `flask heat hq-rebuild-totals`, and the nightly check does not compare the counts.
+    table = CompanyAccountCount.__table__
+    statement = _insert(connection, table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["company_id"], set_={"accounts": table.c.accounts + statement.excluded.accounts},
+    )
+    connection.execute(statement, [
+        {"company_id": company_id, "accounts": count} for company_id, count in sorted(added.items()) if count
+    ])
+
+
 @event.listens_for(Session, "after_flush")
 def _add_flushed_rows(session, flush_context):
     entries = [obj for obj in session.new if isinstance(obj, LedgerEntry)]
     if entries:
         add_entries(session.connection(), entries, session)
+        add_to_season_totals(session.connection(), entries)
+    added = Counter(obj.company_id for obj in session.new if isinstance(obj, Account))
+    added.subtract(obj.company_id for obj in session.deleted if isinstance(obj, Account))
+    if any(added.values()):
+        add_account_counts(session.connection(), added)
     tasks = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, HumanTask) and _just_completed(obj)]
     if tasks:
         add_completed_tasks(session.connection(), tasks)
@@ -271,3 +365,45 @@ def rebuild_daily_totals(connection):
         ["company_id", "season_id", "category", "day", "kind", "amount", "entries"], rolled_up
     ))
     return connection.execute(sa.select(sa.func.count()).select_from(community_table)).scalar_one()
+
+
+def rebuild_season_totals(connection):
+    """Recompute the account season balances and company season totals from the ledger; returns the number of balance rows."""
+    ledger = LedgerEntry.__table__
+    balance = AccountSeasonBalance.__table__
+    totals = CompanySeasonTotal.__table__
+    receivable = sa.func.sum(sa.case((ledger.c.kind.in_(RECEIVABLE_KINDS), ledger.c.amount), else_=0))
+    received = -sa.func.sum(sa.case((ledger.c.kind.in_(RECEIVED_KINDS), ledger.c.amount), else_=0))
+    per_account = (
+        sa.select(ledger.c.company_id, ledger.c.season_id, ledger.c.account_id, receivable, received)
+        .where(ledger.c.season_id.is_not(None), ledger.c.kind.in_(RECEIVABLE_KINDS + RECEIVED_KINDS))
+        .group_by(ledger.c.company_id, ledger.c.season_id, ledger.c.account_id)
+    )
+    connection.execute(totals.delete())
+    connection.execute(balance.delete())
+    connection.execute(balance.insert().from_select(
+        ["company_id", "season_id", "account_id", "receivable", "received"], per_account
+    ))
+    # The SQL form of capped_received.
+    capped = sa.case(
+        (balance.c.receivable <= 0, 0),
+        (balance.c.received < balance.c.receivable, balance.c.received),
+        else_=balance.c.receivable,
+    )
+    per_company = (
+        sa.select(balance.c.company_id, balance.c.season_id, sa.func.sum(balance.c.receivable), sa.func.sum(capped))
+        .group_by(balance.c.company_id, balance.c.season_id)
+    )
+    connection.execute(totals.insert().from_select(["company_id", "season_id", "receivable", "received"], per_company))
+    return connection.execute(sa.select(sa.func.count()).select_from(balance)).scalar_one()
+
+
+def rebuild_account_counts(connection):
+    """Recount the accounts of every company; returns the number of companies with accounts."""
+    account = Account.__table__
+    table = CompanyAccountCount.__table__
+    connection.execute(table.delete())
+    connection.execute(table.insert().from_select(
+        ["company_id", "accounts"], sa.select(account.c.company_id, sa.func.count()).group_by(account.c.company_id)
+    ))
+    return connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()

@@ -21,6 +21,7 @@ from app.billing.invariants import find_invariant_breaks
 from app.billing.models import InvariantFinding, LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import celery, db
+from app.hq.totals import rebuild_season_totals
 from app.tariffs.services import get_season
 from app.tasks.billing import check_invariants_all_task, post_late_fees_all_task
 
@@ -82,7 +83,10 @@ def test_nightly_late_fees_default_to_yesterday(tj_unpaid, monkeypatch):
 
 
 def _plant_orphan_payment_line(owner_engine, account, season):
-    """Insert a payment line without a payment as the database owner, past the ORM and row-level security."""
+    """Insert a payment line without a payment as the database owner, past the ORM and row-level security.
+
+    The HQ season totals are rebuilt after it, so the payment allocation is the only break.
+    """
     with owner_engine.begin() as connection:
         result = connection.execute(
             LedgerEntry.__table__.insert().values(
@@ -90,6 +94,7 @@ def _plant_orphan_payment_line(owner_engine, account, season):
                 amount=Decimal("-50.00"), cause_type="payment", idempotency_key="planted-orphan-payment", memo="",
             )
         )
+        rebuild_season_totals(connection)
         return result.inserted_primary_key[0]
 
 
@@ -139,6 +144,7 @@ def test_nightly_check_reports_planted_break(tj_unpaid, owner_engine, login, cap
     # Once the line is gone, the next check resolves the finding.
     with owner_engine.begin() as connection:
         connection.execute(LedgerEntry.__table__.delete().where(LedgerEntry.__table__.c.id == line_id))
+        rebuild_season_totals(connection)
     assert check_invariants_all_task() == {}
     assert _open_findings() == []
     resolved = db.session.get(InvariantFinding, finding.id)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 8c9882581526
+Revision ID: df54f0c5c0c6
 Revises: 
-Create Date: 2026-12-05 04:45:04.287377
+Create Date: 2026-12-05 05:44:03.286112
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '8c9882581526'
+revision = 'df54f0c5c0c6'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -122,6 +122,17 @@ def upgrade():
     )
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_heat_source_company_id'), ['company_id'], unique=False)
+
+    op.create_table('hq_company_account_count',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('accounts', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_company_account_count_company_id_company')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_company_account_count')),
+    sa.UniqueConstraint('company_id', name=op.f('uq_hq_company_account_count_company_id'))
+    )
+    with op.batch_alter_table('hq_company_account_count', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_company_account_count_company_id'), ['company_id'], unique=False)
 
     op.create_table('hq_company_daily_total',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -484,6 +495,20 @@ def upgrade():
         batch_op.create_index('ix_hq_community_daily_total_company_day', ['company_id', 'day'], unique=False, postgresql_include=['community_id', 'season_id', 'kind', 'amount', 'entries'])
         batch_op.create_index(batch_op.f('ix_hq_community_daily_total_company_id'), ['company_id'], unique=False)
 
+    op.create_table('hq_company_season_total',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('receivable', sa.BigInteger(), nullable=False),
+    sa.Column('received', sa.BigInteger(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_company_season_total_company_id_company')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_hq_company_season_total_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_company_season_total')),
+    sa.UniqueConstraint('company_id', 'season_id', name=op.f('uq_hq_company_season_total_company_id_season_id'))
+    )
+    with op.batch_alter_table('hq_company_season_total', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_company_season_total_company_id'), ['company_id'], unique=False)
+
     op.create_table('invoice_profile',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('title', sa.String(length=100), nullable=False),
@@ -800,6 +825,22 @@ def upgrade():
     )
     with op.batch_alter_table('field_submission', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_field_submission_company_id'), ['company_id'], unique=False)
+
+    op.create_table('hq_account_season_balance',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('receivable', sa.BigInteger(), nullable=False),
+    sa.Column('received', sa.BigInteger(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_hq_account_season_balance_account_id_account')),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_account_season_balance_company_id_company')),
+    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_hq_account_season_balance_season_id_season')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_account_season_balance')),
+    sa.UniqueConstraint('company_id', 'season_id', 'account_id', name=op.f('uq_hq_account_season_balance_company_id_season_id_account_id'))
+    )
+    with op.batch_alter_table('hq_account_season_balance', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hq_account_season_balance_company_id'), ['company_id'], unique=False)
 
     op.create_table('invariant_finding',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1484,6 +1525,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_invariant_finding_company_id'))
 
     op.drop_table('invariant_finding')
+    with op.batch_alter_table('hq_account_season_balance', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_account_season_balance_company_id'))
+
+    op.drop_table('hq_account_season_balance')
     with op.batch_alter_table('field_submission', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_field_submission_company_id'))
 
@@ -1557,6 +1602,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_invoice_profile_company_id'))
 
     op.drop_table('invoice_profile')
+    with op.batch_alter_table('hq_company_season_total', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_company_season_total_company_id'))
+
+    op.drop_table('hq_company_season_total')
     with op.batch_alter_table('hq_community_daily_total', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_hq_community_daily_total_company_id'))
         batch_op.drop_index('ix_hq_community_daily_total_company_day', postgresql_include=['community_id', 'season_id', 'kind', 'amount', 'entries'])
@@ -1650,6 +1699,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_hq_company_daily_total_company_id'))
 
     op.drop_table('hq_company_daily_total')
+    with op.batch_alter_table('hq_company_account_count', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hq_company_account_count_company_id'))
+
+    op.drop_table('hq_company_account_count')
     with op.batch_alter_table('heat_source', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_heat_source_company_id'))
 
