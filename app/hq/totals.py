@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -38,6 +39,11 @@ from app.hq.models import (
 from app.money import ZERO
 from app.network.models import Account, Building, Unit
 from app.processes.models import HumanTask
+
+
+def _insert(connection, table):
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def _upsert_sql(table, keys, sums, replaced=(), prefix=""):
