@@ -144,8 +144,8 @@ def test_concurrent_payments_on_two_accounts_both_succeed(app_ctx, import_fixtur
     one, two = _account("TJ-0001001"), _account("TJ-0001002")
     first = login("tj_cashier").post(f"/payments/accounts/{two.id}", data={"amount": "1.00", "method": "cash", "request_token": "first"})
     assert first.status_code == 302
-    # Widen the window between reading the receipt counter and writing it.
-    monkeypatch.setattr(payment_services, "_locked_counter", _slow_for_late_thread(payment_services._locked_counter))
+    # The late thread keeps the receipt counter row locked for a second after taking its number.
+    monkeypatch.setattr(payment_services, "_take_counter_number", _slow_for_late_thread(payment_services._take_counter_number))
 
     results = _post_in_threads(app_ctx, [
         ("late", login("tj_cashier"), f"/payments/accounts/{one.id}", {"amount": "1.00", "method": "cash", "request_token": "late"}),
