@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from app.billing.models import BillingRun, utcnow
 from app.extensions import db
-from app.hq.totals import add_charge_sums
+from app.hq.totals import SEASON_TOTAL_UPSERT, add_charge_sums
 from app.money import CENT, current_money_rule
 from app.network.models import TARIFF_CATEGORY
 from app.network.terms import accounts_with_changes_after
@@ -172,15 +172,6 @@ FROM posted GROUP BY community_id, user_type ORDER BY community_id, user_type
 """
 )
 
-# Adds one batch's charges to the company's season total (receivable, and received capped per account).
-_ADD_TO_SEASON_TOTAL = sa.text(
-    "INSERT INTO hq_company_season_total (company_id, season_id, receivable, received)"
-    " VALUES (:company_id, :season_id, :receivable, :received)"
-    " ON CONFLICT (company_id, season_id) DO UPDATE"
-    " SET receivable = hq_company_season_total.receivable + EXCLUDED.receivable,"
-    " received = hq_company_season_total.received + EXCLUDED.received"
-)
-
 
 # Adds one batch's lines to its run, so the run's totals always match the committed lines.
 _ADD_TO_RUN = sa.text(
@@ -310,9 +301,9 @@ def _post_batch(engine, params, first_id, last_id):
                 connection, params["company_id"], params["season_id"], "charge", params["created_at"],
                 [(group.community_id, group.user_type, Decimal(int(group.fen)).scaleb(-2), group.lines) for group in groups],
             )
-            connection.execute(_ADD_TO_SEASON_TOTAL, {
+            connection.execute(SEASON_TOTAL_UPSERT, {
                 "company_id": params["company_id"], "season_id": params["season_id"],
-                "receivable": fen, "received": int(groups[0].received_fen),
+                "receivable": Decimal(fen).scaleb(-2), "received": Decimal(int(groups[0].received_fen)).scaleb(-2),
             })
             connection.execute(_ADD_TO_RUN, {"run_id": params["run_id"], "lines": count, "fen": fen})
     return count, fen

@@ -83,6 +83,8 @@ _STEP = StepDailyTotal.__table__
 COMMUNITY_UPSERT = _typed_text(_upsert_sql(_COMMUNITY, COMMUNITY_KEYS, ["amount", "entries"]), (_COMMUNITY, ""))
 COMPANY_UPSERT = _typed_text(_upsert_sql(_COMPANY, COMPANY_KEYS, ["amount", "entries"]), (_COMPANY, ""))
 STEP_UPSERT = _typed_text(_upsert_sql(_STEP, STEP_KEYS, ["completed", "wait_seconds"], ["title"]), (_STEP, ""))
+_SEASON = CompanySeasonTotal.__table__
+SEASON_TOTAL_UPSERT = _typed_text(_upsert_sql(_SEASON, ["company_id", "season_id"], ["receivable", "received"]), (_SEASON, ""))
 # One row of each, for PostgreSQL: the company upsert rides along as a data-modifying CTE
 # that the main statement does not read. PostgreSQL 15 runs such a CTE to completion after
 # the main statement (ExecPostprocessPlan), so the community row is locked first, as in
@@ -261,14 +263,7 @@ def add_to_season_totals(connection, entries):
             total[0] += added_receivable
             total[1] += capped_received(receivable, received) - before
 
-    totals = CompanySeasonTotal.__table__
-    statement = _insert(connection, totals)
-    statement = statement.on_conflict_do_update(
-        index_elements=["company_id", "season_id"],
-        set_={"receivable": totals.c.receivable + statement.excluded.receivable,
-              "received": totals.c.received + statement.excluded.received},
-    )
-    connection.execute(statement, [
+    connection.execute(SEASON_TOTAL_UPSERT, [
         {"company_id": company_id, "season_id": season_id, "receivable": receivable, "received": received}
         for (company_id, season_id), (receivable, received) in sorted(company.items())
     ])
