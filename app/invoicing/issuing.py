@@ -364,7 +364,7 @@ def mark_not_needed(red, blue):
     if blue.status == "voided":
         message = M_("原蓝字发票已作废，无需红冲。")
     else:
-        message = M_("原蓝字发票%(order)s开票失败，无需红冲；该发票重开后将随之红冲。", order=blue.order_no or "")
+        message = M_("原蓝字发票 %(order)s 开票失败，无需红冲；该发票重开后将随之红冲。", order=blue.order_no or "")
     red.status = "not_needed"
     with force_locale(DEFAULT_LOCALE):
         red.last_error = str(message)[:500]
