@@ -86,8 +86,8 @@ def add_invoice_lines(invoice, entries, user_type, profile):
     """Attach lines (label, season id, tax-inclusive amount, item[, VAT]) to `invoice` and set its totals.
 
     A late fee is taxed as the heat it was charged on. The VAT of a line is worked out from
-    its amount unless the entry gives it: a red line that reverses all that is left of a blue
-    line takes the rest of that line's VAT, so the VAT of the blue line is reversed exactly.
+    its amount unless the entry gives it. A red line that reverses all that is left of a blue
+    line is given the rest of that line's VAT, so the blue line's VAT is reversed exactly.
     """
     total = tax_total = ZERO
     for position, (label, season_id, amount, item, *given_tax) in enumerate(entries, start=1):
@@ -300,9 +300,15 @@ def step_e_invoice(invoice_id, client=None):
     A red invoice is submitted only once its blue one is issued. Until then the step returns
     "waiting" and changes nothing, and a blue one that failed or was voided makes it
     not_needed. The step that issues a blue invoice returns the ids of the red invoices
-    waiting for it, once: a later step finds the blue one issued and releases nothing.
+    waiting for it. It does so once, because a later step finds the blue one issued and
+    releases nothing.
     Raises nuonuo.VendorUnavailable when the vendor cannot be reached, so the caller retries.
     """
+    original_id = db.session.scalar(sa.select(Invoice.original_id).where(Invoice.id == invoice_id))
+    if original_id is not None:
+        # Blue before red, the order in which a blue invoice's own step, failure and retry lock
+        # them. So a red step waits for a blue step in progress and then reads its outcome.
+        lock_row(Invoice, original_id)
     invoice = lock_row(Invoice, invoice_id)
     if invoice is None or invoice.medium != "electronic" or invoice.status not in ("pending", "issuing"):
         db.session.rollback()
@@ -360,7 +366,7 @@ def _waiting_reds(blue_id, status):
 
 
 def mark_not_needed(red, blue):
-    """Mark a red invoice not needed because its blue one did not stand; the caller commits."""
+    """Mark a red invoice not needed because its blue one failed or was voided; the caller commits."""
     if blue.status == "voided":
         message = M_("原蓝字发票已作废，无需红冲。")
     else:
@@ -570,8 +576,8 @@ def _forget_after_rollback(session):
 def pending_e_invoice_ids(older_than_seconds=0):
     """Ids and companies of e-invoices waiting to be submitted, for the periodic sweep.
 
-    A red invoice whose blue one is still pending or issuing is left out: the step that
-    issues the blue one releases it.
+    A red invoice whose blue one is still pending or issuing is left out, because the step
+    that issues the blue one releases it.
     """
     original = aliased(Invoice)
     rows = db.session.execute(

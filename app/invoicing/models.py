@@ -23,7 +23,7 @@ INVOICE_DIRECTIONS = {"blue": N_("蓝字"), "red": N_("红字")}
 # pending: waits for the vendor call (electronic) or for the cashier to record the printed
 # numbers (paper); a red e-invoice also waits in pending until its blue one is issued.
 # issuing: the vendor accepted it and its result is awaited. not_needed: a red invoice whose
-# blue one failed or was voided, so nothing stands to reverse; last_error says why.
+# blue one failed or was voided, so there is nothing to reverse. last_error stores the reason.
 INVOICE_STATUSES = {
     "pending": N_("待开票"),
     "issuing": N_("开票中"),

@@ -130,8 +130,11 @@ def reverse_refund_task(self, company_id, refund_id):
 
 @celery.task(name="invoicing.reverse_refunds")
 def reverse_refunds_task(older_than_seconds=None):
-    """Send the reversal task of every succeeded refund not reversed `older_than_seconds` after it
-    completed (EINVOICE_SWEEP_S by default; Celery beat runs it that often); returns the count."""
+    """Send the reversal task of every succeeded refund still not reversed `older_than_seconds` after it completed.
+
+    The default is EINVOICE_SWEEP_S, which is also how often Celery beat runs the sweep.
+    Returns the number of tasks sent.
+    """
     if older_than_seconds is None:
         older_than_seconds = current_app.config["EINVOICE_SWEEP_S"]
     refunds = refunds_to_reverse(older_than_seconds)

@@ -66,7 +66,7 @@ def _refund(payment, amount, staff):
     return refund
 
 
-def test_partial_refund_reverses_late_fee_and_charge(einvoicing, make_account, staff):
+def test_partial_refund_reverses_each_line(einvoicing, make_account, staff):
     account = _account_with_late_fee(make_account)
     season = get_season(account.company_id, "2025-2026")
     payment = collect_payment(account, "2012.00", "cash", staff("tj_cashier"))
@@ -99,7 +99,7 @@ def test_partial_refund_reverses_late_fee_and_charge(einvoicing, make_account, s
     assert done.invoices_reversed_at is not None
     assert done.invoice_reversal_note is None
 
-    # The sweep finds nothing left, and the vendor holds one red order.
+    # The sweep finds nothing left, and the vendor has one red order.
     assert reverse_refunds_task(older_than_seconds=0) == 0
     assert _red_orders(einvoicing) == [red.order_no]
 
