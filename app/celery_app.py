@@ -96,6 +96,11 @@ def init_celery(flask_app):
                 "task": "invoicing.issue_pending_e_invoices",
                 "schedule": flask_app.config["EINVOICE_SWEEP_S"],
             },
+            # Succeeded refunds whose red-invoice task never reached the broker.
+            "reverse-refunds": {
+                "task": "invoicing.reverse_refunds",
+                "schedule": flask_app.config["EINVOICE_SWEEP_S"],
+            },
             "outbox-relay": {"task": "outbox.relay", "schedule": flask_app.config["OUTBOX_RELAY_INTERVAL_S"]},
             # Yesterday's finance vouchers, after midnight local time.
             "daily-vouchers": {"task": "outbox.issue_daily_vouchers", "schedule": crontab(hour=0, minute=30)},

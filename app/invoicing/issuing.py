@@ -17,7 +17,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.billing.models import LedgerEntry
 from app.clock import local_time
@@ -82,15 +82,19 @@ def payment_lines(payment):
     ]
 
 
-def _add_lines(invoice, entries, user_type, profile):
-    """Attach lines (label, season id, tax-inclusive amount, item) to `invoice` and set its totals.
+def add_invoice_lines(invoice, entries, user_type, profile):
+    """Attach lines (label, season id, tax-inclusive amount, item[, VAT]) to `invoice` and set its totals.
 
-    A late fee is taxed as the heat it was charged on.
+    A late fee is taxed as the heat it was charged on. The VAT of a line is worked out from
+    its amount unless the entry gives it. A red line that reverses all that is left of a blue
+    line is given the rest of that line's VAT, so the blue line's VAT is reversed exactly.
     """
     total = tax_total = ZERO
-    for position, (label, season_id, amount, item) in enumerate(entries, start=1):
+    for position, (label, season_id, amount, item, *given_tax) in enumerate(entries, start=1):
         tax = line_tax(invoice.company_id, abs(amount), user_type, profile)
         signed_tax = tax.tax if amount >= 0 else -tax.tax
+        if given_tax and given_tax[0] is not None:
+            signed_tax = given_tax[0]
         invoice.lines.append(
             InvoiceLine(
                 company_id=invoice.company_id, position=position, label=label[:100], season_id=season_id, item=item,
@@ -113,11 +117,12 @@ def live_blue_invoice(payment_id):
 def _new_blue_invoice(payment, medium):
     company = db.session.get(Company, payment.company_id)
     profile = invoice_profile(payment.company_id)
+    # TODO: a blue invoice made after a refund of the payment still lists the refunded amounts.
     entries = payment_lines(payment)
     if not entries:
         raise InvoiceError(M_("收据 %(receipt)s 没有冲抵应收的明细（可能全部为多缴款），无可开票金额。", receipt=payment.receipt_no))
     invoice = Invoice(company_id=payment.company_id, payment_id=payment.id, medium=medium, direction="blue", status="pending")
-    _add_lines(invoice, entries, payment.account.user_type, profile)
+    add_invoice_lines(invoice, entries, payment.account.user_type, profile)
     if medium == "electronic":
         previous = db.session.scalar(sa.select(sa.func.count(Invoice.id)).where(Invoice.payment_id == payment.id, Invoice.direction == "blue"))
         invoice.order_no = f"{company.code}I{payment.id}" + (f"-{previous + 1}" if previous else "")
@@ -211,6 +216,9 @@ def void_paper_invoice(invoice, reason, user):
     invoice.reason = reason
     invoice.voided_at = utcnow()
     invoice.voided_by_id = user.id
+    if invoice.direction == "blue":
+        for red in _waiting_reds(invoice.id, "pending"):
+            mark_not_needed(red, invoice)
     db.session.commit()
     logger.info("Paper invoice %s/%s of payment %s voided by user %s", invoice.invoice_code, invoice.invoice_number, invoice.payment_id, user.id)
     return invoice
@@ -278,14 +286,42 @@ def vendor_order(invoice):
 def advance_e_invoice(invoice_id, client=None):
     """Take one step of an e-invoice with the vendor and return its status afterwards. Commits.
 
+    Red invoices the step releases are left to the pending sweep. The issue task calls
+    step_e_invoice instead, which returns them so they are sent at once.
+    """
+    return step_e_invoice(invoice_id, client)[0]
+
+
+def step_e_invoice(invoice_id, client=None):
+    """Take one step of an e-invoice with the vendor; return (status afterwards, ids of red invoices released). Commits.
+
     pending → submit the order (a repeated order number means it was submitted before);
     issuing → query the result: issued stores the number and the PDF, failed stores the cause.
+    A red invoice is submitted only once its blue one is issued. Until then the step returns
+    "waiting" and changes nothing, and a blue one that failed or was voided makes it
+    not_needed. The step that issues a blue invoice returns the ids of the red invoices
+    waiting for it. It does so once, because a later step finds the blue one issued and
+    releases nothing.
     Raises nuonuo.VendorUnavailable when the vendor cannot be reached, so the caller retries.
     """
+    original_id = db.session.scalar(sa.select(Invoice.original_id).where(Invoice.id == invoice_id))
+    if original_id is not None:
+        # Blue before red, the order in which a blue invoice's own step, failure and retry lock
+        # them. So a red step waits for a blue step in progress and then reads its outcome.
+        lock_row(Invoice, original_id)
     invoice = lock_row(Invoice, invoice_id)
     if invoice is None or invoice.medium != "electronic" or invoice.status not in ("pending", "issuing"):
         db.session.rollback()
-        return invoice.status if invoice is not None else "missing"
+        return (invoice.status if invoice is not None else "missing"), []
+    if invoice.direction == "red" and invoice.status == "pending":
+        original_status = invoice.original.status
+        if original_status in ("pending", "issuing"):
+            db.session.rollback()
+            return "waiting", []
+        if original_status != "issued":
+            mark_not_needed(invoice, invoice.original)
+            db.session.commit()
+            return invoice.status, []
     client = client or vendor_client(invoice.company_id)
     invoice.attempts += 1
     if invoice.status == "pending":
@@ -293,16 +329,17 @@ def advance_e_invoice(invoice_id, client=None):
             invoice.vendor_serial = client.request_billing(vendor_order(invoice))
         except nuonuo.VendorError as error:
             if error.code != nuonuo.DUPLICATE_ORDER_CODE:
-                return _fail(invoice, M_("服务商拒绝开票：%(code)s %(reason)s", code=error.code, reason=error.describe))
+                return _fail(invoice, M_("服务商拒绝开票：%(code)s %(reason)s", code=error.code, reason=error.describe)), []
         invoice.status = "issuing"
         db.session.commit()
-        return invoice.status
+        return invoice.status, []
+    released = []
     result = client.query_result(invoice.order_no)
     if result is None:
         # The vendor lost or never stored the order: submit it again on the next step.
         invoice.status = "pending"
     elif result.failed:
-        return _fail(invoice, M_("开票失败：%(cause)s", cause=result.fail_cause or result.status))
+        return _fail(invoice, M_("开票失败：%(cause)s", cause=result.fail_cause or result.status)), []
     elif result.issued:
         invoice.pdf = client.download(result.pdf_url) if result.pdf_url else None
         invoice.pdf_url = result.pdf_url[:500]
@@ -313,16 +350,46 @@ def advance_e_invoice(invoice_id, client=None):
         invoice.last_error = ""
         invoice.last_error_message = None
         logger.info("E-invoice %s of payment %s issued as %s", invoice.order_no, invoice.payment_id, invoice.invoice_number)
+        if invoice.direction == "blue":
+            released = [red.id for red in _waiting_reds(invoice.id, "pending")]
     db.session.commit()
-    return invoice.status
+    if released:
+        logger.info("Blue e-invoice %s issued; red invoices %s that waited for it follow", invoice.order_no, released)
+    return invoice.status, released
+
+
+def _waiting_reds(blue_id, status):
+    """Red invoices of a blue one in `status`, oldest first."""
+    return db.session.scalars(
+        sa.select(Invoice).where(Invoice.original_id == blue_id, Invoice.direction == "red", Invoice.status == status).order_by(Invoice.id)
+    ).all()
+
+
+def mark_not_needed(red, blue):
+    """Mark a red invoice not needed because its blue one failed or was voided; the caller commits."""
+    if blue.status == "voided":
+        message = M_("原蓝字发票已作废，无需红冲。")
+    else:
+        message = M_("原蓝字发票 %(order)s 开票失败，无需红冲；该发票重开后将随之红冲。", order=blue.order_no or "")
+    red.status = "not_needed"
+    with force_locale(DEFAULT_LOCALE):
+        red.last_error = str(message)[:500]
+    red.last_error_message = message.as_data()
+    logger.info("Red invoice %s of payment %s not needed: blue invoice %s is %s", red.order_no or red.id, red.payment_id, blue.id, blue.status)
 
 
 def _fail(invoice, message):
-    """Mark an invoice failed with `message`, a Message or text: Celery tasks issue e-invoices, so pages translate the stored msgid."""
+    """Mark an invoice failed with `message`, a Message or text: Celery tasks issue e-invoices, so pages translate the stored msgid.
+
+    Red invoices still waiting for a failed blue one become not_needed. Commits.
+    """
     invoice.status = "failed"
     with force_locale(DEFAULT_LOCALE):
         invoice.last_error = str(message)[:500]
     invoice.last_error_message = message.as_data() if isinstance(message, Message) else None
+    if invoice.direction == "blue":
+        for red in _waiting_reds(invoice.id, "pending"):
+            mark_not_needed(red, invoice)
     db.session.commit()
     logger.warning("E-invoice %s of payment %s failed: %s", invoice.order_no, invoice.payment_id, message)
     return "failed"
@@ -348,8 +415,17 @@ def retry_e_invoice(invoice, user):
     invoice.order_no = f"{base}-{int(submission or 1) + 1}"
     invoice.status = "pending"
     invoice.recorded_by_id = user.id
+    # The red invoices given up because this blue one failed are needed again once it is issued.
+    reopened = _waiting_reds(invoice.id, "not_needed") if invoice.direction == "blue" else []
+    for red in reopened:
+        red.status = "pending"
+        red.last_error = ""
+        red.last_error_message = None
     db.session.commit()
-    logger.info("E-invoice of payment %s queued again as %s by user %s", invoice.payment_id, invoice.order_no, user.id)
+    logger.info(
+        "E-invoice of payment %s queued again as %s by user %s; red invoices %s wait for it",
+        invoice.payment_id, invoice.order_no, user.id, [red.id for red in reopened],
+    )
     enqueue_e_invoices([invoice.id], invoice.company_id)
     return invoice
 
@@ -420,7 +496,7 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
     `item` is what the reduction lowered: charge, with `receivable_after` the season's
     receivable, or late_fee, with `receivable_after` its late fees less late-fee waivers.
     Only lines of that item are reversed. Called inside the transaction that posts the
-    reduction (the waiver service task). Red invoices reverse the newest blue invoices
+    reduction (the waiver service task). Red invoices reverse the newest live blue invoices
     first, line by line. Repeated calls for the same cause create nothing new. Returns the
     red invoices created.
     """
@@ -428,11 +504,12 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
     excess = season_invoiced(account.id, season.id, item) - receivable_after
     if excess <= 0:
         return created
-    # TODO: a blue e-invoice still pending or issuing at this point gets no red invoice yet.
+    # A blue e-invoice still pending or issuing gets its red invoice now, which waits in
+    # pending until the blue one is issued (see step_e_invoice).
     blues = db.session.scalars(
         sa.select(Invoice)
         .join(Payment, Invoice.payment_id == Payment.id)
-        .where(Payment.account_id == account.id, Invoice.direction == "blue", Invoice.status == "issued")
+        .where(Payment.account_id == account.id, Invoice.direction == "blue", Invoice.status.in_(LIVE_STATUSES))
         .order_by(Invoice.id.desc())
     ).all()
     company = db.session.get(Company, account.company_id)
@@ -452,7 +529,7 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
             company_id=account.company_id, payment_id=blue.payment_id, medium=blue.medium, direction="red", original_id=blue.id,
             status="pending", order_no=order_no, reason=reason[:255], cause_type=cause_type, cause_id=cause_id,
         )
-        _add_lines(red, [(lines[0].label, season.id, -portion, item)], lines[0].user_type, profile)
+        add_invoice_lines(red, [(lines[0].label, season.id, -portion, item)], lines[0].user_type, profile)
         db.session.add(red)
         created.append(red)
         excess -= portion
@@ -497,9 +574,19 @@ def _forget_after_rollback(session):
 
 
 def pending_e_invoice_ids(older_than_seconds=0):
-    """Ids and companies of e-invoices waiting to be submitted, for the periodic sweep."""
+    """Ids and companies of e-invoices waiting to be submitted, for the periodic sweep.
+
+    A red invoice whose blue one is still pending or issuing is left out, because the step
+    that issues the blue one releases it.
+    """
+    original = aliased(Invoice)
     rows = db.session.execute(
-        sa.select(Invoice.id, Invoice.company_id, Invoice.created_at).where(Invoice.medium == "electronic", Invoice.status == "pending")
+        sa.select(Invoice.id, Invoice.company_id, Invoice.created_at)
+        .outerjoin(original, Invoice.original_id == original.id)
+        .where(
+            Invoice.medium == "electronic", Invoice.status == "pending",
+            sa.or_(Invoice.original_id.is_(None), original.status.not_in(("pending", "issuing"))),
+        )
     ).all()
     cutoff = utcnow().timestamp() - older_than_seconds
     return [(invoice_id, company_id) for invoice_id, company_id, created in rows if local_time(created).timestamp() <= cutoff]

@@ -21,13 +21,16 @@ INVOICE_MEDIA = {"paper": N_("纸质发票"), "electronic": N_("电子发票")}
 # Blue is the original invoice, red the reversal (红冲) of all or part of a blue one.
 INVOICE_DIRECTIONS = {"blue": N_("蓝字"), "red": N_("红字")}
 # pending: waits for the vendor call (electronic) or for the cashier to record the printed
-# numbers (paper); issuing: the vendor accepted it and its result is awaited.
+# numbers (paper); a red e-invoice also waits in pending until its blue one is issued.
+# issuing: the vendor accepted it and its result is awaited. not_needed: a red invoice whose
+# blue one failed or was voided, so there is nothing to reverse. last_error stores the reason.
 INVOICE_STATUSES = {
     "pending": N_("待开票"),
     "issuing": N_("开票中"),
     "issued": N_("已开票"),
     "failed": N_("开票失败"),
     "voided": N_("已作废"),
+    "not_needed": N_("无需红冲"),
 }
 # Statuses of an invoice that stands or may still stand; a payment has at most one such blue invoice.
 LIVE_STATUSES = ("pending", "issuing", "issued")
@@ -91,6 +94,7 @@ class Invoice(CompanyOwned, db.Model):
     pdf = sa.Column(sa.LargeBinary)
     pdf_url = sa.Column(sa.String(500), nullable=False, default="")
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    # Why the vendor step failed, or why a red invoice is not needed (status not_needed).
     last_error = sa.Column(sa.String(500), nullable=False, default="")
     # last_error as Message.as_data() (app.i18n) when it was stored with its msgid; pages translate it.
     last_error_message = sa.Column(sa.JSON)

@@ -276,6 +276,11 @@ class Refund(CompanyOwned, db.Model):
     sent_at = sa.Column(sa.DateTime(timezone=True))
     send_accepted = sa.Column(sa.Boolean, nullable=False, default=False)
     completed_at = sa.Column(sa.DateTime(timezone=True))
+    # When the red invoices of a succeeded refund were worked out, or found not needed; NULL
+    # until then, so the sweep `invoicing.reverse_refunds` finds refunds whose task was lost.
+    invoices_reversed_at = sa.Column(sa.DateTime(timezone=True))
+    # Why a succeeded refund needed no red invoice, as Message.as_data() (app.i18n); NULL otherwise.
+    invoice_reversal_note = sa.Column(sa.JSON)
 
     payment = db.relationship("Payment")
     requested_by = db.relationship("User", foreign_keys=[requested_by_id])
@@ -293,6 +298,11 @@ class Refund(CompanyOwned, db.Model):
     def shown_failure_reason(self):
         """The failure reason in the reader's language when it was stored with its msgid, else as stored."""
         return stored_message(self.failure_message, self.failure_reason)
+
+    @property
+    def shown_invoice_reversal_note(self):
+        """Why the refund needed no red invoice, in the reader's language, or an empty string."""
+        return stored_message(self.invoice_reversal_note, "")
 # Difference between our books and a channel statement -> Chinese label.
 RECONCILIATION_DIFFERENCES = {
     "missing_ours": N_("我方无记录（长款）"),

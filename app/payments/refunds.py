@@ -311,7 +311,13 @@ def _set_failure(refund, reason):
 
 
 def complete_refund(refund, channel_refund_id=""):
-    """Mark a locked refund succeeded and post its ledger lines in the caller's transaction."""
+    """Mark a locked refund succeeded and post its ledger lines in the caller's transaction.
+
+    Its red invoice, if the payment was invoiced, is made by a Celery task sent after the
+    caller commits (app/invoicing/reversals.py).
+    """
+    from app.invoicing.reversals import queue_refund_reversal
+
     if channel_refund_id:
         refund.channel_refund_id = channel_refund_id
     refund.status = "succeeded"
@@ -325,6 +331,7 @@ def complete_refund(refund, channel_refund_id=""):
             )
         )
     db.session.flush()
+    queue_refund_reversal(refund)
 
 
 def _refund_line_key(refund_id, season_id, kind):

@@ -1,14 +1,19 @@
 """Invoice settings, paper invoice recording and reconciliation driven through Chromium with CSRF checks on."""
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
+from app.billing.late_fees import post_late_fee
 from app.extensions import db
 from app.invoicing.models import Invoice
 from app.payments.models import Payment, ReconciliationItem, WechatMerchant
 from app.payments.services import collect_payment
+from app.tariffs.services import get_season
+from app.tasks.invoicing import reverse_refunds_task
+from tests.invoicing.conftest import einvoicing, vendor  # noqa: F401  (fixture)
 from tests.payments.test_reconciliation import BILL, _at
 from tests.processes.conftest import make_account, user  # noqa: F401  (fixture)
 
@@ -73,3 +78,45 @@ def test_finance_reconciles_and_resolves(page, browser_login, screenshot, make_a
     screenshot(page, "reconciliation")
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count(ReconciliationItem.id)).filter_by(status="resolved")) == 1
+
+
+def test_payment_page_shows_refund_red_invoice(page, browser_login, screenshot, make_account, einvoicing):
+    # TJ 80.00 m² × 25.00 = 2000.00 plus the late fee as of 2026-01-03, 2000.00 × 0.002 × 3 =
+    # 12.00, paid and e-invoiced. A 500.00 refund gives back 12.00 of late fee and 488.00 of heat.
+    account = make_account("TJ", "80.00")
+    post_late_fee(account, get_season(account.company_id, "2025-2026"), date(2026, 1, 3))
+    db.session.commit()
+    payment = collect_payment(account, "2012.00", "cash", user("tj_cashier"))
+    browser_login(page, "tj_cashier")
+    page.goto(f"/payments/{payment.id}")
+    page.fill("#amount", "500.00")
+    page.fill("#reason", "面积核减")
+    with page.expect_navigation():
+        page.get_by_role("button", name="申请退费").click()
+    assert "红字发票待生成" in page.locator("#payment-refunds").inner_text()
+
+    # The worker's task, run here under the eager testing Celery.
+    assert reverse_refunds_task(older_than_seconds=0) == 1
+    page.reload()
+    red = db.session.scalar(sa.select(Invoice).filter_by(payment_id=payment.id, direction="red"))
+    row = page.locator(f"#invoice-{red.id}").inner_text()
+    assert "红字电子发票" in row
+    assert red.invoice_number in row
+    assert "-500.00" in row
+    assert "已开票" in row
+    assert "销售退回" in row
+    refund_cell = page.locator("#payment-refunds tbody tr").first.inner_text()
+    assert red.invoice_number in refund_cell
+    assert "已开票" in refund_cell
+    pdf_link = page.locator("#payment-refunds").get_by_role("link", name="PDF")
+    response = page.request.get(pdf_link.get_attribute("href"))
+    assert response.status == 200
+    assert response.body().startswith(b"%PDF")
+    assert page.locator(f"#invoice-{red.id}").get_by_role("link", name="服务商链接").get_attribute("href") == red.pdf_url
+    screenshot(page, "payment-refund-red-invoice")
+
+    with page.expect_navigation():
+        page.locator("header").get_by_role("button", name="English").click()
+    assert "Red invoice" in page.locator("#payment-refunds thead").inner_text()
+    assert f"Reverses invoice {red.original.invoice_number}" in page.locator(f"#invoice-{red.id}").inner_text()
+    screenshot(page, "payment-refund-red-invoice-en")

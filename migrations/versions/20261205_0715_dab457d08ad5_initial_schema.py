@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: df54f0c5c0c6
+Revision ID: dab457d08ad5
 Revises: 
-Create Date: 2026-12-05 05:44:03.286112
+Create Date: 2026-12-05 07:15:26.568497
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'df54f0c5c0c6'
+revision = 'dab457d08ad5'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1304,6 +1304,8 @@ def upgrade():
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('send_accepted', sa.Boolean(), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('invoices_reversed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('invoice_reversal_note', sa.JSON(), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_refund_account_id_account')),
     sa.ForeignKeyConstraint(['approved_by_id'], ['user.id'], name=op.f('fk_refund_approved_by_id_user')),
