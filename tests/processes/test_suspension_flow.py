@@ -115,6 +115,25 @@ def test_residential_under_threshold_decided_by_company(demo, make_account, logi
     assert "escalated" not in set(event_types)
 
 
+def test_field_task_shows_decision_label(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = _instance_for(account.id)
+    response = submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "approve", "comment": "同意报停"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    field_task = open_task(instance.id, "valve_close")
+    field = login("tj_field")
+
+    page = field.get(f"/field/tasks/{field_task.id}").get_data(as_text=True)
+    assert "<dt>分公司意见</dt><dd>同意</dd>" in page
+    assert "<dd>approve</dd>" not in page
+
+    assert field.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    page = field.get(f"/field/tasks/{field_task.id}").get_data(as_text=True)
+    assert "<dd>Approve</dd>" in page
+    assert "<dd>approve</dd>" not in page
+
+
 def test_residential_above_threshold_escalates(demo, make_account, login):
     account = make_account("TJ", "250.50")
     start_request(login("tj_clerk"), account.id)
