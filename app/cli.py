@@ -10,6 +10,7 @@ import history) stay Chinese, with the msgid where pages translate them.
 """
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -483,6 +484,9 @@ def run_command(host, port):
         [sys.executable, "-m", "celery", "-A", "app.celery_worker", "worker", "--pool", "solo", "--beat",
          "--schedule", str(Path(flask_app.instance_path) / "celerybeat-schedule"), "--loglevel", "INFO"],
     )
+    # SIGTERM (kill, systemd, docker stop) would skip the finally below and leave the worker
+    # and its beat running. Exiting through SystemExit runs the finally, as Ctrl+C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         click.echo(f"Heatflow on http://{host}:{port} with a Celery worker (pid {worker.pid}); Ctrl+C stops both.")
         run_simple(host, port, flask_app, threaded=True, use_reloader=False)

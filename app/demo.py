@@ -75,6 +75,13 @@ def _get_or_create(model, defaults=None, **keys):
     return row, False
 
 
+def _short_name(company):
+    """Return the company name without 有限公司 (胶州湾热电), else its first four characters (北方热力)."""
+    if company.name.endswith("有限公司"):
+        return company.name.removesuffix("有限公司")
+    return company.name[:4]
+
+
 def _install_roles_and_users(company, role_table, prefix):
     for number, (code, (name, permissions)) in enumerate(role_table.items(), start=1):
         role, _ = _get_or_create(Role, {"name": name, "permissions": permissions}, company_id=company.id, code=code)
@@ -82,7 +89,7 @@ def _install_roles_and_users(company, role_table, prefix):
         user = db.session.scalar(sa.select(User).filter_by(username=username))
         if user is None:
             user = User(
-                company_id=company.id, username=username, name=f"{company.name[:4]}{name}",
+                company_id=company.id, username=username, name=f"{_short_name(company)}{name}",
                 user_no=f"{company.number}{number:04d}", password_hash=hash_password(DEMO_PASSWORD),
             )
             db.session.add(user)

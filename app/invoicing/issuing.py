@@ -232,7 +232,9 @@ def vendor_client(company_id):
     config = current_app.config
     missing = [name for name in ("EINVOICE_API_BASE", "EINVOICE_APP_KEY", "EINVOICE_APP_SECRET") if not config.get(name)]
     if missing:
-        raise InvoiceError(M_("电子发票服务商未配置：请设置 %(names)s。", names=", ".join(missing)))
+        # Name the environment variables that set these keys (config/__init__.py), which the operator sets.
+        variables = ", ".join(f"HEATFLOW_{name}" for name in missing)
+        raise InvoiceError(M_("电子发票服务商未配置：请设置 %(names)s。", names=variables))
     profile = invoice_profile(company_id)
     if not profile.seller_tax_id:
         raise InvoiceError(M_("本公司未填写纳税人识别号：请在“开票设置”中填写后重新开票。"))

@@ -4,6 +4,7 @@ import base64
 import logging
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
@@ -32,9 +33,18 @@ INVOICE_NOTES = {
 def payment_items(payment):
     """List what a payment paid, as (label, amount) in posting order: receivables, late fees and any credit.
 
-    The items add up to the payment's amount.
+    The items add up to the payment's amount. Labels are Chinese, as the receipt prints them.
     """
-    rows = db.session.execute(
+    return [(_item_label(kind, name, ""), -amount) for kind, amount, name in _payment_rows(payment)]
+
+
+def shown_payment_items(payment):
+    """List the items of `payment_items` with labels in the reader's language, for the payment page."""
+    return [(_shown_item_label(kind, name), -amount) for kind, amount, name in _payment_rows(payment)]
+
+
+def _payment_rows(payment):
+    return db.session.execute(
         sa.select(LedgerEntry.kind, LedgerEntry.amount, Season.name)
         .outerjoin(Season, LedgerEntry.season_id == Season.id)
         .where(
@@ -43,7 +53,14 @@ def payment_items(payment):
         )
         .order_by(LedgerEntry.id)
     ).all()
-    return [(_item_label(kind, name, ""), -amount) for kind, amount, name in rows]
+
+
+def _shown_item_label(kind, season_name):
+    if kind == "credit":
+        return _("多缴款（预收余额）")
+    if kind == "late_fee_payment":
+        return _("%(season)s 供暖季滞纳金", season=season_name)
+    return _("%(season)s 供暖季热费", season=season_name) if season_name else _("往年欠费")
 
 
 def _item_label(kind, season_name, suffix):

@@ -14,7 +14,7 @@ from app.extensions import csrf, db
 from app.forms.payments import CounterPaymentForm, OnlineOrderForm, RefundApprovalSettingForm, RefundDecisionForm, RefundForm
 from app.i18n import join_items, translate_label
 from app.invoicing.receipt import ReceiptError
-from app.invoicing.services import payment_invoice_context, payment_items, print_receipt, print_refund_receipt
+from app.invoicing.services import payment_invoice_context, print_receipt, print_refund_receipt, shown_payment_items
 from app.money import format_money, format_quantity
 from app.network.models import Account
 from app.network.services import search_accounts
@@ -122,7 +122,7 @@ def _new_refund_form(payment):
 def _payment_page(payment, form, status=200):
     can_refund = has_permission(current_user, "payment.refund", payment.company_id)
     page = render_template(
-        "payments/payment.html", payment=payment, items=payment_items(payment), paid_at=local_time(payment.paid_at),
+        "payments/payment.html", payment=payment, items=shown_payment_items(payment), paid_at=local_time(payment.paid_at),
         owed=amount_owed(payment.account), money=format_money, refunds=payment_refunds(payment.id),
         refundable=refundable_amount(payment), refund_form=form if can_refund else None, local=format_local,
         **payment_invoice_context(payment),

@@ -23,7 +23,7 @@ from sqlalchemy import event as orm_event
 from sqlalchemy.orm import Session
 
 from app.extensions import db
-from app.processes.models import GENESIS_HASH, ProcessEvent, ProcessInstance, utcnow
+from app.processes.models import GENESIS_HASH, SYSTEM_ACTOR, ProcessEvent, ProcessInstance, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def record_event(instance, event_type, user=None, task_name="", decision=None, c
         seq=seq,
         event_type=event_type,
         user_id=user.id if user is not None else None,
-        actor_name=user.name if user is not None else "系统",
+        actor_name=user.name if user is not None else SYSTEM_ACTOR,
         at=utcnow(),
         task_name=task_name or "",
         decision=decision,

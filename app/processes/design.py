@@ -426,5 +426,25 @@ def instance_path(instance):
                 completed.append(element)
             elif task.state & waiting and element not in current:
                 current.append(element)
-    return {"xml": instance.model.bpmn_xml, "version": instance.model.version, "completed": completed, "current": current}
+    xml = with_lane_labels(instance.model.bpmn_xml, instance.company_id)
+    return {"xml": xml, "version": instance.model.version, "completed": completed, "current": current}
+
+
+def with_lane_labels(bpmn_xml, company_id):
+    """Return a diagram whose lanes show role names in the reader's language, for the read-only instance viewer.
+
+    Lane names are the role codes (company_approver) that route tasks, so only the copy sent
+    to the viewer is renamed. The company's own role name wins, as in the designer. A
+    diagram that does not parse is returned unchanged.
+    """
+    try:
+        root = etree.fromstring(bpmn_xml.encode("utf-8"))
+    except etree.XMLSyntaxError:
+        return bpmn_xml
+    roles = dict(db.session.execute(sa.select(Role.code, Role.name).where(Role.company_id == company_id)).all())
+    for lane in root.iter(f"{{{BPMN_NS}}}lane"):
+        code = (lane.get("name") or "").strip()
+        if code in KNOWN_LANES:
+            lane.set("name", roles.get(code) or translate_label(LANE_LABELS.get(code, code)))
+    return etree.tostring(root, encoding="unicode")
 

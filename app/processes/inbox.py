@@ -35,8 +35,11 @@ SORTS = {"created": N_("生成时间（早→晚）"), "created_desc": N_("生�
 
 
 def _labels(labels):
-    """Join the translated values of a code -> label dict, for the choices of an error message."""
-    return join_items(translate_label(label) for label in labels.values())
+    """Join "label (code)" of a code -> label dict, for the choices of an error message.
+
+    The code is the value the query string and the API take, so the reader can send it.
+    """
+    return join_items(_("%(name)s（%(code)s）", name=translate_label(label), code=code) for code, label in labels.items())
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.i18n import NC_, N_, stored_message
+from app.i18n import NC_, N_, stored_message, translate_label
 from app.money import Area, Money, Rate
 from app.tenancy import CompanyOwned
 
@@ -32,6 +32,8 @@ INSTANCE_STATUSES = {
 # Statuses of an instance that is not finished, so the account cannot start another request of its type.
 ACTIVE_STATUSES = ("running", "suspended")
 TASK_STATUSES = {"open": NC_("task status", "待办"), "completed": N_("已办"), "cancelled": N_("已取消")}
+# Actor name stored on audit events that no user caused (timers, engine steps).
+SYSTEM_ACTOR = N_("系统")
 EVENT_TYPES = {
     "started": N_("发起申请"),
     "task_ready": N_("生成待办"),
@@ -277,6 +279,13 @@ class ProcessEvent(CompanyOwned, db.Model):
     @property
     def decision_label(self):
         return DECISIONS.get(self.decision, self.decision or "")
+
+    @property
+    def shown_actor_name(self):
+        """The actor's name as stored, except that the system actor is shown in the reader's language."""
+        if self.user_id is None and self.actor_name == SYSTEM_ACTOR:
+            return translate_label(SYSTEM_ACTOR)
+        return self.actor_name
 
     @property
     def shown_comment(self):

@@ -34,7 +34,7 @@ from app.processes.dmn import referenced_decisions
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
 from app.processes.fields import clean_task_values, clean_values, send_back_option, task_data
-from app.processes.models import PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
+from app.processes.models import DECISIONS, PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
 from app.processes.specs import store_spec
 from app.processes.timers import cancel_waiting_timers, sync_timers, task_due_at
@@ -428,6 +428,9 @@ def task_summary(task):
 
 def _display(key, value, choice_keys):
     """Format a task data value for the approver; labels the code chose are translated, typed text is shown as stored."""
+    # Approval tasks store the decision's value (approve, reject, send_back) as `<prefix>_decision`.
+    if key.endswith("_decision") and value in DECISIONS:
+        return translate_label(DECISIONS[value])
     if isinstance(value, str) and (key in TRANSLATED_KEYS or key in choice_keys or key.endswith("_label")):
         return translate_label(value)
     if isinstance(value, Decimal):

@@ -156,6 +156,8 @@ def test_design_deploy_and_view_path(page, browser_login, screenshot, demo, tj_a
         assert page.locator(f'.djs-element.hf-completed[data-element-id="{element}"]').count() == 1
     assert page.locator('.djs-connection.hf-taken[data-element-id="flow_start_to_escalation"]').count() == 1
     assert page.locator('.djs-connection.hf-taken[data-element-id="flow_escalation_to_company"]').count() == 1
+    # Lanes show role names, not the role codes the engine routes by.
+    assert page.locator('.djs-element[data-element-id="lane_company_approver"] text').first.text_content() == "分公司审批人"
     screenshot(page, "instance-diagram-v1")
     _no_csp_violations(page)
 

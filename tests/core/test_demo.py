@@ -64,3 +64,14 @@ def test_demo_user_for_every_role(demo):
     hq_company_id = db.session.scalar(sa.select(User.company_id).filter_by(username="hq_admin"))
     for code in DEFAULT_HQ_ROLES:
         assert (hq_company_id, code) in covered, code
+
+
+@pytest.mark.parametrize("username, name", [
+    ("tj_clerk", "津南热力营业员"),
+    ("qd_clerk", "胶州湾热电营业员"),
+    ("sjz_cashier", "石门热力收费员"),
+    ("bj_approver", "京西供热分公司审批人"),
+    ("hq_approver", "北方热力集团审批人"),
+])
+def test_demo_user_names(demo, username, name):
+    assert db.session.scalar(sa.select(User.name).where(User.username == username)) == name

@@ -100,12 +100,13 @@ def test_unconfigured_vendor_makes_no_call(demo, make_account, staff, app, monke
     [invoice] = _invoices(payment)
     assert invoice.status == "failed"
     assert "电子发票服务商未配置" in invoice.last_error
-    assert "EINVOICE_API_BASE" in invoice.last_error
+    assert "HEATFLOW_EINVOICE_APP_KEY" in invoice.last_error
     # The task stored the invoice error with its msgid, so an English reader gets English.
     finance = login("tj_finance")
     finance.post("/language", data={"locale": "en"})
     page = finance.get("/invoicing/failed").get_data(as_text=True)
     assert "The e-invoice vendor is not configured: set " in page
+    assert "HEATFLOW_EINVOICE_APP_KEY" in page
     assert "电子发票服务商未配置" not in page
 
 

@@ -73,6 +73,23 @@ def test_payment_receipt_lists_late_fee(paid_with_late_fee):
     assert sum(amount for _, amount in items) == payment.amount
 
 
+def test_payment_page_item_labels(paid_with_late_fee, login):
+    payment = paid_with_late_fee
+    client = login("tj_cashier")
+
+    page = client.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert "<td>往年欠费</td>" in page
+    assert "<td>2025-2026 供暖季热费</td>" in page
+    assert "<td>2025-2026 供暖季滞纳金</td>" in page
+
+    assert client.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    page = client.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert "<td>Prior-season arrears</td>" in page
+    assert "<td>Heating fee, heating season 2025-2026</td>" in page
+    assert "<td>Late fee, heating season 2025-2026</td>" in page
+    assert "供暖季" not in page
+
+
 def test_partial_refunds_give_late_fee_back_first(paid_with_late_fee, cashier, season):
     payment = paid_with_late_fee
     user = cashier("tj_cashier")

@@ -200,8 +200,29 @@ def test_instance_diagram_path(demo, login, make_account):
     assert set(body["current"]) - {"company_approval"} <= {
         "cancel_company_approval_deadline", "remind_company_approval", "escalate_company_approval",
     }
-    assert body["xml"] == SUSPENSION
+    # The viewer's copy names each lane by the company's role name instead of its role code.
+    assert _lane_names(body["xml"]) == ["营业员", "分公司审批人", "集团审批人", "外勤人员"]
+    assert _lane_names(SUSPENSION) == ["clerk", "company_approver", "group_approver", "field_staff"]
+    assert _element_ids(body["xml"]) == _element_ids(SUSPENSION)
     assert login("qd_approver").get(f"/processes/instances/{instance.id}/diagram").status_code == 404
+
+
+def test_instance_diagram_lanes_english(demo, login, make_account):
+    instance = start_suspension(make_account("TJ", "80.00").id, user("tj_clerk"), "vacant")
+    approver = login("tj_approver")
+    assert approver.post("/language", data={"locale": "en"}).status_code in (302, 303)
+
+    body = approver.get(f"/processes/instances/{instance.id}/diagram").get_json()
+    # Role names are company data and stay as stored; the group lane has no company role.
+    assert _lane_names(body["xml"]) == ["营业员", "分公司审批人", "Group approver", "外勤人员"]
+
+
+def _lane_names(xml):
+    return re.findall(r'<bpmn:lane id="[^"]+" name="([^"]*)"', xml)
+
+
+def _element_ids(xml):
+    return sorted(re.findall(r' id="([^"]+)"', xml))
 
 
 def test_pages_keep_strict_csp(demo, login):

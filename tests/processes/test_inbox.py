@@ -109,6 +109,18 @@ def test_inbox_rejects_bad_filters(demo, login):
     assert login("tj_approver").get("/processes/inbox?process_type=suspension&overdue=1&sort=due").status_code == 200
 
 
+def test_inbox_bad_status_lists_values(demo, login):
+    approver = login("tj_approver")
+    response = approver.get("/processes/inbox?status=done")
+    assert response.status_code == 400
+    assert "待办（open）、已办（completed）、已取消（cancelled）" in response.get_data(as_text=True)
+
+    assert approver.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    response = approver.get("/processes/inbox?status=done")
+    assert response.status_code == 400
+    assert "choose one of: Open (open), Done (completed), Cancelled (cancelled)." in response.get_data(as_text=True)
+
+
 def test_delegate_to_colleague(demo, make_account, login):
     colleague = second_tj_approver(demo)
     (instance,) = _suspensions(login, make_account, "TJ", 1)

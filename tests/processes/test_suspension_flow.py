@@ -115,6 +115,42 @@ def test_residential_under_threshold_decided_by_company(demo, make_account, logi
     assert "escalated" not in set(event_types)
 
 
+def test_field_task_shows_decision_label(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = _instance_for(account.id)
+    response = submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "approve", "comment": "同意报停"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    field_task = open_task(instance.id, "valve_close")
+    field = login("tj_field")
+
+    page = field.get(f"/field/tasks/{field_task.id}").get_data(as_text=True)
+    assert "<dt>分公司意见</dt><dd>同意</dd>" in page
+    assert "<dd>approve</dd>" not in page
+
+    assert field.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    page = field.get(f"/field/tasks/{field_task.id}").get_data(as_text=True)
+    assert "<dd>Approve</dd>" in page
+    assert "<dd>approve</dd>" not in page
+
+
+def test_history_system_actor_english(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    clerk = login("tj_clerk")
+    assert start_request(clerk, account.id).status_code == 302
+    instance = _instance_for(account.id)
+
+    page = clerk.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
+    assert "<td>系统</td>" in page
+
+    assert clerk.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    page = clerk.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
+    assert "<td>System</td>" in page
+    assert "<td>系统</td>" not in page
+    # The stored name, which the audit hash covers, stays as written.
+    assert verify_chain(instance.id).ok
+
+
 def test_residential_above_threshold_escalates(demo, make_account, login):
     account = make_account("TJ", "250.50")
     start_request(login("tj_clerk"), account.id)
