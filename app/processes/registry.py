@@ -42,6 +42,7 @@ class Service:
 
     name: str
     function: object
+    # Parameter or output name -> description, a Chinese msgid marked with N_ that pages show with translate_label.
     inputs: dict
     outputs: dict
     # Inputs a diagram may leave out, so diagrams deployed before the input existed stay valid;
@@ -50,6 +51,12 @@ class Service:
 
 
 SERVICES = {}
+
+# Descriptions that several services share.
+ACCOUNT_INPUT = N_("流程实例所属账户的 id")
+VALVE_STATE_INPUT = N_("closed（关栓）或 sealed（施封），取自现场任务")
+SEAL_NO_INPUT = N_("现场登记的铅封号")
+VALVE_STATE_OUTPUT = N_("账户的新阀门状态")
 
 
 def register_service(name, inputs, outputs, optional=()):
@@ -113,11 +120,11 @@ def _as_list(value):
 
 @register_service(
     "rebill_suspension",
-    inputs={"account_id": "id of the instance's account"},
+    inputs={"account_id": ACCOUNT_INPUT},
     outputs={
-        "season": "name of the re-rated season",
-        "rerate_amount": "Decimal: the difference line posted (negative lowers the receivable)",
-        "receivable_after": "Decimal: the season receivable after the line",
+        "season": N_("重算的供暖季名称"),
+        "rerate_amount": N_("Decimal：记入台账的差额行（负数减少应收）"),
+        "receivable_after": N_("Decimal：记账后该供暖季的应收"),
     },
 )
 def rebill_suspension(context, account_id):
@@ -201,12 +208,8 @@ def set_valve_state(context, account, valve_state):
 
 @register_service(
     "mark_valve_closed",
-    inputs={
-        "account_id": "id of the instance's account",
-        "valve_state": "closed or sealed, from the field task",
-        "seal_no": "seal number recorded on site",
-    },
-    outputs={"valve_state": "the account's new valve state"},
+    inputs={"account_id": ACCOUNT_INPUT, "valve_state": VALVE_STATE_INPUT, "seal_no": SEAL_NO_INPUT},
+    outputs={"valve_state": VALVE_STATE_OUTPUT},
 )
 def mark_valve_closed(context, account_id, valve_state, seal_no):
     """Record on the account that the field staff closed (and possibly sealed) the valve."""
