@@ -29,10 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 class ServiceError(RuntimeError):
-    """A service operator could not do its work; the message states why and what to fix.
+    """A service operator could not do its work. The message states why and what to fix.
 
     Messages for the approver are Messages (`M_`), so the instance history can show them in
-    the reader's language; configuration errors of a diagram are plain English text.
+    the reader's language. Configuration errors of a diagram are plain English text, which
+    the run failure quotes as its reason.
     """
 
 
@@ -45,8 +46,8 @@ class Service:
     # Parameter or output name -> description, a Chinese msgid marked with N_ that pages show with translate_label.
     inputs: dict
     outputs: dict
-    # Inputs a diagram may leave out, so diagrams deployed before the input existed stay valid;
-    # the function gives each one a default.
+    # Inputs a diagram may leave out, so diagrams deployed before the input existed stay valid.
+    # The function gives each one a default.
     optional: frozenset = frozenset()
 
 
@@ -79,7 +80,7 @@ def current_season(company_id, today=None):
 
 
 def instance_account(context, account_id):
-    """The instance's own account, locked for the update, with its unit and building; the parameter must name it."""
+    """Return the instance's own account, locked for the update, with its unit and building. The parameter must name it."""
     instance = context.instance
     if account_id != instance.account_id:
         raise ServiceError(f"Parameter account_id={account_id!r} is not the account {instance.account_id} of process instance {instance.id}.")
@@ -183,7 +184,7 @@ def _posted_line_and_receivable(account, season, key):
 
 
 def set_valve_state(context, account, valve_state):
-    """Set an account's valve state; when it changes, add it to the valve history and emit `valve.state_changed`.
+    """Set an account's valve state, and when it changes, add it to the valve history and emit `valve.state_changed`.
 
     The change is credited to the valve field task the user just completed, if any, else
     to the process instance (see app/network/valves.py and docs/integrations.md).
@@ -226,6 +227,6 @@ def mark_valve_closed(context, account_id, valve_state, seal_no):
     return {"valve_state": valve_state}
 
 
-# The operators of the other processes register themselves on import; keep this import
+# The operators of the other processes register themselves on import. Keep this import
 # last because that module uses the helpers above.
 from app.processes import operators  # noqa: E402,F401
