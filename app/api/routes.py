@@ -27,6 +27,7 @@ from app.processes.access import ConflictError, InputError, NotFoundError, get_i
 from app.processes.audit import verify_chain
 from app.processes.engine import ProcessRunError
 from app.processes.inbox import inbox_page, is_overdue, parse_filters
+from app.processes.messages import run_error_text
 from app.processes.models import PROCESS_TYPES, HumanTask
 from app.processes.services import claim_task, complete_task, start_process
 from app.tenancy import SYSTEM_SCOPE, scoped
@@ -81,7 +82,8 @@ def api_view(view):
             for error_type, status, error_code in SERVICE_ERRORS:
                 if isinstance(error, error_type):
                     _log_rejected(error_code, error)
-                    return error_response(status, error_code, str(error))
+                    # A run failure keeps its English text in str(), so run_error_text gives it in the reader's language.
+                    return error_response(status, error_code, run_error_text(error))
             raise
 
     return wrapper

@@ -10,6 +10,8 @@ of both.
 
 The check also compares the HQ season totals (app/hq/totals.py) with the ledger: each
 account's season balance and the company's season total with its capped received.
+`find_company_breaks` compares the HQ account count of a company with its accounts,
+once per company because the count covers every season.
 """
 
 import hashlib
@@ -24,7 +26,7 @@ from app.billing.models import (
 )
 from app.billing.services import receivables_report
 from app.extensions import db
-from app.hq.models import AccountSeasonBalance, CompanySeasonTotal
+from app.hq.models import AccountSeasonBalance, CompanyAccountCount, CompanySeasonTotal
 from app.hq.totals import capped_received
 from app.money import ZERO, format_money
 from app.network.models import Account
@@ -85,7 +87,8 @@ class InvariantBreak:
     """One failed check: where it failed, which rule, and the figures involved."""
 
     company_id: int
-    season_id: int
+    # None for a check that covers the whole company.
+    season_id: int | None
     account_id: int | None
     check: str
     detail: str
@@ -276,6 +279,23 @@ def find_invariant_breaks(company_id, season_id):
     if breaks:
         logger.warning("Company %s season %s has %s ledger invariant breaks", company_id, season_id, len(breaks))
     return breaks
+
+
+def find_company_breaks(company_id):
+    """Compare the HQ account count of a company with its accounts; returns a list of InvariantBreak."""
+    stored = (
+        sa.select(CompanyAccountCount.accounts).where(CompanyAccountCount.company_id == company_id).scalar_subquery()
+    )
+    counted = sa.select(sa.func.count(Account.id)).where(Account.company_id == company_id).scalar_subquery()
+    # One statement, so both figures come from the same snapshot while accounts are being added.
+    stored_count, account_count = db.session.execute(sa.select(stored, counted)).one()
+    # A company without a count row has no accounts counted, as after a rebuild of a company without accounts.
+    if (stored_count or 0) == account_count:
+        return []
+    stored_text = "none" if stored_count is None else stored_count
+    detail = f"HQ account count {stored_text} but {account_count} accounts"
+    logger.warning("Company %s: %s", company_id, detail)
+    return [InvariantBreak(company_id, None, None, "hq_account_count", detail)]
 
 
 def _describe(figures):

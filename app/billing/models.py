@@ -221,10 +221,11 @@ class InvariantFinding(CompanyOwned, db.Model):
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
-    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
+    # NULL for a break of a check that covers the whole company, not one season (hq_account_count).
+    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
     # NULL for a break of the company total.
     account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"))
-    # Which check failed: identity, payment_allocation, sign, company_total or hq_totals.
+    # Which check failed: identity, payment_allocation, sign, company_total, hq_totals or hq_account_count.
     check_name = sa.Column(sa.String(32), nullable=False)
     detail = sa.Column(sa.String(500), nullable=False)
     # sha256 of season, account, check and detail, so a break found again updates its row.

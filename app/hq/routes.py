@@ -34,6 +34,7 @@ INVARIANT_CHECKS = {
     "sign": N_("台账行方向错误"),
     "company_total": N_("公司合计与应收报表不符"),
     "hq_totals": N_("集团汇总表与台账不符"),
+    "hq_account_count": N_("集团汇总户数与账户数不符"),
 }
 
 # The community page lists the accounts with the largest arrears; the export has them all.

@@ -13,7 +13,8 @@ changes by the capped received of the account after the line less the one before
 the balance upsert returns the account's figures after the line. `rebuild_season_totals`
 recomputes both tables, and the nightly invariant check (app/billing/invariants.py)
 compares them with the ledger. Accounts added in a flush are counted per company the same
-way, and `rebuild_account_counts` recounts them.
+way, `rebuild_account_counts` recounts them, and the nightly check compares the counts
+with the accounts.
 
 The upsert locks the row of a company, day and kind until commit, so two cashiers of one
 company posting the same kind on the same day wait for each other's commit on that row.
@@ -272,7 +273,7 @@ def add_to_season_totals(connection, entries):
 def add_account_counts(connection, added):
     """Add {company id: accounts added} to the account counts."""
     # NOTE: accounts inserted past the session's flush (Core or ORM bulk inserts) stay
-    # uncounted until `flask heat hq-rebuild-totals`, and the nightly check does not compare the counts.
+    # uncounted until `flask heat hq-rebuild-totals`, and the nightly check reports them.
     table = CompanyAccountCount.__table__
     statement = _insert(connection, table)
     statement = statement.on_conflict_do_update(

@@ -19,6 +19,7 @@ from app.org.services import require_permission
 from app.processes.access import ConflictError, InputError, get_instance
 from app.processes.audit import record_event
 from app.processes.engine import ProcessRunError, RunContext, load_workflow, run_engine
+from app.processes.messages import engine_failure
 from app.processes.models import INSTANCE_STATUSES, HumanTask, ProcessInstance
 from app.processes.services import _check_running, _record_failure, _sync_and_save, emit_process_finished
 from app.processes.timers import cancel_waiting_timers
@@ -138,7 +139,7 @@ def retry_instance(instance_id, user, reason):
         _record_failure(instance_id, user, ACTIONS["retry"][0], error, status="error")
         if isinstance(error, ProcessRunError):
             raise
-        raise ProcessRunError(f"The workflow engine failed: {error}") from error
+        raise ProcessRunError(engine_failure(error)) from error
     db.session.commit()
     logger.info("User %s retried process instance %s; its status is now %s", user.id, instance.id, instance.status)
     return instance

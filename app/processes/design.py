@@ -373,6 +373,11 @@ def _raise_findings(findings):
 # -- what the properties panel offers
 
 
+def _translated(descriptions):
+    """Return {name: description} with each description in the reader's language."""
+    return {name: translate_label(text) for name, text in descriptions.items()}
+
+
 def designer_options(company):
     """Return the choices of the properties panel: registered services, task forms and lanes (roles of the company)."""
     roles = {}
@@ -385,7 +390,7 @@ def designer_options(company):
             lanes.append({"value": code, "label": _("%(name)s（%(code)s）", name=name, code=code)})
     return {
         "services": [
-            {"name": service.name, "inputs": service.inputs, "outputs": service.outputs}
+            {"name": service.name, "inputs": _translated(service.inputs), "outputs": _translated(service.outputs)}
             for service in sorted(SERVICES.values(), key=lambda s: s.name)
         ],
         "forms": [

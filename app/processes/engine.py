@@ -35,10 +35,12 @@ from SpiffWorkflow.spiff.serializer.task_spec import BusinessRuleTaskConverter
 from SpiffWorkflow.spiff.specs.defaults import BusinessRuleTask
 from SpiffWorkflow.util.task import TaskState
 
-from app.i18n import M_, message_of, translate_label
+from app.i18n import M_, Message, message_of, translate_label
 from app.processes.dmn import DECISION_IDS, check_table, referenced_decisions, template_xml
 from app.processes.fields import TASK_FORMS
-from app.processes.messages import EXPRESSION_KINDS, choices, finding_text, sandbox_error_text
+from app.processes.messages import (
+    EXPRESSION_KINDS, RUN_FAILED, RUN_SUBJECTS, SERVICE_SUBJECT, choices, engine_failure, finding_text, sandbox_error_text,
+)
 from app.processes.registry import SERVICES, ServiceError, escalation_outcome
 from app.processes.sandbox import SandboxError, evaluate_expression, execute_script, validate_expression, validate_script
 
@@ -366,19 +368,25 @@ class SandboxScriptEngine(PythonScriptEngine):
         except ProcessRunError:
             raise
         except Exception as error:
-            raise _run_error(task, f"service {kwargs.get('operation_name')!r}", error) from error
+            raise _run_error(task, "service", error, service=kwargs.get("operation_name")) from error
 
 
-def _run_error(task, subject, error):
+def _run_error(task, subject, error, service=None):
+    """Wrap an error of an expression, script or service call (`subject`) of `task` in a ProcessRunError.
+
+    A sandbox error with a code keeps its English text and is stored as a run failure that
+    pages translate. Any other error becomes a Message, with the error's own text as the reason.
+    """
     element = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
     message = message_of(error)
     if message is not None:
         # A ServiceError for the approver: keep it a Message, so pages and the history translate it.
         return ProcessRunError(M_("步骤 %(element)s 未能完成：%(error)s", element=element, error=message))
-    failure = None
     if isinstance(error, SandboxError) and error.code:
         failure = {"subject": subject, "element": str(element), "code": error.code, "params": error.params}
-    return ProcessRunError(f"{subject} of element {element} failed: {error}", failure)
+        return ProcessRunError(f"{subject} of element {element} failed: {error}", failure)
+    label = Message(SERVICE_SUBJECT, name=repr(service)) if subject == "service" else RUN_SUBJECTS[subject]
+    return ProcessRunError(M_(RUN_FAILED, element=str(element), subject=label, reason=str(error)))
 
 
 class ReferencedSpecWorkflowConverter(BpmnWorkflowConverter):
@@ -437,7 +445,7 @@ def run_engine(workflow):
     try:
         workflow.do_engine_steps()
     except SpiffWorkflowException as error:
-        raise ProcessRunError(f"The workflow engine failed: {error}") from error
+        raise ProcessRunError(engine_failure(error)) from error
 
 
 # Spec object -> (a copy of its subprocess specs mapping, digest, document) of the last serialization.

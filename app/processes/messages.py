@@ -8,7 +8,7 @@ not part of the template, because each report prints them in its own line format
 
 from flask_babel import gettext as _
 
-from app.i18n import N_, NC_, join_items, translate_label
+from app.i18n import M_, N_, NC_, join_items, translate_label
 
 FINDING_TEXTS = {
     # Whole file (bpmn_check and the engine's parser).
@@ -112,6 +112,14 @@ RUN_SUBJECTS = {
     "expression": NC_("run failure", "表达式"),
     "script": NC_("run failure", "脚本"),
 }
+# The subject of a failed service call, with the operator name as `name`.
+SERVICE_SUBJECT = NC_("run failure", "服务 %(name)s")
+RUN_FAILED = N_("元素 %(element)s 的%(subject)s运行失败：%(reason)s")
+
+
+def engine_failure(error):
+    """Return the Message of a workflow engine failure, with the library's English text as the reason."""
+    return M_("流程引擎运行失败：%(error)s", error=str(error))
 
 
 def sandbox_text(code, params, original):
@@ -154,3 +162,9 @@ def run_failure_text(failure, original):
     if text == original:
         return text
     return _("%(text)s（原文：%(detail)s）", text=text, detail=original)
+
+
+def run_error_text(error):
+    """Return a ProcessRunError in the reader's language: its run failure when it has one, else str()."""
+    failure = getattr(error, "failure", None)
+    return run_failure_text(failure, str(error)) if failure else str(error)

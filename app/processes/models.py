@@ -289,10 +289,13 @@ class ProcessEvent(CompanyOwned, db.Model):
 
     @property
     def shown_comment(self):
-        """The comment in the reader's language when an error event stored its Message, else the comment as stored."""
-        if self.event_type == "error":
-            return stored_message((self.data or {}).get("message"), self.comment)
-        return self.comment
+        """The comment in the reader's language when the event stored its Message (errors, fired timers), else as stored."""
+        return stored_message((self.data or {}).get("message"), self.comment)
+
+    @property
+    def shown_task_name(self):
+        """The step name in the reader's language when the event stored its Message (fired timers), else as stored."""
+        return stored_message((self.data or {}).get("task_name"), self.task_name)
 
 
 class ProcessTimer(CompanyOwned, db.Model):

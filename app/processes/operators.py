@@ -28,15 +28,18 @@ from app.processes.audit import record_event
 from app.processes.models import ProcessEvent
 from app.processes.definitions import back_charge_amount, connection_amount, reheating_amount, season_charge
 from app.processes.access import InputError
-from app.processes.registry import ServiceError, current_season, instance_account, register_service, set_valve_state
+from app.processes.registry import (
+    ACCOUNT_INPUT, SEAL_NO_INPUT, VALVE_STATE_INPUT, VALVE_STATE_OUTPUT, ServiceError, current_season, instance_account,
+    register_service, set_valve_state,
+)
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
 POSTING_OUTPUTS = {
-    "season": "name of the season the line was posted to",
-    "posted_amount": "Decimal: the ledger line (negative lowers the receivable)",
-    "receivable_after": "Decimal: the season receivable after the line (its late fees for a late-fee waiver)",
+    "season": N_("记账的供暖季名称"),
+    "posted_amount": N_("Decimal：记入台账的行（负数减少应收）"),
+    "receivable_after": N_("Decimal：记账后该供暖季的应收（减免滞纳金时为该季滞纳金）"),
 }
 
 
@@ -120,10 +123,10 @@ def _day_in_season(season, day):
 @register_service(
     "post_waiver",
     inputs={
-        "account_id": "id of the instance's account",
-        "amount": "Decimal waiver amount in yuan",
-        "target": "charge (the season's heating charge) or late_fee (the season's posted late fees)",
-        "season": "name of the season the waiver applies to, as in the start data",
+        "account_id": ACCOUNT_INPUT,
+        "amount": N_("Decimal：减免金额（元）"),
+        "target": N_("charge（该季采暖费）或 late_fee（该季已记滞纳金）"),
+        "season": N_("减免所属供暖季的名称，与发起数据一致"),
     },
     outputs=POSTING_OUTPUTS,
     optional=("target", "season"),
@@ -223,8 +226,8 @@ def _reverse_excess(context, account, season, owed_after, item):
 
 @register_service(
     "check_arrears",
-    inputs={"account_id": "id of the instance's account"},
-    outputs={"arrears_paid": "bool: the account owes nothing now", "arrears_now": "Decimal: what the account owes now"},
+    inputs={"account_id": ACCOUNT_INPUT},
+    outputs={"arrears_paid": N_("bool：该户当前已无欠费"), "arrears_now": N_("Decimal：该户当前欠费")},
 )
 def check_arrears(context, account_id):
     """Report whether the account still owes anything; a forced shutoff ends as cancelled once it does not."""
@@ -237,12 +240,8 @@ def check_arrears(context, account_id):
 
 @register_service(
     "apply_forced_shutoff",
-    inputs={
-        "account_id": "id of the instance's account",
-        "valve_state": "closed or sealed, from the field task",
-        "seal_no": "seal number recorded on site",
-    },
-    outputs={"billing_status": "the account's new billing status", "valve_state": "the account's new valve state"},
+    inputs={"account_id": ACCOUNT_INPUT, "valve_state": VALVE_STATE_INPUT, "seal_no": SEAL_NO_INPUT},
+    outputs={"billing_status": N_("账户的新收费状态"), "valve_state": VALVE_STATE_OUTPUT},
 )
 def apply_forced_shutoff(context, account_id, valve_state, seal_no):
     """Set the account to 强停 with the closed valve; the season receivable stays as it is."""
@@ -267,7 +266,7 @@ def apply_forced_shutoff(context, account_id, valve_state, seal_no):
 
 @register_service(
     "apply_area_change",
-    inputs={"account_id": "id of the instance's account", "new_area": "Decimal approved building area in m²"},
+    inputs={"account_id": ACCOUNT_INPUT, "new_area": N_("Decimal：批准的建筑面积（m²）")},
     outputs=POSTING_OUTPUTS,
 )
 def apply_area_change(context, account_id, new_area):
@@ -304,7 +303,7 @@ def apply_area_change(context, account_id, new_area):
 
 @register_service(
     "reheat_account",
-    inputs={"account_id": "id of the instance's account", "opened_on": "date the valve was opened, from the field task"},
+    inputs={"account_id": ACCOUNT_INPUT, "opened_on": N_("开栓日期，取自现场任务")},
     outputs=POSTING_OUTPUTS,
 )
 def reheat_account(context, account_id, opened_on):
@@ -341,8 +340,8 @@ def reheat_account(context, account_id, opened_on):
 @register_service(
     "post_back_charge",
     inputs={
-        "account_id": "id of the instance's account", "inspected_on": "date of the inspection that found the violation",
-        "netting": "netting method fixed when the request started (difference or full); left out, the company's current one",
+        "account_id": ACCOUNT_INPUT, "inspected_on": N_("发现违规的稽查日期"),
+        "netting": N_("发起申请时确定的抵扣方式（difference 或 full）；省略时用公司当前的方式"),
     },
     outputs=POSTING_OUTPUTS,
     optional=("netting",),
@@ -391,9 +390,9 @@ def post_back_charge(context, account_id, inspected_on, netting=None):
 @register_service(
     "connect_account",
     inputs={
-        "account_id": "id of the instance's account",
-        "area": "Decimal surveyed building area in m²",
-        "connected_on": "date the account was connected, from the field task",
+        "account_id": ACCOUNT_INPUT,
+        "area": N_("Decimal：实测建筑面积（m²）"),
+        "connected_on": N_("入网日期，取自现场任务"),
     },
     outputs=POSTING_OUTPUTS,
 )

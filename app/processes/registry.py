@@ -29,10 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 class ServiceError(RuntimeError):
-    """A service operator could not do its work; the message states why and what to fix.
+    """A service operator could not do its work. The message states why and what to fix.
 
     Messages for the approver are Messages (`M_`), so the instance history can show them in
-    the reader's language; configuration errors of a diagram are plain English text.
+    the reader's language. Configuration errors of a diagram are plain English text, which
+    the run failure quotes as its reason.
     """
 
 
@@ -42,14 +43,21 @@ class Service:
 
     name: str
     function: object
+    # Parameter or output name -> description, a Chinese msgid marked with N_ that pages show with translate_label.
     inputs: dict
     outputs: dict
-    # Inputs a diagram may leave out, so diagrams deployed before the input existed stay valid;
-    # the function gives each one a default.
+    # Inputs a diagram may leave out, so diagrams deployed before the input existed stay valid.
+    # The function gives each one a default.
     optional: frozenset = frozenset()
 
 
 SERVICES = {}
+
+# Descriptions that several services share.
+ACCOUNT_INPUT = N_("流程实例所属账户的 id")
+VALVE_STATE_INPUT = N_("closed（关栓）或 sealed（施封），取自现场任务")
+SEAL_NO_INPUT = N_("现场登记的铅封号")
+VALVE_STATE_OUTPUT = N_("账户的新阀门状态")
 
 
 def register_service(name, inputs, outputs, optional=()):
@@ -72,7 +80,7 @@ def current_season(company_id, today=None):
 
 
 def instance_account(context, account_id):
-    """The instance's own account, locked for the update, with its unit and building; the parameter must name it."""
+    """Return the instance's own account, locked for the update, with its unit and building. The parameter must name it."""
     instance = context.instance
     if account_id != instance.account_id:
         raise ServiceError(f"Parameter account_id={account_id!r} is not the account {instance.account_id} of process instance {instance.id}.")
@@ -113,11 +121,11 @@ def _as_list(value):
 
 @register_service(
     "rebill_suspension",
-    inputs={"account_id": "id of the instance's account"},
+    inputs={"account_id": ACCOUNT_INPUT},
     outputs={
-        "season": "name of the re-rated season",
-        "rerate_amount": "Decimal: the difference line posted (negative lowers the receivable)",
-        "receivable_after": "Decimal: the season receivable after the line",
+        "season": N_("重算的供暖季名称"),
+        "rerate_amount": N_("Decimal：记入台账的差额行（负数减少应收）"),
+        "receivable_after": N_("Decimal：记账后该供暖季的应收"),
     },
 )
 def rebill_suspension(context, account_id):
@@ -176,7 +184,7 @@ def _posted_line_and_receivable(account, season, key):
 
 
 def set_valve_state(context, account, valve_state):
-    """Set an account's valve state; when it changes, add it to the valve history and emit `valve.state_changed`.
+    """Set an account's valve state, and when it changes, add it to the valve history and emit `valve.state_changed`.
 
     The change is credited to the valve field task the user just completed, if any, else
     to the process instance (see app/network/valves.py and docs/integrations.md).
@@ -201,12 +209,8 @@ def set_valve_state(context, account, valve_state):
 
 @register_service(
     "mark_valve_closed",
-    inputs={
-        "account_id": "id of the instance's account",
-        "valve_state": "closed or sealed, from the field task",
-        "seal_no": "seal number recorded on site",
-    },
-    outputs={"valve_state": "the account's new valve state"},
+    inputs={"account_id": ACCOUNT_INPUT, "valve_state": VALVE_STATE_INPUT, "seal_no": SEAL_NO_INPUT},
+    outputs={"valve_state": VALVE_STATE_OUTPUT},
 )
 def mark_valve_closed(context, account_id, valve_state, seal_no):
     """Record on the account that the field staff closed (and possibly sealed) the valve."""
@@ -223,6 +227,6 @@ def mark_valve_closed(context, account_id, valve_state, seal_no):
     return {"valve_state": valve_state}
 
 
-# The operators of the other processes register themselves on import; keep this import
+# The operators of the other processes register themselves on import. Keep this import
 # last because that module uses the helpers above.
 from app.processes import operators  # noqa: E402,F401

@@ -24,7 +24,7 @@ from app.processes.definitions import DEFINITIONS
 from app.processes.dmn import DECISION_IDS, DecisionError, read_table, variables_for
 from app.processes.deployment import latest_model
 from app.processes.escalation import WAIVER_CATEGORIES
-from app.processes.messages import run_failure_text
+from app.processes.messages import run_error_text, run_failure_text
 from app.processes.engine import ProcessRunError
 from app.processes.services import claim_task, complete_task, release_task, start_process, task_summary
 from app.processes.inbox import SORTS, InboxFilters, delegate_candidates, delegate_task, inbox_page, is_overdue, parse_filters
@@ -63,8 +63,7 @@ def _process_helpers():
 
 def error_text(error):
     """Return an error for a flash message: a run failure in the reader's language, anything else as it is."""
-    failure = getattr(error, "failure", None)
-    return run_failure_text(failure, str(error)) if failure else str(error)
+    return run_error_text(error)
 
 
 def process_panels(account):

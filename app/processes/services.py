@@ -34,6 +34,7 @@ from app.processes.dmn import referenced_decisions
 from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
 from app.processes.fields import clean_task_values, clean_values, send_back_option, task_data
+from app.processes.messages import engine_failure
 from app.processes.models import DECISIONS, PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
 from app.processes.specs import store_spec
@@ -232,7 +233,7 @@ def complete_task(task_id, user, values):
         _record_failure(task.instance_id, user, task.title, error)
         if isinstance(error, ProcessRunError):
             raise
-        raise ProcessRunError(f"The workflow engine failed: {error}") from error
+        raise ProcessRunError(engine_failure(error)) from error
     db.session.commit()
     return instance
 

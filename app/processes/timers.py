@@ -28,7 +28,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
-from app.i18n import N_
+from app.i18n import M_, N_, Message
 from app.locking import lock_row
 from app.processes.calendar import DAYS_CACHE_KEY, add_working_days, remember_day_kinds
 from app.processes.models import ACTIVE_STATUSES, CalendarDay, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
@@ -61,12 +61,12 @@ TIMER_KEYS = {
 }
 MAX_TIMER_AMOUNT = 366
 
-# Timer event id prefix -> (kind, Chinese label of the audit event).
+# Timer event id prefix -> (kind, label of the audit event, a Chinese msgid).
 TIMER_KINDS = {
-    "remind_": ("remind", "超时催办"),
-    "escalate_": ("escalate", "超时转集团审批"),
-    "cancel_": ("cancel", "超过期限自动取消"),
-    "wait_": ("wait", "等待期届满"),
+    "remind_": ("remind", N_("超时催办")),
+    "escalate_": ("escalate", N_("超时转集团审批")),
+    "cancel_": ("cancel", N_("超过期限自动取消")),
+    "wait_": ("wait", N_("等待期届满")),
 }
 
 
@@ -282,12 +282,18 @@ def _record_fired(instance, row, record_event):
         for task in tasks:
             task.reminded_at = utcnow()
         names = "、".join(task.title for task in tasks) or row.attached_to
+        # The task titles are diagram data, so only the label and the sentence around them are translated.
+        message = M_("%(label)s：待办「%(names)s」已超过办理期限，请尽快办理。", label=Message(label), names=names)
         record_event(instance, "reminded", task_name=names, comment=f"{label}：待办「{names}」已超过办理期限，请尽快办理。",
-                     data={"element": row.element_id, "due_at": row.due_at.isoformat()})
+                     data={"element": row.element_id, "due_at": row.due_at.isoformat(), "message": message.as_data()})
         return
     event_type = {"escalate": "escalated", "cancel": "cancelled"}.get(row.kind, "timer_fired")
+    # task_name and comment keep the Chinese text for the audit hash and exports. Pages show
+    # the stored msgids in the reader's language (ProcessEvent.shown_task_name, shown_comment).
+    message = M_("定时事件 %(element)s 到期：%(label)s。", element=row.element_id, label=Message(label))
     record_event(instance, event_type, task_name=label, comment=f"定时事件 {row.element_id} 到期：{label}。",
-                 data={"element": row.element_id, "due_at": row.due_at.isoformat()})
+                 data={"element": row.element_id, "due_at": row.due_at.isoformat(),
+                       "task_name": Message(label).as_data(), "message": message.as_data()})
 
 
 def cancel_waiting_timers(instance_id):

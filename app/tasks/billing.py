@@ -5,7 +5,7 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from app.billing.invariants import find_invariant_breaks, record_findings
+from app.billing.invariants import find_company_breaks, find_invariant_breaks, record_findings
 from app.billing.late_fees import LATE_FEE_PAGE_SIZE, late_fee_seasons, post_late_fees
 from app.billing.models import LedgerEntry
 from app.clock import LOCAL_TIME
@@ -76,9 +76,10 @@ def post_late_fees_all_task(on_date=None, page_size=LATE_FEE_PAGE_SIZE):
 
 @celery.task(name="billing.check_invariants_all")
 def check_invariants_all_task():
-    """Check every season with ledger lines of every company and store what breaks for HQ.
+    """Check every season with ledger lines of every company, then the company-wide checks, and store what breaks for HQ.
 
-    Each break found for the first time (or again after it was resolved) is logged at
+    The company-wide checks (the HQ account count) are stored as findings without a
+    season. Each break found for the first time (or again after it was resolved) is logged at
     ERROR level and stored as an open InvariantFinding, which /hq/invariants lists for
     headquarters. A finding no longer found is marked resolved. Returns {company code:
     open breaks}.
@@ -89,9 +90,13 @@ def check_invariants_all_task():
             season_ids = db.session.scalars(
                 sa.select(LedgerEntry.season_id).where(LedgerEntry.company_id == company_id, LedgerEntry.season_id.is_not(None)).distinct()
             ).all()
-            for season_id in sorted(season_ids):
+            # The entry None runs the company-wide checks, once after the seasons.
+            for season_id in [*sorted(season_ids), None]:
                 try:
-                    breaks = find_invariant_breaks(company_id, season_id)
+                    if season_id is None:
+                        breaks = find_company_breaks(company_id)
+                    else:
+                        breaks = find_invariant_breaks(company_id, season_id)
                     opened, resolved = record_findings(company_id, season_id, breaks)
                     db.session.commit()
                 except sa.exc.OperationalError:

@@ -5,9 +5,11 @@ import sqlalchemy as sa
 
 from app.api.openapi import openapi_path
 from app.extensions import db
+from app.processes.deployment import BPMN_DIR, deploy_model
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
 
 API = "/api/v1"
+SUSPENSION_XML = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
 
 
 def _start(client, account_no, fields=None, process_type="suspension"):
@@ -46,6 +48,70 @@ def _assert_error(response, status, error_code):
 
 def _count(model):
     return db.session.scalar(sa.select(sa.func.count(model.id)))
+
+
+def _company_task_with_diagram(demo, make_account, login, old, new):
+    """Deploy TJ's suspension diagram with `old` replaced by `new`, start a request and return its company approval task id."""
+    xml = SUSPENSION_XML.replace(old, new)
+    assert xml != SUSPENSION_XML
+    deploy_model(demo["TJ"].id, "suspension", xml)
+    db.session.commit()
+    account = make_account("TJ", "87.35")
+    response = _start(login("tj_clerk"), account.account_no)
+    assert response.status_code == 201, response.get_json()
+    return _open_task(response.get_json(), "approval")["id"]
+
+
+def _failed_approval(client, task_id):
+    """Approve a task whose next step fails, and return the message of the 409 process_failed response."""
+    response = client.post(f"{API}/tasks/{task_id}/complete", json={"decision": "approve", "comment": "同意"})
+    return _assert_error(response, 409, "process_failed")["message"]
+
+
+def _has_chinese(text):
+    return any("\u4e00" <= char <= "\u9fff" for char in text)
+
+
+def test_expression_failure_in_reader_language(demo, make_account, login):
+    task_id = _company_task_with_diagram(demo, make_account, login, "company_decision == 'reject'", "company_decison == 'reject'")
+    approver = login("tj_approver")
+    assert approver.post(f"{API}/tasks/{task_id}/claim", json={}).status_code == 200
+
+    chinese = _failed_approval(approver, task_id)
+    assert "的表达式运行失败：名称 'company_decison' 不在任务数据中" in chinese
+    assert "（原文：expression of element " in chinese
+
+    # The failed completion was rolled back, so the same task fails again for the English reader.
+    assert approver.post("/language", data={"locale": "en"}).status_code == 302
+    english = _failed_approval(approver, task_id)
+    assert english.startswith("expression of element ")
+    assert "company_decison" in english
+    assert not _has_chinese(english)
+
+
+def test_service_failure_in_reader_language(demo, make_account, login):
+    parameter = '<spiffworkflow:parameter id="account_id" type="int" value="account_id" />'
+    wrong_account = '<spiffworkflow:parameter id="account_id" type="int" value="account_id + 1" />'
+    task_id = _company_task_with_diagram(demo, make_account, login, parameter, wrong_account)
+    approver = login("tj_approver")
+    assert approver.post(f"{API}/tasks/{task_id}/claim", json={}).status_code == 200
+
+    chinese = _failed_approval(approver, task_id)
+    assert chinese.startswith("元素 rebill_suspension_task 的服务 'rebill_suspension'运行失败：Parameter account_id=")
+    assert approver.post("/language", data={"locale": "en"}).status_code == 302
+    english = _failed_approval(approver, task_id)
+    assert english.startswith("service 'rebill_suspension' of element rebill_suspension_task failed: Parameter account_id=")
+    assert not _has_chinese(english)
+
+    # The history keeps the Chinese text of each failure, for the audit hash and exports.
+    detail = approver.get(f"{API}/instances/{_instance_of_task(task_id)}").get_json()
+    errors = [event for event in detail["events"] if event["event_type"] == "error"]
+    assert len(errors) == 2
+    assert errors[0]["comment"].startswith("元素 rebill_suspension_task 的服务")
+
+
+def _instance_of_task(task_id):
+    return db.session.scalar(sa.select(HumanTask.instance_id).filter_by(id=task_id))
 
 
 def test_suspension_flow_through_api(demo, make_account, login):

@@ -21,7 +21,9 @@ from app.billing.invariants import find_invariant_breaks
 from app.billing.models import InvariantFinding, LedgerEntry
 from app.billing.services import run_billing
 from app.extensions import celery, db
+from app.hq.models import CompanyAccountCount
 from app.hq.totals import rebuild_season_totals
+from app.network.models import Account
 from app.tariffs.services import get_season
 from app.tasks.billing import check_invariants_all_task, post_late_fees_all_task
 
@@ -179,3 +181,46 @@ def test_nightly_check_retried_after_lost_connection(tj_unpaid, owner_engine, mo
     [finding] = _open_findings()
     assert finding.account_id == account.id
     assert finding.times_found == 1
+
+
+def test_nightly_check_reports_wrong_account_count(tj_unpaid, owner_engine, login, app):
+    account, _season = tj_unpaid
+    count = CompanyAccountCount.__table__
+    accounts = db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(company_id=account.company_id))
+    assert accounts >= 1
+    assert check_invariants_all_task() == {}
+    with owner_engine.begin() as connection:
+        connection.execute(count.update().where(count.c.company_id == account.company_id).values(accounts=accounts + 5))
+
+    assert check_invariants_all_task() == {"TJ": 1}
+
+    [finding] = _open_findings()
+    assert finding.company_id == account.company_id
+    assert finding.season_id is None
+    assert finding.account_id is None
+    assert finding.check_name == "hq_account_count"
+    assert finding.detail == f"HQ account count {accounts + 5} but {accounts} accounts"
+    auditor = login("hq_auditor")
+    text = auditor.get("/hq/invariants").get_data(as_text=True)
+    assert "集团汇总户数与账户数不符" in text
+    assert "全部供暖季" in text
+    assert auditor.post("/language", data={"locale": "en"}).status_code == 302
+    english = auditor.get("/hq/invariants").get_data(as_text=True)
+    assert "HQ account count differs from the accounts" in english
+    assert "All seasons" in english
+
+    # A missing count row is a break too: the HQ page would show no accounts.
+    with owner_engine.begin() as connection:
+        connection.execute(count.delete().where(count.c.company_id == account.company_id))
+    assert check_invariants_all_task() == {"TJ": 1}
+    [missing] = _open_findings()
+    assert missing.detail == f"HQ account count none but {accounts} accounts"
+
+    result = app.test_cli_runner().invoke(args=["heat", "hq-rebuild-totals"])
+    assert result.exit_code == 0, result.output
+
+    assert check_invariants_all_task() == {}
+    assert _open_findings() == []
+    assert db.session.get(InvariantFinding, missing.id).resolved_at is not None
+    stored = db.session.scalar(sa.select(CompanyAccountCount.accounts).filter_by(company_id=account.company_id))
+    assert stored == accounts

@@ -70,10 +70,15 @@ class Processes:
         return env
 
     def start(self, name, args, **extra_env):
-        """Start `python -m ARGS…` in the project directory with its own application name; output goes to NAME.log."""
+        """Start `python -m ARGS…` in the project directory with its own application name; output goes to NAME.log.
+
+        The process leads a new session and process group, so the children it forks (the
+        beat of `celery worker --beat`) can be killed with it.
+        """
         log = open(self.tmp_path / f"{name}.log", "a")
         process = subprocess.Popen(
             [sys.executable, "-m", *args], cwd=ROOT, env=self.env(name, **extra_env), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         process.log_path = self.tmp_path / f"{name}.log"
         self.started.append(process)
@@ -96,24 +101,34 @@ class Processes:
         return process
 
     def kill(self, process):
-        """SIGKILL, as the kernel's OOM killer or a power cut would; no cleanup runs in the process."""
-        os.kill(process.pid, signal.SIGKILL)
+        """SIGKILL the process and its children, as a power cut would, so no cleanup runs in them."""
+        _signal_group(process, signal.SIGKILL)
         process.wait(timeout=WAIT_S)
         assert process.returncode == -signal.SIGKILL
 
     def stop(self, process):
-        """SIGTERM, then SIGKILL after 30 s."""
+        """SIGTERM and wait up to 30 s, then SIGKILL whatever is left of the process group."""
         if process.poll() is None:
             _stop(process)
+        _signal_group(process, signal.SIGKILL)
 
     def logs(self):
         return "\n".join(p.read_text() for p in self.tmp_path.glob("*.log"))[-6000:]
 
     def close(self):
+        """SIGKILL every process group this test started, including children left by a parent that has exited."""
         for process in self.started:
+            _signal_group(process, signal.SIGKILL)
             if process.poll() is None:
-                process.kill()
                 process.wait(timeout=10)
+
+
+def _signal_group(process, signum):
+    """Send `signum` to the process group that `process` leads, unless no process of it is left."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture

@@ -64,6 +64,34 @@ def test_open_shows_published_version(demo, login):
     assert "approval" in {f["value"] for f in options["forms"]}
 
 
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _service_options(client):
+    return {s["name"]: s for s in client.get(f"{DESIGN}/source").get_json()["options"]["services"]}
+
+
+def test_service_descriptions_follow_language(demo, login):
+    admin = login("tj_admin")
+    chinese = _service_options(admin)
+    assert chinese["rebill_suspension"]["inputs"] == {"account_id": "流程实例所属账户的 id"}
+    assert chinese["mark_valve_closed"]["outputs"] == {"valve_state": "账户的新阀门状态"}
+    assert chinese["post_waiver"]["inputs"]["amount"] == "Decimal：减免金额（元）"
+
+    assert admin.post("/language", data={"locale": "en"}).status_code == 302
+    english = _service_options(admin)
+    assert english["rebill_suspension"]["inputs"] == {"account_id": "id of the instance's account"}
+    assert english["mark_valve_closed"]["outputs"] == {"valve_state": "the account's new valve state"}
+    assert english["post_waiver"]["inputs"]["amount"] == "Decimal: waiver amount in yuan"
+    assert set(english) == set(chinese)
+    for name, service in chinese.items():
+        for text in [*service["inputs"].values(), *service["outputs"].values()]:
+            assert CJK.search(text), (name, text)
+    for name, service in english.items():
+        for text in [*service["inputs"].values(), *service["outputs"].values()]:
+            assert not CJK.search(text), (name, text)
+
+
 def test_designer_needs_design_permission(demo, login):
     for username in ("tj_clerk", "tj_approver", "hq_auditor"):
         client = login(username)

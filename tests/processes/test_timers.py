@@ -1,5 +1,6 @@
 """Timer events: company durations, reminders, SLA escalation, auto-cancel and exactly-once firing."""
 
+import html
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -83,6 +84,31 @@ def test_start_arms_company_timers(demo, make_account, login):
     other = _suspension(login, make_account, code="QD")
     reminder_due = _aware(_timers(other.id)["remind_company_approval"].due_at)
     assert reminder_due >= add_working_days(demo["QD"].id, before, 1) - timedelta(seconds=1)
+
+
+def test_fired_timer_names_follow_language(demo, make_account, login):
+    instance = _suspension(login, make_account)
+    fire_timer_of(instance.id, "remind_company_approval")
+    fire_timer_of(instance.id, "escalate_company_approval")
+    [escalated] = _events(instance.id, "escalated")
+    # The stored texts stay Chinese for the audit hash and exports.
+    assert escalated.task_name == "超时转集团审批"
+    assert escalated.comment == "定时事件 escalate_company_approval 到期：超时转集团审批。"
+    assert escalated.data["task_name"] == {"msgid": "超时转集团审批", "params": {}}
+    admin = login("tj_admin")
+
+    chinese = html.unescape(admin.get(f"/processes/instances/{instance.id}").get_data(as_text=True))
+    assert "<td>超时转集团审批</td>" in chinese
+    assert "定时事件 escalate_company_approval 到期：超时转集团审批。" in chinese
+    assert "超时催办：待办「分公司审批」已超过办理期限，请尽快办理。" in chinese
+
+    assert admin.post("/language", data={"locale": "en"}).status_code == 302
+    english = html.unescape(admin.get(f"/processes/instances/{instance.id}").get_data(as_text=True))
+    assert "<td>Escalated to group approval after the deadline</td>" in english
+    assert "Timer event escalate_company_approval is due: Escalated to group approval after the deadline." in english
+    assert "Overdue reminder: the task “分公司审批” is past its due date. Please handle it soon." in english
+    assert "超时转集团审批" not in english
+    assert "已超过办理期限" not in english
 
 
 def test_escalation_timer_moves_task_to_group(demo, make_account, login):

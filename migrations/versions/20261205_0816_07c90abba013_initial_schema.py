@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: dab457d08ad5
+Revision ID: 07c90abba013
 Revises: 
-Create Date: 2026-12-05 07:15:26.568497
+Create Date: 2026-12-05 08:16:17.797148
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'dab457d08ad5'
+revision = '07c90abba013'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -844,7 +844,7 @@ def upgrade():
 
     op.create_table('invariant_finding',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=True),
     sa.Column('account_id', sa.Integer(), nullable=True),
     sa.Column('check_name', sa.String(length=32), nullable=False),
     sa.Column('detail', sa.String(length=500), nullable=False),
