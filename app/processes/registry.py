@@ -64,11 +64,14 @@ def register_service(name, inputs, outputs, optional=()):
 
 def current_season(company_id, today=None):
     """Return the company's season containing `today`, else its latest season, or None when it has none."""
+    return db.session.scalar(_current_season_query(sa.select(Season), company_id, today))
+
+
+def _current_season_query(statement, company_id, today=None):
+    """Restrict a SELECT from Season to the row current_season returns."""
     today = today or date.today()
     containing = sa.case((sa.and_(Season.start_on <= today, Season.end_on >= today), 0), else_=1)
-    return db.session.scalar(
-        sa.select(Season).where(Season.company_id == company_id).order_by(containing, Season.start_on.desc()).limit(1)
-    )
+    return statement.where(Season.company_id == company_id).order_by(containing, Season.start_on.desc()).limit(1)
 
 
 def instance_account(context, account_id):
@@ -125,8 +128,7 @@ def rebill_suspension(context, account_id):
     instance = context.instance
     account = instance_account(context, account_id)
     key = f"suspension:{instance.id}"
-    season = current_season(account.company_id)
-    posted_id, before = _posted_line_and_receivable(account, season, key)
+    season, posted_id, before = _season_posted_line_and_receivable(account, key)
     if posted_id is not None:
         # A replay of this step: the line is already posted, so report it and post nothing.
         posted = db.session.get(LedgerEntry, posted_id)
@@ -157,22 +159,25 @@ def rebill_suspension(context, account_id):
     return {"season": season.name, "rerate_amount": entry.amount, "receivable_after": after}
 
 
-def _posted_line_and_receivable(account, season, key):
-    """Read, in one statement, the id of the line posted under `key` (or None) and the account's receivable of `season`.
+def _season_posted_line_and_receivable(account, key):
+    """Read, in one statement, the current season, the id of the line posted under `key` (or None) and the account's receivable of that season.
 
-    The receivable is ZERO when the season is None or has no lines. The caller holds the
-    account's row lock, so both figures stay true until it commits.
+    Returns (season or None, posted id or None, receivable). The receivable is ZERO when
+    the company has no season or the season has no lines. The caller holds the account's
+    row lock, so the figures stay true until it commits.
     """
     posted = sa.select(LedgerEntry.id).where(
         LedgerEntry.company_id == account.company_id, LedgerEntry.idempotency_key == key
     ).scalar_subquery()
-    receivable = sa.null()
-    if season is not None:
-        receivable = sa.select(sa.func.sum(LedgerEntry.amount)).where(
-            LedgerEntry.account_id == account.id, LedgerEntry.season_id == season.id, LedgerEntry.kind.in_(RECEIVABLE_KINDS),
-        ).scalar_subquery()
-    posted_id, amount = db.session.execute(sa.select(posted, receivable)).one()
-    return posted_id, amount if amount is not None else ZERO
+    # Correlated with the season row the outer query picks.
+    receivable = sa.select(sa.func.sum(LedgerEntry.amount)).where(
+        LedgerEntry.account_id == account.id, LedgerEntry.season_id == Season.id, LedgerEntry.kind.in_(RECEIVABLE_KINDS),
+    ).scalar_subquery()
+    row = db.session.execute(_current_season_query(sa.select(Season, posted, receivable), account.company_id)).first()
+    if row is None:
+        return None, db.session.scalar(sa.select(posted)), ZERO
+    season, posted_id, amount = row
+    return season, posted_id, amount if amount is not None else ZERO
 
 
 def set_valve_state(context, account, valve_state):
