@@ -237,13 +237,15 @@ def _attached_to(spiff_task):
     return ""
 
 
-def sync_timers(instance, workflow, record_event):
+def sync_timers(instance, workflow, record_event, armed=None):
     """Store newly armed timers and mark vanished ones fired or cancelled; returns the fired rows.
 
     `record_event` is app.processes.audit.record_event, passed in to keep imports one-way.
-    The caller holds the instance row lock.
+    `armed` is armed_timers(workflow) when the caller has it. The caller holds the
+    instance row lock.
     """
-    armed = armed_timers(workflow)
+    if armed is None:
+        armed = armed_timers(workflow)
     waiting = db.session.scalars(
         sa.select(ProcessTimer).where(ProcessTimer.instance_id == instance.id, ProcessTimer.status == "waiting")
     ).all()
@@ -300,11 +302,16 @@ def cancel_waiting_timers(instance_id):
     return len(rows)
 
 
-def task_due_at(instance, workflow, spiff_task):
-    """Due time of a new inbox task: its earliest interrupting boundary timer, else the company's task_due setting."""
+def task_due_at(instance, workflow, spiff_task, armed=None):
+    """Due time of a new inbox task: its earliest interrupting boundary timer, else the company's task_due setting.
+
+    `armed` is armed_timers(workflow) when the caller has it.
+    """
     element = spiff_task.task_spec.bpmn_id
+    if armed is None:
+        armed = armed_timers(workflow)
     dues = [
-        due for timer_task, due in armed_timers(workflow).values()
+        due for timer_task, due in armed.values()
         if _attached_to(timer_task) == element and getattr(timer_task.task_spec, "cancel_activity", True)
         and timer_kind(timer_task.task_spec.bpmn_id or "") != "remind"
     ]
