@@ -362,7 +362,7 @@ def _sync_and_save(instance, workflow, user, open_tasks=None, before_writes=None
     sync_timers(instance, workflow, record_event, armed)
     if before_writes is not None:
         before_writes()
-    # Tasks closed since they were read, the one just completed among them, stay as they are.
+    # Tasks closed since they were read, such as the one just completed, stay as they are.
     open_tasks = [task for task in open_tasks if task.status == "open"]
     for stale in open_tasks:
         if stale.spiff_task_id not in ready:
