@@ -10,7 +10,8 @@ their completion time, and `rebuild_step_totals` recomputes those.
 The same flush adds a season's receivable and received lines to the account's season
 balance and to the company's season total (app/hq/models.py). The capped received total
 changes by the capped received of the account after the line less the one before it, and
-the balance upsert returns the account's figures after the line. `rebuild_season_totals`
+the balance upsert returns the account's figures after the line. On PostgreSQL one
+statement does both for up to SEASON_BATCH accounts. `rebuild_season_totals`
 recomputes both tables, and the nightly invariant check (app/billing/invariants.py)
 compares them with the ledger. Accounts added in a flush are counted per company the same
 way, `rebuild_account_counts` recounts them, and the nightly check compares the counts
@@ -22,6 +23,7 @@ Every receivable or received line also locks its company's season total row unti
 so all postings of one company and season wait for each other there.
 """
 
+import functools
 import re
 from collections import Counter, defaultdict
 
@@ -226,6 +228,62 @@ def capped_received(receivable, received):
 # Balance rows per upsert statement: 5 parameters each keeps a statement well below
 # SQLite's 32,766 bound parameters.
 SEASON_BATCH = 1000
+_BALANCE = AccountSeasonBalance.__table__
+BALANCE_KEYS = ["company_id", "season_id", "account_id"]
+_BALANCE_COLUMNS = [*BALANCE_KEYS, "receivable", "received"]
+
+
+def _capped_sql(receivable, received):
+    """Return the SQL form of capped_received over two SQL expressions."""
+    return f"CASE WHEN {receivable} <= 0 THEN 0 WHEN {received} < {receivable} THEN {received} ELSE {receivable} END"
+
+
+@functools.lru_cache(maxsize=16)
+def _season_upsert(row_count, combined):
+    """Return the cached text statement that adds `row_count` rows to the account season balances.
+
+    Row i binds company_id_i, season_id_i, account_id_i, receivable_i and received_i. With
+    `combined` (PostgreSQL) the statement also adds the balances' change to the company
+    season totals and returns nothing. The totals upsert reads the balance upsert's
+    RETURNING, so the balance rows are locked before the total rows. Otherwise it returns
+    each balance row after the addition, for add_to_season_totals to compute the change.
+    The text is built once per row count, because SQLAlchemy compiles its dialect
+    INSERT ... ON CONFLICT again at every execution.
+    """
+    values = ", ".join(
+        "(" + ", ".join(f":{column}_{index}" for column in _BALANCE_COLUMNS) + ")" for index in range(row_count)
+    )
+    columns = ", ".join(_BALANCE_COLUMNS)
+    balance_update = (
+        f"ON CONFLICT ({', '.join(BALANCE_KEYS)}) DO UPDATE SET "
+        f"receivable = {_BALANCE.name}.receivable + excluded.receivable, received = {_BALANCE.name}.received + excluded.received "
+        f"RETURNING {columns}"
+    )
+    if combined:
+        after = _capped_sql("balance.receivable", "balance.received")
+        before = _capped_sql("(balance.receivable - added.receivable)", "(balance.received - added.received)")
+        keys = " AND ".join(f"added.{key} = balance.{key}" for key in BALANCE_KEYS)
+        sql = (
+            f"WITH added ({columns}) AS (VALUES {values}), "
+            f"balance AS (INSERT INTO {_BALANCE.name} ({columns}) SELECT {columns} FROM added {balance_update}) "
+            f"INSERT INTO {_SEASON.name} (company_id, season_id, receivable, received) "
+            f"SELECT balance.company_id, balance.season_id, sum(added.receivable), sum({after} - {before}) "
+            f"FROM balance JOIN added ON {keys} "
+            "GROUP BY balance.company_id, balance.season_id ORDER BY balance.company_id, balance.season_id "
+            f"ON CONFLICT (company_id, season_id) DO UPDATE SET "
+            f"receivable = {_SEASON.name}.receivable + excluded.receivable, received = {_SEASON.name}.received + excluded.received"
+        )
+    else:
+        sql = f"INSERT INTO {_BALANCE.name} ({columns}) VALUES {values} {balance_update}"
+    parameters = [
+        sa.bindparam(f"{column}_{index}", type_=_BALANCE.c[column].type)
+        for index in range(row_count) for column in _BALANCE_COLUMNS
+    ]
+    statement = sa.text(sql).bindparams(*parameters)
+    if combined:
+        return statement
+    # Typed result columns, so that SQLite's stored amounts come back as Decimal.
+    return statement.columns(*(_BALANCE.c[column] for column in _BALANCE_COLUMNS))
 
 
 def add_to_season_totals(connection, entries):
@@ -241,33 +299,33 @@ def add_to_season_totals(connection, entries):
     if not changes:
         return
 
-    table = AccountSeasonBalance.__table__
-    keys = ["company_id", "season_id", "account_id"]
-    company = defaultdict(lambda: [ZERO, ZERO])
     # Sorted so that concurrent transactions take the row locks in the same order.
     ordered = sorted(changes.items())
+    # One statement per batch would lock a company's total row before the next batch's
+    # balance rows, so more than one batch takes the total rows once, after all balances.
+    combined = connection.dialect.name == "postgresql" and len(ordered) <= SEASON_BATCH
+    company = defaultdict(lambda: [ZERO, ZERO])
     for start in range(0, len(ordered), SEASON_BATCH):
-        rows = [
-            dict(zip(keys, key), receivable=receivable, received=received)
-            for key, (receivable, received) in ordered[start:start + SEASON_BATCH]
-        ]
-        statement = _insert(connection, table).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={"receivable": table.c.receivable + statement.excluded.receivable,
-                  "received": table.c.received + statement.excluded.received},
-        ).returning(table.c.company_id, table.c.season_id, table.c.account_id, table.c.receivable, table.c.received)
-        for company_id, season_id, account_id, receivable, received in connection.execute(statement):
+        batch = ordered[start:start + SEASON_BATCH]
+        parameters = {}
+        for index, (key, (receivable, received)) in enumerate(batch):
+            for column, value in zip(_BALANCE_COLUMNS, (*key, receivable, received)):
+                parameters[f"{column}_{index}"] = value
+        result = connection.execute(_season_upsert(len(batch), combined), parameters)
+        if combined:
+            continue
+        for company_id, season_id, account_id, receivable, received in result:
             added_receivable, added_received = changes[(company_id, season_id, account_id)]
             before = capped_received(receivable - added_receivable, received - added_received)
             total = company[(company_id, season_id)]
             total[0] += added_receivable
             total[1] += capped_received(receivable, received) - before
 
-    connection.execute(SEASON_TOTAL_UPSERT, [
-        {"company_id": company_id, "season_id": season_id, "receivable": receivable, "received": received}
-        for (company_id, season_id), (receivable, received) in sorted(company.items())
-    ])
+    if company:
+        connection.execute(SEASON_TOTAL_UPSERT, [
+            {"company_id": company_id, "season_id": season_id, "receivable": receivable, "received": received}
+            for (company_id, season_id), (receivable, received) in sorted(company.items())
+        ])
 
 
 def add_account_counts(connection, added):

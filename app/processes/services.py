@@ -38,7 +38,7 @@ from app.processes.messages import engine_failure
 from app.processes.models import DECISIONS, PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
 from app.processes.specs import store_spec
-from app.processes.timers import cancel_waiting_timers, sync_timers, task_due_at
+from app.processes.timers import armed_timers, cancel_waiting_timers, sync_timers, task_due_at
 
 logger = logging.getLogger(__name__)
 
@@ -217,14 +217,17 @@ def complete_task(task_id, user, values):
         completed_at = utcnow()
         record_event(instance, "completed", user=user, task_name=task.title, decision=decision, comment=comment, data=_public(data))
         run_engine(workflow)
-        # Set after the engine run, so that the task's UPDATE goes out in the save's flush
-        # instead of an autoflush before the first query of a service task.
-        task.status = "completed"
-        task.completed_by_id = user.id
-        task.completed_at = completed_at
-        task.decision = decision
-        task.comment = comment
-        _sync_and_save(instance, workflow, user, open_tasks)
+
+        def mark_completed():
+            task.status = "completed"
+            task.completed_by_id = user.id
+            task.completed_at = completed_at
+            task.decision = decision
+            task.comment = comment
+
+        # Set after the save's reads, so that the task's UPDATE goes out in the save's one
+        # flush instead of an autoflush before a service task's or the save's first query.
+        _sync_and_save(instance, workflow, user, open_tasks, before_writes=mark_completed)
     except InputError:
         db.session.rollback()
         raise
@@ -335,21 +338,33 @@ def fire_timer_in_instance(instance, timer):
     return True
 
 
-def _sync_and_save(instance, workflow, user, open_tasks=None):
+def _sync_and_save(instance, workflow, user, open_tasks=None, before_writes=None):
     """Store armed timers, create inbox rows for newly READY user tasks, cancel vanished ones, set the status and store the state.
 
     `open_tasks` are the instance's open tasks as read under its row lock in this
     transaction, and tasks closed since are skipped. When it is None they are read here.
+    `before_writes` is called once the reads are done, so the rows it changes are written
+    in the save's flush instead of an autoflush before one of the reads.
     """
-    sync_timers(instance, workflow, record_event)
     ready = {str(t.id): t for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
     if open_tasks is None:
         open_tasks = db.session.scalars(
             sa.select(HumanTask).where(HumanTask.instance_id == instance.id, HumanTask.status == "open")
         ).all()
-    else:
-        open_tasks = [task for task in open_tasks if task.status == "open"]
-    known = {t.spiff_task_id for t in open_tasks}
+    known = {t.spiff_task_id for t in open_tasks if t.status == "open"}
+    # One walk of the task tree finds the armed timers for both uses below.
+    armed = armed_timers(workflow)
+    # Due times first: they read the timer settings, which would flush the timer rows that
+    # sync_timers changes.
+    due_times = {
+        spiff_id: task_due_at(instance, workflow, spiff_task, armed)
+        for spiff_id, spiff_task in ready.items() if spiff_id not in known
+    }
+    sync_timers(instance, workflow, record_event, armed)
+    if before_writes is not None:
+        before_writes()
+    # Tasks closed since they were read, such as the one just completed, stay as they are.
+    open_tasks = [task for task in open_tasks if task.status == "open"]
     for stale in open_tasks:
         if stale.spiff_task_id not in ready:
             stale.status = "cancelled"
@@ -363,7 +378,7 @@ def _sync_and_save(instance, workflow, user, open_tasks=None):
             task_spec_name=spec.name, title=spec.bpmn_name or spec.name, lane_role=spec.lane or "clerk",
             form=properties.get("form", "approval"), status="open",
             process_type=instance.process_type, account_id=instance.account_id,
-            due_at=task_due_at(instance, workflow, spiff_task),
+            due_at=due_times[spiff_id],
         )
         db.session.add(task)
         record_event(instance, "task_ready", task_name=task.title, data={"lane": task.lane_role})
