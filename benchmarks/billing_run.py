@@ -3,17 +3,27 @@
 Creates a database named heatflow_bench_<random>, migrates it, installs the demo,
 generates accounts for company TJ with INSERT ... SELECT generate_series, and times:
 
-  baseline  one INSERT ... SELECT of the same charge lines and bill.issued events, with the
-            same arithmetic, into unindexed tables, then the same into tables with the
-            indexes of ledger_entry and outbox_event (no foreign keys)
-  bulk      run_billing (the batched INSERT ... ON CONFLICT DO NOTHING path)
+  baseline  one INSERT ... SELECT of the rows the billing run writes per account, with the
+            same arithmetic, into new tables without indexes: the charge line
+            (ledger_entry), its bill.issued event (outbox_event) and the account's HQ season
+            balance (hq_account_season_balance); then the same into new tables with the
+            indexes and unique keys of those three tables. Neither has foreign keys,
+            ON CONFLICT clauses or the already-charged check. Per batch, the run also
+            upserts a few HQ daily-total rows, the company's season total and the
+            billing_run row; the baseline leaves those out. It runs with the batches'
+            settings (work_mem 32 MB, jit off).
+  bulk      run_billing (the batched INSERT ... ON CONFLICT path)
   re-run    run_billing again, which must post nothing
   resume    run_billing after deleting the charges of the upper half of the account ids
   one       run_billing after deleting every charge, with the batches on one connection
 
+After each run the script checks that the HQ season balances, the company's season total
+and the HQ daily totals equal the ledger. Deleting charges also deletes their season
+balances and recomputes the company's totals, as if those charges had never been posted.
 The database is dropped at the end, also after a failure.
 
     .venv/bin/python benchmarks/billing_run.py --accounts 1000000
+    .venv/bin/python benchmarks/billing_run.py --accounts 100000   # a smaller run for trying changes
 """
 
 import sqlalchemy as sa
@@ -136,13 +146,21 @@ def generate_accounts(company, count):
         connection.execute(sa.text("VACUUM ANALYZE"))
 
 
-def baseline_sql(table, events_table):
-    """Return the bulk INSERT retargeted at `table` and `events_table`, without ON CONFLICT and the charged-account check."""
+BASELINE_TABLES = {
+    "ledger_entry": "bench_scratch",
+    "outbox_event": "bench_scratch_events",
+    "hq_account_season_balance": "bench_scratch_balances",
+}
+
+
+def baseline_sql(tables):
+    """Return the bulk INSERT retargeted at `tables` ({real: scratch}), without ON CONFLICT and the charged-account check."""
     text = bulk._INSERT_BATCH.text
-    replacements = [
-        ("INSERT INTO ledger_entry (", f"INSERT INTO {table} ("),
-        ("INSERT INTO outbox_event (", f"INSERT INTO {events_table} ("),
+    replacements = [(f"INSERT INTO {real} (", f"INSERT INTO {scratch} (") for real, scratch in tables.items()]
+    replacements += [
         ("    ON CONFLICT (company_id, idempotency_key) DO NOTHING\n", ""),
+        ("    ON CONFLICT (company_id, season_id, account_id) DO UPDATE\n"
+         "        SET receivable = hq_account_season_balance.receivable + EXCLUDED.receivable\n", ""),
     ]
     for old, new in replacements:
         if old not in text:
@@ -150,18 +168,22 @@ def baseline_sql(table, events_table):
         text = text.replace(old, new)
     start = text.index("        AND NOT EXISTS (")
     end = text.index("        )\n", start) + len("        )\n")
-    return sa.text(text[:start] + text[end:])
+    text = text[:start] + text[end:]
+    for real in tables:
+        if f"INSERT INTO {real} " in text:
+            raise RuntimeError(f"The baseline SQL still writes to {real}; update baseline_sql().")
+    return sa.text(text)
 
 
 def run_baseline(company, season, with_indexes=False):
-    """Insert every charge and its bill.issued event in one statement into new tables.
+    """Insert every charge, its bill.issued event and its season balance in one statement into new tables.
 
-    The tables are shaped like ledger_entry and outbox_event. Without `with_indexes` they
-    have no index, key or constraint but NOT NULL. With it, they get the indexes and unique
-    keys of the real tables but still no foreign keys.
+    The tables are shaped like ledger_entry, outbox_event and hq_account_season_balance.
+    Without `with_indexes` they have no index, key or constraint but NOT NULL. With it,
+    they get the indexes and unique keys of the real tables but still no foreign keys.
     """
     suffix = "_indexed" if with_indexes else ""
-    tables = {"ledger_entry": f"bench_scratch{suffix}", "outbox_event": f"bench_scratch_events{suffix}"}
+    tables = {source: scratch + suffix for source, scratch in BASELINE_TABLES.items()}
     copied = "INCLUDING DEFAULTS INCLUDING INDEXES" if with_indexes else "INCLUDING DEFAULTS"
     for source, table in tables.items():
         db.session.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
@@ -174,10 +196,16 @@ def run_baseline(company, season, with_indexes=False):
     with company_money_rule(company.id):
         params = bulk.batch_parameters(company, season, tariff, run_id=0, user_id=None)
     params.update(first_id=first_id, last_id=last_id)
-    groups = db.session.execute(baseline_sql(tables["ledger_entry"], tables["outbox_event"]), params).all()
+    # The same settings as each batch of the run, so JIT compiling is in neither figure.
+    db.session.execute(sa.text("SET LOCAL work_mem = '32MB'"))
+    db.session.execute(sa.text(bulk.BATCH_SETTINGS))
+    groups = db.session.execute(baseline_sql(tables), params).all()
     db.session.commit()
     count = sum(group.lines for group in groups)
     fen = sum(int(group.fen) for group in groups)
+    balances = db.session.execute(sa.text(f"SELECT count(*) FROM {tables['hq_account_season_balance']}")).scalar_one()
+    if balances != count:
+        raise RuntimeError(f"The baseline wrote {balances} season balances for {count} charge lines.")
     for table in tables.values():
         db.session.execute(sa.text(f"DROP TABLE {table}"))
     db.session.commit()
@@ -195,21 +223,129 @@ def charge_totals(company, season):
     return count, int(fen)
 
 
+# Each query returns one row per HQ figure that differs from the ledger, as (figure, HQ value,
+# ledger value). The benchmark posts charges only, so the ledger's receivable is its charges.
+HQ_CHECKS = [
+    """
+    SELECT 'season balance of account ' || COALESCE(l.account_id, b.account_id), b.receivable, l.fen
+    FROM (
+        SELECT account_id, sum(amount) AS fen FROM ledger_entry
+        WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge' GROUP BY account_id
+    ) AS l
+    FULL JOIN (
+        SELECT account_id, receivable FROM hq_account_season_balance WHERE company_id = :company_id AND season_id = :season_id
+    ) AS b ON b.account_id = l.account_id
+    WHERE b.receivable IS DISTINCT FROM l.fen OR b.account_id IS NULL
+    LIMIT 5
+    """,
+    """
+    SELECT 'company season receivable', (
+        SELECT receivable FROM hq_company_season_total WHERE company_id = :company_id AND season_id = :season_id
+    ), l.fen
+    FROM (
+        SELECT COALESCE(sum(amount), 0) AS fen FROM ledger_entry
+        WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'
+    ) AS l
+    WHERE l.fen IS DISTINCT FROM (
+        SELECT COALESCE(receivable, 0) FROM hq_company_season_total WHERE company_id = :company_id AND season_id = :season_id
+    )
+    """,
+    """
+    SELECT 'company season received', t.received, 0 FROM hq_company_season_total t
+    WHERE t.company_id = :company_id AND t.season_id = :season_id AND t.received <> 0
+    """,
+    """
+    SELECT 'daily totals ' || d.source || ' amount/lines', d.fen || '/' || d.lines, l.fen || '/' || l.lines
+    FROM (
+        SELECT 'company' AS source, COALESCE(sum(amount), 0) AS fen, COALESCE(sum(entries), 0) AS lines
+        FROM hq_company_daily_total WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'
+        UNION ALL
+        SELECT 'community', COALESCE(sum(amount), 0), COALESCE(sum(entries), 0)
+        FROM hq_community_daily_total WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'
+    ) AS d
+    CROSS JOIN (
+        SELECT COALESCE(sum(amount), 0) AS fen, count(*) AS lines FROM ledger_entry
+        WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'
+    ) AS l
+    WHERE d.fen <> l.fen OR d.lines <> l.lines
+    """,
+]
+
+
+def check_hq_totals(company, season, step):
+    """Raise when a HQ season balance, the company's season total or a daily-total sum differs from the ledger."""
+    params = {"company_id": company.id, "season_id": season.id}
+    differences = [row for check in HQ_CHECKS for row in db.session.execute(sa.text(check), params)]
+    db.session.commit()
+    if differences:
+        listed = "; ".join(f"{figure}: HQ {hq}, ledger {ledger}" for figure, hq, ledger in differences)
+        raise RuntimeError(f"After {step} the HQ totals differ from the ledger: {listed}")
+
+
+# Bring the company's HQ totals back in line with the ledger after charges and their season
+# balances were deleted: recompute the season total from the balances left and the daily
+# totals of the charges from the ledger.
+RESYNC_HQ_SQL = [
+    """
+    UPDATE hq_company_season_total t SET receivable = s.receivable, received = s.received
+    FROM (
+        SELECT COALESCE(sum(receivable), 0) AS receivable, COALESCE(sum(
+            CASE WHEN receivable <= 0 THEN 0 WHEN received < receivable THEN received ELSE receivable END
+        ), 0) AS received
+        FROM hq_account_season_balance WHERE company_id = :company_id AND season_id = :season_id
+    ) AS s
+    WHERE t.company_id = :company_id AND t.season_id = :season_id
+    """,
+    "DELETE FROM hq_community_daily_total WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'",
+    "DELETE FROM hq_company_daily_total WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'",
+    """
+    INSERT INTO hq_community_daily_total (company_id, season_id, community_id, category, day, kind, amount, entries)
+    SELECT e.company_id, e.season_id, b.community_id, a.user_type, CAST(timezone('Asia/Shanghai', e.created_at) AS date),
+        e.kind, sum(e.amount), count(*)
+    FROM ledger_entry e
+    JOIN account a ON a.id = e.account_id
+    JOIN unit u ON u.id = a.unit_id
+    JOIN building b ON b.id = u.building_id
+    WHERE e.company_id = :company_id AND e.season_id = :season_id AND e.kind = 'charge'
+    GROUP BY 1, 2, 3, 4, 5, 6
+    """,
+    """
+    INSERT INTO hq_company_daily_total (company_id, season_id, category, day, kind, amount, entries)
+    SELECT company_id, season_id, category, day, kind, sum(amount), sum(entries)
+    FROM hq_community_daily_total
+    WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'
+    GROUP BY 1, 2, 3, 4, 5
+    """,
+]
+
+
 def delete_charges(company, season, upper_half=True):
-    """Delete the season's charge lines, of the upper half of the account ids or all; return how many."""
+    """Delete the season's charge lines, of the upper half of the account ids or all, with their HQ totals; return how many.
+
+    The benchmark posts nothing but charges, so an account's season balance goes with its charge.
+    """
     condition = (
         " AND account_id > (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM account"
         " WHERE company_id = :company_id)"
     ) if upper_half else ""
-    result = db.session.execute(
+    params = {"company_id": company.id, "season_id": season.id}
+    deleted = db.session.execute(
         sa.text(
-            "DELETE FROM ledger_entry WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'"
+            "WITH deleted AS ("
+            " DELETE FROM ledger_entry WHERE company_id = :company_id AND season_id = :season_id AND kind = 'charge'"
             + condition
+            + " RETURNING account_id),"
+            " balances AS (DELETE FROM hq_account_season_balance b USING deleted d"
+            " WHERE b.company_id = :company_id AND b.season_id = :season_id AND b.account_id = d.account_id)"
+            " SELECT count(*) FROM deleted"
         ),
-        {"company_id": company.id, "season_id": season.id},
-    )
+        params,
+    ).scalar_one()
+    for statement in RESYNC_HQ_SQL:
+        db.session.execute(sa.text(statement), params)
     db.session.commit()
-    return result.rowcount
+    check_hq_totals(company, season, "deleting charges")
+    return deleted
 
 
 def run_on_one_connection():
@@ -238,15 +374,19 @@ def benchmark(accounts):
     bulk_count, bulk_fen = charge_totals(company, season)
     if (bulk_count, bulk_fen) != (baseline_count, baseline_fen):
         raise RuntimeError(f"bulk posted {bulk_count} lines / {bulk_fen} fen, baseline {baseline_count} / {baseline_fen}")
+    check_hq_totals(company, season, "the bulk run")
     rerun, rerun_seconds = timed("re-run (posts nothing)", lambda: run_billing(COMPANY, SEASON_NAME))
+    check_hq_totals(company, season, "the re-run")
     deleted = delete_charges(company, season)
     resumed, resume_seconds = timed(f"resume after deleting {deleted:,} lines", lambda: run_billing(COMPANY, SEASON_NAME))
     if rerun.accounts_billed != 0 or resumed.accounts_billed != deleted or charge_totals(company, season) != (bulk_count, bulk_fen):
         raise RuntimeError(f"re-run posted {rerun.accounts_billed}, resume posted {resumed.accounts_billed} of {deleted}")
+    check_hq_totals(company, season, "the resumed run")
     delete_charges(company, season, upper_half=False)
     _, single_seconds = timed("(c) run_billing, batches on one connection", run_on_one_connection)
     if charge_totals(company, season) != (bulk_count, bulk_fen):
         raise RuntimeError("run_billing on one connection posted other lines than on several")
+    check_hq_totals(company, season, "the run on one connection")
 
     print()
     print(f"accounts {accounts:,}, charge lines {bulk_count:,}, total {bulk_fen / 100:,.2f} yuan, batch {bulk.BATCH_SIZE:,}")

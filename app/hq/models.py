@@ -78,14 +78,19 @@ class AccountSeasonBalance(CompanyOwned, db.Model):
     RECEIVED_KINDS lines, so a payment raises it. Lines without a season are not counted.
     The row exists so that a new line can change the season's capped received total by
     the difference it makes to this one account (see CompanySeasonTotal).
+
+    The billing run writes one row per billed account, so the table keeps only the key it
+    upserts on and has no foreign keys. Every row is written in the statement or flush that
+    inserts its ledger lines, and those lines' foreign keys check the same company, season
+    and account. A row whose ledger lines were deleted outside the app stays until
+    `rebuild_season_totals` derives the table from the ledger again.
     """
 
     __tablename__ = "hq_account_season_balance"
-    __table_args__ = (sa.UniqueConstraint("company_id", "season_id", "account_id"),)
 
-    id = sa.Column(sa.Integer, primary_key=True)
-    season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"), nullable=False)
-    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    company_id = sa.Column(sa.Integer, primary_key=True)
+    season_id = sa.Column(sa.Integer, primary_key=True)
+    account_id = sa.Column(sa.Integer, primary_key=True)
     receivable = sa.Column(Money(), nullable=False, default=0)
     received = sa.Column(Money(), nullable=False, default=0)
 

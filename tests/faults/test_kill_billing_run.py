@@ -8,9 +8,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from app.billing.invariants import find_invariant_breaks
 from app.billing.models import BillingRun, LedgerEntry
 from app.billing.services import receivables_report
 from app.extensions import db
+from app.hq.models import CompanyDailyTotal
 from app.messaging.models import OutboxEvent
 from app.network.models import Account
 from app.tariffs.services import get_season
@@ -96,6 +98,14 @@ def test_killed_billing_run_bills_once_on_rerun(import_fixture, demo, processes,
     events = db.session.scalars(sa.select(OutboxEvent.payload).filter_by(company_id=tj, event_type="bill.issued")).all()
     event_accounts = Counter(json.loads(p)["account_id"] if isinstance(p, str) else p["account_id"] for p in events)
     assert event_accounts == per_account
+    # The HQ season balances, season total and daily totals count each charge once.
+    assert find_invariant_breaks(tj, season.id) == []
+    daily_amount, daily_lines = db.session.execute(
+        sa.select(sa.func.sum(CompanyDailyTotal.amount), sa.func.sum(CompanyDailyTotal.entries))
+        .filter_by(company_id=tj, season_id=season.id, kind="charge")
+    ).one()
+    assert daily_lines == len(charges)
+    assert daily_amount == sum(amount for _, _, amount in charges)
 
 
 def test_killed_prorated_run_stores_nothing(import_fixture, demo, processes, blocker):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 07c90abba013
+Revision ID: 5ba9bd151cef
 Revises: 
-Create Date: 2026-12-05 08:16:17.797148
+Create Date: 2026-12-05 08:35:59.605399
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '07c90abba013'
+revision = '5ba9bd151cef'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -27,6 +27,14 @@ def upgrade():
     sa.Column('money_rounding', sa.String(length=16), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_group')),
     sa.UniqueConstraint('code', name=op.f('uq_group_code'))
+    )
+    op.create_table('hq_account_season_balance',
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.Column('season_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('receivable', sa.BigInteger(), nullable=False),
+    sa.Column('received', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('company_id', 'season_id', 'account_id', name=op.f('pk_hq_account_season_balance'))
     )
     op.create_table('login_throttle',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -826,22 +834,6 @@ def upgrade():
     with op.batch_alter_table('field_submission', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_field_submission_company_id'), ['company_id'], unique=False)
 
-    op.create_table('hq_account_season_balance',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('season_id', sa.Integer(), nullable=False),
-    sa.Column('account_id', sa.Integer(), nullable=False),
-    sa.Column('receivable', sa.BigInteger(), nullable=False),
-    sa.Column('received', sa.BigInteger(), nullable=False),
-    sa.Column('company_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_hq_account_season_balance_account_id_account')),
-    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_hq_account_season_balance_company_id_company')),
-    sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_hq_account_season_balance_season_id_season')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_hq_account_season_balance')),
-    sa.UniqueConstraint('company_id', 'season_id', 'account_id', name=op.f('uq_hq_account_season_balance_company_id_season_id_account_id'))
-    )
-    with op.batch_alter_table('hq_account_season_balance', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_hq_account_season_balance_company_id'), ['company_id'], unique=False)
-
     op.create_table('invariant_finding',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('season_id', sa.Integer(), nullable=True),
@@ -1527,10 +1519,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_invariant_finding_company_id'))
 
     op.drop_table('invariant_finding')
-    with op.batch_alter_table('hq_account_season_balance', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_hq_account_season_balance_company_id'))
-
-    op.drop_table('hq_account_season_balance')
     with op.batch_alter_table('field_submission', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_field_submission_company_id'))
 
@@ -1729,5 +1717,6 @@ def downgrade():
     op.drop_table('alipay_app')
     op.drop_table('company')
     op.drop_table('login_throttle')
+    op.drop_table('hq_account_season_balance')
     op.drop_table('group')
     # ### end Alembic commands ###
