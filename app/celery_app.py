@@ -106,6 +106,10 @@ def init_celery(flask_app):
             # Late fees as of the day that just ended, then the ledger check over what was posted.
             "nightly-late-fees": {"task": "billing.post_late_fees_all", "schedule": crontab(hour=1, minute=0)},
             "nightly-invariant-check": {"task": "billing.check_invariants_all", "schedule": crontab(hour=2, minute=0)},
+            # Channel notifications stored but not applied, because their apply task was lost.
+            "sweep-notifications": {
+                "task": "payments.sweep_notifications", "schedule": flask_app.config["NOTIFICATION_SWEEP_S"],
+            },
             # Refunds whose confirmation never came.
             "stuck-refunds": {
                 "task": "payments.query_stuck_refunds", "schedule": SWEEP_INTERVAL_SECONDS,
