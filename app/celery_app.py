@@ -73,6 +73,7 @@ def init_celery(flask_app):
     celery.conf.update(
         broker_url=flask_app.config["CELERY_BROKER_URL"],
         task_always_eager=flask_app.config.get("CELERY_TASK_ALWAYS_EAGER", False),
+        task_default_queue=flask_app.config.get("CELERY_TASK_DEFAULT_QUEUE", "celery"),
         task_eager_propagates=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -29,6 +29,8 @@ class DefaultConfig:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "sqla+" + _sqlite_url("celery-broker.db")
     CELERY_TASK_ALWAYS_EAGER = os.environ.get("HEATFLOW_CELERY_EAGER", "") == "1"
+    # Queue the web processes send tasks to; workers consume it with `celery worker -Q NAME`.
+    CELERY_TASK_DEFAULT_QUEUE = os.environ.get("HEATFLOW_CELERY_QUEUE", "celery")
     # Celery beat looks for due process timers this often, in seconds; a timer fires at most this late.
     PROCESS_TIMER_SCAN_SECONDS = float(os.environ.get("HEATFLOW_TIMER_SCAN_SECONDS", "30"))
     WTF_CSRF_ENABLED = True
