@@ -93,6 +93,7 @@ def _assert_paid_once(company_id, accounts, owed, transaction_ids):
     return payments
 
 
+@pytest.mark.slow
 def test_killed_worker_posts_each_alipay_payment_once(tj_billed, pg_app, processes, blocker, tmp_path, monkeypatch):
     tj, accounts = tj_billed
     app_key, app_private, app_public = _key_pair(tmp_path, "tj_app")

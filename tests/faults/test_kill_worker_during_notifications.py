@@ -91,6 +91,7 @@ def _waiting_for_lock(blocker, application_name):
         ), {"name": application_name})
 
 
+@pytest.mark.slow
 def test_killed_worker_posts_each_payment_once(wechat_world, processes, blocker, tmp_path):
     simulator, port, env, tj = (wechat_world[k] for k in ("simulator", "port", "env", "tj"))
     accounts = db.session.scalars(
