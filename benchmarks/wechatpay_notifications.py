@@ -404,14 +404,14 @@ def check_results(engine, count, balances_before):
     return failures
 
 
-def report(label, count, elapsed, latencies=None):
+def report(label, count, elapsed, load, latencies=None):
     rate = count / elapsed if elapsed else float("inf")
     line = f"{label:<10} {count:6d} in {elapsed:7.2f} s  {rate:9.1f}/s"
     p99 = None
     if latencies:
         p50, p99 = percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
         line += f"  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
-    print(f"{line}  load {load_average()}", flush=True)
+    print(f"{line}  load {load}", flush=True)
     return rate, p99
 
 
@@ -432,18 +432,22 @@ def benchmark(database_url, arguments):
             server = start_server(server_command(arguments, port), env, port, Path(directory) / "server.log")
             try:
                 notifications = signed_notifications(keys, numbers)
+                loads = {"start": load_average()}
                 base_elapsed, base_latencies = run_baseline(keys, notifications)
+                loads["baseline"] = load_average()
                 server_cpu_before = process_tree_cpu(server.pid)
                 database_before = backend_cpu(engine)
                 http_elapsed, results = run_http(port, notifications, arguments.clients)
                 server_cpu = process_tree_cpu(server.pid) - server_cpu_before
                 http_database_cpu = backend_cpu_since(engine, database_before)
+                loads["http"] = load_average()
             finally:
                 stop(server)
             stored = count - pending_count(engine)
             apply_elapsed, apply_span, worker_cpu, apply_database_cpu = run_apply(
                 env, queue, arguments.concurrency, engine, Path(directory) / "worker.log"
             )
+            loads["apply"] = load_average()
         finally:
             delete_queue(arguments.broker_url, queue)
 
@@ -458,9 +462,10 @@ def benchmark(database_url, arguments):
     print(f"signed notifications: {count}, HTTP clients: {arguments.clients}, server: {served_by}, "
           f"Celery worker processes: {arguments.concurrency}")
     print(f"sent: {len(sent)}, non-204 replies: {len(failed)}, applied before the worker started: {stored}")
-    base_rate, base_p99 = report("baseline", count, base_elapsed, base_latencies)
-    http_rate, http_p99 = report("http", len(sent), http_elapsed, [latency for _, latency in sent])
-    apply_rate, _ = report("apply", count, apply_elapsed)
+    print(f"load average (1, 5, 15 min) at the start: {loads['start']}; each figure below shows it at the end of its phase")
+    base_rate, base_p99 = report("baseline", count, base_elapsed, loads["baseline"], base_latencies)
+    http_rate, http_p99 = report("http", len(sent), http_elapsed, loads["http"], [latency for _, latency in sent])
+    apply_rate, _ = report("apply", count, apply_elapsed, loads["apply"])
     span_rate = count / apply_span if apply_span else float("inf")
     print(f"apply, first to last applied row: {apply_span:.2f} s, {span_rate:.1f}/s")
     sent_count = max(len(sent), 1)
