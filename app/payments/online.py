@@ -286,8 +286,8 @@ def _apply_payment(company_id, channel_code, order, event, log, receipts=None):
     # Referenced here because the session keeps only weak references to unchanged rows.
     # So post_channel_payment finds it loaded, and the invoice check below needs no query.
     company = db.session.get(Company, company_id)
-    # A conflict on the unique transaction id (another transaction posted it first) raises
-    # IntegrityError here; the apply task rolls back this event's savepoint and logs a duplicate.
+    # When another transaction posted this transaction id first, the unique key raises
+    # IntegrityError here. The apply task then rolls back this event's savepoint and logs a duplicate.
     payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow(), receipts)
     log.payment_id = payment.id
     db.session.flush()

@@ -398,7 +398,7 @@ class ReceiptNumberBlock:
     """Receipt numbers of one company reserved by a single counter update, for a batch of payments.
 
     The first `take` moves the counter on by `size` and locks its row until the transaction
-    ends; later takes hand out the reserved numbers in order and reserve another `size` when
+    ends. Later takes hand out the reserved numbers in order, and reserve another `size` when
     they run out. A payment that fails inside a savepoint gives its number back with
     `restore(mark())` taken before it, so the next payment gets that number. `release`
     returns the numbers not handed out, and must run before the commit, so the sequence
@@ -445,8 +445,8 @@ class ReceiptNumberBlock:
 
 
 def _take_counter_number(company_id, count=1):
-    # One UPDATE ... RETURNING locks the row and moves the counter on by `count`. It
-    # returns the number after the last one taken; the first one taken is returned.
+    # One UPDATE ... RETURNING locks the row and moves the counter on by `count`. The
+    # statement returns the new value, so the first number taken is that value less `count`.
     update = (
         sa.update(ReceiptCounter)
         .where(ReceiptCounter.company_id == company_id)
