@@ -73,6 +73,7 @@ def init_celery(flask_app):
     celery.conf.update(
         broker_url=flask_app.config["CELERY_BROKER_URL"],
         task_always_eager=flask_app.config.get("CELERY_TASK_ALWAYS_EAGER", False),
+        task_default_queue=flask_app.config.get("CELERY_TASK_DEFAULT_QUEUE", "celery"),
         task_eager_propagates=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -111,6 +112,10 @@ def init_celery(flask_app):
             # Late fees as of the day that just ended, then the ledger check over what was posted.
             "nightly-late-fees": {"task": "billing.post_late_fees_all", "schedule": crontab(hour=1, minute=0)},
             "nightly-invariant-check": {"task": "billing.check_invariants_all", "schedule": crontab(hour=2, minute=0)},
+            # Channel notifications stored but not applied, because their apply task was lost.
+            "sweep-notifications": {
+                "task": "payments.sweep_notifications", "schedule": flask_app.config["NOTIFICATION_SWEEP_S"],
+            },
             # Refunds whose confirmation never came.
             "stuck-refunds": {
                 "task": "payments.query_stuck_refunds", "schedule": SWEEP_INTERVAL_SECONDS,

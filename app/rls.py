@@ -149,7 +149,14 @@ def _forget_settings(conn, *args):
     conn.info.pop(_CACHE_KEY, None)
 
 
+# Savepoint statements need no tenant settings. After a failed statement PostgreSQL accepts
+# nothing but ROLLBACK (TO SAVEPOINT), so sending the settings before it would fail it.
+_SAVEPOINT_STATEMENTS = ("SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO SAVEPOINT ")
+
+
 def _apply_scope_settings(conn, cursor, statement, parameters, context, executemany):
+    if statement.startswith(_SAVEPOINT_STATEMENTS):
+        return
     expected = scope_settings(current_scope())
     if conn.info.get(_CACHE_KEY) == expected:
         return

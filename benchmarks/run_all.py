@@ -21,7 +21,7 @@ BENCHMARKS = {
     "billing_run": (["--accounts", "1000000"], ["--accounts", "20000"], True),
     "ledger_import": (["--rows", "100000"], ["--rows", "2000"], True),
     "process_runtime": (["--instances", "200", "--tasks", "100000"], ["--instances", "3", "--tasks", "1000"], True),
-    "wechatpay_notifications": (["--notifications", "1000", "--clients", "1"], ["--notifications", "20"], True),
+    "wechatpay_notifications": (["--notifications", "5000", "--clients", "8"], ["--notifications", "20"], True),
     "outbox_relay": (["--events", "20000"], ["--events", "500"], True),
     "onboarding_walkthrough": (["--rows", "10000"], ["--rows", "300"], False),
     "hq_dashboard": (["--accounts", "1000000"], ["--accounts", "4000", "--repeat", "2"], True),

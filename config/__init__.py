@@ -29,6 +29,8 @@ class DefaultConfig:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "sqla+" + _sqlite_url("celery-broker.db")
     CELERY_TASK_ALWAYS_EAGER = os.environ.get("HEATFLOW_CELERY_EAGER", "") == "1"
+    # Queue the web processes send tasks to; workers consume it with `celery worker -Q NAME`.
+    CELERY_TASK_DEFAULT_QUEUE = os.environ.get("HEATFLOW_CELERY_QUEUE", "celery")
     # Celery beat looks for due process timers this often, in seconds; a timer fires at most this late.
     PROCESS_TIMER_SCAN_SECONDS = float(os.environ.get("HEATFLOW_TIMER_SCAN_SECONDS", "30"))
     WTF_CSRF_ENABLED = True
@@ -96,6 +98,18 @@ class DefaultConfig:
     ALIPAY_NOTIFY_URL = os.environ.get("HEATFLOW_ALIPAY_NOTIFY_URL", "")
     ALIPAY_REPLAY_WINDOW_SECONDS = int(os.environ.get("HEATFLOW_ALIPAY_REPLAY_WINDOW_SECONDS", "600"))
 
+    # Online-channel notifications (app/payments/inbox.py). Seconds a merchant's route stays
+    # cached in a web process; 0 reads it from the database for every notification.
+    NOTIFICATION_ROUTE_CACHE_S = float(os.environ.get("HEATFLOW_NOTIFICATION_ROUTE_CACHE_S", "30"))
+    # A web process sends at most two apply tasks per company in this many seconds; 0 sends
+    # one per notification. A notification waits at most this long before its task starts.
+    NOTIFICATION_APPLY_WINDOW_S = float(os.environ.get("HEATFLOW_NOTIFICATION_APPLY_WINDOW_S", "0.05"))
+    # Rows applied in one transaction, and seconds one apply task runs before it stops.
+    NOTIFICATION_APPLY_BATCH = int(os.environ.get("HEATFLOW_NOTIFICATION_APPLY_BATCH", "50"))
+    NOTIFICATION_APPLY_MAX_S = float(os.environ.get("HEATFLOW_NOTIFICATION_APPLY_MAX_S", "60"))
+    # Celery beat applies notifications pending longer than this, this often.
+    NOTIFICATION_SWEEP_S = float(os.environ.get("HEATFLOW_NOTIFICATION_SWEEP_S", "30"))
+
     # Bank collection: the HMAC key agreed with each bank, as "BANKCODE=/path/key,...".
     BANK_KEY_FILES = _file_map("HEATFLOW_BANK_KEY_FILES")
     # Base URL each bank serves its daily reconciliation files from, as "BANKCODE=https://host/path,...".
@@ -130,6 +144,10 @@ class TestingConfig(DefaultConfig):
     WTF_CSRF_ENABLED = False
     CELERY_TASK_ALWAYS_EAGER = True
     ARGON2_FAST = True
+    # Each test builds its companies and merchants anew, so nothing is cached between
+    # notifications, and each notification is applied within its own request.
+    NOTIFICATION_ROUTE_CACHE_S = 0.0
+    NOTIFICATION_APPLY_WINDOW_S = 0.0
 
 
 class ProductionConfig(DefaultConfig):

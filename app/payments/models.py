@@ -31,7 +31,12 @@ REFUND_OPEN_OR_DONE = ("pending_approval", "processing", "succeeded")
 # Refund kind -> Chinese label: a refund we started, or a reversal the collecting bank sent.
 # 退费 is one refund here; the page of all refunds keeps the plain msgid ("Refunds").
 REFUND_KINDS = {"refund": NC_("refund kind", "退费"), "reversal": N_("冲正")}
-NOTIFICATION_OUTCOMES = {"accepted": N_("已入账"), "duplicate": N_("重复通知"), "held": N_("待核对"), "ignored": N_("未处理事件"), "rejected": N_("已拒绝")}
+# Outcome of a received channel notification. `pending`: verified and stored, waiting for the
+# apply task; `failed`: the apply task raised an unexpected error, named in the reason.
+NOTIFICATION_OUTCOMES = {
+    "pending": N_("待入账"), "accepted": N_("已入账"), "duplicate": N_("重复通知"), "held": N_("待核对"),
+    "ignored": N_("未处理事件"), "rejected": N_("已拒绝"), "failed": N_("入账失败"),
+}
 
 
 def utcnow():
@@ -151,9 +156,23 @@ class PaymentNotification(db.Model):
     to a company by its merchant id, so rejected notifications can be logged too.
     NOTE: the tenant read scope therefore does not filter this table; a view of it must
     filter by company itself.
+
+    A verified online-channel notification is stored here as `pending` with its event in
+    `payload`; the apply task (app/payments/inbox.py) posts it and sets the outcome.
+    `delivery_key` identifies the notification within its company and channel, so a
+    repeated delivery finds the stored row. It is None on rows that are only a log entry.
     """
 
-    __table_args__ = (sa.Index("ix_payment_notification_company_transaction", "company_id", "transaction_id"),)
+    __table_args__ = (
+        sa.Index("ix_payment_notification_company_transaction", "company_id", "transaction_id"),
+        sa.UniqueConstraint("company_id", "channel", "delivery_key", name="uq_payment_notification_delivery"),
+        # The apply task reads a company's pending rows in id order; the partial index keeps
+        # only those, so it stays small however long the log grows.
+        sa.Index(
+            "ix_payment_notification_pending", "company_id", "id",
+            postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'"),
+        ),
+    )
 
     id = sa.Column(sa.Integer, primary_key=True)
     company_id = sa.Column(sa.Integer, sa.ForeignKey("company.id"), index=True)
@@ -172,6 +191,10 @@ class PaymentNotification(db.Model):
     online_order_id = sa.Column(sa.Integer, sa.ForeignKey("online_order.id"))
     payment_id = sa.Column(sa.Integer, sa.ForeignKey("payment.id"))
     received_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    delivery_key = sa.Column(sa.String(96))
+    # The verified ChannelEvent as JSON (amount as a decimal string), read back by the apply task.
+    payload = sa.Column(sa.JSON)
+    applied_at = sa.Column(sa.DateTime(timezone=True))
 
 
 class AlipayApp(CompanyOwned, db.Model):

@@ -1,13 +1,13 @@
-"""Online payments through WeChat Pay and Alipay: placing orders and applying notifications.
+"""Online payments through WeChat Pay and Alipay: placing orders, routing and applying notifications.
 
 A notification is routed to a company by its merchant id only (WeChat sub_mchid, Alipay app
 id or authorising app id), never by fields the payer can influence (attach, subject).
 Within the company it is matched to an order by out_trade_no and posted exactly once per
 channel transaction id. Every notification, accepted or not, leaves one PaymentNotification
-row with its outcome and reason. Adapter settings and keys are read in app/payments/channels.py.
+row with its outcome and reason. app/payments/inbox.py receives notifications over HTTP and
+applies them in Celery; adapter settings and keys are read in app/payments/channels.py.
 """
 
-import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -17,20 +17,19 @@ from decimal import Decimal
 import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app.billing.models import LedgerEntry
 from app.clock import local_time
 from app.extensions import db
 from app.i18n import translate_label
-from app.integrations.channel import ChannelError, NotificationRejected, NotificationReply, OrderRequest
+from app.integrations.channel import ChannelError, NotificationRejected, OrderRequest
 from app.integrations.channel import fen_to_yuan, yuan_to_fen  # noqa: F401  (used by callers of this module)
 from app.locking import lock_matching_row, lock_row
 from app.network.models import Account, Unit
 from app.org.models import Company
 from app.payments import channels
-from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, PaymentNotification, WechatMerchant, utcnow
+from app.payments.models import PAYMENT_CHANNELS, AlipayApp, OnlineOrder, Payment, WechatMerchant, utcnow
 from app.payments.refunds import apply_refund_event
 from app.payments.services import (
     allocate_payment, allocation_rule, amount_owed, emit_payment_posted, next_receipt_no, payment_line_key,
@@ -142,55 +141,6 @@ def refresh_order(order):
     return state
 
 
-def handle_notification(channel_code, headers, raw_body, now=None):
-    """Verify, route and apply one notification of an online channel; return (result, reply).
-
-    Runs under the system scope to find the company by merchant id, then under that
-    company's scope only. The caller's transaction state is not used: every outcome is
-    committed here.
-    """
-    log = PaymentNotification(channel=channel_code, body_sha256=hashlib.sha256(raw_body).hexdigest(), received_at=utcnow())
-    adapter = None
-    try:
-        adapter = channels.channel_for(channel_code)
-        with scoped(SYSTEM_SCOPE):
-            event = adapter.verify_notification(headers, raw_body, now=now)
-            _fill_log(log, event)
-            result = _apply(channel_code, event, log)
-    except NotificationRejected as error:
-        db.session.rollback()
-        result = NotificationResult(False, "rejected", error.reason)
-    except ChannelError as error:
-        # Without keys nothing can be verified. The channel retries a rejected notification,
-        # so it is delivered again once the configuration is fixed.
-        db.session.rollback()
-        logger.error("%s keys could not be loaded: %s", channel_code, error)
-        result = NotificationResult(False, "rejected", f"keys could not be loaded: {error}")
-    log.outcome = result.outcome
-    log.reason = result.reason[:255]
-    store_notification_log(log)
-    if result.issues_e_invoice and log.payment_id is not None:
-        from app.invoicing.issuing import payment_posted
-
-        with scoped(company_scope(log.company_id, label=f"wechatpay:{log.sub_mchid}")):
-            payment_posted(log.payment_id, log.company_id)
-    if result.outcome == "rejected":
-        logger.warning(
-            "%s notification rejected: %s (transaction %s, merchant %s, body sha256 %s)",
-            channel_code, result.reason, log.transaction_id, log.sub_mchid, log.body_sha256,
-        )
-    else:
-        logger.info("%s notification %s: transaction %s of company %s %s",
-                    channel_code, result.outcome, log.transaction_id, log.company_id, result.reason)
-    reply = adapter.reply(result.accepted, result.reason) if adapter else NotificationReply(400, b"fail")
-    return result, reply
-
-
-def handle_wechat_notification(headers, raw_body, now=None):
-    """Verify, route and apply one WeChat Pay notification; return its NotificationResult."""
-    return handle_notification("wechat", headers, raw_body, now=now)[0]
-
-
 def _fill_log(log, event):
     log.notification_id = event.notification_id[:64] or None
     log.event_type = event.event_type[:64]
@@ -217,64 +167,92 @@ def store_notification_log(log):
         db.session.commit()
 
 
-def _route(channel_code, event):
-    """Find the company of a verified event by its merchant id alone; raise NotificationRejected."""
+@dataclass(frozen=True)
+class MerchantRecord:
+    """The settings of one channel merchant that routing reads: WeChat sub-merchant or Alipay app."""
+
+    company_id: int
+    merchant_id: str
+    mode: str = "direct"
+    seller_id: str | None = None
+
+
+def merchant_records(channel_code, merchant_id):
+    """Read the merchants configured under `merchant_id` on a channel, in every company visible to the scope."""
+    if channel_code == "wechat":
+        rows = db.session.execute(sa.select(WechatMerchant.company_id, WechatMerchant.sub_mchid).filter_by(sub_mchid=merchant_id))
+        return tuple(MerchantRecord(company_id, sub_mchid) for company_id, sub_mchid in rows)
+    rows = db.session.execute(
+        sa.select(AlipayApp.company_id, AlipayApp.app_id, AlipayApp.mode, AlipayApp.seller_id).filter_by(app_id=merchant_id)
+    )
+    return tuple(MerchantRecord(company_id, app_id, mode, seller_id) for company_id, app_id, mode, seller_id in rows)
+
+
+def route_event(channel_code, event, lookup=merchant_records):
+    """Find the company of a verified event by its merchant id alone; raise NotificationRejected.
+
+    `lookup(channel_code, merchant_id)` returns the MerchantRecords of that merchant id.
+    """
+    records = lookup(channel_code, event.merchant_id)
     if channel_code == "wechat":
         sp_mchid = current_app.config.get("WECHATPAY_SP_MCHID")
         if event.extra.get("sp_mchid") != sp_mchid:
             raise NotificationRejected(f"sp_mchid {str(event.extra.get('sp_mchid'))[:32]!r} is not this service provider")
-        merchant = db.session.scalar(sa.select(WechatMerchant).filter_by(sub_mchid=event.merchant_id))
-        if merchant is None:
+        if not records:
             raise NotificationRejected(f"unknown sub_mchid {event.merchant_id!r}")
-        return MerchantRoute(merchant.company_id, f"wechatpay:{merchant.sub_mchid}")
-    apps = db.session.scalars(sa.select(AlipayApp).filter_by(app_id=event.merchant_id)).all()
-    if len(apps) != 1:
-        raise NotificationRejected(f"app id {event.merchant_id!r} is {'unknown' if not apps else 'configured for several companies'}")
-    app = apps[0]
+        return MerchantRoute(records[0].company_id, f"wechatpay:{records[0].merchant_id}")
+    if len(records) != 1:
+        raise NotificationRejected(f"app id {event.merchant_id!r} is {'unknown' if not records else 'configured for several companies'}")
+    app = records[0]
     app_id, auth_app_id = event.extra.get("app_id"), event.extra.get("auth_app_id")
     if app.mode == "isv":
         isv_app_id = current_app.config.get("ALIPAY_ISV_APP_ID")
-        if app_id != isv_app_id or auth_app_id != app.app_id:
-            raise NotificationRejected(f"app_id {app_id!r} / auth_app_id {auth_app_id!r} do not match the ISV authorisation of {app.app_id}")
-    elif app_id != app.app_id or auth_app_id not in (None, "", app.app_id):
-        raise NotificationRejected(f"app_id {app_id!r} / auth_app_id {auth_app_id!r} do not match the company's own app {app.app_id}")
+        if app_id != isv_app_id or auth_app_id != app.merchant_id:
+            raise NotificationRejected(
+                f"app_id {app_id!r} / auth_app_id {auth_app_id!r} do not match the ISV authorisation of {app.merchant_id}"
+            )
+    elif app_id != app.merchant_id or auth_app_id not in (None, "", app.merchant_id):
+        raise NotificationRejected(
+            f"app_id {app_id!r} / auth_app_id {auth_app_id!r} do not match the company's own app {app.merchant_id}"
+        )
     if app.seller_id and event.extra.get("seller_id") and event.extra["seller_id"] != app.seller_id:
         raise NotificationRejected(f"seller_id {event.extra['seller_id'][:32]!r} is not the company's Alipay account")
-    return MerchantRoute(app.company_id, f"alipay:{app.app_id}")
+    return MerchantRoute(app.company_id, f"alipay:{app.merchant_id}")
 
 
-def _apply(channel_code, event, log):
-    if event.kind == "other":
-        return NotificationResult(True, "ignored", f"event {event.event_type} is not handled")
+def check_event(event):
+    """Reject a payment, refund or close event that lacks its transaction fields, amount or CNY currency."""
     if not event.channel_txn_id or not event.out_trade_no:
         raise NotificationRejected("transaction id or out_trade_no is missing")
     if event.kind in ("payment", "refund") and (event.amount is None or event.extra.get("currency", "CNY") != "CNY"):
         raise NotificationRejected("amount is missing or invalid, or currency is not CNY")
-    route = _route(channel_code, event)
-    log.company_id = route.company_id
-    if event.notification_id and _already_applied(channel_code, event.notification_id):
-        return NotificationResult(True, "duplicate", f"notification {event.notification_id} was already applied")
-    with scoped(company_scope(route.company_id, label=route.label)):
-        if event.kind == "refund":
-            outcome, reason = apply_refund_event(route.company_id, channel_code, event)
-            return NotificationResult(True, outcome, reason)
-        order = _locked_order(route.company_id, event, log)
-        if event.kind == "closed":
-            if order.status == "pending":
-                order.status = "closed"
-                return NotificationResult(True, "accepted", "order closed unpaid")
-            return NotificationResult(True, "ignored", f"order is {order.status}; close not applied")
-        return _apply_payment(route.company_id, channel_code, order, event, log)
 
 
-def _already_applied(channel_code, notification_id):
-    return db.session.scalar(
-        sa.select(sa.func.count(PaymentNotification.id)).where(
-            PaymentNotification.channel == channel_code,
-            PaymentNotification.notification_id == notification_id[:64],
-            PaymentNotification.outcome.in_(("accepted", "held")),
-        )
-    )
+def apply_event(channel_code, event, log, receipts=None):
+    """Route and apply one verified, stored event in the caller's transaction; return its NotificationResult.
+
+    Routes again by merchant id from the database, under the company scope of `log`, so
+    an event stored for a company its merchant no longer belongs to is rejected, never
+    posted there. Sets `log.online_order_id` and `log.payment_id`. Raises
+    NotificationRejected for an event that cannot be applied. `receipts` is a
+    ReceiptNumberBlock of the company for the payment's receipt number.
+    """
+    if event.kind == "other":
+        return NotificationResult(True, "ignored", f"event {event.event_type} is not handled")
+    check_event(event)
+    route = route_event(channel_code, event)
+    if route.company_id != log.company_id:
+        raise NotificationRejected(f"merchant {event.merchant_id!r} belongs to company {route.company_id}, not {log.company_id}")
+    if event.kind == "refund":
+        outcome, reason = apply_refund_event(route.company_id, channel_code, event)
+        return NotificationResult(True, outcome, reason)
+    order = _locked_order(route.company_id, event, log)
+    if event.kind == "closed":
+        if order.status == "pending":
+            order.status = "closed"
+            return NotificationResult(True, "accepted", "order closed unpaid")
+        return NotificationResult(True, "ignored", f"order is {order.status}; close not applied")
+    return _apply_payment(route.company_id, channel_code, order, event, log, receipts)
 
 
 def _locked_order(company_id, event, log):
@@ -287,8 +265,8 @@ def _locked_order(company_id, event, log):
     return order
 
 
-def _apply_payment(company_id, channel_code, order, event, log):
-    existing = _payment_for_transaction(company_id, channel_code, event.channel_txn_id)
+def _apply_payment(company_id, channel_code, order, event, log, receipts=None):
+    existing = payment_for_transaction(company_id, channel_code, event.channel_txn_id)
     if existing is not None:
         log.payment_id = existing.id
         return NotificationResult(True, "duplicate", f"transaction already posted as payment {existing.id}")
@@ -305,40 +283,29 @@ def _apply_payment(company_id, channel_code, order, event, log):
         db.session.flush()
         return NotificationResult(True, "held", order.review_reason)
 
-    order_id = order.id
     # Referenced here because the session keeps only weak references to unchanged rows.
     # So post_channel_payment finds it loaded, and the invoice check below needs no query.
     company = db.session.get(Company, company_id)
-    try:
-        payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow())
-        log.payment_id = payment.id
-        db.session.flush()
-    except IntegrityError:
-        # A conflict on the unique transaction id means another notification of the same
-        # transaction committed first. Its payment is kept and this one is a duplicate.
-        db.session.rollback()
-        existing = _payment_for_transaction(company_id, channel_code, event.channel_txn_id)
-        if existing is None:
-            raise
-        log.company_id = company_id
-        log.online_order_id = order_id
-        log.payment_id = existing.id
-        return NotificationResult(True, "duplicate", f"transaction already posted as payment {existing.id}")
+    # When another transaction posted this transaction id first, the unique key raises
+    # IntegrityError here. The apply task then rolls back this event's savepoint and logs a duplicate.
+    payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow(), receipts)
+    log.payment_id = payment.id
+    db.session.flush()
     return NotificationResult(
         True, "accepted", f"posted as payment {payment.id}", issues_e_invoice=company.invoice_mode == "e_invoice"
     )
 
 
-def _payment_for_transaction(company_id, channel_code, transaction_id):
+def payment_for_transaction(company_id, channel_code, transaction_id):
     return db.session.scalar(
         sa.select(Payment).filter_by(company_id=company_id, channel=channel_code, channel_transaction_id=transaction_id)
     )
 
 
-def _post_online_payment(order, transaction_id, paid_at):
+def _post_online_payment(order, transaction_id, paid_at, receipts=None):
     payment = post_channel_payment(
         order.company_id, order.account_id, order.channel, order.amount, transaction_id, paid_at,
-        note=f"{PAYMENT_CHANNELS.get(order.channel, order.channel)} {order.out_trade_no}",
+        note=f"{PAYMENT_CHANNELS.get(order.channel, order.channel)} {order.out_trade_no}", receipts=receipts,
     )
     order.status = "paid"
     order.paid_at = paid_at
@@ -347,8 +314,10 @@ def _post_online_payment(order, transaction_id, paid_at):
     return payment
 
 
-def post_channel_payment(company_id, account_id, channel_code, amount, transaction_id, paid_at, note):
+def post_channel_payment(company_id, account_id, channel_code, amount, transaction_id, paid_at, note, receipts=None):
     """Post a payment that arrived through a channel: receivables in the company's allocation order, any rest as `credit`.
+
+    `receipts` is a ReceiptNumberBlock of the company to take the receipt number from.
 
     Locks the account row, so concurrent payments of one account see each other's lines.
     The ledger lines' idempotency keys carry the channel and transaction id. Everything
@@ -362,13 +331,13 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     paid_at = paid_at.astimezone(timezone.utc)
     company = db.session.get(Company, company_id)
     rule = allocation_rule(company_id)
-    # TODO: a company's payments wait for each other on its receipt counter row from the
-    # UPDATE in next_receipt_no through seven more statements to the commit. That wait
-    # bounds one company's notifications per second.
+    # A company's payments wait for each other on its receipt counter row from the UPDATE in
+    # next_receipt_no to the commit. The notification apply task posts a batch in one
+    # transaction with one ReceiptNumberBlock, so the batch waits once.
     payment = Payment(
         company_id=company_id, account_id=account.id, amount=amount, method=channel_code, channel=channel_code,
         season_id=owed.current.season.id if owed.current else None, cashier_id=None, paid_at=paid_at,
-        receipt_no=next_receipt_no(company, paid_at), payer_name=account.customer_name.strip(),
+        receipt_no=next_receipt_no(company, paid_at, receipts), payer_name=account.customer_name.strip(),
         note=note, channel_transaction_id=transaction_id,
     )
     db.session.add(payment)

@@ -23,7 +23,8 @@ from app.clock import format_local, local_time
 from app.org.models import Company
 from app.payments.bank import handle_bank_request
 from app.payments.models import ONLINE_ORDER_STATUSES, ORDER_CHANNELS, PAYMENT_CHANNELS, OnlineOrder, Payment, Refund
-from app.payments.online import OnlinePaymentError, create_online_order, handle_notification, refresh_order
+from app.payments.inbox import apply_requests, receive_notification
+from app.payments.online import OnlinePaymentError, create_online_order, refresh_order
 from app.payments.refunds import RefundError, decide_refund, payment_refunds, refundable_amount, request_refund, submit_refund
 from app.payments.services import PaymentError, amount_owed, charge_facts, collect_payment
 
@@ -355,14 +356,17 @@ def refund_receipt_pdf(refund_id):
 def _notification_response(channel_code):
     # The channel signs the raw body, so it is read before anything parses it.
     raw_body = request.get_data(cache=True, as_text=False, parse_form_data=False)
-    _, reply = handle_notification(channel_code, request.headers, raw_body)
+    receipt, reply = receive_notification(channel_code, request.headers, raw_body)
+    if receipt.outcome == "pending":
+        # After the commit, so the task finds the row.
+        apply_requests.request(receipt.company_id)
     return Response(reply.body, status=reply.status, content_type=reply.content_type)
 
 
 @bp.route("/notify/wechat", methods=["POST"])
 @csrf.exempt
 def notify_wechat():
-    """Receive a WeChat Pay notification: 204 when handled, 4xx with code FAIL when rejected.
+    """Receive a WeChat Pay notification: 204 once stored for applying, 4xx with code FAIL when rejected.
 
     Any 2xx stops the channel's retries, so only verified notifications get one.
     """
@@ -372,7 +376,7 @@ def notify_wechat():
 @bp.route("/notify/alipay", methods=["POST"])
 @csrf.exempt
 def notify_alipay():
-    """Receive an Alipay notification: the body `success` when handled, `fail` when rejected."""
+    """Receive an Alipay notification: the body `success` once stored for applying, `fail` when rejected."""
     return _notification_response("alipay")
 
 

@@ -380,32 +380,83 @@ def _payment_for_token(company_id, request_token):
     return db.session.scalar(sa.select(Payment).filter_by(company_id=company_id, request_token=request_token))
 
 
-def next_receipt_no(company, paid_at):
+def next_receipt_no(company, paid_at, block=None):
     """Take the company's next receipt number, e.g. TJ-2025-000001, under a row lock.
 
     The number is taken inside the caller's transaction, so a rolled-back payment also
     gives its number back and the sequence stays gapless. The counter row stays locked
     until that transaction ends, so callers take the number as late as they can. The
     sequence runs on across years, and the year part is the year of collection in local time.
+    With `block` (a ReceiptNumberBlock of the company) the number comes from the block.
     """
-    number = _take_counter_number(company.id)
+    number = block.take() if block is not None else _take_counter_number(company.id)
     year = local_time(paid_at).year
     return f"{company.code}-{year}-{number:06d}"
 
 
-def _take_counter_number(company_id):
-    # One UPDATE ... RETURNING locks the row and moves the counter on. It returns the
-    # number after the one taken.
+class ReceiptNumberBlock:
+    """Receipt numbers of one company reserved by a single counter update, for a batch of payments.
+
+    The first `take` moves the counter on by `size` and locks its row until the transaction
+    ends. Later takes hand out the reserved numbers in order, and reserve another `size` when
+    they run out. A payment that fails inside a savepoint gives its number back with
+    `restore(mark())` taken before it, so the next payment gets that number. `release`
+    returns the numbers not handed out, and must run before the commit, so the sequence
+    stays gapless.
+    """
+
+    def __init__(self, company_id, size):
+        self.company_id = company_id
+        self.size = max(1, size)
+        self._next = None
+        self._end = None
+
+    def take(self):
+        if self._next is None or self._next >= self._end:
+            end = _take_counter_number(self.company_id, self.size) + self.size
+            if self._next is None:
+                self._next = end - self.size
+            self._end = end
+        number = self._next
+        self._next += 1
+        return number
+
+    def mark(self):
+        """Return the block's state, for `restore` after a rolled-back savepoint."""
+        return self._next, self._end
+
+    def restore(self, mark):
+        """Go back to a state from `mark`; the savepoint rollback undid any reservation made since."""
+        self._next, self._end = mark
+
+    def release(self):
+        """Set the counter back to the first number not handed out; returns how many were given back."""
+        if self._next is None or self._next >= self._end:
+            return 0
+        unused = self._end - self._next
+        db.session.execute(
+            sa.update(ReceiptCounter)
+            .where(ReceiptCounter.company_id == self.company_id)
+            .values(next_number=self._next)
+            .execution_options(synchronize_session=False)
+        )
+        self._end = self._next
+        return unused
+
+
+def _take_counter_number(company_id, count=1):
+    # One UPDATE ... RETURNING locks the row and moves the counter on by `count`. The
+    # statement returns the new value, so the first number taken is that value less `count`.
     update = (
         sa.update(ReceiptCounter)
         .where(ReceiptCounter.company_id == company_id)
-        .values(next_number=ReceiptCounter.next_number + 1)
+        .values(next_number=ReceiptCounter.next_number + count)
         .returning(ReceiptCounter.next_number)
         .execution_options(synchronize_session=False)
     )
     next_number = db.session.execute(update).scalar()
     if next_number is not None:
-        return next_number - 1
+        return next_number - count
     # The company's first receipt creates the row. A concurrent first payment may insert it
     # first, so a conflict is ignored and the row is updated as above.
     dialect = db.session.get_bind().dialect.name
@@ -413,7 +464,7 @@ def _take_counter_number(company_id):
     db.session.execute(
         insert(ReceiptCounter).values(company_id=company_id, next_number=1).on_conflict_do_nothing(index_elements=["company_id"])
     )
-    return db.session.execute(update).scalar() - 1
+    return db.session.execute(update).scalar() - count
 
 
 def charge_facts(account, season):

@@ -1,8 +1,9 @@
-"""Refund sweep: refunds whose channel confirmation never arrived are queried and settled."""
+"""Payment tasks: applying stored channel notifications, and the sweeps of notifications and refunds left waiting."""
 
 import logging
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.extensions import celery, db
 from app.payments.refunds import check_refund, stuck_refund_ids
@@ -30,3 +31,32 @@ def query_stuck_refunds_task(older_than_seconds=600):
             settled += refund.status != "processing"
     logger.info("Queried %s stuck refunds, %s settled", len(stuck), settled)
     return settled
+
+
+@celery.task(name="payments.apply_notifications")
+def apply_notifications_task(company_id):
+    """Apply a company's pending channel notifications (app/payments/inbox.py); returns how many rows were applied."""
+    from app.payments.inbox import apply_pending
+
+    applied = apply_pending(company_id)
+    logger.info("Applied %s notifications of company %s", applied, company_id)
+    return applied
+
+
+@celery.task(name="payments.sweep_notifications")
+def sweep_notifications_task(older_than_seconds=None):
+    """Apply the notifications pending longer than `older_than_seconds` (NOTIFICATION_SWEEP_S by default) in every company.
+
+    Picks up rows whose apply task was lost: the broker was down after the commit, or the
+    worker stopped. Returns how many rows were applied.
+    """
+    from app.payments.inbox import apply_pending, companies_with_pending
+
+    if older_than_seconds is None:
+        older_than_seconds = current_app.config["NOTIFICATION_SWEEP_S"]
+    applied = 0
+    for company_id in companies_with_pending(older_than_seconds):
+        applied += apply_pending(company_id)
+    if applied:
+        logger.warning("The notification sweep applied %s rows left pending", applied)
+    return applied

@@ -1,5 +1,5 @@
-"""SIGKILL of the web process while WeChat Pay notifications are in flight: the simulator
-retries as the channel does, and after the restart each payment is posted exactly once."""
+"""SIGKILL of the Celery worker while it applies stored WeChat Pay notifications: the web
+process has already accepted them, and the sweep applies each one exactly once."""
 
 from collections import Counter
 from decimal import Decimal
@@ -22,6 +22,7 @@ from app.payments.models import (
 )
 from app.payments.online import create_wechat_order
 from app.payments.services import amount_owed
+from app.tasks.payments import sweep_notifications_task
 from tests.faults.conftest import WAIT_S, backends_of, free_port, wait_until
 from tools.wechatpay_simulator import Simulator
 
@@ -83,7 +84,15 @@ def _delivered(simulator, transaction_ids):
     return set(transaction_ids) <= ok
 
 
-def test_killed_web_posts_each_payment_once(wechat_world, processes, blocker):
+def _waiting_for_lock(blocker, application_name):
+    with blocker.engine.connect() as probe:
+        return probe.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND wait_event_type = 'Lock'"
+        ), {"name": application_name})
+
+
+@pytest.mark.slow
+def test_killed_worker_posts_each_payment_once(wechat_world, processes, blocker, tmp_path):
     simulator, port, env, tj = (wechat_world[k] for k in ("simulator", "port", "env", "tj"))
     accounts = db.session.scalars(
         sa.select(Account).filter_by(company_id=tj.id, billing_status="normal").order_by(Account.id).limit(ORDERS)
@@ -91,38 +100,40 @@ def test_killed_web_posts_each_payment_once(wechat_world, processes, blocker):
     owed = {a.id: amount_owed(a).total for a in accounts}
     assert all(amount > 0 for amount in owed.values())
     orders = [create_wechat_order(account) for account in accounts]
-    web = processes.web("fault_web", port, **env)
+    processes.web("fault_web", port, **env)
+    worker = processes.celery_worker("fault_worker", f"sqla+sqlite:///{tmp_path / 'celery-broker.db'}", **env)
 
-    # The first half is paid and posted while the web process runs normally.
+    def paid_count():
+        db.session.rollback()
+        return db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(company_id=tj.id))
+
+    # The first half is accepted, then applied by the worker as usual.
     first = [simulator.pay(SUB_MCHID, order.out_trade_no) for order in orders[: ORDERS // 2]]
     wait_until(lambda: _delivered(simulator, first))
+    wait_until(lambda: paid_count() == len(first), timeout_s=WAIT_S)
 
-    # The receipt counter is locked, so every notification of the second half stops inside
-    # its transaction, after it locked its order and account and before its payment row.
+    # With the receipt counter locked, the web still accepts the second half, and the worker
+    # stops inside its batch transaction, after it locked the rows, order and account.
     blocker.begin()
     blocker.execute(sa.select(ReceiptCounter).where(ReceiptCounter.company_id == tj.id).with_for_update())
     second = [simulator.pay(SUB_MCHID, order.out_trade_no) for order in orders[ORDERS // 2:]]
-
-    def all_waiting():
-        with blocker.engine.connect() as probe:
-            return probe.scalar(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fault_web' AND wait_event_type = 'Lock'"
-            )) == len(second)
-
-    wait_until(all_waiting)
-    processes.kill(web)
+    wait_until(lambda: _delivered(simulator, second))
+    wait_until(lambda: _waiting_for_lock(blocker, "fault_worker") == 1)
+    processes.kill(worker)
     blocker.rollback()
-    wait_until(lambda: backends_of(blocker, "fault_web") == 0)
-    db.session.rollback()
-    assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(company_id=tj.id)) == len(first)
+    wait_until(lambda: backends_of(blocker, "fault_worker") == 0)
+    assert paid_count() == len(first)
+    pending = db.session.scalar(sa.select(sa.func.count(PaymentNotification.id)).filter_by(outcome="pending"))
+    assert pending == len(second)
 
-    processes.web("fault_web_restarted", port, **env)
-    wait_until(lambda: _delivered(simulator, first + second), timeout_s=WAIT_S)
+    # Celery beat's sweep, run here, applies what the killed worker left; a second run finds nothing.
+    assert sweep_notifications_task(older_than_seconds=0) == len(second)
+    assert sweep_notifications_task(older_than_seconds=0) == 0
 
     db.session.rollback()
     payments = db.session.scalars(sa.select(Payment).filter_by(company_id=tj.id).order_by(Payment.receipt_no)).all()
     assert Counter(p.channel_transaction_id for p in payments) == Counter(first + second)
-    # Receipt numbers stay gapless: the killed transactions gave theirs back.
+    # Receipt numbers stay gapless: the killed transaction gave its block back.
     assert [p.receipt_no[-6:] for p in payments] == [f"{n:06d}" for n in range(1, ORDERS + 1)]
     for order in orders:
         db.session.refresh(order)
