@@ -10,6 +10,7 @@ from flask import current_app
 from flask_babel import force_locale, gettext
 
 from app.billing.models import LedgerEntry
+from app.billing.seasons import POSTED_CHARGE_KINDS
 from app.extensions import db
 from app.i18n import DEFAULT_LOCALE, M_, N_, Message, message_of
 from app.ledger.models import LedgerValueMap
@@ -313,8 +314,6 @@ BILLED_FIELDS = {
     "billing_status": BILLING_STATUSES,
     "billing_method": BILLING_METHODS,
 }
-# Ledger lines that mean a season was billed to an account.
-POSTED_CHARGE_KINDS = ("charge", "rerate", "settlement")
 
 
 def _billed_changes(company, parsed):
