@@ -17,6 +17,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 
 from app.billing.models import RECEIVABLE_KINDS, CollectionTask, LedgerEntry, utcnow
+from app.billing.seasons import default_season
 from app.extensions import db
 from app.i18n import N_, join_items, translate_label
 from app.locking import lock_row
@@ -88,7 +89,7 @@ def _season_ages(company_id, as_of_season=None):
     seasons = company_seasons(company_id)
     if not seasons:
         return {}, None
-    as_of = as_of_season or seasons[-1]
+    as_of = as_of_season or default_season(company_id) or seasons[-1]
     position = next(index for index, season in enumerate(seasons) if season.id == as_of.id)
     ages = {season.id: position - index for index, season in enumerate(seasons) if index <= position}
     return ages, as_of
@@ -122,7 +123,7 @@ def _outstanding_by_season(company_id, season_ids):
 def arrears_by_account(company_id, as_of_season=None, account_ids=None):
     """Return [AccountArrears] of every account with outstanding receivable, by account number.
 
-    Seasons after `as_of_season` (default: the latest) are left out.
+    Seasons after `as_of_season` (default: app.billing.seasons.default_season) are left out.
     """
     ages, as_of = _season_ages(company_id, as_of_season)
     names = dict(db.session.execute(sa.select(Season.id, Season.name).where(Season.id.in_(ages))).all())

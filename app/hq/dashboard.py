@@ -24,6 +24,7 @@ from flask import has_request_context, request
 from flask_babel import gettext
 
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, LedgerEntry
+from app.billing.seasons import default_season_name
 from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.hq.models import NO_SEASON, CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal
@@ -87,9 +88,8 @@ def previous_season_name(name):
 
 
 def default_season(as_of):
-    """Return the season a date belongs to. From July on, that is the season starting that year."""
-    first = as_of.year if as_of.month >= 7 else as_of.year - 1
-    return f"{first}-{first + 1}"
+    """Return the group's default season as of a date, by the rule every page shares (app.billing.seasons)."""
+    return default_season_name(as_of)
 
 
 def end_of_day_utc(as_of):

@@ -93,7 +93,7 @@ def _community(company, community_id):
 def collection():
     """Receivable, received, arrears and collection rate per company and for the group."""
     _require_hq()
-    season = request.args.get("season", "2025-2026")
+    season = request.args.get("season", "").strip() or dashboard.default_season(dashboard.today())
     return render_template("hq/collection.html", summary=collection_summary(season), field=field_progress())
 
 

@@ -38,13 +38,16 @@ HEADER_SYNONYMS = {
 }
 REQUIRED_FIELDS = ["community", "building", "unit", "room", "building_area", "user_type", "billing_status"]
 FIELD_LABELS = {
+    "legacy_no": "原用户编号",
     "community": "小区名称",
     "building": "楼号",
     "unit": "单元",
     "room": "房号",
     "building_area": "建筑面积",
+    "usable_area": "使用面积",
     "user_type": "用户类型",
     "billing_status": "供热状态",
+    "billing_method": "计费方式",
 }
 
 # Ledger wording -> code. Keys are the group's accepted synonyms; anything else is rejected.

@@ -10,14 +10,16 @@ from flask import current_app
 from flask_babel import force_locale, gettext
 
 from app.billing.models import LedgerEntry
+from app.billing.seasons import POSTED_CHARGE_KINDS
 from app.extensions import db
 from app.i18n import DEFAULT_LOCALE, M_, N_, Message, message_of
 from app.ledger.models import LedgerValueMap
-from app.ledger.parser import LedgerFileError, RowError, parse_ledger
-from app.network.models import Account, Building, Community, HeatSource, Station, Unit
+from app.ledger.parser import FIELD_LABELS, LedgerFileError, RowError, parse_ledger
+from app.network.models import BILLING_METHODS, BILLING_STATUSES, USER_TYPES, Account, Building, Community, HeatSource, Station, Unit
 from app.network.numbering import format_account_no
 from app.network.valves import record_valve_change, utcnow
 from app.org.models import Company
+from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
     if not parsed.rows:
         result.file_error = M_("台账只有表头，没有数据行；未导入任何数据。")
         return result
-    conflicts = _dwelling_conflicts(company, parsed)
+    conflicts = _dwelling_conflicts(company, parsed) + _address_conflicts(company, parsed) + _billed_changes(company, parsed)
     if conflicts:
         result.errors = conflicts
         return result
@@ -273,6 +275,106 @@ def _dwelling_conflicts(company, parsed):
                 other_account_no=number_by_legacy[row.legacy_no],
             ))
     return errors
+
+
+def _address_conflicts(company, parsed):
+    """Rows with a new legacy number at the address of a stored account that has another legacy number.
+
+    Without this check the row would take over that account: its legacy number, owner and areas.
+    """
+    communities = {c.name: c.code for c in db.session.scalars(sa.select(Community).filter_by(company_id=company.id))}
+    accounts = db.session.execute(
+        sa.select(Account.legacy_no, Account.account_no, Account.customer_name).where(Account.company_id == company.id)
+    ).all()
+    known_legacy = {legacy for legacy, _number, _name in accounts if legacy}
+    by_number = {number: (legacy, name) for legacy, number, name in accounts}
+    errors = []
+    for row in parsed.rows:
+        code = communities.get(row.community)
+        # A legacy number already stored is matched by _dwelling_conflicts and by _store.
+        if code is None or not row.legacy_no or row.legacy_no in known_legacy:
+            continue
+        account_no = format_account_no(company.number, code, row.building, row.unit, row.room)
+        stored_legacy, owner = by_number.get(account_no, (None, None))
+        if stored_legacy and stored_legacy != row.legacy_no:
+            errors.append(RowError.build(
+                row.excel_row, parsed.columns.get("legacy_no", "原用户编号"), row.legacy_no,
+                N_("该地址已是用户 %(account_no)s（原编号 %(legacy_no)s，户主 %(owner)s），与本行原编号 %(row_legacy_no)s 不符；"
+                   "若是同一户，请把原编号改为 %(legacy_no)s；若是另一户，请核对小区、楼号、单元和房号"),
+                account_no=account_no, legacy_no=stored_legacy, owner=owner, row_legacy_no=row.legacy_no,
+            ))
+    return errors
+
+
+# Account fields that set a season charge: an import must not change them once charges are posted.
+BILLED_FIELDS = {
+    "building_area": None,
+    "usable_area": None,
+    "user_type": USER_TYPES,
+    "billing_status": BILLING_STATUSES,
+    "billing_method": BILLING_METHODS,
+}
+
+
+def _billed_changes(company, parsed):
+    """Rows that would change a billing field of an account that already has charges posted in a season.
+
+    Such a change needs re-rating, so the row names the process to use; name, phone and
+    note corrections of the same row stay allowed.
+    """
+    latest_season = dict(
+        db.session.execute(
+            sa.select(LedgerEntry.account_id, sa.func.max(LedgerEntry.season_id)).where(
+                LedgerEntry.company_id == company.id,
+                LedgerEntry.season_id.is_not(None),
+                LedgerEntry.kind.in_(POSTED_CHARGE_KINDS),
+            ).group_by(LedgerEntry.account_id)
+        ).all()
+    )
+    if not latest_season:
+        return []
+    season_names = dict(db.session.execute(sa.select(Season.id, Season.name).where(Season.company_id == company.id)).all())
+    communities = {c.name: c.code for c in db.session.scalars(sa.select(Community).filter_by(company_id=company.id))}
+    billed = db.session.scalars(
+        sa.select(Account).where(Account.company_id == company.id, Account.id.in_(list(latest_season)))
+    ).all()
+    by_legacy = {a.legacy_no: a for a in billed if a.legacy_no}
+    by_number = {a.account_no: a for a in billed}
+    errors = []
+    for row in parsed.rows:
+        # Match the row to its account as _store does: by legacy number, else by address.
+        account = by_legacy.get(row.legacy_no) if row.legacy_no else None
+        code = communities.get(row.community)
+        if account is None and code is not None:
+            account = by_number.get(format_account_no(company.number, code, row.building, row.unit, row.room))
+        if account is None:
+            continue
+        for name, labels in BILLED_FIELDS.items():
+            old, new = getattr(account, name), getattr(row, name)
+            if old == new:
+                continue
+            if name.endswith("_area"):
+                reason = N_("用户 %(account_no)s 已有 %(season)s 采暖季的已过账热费，导入不能把%(field)s从 %(old)s 改为 %(new)s；"
+                            "请在台账中保留 %(old)s，并在用户页提交“调整面积”申请，或在 /billing/rerates 提交追溯调整")
+            else:
+                reason = N_("用户 %(account_no)s 已有 %(season)s 采暖季的已过账热费，导入不能把%(field)s从 %(old)s 改为 %(new)s；"
+                            "请在台账中保留 %(old)s，并在 /billing/rerates 提交追溯调整")
+            errors.append(RowError.build(
+                row.excel_row, parsed.columns.get(name, FIELD_LABELS[name]), _shown_value(new, labels), reason,
+                account_no=account.account_no, season=season_names.get(latest_season[account.id], ""),
+                field=parsed.columns.get(name, FIELD_LABELS[name]),
+                old=_shown_value(old, labels), new=_shown_value(new, labels),
+            ))
+    return errors
+
+
+def _shown_value(value, labels):
+    """Return a stored field value as the ledger writes it: an area without trailing zeros, a code as its label."""
+    if value is None:
+        return "—"
+    if labels is not None:
+        return labels.get(value, value)
+    return f"{value.normalize():f}"
 
 
 def _store(company, parsed, result, user_id, progress):

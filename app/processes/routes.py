@@ -3,7 +3,7 @@
 import logging
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -67,7 +67,12 @@ def error_text(error):
 
 
 def process_panels(account):
-    """Return one request box per process type for the account page: its form, or the running instance."""
+    """Return one request box per process type for the account page: its form, or the running instance.
+
+    A form that failed on submit (`g.rejected_start_form`, set by the start view) comes back
+    with the values the user entered, and its box is open.
+    """
+    rejected_code, rejected_form = g.get("rejected_start_form", (None, None))
     can_start = current_user.is_authenticated and has_permission(current_user, "process.start", account.company_id)
     panels = []
     for code, definition in DEFINITIONS.items():
@@ -79,10 +84,11 @@ def process_panels(account):
             continue
         form = None
         if startable and running is None:
-            form = start_form_class(code)()
+            form = rejected_form if code == rejected_code else start_form_class(code)()
             if definition.form_choices is not None:
                 fill_choices(form, definition.form_choices(account))
-        panels.append({"code": code, "label": definition.label, "running": running, "form": form})
+        panels.append({"code": code, "label": definition.label, "running": running, "form": form,
+                       "rejected": code == rejected_code})
     return panels
 
 
@@ -170,21 +176,30 @@ def _start_view(process_type):
             for messages in form.errors.values():
                 for message in messages:
                     flash(message, "error")
-            return redirect(url_for("network.account", account_id=account_id))
+            return _account_page_with(process_type, form, account_id), 400
         try:
             instance = start_process(process_type, account_id, current_user, request.form)
         except (NotFoundError, AccessError) as error:
             _fail(error)
         except (InputError, ConflictError, ProcessRunError) as error:
             db.session.rollback()
+            logger.info("Request %s for account %s rejected: %s", process_type, account_id, error)
             flash(_("%(process)s申请未受理：%(error)s", process=translate_label(label), error=error_text(error)), "error")
-            return redirect(url_for("network.account", account_id=account_id))
+            return _account_page_with(process_type, form, account_id), 400 if isinstance(error, InputError) else 409
         flash(_("%(process)s申请已受理（流程 %(id)s），已转下一环节办理。", process=translate_label(label), id=instance.id), "success")
         return redirect(url_for("network.account", account_id=account_id))
 
     view.__name__ = f"start_{process_type}"
     view.__doc__ = f"File a {process_type} request for an account from its page."
     return view
+
+
+def _account_page_with(process_type, form, account_id):
+    """Render the account page with a rejected request form, so the entered values and the flashed error stay."""
+    from app.network.routes import account as account_page
+
+    g.rejected_start_form = (process_type, form)
+    return account_page(account_id)
 
 
 # One fixed URL per process type (/processes/<type>/start/<account id>), so that every

@@ -1,13 +1,17 @@
 """Ledger import against the companies' real ledgers and their expected figures."""
 
+import io
 import json
+from decimal import Decimal
 
+import openpyxl
 import pytest
 import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.billing.services import receivables_report, run_billing
 from app.extensions import db
+from app.ledger.services import import_ledger
 from app.network.models import Account, Community
 from tests.conftest import LEDGERS
 
@@ -126,3 +130,112 @@ def test_import_reports_progress_by_phase(demo):
     assert phases[0] == "validating"
     assert calls[-1] == ("storing", 1743, 1743)
     assert phases.index("storing") > phases.index("validating")
+
+
+TJ_HEADER = ["原用户编号", "户主姓名", "联系电话", "小区名称", "楼号", "单元", "房号", "建筑面积", "用户类型", "供热状态",
+             "换热站", "热源", "往年欠费", "备注"]
+# The stored row of TJ-0001520 in TJ-shared.xlsx: 海河花园 6号楼 2单元 303, 99.99 ㎡, 居民.
+CHENG_ROW = ["TJ-0001520", "程春诺", "19545587209", "海河花园", "6号楼", 2, "303", "99.99", "居民", "正常",
+             "津南一站", "津南热电厂", None, None]
+
+
+def _tj_workbook(*rows):
+    workbook = openpyxl.Workbook()
+    workbook.active.append(TJ_HEADER)
+    for row in rows:
+        workbook.active.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _cheng():
+    return db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-0001520"))
+
+
+def _account_snapshot(company):
+    rows = db.session.execute(
+        sa.select(Account.account_no, Account.legacy_no, Account.customer_name, Account.phone, Account.building_area,
+                  Account.user_type, Account.billing_status).where(Account.company_id == company.id).order_by(Account.account_no)
+    ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_new_legacy_at_taken_address_rejected(import_fixture, demo):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    before = _account_snapshot(demo["TJ"])
+    cheng = _cheng()
+    newcomer = ["TJ-9900003", "新用户丙", "13900000003", "海河花园", "6号楼", 2, "303", "210", "非居民", "正常",
+                "津南一站", "津南热电厂", None, None]
+
+    result = import_ledger(demo["TJ"], _tj_workbook(newcomer), "newcomer.xlsx")
+
+    assert not result.ok
+    assert len(result.errors) == 1
+    error = result.errors[0]
+    assert (error.excel_row, error.column, error.value) == (2, "原用户编号", "TJ-9900003")
+    assert error.reason == (
+        f"该地址已是用户 {cheng.account_no}（原编号 TJ-0001520，户主 程春诺），与本行原编号 TJ-9900003 不符；"
+        "若是同一户，请把原编号改为 TJ-0001520；若是另一户，请核对小区、楼号、单元和房号"
+    )
+    db.session.expire_all()
+    assert _account_snapshot(demo["TJ"]) == before
+    assert _cheng().building_area == Decimal("99.99")
+    assert _cheng().user_type == "residential"
+
+
+def test_billed_account_keeps_billing_fields(import_fixture, demo):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    run_billing("TJ", "2025-2026")
+    before = _account_snapshot(demo["TJ"])
+    lines_before = db.session.scalar(sa.select(sa.func.count(LedgerEntry.id)))
+    account_no = _cheng().account_no
+    changed = list(CHENG_ROW)
+    changed[7], changed[8] = "210", "非居民"
+
+    result = import_ledger(demo["TJ"], _tj_workbook(changed), "changed.xlsx")
+
+    assert not result.ok
+    assert [(e.excel_row, e.column, e.value) for e in result.errors] == [(2, "建筑面积", "210"), (2, "用户类型", "非居民")]
+    assert result.errors[0].reason == (
+        f"用户 {account_no} 已有 2025-2026 采暖季的已过账热费，导入不能把建筑面积从 99.99 改为 210；"
+        "请在台账中保留 99.99，并在用户页提交“调整面积”申请，或在 /billing/rerates 提交追溯调整"
+    )
+    assert result.errors[1].reason == (
+        f"用户 {account_no} 已有 2025-2026 采暖季的已过账热费，导入不能把用户类型从 居民 改为 非居民；"
+        "请在台账中保留 居民，并在 /billing/rerates 提交追溯调整"
+    )
+    db.session.expire_all()
+    assert _account_snapshot(demo["TJ"]) == before
+    assert db.session.scalar(sa.select(sa.func.count(LedgerEntry.id))) == lines_before
+
+
+def test_billed_account_name_phone_corrected(import_fixture, demo):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    run_billing("TJ", "2025-2026")
+    corrected = list(CHENG_ROW)
+    corrected[1], corrected[2], corrected[13] = "程新诺", "13900000009", "电话已更正"
+
+    result = import_ledger(demo["TJ"], _tj_workbook(corrected), "corrected.xlsx")
+
+    assert result.ok, [e.reason for e in result.errors]
+    assert result.updated == 1
+    db.session.expire_all()
+    cheng = _cheng()
+    assert cheng.customer_name == "程新诺"
+    assert cheng.phone == "13900000009"
+    assert cheng.note == "电话已更正"
+    assert cheng.building_area == Decimal("99.99")
+
+
+def test_unbilled_account_area_corrected(import_fixture, demo):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    changed = list(CHENG_ROW)
+    changed[7], changed[8] = "210", "非居民"
+
+    result = import_ledger(demo["TJ"], _tj_workbook(changed), "changed.xlsx")
+
+    assert result.ok, [e.reason for e in result.errors]
+    db.session.expire_all()
+    assert _cheng().building_area == Decimal("210")
+    assert _cheng().user_type == "non_residential"

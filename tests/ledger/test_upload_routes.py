@@ -3,6 +3,7 @@
 import io
 import re
 import zipfile
+from decimal import Decimal
 
 import openpyxl
 import pytest
@@ -175,3 +176,55 @@ def test_failed_import_summary_english(demo, login, monkeypatch):
     assert job.summary == "导入失败：服务器内部错误，数据未保存。请联系管理员。"
     assert "Import failed: internal server error, nothing was stored." in body
     assert "Import failed: internal server error, nothing was stored." in listing
+
+
+def test_taken_address_error_in_both_languages(import_fixture, demo, login):
+    from tests.ledger.test_import import _tj_workbook
+
+    import_fixture("TJ", "TJ-shared.xlsx")
+    cheng = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-0001520"))
+    newcomer = ["TJ-9900003", "新用户丙", "13900000003", "海河花园", "6号楼", 2, "303", "210", "非居民", "正常",
+                "津南一站", "津南热电厂", None, None]
+    client = login("tj_clerk")
+
+    chinese_page = _upload(client, _tj_workbook(newcomer), "newcomer.xlsx").get_data(as_text=True)
+    job = db.session.scalar(sa.select(LedgerImport).order_by(LedgerImport.id.desc()))
+    client.post("/language", data={"locale": "en"})
+    english_page = client.get(f"/ledger/{job.id}").get_data(as_text=True)
+
+    assert job.status == "rejected"
+    assert (
+        f"该地址已是用户 {cheng.account_no}（原编号 TJ-0001520，户主 程春诺），与本行原编号 TJ-9900003 不符；"
+        "若是同一户，请把原编号改为 TJ-0001520；若是另一户，请核对小区、楼号、单元和房号"
+    ) in chinese_page
+    assert (
+        f"This address already belongs to account {cheng.account_no} (legacy number TJ-0001520, owner 程春诺), "
+        "not to legacy number TJ-9900003 of this row. If it is the same household, change the legacy number to "
+        "TJ-0001520; if it is another household, check the community, building, unit and room."
+    ) in english_page
+    assert db.session.scalar(sa.select(sa.func.count(Account.id)).filter_by(legacy_no="TJ-9900003")) == 0
+    db.session.expire_all()
+    assert db.session.get(Account, cheng.id).customer_name == "程春诺"
+
+
+def test_billed_change_error_in_english(import_fixture, demo, login):
+    from app.billing.services import run_billing
+    from tests.ledger.test_import import CHENG_ROW, _tj_workbook
+
+    import_fixture("TJ", "TJ-shared.xlsx")
+    run_billing("TJ", "2025-2026")
+    cheng = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-0001520"))
+    changed = list(CHENG_ROW)
+    changed[7] = "210"
+    client = login("tj_clerk")
+    client.post("/language", data={"locale": "en"})
+
+    english_page = _upload(client, _tj_workbook(changed), "changed.xlsx").get_data(as_text=True)
+
+    assert (
+        f"Account {cheng.account_no} already has charges posted for season 2025-2026, so an import cannot change "
+        "建筑面积 from 99.99 to 210. Keep 99.99 in the ledger and submit an area adjustment request on the account "
+        "page, or a retroactive change at /billing/rerates."
+    ) in english_page
+    db.session.expire_all()
+    assert db.session.get(Account, cheng.id).building_area == Decimal("99.99")

@@ -11,7 +11,7 @@ from app.network.models import Account
 from app.processes.audit import verify_chain
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
 from app.tariffs.services import get_season
-from tests.processes.conftest import SEASON, open_task, start_request, submit_task
+from tests.processes.conftest import SEASON, flashed, open_task, start_request, submit_task
 
 
 def _instance_for(account_id):
@@ -193,19 +193,21 @@ def test_start_rejects_duplicate_and_non_normal(demo, make_account, login):
     account = make_account("TJ", "87.35")
     start_request(clerk, account.id)
     response = start_request(clerk, account.id)
-    assert "该户已有办理中的报停申请" in clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert response.status_code == 409
+    assert "该户已有办理中的报停申请" in flashed(clerk, response)
 
     suspended = make_account("TJ", "60.00", status="suspended")
     response = start_request(clerk, suspended.id)
-    assert "只有「正常」状态的用户可以申请报停" in clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert "只有「正常」状态的用户可以申请报停" in flashed(clerk, response)
     assert db.session.scalar(sa.select(sa.func.count(ProcessInstance.id))) == 1
 
     response = start_request(clerk, make_account("TJ", "70.00").id, reason="other", comment="")
-    assert "原因为「其他」时必须填写说明" in clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert response.status_code == 400
+    assert "原因为「其他」时必须填写说明" in flashed(clerk, response)
     response = start_request(clerk, make_account("TJ", "70.00").id, reason="   ")
-    assert "请选择报停原因" in clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert "请选择报停原因" in flashed(clerk, response)
     response = start_request(clerk, make_account("TJ", "70.00").id, reason="空" * 101)
-    assert "报停原因共 101 字，超过 100 字上限" in clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert "报停原因共 101 字，超过 100 字上限" in flashed(clerk, response)
     assert db.session.scalar(sa.select(sa.func.count(ProcessInstance.id))) == 1
 
 

@@ -138,6 +138,38 @@ def test_waiver_start_rejects_bad_input(demo, make_account, login):
     ]
     for values, message in cases:
         response = _request(clerk, account, **values)
-        assert response.status_code == 302
+        assert response.status_code == 400, values
         assert message in flashed(clerk, response), values
+    assert instance_of(account.id, "waiver") is None
+
+
+def test_rejected_waiver_form_keeps_input(demo, make_account, login):
+    clerk = login("tj_clerk")
+    account = make_account("TJ", "87.35")
+
+    response = _request(clerk, account, amount="2183.76", evidence="低保证明 津南2025-0415",
+                        comment="户主住院三个月，家属代为申请")
+    body = response.get_data(as_text=True)
+
+    assert response.status_code == 400
+    assert "减免金额 2183.76 元超过该户 2025-2026 应收 2183.75 元" in body
+    assert 'value="2183.76"' in body
+    assert "低保证明 津南2025-0415" in body
+    assert "户主住院三个月，家属代为申请" in body
+    assert '<details class="process-start" open>' in body
+    assert instance_of(account.id, "waiver") is None
+
+
+def test_invalid_waiver_form_keeps_input(demo, make_account, login):
+    clerk = login("tj_clerk")
+    account = make_account("TJ", "87.35")
+
+    response = _request(clerk, account, amount="12.345", evidence="残疾证 津南2025-0416", comment="材料原件稍后补交")
+    body = response.get_data(as_text=True)
+
+    assert response.status_code == 400
+    assert "减免金额（元）「12.345」最多 2 位小数" in body
+    assert 'value="12.345"' in body
+    assert "残疾证 津南2025-0416" in body
+    assert "材料原件稍后补交" in body
     assert instance_of(account.id, "waiver") is None
