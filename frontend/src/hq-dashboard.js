@@ -11,7 +11,11 @@ import { CanvasRenderer } from 'echarts/renderers';
 echarts.use([BarChart, LineChart, GridComponent, LegendComponent, TitleComponent, TooltipComponent, CanvasRenderer]);
 
 const COLORS = ['#0969da', '#cf222e', '#1a7f37', '#9a6700', '#8250df', '#bc4c00', '#57606a', '#0550ae'];
-const FONT = { fontFamily: 'sans-serif' };
+// Chart texts in the page's own font (CJK first), so widths measured for layout match the drawn glyphs.
+const FONT = { fontFamily: getComputedStyle(document.body).fontFamily || 'sans-serif' };
+// A plain legend wraps into as many rows as the card needs; fitLegend() then makes room below the grid.
+const LEGEND = { type: 'plain', bottom: 4, left: 8, right: 8, itemGap: 12, textStyle: FONT };
+const AXIS_ROOM = 44;
 // Company names are long: show every one, broken over two lines.
 const COMPANY_LABEL = { interval: 0, width: 84, overflow: 'break' };
 
@@ -26,7 +30,7 @@ function collection(data) {
   return {
     color: COLORS,
     tooltip: { trigger: 'axis', valueFormatter: (v) => (v === null ? '—' : `${v}%`) },
-    legend: { type: 'scroll', bottom: 0 },
+    legend: LEGEND,
     grid: { left: 48, right: 16, top: 36, bottom: 64 },
     xAxis: { type: 'category', data: data.days, boundaryGap: false },
     yAxis: { type: 'value', name: LABELS.rate_axis, min: 0, max: 100 },
@@ -53,7 +57,7 @@ function arrears(data) {
   return {
     color: COLORS,
     tooltip: { trigger: 'axis' },
-    legend: { type: 'scroll', bottom: 0 },
+    legend: LEGEND,
     grid: { left: 72, right: 16, top: 36, bottom: 72 },
     xAxis: { type: 'category', data: names, axisLabel: COMPANY_LABEL },
     yAxis: { type: 'value', name: LABELS.arrears_axis },
@@ -110,6 +114,18 @@ function communities(rows) {
 
 const BUILDERS = { collection, arrears, waivers, processes, communities };
 
+// Grow the chart's bottom margin to the wrapped legend's height plus the x-axis labels.
+function fitLegend(chart) {
+  const legend = chart.getModel().getComponent('legend');
+  if (!legend) return;
+  const height = chart.getViewOfComponentModel(legend).group.getBoundingRect().height;
+  const bottom = Math.ceil(height) + 4 + AXIS_ROOM;
+  if (chart.getOption().grid[0].bottom !== bottom) chart.setOption({ grid: { bottom } });
+}
+
+// The charts by name, for the browser tests that check the legend layout.
+window.hqCharts = {};
+
 function render() {
   const source = document.getElementById('hq-chart-data');
   if (!source) return;
@@ -120,7 +136,9 @@ function render() {
     const locale = document.documentElement.lang.startsWith('zh') ? 'ZH' : 'EN';
     const chart = echarts.init(container, null, { renderer: 'canvas', locale });
     chart.setOption({ textStyle: FONT, animation: false, ...BUILDERS[name](figures) });
-    window.addEventListener('resize', () => chart.resize());
+    fitLegend(chart);
+    window.addEventListener('resize', () => { chart.resize(); fitLegend(chart); });
+    window.hqCharts[name] = chart;
     container.dataset.rendered = 'true';
   });
 }

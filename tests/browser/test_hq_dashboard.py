@@ -134,3 +134,93 @@ def test_dashboard_in_english(hq_ledger, demo, page, browser_login, screenshot):
     labels = page.evaluate("JSON.parse(document.getElementById('hq-chart-labels').textContent)")
     assert labels["rate_axis"] == "Collection rate %"
     screenshot(page, "hq-dashboard-english")
+
+
+# For every legend item of a chart: its box and how far its label's ink reaches when drawn on a
+# canvas placed in the chart's container, in the item's own font. The ink is scanned pixel by pixel:
+# ECharts measures text on a detached canvas, and for a generic family the page's lang can pick a
+# wider CJK fallback font on the drawn canvas than on the measuring one.
+LEGEND_ITEMS_JS = """(name) => {
+  const chart = window.hqCharts[name];
+  const view = chart.getViewOfComponentModel(chart.getModel().getComponent('legend'));
+  const canvas = document.createElement('canvas');
+  canvas.style.display = 'none';
+  chart.getDom().appendChild(canvas);
+  canvas.width = 800;
+  canvas.height = 40;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const ink = (label, font) => {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.font = font;
+    ctx.textBaseline = 'middle';
+    ctx.fillText(label, 0, 20);
+    const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let x = canvas.width - 1; x >= 0; x -= 1) {
+      for (let y = 0; y < canvas.height; y += 1) if (pixels[(y * canvas.width + x) * 4 + 3] > 0) return x + 1;
+    }
+    return 0;
+  };
+  const items = view.getContentGroup().children().map((item) => {
+    const text = item.children().find((el) => el.style && typeof el.style.text === 'string');
+    const box = item.getBoundingRect();
+    return { label: text.style.text, x: item.x + box.x, y: item.y + box.y, height: box.height,
+             textLeft: item.x + (text.style.x || 0), drawn: ink(text.style.text, text.style.font) };
+  });
+  canvas.remove();
+  return items;
+}"""
+
+
+def _legend_overlaps(page, chart):
+    """Return the pairs of legend items in one row whose drawn label runs into the next item."""
+    items = sorted(page.evaluate(LEGEND_ITEMS_JS, chart), key=lambda i: (round(i["y"]), i["x"]))
+    overlaps = []
+    for left, right in zip(items, items[1:]):
+        same_row = abs(left["y"] - right["y"]) < left["height"] / 2
+        if same_row and left["textLeft"] + left["drawn"] > right["x"]:
+            overlaps.append((left["label"], right["label"]))
+    return overlaps
+
+
+def _box(page, selector):
+    return page.evaluate(
+        """(sel) => { const el = document.querySelector(sel); const r = el.getBoundingClientRect();
+                    return { width: r.width, height: r.height, scrollWidth: el.scrollWidth, clientWidth: el.clientWidth,
+                             overflowX: getComputedStyle(el).overflowX }; }""",
+        selector,
+    )
+
+
+@pytest.mark.parametrize("locale", ["zh", "en"])
+def test_dashboard_layout_fits_desktop_and_phone(hq_ledger, demo, page, browser_login, screenshot, locale):
+    """Legends never overlap, the waiver table stays in its card, and the top bar is one row at 1366 px."""
+    db.session.execute(sa.update(User).where(User.username.in_(["hq_auditor", "hq_admin"])).values(locale=locale))
+    db.session.commit()
+    browser_login(page, "hq_auditor")
+    for width, height in ((1366, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"/hq/dashboard?season={SEASON}")
+        for chart in CHARTS:
+            page.locator(f'[data-chart="{chart}"][data-rendered="true"] canvas').first.wait_for()
+        screenshot(page, f"hq-dashboard-{locale}-{width}")
+        for chart in ("collection", "arrears", "waivers", "processes"):
+            assert _legend_overlaps(page, chart) == [], (width, chart)
+        # The waiver table scrolls inside its card instead of running past it or squeezing its headers.
+        wrapper = _box(page, "#hq-waivers-scroll")
+        card = _box(page, "section.card:has(#hq-waivers)")
+        assert wrapper["width"] <= card["width"]
+        assert wrapper["scrollWidth"] <= wrapper["clientWidth"] or wrapper["overflowX"] in ("auto", "scroll")
+        font = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#hq-waivers th')).fontSize)")
+        header_heights = page.locator("#hq-waivers thead th").evaluate_all("ths => ths.map((th) => th.clientHeight)")
+        assert max(header_heights) < 4 * font, header_heights
+        if width == 1366:
+            link = _box(page, "header.topbar nav a")
+            assert _box(page, "header.topbar")["height"] < 2 * link["height"] + 24
+    # The group administrator has the longest menu.
+    page.context.clear_cookies()
+    browser_login(page, "hq_admin")
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"/hq/dashboard?season={SEASON}")
+    screenshot(page, f"hq-admin-topbar-{locale}")
+    link = _box(page, "header.topbar nav a")
+    assert _box(page, "header.topbar")["height"] < 2 * link["height"] + 24
