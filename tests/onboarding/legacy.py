@@ -20,13 +20,17 @@ SMALL_LEDGER = [
 ]
 
 
-def ledger_bytes(rows):
-    """Return an .xlsx ledger of `rows` (legacy number, user type, status, area) in the old system's layout."""
+def ledger_bytes(rows, first=0):
+    """Return an .xlsx ledger of `rows` (legacy number, user type, status, area) in the old system's layout.
+
+    Row i lives at dwelling `first + i`, so a later file with a larger `first` adds new
+    households instead of naming the addresses of accounts already imported.
+    """
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet("热用户")
     sheet.append(["中原热力 2025-2026 采暖季用户清单"])
     sheet.append(HEADER)
-    for index, (legacy_no, user_type, status, area) in enumerate(rows):
+    for index, (legacy_no, user_type, status, area) in enumerate(rows, start=first):
         building, room = index // 40 + 1, index % 40 + 101
         sheet.append([legacy_no, f"户主{index}", "", "金水花园", f"{building}号楼", 1, room, Decimal(area), user_type, status, "金水站"])
     sheet.append(["合计"])

@@ -109,7 +109,7 @@ def test_later_upload_uses_company_wording(demo, tmp_path, app_ctx):
     runner = app_ctx.test_cli_runner()
     runner.invoke(args=["heat", "onboard", str(spec), "--ledger", str(ledger)])
     more = tmp_path / "zz-more.xlsx"
-    more.write_bytes(ledger_bytes([("ZZ-000201", "企业", "停暖", "150.00")]))
+    more.write_bytes(ledger_bytes([("ZZ-000201", "企业", "停暖", "150.00")], first=200))
 
     zz_import = runner.invoke(args=["heat", "import-ledger", "--company", "ZZ", str(more)])
     tj_import = runner.invoke(args=["heat", "import-ledger", "--company", "TJ", str(more)])
