@@ -20,7 +20,7 @@ from app.ledger.models import LedgerValueMap
 from app.ledger.parser import FIELD_LABELS, LedgerFileError, RowError, parse_ledger
 from app.network.models import BILLING_METHODS, BILLING_STATUSES, USER_TYPES, Account, Building, Community, HeatSource, Station, Unit
 from app.network.numbering import format_account_no
-from app.network.valves import record_valve_change, utcnow
+from app.network.valves import ValveChange, record_valve_change, utcnow
 from app.org.models import Company
 from app.tariffs.models import Season
 from app.tenancy import TenantScopeError, current_scope
@@ -400,7 +400,7 @@ def _store(company, parsed, result, user_id, progress, stored, numbers):
     placements = _place_rows(company, parsed)
 
     new_accounts, changed_accounts, with_arrears, valve_changes = [], [], [], []
-    for row, (community_code, unit_id, station_id) in zip(parsed.rows, placements):
+    for row, (community_code, community_id, unit_id, station_id) in zip(parsed.rows, placements):
         account_no = numbers.format(community_code, row.building, row.unit, row.room)
         values = {name: getattr(row, name) for name in IMPORTED_COLUMNS}
         values["room"] = f"{row.room}"
@@ -432,7 +432,7 @@ def _store(company, parsed, result, user_id, progress, stored, numbers):
         if row.prior_arrears > 0:
             with_arrears.append((values, row))
         if row.valve_state is not None and row.valve_state != valve_before:
-            valve_changes.append((values, row))
+            valve_changes.append((values, row, community_id, account is None))
     result.created = len(new_accounts)
 
     _insert_accounts(company, new_accounts, progress, len(parsed.rows))
@@ -450,7 +450,7 @@ def _store(company, parsed, result, user_id, progress, stored, numbers):
 
 
 def _place_rows(company, parsed):
-    """Find or create the network of every row; return (community code, unit id, station id or None) per row.
+    """Find or create the network of every row; return (community code, community id, unit id, station id or None) per row.
 
     One flush at the end gives every new unit and station its id.
     """
@@ -469,8 +469,8 @@ def _place_rows(company, parsed):
         unit_key = (row.community, row.building, row.unit, row.has_lift)
         if unit_key not in units:
             community = cache.community(row.community)
-            units[unit_key] = (community.code, cache.unit(community, row.building, row.unit, row.has_lift))
-        community_code, unit = units[unit_key]
+            units[unit_key] = (community.code, community.id, cache.unit(community, row.building, row.unit, row.has_lift))
+        community_code, community_id, unit = units[unit_key]
         station = None
         if row.station:
             # A station given another heat source than on its last row is looked up again, so the last row wins as before.
@@ -478,9 +478,12 @@ def _place_rows(company, parsed):
             if station_source is None or station_source[1] != row.heat_source:
                 stations[row.station] = (cache.station(row.station, row.heat_source), row.heat_source)
             station = stations[row.station][0]
-        placed.append((community_code, unit, station))
+        placed.append((community_code, community_id, unit, station))
     db.session.flush()
-    return [(code, unit.id, station.id if station is not None else None) for code, unit, station in placed]
+    return [
+        (code, community_id, unit.id, station.id if station is not None else None)
+        for code, community_id, unit, station in placed
+    ]
 
 
 def _insert_accounts(company, accounts, progress, total):
@@ -569,13 +572,30 @@ def _insert_prior_arrears(company, with_arrears, filename, user_id):
 
 
 def _record_valve_changes(company, changes, filename, user_id):
-    """Add the valve states the ledger changed to the valve history, effective at the import."""
+    """Add the valve states the ledger changed to the valve history, effective at the import.
+
+    A new account has no history, so its change is inserted directly. A stored account's
+    change goes through record_valve_change, which links it to the changes before and after.
+    """
     imported_at = utcnow()
-    for account, row in changes:
-        # TODO: one history query per changed valve; a ledger that changes most valves pays a round trip per row.
+    new_changes = []
+    for account, row, community_id, is_new in changes:
+        note = f"{filename} 第 {row.excel_row} 行"[:255]
+        if is_new:
+            new_changes.append({
+                "company_id": company.id, "account_id": account["id"], "community_id": community_id,
+                "state": row.valve_state, "effective_at": imported_at, "ended_at": None, "cause_type": "import",
+                "cause_id": None, "recorded_by_id": user_id, "recorded_at": imported_at, "note": note,
+            })
+            continue
+        # TODO: two queries per changed valve of a stored account; a re-import that changes most valves pays them per row.
         target = SimpleNamespace(company_id=company.id, id=account["id"], unit_id=account["unit_id"])
-        record_valve_change(target, row.valve_state, imported_at, "import", recorded_by_id=user_id,
-                            note=f"{filename} 第 {row.excel_row} 行")
+        record_valve_change(target, row.valve_state, imported_at, "import", recorded_by_id=user_id, note=note)
+    if new_changes:
+        connection = db.session.connection()
+        statement = sa.insert(ValveChange.__table__)
+        for start in range(0, len(new_changes), STORE_BATCH):
+            connection.execute(statement, new_changes[start:start + STORE_BATCH])
 
 
 def find_company(code):
