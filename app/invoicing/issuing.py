@@ -29,7 +29,7 @@ from app.invoicing.vat import line_tax
 from app.locking import lock_row
 from app.money import ZERO
 from app.org.models import Company
-from app.payments.models import Payment
+from app.payments.models import Payment, Refund
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ GOODS_NAME = "*供热*热费"
 LATE_FEE_GOODS_NAME = "*供热*滞纳金"
 # Ledger kind of a payment's part -> the invoice line item it is invoiced as.
 INVOICED_KINDS = {"payment": "charge", "late_fee_payment": "late_fee"}
+# Ledger kind of a refund's part -> the invoice line item it gives back. The `credit` part
+# (money beyond what was owed) was never invoiced, so it has no item.
+REFUNDED_ITEMS = {"refund": "charge", "reversal": "charge", "late_fee_refund": "late_fee"}
 PENDING_KEY = "heatflow_invoices_to_issue"
 
 
@@ -82,6 +85,39 @@ def payment_lines(payment):
     ]
 
 
+def refunded_items(refund_ids):
+    """Sum what the refunds `refund_ids` (ids or a select of them) gave back, as {(season id, item): positive amount}."""
+    rows = db.session.execute(
+        sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.cause_type == "refund", LedgerEntry.cause_id.in_(refund_ids), LedgerEntry.kind.in_(tuple(REFUNDED_ITEMS)))
+        .group_by(LedgerEntry.season_id, LedgerEntry.kind)
+    ).all()
+    totals = {}
+    for season_id, kind, amount in rows:
+        key = (season_id, REFUNDED_ITEMS[kind])
+        totals[key] = totals.get(key, ZERO) + Decimal(amount)
+    return {key: amount for key, amount in totals.items() if amount > 0}
+
+
+def kept_lines(payment, entries):
+    """Return the lines of `entries` (from payment_lines) less what the payment's refunds gave back, per season and item.
+
+    A refund posts its ledger lines when it succeeds, so only completed refunds count. A
+    line given back in full is left out, so an empty list means the payment was refunded in full.
+    """
+    refunded = refunded_items(sa.select(Refund.id).where(Refund.payment_id == payment.id))
+    kept = []
+    for label, season_id, amount, item in entries:
+        key = (season_id, item)
+        # A season and item may have more than one paid line, so the refunded sum is used up line by line.
+        given_back = min(refunded.get(key, ZERO), amount)
+        if given_back:
+            refunded[key] -= given_back
+        if amount > given_back:
+            kept.append((label, season_id, amount - given_back, item))
+    return kept
+
+
 def add_invoice_lines(invoice, entries, user_type, profile):
     """Attach lines (label, season id, tax-inclusive amount, item[, VAT]) to `invoice` and set its totals.
 
@@ -117,10 +153,15 @@ def live_blue_invoice(payment_id):
 def _new_blue_invoice(payment, medium):
     company = db.session.get(Company, payment.company_id)
     profile = invoice_profile(payment.company_id)
-    # TODO: a blue invoice made after a refund of the payment still lists the refunded amounts.
     entries = payment_lines(payment)
     if not entries:
         raise InvoiceError(M_("收据 %(receipt)s 没有冲抵应收的明细（可能全部为多缴款），无可开票金额。", receipt=payment.receipt_no))
+    # A blue invoice made after a refund states only the amounts not refunded, so that
+    # refund needs no red invoice.
+    entries = kept_lines(payment, entries)
+    if not entries:
+        logger.info("Payment %s (receipt %s) was refunded in full; no blue invoice is made", payment.id, payment.receipt_no)
+        raise InvoiceError(M_("收据 %(receipt)s 的款项已全部退回，无可开票金额，不开具发票。", receipt=payment.receipt_no))
     invoice = Invoice(company_id=payment.company_id, payment_id=payment.id, medium=medium, direction="blue", status="pending")
     add_invoice_lines(invoice, entries, payment.account.user_type, profile)
     if medium == "electronic":
@@ -492,11 +533,19 @@ def season_invoiced(account_id, season_id, item="charge"):
     return Decimal(total or 0)
 
 
+def set_red_reason(invoice, reason):
+    """Store why a red invoice is issued: Chinese text for the vendor and, for a Message, its msgid for pages."""
+    with force_locale(DEFAULT_LOCALE):
+        invoice.reason = str(reason)[:REASON_MAX]
+    invoice.reason_message = reason.as_data() if isinstance(reason, Message) else None
+
+
 def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause_id, reason, item="charge"):
     """Issue red invoices for what an account's season is invoiced beyond what it owes after a reduction.
 
-    `item` is what the reduction lowered: charge, with `receivable_after` the season's
-    receivable, or late_fee, with `receivable_after` its late fees less late-fee waivers.
+    `reason` is a Message (or text) stating the cause. `item` is what the reduction lowered:
+    charge, with `receivable_after` the season's receivable, or late_fee, with
+    `receivable_after` its late fees less late-fee waivers.
     Only lines of that item are reversed. Called inside the transaction that posts the
     reduction (the waiver service task). Red invoices reverse the newest live blue invoices
     first, line by line. Repeated calls for the same cause create nothing new. Returns the
@@ -529,8 +578,9 @@ def reverse_invoiced_excess(account, season, receivable_after, cause_type, cause
             continue
         red = Invoice(
             company_id=account.company_id, payment_id=blue.payment_id, medium=blue.medium, direction="red", original_id=blue.id,
-            status="pending", order_no=order_no, reason=reason[:255], cause_type=cause_type, cause_id=cause_id,
+            status="pending", order_no=order_no, cause_type=cause_type, cause_id=cause_id,
         )
+        set_red_reason(red, reason)
         add_invoice_lines(red, [(lines[0].label, season.id, -portion, item)], lines[0].user_type, profile)
         db.session.add(red)
         created.append(red)

@@ -98,8 +98,10 @@ class Invoice(CompanyOwned, db.Model):
     last_error = sa.Column(sa.String(500), nullable=False, default="")
     # last_error as Message.as_data() (app.i18n) when it was stored with its msgid; pages translate it.
     last_error_message = sa.Column(sa.JSON)
-    # Why a red invoice was issued, or why a paper invoice was voided.
+    # Why a red invoice was issued, or why a paper invoice was voided, in Chinese as the vendor receives it.
     reason = sa.Column(sa.String(255), nullable=False, default="")
+    # The reason of a red invoice as a msgid and values (Message.as_data()), so pages show it in the reader's language.
+    reason_message = sa.Column(sa.JSON)
     # What caused a red invoice: process_instance (a waiver) or refund, and its id.
     cause_type = sa.Column(sa.String(32))
     cause_id = sa.Column(sa.Integer)
@@ -126,6 +128,11 @@ class Invoice(CompanyOwned, db.Model):
     @property
     def direction_label(self):
         return translate_label(INVOICE_DIRECTIONS.get(self.direction, self.direction))
+
+    @property
+    def shown_reason(self):
+        """The reason in the reader's language when it was stored with its msgid, else as typed (a void reason)."""
+        return stored_message(self.reason_message, self.reason)
 
     @property
     def shown_last_error(self):

@@ -18,7 +18,7 @@ from app.billing.models import LedgerEntry
 from app.clock import local_time
 from app.extensions import celery, db
 from app.i18n import M_
-from app.invoicing.issuing import add_invoice_lines, mark_not_needed, invoice_profile, payment_lines
+from app.invoicing.issuing import add_invoice_lines, invoice_profile, mark_not_needed, payment_lines, refunded_items, set_red_reason
 from app.invoicing.models import LIVE_STATUSES, Invoice, InvoiceLine, utcnow
 from app.locking import lock_row
 from app.money import ZERO
@@ -27,9 +27,6 @@ from app.payments.models import Payment, Refund
 
 logger = logging.getLogger(__name__)
 REFUNDS_KEY = "heatflow_refunds_to_reverse"
-# Ledger kind of a refund's part -> the invoice line item it gives back. The `credit` part
-# (money beyond what was owed) was never invoiced, so it has no item.
-REFUNDED_ITEMS = {"refund": "charge", "reversal": "charge", "late_fee_refund": "late_fee"}
 
 
 def queue_refund_reversal(refund):
@@ -73,7 +70,7 @@ def reverse_refund(refund_id):
         return []
     payment = db.session.get(Payment, refund.payment_id)
     company = db.session.get(Company, refund.company_id)
-    parts = _refunded_items([refund.id])
+    parts = refunded_items([refund.id])
     blue = _blue_invoice(payment.id)
     red = None
     note = None
@@ -108,20 +105,6 @@ def _blue_invoice(payment_id):
     return next((blue for blue in blues if blue.status in LIVE_STATUSES), blues[0] if blues else None)
 
 
-def _refunded_items(refund_ids):
-    """Sum what the refunds `refund_ids` (ids or a select of them) gave back, as {(season id, item): positive amount}."""
-    rows = db.session.execute(
-        sa.select(LedgerEntry.season_id, LedgerEntry.kind, sa.func.sum(LedgerEntry.amount))
-        .where(LedgerEntry.cause_type == "refund", LedgerEntry.cause_id.in_(refund_ids), LedgerEntry.kind.in_(tuple(REFUNDED_ITEMS)))
-        .group_by(LedgerEntry.season_id, LedgerEntry.kind)
-    ).all()
-    totals = {}
-    for season_id, kind, amount in rows:
-        key = (season_id, REFUNDED_ITEMS[kind])
-        totals[key] = totals.get(key, ZERO) + Decimal(amount)
-    return {key: amount for key, amount in totals.items() if amount > 0}
-
-
 def _red_entries(payment, blue, parts):
     """List the red lines (label, season id, negative amount, item) of a refund's `parts`, in the blue invoice's line order.
 
@@ -131,7 +114,7 @@ def _red_entries(payment, blue, parts):
     paid = {}
     for _label, season_id, amount, item in payment_lines(payment):
         paid[(season_id, item)] = paid.get((season_id, item), ZERO) + amount
-    refunded = _refunded_items(sa.select(Refund.id).where(Refund.payment_id == payment.id))
+    refunded = refunded_items(sa.select(Refund.id).where(Refund.payment_id == payment.id))
     stated = {}
     stated_tax = {}
     labels = {}
@@ -170,9 +153,9 @@ def _new_red_invoice(company, refund, blue, entries):
     """Add the red invoice of a refund against `blue`; it waits in pending while `blue` is not issued yet."""
     red = Invoice(
         company_id=company.id, payment_id=blue.payment_id, medium=blue.medium, direction="red", original_id=blue.id,
-        status="pending", order_no=f"{company.code}R{blue.id}-R{refund.id}", reason=f"销售退回：退费 {refund.id}（{refund.reason}）"[:255],
-        cause_type="refund", cause_id=refund.id,
+        status="pending", order_no=f"{company.code}R{blue.id}-R{refund.id}", cause_type="refund", cause_id=refund.id,
     )
+    set_red_reason(red, M_("销售退回：退费 %(refund)s（%(reason)s）", refund=refund.id, reason=refund.reason))
     add_invoice_lines(red, entries, blue.lines[0].user_type, invoice_profile(company.id))
     db.session.add(red)
     if blue.status == "failed":

@@ -223,6 +223,10 @@ def parse_decimal(value):
     return number
 
 
+_DIGITS = re.compile(r"\d+")
+_BLANKS = re.compile(r"\s+")
+
+
 def parse_ordinal(value, suffixes, max_value):
     """Read a building, unit or room number such as 3, '3号楼' or '1单元'."""
     text = clean_text(value)
@@ -232,7 +236,7 @@ def parse_ordinal(value, suffixes, max_value):
         if text.endswith(suffix):
             text = text[: -len(suffix)].strip()
             break
-    if not re.fullmatch(r"\d+", text):
+    if not _DIGITS.fullmatch(text):
         raise ValueError("not a whole number")
     number = int(text)
     if not 1 <= number <= max_value:
@@ -350,10 +354,8 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
         if progress and (index - header_index) % 1000 == 0:
             progress(index - header_index, total)
         row = rows[index]
-        if all(clean_text(c) is None for c in row):
-            continue
-        first = next((clean_text(c) for c in row if clean_text(c) is not None), None)
-        if first is not None and re.sub(r"\s+", "", first) in TOTAL_LABELS:
+        first = next((text for text in map(clean_text, row) if text is not None), None)
+        if first is None or _BLANKS.sub("", first) in TOTAL_LABELS:
             continue
         parsed.data_rows += 1
         validator.validate(index + 1, row)
@@ -406,13 +408,11 @@ class _RowValidator:
         self.dwelling_seen = {}
         self.lift_by_building = {}
 
-    def cell(self, row, key):
-        column = self.mapping.get(key)
-        if column is None or column >= len(row):
-            return None
-        return row[column]
-
     def validate(self, excel_row, row):
+        width = len(row)
+        # Each mapped cell as read, and as clean_text makes it, so that no cell is normalised twice.
+        raw_cells = {key: row[column] for key, column in self.mapping.items() if column < width}
+        cell_texts = {key: clean_text(value) for key, value in raw_cells.items()}
         errors = []
 
         def error(key, value, reason_id, **params):
@@ -421,14 +421,14 @@ class _RowValidator:
                 shown = shown[:SHOWN_VALUE_CHARS] + "…"
             errors.append(RowError.build(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason_id, **params))
 
-        legacy_no = clean_text(self.cell(row, "legacy_no"))
+        legacy_no = cell_texts.get("legacy_no")
         if legacy_no is not None:
             if legacy_no in self.legacy_seen:
                 error("legacy_no", legacy_no, N_("原用户编号重复，已在第 %(row)s 行出现；每个编号只能出现一次"), row=self.legacy_seen[legacy_no])
             else:
                 self.legacy_seen[legacy_no] = excel_row
 
-        community = clean_text(self.cell(row, "community"))
+        community = cell_texts.get("community")
         if community is None:
             error("community", None, N_("小区为空，请填写小区名称"))
 
@@ -438,13 +438,13 @@ class _RowValidator:
             ("unit", ("单元",), 99, N_("单元须为 1 到 99 的整数")),
             ("room", ("室", "号"), 9999, N_("房号须为 1 到 9999 的整数")),
         ):
-            raw = self.cell(row, key)
+            raw = raw_cells.get(key)
             try:
                 numbers[key] = parse_ordinal(raw, suffixes, max_value)
             except ValueError:
                 error(key, raw, label)
 
-        raw_area = self.cell(row, "building_area")
+        raw_area = raw_cells.get("building_area")
         building_area = None
         try:
             building_area = parse_decimal(raw_area)
@@ -459,7 +459,7 @@ class _RowValidator:
         except ValueError:
             error("building_area", raw_area, N_("建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）"))
 
-        raw_usable = self.cell(row, "usable_area")
+        raw_usable = raw_cells.get("usable_area")
         usable_area = None
         try:
             usable_area = parse_decimal(raw_usable)
@@ -472,32 +472,32 @@ class _RowValidator:
         except ValueError:
             error("usable_area", raw_usable, N_("使用面积不是数字，请填写数字或留空"))
 
-        raw_type = clean_text(self.cell(row, "user_type"))
+        raw_type = cell_texts.get("user_type")
         user_type = self.user_types.get(raw_type)
         if user_type is None:
             error("user_type", raw_type, N_("用户类型无法识别，应为：%(choices)s"), choices="、".join(self.user_types))
 
-        raw_status = clean_text(self.cell(row, "billing_status"))
+        raw_status = cell_texts.get("billing_status")
         status = self.statuses.get(raw_status)
         if status is None:
             error("billing_status", raw_status, N_("供热状态无法识别，应为：%(choices)s"), choices="、".join(self.statuses))
 
-        raw_method = clean_text(self.cell(row, "billing_method"))
+        raw_method = cell_texts.get("billing_method")
         method = self.billing_methods.get(raw_method) if raw_method is not None else "area"
         if method is None:
             error("billing_method", raw_method, N_("计费方式无法识别，应为：%(choices)s"), choices="、".join(self.billing_methods))
 
-        raw_valve = clean_text(self.cell(row, "valve_state"))
+        raw_valve = cell_texts.get("valve_state")
         valve_state = VALVE_SYNONYMS.get(raw_valve) if raw_valve is not None else None
         if raw_valve is not None and valve_state is None:
             error("valve_state", raw_valve, f"阀门状态无法识别，应为：{'、'.join(VALVE_SYNONYMS)}，或留空")
 
-        raw_lift = clean_text(self.cell(row, "has_lift"))
+        raw_lift = cell_texts.get("has_lift")
         has_lift = YES_NO.get(raw_lift) if raw_lift is not None else False
         if has_lift is None:
             error("has_lift", raw_lift, N_("是否有电梯应填“是”或“否”"))
 
-        raw_arrears = self.cell(row, "prior_arrears")
+        raw_arrears = raw_cells.get("prior_arrears")
         prior_arrears = None
         try:
             prior_arrears = parse_decimal(raw_arrears)
@@ -508,12 +508,12 @@ class _RowValidator:
         except ValueError:
             error("prior_arrears", raw_arrears, N_("往年欠费不是金额，请填写数字或留空"))
 
-        station = clean_text(self.cell(row, "station")) or ""
+        station = cell_texts.get("station") or ""
 
         if community is not None and len(numbers) == 3:
             dwelling = (community, numbers["building"], numbers["unit"], numbers["room"])
             if dwelling in self.dwelling_seen:
-                error("room", self.cell(row, "room"), N_("与第 %(row)s 行是同一房屋（小区、楼号、单元、房号都相同）"), row=self.dwelling_seen[dwelling])
+                error("room", raw_cells.get("room"), N_("与第 %(row)s 行是同一房屋（小区、楼号、单元、房号都相同）"), row=self.dwelling_seen[dwelling])
             else:
                 self.dwelling_seen[dwelling] = excel_row
             if "has_lift" in self.mapping and has_lift is not None:
@@ -523,7 +523,7 @@ class _RowValidator:
                     error("has_lift", raw_lift, N_("同一楼栋在第 %(row)s 行填写的电梯情况不同；一栋楼只能有一个值"), row=first[1])
 
         for key, limit in TEXT_LIMITS.items():
-            text = clean_text(self.cell(row, key))
+            text = cell_texts.get(key)
             if text is not None and len(text) > limit:
                 error(key, text, N_("内容过长（%(length)s 个字），最多 %(limit)s 个字"), length=len(text), limit=limit)
 
@@ -534,8 +534,8 @@ class _RowValidator:
             LedgerRow(
                 excel_row=excel_row,
                 legacy_no=legacy_no,
-                customer_name=clean_text(self.cell(row, "customer_name")) or "",
-                phone=normalise_phone(self.cell(row, "phone")),
+                customer_name=cell_texts.get("customer_name") or "",
+                phone=normalise_phone(raw_cells.get("phone")),
                 community=community,
                 building=numbers["building"],
                 unit=numbers["unit"],
@@ -547,9 +547,9 @@ class _RowValidator:
                 billing_status=status,
                 billing_method=method,
                 station=station,
-                heat_source=clean_text(self.cell(row, "heat_source")) or "",
+                heat_source=cell_texts.get("heat_source") or "",
                 prior_arrears=prior_arrears or Decimal("0.00"),
-                note=(clean_text(self.cell(row, "note")) or "")[:255],
+                note=(cell_texts.get("note") or "")[:255],
                 valve_state=valve_state,
             )
         )

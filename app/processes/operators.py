@@ -212,7 +212,7 @@ def _reverse_excess(context, account, season, owed_after, item):
     """Issue red invoices for what the season's `item` is invoiced beyond `owed_after`, and record them on the request."""
     reds = reverse_invoiced_excess(
         account, season, owed_after, "process_instance", context.instance.id,
-        reason=f"销售折让：减免审批通过（流程 {context.instance.id}）", item=item,
+        reason=M_("销售折让：减免审批通过（流程 %(instance)s）", instance=context.instance.id), item=item,
     )
     if reds:
         record_event(

@@ -14,12 +14,13 @@ heat carries 9 % VAT inside the tax-inclusive amount, A × 0.09 / 1.09 rounded o
 from datetime import date
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from app.billing.late_fees import post_late_fee
 from app.extensions import db
 from app.invoicing.issuing import (
-    advance_e_invoice, ensure_e_invoice, record_paper_invoice, retry_e_invoice, season_invoiced, void_paper_invoice,
+    InvoiceError, advance_e_invoice, ensure_e_invoice, record_paper_invoice, retry_e_invoice, season_invoiced, void_paper_invoice,
 )
 from app.invoicing.models import Invoice
 from app.org.models import Company
@@ -289,3 +290,95 @@ def test_refund_red_waits_for_pending_blue(einvoicing, make_account, staff):
     [red] = _invoices("red")
     assert red.status == "issued"
     assert _red_orders(einvoicing) == [red.order_no]
+
+
+def _paper_company(account):
+    company = db.session.get(Company, account.company_id)
+    company.invoice_mode = "paper_tax_invoice"
+    db.session.commit()
+
+
+def test_blue_after_partial_refund_lists_kept(make_account, staff):
+    # Non-residential 50.00 m² owes 2000.00 plus a 12.00 late fee, and pays 2012.00 in full.
+    # The 500.00 refund gives back the 12.00 late fee and 488.00 of the heating fee, so a
+    # blue invoice made afterwards lists 2000.00 − 488.00 = 1512.00 of heat and no late fee.
+    # Its VAT is 1512.00 × 0.09 / 1.09 = 124.844… → 124.84.
+    account = _account_with_late_fee(make_account, "non_residential")
+    _paper_company(account)
+    season = get_season(account.company_id, "2025-2026")
+    payment = collect_payment(account, "2012.00", "cash", staff("tj_cashier"))
+    first = _refund(payment, "500.00", staff)
+    assert reverse_refunds_task(older_than_seconds=0) == 1
+    assert _invoices("red") == []
+
+    blue = record_paper_invoice(payment, "1200221130", "00012345", staff("tj_cashier"))
+
+    assert _lines(blue) == [("charge", D("1512.00"), D("124.84"))]
+    assert blue.amount == D("1512.00")
+    assert blue.tax_amount == D("124.84")
+    assert season_invoiced(account.id, season.id) == D("1512.00")
+    assert season_invoiced(account.id, season.id, "late_fee") == D("0.00")
+    db.session.expire_all()
+    assert db.session.get(Refund, first.id).shown_invoice_reversal_note == f"收据 {payment.receipt_no} 尚未开具发票，无需红冲。"
+
+    # A later 200.00 refund is all heating fee: its red invoice reverses 200.00 of the blue
+    # one, VAT 200.00 × 0.09 / 1.09 = 16.513… → 16.51. Blue minus red is 1312.00, which is
+    # 2012.00 paid less 700.00 refunded.
+    _refund(payment, "200.00", staff)
+    assert reverse_refunds_task(older_than_seconds=0) == 1
+    [red] = _invoices("red")
+    assert red.original_id == blue.id
+    assert _lines(red) == [("charge", D("-200.00"), D("-16.51"))]
+    assert blue.amount + red.amount == D("1312.00")
+    assert season_invoiced(account.id, season.id) == D("1312.00")
+
+
+def test_refund_before_blue_made_reverses_nothing(make_account, staff):
+    # The refund's red invoice is worked out after the blue one was made from the kept
+    # amounts, so there is nothing left to reverse: 2012.00 − 300.00 = 1712.00 stays invoiced.
+    account = _account_with_late_fee(make_account)
+    _paper_company(account)
+    season = get_season(account.company_id, "2025-2026")
+    payment = collect_payment(account, "2012.00", "cash", staff("tj_cashier"))
+    refund = _refund(payment, "300.00", staff)
+
+    blue = record_paper_invoice(payment, "1200221130", "00012346", staff("tj_cashier"))
+    assert reverse_refunds_task(older_than_seconds=0) == 1
+
+    assert _lines(blue) == [("charge", D("1712.00"), D("0.00"))]
+    assert _invoices("red") == []
+    assert season_invoiced(account.id, season.id) == D("1712.00")
+    db.session.expire_all()
+    assert db.session.get(Refund, refund.id).invoice_reversal_note is not None
+
+
+def test_fully_refunded_payment_gets_no_blue(make_account, staff):
+    account = _account_with_late_fee(make_account)
+    _paper_company(account)
+    payment = collect_payment(account, "2012.00", "cash", staff("tj_cashier"))
+    _refund(payment, "2012.00", staff)
+
+    with pytest.raises(InvoiceError) as raised:
+        record_paper_invoice(payment, "1200221130", "00012347", staff("tj_cashier"))
+
+    assert str(raised.value) == f"收据 {payment.receipt_no} 的款项已全部退回，无可开票金额，不开具发票。"
+    assert _invoices("blue") == []
+
+
+def test_red_reason_shown_in_reader_language(make_account, staff, login):
+    account = make_account("QD", "80.00")
+    payment = collect_payment(account, str(account_receivable(account)), "cash", staff("qd_cashier"))
+    record_paper_invoice(payment, "3700221130", "00012345", staff("qd_cashier"))
+    refund = request_refund(payment.id, "100.00", "面积核减", staff("qd_cashier"))
+    assert reverse_refunds_task(older_than_seconds=0) == 1
+
+    [red] = _invoices("red")
+    # The vendor and the printed invoice get the Chinese reason.
+    assert red.reason == f"销售退回：退费 {refund.id}（面积核减）"
+    cashier = login("qd_cashier")
+    chinese = cashier.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert f"销售退回：退费 {refund.id}（面积核减）" in chinese
+    assert cashier.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    english = cashier.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert f"Sales return: refund {refund.id} (面积核减)" in english
+    assert "销售退回" not in english

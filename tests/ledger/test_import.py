@@ -239,3 +239,52 @@ def test_unbilled_account_area_corrected(import_fixture, demo):
     db.session.expire_all()
     assert _cheng().building_area == Decimal("210")
     assert _cheng().user_type == "non_residential"
+
+
+def test_new_account_lines_and_totals(import_fixture, demo):
+    from app.hq.models import CompanyAccountCount, CompanyDailyTotal
+    from app.hq.totals import rebuild_account_counts, rebuild_daily_totals
+    from app.network.valves import ValveChange
+
+    import_fixture("TJ", "TJ-shared.xlsx")
+    header = [*TJ_HEADER, "阀门状态"]
+    workbook = openpyxl.Workbook()
+    workbook.active.append(header)
+    # Two new dwellings in 海河花园 6号楼 2单元. The first owes 120.50 and is shut off.
+    workbook.active.append(["TJ-9000001", "甲", "", "海河花园", "6号楼", 2, "1901", "80.5", "居民", "正常",
+                            "津南一站", "津南热电厂", "120.50", None, "关栓"])
+    workbook.active.append(["TJ-9000002", "乙", "", "海河花园", "6号楼", 2, "1902", "60", "居民", "正常",
+                            "津南一站", "津南热电厂", None, None, None])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    result = import_ledger(demo["TJ"], buffer.getvalue(), "two-new.xlsx")
+
+    assert result.ok, [e.reason for e in result.errors]
+    assert (result.created, result.updated, result.unchanged) == (2, 0, 0)
+    first = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-9000001"))
+    second = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-9000002"))
+    assert first.valve_state == "closed"
+    assert second.valve_state == "open"
+    assert first.prior_arrears == Decimal("120.50")
+    arrears = db.session.scalars(sa.select(LedgerEntry).filter_by(account_id=first.id, kind="prior_arrears")).all()
+    assert [line.amount for line in arrears] == [Decimal("120.50")]
+    assert arrears[0].memo == "two-new.xlsx 第 2 行"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEntry).filter_by(account_id=second.id)) == 0
+    changes = db.session.scalars(sa.select(ValveChange).filter_by(account_id=first.id)).all()
+    assert [(c.state, c.cause_type) for c in changes] == [("closed", "import")]
+    assert changes[0].community_id == first.unit.building.community_id
+    # The account count and the daily totals kept by the import equal a recount from the tables.
+    counts = dict(db.session.execute(sa.select(CompanyAccountCount.company_id, CompanyAccountCount.accounts)).all())
+    assert counts[demo["TJ"].id] == 1743 + 2
+    daily = sorted(tuple(row) for row in db.session.execute(
+        sa.select(CompanyDailyTotal.company_id, CompanyDailyTotal.season_id, CompanyDailyTotal.category,
+                  CompanyDailyTotal.day, CompanyDailyTotal.kind, CompanyDailyTotal.amount, CompanyDailyTotal.entries)
+    ))
+    rebuild_account_counts(db.session.connection())
+    rebuild_daily_totals(db.session.connection())
+    assert dict(db.session.execute(sa.select(CompanyAccountCount.company_id, CompanyAccountCount.accounts)).all()) == counts
+    assert sorted(tuple(row) for row in db.session.execute(
+        sa.select(CompanyDailyTotal.company_id, CompanyDailyTotal.season_id, CompanyDailyTotal.category,
+                  CompanyDailyTotal.day, CompanyDailyTotal.kind, CompanyDailyTotal.amount, CompanyDailyTotal.entries)
+    )) == daily

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ba7db41b9800
+Revision ID: fecda8246547
 Revises: 
-Create Date: 2026-12-05 08:41:35.746668
+Create Date: 2026-12-05 10:44:53.704279
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'ba7db41b9800'
+revision = 'fecda8246547'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -1130,6 +1130,7 @@ def upgrade():
     sa.Column('last_error', sa.String(length=500), nullable=False),
     sa.Column('last_error_message', sa.JSON(), nullable=True),
     sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('reason_message', sa.JSON(), nullable=True),
     sa.Column('cause_type', sa.String(length=32), nullable=True),
     sa.Column('cause_id', sa.Integer(), nullable=True),
     sa.Column('recorded_by_id', sa.Integer(), nullable=True),
