@@ -117,12 +117,14 @@ def register_web(app):
     from app.clock import format_local
     from app.ledger.parser import translated_reason
     from app.money import format_money, format_quantity, plain_decimal
+    from app.processes.step_names import shown_step_name
 
     app.add_template_filter(format_local, "local")
     app.add_template_filter(plain_decimal, "plain")
     app.add_template_filter(format_quantity, "area")
     app.add_template_filter(format_money, "money")
     app.add_template_filter(translated_reason, "error_reason")
+    app.add_template_filter(shown_step_name, "step_name")
     # Browsers ask for /favicon.ico on pages without an icon link (a PDF or an error from a proxy).
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
     app.before_request(_reject_nul_bytes)

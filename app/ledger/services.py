@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import force_locale, gettext
 
-from app.billing.models import LedgerEntry
+from app.billing.models import LedgerEntry, memo_columns
 from app.billing.seasons import POSTED_CHARGE_KINDS
 from app.extensions import db
 from app.i18n import DEFAULT_LOCALE, M_, N_, Message, message_of
@@ -456,7 +456,7 @@ def _store(company, parsed, result, user_id, progress):
                     amount=row.prior_arrears,
                     cause_type="ledger_import",
                     idempotency_key=key,
-                    memo=f"{result.filename} 第 {row.excel_row} 行",
+                    **memo_columns(M_("%(filename)s 第 %(row)s 行", filename=result.filename, row=row.excel_row)),
                     created_by_id=user_id,
                 )
             )

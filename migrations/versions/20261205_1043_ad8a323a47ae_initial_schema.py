@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ba7db41b9800
+Revision ID: ad8a323a47ae
 Revises: 
-Create Date: 2026-12-05 08:41:35.746668
+Create Date: 2026-12-05 10:43:37.200648
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'ba7db41b9800'
+revision = 'ad8a323a47ae'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -869,6 +869,7 @@ def upgrade():
     sa.Column('cause_id', sa.Integer(), nullable=True),
     sa.Column('idempotency_key', sa.String(length=120), nullable=False),
     sa.Column('memo', sa.String(length=255), nullable=False),
+    sa.Column('memo_message', sa.JSON(), nullable=True),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
