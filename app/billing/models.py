@@ -78,7 +78,7 @@ class LedgerEntry(CompanyOwned, db.Model):
     cause_id = sa.Column(sa.Integer)
     # A line is posted at most once per key, so re-runs and retries never post twice.
     idempotency_key = sa.Column(sa.String(120), nullable=False)
-    # Chinese text, kept for exports and for readers of the table.
+    # The memo in Chinese, whatever the language of the request that posted the line.
     memo = sa.Column(sa.String(255), nullable=False, default="")
     # The memo's msgid and values (Message.as_data()), from which pages show it in the
     # reader's language. NULL for lines whose memo is data or was stored as text only.

@@ -1,7 +1,7 @@
 """Step names of the default diagrams in bpmn/ and of the history events that code records.
 
 These names are catalogue msgids in the "process step" context, which keeps them apart from
-the same words used elsewhere: the step 关栓 is "Close valve", the valve state 关栓 is
+the same words used elsewhere: the step 关栓 is "Close the valve", the valve state 关栓 is
 "Closed". Pages show them in the reader's language. A company that renames a step in its
 own diagram gets its name shown as written, because it is data.
 tests/processes/test_english_memos_and_steps.py checks DIAGRAM_STEP_NAMES against bpmn/.
