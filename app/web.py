@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import abort, current_app, g, render_template, request
+from flask import abort, current_app, g, render_template, request, send_from_directory
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -53,6 +53,10 @@ def _reject_nul_bytes():
             if "\x00" in name or "\x00" in value:
                 shown = name.replace("\x00", "\\0")[:64]
                 abort(400, _("%(source)s「%(name)s」中含有无效字符（NUL）；请删除该字符后重试。", source=source, name=shown))
+
+
+def _favicon():
+    return send_from_directory(current_app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400)
 
 
 def _set_request_scope():
@@ -113,12 +117,16 @@ def register_web(app):
     from app.clock import format_local
     from app.ledger.parser import translated_reason
     from app.money import format_money, format_quantity, plain_decimal
+    from app.processes.step_names import shown_step_name
 
     app.add_template_filter(format_local, "local")
     app.add_template_filter(plain_decimal, "plain")
     app.add_template_filter(format_quantity, "area")
     app.add_template_filter(format_money, "money")
     app.add_template_filter(translated_reason, "error_reason")
+    app.add_template_filter(shown_step_name, "step_name")
+    # Browsers ask for /favicon.ico on pages without an icon link (a PDF or an error from a proxy).
+    app.add_url_rule("/favicon.ico", "favicon", _favicon)
     app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)
     app.after_request(_security_headers)

@@ -16,10 +16,10 @@ from flask_babel import gettext as _
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
-from app.billing.models import RECEIVABLE_KINDS, CollectionTask, LedgerEntry, utcnow
+from app.billing.models import RECEIVABLE_KINDS, CollectionTask, LedgerEntry, memo_columns, utcnow
 from app.billing.seasons import default_season
 from app.extensions import db
-from app.i18n import N_, join_items, translate_label
+from app.i18n import M_, N_, join_items, translate_label
 from app.locking import lock_row
 from app.money import ZERO
 from app.network.models import Account, Building, Community, Unit
@@ -358,7 +358,7 @@ def write_off(account, season, amount, reason, user):
     entry = LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id if season else None,
         kind="write_off", amount=-amount, cause_type="write_off", cause_id=None,
-        idempotency_key=f"write_off:{account.id}:{count + 1}", memo=f"核销：{reason}"[:255], created_by_id=user.id,
+        idempotency_key=f"write_off:{account.id}:{count + 1}", **memo_columns(M_("核销：%(reason)s", reason=reason)), created_by_id=user.id,
     )
     db.session.add(entry)
     db.session.flush()

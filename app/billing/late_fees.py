@@ -15,10 +15,11 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app.billing.models import LATE_FEE_OWED_KINDS, RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_OWED_KINDS, RECEIVED_KINDS, LedgerEntry, memo_columns
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_tariffs
 from app.extensions import db
+from app.i18n import M_
 from app.money import ZERO, round_money
 from app.network.models import Account
 from app.payments.services import local_time
@@ -153,7 +154,7 @@ def _late_fee_entry(account, season, on_date, total, posted, user_id):
     return LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id, kind="late_fee",
         amount=difference, cause_type="late_fee_run", idempotency_key=late_fee_key(account.id, season.id, on_date),
-        memo=f"截至 {on_date:%Y-%m-%d} 累计滞纳金 {total} 元", created_by_id=user_id,
+        **memo_columns(M_("截至 %(date)s 累计滞纳金 %(total)s 元", date=on_date.isoformat(), total=total)), created_by_id=user_id,
     )
 
 

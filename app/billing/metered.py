@@ -14,13 +14,13 @@ from decimal import Decimal, InvalidOperation
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
-from app.billing.models import LedgerEntry
+from app.billing.models import LedgerEntry, memo_columns
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
 from app.billing.services import account_charge_inputs
 from app.clock import LOCAL_TIME
 from app.extensions import db
-from app.i18n import N_, translate_label
+from app.i18n import M_, N_, Message, translate_label
 from app.messaging.models import MeterReading
 from app.money import ZERO, round_money
 from app.network.models import TARIFF_CATEGORY
@@ -166,16 +166,20 @@ def settle_metered(account, season, heat_gj=None, cause_type="meter_reading", ca
         heat_gj = season_heat_from_readings(account, season)
     with company_money_rule(account.company_id):
         result = compute_settlement(account, season, heat_gj)
-    memo = f"用热 {result.heat_gj} GJ，计量热费 {result.metered_fee} 元"
+    mode = Message(SETTLEMENT_MODES[result.mode])
     if result.capped:
-        memo += f"，按面积热费 {result.area_fee} 元封顶"
-    memo += f"（{SETTLEMENT_MODES[result.mode]}）"
+        memo = M_(
+            "用热 %(heat_gj)s GJ，计量热费 %(metered_fee)s 元，按面积热费 %(area_fee)s 元封顶（%(mode)s）",
+            heat_gj=result.heat_gj, metered_fee=result.metered_fee, area_fee=result.area_fee, mode=mode,
+        )
+    else:
+        memo = M_("用热 %(heat_gj)s GJ，计量热费 %(metered_fee)s 元（%(mode)s）", heat_gj=result.heat_gj, metered_fee=result.metered_fee, mode=mode)
     entry = LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id, kind="settlement",
         amount=result.difference,
         charge_area=result.charge_area if result.charge_area == result.charge_area.quantize(AREA_PLACES) else None,
         cause_type=cause_type, cause_id=cause_id,
-        idempotency_key=key, memo=memo, created_by_id=user_id,
+        idempotency_key=key, **memo_columns(memo), created_by_id=user_id,
     )
     db.session.add(entry)
     db.session.flush()

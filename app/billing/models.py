@@ -3,9 +3,10 @@
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from flask_babel import force_locale
 
 from app.extensions import db
-from app.i18n import NC_, N_
+from app.i18n import DEFAULT_LOCALE, NC_, N_, stored_message
 from app.money import Area, Money, Rate, ScaledDecimal
 from app.tenancy import CompanyOwned
 
@@ -77,9 +78,29 @@ class LedgerEntry(CompanyOwned, db.Model):
     cause_id = sa.Column(sa.Integer)
     # A line is posted at most once per key, so re-runs and retries never post twice.
     idempotency_key = sa.Column(sa.String(120), nullable=False)
+    # The memo in Chinese, whatever the language of the request that posted the line.
     memo = sa.Column(sa.String(255), nullable=False, default="")
+    # The memo's msgid and values (Message.as_data()), from which pages show it in the
+    # reader's language. NULL for lines whose memo is data or was stored as text only.
+    memo_message = sa.Column(sa.JSON)
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    @property
+    def shown_memo(self):
+        """The memo in the reader's language when it was stored with its msgid, else as stored."""
+        return stored_message(self.memo_message, self.memo)
+
+
+def memo_columns(message):
+    """Return the `memo` and `memo_message` values of a ledger line for a Message.
+
+    `memo` is the Chinese text, cut to the column's 255 characters, whatever the language
+    of the request that posts the line.
+    """
+    with force_locale(DEFAULT_LOCALE):
+        text = str(message)
+    return {"memo": text[:255], "memo_message": message.as_data()}
 
 
 class BillingRun(CompanyOwned, db.Model):

@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
+from app.i18n import M_
 from app.money import round_money
 from app.network.terms import terms_periods
 from app.tariffs.models import Tariff
@@ -43,8 +44,11 @@ class ChargeLine:
     prorated: bool
 
     def describe(self):
-        """Return the period and day count in Chinese, for the memo of a prorated line."""
-        return f"{self.start_on:%Y-%m-%d}至{self.end_on:%Y-%m-%d} 共{self.days}天/法定{self.statutory_days}天"
+        """Return the period and day count as a Message, for the memo of a prorated line."""
+        return M_(
+            "%(start)s至%(end)s 共%(days)s天/法定%(statutory_days)s天",
+            start=self.start_on.isoformat(), end=self.end_on.isoformat(), days=self.days, statutory_days=self.statutory_days,
+        )
 
 
 def days_inclusive(start_on, end_on):

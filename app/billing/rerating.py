@@ -19,12 +19,12 @@ from datetime import date
 import sqlalchemy as sa
 from flask_babel import gettext as _
 
-from app.billing.models import RERATE_CHANGE_KINDS, LedgerEntry, RerateChange, RerateProposal, utcnow
+from app.billing.models import RERATE_CHANGE_KINDS, LedgerEntry, RerateChange, RerateProposal, memo_columns, utcnow
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs
 from app.billing.services import account_charge_inputs
 from app.extensions import db
-from app.i18n import join_items, translate_label
+from app.i18n import M_, join_items, translate_label
 from app.money import ZERO
 from app.network.models import BILLING_STATUSES, Account
 from app.network.terms import TermsError, clean_terms_changes, history_with_change, record_terms_change, terms_history
@@ -304,7 +304,8 @@ def post_change(change, user):
         entry = LedgerEntry(
             company_id=change.company_id, account_id=proposal.account_id, season_id=proposal.season_id, kind="rerate",
             amount=proposal.difference, cause_type="rerate_change", cause_id=change.id, idempotency_key=key,
-            memo=f"追溯调整单 {change.id}：{change.description}"[:255], created_by_id=user.id,
+            **memo_columns(M_("追溯调整单 %(change)s：%(description)s", change=change.id, description=change.description)),
+            created_by_id=user.id,
         )
         db.session.add(entry)
         db.session.flush()

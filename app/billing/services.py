@@ -9,10 +9,11 @@ from flask import current_app
 from flask_babel import gettext as _
 
 from app.billing.bulk import bulk_billing_applies, run_bulk_billing
-from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, LedgerEntry, utcnow
+from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, LedgerEntry, memo_columns, utcnow
 from app.billing.precision import company_money_rule
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs, tariff_periods
 from app.extensions import db
+from app.i18n import Message
 from app.messaging.events import emit
 from app.money import ZERO, format_money
 from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, Station, Unit
@@ -121,7 +122,7 @@ def _run_billing(company, season, user_id):
                     cause_type="billing_run",
                     cause_id=run.id,
                     idempotency_key=key,
-                    memo=line.describe() if line.prorated else "",
+                    **(memo_columns(line.describe()) if line.prorated else {}),
                     created_by_id=user_id,
                 )
             )
@@ -208,7 +209,7 @@ def rerate_account(account, season, new_status, cause_type, cause_id, key, user_
         cause_type=cause_type,
         cause_id=cause_id,
         idempotency_key=key,
-        memo=memo,
+        **(memo_columns(memo) if isinstance(memo, Message) else {"memo": memo}),
         created_by_id=user_id,
     )
     db.session.add(entry)

@@ -35,6 +35,7 @@ from app.network.models import USER_TYPES, VALVE_STATES, Account, Building, Comm
 from app.network.valves import shut_off_by_community, shut_off_counts, valve_states_at
 from app.org.models import Company
 from app.processes.models import PROCESS_TYPES, HumanTask
+from app.processes.step_names import shown_step_name
 from app.tariffs.models import Season
 
 HUNDRED = Decimal(100)
@@ -440,7 +441,7 @@ def process_view(as_of):
         company = names[company_id]
         rows.append({
             "code": company.code, "name": company.name, "number": company.number,
-            "process": translate_label(PROCESS_TYPES.get(process_type, process_type)), "step": title,
+            "process": translate_label(PROCESS_TYPES.get(process_type, process_type)), "step": shown_step_name(title),
             "completed": completed, "mean_wait_hours": mean_wait, "open": open_count, "open_age_hours": mean_age,
         })
     rows.sort(key=lambda r: (-(r["open_age_hours"] or 0), r["number"], r["process"], r["step"]))

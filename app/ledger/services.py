@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import force_locale, gettext
 
-from app.billing.models import LedgerEntry
+from app.billing.models import LedgerEntry, memo_columns
 from app.billing.seasons import POSTED_CHARGE_KINDS
 from app.extensions import db
 from app.hq.totals import add_account_counts, add_entries
@@ -556,7 +556,8 @@ def _insert_prior_arrears(company, with_arrears, filename, user_id):
         lines.append({
             "company_id": company.id, "account_id": account["id"], "season_id": None, "kind": "prior_arrears",
             "amount": row.prior_arrears, "cause_type": "ledger_import", "cause_id": None, "idempotency_key": key,
-            "memo": f"{filename} 第 {row.excel_row} 行", "created_by_id": user_id, "created_at": created_at,
+            **memo_columns(M_("%(filename)s 第 %(row)s 行", filename=filename, row=row.excel_row)),
+            "created_by_id": user_id, "created_at": created_at,
         })
     if not lines:
         return

@@ -19,10 +19,10 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
-from app.billing.models import LedgerEntry
+from app.billing.models import LedgerEntry, memo_columns
 from app.clock import local_time
 from app.extensions import db
-from app.i18n import translate_label
+from app.i18n import M_, translate_label
 from app.integrations.channel import ChannelError, NotificationRejected, OrderRequest
 from app.integrations.channel import fen_to_yuan, yuan_to_fen  # noqa: F401  (used by callers of this module)
 from app.locking import lock_matching_row, lock_row
@@ -364,6 +364,6 @@ def _add_line(payment, season_id, kind, amount, key_suffix):
             company_id=payment.company_id, account_id=payment.account_id, season_id=season_id, kind=kind,
             amount=-amount, cause_type="payment", cause_id=payment.id,
             idempotency_key=f"{payment.channel}:{payment.channel_transaction_id}:{key_suffix}",
-            memo=f"收据 {payment.receipt_no}", created_by_id=None,
+            **memo_columns(M_("收据 %(receipt_no)s", receipt_no=payment.receipt_no)), created_by_id=None,
         )
     )

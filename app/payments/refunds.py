@@ -21,7 +21,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
-from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry
+from app.billing.models import LATE_FEE_RECEIVED_KINDS, RECEIVED_KINDS, LedgerEntry, memo_columns
 from app.clock import local_time
 from app.extensions import db
 from app.i18n import DEFAULT_LOCALE, M_, N_, Message, message_of, translate_label
@@ -327,7 +327,7 @@ def complete_refund(refund, channel_refund_id=""):
             LedgerEntry(
                 company_id=refund.company_id, account_id=refund.account_id, season_id=season_id, kind=kind, amount=part,
                 cause_type="refund", cause_id=refund.id, idempotency_key=_refund_line_key(refund.id, season_id, kind),
-                memo=f"{refund.kind_label} {refund.out_refund_no}"[:255], created_by_id=refund.approved_by_id or refund.requested_by_id,
+                **memo_columns(M_("%(kind)s %(refund_no)s", kind=Message(refund.kind_label), refund_no=refund.out_refund_no)), created_by_id=refund.approved_by_id or refund.requested_by_id,
             )
         )
     db.session.flush()

@@ -18,10 +18,11 @@ from app.billing.models import (
     RECEIVED_KINDS,
     AllocationPolicy,
     LedgerEntry,
+    memo_columns,
 )
 from app.clock import local_time
 from app.extensions import db
-from app.i18n import join_items, translate_label
+from app.i18n import M_, join_items, translate_label
 from app.locking import lock_row
 from app.messaging.events import emit
 from app.money import CENT, ZERO, format_money
@@ -348,7 +349,7 @@ def _post_payment(account, amount, method, cashier, payer_name, note, request_to
                 company_id=account.company_id, account_id=account.id, season_id=season.id if season else None,
                 kind=kind, amount=-part, cause_type="payment", cause_id=payment.id,
                 idempotency_key=payment_line_key(f"payment:{payment.id}", season, kind),
-                memo=f"收据 {payment.receipt_no}", created_by_id=cashier.id,
+                **memo_columns(M_("收据 %(receipt_no)s", receipt_no=payment.receipt_no)), created_by_id=cashier.id,
             )
         )
     emit_payment_posted(payment, account, parts)

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.i18n import NC_, N_, stored_message, translate_label
 from app.money import Area, Money, Rate
+from app.processes.step_names import shown_step_name
 from app.tenancy import CompanyOwned
 
 # 报停 is also a billing status and 待办 also the inbox page, so these two carry a message context.
@@ -294,8 +295,9 @@ class ProcessEvent(CompanyOwned, db.Model):
 
     @property
     def shown_task_name(self):
-        """The step name in the reader's language when the event stored its Message (fired timers), else as stored."""
-        return stored_message((self.data or {}).get("task_name"), self.task_name)
+        """The step name in the reader's language when the event stored its Message (fired timers) or names a step
+        of the default diagrams, else as stored."""
+        return stored_message((self.data or {}).get("task_name"), shown_step_name(self.task_name))
 
 
 class ProcessTimer(CompanyOwned, db.Model):

@@ -16,7 +16,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from app.billing.late_fees import late_fee_receivable
-from app.billing.models import LedgerEntry
+from app.billing.models import LedgerEntry, memo_columns
 from app.billing.services import season_receivable
 from app.extensions import db
 from app.i18n import M_, N_, Message, message_of
@@ -76,7 +76,7 @@ def _post(context, account, season, kind, amount, task_name, memo, key=None):
     entry = LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id, kind=kind, amount=amount,
         cause_type="process_instance", cause_id=context.instance.id, idempotency_key=key or _key(context),
-        memo=memo[:255], created_by_id=context.user.id if context.user else None,
+        **memo_columns(memo), created_by_id=context.user.id if context.user else None,
     )
     db.session.add(entry)
     db.session.flush()
@@ -156,7 +156,7 @@ def post_waiver(context, account_id, amount, target=None, season=None):
             "减免金额 %(amount)s 元超过该户 %(season)s 当前应收 %(receivable)s 元（申请后应收已变化）；请驳回后按现有应收重新申请。",
             amount=format_money(amount), season=season.name, receivable=format_money(receivable),
         ))
-    outputs = _post(context, account, season, "waiver", -amount, "减免入账", f"减免审批通过（流程 {context.instance.id}）")
+    outputs = _post(context, account, season, "waiver", -amount, "减免入账", M_("减免审批通过（流程 %(instance)s）", instance=context.instance.id))
     # A waiver on a season already paid and invoiced leaves more invoiced than owed: reverse the excess.
     _reverse_excess(context, account, season, outputs["receivable_after"], "charge")
     return outputs
@@ -190,7 +190,7 @@ def _post_late_fee_waiver(context, account, amount, season):
     entry = LedgerEntry(
         company_id=account.company_id, account_id=account.id, season_id=season.id, kind="late_fee_waiver",
         amount=-amount, cause_type="process_instance", cause_id=context.instance.id, idempotency_key=_key(context),
-        memo=f"滞纳金减免审批通过（流程 {context.instance.id}）", created_by_id=context.user.id if context.user else None,
+        **memo_columns(M_("滞纳金减免审批通过（流程 %(instance)s）", instance=context.instance.id)), created_by_id=context.user.id if context.user else None,
     )
     db.session.add(entry)
     db.session.flush()
@@ -294,7 +294,10 @@ def apply_area_change(context, account_id, new_area):
     # NOTE: after a mid-season 复热 or 入网 the receivable is prorated, and this full-season
     # difference does not prorate it again.
     difference = season_charge(account, season) - old_charge
-    memo = f"面积由 {old_area.normalize():f} ㎡ 调整为 {new_area.normalize():f} ㎡（流程 {context.instance.id}）"
+    memo = M_(
+        "面积由 %(old_area)s ㎡ 调整为 %(new_area)s ㎡（流程 %(instance)s）",
+        old_area=format(old_area.normalize(), "f"), new_area=format(new_area.normalize(), "f"), instance=context.instance.id,
+    )
     return _post(context, account, season, "rerate", difference, "按新面积重算应收", memo)
 
 
@@ -330,7 +333,10 @@ def reheat_account(context, account_id, opened_on):
         context.instance, "valve_opened", user=context.user, task_name="登记复热",
         data={"billing_status": "normal", "previous_status": previous, "opened_on": opened_on.isoformat(), "days": days},
     )
-    memo = f"复热：自 {opened_on} 起 {days}/{season.statutory_days} 天按全额补计（流程 {context.instance.id}）"
+    memo = M_(
+        "复热：自 %(start)s 起 %(days)s/%(statutory_days)s 天按全额补计（流程 %(instance)s）",
+        start=opened_on, days=days, statutory_days=season.statutory_days, instance=context.instance.id,
+    )
     return _post(context, account, season, "rerate", amount, "按天补计复热热费", memo)
 
 
@@ -368,7 +374,10 @@ def post_back_charge(context, account_id, inspected_on, netting=None):
             rest, rest_days = reheating_amount(account, season, inspected_on + timedelta(days=1))
     except InputError as error:
         raise ServiceError(message_of(error) or str(error)) from error
-    memo = f"稽查追补：{season.start_on} 至 {inspected_on} 共 {days}/{season.statutory_days} 天（流程 {context.instance.id}）"
+    memo = M_(
+        "稽查追补：%(start)s 至 %(end)s 共 %(days)s/%(statutory_days)s 天（流程 %(instance)s）",
+        start=season.start_on, end=inspected_on, days=days, statutory_days=season.statutory_days, instance=context.instance.id,
+    )
     result = _post(context, account, season, "rerate", amount, "稽查追补热费", memo)
     previous = account.billing_status
     account.billing_status = "normal"
@@ -379,7 +388,10 @@ def post_back_charge(context, account_id, inspected_on, netting=None):
     )
     if rest > ZERO:
         first_day = inspected_on + timedelta(days=1)
-        memo = f"稽查后恢复供热：{first_day} 起 {rest_days}/{season.statutory_days} 天按全额补计（流程 {context.instance.id}）"
+        memo = M_(
+            "稽查后恢复供热：%(start)s 起 %(days)s/%(statutory_days)s 天按全额补计（流程 %(instance)s）",
+            start=first_day, days=rest_days, statutory_days=season.statutory_days, instance=context.instance.id,
+        )
         result = _post(context, account, season, "rerate", rest, "按天补计其余热费", memo, key=f"{_key(context)}:rest")
     return result
 
@@ -422,5 +434,8 @@ def connect_account(context, account_id, area, connected_on):
         data={"billing_status": "normal", "connected_on": connected_on.isoformat(), "days": days,
               "area": f"{account.building_area.normalize():f}"},
     )
-    memo = f"入网：自 {connected_on} 起 {days}/{season.statutory_days} 天（流程 {context.instance.id}）"
+    memo = M_(
+        "入网：自 %(start)s 起 %(days)s/%(statutory_days)s 天（流程 %(instance)s）",
+        start=connected_on, days=days, statutory_days=season.statutory_days, instance=context.instance.id,
+    )
     return _post(context, account, season, "charge", amount, "按天计收入网当季热费", memo)

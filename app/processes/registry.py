@@ -170,7 +170,7 @@ def rebill_suspension(context, account_id):
 
     entry = rerate_account(
         account, season, "suspended", "process_instance", instance.id, key=key,
-        user_id=context.user.id if context.user else None, memo=f"报停审批通过（流程 {instance.id}）", receivable=before,
+        user_id=context.user.id if context.user else None, memo=M_("报停审批通过（流程 %(instance)s）", instance=instance.id), receivable=before,
         key_checked=True,
     )
     # The line is posted under the account lock, so the receivable after it is the sum.

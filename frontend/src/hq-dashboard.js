@@ -18,6 +18,20 @@ const LEGEND = { type: 'plain', bottom: 4, left: 8, right: 8, itemGap: 12, textS
 const AXIS_ROOM = 44;
 // Company names are long: show every one, broken over two lines.
 const COMPANY_LABEL = { interval: 0, width: 84, overflow: 'break' };
+// Below this chart width three or more company names no longer fit side by side. The
+// arrears and waiver charts then turn their bars horizontal, one company per row. A name
+// is cut to the width left of the bars, and the tooltip shows it whole.
+const NARROW_CHART_PX = 560;
+const NARROW_COMPANY_LABEL = { interval: 0, width: 92, overflow: 'truncate' };
+const NARROW_GRID_LEFT = 104;
+const isNarrow = (container) => container.clientWidth < NARROW_CHART_PX;
+
+// A value axis along horizontal bars, its name centred beside the labels. Amounts of
+// millions take half the width of a phone chart, so ECharts drops a tick label that would
+// touch its neighbour.
+const narrowValueAxis = (name, extra = {}) => ({
+  type: 'value', name, nameLocation: 'middle', nameGap: 24, splitNumber: 3, axisLabel: { hideOverlap: true }, ...extra
+});
 
 // Axis, legend and series texts in the reader's language, rendered by the page as #hq-chart-labels.
 const labelSource = document.getElementById('hq-chart-labels');
@@ -46,7 +60,7 @@ function collection(data) {
   };
 }
 
-function arrears(data) {
+function arrears(data, narrow) {
   const names = data.rows.map((r) => r.name);
   const stack = (keys, labels, group) => Object.keys(keys).map((key) => ({
     name: `${group}·${labels[key]}`,
@@ -54,6 +68,18 @@ function arrears(data) {
     stack: group,
     data: data.rows.map((r) => num(r[key]))
   }));
+  const series = [...stack(data.ages, data.ages, LABELS.age), ...stack(data.categories, data.categories, LABELS.category)];
+  if (narrow) {
+    return {
+      color: COLORS,
+      tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
+      legend: LEGEND,
+      grid: { left: NARROW_GRID_LEFT, right: 24, top: 16, bottom: 72 },
+      xAxis: narrowValueAxis(LABELS.arrears_axis),
+      yAxis: { type: 'category', data: names, inverse: true, axisLabel: NARROW_COMPANY_LABEL },
+      series
+    };
+  }
   return {
     color: COLORS,
     tooltip: { trigger: 'axis' },
@@ -61,26 +87,38 @@ function arrears(data) {
     grid: { left: 72, right: 16, top: 36, bottom: 72 },
     xAxis: { type: 'category', data: names, axisLabel: COMPANY_LABEL },
     yAxis: { type: 'value', name: LABELS.arrears_axis },
-    series: [...stack(data.ages, data.ages, LABELS.age), ...stack(data.categories, data.categories, LABELS.category)]
+    series
   };
 }
 
-function waivers(rows) {
+function waivers(rows, narrow) {
+  const names = rows.map((r) => (r.outlier ? `${r.name} ⚠` : r.name));
+  const amount = {
+    name: LABELS.waiver_amount,
+    type: 'bar',
+    data: rows.map((r) => ({ value: num(r.amount), itemStyle: r.outlier ? { color: '#cf222e' } : undefined }))
+  };
+  const count = { name: LABELS.waiver_count, type: 'line', data: rows.map((r) => r.count) };
+  if (narrow) {
+    // The amount axis runs along the bottom and the count axis along the top.
+    return {
+      color: COLORS,
+      tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
+      legend: { bottom: 0 },
+      grid: { left: NARROW_GRID_LEFT, right: 24, top: 48, bottom: 72 },
+      xAxis: [narrowValueAxis(LABELS.amount_axis), narrowValueAxis(LABELS.count_axis, { position: 'top', minInterval: 1 })],
+      yAxis: { type: 'category', data: names, inverse: true, axisLabel: NARROW_COMPANY_LABEL },
+      series: [amount, { ...count, xAxisIndex: 1 }]
+    };
+  }
   return {
     color: COLORS,
     tooltip: { trigger: 'axis' },
     legend: { bottom: 0 },
     grid: { left: 72, right: 56, top: 36, bottom: 72 },
-    xAxis: { type: 'category', data: rows.map((r) => (r.outlier ? `${r.name} ⚠` : r.name)), axisLabel: COMPANY_LABEL },
+    xAxis: { type: 'category', data: names, axisLabel: COMPANY_LABEL },
     yAxis: [{ type: 'value', name: LABELS.amount_axis }, { type: 'value', name: LABELS.count_axis, minInterval: 1 }],
-    series: [
-      {
-        name: LABELS.waiver_amount,
-        type: 'bar',
-        data: rows.map((r) => ({ value: num(r.amount), itemStyle: r.outlier ? { color: '#cf222e' } : undefined }))
-      },
-      { name: LABELS.waiver_count, type: 'line', yAxisIndex: 1, data: rows.map((r) => r.count) }
-    ]
+    series: [amount, { ...count, yAxisIndex: 1 }]
   };
 }
 
@@ -135,9 +173,21 @@ function render() {
     const figures = name === 'communities' ? data : data[name];
     const locale = document.documentElement.lang.startsWith('zh') ? 'ZH' : 'EN';
     const chart = echarts.init(container, null, { renderer: 'canvas', locale });
-    chart.setOption({ textStyle: FONT, animation: false, ...BUILDERS[name](figures) });
-    fitLegend(chart);
-    window.addEventListener('resize', () => { chart.resize(); fitLegend(chart); });
+    let narrow = isNarrow(container);
+    const draw = () => {
+      chart.setOption({ textStyle: FONT, animation: false, ...BUILDERS[name](figures, narrow) }, { notMerge: true });
+      fitLegend(chart);
+    };
+    draw();
+    window.addEventListener('resize', () => {
+      chart.resize();
+      if (isNarrow(container) !== narrow) {
+        narrow = !narrow;
+        draw();
+      } else {
+        fitLegend(chart);
+      }
+    });
     window.hqCharts[name] = chart;
     container.dataset.rendered = 'true';
   });

@@ -224,3 +224,55 @@ def test_dashboard_layout_fits_desktop_and_phone(hq_ledger, demo, page, browser_
     screenshot(page, f"hq-admin-topbar-{locale}")
     link = _box(page, "header.topbar nav a")
     assert _box(page, "header.topbar")["height"] < 2 * link["height"] + 24
+
+
+# The drawn boxes of one chart's axis labels, per axis, in chart pixels. Each label is a
+# zrender Text element that AxisBuilder marks with anid "label_<tick>"; labels that ECharts
+# hid (hideOverlap, interval) are ignored and not drawn.
+AXIS_LABEL_BOXES_JS = """(name) => {
+  const chart = window.hqCharts[name];
+  const axes = [];
+  for (const type of ['xAxis', 'yAxis']) {
+    chart.getModel().eachComponent(type, (axisModel) => {
+      const boxes = [];
+      chart.getViewOfComponentModel(axisModel).group.traverse((el) => {
+        if (typeof el.anid !== 'string' || !el.anid.startsWith('label_') || el.ignore || el.invisible) return;
+        const rect = el.getBoundingRect().clone();
+        rect.applyTransform(el.getComputedTransform());
+        boxes.push({ text: el.style.text, x: rect.x, y: rect.y, width: rect.width, height: rect.height });
+      });
+      axes.push({ axis: `${type}${axisModel.componentIndex}`, boxes });
+    });
+  }
+  return axes;
+}"""
+
+
+def _axis_label_overlaps(page, chart):
+    """Return (axis, label, label) for each two labels of one axis whose boxes intersect."""
+    overlaps = []
+    for axis in page.evaluate(AXIS_LABEL_BOXES_JS, chart):
+        boxes = axis["boxes"]
+        for i, first in enumerate(boxes):
+            for second in boxes[i + 1:]:
+                apart_x = first["x"] + first["width"] <= second["x"] or second["x"] + second["width"] <= first["x"]
+                apart_y = first["y"] + first["height"] <= second["y"] or second["y"] + second["height"] <= first["y"]
+                if not (apart_x or apart_y):
+                    overlaps.append((axis["axis"], first["text"], second["text"]))
+    return overlaps
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1366, 900)])
+def test_company_axis_labels_never_overlap(hq_ledger, demo, page, browser_login, width, height):
+    """The arrears-by-age and waiver charts show every company name apart from the others."""
+    browser_login(page, "hq_auditor")
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"/hq/dashboard?season={SEASON}")
+    names = [demo[code].name for code in ("TJ", "QD", "SJZ")]
+    for chart in ("arrears", "waivers"):
+        page.locator(f'[data-chart="{chart}"][data-rendered="true"] canvas').first.wait_for()
+        labels = [box["text"] for axis in page.evaluate(AXIS_LABEL_BOXES_JS, chart) for box in axis["boxes"]]
+        # Each billed company keeps a label of its own (the waiver outlier carries a ⚠ after its name).
+        for name in names:
+            assert sum(1 for label in labels if label.startswith(name)) == 1, (chart, name, labels)
+        assert _axis_label_overlaps(page, chart) == [], (width, chart)

@@ -144,3 +144,30 @@ def test_hq_collection_by_role(page, browser_login, screenshot, import_fixture, 
     assert page.locator("main h1").inner_text() == "403 无权访问"
     assert page.locator(".error-message").inner_text() == "集团汇总仅供集团总部查看。"
     screenshot(page, "hq-collection-forbidden")
+
+
+# Main pages of a company clerk and of headquarters, by user.
+MAIN_PAGES = {
+    "tj_clerk": ["/login", "/", "/accounts/", "/ledger/", "/billing/receivables", "/processes/inbox"],
+    "hq_auditor": ["/hq/collection", "/hq/dashboard", "/hq/audit"],
+}
+
+
+@pytest.mark.parametrize("username", sorted(MAIN_PAGES))
+def test_main_pages_load_without_404(page, browser_login, demo, username):
+    """No request of a main page, the icon included, ends in 404, and the console stays free of it."""
+    not_found = []
+    console_errors = []
+    page.on("response", lambda response: not_found.append(response.url) if response.status == 404 else None)
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    browser_login(page, username)
+    for path in MAIN_PAGES[username]:
+        response = page.goto(path)
+        assert response.status == 200, path
+        page.wait_for_load_state("networkidle")
+
+    assert not_found == []
+    assert [text for text in console_errors if "404" in text] == []
+    icon = page.request.get("/favicon.ico")
+    assert icon.status == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: fecda8246547
+Revision ID: 1d4aef4a3109
 Revises: 
-Create Date: 2026-12-05 10:44:53.704279
+Create Date: 2026-12-05 11:22:18.022657
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'fecda8246547'
+revision = '1d4aef4a3109'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -869,6 +869,7 @@ def upgrade():
     sa.Column('cause_id', sa.Integer(), nullable=True),
     sa.Column('idempotency_key', sa.String(length=120), nullable=False),
     sa.Column('memo', sa.String(length=255), nullable=False),
+    sa.Column('memo_message', sa.JSON(), nullable=True),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),

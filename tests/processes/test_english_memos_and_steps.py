@@ -1,0 +1,125 @@
+"""Ledger memos and process step names in the reader's language, on the account, inbox and instance pages."""
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from app.billing.models import LedgerEntry
+from app.billing.services import run_billing
+from app.extensions import db
+from app.org.models import User
+from app.payments.services import collect_payment
+from app.processes.deployment import BPMN_DIR, deploy_model
+from app.processes.step_names import DIAGRAM_STEP_NAMES
+from app.tariffs.services import get_season
+from tests.billing.conftest import add_account  # noqa: F401
+from tests.processes.conftest import SEASON, instance_of, open_task, start_process_request, start_request, submit_task, user
+
+BPMN_NS = "{http://www.omg.org/spec/BPMN/20100524/MODEL}"
+# Named BPMN elements that are no steps: their names are process labels, roles or flow labels.
+NOT_STEPS = {"sequenceFlow", "lane", "participant", "process"}
+
+
+def _set_locale(username, locale):
+    db.session.execute(sa.update(User).where(User.username == username).values(locale=locale))
+    db.session.commit()
+
+
+def _statement_memos(client, account):
+    html = client.get(f"/accounts/{account.id}").get_data(as_text=True)
+    body = html.split('<table id="statement">', 1)[1].split("</table>", 1)[0]
+    return [re.sub(r"<[^>]+>", "", row.rsplit("<td>", 1)[1]).strip() for row in body.split("<tr>")[2:]]
+
+
+def _approved_waiver(login, make_account, amount="200.00"):
+    """A TJ waiver of `amount` approved by the company and by finance, which posts its line."""
+    account = make_account("TJ", "87.35")
+    data = {"category": "hardship", "mode": "amount", "amount": amount, "percent": "", "evidence": "困难证明 2025-018", "comment": ""}
+    assert start_process_request(login("tj_clerk"), "waiver", account.id, data).status_code == 302
+    instance = instance_of(account.id, "waiver")
+    assert submit_task(login("tj_approver"), open_task(instance.id, "company_approval").id, {"decision": "approve"}).status_code == 302
+    finance = login("tj_finance")
+    assert submit_task(finance, open_task(instance.id, "finance_review").id, {"decision": "approve", "comment": ""}).status_code == 302
+    return account, instance
+
+
+def test_default_step_names_match_diagrams():
+    names = set()
+    for path in sorted(BPMN_DIR.glob("*.bpmn")):
+        for element in ET.parse(path).iter():
+            if element.tag.startswith(BPMN_NS) and element.get("name") and element.tag[len(BPMN_NS):] not in NOT_STEPS:
+                names.add(element.get("name"))
+
+    assert set(DIAGRAM_STEP_NAMES) == names
+
+
+@pytest.mark.parametrize("locale", ["en", "zh_CN"])
+def test_statement_memos_follow_reader_language(demo, make_account, login, locale):
+    # The finance approver reads English, so the waiver line is posted inside an English request.
+    _set_locale("tj_finance", "en")
+    account, instance = _approved_waiver(login, make_account)
+    payment = collect_payment(account, "100.00", "cash", user("tj_cashier"))
+    db.session.commit()
+    _set_locale("tj_clerk", locale)
+
+    memos = _statement_memos(login("tj_clerk"), account)
+
+    if locale == "en":
+        assert f"Waiver approved (process {instance.id})" in memos
+        assert f"Receipt {payment.receipt_no}" in memos
+    else:
+        assert f"减免审批通过（流程 {instance.id}）" in memos
+        assert f"收据 {payment.receipt_no}" in memos
+    # The stored memo is Chinese whatever the language of the request that posted it.
+    stored = db.session.scalars(sa.select(LedgerEntry.memo).where(LedgerEntry.account_id == account.id).order_by(LedgerEntry.id)).all()
+    assert f"减免审批通过（流程 {instance.id}）" in stored
+    assert f"收据 {payment.receipt_no}" in stored
+
+
+@pytest.mark.parametrize("locale", ["en", "zh_CN"])
+def test_prorated_charge_memo_follows_reader_language(demo, add_account, login, locale):
+    account = add_account("TJ", "80", connected_on=date(2026, 1, 10))
+    run_billing("TJ", SEASON)
+    season = get_season(account.company_id, SEASON)
+    days = (season.end_on - date(2026, 1, 10)).days + 1
+    _set_locale("tj_clerk", locale)
+
+    memos = _statement_memos(login("tj_clerk"), account)
+
+    if locale == "en":
+        assert memos == [f"2026-01-10 to {season.end_on}: {days} of {season.statutory_days} statutory days"]
+    else:
+        assert memos == [f"2026-01-10至{season.end_on} 共{days}天/法定{season.statutory_days}天"]
+
+
+@pytest.mark.parametrize("locale, company_step", [("en", "Company approval"), ("zh_CN", "分公司审批")])
+def test_inbox_and_history_step_names(demo, make_account, login, locale, company_step):
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = instance_of(account.id, "suspension")
+    _set_locale("tj_approver", locale)
+    approver = login("tj_approver")
+
+    inbox = approver.get("/processes/inbox").get_data(as_text=True)
+    history = approver.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
+
+    assert f">{company_step}</a>" in inbox
+    assert f"<td>{company_step}</td>" in history
+
+
+def test_company_step_name_shown_as_written(demo, make_account, login):
+    # TJ renames its company approval step in its own diagram.
+    text = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8").replace('name="分公司审批"', 'name="片区经理审批"')
+    deploy_model(demo["TJ"].id, "suspension", text)
+    db.session.commit()
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    _set_locale("tj_approver", "en")
+
+    inbox = login("tj_approver").get("/processes/inbox").get_data(as_text=True)
+
+    assert ">片区经理审批</a>" in inbox
+    assert "Company approval" not in inbox
