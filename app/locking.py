@@ -21,10 +21,26 @@ def lock_matching_row(model, *criteria, options=()):
     `options` are loader options such as joinedload. The lock covers the row of `model`
     only, not the rows they join.
     """
-    if db.session.get_bind().dialect.name == "sqlite":
-        db.session.execute(
+    return RowLock(model, *criteria, options=options)()
+
+
+class RowLock:
+    """The statements of lock_matching_row, built once for a hot path; `criteria` may hold bind parameters.
+
+    Calling it with the parameters' values loads the row under the lock, or returns None.
+    """
+
+    def __init__(self, model, *criteria, options=()):
+        # SQLite ignores FOR UPDATE, so this no-op UPDATE takes its database write lock first.
+        self.sqlite_update = (
             sa.update(model).where(*criteria).values(id=model.id).execution_options(synchronize_session=False)
         )
-    return db.session.scalar(
-        sa.select(model).where(*criteria).options(*options).with_for_update(of=model).execution_options(populate_existing=True)
-    )
+        self.select = (
+            sa.select(model).where(*criteria).options(*options).with_for_update(of=model)
+            .execution_options(populate_existing=True)
+        )
+
+    def __call__(self, **parameters):
+        if db.session.get_bind().dialect.name == "sqlite":
+            db.session.execute(self.sqlite_update, parameters)
+        return db.session.scalar(self.select, parameters)

@@ -10,6 +10,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from app.processes.fields import MAX_COMMENT_CHARS
 from app.processes.inbox import MAX_PAGE_SIZE, PAGE_SIZE, SORTS
+from app.processes.messages import run_failure_text
 from app.processes.models import DECISIONS, PROCESS_TYPES, TASK_STATUSES
 
 
@@ -138,13 +139,29 @@ class EventSchema(Schema):
     type_label = fields.String()
     actor_name = fields.String()
     at = UtcDateTime()
-    task_name = fields.String()
+    task_name = fields.String(
+        attribute="shown_task_name",
+        metadata={"description": "The step name. A name the platform wrote (a fired timer) is in the reader's language, a diagram's name as stored."},
+    )
     decision = fields.String(allow_none=True)
-    comment = fields.String()
+    comment = fields.Method(
+        "shown_comment", metadata={"type": "string", "description": (
+            "The comment. Texts the platform wrote (errors, fired timers, reminders) are in the reader's language, "
+            "as on the instance page; comments typed by users are as stored."
+        )},
+    )
     data = fields.Dict(
         keys=fields.String(),
         metadata={"description": "Event details; amounts and dates are strings, e.g. {\"amount\": \"-1747.00\"}."},
     )
+
+    def shown_comment(self, event):
+        # The same choice as the history table of the instance page (processes/_events.html).
+        # The stored comment stays Chinese for the audit hash.
+        failure = (event.data or {}).get("run_failure")
+        if failure:
+            return run_failure_text(failure, event.comment)
+        return event.shown_comment
 
 
 class InstanceSchema(Schema):

@@ -67,6 +67,15 @@ def prorate(full_amount, days, statutory_days):
     return full_amount * days / statutory_days
 
 
+# The re-rating of every approval runs this query, so it is built once.
+_ACTIVE_TARIFFS_WITH_RATES = (
+    sa.select(Tariff)
+    .where(Tariff.company_id == sa.bindparam("company_id"), Tariff.season_id == sa.bindparam("season_id"), Tariff.status == "active")
+    .order_by(Tariff.effective_from)
+    .options(joinedload(Tariff.prices), joinedload(Tariff.area_rules))
+)
+
+
 def season_tariffs(season, pending_id=None, with_rates=False):
     """Return the active tariff versions of `season`, earliest `effective_from` first.
 
@@ -75,6 +84,8 @@ def season_tariffs(season, pending_id=None, with_rates=False):
     prices and area rules in the same query, for a caller that computes a charge and
     would otherwise load them one query each.
     """
+    if pending_id is None and with_rates:
+        return db.session.scalars(_ACTIVE_TARIFFS_WITH_RATES, {"company_id": season.company_id, "season_id": season.id}).unique().all()
     in_force = Tariff.status == "active"
     if pending_id is not None:
         in_force = sa.or_(in_force, sa.and_(Tariff.id == pending_id, Tariff.status == "pending"))

@@ -10,12 +10,12 @@ from flask_babel import gettext as _
 
 from app.billing.bulk import bulk_billing_applies, run_bulk_billing
 from app.billing.models import RECEIVABLE_KINDS, RECEIVED_KINDS, BillingRun, LedgerEntry, memo_columns, utcnow
-from app.billing.precision import company_money_rule
+from app.billing.precision import company_money_rule, money_rule_of_company
 from app.billing.proration import season_charge_lines, season_charge_total, season_tariffs, tariff_periods
 from app.extensions import db
 from app.i18n import Message
 from app.messaging.events import emit
-from app.money import ZERO, format_money
+from app.money import ZERO, format_money, use_money_rule
 from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, Station, Unit
 from app.network.terms import company_terms_history
 from app.org.models import Company
@@ -175,7 +175,8 @@ def season_received(account_id, season_id):
     return -amount if amount is not None else ZERO
 
 
-def rerate_account(account, season, new_status, cause_type, cause_id, key, user_id=None, memo="", receivable=None, key_checked=False):
+def rerate_account(account, season, new_status, cause_type, cause_id, key, user_id=None, memo="", receivable=None, key_checked=False,
+                   money_rule=None, history=None):
     """Change an account's billing status and post the difference to its season receivable.
 
     Posts one `rerate` line of (new charge − current receivable) under `key`; posting the
@@ -183,6 +184,8 @@ def rerate_account(account, season, new_status, cause_type, cause_id, key, user_
     `receivable` is the current season receivable when the caller has just read it under
     the account's row lock; otherwise it is read here. `key_checked` is True when the caller
     has just found no line under `key` while holding that lock, so the check is skipped.
+    `money_rule` is the group's MoneyRule when the caller has read it, else it is read here.
+    `history` is the account's terms history as season_charge_lines takes it (None reads it).
     """
     if not key_checked:
         exists = db.session.scalar(
@@ -190,9 +193,11 @@ def rerate_account(account, season, new_status, cause_type, cause_id, key, user_
         )
         if exists:
             return None
-    with company_money_rule(account.company_id):
+    rule = money_rule if money_rule is not None else money_rule_of_company(account.company_id)
+    with use_money_rule(rule):
         has_lift, kind = account_charge_inputs(account)
-        lines = season_charge_lines(account, season, season_tariffs(season, with_rates=True), has_lift, kind, billing_status=new_status)
+        tariffs = season_tariffs(season, with_rates=True)
+        lines = season_charge_lines(account, season, tariffs, has_lift, kind, billing_status=new_status, history=history)
         if receivable is None:
             receivable = season_receivable(account.id, season.id)
         difference = season_charge_total(lines) - receivable

@@ -67,14 +67,22 @@ class ValveChange(CompanyOwned, db.Model):
 
 
 def _neighbours(company_id, account_id, effective_at):
-    """Return the account's changes in effect just before and just after `effective_at`."""
-    base = sa.select(ValveChange).where(ValveChange.company_id == company_id, ValveChange.account_id == account_id)
-    earlier = db.session.scalar(
-        base.where(ValveChange.effective_at <= effective_at).order_by(ValveChange.effective_at.desc()).limit(1)
+    """Return the account's changes in effect just before and just after `effective_at`, read in one statement."""
+    of_account = sa.and_(ValveChange.company_id == company_id, ValveChange.account_id == account_id)
+    earlier_id = (
+        sa.select(ValveChange.id).where(of_account, ValveChange.effective_at <= effective_at)
+        .order_by(ValveChange.effective_at.desc()).limit(1).scalar_subquery()
     )
-    later = db.session.scalar(
-        base.where(ValveChange.effective_at > effective_at).order_by(ValveChange.effective_at).limit(1)
+    later_id = (
+        sa.select(ValveChange.id).where(of_account, ValveChange.effective_at > effective_at)
+        .order_by(ValveChange.effective_at).limit(1).scalar_subquery()
     )
+    rows = db.session.execute(
+        sa.select(ValveChange, (ValveChange.id == earlier_id).label("is_earlier"))
+        .where(ValveChange.id.in_([earlier_id, later_id]))
+    ).all()
+    earlier = next((change for change, is_earlier in rows if is_earlier), None)
+    later = next((change for change, is_earlier in rows if not is_earlier), None)
     return earlier, later
 
 
@@ -109,6 +117,11 @@ def record_valve_change(account, state, effective_at, cause_type, cause_id=None,
 
 
 def _community_id(account):
+    # A caller that locked the account with its unit and building (app.processes.registry)
+    # has the community at hand. `__dict__` is checked so that no lazy load is started.
+    unit = account.__dict__.get("unit")
+    if unit is not None and unit.id == account.unit_id and "building" in unit.__dict__:
+        return unit.building.community_id
     return db.session.scalar(
         sa.select(Building.community_id).join(Unit, Unit.building_id == Building.id).where(Unit.id == account.unit_id)
     )

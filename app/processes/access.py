@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 
 from app.extensions import db
-from app.locking import lock_row
+from app.locking import RowLock
 from app.network.models import Account
 from app.org.models import Company, CompanyFunction, Role, UserRole
 from app.org.permissions import PERMISSIONS
@@ -86,6 +86,11 @@ _TASK_AND_OPEN_TASKS = (
 )
 
 
+_LOCK_INSTANCE_OF_TASK = RowLock(
+    ProcessInstance, ProcessInstance.id == sa.select(HumanTask.instance_id).where(HumanTask.id == sa.bindparam("task_id")).scalar_subquery()
+)
+
+
 def _roles_and_functions(user_id, company_id):
     """Read the user's roles and the company's granted functions in one round trip; returns (role rows, function set).
 
@@ -154,7 +159,7 @@ def locked_task(task_id, user):
     this transaction changes them. On NotFoundError or AccessError the transaction is
     rolled back, which releases the lock.
     """
-    instance = lock_row(ProcessInstance, sa.select(HumanTask.instance_id).where(HumanTask.id == task_id).scalar_subquery())
+    instance = _LOCK_INSTANCE_OF_TASK(task_id=task_id)
     try:
         if instance is None:
             task, open_tasks = get_task(task_id, user, fresh=True), []

@@ -93,6 +93,10 @@ class RunContext:
     instance: object
     user: object = None
     task: object = None
+    # The instance's account once a service task has locked it. Holding it here keeps it in
+    # the session's identity map, which references unchanged rows weakly, so later reads of
+    # the account in the same step, such as the finished event's, send no SELECT.
+    account: object = None
 
 
 class EscalationRuleTask(BusinessRuleTask):

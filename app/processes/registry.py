@@ -20,9 +20,11 @@ from app.extensions import db
 from app.i18n import M_, N_, Message
 from app.messaging.events import emit
 from app.money import ZERO, format_money
-from app.network.models import BILLING_STATUSES, VALVE_STATES, Account, Unit
+from app.billing.precision import build_money_rule
+from app.network.models import BILLING_STATUSES, VALVE_STATES, Account, AccountTerms, Unit
 from app.network.valves import VALVE_TASK_FORMS, record_valve_change, utcnow
 from app.processes.audit import record_event
+from app.org.models import Company, Group
 from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,15 @@ _SEASON_RECEIVABLE = sa.select(sa.func.sum(LedgerEntry.amount)).where(
     LedgerEntry.account_id == sa.bindparam("account_id"), LedgerEntry.season_id == Season.id,
     LedgerEntry.kind.in_(RECEIVABLE_KINDS),
 ).scalar_subquery()
-_SEASON_POSTED_LINE_AND_RECEIVABLE = _current_season_statement(Season, _POSTED_LINE, _SEASON_RECEIVABLE)
+# The group's money rule and whether the account has dated terms, so that the re-rating
+# needs no statement of its own for either.
+_GROUP_OF_SEASON = sa.select(Group).join(Company, Company.group_id == Group.id).where(Company.id == Season.company_id)
+_MONEY_QUANTUM = _GROUP_OF_SEASON.with_only_columns(Group.money_quantum).scalar_subquery()
+_MONEY_ROUNDING = _GROUP_OF_SEASON.with_only_columns(Group.money_rounding).scalar_subquery()
+_HAS_TERMS = sa.select(AccountTerms.id).where(AccountTerms.account_id == sa.bindparam("account_id")).exists()
+_SEASON_POSTED_LINE_AND_RECEIVABLE = _current_season_statement(
+    Season, _POSTED_LINE, _SEASON_RECEIVABLE, _MONEY_QUANTUM, _MONEY_ROUNDING, _HAS_TERMS
+)
 
 
 def current_season(company_id, today=None):
@@ -115,6 +125,7 @@ def instance_account(context, account_id):
     account = db.session.scalar(_LOCKED_ACCOUNT, {"account_id": account_id})
     if account is None:
         raise ServiceError(f"Account {account_id} of process instance {instance.id} was not found.")
+    context.account = account
     return account
 
 
@@ -155,7 +166,7 @@ def rebill_suspension(context, account_id):
     instance = context.instance
     account = instance_account(context, account_id)
     key = f"suspension:{instance.id}"
-    season, posted_id, before = _season_posted_line_and_receivable(account, key)
+    season, posted_id, before, money_rule, history = _season_posted_line_and_receivable(account, key)
     if posted_id is not None:
         # A replay of this step: the line is already posted, so report it and post nothing.
         posted = db.session.get(LedgerEntry, posted_id)
@@ -171,7 +182,7 @@ def rebill_suspension(context, account_id):
     entry = rerate_account(
         account, season, "suspended", "process_instance", instance.id, key=key,
         user_id=context.user.id if context.user else None, memo=M_("报停审批通过（流程 %(instance)s）", instance=instance.id), receivable=before,
-        key_checked=True,
+        key_checked=True, money_rule=money_rule, history=history,
     )
     # The line is posted under the account lock, so the receivable after it is the sum.
     after = before + entry.amount
@@ -187,18 +198,23 @@ def rebill_suspension(context, account_id):
 
 
 def _season_posted_line_and_receivable(account, key):
-    """Read, in one statement, the current season, the id of the line posted under `key` (or None) and the account's receivable of that season.
+    """Read, in one statement, the current season, the id of the line posted under `key` (or None), the account's receivable of that season, the group's money rule and whether the account has dated terms.
 
-    Returns (season or None, posted id or None, receivable). The receivable is ZERO when
-    the company has no season or the season has no lines. The caller holds the account's
-    row lock, so the figures stay true until it commits.
+    Returns (season or None, posted id or None, receivable, MoneyRule or None, terms
+    history). The receivable is ZERO when the company has no season or the season has no
+    lines. The rule is None when the company has no group, so that the re-rating reads it
+    and raises the error that names the company. The history is an empty list when the
+    account has no dated terms, else None, which makes the re-rating read it. The caller
+    holds the account's row lock, so the figures stay true until it commits.
     """
     parameters = {"company_id": account.company_id, "key": key, "account_id": account.id, "today": date.today()}
     row = db.session.execute(_SEASON_POSTED_LINE_AND_RECEIVABLE, parameters).first()
     if row is None:
-        return None, db.session.scalar(sa.select(_POSTED_LINE), parameters), ZERO
-    season, posted_id, amount = row
-    return season, posted_id, amount if amount is not None else ZERO
+        return None, db.session.scalar(sa.select(_POSTED_LINE), parameters), ZERO, None, None
+    season, posted_id, amount, quantum, rounding, has_terms = row
+    money_rule = build_money_rule(quantum, rounding) if quantum is not None else None
+    history = None if has_terms else []
+    return season, posted_id, amount if amount is not None else ZERO, money_rule, history
 
 
 def set_valve_state(context, account, valve_state):

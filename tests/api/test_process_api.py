@@ -7,6 +7,7 @@ from app.api.openapi import openapi_path
 from app.extensions import db
 from app.processes.deployment import BPMN_DIR, deploy_model
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
+from tests.processes.conftest import fire_timer_of
 
 API = "/api/v1"
 SUSPENSION_XML = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
@@ -103,11 +104,49 @@ def test_service_failure_in_reader_language(demo, make_account, login):
     assert english.startswith("service 'rebill_suspension' of element rebill_suspension_task failed: Parameter account_id=")
     assert not _has_chinese(english)
 
-    # The history keeps the Chinese text of each failure, for the audit hash and exports.
-    detail = approver.get(f"{API}/instances/{_instance_of_task(task_id)}").get_json()
+    # The history stores the Chinese text of each failure, for the audit hash and exports,
+    # and the API shows it in the reader's language, as the instance page does.
+    instance_id = _instance_of_task(task_id)
+    stored = db.session.scalars(sa.select(ProcessEvent.comment).filter_by(instance_id=instance_id, event_type="error")).all()
+    assert len(stored) == 2
+    assert stored[0].startswith("元素 rebill_suspension_task 的服务")
+    detail = approver.get(f"{API}/instances/{instance_id}").get_json()
     errors = [event for event in detail["events"] if event["event_type"] == "error"]
     assert len(errors) == 2
-    assert errors[0]["comment"].startswith("元素 rebill_suspension_task 的服务")
+    assert errors[0]["comment"].startswith("service 'rebill_suspension' of element rebill_suspension_task failed: Parameter account_id=")
+
+
+def test_timer_events_in_reader_language(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    started = _start(login("tj_clerk"), account.account_no).get_json()
+    fire_timer_of(started["id"], "remind_company_approval")
+    fire_timer_of(started["id"], "escalate_company_approval")
+    admin = login("tj_admin")
+
+    chinese = admin.get(f"{API}/instances/{started['id']}").get_json()["events"]
+    [escalated] = [event for event in chinese if event["event_type"] == "escalated"]
+    assert escalated["task_name"] == "超时转集团审批"
+    assert escalated["comment"] == "定时事件 escalate_company_approval 到期：超时转集团审批。"
+    [reminded] = [event for event in chinese if event["event_type"] == "reminded"]
+    assert reminded["task_name"] == "分公司审批"
+    assert reminded["comment"] == "超时催办：待办「分公司审批」已超过办理期限，请尽快办理。"
+
+    assert admin.post("/language", data={"locale": "en"}).status_code == 302
+    english = admin.get(f"{API}/instances/{started['id']}").get_json()["events"]
+    [escalated] = [event for event in english if event["event_type"] == "escalated"]
+    assert escalated["task_name"] == "Escalated to group approval after the deadline"
+    assert escalated["comment"] == "Timer event escalate_company_approval is due: Escalated to group approval after the deadline."
+    [reminded] = [event for event in english if event["event_type"] == "reminded"]
+    # The task title is diagram data, so it stays as the diagram names it.
+    assert reminded["task_name"] == "分公司审批"
+    assert reminded["comment"] == "Overdue reminder: the task “分公司审批” is past its due date. Please handle it soon."
+    # A comment a user typed is returned as stored.
+    [filed] = [event for event in english if event["event_type"] == "started"]
+    assert filed["comment"] == "房屋空置"
+    # The stored texts stay Chinese for the audit hash.
+    stored = db.session.scalar(sa.select(ProcessEvent).filter_by(instance_id=started["id"], event_type="escalated"))
+    assert stored.task_name == "超时转集团审批"
+    assert stored.comment == "定时事件 escalate_company_approval 到期：超时转集团审批。"
 
 
 def _instance_of_task(task_id):

@@ -1,11 +1,20 @@
-"""The SQL statements and flushes of one company approval, which bound the cost of a process step."""
+"""The SQL statements and flushes of one company approval and one valve task, which bound the cost of a process step."""
+
+from datetime import date
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app.billing.models import LedgerEntry
+from app.billing.precision import set_group_precision
 from app.billing.services import season_receivable
 from app.extensions import db
 from app.hq.models import AccountSeasonBalance, CompanySeasonTotal, StepDailyTotal
+from app.network.models import AccountTerms
+from app.network.valves import ValveChange
+from app.org.models import Group
+from app.tariffs.models import Season
 from app.processes.models import HumanTask
 from app.processes.services import claim_task, complete_task, start_process
 from app.org.services import scope_for
@@ -15,12 +24,23 @@ from tests.processes.conftest import open_task, user
 # Statements of one company approval that re-rates the season (see docs/benchmarks.md). SQLite
 # also sends a no-op UPDATE before the row lock, one INSERT per audit event, and the daily
 # and season totals as two statements each.
-MAX_STATEMENTS = {"postgresql": 20, "sqlite": 25}
+MAX_STATEMENTS = {"postgresql": 18, "sqlite": 23}
+# Statements of the valve task that records the seal and ends the instance.
+MAX_VALVE_STATEMENTS = {"postgresql": 14, "sqlite": 17}
+VALVE_RESULT = {"result": "sealed", "seal_no": "B-0001", "photo_note": "", "comment": ""}
+
+
+def _season_id(demo):
+    return db.session.scalar(sa.select(Season.id).where(Season.company_id == demo["TJ"].id, Season.name == "2025-2026"))
 
 
 def _claimed_approval(make_account):
     """File a suspension and let the TJ approver claim its company approval; returns (approver, task id)."""
-    account = make_account("TJ", "87.35")
+    return _claimed_approval_of(make_account("TJ", "87.35"))
+
+
+def _claimed_approval_of(account):
+    """File a suspension of `account` and let the TJ approver claim its company approval; returns (approver, task id)."""
     clerk, approver = user("tj_clerk"), user("tj_approver")
     with scoped(scope_for(clerk)):
         instance = start_process("suspension", account.id, clerk, {"reason": "vacant", "comment": ""})
@@ -33,7 +53,7 @@ def _claimed_approval(make_account):
     return approver, task_id
 
 
-def _complete_recording(task_id, approver):
+def _complete_recording(task_id, approver, values=None):
     """Complete the task; returns (SQL statements sent, number of flushes that wrote rows)."""
     sent, flushes = [], []
 
@@ -47,7 +67,7 @@ def _complete_recording(task_id, approver):
     sa.event.listen(Session, "after_flush", record_flush)
     try:
         with scoped(scope_for(approver)):
-            complete_task(task_id, approver, {"decision": "approve", "comment": "同意"})
+            complete_task(task_id, approver, values or {"decision": "approve", "comment": "同意"})
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", record_statement)
         sa.event.remove(Session, "after_flush", record_flush)
@@ -70,6 +90,79 @@ def test_approval_statement_count(demo, make_account):
     if dialect == "postgresql":
         # The account balance and the company season total are one statement.
         assert "INTO hq_account_season_balance" in season_total_writes[0]
+    # The group's money rule and the account's dated terms come with the season read.
+    assert [statement for statement in sent if 'FROM "group"' in statement and "FROM season" not in statement] == []
+    assert [statement for statement in sent if "FROM account_terms" in statement and "FROM season" not in statement] == []
+
+
+def test_approval_rounds_by_group_rule(demo, make_account):
+    group = db.session.scalar(sa.select(Group).filter_by(code="NHG"))
+    set_group_precision(group, Decimal("1"), "half_up")
+    db.session.commit()
+    # TJ bills residential heat at 25.00 yuan/m² and a suspension at 0.20 of it. The full fee of
+    # 87.33 m² is 2183.25 and rounds to 2183; the suspended fee of 436.65 rounds to 437.
+    account = make_account("TJ", "87.33")
+    assert season_receivable(account.id, _season_id(demo)) == Decimal("2183")
+    approver, task_id = _claimed_approval_of(account)
+
+    _complete_recording(task_id, approver)
+
+    line = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.account_id == account.id, LedgerEntry.kind == "rerate"))
+    assert line.amount == Decimal("437") - Decimal("2183")
+    assert season_receivable(account.id, _season_id(demo)) == Decimal("437")
+
+
+def test_approval_rerates_with_dated_terms(demo, make_account):
+    account = make_account("TJ", "87.35")
+    season = db.session.get(Season, _season_id(demo))
+    # 100 m² until 2025-12-31, then the 87.35 m² that the account row carries.
+    for effective_from, area in ((date(2025, 1, 1), Decimal("100")), (date(2026, 1, 1), Decimal("87.35"))):
+        db.session.add(AccountTerms(
+            company_id=account.company_id, account_id=account.id, effective_from=effective_from,
+            building_area=area, user_type="residential",
+        ))
+    db.session.commit()
+    approver, task_id = _claimed_approval_of(account)
+
+    sent, _flushes = _complete_recording(task_id, approver)
+
+    assert [statement for statement in sent if "FROM account_terms" in statement and "FROM season" not in statement] != []
+    # Suspended at 0.20 of 25.00 yuan/m²: 500.00 for 100 m² over 2025-11-15..2025-12-31
+    # (47 days) and 436.75 for 87.35 m² over 2026-01-01..2026-03-15 (74 days), each prorated
+    # over the season's statutory days and rounded to the fen. The receivable before was the
+    # whole season's 2183.75, billed before the terms rows existed.
+    days = Decimal(season.statutory_days)
+    first = (Decimal("500.00") * 47 / days).quantize(Decimal("0.01"))
+    second = (Decimal("436.75") * 74 / days).quantize(Decimal("0.01"))
+    line = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.account_id == account.id, LedgerEntry.kind == "rerate"))
+    assert line.amount == first + second - Decimal("2183.75")
+    assert line.amount != Decimal("436.75") - Decimal("2183.75")
+
+
+def test_valve_task_statement_count(demo, make_account):
+    approver, task_id = _claimed_approval(make_account)
+    instance_id = db.session.get(HumanTask, task_id).instance_id
+    _complete_recording(task_id, approver)
+    field = user("tj_field")
+    valve_task_id = open_task(instance_id, "valve_close").id
+    with scoped(scope_for(field)):
+        claim_task(valve_task_id, field)
+    db.session.refresh(field)
+    assert field.company.code == "TJ"
+
+    sent, _flushes = _complete_recording(valve_task_id, field, VALVE_RESULT)
+
+    dialect = db.engine.dialect.name
+    assert len(sent) <= MAX_VALVE_STATEMENTS[dialect], "\n".join(sent)
+    # The valve history's neighbours come in one read, the community from the locked account's
+    # building, and the finished event reuses the locked account.
+    assert len([statement for statement in sent if statement.startswith("SELECT") and "FROM valve_change" in statement]) == 1
+    assert [statement for statement in sent if statement.startswith("SELECT building.community_id")] == []
+    assert len([statement for statement in sent if statement.startswith("SELECT") and "FROM account" in statement]) == 1
+    db.session.expire_all()
+    change = db.session.scalar(sa.select(ValveChange).where(ValveChange.cause_type == "field_task", ValveChange.cause_id == valve_task_id))
+    assert change.state == "sealed"
+    assert change.ended_at is None
 
 
 def test_approval_flushes_twice(demo, make_account):
