@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import psycopg
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as orm_event
@@ -36,6 +37,7 @@ from app.payments.online import (
     store_notification_log,
 )
 from app.payments.services import ReceiptNumberBlock
+from app.rls import SET_SETTINGS_SQL, VISIBLE_SETTING, WRITABLE_SETTING, scope_settings
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -169,11 +171,16 @@ def _store_event(channel_code, event, log):
     }
     values.update({name: None for name in ("online_order_id", "payment_id", "applied_at")})
     with scoped(company_scope(log.company_id)):
-        stored_id = db.session.execute(_insert_statement(), values).scalar()
-        if stored_id is not None:
-            db.session.commit()
-            return Receipt(True, "pending", f"stored as notification {stored_id}", log.company_id)
-        db.session.rollback()
+        if db.session.get_bind().dialect.name == "postgresql":
+            stored_id = _insert_pipelined(values, log.company_id)
+        else:
+            stored_id = db.session.execute(_insert_statement(), values).scalar()
+            if stored_id is None:
+                db.session.rollback()
+            else:
+                db.session.commit()
+    if stored_id is not None:
+        return Receipt(True, "pending", f"stored as notification {stored_id}", log.company_id)
     reason = f"notification {event.notification_id or key} was already received"
     log.outcome, log.reason = "duplicate", reason[:255]
     store_notification_log(log)
@@ -200,6 +207,75 @@ def _insert_statement():
 
 
 _INSERT_STATEMENT = None
+
+
+def _insert_pipelined(values, company_id):
+    """Insert a pending row on PostgreSQL and commit it; return its id, or None when its delivery key is stored.
+
+    psycopg's pipeline mode sends `BEGIN`, the tenant settings, the INSERT and `COMMIT` in
+    one round trip, where the session took five with the pool's ping. The engine has no
+    pre-ping, so a connection the server closed fails here. Such a connection is dropped and
+    the INSERT is sent once more on a new one. That is safe, because a row the first attempt
+    committed makes the second insert nothing, and the notification is logged as a duplicate.
+    """
+    engine = notification_engine()
+    sql, processors = _pipelined_insert_sql(engine.dialect)
+    parameters = {name: processors[name](value) if processors.get(name) else value for name, value in values.items()}
+    visible, writable = scope_settings(company_scope(company_id))
+    for attempt in (1, 2):
+        connection = engine.raw_connection()
+        try:
+            driver = connection.driver_connection
+            with driver.pipeline(), driver.cursor() as cursor:
+                cursor.execute(SET_SETTINGS_SQL, (VISIBLE_SETTING, visible, WRITABLE_SETTING, writable))
+                cursor.execute(sql, parameters)
+                driver.commit()
+                row = cursor.fetchone()
+            return row[0] if row else None
+        except psycopg.OperationalError as error:
+            lost = driver.broken or driver.closed
+            connection.invalidate(error)
+            if attempt == 2 or not lost:
+                raise sa.exc.OperationalError(sql, parameters, error) from error
+            logger.warning("Notification insert lost its database connection, sending it again: %s", error)
+        finally:
+            connection.close()
+    return None
+
+
+def _pipelined_insert_sql(dialect):
+    """Return the INSERT as psycopg SQL and the bind processor of each column, compiled once."""
+    global _PIPELINED_INSERT
+    if _PIPELINED_INSERT is None:
+        table = PaymentNotification.__table__
+        compiled = _insert_statement().compile(dialect=dialect)
+        processors = {column.name: column.type.bind_processor(dialect) for column in table.columns}
+        _PIPELINED_INSERT = (str(compiled), processors)
+    return _PIPELINED_INSERT
+
+
+_PIPELINED_INSERT = None
+
+
+_ENGINE_KEY = "heatflow_notification_engine"
+_engine_lock = threading.Lock()
+
+
+def notification_engine():
+    """Return the app's engine for the notification INSERT: `db.engine`'s database and options without pre-ping."""
+    app = current_app._get_current_object()
+    engine = app.extensions.get(_ENGINE_KEY)
+    if engine is not None:
+        return engine
+    with _engine_lock:
+        engine = app.extensions.get(_ENGINE_KEY)
+        if engine is None:
+            options = {**app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}), "pool_pre_ping": False}
+            engine = sa.create_engine(db.engine.url, **options)
+            # Disposing the app's engine (tests, forked processes) disposes this one too.
+            orm_event.listen(db.engine, "engine_disposed", lambda disposed: engine.dispose())
+            app.extensions[_ENGINE_KEY] = engine
+    return engine
 
 
 def _log_receipt(channel_code, receipt, log):
