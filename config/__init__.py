@@ -109,6 +109,11 @@ class DefaultConfig:
     NOTIFICATION_APPLY_MAX_S = float(os.environ.get("HEATFLOW_NOTIFICATION_APPLY_MAX_S", "60"))
     # Celery beat applies notifications pending longer than this, this often.
     NOTIFICATION_SWEEP_S = float(os.environ.get("HEATFLOW_NOTIFICATION_SWEEP_S", "30"))
+    # A notification whose application failed is tried again by the sweep after
+    # base × 2^(attempt - 1) seconds, at most the cap, until this many attempts have failed.
+    NOTIFICATION_RETRY_LIMIT = int(os.environ.get("HEATFLOW_NOTIFICATION_RETRY_LIMIT", "5"))
+    NOTIFICATION_RETRY_BASE_S = float(os.environ.get("HEATFLOW_NOTIFICATION_RETRY_BASE_S", "60"))
+    NOTIFICATION_RETRY_CAP_S = float(os.environ.get("HEATFLOW_NOTIFICATION_RETRY_CAP_S", "3600"))
     # A web process checks the channel key files for a replaced key at most this often, in seconds.
     CHANNEL_KEY_CHECK_S = float(os.environ.get("HEATFLOW_CHANNEL_KEY_CHECK_S", "5"))
 

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import psycopg
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
+from app.locking import lock_row
 from app.integrations.channel import ChannelError, ChannelEvent, NotificationRejected, NotificationReply
 from app.payments import channels
 from app.payments.models import AlipayApp, PaymentNotification, WechatMerchant, utcnow
@@ -169,7 +170,8 @@ def _store_event(channel_code, event, log):
         "body_sha256": log.body_sha256, "received_at": log.received_at, "delivery_key": key,
         "payload": event_payload(event),
     }
-    values.update({name: None for name in ("online_order_id", "payment_id", "applied_at")})
+    values.update({name: None for name in ("online_order_id", "payment_id", "applied_at", "retry_at", "requeued_at", "requeue_reason")})
+    values["attempts"] = 0
     with scoped(company_scope(log.company_id)):
         if db.session.get_bind().dialect.name == "postgresql":
             stored_id = _insert_pipelined(values, log.company_id)
@@ -464,7 +466,8 @@ def _apply_row(row, receipts):
         # A lost connection or a deadlock fails the whole batch, which the task retries.
         raise
     except Exception as error:
-        # TODO: a failed row stays failed; nothing sets it back to pending once its cause is fixed.
+        # The savepoint undid everything the event wrote, so the row can be applied again
+        # once the cause is fixed: the sweep retries it, or an administrator requeues it.
         receipts.restore(mark)
         logger.exception("Notification %s of company %s could not be applied", row.id, row.company_id)
         links.payment_id = None
@@ -474,11 +477,35 @@ def _apply_row(row, receipts):
     row.online_order_id = links.online_order_id
     row.payment_id = links.payment_id
     row.applied_at = utcnow()
+    if result.outcome == "failed":
+        _schedule_retry(row, row.applied_at)
+    else:
+        row.retry_at = None
     return result
 
 
+def _schedule_retry(row, now):
+    """Count a failed attempt and set when the sweep tries the row again, or None after the last attempt."""
+    config = current_app.config
+    row.attempts = (row.attempts or 0) + 1
+    if row.attempts >= config.get("NOTIFICATION_RETRY_LIMIT", 5):
+        row.retry_at = None
+        return
+    base = config.get("NOTIFICATION_RETRY_BASE_S", 60)
+    delay = min(config.get("NOTIFICATION_RETRY_CAP_S", 3600), base * 2 ** (row.attempts - 1))
+    row.retry_at = now + timedelta(seconds=delay)
+
+
 def _log_applied(row, result):
-    if result.outcome in ("rejected", "failed"):
+    if result.outcome == "failed" and row.retry_at is None:
+        logger.error("%s notification %s of company %s failed %s times, no retry left: %s (transaction %s);"
+                     " requeue it with `flask heat notifications requeue %s --reason TEXT` once the cause is fixed",
+                     row.channel, row.id, row.company_id, row.attempts, result.reason, row.transaction_id, row.id)
+    elif result.outcome == "failed":
+        logger.warning("%s notification %s of company %s failed (attempt %s, retried at %s): %s (transaction %s)",
+                       row.channel, row.id, row.company_id, row.attempts, row.retry_at.isoformat(), result.reason,
+                       row.transaction_id)
+    elif result.outcome == "rejected":
         logger.warning("%s notification %s of company %s %s: %s (transaction %s)",
                        row.channel, row.id, row.company_id, result.outcome, result.reason, row.transaction_id)
     else:
@@ -506,6 +533,73 @@ def companies_with_pending(older_than_seconds=0):
         ).all()
         db.session.rollback()
     return [company_id for company_id, oldest in rows if _timestamp(oldest) <= cutoff]
+
+
+def companies_with_due_retries(now=None):
+    """Return the ids of the companies with failed notifications whose `retry_at` has passed."""
+    now = now or utcnow()
+    with scoped(SYSTEM_SCOPE):
+        company_ids = db.session.scalars(
+            sa.select(PaymentNotification.company_id)
+            .where(PaymentNotification.outcome == "failed", PaymentNotification.retry_at <= now)
+            .distinct()
+        ).all()
+        db.session.rollback()
+    return list(company_ids)
+
+
+def release_due_retries(company_id, now=None):
+    """Set a company's failed notifications whose `retry_at` has passed back to pending; return how many."""
+    now = now or utcnow()
+    with scoped(company_scope(company_id, label=f"task:payments.sweep_notifications:{company_id}")):
+        released = db.session.execute(
+            sa.update(PaymentNotification)
+            .where(
+                PaymentNotification.company_id == company_id, PaymentNotification.outcome == "failed",
+                PaymentNotification.retry_at <= now,
+            )
+            .values(outcome="pending", retry_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.session.commit()
+    if released:
+        logger.info("Set %s failed notifications of company %s back to pending for another attempt", released, company_id)
+    return released
+
+
+class RequeueError(ValueError):
+    """A notification that cannot be set back to pending; the message names the cause and the fix."""
+
+
+def requeue_failed(notification_id, reason):
+    """Set a failed notification back to pending for the apply task, recording when and why; return the row.
+
+    Only a `failed` row is requeued: its savepoint was rolled back, so applying it again
+    posts its payment at most once. Raises RequeueError otherwise or without a reason.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise RequeueError("A reason is required: say what was fixed, for example --reason \"account restored\".")
+    if len(reason) > 255:
+        raise RequeueError(f"The reason has {len(reason)} characters; shorten it to at most 255.")
+    with scoped(SYSTEM_SCOPE):
+        row = lock_row(PaymentNotification, notification_id)
+        if row is None:
+            db.session.rollback()
+            raise RequeueError(f"Notification {notification_id} was not found; list failed ones with `flask heat notifications failed`.")
+        if row.outcome != "failed":
+            outcome = row.outcome
+            db.session.rollback()
+            raise RequeueError(f"Notification {notification_id} is {outcome}, not failed; only a failed notification can be requeued.")
+        row.outcome = "pending"
+        row.retry_at = None
+        row.requeued_at = utcnow()
+        row.requeue_reason = reason
+        db.session.flush()
+        db.session.expunge(row)
+        db.session.commit()
+    logger.warning("Notification %s of company %s set back to pending by an administrator: %s", row.id, row.company_id, reason)
+    return row
 
 
 def _timestamp(value):

@@ -44,6 +44,10 @@ class OnlinePaymentError(ValueError):
     """An online order that cannot be placed; the message names the cause."""
 
 
+class PostingError(RuntimeError):
+    """A channel payment that cannot be posted until its data is fixed; the message names the missing row."""
+
+
 @dataclass(frozen=True)
 class NotificationResult:
     """Outcome of one notification: whether to acknowledge it, and the logged outcome and reason.
@@ -326,6 +330,8 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     """
     # The unit and building come with the account, so the HQ daily totals need no query for its community.
     account = lock_row(Account, account_id, options=[joinedload(Account.unit).joinedload(Unit.building)])
+    if account is None:
+        raise PostingError(f"account {account_id} was not found in company {company_id}")
     owed = amount_owed(account)
     # SQLite keeps the wall-clock digits and drops the offset, so times are stored in UTC.
     paid_at = paid_at.astimezone(timezone.utc)
