@@ -37,7 +37,8 @@ from app.payments.online import (
     NotificationResult, _fill_log, apply_event, check_event, merchant_records, payment_for_transaction, route_event,
     store_notification_log,
 )
-from app.payments.services import ReceiptNumberBlock
+from app.org.models import Company
+from app.payments.services import ReceiptNumberBlock, allocation_rule
 from app.rls import SET_SETTINGS_SQL, VISIBLE_SETTING, WRITABLE_SETTING, scope_settings
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
@@ -427,28 +428,66 @@ def _apply_batch(company_id, batch_size):
         db.session.rollback()
         return BatchResult(0, ())
     receipts = ReceiptNumberBlock(company_id, len(rows))
+    batch = BatchReads(company_id)
     invoices = []
-    results = []
+    applied = []
     for row in rows:
-        result = _apply_row(row, receipts)
-        results.append((row, result))
+        result = _apply_row(row, receipts, batch)
+        # Read before the commit expires the row, so logging needs no query per row.
+        applied.append((AppliedRow.of(row), result))
         if result.issues_e_invoice and row.payment_id is not None:
             invoices.append(row.payment_id)
     receipts.release()
     db.session.commit()
-    for row, result in results:
+    for row, result in applied:
         _log_applied(row, result)
     return BatchResult(len(rows), tuple(invoices))
 
 
-def _apply_row(row, receipts):
+class BatchReads:
+    """Reads shared by every row of one batch, made once inside the batch's transaction.
+
+    It keeps the merchant records by (channel, merchant id) for routing, the company's
+    allocation rule, and a reference to the company row, so the session's identity map
+    keeps that row loaded.
+    """
+
+    def __init__(self, company_id):
+        self.company = db.session.get(Company, company_id)
+        self.rule = allocation_rule(company_id)
+        self._merchants = {}
+
+    def merchant_records(self, channel_code, merchant_id):
+        key = (channel_code, merchant_id)
+        if key not in self._merchants:
+            self._merchants[key] = merchant_records(channel_code, merchant_id)
+        return self._merchants[key]
+
+
+@dataclass(frozen=True)
+class AppliedRow:
+    """The fields of an applied row that its log line shows."""
+
+    id: int
+    channel: str
+    company_id: int
+    transaction_id: str | None
+    attempts: int
+    retry_at: datetime | None
+
+    @classmethod
+    def of(cls, row):
+        return cls(row.id, row.channel, row.company_id, row.transaction_id, row.attempts, row.retry_at)
+
+
+def _apply_row(row, receipts, batch):
     """Apply one stored row inside a savepoint and record its outcome on the row."""
     links = AppliedLinks(company_id=row.company_id)
     mark = receipts.mark()
     try:
         event = event_from_payload(row.payload)
         with db.session.begin_nested():
-            result = apply_event(row.channel, event, links, receipts)
+            result = apply_event(row.channel, event, links, receipts, lookup=batch.merchant_records, rule=batch.rule)
     except NotificationRejected as error:
         receipts.restore(mark)
         links.payment_id = None
