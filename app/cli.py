@@ -307,6 +307,50 @@ def audit_verify_command(company_code):
     sys.exit(1)
 
 
+notifications = AppGroup("notifications", help="Stored WeChat Pay and Alipay notifications (the notification inbox).")
+heat.add_command(notifications)
+
+
+@notifications.command("failed")
+@click.option("--company", "company_code", help="Company code, e.g. TJ; all companies when omitted.")
+def notifications_failed_command(company_code):
+    """List failed notifications: id, company, channel, transaction, attempts, next retry and error."""
+    from app.extensions import db
+    from app.payments.models import PaymentNotification
+
+    query = sa.select(PaymentNotification).where(PaymentNotification.outcome == "failed").order_by(PaymentNotification.id)
+    if company_code:
+        query = query.where(PaymentNotification.company_id == _company_id_or_exit(company_code))
+    codes = _company_codes()
+    rows = db.session.scalars(query).all()
+    for row in rows:
+        retry = row.retry_at.isoformat() if row.retry_at else "none left"
+        click.echo(
+            f"{row.id}\t{codes.get(row.company_id, '-')}\t{row.channel}\t{row.transaction_id or '-'}\t"
+            f"attempts {row.attempts}\tnext retry {retry}\t{row.reason}"
+        )
+    click.echo(f"{len(rows)} failed notifications")
+
+
+@notifications.command("requeue")
+@click.argument("notification_id", type=int)
+@click.option("--reason", required=True, help="What was fixed, recorded on the notification (at most 255 characters).")
+def notifications_requeue_command(notification_id, reason):
+    """Set a failed notification back to pending and send the apply task; exit 1 if it is not failed."""
+    from app.payments.inbox import RequeueError, apply_requests, requeue_failed
+
+    try:
+        row = requeue_failed(notification_id, reason)
+    except RequeueError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    apply_requests.request(row.company_id)
+    click.echo(
+        f"notification {row.id} of {_company_codes().get(row.company_id, row.company_id)} is pending again "
+        f"after {row.attempts} failed attempts; the apply task or the next sweep posts it"
+    )
+
+
 outbox = AppGroup("outbox", help="Message outbox to RabbitMQ and inbound consumers.")
 heat.add_command(outbox)
 

@@ -35,7 +35,7 @@ POLICY_COMMANDS = {
     "delete": (WRITABLE_SETTING, None),
 }
 _CACHE_KEY = "heatflow_scope_settings"
-_SET_SQL = "SELECT set_config(%s, %s, true), set_config(%s, %s, true)"
+SET_SETTINGS_SQL = "SELECT set_config(%s, %s, true), set_config(%s, %s, true)"
 
 
 def _setting_value(company_ids):
@@ -162,7 +162,7 @@ def _apply_scope_settings(conn, cursor, statement, parameters, context, executem
         return
     # A separate client cursor, so a server-side cursor of the statement itself is untouched.
     with cursor.connection.cursor() as setter:
-        setter.execute(_SET_SQL, (VISIBLE_SETTING, expected[0], WRITABLE_SETTING, expected[1]))
+        setter.execute(SET_SETTINGS_SQL, (VISIBLE_SETTING, expected[0], WRITABLE_SETTING, expected[1]))
     conn.info[_CACHE_KEY] = expected
 
 

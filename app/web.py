@@ -68,17 +68,26 @@ def _set_request_scope():
         set_scope(NO_COMPANIES)
 
 
-def _security_headers(response):
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
     # No page uses the camera, microphone, location, payment or USB browser features.
-    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()")
-    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    hsts = current_app.config.get("STRICT_TRANSPORT_SECURITY")
-    if hsts:
-        response.headers.setdefault("Strict-Transport-Security", hsts)
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+
+
+def security_headers(config):
+    """Return the (name, value) security headers of every response under `config`."""
+    hsts = config.get("STRICT_TRANSPORT_SECURITY")
+    return SECURITY_HEADERS + ((("Strict-Transport-Security", hsts),) if hsts else ())
+
+
+def _security_headers(response):
+    for name, value in security_headers(current_app.config):
+        response.headers.setdefault(name, value)
     return response
 
 
@@ -127,6 +136,10 @@ def register_web(app):
     app.add_template_filter(shown_step_name, "step_name")
     # Browsers ask for /favicon.ico on pages without an icon link (a PDF or an error from a proxy).
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
+
+    from app.payments.notify_endpoint import install_notification_endpoint
+
+    install_notification_endpoint(app)
     app.before_request(_reject_nul_bytes)
     app.before_request(_set_request_scope)
     app.after_request(_security_headers)

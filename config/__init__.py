@@ -109,6 +109,13 @@ class DefaultConfig:
     NOTIFICATION_APPLY_MAX_S = float(os.environ.get("HEATFLOW_NOTIFICATION_APPLY_MAX_S", "60"))
     # Celery beat applies notifications pending longer than this, this often.
     NOTIFICATION_SWEEP_S = float(os.environ.get("HEATFLOW_NOTIFICATION_SWEEP_S", "30"))
+    # A notification whose application failed is tried again by the sweep after
+    # base × 2^(attempt - 1) seconds, at most the cap, until this many attempts have failed.
+    NOTIFICATION_RETRY_LIMIT = int(os.environ.get("HEATFLOW_NOTIFICATION_RETRY_LIMIT", "5"))
+    NOTIFICATION_RETRY_BASE_S = float(os.environ.get("HEATFLOW_NOTIFICATION_RETRY_BASE_S", "60"))
+    NOTIFICATION_RETRY_CAP_S = float(os.environ.get("HEATFLOW_NOTIFICATION_RETRY_CAP_S", "3600"))
+    # A web process checks the channel key files for a replaced key at most this often, in seconds.
+    CHANNEL_KEY_CHECK_S = float(os.environ.get("HEATFLOW_CHANNEL_KEY_CHECK_S", "5"))
 
     # Bank collection: the HMAC key agreed with each bank, as "BANKCODE=/path/key,...".
     BANK_KEY_FILES = _file_map("HEATFLOW_BANK_KEY_FILES")
@@ -148,6 +155,7 @@ class TestingConfig(DefaultConfig):
     # notifications, and each notification is applied within its own request.
     NOTIFICATION_ROUTE_CACHE_S = 0.0
     NOTIFICATION_APPLY_WINDOW_S = 0.0
+    CHANNEL_KEY_CHECK_S = 0.0
 
 
 class ProductionConfig(DefaultConfig):

@@ -6,6 +6,8 @@ modification time, and never stored in the database or written to the log.
 
 import functools
 import os
+import threading
+import time
 
 import sqlalchemy as sa
 from flask import current_app
@@ -61,11 +63,69 @@ def wechat_platform_keys():
     return {serial: key_from_file(wechatpay.load_public_key, path) for serial, path in files.items()}
 
 
-def wechat_channel():
+def _build_wechat_channel():
     return wechatpay.WechatPayChannel(
         config_value("WECHATPAY_API_BASE"), wechat_credentials(), wechat_platform_keys(),
         sp_appid=current_app.config.get("WECHATPAY_SP_APPID", ""),
     )
+
+
+class ChannelCache:
+    """One WeChat Pay adapter per process, rebuilt when its settings or key files change.
+
+    The adapter is kept for the settings it was built from: merchant id, certificate serial,
+    key files and platform certificate serials. A key file replaced in place (a rotated
+    certificate under the same path) is noticed by its modification time, which is read at
+    most every `CHANNEL_KEY_CHECK_S` seconds, so a rotation takes effect at most that late.
+    """
+
+    def __init__(self):
+        self._entry = None
+        self._lock = threading.Lock()
+
+    def wechat(self):
+        config = current_app.config
+        platform_files = config.get("WECHATPAY_PLATFORM_KEY_FILES") or {}
+        settings = (
+            config.get("WECHATPAY_API_BASE"), config.get("WECHATPAY_SP_MCHID"), config.get("WECHATPAY_SP_APPID", ""),
+            config.get("WECHATPAY_MERCHANT_SERIAL"), config.get("WECHATPAY_MERCHANT_KEY_FILE"),
+            config.get("WECHATPAY_APIV3_KEY_FILE"), tuple(sorted(platform_files.items())),
+        )
+        now = time.monotonic()
+        entry = self._entry
+        if entry is not None and entry[0] == settings and now < entry[1]:
+            return entry[3]
+        paths = [settings[4], settings[5], *platform_files.values()]
+        modified = _modification_times(paths)
+        if entry is not None and entry[0] == settings and entry[2] == modified and None not in modified:
+            channel = entry[3]
+        else:
+            channel = _build_wechat_channel()
+        with self._lock:
+            self._entry = (settings, now + config.get("CHANNEL_KEY_CHECK_S", 0), modified, channel)
+        return channel
+
+    def clear(self):
+        with self._lock:
+            self._entry = None
+
+
+def _modification_times(paths):
+    times = []
+    for path in paths:
+        try:
+            times.append(os.stat(path).st_mtime_ns if path else None)
+        except OSError:
+            times.append(None)
+    return tuple(times)
+
+
+channel_cache = ChannelCache()
+
+
+def wechat_channel():
+    """The WeChat Pay adapter of the configured service provider, kept per process (ChannelCache)."""
+    return channel_cache.wechat()
 
 
 def alipay_apps():

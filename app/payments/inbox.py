@@ -18,9 +18,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import psycopg
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as orm_event
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
+from app.locking import lock_row
 from app.integrations.channel import ChannelError, ChannelEvent, NotificationRejected, NotificationReply
 from app.payments import channels
 from app.payments.models import AlipayApp, PaymentNotification, WechatMerchant, utcnow
@@ -35,7 +37,9 @@ from app.payments.online import (
     NotificationResult, _fill_log, apply_event, check_event, merchant_records, payment_for_transaction, route_event,
     store_notification_log,
 )
-from app.payments.services import ReceiptNumberBlock
+from app.org.models import Company
+from app.payments.services import ReceiptNumberBlock, allocation_rule
+from app.rls import SET_SETTINGS_SQL, VISIBLE_SETTING, WRITABLE_SETTING, scope_settings
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -167,13 +171,19 @@ def _store_event(channel_code, event, log):
         "body_sha256": log.body_sha256, "received_at": log.received_at, "delivery_key": key,
         "payload": event_payload(event),
     }
-    values.update({name: None for name in ("online_order_id", "payment_id", "applied_at")})
+    values.update({name: None for name in ("online_order_id", "payment_id", "applied_at", "retry_at", "requeued_at", "requeue_reason")})
+    values["attempts"] = 0
     with scoped(company_scope(log.company_id)):
-        stored_id = db.session.execute(_insert_statement(), values).scalar()
-        if stored_id is not None:
-            db.session.commit()
-            return Receipt(True, "pending", f"stored as notification {stored_id}", log.company_id)
-        db.session.rollback()
+        if db.session.get_bind().dialect.name == "postgresql":
+            stored_id = _insert_pipelined(values, log.company_id)
+        else:
+            stored_id = db.session.execute(_insert_statement(), values).scalar()
+            if stored_id is None:
+                db.session.rollback()
+            else:
+                db.session.commit()
+    if stored_id is not None:
+        return Receipt(True, "pending", f"stored as notification {stored_id}", log.company_id)
     reason = f"notification {event.notification_id or key} was already received"
     log.outcome, log.reason = "duplicate", reason[:255]
     store_notification_log(log)
@@ -200,6 +210,75 @@ def _insert_statement():
 
 
 _INSERT_STATEMENT = None
+
+
+def _insert_pipelined(values, company_id):
+    """Insert a pending row on PostgreSQL and commit it; return its id, or None when its delivery key is stored.
+
+    psycopg's pipeline mode sends `BEGIN`, the tenant settings, the INSERT and `COMMIT` in
+    one round trip, where the session took five with the pool's ping. The engine has no
+    pre-ping, so a connection the server closed fails here. Such a connection is dropped and
+    the INSERT is sent once more on a new one. That is safe, because a row the first attempt
+    committed makes the second insert nothing, and the notification is logged as a duplicate.
+    """
+    engine = notification_engine()
+    sql, processors = _pipelined_insert_sql(engine.dialect)
+    parameters = {name: processors[name](value) if processors.get(name) else value for name, value in values.items()}
+    visible, writable = scope_settings(company_scope(company_id))
+    for attempt in (1, 2):
+        connection = engine.raw_connection()
+        try:
+            driver = connection.driver_connection
+            with driver.pipeline(), driver.cursor() as cursor:
+                cursor.execute(SET_SETTINGS_SQL, (VISIBLE_SETTING, visible, WRITABLE_SETTING, writable))
+                cursor.execute(sql, parameters)
+                driver.commit()
+                row = cursor.fetchone()
+            return row[0] if row else None
+        except psycopg.OperationalError as error:
+            lost = driver.broken or driver.closed
+            connection.invalidate(error)
+            if attempt == 2 or not lost:
+                raise sa.exc.OperationalError(sql, parameters, error) from error
+            logger.warning("Notification insert lost its database connection, sending it again: %s", error)
+        finally:
+            connection.close()
+    return None
+
+
+def _pipelined_insert_sql(dialect):
+    """Return the INSERT as psycopg SQL and the bind processor of each column, compiled once."""
+    global _PIPELINED_INSERT
+    if _PIPELINED_INSERT is None:
+        table = PaymentNotification.__table__
+        compiled = _insert_statement().compile(dialect=dialect)
+        processors = {column.name: column.type.bind_processor(dialect) for column in table.columns}
+        _PIPELINED_INSERT = (str(compiled), processors)
+    return _PIPELINED_INSERT
+
+
+_PIPELINED_INSERT = None
+
+
+_ENGINE_KEY = "heatflow_notification_engine"
+_engine_lock = threading.Lock()
+
+
+def notification_engine():
+    """Return the app's engine for the notification INSERT: `db.engine`'s database and options without pre-ping."""
+    app = current_app._get_current_object()
+    engine = app.extensions.get(_ENGINE_KEY)
+    if engine is not None:
+        return engine
+    with _engine_lock:
+        engine = app.extensions.get(_ENGINE_KEY)
+        if engine is None:
+            options = {**app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}), "pool_pre_ping": False}
+            engine = sa.create_engine(db.engine.url, **options)
+            # Disposing the app's engine (tests, forked processes) disposes this one too.
+            orm_event.listen(db.engine, "engine_disposed", lambda disposed: engine.dispose())
+            app.extensions[_ENGINE_KEY] = engine
+    return engine
 
 
 def _log_receipt(channel_code, receipt, log):
@@ -349,28 +428,66 @@ def _apply_batch(company_id, batch_size):
         db.session.rollback()
         return BatchResult(0, ())
     receipts = ReceiptNumberBlock(company_id, len(rows))
+    batch = BatchReads(company_id)
     invoices = []
-    results = []
+    applied = []
     for row in rows:
-        result = _apply_row(row, receipts)
-        results.append((row, result))
+        result = _apply_row(row, receipts, batch)
+        # Read before the commit expires the row, so logging needs no query per row.
+        applied.append((AppliedRow.of(row), result))
         if result.issues_e_invoice and row.payment_id is not None:
             invoices.append(row.payment_id)
     receipts.release()
     db.session.commit()
-    for row, result in results:
+    for row, result in applied:
         _log_applied(row, result)
     return BatchResult(len(rows), tuple(invoices))
 
 
-def _apply_row(row, receipts):
+class BatchReads:
+    """Reads shared by every row of one batch, made once inside the batch's transaction.
+
+    It keeps the merchant records by (channel, merchant id) for routing, the company's
+    allocation rule, and a reference to the company row, so the session's identity map
+    keeps that row loaded.
+    """
+
+    def __init__(self, company_id):
+        self.company = db.session.get(Company, company_id)
+        self.rule = allocation_rule(company_id)
+        self._merchants = {}
+
+    def merchant_records(self, channel_code, merchant_id):
+        key = (channel_code, merchant_id)
+        if key not in self._merchants:
+            self._merchants[key] = merchant_records(channel_code, merchant_id)
+        return self._merchants[key]
+
+
+@dataclass(frozen=True)
+class AppliedRow:
+    """The fields of an applied row that its log line shows."""
+
+    id: int
+    channel: str
+    company_id: int
+    transaction_id: str | None
+    attempts: int
+    retry_at: datetime | None
+
+    @classmethod
+    def of(cls, row):
+        return cls(row.id, row.channel, row.company_id, row.transaction_id, row.attempts, row.retry_at)
+
+
+def _apply_row(row, receipts, batch):
     """Apply one stored row inside a savepoint and record its outcome on the row."""
     links = AppliedLinks(company_id=row.company_id)
     mark = receipts.mark()
     try:
         event = event_from_payload(row.payload)
         with db.session.begin_nested():
-            result = apply_event(row.channel, event, links, receipts)
+            result = apply_event(row.channel, event, links, receipts, lookup=batch.merchant_records, rule=batch.rule)
     except NotificationRejected as error:
         receipts.restore(mark)
         links.payment_id = None
@@ -388,7 +505,8 @@ def _apply_row(row, receipts):
         # A lost connection or a deadlock fails the whole batch, which the task retries.
         raise
     except Exception as error:
-        # TODO: a failed row stays failed; nothing sets it back to pending once its cause is fixed.
+        # The savepoint undid everything the event wrote, so the row can be applied again
+        # once the cause is fixed: the sweep retries it, or an administrator requeues it.
         receipts.restore(mark)
         logger.exception("Notification %s of company %s could not be applied", row.id, row.company_id)
         links.payment_id = None
@@ -398,11 +516,35 @@ def _apply_row(row, receipts):
     row.online_order_id = links.online_order_id
     row.payment_id = links.payment_id
     row.applied_at = utcnow()
+    if result.outcome == "failed":
+        _schedule_retry(row, row.applied_at)
+    else:
+        row.retry_at = None
     return result
 
 
+def _schedule_retry(row, now):
+    """Count a failed attempt and set when the sweep tries the row again, or None after the last attempt."""
+    config = current_app.config
+    row.attempts = (row.attempts or 0) + 1
+    if row.attempts >= config.get("NOTIFICATION_RETRY_LIMIT", 5):
+        row.retry_at = None
+        return
+    base = config.get("NOTIFICATION_RETRY_BASE_S", 60)
+    delay = min(config.get("NOTIFICATION_RETRY_CAP_S", 3600), base * 2 ** (row.attempts - 1))
+    row.retry_at = now + timedelta(seconds=delay)
+
+
 def _log_applied(row, result):
-    if result.outcome in ("rejected", "failed"):
+    if result.outcome == "failed" and row.retry_at is None:
+        logger.error("%s notification %s of company %s failed %s times, no retry left: %s (transaction %s);"
+                     " requeue it with `flask heat notifications requeue %s --reason TEXT` once the cause is fixed",
+                     row.channel, row.id, row.company_id, row.attempts, result.reason, row.transaction_id, row.id)
+    elif result.outcome == "failed":
+        logger.warning("%s notification %s of company %s failed (attempt %s, retried at %s): %s (transaction %s)",
+                       row.channel, row.id, row.company_id, row.attempts, row.retry_at.isoformat(), result.reason,
+                       row.transaction_id)
+    elif result.outcome == "rejected":
         logger.warning("%s notification %s of company %s %s: %s (transaction %s)",
                        row.channel, row.id, row.company_id, result.outcome, result.reason, row.transaction_id)
     else:
@@ -430,6 +572,73 @@ def companies_with_pending(older_than_seconds=0):
         ).all()
         db.session.rollback()
     return [company_id for company_id, oldest in rows if _timestamp(oldest) <= cutoff]
+
+
+def companies_with_due_retries(now=None):
+    """Return the ids of the companies with failed notifications whose `retry_at` has passed."""
+    now = now or utcnow()
+    with scoped(SYSTEM_SCOPE):
+        company_ids = db.session.scalars(
+            sa.select(PaymentNotification.company_id)
+            .where(PaymentNotification.outcome == "failed", PaymentNotification.retry_at <= now)
+            .distinct()
+        ).all()
+        db.session.rollback()
+    return list(company_ids)
+
+
+def release_due_retries(company_id, now=None):
+    """Set a company's failed notifications whose `retry_at` has passed back to pending; return how many."""
+    now = now or utcnow()
+    with scoped(company_scope(company_id, label=f"task:payments.sweep_notifications:{company_id}")):
+        released = db.session.execute(
+            sa.update(PaymentNotification)
+            .where(
+                PaymentNotification.company_id == company_id, PaymentNotification.outcome == "failed",
+                PaymentNotification.retry_at <= now,
+            )
+            .values(outcome="pending", retry_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.session.commit()
+    if released:
+        logger.info("Set %s failed notifications of company %s back to pending for another attempt", released, company_id)
+    return released
+
+
+class RequeueError(ValueError):
+    """A notification that cannot be set back to pending; the message names the cause and the fix."""
+
+
+def requeue_failed(notification_id, reason):
+    """Set a failed notification back to pending for the apply task, recording when and why; return the row.
+
+    Only a `failed` row is requeued: its savepoint was rolled back, so applying it again
+    posts its payment at most once. Raises RequeueError otherwise or without a reason.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise RequeueError("A reason is required: say what was fixed, for example --reason \"account restored\".")
+    if len(reason) > 255:
+        raise RequeueError(f"The reason has {len(reason)} characters; shorten it to at most 255.")
+    with scoped(SYSTEM_SCOPE):
+        row = lock_row(PaymentNotification, notification_id)
+        if row is None:
+            db.session.rollback()
+            raise RequeueError(f"Notification {notification_id} was not found; list failed ones with `flask heat notifications failed`.")
+        if row.outcome != "failed":
+            outcome = row.outcome
+            db.session.rollback()
+            raise RequeueError(f"Notification {notification_id} is {outcome}, not failed; only a failed notification can be requeued.")
+        row.outcome = "pending"
+        row.retry_at = None
+        row.requeued_at = utcnow()
+        row.requeue_reason = reason
+        db.session.flush()
+        db.session.expunge(row)
+        db.session.commit()
+    logger.warning("Notification %s of company %s set back to pending by an administrator: %s", row.id, row.company_id, reason)
+    return row
 
 
 def _timestamp(value):

@@ -161,6 +161,11 @@ class PaymentNotification(db.Model):
     `payload`; the apply task (app/payments/inbox.py) posts it and sets the outcome.
     `delivery_key` identifies the notification within its company and channel, so a
     repeated delivery finds the stored row. It is None on rows that are only a log entry.
+
+    A row whose application raised an error is `failed` with the error in `reason`. The
+    beat sweep sets it back to `pending` at `retry_at`, with a backoff that doubles per
+    attempt, until NOTIFICATION_RETRY_LIMIT attempts have failed. An administrator can set
+    a failed row back to pending at any time (`flask heat notifications requeue`).
     """
 
     __table_args__ = (
@@ -171,6 +176,11 @@ class PaymentNotification(db.Model):
         sa.Index(
             "ix_payment_notification_pending", "company_id", "id",
             postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'"),
+        ),
+        # The sweep looks for failed rows due for another attempt.
+        sa.Index(
+            "ix_payment_notification_retry", "retry_at",
+            postgresql_where=sa.text("retry_at IS NOT NULL"), sqlite_where=sa.text("retry_at IS NOT NULL"),
         ),
     )
 
@@ -195,6 +205,12 @@ class PaymentNotification(db.Model):
     # The verified ChannelEvent as JSON (amount as a decimal string), read back by the apply task.
     payload = sa.Column(sa.JSON)
     applied_at = sa.Column(sa.DateTime(timezone=True))
+    # Applications of this row that ended `failed`, and when the sweep tries it next (None: not again).
+    attempts = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    retry_at = sa.Column(sa.DateTime(timezone=True))
+    # The last time an administrator set the failed row back to pending, and the reason they gave.
+    requeued_at = sa.Column(sa.DateTime(timezone=True))
+    requeue_reason = sa.Column(sa.String(255))
 
 
 class AlipayApp(CompanyOwned, db.Model):

@@ -44,6 +44,10 @@ class OnlinePaymentError(ValueError):
     """An online order that cannot be placed; the message names the cause."""
 
 
+class PostingError(RuntimeError):
+    """A channel payment that cannot be posted until its data is fixed; the message names the missing row."""
+
+
 @dataclass(frozen=True)
 class NotificationResult:
     """Outcome of one notification: whether to acknowledge it, and the logged outcome and reason.
@@ -228,19 +232,21 @@ def check_event(event):
         raise NotificationRejected("amount is missing or invalid, or currency is not CNY")
 
 
-def apply_event(channel_code, event, log, receipts=None):
+def apply_event(channel_code, event, log, receipts=None, lookup=merchant_records, rule=None):
     """Route and apply one verified, stored event in the caller's transaction; return its NotificationResult.
 
     Routes again by merchant id from the database, under the company scope of `log`, so
     an event stored for a company its merchant no longer belongs to is rejected, never
     posted there. Sets `log.online_order_id` and `log.payment_id`. Raises
     NotificationRejected for an event that cannot be applied. `receipts` is a
-    ReceiptNumberBlock of the company for the payment's receipt number.
+    ReceiptNumberBlock of the company for the payment's receipt number. `lookup` reads the
+    merchant records as route_event does, and `rule` is the company's AllocationRule, so a
+    batch in one transaction reads both once.
     """
     if event.kind == "other":
         return NotificationResult(True, "ignored", f"event {event.event_type} is not handled")
     check_event(event)
-    route = route_event(channel_code, event)
+    route = route_event(channel_code, event, lookup=lookup)
     if route.company_id != log.company_id:
         raise NotificationRejected(f"merchant {event.merchant_id!r} belongs to company {route.company_id}, not {log.company_id}")
     if event.kind == "refund":
@@ -252,7 +258,7 @@ def apply_event(channel_code, event, log, receipts=None):
             order.status = "closed"
             return NotificationResult(True, "accepted", "order closed unpaid")
         return NotificationResult(True, "ignored", f"order is {order.status}; close not applied")
-    return _apply_payment(route.company_id, channel_code, order, event, log, receipts)
+    return _apply_payment(route.company_id, channel_code, order, event, log, receipts, rule)
 
 
 def _locked_order(company_id, event, log):
@@ -265,11 +271,16 @@ def _locked_order(company_id, event, log):
     return order
 
 
-def _apply_payment(company_id, channel_code, order, event, log, receipts=None):
-    existing = payment_for_transaction(company_id, channel_code, event.channel_txn_id)
-    if existing is not None:
-        log.payment_id = existing.id
-        return NotificationResult(True, "duplicate", f"transaction already posted as payment {existing.id}")
+def _apply_payment(company_id, channel_code, order, event, log, receipts=None, rule=None):
+    # Posting a payment marks its order paid in the same transaction, so a transaction
+    # already posted for this order shows in the locked order row, and a pending or closed
+    # order needs no payment query. A transaction posted on another order makes the
+    # payment INSERT below raise IntegrityError, which the apply task logs as a duplicate.
+    if order.status in ("paid", "held"):
+        existing = payment_for_transaction(company_id, channel_code, event.channel_txn_id)
+        if existing is not None:
+            log.payment_id = existing.id
+            return NotificationResult(True, "duplicate", f"transaction already posted as payment {existing.id}")
     if order.transaction_id == event.channel_txn_id and order.status == "held":
         return NotificationResult(True, "duplicate", "transaction already held for review")
     if order.status in ("paid", "held"):
@@ -288,7 +299,7 @@ def _apply_payment(company_id, channel_code, order, event, log, receipts=None):
     company = db.session.get(Company, company_id)
     # When another transaction posted this transaction id first, the unique key raises
     # IntegrityError here. The apply task then rolls back this event's savepoint and logs a duplicate.
-    payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow(), receipts)
+    payment = _post_online_payment(order, event.channel_txn_id, event.occurred_at or utcnow(), receipts, rule)
     log.payment_id = payment.id
     db.session.flush()
     return NotificationResult(
@@ -302,10 +313,10 @@ def payment_for_transaction(company_id, channel_code, transaction_id):
     )
 
 
-def _post_online_payment(order, transaction_id, paid_at, receipts=None):
+def _post_online_payment(order, transaction_id, paid_at, receipts=None, rule=None):
     payment = post_channel_payment(
         order.company_id, order.account_id, order.channel, order.amount, transaction_id, paid_at,
-        note=f"{PAYMENT_CHANNELS.get(order.channel, order.channel)} {order.out_trade_no}", receipts=receipts,
+        note=f"{PAYMENT_CHANNELS.get(order.channel, order.channel)} {order.out_trade_no}", receipts=receipts, rule=rule,
     )
     order.status = "paid"
     order.paid_at = paid_at
@@ -314,10 +325,11 @@ def _post_online_payment(order, transaction_id, paid_at, receipts=None):
     return payment
 
 
-def post_channel_payment(company_id, account_id, channel_code, amount, transaction_id, paid_at, note, receipts=None):
+def post_channel_payment(company_id, account_id, channel_code, amount, transaction_id, paid_at, note, receipts=None, rule=None):
     """Post a payment that arrived through a channel: receivables in the company's allocation order, any rest as `credit`.
 
-    `receipts` is a ReceiptNumberBlock of the company to take the receipt number from.
+    `receipts` is a ReceiptNumberBlock of the company to take the receipt number from, and
+    `rule` its AllocationRule when the caller has read it already.
 
     Locks the account row, so concurrent payments of one account see each other's lines.
     The ledger lines' idempotency keys carry the channel and transaction id. Everything
@@ -326,11 +338,13 @@ def post_channel_payment(company_id, account_id, channel_code, amount, transacti
     """
     # The unit and building come with the account, so the HQ daily totals need no query for its community.
     account = lock_row(Account, account_id, options=[joinedload(Account.unit).joinedload(Unit.building)])
+    if account is None:
+        raise PostingError(f"account {account_id} was not found in company {company_id}")
     owed = amount_owed(account)
     # SQLite keeps the wall-clock digits and drops the offset, so times are stored in UTC.
     paid_at = paid_at.astimezone(timezone.utc)
     company = db.session.get(Company, company_id)
-    rule = allocation_rule(company_id)
+    rule = rule or allocation_rule(company_id)
     # A company's payments wait for each other on its receipt counter row from the UPDATE in
     # next_receipt_no to the commit. The notification apply task posts a batch in one
     # transaction with one ReceiptNumberBlock, so the batch waits once.

@@ -48,14 +48,16 @@ def sweep_notifications_task(older_than_seconds=None):
     """Apply the notifications pending longer than `older_than_seconds` (NOTIFICATION_SWEEP_S by default) in every company.
 
     Picks up rows whose apply task was lost: the broker was down after the commit, or the
-    worker stopped. Returns how many rows were applied.
+    worker stopped. Failed rows whose `retry_at` has passed are set back to pending and
+    applied too. Returns how many rows were applied.
     """
-    from app.payments.inbox import apply_pending, companies_with_pending
+    from app.payments.inbox import apply_pending, companies_with_due_retries, companies_with_pending, release_due_retries
 
     if older_than_seconds is None:
         older_than_seconds = current_app.config["NOTIFICATION_SWEEP_S"]
+    retried = [company_id for company_id in companies_with_due_retries() if release_due_retries(company_id)]
     applied = 0
-    for company_id in companies_with_pending(older_than_seconds):
+    for company_id in sorted(set(companies_with_pending(older_than_seconds)) | set(retried)):
         applied += apply_pending(company_id)
     if applied:
         logger.warning("The notification sweep applied %s rows left pending", applied)

@@ -1,0 +1,124 @@
+"""The WSGI route of POST /payments/notify/wechat in front of Flask: replies, key rotation, a lost connection."""
+
+import logging
+import os
+import secrets
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+
+from app.extensions import db
+from app.network.models import Account
+from app.payments.models import OnlineOrder, Payment, PaymentNotification
+from app.payments.online import yuan_to_fen
+from app.payments.services import amount_owed
+from wechatpay_helpers import PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS, accounts_of, signed_notification
+
+pytestmark = pytest.mark.xdist_group("wechatpay")
+NOTIFY_PATH = "/payments/notify/wechat"
+
+
+def _order_notification(keys, account, platform_key=None):
+    """Place an order for what `account` owes; return (order, transaction id, body, headers) of its signed notification."""
+    order = OnlineOrder(
+        company_id=account.company_id, account_id=account.id, out_trade_no="T" + secrets.token_hex(12),
+        amount=amount_owed(account).total, sub_mchid=SUB_MCHIDS["TJ"],
+    )
+    db.session.add(order)
+    db.session.commit()
+    transaction_id = "42000" + secrets.token_hex(10)
+    resource = {
+        "sp_mchid": SP_MCHID, "sub_mchid": order.sub_mchid, "out_trade_no": order.out_trade_no,
+        "transaction_id": transaction_id, "trade_type": "NATIVE", "trade_state": "SUCCESS", "attach": "",
+        "success_time": "2026-01-10T10:00:00+08:00", "amount": {"total": yuan_to_fen(order.amount), "currency": "CNY"},
+    }
+    body, headers = signed_notification(keys, resource, platform_key=platform_key)
+    return order, transaction_id, body, headers
+
+
+def _payments(transaction_id):
+    db.session.expire_all()
+    return db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
+
+
+def test_rejected_reply_has_headers(wechat, app):
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = _order_notification(wechat["keys"], account)
+    tampered = body.replace(b'"resource"', b'"resource" ', 1)
+
+    response = app.test_client().post(NOTIFY_PATH, data=tampered, headers=headers)
+    assert response.status_code == 400
+    assert response.get_json() == {"code": "FAIL", "message": "invalid signature"}
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Content-Length"] == str(len(response.data))
+    assert _payments(transaction_id) == []
+
+
+def test_get_falls_through_to_flask(app_ctx):
+    response = app_ctx.test_client().get(NOTIFY_PATH)
+    assert response.status_code == 405
+
+
+def test_platform_key_rotated_in_place(wechat, app, tmp_path, monkeypatch):
+    keys = wechat["keys"]
+    key_file = tmp_path / "platform_public.pem"
+
+    def write_public_key(private_key, mtime_ns):
+        key_file.write_bytes(private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        ))
+        os.utime(key_file, ns=(mtime_ns, mtime_ns))
+
+    write_public_key(keys["platform"], 1_000_000_000_000_000_000)
+    monkeypatch.setitem(app.config, "WECHATPAY_PLATFORM_KEY_FILES", {PLATFORM_SERIAL: str(key_file)})
+    first, second = accounts_of(wechat["demo"]["TJ"], 2)
+    client = app.test_client()
+
+    _, old_transaction, body, headers = _order_notification(keys, first)
+    assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    assert len(_payments(old_transaction)) == 1
+
+    # The channel's new certificate replaces the file under the same serial. Tests check
+    # the file on every request (CHANNEL_KEY_CHECK_S = 0), so the next request uses it.
+    new_platform_key = keys["attacker"]
+    write_public_key(new_platform_key, 1_000_000_001_000_000_000)
+    _, stale_transaction, body, headers = _order_notification(keys, second)
+    response = client.post(NOTIFY_PATH, data=body, headers=headers)
+    assert response.status_code == 400
+    assert response.get_json()["message"] == "invalid signature"
+    _, new_transaction, body, headers = _order_notification(keys, second, platform_key=new_platform_key)
+    assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    assert _payments(stale_transaction) == []
+    assert len(_payments(new_transaction)) == 1
+
+
+def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog, monkeypatch):
+    if backend != "postgres":
+        pytest.skip("the pipelined INSERT on its own engine runs on PostgreSQL only")
+    # Alembic's fileConfig in the test session's migration disabled the loggers that existed then.
+    monkeypatch.setattr(logging.getLogger("app.payments.inbox"), "disabled", False)
+    first, second = accounts_of(wechat["demo"]["TJ"], 2)
+    second_id = second.id
+    client = app.test_client()
+    _, transaction_id, body, headers = _order_notification(wechat["keys"], first)
+    assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
+
+    # The server ends every connection of the app role, as a PostgreSQL restart does.
+    db.session.remove()
+    with owner_engine.connect() as owner:
+        ended = owner.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename <> current_user"
+        )).scalar()
+    assert ended >= 1
+
+    order, transaction_id, body, headers = _order_notification(wechat["keys"], db.session.get(Account, second_id))
+    with caplog.at_level(logging.WARNING):
+        assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    assert "Notification insert lost its database connection, sending it again" in caplog.text
+    stored = db.session.scalars(sa.select(PaymentNotification).filter_by(transaction_id=transaction_id)).all()
+    assert [row.outcome for row in stored] == ["accepted"]
+    payments = _payments(transaction_id)
+    assert len(payments) == 1
+    assert payments[0].amount == order.amount
