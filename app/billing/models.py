@@ -61,10 +61,15 @@ class LedgerEntry(CompanyOwned, db.Model):
         sa.UniqueConstraint("company_id", "idempotency_key"),
         sa.Index("ix_ledger_entry_company_season_kind", "company_id", "season_id", "kind"),
         sa.Index("ix_ledger_entry_company_account", "company_id", "account_id"),
+        # One key checks both the account and that it belongs to the line's company, which
+        # the account's own foreign key ties to an existing company. A separate foreign key to
+        # company would lock that one company row once per line, and batches posted side by
+        # side then share the lock through a MultiXact on every line.
+        sa.ForeignKeyConstraint(["company_id", "account_id"], ["account.company_id", "account.id"]),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
-    account_id = sa.Column(sa.Integer, sa.ForeignKey("account.id"), nullable=False)
+    account_id = sa.Column(sa.Integer, nullable=False)
     # NULL for arrears carried from before the first season on the platform.
     season_id = sa.Column(sa.Integer, sa.ForeignKey("season.id"))
     kind = sa.Column(sa.String(16), nullable=False)
@@ -85,6 +90,8 @@ class LedgerEntry(CompanyOwned, db.Model):
     memo_message = sa.Column(sa.JSON)
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    # No index of its own, because the unique key and both indexes above lead with company_id.
+    company_id = sa.Column(sa.Integer, nullable=False)
 
     @property
     def shown_memo(self):

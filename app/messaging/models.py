@@ -19,6 +19,10 @@ class OutboxEvent(CompanyOwned, db.Model):
     `event_id` is the message id on the wire and never changes, so a consumer that sees
     it twice (a retry after a lost confirm, or a replay) applies it once. `key` names the
     business change (e.g. the ledger line) so that the change cannot emit twice.
+
+    `company_id` has no foreign key. Every event is written in the transaction of the change
+    it reports, whose own rows check the company. A foreign key to company would lock that
+    one row once per event, which is once per billed account in a billing run.
     """
 
     __table_args__ = (
@@ -44,6 +48,8 @@ class OutboxEvent(CompanyOwned, db.Model):
     last_error = sa.Column(sa.String(255), nullable=False, default="")
     # Times an operator queued the event again with `flask heat outbox replay`.
     replays = sa.Column(sa.Integer, nullable=False, default=0)
+    # No index of its own, because both unique keys and ix_outbox_event_company_occurred lead with company_id.
+    company_id = sa.Column(sa.Integer, nullable=False)
 
 
 class ProcessedMessage(CompanyOwned, db.Model):

@@ -97,6 +97,8 @@ class Account(CompanyOwned, db.Model):
     __table_args__ = (
         sa.UniqueConstraint("company_id", "account_no"),
         sa.UniqueConstraint("company_id", "legacy_no"),
+        # Target of ledger_entry's (company_id, account_id) foreign key.
+        sa.UniqueConstraint("company_id", "id"),
         sa.Index("ix_account_company_name", "company_id", "customer_name"),
         sa.Index("ix_account_company_phone", "company_id", "phone"),
         # The HQ drill-down lists a community's accounts; the dashboards count shut-off valves.

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b25750498993
+Revision ID: a7f24184d7b0
 Revises: 
-Create Date: 2026-12-05 11:34:13.444518
+Create Date: 2026-12-05 11:34:26.380003
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'b25750498993'
+revision = 'a7f24184d7b0'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -46,6 +46,28 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_login_throttle')),
     sa.UniqueConstraint('kind', 'key', name=op.f('uq_login_throttle_kind_key'))
     )
+    op.create_table('outbox_event',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=36), nullable=False),
+    sa.Column('event_type', sa.String(length=40), nullable=False),
+    sa.Column('schema_version', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=120), nullable=False),
+    sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.String(length=255), nullable=False),
+    sa.Column('replays', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_event')),
+    sa.UniqueConstraint('company_id', 'event_id', name=op.f('uq_outbox_event_company_id_event_id')),
+    sa.UniqueConstraint('company_id', 'key', name=op.f('uq_outbox_event_company_id_key'))
+    )
+    with op.batch_alter_table('outbox_event', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_event_company_occurred', ['company_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_outbox_event_pending', ['published_at', 'id'], unique=False)
+
     op.create_table('company',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('group_id', sa.Integer(), nullable=False),
@@ -186,30 +208,6 @@ def upgrade():
     )
     with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_value_map_company_id'), ['company_id'], unique=False)
-
-    op.create_table('outbox_event',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('event_type', sa.String(length=40), nullable=False),
-    sa.Column('schema_version', sa.Integer(), nullable=False),
-    sa.Column('key', sa.String(length=120), nullable=False),
-    sa.Column('payload', sa.Text(), nullable=False),
-    sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('last_error', sa.String(length=255), nullable=False),
-    sa.Column('replays', sa.Integer(), nullable=False),
-    sa.Column('company_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_outbox_event_company_id_company')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_event')),
-    sa.UniqueConstraint('company_id', 'event_id', name=op.f('uq_outbox_event_company_id_event_id')),
-    sa.UniqueConstraint('company_id', 'key', name=op.f('uq_outbox_event_company_id_key'))
-    )
-    with op.batch_alter_table('outbox_event', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_outbox_event_company_id'), ['company_id'], unique=False)
-        batch_op.create_index('ix_outbox_event_company_occurred', ['company_id', 'occurred_at'], unique=False)
-        batch_op.create_index('ix_outbox_event_pending', ['published_at', 'id'], unique=False)
 
     op.create_table('process_spec',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -765,6 +763,7 @@ def upgrade():
     sa.ForeignKeyConstraint(['unit_id'], ['unit.id'], name=op.f('fk_account_unit_id_unit')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_account')),
     sa.UniqueConstraint('company_id', 'account_no', name=op.f('uq_account_company_id_account_no')),
+    sa.UniqueConstraint('company_id', 'id', name=op.f('uq_account_company_id_id')),
     sa.UniqueConstraint('company_id', 'legacy_no', name=op.f('uq_account_company_id_legacy_no'))
     )
     with op.batch_alter_table('account', schema=None) as batch_op:
@@ -873,8 +872,7 @@ def upgrade():
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_ledger_entry_account_id_account')),
-    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_ledger_entry_company_id_company')),
+    sa.ForeignKeyConstraint(['company_id', 'account_id'], ['account.company_id', 'account.id'], name=op.f('fk_ledger_entry_company_id_account')),
     sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_ledger_entry_created_by_id_user')),
     sa.ForeignKeyConstraint(['season_id'], ['season.id'], name=op.f('fk_ledger_entry_season_id_season')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entry')),
@@ -882,7 +880,6 @@ def upgrade():
     )
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.create_index('ix_ledger_entry_company_account', ['company_id', 'account_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_ledger_entry_company_id'), ['company_id'], unique=False)
         batch_op.create_index('ix_ledger_entry_company_season_kind', ['company_id', 'season_id', 'kind'], unique=False)
 
     op.create_table('meter_reading',
@@ -1524,7 +1521,6 @@ def downgrade():
     op.drop_table('meter_reading')
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_entry_company_season_kind')
-        batch_op.drop_index(batch_op.f('ix_ledger_entry_company_id'))
         batch_op.drop_index('ix_ledger_entry_company_account')
 
     op.drop_table('ledger_entry')
@@ -1685,12 +1681,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_process_spec_company_id'))
 
     op.drop_table('process_spec')
-    with op.batch_alter_table('outbox_event', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_event_pending')
-        batch_op.drop_index('ix_outbox_event_company_occurred')
-        batch_op.drop_index(batch_op.f('ix_outbox_event_company_id'))
-
-    op.drop_table('outbox_event')
     with op.batch_alter_table('ledger_value_map', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ledger_value_map_company_id'))
 
@@ -1730,6 +1720,11 @@ def downgrade():
 
     op.drop_table('alipay_app')
     op.drop_table('company')
+    with op.batch_alter_table('outbox_event', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_event_pending')
+        batch_op.drop_index('ix_outbox_event_company_occurred')
+
+    op.drop_table('outbox_event')
     op.drop_table('login_throttle')
     op.drop_table('hq_account_season_balance')
     op.drop_table('group')
