@@ -29,7 +29,14 @@ from app.tenancy import SYSTEM_SCOPE, set_scope
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGERS = FIXTURES / "ledgers"
-BACKENDS = [b for b in os.environ.get("HEATFLOW_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+KNOWN_BACKENDS = ("sqlite", "postgres")
+BACKENDS = [b.strip() for b in os.environ.get("HEATFLOW_TEST_BACKENDS", ",".join(KNOWN_BACKENDS)).split(",") if b.strip()]
+_unknown = [b for b in BACKENDS if b not in KNOWN_BACKENDS]
+if _unknown or not BACKENDS:
+    raise pytest.UsageError(
+        f"HEATFLOW_TEST_BACKENDS={os.environ.get('HEATFLOW_TEST_BACKENDS')!r} names no known backend"
+        f" ({', '.join(_unknown) or 'empty'}); use a comma-separated list of: {', '.join(KNOWN_BACKENDS)}."
+    )
 SERVER_STOP_TIMEOUT_S = 10
 POSTGRES_ADMIN_URL = os.environ.get("HEATFLOW_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 POSTGRES_APP_ROLE = os.environ.get("HEATFLOW_TEST_PG_APP_ROLE", "heatflow_app")
