@@ -107,13 +107,18 @@ class Message:
         msgid = data["msgid"]
         if data.get("context"):
             msgid = NC_(data["context"], msgid)
-        params = {name: cls.from_data(value) if _is_message_data(value) else value for name, value in (data.get("params") or {}).items()}
-        return cls(msgid, **params)
+        return cls(msgid, **{name: _loaded_value(value) for name, value in (data.get("params") or {}).items()})
 
 
 def M_(msgid, **params):
     """Return a Message: `msgid` (a literal, extracted like `_`) with `params`, translated when shown."""
     return Message(msgid, **params)
+
+
+def _loaded_value(value):
+    if isinstance(value, list):
+        return [_loaded_value(item) for item in value]
+    return Message.from_data(value) if _is_message_data(value) else value
 
 
 def _is_message_data(value):

@@ -44,6 +44,13 @@ RECORDED_STEP_NAMES = frozenset({
 })
 
 
+def step_name_value(name):
+    """Return a step name as a Message value: one of ours is translated when shown, a company's own stays as written."""
+    if name in DIAGRAM_STEP_NAMES or name in RECORDED_STEP_NAMES:
+        return NC_(STEP_CONTEXT, name)
+    return name
+
+
 def shown_step_name(name):
     """Return a step name in the reader's language when it is one of ours, else as written."""
     if name in DIAGRAM_STEP_NAMES or name in RECORDED_STEP_NAMES:

@@ -32,6 +32,7 @@ from app.i18n import M_, N_, Message
 from app.locking import lock_row
 from app.processes.calendar import DAYS_CACHE_KEY, add_working_days, remember_day_kinds
 from app.processes.models import ACTIVE_STATUSES, CalendarDay, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
+from app.processes.step_names import step_name_value
 from app.tariffs.models import Season
 from app.tenancy import company_scope, current_scope, scoped
 
@@ -291,9 +292,11 @@ def _record_fired(instance, row, record_event):
         ).all()
         for task in tasks:
             task.reminded_at = utcnow()
-        names = "、".join(task.title for task in tasks) or row.attached_to
-        # The task titles are diagram data, so only the label and the sentence around them are translated.
-        message = M_("%(label)s：待办「%(names)s」已超过办理期限，请尽快办理。", label=Message(label), names=names)
+        titles = [task.title for task in tasks] or [row.attached_to]
+        names = "、".join(titles)
+        # Titles of the default diagrams are translated with the sentence; a company's own stay as written.
+        message = M_("%(label)s：待办「%(names)s」已超过办理期限，请尽快办理。", label=Message(label),
+                     names=[step_name_value(title) for title in titles])
         record_event(instance, "reminded", task_name=names, comment=f"{label}：待办「{names}」已超过办理期限，请尽快办理。",
                      data={"element": row.element_id, "due_at": row.due_at.isoformat(), "message": message.as_data()})
         return

@@ -203,3 +203,17 @@ def test_refunds_page_title_stays_plural(app_ctx):
     with force_locale("en"):
         assert translate_label("退费") == "Refunds"
         assert translate_label(REFUND_KINDS["refund"]) == "Refund"
+
+
+def test_stored_message_translates_default_step_names_in_a_list(app):
+    from app.i18n import M_, Message
+    from app.processes.step_names import step_name_value
+
+    # One default step name and one a company wrote in its own diagram.
+    message = M_("%(label)s：待办「%(names)s」已超过办理期限，请尽快办理。", label=Message("超时催办"),
+                 names=[step_name_value("分公司审批"), step_name_value("片区经理复核")])
+    stored = Message.from_data(message.as_data())
+    with app.test_request_context(), force_locale("zh_CN"):
+        assert str(stored) == "超时催办：待办「分公司审批、片区经理复核」已超过办理期限，请尽快办理。"
+    with app.test_request_context(), force_locale("en"):
+        assert str(stored) == "Overdue reminder: the task “Company approval, 片区经理复核” is past its due date. Please handle it soon."

@@ -106,7 +106,7 @@ def test_fired_timer_names_follow_language(demo, make_account, login):
     english = html.unescape(admin.get(f"/processes/instances/{instance.id}").get_data(as_text=True))
     assert "<td>Escalated to group approval after the deadline</td>" in english
     assert "Timer event escalate_company_approval is due: Escalated to group approval after the deadline." in english
-    assert "Overdue reminder: the task “分公司审批” is past its due date. Please handle it soon." in english
+    assert "Overdue reminder: the task “Company approval” is past its due date. Please handle it soon." in english
     assert "超时转集团审批" not in english
     assert "已超过办理期限" not in english
 
