@@ -7,22 +7,23 @@ account is restored after a mistaken transfer.
 
 import secrets
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
+from app.billing.models import LedgerEntry
 from app.extensions import db
 from app.network.models import Account
 from app.payments.inbox import apply_pending, receive_notification, release_due_retries
 from app.payments.models import OnlineOrder, Payment, PaymentNotification, utcnow
-from app.payments.online import yuan_to_fen
-from app.payments.services import amount_owed
 from app.tasks.payments import sweep_notifications_task
 from app.tenancy import SYSTEM_SCOPE, scoped
-from wechatpay_helpers import SP_MCHID, SUB_MCHIDS, accounts_of, signed_notification
+from wechatpay_helpers import accounts_of, order_notification
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 RETRY_BASE_S = 600.0
+ORDER_AMOUNT = Decimal("1234.56")
 
 
 @pytest.fixture
@@ -33,23 +34,23 @@ def retry_settings(app, monkeypatch):
 
 
 def _stored_notification(keys, account):
-    """Place an order for what `account` owes and store its verified notification as pending; return (order, transaction id)."""
-    order = OnlineOrder(
-        company_id=account.company_id, account_id=account.id, out_trade_no="T" + secrets.token_hex(12),
-        amount=amount_owed(account).total, sub_mchid=SUB_MCHIDS["TJ"],
-    )
-    db.session.add(order)
-    db.session.commit()
-    transaction_id = "42000" + secrets.token_hex(10)
-    resource = {
-        "sp_mchid": SP_MCHID, "sub_mchid": order.sub_mchid, "out_trade_no": order.out_trade_no,
-        "transaction_id": transaction_id, "trade_type": "NATIVE", "trade_state": "SUCCESS", "attach": "",
-        "success_time": "2026-01-10T10:00:00+08:00", "amount": {"total": yuan_to_fen(order.amount), "currency": "CNY"},
-    }
-    body, headers = signed_notification(keys, resource)
+    """Place an order of ORDER_AMOUNT for `account` and store its verified notification as pending; return (order, transaction id)."""
+    order, transaction_id, body, headers = order_notification(keys, account, amount=ORDER_AMOUNT)
     receipt, _ = receive_notification("wechat", headers, body)
     assert receipt.outcome == "pending"
     return order, transaction_id, (body, headers)
+
+
+def _new_account(company):
+    """Add an account with no ledger lines to `company`, in the unit of its first account, so the test can move it."""
+    neighbour = accounts_of(company, 1)[0]
+    account = Account(
+        company_id=company.id, account_no="RETRY" + secrets.token_hex(4), customer_name="重试户", unit_id=neighbour.unit_id,
+        room="9901", building_area=Decimal("80.00"), user_type="residential", billing_status="normal",
+    )
+    db.session.add(account)
+    db.session.commit()
+    return account
 
 
 def _move_account(account_id, company_id, account_no):
@@ -67,6 +68,12 @@ def _row(transaction_id):
     )
 
 
+def _balance(account_id):
+    """The sum of the account's ledger lines: what it owes, negative for a credit."""
+    db.session.expire_all()
+    return db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount), 0)).filter_by(account_id=account_id))
+
+
 def _payments(transaction_id):
     db.session.expire_all()
     return db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
@@ -82,9 +89,9 @@ def _make_due(row_id):
 
 def test_missing_account_applies_once_after_fix(wechat, retry_settings):
     tj, qd = wechat["demo"]["TJ"], wechat["demo"]["QD"]
-    account = accounts_of(tj, 1)[0]
+    # A moved account keeps its ledger lines in its company, so the one moved here has none yet.
+    account = _new_account(tj)
     account_id, account_no = account.id, account.account_no
-    owed_before = amount_owed(account).total
     order, transaction_id, (body, headers) = _stored_notification(wechat["keys"], account)
     _move_account(account_id, qd.id, "MOVED" + secrets.token_hex(4))
 
@@ -123,7 +130,7 @@ def test_missing_account_applies_once_after_fix(wechat, retry_settings):
     assert payments[0].amount == order.amount
     assert applied.payment_id == payments[0].id
     assert db.session.get(OnlineOrder, order.id).status == "paid"
-    assert amount_owed(db.session.get(Account, account_id)).total == owed_before - order.amount
+    assert _balance(account_id) == -ORDER_AMOUNT
 
     # Neither another sweep nor a repeated delivery posts it a second time.
     assert sweep_notifications_task(older_than_seconds=0) == 0
@@ -132,12 +139,12 @@ def test_missing_account_applies_once_after_fix(wechat, retry_settings):
     assert (receipt.outcome, reply.status) == ("duplicate", 204)
     assert apply_pending(tj.id) == 0
     assert len(_payments(transaction_id)) == 1
-    assert amount_owed(db.session.get(Account, account_id)).total == owed_before - order.amount
+    assert _balance(account_id) == -ORDER_AMOUNT
 
 
 def test_retry_limit_then_admin_requeue(wechat, retry_settings, app):
     tj, qd = wechat["demo"]["TJ"], wechat["demo"]["QD"]
-    account = accounts_of(tj, 2)[1]
+    account = _new_account(tj)
     account_id, account_no = account.id, account.account_no
     order, transaction_id, _ = _stored_notification(wechat["keys"], account)
     _move_account(account_id, qd.id, "MOVED" + secrets.token_hex(4))

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import secrets
 
 import pytest
 import sqlalchemy as sa
@@ -10,31 +9,11 @@ from cryptography.hazmat.primitives import serialization
 
 from app.extensions import db
 from app.network.models import Account
-from app.payments.models import OnlineOrder, Payment, PaymentNotification
-from app.payments.online import yuan_to_fen
-from app.payments.services import amount_owed
-from wechatpay_helpers import PLATFORM_SERIAL, SP_MCHID, SUB_MCHIDS, accounts_of, signed_notification
+from app.payments.models import Payment, PaymentNotification
+from wechatpay_helpers import PLATFORM_SERIAL, accounts_of, order_notification
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 NOTIFY_PATH = "/payments/notify/wechat"
-
-
-def _order_notification(keys, account, platform_key=None):
-    """Place an order for what `account` owes; return (order, transaction id, body, headers) of its signed notification."""
-    order = OnlineOrder(
-        company_id=account.company_id, account_id=account.id, out_trade_no="T" + secrets.token_hex(12),
-        amount=amount_owed(account).total, sub_mchid=SUB_MCHIDS["TJ"],
-    )
-    db.session.add(order)
-    db.session.commit()
-    transaction_id = "42000" + secrets.token_hex(10)
-    resource = {
-        "sp_mchid": SP_MCHID, "sub_mchid": order.sub_mchid, "out_trade_no": order.out_trade_no,
-        "transaction_id": transaction_id, "trade_type": "NATIVE", "trade_state": "SUCCESS", "attach": "",
-        "success_time": "2026-01-10T10:00:00+08:00", "amount": {"total": yuan_to_fen(order.amount), "currency": "CNY"},
-    }
-    body, headers = signed_notification(keys, resource, platform_key=platform_key)
-    return order, transaction_id, body, headers
 
 
 def _payments(transaction_id):
@@ -44,7 +23,7 @@ def _payments(transaction_id):
 
 def test_rejected_reply_has_headers(wechat, app):
     account = accounts_of(wechat["demo"]["TJ"], 1)[0]
-    _, transaction_id, body, headers = _order_notification(wechat["keys"], account)
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
     tampered = body.replace(b'"resource"', b'"resource" ', 1)
 
     response = app.test_client().post(NOTIFY_PATH, data=tampered, headers=headers)
@@ -75,7 +54,7 @@ def test_platform_key_rotated_in_place(wechat, app, tmp_path, monkeypatch):
     first, second = accounts_of(wechat["demo"]["TJ"], 2)
     client = app.test_client()
 
-    _, old_transaction, body, headers = _order_notification(keys, first)
+    _, old_transaction, body, headers = order_notification(keys, first)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
     assert len(_payments(old_transaction)) == 1
 
@@ -83,11 +62,11 @@ def test_platform_key_rotated_in_place(wechat, app, tmp_path, monkeypatch):
     # the file on every request (CHANNEL_KEY_CHECK_S = 0), so the next request uses it.
     new_platform_key = keys["attacker"]
     write_public_key(new_platform_key, 1_000_000_001_000_000_000)
-    _, stale_transaction, body, headers = _order_notification(keys, second)
+    _, stale_transaction, body, headers = order_notification(keys, second)
     response = client.post(NOTIFY_PATH, data=body, headers=headers)
     assert response.status_code == 400
     assert response.get_json()["message"] == "invalid signature"
-    _, new_transaction, body, headers = _order_notification(keys, second, platform_key=new_platform_key)
+    _, new_transaction, body, headers = order_notification(keys, second, platform_key=new_platform_key)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
     assert _payments(stale_transaction) == []
     assert len(_payments(new_transaction)) == 1
@@ -101,7 +80,7 @@ def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog,
     first, second = accounts_of(wechat["demo"]["TJ"], 2)
     second_id = second.id
     client = app.test_client()
-    _, transaction_id, body, headers = _order_notification(wechat["keys"], first)
+    _, transaction_id, body, headers = order_notification(wechat["keys"], first)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
 
     # The server ends every connection of the app role, as a PostgreSQL restart does.
@@ -113,7 +92,7 @@ def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog,
         )).scalar()
     assert ended >= 1
 
-    order, transaction_id, body, headers = _order_notification(wechat["keys"], db.session.get(Account, second_id))
+    order, transaction_id, body, headers = order_notification(wechat["keys"], db.session.get(Account, second_id))
     with caplog.at_level(logging.WARNING):
         assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
     assert "Notification insert lost its database connection, sending it again" in caplog.text

@@ -1,5 +1,6 @@
 """Helpers of the WeChat Pay tests: constants, accounts that owe, sending and signing notifications."""
 
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,28 @@ def accounts_of(company, limit):
         sa.select(Account).filter_by(company_id=company.id, billing_status="normal").order_by(Account.id).limit(limit * 2)
     ).all()
     return [a for a in rows if amount_owed(a).total > 0][:limit]
+
+
+def order_notification(keys, account, platform_key=None, amount=None):
+    """Place an order for `amount` (default what `account` owes); return (order, transaction id, body, headers) of its signed notification."""
+    from app.payments.models import OnlineOrder
+    from app.payments.online import yuan_to_fen
+    from app.payments.services import amount_owed
+
+    order = OnlineOrder(
+        company_id=account.company_id, account_id=account.id, out_trade_no="T" + secrets.token_hex(12),
+        amount=amount_owed(account).total if amount is None else amount, sub_mchid=SUB_MCHIDS["TJ"],
+    )
+    db.session.add(order)
+    db.session.commit()
+    transaction_id = "42000" + secrets.token_hex(10)
+    resource = {
+        "sp_mchid": SP_MCHID, "sub_mchid": order.sub_mchid, "out_trade_no": order.out_trade_no,
+        "transaction_id": transaction_id, "trade_type": "NATIVE", "trade_state": "SUCCESS", "attach": "",
+        "success_time": "2026-01-10T10:00:00+08:00", "amount": {"total": yuan_to_fen(order.amount), "currency": "CNY"},
+    }
+    body, headers = signed_notification(keys, resource, platform_key=platform_key)
+    return order, transaction_id, body, headers
 
 
 def send(url, body, headers):
