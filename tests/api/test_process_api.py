@@ -137,8 +137,9 @@ def test_timer_events_in_reader_language(demo, make_account, login):
     assert escalated["task_name"] == "Escalated to group approval after the deadline"
     assert escalated["comment"] == "Timer event escalate_company_approval is due: Escalated to group approval after the deadline."
     [reminded] = [event for event in english if event["event_type"] == "reminded"]
-    # The task title is diagram data, so it stays as the diagram names it.
-    assert reminded["task_name"] == "分公司审批"
+    # The step is one of the default diagram's, so its name is translated, but the comment
+    # quotes the task title as the diagram names it.
+    assert reminded["task_name"] == "Company approval"
     assert reminded["comment"] == "Overdue reminder: the task “分公司审批” is past its due date. Please handle it soon."
     # A comment a user typed is returned as stored.
     [filed] = [event for event in english if event["event_type"] == "started"]
