@@ -131,9 +131,9 @@ def instance_resource(instance):
     resource = {
         "id": instance.id,
         "process_type": instance.process_type,
-        "type_label": instance.type_label,
+        "type_label": translate_label(instance.type_label),
         "status": instance.status,
-        "status_label": instance.status_label,
+        "status_label": translate_label(instance.status_label),
         "account_no": account_no,
         "model_version": instance.model.version,
         "created_at": instance.created_at,

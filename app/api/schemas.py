@@ -8,6 +8,7 @@ from datetime import timezone
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from app.i18n import translate_label
 from app.processes.fields import MAX_COMMENT_CHARS
 from app.processes.inbox import MAX_PAGE_SIZE, PAGE_SIZE, SORTS
 from app.processes.messages import run_failure_text
@@ -136,12 +137,18 @@ class EventSchema(Schema):
 
     seq = fields.Integer()
     event_type = fields.String()
-    type_label = fields.String()
-    actor_name = fields.String()
+    type_label = fields.Function(
+        lambda event: translate_label(event.type_label),
+        metadata={"type": "string", "description": "The event type in the reader's language."},
+    )
+    actor_name = fields.String(
+        attribute="shown_actor_name",
+        metadata={"description": "The user's name as stored; entries no user caused name the system in the reader's language."},
+    )
     at = UtcDateTime()
     task_name = fields.String(
         attribute="shown_task_name",
-        metadata={"description": "The step name. A name the platform wrote (a fired timer) is in the reader's language, a diagram's name as stored."},
+        metadata={"description": "The step name. Names the platform wrote (the start entry, the outcome, a migration, an admin action, a fired timer, a step of the default diagrams) are in the reader's language; a company's own step names are as stored."},
     )
     decision = fields.String(allow_none=True)
     comment = fields.Method(
@@ -169,9 +176,9 @@ class InstanceSchema(Schema):
 
     id = fields.Integer()
     process_type = fields.String()
-    type_label = fields.String()
+    type_label = fields.String(metadata={"description": "The process type in the reader's language."})
     status = fields.String(metadata={"description": "running, suspended, completed, rejected, cancelled, terminated or error."})
-    status_label = fields.String()
+    status_label = fields.String(metadata={"description": "The status in the reader's language."})
     account_no = fields.String()
     model_version = fields.Integer()
     created_at = UtcDateTime()

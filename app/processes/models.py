@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from app.extensions import db
+from flask_babel import gettext
+
 from app.i18n import NC_, N_, stored_message, translate_label
 from app.money import Area, Money, Rate
 from app.processes.step_names import shown_step_name
@@ -295,9 +297,36 @@ class ProcessEvent(CompanyOwned, db.Model):
 
     @property
     def shown_task_name(self):
-        """The step name in the reader's language when the event stored its Message (fired timers) or names a step
-        of the default diagrams, else as stored."""
-        return stored_message((self.data or {}).get("task_name"), shown_step_name(self.task_name))
+        """The step name in the reader's language when the platform wrote it, else as stored.
+
+        The platform writes the start entry ("报停申请"), the outcome of a finished instance,
+        the versions of a migration, the admin actions and the names of fired timers and of
+        the default diagrams' steps. A step name from a company's own diagram is data.
+        """
+        data = self.data or {}
+        if self.event_type == "started":
+            return _shown_start_name(self.task_name)
+        if self.event_type == "finished" and data.get("status") in INSTANCE_STATUSES:
+            return translate_label(INSTANCE_STATUSES[data["status"]])
+        if self.event_type == "migrated" and "from_version" in data and "to_version" in data:
+            return gettext("版本 %(source)s → %(target)s", source=data["from_version"], target=data["to_version"])
+        if self.event_type in ADMIN_EVENT_TYPES:
+            # app/processes/admin.py writes the action's N_ label, e.g. 挂起流程.
+            return translate_label(self.task_name)
+        return stored_message(data.get("task_name"), shown_step_name(self.task_name))
+
+
+# Events of the admin actions in app/processes/admin.py, whose task_name is the action's label.
+ADMIN_EVENT_TYPES = ("suspended", "resumed", "terminated", "retried")
+# The start entry's task_name is the process label followed by 申请 (app/processes/services.py).
+START_SUFFIX = "申请"
+
+
+def _shown_start_name(task_name):
+    for label in PROCESS_TYPES.values():
+        if task_name == f"{label}{START_SUFFIX}":
+            return gettext("%(process)s申请", process=translate_label(label))
+    return task_name
 
 
 class ProcessTimer(CompanyOwned, db.Model):

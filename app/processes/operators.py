@@ -234,7 +234,11 @@ def check_arrears(context, account_id):
     account = instance_account(context, account_id)
     owed = amount_owed(account).total
     if owed <= ZERO:
-        record_event(context.instance, "cancelled", user=None, task_name="核对欠费", comment="该户欠费已结清，强停流程自动取消。")
+        reason = N_("该户欠费已结清，强停流程自动取消。")
+        record_event(
+            context.instance, "cancelled", user=None, task_name="核对欠费", comment=reason,
+            data={"message": Message(reason).as_data()},
+        )
     return {"arrears_paid": owed <= ZERO, "arrears_now": owed}
 
 

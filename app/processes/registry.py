@@ -142,7 +142,9 @@ def escalation_outcome(context, result):
     chosen = [str(reason) for flag, reason in zip(flags, reasons) if flag and reason]
     reason = "；".join(chosen) + "。" if chosen else N_("本公司集团审批规则表判定需集团审批。")
     if context is not None and context.instance is not None:
-        record_event(context.instance, "escalated", user=None, task_name="判断是否需集团审批", comment=reason)
+        # The default reason is a msgid; reasons from a company's table are data and shown as stored.
+        data = {"message": Message(reason).as_data()} if not chosen else None
+        record_event(context.instance, "escalated", user=None, task_name="判断是否需集团审批", comment=reason, data=data)
     return {"escalate": True, "escalation_reason": reason}
 
 

@@ -18,7 +18,7 @@ from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from app.extensions import db
-from app.i18n import DEFAULT_LOCALE, N_, message_of, translate_label
+from app.i18n import DEFAULT_LOCALE, N_, Message, message_of, translate_label
 from app.locking import lock_row
 from app.messaging.events import emit
 from app.billing.services import season_receivable
@@ -35,7 +35,7 @@ from app.processes.deployment import latest_model, spec_for
 from app.processes.engine import ProcessRunError, RunContext, dump_workflow, load_workflow, new_workflow, run_engine
 from app.processes.fields import clean_task_values, clean_values, send_back_option, task_data
 from app.processes.messages import engine_failure
-from app.processes.models import DECISIONS, PROCESS_TYPES, HumanTask, ProcessInstance, utcnow
+from app.processes.models import DECISIONS, PROCESS_TYPES, START_SUFFIX, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
 from app.processes.specs import store_spec
 from app.processes.timers import armed_timers, cancel_waiting_timers, sync_timers, task_due_at
@@ -91,7 +91,7 @@ def start_process(process_type, account_id, user, values, permission="process.st
     db.session.add(instance)
     db.session.flush()
     record_event(
-        instance, "started", user=user, task_name=f"{definition.label}申请", comment=comment,
+        instance, "started", user=user, task_name=f"{definition.label}{START_SUFFIX}", comment=comment,
         data={**event_data, "model_version": model.version, "decision_versions": decision_versions},
     )
     # user_type and building_area are the account facts every escalation table may read.
@@ -278,7 +278,7 @@ def _cancel_if_settled(instance, user, task_name):
     for open_task in open_tasks:
         open_task.status = "cancelled"
     cancel_waiting_timers(instance.id)
-    record_event(instance, "cancelled", user=None, task_name=task_name, comment=reason)
+    record_event(instance, "cancelled", user=None, task_name=task_name, comment=reason, data={"message": Message(reason).as_data()})
     emit_process_finished(instance)
     db.session.commit()
     logger.info("Process instance %s was cancelled before %s: %s", instance.id, task_name, reason)

@@ -4,6 +4,10 @@ Saves language-english-home.png and language-english-login.png under the screens
 """
 
 import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.org.models import User
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -47,3 +51,41 @@ def test_login_page_switch(page, screenshot):
     with page.expect_navigation():
         page.get_by_role("button", name="中文").click()
     assert page.locator("main h1").inner_text() == "登录"
+
+
+# Box of each top-bar menu item, with the scroll and client widths of its label.
+MENU_ITEMS_JS = """() => [...document.querySelectorAll('header.topbar nav a')].map((link) => {
+  const box = link.getBoundingClientRect();
+  return { label: link.textContent.trim(), left: box.left, right: box.right, top: box.top, bottom: box.bottom,
+           scrollWidth: link.scrollWidth, clientWidth: link.clientWidth };
+})"""
+
+
+def _overlap(first, second):
+    apart_x = first["right"] <= second["left"] or second["right"] <= first["left"]
+    apart_y = first["bottom"] <= second["top"] or second["bottom"] <= first["top"]
+    return not (apart_x or apart_y)
+
+
+# The group administrator and a company administrator have the longest menus.
+@pytest.mark.parametrize("username", ["hq_admin", "tj_admin"])
+@pytest.mark.parametrize("locale", ["en", "zh_CN"])
+def test_topbar_menu_items_fit(page, browser_login, username, locale):
+    db.session.execute(sa.update(User).where(User.username == username).values(locale=locale))
+    db.session.commit()
+    browser_login(page, username)
+    for width in (1280, 1366):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto("/")
+        viewport_width = page.evaluate("document.documentElement.clientWidth")
+
+        items = page.evaluate(MENU_ITEMS_JS)
+
+        assert len(items) >= 10, items
+        for item in items:
+            assert item["left"] >= 0, (width, item)
+            assert item["right"] <= viewport_width, (width, item)
+            assert item["scrollWidth"] <= item["clientWidth"], (width, item)
+            assert page.get_by_role("link", name=item["label"], exact=True).first.is_visible(), (width, item)
+        overlaps = [(a["label"], b["label"]) for i, a in enumerate(items) for b in items[i + 1:] if _overlap(a, b)]
+        assert overlaps == [], width
