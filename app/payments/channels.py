@@ -124,7 +124,7 @@ channel_cache = ChannelCache()
 
 
 def wechat_channel():
-    """The WeChat Pay adapter of the configured service provider, kept per process (ChannelCache)."""
+    """Return the WeChat Pay adapter of the configured service provider, kept per process (ChannelCache)."""
     return channel_cache.wechat()
 
 

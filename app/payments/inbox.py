@@ -3,8 +3,8 @@
 The HTTP endpoint verifies a WeChat Pay or Alipay notification (signature, decryption,
 replay window), routes it to a company by merchant id and stores the verified event as one
 `pending` PaymentNotification row in one INSERT, then replies. A repeated delivery of a
-stored notification (same company, channel and delivery key) inserts nothing there; it is
-logged as a `duplicate` row of its own and answered with success.
+stored notification (same company, channel and delivery key) inserts nothing there. It is
+logged as a `duplicate` row of its own, and the channel gets a success reply.
 
 The Celery task `payments.apply_notifications` then applies a company's pending rows in
 batches: each row in its own savepoint, the batch in one transaction with one block of
@@ -66,8 +66,8 @@ class MerchantCache:
     processes see the change when their entry expires. The apply task routes every row
     again from the database, so an entry that outlived a change makes that row rejected,
     never posted to the wrong company.
-    NOTE: the channel was already answered with success for such a row, so finance has to
-    follow it up from the notification log.
+    NOTE: the channel already got a success reply for such a row, so finance has to follow
+    it up from the notification log.
     """
 
     def __init__(self):
@@ -113,8 +113,8 @@ def receive_notification(channel_code, headers, raw_body, now=None):
     Every outcome is committed here, whatever the caller's transaction held. A verified
     event ends as one `pending` row for the apply task, an `ignored` row (an event type that
     needs nothing), or a `duplicate` row when its delivery key was stored before. Anything
-    that fails verification, routing or the field checks is logged `rejected` and answered
-    so that the channel sends it again.
+    that fails verification, routing or the field checks is logged `rejected`, and the reply
+    makes the channel send it again.
     """
     log = PaymentNotification(channel=channel_code, body_sha256=hashlib.sha256(raw_body).hexdigest(), received_at=utcnow())
     adapter = None

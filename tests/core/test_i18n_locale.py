@@ -205,7 +205,7 @@ def test_refunds_page_title_stays_plural(app_ctx):
         assert translate_label(REFUND_KINDS["refund"]) == "Refund"
 
 
-def test_stored_message_translates_default_step_names_in_a_list(app):
+def test_message_list_of_step_names(app):
     from app.i18n import M_, Message
     from app.processes.step_names import step_name_value
 
