@@ -114,3 +114,37 @@ def test_foreign_body_rejected(wechat, app, body):
     assert response.get_json() == {"code": "FAIL", "message": "invalid signature"}
     assert [(row.outcome, row.reason) for row in _logged()] == [("rejected", "invalid signature")]
     assert _payments(transaction_id) == []
+
+
+def test_concurrent_duplicates_post_once(wechat, app):
+    from werkzeug.serving import make_server
+
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}{NOTIFY_PATH}"
+    deliveries = 8
+    barrier = threading.Barrier(deliveries, timeout=30)
+    statuses = []
+
+    def deliver():
+        barrier.wait()
+        statuses.append(send(url, body, headers)[0])
+
+    try:
+        senders = [threading.Thread(target=deliver) for _ in range(deliveries)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+    assert statuses == [204] * deliveries
+    outcomes = sorted(row.outcome for row in _logged())
+    assert outcomes == ["accepted"] + ["duplicate"] * (deliveries - 1)
+    assert len(_payments(transaction_id)) == 1
