@@ -6,6 +6,7 @@ during the billed period gets its own line for its own days, so adjacent periods
 no day and each line shows the price it was billed at.
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -67,13 +68,17 @@ def prorate(full_amount, days, statutory_days):
     return full_amount * days / statutory_days
 
 
-# The re-rating of every approval runs this query, so it is built once.
-_ACTIVE_TARIFFS_WITH_RATES = (
-    sa.select(Tariff)
-    .where(Tariff.company_id == sa.bindparam("company_id"), Tariff.season_id == sa.bindparam("season_id"), Tariff.status == "active")
-    .order_by(Tariff.effective_from)
-    .options(joinedload(Tariff.prices), joinedload(Tariff.area_rules))
-)
+@functools.cache
+def _active_tariffs_with_rates():
+    # The re-rating of every approval runs this query, so it is built once. It is built on
+    # first use, not at import, because joinedload configures every mapper, which fails
+    # while a model that a relationship names (such as Payment) is not imported yet.
+    return (
+        sa.select(Tariff)
+        .where(Tariff.company_id == sa.bindparam("company_id"), Tariff.season_id == sa.bindparam("season_id"), Tariff.status == "active")
+        .order_by(Tariff.effective_from)
+        .options(joinedload(Tariff.prices), joinedload(Tariff.area_rules))
+    )
 
 
 def season_tariffs(season, pending_id=None, with_rates=False):
@@ -85,7 +90,7 @@ def season_tariffs(season, pending_id=None, with_rates=False):
     would otherwise load them one query each.
     """
     if pending_id is None and with_rates:
-        return db.session.scalars(_ACTIVE_TARIFFS_WITH_RATES, {"company_id": season.company_id, "season_id": season.id}).unique().all()
+        return db.session.scalars(_active_tariffs_with_rates(), {"company_id": season.company_id, "season_id": season.id}).unique().all()
     in_force = Tariff.status == "active"
     if pending_id is not None:
         in_force = sa.or_(in_force, sa.and_(Tariff.id == pending_id, Tariff.status == "pending"))

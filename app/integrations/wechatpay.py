@@ -282,7 +282,8 @@ def verify_notification(headers, raw_body, platform_keys, apiv3_key, now=None):
     if public_key is None:
         raise NotificationRejected(f"unknown Wechatpay-Serial {serial[:64]!r}")
     timestamp = values["Wechatpay-Timestamp"]
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # isdigit() alone accepts digits such as "²" that int() rejects; header values arrive as Latin-1.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise NotificationRejected(f"invalid Wechatpay-Timestamp {timestamp[:20]!r}")
     now = time.time() if now is None else now
     if abs(now - int(timestamp)) >= REPLAY_WINDOW_SECONDS:

@@ -253,6 +253,17 @@ def void_paper_invoice(invoice, reason, user):
             "发票 %(code)s %(number)s 当前为「%(status)s」，只有已开票的发票可以作废。",
             code=invoice.invoice_code or "", number=invoice.invoice_number or "", status=invoice.status_label,
         ))
+    if invoice.direction == "blue":
+        issued_reds = _waiting_reds(invoice.id, "issued")
+        if issued_reds:
+            # Voiding would leave the red invoice live while a new blue one already leaves out what it reversed.
+            db.session.rollback()
+            raise InvoiceError(M_(
+                "发票 %(code)s %(number)s 已被红字发票 %(red_code)s %(red_number)s 冲减，不能作废；"
+                "请保留原发票：它与红字发票一起列明了退费后实收的金额。",
+                code=invoice.invoice_code or "", number=invoice.invoice_number or "",
+                red_code=issued_reds[0].invoice_code or "", red_number=issued_reds[0].invoice_number or "",
+            ))
     invoice.status = "voided"
     invoice.reason = reason
     invoice.voided_at = utcnow()

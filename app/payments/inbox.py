@@ -606,6 +606,10 @@ def release_due_retries(company_id, now=None):
     return released
 
 
+# The largest value of PaymentNotification.id, an INTEGER column.
+MAX_NOTIFICATION_ID = 2**31 - 1
+
+
 class RequeueError(ValueError):
     """A notification that cannot be set back to pending; the message names the cause and the fix."""
 
@@ -621,11 +625,15 @@ def requeue_failed(notification_id, reason):
         raise RequeueError("A reason is required: say what was fixed, for example --reason \"account restored\".")
     if len(reason) > 255:
         raise RequeueError(f"The reason has {len(reason)} characters; shorten it to at most 255.")
+    not_found = f"Notification {notification_id} was not found; list failed ones with `flask heat notifications failed`."
+    # PostgreSQL raises "integer out of range" for an id outside the INTEGER primary key.
+    if not 1 <= notification_id <= MAX_NOTIFICATION_ID:
+        raise RequeueError(not_found)
     with scoped(SYSTEM_SCOPE):
         row = lock_row(PaymentNotification, notification_id)
         if row is None:
             db.session.rollback()
-            raise RequeueError(f"Notification {notification_id} was not found; list failed ones with `flask heat notifications failed`.")
+            raise RequeueError(not_found)
         if row.outcome != "failed":
             outcome = row.outcome
             db.session.rollback()

@@ -15,7 +15,7 @@ import logging
 
 import sqlalchemy as sa
 from werkzeug.datastructures import EnvironHeaders
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from app.extensions import db
@@ -50,6 +50,10 @@ class NotificationEndpoint:
             raw_body = get_input_stream(environ, max_content_length=self.app.config.get("MAX_CONTENT_LENGTH")).read()
         except RequestEntityTooLarge:
             return "413 REQUEST ENTITY TOO LARGE", extra + _json_type(), _fail_body("request body is too large")
+        except ClientDisconnected:
+            # The body ended before its Content-Length. Nothing was verified, so nothing is stored.
+            logger.warning("POST %s rejected: body shorter than Content-Length %s", NOTIFY_PATH, environ.get("CONTENT_LENGTH"))
+            return "400 BAD REQUEST", extra + _json_type(), _fail_body("request body is shorter than its Content-Length")
         with self.app.app_context(), scoped(NO_COMPANIES):
             try:
                 receipt, reply = receive_notification("wechat", EnvironHeaders(environ), raw_body)

@@ -1,0 +1,150 @@
+"""Hostile requests to POST /payments/notify/wechat: odd headers, broken bodies, replays."""
+
+import socket
+import threading
+import time
+import urllib.parse
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.payments.models import Payment, PaymentNotification
+from wechatpay_helpers import SUB_MCHIDS, accounts_of, order_notification, send
+
+pytestmark = pytest.mark.xdist_group("wechatpay")
+NOTIFY_PATH = "/payments/notify/wechat"
+
+
+def _payments(transaction_id):
+    db.session.expire_all()
+    return db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
+
+
+def _logged(outcome=None):
+    db.session.expire_all()
+    query = sa.select(PaymentNotification).order_by(PaymentNotification.id)
+    if outcome:
+        query = query.filter_by(outcome=outcome)
+    return db.session.scalars(query).all()
+
+
+def _raw_request(url, head, body=b"", shutdown=True, timeout=10):
+    """Send raw bytes to the live server and return the whole reply."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        if shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_superscript_timestamp_rejected(wechat, app):
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    headers = dict(headers)
+    headers["Wechatpay-Timestamp"] = "\u00b2"
+    response = app.test_client().post(NOTIFY_PATH, data=body, headers=headers)
+    assert response.status_code == 400, response.data
+    rejected = _logged("rejected")
+    assert len(rejected) == 1
+    assert "Wechatpay-Timestamp" in rejected[0].reason
+    assert _payments(transaction_id) == []
+
+
+def test_short_body_gets_400(wechat, app, live_server_url, caplog):
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    host = urllib.parse.urlsplit(live_server_url).netloc
+    signed = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() != "content-length")
+    # Declares 50 bytes more than it sends, then closes its side of the connection.
+    head = (
+        f"POST {NOTIFY_PATH} HTTP/1.1\r\nHost: {host}\r\n{signed}"
+        f"Content-Length: {len(body) + 50}\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+
+    reply = _raw_request(live_server_url, head, body)
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line.endswith(b"400 BAD REQUEST")
+    assert rest.endswith(b'{"code": "FAIL", "message": "request body is shorter than its Content-Length"}')
+    assert "body shorter than Content-Length" in caplog.text
+    assert _logged() == []
+    assert _payments(transaction_id) == []
+
+    # The full delivery afterwards posts the payment once.
+    assert send(live_server_url + NOTIFY_PATH, body, headers)[0] == 204
+    assert len(_payments(transaction_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "reason"),
+    [
+        ("Wechatpay-Timestamp", "1", "Wechatpay-Timestamp 1 is outside the 300-second window"),
+        ("Wechatpay-Timestamp", "9" * 5000, "invalid Wechatpay-Timestamp '99999999999999999999'"),
+        ("Wechatpay-Signature", "!!!", "invalid signature"),
+        ("Wechatpay-Serial", "\u00e9" * 300, "unknown Wechatpay-Serial '" + "\u00e9" * 64 + "'"),
+        ("Wechatpay-Nonce", "", "missing header Wechatpay-Nonce"),
+    ],
+)
+def test_bad_header_rejected_once(wechat, app, header, value, reason):
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    client = app.test_client()
+
+    response = client.post(NOTIFY_PATH, data=body, headers={**headers, header: value})
+    assert response.status_code == 400
+    assert response.get_json() == {"code": "FAIL", "message": reason}
+    assert [(row.outcome, row.reason) for row in _logged()] == [("rejected", reason)]
+    assert _payments(transaction_id) == []
+
+
+@pytest.mark.parametrize("body", [b"", b"\xff\xfe not json", b"x" * (2 * 1024 * 1024)], ids=["empty", "not-utf8", "2MiB"])
+def test_foreign_body_rejected(wechat, app, body):
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, _, headers = order_notification(wechat["keys"], account)
+
+    response = app.test_client().post(NOTIFY_PATH, data=body, headers=headers)
+    assert response.status_code == 400
+    assert response.get_json() == {"code": "FAIL", "message": "invalid signature"}
+    assert [(row.outcome, row.reason) for row in _logged()] == [("rejected", "invalid signature")]
+    assert _payments(transaction_id) == []
+
+
+def test_concurrent_duplicates_post_once(wechat, app):
+    from werkzeug.serving import make_server
+
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}{NOTIFY_PATH}"
+    deliveries = 8
+    barrier = threading.Barrier(deliveries, timeout=30)
+    statuses = []
+
+    def deliver():
+        barrier.wait()
+        statuses.append(send(url, body, headers)[0])
+
+    try:
+        senders = [threading.Thread(target=deliver) for _ in range(deliveries)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+    assert statuses == [204] * deliveries
+    outcomes = sorted(row.outcome for row in _logged())
+    assert outcomes == ["accepted"] + ["duplicate"] * (deliveries - 1)
+    assert len(_payments(transaction_id)) == 1
