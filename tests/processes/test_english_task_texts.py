@@ -106,3 +106,20 @@ def test_instance_page_links_customer_file_english(demo, make_account, login):
     assert f'<a href="/accounts/{account.id}">View customer file</a>' in page
     # The request entry ends its reason with a full stop.
     assert "Reason: Vacant." in page
+
+
+def test_missing_and_invalid_choice_english(demo, make_account, login):
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    task = open_task(instance_of(account.id, "suspension").id, "company_approval")
+    approver = _english(login("tj_approver"))
+    assert approver.post(f"/processes/tasks/{task.id}/claim").status_code == 303
+    clerk = _english(login("tj_clerk"))
+
+    missing = approver.post(f"/processes/tasks/{task.id}", data={"decision": ""})
+    invalid = start_process_request(clerk, "waiver", account.id, {**WAIVER, "category": "bribe"})
+
+    assert missing.status_code == 400
+    assert "Decision is required: choose one." in missing.get_data(as_text=True)
+    assert invalid.status_code == 400
+    assert "Waiver category must be Low-income waiver or Hardship relief or" in invalid.get_data(as_text=True)
