@@ -1,4 +1,4 @@
-"""Task texts around a request in English: completion messages, field facts, waiver method and history entries.
+"""Task texts around a request in English: completion and choice messages, field facts, waiver method, history entries.
 
 Each case files a real request through the web routes and reads what an English user sees.
 """
@@ -45,7 +45,7 @@ def test_claim_conflict_names_step_english(demo, make_account, login):
     task = open_task(instance_of(account.id, "suspension").id, "company_approval")
     approver = _english(login("tj_approver"))
 
-    # Submitting without claiming is refused with the step's name in the message.
+    # Submitting without claiming is rejected with the step's name in the message.
     response = approver.post(f"/processes/tasks/{task.id}", data={"decision": "approve"})
 
     page = response.get_data(as_text=True)
@@ -123,3 +123,17 @@ def test_missing_and_invalid_choice_english(demo, make_account, login):
     assert "Decision is required: choose one." in missing.get_data(as_text=True)
     assert invalid.status_code == 400
     assert "Waiver category must be Low-income waiver or Hardship relief or" in invalid.get_data(as_text=True)
+
+
+def test_valve_history_entries_english(demo, make_account, login):
+    instance = _approved_suspension(login, make_account)
+    field_task = open_task(instance.id, "valve_close")
+    field = _english(login("tj_field"))
+    assert submit_task(field, field_task.id, {"result": "sealed", "seal_no": "TJ-2025-0009"}).status_code == 302
+
+    page = field.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
+
+    # Each fact in the description column starts a sentence of its own.
+    assert "<td> Seal: TJ-2025-0009</td>" in page
+    assert "<td> Seal: TJ-2025-0009 (Sealed)</td>" in page
+    assert "seal TJ-2025-0009" not in page
