@@ -28,6 +28,7 @@ from app.org.services import AccessError, has_permission, users_with_permission
 from app.processes.access import ConflictError, InputError, NotFoundError, get_task
 from app.processes.engine import ProcessRunError
 from app.processes.services import task_summary
+from app.processes.step_names import shown_step_name
 
 bp = Blueprint("fieldwork", __name__, url_prefix="/field")
 # Most suspended accounts one inspection page lists for assignment.
@@ -103,7 +104,7 @@ def task(task_id):
             abort(404, str(error))
         except (InputError, ConflictError, ProcessRunError) as error:
             return _failure(error, back)
-        return _result(outcome, _("「%(title)s」已完成。", title=human_task.title), back)
+        return _result(outcome, _("「%(title)s」已完成。", title=shown_step_name(human_task.title)), back)
     return render_template(
         "fieldwork/task.html", task=human_task, form=form, summary=task_summary(human_task), submission_id=str(uuid.uuid4()),
     )

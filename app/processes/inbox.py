@@ -24,6 +24,7 @@ from app.processes.access import (
 )
 from app.processes.audit import record_event
 from app.processes.models import PROCESS_TYPES, TASK_STATUSES, HumanTask, ProcessInstance
+from app.processes.step_names import shown_step_name
 from app.tenancy import SYSTEM_SCOPE, scoped
 
 logger = logging.getLogger(__name__)
@@ -211,11 +212,11 @@ def delegate_task(task_id, user, target_user_id, comment=""):
     instance = lock_row(ProcessInstance, task.instance_id)
     db.session.refresh(task)
     if task.status != "open":
-        raise ConflictError(_("任务「%(task)s」已不是待办，不能转办。", task=task.title))
+        raise ConflictError(_("任务「%(task)s」已不是待办，不能转办。", task=shown_step_name(task.title)))
     if instance.status != "running":
         raise ConflictError(_("流程 %(id)s 当前为「%(status)s」，不能转办。", id=instance.id, status=translate_label(instance.status_label)))
     if task.claimed_by_id not in (None, user.id):
-        raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收，只有签收人可以转办。", task=task.title, name=task.claimed_by_name))
+        raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收，只有签收人可以转办。", task=shown_step_name(task.title), name=task.claimed_by_name))
     task.claimed_by_id = target.id
     task.claimed_by_name = target.name
     task.delegated_to_id = target.id

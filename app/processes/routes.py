@@ -27,6 +27,7 @@ from app.processes.escalation import WAIVER_CATEGORIES
 from app.processes.messages import run_error_text, run_failure_text
 from app.processes.engine import ProcessRunError
 from app.processes.services import claim_task, complete_task, release_task, start_process, task_summary
+from app.processes.step_names import shown_step_name
 from app.processes.inbox import SORTS, InboxFilters, delegate_candidates, delegate_task, inbox_page, is_overdue, parse_filters
 from app.processes.migration import migrate_instances, model_versions, parse_mapping
 from app.processes.models import CALENDAR_KINDS, PROCESS_TYPES, TASK_STATUSES
@@ -125,7 +126,7 @@ def delegate(task_id):
         db.session.rollback()
         flash(_("转办未成功：%(error)s", error=error), "error")
         return redirect(url_for("processes.task", task_id=task_id)), 303
-    flash(_("任务「%(task)s」已转办给 %(name)s。", task=task.title, name=task.delegated_to_name), "success")
+    flash(_("任务「%(task)s」已转办给 %(name)s。", task=shown_step_name(task.title), name=task.delegated_to_name), "success")
     return redirect(url_for("processes.inbox")), 303
 
 
@@ -232,7 +233,7 @@ def task(task_id):
                 flash(_("提交未成功：%(error)s", error=error_text(error)), "error")
                 status = 400 if isinstance(error, InputError) else 409
                 return _render_task(task_id, form, status)
-            flash(_("任务「%(task)s」已办结。", task=human_task.title), "success")
+            flash(_("任务「%(task)s」已办结。", task=shown_step_name(human_task.title)), "success")
             return redirect(url_for("processes.inbox"))
         for messages in form.errors.values():
             for message in messages:

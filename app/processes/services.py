@@ -38,6 +38,7 @@ from app.processes.messages import engine_failure
 from app.processes.models import DECISIONS, PROCESS_TYPES, START_SUFFIX, HumanTask, ProcessInstance, utcnow
 from app.processes.registry import current_season
 from app.processes.specs import store_spec
+from app.processes.step_names import shown_step_name
 from app.processes.timers import armed_timers, cancel_waiting_timers, sync_timers, task_due_at
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def _check_not_suspended(instance, task):
     """Raise ConflictError when an administrator has suspended the task's instance."""
     if instance.status == "suspended":
         raise ConflictError(
-            _("流程 %(id)s 已被管理员挂起，任务「%(task)s」暂不能签收或办理；请等待管理员恢复流程后再试。", id=instance.id, task=task.title)
+            _("流程 %(id)s 已被管理员挂起，任务「%(task)s」暂不能签收或办理；请等待管理员恢复流程后再试。", id=instance.id, task=shown_step_name(task.title))
         )
 
 
@@ -147,12 +148,12 @@ def claim_task(task_id, user):
     """Claim an open task so that only this user can complete it."""
     task, instance, _open_tasks = locked_task(task_id, user)
     if task.status != "open":
-        raise ConflictError(_("任务「%(task)s」%(state)s，无需签收。", task=task.title, state=_closed_state(task)))
+        raise ConflictError(_("任务「%(task)s」%(state)s，无需签收。", task=shown_step_name(task.title), state=_closed_state(task)))
     _check_not_suspended(instance, task)
     if task.claimed_by_id == user.id:
         return task
     if task.claimed_by_id is not None:
-        raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收，请等待其办理或退回。", task=task.title, name=task.claimed_by_name))
+        raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收，请等待其办理或退回。", task=shown_step_name(task.title), name=task.claimed_by_name))
     if instance.status == "running":
         _cancel_if_settled(instance, user, task.title)
     task.claimed_by_id = user.id
@@ -166,7 +167,7 @@ def release_task(task_id, user):
     """Return a claimed task to the open pool of its lane."""
     task, instance, _open_tasks = locked_task(task_id, user)
     if task.status != "open" or task.claimed_by_id != user.id:
-        raise ConflictError(_("任务「%(task)s」不在您名下，无法退回。", task=task.title))
+        raise ConflictError(_("任务「%(task)s」不在您名下，无法退回。", task=shown_step_name(task.title)))
     task.claimed_by_id = None
     task.claimed_by_name = ""
     record_event(instance, "released", user=user, task_name=task.title)
@@ -187,11 +188,11 @@ def complete_task(task_id, user, values):
         db.session.rollback()
         raise
     if task.status != "open":
-        raise ConflictError(_("任务「%(task)s」%(state)s，不能重复提交。", task=task.title, state=_closed_state(task)))
+        raise ConflictError(_("任务「%(task)s」%(state)s，不能重复提交。", task=shown_step_name(task.title), state=_closed_state(task)))
     if task.claimed_by_id != user.id:
         if task.claimed_by_id:
-            raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收；请先签收再办理。", task=task.title, name=task.claimed_by_name))
-        raise ConflictError(_("任务「%(task)s」尚未签收；请先签收再办理。", task=task.title))
+            raise ConflictError(_("任务「%(task)s」已由 %(name)s 签收；请先签收再办理。", task=shown_step_name(task.title), name=task.claimed_by_name))
+        raise ConflictError(_("任务「%(task)s」尚未签收；请先签收再办理。", task=shown_step_name(task.title)))
     _check_not_suspended(instance, task)
     if instance.status != "running":
         raise ConflictError(_("流程 %(id)s 当前为「%(status)s」，不能继续办理，请联系管理员。", id=instance.id, status=translate_label(instance.status_label)))
@@ -206,7 +207,7 @@ def complete_task(task_id, user, values):
     try:
         spiff_task = workflow.get_task_from_id(UUID(task.spiff_task_id))
         if not spiff_task.has_state(TaskState.READY):
-            raise ConflictError(_("任务「%(task)s」在流程中已不是待办状态，请刷新待办列表。", task=task.title))
+            raise ConflictError(_("任务「%(task)s」在流程中已不是待办状态，请刷新待办列表。", task=shown_step_name(task.title)))
         properties = _task_properties(spiff_task)
         clean = clean_task_values(task.form, values, allow_send_back=send_back_option(properties))
         decision, comment = clean.get("decision"), clean["comment"]
@@ -409,7 +410,7 @@ def emit_process_finished(instance):
 
 
 # Task data keys whose values are texts the code wrote (marked with N_), not typed by users.
-TRANSLATED_KEYS = {"escalation_reason"}
+TRANSLATED_KEYS = {"escalation_reason", "waiver_mode"}
 
 
 def task_summary(task):

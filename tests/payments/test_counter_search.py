@@ -47,3 +47,18 @@ def test_counter_page_prefills_total_owed(tj_account, login):
     # 1960.43 prior arrears + 136.32 m² × 25.00 = 3408.00 season fee
     assert 'value="5368.43"' in page
     assert 'name="request_token"' in page
+
+
+def test_counter_search_english_count_and_hint(tj_account, login):
+    account = tj_account("TJ-0001031")
+    client = login("tj_cashier")
+    assert client.post("/language", data={"locale": "en"}).status_code in (302, 303)
+
+    page = client.get("/payments/", query_string={"q": "柳林里 3-3-902"}).get_data(as_text=True)
+
+    assert account.account_no in page
+    assert "Accounts found: 1" in page
+    assert "1 accounts found" not in page
+    # The example in the search hint is an address as stored, not a transliteration the search cannot match.
+    assert "address such as community 15-4-604" in page
+    assert "Liulinli" not in page
