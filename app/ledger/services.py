@@ -138,6 +138,7 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
         *_address_conflicts(company, parsed, stored, communities, numbers),
         *_moved_address_reused(parsed, stored, communities, numbers),
         *_billed_changes(company, parsed, stored, communities, numbers),
+        *_arrears_changes(company, parsed, stored, communities, numbers),
     ]
     if conflicts:
         result.errors = conflicts
@@ -412,6 +413,44 @@ def _billed_changes(company, parsed, stored, communities, numbers):
     return errors
 
 
+def _arrears_changes(company, parsed, stored, communities, numbers):
+    """Rows whose 往年欠费 differs from the prior-arrears line an earlier import posted for the account.
+
+    The posted line is what the account owes from before the platform, so a changed amount
+    is rejected rather than written to the account alone; the difference goes through a
+    waiver or a write-off, which post their own lines.
+    """
+    if "prior_arrears" not in parsed.columns:
+        return []
+    posted = dict(
+        db.session.execute(
+            sa.select(LedgerEntry.account_id, LedgerEntry.amount).where(
+                LedgerEntry.company_id == company.id,
+                LedgerEntry.kind == "prior_arrears",
+                LedgerEntry.idempotency_key.like("arrears-import:%"),
+            )
+        ).all()
+    )
+    if not posted:
+        return []
+    column = parsed.columns["prior_arrears"]
+    errors = []
+    for row in parsed.rows:
+        account = stored.by_legacy.get(row.legacy_no) if row.legacy_no else None
+        code = communities.get(row.community)
+        if account is None and code is not None:
+            account = stored.by_number.get(numbers.format(code, row.building, row.unit, row.room))
+        if account is None or account["id"] not in posted or posted[account["id"]] == row.prior_arrears:
+            continue
+        errors.append(RowError.build(
+            row.excel_row, column, str(row.prior_arrears),
+            N_("用户 %(account_no)s 的往年欠费已按 %(old)s 元入账，导入不能改为 %(new)s 元；"
+               "请在台账中保留 %(old)s，差额在用户页通过减免申请或核销处理"),
+            account_no=account["account_no"], old=str(posted[account["id"]]), new=str(row.prior_arrears),
+        ))
+    return errors
+
+
 def _shown_value(value, labels):
     """Return a stored field value as the ledger writes it: an area without trailing zeros, a code as its label."""
     if value is None:
@@ -579,7 +618,7 @@ def _insert_prior_arrears(company, with_arrears, filename, user_id):
     lines = []
     for account, row in with_arrears:
         key = f"arrears-import:{account['id']}"
-        # TODO: a re-import with another 往年欠费 updates accounts.prior_arrears but keeps the line at the first amount.
+        # An earlier import's line stays as posted: _arrears_changes rejects a file that changes its amount.
         if key in keys:
             continue
         keys.add(key)

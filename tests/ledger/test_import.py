@@ -288,3 +288,33 @@ def test_new_account_lines_and_totals(import_fixture, demo):
         sa.select(CompanyDailyTotal.company_id, CompanyDailyTotal.season_id, CompanyDailyTotal.category,
                   CompanyDailyTotal.day, CompanyDailyTotal.kind, CompanyDailyTotal.amount, CompanyDailyTotal.entries)
     )) == daily
+
+
+def test_changed_prior_arrears_rejected(import_fixture, demo):
+    import_fixture("TJ", "TJ-shared.xlsx")
+    newcomer = ["TJ-9000011", "丁", "", "海河花园", "6号楼", 2, "1911", "80.5", "居民", "正常", "津南一站", "津南热电厂", "120.50", None]
+    assert import_ledger(demo["TJ"], _tj_workbook(newcomer), "first.xlsx").ok
+    account = db.session.scalar(sa.select(Account).filter_by(legacy_no="TJ-9000011"))
+
+    changed = [*newcomer[:12], "250.00", "改过欠费"]
+    result = import_ledger(demo["TJ"], _tj_workbook(changed), "second.xlsx")
+
+    assert not result.ok
+    assert len(result.errors) == 1
+    error = result.errors[0]
+    assert (error.excel_row, error.column, error.value) == (2, "往年欠费", "250.00")
+    assert account.account_no in error.reason
+    assert "已按 120.50 元入账" in error.reason
+    db.session.expire_all()
+    # Nothing of the rejected file is stored: neither the amount nor the note.
+    assert db.session.get(Account, account.id).prior_arrears == Decimal("120.50")
+    assert db.session.get(Account, account.id).note == ""
+    lines = db.session.scalars(sa.select(LedgerEntry.amount).filter_by(account_id=account.id, kind="prior_arrears")).all()
+    assert lines == [Decimal("120.50")]
+
+    # The same amount again is no change, and the note alone is stored.
+    again = import_ledger(demo["TJ"], _tj_workbook([*newcomer[:12], "120.50", "改过欠费"]), "third.xlsx")
+    assert again.ok, [e.reason for e in again.errors]
+    assert db.session.get(Account, account.id).note == "改过欠费"
+    lines = db.session.scalars(sa.select(LedgerEntry.amount).filter_by(account_id=account.id, kind="prior_arrears")).all()
+    assert lines == [Decimal("120.50")]
