@@ -460,10 +460,18 @@ def mark_failed(invoice_id, message):
 
 def retry_e_invoice(invoice, user):
     """Put a failed e-invoice back to pending under a new order number, so it is submitted again. Commits."""
+    # The payment is locked first, as ensure_e_invoice does, so a new blue invoice for it
+    # cannot be made while this one is put back.
+    lock_row(Payment, invoice.payment_id)
     invoice = lock_row(Invoice, invoice.id)
     if invoice.status != "failed" or invoice.medium != "electronic":
         db.session.rollback()
         raise InvoiceError(M_("发票当前为「%(status)s」，只有开票失败的电子发票可以重开。", status=invoice.status_label))
+    live = live_blue_invoice(invoice.payment_id) if invoice.direction == "blue" else None
+    if live is not None:
+        db.session.rollback()
+        raise InvoiceError(M_("该收款已有有效的蓝字发票（订单号 %(live)s），失败的发票 %(failed)s 不再重开。",
+                              live=live.order_no, failed=invoice.order_no))
     # The vendor keeps the failed order under its number, so the new submission needs another: TJI12, TJI12-2, TJI12-3 …
     base, _separator, submission = invoice.order_no.partition("-")
     invoice.order_no = f"{base}-{int(submission or 1) + 1}"

@@ -4,10 +4,11 @@ import subprocess
 import time
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.invoicing.issuing import advance_e_invoice, ensure_e_invoice, failed_e_invoices, retry_e_invoice
+from app.invoicing.issuing import InvoiceError, advance_e_invoice, ensure_e_invoice, failed_e_invoices, retry_e_invoice
 from app.invoicing.models import Invoice
 from app.payments.models import Payment
 from app.payments.services import collect_payment
@@ -72,6 +73,27 @@ def test_failed_invoice_listed_and_retried(einvoicing, make_account, staff):
     assert invoice.status == "issued"
     assert invoice.order_no.endswith("-2")
     assert failed_e_invoices() == []
+
+
+def test_failed_invoice_not_retried_beside_new_one(einvoicing, make_account, staff):
+    einvoicing.fail_next = 1
+    account = make_account("TJ", "87.35")
+    payment = collect_payment(account, "2183.75", "cash", staff("tj_cashier"))
+    [failed] = _invoices(payment)
+    assert failed.status == "failed"
+
+    # The invoice is requested again for the payment (a repeated task), which makes a new blue one.
+    new_id = ensure_e_invoice(payment.id)
+    assert new_id != failed.id
+
+    with pytest.raises(InvoiceError) as raised:
+        retry_e_invoice(failed, staff("tj_finance"))
+    assert failed.order_no in str(raised.value)
+    assert db.session.get(Invoice, new_id).order_no in str(raised.value)
+    db.session.expire_all()
+    assert db.session.get(Invoice, failed.id).status == "failed"
+    live = [i for i in _invoices(payment) if i.status in ("pending", "issuing", "issued")]
+    assert [i.id for i in live] == [new_id]
 
 
 def test_unreachable_vendor_keeps_payment(einvoicing, make_account, staff, app, monkeypatch, login):
