@@ -357,6 +357,13 @@ def _moved_address_reused(parsed, stored, communities, numbers):
     return errors
 
 
+def _stored_account_of(row, stored, communities, numbers):
+    """Return the stored account a row matches as _store does, or None; a new community has no address match."""
+    code = communities.get(row.community)
+    account_no = numbers.format(code, row.building, row.unit, row.room) if code is not None else None
+    return stored.match(row.legacy_no, account_no)
+
+
 # Account fields that set a season charge: an import must not change them once charges are posted.
 BILLED_FIELDS = {
     "building_area": None,
@@ -387,11 +394,7 @@ def _billed_changes(company, parsed, stored, communities, numbers):
     season_names = dict(db.session.execute(sa.select(Season.id, Season.name).where(Season.company_id == company.id)).all())
     errors = []
     for row in parsed.rows:
-        # Match the row to its account as _store does: by legacy number, else by address.
-        account = stored.by_legacy.get(row.legacy_no) if row.legacy_no else None
-        code = communities.get(row.community)
-        if account is None and code is not None:
-            account = stored.by_number.get(numbers.format(code, row.building, row.unit, row.room))
+        account = _stored_account_of(row, stored, communities, numbers)
         if account is None or account["id"] not in latest_season:
             continue
         for name, labels in BILLED_FIELDS.items():
@@ -436,10 +439,7 @@ def _arrears_changes(company, parsed, stored, communities, numbers):
     column = parsed.columns["prior_arrears"]
     errors = []
     for row in parsed.rows:
-        account = stored.by_legacy.get(row.legacy_no) if row.legacy_no else None
-        code = communities.get(row.community)
-        if account is None and code is not None:
-            account = stored.by_number.get(numbers.format(code, row.building, row.unit, row.room))
+        account = _stored_account_of(row, stored, communities, numbers)
         if account is None or account["id"] not in posted or posted[account["id"]] == row.prior_arrears:
             continue
         errors.append(RowError.build(
