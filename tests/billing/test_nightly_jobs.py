@@ -105,10 +105,8 @@ def _open_findings():
     return db.session.scalars(sa.select(InvariantFinding).where(InvariantFinding.resolved_at.is_(None))).all()
 
 
-def test_nightly_check_reports_planted_break(tj_unpaid, owner_engine, login, caplog, monkeypatch):
+def test_nightly_check_reports_planted_break(tj_unpaid, owner_engine, login, caplog):
     account, season = tj_unpaid
-    # Alembic's fileConfig during the session's migration disables loggers that existed before it.
-    monkeypatch.setattr(billing_tasks.logger, "disabled", False)
     assert check_invariants_all_task() == {}
     assert _open_findings() == []
 

@@ -1,6 +1,7 @@
 """Background tasks through real brokers: RabbitMQ on 127.0.0.1 and the embedded SQLite transport."""
 
 import contextlib
+import logging
 import subprocess
 import time
 import uuid
@@ -37,8 +38,14 @@ def embedded_worker(broker_url):
     A second worker in the same process would then reuse the first one's loop, which fires
     the old timer, and so never run a task with an ETA or countdown, such as a retry. The
     loop is cleared before and after each worker.
+
+    The worker also sets up logging for the whole process: it raises the root logger to its
+    own level and replaces the root handlers. Both are put back, so that later tests in this
+    process still see the warnings the app logs.
     """
     previous = dict(celery.conf)
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
     _switch_broker(broker_url=broker_url, task_always_eager=False)
     set_event_loop(None)
     try:
@@ -46,6 +53,8 @@ def embedded_worker(broker_url):
             yield worker
     finally:
         set_event_loop(None)
+        root.setLevel(root_level)
+        root.handlers[:] = root_handlers
         _switch_broker(broker_url=previous["broker_url"], task_always_eager=previous["task_always_eager"])
 
 

@@ -72,11 +72,9 @@ def test_platform_key_rotated_in_place(wechat, app, tmp_path, monkeypatch):
     assert len(_payments(new_transaction)) == 1
 
 
-def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog, monkeypatch):
+def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog):
     if backend != "postgres":
         pytest.skip("the pipelined INSERT on its own engine runs on PostgreSQL only")
-    # Alembic's fileConfig in the test session's migration disabled the loggers that existed then.
-    monkeypatch.setattr(logging.getLogger("app.payments.inbox"), "disabled", False)
     first, second = accounts_of(wechat["demo"]["TJ"], 2)
     second_id = second.id
     client = app.test_client()
