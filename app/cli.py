@@ -521,6 +521,7 @@ def run_command(host, port):
     from werkzeug.serving import run_simple
 
     from app.celery_worker import flask_app
+    from app.child_processes import stop_child
 
     # The worker embeds the beat scheduler, which queues the process-timer scan; run exactly one such worker.
     Path(flask_app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -535,11 +536,7 @@ def run_command(host, port):
         click.echo(f"Heatflow on http://{host}:{port} with a Celery worker (pid {worker.pid}); Ctrl+C stops both.")
         run_simple(host, port, flask_app, threaded=True, use_reloader=False)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_child(worker, grace_s=15)
 
 
 rls = AppGroup("rls", help="PostgreSQL row-level security of the company-owned tables.")

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common import ROOT, argument_parser, check_range, demo_app, parse_local, scratch_database  # noqa: E402
 
+from app.child_processes import stop_child  # noqa: E402
 from app.billing.services import run_billing  # noqa: E402
 from app.demo import SEASON_NAME  # noqa: E402
 from app.extensions import db  # noqa: E402
@@ -230,16 +231,6 @@ def start_worker(env, queue, concurrency, log_path):
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
 
 
-def stop(process):
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def process_tree_cpu(root_pid):
     """CPU seconds (user + system) of a process and its children, read from /proc."""
     total = 0.0
@@ -329,7 +320,7 @@ def run_apply(env, queue, concurrency, engine, log_path):
         worker_cpu = process_tree_cpu(worker.pid)
         database_cpu = backend_cpu_since(engine, before)
     finally:
-        stop(worker)
+        stop_child(worker)
     with engine.connect() as connection:
         first, last = connection.execute(sa.text(
             "SELECT min(applied_at), max(applied_at) FROM payment_notification WHERE applied_at IS NOT NULL"
@@ -442,7 +433,7 @@ def benchmark(database_url, arguments):
                 http_database_cpu = backend_cpu_since(engine, database_before)
                 loads["http"] = load_average()
             finally:
-                stop(server)
+                stop_child(server)
             stored = count - pending_count(engine)
             apply_elapsed, apply_span, worker_cpu, apply_database_cpu = run_apply(
                 env, queue, arguments.concurrency, engine, Path(directory) / "worker.log"

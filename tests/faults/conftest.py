@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.processes.test_timer_worker import _stop, rabbit_vhost  # noqa: F401  rabbit_vhost: an AMQP URL on a fresh vhost
+from app.child_processes import stop_child
+from tests.processes.test_timer_worker import rabbit_vhost  # noqa: F401  rabbit_vhost: an AMQP URL on a fresh vhost
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60
@@ -109,7 +110,7 @@ class Processes:
     def stop(self, process):
         """SIGTERM and wait up to 30 s, then SIGKILL whatever is left of the process group."""
         if process.poll() is None:
-            _stop(process)
+            stop_child(process)
         _signal_group(process, signal.SIGKILL)
 
     def logs(self):

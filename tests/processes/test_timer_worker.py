@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.child_processes import stop_child
 from app.extensions import db
 from app.processes.models import HumanTask, ProcessEvent, ProcessTimer
 from tests.core.test_celery_broker import _rabbitmqctl
@@ -35,15 +36,6 @@ def _celery(args, env, log_path):
         [sys.executable, "-m", "celery", "-A", "app.celery_worker", *args, "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-
-
-def _stop(process):
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def _timer(timer_id):
@@ -84,7 +76,7 @@ def test_timer_due_while_workers_down_fires_once(app, demo, make_account, login,
         time.sleep(4)
     finally:
         for process in [*workers, beat]:
-            _stop(process)
+            stop_child(process)
 
     logs = "\n".join(path.read_text() for path in tmp_path.glob("*.log"))
     assert _timer(timer.id).status == "fired", logs[-4000:]
