@@ -24,6 +24,20 @@ def session_members(session_id):
     return members
 
 
+def forked_children(worker):
+    """Return the ids of the worker's session members other than the worker itself."""
+    return [pid for pid in session_members(worker.pid) if pid != worker.pid]
+
+
+def beat_started(worker):
+    """True once the beat child has logged its start and is still a member of the worker's session.
+
+    While starting, the worker also forks short commands such as `uname`, which join its
+    session for a moment, so a count of members alone can be met before the beat runs.
+    """
+    return "beat: Starting" in worker.log_path.read_text() and bool(forked_children(worker))
+
+
 def start_worker_with_beat(processes, rabbit_vhost, name):
     worker = processes.start(
         name,
@@ -32,15 +46,14 @@ def start_worker_with_beat(processes, rabbit_vhost, name):
         CELERY_BROKER_URL=rabbit_vhost,
     )
     # The worker leads its own session, and the beat child joins it once forked.
-    wait_until(lambda: len(session_members(worker.pid)) >= 2 or worker.poll() is not None)
+    wait_until(lambda: beat_started(worker) or worker.poll() is not None)
     assert worker.poll() is None, worker.log_path.read_text()[-3000:]
     return worker
 
 
 def test_kill_ends_forked_beat(processes, rabbit_vhost):
     worker = start_worker_with_beat(processes, rabbit_vhost, "cleanup_kill")
-    children = [pid for pid in session_members(worker.pid) if pid != worker.pid]
-    assert children
+    assert forked_children(worker)
 
     processes.kill(worker)
 
