@@ -25,6 +25,7 @@ from app.processes.engine import KNOWN_LANES, ModelValidationError, ProcessRunEr
 from app.processes.fields import TASK_FORMS
 from app.processes.models import PROCESS_TYPES, ProcessDraft, ProcessTemplate
 from app.processes.registry import SERVICES
+from app.processes.step_names import shown_flow_name, shown_step_name
 from app.tenancy import reading_every_company, scoped
 
 logger = logging.getLogger(__name__)
@@ -431,25 +432,41 @@ def instance_path(instance):
                 completed.append(element)
             elif task.state & waiting and element not in current:
                 current.append(element)
-    xml = with_lane_labels(instance.model.bpmn_xml, instance.company_id)
+    xml = with_reader_labels(instance.model.bpmn_xml, instance.company_id)
     return {"xml": xml, "version": instance.model.version, "completed": completed, "current": current}
 
 
-def with_lane_labels(bpmn_xml, company_id):
-    """Return a diagram whose lanes show role names in the reader's language, for the read-only instance viewer.
+def with_reader_labels(bpmn_xml, company_id):
+    """Return a copy of a diagram for the read-only instance viewer, its labels in the reader's language.
 
-    Lane names are the role codes (company_approver) that route tasks, so only the copy sent
-    to the viewer is renamed. The company's own role name wins, as in the designer. A
-    diagram that does not parse is returned unchanged.
+    Lane names are the role codes (company_approver) that route tasks, so the copy shows the
+    company's own role name, else the translated lane label, as in the designer. Pool names
+    equal to a process type label, and step and flow names of the default diagrams in bpmn/,
+    are translated from the catalogue (app/processes/step_names.py). Any other name is one a
+    company wrote and is shown as written, and so is the text of annotations, which the
+    default diagrams do not have. In Chinese the copy differs from the stored diagram only in
+    its lane names. A diagram that does not parse is returned unchanged.
     """
     try:
         root = etree.fromstring(bpmn_xml.encode("utf-8"))
     except etree.XMLSyntaxError:
         return bpmn_xml
     roles = dict(db.session.execute(sa.select(Role.code, Role.name).where(Role.company_id == company_id)).all())
-    for lane in root.iter(f"{{{BPMN_NS}}}lane"):
-        code = (lane.get("name") or "").strip()
-        if code in KNOWN_LANES:
-            lane.set("name", roles.get(code) or translate_label(LANE_LABELS.get(code, code)))
+    process_labels = {str(label): label for label in PROCESS_TYPES.values()}
+    for element in root.iter(f"{{{BPMN_NS}}}*"):
+        name = element.get("name")
+        if not name:
+            continue
+        kind = etree.QName(element).localname
+        if kind == "lane":
+            code = name.strip()
+            if code in KNOWN_LANES:
+                element.set("name", roles.get(code) or translate_label(LANE_LABELS.get(code, code)))
+        elif kind in ("participant", "process"):
+            if name in process_labels:
+                element.set("name", translate_label(process_labels[name]))
+        elif kind == "sequenceFlow":
+            element.set("name", shown_flow_name(name))
+        else:
+            element.set("name", shown_step_name(name))
     return etree.tostring(root, encoding="unicode")
-

@@ -1,10 +1,11 @@
-"""Step names of the default diagrams in bpmn/ and of the history events that code records.
+"""Step and sequence-flow names of the default diagrams in bpmn/, and the step names of history events that code records.
 
-These names are catalogue msgids in the "process step" context, which keeps them apart from
-the same words used elsewhere: the step 关栓 is "Close the valve", the valve state 关栓 is
-"Closed". Pages show them in the reader's language. A company that renames a step in its
-own diagram gets its name shown as written, because it is data.
-tests/processes/test_english_memos_and_steps.py checks DIAGRAM_STEP_NAMES against bpmn/.
+These names are catalogue msgids in the "process step" and "process flow" contexts, which
+keep them apart from the same words used elsewhere. The step 关栓 is "Close the valve" and
+the valve state 关栓 is "Closed". The flow 同意 is "Approved" and the form's choice 同意 is
+"Approve". Pages and the read-only diagram show them in the reader's language. A company
+that renames a step or flow in its own diagram gets its name shown as written, because it is
+data. tests/processes/test_english_memos_and_steps.py checks both sets against bpmn/.
 """
 
 from flask_babel import pgettext
@@ -12,6 +13,7 @@ from flask_babel import pgettext
 from app.i18n import NC_
 
 STEP_CONTEXT = "process step"
+FLOW_CONTEXT = "process flow"
 
 # Names of the flow nodes (tasks, events, gateways) of the diagrams in bpmn/.
 DIAGRAM_STEP_NAMES = frozenset({
@@ -35,6 +37,13 @@ DIAGRAM_STEP_NAMES = frozenset({
     NC_("process step", "集团审批"),
 })
 
+# Labels of the sequence flows of the diagrams in bpmn/: the decision or condition that leads along each flow.
+DIAGRAM_FLOW_NAMES = frozenset({
+    NC_("process flow", "同意"), NC_("process flow", "驳回"), NC_("process flow", "同意，需集团审批"),
+    NC_("process flow", "超时未办"), NC_("process flow", "退回补充材料"), NC_("process flow", "退回分公司重审"),
+    NC_("process flow", "仍欠费"), NC_("process flow", "已结清"),
+})
+
 # Step names that service operators write into the history beside the diagram's own names
 # (app/processes/operators.py).
 RECORDED_STEP_NAMES = frozenset({
@@ -55,4 +64,11 @@ def shown_step_name(name):
     """Return a step name in the reader's language when it is one of ours, else as written."""
     if name in DIAGRAM_STEP_NAMES or name in RECORDED_STEP_NAMES:
         return pgettext(STEP_CONTEXT, name)
+    return name
+
+
+def shown_flow_name(name):
+    """Return a sequence-flow label in the reader's language when it is one of ours, else as written."""
+    if name in DIAGRAM_FLOW_NAMES:
+        return pgettext(FLOW_CONTEXT, name)
     return name

@@ -1,4 +1,4 @@
-"""Ledger memos and process step names in the reader's language, on the account, inbox and instance pages."""
+"""Ledger memos, process step names and diagram labels in the reader's language, on the account, inbox and instance pages."""
 
 import re
 import xml.etree.ElementTree as ET
@@ -9,11 +9,16 @@ import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.billing.services import run_billing
+from flask_babel import force_locale
+
 from app.extensions import db
 from app.org.models import User
 from app.payments.services import collect_payment
 from app.processes.deployment import BPMN_DIR, deploy_model
-from app.processes.step_names import DIAGRAM_STEP_NAMES
+from app.processes.design import with_reader_labels
+from app.processes.engine import KNOWN_LANES
+from app.processes.models import PROCESS_TYPES
+from app.processes.step_names import DIAGRAM_FLOW_NAMES, DIAGRAM_STEP_NAMES
 from app.tariffs.services import get_season
 from tests.billing.conftest import add_account  # noqa: F401
 from tests.processes.conftest import SEASON, instance_of, open_task, start_process_request, start_request, submit_task, user
@@ -46,14 +51,30 @@ def _approved_waiver(login, make_account, amount="200.00"):
     return account, instance
 
 
-def test_default_step_names_match_diagrams():
+def _default_names(kinds):
+    """Return the names of the BPMN elements of the given kinds (local tag names) in the diagrams in bpmn/."""
     names = set()
     for path in sorted(BPMN_DIR.glob("*.bpmn")):
         for element in ET.parse(path).iter():
-            if element.tag.startswith(BPMN_NS) and element.get("name") and element.tag[len(BPMN_NS):] not in NOT_STEPS:
+            if element.tag.startswith(BPMN_NS) and element.get("name") and element.tag[len(BPMN_NS):] in kinds:
                 names.add(element.get("name"))
+    return names
 
-    assert set(DIAGRAM_STEP_NAMES) == names
+
+def _all_kinds():
+    return {element.tag[len(BPMN_NS):] for path in BPMN_DIR.glob("*.bpmn") for element in ET.parse(path).iter() if element.tag.startswith(BPMN_NS)}
+
+
+def test_default_step_names_match_diagrams():
+    assert set(DIAGRAM_STEP_NAMES) == _default_names(_all_kinds() - NOT_STEPS)
+
+
+def test_default_diagram_labels_have_entries():
+    assert set(DIAGRAM_FLOW_NAMES) == _default_names({"sequenceFlow"})
+    assert _default_names({"participant", "process"}) <= {str(label) for label in PROCESS_TYPES.values()}
+    assert _default_names({"lane"}) <= KNOWN_LANES
+    # The viewer translates names only, so a default diagram must not carry annotation text.
+    assert "textAnnotation" not in _all_kinds()
 
 
 @pytest.mark.parametrize("locale", ["en", "zh_CN"])
@@ -123,3 +144,58 @@ def test_company_step_name_shown_as_written(demo, make_account, login):
 
     assert ">片区经理审批</a>" in inbox
     assert "Company approval" not in inbox
+
+
+def _names_by_id(xml):
+    root = ET.fromstring(xml)
+    return {element.get("id"): element.get("name") for element in root.iter() if element.tag.startswith(BPMN_NS) and element.get("name")}
+
+
+def _renamed_suspension():
+    """The default suspension diagram with one step and one flow renamed by a company, as stored in its version."""
+    text = (BPMN_DIR / "suspension.bpmn").read_text(encoding="utf-8")
+    text = text.replace('name="分公司审批"', 'name="片区经理审批"')
+    return text.replace('id="flow_company_rejected" name="驳回"', 'id="flow_company_rejected" name="不予报停"')
+
+
+def test_viewer_copy_english_keeps_company_names(demo, app):
+    stored = _renamed_suspension()
+
+    with app.test_request_context(), force_locale("en"):
+        names = _names_by_id(with_reader_labels(stored, demo["TJ"].id))
+
+    # The company's own names are data.
+    assert names["company_approval"] == "片区经理审批"
+    assert names["flow_company_rejected"] == "不予报停"
+    # Steps, gateways, events and flows of the default diagram.
+    assert names["start_request"] == "Clerk accepts the suspension request"
+    assert names["company_decision_gateway"] == "Company decision"
+    assert names["cancel_company_approval_deadline"] == "Not decided by the deadline"
+    assert names["remind_company_approval"] == "Company approval overdue reminder"
+    assert names["end_done"] == "Suspension completed"
+    assert names["group_approval"] == "Group approval"
+    assert names["flow_group_rejected"] == "Rejected"
+    assert names["flow_company_approved"] == "Approved"
+    assert names["flow_company_escalate"] == "Approved, group approval needed"
+    assert names["flow_escalate_company_approval_timeout"] == "Overdue"
+    assert names["flow_company_sent_back"] == "Sent back for documents"
+    assert names["suspension_participant"] == "Suspension"
+    # TJ's role names are data; the group lane has no TJ role, so its label is translated.
+    assert names["lane_company_approver"] == "分公司审批人"
+    assert names["lane_group_approver"] == "Group approver"
+    # Nothing else is left in Chinese.
+    company_names = {"片区经理审批", "不予报停", "营业员", "分公司审批人", "外勤人员"}
+    assert [name for name in names.values() if re.search(r"[\u4e00-\u9fff]", name) and name not in company_names] == []
+
+
+def test_viewer_copy_chinese_changes_only_lanes(demo, app):
+    stored = _renamed_suspension()
+
+    with app.test_request_context(), force_locale("zh_CN"):
+        shown = with_reader_labels(stored, demo["TJ"].id)
+
+    before, after = _names_by_id(stored), _names_by_id(shown)
+    assert after.keys() == before.keys()
+    lanes = {"lane_clerk", "lane_company_approver", "lane_group_approver", "lane_field_staff"}
+    assert {key: after[key] for key in before if key not in lanes} == {key: before[key] for key in before if key not in lanes}
+    assert after["lane_group_approver"] == "集团审批人"
