@@ -71,8 +71,14 @@ AREA_SUFFIXES = ("平方米", "平米", "平方", "m2", "m²", "㎡")
 TOTAL_LABELS = {"合计", "总计", "小计"}
 # Rows a sheet may have beyond max_rows for titles and the header (find_header searches the first 15).
 HEADER_ROWS_ALLOWANCE = 20
+# Maximum length of a 备注. The column is unlimited text, and this bound keeps a note readable
+# on the account page. A longer note is a row error, never cut.
+NOTE_MAX_CHARS = 2000
 # Longest text per field, as the account columns store it; longer values are row errors.
-TEXT_LIMITS = {"legacy_no": 64, "customer_name": 100, "phone": 32, "community": 100, "station": 100, "heat_source": 100}
+TEXT_LIMITS = {
+    "legacy_no": 64, "customer_name": 100, "phone": 32, "community": 100, "station": 100, "heat_source": 100,
+    "note": NOTE_MAX_CHARS,
+}
 # Longest cell value repeated in an error report.
 SHOWN_VALUE_CHARS = 100
 # Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
@@ -182,6 +188,20 @@ def clean_text(value):
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = unicodedata.normalize("NFKC", str(value)).strip()
+    return text or None
+
+
+def clean_free_text(value):
+    """Return a free-text cell (备注) as typed, only trimmed; None for blank.
+
+    Unlike clean_text it keeps full-width punctuation such as ，and （）, because nothing
+    matches against a note.
+    """
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
     return text or None
 
 
@@ -413,6 +433,7 @@ class _RowValidator:
         # Each mapped cell as read, and as clean_text makes it, so that no cell is normalised twice.
         raw_cells = {key: row[column] for key, column in self.mapping.items() if column < width}
         cell_texts = {key: clean_text(value) for key, value in raw_cells.items()}
+        cell_texts["note"] = clean_free_text(raw_cells.get("note"))
         errors = []
 
         def error(key, value, reason_id, **params):
@@ -524,7 +545,11 @@ class _RowValidator:
 
         for key, limit in TEXT_LIMITS.items():
             text = cell_texts.get(key)
-            if text is not None and len(text) > limit:
+            if text is None or len(text) <= limit:
+                continue
+            if key == "note":
+                error(key, text, N_("备注过长（%(length)s 个字），最多 %(limit)s 个字；备注不会被截断，请精简后重新导入"), length=len(text), limit=limit)
+            else:
                 error(key, text, N_("内容过长（%(length)s 个字），最多 %(limit)s 个字"), length=len(text), limit=limit)
 
         if errors:
@@ -549,7 +574,7 @@ class _RowValidator:
                 station=station,
                 heat_source=cell_texts.get("heat_source") or "",
                 prior_arrears=prior_arrears or Decimal("0.00"),
-                note=(cell_texts.get("note") or "")[:255],
+                note=cell_texts.get("note") or "",
                 valve_state=valve_state,
             )
         )

@@ -591,6 +591,19 @@ def _update_accounts(accounts):
         connection.execute(statement, parameters[start:start + STORE_BATCH])
 
 
+# Maximum file-name length quoted in a generated memo or valve note. Both columns hold 255
+# characters, so this leaves room for " 第 200000 行" and the row number is not cut off.
+SOURCE_FILENAME_MAX_CHARS = 200
+
+
+def _short_filename(filename):
+    """Return `filename`, or its start and end around "…" when it is longer than SOURCE_FILENAME_MAX_CHARS."""
+    if len(filename) <= SOURCE_FILENAME_MAX_CHARS:
+        return filename
+    half = (SOURCE_FILENAME_MAX_CHARS - 1) // 2
+    return f"{filename[:half]}…{filename[-half:]}"
+
+
 @dataclass
 class _ArrearsLine:
     """The fields of a prior-arrears ledger line that the HQ totals read."""
@@ -625,7 +638,7 @@ def _insert_prior_arrears(company, with_arrears, filename, user_id):
         lines.append({
             "company_id": company.id, "account_id": account["id"], "season_id": None, "kind": "prior_arrears",
             "amount": row.prior_arrears, "cause_type": "ledger_import", "cause_id": None, "idempotency_key": key,
-            **memo_columns(M_("%(filename)s 第 %(row)s 行", filename=filename, row=row.excel_row)),
+            **memo_columns(M_("%(filename)s 第 %(row)s 行", filename=_short_filename(filename), row=row.excel_row)),
             "created_by_id": user_id, "created_at": created_at,
         })
     if not lines:
@@ -650,7 +663,7 @@ def _record_valve_changes(company, changes, filename, user_id):
     imported_at = utcnow()
     new_changes = []
     for account, row, community_id, is_new in changes:
-        note = f"{filename} 第 {row.excel_row} 行"[:255]
+        note = f"{_short_filename(filename)} 第 {row.excel_row} 行"
         if is_new:
             new_changes.append({
                 "company_id": company.id, "account_id": account["id"], "community_id": community_id,

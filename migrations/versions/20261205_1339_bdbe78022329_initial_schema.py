@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: a7f24184d7b0
+Revision ID: bdbe78022329
 Revises: 
-Create Date: 2026-12-05 11:34:26.380003
+Create Date: 2026-12-05 13:39:26.573135
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'a7f24184d7b0'
+revision = 'bdbe78022329'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -756,7 +756,7 @@ def upgrade():
     sa.Column('prior_arrears', sa.BigInteger(), nullable=False),
     sa.Column('connected_on', sa.Date(), nullable=True),
     sa.Column('forced_off_on', sa.Date(), nullable=True),
-    sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_account_company_id_company')),
     sa.ForeignKeyConstraint(['station_id'], ['station.id'], name=op.f('fk_account_station_id_station')),
