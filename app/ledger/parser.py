@@ -81,12 +81,46 @@ TEXT_LIMITS = {
 }
 # Longest cell value repeated in an error report.
 SHOWN_VALUE_CHARS = 100
+# Fields whose text is matched against stored records: a legacy number finds its account, and
+# names find their community, station and heat source. An invisible character in them would
+# make a value that looks like a stored one into a different value.
+MATCHED_TEXT_FIELDS = ("legacy_no", "community", "station", "heat_source")
+# Hangul fillers (category Lo) that fonts draw as nothing.
+HANGUL_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 # Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
 AREA_PLACES = 4
 # Plausibility limits that also keep quantize() within Decimal's 28-digit precision: an
 # area in m² (a large commercial building, not a typo in the unit) and an amount in yuan.
 MAX_AREA = Decimal("1000000")
 MAX_PRIOR_ARREARS = Decimal("100000000")
+
+
+def is_invisible(character):
+    """Return whether a spreadsheet shows `character` as nothing or as a plain space.
+
+    These are control and format characters (U+200B zero-width space, U+FEFF byte-order mark,
+    U+200E direction mark …), line and paragraph separators, every space other than U+0020
+    (U+00A0 no-break space, U+3000 full-width space …) and the Hangul fillers.
+    """
+    category = unicodedata.category(character)
+    if category in ("Cc", "Cf", "Zl", "Zp"):
+        return True
+    return (category == "Zs" and character != " ") or character in HANGUL_FILLERS
+
+
+def visible_text(text):
+    """Return `text` with each invisible character written as [U+XXXX], so that an error shows it."""
+    if not any(map(is_invisible, text)):
+        return text
+    return "".join(f"[U+{ord(c):04X}]" if is_invisible(c) else c for c in text)
+
+
+def _character_names(characters):
+    """Name each distinct character once, in order, e.g. 'U+200B ZERO WIDTH SPACE'."""
+    names = []
+    for character in dict.fromkeys(characters):
+        names.append(f"U+{ord(character):04X} {unicodedata.name(character, '')}".rstrip())
+    return ", ".join(names)
 
 
 def translated_reason(error):
@@ -123,7 +157,13 @@ class RowError:
 
     @classmethod
     def build(cls, excel_row, column, value, reason_id, **params):
-        """Make an error whose reason is the msgid `reason_id` (marked with N_) filled with `params`."""
+        """Make an error whose reason is the msgid `reason_id` (marked with N_) filled with `params`.
+
+        Invisible characters in the value and in text parameters are written as [U+XXXX],
+        so that a value never looks the same as the different value it is compared with.
+        """
+        value = visible_text(value) if isinstance(value, str) else value
+        params = {name: visible_text(v) if isinstance(v, str) else v for name, v in params.items()}
         return cls(excel_row, column, value, reason_id % params if params else reason_id, reason_id, params)
 
     def as_dict(self):
@@ -176,6 +216,9 @@ class ParsedLedger:
     columns: dict  # field -> header text as in the file
     rows: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    # RowErrors that describe a change the import made to a valid row's value, such as the
+    # trimmed spaces of a legacy number. They do not reject the file.
+    notices: list = field(default_factory=list)
     data_rows: int = 0
     heat_sources: dict = field(default_factory=dict)  # name -> kind
     stations: dict = field(default_factory=dict)  # name -> heat source name
@@ -442,6 +485,17 @@ class _RowValidator:
                 shown = shown[:SHOWN_VALUE_CHARS] + "…"
             errors.append(RowError.build(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason_id, **params))
 
+        for key in MATCHED_TEXT_FIELDS:
+            text = cell_texts.get(key)
+            invisible = [c for c in text if is_invisible(c)] if text else []
+            if invisible:
+                error(
+                    key, text,
+                    N_("含有看不见的字符：%(characters)s（值中标为 [U+…]），所以与看起来相同的值不一致；请清空单元格后重新输入（不要粘贴），"
+                       "或在 Excel 中用 =SUBSTITUTE(单元格,UNICHAR(%(code)s),\"\") 去掉该字符"),
+                    characters=_character_names(invisible), code=ord(invisible[0]),
+                )
+
         legacy_no = cell_texts.get("legacy_no")
         if legacy_no is not None:
             if legacy_no in self.legacy_seen:
@@ -555,6 +609,7 @@ class _RowValidator:
         if errors:
             self.parsed.errors.extend(errors)
             return
+        self._note_normalised_legacy_no(excel_row, raw_cells.get("legacy_no"), legacy_no)
         self.parsed.rows.append(
             LedgerRow(
                 excel_row=excel_row,
@@ -578,3 +633,25 @@ class _RowValidator:
                 valve_state=valve_state,
             )
         )
+
+    def _note_normalised_legacy_no(self, excel_row, raw, stored):
+        """Add a notice when the stored legacy number differs from the cell's text.
+
+        A legacy number finds the account that owes money, so the import report lists every
+        change clean_text made to one: trimmed spaces (including U+00A0 and U+3000) and
+        full-width or other compatibility characters turned into plain ones by NFKC.
+        """
+        if not isinstance(raw, str) or raw == stored:
+            return
+        column = self.texts.get("legacy_no", FIELD_LABELS["legacy_no"])
+        trimmed = raw.strip()
+        if trimmed != raw:
+            self.parsed.notices.append(RowError.build(
+                excel_row, column, raw, N_("已去掉原用户编号首尾的空白字符（空格、全角空格或不换行空格），按「%(stored)s」导入"),
+                stored=stored,
+            ))
+        if trimmed != stored:
+            self.parsed.notices.append(RowError.build(
+                excel_row, column, raw, N_("原用户编号中的全角字符或特殊空格已换成普通字符，按「%(stored)s」导入；若原系统中的编号不同，请改正后重新导入"),
+                stored=stored,
+            ))

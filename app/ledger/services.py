@@ -38,6 +38,8 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     errors: list = field(default_factory=list)
+    # RowErrors describing values the import changed, such as a trimmed legacy number.
+    notices: list = field(default_factory=list)
     # Why the whole file was rejected: a Message (app.i18n), or plain text from older callers.
     file_error: object = ""
 
@@ -51,10 +53,18 @@ class ImportResult:
         if self.errors:
             rows = len({e.excel_row for e in self.errors})
             return f"{self.filename}: rejected, {len(self.errors)} errors in {rows} rows; nothing was stored."
-        return (
+        summary = (
             f"{self.filename}: {self.data_rows} accounts imported "
             f"({self.created} new, {self.updated} updated, {self.unchanged} unchanged)."
         )
+        if self.notices:
+            summary += f" {len(self.notices)} values were normalised; see the listed changes."
+        return summary
+
+
+# Notices kept with an import job. A file whose every legacy number had a trailing space
+# would otherwise store one JSON entry per account; the count is stored in full.
+MAX_STORED_NOTICES = 1000
 
 
 def record_import(company, filename, content, result, user_id=None):
@@ -76,6 +86,8 @@ def apply_result(job, result):
     job.processed_rows = result.data_rows if result.ok else 0
     job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
     job.errors = [e.as_dict() for e in result.errors]
+    job.notices = [n.as_dict() for n in result.notices[:MAX_STORED_NOTICES]]
+    job.notice_count = len(result.notices)
     if result.file_error:
         job.errors = [file_error_dict(result.file_error)]
     with force_locale(DEFAULT_LOCALE):
@@ -124,6 +136,7 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
         result.file_error = message_of(error) or str(error)
         return result
     result.data_rows = parsed.data_rows
+    result.notices = parsed.notices
     if parsed.errors:
         result.errors = parsed.errors
         return result

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: bdbe78022329
+Revision ID: dde65516601e
 Revises: 
-Create Date: 2026-12-05 13:39:26.573135
+Create Date: 2026-12-05 13:42:42.022724
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'bdbe78022329'
+revision = 'dde65516601e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -547,6 +547,8 @@ def upgrade():
     sa.Column('updated_count', sa.Integer(), nullable=False),
     sa.Column('unchanged_count', sa.Integer(), nullable=False),
     sa.Column('errors', sa.JSON(), nullable=False),
+    sa.Column('notices', sa.JSON(), nullable=False),
+    sa.Column('notice_count', sa.Integer(), nullable=False),
     sa.Column('summary', sa.String(length=500), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
