@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from flask_babel import gettext
 
 from app.i18n import M_, N_, stored_message
-from app.uploads import iter_sheet_rows, open_xlsx
+from app.uploads import iter_sheet_rows, open_xlsx, uncomputed_formulas
 
 # Canonical field -> header texts seen in ledgers (compared after normalise_header).
 HEADER_SYNONYMS = {
@@ -407,9 +407,11 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
         if missing:
             raise LedgerFileError(M_("表头（第 %(row)s 行）缺少这些列：%(columns)s；请补上后重新上传。", row=header_index + 1, columns=missing))
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
+        # TODO: formulas without a value in the heat-source and station sheets still read as blank names.
         _read_network_sheets(workbook, parsed, sheet, max_rows)
     finally:
         workbook.close()
+    formulas = uncomputed_formulas(content, sheet.title, LedgerFileError)
 
     validator = _RowValidator(parsed, mapping, texts, value_maps or {})
     total = len(rows) - header_index - 1
@@ -417,12 +419,20 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
         if progress and (index - header_index) % 1000 == 0:
             progress(index - header_index, total)
         row = rows[index]
+        row_formulas = _row_formulas(formulas, index + 1, mapping) if formulas else {}
         first = next((text for text in map(clean_text, row) if text is not None), None)
-        if first is None or _BLANKS.sub("", first) in TOTAL_LABELS:
+        if first is None and not row_formulas:
+            continue
+        if first is not None and _BLANKS.sub("", first) in TOTAL_LABELS:
             continue
         parsed.data_rows += 1
-        validator.validate(index + 1, row)
+        validator.validate(index + 1, row, row_formulas)
     return parsed
+
+
+def _row_formulas(formulas, excel_row, mapping):
+    """Return {field: formula text} of the row's mapped cells that contain a formula saved without its value."""
+    return {key: formulas[(excel_row, column)] for key, column in mapping.items() if (excel_row, column) in formulas}
 
 
 # Columns whose text the parser turns into a code, with the group's accepted wording.
@@ -471,7 +481,14 @@ class _RowValidator:
         self.dwelling_seen = {}
         self.lift_by_building = {}
 
-    def validate(self, excel_row, row):
+    def validate(self, excel_row, row, formulas=None):
+        """Check one sheet row and add it to the parsed rows, or add its errors.
+
+        `formulas` maps each field whose cell contains a formula saved without its value to the
+        formula text. Such a cell reads as blank, so it gets one formula error in place of
+        the errors its blank value would cause.
+        """
+        formulas = formulas or {}
         width = len(row)
         # Each mapped cell as read, and as clean_text makes it, so that no cell is normalised twice.
         raw_cells = {key: row[column] for key, column in self.mapping.items() if column < width}
@@ -480,6 +497,8 @@ class _RowValidator:
         errors = []
 
         def error(key, value, reason_id, **params):
+            if key in formulas:
+                return
             shown = "" if value is None else str(value)
             if len(shown) > SHOWN_VALUE_CHARS:
                 shown = shown[:SHOWN_VALUE_CHARS] + "…"
@@ -606,6 +625,13 @@ class _RowValidator:
             else:
                 error(key, text, N_("内容过长（%(length)s 个字），最多 %(limit)s 个字"), length=len(text), limit=limit)
 
+        for key, formula in formulas.items():
+            errors.append(RowError.build(
+                excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), formula,
+                N_("公式 %(formula)s 没有保存计算结果，读出来是空的；请用 Excel 或 WPS 打开文件并保存一次（保存时会计算公式），"
+                   "或把公式换成数值，再重新上传"),
+                formula=formula,
+            ))
         if errors:
             self.parsed.errors.extend(errors)
             return

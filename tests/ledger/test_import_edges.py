@@ -1,9 +1,13 @@
 """Ledger cells that used to be lost or misreported: long notes, formulas without values, invisible characters."""
 
 import io
+import re
+import zipfile
+from decimal import Decimal
 
 import openpyxl
 import sqlalchemy as sa
+from flask_babel import force_locale
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
@@ -146,3 +150,45 @@ def test_notices_on_import_page_in_english(demo, login):
     table = page.split('id="notice-table"', 1)[1].split("</table>", 1)[0]
     assert "TJ-9900001[U+3000]" in table
     assert "Removed the spaces around the legacy number" in table
+
+
+def _with_cached_values(content, values):
+    """Rewrite an openpyxl workbook as Excel saves it: each formula cell in `values` gets its computed value."""
+    source = zipfile.ZipFile(io.BytesIO(content))
+    output = io.BytesIO()
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            data = source.read(member)
+            if member.filename == "xl/worksheets/sheet1.xml":
+                for reference, value in values.items():
+                    data = re.sub(rf'(<c r="{reference}"[^>]*><f>[^<]*</f>)<v\s*/?>(</v>)?'.encode(), rf"\1<v>{value}</v>".encode(), data)
+            target.writestr(member, data)
+    return output.getvalue()
+
+
+def test_formula_without_value_reported(demo):
+    content = _tj_workbook(_row(建筑面积="=80+8.5"), _row(原用户编号="TJ-9900002", 房号="902", 备注='=CONCAT("换表","2019")'))
+
+    result = import_ledger(demo["TJ"], content, "formulas.xlsx")
+
+    assert not result.ok
+    assert [(e.excel_row, e.column, e.value) for e in result.errors] == [(2, "建筑面积", "=80+8.5"), (3, "备注", '=CONCAT("换表","2019")')]
+    assert result.errors[0].reason == (
+        "公式 =80+8.5 没有保存计算结果，读出来是空的；请用 Excel 或 WPS 打开文件并保存一次（保存时会计算公式），或把公式换成数值，再重新上传"
+    )
+    with force_locale("en"):
+        assert result.errors[0].message() == (
+            'Row 2, column "建筑面积", value "=80+8.5": The formula =80+8.5 was saved without its computed value, so it reads '
+            "as empty. Open the file in Excel or WPS and save it once (saving computes the formulas), or replace the formula "
+            "with its value, then upload again."
+        )
+    assert _account() is None
+
+
+def test_formula_with_saved_value_imported(demo):
+    content = _with_cached_values(_tj_workbook(_row(建筑面积="=80+8.5")), {"H2": "88.5"})
+
+    result = import_ledger(demo["TJ"], content, "computed.xlsx")
+
+    assert result.ok, [e.message() for e in result.errors]
+    assert _account().building_area == Decimal("88.5")
