@@ -67,6 +67,8 @@ def import_ledger_command(company_code, path):
         record_import(company, path.name, content, result)
     if result.ok:
         click.echo(result.summary())
+        for notice in result.notices:
+            click.echo(notice.message())
         return
     click.echo(result.summary(), err=True)
     for error in result.errors:
@@ -178,6 +180,8 @@ def onboard_command(spec_path, ledger_paths, check, no_bill):
             click.echo(f"Company {company.code} exists; fix the file and run `flask heat import-ledger --company {company.code}`.", err=True)
             sys.exit(1)
         click.echo(result.summary())
+        for notice in result.notices:
+            click.echo(notice.message())
     if ledgers and not no_bill:
         run = run_billing(company.code, spec.season["name"])
         click.echo(f"{company.code} {spec.season['name']}: {run.accounts_billed} accounts billed, {run.amount_posted:.2f} yuan posted.")

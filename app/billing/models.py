@@ -95,8 +95,16 @@ class LedgerEntry(CompanyOwned, db.Model):
 
     @property
     def shown_memo(self):
-        """The memo in the reader's language when it was stored with its msgid, else as stored."""
-        return stored_message(self.memo_message, self.memo)
+        """The memo in the reader's language.
+
+        A line stored with its msgid is translated from it. An older line without one is
+        translated when its text matches a memo msgid (app.billing.memos), else shown as stored.
+        """
+        if self.memo_message:
+            return stored_message(self.memo_message, self.memo)
+        from app.billing.memos import shown_old_memo
+
+        return shown_old_memo(self.memo)
 
 
 def memo_columns(message):

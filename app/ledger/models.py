@@ -37,6 +37,10 @@ class LedgerImport(CompanyOwned, db.Model):
     unchanged_count = sa.Column(sa.Integer, nullable=False, default=0)
     # List of {excel_row, column, value, reason}; a file-level problem has excel_row null.
     errors = sa.Column(sa.JSON, nullable=False, default=list)
+    # Values the import changed, such as a legacy number's trimmed spaces, in the form of
+    # `errors`; at most MAX_STORED_NOTICES (app.ledger.services) of notice_count are kept.
+    notices = sa.Column(sa.JSON, nullable=False, default=list)
+    notice_count = sa.Column(sa.Integer, nullable=False, default=0)
     summary = sa.Column(sa.String(500), nullable=False, default="")
     created_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)

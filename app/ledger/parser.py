@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from flask_babel import gettext
 
 from app.i18n import M_, N_, stored_message
-from app.uploads import iter_sheet_rows, open_xlsx
+from app.uploads import iter_sheet_rows, open_xlsx, uncomputed_formulas
 
 # Canonical field -> header texts seen in ledgers (compared after normalise_header).
 HEADER_SYNONYMS = {
@@ -71,16 +71,56 @@ AREA_SUFFIXES = ("平方米", "平米", "平方", "m2", "m²", "㎡")
 TOTAL_LABELS = {"合计", "总计", "小计"}
 # Rows a sheet may have beyond max_rows for titles and the header (find_header searches the first 15).
 HEADER_ROWS_ALLOWANCE = 20
+# Maximum length of a 备注. The column is unlimited text, and this bound keeps a note readable
+# on the account page. A longer note is a row error, never cut.
+NOTE_MAX_CHARS = 2000
 # Longest text per field, as the account columns store it; longer values are row errors.
-TEXT_LIMITS = {"legacy_no": 64, "customer_name": 100, "phone": 32, "community": 100, "station": 100, "heat_source": 100}
+TEXT_LIMITS = {
+    "legacy_no": 64, "customer_name": 100, "phone": 32, "community": 100, "station": 100, "heat_source": 100,
+    "note": NOTE_MAX_CHARS,
+}
 # Longest cell value repeated in an error report.
 SHOWN_VALUE_CHARS = 100
+# Fields whose text is matched against stored records: a legacy number finds its account, and
+# names find their community, station and heat source. An invisible character in them would
+# make a value that looks like a stored one into a different value.
+MATCHED_TEXT_FIELDS = ("legacy_no", "community", "station", "heat_source")
+# Hangul fillers (category Lo) that fonts draw as nothing.
+HANGUL_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 # Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
 AREA_PLACES = 4
 # Plausibility limits that also keep quantize() within Decimal's 28-digit precision: an
 # area in m² (a large commercial building, not a typo in the unit) and an amount in yuan.
 MAX_AREA = Decimal("1000000")
 MAX_PRIOR_ARREARS = Decimal("100000000")
+
+
+def is_invisible(character):
+    """Return whether a spreadsheet shows `character` as nothing or as a plain space.
+
+    These are control and format characters (U+200B zero-width space, U+FEFF byte-order mark,
+    U+200E direction mark …), line and paragraph separators, every space other than U+0020
+    (U+00A0 no-break space, U+3000 full-width space …) and the Hangul fillers.
+    """
+    category = unicodedata.category(character)
+    if category in ("Cc", "Cf", "Zl", "Zp"):
+        return True
+    return (category == "Zs" and character != " ") or character in HANGUL_FILLERS
+
+
+def visible_text(text):
+    """Return `text` with each invisible character written as [U+XXXX], so that an error shows it."""
+    if not any(map(is_invisible, text)):
+        return text
+    return "".join(f"[U+{ord(c):04X}]" if is_invisible(c) else c for c in text)
+
+
+def _character_names(characters):
+    """Name each distinct character once, in order, e.g. 'U+200B ZERO WIDTH SPACE'."""
+    names = []
+    for character in dict.fromkeys(characters):
+        names.append(f"U+{ord(character):04X} {unicodedata.name(character, '')}".rstrip())
+    return ", ".join(names)
 
 
 def translated_reason(error):
@@ -117,7 +157,13 @@ class RowError:
 
     @classmethod
     def build(cls, excel_row, column, value, reason_id, **params):
-        """Make an error whose reason is the msgid `reason_id` (marked with N_) filled with `params`."""
+        """Make an error whose reason is the msgid `reason_id` (marked with N_) filled with `params`.
+
+        Invisible characters in the value and in text parameters are written as [U+XXXX],
+        so that a value never looks the same as the different value it is compared with.
+        """
+        value = visible_text(value) if isinstance(value, str) else value
+        params = {name: visible_text(v) if isinstance(v, str) else v for name, v in params.items()}
         return cls(excel_row, column, value, reason_id % params if params else reason_id, reason_id, params)
 
     def as_dict(self):
@@ -170,6 +216,9 @@ class ParsedLedger:
     columns: dict  # field -> header text as in the file
     rows: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    # RowErrors that describe a change the import made to a valid row's value, such as the
+    # trimmed spaces of a legacy number. They do not reject the file.
+    notices: list = field(default_factory=list)
     data_rows: int = 0
     heat_sources: dict = field(default_factory=dict)  # name -> kind
     stations: dict = field(default_factory=dict)  # name -> heat source name
@@ -182,6 +231,20 @@ def clean_text(value):
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = unicodedata.normalize("NFKC", str(value)).strip()
+    return text or None
+
+
+def clean_free_text(value):
+    """Return a free-text cell (备注) as typed, only trimmed; None for blank.
+
+    Unlike clean_text it keeps full-width punctuation such as ，and （）, because nothing
+    matches against a note.
+    """
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
     return text or None
 
 
@@ -344,9 +407,11 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
         if missing:
             raise LedgerFileError(M_("表头（第 %(row)s 行）缺少这些列：%(columns)s；请补上后重新上传。", row=header_index + 1, columns=missing))
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
+        # TODO: formulas without a value in the heat-source and station sheets still read as blank names.
         _read_network_sheets(workbook, parsed, sheet, max_rows)
     finally:
         workbook.close()
+    formulas = uncomputed_formulas(content, sheet.title, LedgerFileError)
 
     validator = _RowValidator(parsed, mapping, texts, value_maps or {})
     total = len(rows) - header_index - 1
@@ -354,12 +419,20 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
         if progress and (index - header_index) % 1000 == 0:
             progress(index - header_index, total)
         row = rows[index]
+        row_formulas = _row_formulas(formulas, index + 1, mapping) if formulas else {}
         first = next((text for text in map(clean_text, row) if text is not None), None)
-        if first is None or _BLANKS.sub("", first) in TOTAL_LABELS:
+        if first is None and not row_formulas:
+            continue
+        if first is not None and _BLANKS.sub("", first) in TOTAL_LABELS:
             continue
         parsed.data_rows += 1
-        validator.validate(index + 1, row)
+        validator.validate(index + 1, row, row_formulas)
     return parsed
+
+
+def _row_formulas(formulas, excel_row, mapping):
+    """Return {field: formula text} of the row's mapped cells that contain a formula saved without its value."""
+    return {key: formulas[(excel_row, column)] for key, column in mapping.items() if (excel_row, column) in formulas}
 
 
 # Columns whose text the parser turns into a code, with the group's accepted wording.
@@ -408,18 +481,39 @@ class _RowValidator:
         self.dwelling_seen = {}
         self.lift_by_building = {}
 
-    def validate(self, excel_row, row):
+    def validate(self, excel_row, row, formulas=None):
+        """Check one sheet row and add it to the parsed rows, or add its errors.
+
+        `formulas` maps each field whose cell contains a formula saved without its value to the
+        formula text. Such a cell reads as blank, so it gets one formula error in place of
+        the errors its blank value would cause.
+        """
+        formulas = formulas or {}
         width = len(row)
         # Each mapped cell as read, and as clean_text makes it, so that no cell is normalised twice.
         raw_cells = {key: row[column] for key, column in self.mapping.items() if column < width}
         cell_texts = {key: clean_text(value) for key, value in raw_cells.items()}
+        cell_texts["note"] = clean_free_text(raw_cells.get("note"))
         errors = []
 
         def error(key, value, reason_id, **params):
+            if key in formulas:
+                return
             shown = "" if value is None else str(value)
             if len(shown) > SHOWN_VALUE_CHARS:
                 shown = shown[:SHOWN_VALUE_CHARS] + "…"
             errors.append(RowError.build(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), shown, reason_id, **params))
+
+        for key in MATCHED_TEXT_FIELDS:
+            text = cell_texts.get(key)
+            invisible = [c for c in text if is_invisible(c)] if text else []
+            if invisible:
+                error(
+                    key, text,
+                    N_("含有看不见的字符：%(characters)s（值中标为 [U+…]），所以与看起来相同的值不一致；请清空单元格后重新输入（不要粘贴），"
+                       "或在 Excel 中用 =SUBSTITUTE(单元格,UNICHAR(%(code)s),\"\") 去掉该字符"),
+                    characters=_character_names(invisible), code=ord(invisible[0]),
+                )
 
         legacy_no = cell_texts.get("legacy_no")
         if legacy_no is not None:
@@ -524,12 +618,24 @@ class _RowValidator:
 
         for key, limit in TEXT_LIMITS.items():
             text = cell_texts.get(key)
-            if text is not None and len(text) > limit:
+            if text is None or len(text) <= limit:
+                continue
+            if key == "note":
+                error(key, text, N_("备注过长（%(length)s 个字），最多 %(limit)s 个字；备注不会被截断，请精简后重新导入"), length=len(text), limit=limit)
+            else:
                 error(key, text, N_("内容过长（%(length)s 个字），最多 %(limit)s 个字"), length=len(text), limit=limit)
 
+        for key, formula in formulas.items():
+            errors.append(RowError.build(
+                excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), formula,
+                N_("公式 %(formula)s 没有保存计算结果，读出来是空的；请用 Excel 或 WPS 打开文件并保存一次（保存时会计算公式），"
+                   "或把公式换成数值，再重新上传"),
+                formula=formula,
+            ))
         if errors:
             self.parsed.errors.extend(errors)
             return
+        self._note_normalised_legacy_no(excel_row, raw_cells.get("legacy_no"), legacy_no)
         self.parsed.rows.append(
             LedgerRow(
                 excel_row=excel_row,
@@ -549,7 +655,29 @@ class _RowValidator:
                 station=station,
                 heat_source=cell_texts.get("heat_source") or "",
                 prior_arrears=prior_arrears or Decimal("0.00"),
-                note=(cell_texts.get("note") or "")[:255],
+                note=cell_texts.get("note") or "",
                 valve_state=valve_state,
             )
         )
+
+    def _note_normalised_legacy_no(self, excel_row, raw, stored):
+        """Add a notice when the stored legacy number differs from the cell's text.
+
+        A legacy number finds the account that owes money, so the import report lists every
+        change clean_text made to one: trimmed spaces (including U+00A0 and U+3000) and
+        full-width or other compatibility characters turned into plain ones by NFKC.
+        """
+        if not isinstance(raw, str) or raw == stored:
+            return
+        column = self.texts.get("legacy_no", FIELD_LABELS["legacy_no"])
+        trimmed = raw.strip()
+        if trimmed != raw:
+            self.parsed.notices.append(RowError.build(
+                excel_row, column, raw, N_("已去掉原用户编号首尾的空白字符（空格、全角空格或不换行空格），按「%(stored)s」导入"),
+                stored=stored,
+            ))
+        if trimmed != stored:
+            self.parsed.notices.append(RowError.build(
+                excel_row, column, raw, N_("原用户编号中的全角字符或特殊空格已换成普通字符，按「%(stored)s」导入；若原系统中的编号不同，请改正后重新导入"),
+                stored=stored,
+            ))

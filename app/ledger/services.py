@@ -38,6 +38,8 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     errors: list = field(default_factory=list)
+    # RowErrors describing values the import changed, such as a trimmed legacy number.
+    notices: list = field(default_factory=list)
     # Why the whole file was rejected: a Message (app.i18n), or plain text from older callers.
     file_error: object = ""
 
@@ -51,10 +53,18 @@ class ImportResult:
         if self.errors:
             rows = len({e.excel_row for e in self.errors})
             return f"{self.filename}: rejected, {len(self.errors)} errors in {rows} rows; nothing was stored."
-        return (
+        summary = (
             f"{self.filename}: {self.data_rows} accounts imported "
             f"({self.created} new, {self.updated} updated, {self.unchanged} unchanged)."
         )
+        if self.notices:
+            summary += f" {len(self.notices)} values were normalised; see the listed changes."
+        return summary
+
+
+# Notices kept with an import job. A file whose every legacy number had a trailing space
+# would otherwise store one JSON entry per account; the count is stored in full.
+MAX_STORED_NOTICES = 1000
 
 
 def record_import(company, filename, content, result, user_id=None):
@@ -76,6 +86,8 @@ def apply_result(job, result):
     job.processed_rows = result.data_rows if result.ok else 0
     job.created_count, job.updated_count, job.unchanged_count = result.created, result.updated, result.unchanged
     job.errors = [e.as_dict() for e in result.errors]
+    job.notices = [n.as_dict() for n in result.notices[:MAX_STORED_NOTICES]]
+    job.notice_count = len(result.notices)
     if result.file_error:
         job.errors = [file_error_dict(result.file_error)]
     with force_locale(DEFAULT_LOCALE):
@@ -124,6 +136,7 @@ def import_ledger(company, content, filename, user_id=None, progress=None):
         result.file_error = message_of(error) or str(error)
         return result
     result.data_rows = parsed.data_rows
+    result.notices = parsed.notices
     if parsed.errors:
         result.errors = parsed.errors
         return result
@@ -591,6 +604,19 @@ def _update_accounts(accounts):
         connection.execute(statement, parameters[start:start + STORE_BATCH])
 
 
+# Maximum file-name length quoted in a generated memo or valve note. Both columns hold 255
+# characters, so this leaves room for " 第 200000 行" and the row number is not cut off.
+SOURCE_FILENAME_MAX_CHARS = 200
+
+
+def _short_filename(filename):
+    """Return `filename`, or its start and end around "…" when it is longer than SOURCE_FILENAME_MAX_CHARS."""
+    if len(filename) <= SOURCE_FILENAME_MAX_CHARS:
+        return filename
+    half = (SOURCE_FILENAME_MAX_CHARS - 1) // 2
+    return f"{filename[:half]}…{filename[-half:]}"
+
+
 @dataclass
 class _ArrearsLine:
     """The fields of a prior-arrears ledger line that the HQ totals read."""
@@ -625,7 +651,7 @@ def _insert_prior_arrears(company, with_arrears, filename, user_id):
         lines.append({
             "company_id": company.id, "account_id": account["id"], "season_id": None, "kind": "prior_arrears",
             "amount": row.prior_arrears, "cause_type": "ledger_import", "cause_id": None, "idempotency_key": key,
-            **memo_columns(M_("%(filename)s 第 %(row)s 行", filename=filename, row=row.excel_row)),
+            **memo_columns(M_("%(filename)s 第 %(row)s 行", filename=_short_filename(filename), row=row.excel_row)),
             "created_by_id": user_id, "created_at": created_at,
         })
     if not lines:
@@ -650,7 +676,7 @@ def _record_valve_changes(company, changes, filename, user_id):
     imported_at = utcnow()
     new_changes = []
     for account, row, community_id, is_new in changes:
-        note = f"{filename} 第 {row.excel_row} 行"[:255]
+        note = f"{_short_filename(filename)} 第 {row.excel_row} 行"
         if is_new:
             new_changes.append({
                 "company_id": company.id, "account_id": account["id"], "community_id": community_id,

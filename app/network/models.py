@@ -127,7 +127,8 @@ class Account(CompanyOwned, db.Model):
     connected_on = sa.Column(sa.Date)
     # First day of the current 强停. Late fees do not accrue from this day on.
     forced_off_on = sa.Column(sa.Date)
-    note = sa.Column(sa.String(255), nullable=False, default="")
+    # The ledger's 备注, stored whole; the importer rejects notes over NOTE_MAX_CHARS (app.ledger.parser).
+    note = sa.Column(sa.Text, nullable=False, default="")
 
     unit = db.relationship(Unit)
     station = db.relationship(Station)

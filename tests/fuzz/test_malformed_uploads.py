@@ -143,7 +143,10 @@ def test_ledger_formulas_read_as_cached_values():
     assert [row.building_area for row in cached.rows] == [80]
     assert cached.errors == []
     assert uncached.rows == []
-    assert [error.message() for error in uncached.errors] == ["第 2 行，列「建筑面积」，值「」：建筑面积为空，请填写大于 0 的数字"]
+    assert [error.message() for error in uncached.errors] == [
+        "第 2 行，列「建筑面积」，值「=40*2」：公式 =40*2 没有保存计算结果，读出来是空的；"
+        "请用 Excel 或 WPS 打开文件并保存一次（保存时会计算公式），或把公式换成数值，再重新上传"
+    ]
 
 
 # -- the upload pages and commands

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: a7f24184d7b0
+Revision ID: dde65516601e
 Revises: 
-Create Date: 2026-12-05 11:34:26.380003
+Create Date: 2026-12-05 13:42:42.022724
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = 'a7f24184d7b0'
+revision = 'dde65516601e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -547,6 +547,8 @@ def upgrade():
     sa.Column('updated_count', sa.Integer(), nullable=False),
     sa.Column('unchanged_count', sa.Integer(), nullable=False),
     sa.Column('errors', sa.JSON(), nullable=False),
+    sa.Column('notices', sa.JSON(), nullable=False),
+    sa.Column('notice_count', sa.Integer(), nullable=False),
     sa.Column('summary', sa.String(length=500), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -756,7 +758,7 @@ def upgrade():
     sa.Column('prior_arrears', sa.BigInteger(), nullable=False),
     sa.Column('connected_on', sa.Date(), nullable=True),
     sa.Column('forced_off_on', sa.Date(), nullable=True),
-    sa.Column('note', sa.String(length=255), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
     sa.Column('company_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_account_company_id_company')),
     sa.ForeignKeyConstraint(['station_id'], ['station.id'], name=op.f('fk_account_station_id_station')),
