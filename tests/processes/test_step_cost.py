@@ -1,6 +1,6 @@
 """The SQL statements and flushes of one company approval and one valve task, which bound the cost of a process step."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -15,7 +15,9 @@ from app.network.models import AccountTerms
 from app.network.valves import ValveChange
 from app.org.models import Group
 from app.tariffs.models import Season
-from app.processes.models import HumanTask
+from app.org.models import Company
+from app.processes.calendar import delete_day, save_day
+from app.processes.models import HumanTask, TimerSetting
 from app.processes.services import claim_task, complete_task, start_process
 from app.org.services import scope_for
 from app.tenancy import scoped
@@ -201,3 +203,70 @@ def test_approval_updates_season_totals(demo, make_account):
     assert balance_after == season_receivable(account_id, season_id)
     assert balance_after < balance_before
     assert after - before == balance_after - balance_before
+
+
+def _timing_reads(sent):
+    return [statement for statement in sent if "FROM timer_setting" in statement]
+
+
+def test_second_approval_reuses_timer_settings(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    approver, second_task = _claimed_approval(make_account)
+
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    # The company's timer settings did not change, so this process's copy of them serves.
+    assert _timing_reads(sent) == []
+    instance_id = db.session.get(HumanTask, second_task).instance_id
+    db.session.expire_all()
+    assert open_task(instance_id, "valve_close").due_at is not None
+
+
+def test_timer_setting_edit_reaches_next_step(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    tj = demo["TJ"].id
+    stamp = db.session.scalar(sa.select(Company.timing_stamp).where(Company.id == tj))
+    row = db.session.scalar(sa.select(TimerSetting).filter_by(company_id=tj, timer_key="task_due"))
+    if row is None:
+        db.session.add(TimerSetting(company_id=tj, timer_key="task_due", amount=40, unit="days"))
+    else:
+        row.amount, row.unit = 40, "days"
+    db.session.commit()
+    assert db.session.scalar(sa.select(Company.timing_stamp).where(Company.id == tj)) != stamp
+    approver, second_task = _claimed_approval(make_account)
+
+    before = datetime.now(UTC)
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    assert len(_timing_reads(sent)) == 1
+    instance_id = db.session.get(HumanTask, second_task).instance_id
+    db.session.expire_all()
+    due = open_task(instance_id, "valve_close").due_at
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    assert before + timedelta(days=40) <= due <= datetime.now(UTC) + timedelta(days=40)
+
+
+def test_calendar_edit_renews_timing_stamp(demo):
+    tj = demo["TJ"].id
+    admin = user("tj_admin")
+
+    def stamp():
+        return db.session.scalar(sa.select(Company.timing_stamp).where(Company.id == tj))
+
+    first = stamp()
+    save_day(tj, {"day": "2031-05-06", "kind": "holiday", "name": "测试假日"}, admin)
+    db.session.commit()
+    second = stamp()
+    delete_day(tj, "2031-05-06", admin)
+    db.session.commit()
+    third = stamp()
+    db.session.execute(sa.update(TimerSetting).where(TimerSetting.company_id == tj).values(amount=TimerSetting.amount))
+    db.session.commit()
+
+    assert first != ""
+    assert second != first
+    assert third != second
+    assert stamp() != third
