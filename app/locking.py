@@ -43,4 +43,5 @@ class RowLock:
     def __call__(self, **parameters):
         if db.session.get_bind().dialect.name == "sqlite":
             db.session.execute(self.sqlite_update, parameters)
-        return db.session.scalar(self.select, parameters)
+        # unique() merges the rows that a joinedload of a collection returns for one locked row.
+        return db.session.execute(self.select, parameters).unique().scalar_one_or_none()

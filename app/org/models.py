@@ -1,5 +1,6 @@
 """Group, companies, users and roles."""
 
+import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -41,6 +42,11 @@ class Company(db.Model):
     invoice_mode = sa.Column(sa.String(32), nullable=False, default="receipt")
     # When true, a refund waits for a user with payment.refund_approve other than the requester.
     refund_requires_approval = sa.Column(sa.Boolean, nullable=False, default=False)
+    # Set to a new random value on every ORM write of the company's timer settings or working
+    # calendar (app.processes.timers), so a worker process can tell whether its copy of them
+    # is current. A counter could repeat after a restore from backup; a random value does not.
+    # Empty means unknown. NOTE: raw SQL writes to those tables leave it unchanged.
+    timing_stamp = sa.Column(sa.String(32), nullable=False, default=lambda: uuid.uuid4().hex, server_default="")
 
     group = db.relationship(Group)
 

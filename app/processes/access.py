@@ -7,6 +7,7 @@ simply not found.
 """
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload, with_expression
 from flask_babel import gettext as _
 
 from app.extensions import db
@@ -17,6 +18,7 @@ from app.org.permissions import PERMISSIONS
 from app.org.services import AccessError, has_permission
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.processes.step_names import shown_step_name
+from app.processes.timers import remember_timing_stamp
 from app.tenancy import SYSTEM_SCOPE, scoped
 
 # Lane (role code) -> the permission a user needs to act in it.
@@ -87,8 +89,17 @@ _TASK_AND_OPEN_TASKS = (
 )
 
 
+# The lock also loads the instance's waiting timers and its company's timing_stamp, which
+# the step's save reads (app.processes.timers.sync_timers and timer_setting).
 _LOCK_INSTANCE_OF_TASK = RowLock(
-    ProcessInstance, ProcessInstance.id == sa.select(HumanTask.instance_id).where(HumanTask.id == sa.bindparam("task_id")).scalar_subquery()
+    ProcessInstance, ProcessInstance.id == sa.select(HumanTask.instance_id).where(HumanTask.id == sa.bindparam("task_id")).scalar_subquery(),
+    options=(
+        joinedload(ProcessInstance.waiting_timers),
+        with_expression(
+            ProcessInstance.timing_stamp,
+            sa.select(Company.timing_stamp).where(Company.id == ProcessInstance.company_id).scalar_subquery(),
+        ),
+    ),
 )
 
 
@@ -161,6 +172,8 @@ def locked_task(task_id, user):
     rolled back, which releases the lock.
     """
     instance = _LOCK_INSTANCE_OF_TASK(task_id=task_id)
+    if instance is not None:
+        remember_timing_stamp(instance.company_id, instance.timing_stamp)
     try:
         if instance is None:
             task, open_tasks = get_task(task_id, user, fresh=True), []

@@ -3,6 +3,7 @@
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from sqlalchemy.orm import query_expression
 
 from app.extensions import db
 from flask_babel import gettext
@@ -179,6 +180,14 @@ class ProcessInstance(CompanyOwned, db.Model):
     updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 
     model = db.relationship(ProcessModel)
+    # The instance's waiting timers. Read only when a query loads them with joinedload, as the
+    # step's row lock does; a lazy access raises instead of sending a query.
+    waiting_timers = db.relationship(
+        "ProcessTimer", primaryjoin="and_(ProcessTimer.instance_id == ProcessInstance.id, ProcessTimer.status == 'waiting')",
+        viewonly=True, lazy="raise",
+    )
+    # The company's timing_stamp, loaded only by a query that requests it with with_expression.
+    timing_stamp = query_expression()
 
     @property
     def status_label(self):

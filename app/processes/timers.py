@@ -14,6 +14,7 @@ What firing means follows from the timer event's id prefix (TIMER_KINDS).
 """
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from uuid import UUID
@@ -30,6 +31,7 @@ from app.clock import LOCAL_TIME
 from app.extensions import db
 from app.i18n import M_, N_, Message
 from app.locking import lock_row
+from app.org.models import Company
 from app.processes.calendar import DAYS_CACHE_KEY, add_working_days, remember_day_kinds
 from app.processes.models import ACTIVE_STATUSES, CalendarDay, HumanTask, ProcessInstance, ProcessTimer, TimerSetting, utcnow
 from app.processes.step_names import step_name_value
@@ -89,12 +91,19 @@ def timer_setting(company_id, key):
         raise KeyError(f"Unknown timer key {key!r}; known keys: {', '.join(TIMER_KEYS)}.")
     settings = db.session.info.get(SETTINGS_CACHE_KEY, {}).get(company_id)
     if settings is None:
+        settings = _kept_timing(company_id)
+    if settings is None:
         settings = _read_timing(company_id)
     return settings.get(key) or (TIMER_KEYS[key].amount, TIMER_KEYS[key].unit)
 
 
 # Session.info key: {company id: {timer key: (amount, unit)}} of the rows read in this transaction.
 SETTINGS_CACHE_KEY = "heatflow.timer_settings"
+# Session.info key: {company id: Company.timing_stamp read in this transaction}.
+STAMP_KEY = "heatflow.timing_stamps"
+# Company id -> (timing_stamp, first day, last day, settings, {day: kind}) of the last
+# read in this process. Entries are replaced whole, never changed, and there is one per company.
+_PROCESS_TIMING = {}
 # Days of the working calendar read together with the timer settings, counted from tomorrow.
 # They cover a count of up to 19 working days, the window add_working_days reads for it.
 CALENDAR_DAYS_READ_WITH_SETTINGS = 60
@@ -116,6 +125,10 @@ _TIMING = sa.union_all(
 )
 
 
+def _local_tomorrow():
+    return datetime.now(timezone.utc).astimezone(LOCAL_TIME).date() + timedelta(days=1)
+
+
 def _read_timing(company_id):
     """Read all of a company's timer settings and its calendar rows of the coming days in one statement.
 
@@ -124,27 +137,65 @@ def _read_timing(company_id):
     task or arms a timer needs the settings and then the calendar. Adding, changing or
     bulk-writing either kind of row drops what is kept. NOTE: a row passed to
     Session.delete() is still seen until the next flush.
+
+    When this transaction read the company's timing_stamp (remember_timing_stamp), the
+    rows are also kept for later transactions of this process under that stamp.
     """
-    first = datetime.now(timezone.utc).astimezone(LOCAL_TIME).date() + timedelta(days=1)
+    first = _local_tomorrow()
     last = first + timedelta(days=CALENDAR_DAYS_READ_WITH_SETTINGS)
+    stamp = db.session.info.get(STAMP_KEY, {}).get(company_id)
     rows = db.session.execute(_TIMING, {"company_id": company_id, "first": first, "last": last}).all()
     settings = {row.name: (row.amount, row.unit) for row in rows if row.source == "setting"}
     if current_scope().can_see(company_id):
+        kinds = {row.day: row.name for row in rows if row.source == "day"}
         db.session.info.setdefault(SETTINGS_CACHE_KEY, {})[company_id] = settings
-        remember_day_kinds(company_id, first, last, {row.day: row.name for row in rows if row.source == "day"})
+        remember_day_kinds(company_id, first, last, kinds)
+        if stamp and db.session.info.get(STAMP_KEY, {}).get(company_id) == stamp:
+            _PROCESS_TIMING[company_id] = (stamp, first, last, settings, kinds)
+    return settings
+
+
+def remember_timing_stamp(company_id, stamp):
+    """Note the company's timing_stamp as read in this transaction, which lets timer_setting use the rows this process kept.
+
+    The stamp may be one that this transaction's own flushed writes set. The rows read under
+    it are then this transaction's too, and a rollback leaves the stamp unused forever.
+    """
+    if not stamp:
+        return
+    db.session.info.setdefault(STAMP_KEY, {})[company_id] = stamp
+
+
+def _kept_timing(company_id):
+    """Return the settings this process kept for the company's timing_stamp read in this transaction, or None.
+
+    The kept settings and calendar rows become this transaction's, as if _read_timing had read them.
+    """
+    stamp = db.session.info.get(STAMP_KEY, {}).get(company_id)
+    kept = _PROCESS_TIMING.get(company_id)
+    if stamp is None or kept is None or kept[0] != stamp:
+        return None
+    _stamp, first, last, settings, kinds = kept
+    if first != _local_tomorrow() or not current_scope().can_see(company_id):
+        return None
+    db.session.info.setdefault(SETTINGS_CACHE_KEY, {})[company_id] = settings
+    remember_day_kinds(company_id, first, last, kinds)
     return settings
 
 
 def _forget_timing(session):
     session.info.pop(SETTINGS_CACHE_KEY, None)
     session.info.pop(DAYS_CACHE_KEY, None)
+    session.info.pop(STAMP_KEY, None)
 
 
 @orm_event.listens_for(Session, "after_transaction_end")
 def _forget_timing_after_transaction(session, transaction):
-    # Any end counts (commit, rollback, close, and a savepoint's release or rollback), so
-    # nothing read inside a rolled-back savepoint outlives it.
-    _forget_timing(session)
+    # Any end of a transaction counts (commit, rollback, close, and a savepoint's release or
+    # rollback), so nothing read inside a rolled-back savepoint outlives it. The inner
+    # transaction of each flush does not count: a failed flush ends the outer one too.
+    if transaction.parent is None or transaction.nested:
+        _forget_timing(session)
 
 
 @orm_event.listens_for(Session, "transient_to_pending")
@@ -163,6 +214,28 @@ for _attribute in (TimerSetting.timer_key, TimerSetting.amount, TimerSetting.uni
     orm_event.listen(_attribute, "set", _forget_timing_on_change)
 
 
+_COMPANY = Company.__table__
+
+
+@orm_event.listens_for(Session, "before_flush")
+def _renew_timing_stamps(session, flush_context, instances):
+    """Give a new timing_stamp to every company whose timer settings or calendar rows this flush writes.
+
+    The UPDATE goes out in the flush's transaction, so the new stamp commits together with
+    the rows and every process reads the rows again on its next step.
+    """
+    company_ids = {
+        row.company_id for rows in (session.new, session.dirty, session.deleted) for row in rows
+        if isinstance(row, (TimerSetting, CalendarDay))
+    }
+    if not company_ids:
+        return
+    _forget_timing(session)
+    session.connection().execute(
+        _COMPANY.update().where(_COMPANY.c.id.in_(sorted(company_ids))).values(timing_stamp=uuid.uuid4().hex)
+    )
+
+
 @orm_event.listens_for(Session, "after_flush")
 def _forget_timing_after_delete(session, flush_context):
     if any(isinstance(row, (TimerSetting, CalendarDay)) for row in session.deleted):
@@ -171,12 +244,12 @@ def _forget_timing_after_delete(session, flush_context):
 
 @orm_event.listens_for(Session, "do_orm_execute")
 def _forget_timing_on_bulk_write(execute_state):
-    if SETTINGS_CACHE_KEY not in execute_state.session.info and DAYS_CACHE_KEY not in execute_state.session.info:
-        return
     if execute_state.is_select:
         return
     if any(mapper.class_ in (TimerSetting, CalendarDay) for mapper in execute_state.all_mappers):
         _forget_timing(execute_state.session)
+        # The statement may touch any company's rows, so every company's copies are dropped.
+        execute_state.session.connection().execute(_COMPANY.update().values(timing_stamp=uuid.uuid4().hex))
 
 
 def next_season_start(company_id, today):
@@ -255,9 +328,15 @@ def sync_timers(instance, workflow, record_event, armed=None):
     """
     if armed is None:
         armed = armed_timers(workflow)
-    waiting = db.session.scalars(
-        sa.select(ProcessTimer).where(ProcessTimer.instance_id == instance.id, ProcessTimer.status == "waiting")
-    ).all()
+    if "waiting_timers" in sa.inspect(instance).dict:
+        # The row lock loaded them (app.processes.access.locked_task). Rows changed since keep
+        # their status in the session, so only those still waiting count.
+        waiting = [row for row in instance.waiting_timers if row.status == "waiting"]
+        db.session.expire(instance, ["waiting_timers"])
+    else:
+        waiting = db.session.scalars(
+            sa.select(ProcessTimer).where(ProcessTimer.instance_id == instance.id, ProcessTimer.status == "waiting")
+        ).all()
     known = {row.spiff_task_id for row in waiting}
     fired = []
     for row in waiting:

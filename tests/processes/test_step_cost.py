@@ -1,6 +1,6 @@
 """The SQL statements and flushes of one company approval and one valve task, which bound the cost of a process step."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -15,18 +15,21 @@ from app.network.models import AccountTerms
 from app.network.valves import ValveChange
 from app.org.models import Group
 from app.tariffs.models import Season
-from app.processes.models import HumanTask
+from app.org.models import Company
+from app.processes.calendar import delete_day, save_day
+from app.processes.models import HumanTask, TimerSetting
 from app.processes.services import claim_task, complete_task, start_process
 from app.org.services import scope_for
 from app.tenancy import scoped
 from tests.processes.conftest import open_task, user
 
-# Statements of one company approval that re-rates the season (see docs/benchmarks.md). SQLite
-# also sends a no-op UPDATE before the row lock, one INSERT per audit event, and the daily
-# and season totals as two statements each.
-MAX_STATEMENTS = {"postgresql": 18, "sqlite": 23}
+# Statements of one company approval that re-rates the season (see docs/benchmarks.md), in a
+# process that has not kept the company's timer settings yet. SQLite also sends a no-op UPDATE
+# before the row lock, one INSERT per audit event, and the daily and season totals as two
+# statements each.
+MAX_STATEMENTS = {"postgresql": 17, "sqlite": 22}
 # Statements of the valve task that records the seal and ends the instance.
-MAX_VALVE_STATEMENTS = {"postgresql": 14, "sqlite": 17}
+MAX_VALVE_STATEMENTS = {"postgresql": 12, "sqlite": 16}
 VALVE_RESULT = {"result": "sealed", "seal_no": "B-0001", "photo_note": "", "comment": ""}
 
 
@@ -93,6 +96,8 @@ def test_approval_statement_count(demo, make_account):
     # The group's money rule and the account's dated terms come with the season read.
     assert [statement for statement in sent if 'FROM "group"' in statement and "FROM season" not in statement] == []
     assert [statement for statement in sent if "FROM account_terms" in statement and "FROM season" not in statement] == []
+    # The instance's waiting timers come with its row lock.
+    assert [statement for statement in sent if statement.startswith("SELECT process_timer.")] == []
 
 
 def test_approval_rounds_by_group_rule(demo, make_account):
@@ -201,3 +206,71 @@ def test_approval_updates_season_totals(demo, make_account):
     assert balance_after == season_receivable(account_id, season_id)
     assert balance_after < balance_before
     assert after - before == balance_after - balance_before
+
+
+def _timing_reads(sent):
+    return [statement for statement in sent if "FROM timer_setting" in statement]
+
+
+def test_second_approval_reuses_timer_settings(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    approver, second_task = _claimed_approval(make_account)
+
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    # The company's timer settings did not change, so this process's copy of them serves.
+    assert _timing_reads(sent) == []
+    assert len(sent) <= MAX_STATEMENTS[db.engine.dialect.name] - 1, "\n".join(sent)
+    instance_id = db.session.get(HumanTask, second_task).instance_id
+    db.session.expire_all()
+    assert open_task(instance_id, "valve_close").due_at is not None
+
+
+def test_timer_setting_edit_reaches_next_step(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    tj = demo["TJ"].id
+    stamp = db.session.scalar(sa.select(Company.timing_stamp).where(Company.id == tj))
+    row = db.session.scalar(sa.select(TimerSetting).filter_by(company_id=tj, timer_key="task_due"))
+    if row is None:
+        db.session.add(TimerSetting(company_id=tj, timer_key="task_due", amount=40, unit="days"))
+    else:
+        row.amount, row.unit = 40, "days"
+    db.session.commit()
+    assert db.session.scalar(sa.select(Company.timing_stamp).where(Company.id == tj)) != stamp
+    approver, second_task = _claimed_approval(make_account)
+
+    before = datetime.now(UTC)
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    assert len(_timing_reads(sent)) == 1
+    instance_id = db.session.get(HumanTask, second_task).instance_id
+    db.session.expire_all()
+    due = open_task(instance_id, "valve_close").due_at
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    assert before + timedelta(days=40) <= due <= datetime.now(UTC) + timedelta(days=40)
+
+
+def test_calendar_edit_renews_timing_stamp(demo):
+    tj = demo["TJ"].id
+    admin = user("tj_admin")
+
+    def stamp():
+        return db.session.scalar(sa.select(Company.timing_stamp).where(Company.id == tj))
+
+    first = stamp()
+    save_day(tj, {"day": "2031-05-06", "kind": "holiday", "name": "测试假日"}, admin)
+    db.session.commit()
+    second = stamp()
+    delete_day(tj, "2031-05-06", admin)
+    db.session.commit()
+    third = stamp()
+    db.session.execute(sa.update(TimerSetting).where(TimerSetting.company_id == tj).values(amount=TimerSetting.amount))
+    db.session.commit()
+
+    assert first != ""
+    assert second != first
+    assert third != second
+    assert stamp() != third
