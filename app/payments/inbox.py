@@ -217,16 +217,21 @@ def _insert_pipelined(values, company_id):
 
     psycopg's pipeline mode sends `BEGIN`, the tenant settings, the INSERT and `COMMIT` in
     one round trip, where the session took five with the pool's ping. The engine has no
-    pre-ping, so a connection the server closed fails here. Such a connection is dropped and
-    the INSERT is sent once more on a new one. That is safe, because a row the first attempt
-    committed makes the second insert nothing, and the notification is logged as a duplicate.
+    pre-ping, so a connection the server closed fails here. Such a connection is dropped with
+    the rest of the pool, and the INSERT is sent once more on a new connection. That is safe,
+    because a row the first attempt committed makes the second insert nothing, and the
+    notification is logged as a duplicate.
     """
     engine = notification_engine()
     sql, processors = _pipelined_insert_sql(engine.dialect)
     parameters = {name: processors[name](value) if processors.get(name) else value for name, value in values.items()}
     visible, writable = scope_settings(company_scope(company_id))
     for attempt in (1, 2):
-        connection = engine.raw_connection()
+        try:
+            connection = engine.raw_connection()
+        except psycopg.OperationalError as error:
+            # The pool's connect raises the driver's error unwrapped. Wrapped, it makes the endpoint reply 503.
+            raise sa.exc.OperationalError("connect", None, error) from error
         try:
             driver = connection.driver_connection
             with driver.pipeline(), driver.cursor() as cursor:
@@ -240,6 +245,9 @@ def _insert_pipelined(values, company_id):
             connection.invalidate(error)
             if attempt == 2 or not lost:
                 raise sa.exc.OperationalError(sql, parameters, error) from error
+            # A server restart ends every pooled connection, not only this one. A new pool
+            # makes the second attempt connect anew instead of taking another dead connection.
+            engine.dispose()
             logger.warning("Notification insert lost its database connection, sending it again: %s", error)
         finally:
             connection.close()
