@@ -38,6 +38,40 @@ def _use_cli_language():
     click.get_current_context().with_resource(force_locale(CLI_LOCALE))
 
 
+def _check_company_codes(ctx, param, value):
+    """Exit 1 on an empty or unknown `--company` value, naming it and listing the valid codes.
+
+    Runs while click parses the option, inside the app context that the `heat` group's
+    callback pushed. An empty value would otherwise read as an omitted option, which several
+    commands take as "every company".
+    """
+    from app.extensions import db
+    from app.org.models import Company
+
+    if value is None:
+        return value
+    codes = value if param.multiple else (value,)
+    known = db.session.scalars(sa.select(Company.code).order_by(Company.code)).all()
+    for code in codes:
+        if code in known:
+            continue
+        if code.strip():
+            problem = f"Company {code} not found"
+        else:
+            problem = f"Company code {code!r} is empty"
+        click.echo(f"{problem}; give one of the valid codes: {', '.join(known) or 'none (run flask heat demo first)'}.", err=True)
+        sys.exit(1)
+    return value
+
+
+def company_option(help_text, required=False, multiple=False):
+    """Declare the `--company` option of a command, checked by _check_company_codes."""
+    name = "company_codes" if multiple else "company_code"
+    return click.option(
+        "--company", name, required=required, multiple=multiple, callback=_check_company_codes, help=help_text,
+    )
+
+
 heat = AppGroup("heat", help="Heatflow operator commands. Output is in English.", callback=_use_cli_language)
 
 
@@ -49,7 +83,7 @@ def demo_command():
 
 
 @heat.command("import-ledger")
-@click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
+@company_option("Company code, e.g. TJ.", required=True)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def import_ledger_command(company_code, path):
     """Import an .xlsx ledger; exit 1 with the row report on stderr if any row is invalid."""
@@ -77,7 +111,7 @@ def import_ledger_command(company_code, path):
 
 
 @heat.command("bill")
-@click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
+@company_option("Company code, e.g. TJ.", required=True)
 @click.option("--season", required=True, help="Season name, e.g. 2025-2026.")
 def bill_command(company_code, season):
     """Post the season charge of every account that has none yet (safe to re-run)."""
@@ -109,7 +143,7 @@ def hq_rebuild_totals_command():
 
 
 @heat.command("valve-history-rebuild")
-@click.option("--company", "company_codes", multiple=True, help="Company code such as TJ; repeat for several (default: every company).")
+@company_option("Company code such as TJ; repeat for several (default: every company).", multiple=True)
 def valve_history_rebuild_command(company_codes):
     """Write the valve history of data created before it was kept, from the process history. Safe to re-run."""
     from app.network.valve_rebuild import rebuild_valve_history
@@ -121,7 +155,7 @@ def valve_history_rebuild_command(company_codes):
 
 
 @heat.command("receivables")
-@click.option("--company", "company_code", required=True, help="Company code, e.g. TJ.")
+@company_option("Company code, e.g. TJ.", required=True)
 @click.option("--season", required=True, help="Season name, e.g. 2025-2026.")
 @click.option("--format", "output_format", type=click.Choice(["json", "text"]), default="text", help="Output format.")
 def receivables_command(company_code, season, output_format):
@@ -232,7 +266,7 @@ def bpmn_check_command(path):
 
 
 @heat.command("calendar-import")
-@click.option("--company", "company_code", help="Company code, e.g. TJ: import into this company's working calendar.")
+@company_option("Company code, e.g. TJ: import into this company's working calendar.")
 @click.option("--all-companies", is_flag=True, help="Import into the working calendar of every subsidiary.")
 @click.option("--year", type=int, help="Year every date of the file must be in (default: the year of its first date).")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
@@ -293,7 +327,7 @@ heat.add_command(audit)
 
 
 @audit.command("verify")
-@click.option("--company", "company_code", help="Company code, e.g. TJ; all companies when omitted.")
+@company_option("Company code, e.g. TJ; all companies when omitted.")
 def audit_verify_command(company_code):
     """Verify every instance's event hash chain; exit 1 listing each broken chain."""
     from app.processes.audit import verify_all_chains
@@ -316,7 +350,7 @@ heat.add_command(notifications)
 
 
 @notifications.command("failed")
-@click.option("--company", "company_code", help="Company code, e.g. TJ; all companies when omitted.")
+@company_option("Company code, e.g. TJ; all companies when omitted.")
 def notifications_failed_command(company_code):
     """List failed notifications: id, company, channel, transaction, attempts, next retry and error."""
     from app.extensions import db
@@ -396,7 +430,7 @@ def outbox_relay_command(once, interval, max_seconds):
 @outbox.command("replay")
 @click.option("--since", help="Replay events that occurred at or after this time (ISO 8601; local time when no offset).")
 @click.option("--event-id", "event_ids", multiple=True, help="Replay the event with this id; may be repeated.")
-@click.option("--company", "company_code", help="Only events of this company code.")
+@company_option("Only events of this company code.")
 @click.option("--event-type", help="Only events of this type, e.g. payment.posted.")
 def outbox_replay_command(since, event_ids, company_code, event_type):
     """Queue stored events to be published again under their own message ids."""
@@ -445,7 +479,7 @@ def outbox_consume_command(consumer, idle_exit, max_seconds):
 
 @heat.command("vouchers")
 @click.option("--date", "voucher_date", required=True, help="Local day, e.g. 2026-01-05.")
-@click.option("--company", "company_code", help="Company code; all companies when omitted.")
+@company_option("Company code; all companies when omitted.")
 def vouchers_command(voucher_date, company_code):
     """Issue (or show again) the daily finance vouchers of a closed day."""
     from datetime import date
@@ -469,7 +503,7 @@ def vouchers_command(voucher_date, company_code):
 
 @heat.command("reconcile")
 @click.option("--date", "day_text", required=True, help="Local business day whose statements to reconcile, e.g. 2026-01-05.")
-@click.option("--company", "company_code", help="Company code, e.g. TJ; all companies when omitted.")
+@company_option("Company code, e.g. TJ; all companies when omitted.")
 @click.option("--channel", help="Statement channel: wechatpay, alipay or bank:<bank code>; all when omitted.")
 def reconcile_command(day_text, company_code, channel):
     """Download each merchant's statement of a day and reconcile it; exit 1 when any failed.

@@ -5,7 +5,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from types import SimpleNamespace
 
 import sqlalchemy as sa
 from flask import current_app
@@ -20,7 +19,7 @@ from app.ledger.models import LedgerValueMap
 from app.ledger.parser import FIELD_LABELS, LedgerFileError, RowError, parse_ledger
 from app.network.models import BILLING_METHODS, BILLING_STATUSES, USER_TYPES, Account, Building, Community, HeatSource, Station, Unit
 from app.network.numbering import format_account_no
-from app.network.valves import ValveChange, record_valve_change, utcnow
+from app.network.valves import ValveChange, same_instant, utcnow
 from app.org.models import Company
 from app.tariffs.models import Season
 from app.tenancy import TenantScopeError, current_scope
@@ -257,6 +256,8 @@ IMPORTED_COLUMNS = (
 )
 # Rows sent per INSERT or UPDATE executemany. Progress is reported after each batch of new accounts.
 STORE_BATCH = 5000
+# Account ids per IN list when reading or updating the valve history of stored accounts.
+READ_BATCH = 5000
 
 
 class _StoredAccounts:
@@ -670,28 +671,72 @@ def _insert_prior_arrears(company, with_arrears, filename, user_id):
 def _record_valve_changes(company, changes, filename, user_id):
     """Add the valve states the ledger changed to the valve history, effective at the import.
 
-    A new account has no history, so its change is inserted directly. A stored account's
-    change goes through record_valve_change, which links it to the changes before and after.
+    A new account has no history, so its change is inserted as it is. A stored account's
+    change is linked to its neighbours as record_valve_change does: the change in effect
+    before the import ends where the import starts, and the new change ends where a later
+    one starts. The neighbours of every stored account are read in one statement per
+    READ_BATCH accounts, the earlier changes are ended in one UPDATE per batch, and every
+    new change is inserted in executemany batches.
     """
     imported_at = utcnow()
-    new_changes = []
+    stored_ids = [account["id"] for account, _, _, is_new in changes if not is_new]
+    earlier, later = _valve_neighbours(company.id, stored_ids, imported_at)
+    new_changes, ended_ids, seen = [], [], set()
     for account, row, community_id, is_new in changes:
-        note = f"{_short_filename(filename)} 第 {row.excel_row} 行"
-        if is_new:
-            new_changes.append({
-                "company_id": company.id, "account_id": account["id"], "community_id": community_id,
-                "state": row.valve_state, "effective_at": imported_at, "ended_at": None, "cause_type": "import",
-                "cause_id": None, "recorded_by_id": user_id, "recorded_at": imported_at, "note": note,
-            })
+        account_id = account["id"]
+        previous = earlier.get(account_id)
+        if account_id in seen or (previous is not None and same_instant(previous.effective_at, imported_at)):
+            # As record_valve_change does: one account keeps one change per instant.
+            logger.warning("Account %s already has a valve change at %s; import %s row %s not recorded",
+                           account_id, imported_at, filename, row.excel_row)
             continue
-        # TODO: two queries per changed valve of a stored account; a re-import that changes most valves pays them per row.
-        target = SimpleNamespace(company_id=company.id, id=account["id"], unit_id=account["unit_id"])
-        record_valve_change(target, row.valve_state, imported_at, "import", recorded_by_id=user_id, note=note)
-    if new_changes:
-        connection = db.session.connection()
-        statement = sa.insert(ValveChange.__table__)
-        for start in range(0, len(new_changes), STORE_BATCH):
-            connection.execute(statement, new_changes[start:start + STORE_BATCH])
+        seen.add(account_id)
+        if previous is not None:
+            ended_ids.append(previous.id)
+        following = later.get(account_id)
+        new_changes.append({
+            "company_id": company.id, "account_id": account_id, "community_id": community_id,
+            "state": row.valve_state, "effective_at": imported_at,
+            "ended_at": following.effective_at if following is not None else None, "cause_type": "import",
+            "cause_id": None, "recorded_by_id": user_id, "recorded_at": imported_at,
+            "note": f"{_short_filename(filename)} 第 {row.excel_row} 行",
+        })
+    connection = db.session.connection()
+    for start in range(0, len(ended_ids), READ_BATCH):
+        connection.execute(
+            sa.update(ValveChange.__table__)
+            .where(ValveChange.company_id == company.id, ValveChange.id.in_(ended_ids[start:start + READ_BATCH]))
+            .values(ended_at=imported_at)
+        )
+    statement = sa.insert(ValveChange.__table__)
+    for start in range(0, len(new_changes), STORE_BATCH):
+        connection.execute(statement, new_changes[start:start + STORE_BATCH])
+
+
+def _valve_neighbours(company_id, account_ids, effective_at):
+    """Map account id -> its change in effect at `effective_at`, and account id -> its first change after it.
+
+    Reads both sides in one statement per READ_BATCH accounts, with window functions that
+    PostgreSQL and SQLite 3.25+ both run.
+    """
+    earlier, later = {}, {}
+    table = ValveChange.__table__
+    for start in range(0, len(account_ids), READ_BATCH):
+        of_accounts = sa.and_(table.c.company_id == company_id, table.c.account_id.in_(account_ids[start:start + READ_BATCH]))
+        sides = []
+        for side, condition, order in (
+            ("earlier", table.c.effective_at <= effective_at, table.c.effective_at.desc()),
+            ("later", table.c.effective_at > effective_at, table.c.effective_at.asc()),
+        ):
+            rank = sa.func.row_number().over(partition_by=table.c.account_id, order_by=order).label("rank")
+            ranked = sa.select(table.c.id, table.c.account_id, table.c.effective_at, rank).where(of_accounts, condition).subquery()
+            sides.append(
+                sa.select(sa.literal(side).label("side"), ranked.c.id, ranked.c.account_id, ranked.c.effective_at)
+                .where(ranked.c.rank == 1)
+            )
+        for row in db.session.execute(sa.union_all(*sides)):
+            (earlier if row.side == "earlier" else later)[row.account_id] = row
+    return earlier, later
 
 
 def find_company(code):

@@ -98,7 +98,7 @@ def record_valve_change(account, state, effective_at, cause_type, cause_id=None,
     if cause_type not in VALVE_CAUSES:
         raise ValueError(f"cause_type={cause_type!r} is invalid; use one of {', '.join(VALVE_CAUSES)}.")
     earlier, later = _neighbours(account.company_id, account.id, effective_at)
-    if earlier is not None and _same_instant(earlier.effective_at, effective_at):
+    if earlier is not None and same_instant(earlier.effective_at, effective_at):
         logger.warning("Account %s already has a valve change at %s; %s %s not recorded",
                        account.id, effective_at, cause_type, cause_id)
         return None
@@ -127,7 +127,7 @@ def _community_id(account):
     )
 
 
-def _same_instant(stored, given):
+def same_instant(stored, given):
     # SQLite returns naive UTC datetimes for timezone-aware columns.
     if stored.tzinfo is None and given.tzinfo is not None:
         given = given.astimezone(timezone.utc).replace(tzinfo=None)

@@ -32,7 +32,7 @@ from app.extensions import db
 from app.locking import lock_row
 from app.integrations.channel import ChannelError, ChannelEvent, NotificationRejected, NotificationReply
 from app.payments import channels
-from app.payments.models import AlipayApp, PaymentNotification, WechatMerchant, utcnow
+from app.payments.models import AlipayApp, OnlineOrder, PaymentNotification, WechatMerchant, utcnow
 from app.payments.online import (
     NotificationResult, _fill_log, apply_event, check_event, merchant_records, payment_for_transaction, route_event,
     store_notification_log,
@@ -173,6 +173,8 @@ def _store_event(channel_code, event, log):
     }
     values.update({name: None for name in ("online_order_id", "payment_id", "applied_at", "retry_at", "requeued_at", "requeue_reason")})
     values["attempts"] = 0
+    # TODO: a pending row may name another company's order, and the merchant's company can read
+    # it until the apply task moves that order number to a group row.
     with scoped(company_scope(log.company_id)):
         if db.session.get_bind().dialect.name == "postgresql":
             stored_id = _insert_pipelined(values, log.company_id)
@@ -217,16 +219,21 @@ def _insert_pipelined(values, company_id):
 
     psycopg's pipeline mode sends `BEGIN`, the tenant settings, the INSERT and `COMMIT` in
     one round trip, where the session took five with the pool's ping. The engine has no
-    pre-ping, so a connection the server closed fails here. Such a connection is dropped and
-    the INSERT is sent once more on a new one. That is safe, because a row the first attempt
-    committed makes the second insert nothing, and the notification is logged as a duplicate.
+    pre-ping, so a connection the server closed fails here. Such a connection is dropped with
+    the rest of the pool, and the INSERT is sent once more on a new connection. That is safe,
+    because a row the first attempt committed makes the second insert nothing, and the
+    notification is logged as a duplicate.
     """
     engine = notification_engine()
     sql, processors = _pipelined_insert_sql(engine.dialect)
     parameters = {name: processors[name](value) if processors.get(name) else value for name, value in values.items()}
     visible, writable = scope_settings(company_scope(company_id))
     for attempt in (1, 2):
-        connection = engine.raw_connection()
+        try:
+            connection = engine.raw_connection()
+        except psycopg.OperationalError as error:
+            # The pool's connect raises the driver's error unwrapped. Wrapped, it makes the endpoint reply 503.
+            raise sa.exc.OperationalError("connect", None, error) from error
         try:
             driver = connection.driver_connection
             with driver.pipeline(), driver.cursor() as cursor:
@@ -240,6 +247,9 @@ def _insert_pipelined(values, company_id):
             connection.invalidate(error)
             if attempt == 2 or not lost:
                 raise sa.exc.OperationalError(sql, parameters, error) from error
+            # A server restart ends every pooled connection, not only this one. A new pool
+            # makes the second attempt connect anew instead of taking another dead connection.
+            engine.dispose()
             logger.warning("Notification insert lost its database connection, sending it again: %s", error)
         finally:
             connection.close()
@@ -484,6 +494,7 @@ def _apply_row(row, receipts, batch):
     """Apply one stored row inside a savepoint and record its outcome on the row."""
     links = AppliedLinks(company_id=row.company_id)
     mark = receipts.mark()
+    event = None
     try:
         event = event_from_payload(row.payload)
         with db.session.begin_nested():
@@ -520,7 +531,62 @@ def _apply_row(row, receipts, batch):
         _schedule_retry(row, row.applied_at)
     else:
         row.retry_at = None
+    if result.outcome == "rejected" and event is not None:
+        owner_id = _other_company_of_order(row.company_id, event.out_trade_no)
+        if owner_id is not None:
+            _hand_to_group(row, owner_id, result.reason)
     return result
+
+
+def _other_company_of_order(company_id, out_trade_no):
+    """Return the id of another company that placed the order `out_trade_no`, or None."""
+    if not out_trade_no:
+        return None
+    with scoped(SYSTEM_SCOPE):
+        return db.session.scalar(
+            sa.select(OnlineOrder.company_id)
+            .where(OnlineOrder.out_trade_no == out_trade_no, OnlineOrder.company_id != company_id)
+            .limit(1)
+        )
+
+
+def _hand_to_group(row, owner_id, reason):
+    """Move the other company's identifiers of a rejected row to a group row that only headquarters reads.
+
+    The merchant's company keeps its row with the channel's transaction id and amount, which
+    are its merchant's, but without the order number and the stored event. The group row
+    has no company_id, which only the system and headquarters scopes read (row-level
+    security on PostgreSQL, and the company filter that every company view applies).
+    """
+    out_trade_no = row.out_trade_no
+    with scoped(SYSTEM_SCOPE):
+        codes = dict(db.session.execute(
+            sa.select(Company.id, Company.code).where(Company.id.in_([row.company_id, owner_id]))
+        ).all())
+        group_row = PaymentNotification(
+            company_id=None, channel=row.channel, notification_id=row.notification_id, event_type=row.event_type,
+            transaction_id=row.transaction_id, out_trade_no=out_trade_no, sub_mchid=row.sub_mchid,
+            amount=row.amount, outcome="rejected", body_sha256=row.body_sha256, received_at=row.received_at,
+            payload=row.payload, applied_at=row.applied_at,
+            reason=(
+                f"merchant {row.sub_mchid!r} of company {codes[row.company_id]} notified order {out_trade_no!r}"
+                f" of company {codes[owner_id]}: {reason}"
+            )[:255],
+        )
+        db.session.add(group_row)
+        db.session.flush()
+    logger.warning(
+        "%s notification %s of company %s names order %s of company %s; kept for headquarters as notification %s",
+        row.channel, row.id, codes[row.company_id], out_trade_no, codes[owner_id], group_row.id,
+    )
+    row.out_trade_no = None
+    row.payload = None
+    hidden = reason.replace(out_trade_no, OTHER_COMPANY_ORDER)
+    row.reason = f"{hidden} (an order of another company; headquarters has it as notification {group_row.id})"[:255]
+
+
+# Shown to a company in place of another company's order number.
+OTHER_COMPANY_ORDER = "<order of another company>"
 
 
 def _schedule_retry(row, now):

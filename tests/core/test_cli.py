@@ -86,3 +86,57 @@ def test_cli_company_commands_use_company_scope(app_ctx, monkeypatch):
     assert seen["import_ledger"] == bj
     assert seen["run_billing"] == bj
     assert seen["receivables_report"] == bj
+
+
+# Every `heat` command with a --company option, with the other arguments it needs to parse.
+COMPANY_COMMANDS = [
+    ["import-ledger", "--company", "{code}", str(LEDGERS / "BJ-shared.xlsx")],
+    ["bill", "--company", "{code}", "--season", "2025-2026"],
+    ["valve-history-rebuild", "--company", "{code}"],
+    ["receivables", "--company", "{code}", "--season", "2025-2026"],
+    ["calendar-import", "--company", "{code}", str(LEDGERS / "BJ-shared.xlsx")],
+    ["audit", "verify", "--company", "{code}"],
+    ["notifications", "failed", "--company", "{code}"],
+    ["outbox", "replay", "--since", "2026-01-01", "--company", "{code}"],
+    ["vouchers", "--date", "2026-01-05", "--company", "{code}"],
+    ["reconcile", "--date", "2026-01-05", "--company", "{code}"],
+]
+
+
+def test_company_option_rejects_empty_and_unknown(app_ctx):
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+
+    for command in COMPANY_COMMANDS:
+        for code, problem in (("", "Company code '' is empty"), ("  ", "Company code '  ' is empty"), ("XX", "Company XX not found")):
+            args = ["heat"] + [part.format(code=code) for part in command]
+            result = runner.invoke(args=args)
+            assert result.exit_code == 1, (args, result.output)
+            assert problem in result.stderr, (args, result.stderr)
+            assert "give one of the valid codes: BJ, " in result.stderr, (args, result.stderr)
+            assert "TJ" in result.stderr, (args, result.stderr)
+            assert result.stdout == "", (args, result.stdout)
+
+
+def test_notifications_failed_empty_company_lists_nothing(app_ctx):
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+
+    every = runner.invoke(args=["heat", "notifications", "failed"])
+    empty = runner.invoke(args=["heat", "notifications", "failed", "--company", ""])
+
+    assert every.exit_code == 0
+    assert every.stdout.strip().endswith("failed notifications")
+    assert empty.exit_code == 1
+    assert "failed notifications" not in empty.stdout
+
+
+def test_repeated_company_checks_each(app_ctx):
+    runner = app_ctx.test_cli_runner()
+    runner.invoke(args=["heat", "demo"])
+
+    result = runner.invoke(args=["heat", "valve-history-rebuild", "--company", "TJ", "--company", ""])
+
+    assert result.exit_code == 1
+    assert "Company code '' is empty" in result.stderr
+    assert result.stdout == ""

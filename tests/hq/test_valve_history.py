@@ -259,3 +259,50 @@ def test_import_rejects_unknown_valve_text(demo):
     assert "阀门状态无法识别" in result.errors[0].reason
     assert result.errors[0].value == "半开"
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ValveChange)) == 0
+
+
+def test_reimport_batches_valve_changes(demo):
+    company = demo["BJ"]
+    assert import_ledger(company, _ledger(["关栓"] * 20), "valves.xlsx").ok
+    accounts = {a.legacy_no: a for a in db.session.scalars(sa.select(Account).where(Account.company_id == company.id))}
+    # A change already recorded for tomorrow: the import's change of V-3 must end there.
+    tomorrow = datetime.now(LOCAL_TIME) + timedelta(days=1)
+    record_valve_change(accounts["V-3"], "sealed", tomorrow, "import", note="planned")
+    db.session.commit()
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "valve_change" in statement:
+            statements.append(statement)
+
+    # 15 valves opened, 3 left closed and 2 blank cells that keep what is stored.
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        result = import_ledger(company, _ledger(["开栓"] * 15 + ["关栓"] * 3 + [None] * 2), "valves-2.xlsx")
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert result.ok, result.errors
+
+    # One read of the neighbours, one UPDATE of the changes they end and one INSERT, however many valves changed.
+    assert len(statements) == 3, statements
+    history = {}
+    for change in db.session.scalars(sa.select(ValveChange).order_by(ValveChange.effective_at, ValveChange.id)):
+        history.setdefault(change.account_id, []).append(change)
+    for n in range(1, 16):
+        account_id = accounts[f"V-{n}"].id
+        states = [change.state for change in history[account_id]]
+        expected = ["closed", "open", "sealed"] if n == 3 else ["closed", "open"]
+        assert states == expected, (n, states)
+        closed, opened = history[account_id][:2]
+        assert closed.ended_at == opened.effective_at, n
+        assert opened.note == f"valves-2.xlsx 第 {n + 1} 行", n
+        assert opened.cause_type == "import", n
+        assert opened.community_id == closed.community_id, n
+    assert history[accounts["V-3"].id][1].ended_at == history[accounts["V-3"].id][2].effective_at
+    assert history[accounts["V-1"].id][1].ended_at is None
+    for n in range(16, 21):
+        changes = history[accounts[f"V-{n}"].id]
+        assert [(change.state, change.ended_at) for change in changes] == [("closed", None)], n
+    db.session.expire_all()
+    assert db.session.get(Account, accounts["V-1"].id).valve_state == "open"
+    assert db.session.get(Account, accounts["V-20"].id).valve_state == "closed"

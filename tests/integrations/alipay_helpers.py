@@ -18,3 +18,13 @@ def post_form(url, body):
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def paid_params(simulator, order, **changes):
+    """Mark an order paid inside the simulator without delivering; return its notification fields."""
+    stored = simulator.orders[(order.sub_mchid, order.out_trade_no)]
+    stored["status"] = "TRADE_SUCCESS"
+    stored["trade_no"] = stored["trade_no"] or "2026011022001" + order.out_trade_no[-15:]
+    params = simulator.notification_params(stored)
+    params.update(changes)
+    return params

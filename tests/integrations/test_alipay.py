@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from alipay_helpers import ISV_APP_ID, QD_APP_ID, QD_AUTH_TOKEN, TJ_APP_ID, post_form
+from alipay_helpers import ISV_APP_ID, QD_APP_ID, QD_AUTH_TOKEN, TJ_APP_ID, paid_params as _paid, post_form
 from app.billing.models import LedgerEntry
 from app.extensions import db
 from app.integrations import alipay
@@ -26,16 +26,6 @@ from wechatpay_helpers import accounts_of, wait_for
 
 pytestmark = pytest.mark.xdist_group("alipay")
 NOTIFY_PATH = "/payments/notify/alipay"
-
-
-def _paid(simulator, order, **changes):
-    """Mark an order paid inside the simulator without delivering; return its notification fields."""
-    stored = simulator.orders[(order.sub_mchid, order.out_trade_no)]
-    stored["status"] = "TRADE_SUCCESS"
-    stored["trade_no"] = stored["trade_no"] or "2026011022001" + order.out_trade_no[-15:]
-    params = simulator.notification_params(stored)
-    params.update(changes)
-    return params
 
 
 def _alipay_lines(account_id):

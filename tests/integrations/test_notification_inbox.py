@@ -206,9 +206,12 @@ def test_routes_tj_and_qd_by_merchant(wechat):
     assert [p.company_id for p in _payments(tj_transaction)] == [tj.id]
     assert [p.company_id for p in _payments(qd_transaction)] == [qd.id]
     assert _payments(crossed) == []
-    rejected = _rows(transaction_id=crossed)[0]
+    rejected, group = _rows(transaction_id=crossed)
     assert (rejected.company_id, rejected.outcome) == (tj.id, "rejected")
-    assert f"{qd_order.out_trade_no!r} not found" in rejected.reason
+    assert "'<order of another company>' not found" in rejected.reason
+    assert qd_order.out_trade_no not in rejected.reason
+    assert (group.company_id, group.outcome, group.out_trade_no) == (None, "rejected", qd_order.out_trade_no)
+    assert f"{qd_order.out_trade_no!r} not found" in group.reason
     assert db.session.get(OnlineOrder, qd_order.id).transaction_id == qd_transaction
 
 

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from app.extensions import db
 from app.network.models import Account
+from app.payments.inbox import notification_engine
 from app.payments.models import Payment, PaymentNotification
 from wechatpay_helpers import PLATFORM_SERIAL, accounts_of, order_notification
 
@@ -80,6 +81,12 @@ def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog)
     client = app.test_client()
     _, transaction_id, body, headers = order_notification(wechat["keys"], first)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    # Several idle pooled connections, as after concurrent notifications: all of them die below.
+    with app.app_context():
+        engine = notification_engine()
+    idle = [engine.raw_connection() for _ in range(3)]
+    for connection in idle:
+        connection.close()
 
     # The server ends every connection of the app role, as a PostgreSQL restart does.
     db.session.remove()
@@ -99,3 +106,29 @@ def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog)
     payments = _payments(transaction_id)
     assert len(payments) == 1
     assert payments[0].amount == order.amount
+
+
+def test_database_down_gets_503(wechat, app, backend, caplog):
+    if backend != "postgres":
+        pytest.skip("the pipelined INSERT on its own engine runs on PostgreSQL only")
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    # Nothing listens on port 1, so every connection of the notification engine is refused.
+    with app.app_context():
+        engine = notification_engine()
+    down = sa.create_engine(engine.url.set(port=1), connect_args={"connect_timeout": 2})
+    app.extensions["heatflow_notification_engine"] = down
+    try:
+        response = app.test_client().post(NOTIFY_PATH, data=body, headers=headers)
+    finally:
+        app.extensions["heatflow_notification_engine"] = engine
+        down.dispose()
+    assert response.status_code == 503
+    assert response.get_json() == {"code": "FAIL", "message": "database unavailable, nothing stored"}
+    assert response.headers["Retry-After"] == "5"
+    assert "Database connection failed on POST /payments/notify/wechat" in caplog.text
+    assert _payments(transaction_id) == []
+
+    # WeChat Pay sends it again once the database is back, and it is posted once.
+    assert app.test_client().post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    assert len(_payments(transaction_id)) == 1

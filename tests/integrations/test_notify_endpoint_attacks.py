@@ -1,6 +1,5 @@
 """Hostile requests to POST /payments/notify/wechat: odd headers, broken bodies, replays."""
 
-import socket
 import threading
 import time
 import urllib.parse
@@ -10,7 +9,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.payments.models import Payment, PaymentNotification
-from wechatpay_helpers import SUB_MCHIDS, accounts_of, order_notification, send
+from wechatpay_helpers import SUB_MCHIDS, accounts_of, order_notification, raw_request, send
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 NOTIFY_PATH = "/payments/notify/wechat"
@@ -27,22 +26,6 @@ def _logged(outcome=None):
     if outcome:
         query = query.filter_by(outcome=outcome)
     return db.session.scalars(query).all()
-
-
-def _raw_request(url, head, body=b"", shutdown=True, timeout=10):
-    """Send raw bytes to the live server and return the whole reply."""
-    parts = urllib.parse.urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
-        sock.sendall(head + body)
-        if shutdown:
-            sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_superscript_timestamp_rejected(wechat, app):
@@ -69,7 +52,7 @@ def test_short_body_gets_400(wechat, app, live_server_url, caplog):
         f"Content-Length: {len(body) + 50}\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
 
-    reply = _raw_request(live_server_url, head, body)
+    reply = raw_request(live_server_url, head, body)
     status_line, _, rest = reply.partition(b"\r\n")
     assert status_line.endswith(b"400 BAD REQUEST")
     assert rest.endswith(b'{"code": "FAIL", "message": "request body is shorter than its Content-Length"}')
@@ -148,3 +131,17 @@ def test_concurrent_duplicates_post_once(wechat, app):
     outcomes = sorted(row.outcome for row in _logged())
     assert outcomes == ["accepted"] + ["duplicate"] * (deliveries - 1)
     assert len(_payments(transaction_id)) == 1
+
+
+def test_oversize_body_gets_413(wechat, app, monkeypatch, caplog):
+    account = accounts_of(wechat["demo"]["TJ"], 1)[0]
+    _, transaction_id, body, headers = order_notification(wechat["keys"], account)
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 4096)
+    padded = body + b" " * 8192
+
+    response = app.test_client().post(NOTIFY_PATH, data=padded, headers=headers)
+    assert response.status_code == 413
+    assert response.get_json() == {"code": "FAIL", "message": "request body is too large"}
+    assert f"Content-Length {len(padded)} is over the limit" in caplog.text
+    assert _logged() == []
+    assert _payments(transaction_id) == []

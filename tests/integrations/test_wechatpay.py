@@ -123,9 +123,13 @@ def test_tj_payment_settles_under_tj(wechat):
     payment = db.session.scalar(sa.select(Payment).filter_by(account_id=account.id, channel="wechat"))
     assert payment.company_id == tj.id
     assert db.session.scalar(sa.select(sa.func.count(Payment.id)).filter_by(company_id=qd.id)) == qd_before
-    rejected = db.session.scalar(sa.select(PaymentNotification).filter_by(outcome="rejected"))
-    assert rejected.company_id == qd.id
+    rejected = db.session.scalar(sa.select(PaymentNotification).filter_by(outcome="rejected", company_id=qd.id))
     assert "not found" in rejected.reason
+    # QD's row does not show TJ's order number, and the group's row keeps it for headquarters.
+    assert order.out_trade_no not in rejected.reason
+    assert rejected.out_trade_no is None
+    group = db.session.scalar(sa.select(PaymentNotification).filter_by(outcome="rejected", company_id=None))
+    assert group.out_trade_no == order.out_trade_no
 
 
 def test_paid_twice_keeps_credit(wechat):

@@ -1,7 +1,12 @@
-"""Helpers of the WeChat Pay tests: constants, accounts that owe, sending and signing notifications."""
+"""Helpers of the WeChat Pay tests: constants, accounts that owe, sending and signing notifications.
+
+The Alipay tests use the channel-neutral ones too: accounts_of, wait_for and raw_request.
+"""
 
 import secrets
+import socket
 import time
+import urllib.parse
 import urllib.error
 import urllib.request
 
@@ -84,3 +89,19 @@ def paid_online_order(account, channel, simulator, merchant):
     simulator.pay(merchant, order.out_trade_no)
     assert wait_for(lambda: (db.session.expire_all() or db.session.get(OnlineOrder, order.id).status) == "paid")
     return db.session.get(OnlineOrder, order.id)
+
+
+def raw_request(url, head, body=b"", shutdown=True, timeout=10):
+    """Send raw bytes to the live server and return the whole reply."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        if shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
