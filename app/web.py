@@ -19,6 +19,14 @@ logger = logging.getLogger(__name__)
 ERROR_TITLES = {
     400: _l("请求无效"), 401: _l("未登录"), 403: _l("无权访问"), 404: _l("未找到"), 405: _l("不支持的操作"), 413: _l("文件过大"),
 }
+# Shown in place of Werkzeug's English default description when a view aborts without its own message.
+ERROR_MESSAGES = {
+    400: _l("请求无效，请返回上一页检查填写的内容后重试。"),
+    401: _l("请先登录后再访问此页面。"),
+    403: _l("您没有访问此页面的权限；如需开通，请联系本公司管理员。"),
+    404: _l("未找到您要访问的页面或记录；请检查地址是否正确，或从菜单重新进入。"),
+    405: _l("此页面不支持该操作；请从页面上的按钮提交，不要直接输入地址。"),
+}
 # Seconds a client is asked to wait after the database connection broke in the middle of a request.
 DATABASE_RETRY_AFTER_S = 5
 NO_COMPANIES = TenantScope(visible=frozenset(), writable=frozenset(), label="anonymous")
@@ -165,7 +173,10 @@ def register_web(app):
         if request.path.startswith("/api/"):
             return {"error_code": error.name.lower().replace(" ", "_"), "message": error.description, "status": error.code}, error.code
         title = f"{error.code} {ERROR_TITLES.get(error.code, error.name)}"
-        return render_template("error.html", title=title, message=error.description), error.code
+        message = error.description
+        if message == type(error).description and error.code in ERROR_MESSAGES:
+            message = ERROR_MESSAGES[error.code]
+        return render_template("error.html", title=title, message=message), error.code
 
     @app.errorhandler(OperationalError)
     def database_unavailable(error):

@@ -50,9 +50,10 @@ def _photos():
 
 def _result(outcome, done_message, back):
     message = _("该结果此前已提交，本次未重复登记。") if outcome.duplicate else done_message
+    # Flashed for the phone's script too: it follows `redirect`, and the list page then confirms the result.
+    flash(message, "success")
     if _wants_json():
         return jsonify(ok=True, duplicate=outcome.duplicate, message=message, redirect=url_for("fieldwork.index"))
-    flash(message, "success")
     return redirect(url_for("fieldwork.index"))
 
 

@@ -50,7 +50,9 @@ class Finding:
     name: str = ""
 
     def line(self):
-        label = f" 「{self.name}」" if self.name else ""
+        # A name wrapped onto several lines in the modeller keeps the report at one line per element.
+        name = " ".join(self.name.split())
+        label = f" 「{name}」" if name else ""
         return f"{self.element_id} <{self.tag}>{label}：{self.reason}"
 
 

@@ -50,6 +50,7 @@ FORM_LABELS = {
     "valve_open": NC_("task form", "开栓"),
     "survey": NC_("task form", "现场勘察"),
     "connect": NC_("task form", "接网开栓"),
+    "supplement": NC_("task form", "补充材料"),
 }
 ORIGIN_LABELS = {"draft": "草稿", "published": "已部署", "template": "集团模板", "bundled": "系统内置模板"}
 

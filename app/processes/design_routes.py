@@ -16,6 +16,7 @@ from flask import Blueprint, abort, jsonify, make_response, render_template, req
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
+from app.clock import format_local
 from app.extensions import db
 from app.i18n import join_items, translate_label
 from app.org.models import Company
@@ -162,7 +163,7 @@ def design_save_draft(process_type):
     except DesignError as error:
         return _failure(error)
     db.session.commit()
-    return jsonify({"ok": True, "message": _("草稿已保存（%(time)s UTC）。", time=draft.updated_at.strftime("%H:%M:%S"))})
+    return jsonify({"ok": True, "message": _("草稿已保存（%(time)s）。", time=format_local(draft.updated_at, "%H:%M:%S"))})
 
 
 @bp.route("/design/<process_type>/validate", methods=["POST"])

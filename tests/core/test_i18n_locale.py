@@ -42,6 +42,9 @@ def test_login_page_chinese_by_default(client):
     assert '<html lang="zh-CN">' in html
     assert "<h1>登录</h1>" in html
     assert "用户名" in html
+    # Each input sits in one label; a label inside another is invalid HTML.
+    assert "<label><label" not in html
+    assert html.count("<label") == 2
 
 
 def test_login_page_english_with_cookie(client):
@@ -148,6 +151,32 @@ def test_not_found_page_english(login):
     response = client.get("/no-such-page")
     assert response.status_code == 404
     assert "404 Not found" in response.get_data(as_text=True)
+    assert "Check the address, or open the page again from the menu." in response.get_data(as_text=True)
+
+
+def test_not_found_page_chinese_message(login):
+    client = login("tj_clerk")
+    html = client.get("/no-such-page").get_data(as_text=True)
+    assert "404 未找到" in html
+    assert "未找到您要访问的页面或记录" in html
+    # Werkzeug's English default description is not shown on a Chinese page.
+    assert "requested URL was not found" not in html
+
+
+def test_method_not_allowed_page_chinese(login):
+    client = login("tj_clerk")
+    response = client.get("/logout")
+    assert response.status_code == 405
+    html = response.get_data(as_text=True)
+    assert "此页面不支持该操作" in html
+    assert "method is not allowed" not in html
+
+
+def test_abort_message_of_view_kept(login):
+    client = login("tj_clerk")
+    response = client.get("/admin/companies")
+    assert response.status_code == 403
+    assert "只有集团管理员可以分配分公司功能。" in response.get_data(as_text=True)
 
 
 def test_import_errors_follow_language(login):

@@ -69,6 +69,8 @@ def test_json_resend_reports_duplicate(valve_task, login):
     again = _close(field, task.id, submission_id, headers=JSON)
 
     assert first.get_json() == {"ok": True, "duplicate": False, "message": "「关栓」已完成。", "redirect": "/field/"}
+    # The phone's script follows the redirect; the list page confirms the result there.
+    assert "「关栓」已完成。" in field.get("/field/").get_data(as_text=True)
     assert again.get_json()["duplicate"] is True
     assert again.get_json()["ok"] is True
 

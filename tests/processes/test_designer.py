@@ -4,6 +4,7 @@ import re
 
 import sqlalchemy as sa
 
+from app.clock import format_local
 from app.extensions import db
 from app.processes.deployment import BPMN_DIR, latest_model
 from app.processes.models import ProcessDraft, ProcessInstance, ProcessModel, ProcessTemplate
@@ -62,6 +63,14 @@ def test_open_shows_published_version(demo, login):
     assert "rebill_suspension" in {s["name"] for s in options["services"]}
     assert {"clerk", "company_approver", "finance", "field_staff", "group_approver"} == {lane["value"] for lane in options["lanes"]}
     assert "approval" in {f["value"] for f in options["forms"]}
+
+
+def test_every_task_form_option_named(demo, login):
+    forms = login("tj_admin").get(f"{DESIGN}/source").get_json()["options"]["forms"]
+    labels = {f["value"]: f["label"] for f in forms}
+    assert labels["supplement"] == "补充材料（supplement）"
+    for code, label in labels.items():
+        assert label != f"{code}（{code}）", f"form {code} has no name of its own"
 
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -156,6 +165,9 @@ def test_draft_is_kept_and_reopened(demo, login):
     assert source["origin"] == "draft"
     assert source["version"] == 1
     assert source["xml"] == broken
+    # The time is the company's local time, as on every other page.
+    draft = db.session.scalar(sa.select(ProcessDraft).filter_by(company_id=demo["TJ"].id, process_type="suspension"))
+    assert response.get_json()["message"] == f"草稿已保存（{format_local(draft.updated_at, '%H:%M:%S')}）。"
     # A draft is not deployed: new requests still use version 1.
     assert latest_model(demo["TJ"].id, "suspension").version == 1
 

@@ -87,3 +87,14 @@ def test_cli_exit_codes(app_ctx):
     assert "cannot be imported" in rejected.stderr
     assert "must be quoted" in rejected.stderr
     assert "Traceback" not in rejected.output + rejected.stderr
+
+
+def test_cli_one_line_per_element(app_ctx):
+    rejected = app_ctx.test_cli_runner().invoke(args=["heat", "bpmn-check", str(FIXTURES / "bpmn-miwg" / "C.1.0.bpmn")])
+
+    assert rejected.exit_code == 1
+    lines = rejected.stderr.splitlines()
+    assert lines[0].endswith("cannot be imported, 5 elements are not supported:")
+    # The service task's name has a line break in the file; the report keeps it on its element's line.
+    assert len(lines) == 6
+    assert any(line.startswith("  archiveInvoice <serviceTask> 「Archive Invoice」") for line in lines)
