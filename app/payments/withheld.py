@@ -41,8 +41,8 @@ WITHHELD_REASON = "order number kept for headquarters until the apply task confi
 
 def withheld_payload(payload):
     """Return the stored event without the order number, refund number and channel extras."""
-    kept = ("kind", "merchant_id", "channel_txn_id", "amount", "notification_id", "event_type", "occurred_at", "refund_status")
-    return {WITHHELD_KEY: True, **{name: payload.get(name) for name in kept}}
+    fields = ("kind", "merchant_id", "channel_txn_id", "amount", "notification_id", "event_type", "occurred_at", "refund_status")
+    return {WITHHELD_KEY: True, **{name: payload.get(name) for name in fields}}
 
 
 def is_withheld(row):
@@ -65,10 +65,10 @@ def _bind(name, column_type, dialect_name):
 
 
 def _ownership(dialect_name):
-    """SQL that is true when the company holds the notification's order and, for a refund, the refund.
+    """Return SQL that is true when the company has the notification's order and, for a refund, the refund.
 
     Row-level security lets the endpoint's scope read only the company's own rows, so
-    another company's order is never read here; the apply task looks for it.
+    another company's order is never read here. The apply task looks for it.
     """
     text = "VARCHAR" if dialect_name == "postgresql" else None
     company = _bind("company_id", "INTEGER", dialect_name)
@@ -82,7 +82,7 @@ def _ownership(dialect_name):
 
 
 def _select_list(dialect, names, copy):
-    """The SELECT list of the company's row, or of the withheld copy when `copy` is true."""
+    """Return the SELECT list of the company's row, or of the withheld copy when `copy` is true."""
     table = PaymentNotification.__table__
     dialect_name = dialect.name
     expressions = []
@@ -114,7 +114,7 @@ def column_names():
 
 
 def postgresql_insert_sql(dialect):
-    """One statement that stores the company's row and, when the order is not the company's, the withheld copy.
+    """Return one statement that stores the company's row and, when the order is not the company's, the withheld copy.
 
     Returns one row with the company's row id, or none when the delivery key is stored. The
     copy is inserted only together with a new company row, so a resend adds no second copy.
@@ -135,7 +135,7 @@ def postgresql_insert_sql(dialect):
 
 
 def sqlite_insert_sql(dialect):
-    """The company's row and the withheld copy as two statements, which the caller runs in one transaction.
+    """Return the company's row INSERT and the withheld copy INSERT, which the caller runs in one transaction.
 
     The first returns the new row's id and its out_trade_no, which is NULL when the order
     was not found in the company. SQLite needs the `WHERE true` to read ON CONFLICT as the
@@ -183,7 +183,7 @@ def restore(row, copies):
 
 
 def other_company_of(company_id, event):
-    """Return the id of another company that holds the event's order or refund, or None."""
+    """Return the id of another company that has the event's order or refund, or None."""
     with scoped(SYSTEM_SCOPE):
         owner_id = None
         if event.kind == "refund" and event.out_refund_no:

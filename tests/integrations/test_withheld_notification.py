@@ -98,3 +98,42 @@ def test_unknown_order_restored_for_company(wechat):
     assert row.out_trade_no == out_trade_no
     assert f"order {out_trade_no!r} not found" in row.reason
     assert db.session.scalars(sa.select(PaymentNotification).filter_by(company_id=None)).all() == []
+
+
+def test_other_company_refund_rejected(wechat, backend):
+    from app.payments.refunds import request_refund
+    from tools.wechatpay_simulator import build_notification
+    from wechatpay_helpers import PLATFORM_SERIAL, paid_online_order
+
+    tj, qd = wechat["demo"]["TJ"], wechat["demo"]["QD"]
+    order = paid_online_order(accounts_of(tj, 1)[0], "wechat", wechat["simulator"], SUB_MCHIDS["TJ"])
+    cashier = db.session.scalar(sa.select(User).filter_by(username="tj_cashier"))
+    refund = request_refund(order.payment_id, "1.00", "面积核减", cashier)
+    out_trade_no, out_refund_no = order.out_trade_no, refund.out_refund_no
+    # Validly signed, for QD's sub-merchant, naming TJ's order and refund.
+    resource = {
+        "sp_mchid": SP_MCHID, "sub_mchid": SUB_MCHIDS["QD"], "out_trade_no": out_trade_no,
+        "transaction_id": "42000" + secrets.token_hex(10), "out_refund_no": out_refund_no,
+        "refund_id": "50000" + secrets.token_hex(10), "refund_status": "SUCCESS",
+        "success_time": "2026-01-10T10:00:00+08:00", "user_received_account": "支付用户零钱",
+        "amount": {"total": 100, "refund": 100, "payer_total": 100, "payer_refund": 100, "currency": "CNY"},
+    }
+    keys = wechat["keys"]
+    body, headers = build_notification(resource, keys["platform"], PLATFORM_SERIAL, keys["apiv3"], event_type="REFUND.SUCCESS")
+    assert receive_notification("wechat", headers, body)[0].outcome == "pending"
+    apply_pending(qd.id)
+
+    filtered, unfiltered = _qd_rows(qd)
+    assert [row.outcome for row in filtered] == ["rejected"]
+    assert filtered[0].reason.startswith("refund '<refund of another company>' of order '<order of another company>' not found")
+    for row in filtered + (unfiltered if backend == "postgres" else []):
+        assert out_trade_no not in _row_text(row)
+        assert out_refund_no not in _row_text(row)
+    group = db.session.scalar(
+        sa.select(PaymentNotification).filter_by(company_id=None, transaction_id=resource["transaction_id"])
+    )
+    assert group.outcome == "rejected"
+    assert group.payload["out_refund_no"] == out_refund_no
+    assert group.reason.startswith(
+        f"merchant '{SUB_MCHIDS['QD']}' of company QD notified refund '{out_refund_no}' of order '{out_trade_no}' of company TJ"
+    )
