@@ -15,6 +15,7 @@ ran (broker down, worker stopped) are applied by the beat sweep `payments.sweep_
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -31,15 +32,15 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.locking import lock_row
 from app.integrations.channel import ChannelError, ChannelEvent, NotificationRejected, NotificationReply
-from app.payments import channels
-from app.payments.models import AlipayApp, OnlineOrder, PaymentNotification, WechatMerchant, utcnow
+from app.payments import channels, withheld
+from app.payments.models import AlipayApp, OnlineOrder, PaymentNotification, Refund, WechatMerchant, utcnow
 from app.payments.online import (
     NotificationResult, _fill_log, apply_event, check_event, merchant_records, payment_for_transaction, route_event,
     store_notification_log,
 )
 from app.org.models import Company
 from app.payments.services import ReceiptNumberBlock, allocation_rule
-from app.rls import SET_SETTINGS_SQL, VISIBLE_SETTING, WRITABLE_SETTING, scope_settings
+from app.rls import ALL_COMPANIES, SET_SETTINGS_SQL, VISIBLE_SETTING, WRITABLE_SETTING, scope_settings
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
 
 logger = logging.getLogger(__name__)
@@ -162,56 +163,90 @@ def delivery_key(event):
 
 
 def _store_event(channel_code, event, log):
-    """Insert the verified event as a pending row and commit; a stored delivery key logs a duplicate."""
+    """Insert the verified event as a pending row and commit; a stored delivery key logs a duplicate.
+
+    The INSERT itself checks that the order (and refund) is the company's. When it is not,
+    the company's row gets no order number and the full event goes to a withheld copy
+    without a company (see app/payments/withheld.py), so the company never reads another
+    company's numbers, not even while the row is pending.
+    """
     key = delivery_key(event)
+    payload = event_payload(event)
     values = {
         "company_id": log.company_id, "channel": channel_code, "notification_id": log.notification_id,
         "event_type": log.event_type, "transaction_id": log.transaction_id, "out_trade_no": log.out_trade_no,
         "sub_mchid": log.sub_mchid, "amount": log.amount, "outcome": "pending", "reason": "",
         "body_sha256": log.body_sha256, "received_at": log.received_at, "delivery_key": key,
-        "payload": event_payload(event),
+        "payload": payload,
     }
     values.update({name: None for name in ("online_order_id", "payment_id", "applied_at", "retry_at", "requeued_at", "requeue_reason")})
     values["attempts"] = 0
-    # TODO: a pending row may name another company's order, and the merchant's company can read
-    # it until the apply task moves that order number to a group row.
+    values.update({
+        "out_refund_no": event.out_refund_no or None, "withheld_payload": withheld.withheld_payload(payload),
+        "withheld_reason": withheld.WITHHELD_REASON, "copy_reason": withheld.copy_reason(log.company_id),
+    })
     with scoped(company_scope(log.company_id)):
         if db.session.get_bind().dialect.name == "postgresql":
             stored_id = _insert_pipelined(values, log.company_id)
         else:
-            stored_id = db.session.execute(_insert_statement(), values).scalar()
-            if stored_id is None:
-                db.session.rollback()
-            else:
-                db.session.commit()
+            stored_id = _insert_sqlite(values)
     if stored_id is not None:
         return Receipt(True, "pending", f"stored as notification {stored_id}", log.company_id)
     reason = f"notification {event.notification_id or key} was already received"
     log.outcome, log.reason = "duplicate", reason[:255]
+    if not _company_holds(log.company_id, event):
+        log.out_trade_no = None
     store_notification_log(log)
     return Receipt(True, "duplicate", reason, log.company_id)
 
 
-def _insert_statement():
+def _company_holds(company_id, event):
+    """Return whether the company has the event's order and, for a refund, its refund; read in the company's scope."""
+    order = db.session.scalar(sa.select(OnlineOrder.id).filter_by(company_id=company_id, out_trade_no=event.out_trade_no))
+    if order is None:
+        return False
+    if event.kind != "refund" or not event.out_refund_no:
+        return True
+    return db.session.scalar(sa.select(Refund.id).filter_by(company_id=company_id, out_refund_no=event.out_refund_no)) is not None
+
+
+def _insert_sqlite(values):
+    """Insert the company's row and, when its order was not found there, the withheld copy, in one transaction."""
+    company_row, copy_row = _sqlite_statements()
+    stored = db.session.execute(company_row, values).first()
+    if stored is None:
+        db.session.rollback()
+        return None
+    if stored.out_trade_no is None:
+        db.session.execute(copy_row, values)
+    db.session.commit()
+    return stored.id
+
+
+def _typed_text(sql, names):
+    table = PaymentNotification.__table__
+    types = {name: table.columns[name].type for name in names}
+    types["withheld_payload"] = table.columns["payload"].type
+    used = [name for name in types if re.search(rf":{name}\b", sql)]
+    return sa.text(sql).bindparams(*(sa.bindparam(name, type_=types[name]) for name in used))
+
+
+def _sqlite_statements():
     # Written as text because SQLAlchemy 2.0 gives the dialects' INSERT ... ON CONFLICT
     # constructs no cache key, so they compiled anew for every notification, which took
-    # about half of the endpoint's CPU time. PostgreSQL and SQLite 3.35+ accept this form.
-    global _INSERT_STATEMENT
-    if _INSERT_STATEMENT is None:
-        table = PaymentNotification.__table__
-        names = [column.name for column in table.columns if column.name != "id"]
-        _INSERT_STATEMENT = (
-            sa.text(
-                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(':' + name for name in names)})"
-                " ON CONFLICT (company_id, channel, delivery_key) DO NOTHING RETURNING id"
-            )
-            .bindparams(*(sa.bindparam(name, type_=table.columns[name].type) for name in names))
-            .columns(id=sa.Integer)
+    # about half of the endpoint's CPU time. Needs SQLite 3.35+ for RETURNING.
+    global _SQLITE_STATEMENTS
+    if _SQLITE_STATEMENTS is None:
+        names = withheld.column_names()
+        company_row, copy_row = withheld.sqlite_insert_sql(db.session.get_bind().dialect)
+        _SQLITE_STATEMENTS = (
+            _typed_text(company_row, names).columns(id=sa.Integer, out_trade_no=sa.String),
+            _typed_text(copy_row, names),
         )
-    return _INSERT_STATEMENT
+    return _SQLITE_STATEMENTS
 
 
-_INSERT_STATEMENT = None
+_SQLITE_STATEMENTS = None
 
 
 def _insert_pipelined(values, company_id):
@@ -227,7 +262,10 @@ def _insert_pipelined(values, company_id):
     engine = notification_engine()
     sql, processors = _pipelined_insert_sql(engine.dialect)
     parameters = {name: processors[name](value) if processors.get(name) else value for name, value in values.items()}
-    visible, writable = scope_settings(company_scope(company_id))
+    visible, _ = scope_settings(company_scope(company_id))
+    # The withheld copy has no company, which row-level security lets only `*` write. The
+    # statement's text writes no company but this one and NULL, and it reads in the company's scope.
+    writable = ALL_COMPANIES
     for attempt in (1, 2):
         try:
             connection = engine.raw_connection()
@@ -257,12 +295,15 @@ def _insert_pipelined(values, company_id):
 
 
 def _pipelined_insert_sql(dialect):
-    """Return the INSERT as psycopg SQL and the bind processor of each column, compiled once."""
+    """Return the INSERT as psycopg SQL and the bind processor of each parameter, compiled once."""
     global _PIPELINED_INSERT
     if _PIPELINED_INSERT is None:
         table = PaymentNotification.__table__
-        compiled = _insert_statement().compile(dialect=dialect)
+        names = withheld.column_names()
+        statement = _typed_text(withheld.postgresql_insert_sql(dialect), names).columns(id=sa.Integer)
+        compiled = statement.compile(dialect=dialect)
         processors = {column.name: column.type.bind_processor(dialect) for column in table.columns}
+        processors["withheld_payload"] = processors["payload"]
         _PIPELINED_INSERT = (str(compiled), processors)
     return _PIPELINED_INSERT
 
@@ -492,6 +533,10 @@ class AppliedRow:
 
 def _apply_row(row, receipts, batch):
     """Apply one stored row inside a savepoint and record its outcome on the row."""
+    if withheld.is_withheld(row):
+        result = _confirm_withheld(row)
+        if result is not None:
+            return result
     links = AppliedLinks(company_id=row.company_id)
     mark = receipts.mark()
     event = None
@@ -531,62 +576,44 @@ def _apply_row(row, receipts, batch):
         _schedule_retry(row, row.applied_at)
     else:
         row.retry_at = None
-    if result.outcome == "rejected" and event is not None:
-        owner_id = _other_company_of_order(row.company_id, event.out_trade_no)
+    # Rows stored before the endpoint withheld other companies' numbers, and an order or
+    # refund that another company created after the endpoint stored the row, end here.
+    if result.outcome in ("rejected", "held") and event is not None:
+        owner_id = withheld.other_company_of(row.company_id, event)
         if owner_id is not None:
-            _hand_to_group(row, owner_id, result.reason)
+            reason = withheld.hand_to_group(row, event, owner_id)
+            row.outcome = "rejected"
+            result = NotificationResult(False, "rejected", reason)
     return result
 
 
-def _other_company_of_order(company_id, out_trade_no):
-    """Return the id of another company that placed the order `out_trade_no`, or None."""
-    if not out_trade_no:
-        return None
-    with scoped(SYSTEM_SCOPE):
-        return db.session.scalar(
-            sa.select(OnlineOrder.company_id)
-            .where(OnlineOrder.out_trade_no == out_trade_no, OnlineOrder.company_id != company_id)
-            .limit(1)
-        )
+def _confirm_withheld(row):
+    """Reject a withheld row whose order or refund another company holds; otherwise put its numbers back.
 
-
-def _hand_to_group(row, owner_id, reason):
-    """Move the other company's identifiers of a rejected row to a group row that only headquarters reads.
-
-    The merchant's company keeps its row with the channel's transaction id and amount, which
-    are its merchant's, but without the order number and the stored event. The group row
-    has no company_id, which only the system and headquarters scopes read (row-level
-    security on PostgreSQL, and the company filter that every company view applies).
+    Returns the NotificationResult of a rejected row, or None when the row is to be applied
+    as usual.
     """
-    out_trade_no = row.out_trade_no
+    copies = withheld.withheld_copies(row)
+    if not copies:
+        row.outcome = "failed"
+        row.reason = "the withheld copy of this notification was not found; headquarters has to check it"
+        row.applied_at = utcnow()
+        row.retry_at = None
+        logger.error("%s notification %s of company %s has no withheld copy", row.channel, row.id, row.company_id)
+        return NotificationResult(False, "failed", row.reason)
+    event = event_from_payload(copies[0].payload)
+    owner_id = withheld.other_company_of(row.company_id, event)
+    if owner_id is None:
+        withheld.restore(row, copies)
+        return None
+    row.outcome = "rejected"
+    row.applied_at = utcnow()
+    row.retry_at = None
     with scoped(SYSTEM_SCOPE):
-        codes = dict(db.session.execute(
-            sa.select(Company.id, Company.code).where(Company.id.in_([row.company_id, owner_id]))
-        ).all())
-        group_row = PaymentNotification(
-            company_id=None, channel=row.channel, notification_id=row.notification_id, event_type=row.event_type,
-            transaction_id=row.transaction_id, out_trade_no=out_trade_no, sub_mchid=row.sub_mchid,
-            amount=row.amount, outcome="rejected", body_sha256=row.body_sha256, received_at=row.received_at,
-            payload=row.payload, applied_at=row.applied_at,
-            reason=(
-                f"merchant {row.sub_mchid!r} of company {codes[row.company_id]} notified order {out_trade_no!r}"
-                f" of company {codes[owner_id]}: {reason}"
-            )[:255],
-        )
-        db.session.add(group_row)
-        db.session.flush()
-    logger.warning(
-        "%s notification %s of company %s names order %s of company %s; kept for headquarters as notification %s",
-        row.channel, row.id, codes[row.company_id], out_trade_no, codes[owner_id], group_row.id,
-    )
-    row.out_trade_no = None
-    row.payload = None
-    hidden = reason.replace(out_trade_no, OTHER_COMPANY_ORDER)
-    row.reason = f"{hidden} (an order of another company; headquarters has it as notification {group_row.id})"[:255]
-
-
-# Shown to a company in place of another company's order number.
-OTHER_COMPANY_ORDER = "<order of another company>"
+        for extra in copies[1:]:
+            db.session.delete(extra)
+    reason = withheld.hand_to_group(row, event, owner_id, copy=copies[0])
+    return NotificationResult(False, "rejected", reason)
 
 
 def _schedule_retry(row, now):

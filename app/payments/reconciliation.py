@@ -144,6 +144,8 @@ def compare(ours, theirs):
     for line in theirs:
         key = (line.kind, line.channel_txn_id)
         their_map[key] = their_map.get(key, ZERO) + line.amount
+    # TODO: a statement line may name another company's order. The item then shows that order
+    # number to this company, and headquarters has no copy of its own.
     their_trade_no = {(line.kind, line.channel_txn_id): line.out_trade_no for line in theirs}
     matched, differences = 0, []
     for key in sorted(set(our_map) | set(their_map)):
