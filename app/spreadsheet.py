@@ -47,7 +47,7 @@ PROBLEM_REASONS = {
     "error": N_("单元格 %(cell)s 的公式结果是错误值 %(error)s；请改正公式，或换成数值后重新上传"),
     "merged": N_("单元格 %(cell)s 在合并单元格 %(range)s 中，合并后只有左上角的 %(anchor)s 有值，这里读出来是空的；"
                  "请取消合并，在每一行填上该值后重新上传"),
-    "percent": N_("单元格 %(cell)s 设成了百分比格式（显示为 %(shown)s，实际值是 %(value)s）；这一列不接受百分数，"
+    "percent": N_("单元格 %(cell)s 设成了百分比格式（显示为 %(shown)s，实际值是 %(stored)s）；这一列不接受百分数，"
                   "请把单元格格式改为“常规”或“数值”并填写实际数值"),
 }
 
@@ -239,7 +239,7 @@ def _row_values(cells, problems):
             value = None
         elif cell.get("percent"):
             shown = f"{format((Decimal(value) * 100).normalize(), 'f')}%"
-            problems[(row_number, column - 1)] = CellProblem("percent", reference, shown, {"shown": shown, "value": str(value)})
+            problems[(row_number, column - 1)] = CellProblem("percent", reference, shown, {"shown": shown, "stored": str(value)})
         values[column - 1] = value
     return tuple(values)
 
