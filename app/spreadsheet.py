@@ -51,8 +51,8 @@ PROBLEM_REASONS = {
                   "请把单元格格式改为“常规”或“数值”并填写实际数值"),
 }
 
-# Reasons parse_number and parse_date give for a value they reject. NOT_A_NUMBER and
-# NOT_A_DATE are None, so that each importer uses its own message for the field.
+# Reasons parse_number and parse_date give for a value they reject. A value that is simply
+# not a number or not a date gets the reason None, and each importer gives its own message.
 PERCENT_TEXT = N_("是百分数；这一列不接受百分数，请填写实际数值")
 DATE_NOT_NUMBER = N_("是日期，不是数字；请把单元格格式改为“常规”或“数值”后填写数字")
 BAD_GROUPING = N_("千位分隔符的位置不对（应每三位一个逗号，如 1,234.50）；小数点只能用“.”，请改正后重新上传")
@@ -332,7 +332,7 @@ _GROUPED_NUMBER = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
 def parse_number(value, suffixes=()):
     """Read a number cell as Decimal, or None for a blank cell; raise CellValueError for anything else.
 
-    Numbers from the file are exact (see excel_number). Text is read after NFKC, so
+    Numbers from read_sheet are used as they are (see excel_number). Text is read after NFKC, so
     full-width digits, ，and ．count as plain ones. It may carry a sign, a comma between
     every three digits before the point (1,234.50), accounting brackets for a negative
     amount ((1,234.50) is -1234.50) and one of `suffixes` (a unit) at its end. Percentages,
