@@ -10,7 +10,7 @@ settlement line in one transaction.
 
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
@@ -23,7 +23,19 @@ from app.extensions import db
 from app.i18n import join_items
 from app.network.models import Account
 from app.tariffs.services import charge_area, tariff_in_force
-from app.uploads import find_header_row, iter_sheet_rows, open_xlsx
+from app.spreadsheet import (
+    CellValueError,
+    character_names,
+    cell_text,
+    find_header_row,
+    first_visible_sheet,
+    has_more_places,
+    is_invisible,
+    parse_number,
+    read_sheet,
+    visible_text,
+)
+from app.uploads import open_xlsx
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +49,8 @@ HEADER_LABELS = {"account": "用户编号", "start_reading": "起始读数", "en
 HEADER_SEARCH_ROWS = 10
 # Default of METER_READINGS_MAX_ROWS: data rows per file.
 MAX_ROWS = 100_000
-READING_PLACES = Decimal("0.001")
+# Decimal places of a reading in GJ.
+READING_PLACES = 3
 # Plausible season consumption per m² of charge area, in GJ. Typical northern-China
 # dwellings use about 0.3 to 0.6 GJ/m² a season, so anything above 2 is a misread meter.
 MAX_GJ_PER_M2 = Decimal("2")
@@ -56,6 +69,10 @@ class RowError:
     value: str
     message: str
 
+    def __post_init__(self):
+        # Invisible characters are shown as [U+XXXX], so that the value in an error is not mistaken for a valid one.
+        object.__setattr__(self, "value", visible_text(self.value))
+
     def __str__(self):
         return _("第 %(row)s 行「%(column)s」值「%(value)s」：%(message)s", row=self.excel_row, column=self.column, value=self.value,
                  message=self.message)
@@ -71,10 +88,6 @@ class MeterImportResult:
     settled_total: Decimal = Decimal("0.00")
 
 
-def _cell_text(value):
-    return "" if value is None else str(value).strip()
-
-
 def _find_header(rows):
     found = find_header_row(rows, HEADERS, HEADER_SEARCH_ROWS)
     if found is not None:
@@ -85,48 +98,60 @@ def _find_header(rows):
     raise MeterImportError(_("前 %(rows)s 行中没有找到表头；请在表头中包含：%(expected)s。", rows=HEADER_SEARCH_ROWS, expected=expected))
 
 
-def _reading(text):
-    """Return a Decimal reading, or an error message."""
+def _reading(value):
+    """Return (Decimal reading, None), (None, None) for a blank cell, or (None, error message)."""
     try:
-        value = Decimal(text.replace(",", ""))
-    except InvalidOperation:
+        reading = parse_number(value)
+    except CellValueError as error:
+        if error.reason_id:
+            return None, _(error.reason_id, **error.params)
         return None, _("不是数字；请填写如 1234.567 的吉焦读数")
-    if not value.is_finite() or value < 0:
+    if reading is None:
+        return None, None
+    if reading < 0:
         return None, _("读数须为不小于 0 的数字")
-    if value != value.quantize(READING_PLACES):
+    if has_more_places(reading, READING_PLACES):
         return None, _("读数超过三位小数；请精确到 0.001 吉焦")
-    return value, None
+    return reading, None
+
+
+def _shown(value):
+    """Return a cell value as an error repeats it."""
+    return cell_text(value) or ""
 
 
 def read_rows(content, max_rows=None):
-    """Return [(excel row, {key: text})] of a readings workbook's first sheet.
+    """Return [(excel row, {key: cell value}, {key: CellProblem})] of a readings workbook's first visible sheet.
 
     A sheet with more than `max_rows` data rows (METER_READINGS_MAX_ROWS by default) is
-    rejected whole rather than cut, so no reading is silently left out.
+    rejected whole rather than cut, so no reading is silently left out. Hidden sheets are
+    not read, because the sender does not see them as the first sheet.
     """
     if max_rows is None:
         max_rows = current_app.config.get("METER_READINGS_MAX_ROWS", MAX_ROWS) if has_app_context() else MAX_ROWS
     workbook = open_xlsx(content, MeterImportError)
     try:
-        if not workbook.worksheets:
-            raise MeterImportError(_("工作簿中没有工作表；请在第一个工作表中填写读数后重新上传。"))
-        sheet = workbook.worksheets[0]
-        rows = list(iter_sheet_rows(sheet, max_rows, MeterImportError, header_rows=HEADER_SEARCH_ROWS))
+        sheet = first_visible_sheet(workbook)
+        if sheet is None:
+            raise MeterImportError(_("工作簿中没有可见的工作表；请在第一个工作表中填写读数后重新上传。"))
+        data = read_sheet(sheet, max_rows, MeterImportError, header_rows=HEADER_SEARCH_ROWS)
     finally:
         workbook.close()
-    header_index, columns = _find_header(rows)
+    header_index, columns = _find_header(data.rows)
     result = []
-    for offset, row in enumerate(rows[header_index + 1:], start=header_index + 2):
-        values = {key: _cell_text(row[position]) if position < len(row) else "" for key, position in columns.items()}
-        if not any(values.values()):
+    for excel_row in range(header_index + 2, len(data.rows) + 1):
+        row = data.rows[excel_row - 1]
+        values = {key: row[position] if position < len(row) else None for key, position in columns.items()}
+        problems = data.row_problems(excel_row, columns)
+        if not problems and not any(cell_text(value) for value in values.values()):
             continue
-        result.append((offset, values))
+        result.append((excel_row, values, problems))
     return result
 
 
 def _validate(company_id, season, rows, max_gj_per_m2):
     """Check every row; return ([(excel row, account, start, end, heat)], [RowError])."""
-    numbers = {values["account"] for _, values in rows if values["account"]}
+    numbers = {cell_text(values["account"]) for _, values, _problems in rows} - {None}
     accounts = {}
     if numbers:
         for account in db.session.scalars(
@@ -142,11 +167,22 @@ def _validate(company_id, season, rows, max_gj_per_m2):
     errors = []
     valid = []
     seen = {}
-    for excel_row, values in rows:
+    for excel_row, values, problems in rows:
         row_errors = []
-        number = values["account"]
-        account = accounts.get(number)
-        if not number:
+        for key, problem in problems.items():
+            reason_id, params = problem.reason()
+            row_errors.append(RowError(excel_row, HEADER_LABELS[key], problem.shown, _(reason_id, **params)))
+        number = cell_text(values["account"]) or ""
+        invisible = [c for c in number if is_invisible(c)]
+        account = None if "account" in problems or invisible else accounts.get(number)
+        if "account" in problems:
+            pass  # The problem's error above replaces the checks of the number.
+        elif invisible:
+            row_errors.append(RowError(excel_row, "用户编号", number, _(
+                "含有看不见的字符：%(characters)s（值中标为 [U+…]）；请清空单元格后重新输入编号（不要粘贴）",
+                characters=character_names(invisible),
+            )))
+        elif not number:
             row_errors.append(RowError(excel_row, "用户编号", "", _("用户编号为空；请填写 15 位用户编号或原户号")))
         elif account is None:
             row_errors.append(RowError(excel_row, "用户编号", number, _("本公司没有该用户；请核对编号")))
@@ -156,19 +192,19 @@ def _validate(company_id, season, rows, max_gj_per_m2):
             row_errors.append(RowError(excel_row, "用户编号", number, _("与第 %(row)s 行重复；每户只保留一行", row=seen[account.id])))
         readings = {}
         for key in ("start_reading", "end_reading"):
-            text = values[key]
-            if not text:
-                row_errors.append(RowError(excel_row, HEADER_LABELS[key], "", _("读数为空；请填写抄表读数")))
+            if key in problems:
                 continue
-            value, message = _reading(text)
+            value, message = _reading(values[key])
             if message:
-                row_errors.append(RowError(excel_row, HEADER_LABELS[key], text, message))
+                row_errors.append(RowError(excel_row, HEADER_LABELS[key], _shown(values[key]), message))
+            elif value is None:
+                row_errors.append(RowError(excel_row, HEADER_LABELS[key], "", _("读数为空；请填写抄表读数")))
             else:
                 readings[key] = value
         if len(readings) == 2 and readings["end_reading"] < readings["start_reading"]:
             row_errors.append(RowError(
-                excel_row, "结束读数", values["end_reading"],
-                _("小于起始读数 %(start)s（读数倒走）；请复核表计或换表记录", start=values["start_reading"]),
+                excel_row, "结束读数", _shown(values["end_reading"]),
+                _("小于起始读数 %(start)s（读数倒走）；请复核表计或换表记录", start=_shown(values["start_reading"])),
             ))
         if not row_errors and account is not None:
             heat = readings["end_reading"] - readings["start_reading"]
@@ -177,7 +213,7 @@ def _validate(company_id, season, rows, max_gj_per_m2):
             limit = area * max_gj_per_m2
             if heat > limit:
                 row_errors.append(RowError(
-                    excel_row, "结束读数", values["end_reading"],
+                    excel_row, "结束读数", _shown(values["end_reading"]),
                     _(
                         "用热 %(heat)s 吉焦超出合理范围（收费面积 %(area)s㎡ × %(max)s 吉焦/㎡ = %(limit)s）；请复核读数",
                         heat=heat, area=format(area.normalize(), "f"), max=max_gj_per_m2, limit=format(limit.normalize(), "f"),

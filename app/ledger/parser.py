@@ -6,14 +6,25 @@ in the file, so that the sender can find each cell.
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from flask_babel import gettext
 
 from app.i18n import M_, N_, stored_message
-from app.uploads import iter_sheet_rows, open_xlsx, uncomputed_formulas
+from app.spreadsheet import (
+    CellValueError,
+    cell_text,
+    character_names,
+    has_more_places,
+    hidden_sheet_message,
+    is_hidden,
+    is_invisible,
+    parse_number,
+    read_sheet,
+    visible_text,
+)
+from app.uploads import open_xlsx
 
 # Canonical field -> header texts seen in ledgers (compared after normalise_header).
 HEADER_SYNONYMS = {
@@ -85,42 +96,14 @@ SHOWN_VALUE_CHARS = 100
 # names find their community, station and heat source. An invisible character in them would
 # make a value that looks like a stored one into a different value.
 MATCHED_TEXT_FIELDS = ("legacy_no", "community", "station", "heat_source")
-# Hangul fillers (category Lo) that fonts draw as nothing.
-HANGUL_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
-# Decimal places a stored area may have; Excel's binary floats are read to 15 significant digits first.
+# Decimal places a stored area may have; numbers are read to Excel's 15 significant digits first (app/spreadsheet.py).
 AREA_PLACES = 4
 # Plausibility limits that also keep quantize() within Decimal's 28-digit precision: an
 # area in m² (a large commercial building, not a typo in the unit) and an amount in yuan.
 MAX_AREA = Decimal("1000000")
+# Decimal places of an amount in yuan: amounts are stored in fen (app/money.py).
+MONEY_PLACES = 2
 MAX_PRIOR_ARREARS = Decimal("100000000")
-
-
-def is_invisible(character):
-    """Return whether a spreadsheet shows `character` as nothing or as a plain space.
-
-    These are control and format characters (U+200B zero-width space, U+FEFF byte-order mark,
-    U+200E direction mark …), line and paragraph separators, every space other than U+0020
-    (U+00A0 no-break space, U+3000 full-width space …) and the Hangul fillers.
-    """
-    category = unicodedata.category(character)
-    if category in ("Cc", "Cf", "Zl", "Zp"):
-        return True
-    return (category == "Zs" and character != " ") or character in HANGUL_FILLERS
-
-
-def visible_text(text):
-    """Return `text` with each invisible character written as [U+XXXX], so that an error shows it."""
-    if not any(map(is_invisible, text)):
-        return text
-    return "".join(f"[U+{ord(c):04X}]" if is_invisible(c) else c for c in text)
-
-
-def _character_names(characters):
-    """Name each distinct character once, in order, e.g. 'U+200B ZERO WIDTH SPACE'."""
-    names = []
-    for character in dict.fromkeys(characters):
-        names.append(f"U+{ord(character):04X} {unicodedata.name(character, '')}".rstrip())
-    return ", ".join(names)
 
 
 def translated_reason(error):
@@ -226,12 +209,7 @@ class ParsedLedger:
 
 def clean_text(value):
     """Normalise a cell to text: full-width to ASCII (NFKC), trimmed, None for blank."""
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = unicodedata.normalize("NFKC", str(value)).strip()
-    return text or None
+    return cell_text(value)
 
 
 def clean_free_text(value):
@@ -244,6 +222,8 @@ def clean_free_text(value):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if isinstance(value, Decimal):
+        value = format(value, "f")
     text = str(value).strip()
     return text or None
 
@@ -259,31 +239,11 @@ _HEADER_LOOKUP = {normalise_header(name): key for key, names in HEADER_SYNONYMS.
 
 
 def parse_decimal(value):
-    """Read a number cell (Excel number, or text with full-width digits and a unit suffix)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("not a number")
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        # Excel keeps 15 significant digits, so 95.32000000000001 from a binary float reads as 95.32.
-        return Decimal(format(value, ".15g"))
-    text = clean_text(value)
-    if text is None:
-        return None
-    text = text.replace(",", "")
-    for suffix in AREA_SUFFIXES:
-        if text.endswith(suffix):
-            text = text[: -len(suffix)].strip()
-            break
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise ValueError("not a number") from None
-    if not number.is_finite():
-        raise ValueError("not a number")
-    return number
+    """Read a number cell (a number, or text with full-width digits, thousands separators and a unit suffix).
+
+    Raises CellValueError (a ValueError) for anything else; see app.spreadsheet.parse_number.
+    """
+    return parse_number(value, AREA_SUFFIXES)
 
 
 _DIGITS = re.compile(r"\d+")
@@ -337,51 +297,105 @@ def find_header(rows):
     return None, None, None
 
 
+# Header texts of the name column, and of the second column, of the station and heat-source sheets.
+STATION_NAME_HEADERS = ("换热站名称", "换热站", "热力站")
+STATION_SOURCE_HEADERS = ("热源名称", "热源")
+HEAT_SOURCE_NAME_HEADERS = ("热源名称", "热源")
+HEAT_SOURCE_KIND_HEADERS = ("热源类型", "类型")
+INVISIBLE_REASON = N_(
+    "含有看不见的字符：%(characters)s（值中标为 [U+…]），所以与看起来相同的值不一致；请清空单元格后重新输入（不要粘贴），"
+    "或在 Excel 中用 =SUBSTITUTE(单元格,UNICHAR(%(code)s),\"\") 去掉该字符"
+)
+
+
+def _network_columns(header):
+    """Return (kind, name column, second column or None) of a station or heat-source sheet header, or None."""
+    names = [normalise_header(cell) for cell in header]
+
+    def column(accepted):
+        return next((i for i, name in enumerate(names) if name in accepted), None)
+
+    station = column(STATION_NAME_HEADERS)
+    if station is not None:
+        return "station", station, column(STATION_SOURCE_HEADERS)
+    source = column(HEAT_SOURCE_NAME_HEADERS)
+    if source is not None:
+        return "heat_source", source, column(HEAT_SOURCE_KIND_HEADERS)
+    return None
+
+
 def _read_network_sheets(workbook, parsed, ledger_sheet, max_rows):
+    """Read the station and heat-source sheets into `parsed`, adding a RowError for each unreadable cell.
+
+    Errors name the column as 工作表!表头 (sheet!header), so they are told apart from the
+    ledger sheet's. A hidden station or heat-source sheet raises LedgerFileError.
+    """
     for sheet in workbook.worksheets:
         if sheet.title == ledger_sheet.title:
             continue
-        rows = _read_rows(sheet, max_rows)
-        if not rows:
+        data = _read_rows(sheet, max_rows)
+        if not data.rows:
             continue
-        header = [normalise_header(c) for c in rows[0]]
-        if "换热站名称" in header or "换热站" in header or "热力站" in header:
-            name_col = next(i for i, h in enumerate(header) if h in ("换热站名称", "换热站", "热力站"))
-            source_col = next((i for i, h in enumerate(header) if h in ("热源名称", "热源")), None)
-            for row in rows[1:]:
-                name = clean_text(row[name_col]) if name_col < len(row) else None
-                if name:
-                    source = clean_text(row[source_col]) if source_col is not None and source_col < len(row) else None
-                    parsed.stations[name] = source or ""
-        elif "热源名称" in header or "热源" in header:
-            name_col = next(i for i, h in enumerate(header) if h in ("热源名称", "热源"))
-            kind_col = next((i for i, h in enumerate(header) if h in ("热源类型", "类型")), None)
-            for row in rows[1:]:
-                name = clean_text(row[name_col]) if name_col < len(row) else None
-                if name:
-                    kind = clean_text(row[kind_col]) if kind_col is not None and kind_col < len(row) else None
-                    parsed.heat_sources[name] = kind or ""
+        found = _network_columns(data.rows[0])
+        if found is None:
+            continue
+        if is_hidden(sheet):
+            raise LedgerFileError(hidden_sheet_message(sheet))
+        kind, name_column, other_column = found
+        columns = {"name": name_column}
+        if other_column is not None:
+            columns["other"] = other_column
+        labels = {key: f"{sheet.title}!{clean_text(data.rows[0][column])}" for key, column in columns.items()}
+        for index in range(1, len(data.rows)):
+            _read_network_row(parsed, kind, data, index + 1, columns, labels)
+
+
+def _read_network_row(parsed, kind, data, excel_row, columns, labels):
+    row = data.rows[excel_row - 1]
+    problems = data.row_problems(excel_row, columns)
+    for key, problem in problems.items():
+        reason_id, params = problem.reason()
+        parsed.errors.append(RowError.build(excel_row, labels[key], problem.shown, reason_id, **params))
+    if problems:
+        return
+    texts = {key: clean_text(row[column]) if column < len(row) else None for key, column in columns.items()}
+    name = texts["name"]
+    if name is None:
+        return
+    invisible = [c for c in name if is_invisible(c)]
+    if invisible:
+        parsed.errors.append(RowError.build(
+            excel_row, labels["name"], name, INVISIBLE_REASON, characters=character_names(invisible), code=ord(invisible[0]),
+        ))
+        return
+    if kind == "station":
+        parsed.stations[name] = texts.get("other") or ""
+    else:
+        parsed.heat_sources[name] = texts.get("other") or ""
 
 
 def _read_rows(sheet, max_rows):
-    return list(iter_sheet_rows(sheet, max_rows, LedgerFileError, header_rows=HEADER_ROWS_ALLOWANCE))
+    return read_sheet(sheet, max_rows, LedgerFileError, header_rows=HEADER_ROWS_ALLOWANCE)
 
 
 def _choose_ledger_sheet(workbook, max_rows):
-    """Return (sheet, rows, header index, mapping, texts) of the sheet that holds the accounts.
+    """Return (sheet, SheetData, header index, mapping, texts) of the sheet that holds the accounts.
 
     That is the first sheet whose header has the account columns; the heat-source and
-    station sheets may come before or after it.
+    station sheets may come before or after it. A hidden sheet with an account header
+    raises LedgerFileError, because the sender cannot see what would be imported.
     """
     first_found = None
     for sheet in workbook.worksheets:
-        rows = _read_rows(sheet, max_rows)
-        header_index, mapping, texts = find_header(rows)
+        data = _read_rows(sheet, max_rows)
+        header_index, mapping, texts = find_header(data.rows)
         if header_index is None:
             continue
+        if is_hidden(sheet):
+            raise LedgerFileError(hidden_sheet_message(sheet))
         if "community" in mapping and "building_area" in mapping:
-            return sheet, rows, header_index, mapping, texts
-        first_found = first_found or (sheet, rows, header_index, mapping, texts)
+            return sheet, data, header_index, mapping, texts
+        first_found = first_found or (sheet, data, header_index, mapping, texts)
     if first_found:
         return first_found
     title = workbook.worksheets[0].title
@@ -402,37 +416,30 @@ def parse_ledger(content, max_rows=200_000, progress=None, value_maps=None):
     try:
         if not workbook.worksheets:
             raise LedgerFileError(M_("工作簿中没有工作表。"))
-        sheet, rows, header_index, mapping, texts = _choose_ledger_sheet(workbook, max_rows)
+        sheet, data, header_index, mapping, texts = _choose_ledger_sheet(workbook, max_rows)
         missing = [FIELD_LABELS[f] for f in REQUIRED_FIELDS if f not in mapping]
         if missing:
             raise LedgerFileError(M_("表头（第 %(row)s 行）缺少这些列：%(columns)s；请补上后重新上传。", row=header_index + 1, columns=missing))
         parsed = ParsedLedger(sheet=sheet.title, header_row=header_index + 1, columns=texts)
-        # TODO: formulas without a value in the heat-source and station sheets still read as blank names.
         _read_network_sheets(workbook, parsed, sheet, max_rows)
     finally:
         workbook.close()
-    formulas = uncomputed_formulas(content, sheet.title, LedgerFileError)
 
+    rows = data.rows
     validator = _RowValidator(parsed, mapping, texts, value_maps or {})
     total = len(rows) - header_index - 1
     for index in range(header_index + 1, len(rows)):
         if progress and (index - header_index) % 1000 == 0:
             progress(index - header_index, total)
         row = rows[index]
-        row_formulas = _row_formulas(formulas, index + 1, mapping) if formulas else {}
         first = next((text for text in map(clean_text, row) if text is not None), None)
-        if first is None and not row_formulas:
+        if first is None and not data.has_content(index + 1):
             continue
         if first is not None and _BLANKS.sub("", first) in TOTAL_LABELS:
             continue
         parsed.data_rows += 1
-        validator.validate(index + 1, row, row_formulas)
+        validator.validate(index + 1, row, data.row_problems(index + 1, mapping))
     return parsed
-
-
-def _row_formulas(formulas, excel_row, mapping):
-    """Return {field: formula text} of the row's mapped cells that contain a formula saved without its value."""
-    return {key: formulas[(excel_row, column)] for key, column in mapping.items() if (excel_row, column) in formulas}
 
 
 # Columns whose text the parser turns into a code, with the group's accepted wording.
@@ -451,9 +458,10 @@ def scan_coded_values(content, max_rows=200_000, value_maps=None):
     try:
         if not workbook.worksheets:
             raise LedgerFileError(M_("工作簿中没有工作表。"))
-        _, rows, header_index, mapping, _ = _choose_ledger_sheet(workbook, max_rows)
+        _, data, header_index, mapping, _ = _choose_ledger_sheet(workbook, max_rows)
     finally:
         workbook.close()
+    rows = data.rows
     unknown = {name: {} for name in CODED_FIELDS}
     for index in range(header_index + 1, len(rows)):
         row = rows[index]
@@ -481,14 +489,15 @@ class _RowValidator:
         self.dwelling_seen = {}
         self.lift_by_building = {}
 
-    def validate(self, excel_row, row, formulas=None):
+    def validate(self, excel_row, row, problems=None):
         """Check one sheet row and add it to the parsed rows, or add its errors.
 
-        `formulas` maps each field whose cell contains a formula saved without its value to the
-        formula text. Such a cell reads as blank, so it gets one formula error in place of
-        the errors its blank value would cause.
+        `problems` maps each field whose cell reads as blank or as a value it does not show
+        (app.spreadsheet.CellProblem: a formula without its saved value, an error value, a
+        merged cell, a percentage) to its problem. Such a cell gets one error naming the
+        cell and the fix, in place of the errors its value would cause.
         """
-        formulas = formulas or {}
+        problems = problems or {}
         width = len(row)
         # Each mapped cell as read, and as clean_text makes it, so that no cell is normalised twice.
         raw_cells = {key: row[column] for key, column in self.mapping.items() if column < width}
@@ -497,7 +506,7 @@ class _RowValidator:
         errors = []
 
         def error(key, value, reason_id, **params):
-            if key in formulas:
+            if key in problems:
                 return
             shown = "" if value is None else str(value)
             if len(shown) > SHOWN_VALUE_CHARS:
@@ -508,12 +517,7 @@ class _RowValidator:
             text = cell_texts.get(key)
             invisible = [c for c in text if is_invisible(c)] if text else []
             if invisible:
-                error(
-                    key, text,
-                    N_("含有看不见的字符：%(characters)s（值中标为 [U+…]），所以与看起来相同的值不一致；请清空单元格后重新输入（不要粘贴），"
-                       "或在 Excel 中用 =SUBSTITUTE(单元格,UNICHAR(%(code)s),\"\") 去掉该字符"),
-                    characters=_character_names(invisible), code=ord(invisible[0]),
-                )
+                error(key, text, INVISIBLE_REASON, characters=character_names(invisible), code=ord(invisible[0]))
 
         legacy_no = cell_texts.get("legacy_no")
         if legacy_no is not None:
@@ -548,10 +552,10 @@ class _RowValidator:
                 error("building_area", raw_area, N_("建筑面积必须大于 0"))
             elif building_area > MAX_AREA:
                 error("building_area", raw_area, N_("建筑面积超过 %(max)s ㎡，请核对单位和数值"), max=str(MAX_AREA))
-            elif building_area != building_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
+            elif has_more_places(building_area, AREA_PLACES):
                 error("building_area", raw_area, N_("建筑面积最多 %(places)s 位小数"), places=AREA_PLACES)
-        except ValueError:
-            error("building_area", raw_area, N_("建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）"))
+        except CellValueError as problem:
+            error("building_area", raw_area, problem.reason_id or N_("建筑面积不是数字，请填写大于 0 的数字（可带㎡或平米）"), **problem.params)
 
         raw_usable = raw_cells.get("usable_area")
         usable_area = None
@@ -561,10 +565,10 @@ class _RowValidator:
                 error("usable_area", raw_usable, N_("使用面积必须大于 0，或留空"))
             elif usable_area is not None and usable_area > MAX_AREA:
                 error("usable_area", raw_usable, N_("使用面积超过 %(max)s ㎡，请核对单位和数值"), max=str(MAX_AREA))
-            elif usable_area is not None and usable_area != usable_area.quantize(Decimal(1).scaleb(-AREA_PLACES)):
+            elif usable_area is not None and has_more_places(usable_area, AREA_PLACES):
                 error("usable_area", raw_usable, N_("使用面积最多 %(places)s 位小数"), places=AREA_PLACES)
-        except ValueError:
-            error("usable_area", raw_usable, N_("使用面积不是数字，请填写数字或留空"))
+        except CellValueError as problem:
+            error("usable_area", raw_usable, problem.reason_id or N_("使用面积不是数字，请填写数字或留空"), **problem.params)
 
         raw_type = cell_texts.get("user_type")
         user_type = self.user_types.get(raw_type)
@@ -597,10 +601,10 @@ class _RowValidator:
             prior_arrears = parse_decimal(raw_arrears)
             if prior_arrears is not None and prior_arrears > MAX_PRIOR_ARREARS:
                 error("prior_arrears", raw_arrears, N_("往年欠费超过 %(max)s 元，请核对数值"), max=str(MAX_PRIOR_ARREARS))
-            elif prior_arrears is not None and (prior_arrears < 0 or prior_arrears != prior_arrears.quantize(Decimal("0.01"))):
+            elif prior_arrears is not None and (prior_arrears < 0 or has_more_places(prior_arrears, MONEY_PLACES)):
                 error("prior_arrears", raw_arrears, N_("往年欠费须为不小于 0 的金额，最多两位小数"))
-        except ValueError:
-            error("prior_arrears", raw_arrears, N_("往年欠费不是金额，请填写数字或留空"))
+        except CellValueError as problem:
+            error("prior_arrears", raw_arrears, problem.reason_id or N_("往年欠费不是金额，请填写数字或留空"), **problem.params)
 
         station = cell_texts.get("station") or ""
 
@@ -625,13 +629,9 @@ class _RowValidator:
             else:
                 error(key, text, N_("内容过长（%(length)s 个字），最多 %(limit)s 个字"), length=len(text), limit=limit)
 
-        for key, formula in formulas.items():
-            errors.append(RowError.build(
-                excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), formula,
-                N_("公式 %(formula)s 没有保存计算结果，读出来是空的；请用 Excel 或 WPS 打开文件并保存一次（保存时会计算公式），"
-                   "或把公式换成数值，再重新上传"),
-                formula=formula,
-            ))
+        for key, problem in problems.items():
+            reason_id, params = problem.reason()
+            errors.append(RowError.build(excel_row, self.texts.get(key, FIELD_LABELS.get(key, key)), problem.shown, reason_id, **params))
         if errors:
             self.parsed.errors.extend(errors)
             return

@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime
 
 import sqlalchemy as sa
 
@@ -25,7 +24,17 @@ from app.i18n import N_, join_items, translate_label
 from app.org.models import Company
 from app.processes.calendar import MAX_NAME_LENGTH, MAX_YEAR, MIN_YEAR
 from app.processes.models import CalendarDay
-from app.uploads import find_header_row, iter_sheet_rows, open_xlsx
+from app.spreadsheet import (
+    CellValueError,
+    SheetData,
+    cell_text,
+    find_header_row,
+    first_visible_sheet,
+    parse_date,
+    read_sheet,
+    visible_text,
+)
+from app.uploads import open_xlsx
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +69,10 @@ class RowError:
     value: str
     message: str
 
+    def __post_init__(self):
+        # Invisible characters are shown as [U+XXXX], so that the value in an error is not mistaken for a valid one.
+        object.__setattr__(self, "value", visible_text(self.value))
+
     def __str__(self):
         return _("第 %(row)s 行「%(column)s」值「%(value)s」：%(message)s", row=self.row, column=translate_label(self.column), value=self.value, message=self.message)
 
@@ -80,13 +93,7 @@ class CalendarImportResult:
 
 
 def _cell_text(value):
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value).strip()
+    return cell_text(value) or ""
 
 
 def _read_csv(content):
@@ -99,22 +106,25 @@ def _read_csv(content):
     else:
         raise CalendarImportError(_("CSV 文件的编码无法识别；请另存为 UTF-8 编码的 CSV 后重新导入。"))
     try:
-        return list(csv.reader(io.StringIO(text)))
+        return SheetData("csv", list(csv.reader(io.StringIO(text))), {})
     except csv.Error as error:
         raise CalendarImportError(_("CSV 文件无法读取（%(error)s）；请检查引号是否成对。", error=error)) from error
 
 
 def _read_xlsx(content):
+    """Read the first visible sheet: hidden sheets are not read, because the sender does not see them as the first."""
     workbook = open_xlsx(content, CalendarImportError)
     try:
-        sheet = workbook.worksheets[0]
-        return [list(row) for row in iter_sheet_rows(sheet, MAX_ROWS, CalendarImportError, header_rows=HEADER_SEARCH_ROWS)]
+        sheet = first_visible_sheet(workbook)
+        if sheet is None:
+            raise CalendarImportError(_("工作簿中没有可见的工作表；请在第一个工作表中填写放假安排后重新导入。"))
+        return read_sheet(sheet, MAX_ROWS, CalendarImportError, header_rows=HEADER_SEARCH_ROWS)
     finally:
         workbook.close()
 
 
 def read_rows(filename, content):
-    """Return the file's rows as lists of cell values; raise CalendarImportError for a file that cannot be read."""
+    """Return the file's rows and problem cells as SheetData; raise CalendarImportError for a file that cannot be read."""
     if not content:
         raise CalendarImportError(_("文件为空；请选择包含节假日安排的 CSV 或 Excel（.xlsx）文件。"))
     if len(content) > MAX_FILE_BYTES:
@@ -136,34 +146,41 @@ def _find_header(rows):
     raise CalendarImportError(_("前 %(rows)s 行中没有找到表头；第一行须为列名：%(expected)s。", rows=HEADER_SEARCH_ROWS, expected=expected))
 
 
-def _parse_day(text):
-    for pattern in ("%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%Y年%m月%d日"):
-        try:
-            return datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-    return None
-
-
 def parse_rows(rows, year=None):
-    """Check the rows of a calendar file; returns (year, {day: (kind, name)}, [RowError]).
+    """Check the rows of a calendar file (SheetData from read_rows); returns (year, {day: (kind, name)}, [RowError]).
 
     `year`, when given, is the year every date must be in; otherwise the first valid date
     sets it. Row numbers count from 1 at the file's first line, as a spreadsheet shows them.
+    A date is a date cell or text such as 2027-10-01, 2027/10/01, 2027.10.01 or 2027年10月1日
+    (app.spreadsheet.parse_date).
     """
-    header_index, columns = _find_header(rows)
+    header_index, columns = _find_header(rows.rows)
     days, errors, first_row = {}, [], {}
-    for offset, row in enumerate(rows[header_index + 1:], start=header_index + 2):
+    for offset, row in enumerate(rows.rows[header_index + 1:], start=header_index + 2):
         cells = {key: _cell_text(row[position]) if position < len(row) else "" for key, position in columns.items()}
-        if not any(_cell_text(value) for value in row):
+        problems = rows.row_problems(offset, columns)
+        if not problems and not any(_cell_text(value) for value in row):
             continue
 
         def reject(key, message, offset=offset, cells=cells):
             errors.append(RowError(offset, HEADER_LABELS[key], cells[key][:40], message))
 
-        day = _parse_day(cells["day"])
+        for key, problem in problems.items():
+            reason_id, params = problem.reason()
+            errors.append(RowError(offset, HEADER_LABELS[key], problem.shown[:40], _(reason_id, **params)))
+        if problems:
+            continue
+        day = None
+        try:
+            day = parse_date(row[columns["day"]] if columns["day"] < len(row) else None)
+        except CellValueError as error:
+            if error.reason_id:
+                reject("day", _(error.reason_id, **error.params))
+            else:
+                reject("day", _("不是有效日期；请按 YYYY-MM-DD 填写，例如 2027-10-01。"))
         if day is None:
-            reject("day", _("不是有效日期；请按 YYYY-MM-DD 填写，例如 2027-10-01。"))
+            if not cells["day"]:
+                reject("day", _("不是有效日期；请按 YYYY-MM-DD 填写，例如 2027-10-01。"))
         elif not MIN_YEAR <= day.year <= MAX_YEAR:
             reject("day", _("年份超出范围；请填写 %(first)s 至 %(last)s 年之间的日期。", first=MIN_YEAR, last=MAX_YEAR))
             day = None

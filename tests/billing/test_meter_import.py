@@ -120,3 +120,81 @@ def test_unreadable_file_rejected(two_metered):
         import_meter_readings(first.company_id, season, _workbook([(first.account_no, "1", "2")], header=("户名", "读数")), "x.xlsx")
     with pytest.raises(MeterImportError, match="表头下没有读数行"):
         import_meter_readings(first.company_id, season, _workbook([]), "x.xlsx")
+
+
+def test_uncached_formula_reading_reported(two_metered):
+    first, second, season = two_metered
+    content = _workbook([(first.account_no, "1000", "=B3+30"), (second.account_no, "500.5", "550.5")])
+
+    result = import_meter_readings(first.company_id, season, content, "formula.xlsx")
+
+    assert [(e.excel_row, e.column, e.value) for e in result.errors] == [(3, "结束读数", "=B3+30")]
+    assert result.errors[0].message.startswith("公式 =B3+30 没有保存计算结果")
+    assert db.session.scalars(sa.select(SeasonMeterReading)).all() == []
+
+
+def test_merged_account_and_percent_reported(two_metered):
+    first, second, season = two_metered
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["用户编号", "上期读数", "本期读数"])
+    sheet.append([first.account_no, "1000", "1030"])
+    sheet.append([None, 0.5, "1040"])
+    sheet.merge_cells("A2:A3")
+    sheet["B3"].number_format = "0%"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    result = import_meter_readings(first.company_id, season, buffer.getvalue(), "merged.xlsx")
+
+    assert [(e.excel_row, e.column, e.value) for e in result.errors] == [(3, "用户编号", ""), (3, "起始读数", "50%")]
+    assert "合并单元格 A2:A3" in result.errors[0].message
+    assert "这一列不接受百分数" in result.errors[1].message
+    assert db.session.scalars(sa.select(SeasonMeterReading)).all() == []
+
+
+def test_reading_text_read_by_rule(two_metered):
+    first, second, season = two_metered
+    content = _workbook([(first.account_no, "１，０００", "1,030.000"), (second.account_no, "(500.5)", "550.5")])
+
+    result = import_meter_readings(first.company_id, season, content, "text.xlsx")
+
+    assert [(e.excel_row, e.column, e.value, e.message) for e in result.errors] == [
+        (4, "起始读数", "(500.5)", "读数须为不小于 0 的数字"),
+    ]
+
+
+def test_reading_precision_from_cell_number(two_metered):
+    first, second, season = two_metered
+    # 1030.0004 has four places and is rejected; 0.1 + 1029.9 is stored by openpyxl as
+    # 1030.0000000000002 and read at Excel's 15 digits as 1030.
+    content = _workbook([(first.account_no, 1000, 1030.0004), (second.account_no, 500.5, 0.1 + 550.4)])
+
+    result = import_meter_readings(first.company_id, season, content, "precision.xlsx")
+
+    assert [(e.excel_row, e.value, e.message) for e in result.errors] == [(3, "1030.0004", "读数超过三位小数；请精确到 0.001 吉焦")]
+
+    fixed = _workbook([(first.account_no, 1000, 1030.0), (second.account_no, 500.5, 0.1 + 550.4)])
+    result = import_meter_readings(first.company_id, season, fixed, "precision.xlsx")
+    assert result.errors == []
+    readings = db.session.scalars(sa.select(SeasonMeterReading).order_by(SeasonMeterReading.account_id)).all()
+    assert [r.end_reading for r in readings] == [Decimal("1030"), Decimal("550.5")]
+
+
+def test_hidden_first_sheet_not_read(two_metered):
+    first, second, season = two_metered
+    workbook = Workbook()
+    workbook.active.title = "旧读数"
+    workbook.active.append(["用户编号", "上期读数", "本期读数"])
+    workbook.active.append([first.account_no, "1", "2"])
+    workbook.active.sheet_state = "hidden"
+    current = workbook.create_sheet("本季读数")
+    current.append(["用户编号", "上期读数", "本期读数"])
+    current.append([first.account_no, "1000", "1030"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    result = import_meter_readings(first.company_id, season, buffer.getvalue(), "hidden.xlsx")
+
+    assert result.errors == []
+    assert [r.end_reading for r in db.session.scalars(sa.select(SeasonMeterReading))] == [Decimal("1030")]

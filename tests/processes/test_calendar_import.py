@@ -215,3 +215,40 @@ def test_cli_imports_and_rejects(app_ctx, demo, tmp_path):
 
     neither = runner.invoke(args=["heat", "calendar-import", str(good)])
     assert neither.exit_code == 2
+
+
+def _xlsx_cells(rows):
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["日期", "类型", "名称"])
+    for row in rows:
+        workbook.active.append(list(row))
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def test_date_text_forms_read(app_ctx):
+    content = _xlsx_cells([
+        (f"{YEAR}/10/1", "假日", "测试节"), (f"{YEAR}.10.02", "假日", "测试节"), (f"{YEAR}年10月3日", "假日", "测试节"),
+    ])
+
+    year, days, errors = parse_rows(read_rows("2031.xlsx", content))
+
+    assert errors == []
+    assert (year, sorted(days)) == (YEAR, HOLIDAYS)
+
+
+def test_date_cells_rejected_with_reason(app_ctx):
+    serial = (HOLIDAYS[0] - date(1899, 12, 30)).days
+    content = _xlsx_cells([
+        (serial, "假日", "测试节"), ("=DATE(2031,10,2)", "假日", "测试节"), (f"03/10/{YEAR}", "假日", "测试节"),
+        (HOLIDAYS[2].isoformat(), "假日\u200b", "测试节"),
+    ])
+
+    _year, _days, errors = parse_rows(read_rows("2031.xlsx", content))
+
+    assert [(e.row, e.column, e.value) for e in errors] == [
+        (2, "日期", str(serial)), (3, "日期", "=DATE(2031,10,2)"), (4, "日期", f"03/10/{YEAR}"), (5, "类型", "假日[U+200B]"),
+    ]
+    assert errors[0].message.startswith(f"是数字 {serial}，不是日期")
+    assert errors[1].message.startswith("公式 =DATE(2031,10,2) 没有保存计算结果")
