@@ -27,9 +27,9 @@ from app.tenancy import scoped
 from tests.processes.conftest import open_task, user
 
 # Statements of one company approval that re-rates the season (see docs/benchmarks.md), in a
-# process that has not kept the company's timer settings and tariffs yet; the claim has kept
-# the approver's roles. SQLite also sends a no-op UPDATE before the row lock, one INSERT per
-# audit event, and the daily and season totals as two statements each.
+# process that has not kept the company's timer settings and tariffs yet. The claim has kept
+# the approver's roles already. SQLite also sends a no-op UPDATE before the row lock, one
+# INSERT per audit event, and the daily and season totals as two statements each.
 MAX_STATEMENTS = {"postgresql": 16, "sqlite": 21}
 # The same approval in a process that has kept the timer settings and tariffs too.
 MAX_WARM_STATEMENTS = {"postgresql": 14, "sqlite": 19}
