@@ -17,3 +17,5 @@ from app.messaging.models import FinanceVoucher, MeterReading, MeterReadingRevie
 from app.tariffs.models import ChargeAreaRule, Season, Tariff, TariffPrice  # noqa: F401
 from app.hq.models import CommunityDailyTotal, CompanyDailyTotal, StepDailyTotal  # noqa: F401
 import app.hq.totals  # noqa: F401,E402  (keeps the daily totals in step with ledger inserts)
+import app.tariffs.rates  # noqa: F401,E402  (renews company.tariff_stamp on tariff writes)
+import app.org.services  # noqa: F401,E402  (renews company.rights_stamp on role and function writes)

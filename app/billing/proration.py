@@ -6,7 +6,6 @@ during the billed period gets its own line for its own days, so adjacent periods
 no day and each line shows the price it was billed at.
 """
 
-import functools
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -32,6 +31,7 @@ ONE_DAY = timedelta(days=1)
 class ChargeLine:
     """The charge of one tariff version for the days of the billed period it was in force."""
 
+    # A Tariff, or the TariffRates of one (app.tariffs.rates).
     tariff: Tariff
     start_on: date
     end_on: date
@@ -68,29 +68,15 @@ def prorate(full_amount, days, statutory_days):
     return full_amount * days / statutory_days
 
 
-@functools.cache
-def _active_tariffs_with_rates():
-    # The re-rating of every approval runs this query, so it is built once. It is built on
-    # first use, not at import, because joinedload configures every mapper, which fails
-    # while a model that a relationship names (such as Payment) is not imported yet.
-    return (
-        sa.select(Tariff)
-        .where(Tariff.company_id == sa.bindparam("company_id"), Tariff.season_id == sa.bindparam("season_id"), Tariff.status == "active")
-        .order_by(Tariff.effective_from)
-        .options(joinedload(Tariff.prices), joinedload(Tariff.area_rules))
-    )
-
-
 def season_tariffs(season, pending_id=None, with_rates=False):
     """Return the active tariff versions of `season`, earliest `effective_from` first.
 
     `pending_id` adds that version while it awaits its re-rating's approval, so the
     re-rating can bill what the version would change. `with_rates` loads each version's
     prices and area rules in the same query, for a caller that computes a charge and
-    would otherwise load them one query each.
+    would otherwise load them one query each. A re-rating of one account reads the plain
+    values that app.tariffs.rates keeps per process instead.
     """
-    if pending_id is None and with_rates:
-        return db.session.scalars(_active_tariffs_with_rates(), {"company_id": season.company_id, "season_id": season.id}).unique().all()
     in_force = Tariff.status == "active"
     if pending_id is not None:
         in_force = sa.or_(in_force, sa.and_(Tariff.id == pending_id, Tariff.status == "pending"))

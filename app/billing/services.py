@@ -20,6 +20,7 @@ from app.network.models import BILLING_STATUSES, Account, Building, HeatSource, 
 from app.network.terms import company_terms_history
 from app.org.models import Company
 from app.tariffs.services import get_season
+from app.tariffs.rates import season_tariff_rates
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def rerate_account(account, season, new_status, cause_type, cause_id, key, user_
     rule = money_rule if money_rule is not None else money_rule_of_company(account.company_id)
     with use_money_rule(rule):
         has_lift, kind = account_charge_inputs(account)
-        tariffs = season_tariffs(season, with_rates=True)
+        tariffs = season_tariff_rates(season)
         lines = season_charge_lines(account, season, tariffs, has_lift, kind, billing_status=new_status, history=history)
         if receivable is None:
             receivable = season_receivable(account.id, season.id)

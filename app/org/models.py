@@ -47,6 +47,11 @@ class Company(db.Model):
     # is current. A counter could repeat after a restore from backup; a random value does not.
     # Empty means unknown. NOTE: raw SQL writes to those tables leave it unchanged.
     timing_stamp = sa.Column(sa.String(32), nullable=False, default=lambda: uuid.uuid4().hex, server_default="")
+    # Stamps of the same kind for the company's tariffs with their prices and area rules
+    # (app.tariffs.rates) and for its roles, role assignments and granted functions
+    # (app.processes.access), renewed through app.stamps.CompanyStamp.
+    tariff_stamp = sa.Column(sa.String(32), nullable=False, default=lambda: uuid.uuid4().hex, server_default="")
+    rights_stamp = sa.Column(sa.String(32), nullable=False, default=lambda: uuid.uuid4().hex, server_default="")
 
     group = db.relationship(Group)
 

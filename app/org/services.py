@@ -3,6 +3,7 @@
 import logging
 
 import sqlalchemy as sa
+from sqlalchemy.orm.util import identity_key
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, has_request_context, request
@@ -12,9 +13,27 @@ from app.extensions import db
 from app.i18n import translate_label
 from app.org.models import Company, CompanyFunction, Role, User, UserRole
 from app.org.permissions import PERMISSIONS, READ_ONLY_PERMISSIONS
+from app.stamps import CompanyStamp
 from app.tenancy import SYSTEM_SCOPE, TenantScope, scoped
 
 logger = logging.getLogger(__name__)
+
+
+def _rights_companies(session, row):
+    """Return the companies whose rights_stamp a write of `row` renews: its own and, for a UserRole, the user's."""
+    if not isinstance(row, UserRole):
+        return {row.company_id}
+    user = session.identity_map.get(identity_key(User, row.user_id))
+    if user is None:
+        user_company = session.connection().scalar(sa.select(User.__table__.c.company_id).where(User.__table__.c.id == row.user_id))
+    else:
+        user_company = user.company_id
+    return {row.company_id, user_company}
+
+
+# Renewed by every ORM write of a role, a role assignment or a granted function. A process
+# keeps a user's roles and the company's functions under it (app.processes.access).
+RIGHTS_STAMP = CompanyStamp("rights_stamp", (Role, UserRole, CompanyFunction), affected_companies=_rights_companies)
 
 
 def _hasher():

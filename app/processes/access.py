@@ -6,6 +6,8 @@ scope already hides other companies' rows, so a task outside the user's companie
 simply not found.
 """
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload, with_expression
 from flask_babel import gettext as _
@@ -15,10 +17,11 @@ from app.locking import RowLock
 from app.network.models import Account
 from app.org.models import Company, CompanyFunction, Role, UserRole
 from app.org.permissions import PERMISSIONS
-from app.org.services import AccessError, has_permission
+from app.org.services import RIGHTS_STAMP, AccessError, has_permission
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.processes.step_names import shown_step_name
 from app.processes.timers import remember_timing_stamp
+from app.tariffs.rates import TARIFF_STAMP
 from app.tenancy import SYSTEM_SCOPE, scoped
 
 # Lane (role code) -> the permission a user needs to act in it.
@@ -64,7 +67,8 @@ def user_lanes(user, company_id):
     }
 
 
-# Built once, because building and hashing them on every step was a measurable part of its CPU time.
+# Built once, because building and hashing them on every step was a measurable part of its
+# CPU time. The last branch returns the company's rights_stamp from the same snapshot.
 _ROLES_AND_FUNCTIONS = sa.union_all(
     sa.select(sa.literal("role").label("source"), Role.code.label("code"), Role.company_id.label("company_id"),
               Role.permissions.label("permissions"))
@@ -73,7 +77,21 @@ _ROLES_AND_FUNCTIONS = sa.union_all(
     sa.select(
         sa.literal("function"), CompanyFunction.function, CompanyFunction.company_id, sa.cast(sa.null(), Role.permissions.type),
     ).where(CompanyFunction.company_id == sa.bindparam("company_id")),
+    sa.select(
+        sa.literal("stamp"), Company.rights_stamp, Company.id, sa.cast(sa.null(), Role.permissions.type),
+    ).where(Company.id == sa.bindparam("company_id")),
 )
+
+
+@dataclass(frozen=True)
+class RoleRights:
+    """A role's code, company and permissions as the lane check reads them."""
+
+    code: str
+    company_id: int
+    permissions: frozenset
+
+
 # The task and its instance's open tasks; company_id lets the (company_id, instance_id,
 # spiff_task_id) unique index find the open tasks.
 _TASK_AND_OPEN_TASKS = (
@@ -90,7 +108,9 @@ _TASK_AND_OPEN_TASKS = (
 
 
 # The lock also loads the instance's waiting timers and its company's timing_stamp, which
-# the step's save reads (app.processes.timers.sync_timers and timer_setting).
+# the step's save reads (app.processes.timers.sync_timers and timer_setting), and the
+# company's rights_stamp and tariff_stamp, which let the lane check and a re-rating use the
+# roles and tariffs this process kept (RIGHTS_STAMP, app.tariffs.rates).
 _LOCK_INSTANCE_OF_TASK = RowLock(
     ProcessInstance, ProcessInstance.id == sa.select(HumanTask.instance_id).where(HumanTask.id == sa.bindparam("task_id")).scalar_subquery(),
     options=(
@@ -99,20 +119,34 @@ _LOCK_INSTANCE_OF_TASK = RowLock(
             ProcessInstance.timing_stamp,
             sa.select(Company.timing_stamp).where(Company.id == ProcessInstance.company_id).scalar_subquery(),
         ),
+        with_expression(ProcessInstance.tariff_stamp, TARIFF_STAMP.of(ProcessInstance.company_id)),
+        with_expression(ProcessInstance.rights_stamp, RIGHTS_STAMP.of(ProcessInstance.company_id)),
     ),
 )
 
 
 def _roles_and_functions(user_id, company_id):
-    """Read the user's roles and the company's granted functions in one round trip; returns (role rows, function set).
+    """Read the user's roles and the company's granted functions in one round trip; returns (RoleRights tuple, function set).
 
     The same test as has_permission needs both, and every task action checks the lanes,
     so the two reads share one UNION ALL statement. Both run without the tenant scope,
-    like user_permissions and granted_functions.
+    like user_permissions and granted_functions. When the step's row lock read the
+    company's rights_stamp, the copy this process kept under it serves without a query.
+    It is kept only when every role belongs to `company_id`, because a write of a role
+    renews the stamp of the role's company.
     """
+    key = (user_id, company_id)
+    cached = RIGHTS_STAMP.get(company_id, key)
+    if cached is not None:
+        return cached
     with scoped(SYSTEM_SCOPE):
         rows = db.session.execute(_ROLES_AND_FUNCTIONS, {"user_id": user_id, "company_id": company_id}).all()
-    return [row for row in rows if row.source == "role"], {row.code for row in rows if row.source == "function"}
+    roles = tuple(RoleRights(row.code, row.company_id, frozenset(row.permissions)) for row in rows if row.source == "role")
+    functions = frozenset(row.code for row in rows if row.source == "function")
+    stamp = next((row.code for row in rows if row.source == "stamp"), None)
+    if all(role.company_id == company_id for role in roles):
+        RIGHTS_STAMP.keep(key, stamp, (roles, functions))
+    return roles, functions
 
 
 def inbox_tasks(user):
@@ -174,6 +208,8 @@ def locked_task(task_id, user):
     instance = _LOCK_INSTANCE_OF_TASK(task_id=task_id)
     if instance is not None:
         remember_timing_stamp(instance.company_id, instance.timing_stamp)
+        TARIFF_STAMP.remember(instance.company_id, instance.tariff_stamp)
+        RIGHTS_STAMP.remember(instance.company_id, instance.rights_stamp)
     try:
         if instance is None:
             task, open_tasks = get_task(task_id, user, fresh=True), []

@@ -186,8 +186,11 @@ class ProcessInstance(CompanyOwned, db.Model):
         "ProcessTimer", primaryjoin="and_(ProcessTimer.instance_id == ProcessInstance.id, ProcessTimer.status == 'waiting')",
         viewonly=True, lazy="raise",
     )
-    # The company's timing_stamp, loaded only by a query that requests it with with_expression.
+    # The company's timing_stamp, tariff_stamp and rights_stamp, loaded only by a query that
+    # requests them with with_expression.
     timing_stamp = query_expression()
+    tariff_stamp = query_expression()
+    rights_stamp = query_expression()
 
     @property
     def status_label(self):

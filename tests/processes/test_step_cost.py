@@ -14,22 +14,27 @@ from app.hq.models import AccountSeasonBalance, CompanySeasonTotal, StepDailyTot
 from app.network.models import AccountTerms
 from app.network.valves import ValveChange
 from app.org.models import Group
-from app.tariffs.models import Season
-from app.org.models import Company
+from app.tariffs.models import Season, Tariff, TariffPrice
+from app.org.admin import set_user_roles
+from app.org.models import Company, Role, UserRole
+from app.org.services import AccessError
 from app.processes.calendar import delete_day, save_day
 from app.processes.models import HumanTask, TimerSetting
 from app.processes.services import claim_task, complete_task, start_process
+import pytest
 from app.org.services import scope_for
 from app.tenancy import scoped
 from tests.processes.conftest import open_task, user
 
 # Statements of one company approval that re-rates the season (see docs/benchmarks.md), in a
-# process that has not kept the company's timer settings yet. SQLite also sends a no-op UPDATE
-# before the row lock, one INSERT per audit event, and the daily and season totals as two
-# statements each.
-MAX_STATEMENTS = {"postgresql": 17, "sqlite": 22}
+# process that has not kept the company's timer settings and tariffs yet. The claim has kept
+# the approver's roles already. SQLite also sends a no-op UPDATE before the row lock, one
+# INSERT per audit event, and the daily and season totals as two statements each.
+MAX_STATEMENTS = {"postgresql": 16, "sqlite": 21}
+# The same approval in a process that has kept the timer settings and tariffs too.
+MAX_WARM_STATEMENTS = {"postgresql": 14, "sqlite": 19}
 # Statements of the valve task that records the seal and ends the instance.
-MAX_VALVE_STATEMENTS = {"postgresql": 12, "sqlite": 16}
+MAX_VALVE_STATEMENTS = {"postgresql": 11, "sqlite": 15}
 VALVE_RESULT = {"result": "sealed", "seal_no": "B-0001", "photo_note": "", "comment": ""}
 
 
@@ -274,3 +279,148 @@ def test_calendar_edit_renews_timing_stamp(demo):
     assert second != first
     assert third != second
     assert stamp() != third
+
+
+def _tariff_reads(sent):
+    return [statement for statement in sent if statement.startswith("SELECT") and "FROM tariff" in statement]
+
+
+def _role_reads(sent):
+    return [statement for statement in sent if statement.startswith("SELECT") and "FROM role" in statement]
+
+
+def test_second_approval_reuses_tariffs_and_roles(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    account = make_account("TJ", "87.35")
+    approver, second_task = _claimed_approval_of(account)
+
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    # Neither the tariffs nor the approver's roles changed, so this process's copies serve.
+    assert len(sent) <= MAX_WARM_STATEMENTS[db.engine.dialect.name], "\n".join(sent)
+    assert _tariff_reads(sent) == []
+    assert _role_reads(sent) == []
+    # Suspended at 0.20 of 25.00 yuan/m² after the full season's 2183.75.
+    line = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.account_id == account.id, LedgerEntry.kind == "rerate"))
+    assert line.amount == Decimal("436.75") - Decimal("2183.75")
+
+
+def _tariff_stamp(company_id):
+    return db.session.scalar(sa.select(Company.tariff_stamp).where(Company.id == company_id))
+
+
+def test_tariff_price_edit_reaches_next_step(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    account = make_account("TJ", "87.35")
+    approver, second_task = _claimed_approval_of(account)
+    tj = demo["TJ"].id
+    stamp = _tariff_stamp(tj)
+    tariff = db.session.scalar(sa.select(Tariff).where(Tariff.company_id == tj, Tariff.season_id == _season_id(demo)))
+    price = db.session.scalar(
+        sa.select(TariffPrice).filter_by(tariff_id=tariff.id, category="residential", heat_source_kind="")
+    )
+    price.unit_price = Decimal("30.00")
+    tariff.suspension_ratio = Decimal("0.25")
+    db.session.commit()
+    assert _tariff_stamp(tj) != stamp
+
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    assert len(_tariff_reads(sent)) == 1
+    # Suspended at 0.25 of 30.00 yuan/m² of 87.35 m², after the 2183.75 billed at 25.00.
+    line = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.account_id == account.id, LedgerEntry.kind == "rerate"))
+    assert line.amount == Decimal("655.13") - Decimal("2183.75")
+
+
+def test_tariff_version_added_reaches_next_step(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    account = make_account("TJ", "87.35")
+    approver, second_task = _claimed_approval_of(account)
+    tj = demo["TJ"].id
+    season = db.session.get(Season, _season_id(demo))
+    current = db.session.scalar(sa.select(Tariff).where(Tariff.company_id == tj, Tariff.season_id == season.id))
+    stamp = _tariff_stamp(tj)
+    # A version in force from 2026-01-01 with a suspension ratio of 0.50.
+    added = Tariff(
+        company_id=tj, season_id=season.id, effective_from=date(2026, 1, 1), suspension_ratio=Decimal("0.50"),
+        late_fee_starts_after=current.late_fee_starts_after, late_fee_rate_per_day=current.late_fee_rate_per_day,
+        late_fee_stops_after=current.late_fee_stops_after,
+    )
+    db.session.add(added)
+    db.session.flush()
+    for price in current.prices:
+        db.session.add(TariffPrice(
+            company_id=tj, tariff_id=added.id, category=price.category, heat_source_kind=price.heat_source_kind,
+            unit_price=price.unit_price,
+        ))
+    db.session.commit()
+    assert _tariff_stamp(tj) != stamp
+
+    sent, _flushes = _complete_recording(second_task, approver)
+
+    assert len(_tariff_reads(sent)) == 1
+    # 0.20 of 2183.75 for 2025-11-15..2025-12-31 (47 days), then 0.50 of it for
+    # 2026-01-01..2026-03-15 (74 days), each prorated over the season's statutory days.
+    days = Decimal(season.statutory_days)
+    first = (Decimal("436.75") * 47 / days).quantize(Decimal("0.01"))
+    second = (Decimal("1091.875") * 74 / days).quantize(Decimal("0.01"))
+    line = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.account_id == account.id, LedgerEntry.kind == "rerate"))
+    assert line.amount == first + second - Decimal("2183.75")
+
+
+def test_tariff_bulk_update_renews_stamp(demo):
+    tj = demo["TJ"].id
+    stamp = _tariff_stamp(tj)
+    db.session.execute(sa.update(TariffPrice).where(TariffPrice.company_id == tj).values(unit_price=TariffPrice.unit_price))
+    db.session.commit()
+
+    assert stamp != ""
+    assert _tariff_stamp(tj) != stamp
+
+
+def _rights_stamp(company_id):
+    return db.session.scalar(sa.select(Company.rights_stamp).where(Company.id == company_id))
+
+
+def test_role_permission_edit_reaches_next_step(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    approver, second_task = _claimed_approval(make_account)
+    tj = demo["TJ"].id
+    stamp = _rights_stamp(tj)
+    role = db.session.scalar(sa.select(Role).filter_by(company_id=tj, code="company_approver"))
+    role.permissions = [permission for permission in role.permissions if permission != "process.approve"]
+    db.session.commit()
+    assert _rights_stamp(tj) != stamp
+
+    with pytest.raises(AccessError):
+        _complete_recording(second_task, approver)
+
+    db.session.expire_all()
+    assert db.session.get(HumanTask, second_task).status == "open"
+
+
+def test_role_removal_reaches_next_step(demo, make_account):
+    approver, first_task = _claimed_approval(make_account)
+    _complete_recording(first_task, approver)
+    approver, second_task = _claimed_approval(make_account)
+    tj = demo["TJ"].id
+    stamp = _rights_stamp(tj)
+    approver_role = db.session.scalar(sa.select(Role.id).filter_by(company_id=tj, code="company_approver"))
+    kept_roles = [
+        role_id for role_id in db.session.scalars(sa.select(UserRole.role_id).filter_by(user_id=approver.id))
+        if role_id != approver_role
+    ]
+    admin = user("tj_admin")
+    with scoped(scope_for(admin)):
+        set_user_roles(admin, approver, kept_roles)
+    assert _rights_stamp(tj) != stamp
+
+    with pytest.raises(AccessError):
+        _complete_recording(second_task, approver)
+
+    db.session.expire_all()
+    assert db.session.get(HumanTask, second_task).status == "open"

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 56a73ee241a0
+Revision ID: 7fac6cbdb46b
 Revises: 
-Create Date: 2026-12-05 14:04:46.909346
+Create Date: 2026-12-05 14:10:14.981120
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app.rls import sync_row_level_security
 
 # revision identifiers, used by Alembic.
-revision = '56a73ee241a0'
+revision = '7fac6cbdb46b'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -79,6 +79,8 @@ def upgrade():
     sa.Column('invoice_mode', sa.String(length=32), nullable=False),
     sa.Column('refund_requires_approval', sa.Boolean(), nullable=False),
     sa.Column('timing_stamp', sa.String(length=32), server_default='', nullable=False),
+    sa.Column('tariff_stamp', sa.String(length=32), server_default='', nullable=False),
+    sa.Column('rights_stamp', sa.String(length=32), server_default='', nullable=False),
     sa.ForeignKeyConstraint(['group_id'], ['group.id'], name=op.f('fk_company_group_id_group')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_company')),
     sa.UniqueConstraint('code', name=op.f('uq_company_code')),
