@@ -23,7 +23,7 @@ from flask_babel import force_locale
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.demo import install_demo
 from app.ledger.services import find_company, import_ledger, record_import
-from app.onboarding.services import OnboardingError, onboard_company, preflight_ledger
+from app.onboarding.services import OnboardingError, check_free, onboard_company, preflight_ledger
 from app.onboarding.spec import SpecError, load_spec_toml
 from app.tariffs.services import TariffError
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
@@ -189,10 +189,20 @@ def _onboarding_inputs(spec_path, ledger_paths):
     if not spec_path.exists():
         return [f"Specification {spec_path} not found."], None, []
     try:
-        spec = load_spec_toml(spec_path.read_text(encoding="utf-8"))
+        text = spec_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return [f"{spec_path}: not UTF-8 text (invalid byte at offset {error.start}); save the specification as UTF-8."], None, []
+    except OSError as error:
+        return [f"Specification {spec_path} cannot be read: {error.strerror}."], None, []
+    try:
+        spec = load_spec_toml(text)
     except SpecError as error:
         return [f"{spec_path}: {message}" for message in error.messages], None, []
     problems, ledgers = [], []
+    try:
+        check_free(spec)
+    except OnboardingError as error:
+        problems.append(str(error))
     for path in ledger_paths:
         if not path.exists():
             problems.append(f"Ledger {path} not found.")
