@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 from amqp.exceptions import AMQPError
@@ -36,6 +37,11 @@ from app.tenancy import company_scope, scoped
 
 logger = logging.getLogger(__name__)
 
+# A reading must be below this many GJ, as on the field form, so that it fits the stored
+# column (three decimals) and never overflows Decimal's 28 digits when it is rounded.
+MAX_READING_GJ = Decimal("1e11")
+# Years a reading time may lie in; outside them the conversion to UTC can leave Python's date range.
+READ_AT_YEARS = (1900, 2999)
 ATTEMPTS_HEADER = "x-heatflow-attempts"
 ERROR_HEADER = "x-heatflow-last-error"
 MAX_ATTEMPTS = 5
@@ -109,6 +115,14 @@ def parse_reading(value):
     """Convert a cumulative reading in GJ to Decimal, or raise ValueError (MeteringError) with the reason."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(_("读数缺失"))
+    if not isinstance(value, (float, bool)):
+        try:
+            magnitude = abs(Decimal(str(value).strip()))
+        except InvalidOperation:
+            magnitude = None
+        # parse_heat_gj names what is wrong with text that is no finite number.
+        if magnitude is not None and magnitude.is_finite() and magnitude >= MAX_READING_GJ:
+            raise ValueError(_("读数「%(value)s」超过上限 %(max)s GJ", value=str(value)[:40], max=f"{MAX_READING_GJ:f}"))
     return parse_heat_gj(value, label=_("读数")).quantize(GJ_PLACES)
 
 
@@ -119,6 +133,9 @@ def parse_read_at(value):
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(_("抄表时间「%(value)s」不是 ISO 8601 时间，如 2026-01-05T08:00:00+08:00", value=value)) from None
+    first, last = READ_AT_YEARS
+    if not first <= moment.year <= last:
+        raise ValueError(_("抄表时间「%(value)s」超出范围，应在 %(first)s 年至 %(last)s 年之间", value=value.strip()[:40], first=first, last=last))
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=LOCAL_TIME)
     # Stored in UTC like every timestamp: SQLite keeps the wall time and drops the offset.
     return moment.astimezone(timezone.utc)
