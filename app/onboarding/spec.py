@@ -154,8 +154,8 @@ def _check_unique(items, key_of, field_name, message):
         counts[key] = counts.get(key, 0) + 1
     for key, count in counts.items():
         if count > 1:
-            shown = "/".join(part for part in key if part) if isinstance(key, tuple) else key
-            raise ValidationError(str(message) % {"key": shown, "count": count}, field_name)
+            key_text = "/".join(part for part in key if part) if isinstance(key, tuple) else key
+            raise ValidationError(str(message) % {"key": key_text, "count": count}, field_name)
 
 
 class _SpecSchema(Schema):
