@@ -423,7 +423,11 @@ def outbox_replay_command(since, event_ids, company_code, event_type):
             sys.exit(1)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=LOCAL_TIME)
-        moment = moment.astimezone(timezone.utc)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except OverflowError:
+            click.echo(f"--since {since!r} is out of range; give a time between the years 0002 and 9998.", err=True)
+            sys.exit(1)
     company_id = _company_id_or_exit(company_code) if company_code else None
     count = mark_for_replay(since=moment, event_ids=event_ids, company_id=company_id, event_type=event_type)
     if event_ids and count != len(set(event_ids)):
