@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from app.billing.metered import GJ_PLACES, parse_heat_gj
 from app.clock import LOCAL_TIME, format_local, local_time
 from app.extensions import db
+from app.ids import parse_row_id
 from app.locking import lock_row
 from app.messaging.broker import CONFIRM_TIMEOUT_S, INBOUND_EXCHANGE, connect, declare_consumer_queue
 from app.messaging.models import MeterReading, MeterReadingReview, ProcessedMessage
@@ -242,8 +243,8 @@ def apply_oa_approval(company, message_id, data, mark):
     if user is None or not user.active:
         mark("rejected", f"审批人工号「{approver_no}」不存在或已停用")
         return
-    if not isinstance(task_id, int) or isinstance(task_id, bool):
-        mark("rejected", f"task_id {task_id!r} 不是任务编号")
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or parse_row_id(task_id) is None:
+        mark("rejected", f"task_id {str(task_id)[:40]!r} 不是任务编号")
         return
     values = {"decision": data.get("decision"), "comment": data.get("comment") or ""}
     claimed_here = False
@@ -252,8 +253,9 @@ def apply_oa_approval(company, message_id, data, mark):
             task = db.session.scalar(sa.select(HumanTask).where(HumanTask.id == task_id, HumanTask.company_id == company.id))
             if task is None:
                 raise InboundRejected(f"任务 {task_id} 不属于 {company.code}")
-            claimed_here = task.status == "open" and task.claimed_by_id is None
+            unclaimed = task.status == "open" and task.claimed_by_id is None
             claim_task(task_id, user)
+            claimed_here = unclaimed
             # The mark commits with the completion, inside complete_task.
             mark("applied")
             complete_task(task_id, user, values)
@@ -264,7 +266,7 @@ def apply_oa_approval(company, message_id, data, mark):
             try:
                 with scoped(scope_for(user)):
                     release_task(task_id, user)
-            except ProcessError as release_error:
+            except (ProcessError, AccessError) as release_error:
                 db.session.rollback()
                 logger.warning("Task %s could not be released after OA decision %s: %s", task_id, message_id, release_error)
         logger.warning("OA decision %s on task %s rejected: %s", message_id, task_id, error)

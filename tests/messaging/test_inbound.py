@@ -237,3 +237,25 @@ def test_oa_decision_completes_the_waiting_approval(demo, make_account, login, b
     released = db.session.get(HumanTask, valve_task.id)
     assert released.status == "open"
     assert released.claimed_by_id is None
+
+
+def test_oa_decision_of_wrong_role_or_odd_task_is_rejected(demo, make_account, login):
+    spec = CONSUMERS["oa_approvals"]
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = db.session.scalar(sa.select(ProcessInstance).filter_by(account_id=account.id))
+    task = open_task(instance.id, "company_approval")
+    base = {"company": "TJ", "task_id": task.id, "decision": "approve", "approver_no": user("tj_approver").user_no}
+
+    wrong_role = apply_message(spec, "oa-role", {**base, "approver_no": user("tj_clerk").user_no})
+    huge_task = apply_message(spec, "oa-huge", {**base, "task_id": 10**23})
+
+    assert wrong_role == "rejected"
+    assert huge_task == "rejected"
+    reasons = dict(db.session.execute(sa.select(ProcessedMessage.message_id, ProcessedMessage.reason)).all())
+    assert "company_approver" in reasons["oa-role"]
+    assert "不是任务编号" in reasons["oa-huge"]
+    db.session.expire_all()
+    waiting = db.session.get(HumanTask, task.id)
+    assert waiting.status == "open"
+    assert waiting.claimed_by_id is None
