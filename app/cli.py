@@ -23,7 +23,7 @@ from flask_babel import force_locale
 from app.billing.services import BillingError, receivables_report, run_billing
 from app.demo import install_demo
 from app.ledger.services import find_company, import_ledger, record_import
-from app.onboarding.services import OnboardingError, onboard_company, preflight_ledger
+from app.onboarding.services import OnboardingError, check_free, onboard_company, preflight_ledger
 from app.onboarding.spec import SpecError, load_spec_toml
 from app.tariffs.services import TariffError
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
@@ -227,10 +227,20 @@ def _onboarding_inputs(spec_path, ledger_paths):
     if not spec_path.exists():
         return [f"Specification {spec_path} not found."], None, []
     try:
-        spec = load_spec_toml(spec_path.read_text(encoding="utf-8"))
+        text = spec_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return [f"{spec_path}: not UTF-8 text (invalid byte at offset {error.start}); save the specification as UTF-8."], None, []
+    except OSError as error:
+        return [f"Specification {spec_path} cannot be read: {error.strerror}."], None, []
+    try:
+        spec = load_spec_toml(text)
     except SpecError as error:
         return [f"{spec_path}: {message}" for message in error.messages], None, []
     problems, ledgers = [], []
+    try:
+        check_free(spec)
+    except OnboardingError as error:
+        problems.append(str(error))
     for path in ledger_paths:
         if not path.exists():
             problems.append(f"Ledger {path} not found.")
@@ -451,7 +461,11 @@ def outbox_replay_command(since, event_ids, company_code, event_type):
             sys.exit(1)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=LOCAL_TIME)
-        moment = moment.astimezone(timezone.utc)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except OverflowError:
+            click.echo(f"--since {since!r} is out of range; give a time between the years 0002 and 9998.", err=True)
+            sys.exit(1)
     company_id = _company_id_or_exit(company_code) if company_code else None
     count = mark_for_replay(since=moment, event_ids=event_ids, company_id=company_id, event_type=event_type)
     if event_ids and count != len(set(event_ids)):

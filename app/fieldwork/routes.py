@@ -22,6 +22,7 @@ from app.fieldwork.services import (
     submit_task_result, submit_visit_result,
 )
 from app.forms.processes import task_form_class
+from app.ids import parse_row_id
 from app.network.models import Account
 from app.org.models import User
 from app.org.services import AccessError, has_permission, users_with_permission
@@ -158,10 +159,9 @@ def inspections():
     """Assign inspections of suspended and shut-off dwellings to a field user, and list recent visits."""
     _require("fieldwork.assign")
     if request.method == "POST":
-        try:
-            account_ids = [int(value) for value in request.form.getlist("account_id")]
-            field_user_id = int(request.form.get("field_user_id") or 0)
-        except ValueError:
+        account_ids = [parse_row_id(value) for value in request.form.getlist("account_id")]
+        field_user_id = parse_row_id(request.form.get("field_user_id"))
+        if None in account_ids or field_user_id is None:
             abort(400, _("用户或外勤人员编号无效。"))
         try:
             visits = assign_inspections(current_user, account_ids, field_user_id, request.form.get("note", ""))

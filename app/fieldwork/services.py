@@ -20,6 +20,7 @@ from app.network.valves import shut_off_counts
 from app.org.models import Company, User
 from app.org.services import has_permission, require_permission
 from app.processes.access import ConflictError, InputError, NotFoundError, get_task, inbox_tasks
+from app.processes.fields import clean_task_values, task_fields
 from app.processes.models import HumanTask
 from app.processes.services import claim_task, complete_task, start_process
 
@@ -113,11 +114,35 @@ def _existing(company_id, submission_id):
     )
 
 
+def _earlier_outcome(user, submission_id, target_kind, target_id):
+    """Return the duplicate Outcome of an earlier arrival of this submission, or None when there is none.
+
+    Raises ConflictError when the id was stored for another task, visit or user, because
+    answering "already submitted" then would drop this result unseen.
+    """
+    earlier = _existing(user.company_id, submission_id)
+    if earlier is None:
+        return None
+    if (earlier.target_kind, earlier.target_id, earlier.user_id) != (target_kind, target_id, user.id):
+        raise ConflictError(_(
+            "提交编号 %(id)s 已用于另一项现场结果，本次结果未登记；请刷新页面后重新填写并提交。", id=submission_id,
+        ))
+    return Outcome(earlier, duplicate=True)
+
+
+def _duplicate_or_raise(user, submission_id, target_kind, target_id, error):
+    """Return the Outcome of an arrival that committed while this one was checked, or re-raise `error`."""
+    db.session.rollback()
+    outcome = _earlier_outcome(user, submission_id, target_kind, target_id)
+    if outcome is None:
+        raise error
+    return outcome
+
+
 def _store(user, submission_id, target_kind, target_id, account_id, values, photos, meter_reading):
     submission = FieldSubmission(
         company_id=user.company_id, submission_id=submission_id, user_id=user.id, target_kind=target_kind,
-        target_id=target_id, account_id=account_id, meter_reading=meter_reading,
-        values={key: str(value) for key, value in values.items()},
+        target_id=target_id, account_id=account_id, meter_reading=meter_reading, values=values,
     )
     db.session.add(submission)
     db.session.flush()
@@ -131,7 +156,7 @@ def _store(user, submission_id, target_kind, target_id, account_id, values, phot
     return submission
 
 
-def _apply_once(user, submission_id, apply):
+def _apply_once(user, submission_id, target_kind, target_id, apply):
     """Run `apply` (which stores and commits a submission) and return its Outcome.
 
     When it fails because the task or row was taken meanwhile, a concurrent arrival of
@@ -140,12 +165,8 @@ def _apply_once(user, submission_id, apply):
     """
     try:
         return Outcome(apply(), duplicate=False)
-    except (ConflictError, IntegrityError):
-        db.session.rollback()
-        earlier = _existing(user.company_id, submission_id)
-        if earlier is not None:
-            return Outcome(earlier, duplicate=True)
-        raise
+    except (ConflictError, IntegrityError) as error:
+        return _duplicate_or_raise(user, submission_id, target_kind, target_id, error)
     except Exception:
         db.session.rollback()
         raise
@@ -158,22 +179,28 @@ def submit_task_result(user, task_id, submission_id, values, photos=(), meter_re
     duplicate=True and changes nothing. Raises InputError, ConflictError, NotFoundError
     or AccessError; nothing is stored then.
     """
-    earlier = _existing(user.company_id, submission_id)
+    earlier = _earlier_outcome(user, submission_id, "task", task_id)
     if earlier is not None:
-        return Outcome(earlier, duplicate=True)
+        return earlier
     check_photos(photos)
     task = get_task(task_id, user)
     if task.form not in FIELD_FORMS:
         raise NotFoundError(_("任务 %(id)s 不是现场作业任务；请在待办中办理。", id=task_id))
+    # Checked before the claim, which commits, so that a rejected result leaves the task as it was.
+    clean_task_values(task.form, values)
+    stored_values = {spec.name: str(values.get(spec.name, "")) for spec in task_fields(task.form)}
     if task.claimed_by_id is None:
-        claim_task(task_id, user)
+        try:
+            claim_task(task_id, user)
+        except ConflictError as error:
+            return _duplicate_or_raise(user, submission_id, "task", task_id, error)
 
     def apply():
-        submission = _store(user, submission_id, "task", task.id, task.instance.account_id, values, photos, meter_reading)
+        submission = _store(user, submission_id, "task", task.id, task.instance.account_id, stored_values, photos, meter_reading)
         complete_task(task_id, user, values)
         return submission
 
-    outcome = _apply_once(user, submission_id, apply)
+    outcome = _apply_once(user, submission_id, "task", task_id, apply)
     if not outcome.duplicate:
         logger.info("Field submission %s completed task %s with %s photos", submission_id, task_id, len(photos))
     return outcome
@@ -192,9 +219,9 @@ def submit_visit_result(user, visit_id, submission_id, finding, visited_on, comm
 
     Returns Outcome; see submit_task_result for resends and errors.
     """
-    earlier = _existing(user.company_id, submission_id)
+    earlier = _earlier_outcome(user, submission_id, "visit", visit_id)
     if earlier is not None:
-        return Outcome(earlier, duplicate=True)
+        return earlier
     require_permission(user, "fieldwork.do", user.company_id)
     if finding not in FINDINGS:
         raise InputError(_("稽查结果「%(value)s」无效；请从列表中选择。", value=finding[:20]))
@@ -203,10 +230,10 @@ def submit_visit_result(user, visit_id, submission_id, finding, visited_on, comm
     check_photos(photos)
     visit = get_visit(visit_id, user)
     if visit.status != "open":
-        raise ConflictError(
+        return _duplicate_or_raise(user, submission_id, "visit", visit_id, ConflictError(
             _("稽查任务 %(id)s 已完成，不能重复提交。", id=visit_id) if visit.status == "done"
             else _("稽查任务 %(id)s 已取消，不能重复提交。", id=visit_id)
-        )
+        ))
     account = db.session.get(Account, visit.account_id)
     values = {"finding": finding, "visited_on": visited_on.isoformat(), "comment": comment}
 
@@ -224,7 +251,7 @@ def submit_visit_result(user, visit_id, submission_id, finding, visited_on, comm
         db.session.commit()
         return submission
 
-    outcome = _apply_once(user, submission_id, apply)
+    outcome = _apply_once(user, submission_id, "visit", visit_id, apply)
     if not outcome.duplicate:
         logger.info("Field submission %s recorded visit %s with finding %s", submission_id, visit_id, finding)
     return outcome

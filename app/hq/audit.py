@@ -11,6 +11,7 @@ from flask_babel import gettext as _
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
+from app.hq.dashboard import AS_OF_RANGE
 from app.i18n import translate_label
 from app.network.models import Account
 from app.org.models import Company, User
@@ -27,9 +28,17 @@ def _day(value, label):
     if not value:
         return None
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise AuditQueryError(_("%(field)s「%(value)s」无效，请按 2026-01-31 的格式填写。", field=label, value=value[:20])) from None
+    # The search steps a day forward and converts to UTC, which leaves Python's date range near year 1 and 9999.
+    first, last = AS_OF_RANGE
+    if not first <= day <= last:
+        raise AuditQueryError(_(
+            "%(field)s「%(value)s」超出范围；请填写 %(first)s 至 %(last)s 之间的日期。",
+            field=label, value=value.strip()[:20], first=first.isoformat(), last=last.isoformat(),
+        ))
+    return day
 
 
 def parse_filters(args):

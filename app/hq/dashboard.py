@@ -56,6 +56,10 @@ WAIVER_RATE_PLACES = Decimal("0.001")
 SECONDS_PER_HOUR = Decimal(3600)
 
 
+# Earliest and latest as-of dates the views accept.
+AS_OF_RANGE = (date(1900, 1, 1), date(2999, 12, 31))
+
+
 class DashboardInputError(ValueError):
     """A query parameter of a dashboard view is invalid; the message names it and the fix."""
 
@@ -65,13 +69,24 @@ def today():
 
 
 def parse_as_of(value):
-    """Parse the as-of date from `as_of=YYYY-MM-DD`; today (local) when absent."""
+    """Parse the as-of date from `as_of=YYYY-MM-DD`; today (local) when absent.
+
+    Dates outside AS_OF_RANGE are rejected, because the views step a year back and a day
+    forward from the as-of date, which leaves Python's date range near year 1 and 9999.
+    """
     if not value:
         return today()
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise DashboardInputError(gettext("截止日期「%(value)s」无效，请按 2026-01-31 的格式填写。", value=value[:20])) from None
+    first, last = AS_OF_RANGE
+    if not first <= day <= last:
+        raise DashboardInputError(gettext(
+            "截止日期「%(value)s」超出范围；请填写 %(first)s 至 %(last)s 之间的日期。",
+            value=value.strip()[:20], first=first.isoformat(), last=last.isoformat(),
+        ))
+    return day
 
 
 def parse_season(value):

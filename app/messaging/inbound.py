@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 from amqp.exceptions import AMQPError
@@ -26,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from app.billing.metered import GJ_PLACES, parse_heat_gj
 from app.clock import LOCAL_TIME, format_local, local_time
 from app.extensions import db
+from app.ids import parse_row_id
 from app.locking import lock_row
 from app.messaging.broker import CONFIRM_TIMEOUT_S, INBOUND_EXCHANGE, connect, declare_consumer_queue
 from app.messaging.models import MeterReading, MeterReadingReview, ProcessedMessage
@@ -36,6 +38,11 @@ from app.tenancy import company_scope, scoped
 
 logger = logging.getLogger(__name__)
 
+# A reading must be below this many GJ, as on the field form, so that it fits the stored
+# column (three decimals) and never overflows Decimal's 28 digits when it is rounded.
+MAX_READING_GJ = Decimal("1e11")
+# Years a reading time may lie in; outside them the conversion to UTC can leave Python's date range.
+READ_AT_YEARS = (1900, 2999)
 ATTEMPTS_HEADER = "x-heatflow-attempts"
 ERROR_HEADER = "x-heatflow-last-error"
 MAX_ATTEMPTS = 5
@@ -109,6 +116,14 @@ def parse_reading(value):
     """Convert a cumulative reading in GJ to Decimal, or raise ValueError (MeteringError) with the reason."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(_("读数缺失"))
+    if not isinstance(value, (float, bool)):
+        try:
+            magnitude = abs(Decimal(str(value).strip()))
+        except InvalidOperation:
+            magnitude = None
+        # parse_heat_gj names what is wrong with text that is no finite number.
+        if magnitude is not None and magnitude.is_finite() and magnitude >= MAX_READING_GJ:
+            raise ValueError(_("读数「%(value)s」超过上限 %(max)s GJ", value=str(value)[:40], max=f"{MAX_READING_GJ:f}"))
     return parse_heat_gj(value, label=_("读数")).quantize(GJ_PLACES)
 
 
@@ -119,6 +134,9 @@ def parse_read_at(value):
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(_("抄表时间「%(value)s」不是 ISO 8601 时间，如 2026-01-05T08:00:00+08:00", value=value)) from None
+    first, last = READ_AT_YEARS
+    if not first <= moment.year <= last:
+        raise ValueError(_("抄表时间「%(value)s」超出范围，应在 %(first)s 年至 %(last)s 年之间", value=value.strip()[:40], first=first, last=last))
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=LOCAL_TIME)
     # Stored in UTC like every timestamp: SQLite keeps the wall time and drops the offset.
     return moment.astimezone(timezone.utc)
@@ -225,8 +243,8 @@ def apply_oa_approval(company, message_id, data, mark):
     if user is None or not user.active:
         mark("rejected", f"审批人工号「{approver_no}」不存在或已停用")
         return
-    if not isinstance(task_id, int) or isinstance(task_id, bool):
-        mark("rejected", f"task_id {task_id!r} 不是任务编号")
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or parse_row_id(task_id) is None:
+        mark("rejected", f"task_id {str(task_id)[:40]!r} 不是任务编号")
         return
     values = {"decision": data.get("decision"), "comment": data.get("comment") or ""}
     claimed_here = False
@@ -235,8 +253,9 @@ def apply_oa_approval(company, message_id, data, mark):
             task = db.session.scalar(sa.select(HumanTask).where(HumanTask.id == task_id, HumanTask.company_id == company.id))
             if task is None:
                 raise InboundRejected(f"任务 {task_id} 不属于 {company.code}")
-            claimed_here = task.status == "open" and task.claimed_by_id is None
+            unclaimed = task.status == "open" and task.claimed_by_id is None
             claim_task(task_id, user)
+            claimed_here = unclaimed
             # The mark commits with the completion, inside complete_task.
             mark("applied")
             complete_task(task_id, user, values)
@@ -247,7 +266,7 @@ def apply_oa_approval(company, message_id, data, mark):
             try:
                 with scoped(scope_for(user)):
                     release_task(task_id, user)
-            except ProcessError as release_error:
+            except (ProcessError, AccessError) as release_error:
                 db.session.rollback()
                 logger.warning("Task %s could not be released after OA decision %s: %s", task_id, message_id, release_error)
         logger.warning("OA decision %s on task %s rejected: %s", message_id, task_id, error)

@@ -64,7 +64,8 @@ def _group_for(actor):
     return groups[0]
 
 
-def _check_free(spec):
+def check_free(spec):
+    """Raise OnboardingError when the spec's company code or number, or its administrator's login, is taken."""
     code, number, username = spec.company["code"], spec.company["number"], spec.admin["username"]
     if db.session.scalar(sa.select(Company.id).filter_by(code=code)) is not None:
         raise OnboardingError(_("公司代码 %(code)s 已被使用；请换一个代码。", code=code))
@@ -146,7 +147,7 @@ def onboard_company(spec, actor=None):
     Returns OnboardedCompany with a generated password for the company administrator,
     who is asked for nothing else; nothing is stored when any step fails.
     """
-    _check_free(spec)
+    check_free(spec)
     group = _group_for(actor)
     try:
         company = Company(group_id=group.id, **spec.company)

@@ -102,8 +102,13 @@ class _AreaRuleSchema(Schema):
     category = fields.String(required=True, validate=validate.OneOf(TARIFF_CATEGORIES, error=_l("用户类别应为：%(choices)s", choices=lazy_join(TARIFF_CATEGORIES))))
     basis = fields.String(load_default="building_area", validate=validate.OneOf(AREA_BASES, error=_l("计费面积依据应为：%(choices)s", choices=lazy_join(AREA_BASES))))
     factor = _decimal(load_default=Decimal(1), validate=validate.Range(min=Decimal("0.01"), max=Decimal(2), error=_l("面积系数应在 0.01 到 2 之间")))
-    lift_factor = _decimal(load_default=None, allow_none=True)
-    fallback_factor = _decimal(load_default=None, allow_none=True)
+    lift_factor = _decimal(
+        load_default=None, allow_none=True, validate=validate.Range(min=Decimal("0.01"), max=Decimal(2), error=_l("电梯系数应在 0.01 到 2 之间")),
+    )
+    fallback_factor = _decimal(
+        load_default=None, allow_none=True,
+        validate=validate.Range(min=Decimal("0.01"), max=Decimal(2), error=_l("使用面积缺省系数应在 0.01 到 2 之间")),
+    )
 
 
 class _SeasonSchema(Schema):
@@ -125,14 +130,32 @@ class _SeasonSchema(Schema):
         if start and end and end <= start:
             raise ValidationError(_("采暖季结束日期必须晚于开始日期"), "end_on")
         name = data.get("name")
+        if name and int(name[5:]) != int(name[:4]) + 1:
+            raise ValidationError(_("采暖季名称应写成 2025-2026，后一年比前一年大 1；当前为 %(name)s", name=name), "name")
         if name and start and int(name[:4]) != start.year:
             raise ValidationError(_("采暖季名称 %(name)s 与开始日期 %(start)s 的年份不一致", name=name, start=start), "name")
         if (data.get("late_fee_starts_after") is None) != (data.get("late_fee_rate_per_day") is None):
             raise ValidationError(_("滞纳金起算日和日费率须同时填写或同时留空"), "late_fee_rate_per_day")
+        _check_unique(data.get("prices") or [], lambda price: (price["category"], price["heat_source_kind"]), "prices",
+                      _l("用户类别 %(key)s 的单价写了 %(count)s 条；每个用户类别（及热源类型）只能写一条"))
+        _check_unique(data.get("area_rules") or [], lambda rule: rule["category"], "area_rules",
+                      _l("用户类别 %(key)s 的计费面积规则写了 %(count)s 条；每个用户类别只能写一条"))
         categories = {price["category"] for price in data.get("prices") or []}
         missing = [category for category in TARIFF_CATEGORIES if category not in categories]
         if data.get("prices") and missing:
             raise ValidationError(_("缺少这些用户类别的单价：%(categories)s", categories=join_items(missing)), "prices")
+
+
+def _check_unique(items, key_of, field_name, message):
+    """Raise ValidationError on `field_name` when two items share a key, which the tariff's unique keys reject."""
+    counts = {}
+    for item in items:
+        key = key_of(item)
+        counts[key] = counts.get(key, 0) + 1
+    for key, count in counts.items():
+        if count > 1:
+            key_text = "/".join(part for part in key if part) if isinstance(key, tuple) else key
+            raise ValidationError(str(message) % {"key": key_text, "count": count}, field_name)
 
 
 class _SpecSchema(Schema):

@@ -6,6 +6,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
+from app.ids import parse_row_id
 from app.org.admin import (
     RoleError,
     companies_with_functions,
@@ -33,7 +34,7 @@ def companies():
     if not has_permission(current_user, "company.manage"):
         abort(403, _("只有集团管理员可以分配分公司功能。"))
     if request.method == "POST":
-        company = db.session.scalar(sa.select(Company).filter_by(id=request.form.get("company_id", type=int)))
+        company = db.session.scalar(sa.select(Company).filter_by(id=parse_row_id(request.form.get("company_id"))))
         if company is None:
             abort(404, _("未找到该公司。"))
         try:
@@ -54,7 +55,9 @@ def roles():
         abort(403, _("您没有管理角色的权限。"))
     if request.method == "POST":
         role = None
-        role_id = request.form.get("role_id", type=int)
+        role_id = parse_row_id(request.form.get("role_id"))
+        if role_id is None and (request.form.get("role_id") or "").strip():
+            abort(404, _("未找到该角色。"))
         if role_id:
             role = db.session.scalar(sa.select(Role).filter_by(id=role_id, company_id=current_user.company_id))
             if role is None:
@@ -83,7 +86,7 @@ def user_roles(user_id):
     user = db.session.scalar(sa.select(User).filter_by(id=user_id, company_id=current_user.company_id))
     if user is None:
         abort(404, _("未找到该用户，或该用户不属于您的公司。"))
-    role_ids = [int(v) for v in request.form.getlist("role_ids") if v.isdigit()]
+    role_ids = [role_id for role_id in map(parse_row_id, request.form.getlist("role_ids")) if role_id is not None]
     try:
         set_user_roles(current_user, user, role_ids)
     except (RoleError, AccessError) as error:

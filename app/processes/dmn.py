@@ -28,10 +28,11 @@ from flask_babel import gettext as _
 from lxml import etree
 
 from app.i18n import N_, join_items
+from app.network.models import USER_TYPES
 from app.processes.escalation import RULE_FIELDS
 from app.processes.messages import sandbox_error_text
 from app.processes.models import PROCESS_TYPES
-from app.processes.sandbox import FUNCTIONS, SandboxError, validate_expression
+from app.processes.sandbox import FUNCTIONS, SandboxError, evaluate_expression, validate_expression
 
 DMN_NAMESPACE = "https://www.omg.org/spec/DMN/20191111/MODEL/"
 NS = {"dmn": DMN_NAMESPACE}
@@ -69,6 +70,13 @@ DECISION_VARIABLES = {
     "connection": {"applied_area": N_("申请入网面积（㎡）"), "surveyed_area": N_("实测建筑面积（㎡）")},
     "back_charge": {"back_charge_amount": N_("追补金额（元）"), "back_charge_days": N_("追补天数")},
 }
+
+
+# Task data of the trial evaluation that check_table runs over every cell: each user type,
+# these texts, and a non-zero number for every other variable (back_charge_days is an int).
+TRIAL_TEXTS = {"waiver_target": "charge", "waiver_category": "hardship", "waiver_category_label": "困难救助"}
+TRIAL_INTEGERS = {"back_charge_days": 30}
+TRIAL_NUMBER = Decimal("120.50")
 
 
 def decision_id_for(process_type):
@@ -292,7 +300,63 @@ def check_table(process_type, xml):
     for row in table.rows:
         problems.extend(_check_row(table, row, allowed))
     if not problems:
+        problems.extend(_trial_problems(process_type, table))
+    if not problems:
         problems.extend(_spiff_problems(xml, table.decision_id))
+    return problems
+
+
+def _trial_facts(process_type):
+    """Yield one set of sample task data per user type for the trial evaluation."""
+    for user_type in USER_TYPES:
+        facts = {}
+        for name in variables_for(process_type):
+            facts[name] = TRIAL_TEXTS.get(name, TRIAL_INTEGERS.get(name, TRIAL_NUMBER))
+        facts["user_type"] = user_type
+        yield facts
+
+
+def _trial_problems(process_type, table):
+    """Evaluate every cell of a checked table with sample data; returns a Problem per cell that fails.
+
+    A cell can compile and still fail on every evaluation (`> 1/0`, a number compared
+    with text), and then every new request of the process type would fail at its
+    escalation step. Output entries are evaluated whether or not their rule matches.
+    """
+    problems, failed = [], set()
+
+    def trial(row, kind, column, source, facts):
+        if (row.element_id, kind, column.element_id) in failed:
+            return
+        try:
+            evaluate_expression(source, facts)
+        except SandboxError as error:
+            failed.add((row.element_id, kind, column.element_id))
+            if kind == "input":
+                where = _("第 %(rule)s 条规则「%(column)s」列的条件", rule=row.number, column=column.label)
+            else:
+                where = _("第 %(rule)s 条规则「%(column)s」列的输出", rule=row.number, column=column.label)
+            problems.append(Problem(row.element_id, _(
+                "%(where)s用示例数据（用户类型 %(user_type)s，数值 %(number)s）试算时出错：%(error)s 请检查除数不为 0，比较的两边同为数字或同为文字。",
+                where=where, user_type=facts["user_type"], number=TRIAL_NUMBER, error=sandbox_error_text(error),
+            )))
+
+    for facts in _trial_facts(process_type):
+        inputs = {}
+        for column in table.inputs:
+            try:
+                inputs[column.element_id] = evaluate_expression(column.expression, facts)
+            except SandboxError as error:
+                problems.append(Problem(column.element_id, _(
+                    "输入列「%(column)s」的表达式用示例数据试算时出错：%(error)s", column=column.label, error=sandbox_error_text(error),
+                )))
+                return problems
+        for row in table.rows:
+            for column, cell in zip(table.inputs, row.inputs):
+                if cell:
+                    trial(row, "input", column, entry_expression(column.expression, cell), {**facts, INPUT_PLACEHOLDER: inputs[column.element_id]})
+            for column, cell in zip(table.outputs, row.outputs):
+                trial(row, "output", column, cell, facts)
     return problems
 
 

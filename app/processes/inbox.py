@@ -15,6 +15,7 @@ from flask_babel import gettext as _
 
 from app.extensions import db
 from app.i18n import N_, join_items, translate_label
+from app.ids import parse_row_id
 from app.locking import lock_row
 from app.network.models import Account
 from app.org.models import Company, User
@@ -204,7 +205,7 @@ def delegate_task(task_id, user, target_user_id, comment=""):
     if len(text) > 500:
         raise InputError(_("转办说明共 %(count)s 字，超过 500 字上限。", count=len(text)))
     candidates = {candidate.id: candidate for candidate in delegate_candidates(task)}
-    target = candidates.get(int(target_user_id)) if str(target_user_id).isdigit() else None
+    target = candidates.get(parse_row_id(target_user_id))
     if target is None:
         raise InputError(_("转办对象「%(value)s」无效：只能转给本公司有「%(role)s」角色的其他用户。", value=str(target_user_id)[:20], role=task.lane_role))
     if target.id == user.id:

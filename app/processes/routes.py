@@ -162,7 +162,9 @@ def migrate():
 
 def _version(text):
     value = (text or "").strip()
-    if not value.isdigit():
+    # ASCII digits only, because str.isdigit() also takes "²", which int() rejects, and at most
+    # nine of them, so that the number fits an integer column.
+    if not (value.isascii() and value.isdigit() and len(value) <= 9):
         raise InputError(_("版本号「%(value)s」无效，请从列表中选择。", value=value[:10]))
     return int(value)
 

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
 from app.extensions import db
+from app.fieldwork import services
 from app.fieldwork.models import FieldPhoto, FieldSubmission, FieldVisit
 from app.network.models import Account
 from app.processes.models import HumanTask, ProcessEvent, ProcessInstance
@@ -278,3 +279,86 @@ def test_diagram_without_netting_still_deploys():
     without_account = {"name": "post_back_charge", "parameters": {"inspected_on": {"value": "inspected_on"}}}
     [finding] = _check_operator("post_back_charge_task", "serviceTask", without_account)
     assert "服务「post_back_charge」缺少参数：account_id" in finding.reason
+
+
+def _race_first_arrival(monkeypatch, step, first_arrival):
+    """Let `first_arrival` commit just before the resend's call of services.`step`, as two requests in flight can."""
+    original = getattr(services, step)
+
+    def step_after_first_arrival(*args, **kwargs):
+        monkeypatch.setattr(services, step, original)
+        first_arrival()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services, step, step_after_first_arrival)
+
+
+def test_resend_racing_first_arrival_is_duplicate(valve_task, login, monkeypatch):
+    account, instance, task = valve_task
+    field = login("tj_field")
+    submission_id = str(uuid.uuid4())
+    _race_first_arrival(monkeypatch, "claim_task", lambda: _close(login("tj_field"), task.id, submission_id, headers=JSON))
+
+    resend = _close(field, task.id, submission_id, headers=JSON)
+
+    assert resend.status_code == 200
+    assert resend.get_json()["duplicate"] is True
+    assert _count(FieldSubmission, submission_id=submission_id) == 1
+    assert _count(FieldPhoto, account_id=account.id) == 1
+
+
+def test_visit_resend_racing_first_arrival_is_duplicate(demo, make_account, login, monkeypatch):
+    account = make_account("TJ", "60.00", status="suspended")
+    visit = _assign(login, account)
+    field = login("tj_field")
+    data = {"submission_id": str(uuid.uuid4()), "visited_on": "2026-01-20", "finding": "none"}
+    _race_first_arrival(monkeypatch, "get_visit", lambda: login("tj_field").post(f"/field/visits/{visit.id}", data=data, headers=JSON))
+
+    resend = field.post(f"/field/visits/{visit.id}", data=data, headers=JSON)
+
+    assert resend.status_code == 200
+    assert resend.get_json()["duplicate"] is True
+    assert _count(FieldSubmission, submission_id=data["submission_id"]) == 1
+
+
+def test_submission_id_of_other_target_conflicts(valve_task, demo, make_account, login):
+    _account, _instance, task = valve_task
+    visit = _assign(login, make_account("TJ", "60.00", status="suspended"))
+    field = login("tj_field")
+    submission_id = str(uuid.uuid4())
+    _close(field, task.id, submission_id, headers=JSON)
+
+    reused = field.post(f"/field/visits/{visit.id}", data={
+        "submission_id": submission_id, "visited_on": "2026-01-20", "finding": "none",
+    }, headers=JSON)
+
+    assert reused.status_code == 409
+    assert f"提交编号 {submission_id} 已用于另一项现场结果" in reused.get_json()["message"]
+    db.session.expire_all()
+    assert db.session.get(FieldVisit, visit.id).status == "open"
+
+
+def test_invalid_seal_leaves_task_unclaimed(valve_task, login):
+    _account, instance, task = valve_task
+
+    response = _close(login("tj_field"), task.id, str(uuid.uuid4()), headers=JSON, seal_no="封签 42!")
+
+    assert response.status_code == 400
+    assert "封签号" in response.get_json()["message"]
+    db.session.expire_all()
+    assert db.session.get(HumanTask, task.id).claimed_by_id is None
+    assert _count(ProcessEvent, instance_id=instance.id, event_type="claimed", task_name="关栓") == 0
+    assert _count(FieldSubmission) == 0
+
+
+def test_stored_values_are_task_fields_only(valve_task, login):
+    _account, _instance, task = valve_task
+    submission_id = str(uuid.uuid4())
+
+    _close(login("tj_field"), task.id, submission_id, headers=JSON, meter_reading="12.5", csrf_token="token-from-form")
+
+    stored = db.session.scalar(sa.select(FieldSubmission).filter_by(submission_id=submission_id))
+    assert stored.values["seal_no"] == "TJ-S-0042"
+    assert "csrf_token" not in stored.values
+    assert "submission_id" not in stored.values
+    assert "meter_reading" not in stored.values

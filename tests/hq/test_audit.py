@@ -61,6 +61,8 @@ def test_found_instance_opens_history_and_diagram(two_requests, login):
     ("date_from=2026-02-30", "开始日期「2026-02-30」无效"),
     ("process_type=nope", "流程类型「nope」不存在"),
     ("date_from=2026-03-02&date_to=2026-03-01", "开始日期晚于结束日期"),
+    ("date_from=0001-01-01", "开始日期「0001-01-01」超出范围"),
+    ("date_to=9999-12-31", "结束日期「9999-12-31」超出范围"),
 ])
 def test_bad_filter_is_named(demo, login, query, message):
     response = login("hq_auditor").get(f"/hq/audit?{query}")

@@ -187,6 +187,17 @@ def test_bad_period_is_named_in_400(demo, login, query, message):
     assert message in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("as_of", ["0001-01-01", "0002-03-01", "1899-12-31", "9999-12-31"])
+@pytest.mark.parametrize("url", [
+    "/hq/dashboard", "/hq/dashboard/companies.json", "/hq/dashboard/collection.json", "/hq/dashboard/processes.xlsx",
+    "/hq/dashboard/companies/TJ", "/hq/dashboard/companies/TJ.json",
+])
+def test_far_as_of_date_is_refused_with_400(demo, login, url, as_of):
+    response = login("hq_auditor").get(f"{url}?as_of={as_of}")
+    assert response.status_code == 400
+    assert f"截止日期「{as_of}」超出范围" in response.get_data(as_text=True)
+
+
 def test_accounts_only_count_in_their_own_company(hq_ledger):
     tj_accounts = db.session.scalar(sa.select(sa.func.count()).select_from(Account).where(Account.company_id == hq_ledger["paid"][0].company_id))
     charges = db.session.scalar(

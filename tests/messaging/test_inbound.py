@@ -146,6 +146,25 @@ def test_readings_that_cannot_apply_go_to_the_review_list(metered_qd, add_accoun
     assert _count(ProcessedMessage, outcome="rejected") == 6
 
 
+def test_out_of_range_readings_go_to_the_review_list(metered_qd):
+    spec = CONSUMERS["meter_readings"]
+    account = metered_qd[0]
+    cases = {
+        "huge": ({**_reading(account, 1), "reading_gj": "1e20"}, "读数「1e20」超过上限"),
+        "beyond_precision": ({**_reading(account, 2), "reading_gj": "1e30"}, "读数「1e30」超过上限"),
+        "year_9999": ({**_reading(account, 3), "read_at": "9999-12-31T23:59:59-10:00"}, "抄表时间「9999-12-31T23:59:59-10:00」超出范围"),
+        "year_1": ({**_reading(account, 4), "read_at": "0001-01-01T00:00:00+08:00"}, "抄表时间「0001-01-01T00:00:00+08:00」超出范围"),
+    }
+
+    outcomes = {message_id: apply_message(spec, message_id, body) for message_id, (body, _reason) in cases.items()}
+
+    assert outcomes == {message_id: "rejected" for message_id in cases}
+    reasons = dict(db.session.execute(sa.select(MeterReadingReview.message_id, MeterReadingReview.reason)).all())
+    for message_id, (_body, reason) in cases.items():
+        assert reasons[message_id].startswith(reason), reasons[message_id]
+    assert _count(MeterReading) == 0
+
+
 def test_poison_messages_reach_the_dead_letter_queue(metered_qd, broker_url):
     _declare(broker_url, "meter_readings")
     account = metered_qd[0]
@@ -218,3 +237,25 @@ def test_oa_decision_completes_the_waiting_approval(demo, make_account, login, b
     released = db.session.get(HumanTask, valve_task.id)
     assert released.status == "open"
     assert released.claimed_by_id is None
+
+
+def test_oa_decision_of_wrong_role_or_odd_task_is_rejected(demo, make_account, login):
+    spec = CONSUMERS["oa_approvals"]
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = db.session.scalar(sa.select(ProcessInstance).filter_by(account_id=account.id))
+    task = open_task(instance.id, "company_approval")
+    base = {"company": "TJ", "task_id": task.id, "decision": "approve", "approver_no": user("tj_approver").user_no}
+
+    wrong_role = apply_message(spec, "oa-role", {**base, "approver_no": user("tj_clerk").user_no})
+    huge_task = apply_message(spec, "oa-huge", {**base, "task_id": 10**23})
+
+    assert wrong_role == "rejected"
+    assert huge_task == "rejected"
+    reasons = dict(db.session.execute(sa.select(ProcessedMessage.message_id, ProcessedMessage.reason)).all())
+    assert "company_approver" in reasons["oa-role"]
+    assert "不是任务编号" in reasons["oa-huge"]
+    db.session.expire_all()
+    waiting = db.session.get(HumanTask, task.id)
+    assert waiting.status == "open"
+    assert waiting.claimed_by_id is None

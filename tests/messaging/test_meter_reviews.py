@@ -80,6 +80,8 @@ def test_corrected_reading_is_checked_like_a_message(backwards):
         ("1005.0001", review.read_at, "超过三位小数"),
         ("", review.read_at, "读数缺失"),
         ("1005.100", "昨天", "抄表时间「昨天」不是 ISO 8601 时间"),
+        ("1e20", review.read_at, "读数「1e20」超过上限"),
+        ("1005.100", "0001-01-01T00:00:00+08:00", "抄表时间「0001-01-01T00:00:00\\+08:00」超出范围"),
     ]
     for reading, read_at, message in cases:
         with pytest.raises(ReviewError, match=message):

@@ -164,3 +164,13 @@ def test_beat_task_relays_pending_events(app_ctx, demo, broker_url):
 
     assert relay_outbox_task.apply().get() == 5
     assert {m[0] for m in drain(broker_url, SUBSCRIBER)} == ids
+
+
+def test_replay_since_out_of_range_is_named(app_ctx, demo):
+    runner = app_ctx.test_cli_runner()
+
+    result = runner.invoke(args=["heat", "outbox", "replay", "--since", "0001-01-01T00:00"])
+
+    assert result.exit_code == 1
+    assert "--since '0001-01-01T00:00' is out of range" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

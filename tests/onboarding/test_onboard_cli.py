@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from app.billing.models import LedgerEntry
@@ -91,6 +92,33 @@ def test_check_flag_writes_nothing(demo, tmp_path, app_ctx):
 
     assert result.exit_code == 0, result.output
     assert "specification and 1 ledgers are valid; nothing was stored" in result.output
+    assert db.session.scalar(sa.select(Company).filter_by(code="ZZ")) is None
+
+
+@pytest.mark.parametrize("spec_text, expected", [
+    (spec_toml(code="TJ", number="22"), "Company code TJ is already in use"),
+    (spec_toml(number="11"), "Company number 11 is already used by TJ"),
+    (spec_toml(username="tj_admin"), "Username tj_admin is already in use"),
+])
+def test_check_flag_reports_taken_names(demo, tmp_path, app_ctx, spec_text, expected):
+    spec, ledger = _write(tmp_path, spec_text)
+
+    result = app_ctx.test_cli_runner().invoke(args=["heat", "onboard", str(spec), "--ledger", str(ledger), "--check"])
+
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "nothing was stored" not in result.output
+
+
+def test_spec_not_utf8_named(demo, tmp_path, app_ctx):
+    spec, ledger = _write(tmp_path, spec_toml())
+    spec.write_bytes(spec_toml().encode("gb18030"))
+
+    result = app_ctx.test_cli_runner().invoke(args=["heat", "onboard", str(spec), "--ledger", str(ledger)])
+
+    assert result.exit_code == 1
+    assert f"{spec}: not UTF-8 text" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert db.session.scalar(sa.select(Company).filter_by(code="ZZ")) is None
 
 

@@ -27,6 +27,30 @@ def test_valid_spec_reads_decimals_and_template_rules():
         ('"停暖" = "suspended"', '"停暖" = "paused"', "「停暖」映射到的编码 paused 无效"),
         ('invoice_mode = "receipt"', 'invoice_mode = "fax"', "company.invoice_mode：开票方式应为"),
         ('name = "中原管理员"', 'name = "中原管理员"\nrole = "x"', "admin.role：未知字段"),
+        ('name = "2025-2026"', 'name = "2025-2030"', "season.name：采暖季名称应写成 2025-2026"),
+        (
+            "suspension_ratio = 0.30",
+            'suspension_ratio = 0.30\n\n[[season.area_rules]]\ncategory = "residential"\nlift_factor = -5\n\n'
+            '[[season.area_rules]]\ncategory = "non_residential"',
+            "season.area_rules.0.lift_factor：电梯系数应在 0.01 到 2 之间",
+        ),
+        (
+            "suspension_ratio = 0.30",
+            'suspension_ratio = 0.30\n\n[[season.area_rules]]\ncategory = "residential"\nfallback_factor = 1e30\n\n'
+            '[[season.area_rules]]\ncategory = "non_residential"',
+            "season.area_rules.0.fallback_factor：使用面积缺省系数应在 0.01 到 2 之间",
+        ),
+        (
+            "suspension_ratio = 0.30",
+            'suspension_ratio = 0.30\n\n[[season.area_rules]]\ncategory = "residential"\n\n'
+            '[[season.area_rules]]\ncategory = "residential"\nfactor = 0.8\n\n[[season.area_rules]]\ncategory = "non_residential"',
+            "season.area_rules：用户类别 residential 的计费面积规则写了 2 条",
+        ),
+        (
+            '[[season.prices]]\ncategory = "non_residential"',
+            '[[season.prices]]\ncategory = "residential"\nunit_price = 99\n\n[[season.prices]]\ncategory = "non_residential"',
+            "season.prices：用户类别 residential 的单价写了 2 条",
+        ),
     ],
 )
 def test_invalid_field_named(old, new, expected):

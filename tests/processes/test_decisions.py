@@ -306,3 +306,42 @@ def test_deploy_validation_covers_decision_table():
     missing = diagram.replace(">suspension_escalation<", ">suspension_rules<")
     with pytest.raises(ModelValidationError, match="suspension_rules"):
         validate_model(missing, "suspension", {})
+
+
+@pytest.mark.parametrize("cell, named", [
+    ("&gt; 1/0", "DivisionByZero"),
+    ("&gt; \"abc\"", "'>' not supported"),
+    ("&gt; Decimal(\"x\")", "Decimal('x')"),
+])
+def test_cell_failing_on_evaluation_rejected(demo, make_account, login, cell, named):
+    admin = login("tj_admin")
+    bad = _tj_suspension_xml(100).replace("&gt; 100", cell)
+
+    response = admin.post("/processes/decisions/suspension_escalation", data={"xml": bad})
+
+    assert response.status_code == 400
+    errors = response.get_json()["errors"]
+    assert [error["element_id"] for error in errors] == ["rule_area"]
+    assert "第 2 条规则「建筑面积（㎡）」列的条件" in errors[0]["message"]
+    assert "试算" in errors[0]["message"]
+    assert named in errors[0]["message"]
+    db.session.expire_all()
+    assert current_decision(demo["TJ"].id, "suspension_escalation").version == 1
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+
+
+def test_output_failing_on_evaluation_rejected(demo, login):
+    bad = _tj_suspension_xml(100).replace("text(building_area)", "text(building_area / 0)")
+
+    response = login("tj_admin").post("/processes/decisions/suspension_escalation", data={"xml": bad})
+
+    assert response.status_code == 400
+    errors = response.get_json()["errors"]
+    assert [error["element_id"] for error in errors] == ["rule_area"]
+    assert "第 2 条规则「原因」列的输出" in errors[0]["message"]
+
+
+@pytest.mark.parametrize("process_type", list(PROCESS_TYPES))
+def test_templates_pass_trial_evaluation(process_type):
+    assert check_table(process_type, template_xml(process_type)) == []

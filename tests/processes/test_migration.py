@@ -114,3 +114,17 @@ def test_migrate_checks_input(demo, make_account, login):
         migrate_instances(demo["TJ"].id, "suspension", 1, 2, user("tj_admin"), "没有新版本")
     with pytest.raises(InputError, match="第 1 行"):
         parse_mapping("company_approval")
+
+
+@pytest.mark.parametrize("from_version, to_version, named", [
+    ("²", "2", "²"),
+    ("99999999999999999999999", "2", "9999999999"),
+    ("1", "99999999999999999999999", "9999999999"),
+])
+def test_migrate_form_names_bad_version(demo, login, from_version, to_version, named):
+    response = login("tj_admin").post("/processes/migrate", data={
+        "process_type": "suspension", "from_version": from_version, "to_version": to_version, "reason": "升级", "mapping": "",
+    })
+
+    assert response.status_code == 400
+    assert f"版本号「{named}」无效" in response.get_data(as_text=True)

@@ -228,3 +228,37 @@ def test_error_report_marks_cell_on_ledger_sheet_when_it_is_not_first():
 
     cell = report["用户台账"]["H2"]
     assert cell.comment is not None, "the report does not mark the bad 建筑面积 cell because it marks the first sheet (热源)"
+
+
+HUGE_ID = "99999999999999999999999"
+
+
+def _user_id(username):
+    return db.session.scalar(sa.text('select id from "user" where username = :name'), {"name": username})
+
+
+@pytest.mark.parametrize("value", ["²", HUGE_ID])
+def test_odd_ids_in_admin_forms_are_not_500(demo, login, value):
+    admin = login("tj_admin")
+    clerk_id = _user_id("tj_clerk")
+
+    roles = admin.post(f"/admin/users/{clerk_id}/roles", data={"role_ids": value})
+    role = admin.post("/admin/roles", data={"role_id": value, "code": "x", "name": "x"})
+    company = login("hq_admin").post("/admin/companies", data={"company_id": value, "functions": "billing"})
+
+    assert roles.status_code == 302
+    assert role.status_code in (302, 404)
+    assert company.status_code == 404
+
+
+@pytest.mark.parametrize("value", ["²", HUGE_ID])
+def test_odd_ids_in_field_and_delegate_forms_are_not_500(demo, login, value):
+    admin = login("tj_admin")
+
+    account = admin.post("/field/inspections", data={"account_id": value, "field_user_id": str(_user_id("tj_field"))})
+    field_user = admin.post("/field/inspections", data={"account_id": "1", "field_user_id": value})
+    delegate = login("tj_approver").post("/processes/tasks/1/delegate", data={"user_id": value, "comment": "x"})
+
+    assert account.status_code in (303, 400)
+    assert field_user.status_code in (303, 400)
+    assert delegate.status_code in (303, 404)
