@@ -1,4 +1,4 @@
-"""The instance and account pages with site photos, in both languages, on a desktop and on a phone.
+"""The instance and account pages with site photos and history, in both languages, on a desktop and on a phone.
 
 Saves instance-photos-{zh_CN,en}-{desktop,phone}.png and account-photos-zh-phone.png under the screenshot folder.
 """
@@ -34,6 +34,15 @@ def _wait_for_thumbnails(page, timeout_s=15):
             return
         time.sleep(0.2)
     raise AssertionError("site photo thumbnails did not load")
+
+
+def _assert_readable_on_phone(page, table_selector):
+    """Assert the page fits the phone's width and no cell of the table is squeezed into a narrow column."""
+    width = PHONE["viewport"]["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    cell_widths = page.eval_on_selector_all(f"{table_selector} td", "cells => cells.map((cell) => cell.getBoundingClientRect().width)")
+    assert cell_widths
+    assert min(width for width in cell_widths if width > 0) >= width * 0.6
 
 
 def _jpeg(color):
@@ -73,6 +82,8 @@ def test_instance_page_photos(closed_with_photos, _browser, live_server, browser
         assert page.locator("#site-photos img").count() == 2
         heading = page.locator("#site-photos h2").inner_text()
         assert heading == ("现场照片" if locale == "zh_CN" else "Site photos")
+        if device == "phone":
+            _assert_readable_on_phone(page, ".process-events")
         screenshot(page, f"instance-photos-{locale}-{device}")
     finally:
         context.close()
@@ -84,6 +95,8 @@ def test_account_page_photos_phone(closed_with_photos, _browser, live_server, br
     try:
         page.goto(f"/accounts/{account.id}")
         _wait_for_thumbnails(page)
+        _assert_readable_on_phone(page, "#statement")
+        _assert_readable_on_phone(page, ".process-events")
         with context.expect_page() as opened:
             page.locator("#site-photos a").first.click()
         full = opened.value

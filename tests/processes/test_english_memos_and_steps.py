@@ -35,8 +35,8 @@ def _set_locale(username, locale):
 
 def _statement_memos(client, account):
     html = client.get(f"/accounts/{account.id}").get_data(as_text=True)
-    body = html.split('<table id="statement">', 1)[1].split("</table>", 1)[0]
-    return [re.sub(r"<[^>]+>", "", row.rsplit("<td>", 1)[1]).strip() for row in body.split("<tr>")[2:]]
+    body = html.split('<table id="statement"', 1)[1].split("</table>", 1)[0]
+    return [re.sub(r"<[^>]+>", "", row.rsplit("<td", 1)[1].split(">", 1)[1]).strip() for row in body.split("<tr>")[2:]]
 
 
 def _approved_waiver(login, make_account, amount="200.00"):
@@ -128,7 +128,8 @@ def test_inbox_and_history_step_names(demo, make_account, login, locale, company
     history = approver.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
 
     assert f">{company_step}</a>" in inbox
-    assert f"<td>{company_step}</td>" in history
+    step_label = "Step" if locale == "en" else "环节"
+    assert f'<td data-label="{step_label}">{company_step}</td>' in history
 
 
 def test_company_step_name_shown_as_written(demo, make_account, login):
