@@ -224,6 +224,7 @@ def init_i18n(app):
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Shanghai")
     babel.init_app(app, locale_selector=select_locale)
     app.add_template_filter(translate_label, "translate")
+    app.add_template_filter(join_items, "join_items")
 
     @app.context_processor
     def _language():

@@ -134,6 +134,7 @@ def register_web(app):
     from app.clock import format_local
     from app.ledger.parser import translated_reason
     from app.money import format_money, format_quantity, plain_decimal
+    from app.org.permissions import shown_role_name
     from app.processes.step_names import shown_step_name
 
     app.add_template_filter(format_local, "local")
@@ -142,6 +143,7 @@ def register_web(app):
     app.add_template_filter(format_money, "money")
     app.add_template_filter(translated_reason, "error_reason")
     app.add_template_filter(shown_step_name, "step_name")
+    app.add_template_filter(lambda role: shown_role_name(role.code, role.name), "role_name")
     # Browsers ask for /favicon.ico on pages without an icon link (a PDF or an error from a proxy).
     app.add_url_rule("/favicon.ico", "favicon", _favicon)
 

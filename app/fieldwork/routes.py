@@ -6,6 +6,7 @@ exactly-once services.
 """
 
 import io
+import logging
 import uuid
 from datetime import date
 
@@ -14,12 +15,13 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf.csrf import generate_csrf
+from PIL import Image, UnidentifiedImageError
 
 from app.extensions import db
 from app.fieldwork.models import FINDINGS, VISIT_STATUSES, FieldPhoto, FieldSubmission, FieldVisit
 from app.fieldwork.services import (
     BACK_CHARGE_STATUSES, Photo, assign_inspections, check_submission_id, get_visit, my_field_work, parse_meter_reading,
-    submit_task_result, submit_visit_result,
+    site_photos, submit_task_result, submit_visit_result,
 )
 from app.forms.processes import task_form_class
 from app.ids import parse_row_id
@@ -31,7 +33,10 @@ from app.processes.engine import ProcessRunError
 from app.processes.services import task_summary
 from app.processes.step_names import shown_step_name
 
+logger = logging.getLogger(__name__)
 bp = Blueprint("fieldwork", __name__, url_prefix="/field")
+# Longest side of a photo thumbnail, in pixels.
+THUMBNAIL_PX = 240
 # Most suspended accounts one inspection page lists for assignment.
 ASSIGN_PAGE_SIZE = 200
 
@@ -143,14 +148,44 @@ def visit(visit_id):
     )
 
 
+@bp.app_context_processor
+def _fieldwork_helpers():
+    return {"site_photos": site_photos}
+
+
+def _readable_photo(photo_id):
+    stored = db.session.scalar(sa.select(FieldPhoto).filter_by(id=photo_id))
+    if stored is None or not has_permission(current_user, "account.read", stored.company_id):
+        abort(404, _("照片不存在，或您无权查看。"))
+    return stored
+
+
 @bp.route("/photos/<int:photo_id>")
 @login_required
 def photo(photo_id):
     """Send a site photo to staff of its company who may read accounts."""
-    stored = db.session.scalar(sa.select(FieldPhoto).filter_by(id=photo_id))
-    if stored is None or not has_permission(current_user, "account.read", stored.company_id):
-        abort(404, _("照片不存在，或您无权查看。"))
+    stored = _readable_photo(photo_id)
     return send_file(io.BytesIO(stored.content), mimetype=stored.content_type, download_name=stored.filename)
+
+
+@bp.route("/photos/<int:photo_id>/thumbnail")
+@login_required
+def photo_thumbnail(photo_id):
+    """Send a JPEG of a site photo scaled to THUMBNAIL_PX on its longest side, to the same readers as the photo."""
+    stored = _readable_photo(photo_id)
+    try:
+        with Image.open(io.BytesIO(stored.content)) as image:
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            output = io.BytesIO()
+            image.convert("RGB").save(output, format="JPEG", quality=80)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        # The upload check reads only the leading bytes, so a damaged image can be stored; the page then links the original.
+        logger.warning("Site photo %s could not be scaled for a thumbnail: %s", photo_id, error)
+        return send_file(io.BytesIO(stored.content), mimetype=stored.content_type, download_name=stored.filename)
+    output.seek(0)
+    response = send_file(output, mimetype="image/jpeg", download_name=f"thumbnail-{photo_id}.jpg")
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return response
 
 
 @bp.route("/inspections", methods=["GET", "POST"])

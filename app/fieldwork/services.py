@@ -6,7 +6,8 @@ carries a submission id that the phone chose, and only the first arrival is appl
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from app.org.services import has_permission, require_permission
 from app.processes.access import ConflictError, InputError, NotFoundError, get_task, inbox_tasks
 from app.processes.fields import clean_task_values, task_fields
 from app.processes.models import HumanTask
+from app.processes.step_names import shown_step_name
 from app.processes.services import claim_task, complete_task, start_process
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,48 @@ class Outcome:
 
     submission: FieldSubmission
     duplicate: bool
+
+
+@dataclass
+class PhotoGroup:
+    """The photos of one field result: what was done, when, by whom, and the ids of its photos."""
+
+    title: str
+    received_at: datetime
+    user_name: str
+    photo_ids: list = field(default_factory=list)
+
+
+def site_photos(account_id, instance_id=None):
+    """Return the site photos of an account as PhotoGroups, oldest result first.
+
+    With `instance_id`, only the photos of that process instance's field tasks. Reads
+    through the tenant scope, so another company's account or instance gives no photos.
+    """
+    statement = (
+        sa.select(FieldSubmission, FieldPhoto.id, User.name)
+        .join(FieldPhoto, FieldPhoto.submission_id == FieldSubmission.id)
+        .join(User, User.id == FieldSubmission.user_id)
+        .where(FieldSubmission.account_id == account_id)
+        .order_by(FieldSubmission.received_at, FieldSubmission.id, FieldPhoto.id)
+    )
+    if instance_id is not None:
+        task_ids = sa.select(HumanTask.id).where(HumanTask.instance_id == instance_id)
+        statement = statement.where(FieldSubmission.target_kind == "task", FieldSubmission.target_id.in_(task_ids))
+    groups = {}
+    for submission, photo_id, user_name in db.session.execute(statement):
+        if submission.id not in groups:
+            groups[submission.id] = PhotoGroup(_submission_title(submission), submission.received_at, user_name)
+        groups[submission.id].photo_ids.append(photo_id)
+    return list(groups.values())
+
+
+def _submission_title(submission):
+    if submission.target_kind == "task":
+        task = db.session.get(HumanTask, submission.target_id)
+        return shown_step_name(task.title) if task else ""
+    visit = db.session.get(FieldVisit, submission.target_id)
+    return visit.kind_label if visit else ""
 
 
 def my_field_work(user):

@@ -9,6 +9,7 @@ blocks or rolls back a payment. A failed e-invoice stays listed until it is issu
 import logging
 import re
 import unicodedata
+from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -279,17 +280,49 @@ def void_paper_invoice(invoice, reason, user):
 # -- e-invoices
 
 
-def vendor_client(company_id):
-    """Build the vendor client for a company, or raise InvoiceError when the vendor or seller is not configured."""
+# Config keys the vendor client needs; each is set by the environment variable HEATFLOW_<key> (config/__init__.py).
+VENDOR_SETTINGS = ("EINVOICE_API_BASE", "EINVOICE_APP_KEY", "EINVOICE_APP_SECRET")
+
+
+@dataclass
+class SetupGaps:
+    """The pieces a company lacks to issue e-invoices: unset vendor config keys, and whether its seller tax id is missing."""
+
+    vendor_settings: list
+    seller_tax_id_missing: bool
+
+    def __bool__(self):
+        return bool(self.vendor_settings) or self.seller_tax_id_missing
+
+    @property
+    def environment_variables(self):
+        return [f"HEATFLOW_{name}" for name in self.vendor_settings]
+
+
+def e_invoice_setup_gaps(company_id):
+    """Return every piece a company still lacks to issue e-invoices, all at once, as SetupGaps."""
     config = current_app.config
-    missing = [name for name in ("EINVOICE_API_BASE", "EINVOICE_APP_KEY", "EINVOICE_APP_SECRET") if not config.get(name)]
-    if missing:
-        # Name the environment variables that set these keys (config/__init__.py), which the operator sets.
-        variables = ", ".join(f"HEATFLOW_{name}" for name in missing)
-        raise InvoiceError(M_("电子发票服务商未配置：请设置 %(names)s。", names=variables))
+    missing = [name for name in VENDOR_SETTINGS if not config.get(name)]
+    return SetupGaps(missing, not invoice_profile(company_id).seller_tax_id)
+
+
+def vendor_client(company_id):
+    """Build the vendor client for a company, or raise InvoiceError naming every missing piece of the setup.
+
+    The stored error names what is missing for every reader; the failed-invoice list and
+    the invoice settings page tell each role what to do about it.
+    """
+    gaps = e_invoice_setup_gaps(company_id)
+    if gaps:
+        pieces = []
+        if gaps.vendor_settings:
+            logger.warning("E-invoice vendor not configured for company %s: %s unset", company_id, ", ".join(gaps.environment_variables))
+            pieces.append(M_("电子发票服务商未配置"))
+        if gaps.seller_tax_id_missing:
+            pieces.append(M_("本公司未填写纳税人识别号"))
+        raise InvoiceError(M_("开票条件不完整：%(pieces)s。", pieces=pieces))
+    config = current_app.config
     profile = invoice_profile(company_id)
-    if not profile.seller_tax_id:
-        raise InvoiceError(M_("本公司未填写纳税人识别号：请在“开票设置”中填写后重新开票。"))
     credentials = nuonuo.VendorCredentials(config["EINVOICE_APP_KEY"], config["EINVOICE_APP_SECRET"], config.get("EINVOICE_ACCESS_TOKEN", ""))
     return nuonuo.NuonuoClient(config["EINVOICE_API_BASE"], credentials, profile.seller_tax_id)
 

@@ -9,12 +9,14 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app.extensions import db
-from app.invoicing.issuing import InvoiceError, failed_e_invoices, record_paper_invoice, retry_e_invoice, void_paper_invoice
+from app.invoicing.issuing import (
+    InvoiceError, e_invoice_setup_gaps, failed_e_invoices, record_paper_invoice, retry_e_invoice, void_paper_invoice,
+)
 from app.invoicing.models import INVOICE_METHODS, Invoice
 from app.invoicing.settings import save_invoice_settings
 from app.invoicing.issuing import invoice_profile
 from app.org.models import Company
-from app.org.services import has_permission
+from app.org.services import has_permission, users_with_permission
 from app.payments.models import Payment
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,10 @@ def settings():
             flash(_("开票设置已保存。"), "success")
             return redirect(url_for("invoicing.settings"))
     profile = invoice_profile(company_id)
-    return render_template("invoicing/settings.html", company=company, profile=profile, methods=INVOICE_METHODS), status
+    gaps = e_invoice_setup_gaps(company_id) if company.invoice_mode == "e_invoice" else None
+    return render_template(
+        "invoicing/settings.html", company=company, profile=profile, methods=INVOICE_METHODS, gaps=gaps, can_configure=True,
+    ), status
 
 
 @bp.route("/seal.png")
@@ -150,4 +155,13 @@ def invoice_pdf(invoice_id):
 def failed():
     """List e-invoices that failed or still wait for the vendor, with a retry button."""
     _require("invoice.issue")
-    return render_template("invoicing/failed.html", invoices=failed_e_invoices())
+    company_id = current_user.company_id
+    company = db.session.get(Company, company_id)
+    invoices = failed_e_invoices()
+    gaps = None
+    if invoices or company.invoice_mode == "e_invoice":
+        gaps = e_invoice_setup_gaps(company_id)
+    return render_template(
+        "invoicing/failed.html", invoices=invoices, gaps=gaps, can_configure=has_permission(current_user, "invoice.configure", company_id),
+        administrators=[user.name for user in users_with_permission(company_id, "invoice.configure") if user.active],
+    )

@@ -22,9 +22,10 @@ from app.tariffs.models import Season
 
 logger = logging.getLogger(__name__)
 
-# Invoice mode of a company -> receipt line on where to ask for an invoice.
+# Invoice mode of a company -> receipt line on how the payer gets an invoice. An e-invoice is
+# issued by a Celery task after the payment commits, so the payer only collects its file.
 INVOICE_NOTES = {
-    "e_invoice": "本收据不是发票。如需电子发票，请凭收据号到营业厅申请开具。",
+    "e_invoice": "本收据不是发票。电子发票在缴费后自动开具，无需申请；如需发票文件，请凭收据号到营业厅索取。",
     "paper_tax_invoice": "本收据不是发票。如需增值税发票，请持本收据到营业厅开具。",
     "receipt": "本收据为收费凭证，不是发票。如需发票，请持本收据到营业厅咨询。",
 }

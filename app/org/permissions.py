@@ -4,7 +4,7 @@ A user may act only when one of their roles carries the permission and the group
 granted the permission's function to the company the action concerns.
 """
 
-from app.i18n import N_
+from app.i18n import N_, translate_label
 
 # function code -> Chinese label (translated where shown)
 FUNCTIONS = {
@@ -58,17 +58,17 @@ READ_ONLY_PERMISSIONS = {"account.read", "billing.read", "hq.view", "voucher.rea
 
 # Roles every company receives: code -> (Chinese name, permissions).
 DEFAULT_COMPANY_ROLES = {
-    "company_admin": ("分公司管理员", [
+    "company_admin": (N_("分公司管理员"), [
         "account.read", "account.edit", "role.manage", "billing.read", "tariff.edit", "process.configure", "process.admin",
         "process.design", "fieldwork.assign", "invoice.configure", "arrears.manage",
     ]),
-    "clerk": ("营业员", [
+    "clerk": (N_("营业员"), [
         "account.read", "process.start", "billing.read", "ledger.import", "billing.run", "arrears.manage", "metering.review",
     ]),
-    "company_approver": ("分公司审批人", ["account.read", "billing.read", "process.approve", "billing.rerate_approve"]),
-    "cashier": ("收费员", ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order", "invoice.issue"]),
-    "field_staff": ("外勤人员", ["account.read", "fieldwork.do"]),
-    "finance": ("财务", [
+    "company_approver": (N_("分公司审批人"), ["account.read", "billing.read", "process.approve", "billing.rerate_approve"]),
+    "cashier": (N_("收费员"), ["account.read", "billing.read", "payment.collect", "payment.refund", "payment.online_order", "invoice.issue"]),
+    "field_staff": (N_("外勤人员"), ["account.read", "fieldwork.do"]),
+    "finance": (N_("财务"), [
         "account.read", "billing.read", "process.finance", "payment.refund_approve", "invoice.issue", "reconcile.resolve", "voucher.read",
         "billing.write_off",
     ]),
@@ -76,7 +76,17 @@ DEFAULT_COMPANY_ROLES = {
 
 # Roles of the group headquarters.
 DEFAULT_HQ_ROLES = {
-    "group_admin": ("集团管理员", ["company.manage", "role.manage", "hq.view", "account.read", "billing.read", "process.template"]),
-    "group_approver": ("集团审批人", ["process.group_approve", "account.read", "billing.read", "hq.view"]),
-    "hq_auditor": ("集团稽核", ["hq.view", "account.read", "billing.read", "voucher.read"]),
+    "group_admin": (N_("集团管理员"), ["company.manage", "role.manage", "hq.view", "account.read", "billing.read", "process.template"]),
+    "group_approver": (N_("集团审批人"), ["process.group_approve", "account.read", "billing.read", "hq.view"]),
+    "hq_auditor": (N_("集团稽核"), ["hq.view", "account.read", "billing.read", "voucher.read"]),
 }
+
+# role code -> the Chinese name a company receives with the role
+DEFAULT_ROLE_NAMES = {code: name for code, (name, _) in {**DEFAULT_COMPANY_ROLES, **DEFAULT_HQ_ROLES}.items()}
+
+
+def shown_role_name(code, name):
+    """Return a role's name for the reader: translated while it is the default name of its code, else as the company wrote it."""
+    if name and name == DEFAULT_ROLE_NAMES.get(code):
+        return translate_label(name)
+    return name

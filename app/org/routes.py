@@ -2,7 +2,7 @@
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 
@@ -11,7 +11,7 @@ from app.forms.org import LoginForm
 from app.i18n import LANGUAGES, LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE_S, valid_locale
 from app.org.audit import client_ip, record_event
 from app.org.permissions import PERMISSIONS
-from app.org.services import authenticate, find_user, user_permissions
+from app.org.services import authenticate, find_user, has_permission, user_permissions
 from app.org.throttle import USERNAME, active_lock, clear_username, record_failure
 from app.tenancy import SYSTEM_SCOPE, scoped
 
@@ -76,7 +76,34 @@ def _sign_in(form, username, password):
     session.clear()
     login_user(user, remember=False)
     db.session.commit()
-    return redirect(safe_next_url(request.args.get("next", "")) or url_for("org.home"))
+    # The request started signed out, so its tenant scope shows no company yet.
+    with scoped(SYSTEM_SCOPE):
+        landing = landing_endpoint(user)
+    return redirect(safe_next_url(request.args.get("next", "")) or url_for(landing))
+
+
+# A role's main page, by a permission that marks the role, first match wins. A user whose
+# permissions match none (administrators) lands on the start page, which lists every function.
+LANDING_PAGES = (
+    ("fieldwork.do", "fieldwork.index"),
+    ("process.group_approve", "processes.inbox"),
+    ("process.approve", "processes.inbox"),
+    ("payment.collect", "payments.counter"),
+    ("process.finance", "processes.inbox"),
+    ("process.start", "network.accounts"),
+)
+
+
+def landing_endpoint(user):
+    """Return the endpoint a user lands on after login: the main page of their role, else the start page."""
+    if has_permission(user, "company.manage") or has_permission(user, "role.manage"):
+        return "org.home"
+    for permission, endpoint in LANDING_PAGES:
+        if endpoint in current_app.view_functions and has_permission(user, permission):
+            return endpoint
+    if user.company.is_headquarters and has_permission(user, "hq.view"):
+        return "hq.collection"
+    return "org.home"
 
 
 @bp.route("/logout", methods=["POST"])

@@ -18,6 +18,7 @@ from app.network.models import Account
 from app.org.models import Company, CompanyFunction, Role, UserRole
 from app.org.permissions import PERMISSIONS
 from app.org.services import RIGHTS_STAMP, AccessError, has_permission
+from app.processes.lanes import lane_name, role_names
 from app.processes.models import ACTIVE_STATUSES, HumanTask, ProcessEvent, ProcessInstance
 from app.processes.step_names import shown_step_name
 from app.processes.timers import remember_timing_stamp
@@ -194,7 +195,8 @@ def _check_task_access(task, task_id, user):
     if task is None:
         raise NotFoundError(_("任务 %(id)s 不存在，或不属于您所在的公司。", id=task_id))
     if task.lane_role not in user_lanes(user, task.company_id):
-        raise AccessError(_("任务「%(task)s」由角色 %(role)s 办理，您没有该角色或相应权限。", task=shown_step_name(task.title), role=task.lane_role))
+        role = lane_name(task.lane_role, role_names(task.company_id))
+        raise AccessError(_("任务「%(task)s」由角色「%(role)s」办理，您没有该角色或相应权限。", task=shown_step_name(task.title), role=role))
 
 
 def locked_task(task_id, user):

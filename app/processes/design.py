@@ -23,6 +23,7 @@ from app.processes.bpmn_check import BPMN_NS, check_bpmn
 from app.processes.deployment import BPMN_DIR, deploy_model, latest_model, sha256_text
 from app.processes.engine import KNOWN_LANES, ModelValidationError, ProcessRunError, RunContext, load_workflow, validate_model
 from app.processes.fields import TASK_FORMS
+from app.processes.lanes import lane_name, role_names
 from app.processes.models import PROCESS_TYPES, ProcessDraft, ProcessTemplate
 from app.processes.registry import SERVICES
 from app.processes.step_names import shown_flow_name, shown_step_name
@@ -35,14 +36,6 @@ logger = logging.getLogger(__name__)
 MAX_DIAGRAM_CHARS = 150_000
 # Lanes that headquarters staff work in, so no company role is needed for them.
 GROUP_LANES = {"group_approver"}
-# Chinese names of the lanes, for the lane selector; a company's own role name wins when it has one.
-LANE_LABELS = {
-    "clerk": N_("营业员"),
-    "company_approver": N_("分公司审批人"),
-    "finance": N_("财务"),
-    "field_staff": N_("外勤人员"),
-    "group_approver": N_("集团审批人"),
-}
 FORM_LABELS = {
     "approval": NC_("task form", "审批"),
     "notice": NC_("task form", "催缴通知"),
@@ -384,11 +377,11 @@ def designer_options(company):
     """Return the choices of the properties panel: registered services, task forms and lanes (roles of the company)."""
     roles = {}
     if not company.is_headquarters:
-        roles = dict(db.session.execute(sa.select(Role.code, Role.name).where(Role.company_id == company.id)).all())
+        roles = role_names(company.id)
     lanes = []
     for code in sorted(KNOWN_LANES):
         if code in GROUP_LANES or company.is_headquarters or code in roles:
-            name = roles.get(code) or translate_label(LANE_LABELS.get(code, code))
+            name = lane_name(code, roles)
             lanes.append({"value": code, "label": _("%(name)s（%(code)s）", name=name, code=code)})
     return {
         "services": [
@@ -441,7 +434,9 @@ def with_reader_labels(bpmn_xml, company_id):
     """Return a copy of a diagram for the read-only instance viewer, its labels in the reader's language.
 
     Lane names are the role codes (company_approver) that route tasks, so the copy shows the
-    company's own role name, else the translated lane label, as in the designer. Pool names
+    company's role name, else the translated lane label, as in the designer. A role name is
+    translated while it is still the default name of its code; a company's renamed role is
+    shown as written. Pool names
     equal to a process type label, and step and flow names of the default diagrams in bpmn/,
     are translated from the catalogue (app/processes/step_names.py). Any other name is one a
     company wrote and is shown as written, and so is the text of annotations, which the
@@ -452,7 +447,7 @@ def with_reader_labels(bpmn_xml, company_id):
         root = etree.fromstring(bpmn_xml.encode("utf-8"))
     except etree.XMLSyntaxError:
         return bpmn_xml
-    roles = dict(db.session.execute(sa.select(Role.code, Role.name).where(Role.company_id == company_id)).all())
+    roles = role_names(company_id)
     process_labels = {str(label): label for label in PROCESS_TYPES.values()}
     for element in root.iter(f"{{{BPMN_NS}}}*"):
         name = element.get("name")
@@ -462,7 +457,7 @@ def with_reader_labels(bpmn_xml, company_id):
         if kind == "lane":
             code = name.strip()
             if code in KNOWN_LANES:
-                element.set("name", roles.get(code) or translate_label(LANE_LABELS.get(code, code)))
+                element.set("name", lane_name(code, roles))
         elif kind in ("participant", "process"):
             if name in process_labels:
                 element.set("name", translate_label(process_labels[name]))

@@ -24,6 +24,7 @@ from app.processes.access import (
     GROUP_LANES, LANE_PERMISSIONS, ConflictError, InputError, get_task, user_lanes,
 )
 from app.processes.audit import record_event
+from app.processes.lanes import lane_name, role_names
 from app.processes.models import PROCESS_TYPES, TASK_STATUSES, HumanTask, ProcessInstance
 from app.processes.step_names import shown_step_name
 from app.tenancy import SYSTEM_SCOPE, scoped
@@ -207,7 +208,8 @@ def delegate_task(task_id, user, target_user_id, comment=""):
     candidates = {candidate.id: candidate for candidate in delegate_candidates(task)}
     target = candidates.get(parse_row_id(target_user_id))
     if target is None:
-        raise InputError(_("转办对象「%(value)s」无效：只能转给本公司有「%(role)s」角色的其他用户。", value=str(target_user_id)[:20], role=task.lane_role))
+        raise InputError(_("转办对象「%(value)s」无效：只能转给本公司有「%(role)s」角色的其他用户。", value=str(target_user_id)[:20],
+                           role=lane_name(task.lane_role, role_names(task.company_id))))
     if target.id == user.id:
         raise InputError(_("不能转办给自己；请选择其他同事。"))
     instance = lock_row(ProcessInstance, task.instance_id)

@@ -37,7 +37,8 @@ def test_valve_closed_offline_then_synced(valve_task, _browser, live_server, bro
     phone = context.new_page()
     try:
         browser_login(phone, "tj_field")
-        phone.goto("/field/")
+        # Field staff land on their task list.
+        assert phone.url.endswith("/field/")
         screenshot(phone, "field-phone-list")
         phone.locator(f"a[href='/field/tasks/{task.id}']").click()
         phone.get_by_label("现场结果").select_option("sealed")

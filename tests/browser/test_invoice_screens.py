@@ -120,3 +120,33 @@ def test_payment_page_shows_refund_red_invoice(page, browser_login, screenshot, 
     assert "Red invoice" in page.locator("#payment-refunds thead").inner_text()
     assert f"Reverses invoice {red.original.invoice_number}" in page.locator(f"#invoice-{red.id}").inner_text()
     screenshot(page, "payment-refund-red-invoice-en")
+
+
+def _set_locale(username, locale):
+    from app.org.models import User
+
+    db.session.execute(sa.update(User).where(User.username == username).values(locale=locale))
+    db.session.commit()
+
+
+@pytest.mark.parametrize("locale", ["zh_CN", "en"])
+def test_e_invoice_setup_notice(page, browser_login, screenshot, make_account, locale):
+    # The demo configures no e-invoice vendor and no seller tax id for TJ.
+    collect_payment(make_account("TJ", "87.35"), "2183.75", "cash", user("tj_cashier"))
+    _set_locale("tj_cashier", locale)
+    _set_locale("tj_admin", locale)
+
+    browser_login(page, "tj_cashier")
+    page.goto("/invoicing/failed")
+    notice = page.locator("#e-invoice-setup")
+    assert notice.locator("li").count() == 2
+    assert "HEATFLOW_" not in notice.inner_text()
+    screenshot(page, f"invoice-failed-cashier-{locale}")
+
+    page.context.clear_cookies()
+    browser_login(page, "tj_admin")
+    page.goto("/invoicing/settings")
+    notice = page.locator("#e-invoice-setup")
+    assert notice.locator("li").count() == 2
+    assert "HEATFLOW_EINVOICE_APP_KEY" in notice.inner_text()
+    screenshot(page, f"invoice-settings-gaps-admin-{locale}")

@@ -61,7 +61,8 @@ def test_login_rejects_wrong_password(page, browser_login, screenshot):
     assert page.url.endswith("/login")
     screenshot(page, "login")
 
-    browser_login(page, "tj_clerk")
+    # An administrator lands on the start page; other roles land on their main page.
+    browser_login(page, "tj_admin")
 
     assert page.locator("main h1").inner_text().startswith("欢迎，")
     assert "所属单位：津南热力有限公司" in page.locator("main").inner_text()

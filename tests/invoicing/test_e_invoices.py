@@ -121,15 +121,51 @@ def test_unconfigured_vendor_makes_no_call(demo, make_account, staff, app, monke
     payment = collect_payment(account, "2183.75", "cash", staff("tj_cashier"))
     [invoice] = _invoices(payment)
     assert invoice.status == "failed"
+    # Both missing pieces at once: the demo sets neither the vendor nor TJ's seller tax id.
     assert "电子发票服务商未配置" in invoice.last_error
-    assert "HEATFLOW_EINVOICE_APP_KEY" in invoice.last_error
+    assert "本公司未填写纳税人识别号" in invoice.last_error
     # The task stored the invoice error with its msgid, so an English reader gets English.
     finance = login("tj_finance")
     finance.post("/language", data={"locale": "en"})
     page = finance.get("/invoicing/failed").get_data(as_text=True)
-    assert "The e-invoice vendor is not configured: set " in page
-    assert "HEATFLOW_EINVOICE_APP_KEY" in page
+    assert "E-invoicing is not set up: the e-invoice vendor is not configured, the company&#39;s taxpayer ID is missing." in page
     assert "电子发票服务商未配置" not in page
+
+
+def _setup_section(html):
+    return html.split('id="e-invoice-setup"', 1)[1].split("</section>", 1)[0]
+
+
+def test_cashier_told_whom_to_ask(demo, make_account, staff, app, monkeypatch, login):
+    monkeypatch.setitem(app.config, "EINVOICE_APP_KEY", "")
+    collect_payment(make_account("TJ", "87.35"), "2183.75", "cash", staff("tj_cashier"))
+
+    section = _setup_section(login("tj_cashier").get("/invoicing/failed").get_data(as_text=True))
+
+    assert "电子发票服务商尚未接通。请联系集团系统运维人员配置服务商账号。" in section
+    assert "请联系本公司管理员（津南热力分公司管理员）在“开票设置”中填写" in section
+    assert "HEATFLOW_" not in section
+    assert "/invoicing/settings" not in section
+
+
+def test_admin_told_what_to_set(demo, app, monkeypatch, login):
+    monkeypatch.setitem(app.config, "EINVOICE_API_BASE", "http://127.0.0.1:9/open/v1/services")
+    monkeypatch.setitem(app.config, "EINVOICE_APP_KEY", "")
+    monkeypatch.setitem(app.config, "EINVOICE_APP_SECRET", "")
+
+    section = _setup_section(login("tj_admin").get("/invoicing/settings").get_data(as_text=True))
+
+    assert "HEATFLOW_EINVOICE_APP_KEY、HEATFLOW_EINVOICE_APP_SECRET" in section
+    assert "HEATFLOW_EINVOICE_API_BASE" not in section
+    assert "README" in section
+    assert '<a href="/invoicing/settings">开票设置</a>' in section
+
+
+def test_setup_notice_gone_when_complete(einvoicing, login):
+    assert 'id="e-invoice-setup"' not in login("tj_cashier").get("/invoicing/failed").get_data(as_text=True)
+    assert 'id="e-invoice-setup"' not in login("tj_admin").get("/invoicing/settings").get_data(as_text=True)
+    # A company that prints receipts only is not asked to set up e-invoices.
+    assert 'id="e-invoice-setup"' not in login("sjz_admin").get("/invoicing/settings").get_data(as_text=True)
 
 
 def test_delayed_result_polled_until_issued(einvoicing, make_account, staff, app, monkeypatch):

@@ -154,3 +154,28 @@ def test_statement_upload_and_resolve(demo, login, make_account):
     db.session.expire_all()
     assert db.session.get(ReconciliationItem, item.id).status == "resolved"
     assert login("tj_cashier").get("/reconciliation/").status_code == 403
+
+
+def _receipt_text(login, make_account, staff, tmp_path, company_code, method):
+    company = db.session.scalar(sa.select(Company).filter_by(code=company_code))
+    company.invoice_mode = method
+    db.session.commit()
+    account = make_account(company_code, "80.00")
+    payment = collect_payment(account, "100.00", "cash", staff(f"{company_code.lower()}_cashier"))
+    pdf = login(f"{company_code.lower()}_cashier").get(f"/payments/{payment.id}/receipt.pdf")
+    assert pdf.status_code == 200
+    path = tmp_path / f"receipt-{method}.pdf"
+    path.write_bytes(pdf.data)
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    return "".join(text.split())
+
+
+def test_receipt_note_follows_invoice_method(demo, login, make_account, staff, tmp_path):
+    e_invoice = _receipt_text(login, make_account, staff, tmp_path, "SJZ", "e_invoice")
+    paper = _receipt_text(login, make_account, staff, tmp_path, "SJZ", "paper_tax_invoice")
+    receipt = _receipt_text(login, make_account, staff, tmp_path, "SJZ", "receipt")
+
+    assert "电子发票在缴费后自动开具，无需申请" in e_invoice
+    assert "申请开具" not in e_invoice
+    assert "如需增值税发票，请持本收据到营业厅开具" in paper
+    assert "本收据为收费凭证，不是发票" in receipt

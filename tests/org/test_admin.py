@@ -133,3 +133,28 @@ def test_group_admin_cannot_touch_company_roles(demo, login):
 
     assert response.status_code == 404
     assert _roles_of("qd_clerk") == before
+
+
+def test_roles_page_english_names(demo, login):
+    db.session.execute(sa.update(Role).where(Role.company_id == demo["TJ"].id, Role.code == "finance").values(name="财务结算组"))
+    db.session.commit()
+    client = login("tj_admin")
+    assert client.post("/language", data={"locale": "en"}).status_code in (302, 303)
+
+    html = client.get("/admin/roles").get_data(as_text=True)
+
+    # Roles still named as seeded show the English default name; a renamed role shows as written.
+    assert "<h2>Clerk</h2>" in html
+    assert "<h2>Company approver</h2>" in html
+    assert "<h2>Cashier</h2>" in html
+    assert "<h2>财务结算组</h2>" in html
+    assert "> Field worker</label>" in html
+    # The name field keeps the stored name for editing.
+    assert 'name="name" value="营业员"' in html
+
+
+def test_roles_page_chinese_names(demo, login):
+    html = login("tj_admin").get("/admin/roles").get_data(as_text=True)
+
+    assert "<h2>营业员</h2>" in html
+    assert "<h2>收费员</h2>" in html

@@ -129,3 +129,17 @@ def test_concurrent_submissions_complete_once(app_ctx, demo, make_account, login
     )
     assert completions == 1
     assert open_task(instance_id, "valve_close") is not None
+
+
+def test_lane_refusal_names_role(demo, make_account, login):
+    account, instance = _started(make_account, login)
+    task = open_task(instance.id, "company_approval")
+    clerk = login("tj_clerk")
+
+    chinese = clerk.get(f"/processes/tasks/{task.id}").get_data(as_text=True)
+    assert clerk.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    english = clerk.get(f"/processes/tasks/{task.id}").get_data(as_text=True)
+
+    assert "由角色「分公司审批人」办理" in chinese
+    assert "Company approver" in english
+    assert "company_approver" not in english

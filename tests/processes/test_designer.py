@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from app.clock import format_local
 from app.extensions import db
+from app.org.models import Role
 from app.processes.deployment import BPMN_DIR, latest_model
 from app.processes.models import ProcessDraft, ProcessInstance, ProcessModel, ProcessTemplate
 from app.processes.services import start_suspension
@@ -253,8 +254,20 @@ def test_instance_diagram_lanes_english(demo, login, make_account):
     assert approver.post("/language", data={"locale": "en"}).status_code in (302, 303)
 
     body = approver.get(f"/processes/instances/{instance.id}/diagram").get_json()
-    # Role names are company data and stay as stored; the group lane has no company role.
-    assert _lane_names(body["xml"]) == ["营业员", "分公司审批人", "Group approver", "外勤人员"]
+    # TJ's roles keep their seeded names, so they are translated; the group lane has no company role.
+    assert _lane_names(body["xml"]) == ["Clerk", "Company approver", "Group approver", "Field worker"]
+
+
+def test_instance_diagram_renamed_role_english(demo, login, make_account):
+    db.session.execute(sa.update(Role).where(Role.company_id == demo["TJ"].id, Role.code == "clerk").values(name="收费营业员"))
+    db.session.commit()
+    instance = start_suspension(make_account("TJ", "80.00").id, user("tj_clerk"), "vacant")
+    approver = login("tj_approver")
+    assert approver.post("/language", data={"locale": "en"}).status_code in (302, 303)
+
+    body = approver.get(f"/processes/instances/{instance.id}/diagram").get_json()
+    # A role the company renamed is company data and shows as written.
+    assert _lane_names(body["xml"]) == ["收费营业员", "Company approver", "Group approver", "Field worker"]
 
 
 def _lane_names(xml):

@@ -12,7 +12,7 @@ from app.billing.services import run_billing
 from flask_babel import force_locale
 
 from app.extensions import db
-from app.org.models import User
+from app.org.models import Role, User
 from app.payments.services import collect_payment
 from app.processes.deployment import BPMN_DIR, deploy_model
 from app.processes.design import with_reader_labels
@@ -35,8 +35,8 @@ def _set_locale(username, locale):
 
 def _statement_memos(client, account):
     html = client.get(f"/accounts/{account.id}").get_data(as_text=True)
-    body = html.split('<table id="statement">', 1)[1].split("</table>", 1)[0]
-    return [re.sub(r"<[^>]+>", "", row.rsplit("<td>", 1)[1]).strip() for row in body.split("<tr>")[2:]]
+    body = html.split('<table id="statement"', 1)[1].split("</table>", 1)[0]
+    return [re.sub(r"<[^>]+>", "", row.rsplit("<td", 1)[1].split(">", 1)[1]).strip() for row in body.split("<tr>")[2:]]
 
 
 def _approved_waiver(login, make_account, amount="200.00"):
@@ -128,7 +128,8 @@ def test_inbox_and_history_step_names(demo, make_account, login, locale, company
     history = approver.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
 
     assert f">{company_step}</a>" in inbox
-    assert f"<td>{company_step}</td>" in history
+    step_label = "Step" if locale == "en" else "环节"
+    assert f'<td data-label="{step_label}">{company_step}</td>' in history
 
 
 def test_company_step_name_shown_as_written(demo, make_account, login):
@@ -160,6 +161,8 @@ def _renamed_suspension():
 
 def test_viewer_copy_english_keeps_company_names(demo, app):
     stored = _renamed_suspension()
+    db.session.execute(sa.update(Role).where(Role.company_id == demo["TJ"].id, Role.code == "field_staff").values(name="抄表外勤"))
+    db.session.commit()
 
     with app.test_request_context(), force_locale("en"):
         names = _names_by_id(with_reader_labels(stored, demo["TJ"].id))
@@ -180,11 +183,14 @@ def test_viewer_copy_english_keeps_company_names(demo, app):
     assert names["flow_escalate_company_approval_timeout"] == "Overdue"
     assert names["flow_company_sent_back"] == "Sent back for documents"
     assert names["suspension_participant"] == "Suspension"
-    # TJ's role names are data; the group lane has no TJ role, so its label is translated.
-    assert names["lane_company_approver"] == "分公司审批人"
+    # A role TJ renamed is data. Roles still named as seeded show the translated default name,
+    # and the group lane has no TJ role, so its label is translated.
+    assert names["lane_field_staff"] == "抄表外勤"
+    assert names["lane_clerk"] == "Clerk"
+    assert names["lane_company_approver"] == "Company approver"
     assert names["lane_group_approver"] == "Group approver"
     # Nothing else is left in Chinese.
-    company_names = {"片区经理审批", "不予报停", "营业员", "分公司审批人", "外勤人员"}
+    company_names = {"片区经理审批", "不予报停", "抄表外勤"}
     assert [name for name in names.values() if re.search(r"[\u4e00-\u9fff]", name) and name not in company_names] == []
 
 

@@ -134,6 +134,6 @@ def test_valve_history_entries_english(demo, make_account, login):
     page = field.get(f"/processes/instances/{instance.id}").get_data(as_text=True)
 
     # Each fact in the description column starts a sentence of its own.
-    assert "<td> Seal: TJ-2025-0009</td>" in page
-    assert "<td> Seal: TJ-2025-0009 (Sealed)</td>" in page
+    assert '<td data-label="Description"> Seal: TJ-2025-0009</td>' in page
+    assert '<td data-label="Description"> Seal: TJ-2025-0009 (Sealed)</td>' in page
     assert "seal TJ-2025-0009" not in page

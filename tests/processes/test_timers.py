@@ -98,13 +98,13 @@ def test_fired_timer_names_follow_language(demo, make_account, login):
     admin = login("tj_admin")
 
     chinese = html.unescape(admin.get(f"/processes/instances/{instance.id}").get_data(as_text=True))
-    assert "<td>超时转集团审批</td>" in chinese
+    assert '<td data-label="环节">超时转集团审批</td>' in chinese
     assert "定时事件 escalate_company_approval 到期：超时转集团审批。" in chinese
     assert "超时催办：待办「分公司审批」已超过办理期限，请尽快办理。" in chinese
 
     assert admin.post("/language", data={"locale": "en"}).status_code == 302
     english = html.unescape(admin.get(f"/processes/instances/{instance.id}").get_data(as_text=True))
-    assert "<td>Escalated to group approval after the deadline</td>" in english
+    assert '<td data-label="Step">Escalated to group approval after the deadline</td>' in english
     assert "Timer event escalate_company_approval is due: Escalated to group approval after the deadline." in english
     assert "Overdue reminder: the task “Company approval” is past its due date. Please handle it soon." in english
     assert "超时转集团审批" not in english
