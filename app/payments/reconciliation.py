@@ -327,7 +327,11 @@ def resolve_item(item, reason, user):
 
 
 def store_statement(company_id, channel, merchant_id, day, filename, content, user_id=None):
-    """Keep a statement file as the one of its channel, merchant and day, replacing an older one. Commits."""
+    """Keep a statement file as the one of its channel, merchant and day, replacing an older one. Commits.
+
+    TODO: the stored file keeps every line whole, so a line naming another company's order
+    stays in the merchant company's ChannelStatement; no page shows the file.
+    """
     digest = hashlib.sha256(content).hexdigest()
     statement = db.session.scalar(
         sa.select(ChannelStatement).filter_by(company_id=company_id, channel=channel, merchant_id=merchant_id, day=day)
