@@ -1,5 +1,6 @@
 """HQ views across companies: the collection summary, the dashboards with drill-down and
-Excel export, the process audit explorer and the open ledger invariant findings. Only headquarters users holding hq.view
+Excel export, the process audit explorer, the open ledger invariant findings and the
+reconciliation differences of every company. Only headquarters users holding hq.view
 may open them; a company user gets 403."""
 
 import io
@@ -21,7 +22,10 @@ from app.hq.audit import AuditQueryError, parse_filters, search_instances
 from app.i18n import N_
 from app.hq.services import collection_summary
 from app.network.models import Account
+from app.org.models import Company
 from app.org.services import has_permission
+from app.payments.daily_reconciliation import statement_channel_label
+from app.payments.models import ReconciliationItem, ReconciliationOrderCopy
 from app.processes.models import INSTANCE_STATUSES, PROCESS_TYPES
 from app.tariffs.models import Season
 
@@ -36,6 +40,9 @@ INVARIANT_CHECKS = {
     "hq_totals": N_("集团汇总表与台账不符"),
     "hq_account_count": N_("集团汇总户数与账户数不符"),
 }
+
+# The reconciliation page lists this many differences, open ones first.
+RECONCILIATION_ITEMS_SHOWN = 500
 
 # The community page lists the accounts with the largest arrears; the export has them all.
 PAGE_ACCOUNTS = 200
@@ -255,4 +262,26 @@ def invariants():
     return render_template(
         "hq/invariants.html", findings=findings, companies=companies, seasons=seasons, accounts=accounts,
         checks=INVARIANT_CHECKS,
+    )
+
+
+@bp.route("/reconciliation")
+@login_required
+def reconciliation():
+    """List the reconciliation differences of every company, with the order numbers kept from the merchant's company."""
+    _require_hq()
+    items = db.session.scalars(
+        sa.select(ReconciliationItem).order_by(ReconciliationItem.status, ReconciliationItem.id.desc()).limit(RECONCILIATION_ITEMS_SHOWN)
+    ).all()
+    order_copies = {}
+    if items:
+        order_copies = {
+            copy.item_id: copy for copy in db.session.scalars(
+                sa.select(ReconciliationOrderCopy).where(ReconciliationOrderCopy.item_id.in_([item.id for item in items]))
+            )
+        }
+    companies = {company.id: company for company in db.session.scalars(sa.select(Company))}
+    return render_template(
+        "hq/reconciliation.html", items=items, order_copies=order_copies, companies=companies,
+        channel_label=statement_channel_label,
     )

@@ -413,6 +413,9 @@ class ReconciliationItem(CompanyOwned, db.Model):
     resolved_by_id = sa.Column(sa.Integer, sa.ForeignKey("user.id"))
     resolved_at = sa.Column(sa.DateTime(timezone=True))
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+    # True when the statement line names another company's order. `out_trade_no` is then
+    # None and the number is in a ReconciliationOrderCopy, which only headquarters reads.
+    other_company_order = sa.Column(sa.Boolean, nullable=False, default=False)
 
     run = db.relationship("ReconciliationRun", back_populates="items")
     payment = db.relationship("Payment")
@@ -425,3 +428,28 @@ class ReconciliationItem(CompanyOwned, db.Model):
     @property
     def status_label(self):
         return RECONCILIATION_ITEM_STATUSES.get(self.status, self.status)
+
+
+class ReconciliationOrderCopy(CompanyOwned, db.Model):
+    """The order number of a reconciliation difference whose statement line names another company's order.
+
+    The merchant's company keeps its ReconciliationItem without the number. This row has no
+    company: row-level security lets only the system and headquarters scopes read or write
+    a row whose `company_id` is NULL, and the read scope of a company (`company_id IN (...)`)
+    never matches it on SQLite either. It names both companies for headquarters.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("item_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    # Always NULL; the column exists so that the tenant policies cover the table.
+    company_id = sa.Column(sa.Integer, sa.ForeignKey("company.id"), nullable=True, index=True)
+    item_id = sa.Column(sa.Integer, sa.ForeignKey("reconciliation_item.id"), nullable=False)
+    merchant_company_id = sa.Column(sa.Integer, sa.ForeignKey("company.id"), nullable=False)
+    order_company_id = sa.Column(sa.Integer, sa.ForeignKey("company.id"), nullable=False)
+    out_trade_no = sa.Column(sa.String(64), nullable=False)
+    updated_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+    item = db.relationship("ReconciliationItem")
+    merchant_company = db.relationship("Company", foreign_keys=[merchant_company_id])
+    order_company = db.relationship("Company", foreign_keys=[order_company_id])

@@ -3,6 +3,8 @@ the channel's statement lines.
 
 Each line is matched by the channel's transaction id. What is on one side only, or on both
 with different amounts, becomes a ReconciliationItem that finance resolves with a reason.
+A line naming another company's order keeps that order number out of the item; the number
+goes to a ReconciliationOrderCopy, which only headquarters reads.
 A re-run of the same day updates the run in place: differences that are gone are removed
 unless someone resolved them, and new ones are added, so running twice changes nothing.
 
@@ -26,13 +28,17 @@ from app.integrations import alipay, bank, wechatpay
 from app.integrations.channel import StatementError
 from app.money import ZERO
 from app.payments.models import (
-    BankTransaction, ChannelStatement, OnlineOrder, Payment, ReconciliationItem, ReconciliationRun, Refund, utcnow,
+    BankTransaction, ChannelStatement, OnlineOrder, Payment, ReconciliationItem, ReconciliationOrderCopy, ReconciliationRun,
+    Refund, utcnow,
 )
+from app.tenancy import SYSTEM_SCOPE, scoped
 
 logger = logging.getLogger(__name__)
 # Statement channel name -> Payment.channel of the payments that went through it.
 PAYMENT_CHANNEL_OF = {"wechatpay": "wechat"}
 RESOLUTION_MAX = 255
+# Order numbers per query when looking up which company owns them.
+LOOKUP_CHUNK = 500
 
 
 class ReconciliationError(ValueError):
@@ -137,15 +143,15 @@ def compare(ours, theirs):
 
     Returns (matched count, differences) where each difference is a dict with the keys of a
     ReconciliationItem: line_kind, channel_txn_id, out_trade_no, difference, our_amount,
-    their_amount and payment_id.
+    their_amount and payment_id. The `out_trade_no` of a statement line may name another
+    company's order, so `reconcile` passes the differences through
+    `withhold_other_company_orders` before storing them.
     """
     our_map = {(line.kind, line.channel_txn_id): line for line in ours}
     their_map = {}
     for line in theirs:
         key = (line.kind, line.channel_txn_id)
         their_map[key] = their_map.get(key, ZERO) + line.amount
-    # TODO: a statement line may name another company's order. The item then shows that order
-    # number to this company, and headquarters has no copy of its own.
     their_trade_no = {(line.kind, line.channel_txn_id): line.out_trade_no for line in theirs}
     matched, differences = 0, []
     for key in sorted(set(our_map) | set(their_map)):
@@ -167,6 +173,82 @@ def compare(ours, theirs):
     return matched, differences
 
 
+def withhold_other_company_orders(company_id, differences):
+    """Take another company's order numbers out of `differences` (dicts as `compare` returns).
+
+    A statement of the company's merchant may still name an order of another company, for
+    example when a channel misroutes a payment. Such a difference keeps no order number and
+    gets `other_company_order` set. Numbers that no company owns stay, because they are the
+    merchant's own. Returns {(line_kind, channel_txn_id): (order number, owner company id)}
+    of the numbers taken out.
+    """
+    numbers = {d["out_trade_no"] for d in differences if d["out_trade_no"]}
+    owners = _other_owners(company_id, numbers)
+    withheld = {}
+    for difference in differences:
+        owner_id = owners.get(difference["out_trade_no"])
+        difference["other_company_order"] = owner_id is not None
+        if owner_id is not None:
+            withheld[(difference["line_kind"], difference["channel_txn_id"])] = (difference["out_trade_no"], owner_id)
+            difference["out_trade_no"] = None
+    return withheld
+
+
+def _other_owners(company_id, numbers):
+    """Return {order number: company id} of the `numbers` that another company owns and this one does not."""
+    numbers = sorted(numbers)
+    owners = {}
+    for start in range(0, len(numbers), LOOKUP_CHUNK):
+        chunk = numbers[start:start + LOOKUP_CHUNK]
+        own = set(db.session.scalars(
+            sa.select(OnlineOrder.out_trade_no).where(OnlineOrder.company_id == company_id, OnlineOrder.out_trade_no.in_(chunk))
+        ))
+        foreign = [number for number in chunk if number not in own]
+        if not foreign:
+            continue
+        # Only the system scope reads other companies' orders; nothing read here reaches the company.
+        with scoped(SYSTEM_SCOPE):
+            rows = db.session.execute(
+                sa.select(OnlineOrder.out_trade_no, OnlineOrder.company_id)
+                .where(OnlineOrder.out_trade_no.in_(foreign), OnlineOrder.company_id != company_id)
+                .order_by(OnlineOrder.id)
+            ).all()
+        for number, owner_id in rows:
+            owners.setdefault(number, owner_id)
+    return owners
+
+
+def _sync_order_copies(company_id, open_items, removed, withheld):
+    """Keep a ReconciliationOrderCopy for each open item whose order number was withheld, and drop the others.
+
+    `open_items` maps (line_kind, channel_txn_id) to the flushed open items of this run, `removed`
+    lists the items about to be deleted and `withheld` is what
+    `withhold_other_company_orders` returned. Resolved items keep their copy.
+    """
+    item_ids = [item.id for item in open_items.values()] + [item.id for item in removed]
+    if not item_ids:
+        return
+    with scoped(SYSTEM_SCOPE):
+        copies = {
+            copy.item_id: copy
+            for copy in db.session.scalars(sa.select(ReconciliationOrderCopy).where(ReconciliationOrderCopy.item_id.in_(item_ids)))
+        }
+        for item in removed:
+            if item.id in copies:
+                db.session.delete(copies[item.id])
+        for key, item in open_items.items():
+            copy = copies.get(item.id)
+            if key not in withheld:
+                if copy is not None:
+                    db.session.delete(copy)
+                continue
+            if copy is None:
+                copy = ReconciliationOrderCopy(company_id=None, item_id=item.id, merchant_company_id=company_id)
+                db.session.add(copy)
+            copy.out_trade_no, copy.order_company_id = withheld[key]
+        db.session.flush()
+
+
 def _signed(kind, amount):
     return -amount if kind in ("refund", "reversal") else amount
 
@@ -179,6 +261,7 @@ def reconcile(company_id, channel, merchant_id, day, lines, statement_sha256="")
     check_lines(channel, merchant_id, day, lines)
     ours = our_lines(company_id, channel, merchant_id, day)
     matched, differences = compare(ours, lines)
+    withheld = withhold_other_company_orders(company_id, differences)
 
     run = db.session.scalar(
         sa.select(ReconciliationRun).filter_by(company_id=company_id, channel=channel, merchant_id=merchant_id, day=day).with_for_update()
@@ -188,19 +271,25 @@ def reconcile(company_id, channel, merchant_id, day, lines, statement_sha256="")
         db.session.add(run)
         db.session.flush()
     existing = {(item.line_kind, item.channel_txn_id): item for item in run.items}
-    found = set()
+    open_items = {}
     for difference in differences:
         key = (difference["line_kind"], difference["channel_txn_id"])
-        found.add(key)
         item = existing.get(key)
         if item is None:
-            db.session.add(ReconciliationItem(company_id=company_id, run_id=run.id, status="open", **difference))
+            item = ReconciliationItem(company_id=company_id, run_id=run.id, status="open", **difference)
+            db.session.add(item)
         elif item.status == "open":
             for name, value in difference.items():
                 setattr(item, name, value)
-    for key, item in existing.items():
-        if key not in found and item.status == "open":
-            db.session.delete(item)
+        else:
+            continue
+        open_items[key] = item
+    found = {(d["line_kind"], d["channel_txn_id"]) for d in differences}
+    removed = [item for key, item in existing.items() if key not in found and item.status == "open"]
+    db.session.flush()
+    _sync_order_copies(company_id, open_items, removed, withheld)
+    for item in removed:
+        db.session.delete(item)
     run.matched = matched
     run.differences = len(differences)
     run.our_total = sum((_signed(line.kind, line.amount) for line in ours), ZERO)
@@ -238,7 +327,11 @@ def resolve_item(item, reason, user):
 
 
 def store_statement(company_id, channel, merchant_id, day, filename, content, user_id=None):
-    """Keep a statement file as the one of its channel, merchant and day, replacing an older one. Commits."""
+    """Keep a statement file as the one of its channel, merchant and day, replacing an older one. Commits.
+
+    TODO: the stored file keeps every line whole, so a line naming another company's order
+    stays in the merchant company's ChannelStatement; no page shows the file.
+    """
     digest = hashlib.sha256(content).hexdigest()
     statement = db.session.scalar(
         sa.select(ChannelStatement).filter_by(company_id=company_id, channel=channel, merchant_id=merchant_id, day=day)

@@ -10,7 +10,7 @@ from flask_login import current_user, login_required
 
 from app.clock import LOCAL_TIME
 from app.extensions import db
-from app.payments.models import ReconciliationItem, ReconciliationRun, WechatMerchant
+from app.payments.models import ReconciliationItem, ReconciliationOrderCopy, ReconciliationRun, WechatMerchant
 from app.payments.daily_reconciliation import reconciliation_targets, statement_channel_label
 from app.payments.reconciliation import ReconciliationError, parse_statement, resolve_item, store_statement
 from app.org.services import has_permission
@@ -39,9 +39,15 @@ def index():
     items = db.session.scalars(
         sa.select(ReconciliationItem).where(ReconciliationItem.status == "open").order_by(ReconciliationItem.id)
     ).all()
+    # Only headquarters' scope reads the copies; a company's query returns none.
+    order_copies = {
+        copy.item_id: copy for copy in db.session.scalars(
+            sa.select(ReconciliationOrderCopy).where(ReconciliationOrderCopy.item_id.in_([item.id for item in items]))
+        )
+    } if items else {}
     merchants = db.session.scalars(sa.select(WechatMerchant).where(WechatMerchant.active.is_(True)).order_by(WechatMerchant.id)).all()
     return render_template(
-        "payments/reconciliation.html", runs=runs, items=items, merchants=merchants, today=_local_today(),
+        "payments/reconciliation.html", runs=runs, items=items, order_copies=order_copies, merchants=merchants, today=_local_today(),
         yesterday=_local_today() - timedelta(days=1), channel_label=statement_channel_label,
     )
 

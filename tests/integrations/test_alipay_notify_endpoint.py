@@ -18,26 +18,17 @@ from app.extensions import db
 from app.integrations import alipay
 from app.integrations.channel import CHINA_TIME
 from app.network.models import Account
-from app.payments.inbox import notification_engine
 from app.payments.models import OnlineOrder, Payment, PaymentNotification
 from app.payments.online import create_online_order
+from notify_endpoint_common import end_app_connections, logged_notifications, notification_database_down, stored_payments
 from wechatpay_helpers import accounts_of, raw_request
 
 pytestmark = pytest.mark.xdist_group("alipay")
 NOTIFY_PATH = "/payments/notify/alipay"
 
 
-def _payments(transaction_id):
-    db.session.expire_all()
-    return db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
-
-
 def _logged(outcome=None):
-    db.session.expire_all()
-    query = sa.select(PaymentNotification).filter_by(channel="alipay").order_by(PaymentNotification.id)
-    if outcome:
-        query = query.filter_by(outcome=outcome)
-    return db.session.scalars(query).all()
+    return logged_notifications(outcome, channel="alipay")
 
 
 def _paid_order(alipay_world, account=None):
@@ -66,7 +57,7 @@ def test_reply_formats_of_alipay(alipay_world, app):
     assert accepted.data == b"success"
     assert accepted.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert "Set-Cookie" not in accepted.headers
-    payments = _payments(trade_no)
+    payments = stored_payments(trade_no)
     assert len(payments) == 1
     assert payments[0].amount == order.amount
 
@@ -87,11 +78,11 @@ def test_alipay_short_body_gets_400(alipay_world, live_server_url, caplog):
     assert b"Content-Type: text/plain; charset=utf-8" in rest
     assert "body shorter than Content-Length" in caplog.text
     assert _logged() == []
-    assert _payments(trade_no) == []
+    assert stored_payments(trade_no) == []
 
     # The full delivery afterwards posts the payment once.
     assert post_form(live_server_url + NOTIFY_PATH, body) == (200, b"success")
-    assert len(_payments(trade_no)) == 1
+    assert len(stored_payments(trade_no)) == 1
 
 
 def test_alipay_oversize_body_gets_413(alipay_world, app, monkeypatch, caplog):
@@ -104,7 +95,7 @@ def test_alipay_oversize_body_gets_413(alipay_world, app, monkeypatch, caplog):
     assert response.data == b"fail"
     assert f"Content-Length {len(padded)} is over the limit" in caplog.text
     assert _logged() == []
-    assert _payments(trade_no) == []
+    assert stored_payments(trade_no) == []
 
 
 def test_alipay_bad_signatures_rejected_once(alipay_world, alipay_keys, app):
@@ -125,7 +116,7 @@ def test_alipay_bad_signatures_rejected_once(alipay_world, alipay_keys, app):
     assert [(row.outcome, row.reason) for row in _logged()] == [
         ("rejected", "invalid signature"), ("rejected", "invalid signature"), ("rejected", "missing field sign"),
     ]
-    assert _payments(trade_no) == []
+    assert stored_payments(trade_no) == []
     assert db.session.get(OnlineOrder, order.id).status == "pending"
 
 
@@ -160,7 +151,7 @@ def test_alipay_replays_post_once(alipay_world, live_server_url):
     )
     assert post_form(url, stale) == (400, b"fail")
 
-    assert len(_payments(trade_no)) == 1
+    assert len(stored_payments(trade_no)) == 1
     assert Counter(row.outcome for row in _logged()) == {"accepted": 1, "duplicate": 3, "rejected": 1}
     assert f"outside the {alipay.REPLAY_WINDOW_SECONDS}-second window" in _logged("rejected")[0].reason
 
@@ -195,7 +186,7 @@ def test_alipay_concurrent_duplicates_post_once(alipay_world, app):
     assert replies == [(200, b"success")] * deliveries
     outcomes = sorted(row.outcome for row in _logged())
     assert outcomes == ["accepted"] + ["duplicate"] * (deliveries - 1)
-    assert len(_payments(trade_no)) == 1
+    assert len(stored_payments(trade_no)) == 1
 
 
 def test_alipay_lost_connection_stores_once(alipay_world, app, backend, owner_engine, caplog):
@@ -206,21 +197,7 @@ def test_alipay_lost_connection_stores_once(alipay_world, app, backend, owner_en
     client = app.test_client()
     _, body, _ = _paid_order(alipay_world, first)
     assert client.post(NOTIFY_PATH, data=body, headers=FORM).data == b"success"
-    # Several idle pooled connections, as after concurrent notifications: all of them die below.
-    with app.app_context():
-        engine = notification_engine()
-    idle = [engine.raw_connection() for _ in range(3)]
-    for connection in idle:
-        connection.close()
-
-    # The server ends every connection of the app role, as a PostgreSQL restart does.
-    db.session.remove()
-    with owner_engine.connect() as owner:
-        ended = owner.execute(sa.text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename <> current_user"
-        )).scalar()
-    assert ended >= 1
+    assert end_app_connections(app, owner_engine) >= 1
 
     order, body, trade_no = _paid_order(alipay_world, db.session.get(Account, second_id))
     with caplog.at_level(logging.WARNING):
@@ -229,7 +206,7 @@ def test_alipay_lost_connection_stores_once(alipay_world, app, backend, owner_en
     assert "Notification insert lost its database connection, sending it again" in caplog.text
     stored = db.session.scalars(sa.select(PaymentNotification).filter_by(transaction_id=trade_no)).all()
     assert [row.outcome for row in stored] == ["accepted"]
-    payments = _payments(trade_no)
+    payments = stored_payments(trade_no)
     assert len(payments) == 1
     assert payments[0].amount == order.amount
 
@@ -238,23 +215,16 @@ def test_alipay_database_down_gets_503(alipay_world, app, backend, caplog):
     if backend != "postgres":
         pytest.skip("the pipelined INSERT on its own engine runs on PostgreSQL only")
     _, body, trade_no = _paid_order(alipay_world)
-    # Nothing listens on port 1, so every connection of the notification engine is refused.
-    with app.app_context():
-        engine = notification_engine()
-    down = sa.create_engine(engine.url.set(port=1), connect_args={"connect_timeout": 2})
-    app.extensions["heatflow_notification_engine"] = down
-    try:
+    # Every connection of the notification engine is refused.
+    with notification_database_down(app):
         response = app.test_client().post(NOTIFY_PATH, data=body, headers=FORM)
-    finally:
-        app.extensions["heatflow_notification_engine"] = engine
-        down.dispose()
     assert response.status_code == 503
     assert response.data == b"fail"
     assert response.headers["Retry-After"] == "5"
     assert "Database connection failed on POST /payments/notify/alipay" in caplog.text
-    assert _payments(trade_no) == []
+    assert stored_payments(trade_no) == []
     assert [row for row in _logged() if row.transaction_id == trade_no] == []
 
     # Alipay sends it again once the database is back, and it is posted once.
     assert app.test_client().post(NOTIFY_PATH, data=body, headers=FORM).data == b"success"
-    assert len(_payments(trade_no)) == 1
+    assert len(stored_payments(trade_no)) == 1

@@ -9,17 +9,12 @@ from cryptography.hazmat.primitives import serialization
 
 from app.extensions import db
 from app.network.models import Account
-from app.payments.inbox import notification_engine
-from app.payments.models import Payment, PaymentNotification
+from app.payments.models import PaymentNotification
+from notify_endpoint_common import end_app_connections, notification_database_down, stored_payments
 from wechatpay_helpers import PLATFORM_SERIAL, accounts_of, order_notification
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 NOTIFY_PATH = "/payments/notify/wechat"
-
-
-def _payments(transaction_id):
-    db.session.expire_all()
-    return db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
 
 
 def test_rejected_reply_has_headers(wechat, app):
@@ -32,7 +27,7 @@ def test_rejected_reply_has_headers(wechat, app):
     assert response.get_json() == {"code": "FAIL", "message": "invalid signature"}
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Content-Length"] == str(len(response.data))
-    assert _payments(transaction_id) == []
+    assert stored_payments(transaction_id) == []
 
 
 def test_get_falls_through_to_flask(app_ctx):
@@ -57,7 +52,7 @@ def test_platform_key_rotated_in_place(wechat, app, tmp_path, monkeypatch):
 
     _, old_transaction, body, headers = order_notification(keys, first)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    assert len(_payments(old_transaction)) == 1
+    assert len(stored_payments(old_transaction)) == 1
 
     # The channel's new certificate replaces the file under the same serial. Tests check
     # the file on every request (CHANNEL_KEY_CHECK_S = 0), so the next request uses it.
@@ -69,8 +64,8 @@ def test_platform_key_rotated_in_place(wechat, app, tmp_path, monkeypatch):
     assert response.get_json()["message"] == "invalid signature"
     _, new_transaction, body, headers = order_notification(keys, second, platform_key=new_platform_key)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    assert _payments(stale_transaction) == []
-    assert len(_payments(new_transaction)) == 1
+    assert stored_payments(stale_transaction) == []
+    assert len(stored_payments(new_transaction)) == 1
 
 
 def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog):
@@ -81,21 +76,7 @@ def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog)
     client = app.test_client()
     _, transaction_id, body, headers = order_notification(wechat["keys"], first)
     assert client.post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    # Several idle pooled connections, as after concurrent notifications: all of them die below.
-    with app.app_context():
-        engine = notification_engine()
-    idle = [engine.raw_connection() for _ in range(3)]
-    for connection in idle:
-        connection.close()
-
-    # The server ends every connection of the app role, as a PostgreSQL restart does.
-    db.session.remove()
-    with owner_engine.connect() as owner:
-        ended = owner.execute(sa.text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename <> current_user"
-        )).scalar()
-    assert ended >= 1
+    assert end_app_connections(app, owner_engine) >= 1
 
     order, transaction_id, body, headers = order_notification(wechat["keys"], db.session.get(Account, second_id))
     with caplog.at_level(logging.WARNING):
@@ -103,7 +84,7 @@ def test_lost_connection_stores_once(wechat, app, backend, owner_engine, caplog)
     assert "Notification insert lost its database connection, sending it again" in caplog.text
     stored = db.session.scalars(sa.select(PaymentNotification).filter_by(transaction_id=transaction_id)).all()
     assert [row.outcome for row in stored] == ["accepted"]
-    payments = _payments(transaction_id)
+    payments = stored_payments(transaction_id)
     assert len(payments) == 1
     assert payments[0].amount == order.amount
 
@@ -113,22 +94,15 @@ def test_database_down_gets_503(wechat, app, backend, caplog):
         pytest.skip("the pipelined INSERT on its own engine runs on PostgreSQL only")
     account = accounts_of(wechat["demo"]["TJ"], 1)[0]
     _, transaction_id, body, headers = order_notification(wechat["keys"], account)
-    # Nothing listens on port 1, so every connection of the notification engine is refused.
-    with app.app_context():
-        engine = notification_engine()
-    down = sa.create_engine(engine.url.set(port=1), connect_args={"connect_timeout": 2})
-    app.extensions["heatflow_notification_engine"] = down
-    try:
+    # Every connection of the notification engine is refused.
+    with notification_database_down(app):
         response = app.test_client().post(NOTIFY_PATH, data=body, headers=headers)
-    finally:
-        app.extensions["heatflow_notification_engine"] = engine
-        down.dispose()
     assert response.status_code == 503
     assert response.get_json() == {"code": "FAIL", "message": "database unavailable, nothing stored"}
     assert response.headers["Retry-After"] == "5"
     assert "Database connection failed on POST /payments/notify/wechat" in caplog.text
-    assert _payments(transaction_id) == []
+    assert stored_payments(transaction_id) == []
 
     # WeChat Pay sends it again once the database is back, and it is posted once.
     assert app.test_client().post(NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    assert len(_payments(transaction_id)) == 1
+    assert len(stored_payments(transaction_id)) == 1

@@ -1,31 +1,15 @@
 """Hostile requests to POST /payments/notify/wechat: odd headers, broken bodies, replays."""
 
 import threading
-import time
 import urllib.parse
 
 import pytest
-import sqlalchemy as sa
 
-from app.extensions import db
-from app.payments.models import Payment, PaymentNotification
-from wechatpay_helpers import SUB_MCHIDS, accounts_of, order_notification, raw_request, send
+from notify_endpoint_common import logged_notifications, stored_payments
+from wechatpay_helpers import accounts_of, order_notification, raw_request, send
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
 NOTIFY_PATH = "/payments/notify/wechat"
-
-
-def _payments(transaction_id):
-    db.session.expire_all()
-    return db.session.scalars(sa.select(Payment).filter_by(channel_transaction_id=transaction_id)).all()
-
-
-def _logged(outcome=None):
-    db.session.expire_all()
-    query = sa.select(PaymentNotification).order_by(PaymentNotification.id)
-    if outcome:
-        query = query.filter_by(outcome=outcome)
-    return db.session.scalars(query).all()
 
 
 def test_superscript_timestamp_rejected(wechat, app):
@@ -35,10 +19,10 @@ def test_superscript_timestamp_rejected(wechat, app):
     headers["Wechatpay-Timestamp"] = "\u00b2"
     response = app.test_client().post(NOTIFY_PATH, data=body, headers=headers)
     assert response.status_code == 400, response.data
-    rejected = _logged("rejected")
+    rejected = logged_notifications("rejected")
     assert len(rejected) == 1
     assert "Wechatpay-Timestamp" in rejected[0].reason
-    assert _payments(transaction_id) == []
+    assert stored_payments(transaction_id) == []
 
 
 def test_short_body_gets_400(wechat, app, live_server_url, caplog):
@@ -57,12 +41,12 @@ def test_short_body_gets_400(wechat, app, live_server_url, caplog):
     assert status_line.endswith(b"400 BAD REQUEST")
     assert rest.endswith(b'{"code": "FAIL", "message": "request body is shorter than its Content-Length"}')
     assert "body shorter than Content-Length" in caplog.text
-    assert _logged() == []
-    assert _payments(transaction_id) == []
+    assert logged_notifications() == []
+    assert stored_payments(transaction_id) == []
 
     # The full delivery afterwards posts the payment once.
     assert send(live_server_url + NOTIFY_PATH, body, headers)[0] == 204
-    assert len(_payments(transaction_id)) == 1
+    assert len(stored_payments(transaction_id)) == 1
 
 
 @pytest.mark.parametrize(
@@ -83,8 +67,8 @@ def test_bad_header_rejected_once(wechat, app, header, value, reason):
     response = client.post(NOTIFY_PATH, data=body, headers={**headers, header: value})
     assert response.status_code == 400
     assert response.get_json() == {"code": "FAIL", "message": reason}
-    assert [(row.outcome, row.reason) for row in _logged()] == [("rejected", reason)]
-    assert _payments(transaction_id) == []
+    assert [(row.outcome, row.reason) for row in logged_notifications()] == [("rejected", reason)]
+    assert stored_payments(transaction_id) == []
 
 
 @pytest.mark.parametrize("body", [b"", b"\xff\xfe not json", b"x" * (2 * 1024 * 1024)], ids=["empty", "not-utf8", "2MiB"])
@@ -95,8 +79,8 @@ def test_foreign_body_rejected(wechat, app, body):
     response = app.test_client().post(NOTIFY_PATH, data=body, headers=headers)
     assert response.status_code == 400
     assert response.get_json() == {"code": "FAIL", "message": "invalid signature"}
-    assert [(row.outcome, row.reason) for row in _logged()] == [("rejected", "invalid signature")]
-    assert _payments(transaction_id) == []
+    assert [(row.outcome, row.reason) for row in logged_notifications()] == [("rejected", "invalid signature")]
+    assert stored_payments(transaction_id) == []
 
 
 def test_concurrent_duplicates_post_once(wechat, app):
@@ -128,9 +112,9 @@ def test_concurrent_duplicates_post_once(wechat, app):
         thread.join(timeout=10)
 
     assert statuses == [204] * deliveries
-    outcomes = sorted(row.outcome for row in _logged())
+    outcomes = sorted(row.outcome for row in logged_notifications())
     assert outcomes == ["accepted"] + ["duplicate"] * (deliveries - 1)
-    assert len(_payments(transaction_id)) == 1
+    assert len(stored_payments(transaction_id)) == 1
 
 
 def test_oversize_body_gets_413(wechat, app, monkeypatch, caplog):
@@ -143,5 +127,5 @@ def test_oversize_body_gets_413(wechat, app, monkeypatch, caplog):
     assert response.status_code == 413
     assert response.get_json() == {"code": "FAIL", "message": "request body is too large"}
     assert f"Content-Length {len(padded)} is over the limit" in caplog.text
-    assert _logged() == []
-    assert _payments(transaction_id) == []
+    assert logged_notifications() == []
+    assert stored_payments(transaction_id) == []
