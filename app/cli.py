@@ -438,8 +438,8 @@ def outbox_relay_command(once, interval, max_seconds):
 
 
 @outbox.command("replay")
-@click.option("--since", help="Replay events that occurred at or after this time (ISO 8601; local time when no offset).")
-@click.option("--event-id", "event_ids", multiple=True, help="Replay the event with this id; may be repeated.")
+@click.option("--since", help="Replay events that occurred at or after this time (ISO 8601; local time when no offset). Not with --event-id.")
+@click.option("--event-id", "event_ids", multiple=True, help="Replay the event with this id; may be repeated. Not with --since.")
 @company_option("Only events of this company code.")
 @click.option("--event-type", help="Only events of this type, e.g. payment.posted.")
 def outbox_replay_command(since, event_ids, company_code, event_type):
@@ -451,6 +451,13 @@ def outbox_replay_command(since, event_ids, company_code, event_type):
 
     if not since and not event_ids:
         click.echo("Give --since or --event-id.", err=True)
+        sys.exit(1)
+    if since and event_ids:
+        click.echo(
+            "--since and --event-id cannot be combined: give --event-id alone to replay those events,"
+            " or --since (with --company or --event-type) to replay every event from that time.",
+            err=True,
+        )
         sys.exit(1)
     moment = None
     if since:
