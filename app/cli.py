@@ -82,6 +82,21 @@ def demo_command():
     click.echo(f"Demo group NHG ready: {', '.join(c.code for c in companies)}.")
 
 
+def read_input_file(path):
+    """Return the bytes of an input file, or exit 1 naming a missing, directory or unreadable path."""
+    if not path.exists():
+        click.echo(f"File {path} not found.", err=True)
+        sys.exit(1)
+    if path.is_dir():
+        click.echo(f"{path} is a directory; give the path of a file.", err=True)
+        sys.exit(1)
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        click.echo(f"File {path} cannot be read: {error.strerror or error}; check the file and its permissions.", err=True)
+        sys.exit(1)
+
+
 @heat.command("import-ledger")
 @company_option("Company code, e.g. TJ.", required=True)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
@@ -92,10 +107,7 @@ def import_ledger_command(company_code, path):
     except LookupError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    if not path.exists():
-        click.echo(f"File {path} not found.", err=True)
-        sys.exit(1)
-    content = path.read_bytes()
+    content = read_input_file(path)
     with scoped(company_scope(company.id, label=f"cli:import-ledger:{company.code}")):
         result = import_ledger(company, content, path.name)
         record_import(company, path.name, content, result)
@@ -245,7 +257,14 @@ def _onboarding_inputs(spec_path, ledger_paths):
         if not path.exists():
             problems.append(f"Ledger {path} not found.")
             continue
-        content = path.read_bytes()
+        if path.is_dir():
+            problems.append(f"Ledger {path} is a directory; give each .xlsx file with its own --ledger.")
+            continue
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            problems.append(f"Ledger {path} cannot be read: {error.strerror or error}; check the file and its permissions.")
+            continue
         problems.extend(preflight_ledger(path.name, content, spec.legacy_values))
         ledgers.append((path, content))
     return problems, spec, ledgers
@@ -257,10 +276,7 @@ def bpmn_check_command(path):
     """Accept a BPMN file, or list each element Heatflow cannot run (exit 1)."""
     from app.processes.bpmn_check import check_bpmn
 
-    if not path.exists():
-        click.echo(f"File {path} not found.", err=True)
-        sys.exit(1)
-    report = check_bpmn(path.read_bytes())
+    report = check_bpmn(read_input_file(path))
     if report.file_error:
         click.echo(f"{path.name}: cannot be imported: {report.file_error}", err=True)
         sys.exit(1)
@@ -292,9 +308,7 @@ def calendar_import_command(company_code, all_companies, year, path):
     if bool(company_code) == all_companies:
         click.echo("Give either --company CODE or --all-companies.", err=True)
         sys.exit(2)
-    if not path.exists():
-        click.echo(f"File {path} not found.", err=True)
-        sys.exit(1)
+    content = read_input_file(path)
     if all_companies:
         scope = SYSTEM_SCOPE
         companies = db.session.scalars(sa.select(Company).where(Company.is_headquarters.is_(False)).order_by(Company.code)).all()
@@ -304,7 +318,7 @@ def calendar_import_command(company_code, all_companies, year, path):
         companies = [db.session.get(Company, company_id)]
     with scoped(scope):
         try:
-            result = import_calendar(path.name, path.read_bytes(), companies, year=year)
+            result = import_calendar(path.name, content, companies, year=year)
         except CalendarImportError as error:
             db.session.rollback()
             click.echo(f"{path.name}: {error}", err=True)
@@ -438,8 +452,8 @@ def outbox_relay_command(once, interval, max_seconds):
 
 
 @outbox.command("replay")
-@click.option("--since", help="Replay events that occurred at or after this time (ISO 8601; local time when no offset).")
-@click.option("--event-id", "event_ids", multiple=True, help="Replay the event with this id; may be repeated.")
+@click.option("--since", help="Replay events that occurred at or after this time (ISO 8601; local time when no offset). Not with --event-id.")
+@click.option("--event-id", "event_ids", multiple=True, help="Replay the event with this id; may be repeated. Not with --since.")
 @company_option("Only events of this company code.")
 @click.option("--event-type", help="Only events of this type, e.g. payment.posted.")
 def outbox_replay_command(since, event_ids, company_code, event_type):
@@ -451,6 +465,13 @@ def outbox_replay_command(since, event_ids, company_code, event_type):
 
     if not since and not event_ids:
         click.echo("Give --since or --event-id.", err=True)
+        sys.exit(1)
+    if since and event_ids:
+        click.echo(
+            "--since and --event-id cannot be combined: give --event-id alone to replay those events,"
+            " or --since (with --company or --event-type) to replay every event from that time.",
+            err=True,
+        )
         sys.exit(1)
     moment = None
     if since:

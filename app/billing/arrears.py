@@ -26,6 +26,7 @@ from app.network.models import Account, Building, Community, Unit
 from app.org.models import User
 from app.payments.services import amount_owed, parse_amount
 from app.tariffs.models import Season
+from app.texts import clean_text, visible_length
 
 logger = logging.getLogger(__name__)
 
@@ -325,8 +326,8 @@ def write_off(account, season, amount, reason, user):
     Posts one negative `write_off` line carrying the reason. The amount may not exceed
     what is outstanding for that season. Permission is checked by the caller, which commits.
     """
-    reason = (reason or "").strip()
-    if len(reason) < REASON_MIN_LENGTH:
+    reason = clean_text(reason)
+    if visible_length(reason) < REASON_MIN_LENGTH:
         raise ArrearsError(_(
             "核销原因至少 %(min)s 个字；请写明无法收回的原因，如“用户去世无继承人”。", min=REASON_MIN_LENGTH,
         ))

@@ -32,6 +32,7 @@ from app.money import ZERO
 from app.org.models import Company
 from app.payments.models import Payment, Refund
 from app.tariffs.models import Season
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def record_paper_invoice(payment, invoice_code, invoice_number, user, invoice=No
 
 def void_paper_invoice(invoice, reason, user):
     """Void an issued paper invoice with a reason; the voided numbers stay taken. Commits."""
-    reason = (reason or "").strip()
+    reason = clean_text(reason)
     if not reason:
         raise InvoiceError(M_("请填写作废原因，例如“打印错位”或“交款人要求更改抬头”。"))
     if len(reason) > REASON_MAX:

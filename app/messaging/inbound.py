@@ -231,13 +231,34 @@ def _same_moment(stored, moment):
 # -- OA approval decisions
 
 
+# JSON type names of decoded values, for rejection reasons.
+JSON_TYPES = ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array"), (dict, "object"))
+
+
+def _json_type(value):
+    return next((name for kind, name in JSON_TYPES if isinstance(value, kind)), type(value).__name__)
+
+
+def _wrong_text_field(data, names):
+    """Return the rejection reason for the first of `names` whose value is neither a string nor null, else ''."""
+    for name in names:
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"字段 {name} 应为字符串或 null，收到 {_json_type(value)}；OA 系统须按字符串发送"
+    return ""
+
+
 def apply_oa_approval(company, message_id, data, mark):
     """Complete a waiting approval task with the OA decision, as the approver the message names."""
     from app.processes.access import ProcessError
     from app.processes.models import HumanTask
     from app.processes.services import claim_task, complete_task, release_task
 
-    approver_no = str(data.get("approver_no") or "")
+    wrong_type = _wrong_text_field(data, ("approver_no", "decision", "comment"))
+    if wrong_type:
+        mark("rejected", wrong_type)
+        return
+    approver_no = data.get("approver_no") or ""
     task_id = data.get("task_id")
     user = db.session.scalar(sa.select(User).filter_by(user_no=approver_no))
     if user is None or not user.active:

@@ -207,13 +207,14 @@ def mark_for_replay(since=None, event_ids=(), company_id=None, event_type=None):
     """Queue stored events to be published again under their own message ids; returns how many.
 
     `since` selects events that occurred at or after that time; `event_ids` selects
-    events by id. The relay publishes them in id order with the events still pending.
+    events by id, and exactly one of the two is given. The relay publishes them in id
+    order with the events still pending.
     """
     statement = sa.update(OutboxEvent).values(
         published_at=None, next_attempt_at=None, attempts=0, replays=OutboxEvent.replays + 1,
     )
-    if since is None and not event_ids:
-        raise ValueError("replay needs --since or --event-id")
+    if (since is None) == (not event_ids):
+        raise ValueError("replay needs either since or event_ids, not both and not neither")
     if since is not None:
         statement = statement.where(OutboxEvent.occurred_at >= since)
     if event_ids:

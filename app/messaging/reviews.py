@@ -16,6 +16,7 @@ from app.locking import lock_row
 from app.messaging.inbound import check_meter_reading, supersede_reviews
 from app.messaging.models import MeterReading, MeterReadingReview
 from app.org.models import Company
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class ReviewError(ValueError):
 
 
 def _note(note):
-    note = (note or "").strip()
+    note = clean_text(note)
     if not note:
         raise ReviewError(_("请填写处理说明，例如“现场核对表具后按实际读数更正”或“计量系统误发，已作废”。"))
     if len(note) > NOTE_MAX:

@@ -23,6 +23,7 @@ from marshmallow import (
 from app.i18n import N_, join_items, lazy_join, translate_label
 from app.ledger.parser import CODED_FIELDS
 from app.network.models import TARIFF_CATEGORY
+from app.texts import clean_text
 
 INVOICE_MODES = {"receipt": N_("自印收据"), "paper_tax_invoice": N_("税控纸质发票"), "e_invoice": N_("税控电子发票")}
 AREA_BASES = ("building_area", "usable_area")
@@ -61,6 +62,13 @@ class _DateField(fields.Date):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class _TextField(fields.String):
+    """A free text without blanks and invisible characters at its ends; '' when it has no visible character."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return clean_text(super()._deserialize(value, attr, data, **kwargs))
+
+
 def _decimal(**kwargs):
     return fields.Decimal(as_string=False, **kwargs)
 
@@ -71,7 +79,7 @@ class _CompanySchema(Schema):
 
     code = fields.String(required=True, validate=validate.Regexp(r"^[A-Z][A-Z0-9]{1,7}$", error=_l("公司代码应为 2 到 8 位大写字母或数字，以字母开头，如 ZZ")))
     number = fields.String(required=True, validate=validate.Regexp(r"^[1-9][0-9]$", error=_l("公司编号应为两位数字（10 到 99），是统一户号的前两位")))
-    name = fields.String(required=True, validate=validate.Length(min=2, max=100, error=_l("公司名称应为 2 到 100 个字")))
+    name = _TextField(required=True, validate=validate.Length(min=2, max=100, error=_l("公司名称应为 2 到 100 个字")))
     city = fields.String(load_default="", validate=validate.Length(max=50))
     invoice_mode = fields.String(
         load_default="receipt", validate=validate.OneOf(list(INVOICE_MODES), error=_l("开票方式应为：%(choices)s", choices=lazy_join(INVOICE_MODES)))
@@ -83,7 +91,7 @@ class _AdminSchema(Schema):
         unknown = RAISE
 
     username = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{2,63}$", error=_l("登录名应为 3 到 64 位小写字母、数字或下划线，以字母开头")))
-    name = fields.String(load_default="分公司管理员", validate=validate.Length(min=1, max=64))
+    name = _TextField(load_default="分公司管理员", validate=validate.Length(min=1, max=64))
 
 
 class _PriceSchema(Schema):

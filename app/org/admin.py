@@ -11,6 +11,7 @@ from app.org.audit import record_event
 from app.org.models import Company, CompanyFunction, Role, User, UserRole
 from app.org.permissions import FUNCTIONS, PERMISSIONS
 from app.org.services import AccessError, granted_functions, require_permission, user_permissions
+from app.texts import clean_text
 
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def save_role(admin, code, name, permissions, role=None):
     """Create or update a role of the administrator's company."""
     require_permission(admin, "role.manage")
     code = (code or "").strip()
-    name = (name or "").strip()
+    name = clean_text(name)
     if not code or not code.replace("_", "").isalnum() or not code.isascii():
         raise RoleError(_("角色代码「%(code)s」无效；只能用英文字母、数字和下划线，如 senior_cashier。", code=code))
     if not name:

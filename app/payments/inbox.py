@@ -42,6 +42,7 @@ from app.org.models import Company
 from app.payments.services import ReceiptNumberBlock, allocation_rule
 from app.rls import ALL_COMPANIES, SET_SETTINGS_SQL, VISIBLE_SETTING, WRITABLE_SETTING, scope_settings
 from app.tenancy import SYSTEM_SCOPE, company_scope, scoped
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -713,7 +714,7 @@ def requeue_failed(notification_id, reason):
     Only a `failed` row is requeued: its savepoint was rolled back, so applying it again
     posts its payment at most once. Raises RequeueError otherwise or without a reason.
     """
-    reason = (reason or "").strip()
+    reason = clean_text(reason)
     if not reason:
         raise RequeueError("A reason is required: say what was fixed, for example --reason \"account restored\".")
     if len(reason) > 255:

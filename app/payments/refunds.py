@@ -33,6 +33,7 @@ from app.payments import channels
 from app.payments.models import REFUND_OPEN_OR_DONE, OnlineOrder, Payment, Refund, utcnow
 from app.payments.services import PaymentError, next_receipt_no, parse_amount
 from app.tariffs.models import Season
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 ONLINE_REFUND_CHANNELS = ("wechat", "alipay")
@@ -78,7 +79,7 @@ def request_refund(payment_id, amount, reason, user, request_token=None):
         amount = parse_amount(amount, label=_("退费金额"))
     except PaymentError as error:
         raise RefundError(str(error)) from None
-    reason = (reason or "").strip()
+    reason = clean_text(reason)
     if not reason:
         raise RefundError(_("请填写退费原因，例如「重复缴费」或「面积核减」。"))
     if len(reason) > REASON_MAX:

@@ -30,6 +30,7 @@ from app.network.models import Account
 from app.org.models import Company
 from app.payments.models import PAYMENT_METHODS, Payment, ReceiptCounter, utcnow
 from app.tariffs.models import Season
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def parse_amount(value, label=None):
 
 
 def _clean_text(value, limit, label):
-    text = (value or "").strip()
+    text = clean_text(value)
     if len(text) > limit:
         raise PaymentError(_(
             "%(field)s最长 %(max)s 个字，当前 %(count)s 个字，请删减后重试。", field=label, max=limit, count=len(text)

@@ -23,6 +23,7 @@ from app.processes.messages import engine_failure
 from app.processes.models import INSTANCE_STATUSES, HumanTask, ProcessInstance
 from app.processes.services import _check_running, _record_failure, _sync_and_save, emit_process_finished
 from app.processes.timers import cancel_waiting_timers
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ ACTIONS = {
 def clean_reason(reason, action):
     """Return the stripped reason of an admin action, or raise InputError when it is missing or too long."""
     label = translate_label(ACTIONS[action][0])
-    text = (reason or "").strip()
+    text = clean_text(reason)
     if not text:
         raise InputError(_("请填写%(action)s的原因。", action=label))
     if len(text) > MAX_REASON_CHARS:

@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from app.i18n import N_, translate_label
 from app.processes.access import InputError
 from app.processes.models import DECISIONS
+from app.texts import clean_text
 
 # Field kinds: how a value is rendered and parsed.
 KINDS = {"text", "textarea", "choice", "radio", "money", "percent", "area", "date"}
@@ -62,7 +63,7 @@ def clean_value(spec, value):
     """Validate one submitted value; returns '' (text) or None (other kinds) when it is empty and optional."""
     if value is None:
         value = ""
-    text = str(value).strip()
+    text = clean_text(value)
     if not text:
         if spec.required:
             raise InputError(translate_label(spec.missing_message) if spec.missing_message else _missing(spec))

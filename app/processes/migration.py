@@ -28,6 +28,7 @@ from app.processes.audit import record_event
 from app.processes.deployment import spec_for
 from app.processes.engine import SERIALIZER, ProcessRunError, RunContext, dump_workflow, load_workflow, run_engine
 from app.processes.models import ACTIVE_STATUSES, PROCESS_TYPES, HumanTask, ProcessInstance, ProcessModel
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def migrate_instances(company_id, process_type, from_version, to_version, user, 
     from app.processes.services import _sync_and_save
 
     require_permission(user, "process.admin", company_id)
-    text = (reason or "").strip()
+    text = clean_text(reason)
     if not text:
         raise InputError(_("请填写迁移流程版本的原因。"))
     if process_type not in PROCESS_TYPES:

@@ -140,3 +140,19 @@ def test_repeated_company_checks_each(app_ctx):
     assert result.exit_code == 1
     assert "Company code '' is empty" in result.stderr
     assert result.stdout == ""
+
+
+def test_input_file_unreadable_or_directory_named(app_ctx, demo, tmp_path):
+    runner = app_ctx.test_cli_runner()
+    commands = (
+        ["import-ledger", "--company", "TJ"],
+        ["bpmn-check"],
+        ["calendar-import", "--company", "TJ", "--year", "2027"],
+    )
+    for command in commands:
+        # /proc/self/mem exists but fails to read at offset 0 (EIO), even for root.
+        for path, problem in (("/proc/self/mem", "File /proc/self/mem cannot be read: Input/output error"), (str(tmp_path), "is a directory")):
+            result = runner.invoke(args=["heat", *command, path])
+            assert result.exit_code in (1, 2), (command, path, result.output)
+            assert result.exception is None or isinstance(result.exception, SystemExit), (command, path, result.exception)
+            assert problem in result.output, (command, path, result.output)

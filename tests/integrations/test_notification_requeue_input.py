@@ -21,6 +21,16 @@ def test_requeue_id_out_of_range_not_found(app_ctx, demo, notification_id):
     assert listed.output == "0 failed notifications\n"
 
 
+@pytest.mark.parametrize("reason", ["\u200b", "\ufeff\u3000", "\xa0"])
+def test_requeue_invisible_reason_rejected(app_ctx, demo, reason):
+    runner = app_ctx.test_cli_runner()
+
+    result = runner.invoke(args=["heat", "notifications", "requeue", "1", "--reason", reason])
+
+    assert result.exit_code == 1
+    assert result.output.startswith("A reason is required")
+
+
 def test_requeue_long_reason_rejected(app_ctx, demo):
     runner = app_ctx.test_cli_runner()
 

@@ -72,6 +72,8 @@ def test_void_needs_reason_and_keeps_number(qd_payment, staff):
     invoice = record_paper_invoice(payment, "3700221130", "00012345", staff("qd_cashier"))
     with pytest.raises(InvoiceError, match="请填写作废原因"):
         void_paper_invoice(invoice, "  ", staff("qd_cashier"))
+    with pytest.raises(InvoiceError, match="请填写作废原因"):
+        void_paper_invoice(invoice, "\u200b\u3000\ufeff", staff("qd_cashier"))
     void_paper_invoice(invoice, "打印错位", staff("qd_cashier"))
     db.session.expire_all()
     invoice = db.session.get(Invoice, invoice.id)

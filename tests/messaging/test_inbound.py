@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from app.billing.metered import settle_metered
@@ -259,3 +260,48 @@ def test_oa_decision_of_wrong_role_or_odd_task_is_rejected(demo, make_account, l
     waiting = db.session.get(HumanTask, task.id)
     assert waiting.status == "open"
     assert waiting.claimed_by_id is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("comment", {"a": 1}, "object"),
+        ("comment", ["同意"], "array"),
+        ("comment", 5, "number"),
+        ("decision", ["approve"], "array"),
+        ("decision", True, "boolean"),
+        ("approver_no", 100023, "number"),
+        ("approver_no", {"no": "100023"}, "object"),
+    ],
+)
+def test_oa_decision_wrong_json_type_rejected(demo, make_account, login, field, value, shown):
+    spec = CONSUMERS["oa_approvals"]
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = db.session.scalar(sa.select(ProcessInstance).filter_by(account_id=account.id))
+    task = open_task(instance.id, "company_approval")
+    base = {"company": "TJ", "task_id": task.id, "decision": "reject", "comment": "材料不全", "approver_no": user("tj_approver").user_no}
+
+    outcome = apply_message(spec, "oa-type", {**base, field: value})
+
+    assert outcome == "rejected"
+    reason = db.session.scalar(sa.select(ProcessedMessage.reason).filter_by(message_id="oa-type"))
+    assert f"字段 {field} 应为字符串" in reason
+    assert shown in reason
+    db.session.expire_all()
+    waiting = db.session.get(HumanTask, task.id)
+    assert waiting.status == "open"
+    assert waiting.claimed_by_id is None
+
+
+def test_oa_decision_null_comment_applied(demo, make_account, login):
+    spec = CONSUMERS["oa_approvals"]
+    account = make_account("TJ", "87.35")
+    assert start_request(login("tj_clerk"), account.id).status_code == 302
+    instance = db.session.scalar(sa.select(ProcessInstance).filter_by(account_id=account.id))
+    task = open_task(instance.id, "company_approval")
+    message = {"company": "TJ", "task_id": task.id, "decision": "approve", "comment": None, "approver_no": user("tj_approver").user_no}
+
+    assert apply_message(spec, "oa-null", message) == "applied"
+    db.session.expire_all()
+    assert db.session.get(HumanTask, task.id).status == "completed"

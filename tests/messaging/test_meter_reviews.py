@@ -90,6 +90,8 @@ def test_corrected_reading_is_checked_like_a_message(backwards):
         apply_corrected_reading(review.id, "129999999999999", review.read_at, "1005.100", "更正", clerk)
     with pytest.raises(ReviewError, match="请填写处理说明"):
         apply_corrected_reading(review.id, backwards.account_no, review.read_at, "1005.100", "  ", clerk)
+    with pytest.raises(ReviewError, match="请填写处理说明"):
+        apply_corrected_reading(review.id, backwards.account_no, review.read_at, "1005.100", "\u200b\ufeff", clerk)
     assert _review("m2").status == "open"
     assert len(_readings(backwards)) == 1
 

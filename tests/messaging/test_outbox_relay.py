@@ -4,7 +4,9 @@ middle of a stream through a TCP proxy, the unrouted queue and replay."""
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from app.clock import local_time
@@ -12,7 +14,7 @@ from app.extensions import db
 from app.messaging.broker import EVENTS_EXCHANGE, connect, declare_consumer_queue
 from app.messaging.events import emit
 from app.messaging.models import OutboxEvent
-from app.messaging.relay import relay_batch
+from app.messaging.relay import mark_for_replay, relay_batch
 from tests.messaging.conftest import WAIT_S, drain
 
 SUBSCRIBER = "test.finance"
@@ -174,3 +176,19 @@ def test_replay_since_out_of_range_is_named(app_ctx, demo):
     assert result.exit_code == 1
     assert "--since '0001-01-01T00:00' is out of range" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_replay_since_with_event_id_rejected(app_ctx, demo):
+    _emit_many(demo["TJ"].id, 2)
+    db.session.execute(sa.update(OutboxEvent).values(published_at=sa.func.current_timestamp()))
+    db.session.commit()
+    event_id = db.session.scalars(sa.select(OutboxEvent.event_id).order_by(OutboxEvent.id)).first()
+    runner = app_ctx.test_cli_runner()
+
+    result = runner.invoke(args=["heat", "outbox", "replay", "--since", "2099-01-01T00:00", "--event-id", event_id])
+
+    assert result.exit_code == 1
+    assert "--since and --event-id cannot be combined" in result.output
+    assert _pending() == 0
+    with pytest.raises(ValueError, match="either since or event_ids"):
+        mark_for_replay(since=datetime(2026, 1, 1, tzinfo=timezone.utc), event_ids=[event_id])

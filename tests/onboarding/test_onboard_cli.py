@@ -1,6 +1,7 @@
 """`flask heat onboard`: an acquired company from nothing to its first bills."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -161,3 +162,48 @@ def test_company_staff_cannot_see_new_company(demo, tmp_path, app_ctx, login):
     assert "金水花园" not in page.get_data(as_text=True)
     assert account.account_no not in page.get_data(as_text=True)
     assert detail.status_code == 404
+
+
+
+def _onboard(app_ctx, spec, ledger):
+    return app_ctx.test_cli_runner().invoke(args=["heat", "onboard", str(spec), "--ledger", str(ledger), "--check"])
+
+
+def test_onboard_ledger_directory_named(demo, tmp_path, app_ctx):
+    spec, _ledger = _write(tmp_path, spec_toml())
+    folder = tmp_path / "ledgers"
+    folder.mkdir()
+
+    result = _onboard(app_ctx, spec, folder)
+
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "is a directory" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_onboard_ledger_not_xlsx_named(demo, tmp_path, app_ctx):
+    spec, _ledger = _write(tmp_path, spec_toml())
+    text = tmp_path / "zz.csv"
+    text.write_text("户号,姓名\n1,张三\n", encoding="utf-8")
+
+    result = _onboard(app_ctx, spec, text)
+
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "zz.csv: The file is not an Excel .xlsx workbook" in result.output
+
+
+def test_onboard_ledger_unreadable_named(demo, tmp_path, app_ctx):
+    """/proc/self/mem exists but fails to read at offset 0 (EIO), even for root."""
+    spec, _ledger = _write(tmp_path, spec_toml())
+    unreadable = Path("/proc/self/mem")
+    if not unreadable.exists():
+        pytest.skip("needs Linux /proc")
+
+    result = _onboard(app_ctx, spec, unreadable)
+
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Ledger /proc/self/mem cannot be read: Input/output error" in result.output
+    assert db.session.scalar(sa.select(Company).filter_by(code="ZZ")) is None

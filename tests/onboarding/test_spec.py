@@ -28,6 +28,8 @@ def test_valid_spec_reads_decimals_and_template_rules():
         ('invoice_mode = "receipt"', 'invoice_mode = "fax"', "company.invoice_mode：开票方式应为"),
         ('name = "中原管理员"', 'name = "中原管理员"\nrole = "x"', "admin.role：未知字段"),
         ('name = "2025-2026"', 'name = "2025-2030"', "season.name：采暖季名称应写成 2025-2026"),
+        ('name = "中原热力有限公司"', 'name = "\\u200b\\u3000\\ufeff"', "company.name：公司名称应为 2 到 100 个字"),
+        ('name = "中原管理员"', 'name = "\\u200b"', "admin.name："),
         (
             "suspension_ratio = 0.30",
             'suspension_ratio = 0.30\n\n[[season.area_rules]]\ncategory = "residential"\nlift_factor = -5\n\n'

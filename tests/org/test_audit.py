@@ -114,6 +114,14 @@ def test_rejected_role_change_leaves_no_entry(demo):
     assert _events("role_created") == []
 
 
+def test_invisible_role_name_rejected(demo):
+    with pytest.raises(RoleError, match="请填写角色名称"):
+        save_role(_user("tj_admin"), "blank_name", "\u200b\u3000", [])
+    db.session.rollback()
+
+    assert _events("role_created") == []
+
+
 def test_audit_entry_rolls_back_with_change(demo):
     admin = _user("tj_admin")
     record_event("role_created", actor=admin, code="never_saved")

@@ -90,6 +90,11 @@ def test_payment_page_item_labels(paid_with_late_fee, login):
     assert "供暖季" not in page
 
 
+def test_invisible_refund_reason_rejected(paid_with_late_fee, cashier):
+    with pytest.raises(RefundError, match="请填写退费原因"):
+        request_refund(paid_with_late_fee.id, "100.00", "\u3000\u200b", cashier("tj_cashier"))
+
+
 def test_partial_refunds_give_late_fee_back_first(paid_with_late_fee, cashier, season):
     payment = paid_with_late_fee
     user = cashier("tj_cashier")

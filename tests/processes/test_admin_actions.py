@@ -146,6 +146,23 @@ def test_reason_is_required(started, reason, expected):
     assert len(_events(instance.id)) == count
 
 
+@pytest.mark.parametrize("reason", ["\u200b", "\ufeff", "\xa0", "\u3000", "\u200b \u3000\ufeff\n", "\ufe0f"])
+def test_invisible_reason_rejected(started, reason):
+    instance, _, clients = started
+    admin = clients["tj_admin"]
+    count = len(_events(instance.id))
+    response = _act(admin, instance.id, "terminate", reason)
+    assert "请填写终止流程的原因" in flashed(admin, response)
+    assert _status(instance.id) == "running"
+    assert len(_events(instance.id)) == count
+
+
+def test_reason_stored_without_invisible_ends(started):
+    instance, _, clients = started
+    _act(clients["tj_admin"], instance.id, "suspend", "\ufeff\u200b用户申诉\u3000")
+    assert _events(instance.id)[-1].comment == "用户申诉"
+
+
 def test_retry_restores_error_instance(started):
     instance, _, clients = started
     admin = clients["tj_admin"]

@@ -62,6 +62,12 @@ def test_migrate_keeps_open_task(demo, make_account, login):
     assert open_task(instance.id, "valve_close") is not None
 
 
+@pytest.mark.parametrize("reason", ["", "\u200b", "\ufeff\u3000"])
+def test_migrate_needs_visible_reason(demo, reason):
+    with pytest.raises(InputError, match="请填写迁移流程版本的原因"):
+        migrate_instances(demo["TJ"].id, "suspension", 1, 2, user("tj_admin"), reason)
+
+
 def test_migrate_rejects_missing_task(demo, make_account, login):
     instance = _running(login, make_account)
     _deploy(demo["TJ"], _rename_element(SUSPENSION, "company_approval", "company_review"))

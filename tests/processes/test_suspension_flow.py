@@ -171,6 +171,10 @@ def test_rejection_leaves_receivable_unchanged(demo, make_account, login):
     response = submit_task(approver, task.id, {"decision": "reject", "comment": ""})
     assert response.status_code == 400
     assert "驳回时必须填写意见" in response.get_data(as_text=True)
+    for comment in ("\u200b", "\ufeff\xa0", "\u3000\u200b\n"):
+        response = submit_task(approver, task.id, {"decision": "reject", "comment": comment})
+        assert response.status_code == 400
+        assert "驳回时必须填写意见" in response.get_data(as_text=True)
     assert open_task(instance.id, "company_approval") is not None
 
     response = approver.post(f"/processes/tasks/{task.id}", data={"decision": "reject", "comment": "用户仍在居住，不符合报停条件"})
@@ -204,7 +208,11 @@ def test_start_rejects_duplicate_and_non_normal(demo, make_account, login):
     response = start_request(clerk, make_account("TJ", "70.00").id, reason="other", comment="")
     assert response.status_code == 400
     assert "原因为「其他」时必须填写说明" in flashed(clerk, response)
+    response = start_request(clerk, make_account("TJ", "70.00").id, reason="other", comment="\u200b\u3000")
+    assert "原因为「其他」时必须填写说明" in flashed(clerk, response)
     response = start_request(clerk, make_account("TJ", "70.00").id, reason="   ")
+    assert "请选择报停原因" in flashed(clerk, response)
+    response = start_request(clerk, make_account("TJ", "70.00").id, reason="\ufeff")
     assert "请选择报停原因" in flashed(clerk, response)
     response = start_request(clerk, make_account("TJ", "70.00").id, reason="空" * 101)
     assert "报停原因共 101 字，超过 100 字上限" in flashed(clerk, response)
