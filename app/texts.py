@@ -4,9 +4,6 @@ Every form, API call and CLI command cleans such a text with clean_text and trea
 empty result as missing. A text counts as empty when it has no visible character, so a
 reason made of a zero-width space (U+200B), a byte-order mark (U+FEFF), a no-break space
 (U+00A0) or a full-width space (U+3000) is rejected like a blank one.
-
-TODO: the resolution reason of a reconciliation difference (app/payments/reconciliation.py)
-still strips only whitespace.
 """
 
 import unicodedata

@@ -32,6 +32,7 @@ from app.payments.models import (
     Refund, utcnow,
 )
 from app.tenancy import SYSTEM_SCOPE, scoped
+from app.texts import clean_text
 
 logger = logging.getLogger(__name__)
 # Statement channel name -> Payment.channel of the payments that went through it.
@@ -307,7 +308,7 @@ def reconcile(company_id, channel, merchant_id, day, lines, statement_sha256="")
 
 def resolve_item(item, reason, user):
     """Close a difference with the reason finance gives, e.g. the booking or refund that settled it. Commits."""
-    reason = (reason or "").strip()
+    reason = clean_text(reason)
     if not reason:
         raise ReconciliationError(_("请填写处理说明，例如“已补记收款，收据号 TJ-2025-000123”或“渠道次日到账”。"))
     if len(reason) > RESOLUTION_MAX:

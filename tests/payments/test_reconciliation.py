@@ -96,8 +96,9 @@ def test_rerun_is_idempotent_and_keeps_resolutions(tj_wechat, cashier):
 def test_resolution_needs_reason(tj_wechat, cashier):
     run = reconcile(tj_wechat.id, "wechatpay", SUB_MCHID, DAY, [])
     item = next(iter(_items(run).values()))
-    with pytest.raises(ReconciliationError, match="请填写处理说明"):
-        resolve_item(item, " ", cashier("tj_finance"))
+    for blank in (" ", "\u200b", "\u3000\ufeff"):
+        with pytest.raises(ReconciliationError, match="请填写处理说明"):
+            resolve_item(item, blank, cashier("tj_finance"))
     resolve_item(item, "渠道次日到账", cashier("tj_finance"))
     with pytest.raises(ReconciliationError, match="已由"):
         resolve_item(item, "再次处理", cashier("tj_finance"))
