@@ -249,6 +249,13 @@ def verify_notification(params, alipay_public_key, now=None, window=REPLAY_WINDO
         raise channel.NotificationRejected(f"missing field {', '.join(missing)}")
     if params["sign_type"] != SIGN_TYPE:
         raise channel.NotificationRejected(f"unsupported sign_type {params['sign_type'][:16]!r}")
+    # Alipay notifies in the charset of the request that created the order, and every order is
+    # created with UTF-8, so another charset means the order was not created by Heatflow.
+    declared = params.get("charset", CHARSET)
+    if declared.lower().replace("-", "") != CHARSET.lower().replace("-", ""):
+        raise channel.NotificationRejected(
+            f"unsupported charset {declared[:16]!r}: orders are created with charset {CHARSET}, so notifications must use it"
+        )
     if not rsa2_verify(alipay_public_key, signing_text(params, exclude=("sign", "sign_type")), params["sign"]):
         raise channel.NotificationRejected("invalid signature")
     try:

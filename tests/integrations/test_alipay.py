@@ -140,7 +140,9 @@ def test_tampered_stale_and_unsigned_rejected(alipay_world, alipay_keys):
     forged = dict(params, sign_type="RSA2")
     forged["sign"] = alipay.rsa2_sign(attacker, alipay.signing_text(forged, exclude=("sign", "sign_type")))
     rsa1 = urllib.parse.urlencode(dict(forged, sign_type="RSA")).encode()
-    for case in (tampered, stale, urllib.parse.urlencode(forged).encode(), rsa1, b"notify_id=1&app_id=" + TJ_APP_ID.encode()):
+    gbk = simulator.sign_notification(dict(params, charset="GBK"))
+    cases = (tampered, stale, urllib.parse.urlencode(forged).encode(), rsa1, b"notify_id=1&app_id=" + TJ_APP_ID.encode(), gbk)
+    for case in cases:
         assert post_form(url, case)[1] == b"fail"
 
     db.session.expire_all()
@@ -150,6 +152,7 @@ def test_tampered_stale_and_unsigned_rejected(alipay_world, alipay_keys):
     assert reasons["invalid signature"] == 2
     assert sum(n for reason, n in reasons.items() if "outside the 600-second window" in reason) == 1
     assert reasons["unsupported sign_type 'RSA'"] == 1
+    assert sum(n for reason, n in reasons.items() if reason.startswith("unsupported charset 'GBK'")) == 1
     assert sum(n for reason, n in reasons.items() if reason.startswith("missing field")) == 1
 
 
