@@ -1,7 +1,8 @@
 """The HQ process audit explorer: process instances of all companies found by their facts.
 
 Each hit links to the instance page, which shows the verified history and the diagram
-replay of the instance's own model version.
+replay of the instance's own model version. With no filter the explorer lists the most
+recent instances. Results are paged newest first by keyset on (created_at, id).
 """
 
 from datetime import date, datetime, time, timedelta, timezone
@@ -17,7 +18,7 @@ from app.network.models import Account
 from app.org.models import Company, User
 from app.processes.models import INSTANCE_STATUSES, PROCESS_TYPES, ProcessEvent, ProcessInstance
 
-MAX_HITS = 200
+PAGE_SIZE = 50
 
 
 class AuditQueryError(ValueError):
@@ -58,7 +59,23 @@ def parse_filters(args):
         raise AuditQueryError(_("办理结果「%(value)s」不存在，请从列表中选择。", value=filters["outcome"][:32]))
     if filters["date_from"] and filters["date_to"] and filters["date_from"] > filters["date_to"]:
         raise AuditQueryError(_("开始日期晚于结束日期，请调换两个日期。"))
+    filters["after"] = (args.get("after") or "").strip()
+    if filters["after"]:
+        _parse_cursor(filters["after"])
     return filters
+
+
+def _parse_cursor(after):
+    """Split an "<created_at ISO>|<instance id>" page cursor, or raise AuditQueryError."""
+    value, separator, instance_id = after.rpartition("|")
+    try:
+        moment = datetime.fromisoformat(value)
+        number = int(instance_id)
+    except ValueError:
+        moment = number = None
+    if not separator or moment is None:
+        raise AuditQueryError(_("分页参数无效，请从第一页重新浏览。"))
+    return moment, number
 
 
 def _local_start(day):
@@ -66,16 +83,27 @@ def _local_start(day):
     return datetime.combine(day, time.min, LOCAL_TIME).astimezone(timezone.utc)
 
 
-def search_instances(filters):
-    """Instances matching every given filter, newest first, at most MAX_HITS; returns (rows, more)."""
+def search_instances(filters, page_size=None):
+    """Return (rows, next cursor or "") of the instances matching every given filter, newest first.
+
+    Empty filters match every instance, which is the explorer's default list. A page holds
+    `page_size` rows, PAGE_SIZE when it is not given.
+    """
+    page_size = page_size or PAGE_SIZE
     statement = (
         sa.select(ProcessInstance, Company.code, Company.name, Account.account_no, User.name)
         .join(Company, Company.id == ProcessInstance.company_id)
         .join(Account, Account.id == ProcessInstance.account_id)
         .join(User, User.id == ProcessInstance.started_by_id)
         .order_by(ProcessInstance.created_at.desc(), ProcessInstance.id.desc())
-        .limit(MAX_HITS + 1)
+        .limit(page_size + 1)
     )
+    if filters.get("after"):
+        moment, last_id = _parse_cursor(filters["after"])
+        statement = statement.where(sa.or_(
+            ProcessInstance.created_at < moment,
+            sa.and_(ProcessInstance.created_at == moment, ProcessInstance.id < last_id),
+        ))
     if filters["process_type"]:
         statement = statement.where(ProcessInstance.process_type == filters["process_type"])
     if filters["company"]:
@@ -98,6 +126,10 @@ def search_instances(filters):
             "instance": instance, "company_code": code, "company_name": company_name, "account_no": account_no,
             "started_by": starter, "process": translate_label(PROCESS_TYPES.get(instance.process_type, instance.process_type)),
         }
-        for instance, code, company_name, account_no, starter in hits[:MAX_HITS]
+        for instance, code, company_name, account_no, starter in hits[:page_size]
     ]
-    return rows, len(hits) > MAX_HITS
+    cursor = ""
+    if len(hits) > page_size:
+        last = rows[-1]["instance"]
+        cursor = f"{last.created_at.isoformat()}|{last.id}"
+    return rows, cursor

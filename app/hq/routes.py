@@ -231,18 +231,27 @@ def community_data(code, community_id, fmt):
 @bp.route("/audit")
 @login_required
 def audit():
-    """Find process instances of all companies; each hit opens its history and diagram replay."""
+    """Find process instances of all companies; each hit opens its history and diagram replay.
+
+    Without a query the page lists the most recent instances, paged newest first like a search.
+    """
     _require_hq()
     error = None
-    rows, more = [], False
+    rows, next_cursor = [], ""
     try:
         filters = parse_filters(request.args)
     except AuditQueryError as exc:
         filters, error = {}, str(exc)
-    if filters and request.args:
-        rows, more = search_instances(filters)
+    if error is None:
+        rows, next_cursor = search_instances(filters)
+    searched = error is None and any(value for key, value in filters.items() if key != "after")
+    next_url = ""
+    if next_cursor:
+        query = {key: value for key, value in request.args.items() if value and key != "after"}
+        next_url = url_for("hq.audit", **query, after=next_cursor)
     return render_template(
-        "hq/audit.html", filters=filters, rows=rows, more=more, error=error, searched=bool(request.args) and error is None,
+        "hq/audit.html", filters=filters, rows=rows, next_url=next_url, error=error, searched=searched,
+        paged=bool(filters.get("after")) or bool(next_cursor),
         process_types=PROCESS_TYPES, statuses=INSTANCE_STATUSES, companies=dashboard.companies(),
     ), 400 if error else 200
 

@@ -261,6 +261,11 @@ class HumanTask(CompanyOwned, db.Model):
     def status_label(self):
         return TASK_STATUSES.get(self.status, self.status)
 
+    @property
+    def decision_label(self):
+        """The decision label as a msgid, or "" for a task whose form takes no decision."""
+        return DECISIONS.get(self.decision, self.decision or "")
+
 
 class ProcessEvent(CompanyOwned, db.Model):
     """One audit entry of an instance, chained to the previous entry by sha256.

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.hq.audit import parse_filters, search_instances
 from app.hq.dashboard import today
 from app.hq.models import StepDailyTotal
 from app.hq.totals import rebuild_step_totals
@@ -57,12 +58,50 @@ def test_found_instance_opens_history_and_diagram(two_requests, login):
     assert diagram["ok"] and diagram["current"]
 
 
+def test_default_lists_recent_instances_paged(two_requests, make_account, login):
+    tj_instance, qd_instance, _tj, _qd = two_requests
+    third = make_account("TJ", "70.00")
+    assert start_request(login("tj_clerk"), third.id).status_code in (302, 303)
+    newest = instance_of(third.id, "suspension")
+    client = login("hq_auditor")
+
+    ids, text = _hits(client, "")
+    assert ids == {tj_instance.id, qd_instance.id, newest.id}
+    assert "最近发起的流程" in text
+    first_row = text.split('data-instance="')[1].split('"')[0]
+    assert int(first_row) == newest.id
+    assert "<th>发起人</th>" in text
+    assert 'id="audit-next-page"' not in text
+
+    rows, cursor = search_instances(parse_filters({}), page_size=2)
+    assert [row["instance"].id for row in rows] == [newest.id, qd_instance.id]
+    assert cursor
+    rows, cursor = search_instances(parse_filters({"after": cursor}), page_size=2)
+    assert [row["instance"].id for row in rows] == [tj_instance.id]
+    assert cursor == ""
+
+
+def test_next_page_link_keeps_filters(two_requests, login, monkeypatch):
+    tj_instance, qd_instance, _tj, _qd = two_requests
+    monkeypatch.setattr("app.hq.audit.PAGE_SIZE", 1)
+    client = login("hq_auditor")
+    ids, text = _hits(client, "process_type=suspension")
+    assert ids == {qd_instance.id}
+    assert "本页 1 条" in text
+    link = text.split('id="audit-next-page" href="')[1].split('"')[0].replace("&amp;", "&")
+    assert "process_type=suspension" in link
+    second = client.get(link).get_data(as_text=True)
+    assert 'data-instance="%d"' % tj_instance.id in second
+    assert 'id="audit-next-page"' not in second
+
+
 @pytest.mark.parametrize("query, message", [
     ("date_from=2026-02-30", "开始日期「2026-02-30」无效"),
     ("process_type=nope", "流程类型「nope」不存在"),
     ("date_from=2026-03-02&date_to=2026-03-01", "开始日期晚于结束日期"),
     ("date_from=0001-01-01", "开始日期「0001-01-01」超出范围"),
     ("date_to=9999-12-31", "结束日期「9999-12-31」超出范围"),
+    ("after=not-a-cursor", "分页参数无效"),
 ])
 def test_bad_filter_is_named(demo, login, query, message):
     response = login("hq_auditor").get(f"/hq/audit?{query}")

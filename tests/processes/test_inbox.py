@@ -1,5 +1,6 @@
 """The inbox: due dates and overdue marks, filters, keyset paging and delegation."""
 
+import re
 from datetime import timedelta, timezone
 
 import pytest
@@ -119,6 +120,27 @@ def test_inbox_bad_status_lists_values(demo, login):
     response = approver.get("/processes/inbox?status=done")
     assert response.status_code == 400
     assert "choose one of: Open (open), Done (completed), Cancelled (cancelled)." in response.get_data(as_text=True)
+
+
+def _decision_cells(client):
+    page = client.get("/processes/inbox?status=completed").get_data(as_text=True)
+    return re.findall(r'<td class="decision">([^<]*)</td>', page)
+
+
+def test_done_tasks_show_decision(demo, make_account, login):
+    approved, rejected = _suspensions(login, make_account, "TJ", 2)
+    approver = login("tj_approver")
+    for instance, decision in ((approved, "approve"), (rejected, "reject")):
+        task = open_task(instance.id, "company_approval")
+        response = submit_task(approver, task.id, {"decision": decision, "comment": "审核"})
+        assert response.status_code == 302, response.get_data(as_text=True)
+
+    assert sorted(_decision_cells(approver)) == sorted(["同意", "驳回"])
+    open_page = approver.get("/processes/inbox").get_data(as_text=True)
+    assert 'class="decision"' not in open_page
+
+    assert approver.post("/language", data={"locale": "en"}).status_code in (302, 303)
+    assert sorted(_decision_cells(approver)) == ["Approve", "Reject"]
 
 
 def test_delegate_to_colleague(demo, make_account, login):
