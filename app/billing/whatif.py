@@ -28,24 +28,9 @@ from app.network.models import TARIFF_CATEGORY, USER_TYPES, Account
 from app.network.terms import terms_history
 from app.tariffs.editing import CATEGORIES, parse_tariff_form
 from app.tariffs.models import Season
+from app.tariffs.rates import AreaRate, PriceRate
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DraftPrice:
-    category: str
-    heat_source_kind: str
-    unit_price: Decimal
-
-
-@dataclass(frozen=True)
-class DraftAreaRule:
-    category: str
-    basis: str
-    factor: Decimal
-    lift_factor: Decimal | None
-    fallback_factor: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -64,8 +49,8 @@ def draft_from_form(season, form):
     return DraftTariff(
         effective_from=season.start_on,
         suspension_ratio=values["suspension_ratio"],
-        prices=tuple(DraftPrice(*price) for price in values["prices"]),
-        area_rules=tuple(DraftAreaRule(*rule) for rule in values["rules"]),
+        prices=tuple(PriceRate(*price) for price in values["prices"]),
+        area_rules=tuple(AreaRate(*rule) for rule in values["rules"]),
     )
 
 
