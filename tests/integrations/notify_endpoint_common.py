@@ -1,6 +1,7 @@
-"""Shared steps of the notify endpoint tests of every channel: stored rows and database failures."""
+"""Shared steps of the notify endpoint tests of every channel: stored rows, concurrent deliveries and database failures."""
 
 import contextlib
+import threading
 
 import sqlalchemy as sa
 
@@ -60,3 +61,34 @@ def notification_database_down(app):
     finally:
         app.extensions["heatflow_notification_engine"] = engine
         down.dispose()
+
+
+def deliver_at_once(app, deliver, deliveries=8):
+    """Serve `app` on a local port and call deliver(url) from `deliveries` threads released together.
+
+    Returns the results of `deliver` in the order the threads finished.
+    """
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    barrier = threading.Barrier(deliveries, timeout=30)
+    results = []
+
+    def send_one(url):
+        barrier.wait()
+        results.append(deliver(url))
+
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        senders = [threading.Thread(target=send_one, args=(url,)) for _ in range(deliveries)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    return results

@@ -5,7 +5,6 @@ is the plain text `fail`.
 """
 
 import logging
-import threading
 import urllib.parse
 from collections import Counter
 from datetime import datetime, timedelta
@@ -20,7 +19,9 @@ from app.integrations.channel import CHINA_TIME
 from app.network.models import Account
 from app.payments.models import OnlineOrder, Payment, PaymentNotification
 from app.payments.online import create_online_order
-from notify_endpoint_common import end_app_connections, logged_notifications, notification_database_down, stored_payments
+from notify_endpoint_common import (
+    deliver_at_once, end_app_connections, logged_notifications, notification_database_down, stored_payments,
+)
 from wechatpay_helpers import accounts_of, raw_request
 
 pytestmark = pytest.mark.xdist_group("alipay")
@@ -157,31 +158,9 @@ def test_alipay_replays_post_once(alipay_world, live_server_url):
 
 
 def test_alipay_concurrent_duplicates_post_once(alipay_world, app):
-    from werkzeug.serving import make_server
-
     _, body, trade_no = _paid_order(alipay_world)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}{NOTIFY_PATH}"
     deliveries = 8
-    barrier = threading.Barrier(deliveries, timeout=30)
-    replies = []
-
-    def deliver():
-        barrier.wait()
-        replies.append(post_form(url, body))
-
-    try:
-        senders = [threading.Thread(target=deliver) for _ in range(deliveries)]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join(timeout=60)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    replies = deliver_at_once(app, lambda server: post_form(server + NOTIFY_PATH, body), deliveries)
 
     assert replies == [(200, b"success")] * deliveries
     outcomes = sorted(row.outcome for row in _logged())

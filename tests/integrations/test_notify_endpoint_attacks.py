@@ -1,11 +1,10 @@
 """Hostile requests to POST /payments/notify/wechat: odd headers, broken bodies, replays."""
 
-import threading
 import urllib.parse
 
 import pytest
 
-from notify_endpoint_common import logged_notifications, stored_payments
+from notify_endpoint_common import deliver_at_once, logged_notifications, stored_payments
 from wechatpay_helpers import accounts_of, order_notification, raw_request, send
 
 pytestmark = pytest.mark.xdist_group("wechatpay")
@@ -84,32 +83,10 @@ def test_foreign_body_rejected(wechat, app, body):
 
 
 def test_concurrent_duplicates_post_once(wechat, app):
-    from werkzeug.serving import make_server
-
     account = accounts_of(wechat["demo"]["TJ"], 1)[0]
     _, transaction_id, body, headers = order_notification(wechat["keys"], account)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}{NOTIFY_PATH}"
     deliveries = 8
-    barrier = threading.Barrier(deliveries, timeout=30)
-    statuses = []
-
-    def deliver():
-        barrier.wait()
-        statuses.append(send(url, body, headers)[0])
-
-    try:
-        senders = [threading.Thread(target=deliver) for _ in range(deliveries)]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join(timeout=60)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    statuses = deliver_at_once(app, lambda server: send(server + NOTIFY_PATH, body, headers)[0], deliveries)
 
     assert statuses == [204] * deliveries
     outcomes = sorted(row.outcome for row in logged_notifications())
