@@ -22,6 +22,7 @@ from app.messaging.broker import INBOUND_EXCHANGE, connect, declare_consumer_que
 from app.messaging.inbound import CONSUMERS, MAX_ATTEMPTS, apply_message, run_consumer
 from app.messaging.models import MeterReading, MeterReadingReview, ProcessedMessage
 from app.network.models import Account
+from app.org.models import Role
 from app.processes.models import HumanTask, ProcessInstance
 from app.tariffs.services import get_season
 from tests.messaging.conftest import WAIT_S, drain, publish_inbound
@@ -254,7 +255,9 @@ def test_oa_decision_of_wrong_role_or_odd_task_is_rejected(demo, make_account, l
     assert wrong_role == "rejected"
     assert huge_task == "rejected"
     reasons = dict(db.session.execute(sa.select(ProcessedMessage.message_id, ProcessedMessage.reason)).all())
-    assert "company_approver" in reasons["oa-role"]
+    # The reason names the lane's role as the company calls it.
+    role_name = db.session.scalar(sa.select(Role.name).filter_by(company_id=account.company_id, code="company_approver"))
+    assert f"「{role_name}」" in reasons["oa-role"]
     assert "不是任务编号" in reasons["oa-huge"]
     db.session.expire_all()
     waiting = db.session.get(HumanTask, task.id)
