@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from celery.result import _set_task_join_will_block
 from flask import g
 from flask_babel import refresh as refresh_language
 from flask.testing import FlaskClient
@@ -114,6 +115,17 @@ class UserClient(FlaskClient):
         g.pop("_login_user", None)
         refresh_language()
         return super().open(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def task_joins_allowed():
+    """Clear Celery's process-wide "joining a result would block" flag before each test.
+
+    A worker pool started in this process sets it, and eager tasks sent from several threads
+    at once can leave it set. A later test's `apply().get()`, or a view that waits on an
+    eager result, would then raise "Never call result.get() within a task!".
+    """
+    _set_task_join_will_block(False)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
