@@ -35,7 +35,7 @@ from app.processes.step_names import shown_step_name
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("fieldwork", __name__, url_prefix="/field")
-# Longest side of a photo thumbnail, in pixels.
+# Maximum length, in pixels, of the longer side of a photo thumbnail.
 THUMBNAIL_PX = 240
 # Most suspended accounts one inspection page lists for assignment.
 ASSIGN_PAGE_SIZE = 200

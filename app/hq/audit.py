@@ -86,7 +86,7 @@ def _local_start(day):
 def search_instances(filters, page_size=None):
     """Return (rows, next cursor or "") of the instances matching every given filter, newest first.
 
-    Empty filters match every instance, which is the explorer's default list. A page holds
+    Empty filters match every instance, which is the explorer's default list. A page contains
     `page_size` rows, PAGE_SIZE when it is not given.
     """
     page_size = page_size or PAGE_SIZE

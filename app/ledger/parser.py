@@ -327,7 +327,7 @@ def _network_columns(header):
 def _read_network_sheets(workbook, parsed, ledger_sheet, max_rows):
     """Read the station and heat-source sheets into `parsed`, adding a RowError for each unreadable cell.
 
-    Errors name the column as 工作表!表头 (sheet!header), so they are told apart from the
+    Errors name the column as 工作表!表头 (sheet!header), so they are distinguished from the
     ledger sheet's. A hidden station or heat-source sheet raises LedgerFileError.
     """
     for sheet in workbook.worksheets:
@@ -379,7 +379,7 @@ def _read_rows(sheet, max_rows):
 
 
 def _choose_ledger_sheet(workbook, max_rows):
-    """Return (sheet, SheetData, header index, mapping, texts) of the sheet that holds the accounts.
+    """Return (sheet, SheetData, header index, mapping, texts) of the sheet that contains the accounts.
 
     That is the first sheet whose header has the account columns; the heat-source and
     station sheets may come before or after it. A hidden sheet with an account header

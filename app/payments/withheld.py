@@ -171,7 +171,7 @@ def withheld_copies(row):
 
 
 def restore(row, copies):
-    """Put the numbers of a withheld row back, because no other company holds them, and drop the copies."""
+    """Put the numbers of a withheld row back, because no other company has them, and drop the copies."""
     source = copies[0]
     row.out_trade_no = source.out_trade_no
     row.payload = source.payload

@@ -148,7 +148,7 @@ def test_readings_that_cannot_apply_go_to_the_review_list(metered_qd, add_accoun
     assert _count(ProcessedMessage, outcome="rejected") == 6
 
 
-def test_out_of_range_readings_go_to_the_review_list(metered_qd):
+def test_out_of_range_readings_reviewed(metered_qd):
     spec = CONSUMERS["meter_readings"]
     account = metered_qd[0]
     cases = {
@@ -241,7 +241,7 @@ def test_oa_decision_completes_the_waiting_approval(demo, make_account, login, b
     assert released.claimed_by_id is None
 
 
-def test_oa_decision_of_wrong_role_or_odd_task_is_rejected(demo, make_account, login):
+def test_oa_decision_bad_approver_rejected(demo, make_account, login):
     spec = CONSUMERS["oa_approvals"]
     account = make_account("TJ", "87.35")
     assert start_request(login("tj_clerk"), account.id).status_code == 302

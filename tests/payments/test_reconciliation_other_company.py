@@ -57,7 +57,7 @@ def test_company_item_hides_other_order(crossed, demo, backend):
     items = {item.channel_txn_id: item for item in db.session.scalars(sa.select(ReconciliationItem).filter_by(run_id=run.id))}
     assert items["4200000777"].out_trade_no is None
     assert items["4200000777"].other_company_order is True
-    # An order number no company holds is the merchant's own and stays.
+    # An order number that no company has is the merchant's own and stays.
     assert items["4200000778"].out_trade_no == "QD-UNKNOWN-1"
     assert items["4200000778"].other_company_order is False
 
@@ -81,7 +81,7 @@ def test_rls_hides_copy_from_company(crossed, demo, backend):
         pytest.skip("row-level security exists on PostgreSQL only")
     qd = demo["QD"]
     reconcile(qd.id, "wechatpay", QD_MCHID, DAY, crossed)
-    # Raw SQL bypasses the ORM's company filter; only row-level security stands between QD and the copy.
+    # Raw SQL bypasses the ORM's company filter, so only row-level security keeps QD from reading the copy.
     raw = sa.text("SELECT out_trade_no FROM reconciliation_order_copy")
     items = sa.text("SELECT coalesce(out_trade_no, '') FROM reconciliation_item")
     assert _as_user("qd_finance", raw) == []

@@ -252,7 +252,7 @@ def test_odd_ids_in_admin_forms_are_not_500(demo, login, value):
 
 
 @pytest.mark.parametrize("value", ["²", HUGE_ID])
-def test_odd_ids_in_field_and_delegate_forms_are_not_500(demo, login, value):
+def test_odd_form_ids_rejected(demo, login, value):
     admin = login("tj_admin")
 
     account = admin.post("/field/inspections", data={"account_id": value, "field_user_id": str(_user_id("tj_field"))})
